@@ -1,0 +1,77 @@
+"""The ``livedenoise`` command line.
+
+Each sub-command lives in its own module under :mod:`livedenoise.commands` and registers
+itself, so this file only wires them together and turns user errors into one clear line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from livedenoise import __version__
+from livedenoise.errors import LivedenoiseError
+
+#: Sub-commands in the order ``livedenoise --help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "live",
+    "simulate",
+    "calibrate-camera",
+    "pretrain",
+    "finetune",
+    "denoise",
+    "evaluate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="livedenoise",
+        description=(
+            "Real-time denoising for fluorescence microscopy with Micro-Manager / pycromanager. "
+            "Start with `livedenoise demo` to run a complete simulated session."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"livedenoise {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module_name = "livedenoise.commands." + name.replace("-", "_")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command still being written: keep the others usable
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``livedenoise`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LivedenoiseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: partial results are kept; rerun with --resume where the command supports it",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

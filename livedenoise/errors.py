@@ -1,0 +1,28 @@
+"""User-facing error types.
+
+Every problem a user can cause (bad file, bad value, missing weights, no Micro-Manager)
+is raised as a :class:`LivedenoiseError` whose message is one self-contained sentence
+naming the file or value and what was expected. The CLI prints that sentence and exits
+with status 2 instead of showing a traceback.
+"""
+from __future__ import annotations
+
+
+class LivedenoiseError(Exception):
+    """An error caused by input or environment, explained in one sentence."""
+
+
+class ConfigError(LivedenoiseError):
+    """Invalid configuration file or value."""
+
+
+class InputDataError(LivedenoiseError):
+    """Input image data that cannot be used (dtype, NaN, dimensions, corrupt file)."""
+
+
+class CheckpointError(LivedenoiseError):
+    """A model file that is missing, truncated, corrupt or does not match its metadata."""
+
+
+class MicroManagerUnavailable(LivedenoiseError):
+    """No Micro-Manager core could be reached."""
