@@ -58,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
+        force=True,  # pymmcore-plus sets the root logger to DEBUG on import
     )
+    for noisy in ("pymmcore-plus", "mmpycorex", "pycromanager", "distributed", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -53,7 +53,12 @@ class LiveConfig(_Strict):
     backbone: str = Field("fast", description="shipped backbone name ('fast' or 'standard') or a checkpoint path")
     calibration_positions: int = Field(5, ge=1, le=100, description="stage positions for calibration pairs")
     reference: Literal["exposure", "power", "average"] = Field(
-        "exposure", description="how the high-SNR reference is made: longer exposure, more light, or averaging frames"
+        "average",
+        description=(
+            "how the high-SNR reference is made: the average of N frames at the live settings (default: its expected "
+            "value equals the live frame's, camera fixed pattern included), a longer exposure, or more light (both "
+            "affine-matched to the live frame's intensity)"
+        ),
     )
     reference_exposure_ms: float = Field(200.0, gt=0, le=60000)
     reference_power: float = Field(100.0, gt=0, le=100)

@@ -1,0 +1,66 @@
+"""The interface a live session needs from acquisition software (pycromanager or pymmcore-plus).
+
+The controller only speaks this interface, so the same session logic runs on the simulated core, a
+pymmcore core with real device adapters, a running Micro-Manager (Java backend), or a pymmcore-plus
+MDA. Frames reach ``on_frame(image, axes)`` from the library's own thread *after* nothing but a
+reference is taken: the raw image is saved by the library exactly as acquired.
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from livedenoise.acquisition.plans import CalibrationPair, LivePlan, PairPlan
+
+FrameCallback = Callable[[np.ndarray, dict], None]
+
+
+@dataclass
+class LiveRunInfo:
+    frames: int
+    seconds: float
+    raw_path: Path | None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class AcquisitionBackend(ABC):
+    """Acquisition operations a session uses; implementations wrap one acquisition library."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def acquire_pairs(self, plan: PairPlan, directory: Path) -> list[CalibrationPair]:
+        """Acquire (and save under ``directory``) the calibration pairs of ``plan``."""
+
+    @abstractmethod
+    def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,
+                 max_frames: int | None = None) -> LiveRunInfo:
+        """Acquire frames until ``stop`` is set (or ``max_frames``), saving raw under ``directory``; blocks."""
+
+    @abstractmethod
+    def read_raw(self, axes: dict) -> np.ndarray:
+        """Read a saved raw frame of the current/last live run back from disk."""
+
+    def spread_positions(self, count: int, spacing_um: float) -> list[tuple[float, float]]:
+        """``count`` stage positions on a square grid ``spacing_um`` apart, around the current position."""
+        x0, y0 = self.current_xy()
+        cols = int(np.ceil(np.sqrt(count)))
+        return [(x0 + (i % cols) * spacing_um, y0 + (i // cols) * spacing_um) for i in range(count)]
+
+    def current_xy(self) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
+        """The noise-free image behind ``image`` when the microscope is simulated, else ``None``."""
+        return None
+
+    def describe(self) -> str:
+        return self.name

@@ -1,0 +1,376 @@
+"""The live session: IDLE -> CALIBRATING -> LIVE (backbone) -> FINE_TUNING (still live) -> LIVE (adapted) -> STOPPED.
+
+This is the only place that knows the order of events. Acquisition runs in the acquisition library's
+threads and only ever hands frames over (:mod:`livedenoise.acquisition.workers`); denoising, recording
+and fine-tuning run in their own threads, so no model can slow or stall the camera, and raw frames are
+saved by the library exactly as acquired whatever the denoiser does. Fine-tuning failures are reported
+and the session keeps acquiring with the backbone.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.acquisition.status import SessionState, SessionStatus
+from livedenoise.acquisition.workers import DenoisedFrame, DenoisedWriter, DenoiseWorker
+from livedenoise.checkpoint import Checkpoint
+from livedenoise.config import Settings
+from livedenoise.inference import Denoiser
+from livedenoise.metrics import score
+from livedenoise.training.data import normalizer_for
+from livedenoise.training.finetune import FinetuneResult, finetune
+from livedenoise.training.loop import FitProgress
+
+log = logging.getLogger("livedenoise")
+
+
+@dataclass
+class SessionReport:
+    """What a session achieved; printed by `livedenoise demo` and saved as JSON."""
+
+    mode: str
+    backend: str
+    calibration_pairs: int = 0
+    finetune: dict | None = None
+    swapped_at_frame: int | None = None
+    frames_acquired: int = 0
+    frames_denoised: int = 0
+    frames_dropped: int = 0
+    frames_written: int = 0
+    camera_fps: float = 0.0
+    denoised_fps: float = 0.0
+    mean_latency_ms: float = 0.0
+    quality: dict = field(default_factory=dict)  # {"raw"|"backbone"|"adapted": {"psnr":..,"ssim":..}}
+    display_quality: dict = field(default_factory=dict)  # PSNR of displayed frames before/after the swap
+    errors: list[str] = field(default_factory=list)
+    paths: dict = field(default_factory=dict)
+
+
+class LiveSession:
+    """A calibrate -> fine-tune -> live session on any :class:`AcquisitionBackend`.
+
+    Typical use (what ``livedenoise demo`` does)::
+
+        session = LiveSession(backend, settings, "runs/demo", backbone=load_backbone("fast"))
+        report = session.run(frames_after_swap=100)
+    """
+
+    def __init__(self, backend: AcquisitionBackend, settings: Settings, output_dir: str | Path, *,
+                 backbone: Checkpoint, calibration=None, device: str = "auto",
+                 on_status: Callable[[SessionStatus], None] | None = None,
+                 on_frame: Callable[[DenoisedFrame], None] | None = None,
+                 finetune_fn: Callable[..., FinetuneResult] = finetune, score_frames: int = 8) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.output_dir = Path(output_dir)
+        self.backbone = backbone
+        self.calibration = calibration
+        self.device = device
+        self._on_status = on_status
+        self._on_frame = on_frame
+        self._finetune_fn = finetune_fn
+        self._score_frames = score_frames
+        self.status = SessionStatus(model_name=backbone.name)
+        self._lock = threading.RLock()
+        self._stop_live = threading.Event()
+        self._cancel_finetune = threading.Event()
+        self.denoiser: Denoiser | None = None
+        self.backbone_normalized: Checkpoint | None = None
+        self.adapted: Checkpoint | None = None
+        self.finetune_result: FinetuneResult | None = None
+        self.pairs: list[CalibrationPair] = []
+        self._self_frames: list[np.ndarray] = []
+        self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
+        self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
+        self._latencies: list[float] = []
+        self._finetune_thread: threading.Thread | None = None
+        self._live_thread: threading.Thread | None = None
+        self._live_info: LiveRunInfo | None = None
+        self._worker: DenoiseWorker | None = None
+        self._writer: DenoisedWriter | None = None
+        self._frames_after_swap: int | None = None
+        self._max_frames: int | None = None
+        self._live_started = 0.0
+        self.swapped_at_frame: int | None = None
+
+    # -- status ------------------------------------------------------------------------------------
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for k, v in changes.items():
+                setattr(self.status, k, v)
+            snapshot = SessionStatus(**{**self.status.__dict__, "errors": list(self.status.errors)})
+        if self._on_status is not None:
+            try:
+                self._on_status(snapshot)
+            except Exception:
+                log.exception("status callback failed")
+
+    def _error(self, message: str) -> None:
+        log.error(message)
+        with self._lock:
+            self.status.errors.append(message)
+        self._set(message=message)
+
+    @property
+    def state(self) -> SessionState:
+        return self.status.state
+
+    # -- calibration -------------------------------------------------------------------------------
+    def _low(self) -> Illumination:
+        m = self.settings.microscope
+        return Illumination(m.exposure_ms, m.light_power)
+
+    def calibrate(self) -> list[CalibrationPair]:
+        """Acquire low/high-SNR pairs at ``calibration_positions`` stage positions (pairs mode)."""
+        live = self.settings.live
+        self._set(state=SessionState.CALIBRATING, message=f"collecting {live.calibration_positions} calibration pairs")
+        low = self._low()
+        if live.reference == "exposure":
+            high = Illumination(live.reference_exposure_ms, low.power)
+        elif live.reference == "power":
+            high = Illumination(low.exposure_ms, live.reference_power)
+        else:
+            high = low
+        positions = self.backend.spread_positions(live.calibration_positions, live.position_spacing_um)
+        plan = PairPlan(positions, low, high, live.reference, live.reference_average)
+        self.pairs = self.backend.acquire_pairs(plan, self.output_dir)
+        self._prepare_backbone([p.low for p in self.pairs])
+        self._set(message=f"{len(self.pairs)} calibration pairs collected")
+        return self.pairs
+
+    def _prepare_backbone(self, frames: list[np.ndarray]) -> None:
+        """The backbone with a normaliser fitted to this experiment's frames (noise level, offset)."""
+        norm = normalizer_for(frames, like=self.backbone.normalizer, calibration=self.calibration)
+        ckpt = self.backbone.clone()
+        ckpt.normalizer = norm
+        self.backbone_normalized = ckpt
+        if self.denoiser is None:
+            self.denoiser = Denoiser(ckpt, device=self.device)
+        else:
+            self.denoiser.swap(ckpt)
+
+    # -- fine-tuning -------------------------------------------------------------------------------
+    def start_finetune(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None) -> None:
+        """Fine-tune in a background thread; the adapted model is hot-swapped in when it finishes."""
+        if self._finetune_thread is not None and self._finetune_thread.is_alive():
+            raise RuntimeError("fine-tuning is already running")
+        self._cancel_finetune.clear()
+        self._set(state=SessionState.FINE_TUNING if self._live_thread else self.status.state,
+                  finetune_progress=0.0, finetune_loss=None, message="fine-tuning in the background")
+        self._finetune_thread = threading.Thread(target=self._finetune_job, args=(noisy, clean),
+                                                 name="livedenoise-finetune", daemon=True)
+        self._finetune_thread.start()
+
+    def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None) -> None:
+        started = time.perf_counter()
+
+        def progress(p: FitProgress) -> None:
+            self._set(finetune_progress=p.fraction, finetune_loss=p.best_val_loss,
+                      finetune_elapsed_s=time.perf_counter() - started)
+
+        try:
+            result = self._finetune_fn(
+                self.backbone, noisy, clean, calibration=self.calibration, training=self.settings.training,
+                time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
+                progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}")
+        except Exception as exc:
+            self._error(f"fine-tuning failed, continuing with the backbone: {exc.__class__.__name__}: {exc}")
+            self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state)
+            return
+        if self._cancel_finetune.is_set() and result.fit.stopped == "cancelled" and self._stop_live.is_set():
+            return
+        self.finetune_result = result
+        self.adapted = result.checkpoint
+        try:
+            self.adapted.save(self.output_dir / "adapted-model.safetensors")
+        except Exception as exc:
+            self._error(f"could not save the adapted model: {exc}")
+        if self.denoiser is not None:
+            self.denoiser.swap(self.adapted)
+        with self._lock:
+            self.swapped_at_frame = self.status.frames_acquired
+        self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state, adapted=True,
+                  model_name=self.adapted.name, finetune_progress=1.0,
+                  message=f"adapted model swapped in at frame {self.swapped_at_frame}")
+
+    def show_adapted(self, adapted: bool) -> None:
+        """Compare toggle: display the backbone or the adapted model (when there is one)."""
+        if self.denoiser is None:
+            return
+        target = self.adapted if adapted and self.adapted is not None else self.backbone_normalized
+        if target is not None:
+            self.denoiser.swap(target)
+            self._set(model_name=target.name)
+
+    # -- live --------------------------------------------------------------------------------------
+    def _on_raw(self, image: np.ndarray, axes: dict) -> None:
+        """Called from the acquisition thread for every frame: hand over, never wait."""
+        raw = np.array(image, copy=True)
+        with self._lock:
+            self.status.frames_acquired += 1
+            n = self.status.frames_acquired
+        if self.denoiser is None:  # self-supervised mode: the backbone's normaliser needs a first frame
+            self._prepare_backbone([raw])
+        if self._worker is not None:
+            self._worker.submit(raw, {"axes": axes, "index": n})
+        if self._writer is not None:
+            self._writer.submit(axes, raw)
+        live = self.settings.live
+        if live.mode == "self" and self.adapted is None and self._finetune_thread is None:
+            self._self_frames.append(raw)
+            if len(self._self_frames) >= live.self_supervised_frames:
+                self.start_finetune(list(self._self_frames), None)
+        if n % 10 == 0 and len(self._score_bank) < 4 * self._score_frames:
+            truth = self.backend.ground_truth(raw)
+            if truth is not None:
+                self._score_bank.append((raw, truth))
+        stop_after = None
+        with self._lock:
+            if self._frames_after_swap is not None and self.swapped_at_frame is not None:
+                stop_after = self.swapped_at_frame + self._frames_after_swap
+        if (stop_after is not None and n >= stop_after) or (self._max_frames is not None and n >= self._max_frames):
+            self._stop_live.set()
+
+    def _on_denoised(self, frame: DenoisedFrame) -> None:
+        if frame.denoised is not None:
+            self._latencies.append(frame.latency_s)
+            truth = self.backend.ground_truth(frame.raw)
+            if truth is not None:
+                key = "adapted" if self.adapted is not None and frame.model_name == self.adapted.name else "backbone"
+                self._display_psnr[key].append(score(truth, frame.denoised).psnr)
+        elif frame.error:
+            with self._lock:
+                if len(self.status.errors) < 20:
+                    self.status.errors.append(f"denoising: {frame.error}")
+        if self._on_frame is not None:
+            self._on_frame(frame)
+        w = self._worker
+        elapsed = time.perf_counter() - self._live_started
+        self._set(frames_denoised=w.stats.denoised if w else 0, frames_dropped=w.stats.dropped if w else 0,
+                  camera_fps=self.status.frames_acquired / elapsed if elapsed > 0 else 0.0,
+                  denoised_fps=w.stats.fps if w else 0.0, latency_ms=frame.latency_s * 1000,
+                  frames_written=self._writer.written if self._writer else 0)
+
+    def start_live(self, *, max_frames: int | None = None, frames_after_swap: int | None = None) -> None:
+        """Start live acquisition in the background (returns at once)."""
+        self._stop_live.clear()
+        self._max_frames = max_frames
+        self._frames_after_swap = frames_after_swap
+        denoise = self._denoise_current
+        self._worker = DenoiseWorker(denoise, self._on_denoised, model_name=lambda: self.denoiser.name if self.denoiser else "").start()
+        if self.settings.live.save_denoised:
+            self._writer = DenoisedWriter(denoise, self.output_dir, "denoised", read_raw=self.backend.read_raw,
+                                          summary_metadata={"backbone": self.backbone.name}).start()
+        plan = LivePlan(self._low(), self.settings.live.interval_ms)
+        self._live_started = time.perf_counter()
+        state = SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive()) else SessionState.LIVE
+        self._set(state=state, message="live")
+        self._live_thread = threading.Thread(target=self._live_job, args=(plan,), name="livedenoise-live", daemon=True)
+        self._live_thread.start()
+
+    def _denoise_current(self, raw: np.ndarray) -> np.ndarray:
+        if self.denoiser is None:
+            raise RuntimeError("no model yet")
+        return self.denoiser.denoise(raw)
+
+    def _live_job(self, plan: LivePlan) -> None:
+        try:
+            self._live_info = self.backend.run_live(plan, self._on_raw, self._stop_live, self.output_dir)
+        except Exception as exc:
+            self._error(f"acquisition failed: {exc.__class__.__name__}: {exc}")
+            self._set(state=SessionState.FAILED)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the live acquisition to end (it ends by ``stop()``, frame limits, or an error)."""
+        if self._live_thread is not None:
+            self._live_thread.join(timeout)
+            return not self._live_thread.is_alive()
+        return True
+
+    def stop(self, *, wait_for_finetune: bool = False) -> SessionReport:
+        """Stop acquisition, cancel fine-tuning unless asked to wait, flush the writer, and report."""
+        self._stop_live.set()
+        self.wait()
+        if self._finetune_thread is not None:
+            if not wait_for_finetune:
+                self._cancel_finetune.set()
+            self._finetune_thread.join()
+        if self._worker is not None:
+            self._worker.drain()
+            self._worker.stop()
+        if self._writer is not None:
+            self._writer.finish(progress=True)
+            self.status.errors.extend(self._writer.errors)
+        if self.status.state != SessionState.FAILED:
+            self._set(state=SessionState.STOPPED, message="stopped")
+        return self.report()
+
+    # -- the whole session -------------------------------------------------------------------------
+    def run(self, *, frames_after_swap: int | None = None, max_frames: int | None = None) -> SessionReport:
+        """Calibrate (pairs mode) -> go live with the backbone -> fine-tune in the background -> swap -> stop."""
+        live = self.settings.live
+        frames_after_swap = live.frames if frames_after_swap is None else frames_after_swap
+        if live.mode == "pairs":
+            pairs = self.calibrate()
+            self.start_finetune([p.low for p in pairs], [p.high for p in pairs])
+        self.start_live(frames_after_swap=frames_after_swap, max_frames=max_frames)
+        while not self._stop_live.is_set():
+            if self._live_thread is not None and not self._live_thread.is_alive():
+                break
+            ft = self._finetune_thread
+            if self.status.state != SessionState.FAILED and ft is not None and not ft.is_alive() and self.adapted is None:
+                # Fine-tuning failed: keep imaging the requested number of frames with the backbone.
+                with self._lock:
+                    self.swapped_at_frame = self.swapped_at_frame or self.status.frames_acquired
+            time.sleep(0.05)
+        return self.stop(wait_for_finetune=False)
+
+    def report(self) -> SessionReport:
+        w = self._worker
+        info = self._live_info
+        rep = SessionReport(mode=self.settings.live.mode, backend=self.backend.describe(),
+                            calibration_pairs=len(self.pairs),
+                            finetune=self.finetune_result.fit.to_dict() if self.finetune_result else None,
+                            swapped_at_frame=self.swapped_at_frame if self.adapted is not None else None,
+                            frames_acquired=self.status.frames_acquired,
+                            frames_denoised=w.stats.denoised if w else 0, frames_dropped=w.stats.dropped if w else 0,
+                            frames_written=self._writer.written if self._writer else 0,
+                            camera_fps=info.fps if info else 0.0,
+                            denoised_fps=(w.stats.denoised / info.seconds) if (w and info and info.seconds) else 0.0,
+                            mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
+                            errors=list(self.status.errors))
+        rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
+                     "denoised": str(self._writer.path) if self._writer and self._writer.path else None,
+                     "adapted_model": str(self.output_dir / "adapted-model.safetensors") if self.adapted else None}
+        rep.quality = self.score_models()
+        rep.display_quality = {k: float(np.mean(v)) if v else None for k, v in self._display_psnr.items()}
+        rep.display_quality.update({f"{k}_frames": len(v) for k, v in self._display_psnr.items()})
+        return rep
+
+    def score_models(self) -> dict:
+        """PSNR/SSIM against ground truth (simulated microscope) of raw, backbone and adapted on held frames."""
+        if not self._score_bank or self.backbone_normalized is None:
+            return {}
+        idx = np.linspace(0, len(self._score_bank) - 1, min(self._score_frames, len(self._score_bank))).astype(int)
+        bank = [self._score_bank[i] for i in idx]
+        models = {"backbone": self.backbone_normalized}
+        if self.adapted is not None:
+            models["adapted"] = self.adapted
+        out: dict = {"frames": len(bank)}
+        out["raw"] = _mean_scores([score(t, r.astype(np.float32)) for r, t in bank])
+        for name, ckpt in models.items():
+            den = Denoiser(ckpt, device=self.device)
+            out[name] = _mean_scores([score(t, den.denoise(r)) for r, t in bank])
+        return out
+
+
+def _mean_scores(scores: list) -> dict:
+    return {"psnr": float(np.mean([s.psnr for s in scores])), "ssim": float(np.mean([s.ssim for s in scores]))}

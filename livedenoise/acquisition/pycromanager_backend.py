@@ -1,0 +1,196 @@
+"""pycromanager integration: calibration and live events, and a frame hook that never waits for a model.
+
+Works with pycromanager's Python backend (the simulated core, or pymmcore with real device adapters)
+and its Java backend (a running Micro-Manager with its ZMQ server on). The ``image_process_fn`` hands
+the frame to the session and returns it *unchanged*, so NDTiff saves exactly what the camera produced;
+it does a dictionary lookup and a queue put, never model work.
+
+Event pitfall (ARCHITECTURE.md): consecutive events that differ only in ``properties`` are merged into
+one hardware sequence and the property change is dropped. Exposure changes are never merged, and the
+simulated core sets light power through a config-group preset, which is not merged either.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.errors import MicroManagerUnavailable
+
+log = logging.getLogger("livedenoise")
+
+MM_HINT = ("Start Micro-Manager and enable its server (Tools > Options > 'Run server on port 4827'), "
+           "or try livedenoise without hardware with `livedenoise live --simulate`.")
+
+
+def connect_micro_manager(timeout_s: float = 3.0) -> Any:
+    """Check that a Micro-Manager with its ZMQ server is reachable; one clear sentence if not."""
+    import contextlib
+    import io
+
+    try:
+        from pycromanager import Core
+    except Exception as exc:  # pragma: no cover - broken install
+        raise MicroManagerUnavailable(f"pycromanager cannot be imported ({exc}). {MM_HINT}") from None
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+            core = Core(timeout=int(timeout_s * 1000))
+            core.get_version_info()
+    except Exception:
+        raise MicroManagerUnavailable(f"No running Micro-Manager was found on port 4827. {MM_HINT}") from None
+    return core
+
+
+def _axes_key(axes: dict) -> tuple:
+    return tuple(sorted((str(k), v) for k, v in axes.items()))
+
+
+class PycromanagerBackend(AcquisitionBackend):
+    """Runs calibration and live acquisitions through ``pycromanager.Acquisition``.
+
+    ``core``: the MMCore to drive (a :class:`simulators.core.SimulatedCore` or any core registered for
+    pycromanager's Python backend); ``None`` uses the Java backend of a running Micro-Manager.
+    ``light_event(power) -> dict`` returns event fields that set the light power; the simulated core
+    provides one, for real hardware pass one built on your config group (or leave ``None`` and use
+    ``reference="exposure"`` or ``"average"``).
+    """
+
+    name = "pycromanager"
+
+    def __init__(self, core: Any = None, *, light_event: Callable[[float], dict] | None = None) -> None:
+        self.core = core
+        self._light_event = light_event
+        if core is not None and light_event is None and hasattr(core, "microscope"):
+            from simulators.core import light_power_event
+
+            self._light_event = lambda power: light_power_event(core, power)
+        if core is None:
+            connect_micro_manager()
+        self._live_dataset: Any = None
+        self._live_lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _illumination_fields(self, ill: Illumination) -> dict:
+        fields: dict[str, Any] = {"exposure": float(ill.exposure_ms)}
+        if ill.power is not None:
+            if self._light_event is None:
+                raise MicroManagerUnavailable(
+                    "this microscope has no light-power control configured; use reference='exposure' or 'average'")
+            fields.update(self._light_event(ill.power))
+        return fields
+
+    def _acquisition(self, directory: Path, name: str, process: Callable) -> Any:
+        from pycromanager import Acquisition
+
+        if self.core is not None:
+            from simulators.core import register_with_pycromanager
+
+            register_with_pycromanager(self.core)
+        directory.mkdir(parents=True, exist_ok=True)
+        return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
+
+    def current_xy(self) -> tuple[float, float]:
+        if self.core is None:
+            return 0.0, 0.0
+        return float(self.core.getXPosition()), float(self.core.getYPosition())
+
+    def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
+        scope = getattr(self.core, "microscope", None)
+        frame = scope.lookup(image) if scope is not None else None
+        return None if frame is None else frame.truth
+
+    def describe(self) -> str:
+        if self.core is None:
+            return "pycromanager (Java backend, running Micro-Manager)"
+        kind = "simulated microscope" if hasattr(self.core, "microscope") else "Python backend"
+        return f"pycromanager ({kind})"
+
+    # -- calibration pairs -------------------------------------------------------------------------
+    def acquire_pairs(self, plan: PairPlan, directory: Path) -> list[CalibrationPair]:
+        events = []
+        for k, (x, y) in enumerate(plan.positions):
+            pos = {"x": float(x), "y": float(y)}
+            events.append({**pos, "axes": {"position": k, "reference": 0, "repeat": 0}, **self._illumination_fields(plan.low)})
+            if plan.reference == "average":
+                for i in range(plan.average):
+                    events.append({**pos, "axes": {"position": k, "reference": 1, "repeat": i},
+                                   **self._illumination_fields(plan.low)})
+            else:
+                events.append({**pos, "axes": {"position": k, "reference": 1, "repeat": 0},
+                               **self._illumination_fields(plan.high)})
+        store: dict[tuple, np.ndarray] = {}
+
+        def keep(image: np.ndarray, metadata: dict) -> Any:
+            store[_axes_key(metadata.get("Axes", {}))] = np.array(image, copy=True)
+            return image, metadata
+
+        with self._acquisition(directory, "calibration", keep) as acq:
+            acq.acquire(events)
+        pairs = []
+        for k in range(len(plan.positions)):
+            low = store.get(_axes_key({"position": k, "reference": 0, "repeat": 0}))
+            refs = [v for key, v in store.items() if dict(key).get("position") == k and dict(key).get("reference") == 1]
+            if low is None or not refs:
+                raise RuntimeError(f"calibration position {k}: frames missing from the acquisition")
+            high = np.mean(np.stack(refs).astype(np.float32), axis=0) if len(refs) > 1 else refs[0]
+            pairs.append(CalibrationPair(k, low, high, {"position_um": plan.positions[k], "reference_frames": len(refs)}))
+        return pairs
+
+    # -- live --------------------------------------------------------------------------------------
+    def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,
+                 max_frames: int | None = None) -> LiveRunInfo:
+        count = 0
+        count_lock = threading.Lock()
+
+        def tap(image: np.ndarray, metadata: dict) -> Any:
+            nonlocal count
+            with count_lock:
+                count += 1
+            try:
+                on_frame(image, dict(metadata.get("Axes", {})))
+            except Exception:  # the raw frame must be saved whatever happens downstream
+                log.exception("live frame hook failed; the raw frame is saved anyway")
+            return image, metadata
+
+        base = self._illumination_fields(plan.illumination)
+        if plan.position is not None:
+            base.update(x=float(plan.position[0]), y=float(plan.position[1]))
+        interval_s = plan.interval_ms / 1000.0
+        chunk = 16
+        started = time.perf_counter()
+        acq = self._acquisition(directory, "raw", tap)
+        with self._live_lock:
+            self._live_dataset = acq.get_dataset()
+        with acq:
+            queued = 0
+            while not stop.is_set() and (max_frames is None or queued < max_frames):
+                n = chunk if max_frames is None else min(chunk, max_frames - queued)
+                batch = []
+                for t in range(queued, queued + n):
+                    ev = {**base, "axes": {"time": t}}
+                    if interval_s > 0:
+                        ev["min_start_time"] = t * interval_s
+                    batch.append(ev)
+                acq.acquire(batch)
+                queued += n
+                # Keep at most ~1.5 chunks queued so a stop takes effect quickly.
+                while not stop.is_set() and count < queued - chunk // 2:
+                    time.sleep(0.002)
+            if stop.is_set():
+                acq.abort()
+        seconds = time.perf_counter() - started
+        path = getattr(self._live_dataset, "path", None)
+        return LiveRunInfo(count, seconds, Path(path) if path else directory)
+
+    def read_raw(self, axes: dict) -> np.ndarray:
+        with self._live_lock:
+            if self._live_dataset is None:
+                raise RuntimeError("no live dataset to read from")
+            return np.asarray(self._live_dataset.read_image(**axes))

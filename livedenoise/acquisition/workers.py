@@ -1,0 +1,256 @@
+"""Background workers of a live session: display denoising (newest frame wins) and lossless recording.
+
+Both are fed from the acquisition's frame hook with calls that never block: the camera must not wait
+for a model. :class:`DenoiseWorker` keeps only the newest pending frame, so when the model is slower
+than the camera stale display frames are dropped (and counted). :class:`DenoisedWriter` records
+*every* frame: it queues frames up to a bound and, past it, remembers only their axes and re-reads the
+pixels from the raw dataset on disk later, so memory stays bounded and nothing is lost; after the
+acquisition ends it catches up, with progress.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("livedenoise")
+
+
+@dataclass
+class DenoisedFrame:
+    """A raw frame and its denoised version (``None`` if denoising failed) with timing."""
+
+    raw: np.ndarray
+    denoised: np.ndarray | None
+    info: dict[str, Any]
+    acquired_at: float
+    done_at: float
+    model_name: str
+    error: str | None = None
+
+    @property
+    def latency_s(self) -> float:
+        return self.done_at - self.acquired_at
+
+
+@dataclass
+class WorkerStats:
+    submitted: int = 0
+    denoised: int = 0
+    dropped: int = 0
+    failed: int = 0
+    last_latency_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def fps(self) -> float:
+        elapsed = time.perf_counter() - self.started_at
+        return self.denoised / elapsed if elapsed > 0 else 0.0
+
+
+class DenoiseWorker:
+    """Denoises the newest submitted frame in a background thread.
+
+    ``denoise`` is any callable frame -> frame (normally ``Denoiser.denoise``); ``model_name`` a callable
+    returning the current model's name. Exceptions never escape: the frame is reported with
+    ``denoised=None`` and the error text, and the worker goes on.
+    """
+
+    def __init__(self, denoise: Callable[[np.ndarray], np.ndarray], on_result: Callable[[DenoisedFrame], None] | None = None,
+                 *, model_name: Callable[[], str] = lambda: "", max_errors_kept: int = 20) -> None:
+        self._denoise = denoise
+        self._on_result = on_result
+        self._model_name = model_name
+        self._pending: tuple[np.ndarray, dict, float] | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._max_errors = max_errors_kept
+        self.stats = WorkerStats()
+        self._thread = threading.Thread(target=self._run, name="livedenoise-denoise", daemon=True)
+
+    def start(self) -> "DenoiseWorker":
+        self.stats.started_at = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def submit(self, raw: np.ndarray, info: dict | None = None) -> None:
+        """Offer a frame for display denoising; replaces (and counts as dropped) any frame still waiting."""
+        with self._cond:
+            if self._pending is not None:
+                self.stats.dropped += 1
+            self._pending = (raw, info or {}, time.perf_counter())
+            self.stats.submitted += 1
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._pending is None and self._stop:
+                    return
+                raw, info, t0 = self._pending  # type: ignore[misc]
+                self._pending = None
+                self._busy = True
+            error = None
+            try:
+                out = self._denoise(raw)
+            except Exception as exc:  # never let a model failure reach acquisition
+                out = None
+                error = f"{exc.__class__.__name__}: {exc}"
+                self.stats.failed += 1
+                if len(self.stats.errors) < self._max_errors:
+                    self.stats.errors.append(error)
+                log.warning("denoising a frame failed: %s", error)
+            done = time.perf_counter()
+            if out is not None:
+                self.stats.denoised += 1
+                self.stats.last_latency_s = done - t0
+            result = DenoisedFrame(raw, out, info, t0, done, self._model_name(), error)
+            if self._on_result is not None:
+                try:
+                    self._on_result(result)
+                except Exception:
+                    log.exception("frame display callback failed")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until the pending frame (if any) has been processed."""
+        end = time.perf_counter() + timeout
+        with self._cond:
+            while (self._pending is not None or self._busy) and time.perf_counter() < end:
+                self._cond.wait(0.05)
+            return self._pending is None and not self._busy
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the frame in progress, then stop."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class DenoisedWriter:
+    """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
+
+    Frames are denoised in this writer's own thread. Up to ``max_queued`` frames wait in memory; past
+    that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
+    when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
+    the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
+    """
+
+    def __init__(self, denoise: Callable[[np.ndarray], np.ndarray], directory: str | Path, name: str = "denoised", *,
+                 read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
+                 summary_metadata: dict | None = None) -> None:
+        self._denoise = denoise
+        self.directory = Path(directory)
+        self.name = name
+        self._read_raw = read_raw
+        self._max_queued = max_queued
+        self._summary = summary_metadata or {}
+        self._queue: deque[tuple[dict, np.ndarray | None]] = deque()
+        self._in_memory = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self.written = 0
+        self.submitted = 0
+        self.spilled = 0
+        self.clipped_pixels = 0
+        self.errors: list[str] = []
+        self._dataset = None
+        self.path: Path | None = None
+        self._thread = threading.Thread(target=self._run, name="livedenoise-writer", daemon=True)
+
+    def start(self) -> "DenoisedWriter":
+        self._thread.start()
+        return self
+
+    def submit(self, axes: dict, raw: np.ndarray | None) -> None:
+        """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept."""
+        with self._cond:
+            if raw is not None and self._in_memory < self._max_queued:
+                self._queue.append((dict(axes), raw))
+                self._in_memory += 1
+            else:
+                if self._read_raw is None and raw is not None:
+                    # No way to re-read it later: keep it in memory rather than lose it.
+                    self._queue.append((dict(axes), raw))
+                    self._in_memory += 1
+                else:
+                    self._queue.append((dict(axes), None))
+                    self.spilled += 1
+            self.submitted += 1
+            self._cond.notify()
+
+    @property
+    def backlog(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _open(self, dtype: np.dtype) -> None:
+        from ndstorage import NDTiffDataset
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._dataset = NDTiffDataset(str(self.directory), name=self.name, writable=True,
+                                      summary_metadata={"livedenoise": self._summary})
+        self.path = Path(self._dataset.path) if getattr(self._dataset, "path", None) else self.directory / self.name
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+                axes, raw = self._queue.popleft()
+                if raw is not None:
+                    self._in_memory -= 1
+            try:
+                if raw is None:
+                    raw = self._read_raw(axes)  # type: ignore[misc]
+                out = self._denoise(raw)
+                dtype = raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.dtype(np.uint16)
+                info = np.iinfo(dtype)
+                rounded = np.rint(out)
+                self.clipped_pixels += int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+                image = np.clip(rounded, info.min, info.max).astype(dtype)
+                if self._dataset is None:
+                    self._open(dtype)
+                self._dataset.put_image(axes, image, {"Axes": axes, "livedenoise": {"source": "denoised"}})
+                self.written += 1
+            except Exception as exc:
+                msg = f"frame {axes}: {exc.__class__.__name__}: {exc}"
+                if len(self.errors) < 20:
+                    self.errors.append(msg)
+                log.warning("denoised writer: %s", msg)
+
+    def finish(self, progress: bool = True, timeout: float | None = None) -> int:
+        """Catch up on every queued frame (with a progress bar), close the dataset, return frames written."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        total = self.submitted
+        if progress and self.backlog:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("writing denoised frames", total=total, completed=self.written)
+                while self._thread.is_alive():
+                    bar.update(task, completed=self.written + len(self.errors))
+                    self._thread.join(0.2)
+        self._thread.join(timeout)
+        if self._dataset is not None:
+            self._dataset.finish()
+            self._dataset.close()
+        return self.written

@@ -1,0 +1,126 @@
+"""`livedenoise live`: live denoising in a viewer, on the simulated microscope or a running Micro-Manager."""
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+
+from livedenoise.commands._session import add_session_arguments, prepare_output, settings_from_args
+
+HELP = """\
+Image live with on-the-fly denoising, raw | denoised side by side.
+
+  livedenoise live --simulate          # no hardware: the simulated sCMOS microscope
+  livedenoise live --mm                # a running Micro-Manager (enable Tools > Options > server port 4827)
+
+Buttons: CALIBRATE collects low/high-SNR pairs at a few stage positions (or, in --mode self, nothing is
+needed) and fine-tunes the backbone in the background while you keep imaging; the adapted model replaces
+the backbone between two frames. START / STOP control live imaging; raw frames are always saved as
+acquired (NDTiff under --output). "compare" shows the backbone instead of the adapted model.
+--auto runs calibrate -> fine-tune -> live by itself and closes the window when done.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("live", help="live acquisition with a raw | denoised viewer", description=HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--simulate", action="store_true", help="use the simulated microscope")
+    src.add_argument("--mm", action="store_true", help="use a running Micro-Manager (pycromanager Java backend)")
+    p.add_argument("--backend", choices=["pycromanager", "pymmcore-plus"], default="pycromanager",
+                   help="acquisition engine for --simulate (default pycromanager)")
+    add_session_arguments(p)
+    p.add_argument("--auto", action="store_true", help="run calibrate -> fine-tune -> live unattended, then close")
+    p.add_argument("--frames", type=int, help="with --auto: live frames after the adapted model is swapped in")
+    p.add_argument("--screenshot", type=Path, help="save a screenshot of the viewer here when the session ends")
+    p.set_defaults(func=run, output=Path("runs/live"))
+
+
+def make_backend(args: argparse.Namespace, settings):
+    """The acquisition backend (and the simulated core to close, if any) for the chosen source."""
+    if args.mm:
+        from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
+
+        return PycromanagerBackend(None), None
+    from simulators.core import start_simulated_core
+
+    core = start_simulated_core(settings.microscope, realtime=True)
+    if args.backend == "pymmcore-plus":
+        from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
+
+        return PymmcorePlusBackend(core), core
+    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
+
+    return PycromanagerBackend(core), core
+
+
+def run(args: argparse.Namespace) -> int:
+    from livedenoise.acquisition.controller import LiveSession
+    from livedenoise.calibration import CameraCalibration
+    from livedenoise.commands.demo import print_report
+    from livedenoise.modelspec import load_model_spec
+    from livedenoise.viewer import LiveViewer, create_app
+
+    settings = settings_from_args(args)
+    backbone = load_model_spec(settings.live.backbone)
+    calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
+    backend, core = make_backend(args, settings)
+    out = prepare_output(args.output, args.overwrite)
+    app = create_app()
+    viewer = LiveViewer(title="livedenoise live")
+    session = LiveSession(backend, settings, out, backbone=backbone, calibration=calibration, device=args.device,
+                          on_status=viewer.post_status,
+                          on_frame=lambda f: viewer.post_frames(f.raw, f.denoised))
+    result: dict = {}
+
+    def in_background(fn) -> None:
+        def job() -> None:
+            try:
+                fn()
+            except Exception as exc:  # shown in the viewer's status line
+                session._error(f"{exc.__class__.__name__}: {exc}")
+        threading.Thread(target=job, daemon=True).start()
+
+    def calibrate() -> None:
+        if settings.live.mode == "pairs":
+            pairs = session.calibrate()
+            session.start_finetune([p.low for p in pairs], [p.high for p in pairs])
+        if session._live_thread is None or not session._live_thread.is_alive():
+            session.start_live()
+
+    def stop() -> None:
+        result["report"] = session.stop()
+
+    viewer.on_calibrate = lambda: in_background(calibrate)
+    viewer.on_start = lambda: in_background(lambda: session.start_live())
+    viewer.on_stop = lambda: in_background(stop)
+    viewer.on_compare = lambda show_backbone: session.show_adapted(not show_backbone)
+    viewer.show()
+    from PySide6.QtCore import QTimer
+
+    if args.auto:
+        def auto() -> None:
+            result["report"] = session.run(frames_after_swap=args.frames)
+
+        worker = threading.Thread(target=auto, daemon=True)
+        worker.start()
+        timer = QTimer()
+        timer.timeout.connect(lambda: (not worker.is_alive()) and app.quit())
+        timer.start(200)
+    try:
+        app.exec()
+    finally:
+        if "report" not in result and session.state.value not in ("idle", "stopped"):
+            result["report"] = session.stop()
+        viewer.render_once()
+        if args.screenshot:
+            viewer.save_screenshot(args.screenshot)
+        if core is not None:
+            from simulators.core import stop_simulated_core
+
+            stop_simulated_core(core)
+    if "report" in result:
+        from rich.console import Console
+
+        print_report(Console(), result["report"])
+    return 0

@@ -1,0 +1,458 @@
+"""Apply a trained network to frames: the :class:`Denoiser`.
+
+What it guarantees, and why:
+
+- **Same preprocessing as training**: the checkpoint's :class:`~livedenoise.normalization.Normalizer`
+  maps ADU to network units and back; outputs are float32 in the input units.
+- **No seams, no out-of-memory**: frames above a pixel budget (or larger than an explicit
+  ``tile_size``) are cut into tiles that overlap by at least the network's receptive-field
+  radius; only each tile's centre is kept, and tiles start on the network's alignment grid, so
+  for our tile-safe networks the tiled result equals the whole-frame result to float rounding.
+  On CUDA an out-of-memory error halves the tiles and retries.
+- **Fast enough for live use**: tiles and frames are batched, ``torch.inference_mode``,
+  float16 autocast on CUDA (``precision="auto"``), fp32 on the CPU, torch threads capped at the
+  cores actually available.
+- **Hot swap**: :meth:`Denoiser.swap` prepares the new network on the device first, then
+  replaces it under a lock; the next call uses it and no call is ever paused for the copy. The
+  Denoiser works on its own copy of the weights, so a fine-tuner may keep training the model it
+  handed over.
+- **Temporal networks** (CNNT): :meth:`Denoiser.denoise_stack` slides a centred window of ``T``
+  frames along time; :meth:`Denoiser.push` keeps the last ``T`` live frames and returns the
+  denoised newest one.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import threading
+from collections import deque
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from livedenoise.checkpoint import Checkpoint, load_checkpoint
+from livedenoise.device import configure_cpu_threads, select_device
+from livedenoise.errors import ConfigError, LivedenoiseError
+from livedenoise.models import is_tile_safe, model_is_temporal, receptive_field_radius, size_multiple
+from livedenoise.models.unet import pad2d
+from livedenoise.normalization import Normalizer, check_image
+
+log = logging.getLogger("livedenoise")
+
+#: Frames with more pixels than this (per model call, times T for temporal nets) are tiled.
+#: 2 Mpx on the CPU keeps the standard U-Net near 1.5 GB of activations and lets a 512x512
+#: window of up to 8 frames run whole; CUDA starts large and halves tiles on out-of-memory.
+DEFAULT_PIXEL_BUDGET = {"cpu": 2048 * 1024, "cuda": 4096 * 4096, "mps": 2048 * 2048}
+#: Largest tile side chosen automatically.
+MAX_AUTO_TILE = {"cpu": 1024, "cuda": 4096, "mps": 2048}
+DEFAULT_WINDOW = 5
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+ModelSource = Any  # Checkpoint | str | os.PathLike | nn.Module | tuple[nn.Module, Normalizer]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """Everything one model needs at inference time, swapped as a unit."""
+
+    model: nn.Module
+    normalizer: Normalizer
+    name: str
+    temporal: bool
+    radius: int
+    multiple: int
+    margin: int
+    tile_safe: bool
+    window: int
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    count: int  # tiles along the axis
+    core: int  # pixels kept per tile
+    tile: int  # pixels fed to the network per tile (core + 2 * margin)
+
+
+def _axis_plan(n: int, max_tile: int, margin: int, multiple: int) -> _AxisPlan:
+    """Fewest equal tiles covering ``n`` pixels whose network input is at most ``max_tile``."""
+    max_core = max(multiple, ((max_tile - 2 * margin) // multiple) * multiple)
+    count = max(1, math.ceil(n / max_core))
+    core = _round_up(math.ceil(n / count), multiple)
+    return _AxisPlan(count, core, core + 2 * margin)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                  getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None)
+    return isinstance(exc, oom_types) or "out of memory" in str(exc).lower()
+
+
+class Denoiser:
+    """Denoise frames with a trained network.
+
+    ``model_or_checkpoint``: a :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
+    ``.safetensors`` checkpoint, a ``(model, normalizer)`` tuple, or a model (then
+    ``normalizer`` is required). ``normalizer`` overrides the checkpoint's when given.
+    ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
+    :func:`~livedenoise.device.select_device`). ``tile_size``: side of the network input per tile
+    (``None``: tile only frames above ``pixel_budget``). ``overlap``: context margin per tile side
+    in pixels (``None``: the receptive-field radius; rounded up to the alignment grid; smaller
+    values are allowed with a warning). ``precision``: ``"auto"`` (fp16 on CUDA, fp32 elsewhere),
+    ``"fp32"``, ``"fp16"``, ``"bf16"``. ``window``: frames per temporal window (``None``: the
+    checkpoint's ``training["window"]``, else 5). ``threads``: torch CPU threads (``None``: capped
+    at the available cores; process-wide).
+    """
+
+    def __init__(
+        self,
+        model_or_checkpoint: ModelSource,
+        normalizer: Normalizer | None = None,
+        *,
+        device: str | torch.device = "auto",
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int = 4,
+        precision: str = "auto",
+        window: int | None = None,
+        pixel_budget: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self._device = select_device(device)
+        if self._device.type == "cpu":
+            configure_cpu_threads(threads)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size {batch_size} is invalid; expected a positive integer.")
+        if tile_size is not None and tile_size < 1:
+            raise ConfigError(f"tile_size {tile_size} is invalid; expected a positive number of pixels or None.")
+        if overlap is not None and overlap < 0:
+            raise ConfigError(f"overlap {overlap} is invalid; expected a non-negative number of pixels or None.")
+        if window is not None and window < 1:
+            raise ConfigError(f"window {window} is invalid; expected a positive number of frames.")
+        self._precision = self._resolve_precision(precision)
+        self._tile_size = tile_size
+        self._overlap = overlap
+        self._batch_size = int(batch_size)
+        self._window_arg = window
+        kind = self._device.type if self._device.type in DEFAULT_PIXEL_BUDGET else "cpu"
+        self._pixel_budget = int(pixel_budget) if pixel_budget else DEFAULT_PIXEL_BUDGET[kind]
+        self._max_auto_tile = MAX_AUTO_TILE[kind]
+        self._oom_tile: int | None = None  # tile side forced after a CUDA out-of-memory error
+        self._lock = threading.Lock()
+        self._window_lock = threading.Lock()
+        self._engine = self._prepare(model_or_checkpoint, normalizer)
+        self._frames: deque[np.ndarray] = deque(maxlen=self._engine.window)
+        log.info(
+            "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s",
+            self._engine.name, "2D+T" if self._engine.temporal else "2D", self._engine.radius,
+            self._engine.margin, self._device, self.precision,
+        )
+
+    # ------------------------------------------------------------------ configuration
+    def _resolve_precision(self, precision: str) -> torch.dtype | None:
+        p = str(precision).lower()
+        aliases = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
+        p = aliases.get(p, p)
+        if p not in PRECISIONS:
+            raise ConfigError(f"Precision {precision!r} is unknown; expected one of {', '.join(PRECISIONS)}.")
+        if p == "auto":
+            return torch.float16 if self._device.type == "cuda" else None
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+
+    def _prepare(self, source: ModelSource, normalizer: Normalizer | None) -> _Engine:
+        """Build an engine on the device; called *outside* the lock (this is the slow part)."""
+        name = "model"
+        window = self._window_arg
+        if isinstance(source, (str, os.PathLike)):
+            source = load_checkpoint(source, device="cpu")
+        if isinstance(source, Checkpoint):
+            model, norm, name = source.model, source.normalizer, source.name
+            if window is None:
+                window = (source.metadata.get("training") or {}).get("window")
+        elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
+            model, norm = source
+        elif isinstance(source, nn.Module):
+            model, norm = source, None
+        else:
+            raise ConfigError(
+                f"Cannot denoise with a {type(source).__name__}; expected a Checkpoint, a checkpoint path, "
+                "or a torch model with a Normalizer."
+            )
+        if normalizer is not None:
+            norm = normalizer
+        if not isinstance(norm, Normalizer):
+            raise ConfigError("A Normalizer is required with a bare model; pass Denoiser(model, normalizer).")
+        if int(getattr(model, "in_channels", 1)) != 1:
+            raise ConfigError(
+                f"Model {name!r} takes {model.in_channels} input channels; the Denoiser handles single-channel frames."
+            )
+        work = copy.deepcopy(model).to(self._device).eval()
+        for p in work.parameters():
+            p.requires_grad_(False)
+        temporal = model_is_temporal(work)
+        radius = receptive_field_radius(work)
+        multiple = size_multiple(work)
+        margin = _round_up(radius if self._overlap is None else self._overlap, multiple)
+        if self._overlap is not None and self._overlap < radius:
+            log.warning(
+                "Tile overlap %d px is smaller than the receptive-field radius %d px of %r: tiles may show seams.",
+                self._overlap, radius, name,
+            )
+        win = int(window) if window else DEFAULT_WINDOW
+        return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
+                       win if temporal else 1)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        """Name of the checkpoint in use."""
+        return self._engine.name
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return self._engine.normalizer
+
+    @property
+    def model(self) -> nn.Module:
+        """The Denoiser's own (eval-mode, on-device) copy of the network."""
+        return self._engine.model
+
+    @property
+    def is_temporal(self) -> bool:
+        return self._engine.temporal
+
+    @property
+    def window(self) -> int:
+        """Frames per temporal window (1 for 2-D networks)."""
+        return self._engine.window
+
+    @property
+    def receptive_field_radius(self) -> int:
+        return self._engine.radius
+
+    @property
+    def overlap(self) -> int:
+        """Context margin per tile side actually used (pixels)."""
+        return self._engine.margin
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self._precision]
+
+    # ------------------------------------------------------------------ swap
+    def swap(self, model_or_checkpoint: ModelSource, normalizer: Normalizer | None = None) -> None:
+        """Replace the network; thread-safe, effective from the next call, never pauses one."""
+        engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
+        with self._lock:
+            old, self._engine = self._engine, engine
+        if engine.window != old.window:
+            with self._window_lock:
+                self._frames = deque(self._frames, maxlen=engine.window)
+        log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
+
+    def _current(self) -> _Engine:
+        with self._lock:
+            return self._engine
+
+    # ------------------------------------------------------------------ public API
+    def denoise(self, frame: np.ndarray) -> np.ndarray:
+        """Denoise one 2-D frame (Y, X); returns float32 (Y, X) in the input units."""
+        arr = check_image(frame, "frame", ndim=2)
+        engine = self._current()
+        if engine.temporal:
+            return self._run_windows(engine, arr[None, None], np.zeros(1, dtype=np.int64))[0]
+        return self._run_frames(engine, arr[None])[0]
+
+    def denoise_stack(self, stack: np.ndarray) -> np.ndarray:
+        """Denoise an array whose last two axes are Y, X (any leading axes); float32, same shape.
+
+        For temporal networks axis -3 is time and each frame is denoised with a window of
+        ``window`` frames centred on it (shifted inwards at the ends of the series, so only real
+        frames are used).
+        """
+        arr = check_image(stack, "stack", min_ndim=2)
+        if arr.ndim == 2:
+            return self.denoise(arr)
+        engine = self._current()
+        h, w = arr.shape[-2:]
+        out = np.empty(arr.shape, dtype=np.float32)
+        if not engine.temporal:
+            flat, flat_out = arr.reshape(-1, h, w), out.reshape(-1, h, w)
+            step = self._frames_per_call(engine, h, w)
+            for i in range(0, flat.shape[0], step):
+                flat_out[i:i + step] = self._run_frames(engine, flat[i:i + step])
+            return out
+        series = arr.reshape(-1, arr.shape[-3], h, w)
+        series_out = out.reshape(series.shape)
+        n_t = series.shape[1]
+        win = min(engine.window, n_t)
+        starts = np.clip(np.arange(n_t) - engine.window // 2, 0, n_t - win)
+        step = self._frames_per_call(engine, h, w, win)
+        for s in range(series.shape[0]):
+            for i in range(0, n_t, step):
+                ts = np.arange(i, min(i + step, n_t))
+                windows = np.stack([series[s, starts[t]:starts[t] + win] for t in ts])
+                series_out[s, ts] = self._run_windows(engine, windows, ts - starts[ts])
+        return out
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add a live frame and return it denoised (temporal nets use the last ``window`` frames)."""
+        arr = check_image(frame, "frame", ndim=2)
+        engine = self._current()
+        if not engine.temporal:
+            return self._run_frames(engine, arr[None])[0]
+        with self._window_lock:
+            if self._frames and self._frames[-1].shape != arr.shape:
+                self._frames.clear()  # new ROI / binning: old frames no longer line up
+            self._frames.append(np.array(arr, dtype=np.float32, copy=True))
+            frames = np.stack(list(self._frames)[-engine.window:])
+        return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+
+    def reset(self) -> None:
+        """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
+        with self._window_lock:
+            self._frames.clear()
+
+    def warmup(self, shape: tuple[int, int] = (256, 256)) -> None:
+        """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""
+        dummy = np.full(shape, self.normalizer.offset + self.normalizer.gain, dtype=np.float32)
+        self.denoise(dummy)
+
+    # ------------------------------------------------------------------ core
+    def _frames_per_call(self, engine: _Engine, h: int, w: int, t: int = 1) -> int:
+        return max(1, min(self._batch_size, self._pixel_budget // max(1, h * w * t)))
+
+    def _run_frames(self, engine: _Engine, frames: np.ndarray) -> np.ndarray:
+        """2-D nets: frames [N, H, W] (ADU) -> denoised [N, H, W] float32 (ADU)."""
+        x = self._to_device(frames)
+        y = self._infer(engine, engine.normalizer.forward_torch(x)[:, None], None)[:, 0]
+        return self._finish(engine, y, frames)
+
+    def _run_windows(self, engine: _Engine, windows: np.ndarray, select: np.ndarray) -> np.ndarray:
+        """Temporal nets: windows [N, T, H, W] -> frame ``select[n]`` of each, denoised [N, H, W]."""
+        x = self._to_device(windows)
+        y = self._infer(engine, engine.normalizer.forward_torch(x)[:, None], torch.as_tensor(select))[:, 0]
+        raw = windows[np.arange(windows.shape[0]), select]
+        return self._finish(engine, y, raw)
+
+    def _to_device(self, arr: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).to(self._device)
+
+    def _finish(self, engine: _Engine, y: torch.Tensor, raw: np.ndarray) -> np.ndarray:
+        out = engine.normalizer.inverse_torch(y).cpu().numpy().astype(np.float32, copy=False)
+        mask = engine.normalizer.saturated_mask(raw)
+        if mask is not None and mask.any():
+            out = np.where(mask, raw.astype(np.float32), out)
+        return out
+
+    def _autocast(self) -> Any:
+        if self._precision is None:
+            return nullcontext()
+        return torch.autocast(device_type=self._device.type, dtype=self._precision)
+
+    def _call_model(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
+        with torch.inference_mode(), self._autocast():
+            y = engine.model(x)
+        y = y.float()
+        if select is not None:  # [B, C, T, H, W] -> [B, C, H, W]
+            y = y[torch.arange(y.shape[0], device=y.device), :, select.to(y.device)]
+        return y
+
+    def _tile_side(self, engine: _Engine, h: int, w: int, t: int) -> int | None:
+        """Network input side per tile, or None to run whole frames."""
+        if self._oom_tile is not None:
+            side = self._oom_tile
+        elif self._tile_size is not None:
+            side = self._tile_size
+            if h <= side and w <= side and h * w * t <= self._pixel_budget:
+                return None
+        elif h * w * t > self._pixel_budget:
+            side = min(self._max_auto_tile, int(math.isqrt(self._pixel_budget // t)))
+        else:
+            return None
+        minimum = 2 * engine.margin + engine.multiple
+        if side < minimum:
+            if self._tile_size is not None and self._oom_tile is None:
+                raise ConfigError(
+                    f"tile_size {side} is too small for overlap {engine.margin} px; expected at least {minimum}."
+                )
+            side = 2 * engine.margin + 4 * engine.multiple
+        return side
+
+    def _infer(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
+        """Normalised input [N, 1, (T), H, W] -> network output [N, C, H, W], tiled if needed."""
+        while True:
+            side: int | None = None
+            try:
+                side = self._tile_side(engine, x.shape[-2], x.shape[-1], x.shape[2] if engine.temporal else 1)
+                if side is None:
+                    return self._call_model(engine, x, select)
+                return self._infer_tiled(engine, x, select, side)
+            except RuntimeError as exc:
+                if self._device.type != "cuda" or not _is_oom(exc):
+                    raise
+                torch.cuda.empty_cache()
+                current = self._oom_tile or side or max(x.shape[-2:])
+                smaller = max(current // 2, 2 * engine.margin + engine.multiple)
+                if smaller >= current and self._batch_size == 1:
+                    raise LivedenoiseError(
+                        f"The GPU ran out of memory even with {current}-pixel tiles and batch size 1; "
+                        "use a smaller model or device 'cpu'."
+                    ) from exc
+                self._batch_size = max(1, self._batch_size // 2) if smaller >= current else self._batch_size
+                self._oom_tile = smaller
+                log.warning("GPU out of memory: retrying with %d-pixel tiles, batch size %d.",
+                            smaller, self._batch_size)
+
+    def _infer_tiled(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None, side: int) -> torch.Tensor:
+        if not engine.tile_safe:
+            log.warning("Model %r normalises over whole images (InstanceNorm): tiled output can differ from "
+                        "whole-frame output.", engine.name)
+        h, w = x.shape[-2:]
+        m = engine.margin
+        py = _axis_plan(h, side, m, engine.multiple)
+        px = _axis_plan(w, side, m, engine.multiple)
+        padded = pad2d(x, m, py.count * py.core - h + m, m, px.count * px.core - w + m)
+        jobs = [(n, iy, ix) for n in range(x.shape[0]) for iy in range(py.count) for ix in range(px.count)]
+        out: torch.Tensor | None = None
+        t = x.shape[2] if engine.temporal else 1
+        per_call = max(1, min(self._batch_size, self._pixel_budget // max(1, py.tile * px.tile * t)))
+        for start in range(0, len(jobs), per_call):
+            chunk = jobs[start:start + per_call]
+            batch = torch.cat([
+                padded[n:n + 1, ..., iy * py.core:iy * py.core + py.tile, ix * px.core:ix * px.core + px.tile]
+                for n, iy, ix in chunk
+            ])
+            sel = None if select is None else select[[n for n, _, _ in chunk]]
+            y = self._call_model(engine, batch, sel)
+            if out is None:
+                out = torch.empty((x.shape[0], y.shape[1], py.count * py.core, px.count * px.core),
+                                  dtype=torch.float32, device=y.device)
+            for k, (n, iy, ix) in enumerate(chunk):
+                out[n, :, iy * py.core:(iy + 1) * py.core, ix * px.core:(ix + 1) * px.core] = \
+                    y[k, :, m:m + py.core, m:m + px.core]
+        assert out is not None
+        return out[..., :h, :w]
+
+
+def denoise_array(
+    checkpoint: ModelSource, data: np.ndarray, *, device: str = "auto", **options: Any
+) -> np.ndarray:
+    """One-call convenience: ``Denoiser(checkpoint, device=device, **options).denoise_stack(data)``."""
+    return Denoiser(checkpoint, device=device, **options).denoise_stack(data)
+
+
+__all__: Sequence[str] = ("Denoiser", "denoise_array", "DEFAULT_PIXEL_BUDGET", "PRECISIONS")

@@ -1,0 +1,165 @@
+"""One fit loop for every objective: supervised pairs, Noise2Self, few-pair fine-tuning, pretraining.
+
+It validates every ``steps_per_validation`` steps on fixed held-out batches, keeps the best weights,
+stops early after ``patience`` validations without improvement (patience 8, Wang et al.), stops at a
+time budget ("fine-tune for at most N seconds"), and can be cancelled from another thread (the live
+controller runs it in the background). On return the model holds the best weights seen.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+
+from livedenoise.training.data import PatchSampler
+from livedenoise.training.losses import supervised_loss
+from livedenoise.training.masking import noise2self_loss
+
+log = logging.getLogger("livedenoise")
+
+Objective = Literal["supervised", "noise2self"]
+StopReason = Literal["early_stop", "time_budget", "max_steps", "cancelled"]
+
+
+@dataclass
+class FitProgress:
+    """What a progress callback receives after each validation."""
+
+    step: int
+    max_steps: int
+    train_loss: float
+    val_loss: float
+    best_val_loss: float
+    elapsed_s: float
+    time_budget_s: float | None
+    improved: bool
+
+    @property
+    def fraction(self) -> float:
+        """Progress in [0, 1]: the larger of steps done and time spent."""
+        by_steps = self.step / max(self.max_steps, 1)
+        by_time = self.elapsed_s / self.time_budget_s if self.time_budget_s else 0.0
+        return float(min(1.0, max(by_steps, by_time)))
+
+
+@dataclass
+class FitResult:
+    """Summary of a fit: losses, steps, why it stopped, and the validation history."""
+
+    objective: Objective
+    initial_val_loss: float
+    best_val_loss: float
+    best_step: int
+    steps: int
+    stopped: StopReason
+    elapsed_s: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "history"} | {"validations": len(self.history)}
+
+
+def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int) -> torch.Tensor:
+    if objective == "noise2self":
+        return noise2self_loss(model, x, phase=step, grid=grid, loss=loss)
+    return supervised_loss(model(x), y, loss, ssim_weight)
+
+
+def _validate(model, objective: Objective, batches, device, loss: str, grid: int) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i, (x, y) in enumerate(batches):
+            x = x.to(device)
+            y = y.to(device) if y is not None else None
+            if objective == "noise2self":
+                # Several grid phases so the estimate covers different pixels, the same ones every time.
+                phases = range(i, grid * grid, max(1, grid * grid // 4))
+                total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid)) for p in phases]))
+            else:
+                total += float(_batch_loss(model, objective, x, y, 0, loss, 0.0, grid))
+    model.train()
+    return total / max(len(batches), 1)
+
+
+def fit(
+    model: torch.nn.Module,
+    train: PatchSampler,
+    val: PatchSampler,
+    *,
+    objective: Objective,
+    lr: float,
+    max_steps: int = 2000,
+    time_budget_s: float | None = None,
+    patience: int = 8,
+    steps_per_validation: int = 10,
+    validation_batches: int = 4,
+    loss: str = "l2",
+    ssim_weight: float = 0.0,
+    mask_grid: int = 4,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[FitProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> FitResult:
+    """Train ``model`` in place and leave it holding the best validation weights."""
+    if objective == "supervised" and not train.data.supervised:
+        raise ValueError("supervised training needs clean targets")
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    val_batches = val.fixed_batches(validation_batches)
+    start = time.perf_counter()
+    best = _validate(model, objective, val_batches, device, loss, mask_grid)
+    initial, best_step = best, 0
+    best_state = copy.deepcopy(model.state_dict())
+    history: list[dict] = [{"step": 0, "train_loss": math.nan, "val_loss": best, "elapsed_s": 0.0}]
+    bad, running, step = 0, [], 0
+    stopped: StopReason = "max_steps"
+    while step < max_steps:
+        if cancel is not None and cancel.is_set():
+            stopped = "cancelled"
+            break
+        if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
+            stopped = "time_budget"
+            break
+        x, y = train.sample()
+        x = x.to(device)
+        y = y.to(device) if y is not None else None
+        opt.zero_grad(set_to_none=True)
+        batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid)
+        batch_loss.backward()
+        opt.step()
+        running.append(float(batch_loss.detach()))
+        step += 1
+        if step % steps_per_validation == 0 or step == max_steps:
+            v = _validate(model, objective, val_batches, device, loss, mask_grid)
+            improved = v < best * (1 - 1e-4)
+            if improved:
+                best, best_step, bad = v, step, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+            elapsed = time.perf_counter() - start
+            entry = {"step": step, "train_loss": float(np.mean(running)), "val_loss": v, "elapsed_s": elapsed}
+            history.append(entry)
+            running = []
+            if progress is not None:
+                progress(FitProgress(step, max_steps, entry["train_loss"], v, best, elapsed, time_budget_s, improved))
+            if bad >= patience:
+                stopped = "early_stop"
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
+    log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s",
+             objective, step, result.elapsed_s, initial, best, best_step, stopped)
+    return result

@@ -1,0 +1,262 @@
+"""Denoiser: shapes, seamless tiling, stacks, temporal windows, hot swap, device choice."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livedenoise.checkpoint import save_checkpoint
+from livedenoise.device import select_device
+from livedenoise.errors import ConfigError, InputDataError, LivedenoiseError
+from livedenoise.inference import Denoiser
+from livedenoise.models import build_model
+from livedenoise.normalization import Normalizer
+
+NORM = Normalizer(offset=100.0, gain=2.0, noise_b=2.25, scale=10.0)
+
+
+def _unet(seed: int = 0, widths: tuple[int, ...] = (4, 8), **kw) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("unet", widths=list(widths), **kw)
+
+
+def _cnnt(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("cnnt", channels=8, heads=2)
+
+
+def _frames(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (2.0 * rng.poisson(30.0, shape) + rng.normal(0, 3, shape) + 100.0).astype(np.float32)
+
+
+def _reference(model: torch.nn.Module, window: np.ndarray, index: int | None = None) -> np.ndarray:
+    """Direct model call: what the Denoiser must reproduce."""
+    with torch.no_grad():
+        x = NORM.forward_torch(torch.from_numpy(window))
+        if index is None:
+            return NORM.inverse_torch(model.eval()(x[None, None])[0, 0]).numpy()
+        return NORM.inverse_torch(model.eval()(x[None, None])[0, 0, index]).numpy()
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (1, 97), (97, 1), (64, 64)])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int32])
+def test_denoise_shapes_and_dtypes(shape: tuple[int, int], dtype: type) -> None:
+    den = Denoiser(_unet(), NORM, device="cpu")
+    frame = _frames(shape).astype(dtype)
+    out = den.denoise(frame)
+    assert out.shape == shape and out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(out, _reference(den.model, frame.astype(np.float32)), rtol=1e-5, atol=1e-3)
+
+
+def test_tiled_equals_untiled_away_from_border() -> None:
+    """Tiles of 64 px with overlap >= receptive field reproduce the whole-frame output: no seams."""
+    model = _unet(widths=(4, 8))
+    frame = _frames((150, 203))
+    whole = Denoiser(model, NORM, device="cpu", pixel_budget=10**8).denoise(frame)
+    tiled_den = Denoiser(model, NORM, device="cpu", tile_size=64)
+    tiled = tiled_den.denoise(frame)
+    r = tiled_den.receptive_field_radius
+    assert r == 10 and tiled_den.overlap >= r
+    np.testing.assert_allclose(tiled[r:-r, r:-r], whole[r:-r, r:-r], rtol=1e-5, atol=1e-3)
+    # and the frame was really tiled (borders see reflected context instead of zero padding)
+    assert not np.allclose(tiled, whole, rtol=1e-5, atol=1e-3)
+
+
+def test_tiled_equals_untiled_for_deeper_net_and_layer_norm() -> None:
+    model = _unet(widths=(4, 8, 16), norm="layer")
+    frame = _frames((140, 130))
+    den = Denoiser(model, NORM, device="cpu", tile_size=96, batch_size=3)
+    r = den.receptive_field_radius
+    whole = Denoiser(model, NORM, device="cpu").denoise(frame)
+    np.testing.assert_allclose(den.denoise(frame)[r:-r, r:-r], whole[r:-r, r:-r], rtol=1e-5, atol=1e-3)
+
+
+def test_large_frame_is_tiled_automatically() -> None:
+    den = Denoiser(_unet(widths=(4, 8)), NORM, device="cpu")
+    sizes: list[tuple[int, int]] = []
+    den.model.register_forward_pre_hook(lambda _m, args: sizes.append(tuple(args[0].shape[-2:])))
+    frame = _frames((2048, 2048)).astype(np.uint16)
+    out = den.denoise(frame)
+    assert out.shape == (2048, 2048) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert len(sizes) > 1 and max(max(s) for s in sizes) <= 1024
+
+
+def test_instance_norm_tiling_warns(caplog: pytest.LogCaptureFixture) -> None:
+    den = Denoiser(_unet(norm="instance"), NORM, device="cpu", tile_size=48)
+    with caplog.at_level(logging.WARNING, logger="livedenoise"):
+        den.denoise(_frames((60, 60)))
+    assert "InstanceNorm" in caplog.text
+
+
+def test_small_overlap_warns_and_tiny_tile_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="livedenoise"):
+        Denoiser(_unet(), NORM, device="cpu", overlap=2)
+    assert "seams" in caplog.text
+    den = Denoiser(_unet(), NORM, device="cpu", tile_size=16)
+    with pytest.raises(ConfigError, match="tile_size"):
+        den.denoise(_frames((40, 40)))
+
+
+def test_denoise_stack_any_leading_axes() -> None:
+    den = Denoiser(_unet(), NORM, device="cpu", batch_size=4)
+    stack = _frames((2, 3, 21, 30))
+    out = den.denoise_stack(stack)
+    assert out.shape == stack.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[1, 2], den.denoise(stack[1, 2]), rtol=1e-5, atol=1e-3)
+
+
+def test_temporal_stack_uses_centred_windows() -> None:
+    model = _cnnt()
+    den = Denoiser(model, NORM, device="cpu", window=3)
+    assert den.is_temporal and den.window == 3
+    stack = _frames((6, 20, 26))
+    out = den.denoise_stack(stack)
+    assert out.shape == stack.shape
+    np.testing.assert_allclose(out[0], _reference(model, stack[0:3], 0), rtol=1e-5, atol=1e-3)  # shifted in
+    np.testing.assert_allclose(out[3], _reference(model, stack[2:5], 1), rtol=1e-5, atol=1e-3)  # centred
+    np.testing.assert_allclose(out[5], _reference(model, stack[3:6], 2), rtol=1e-5, atol=1e-3)
+    # stacks of several series: leading axes kept
+    assert den.denoise_stack(_frames((2, 4, 12, 12))).shape == (2, 4, 12, 12)
+
+
+def test_temporal_push_keeps_rolling_window() -> None:
+    model = _cnnt()
+    den = Denoiser(model, NORM, device="cpu", window=3)
+    frames = _frames((5, 16, 20))
+    first = den.push(frames[0])
+    np.testing.assert_allclose(first, _reference(model, frames[0:1], 0), rtol=1e-5, atol=1e-3)
+    for f in frames[1:]:
+        last = den.push(f)
+    np.testing.assert_allclose(last, _reference(model, frames[2:5], 2), rtol=1e-5, atol=1e-3)
+    den.reset()
+    np.testing.assert_allclose(den.push(frames[4]), _reference(model, frames[4:5], 0), rtol=1e-5, atol=1e-3)
+
+
+def test_push_equals_denoise_for_2d_models() -> None:
+    den = Denoiser(_unet(), NORM, device="cpu")
+    frame = _frames((24, 24))
+    np.testing.assert_array_equal(den.push(frame), den.denoise(frame))
+    assert den.window == 1 and not den.is_temporal
+
+
+def test_from_checkpoint_path_and_own_copy(tmp_path: Path) -> None:
+    model = _unet()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, arch="unet", arch_kwargs={"widths": [4, 8]},
+                           normalizer=NORM, training={"window": 7}, name="mine")
+    den = Denoiser(path, device="cpu")
+    assert den.name == "mine" and den.normalizer == NORM and den.device == torch.device("cpu")
+    frame = _frames((30, 30))
+    before = den.denoise(frame)
+    with torch.no_grad():  # the caller keeps training its model: the Denoiser must not change
+        for p in model.parameters():
+            p.mul_(0.0)
+    np.testing.assert_array_equal(den.denoise(frame), before)
+
+
+def test_swap_from_another_thread_while_denoising() -> None:
+    model_a, model_b = _unet(seed=1), _unet(seed=2)
+    frame = _frames((48, 48))
+    out_a = Denoiser(model_a, NORM, device="cpu").denoise(frame)
+    out_b = Denoiser(model_b, NORM, device="cpu").denoise(frame)
+    assert not np.allclose(out_a, out_b)
+    den = Denoiser((model_a, NORM), device="cpu")
+    stop = threading.Event()
+    swaps = {"n": 0}
+
+    def swapper() -> None:
+        use_b = True
+        while not stop.is_set() and swaps["n"] < 30:
+            den.swap((model_b if use_b else model_a, NORM))
+            swaps["n"] += 1
+            use_b = not use_b
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=swapper)
+    thread.start()
+    seen = set()
+    try:
+        for _ in range(40):
+            out = den.denoise(frame)
+            if np.allclose(out, out_a, rtol=1e-5, atol=1e-3):
+                seen.add("a")
+            elif np.allclose(out, out_b, rtol=1e-5, atol=1e-3):
+                seen.add("b")
+            else:
+                pytest.fail("a denoise call mixed two models")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert swaps["n"] > 0 and seen
+    den.swap(model_b, NORM)
+    np.testing.assert_allclose(den.denoise(frame), out_b, rtol=1e-5, atol=1e-3)
+
+
+def test_saturated_pixels_are_passed_through() -> None:
+    norm = NORM.copy(saturation=4095.0)
+    den = Denoiser(_unet(), norm, device="cpu")
+    frame = _frames((32, 32))
+    frame[10:12, 10:12] = 4095.0
+    out = den.denoise(frame)
+    assert (out[10:12, 10:12] == 4095.0).all()
+    assert not np.allclose(out[0:5, 0:5], frame[0:5, 0:5])
+
+
+def test_bf16_on_cpu_is_close_to_fp32() -> None:
+    frame = _frames((32, 32))
+    fp32 = Denoiser(_unet(), NORM, device="cpu", precision="fp32").denoise(frame)
+    bf16_den = Denoiser(_unet(), NORM, device="cpu", precision="bf16")
+    assert bf16_den.precision == "bf16"
+    bf16 = bf16_den.denoise(frame)
+    assert np.abs(bf16 - fp32).max() < 0.05 * (fp32.max() - fp32.min())
+    assert Denoiser(_unet(), NORM, device="cpu").precision == "fp32"  # auto on CPU
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.full((8, 8), np.nan, dtype=np.float32), "NaN"),
+        (np.zeros((2, 8, 8), dtype=np.float32), "2-D"),
+        (np.array([["x"] * 4] * 4), "not numeric"),
+    ],
+)
+def test_invalid_frames(bad: np.ndarray, match: str) -> None:
+    den = Denoiser(_unet(), NORM, device="cpu")
+    with pytest.raises(InputDataError, match=match):
+        den.denoise(bad)
+    with pytest.raises(InputDataError):
+        den.push(bad)
+
+
+def test_invalid_settings() -> None:
+    with pytest.raises(ConfigError, match="Normalizer"):
+        Denoiser(_unet(), device="cpu")
+    with pytest.raises(ConfigError, match="Precision"):
+        Denoiser(_unet(), NORM, device="cpu", precision="int8")
+    with pytest.raises(ConfigError):
+        Denoiser("not a model".encode(), NORM, device="cpu")
+    with pytest.raises(ConfigError, match="batch_size"):
+        Denoiser(_unet(), NORM, device="cpu", batch_size=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_select_device_refuses_missing_cuda() -> None:
+    with pytest.raises(LivedenoiseError, match="CUDA"):
+        select_device("cuda")
+    with pytest.raises(LivedenoiseError):
+        Denoiser(_unet(), NORM, device="cuda:0")
+
+
+def test_select_device_choices(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="livedenoise"):
+        assert select_device("cpu") == torch.device("cpu")
+        auto = select_device("auto")
+    assert auto.type in {"cpu", "cuda", "mps"}
+    assert "Using device" in caplog.text
+    with pytest.raises(ConfigError, match="tpu"):
+        select_device("tpu")

@@ -1,0 +1,84 @@
+"""`livedenoise simulate`: NDTiff raw + OME-TIFF ground truth + JSON sidecar, and clear config errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from livedenoise.cli import main
+from livedenoise.io_ndtiff import read_ndtiff
+
+
+@pytest.fixture(scope="module")
+def simulated_dir(tmp_path_factory, small_microscope_toml):
+    out = tmp_path_factory.mktemp("sim") / "out"
+    rc = main(["simulate", "--config", str(small_microscope_toml), "-o", str(out),
+               "--frames", "3", "--positions", "2", "--power", "50", "--seed", "3"])
+    assert rc == 0
+    return out
+
+
+def test_simulate_writes_raw_truth_and_sidecar_with_matching_axes(simulated_dir):
+    raw = read_ndtiff(simulated_dir / "raw")
+    truth = tifffile.imread(simulated_dir / "ground_truth.ome.tif")
+    meta = json.loads((simulated_dir / "simulate.json").read_text())
+    assert raw.axes == ("position", "time", "y", "x")
+    assert raw.data.shape == (2, 3, 32, 32) and raw.data.dtype == np.uint16
+    assert truth.shape == raw.data.shape and truth.dtype == np.float32
+    assert meta["axes"] == list(raw.axes) and meta["shape"] == list(raw.data.shape)
+    assert meta["coords"] == {"position": [0, 1], "time": [0, 1, 2]}
+    assert meta["frames"] == 6 and len(meta["per_frame"]) == 6
+    assert meta["config"]["light_power"] == 50.0 and meta["config"]["seed"] == 3
+    assert meta["config"]["roi_width"] == 32
+    with tifffile.TiffFile(simulated_dir / "ground_truth.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "RTYX"
+
+
+def test_ground_truth_is_aligned_with_each_raw_frame(simulated_dir):
+    raw = read_ndtiff(simulated_dir / "raw").data.astype(np.float64)
+    truth = tifffile.imread(simulated_dir / "ground_truth.ome.tif").astype(np.float64)
+    # the truth is the expected value of the raw frame: residuals average out to ~0
+    assert abs((raw - truth).mean()) < 1.0
+    # and each frame matches its own truth better than the other position's truth
+    for t in range(3):
+        own = np.corrcoef(raw[0, t].ravel(), truth[0, t].ravel())[0, 1]
+        other = np.corrcoef(raw[0, t].ravel(), truth[1, t].ravel())[0, 1]
+        assert own > other + 0.1
+
+
+def test_existing_dataset_is_not_overwritten_without_flag(simulated_dir, small_microscope_toml, capsys, tmp_path):
+    out = tmp_path / "again"
+    args = ["simulate", "--config", str(small_microscope_toml), "-o", str(out), "--frames", "1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--frames", "2", "--overwrite"]) == 0
+    assert read_ndtiff(out / "raw").data.shape == (2, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("exposure_ms = -5.0\n", "exposure_ms"),
+        ('camera = "no-such-camera"\n', "camera"),
+        ("exposure_time = 5.0\n", "exposure_time"),
+    ],
+)
+def test_invalid_config_exits_2_naming_the_key(tmp_path, capsys, toml, expected):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    rc = main(["simulate", "--config", str(cfg), "-o", str(tmp_path / "out"), "--frames", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert expected in err and "bad.toml" in err
+    assert not (tmp_path / "out" / "raw").exists()
+
+
+def test_bad_roi_and_frame_count_are_clear_errors(tmp_path, capsys):
+    assert main(["simulate", "-o", str(tmp_path), "--roi", "64by64"]) == 2
+    assert "--roi" in capsys.readouterr().err
+    assert main(["simulate", "-o", str(tmp_path), "--frames", "0"]) == 2
+    assert "--frames" in capsys.readouterr().err
