@@ -40,7 +40,10 @@ class TrainingConfig(_Strict):
     patience: int = Field(8, ge=1, description="early stopping: validations without improvement")
     steps_per_validation: int = Field(10, ge=1)
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
-    mask_grid: int = Field(4, ge=2, le=16, description="Noise2Self grid spacing: 1/grid^2 of pixels masked per step")
+    mask_grid: int = Field(4, ge=2, le=16, description="blind-spot grid spacing: 1/grid^2 of pixels masked per step")
+    self_supervised: Literal["noise2same", "noise2self"] = Field(
+        "noise2same", description="self-supervised objective (Noise2Same needs the VST normaliser's known noise level)"
+    )
     time_budget_s: float = Field(60.0, gt=0, description="fine-tune for at most this many seconds")
     max_steps: int = Field(2000, ge=1)
     seed: int = 0

@@ -27,10 +27,22 @@ from typing import Sequence
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from livedenoise.errors import ConfigError
 
 NORMS: tuple[str, ...] = ("none", "layer", "instance", "batch")
+
+
+def neighbour_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of each pixel's 4 direct neighbours (reflect at borders) of a [B, C, H, W] tensor, centre excluded.
+
+    Used by blind-spot training (Noise2Self / Noise2Same masks) to hide a pixel's own value.
+    """
+    c = x.shape[1]
+    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]], device=x.device, dtype=x.dtype)
+    mode = "reflect" if x.shape[-2] > 1 and x.shape[-1] > 1 else "replicate"
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode=mode), kernel.expand(c, 1, 3, 3), groups=c)
 #: Norms whose eval-mode output at a pixel depends only on a local neighbourhood.
 TILE_SAFE_NORMS: frozenset[str] = frozenset({"none", "layer", "batch"})
 

@@ -2,8 +2,14 @@
 
 Two modes, one loop (:func:`livedenoise.training.loop.fit`):
 
-* **self-supervised** (Wang et al.): Noise2Self on the experiment's noisy frames, lr 1e-4, patience 8;
-  works from a single image;
+* **self-supervised** (Wang et al.): blind-spot training on the experiment's noisy frames with cycled grid
+  masks, lr 1e-4, patience 8; works from a single image. The default objective is Noise2Same (Xie et al.
+  2020), which keeps Noise2Self's masks but adds a reconstruction term with the known noise level; plain
+  Noise2Self is available (``TrainingConfig.self_supervised = "noise2self"``). Why: the backbone is a
+  residual network pretrained on full images; Noise2Self only shapes its output on *masked* inputs, and the
+  full-image prediction (what inference uses) then passes noise through — measured on simulated data it
+  ended below the raw image. Noise2Same trains the full-image function directly and needs the noise
+  standard deviation, which the variance-stabilising normaliser makes known (1/scale).
 * **few pairs** (CNNT): supervised on a handful of low/high-SNR pairs, small learning rate.
 
 The backbone is never modified: fine-tuning works on a deep copy and returns a new checkpoint whose
@@ -26,6 +32,8 @@ from livedenoise.training.data import ImageSet, PatchSampler, as_frames, normali
 from livedenoise.training.loop import FitProgress, FitResult, fit
 
 log = logging.getLogger("livedenoise")
+
+SELF_NAMES = {"noise2same": "Noise2Same", "noise2self": "Noise2Self"}
 
 
 @dataclass
@@ -77,7 +85,11 @@ def finetune(
     seed = cfg.seed if seed is None else seed
     train = PatchSampler(ImageSet(train_n, train_c), cfg.patch_size, cfg.batch_size, seed=seed)
     val = PatchSampler(ImageSet(val_n, val_c), cfg.patch_size, cfg.batch_size, seed=seed + 1)
-    objective = "supervised" if data_clean is not None else "noise2self"
+    if data_clean is not None:
+        objective = "supervised"
+    else:
+        # Noise2Same needs the noise level, which the variance-stabilised normaliser fixes exactly (1/scale).
+        objective = cfg.self_supervised if norm.vst else "noise2self"
     lr = cfg.lr_pairs if objective == "supervised" else cfg.lr_self_supervised
     adapted = backbone.clone()
     dev = select_device(device)
@@ -86,7 +98,7 @@ def finetune(
         time_budget_s=time_budget_s if time_budget_s is not None else cfg.time_budget_s,
         patience=cfg.patience, steps_per_validation=cfg.steps_per_validation, loss=cfg.loss,
         ssim_weight=cfg.ssim_weight if objective == "supervised" else 0.0, mask_grid=cfg.mask_grid,
-        seed=seed, device=dev, progress=progress, cancel=cancel,
+        noise_std=norm.noise_std if norm.vst else None, seed=seed, device=dev, progress=progress, cancel=cancel,
     )
     adapted.model.to("cpu")
     adapted.normalizer = norm
@@ -94,7 +106,7 @@ def finetune(
     adapted.metadata = {
         **adapted.metadata,
         "training": {
-            "mode": "pairs" if objective == "supervised" else "self-supervised (Noise2Self)",
+            "mode": "pairs" if objective == "supervised" else f"self-supervised ({SELF_NAMES[objective]})",
             "backbone": backbone.name,
             "images": len(noisy_frames),
             "image_shapes": sorted({tuple(f.shape) for f in noisy_frames}),

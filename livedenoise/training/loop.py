@@ -20,11 +20,11 @@ import torch
 
 from livedenoise.training.data import PatchSampler
 from livedenoise.training.losses import supervised_loss
-from livedenoise.training.masking import noise2self_loss
+from livedenoise.training.masking import noise2same_loss, noise2self_loss
 
 log = logging.getLogger("livedenoise")
 
-Objective = Literal["supervised", "noise2self"]
+Objective = Literal["supervised", "noise2self", "noise2same"]
 StopReason = Literal["early_stop", "time_budget", "max_steps", "cancelled"]
 
 
@@ -66,23 +66,27 @@ class FitResult:
         return {k: v for k, v in self.__dict__.items() if k != "history"} | {"validations": len(self.history)}
 
 
-def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int) -> torch.Tensor:
+def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int,
+                noise_std: float | None = None) -> torch.Tensor:
     if objective == "noise2self":
         return noise2self_loss(model, x, phase=step, grid=grid, loss=loss)
+    if objective == "noise2same":
+        return noise2same_loss(model, x, phase=step, grid=grid, noise_std=float(noise_std))
     return supervised_loss(model(x), y, loss, ssim_weight)
 
 
-def _validate(model, objective: Objective, batches, device, loss: str, grid: int) -> float:
+def _validate(model, objective: Objective, batches, device, loss: str, grid: int, noise_std: float | None) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
         for i, (x, y) in enumerate(batches):
             x = x.to(device)
             y = y.to(device) if y is not None else None
-            if objective == "noise2self":
+            if objective in ("noise2self", "noise2same"):
                 # Several grid phases so the estimate covers different pixels, the same ones every time.
                 phases = range(i, grid * grid, max(1, grid * grid // 4))
-                total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid)) for p in phases]))
+                total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid, noise_std))
+                                        for p in phases]))
             else:
                 total += float(_batch_loss(model, objective, x, y, 0, loss, 0.0, grid))
     model.train()
@@ -104,6 +108,7 @@ def fit(
     loss: str = "l2",
     ssim_weight: float = 0.0,
     mask_grid: int = 4,
+    noise_std: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Callable[[FitProgress], None] | None = None,
@@ -112,13 +117,15 @@ def fit(
     """Train ``model`` in place and leave it holding the best validation weights."""
     if objective == "supervised" and not train.data.supervised:
         raise ValueError("supervised training needs clean targets")
+    if objective == "noise2same" and not noise_std:
+        raise ValueError("Noise2Same needs the noise standard deviation in network units (noise_std)")
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     val_batches = val.fixed_batches(validation_batches)
     start = time.perf_counter()
-    best = _validate(model, objective, val_batches, device, loss, mask_grid)
+    best = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)
     initial, best_step = best, 0
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = [{"step": 0, "train_loss": math.nan, "val_loss": best, "elapsed_s": 0.0}]
@@ -135,13 +142,13 @@ def fit(
         x = x.to(device)
         y = y.to(device) if y is not None else None
         opt.zero_grad(set_to_none=True)
-        batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid)
+        batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
         batch_loss.backward()
         opt.step()
         running.append(float(batch_loss.detach()))
         step += 1
         if step % steps_per_validation == 0 or step == max_steps:
-            v = _validate(model, objective, val_batches, device, loss, mask_grid)
+            v = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)
             improved = v < best * (1 - 1e-4)
             if improved:
                 best, best_step, bad = v, step, 0

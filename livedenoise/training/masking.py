@@ -1,4 +1,4 @@
-"""Noise2Self masking (Batson & Royer 2019), as used by Wang et al. for self-supervised fine-tuning.
+"""Blind-spot masking: Noise2Self (Batson & Royer 2019, used by Wang et al.) and Noise2Same (Xie et al. 2020).
 
 A regular grid of pixels (1 in ``grid**2``) is hidden from the network's input and the loss is taken
 only on those pixels. The phase of the grid cycles with the training step, so every pixel is a
@@ -10,9 +10,8 @@ independent noise cannot be learned.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-_NEIGHBOURS = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])
+from livedenoise.models.unet import neighbour_mean
 
 
 def grid_mask(height: int, width: int, grid: int, phase: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -27,11 +26,7 @@ def grid_mask(height: int, width: int, grid: int, phase: int, device: torch.devi
 
 def masked_input(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` ([B, C, H, W]) with the masked pixels replaced by the mean of their 4 neighbours (reflect at borders)."""
-    b, c, h, w = x.shape
-    kernel = _NEIGHBOURS.to(x.device, x.dtype).expand(c, 1, 3, 3)
-    mode = "reflect" if h > 1 and w > 1 else "replicate"
-    interp = F.conv2d(F.pad(x, (1, 1, 1, 1), mode=mode), kernel, groups=c)
-    return torch.where(mask, interp, x)
+    return torch.where(mask, neighbour_mean(x), x)
 
 
 def noise2self_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: int, loss: str = "l2") -> torch.Tensor:
@@ -40,3 +35,20 @@ def noise2self_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: i
     pred = model(masked_input(x, mask))
     diff = (pred - x)[..., mask]
     return diff.abs().mean() if loss == "l1" else (diff * diff).mean()
+
+
+def noise2same_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: int, noise_std: float) -> torch.Tensor:
+    """Noise2Same (Xie et al. 2020) with known noise level: trains the full-image prediction itself.
+
+    ``mean((f(x) - x)^2) + 2 * sigma * sqrt(mean_J((f(x) - f(x_J))^2))`` where ``x_J`` hides the grid pixels J.
+    The first term alone would learn the identity; the second makes the prediction at J invariant to the value
+    at J, so that, with ``sigma`` the noise standard deviation, the loss is (up to a constant) an upper bound of
+    the error against the clean image. Unlike Noise2Self's masked-only loss, the full-image output used at
+    inference is what is optimised, which matters for residual backbones pretrained on full images.
+    """
+    mask = grid_mask(x.shape[-2], x.shape[-1], grid, phase, x.device)
+    full = model(x)
+    blind = model(masked_input(x, mask))
+    rec = ((full - x) ** 2).mean()
+    inv = ((full - blind)[..., mask] ** 2).mean()
+    return rec + 2.0 * noise_std * torch.sqrt(inv + 1e-12)

@@ -81,17 +81,24 @@ def pretrain(
     output: str | Path | None = None,
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    init: Checkpoint | None = None,
 ) -> PretrainResult:
-    """Pretrain a backbone of a named preset ('fast', 'standard') supervised on noisy/clean pairs."""
+    """Pretrain a backbone of a named preset ('fast', 'standard') supervised on noisy/clean pairs.
+
+    ``init`` continues from an existing checkpoint's weights (same architecture): extend the shipped
+    backbone on your own pairs, or train longer in several sessions.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     arch, kwargs = PRESETS[preset]
     kwargs = {**kwargs, **(arch_kwargs or {})}
+    if init is not None:
+        arch, kwargs = init.arch, dict(init.arch_kwargs)
     if pairs_dir is not None:
         train_set, val_set, desc = _folder_sets(Path(pairs_dir))
     else:
         train_set, val_set, desc = _simulated_sets(n_train, n_val, image_size, seed)
-    model = build_model(arch, **kwargs)
+    model = init.clone().model if init is not None else build_model(arch, **kwargs)
     train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
     val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
     result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
@@ -99,7 +106,10 @@ def pretrain(
                  device=select_device(device), progress=progress, cancel=cancel)
     model.to("cpu")
     normalizer = Normalizer(vst=True, scale=BACKBONE_SCALE)  # template: offset/gain/noise are set per experiment
-    training = {"objective": "supervised pretraining", "lr": lr, "batch_size": batch_size, "patch_size": patch_size,
+    previous = init.training if init is not None else {}
+    total_steps = int(previous.get("total_steps", previous.get("steps", 0))) + result.steps
+    training = {"objective": "supervised pretraining", "lr": lr, "total_steps": total_steps,
+                "continued_from": init.name if init is not None else None, "batch_size": batch_size, "patch_size": patch_size,
                 "data": desc, **result.to_dict()}
     metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
     name = f"backbone-{preset}"
