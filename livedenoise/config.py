@@ -69,7 +69,7 @@ class LiveConfig(_Strict):
     self_supervised_frames: int = Field(8, ge=1, le=1000)
     finetune_time_budget_s: float = Field(45.0, gt=0)
     frames: int = Field(120, ge=1, description="live frames to acquire in `livedenoise demo`")
-    interval_ms: float = Field(0.0, ge=0, description="minimum time between live frames")
+    interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
     position_spacing_um: float = Field(60.0, gt=0, description="distance between calibration positions")
     save_denoised: bool = True
 

@@ -34,6 +34,7 @@ def identity_backbone() -> Checkpoint:
 def make_settings(cfg, **live) -> Settings:
     live_cfg = LiveConfig(**{"mode": "pairs", "calibration_positions": 3, "reference_exposure_ms": 200.0,
                              "finetune_time_budget_s": 60.0, "frames": 15, "interval_ms": 5.0,
+                             "reference": "average",
                              "position_spacing_um": 12.0, "save_denoised": True, **live})
     training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, lr_self_supervised=1e-3, max_steps=40,
                               steps_per_validation=10, patience=8)
@@ -64,7 +65,7 @@ def assert_raw_integrity(core, session: LiveSession) -> None:
 
 
 def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_microscope_config, tmp_path):
-    settings = make_settings(small_microscope_config)
+    settings = make_settings(small_microscope_config, reference="exposure")
     states = []
     session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", on_status=lambda s: states.append(s.state))
@@ -165,6 +166,10 @@ def test_failed_finetuning_is_reported_and_acquisition_continues(simulated_core,
                           device="cpu", finetune_fn=broken_finetune)
     rep = session.run(frames_after_swap=20)
     assert any("fine-tuning failed" in e and "out of memory" in e for e in rep.errors)
+    # Default reference: the average of 16 frames at the live settings (same expected value as the live frame).
+    assert all(p.info["reference_frames"] == 16 for p in session.pairs)
+    for p in session.pairs:
+        assert abs(float(p.high.mean()) - float(p.low.mean())) < 3.0 and p.high.std() < p.low.std()
     assert rep.swapped_at_frame is None and session.adapted is None
     assert rep.frames_acquired >= 20
     assert_raw_integrity(simulated_core, session)

@@ -240,6 +240,8 @@ class LiveSession:
             self._stop_live.set()
 
     def _on_denoised(self, frame: DenoisedFrame) -> None:
+        if frame.denoised is not None and self._writer is not None:
+            self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
         if frame.denoised is not None:
             self._latencies.append(frame.latency_s)
             truth = self.backend.ground_truth(frame.raw)

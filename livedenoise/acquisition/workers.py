@@ -141,6 +141,10 @@ class DenoiseWorker:
             self._thread.join(timeout)
 
 
+def _key(axes: dict) -> tuple:
+    return tuple(sorted((str(k), v) for k, v in axes.items()))
+
+
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
@@ -160,6 +164,8 @@ class DenoisedWriter:
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
         self._queue: deque[tuple[dict, np.ndarray | None]] = deque()
+        self._ready: dict[tuple, np.ndarray] = {}  # frames the display worker already denoised
+        self.reused = 0
         self._in_memory = 0
         self._cond = threading.Condition()
         self._closing = False
@@ -193,6 +199,12 @@ class DenoisedWriter:
             self.submitted += 1
             self._cond.notify()
 
+    def offer_denoised(self, axes: dict, denoised: np.ndarray) -> None:
+        """Hand over a frame the display worker has already denoised, so it is not computed twice."""
+        with self._cond:
+            if len(self._ready) < 4 * self._max_queued:
+                self._ready[_key(axes)] = denoised
+
     @property
     def backlog(self) -> int:
         with self._cond:
@@ -216,10 +228,15 @@ class DenoisedWriter:
                 axes, raw = self._queue.popleft()
                 if raw is not None:
                     self._in_memory -= 1
+            with self._cond:
+                out = self._ready.pop(_key(axes), None)
             try:
                 if raw is None:
                     raw = self._read_raw(axes)  # type: ignore[misc]
-                out = self._denoise(raw)
+                if out is None:
+                    out = self._denoise(raw)
+                else:
+                    self.reused += 1
                 dtype = raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.dtype(np.uint16)
                 info = np.iinfo(dtype)
                 rounded = np.rint(out)
