@@ -151,6 +151,7 @@ def save_checkpoint(
         raise CheckpointError(f"Cannot write checkpoint {path}: {exc.strerror or exc}.") from exc
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: text})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files must be readable by other users (cluster workers)
         os.replace(tmp, path)
     except OSError as exc:
         raise CheckpointError(f"Cannot write checkpoint {path}: {exc.strerror or exc}.") from exc

@@ -1,0 +1,1429 @@
+"""Post-hoc denoising of saved datasets, block by block, with bounded memory, resumable, on dask.
+
+How a run goes (:func:`denoise_dataset`):
+
+1. **Validate everything before writing anything**: inputs open lazily (metadata only), the
+   model loads, output names are free and outside every input, the dtype/format policy is
+   consistent. A user error here leaves the output folder untouched.
+2. **Plan** (:func:`plan_blocks`): the leading axes (everything but Y, X) are cut into
+   hyper-rectangular blocks so that one block -- its input, the float32 result and the cast copy
+   -- plus the network's working memory fits ``memory_budget / concurrent blocks``. The network's
+   share is enforced through the Denoiser's pixel budget (tile size and frames per call), so the
+   model, not only the data, stays within the budget.
+3. **Preallocate** the output and write a **manifest** (the resume marker): input fingerprint,
+   model sha256, settings, block plan, output layout. Every finished block is appended to a
+   ``.done.jsonl`` log *after* its pixels were written and fsynced.
+4. **Run** the blocks on a local thread pool or an existing ``dask.distributed`` cluster; each
+   task re-opens the input and the model *from their paths* (never pickled torch modules),
+   reads its block, denoises, casts, writes it in place, and returns counts.
+5. **Finalize**: provenance gets the final counts; NDTiff outputs are assembled from the staged
+   blocks; the manifest says ``complete``.
+
+``--resume`` re-reads the manifest, refuses if the input, model or settings changed, and runs
+only the blocks not in the log: the output is identical to an uninterrupted run (blocks are
+independent and deterministic). ``--overwrite`` removes a previous output first.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from livedenoise import __version__
+from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
+from livedenoise.io import (
+    ImageDataset,
+    InputItem,
+    NpyBlockTarget,
+    OmeTiffTarget,
+    SourceSpec,
+    create_ome_tiff,
+    expand_inputs,
+    open_dataset,
+    remove_path,
+    update_ome_provenance,
+    validate_axes,
+    write_ndtiff,
+)
+
+log = logging.getLogger("livedenoise")
+
+FORMATS = ("ome-tiff", "ndtiff")
+DTYPES = ("float32", "input", "uint16", "uint8")
+MANIFEST_VERSION = 1
+STATE_DIR = ".livedenoise"
+#: Estimated bytes of network activations per input pixel and per first-layer channel (float32 working set).
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 48
+#: Smallest kept centre of a tile (pixels per side); tiles are never narrower than 2 x margin + this.
+MIN_TILE_CORE = 64
+#: Frames smaller than this many pixels are batched (up to 4 per network call).
+MIN_CALL_PIXELS = 256 * 256
+#: Bytes per pixel of the frames of one Denoiser call (float32 input, normalised, padded and output copies).
+CALL_BYTES_PER_PIXEL = 20
+#: Bytes per pixel of per-block temporaries besides input and output (bool masks, finite checks).
+EXTRA_BYTES_PER_PIXEL = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# small parsers
+# ---------------------------------------------------------------------------------------------
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
+          "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_memory(value: str | int | float) -> int:
+    """``"512MB"``, ``"1.5GiB"``, ``"800M"`` or a number of bytes -> bytes."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"Memory budget {value!r} must be positive.")
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ConfigError(f"Memory budget {value!r} is not understood; expected e.g. '512MB', '2GB' or '1.5GiB'.")
+    result = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if result <= 0:
+        raise ConfigError(f"Memory budget {value!r} must be positive.")
+    return result
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as workers see it: a checkpoint path plus its sha256 (or, in-process only, a registry key)."""
+
+    name: str
+    sha256: str
+    path: str | None = None
+    arch: str | None = None
+    first_width: int = 32
+    normalizer_json: str = "{}"
+    local_key: str | None = None
+    channel: int | None = None
+    weights_bytes: int = 0
+    temporal: bool = False
+    margin: int = 0  # tile context the Denoiser adds on each side (receptive-field radius on the alignment grid)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "arch": self.arch,
+                "normalizer": json.loads(self.normalizer_json), **({"channel": self.channel} if self.channel is not None else {})}
+
+
+#: Denoisers kept per process (each holds its own copy of the weights).
+MAX_CACHED_DENOISERS = 4
+#: In-process models without a file (API users passing objects; tests). Never sent to other processes.
+_LOCAL_MODELS: dict[str, Any] = {}
+_DENOISERS: dict[tuple, Any] = {}
+_DENOISERS_LOCK = threading.Lock()
+_MODEL_THREAD: cf.ThreadPoolExecutor | None = None
+
+
+def _model_thread() -> cf.ThreadPoolExecutor:
+    """The one thread of this process that runs networks.
+
+    torch keeps a separate OpenMP thread pool for every Python thread that calls it; two block
+    threads calling the network would double the compute threads (each spinning on the same
+    cores) and run several times slower. So block threads read, cast and write in parallel,
+    while every network pass goes through this single thread, one at a time.
+    """
+    global _MODEL_THREAD
+    with _DENOISERS_LOCK:
+        if _MODEL_THREAD is None:
+            _MODEL_THREAD = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="livedenoise-model")
+        return _MODEL_THREAD
+_DATASETS: dict[tuple[SourceSpec, tuple[int, int]], ImageDataset] = {}
+_DATASETS_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _first_width(arch: str | None, kwargs: dict[str, Any], model: Any = None) -> int:
+    if arch == "unet" and kwargs.get("widths"):
+        return int(list(kwargs["widths"])[0])
+    if arch == "cnnt" and kwargs.get("channels"):
+        return int(kwargs["channels"])
+    if model is not None:
+        import torch
+
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)):
+                return int(m.out_channels)
+    return 32
+
+
+def _margin(model: Any) -> int:
+    """Receptive-field radius rounded up to the network's alignment grid (what the Denoiser pads tiles with)."""
+    from livedenoise.models import receptive_field_radius, size_multiple
+
+    try:
+        radius, multiple = int(receptive_field_radius(model)), max(1, int(size_multiple(model)))
+    except Exception:  # pragma: no cover - exotic models: plan without a margin
+        return 0
+    return int(math.ceil(radius / multiple) * multiple)
+
+
+def _arch_margin(arch: str, arch_kwargs: dict[str, Any]) -> int:
+    from livedenoise.models import build_model
+
+    try:
+        return _margin(build_model(arch, **arch_kwargs))
+    except LivedenoiseError:
+        return 0
+
+
+def _state_sha256(model: Any, normalizer: Any) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(normalizer.to_dict() if normalizer is not None else None, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
+    """Turn what the user gave (``"standard"``, ``"fast"``, a path, a Checkpoint, a Denoiser, ``(model, normalizer)``) into a ModelRef.
+
+    Shipped names and paths are checked here (readable header), so a missing or corrupt model
+    fails before anything is written.
+    """
+    from livedenoise.checkpoint import Checkpoint, available_backbones, backbone_path, read_metadata
+
+    if isinstance(model, ModelRef):
+        return model
+    if isinstance(model, str) and os.path.sep not in model and not model.endswith(".safetensors") and (
+            model in ("standard", "fast") or model in available_backbones()):
+        path = backbone_path(model)
+        if not path.is_file():
+            names = available_backbones()
+            raise CheckpointError(f"Backbone {model!r} is not installed ({path} is missing); available: "
+                                  f"{', '.join(names) if names else 'none (run `livedenoise pretrain`)'}.")
+        model = path
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise CheckpointError(f"Model {str(model)!r} is neither a shipped backbone (standard, fast) nor an existing "
+                                  "checkpoint file (.safetensors).")
+        meta = read_metadata(path)
+        return ModelRef(name=str(meta.get("name") or path.stem), sha256=file_sha256(path), path=str(path.resolve()),
+                        weights_bytes=path.stat().st_size, temporal=str(meta["arch"]).lower() == "cnnt",
+                        margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),
+                        arch=str(meta["arch"]), first_width=_first_width(meta["arch"], meta["arch_kwargs"]),
+                        normalizer_json=json.dumps(meta.get("normalizer", {}), sort_keys=True), channel=channel)
+    if isinstance(model, Checkpoint):
+        if model.path is not None and Path(model.path).is_file():
+            ref = resolve_model(model.path, channel=channel)
+            return ModelRef(**{**asdict(ref), "name": model.name})
+        sha = _state_sha256(model.model, model.normalizer)
+        _LOCAL_MODELS[sha] = model
+        return ModelRef(name=model.name, sha256=sha, arch=model.arch, first_width=_first_width(model.arch, model.arch_kwargs),
+                        temporal=bool(getattr(model.model, "is_temporal", False)), margin=_margin(model.model),
+                        normalizer_json=json.dumps(model.normalizer.to_dict(), sort_keys=True), local_key=sha, channel=channel)
+    torch_model = getattr(model, "model", None)
+    normalizer = getattr(model, "normalizer", None)
+    name = str(getattr(model, "name", type(model).__name__))
+    if isinstance(model, tuple) and len(model) == 2:
+        torch_model, normalizer = model
+        name = type(torch_model).__name__
+    if torch_model is None or not hasattr(torch_model, "state_dict"):
+        raise ConfigError(f"Model {model!r} is not usable; expected 'standard', 'fast', a checkpoint path, "
+                          "a Checkpoint, a Denoiser or (torch model, Normalizer).")
+    sha = _state_sha256(torch_model, normalizer)
+    _LOCAL_MODELS[sha] = model
+    return ModelRef(name=name, sha256=sha, first_width=_first_width(None, {}, torch_model),
+                    temporal=bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False)),
+                    margin=_margin(torch_model),
+                    normalizer_json=json.dumps(normalizer.to_dict() if normalizer is not None else {}, sort_keys=True),
+                    local_key=sha, channel=channel)
+
+
+@dataclass(frozen=True)
+class DenoiserOptions:
+    """How each worker builds its Denoiser (the pixel budget bounds the network's working memory)."""
+
+    device: str = "auto"
+    pixel_budget: int = 1024 * 1024
+    batch_size: int = 4
+
+
+def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
+    """The process-wide Denoiser for ``ref`` (built once per process, verified against its sha256)."""
+    key = (ref.path, ref.sha256, ref.local_key, options)
+    with _DENOISERS_LOCK:
+        hit = _DENOISERS.get(key)
+    if hit is not None:
+        return hit
+    from livedenoise.inference import Denoiser
+
+    if ref.path is not None:
+        if not Path(ref.path).is_file():
+            raise CheckpointError(f"Checkpoint {ref.path} is missing on this machine; workers need it at the same path.")
+        sha = file_sha256(ref.path)
+        if sha != ref.sha256:
+            raise CheckpointError(f"Checkpoint {ref.path} changed since the job started (sha256 {sha[:12]}... "
+                                  f"instead of {ref.sha256[:12]}...).")
+        source: Any = ref.path
+    elif ref.local_key is not None and ref.local_key in _LOCAL_MODELS:
+        source = _LOCAL_MODELS[ref.local_key]
+    else:
+        raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
+                              "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
+    if hasattr(source, "denoise_stack") and not isinstance(source, (str, tuple)):
+        denoiser = source  # an already built Denoiser (or compatible object)
+    else:
+        denoiser = Denoiser(source, device=options.device, pixel_budget=options.pixel_budget,
+                            batch_size=options.batch_size)
+    with _DENOISERS_LOCK:
+        while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
+            _DENOISERS.pop(next(iter(_DENOISERS)))
+        return _DENOISERS.setdefault(key, denoiser)
+
+
+def _is_temporal(denoiser: Any) -> bool:
+    return bool(getattr(denoiser, "is_temporal", False))
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockPlan:
+    """Hyper-rectangular blocks over the leading axes; ``chunks[i]`` is the block length along axis ``i``."""
+
+    axes: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    bytes_per_block: int
+    denoiser: DenoiserOptions
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        return self.shape[:-2]
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        return tuple(self.chunks) + tuple(self.shape[-2:])
+
+    @property
+    def frames_per_block(self) -> int:
+        return int(np.prod(self.chunks, dtype=np.int64))
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(math.ceil(n / c) for n, c in zip(self.lead_shape, self.chunks))
+
+    @property
+    def n_blocks(self) -> int:
+        return int(np.prod(self.grid, dtype=np.int64))
+
+    def dask_chunks(self) -> tuple[tuple[int, ...], ...]:
+        """The same plan as dask chunks (for ``ImageDataset.to_dask``)."""
+        out = []
+        for n, c in zip(self.lead_shape, self.chunks):
+            out.append(tuple(min(c, n - s) for s in range(0, n, c)))
+        return tuple(out) + ((self.shape[-2],), (self.shape[-1],))
+
+    def block(self, index: int) -> tuple[tuple[int, int], ...]:
+        """``(start, stop)`` along each leading axis of block ``index`` (C order over the grid)."""
+        pos = np.unravel_index(index, self.grid) if self.grid else ()
+        return tuple((int(p) * c, min(int(p) * c + c, n)) for p, c, n in zip(pos, self.chunks, self.lead_shape))
+
+    def blocks(self) -> Iterator[tuple[int, tuple[tuple[int, int], ...]]]:
+        for i in range(self.n_blocks):
+            yield i, self.block(i)
+
+
+def plan_blocks(
+    shape: Sequence[int],
+    axes: str,
+    in_dtype: np.dtype | str,
+    out_dtype: np.dtype | str,
+    memory_budget: int,
+    *,
+    concurrency: int = 1,
+    split_axes: str = "",
+    whole_axes: str = "",
+    first_width: int = 32,
+    margin: int = 0,
+    weights_bytes: int = 0,
+    window: int = 1,
+    device: str = "auto",
+) -> BlockPlan:
+    """Largest blocks whose memory (data + network working set) fits ``memory_budget / concurrency``.
+
+    The network gets its share first: a whole frame per call when that fits (tiles only cost
+    time), otherwise the largest tiles that leave room for the smallest block, but never tiles
+    whose kept centre is narrower than the two context ``margin``s around it (mostly margin: many
+    times slower). The rest of the block's share holds frames. ``split_axes`` are cut into single
+    slices (e.g. ``C`` with one model per channel), ``whole_axes`` must lie entirely in every
+    block (``T`` for temporal networks); ``weights_bytes`` is memory held once for the whole job
+    (network weights), ``window`` the frames per call of a temporal network. Blocks grow from the
+    innermost leading axis outwards, so they are as contiguous on disk as possible.
+    Raises :class:`ConfigError` when not even the smallest allowed block fits.
+    """
+    shape = tuple(int(s) for s in shape)
+    in_item, out_item = np.dtype(in_dtype).itemsize, np.dtype(out_dtype).itemsize
+    per_block = (int(memory_budget) - int(weights_bytes)) // max(1, int(concurrency))
+    pixels = shape[-1] * shape[-2]
+    lead = shape[:-2]
+    lead_axes = axes[:-2]
+    win = max(1, int(window))
+    bpp_model = ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first_width)
+
+    def network_bytes(pixel_budget: int) -> int:
+        # activations, plus the float32 copies (converted, normalised, padded, result) of one call's frames
+        frames_per_call = max(1, min(4, pixel_budget // (pixels * win)))
+        return pixel_budget * bpp_model + frames_per_call * pixels * win * CALL_BYTES_PER_PIXEL
+
+    # Denoiser output is float32 in any case; a second copy only when casting to another dtype
+    bytes_per_pixel = in_item + 4 + (out_item if np.dtype(out_dtype) != np.float32 else 0) + EXTRA_BYTES_PER_PIXEL
+    frame_bytes = pixels * bytes_per_pixel
+    need_whole = [i for i, a in enumerate(lead_axes) if a in whole_axes]
+    minimum = int(np.prod([lead[i] for i in need_whole], dtype=np.int64)) if need_whole else 1
+    side = 2 * int(margin) + max(2 * int(margin), MIN_TILE_CORE)
+    floor = min(pixels, side * side) * win
+    batch_frames = min(4, max(1, MIN_CALL_PIXELS // pixels))  # small frames: several per call
+    pixel_budget = pixels * win * batch_frames
+    room = per_block - minimum * frame_bytes
+    while network_bytes(pixel_budget) > room and pixel_budget > floor:
+        pixel_budget = max(floor, int(pixel_budget * 0.8))
+    model_mem = network_bytes(pixel_budget)
+    data_budget = per_block - model_mem
+    cap = data_budget // frame_bytes if data_budget > 0 else 0
+    if cap < minimum:
+        what = f"a full {'/'.join(lead_axes[i] for i in need_whole)} stack of {minimum} frames" if need_whole else "one frame"
+        need = concurrency * (minimum * frame_bytes + network_bytes(floor)) + weights_bytes
+        raise ConfigError(
+            f"Memory budget {_format_bytes(memory_budget)} is too small for {what} of {shape[-2]}x{shape[-1]} pixels "
+            f"with {concurrency} block(s) in flight; expected at least {_format_bytes(need)} (--memory-budget)."
+        )
+    chunks = [1] * len(lead)
+    prod = 1
+    for i in need_whole:
+        chunks[i] = lead[i]
+        prod *= lead[i]
+    for i in reversed(range(len(lead))):
+        if i in need_whole or lead_axes[i] in split_axes:
+            continue
+        fit = cap // prod
+        if fit >= lead[i]:
+            chunks[i] = lead[i]
+            prod *= lead[i]
+            continue
+        chunks[i] = max(1, int(fit))
+        prod *= chunks[i]
+        break
+    block_bytes = prod * frame_bytes + model_mem
+    return BlockPlan(axes, shape, tuple(chunks), int(block_bytes),
+                     DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames))
+
+
+# ---------------------------------------------------------------------------------------------
+# one block (runs in a worker thread or a dask worker)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs for one block; small and picklable (paths, not data or models)."""
+
+    index: int
+    ranges: tuple[tuple[int, int], ...]
+    source: SourceSpec
+    models: tuple[ModelRef, ...]
+    channel_axis: int | None
+    temporal_axis: int | None
+    options: DenoiserOptions
+    out_dtype: str
+    target: OmeTiffTarget | NpyBlockTarget
+    stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    index: int
+    frames: int
+    pixels: int
+    clipped: int
+    seconds: float
+
+
+def source_stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(size, mtime_ns) of an input file (of the NDTiff index for a dataset folder): changes when it is rewritten."""
+    p = Path(path)
+    st = (p / "NDTiff.index" if p.is_dir() else p).stat()
+    return (int(st.st_size), int(st.st_mtime_ns))
+
+
+def _dataset_for(spec: SourceSpec, stamp: tuple[int, int]) -> ImageDataset:
+    """The opened input for a job, cached per process; keyed by the file's stamp so a rewritten input is re-opened."""
+    key = (spec, tuple(stamp))
+    with _DATASETS_LOCK:
+        ds = _DATASETS.get(key)
+        if ds is None:
+            if source_stamp(spec.path) != tuple(stamp):
+                raise InputDataError(f"{spec.path}: the input changed while it was being denoised; rerun with --resume "
+                                     "or --overwrite once it is complete.")
+            ds = _DATASETS[key] = open_dataset(spec.path, axes=spec.axes)
+    return ds
+
+
+def cast_output(out: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """float32 result -> ``dtype``: integers are rounded and clipped to the type's range; returns the clipped count."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return out.astype(dtype, copy=False), 0
+    info = np.iinfo(dtype)
+    np.rint(out, out=out)
+    clipped = int(np.count_nonzero(out < info.min) + np.count_nonzero(out > info.max))
+    np.clip(out, info.min, info.max, out=out)
+    return out.astype(dtype), clipped
+
+
+def denoise_block(denoiser: Any, block: np.ndarray, temporal_axis: int | None) -> np.ndarray:
+    """Denoise a block (leading axes + Y, X): frame by frame for 2-D nets, along ``temporal_axis`` for 2D+T nets."""
+    if temporal_axis is not None and _is_temporal(denoiser):
+        moved = np.moveaxis(block, temporal_axis, -3)
+        return np.moveaxis(denoiser.denoise_stack(moved), -3, temporal_axis)
+    flat = block.reshape((-1,) + block.shape[-2:])
+    return np.asarray(denoiser.denoise_stack(flat), dtype=np.float32).reshape(block.shape)
+
+
+def process_block(job: BlockJob) -> BlockResult:
+    """Read, denoise, cast and write one block; returns what was done (the driver records it)."""
+    t0 = time.perf_counter()
+    dataset = _dataset_for(job.source, job.stamp)
+    key = tuple(slice(a, b) for a, b in job.ranges) + (slice(None), slice(None))
+    block = dataset.reader[key]
+    ref = job.models[0]
+    if len(job.models) > 1 and job.channel_axis is not None:
+        ref = job.models[job.ranges[job.channel_axis][0]]
+    denoiser = get_denoiser(ref, job.options)
+    out = _model_thread().submit(denoise_block, denoiser, block, job.temporal_axis).result()
+    del block
+    out, clipped = cast_output(out, np.dtype(job.out_dtype))
+    if isinstance(job.target, OmeTiffTarget):
+        _write_ome_block(job.target, job.ranges, out)
+    else:
+        job.target.write_block(job.index, out)
+    frames = int(np.prod(out.shape[:-2], dtype=np.int64))
+    return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0)
+
+
+def _write_ome_block(target: OmeTiffTarget, ranges: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
+    """Write a block as runs of frames that are contiguous in the file (one run when the block is)."""
+    lead = out.shape[:-2]
+    # the innermost axes that the block covers entirely form contiguous runs together with the next one
+    k = len(lead)
+    while k > 0 and ranges[k - 1][1] - ranges[k - 1][0] == target.shape[k - 1]:
+        k -= 1
+    run_axes = max(k - 1, 0)  # axes before run_axes are iterated; the rest is one contiguous run
+    if target.has_p:
+        run_axes = max(run_axes, 1)
+    outer = [range(n) for n in lead[:run_axes]]
+    for idx in itertools.product(*outer):
+        sub = out[idx] if idx else out
+        sub_ranges = tuple((ranges[i][0] + j, ranges[i][0] + j + 1) for i, j in enumerate(idx)) + ranges[len(idx):]
+        target.write_block([slice(a, b) for a, b in sub_ranges], sub.reshape(tuple(b - a for a, b in sub_ranges) + out.shape[-2:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest (the resume marker)
+# ---------------------------------------------------------------------------------------------
+class Manifest:
+    """``<out>/.livedenoise/<name>.json`` (what the run is) + ``<name>.done.jsonl`` (which blocks are finished)."""
+
+    def __init__(self, out_dir: Path, stem: str) -> None:
+        base = out_dir / STATE_DIR / stem
+        self.path = base.with_name(base.name + ".json")
+        self.log_path = base.with_name(base.name + ".done.jsonl")
+        self.staging = base.with_name(base.name + ".blocks")
+        self.assembling = base.with_name(base.name + ".assembling")
+        self.data: dict[str, Any] = {}
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def load(self) -> dict[str, Any]:
+        try:
+            self.data = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LivedenoiseError(f"{self.path}: the resume record is unreadable ({exc}); start again with --overwrite.") from None
+        if self.data.get("manifest_version") != MANIFEST_VERSION:
+            raise LivedenoiseError(f"{self.path}: resume record of another livedenoise version; start again with --overwrite.")
+        return self.data
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def done(self) -> dict[int, dict[str, Any]]:
+        """Finished blocks (a torn last line from a crash is ignored)."""
+        out: dict[int, dict[str, Any]] = {}
+        if not self.log_path.is_file():
+            return out
+        for line in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                out[int(rec["block"])] = rec
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def record(self, result: BlockResult) -> None:
+        line = json.dumps({"block": result.index, "frames": result.frames, "clipped": result.clipped,
+                           "seconds": round(result.seconds, 4)})
+        with open(self.log_path, "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def remove(self) -> None:
+        for p in (self.path, self.log_path, self.staging, self.assembling):
+            remove_path(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ItemSummary:
+    """One input's outcome."""
+
+    input: str
+    output: str
+    format: str
+    axes: str
+    shape: tuple[int, ...]
+    input_dtype: str
+    output_dtype: str
+    blocks: int
+    block_shape: tuple[int, ...]
+    block_bytes: int
+    status: str = "planned"  # planned | done | already complete
+    blocks_resumed: int = 0  # finished by an earlier run
+    frames: int = 0  # denoised by this run
+    pixels: int = 0
+    clipped: int = 0  # whole output, earlier runs included
+    seconds: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    """What :func:`denoise_dataset` did (or, with ``dry_run``, would do)."""
+
+    items: list[ItemSummary] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    output_dir: str = ""
+    elapsed_s: float = 0.0
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return sum(i.frames for i in self.items)
+
+    @property
+    def megapixels(self) -> float:
+        return sum(i.pixels for i in self.items) / 1e6
+
+    @property
+    def mpx_per_s(self) -> float:
+        busy = sum(i.seconds for i in self.items)
+        return self.megapixels / busy if busy > 0 else 0.0
+
+    @property
+    def clipped(self) -> int:
+        return sum(i.clipped for i in self.items)
+
+    def report(self) -> str:
+        lines = []
+        model = "; ".join(f"{m['name']} ({m.get('path') or 'in memory'}, sha256 {m['sha256'][:12]})" for m in self.models)
+        if self.dry_run:
+            lines.append(f"Dry run: nothing was written. Model: {model}.")
+            lines += [f"  {n}" for n in self.notes]
+            for it in self.items:
+                lines.append(f"- {it.input}\n    {it.format}, axes {it.axes} {tuple(it.shape)}, {it.input_dtype} -> "
+                             f"{it.output} ({it.output_dtype})\n    {it.blocks} block(s) of {tuple(it.block_shape)}, "
+                             f"~{_format_bytes(it.block_bytes)} each; {it.status}"
+                             + (f", {it.blocks_resumed} already done" if it.blocks_resumed else ""))
+            return "\n".join(lines)
+        for it in self.items:
+            lines.append(f"{it.status}: {it.input} -> {it.output} ({it.frames} frames this run"
+                         + (f", {it.blocks_resumed} of {it.blocks} blocks from an earlier run" if it.blocks_resumed else "")
+                         + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")")
+        lines.append(f"Denoised {self.frames} frames ({self.megapixels:.1f} Mpx) in {self.elapsed_s:.1f} s, "
+                     f"{self.mpx_per_s:.2f} Mpx/s while denoising, with {model}.")
+        if self.adapted:
+            lines.append("Adapted model(s) saved: " + ", ".join(self.adapted))
+        lines.append(f"Output folder: {self.output_dir}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+# ---------------------------------------------------------------------------------------------
+class _Runner:
+    """Bounded-concurrency execution of block jobs on threads or a dask.distributed client.
+
+    At most ``in_flight`` blocks are submitted at a time, so neither memory nor the scheduler's
+    queue grows with the dataset. On any error (including Ctrl-C or a callback raising) nothing
+    new starts, running blocks finish (their results are still recorded), and the error is re-raised.
+    """
+
+    def __init__(self, client: Any | None, workers: int) -> None:
+        self.client = client
+        self.workers = workers
+        self._pool: cf.ThreadPoolExecutor | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return self.workers
+
+    def __enter__(self) -> "_Runner":
+        if self.client is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="livedenoise-block")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, job: BlockJob) -> Any:
+        if self.client is not None:
+            return self.client.submit(process_block, job, pure=False, key=f"livedenoise-block-{job.index}-{os.urandom(4).hex()}")
+        assert self._pool is not None
+        return self._pool.submit(process_block, job)
+
+    def _wait(self, futures: set[Any]) -> tuple[set[Any], set[Any]]:
+        if self.client is not None:
+            from distributed import wait
+
+            res = wait(list(futures), return_when="FIRST_COMPLETED")
+            return set(res.done), set(res.not_done)
+        done, not_done = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        return set(done), set(not_done)
+
+    def run(self, jobs: Iterator[BlockJob], on_done: Callable[[BlockResult], None],
+            on_done_after_error: Callable[[BlockResult], None]) -> None:
+        in_flight: set[Any] = set()
+        limit = max(1, self.workers * (2 if self.client is not None else 1))
+        jobs = iter(jobs)
+        try:
+            for job in itertools.islice(jobs, limit):
+                in_flight.add(self._submit(job))
+            while in_flight:
+                done, in_flight = self._wait(in_flight)
+                for fut in done:
+                    result = fut.result()
+                    on_done(result)
+                    nxt = next(jobs, None)
+                    if nxt is not None:
+                        in_flight.add(self._submit(nxt))
+        except BaseException:
+            self._drain(in_flight, on_done_after_error)
+            raise
+
+    def _drain(self, in_flight: set[Any], record: Callable[[BlockResult], None]) -> None:
+        for fut in in_flight:
+            fut.cancel()
+        for fut in in_flight:
+            try:
+                result = fut.result()
+            except BaseException:  # cancelled or failed: it simply stays pending for --resume
+                continue
+            with contextlib.suppress(Exception):  # already failing: recording is best effort
+                record(result)
+
+
+def _connect(scheduler: Any) -> tuple[Any, int, int, bool]:
+    """(client, total threads, threads per worker, whether we opened it) for an address or an existing Client."""
+    from distributed import Client
+
+    owned = False
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        owned = True
+        try:
+            client = Client(str(scheduler), timeout="10s")
+        except Exception as exc:
+            raise LivedenoiseError(f"Cannot connect to the dask scheduler at {scheduler!r} ({exc}); expected an address "
+                                   "like tcp://host:8786 of a running dask.distributed scheduler.") from None
+    nthreads = client.nthreads()
+    if not nthreads:
+        if owned:
+            client.close()
+        raise LivedenoiseError(f"The dask cluster at {scheduler!r} has no workers.")
+    return client, int(sum(nthreads.values())), int(max(nthreads.values())), owned
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptation
+# ---------------------------------------------------------------------------------------------
+def _sample_frames(datasets: Sequence[ImageDataset], count: int, channel: int | None, seed: int) -> list[np.ndarray]:
+    """``count`` frames spread evenly over all inputs (one channel only when ``channel`` is given)."""
+    rng = np.random.default_rng(seed)
+    per = [max(1, count // len(datasets))] * len(datasets)
+    frames = []
+    for ds, n in zip(datasets, per):
+        lead = list(ds.shape[:-2])
+        c_axis = ds.axes.index("C") if "C" in ds.axes[:-2] else None
+        if channel is not None and c_axis is not None:
+            if channel >= lead[c_axis]:
+                continue
+            lead[c_axis] = 1
+        total = int(np.prod(lead, dtype=np.int64))
+        picks = np.unique(np.linspace(0, total - 1, num=min(n, total)).round().astype(np.int64))
+        if len(picks) < min(n, total):  # pragma: no cover - linspace rounding collisions
+            picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
+        for flat in picks:
+            index = list(np.unravel_index(int(flat), lead)) if lead else []
+            if channel is not None and c_axis is not None:
+                index[c_axis] = channel
+            frames.append(np.asarray(ds.read_frame(index)))
+    if not frames:
+        raise InputDataError(f"No frames{' of channel ' + str(channel) if channel is not None else ''} to adapt the model on.")
+    return frames
+
+
+def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_dir: str | None, per_channel: bool,
+                  out_dir: Path, *, time_budget_s: float, n_frames: int, seed: int, device: str, resume: bool,
+                  overwrite: bool, dry_run: bool, notes: list[str], status: Callable[[str], Any],
+                  show_progress: bool = False) -> list[ModelRef]:
+    """Fine-tune the base model (one per channel with ``per_channel``) and save it into ``out_dir``.
+
+    Saved models are part of the output: with ``resume`` an existing one is reused (re-training
+    would give another model and break the resume check), otherwise it must not exist yet.
+    """
+    from livedenoise.checkpoint import Checkpoint, load_checkpoint
+
+    channels: list[int | None] = [None]
+    if per_channel:
+        sizes = {ds.size("C") for ds in datasets}
+        if max(sizes) <= 1:
+            raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has several channels.")
+        channels = list(range(max(sizes)))
+    if mode == "pairs" and per_channel:
+        raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
+    refs = []
+    for ch in channels:
+        suffix = f"-c{ch}" if ch is not None else ""
+        path = out_dir / f"livedenoise-adapted-{mode}{suffix}.safetensors"
+        if path.exists() and resume and not overwrite:
+            notes.append(f"reusing adapted model {path}")
+            refs.append(resolve_model(path, channel=ch))
+            continue
+        if path.exists() and not overwrite and not dry_run:
+            raise LivedenoiseError(f"{path} already exists; pass --resume to reuse it or --overwrite to adapt again.")
+        if dry_run:
+            notes.append(f"would fine-tune ({mode}) for up to {time_budget_s:.0f} s"
+                         + (f" on channel {ch}" if ch is not None else "") + f" and save {path}")
+            continue
+        backbone = base if isinstance(base, Checkpoint) else None
+        if backbone is None or backbone.path is not None:
+            ref = resolve_model(base)
+            if ref.path is None:
+                raise ConfigError("--adapt needs a checkpoint (shipped name or .safetensors path) as the starting model.")
+            backbone = load_checkpoint(ref.path, device="cpu")
+        from livedenoise.training.finetune import finetune
+
+        if mode == "self":
+            noisy = _sample_frames(datasets, n_frames, ch, seed)
+            clean = None
+            what = f"{len(noisy)} frames" + (f" of channel {ch}" if ch is not None else "")
+        else:
+            from livedenoise.training.pairs import load_pair_folder
+
+            pairs = load_pair_folder(pairs_dir)  # type: ignore[arg-type]
+            noisy, clean = [p.noisy for p in pairs], [p.clean for p in pairs]
+            what = f"{len(pairs)} pairs from {pairs_dir}"
+        text = f"fine-tuning {backbone.name} ({mode}) on {what}, up to {time_budget_s:.0f} s"
+        status(text)
+        with _fit_progress(show_progress, text) as callback:
+            result = finetune(backbone, noisy, clean, time_budget_s=time_budget_s, seed=seed, device=device,
+                              name=f"{backbone.name}+{mode}{suffix}", progress=callback)
+        ckpt: Checkpoint = result.checkpoint
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.save(path)
+        log.info("Adapted model saved to %s", path)
+        refs.append(resolve_model(path, channel=ch))
+    return refs
+
+
+def _fit_progress(show: bool, text: str) -> Any:
+    """The fine-tuning progress bar shared with `livedenoise finetune` (or no display)."""
+    if not show:
+        return contextlib.nullcontext(None)
+    from livedenoise.commands._progress import fit_progress
+
+    return fit_progress(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    item: InputItem
+    dataset: ImageDataset
+    output: Path
+    manifest: Manifest
+    plan: BlockPlan | None = None
+    summary: ItemSummary | None = None
+
+
+def _output_dtype(policy: str, in_dtype: np.dtype) -> np.dtype:
+    if policy == "float32":
+        return np.dtype(np.float32)
+    if policy == "input":
+        return np.dtype(in_dtype)
+    return np.dtype(policy)
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_paths(items: list[_Item], out_dir: Path, inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Never write into an input (file or folder), never let two inputs share an output."""
+    out_res = out_dir.resolve()
+    folders = [Path(p).resolve() for p in inputs if Path(p).is_dir()] + \
+              [it.item.path.resolve() for it in items if it.item.path.is_dir()]
+    for folder in folders:
+        if _is_within(out_res, folder):
+            raise InputDataError(f"Output folder {out_dir} lies inside the input {folder}; choose an output "
+                                 "folder outside the data so the input is never modified.")
+        for it in items:
+            if _is_within(it.output.resolve(), folder):
+                raise InputDataError(f"Output {it.output} would lie inside the input {folder}; choose an output "
+                                     "folder outside the data so the input is never modified.")
+    seen: dict[Path, Path] = {}
+    for it in items:
+        src = it.item.path.resolve()
+        out = it.output.resolve()
+        if out == src or _is_within(src, out):
+            raise InputDataError(f"The output for {it.item.path} would be {it.output}, the input itself; choose another "
+                                 "output folder (-o).")
+        if out in seen:
+            raise InputDataError(f"Inputs {seen[out]} and {it.item.path} would both be written to {it.output}; "
+                                 "rename one or process them separately.")
+        seen[out] = it.item.path
+
+
+def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | None, out_dtype: np.dtype,
+                policy: str, fmt: str) -> dict[str, Any]:
+    ds = it.dataset
+    model_desc: Any = [m.describe() for m in models] if len(models) > 1 else models[0].describe()
+    prov = {
+        "software": "livedenoise",
+        "livedenoise_version": __version__,
+        "date": _now(),
+        "model": model_desc,
+        "input": {"path": str(ds.path.resolve()), "format": ds.format, "axes": ds.axes, "shape": list(ds.shape),
+                  "dtype": ds.dtype.name},
+        "axes": ds.axes,
+        "shape": list(ds.shape),
+        "output_dtype": out_dtype.name,
+        "dtype_policy": policy,
+        "format": fmt,
+    }
+    if adapt_info:
+        prov["adapted"] = adapt_info
+    if ds.metadata.get("description"):
+        prov["source_description"] = ds.metadata["description"]
+    if ds.metadata.get("imagej"):
+        prov["source_imagej"] = ds.metadata["imagej"]
+    if ds.metadata.get("provenance"):
+        prov["previous"] = ds.metadata["provenance"]
+    return prov
+
+
+def denoise_dataset(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    model: Any = "standard",
+    adapt: str | tuple[str, str] | None = None,
+    axes: str | None = None,
+    dtype: str = "float32",
+    fmt: str = "ome-tiff",
+    resume: bool = False,
+    overwrite: bool = False,
+    memory_budget: str | int = "1GB",
+    scheduler: Any = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    per_channel: bool = False,
+    pairs: str | os.PathLike[str] | None = None,
+    adapt_time_s: float = 60.0,
+    adapt_frames: int = 8,
+    device: str = "auto",
+    workers: int | None = None,
+    seed: int = 0,
+    on_block_done: Callable[[BlockResult], None] | None = None,
+) -> BatchSummary:
+    """Denoise saved datasets into ``output_dir``; the Python twin of ``livedenoise denoise``.
+
+    ``inputs``: TIFF / OME-TIFF files, folders of them, NDTiff dataset folders. ``model``:
+    ``"standard"``/``"fast"``, a checkpoint path, a Checkpoint (or a list / dict of them, one
+    per channel). ``adapt``: ``None``, ``"self"`` (Noise2Self on a sample of the data) or
+    ``"pairs"`` with ``pairs=DIR`` (or ``("pairs", DIR)``). ``dtype``: ``"float32"``,
+    ``"input"`` (rounded and clipped to the input type), ``"uint16"``, ``"uint8"``. ``fmt``:
+    ``"ome-tiff"`` or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
+    as ``"512MB"`` -- for the whole local job, or per worker with ``scheduler`` (a
+    dask.distributed address or Client). ``workers``: local threads (default 2).
+    ``on_block_done`` is called after each finished block (raise in it to stop the run).
+    """
+    connection = None
+    if scheduler is not None and not dry_run:
+        connection = _connect(scheduler)
+    try:
+        return _denoise_job(
+            inputs, output_dir, model=model, adapt=adapt, axes=axes, dtype=dtype, fmt=fmt, resume=resume,
+            overwrite=overwrite, memory_budget=memory_budget, scheduler=scheduler, dry_run=dry_run, progress=progress,
+            per_channel=per_channel, pairs=pairs, adapt_time_s=adapt_time_s, adapt_frames=adapt_frames, device=device,
+            workers=workers, seed=seed, on_block_done=on_block_done, connection=connection,
+        )
+    finally:
+        if connection is not None and connection[3]:
+            connection[0].close()
+
+
+def _denoise_job(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    model: Any = "standard",
+    adapt: str | tuple[str, str] | None = None,
+    axes: str | None = None,
+    dtype: str = "float32",
+    fmt: str = "ome-tiff",
+    resume: bool = False,
+    overwrite: bool = False,
+    memory_budget: str | int = "1GB",
+    scheduler: Any = None,
+    dry_run: bool = False,
+    progress: bool = True,
+    per_channel: bool = False,
+    pairs: str | os.PathLike[str] | None = None,
+    adapt_time_s: float = 60.0,
+    adapt_frames: int = 8,
+    device: str = "auto",
+    workers: int | None = None,
+    seed: int = 0,
+    on_block_done: Callable[[BlockResult], None] | None = None,
+    connection: tuple[Any, int, int, bool] | None = None,
+) -> BatchSummary:
+    """The body of :func:`denoise_dataset` (``connection``: an open dask client, or None)."""
+    t_start = time.perf_counter()
+    out_dir = Path(output_dir)
+    fmt = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff"}.get(str(fmt).lower(), str(fmt).lower())
+    if fmt not in FORMATS:
+        raise ConfigError(f"Output format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}.")
+    if dtype not in DTYPES:
+        raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other; choose one.")
+    if isinstance(adapt, (tuple, list)):
+        adapt, pairs = adapt[0], adapt[1] if len(adapt) > 1 else pairs
+    if adapt not in (None, "self", "pairs"):
+        raise ConfigError(f"--adapt {adapt!r} is unknown; expected 'self' or 'pairs DIR'.")
+    if adapt == "pairs" and not pairs:
+        raise ConfigError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
+    if per_channel and adapt is None and not isinstance(model, (list, tuple, dict)):
+        raise ConfigError("--per-channel needs --adapt self (one model adapted per channel) or one model per channel.")
+    budget = parse_memory(memory_budget)
+    if axes is not None:
+        axes = validate_axes(axes)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputDataError(f"Output {out_dir} exists and is not a folder.")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    summary = BatchSummary(output_dir=str(out_dir), dry_run=dry_run)
+
+    # -- 1. inputs (metadata only) and output names ------------------------------------------
+    items: list[_Item] = []
+    for item in expand_inputs(inputs):
+        ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
+        suffix = ".ome.tif" if fmt == "ome-tiff" else ""
+        items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
+    _check_paths(items, out_dir, inputs)
+    policies = {it.item.path: _output_dtype(dtype, it.dataset.dtype) for it in items}
+    for it in items:
+        out_dtype = policies[it.item.path]
+        if fmt == "ndtiff" and out_dtype not in (np.uint8, np.uint16):
+            raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would be "
+                              f"{out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
+        if out_dtype.kind not in "uif":
+            raise ConfigError(f"Output dtype {out_dtype} is not supported.")
+        exists = it.output.exists() or it.manifest.exists()
+        if exists and not (resume or overwrite or dry_run):
+            raise LivedenoiseError(f"{it.output} already exists; pass --resume to continue an interrupted run or "
+                                   "--overwrite to replace it.")
+        if resume and it.output.exists() and not it.manifest.exists():
+            raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an interrupted "
+                                   "livedenoise run); pass --overwrite to replace it.")
+
+    # -- 2. models ---------------------------------------------------------------------------
+    client, concurrency, per_worker = None, workers or 2, 1
+    if connection is not None:
+        client, concurrency, per_worker, _ = connection
+    console = _console() if progress else None
+    notes: list[str] = []
+    adapt_info = None
+    base_ref = None
+    if adapt is not None:
+        base_ref = resolve_model(model)  # validates the starting model before any training
+        n_models = 1
+        if per_channel:
+            n_models = max(it.dataset.size("C") for it in items)
+            if n_models <= 1:
+                raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has "
+                                     "several channels.")
+            if adapt == "pairs":
+                raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
+        refs = [ModelRef(**{**asdict(base_ref), "channel": c if n_models > 1 else None}) for c in range(n_models)]
+    elif isinstance(model, dict):
+        refs = [resolve_model(model[k], channel=int(k)) for k in sorted(model)]
+    elif isinstance(model, (list, tuple)) and not (len(model) == 2 and hasattr(model[0], "state_dict")):
+        refs = [resolve_model(m, channel=i) for i, m in enumerate(model)]
+    else:
+        refs = [resolve_model(model)]
+    if len(refs) > 1:
+        for it in items:
+            if it.dataset.size("C") != len(refs):
+                raise InputDataError(f"{it.item.path} has {it.dataset.size('C')} channel(s) but {len(refs)} per-channel "
+                                     "models are used; expected one model per channel.")
+    if client is not None:
+        for r in refs:
+            if r.path is None:
+                raise ConfigError(f"Model {r.name!r} has no checkpoint file; dask workers load models from a path, "
+                                  "so save it first (Checkpoint.save) and pass the path.")
+    temporal = any(r.temporal for r in refs)
+
+    # -- 3. plans ----------------------------------------------------------------------------
+    local_budget = budget if client is None else budget * concurrency // max(1, per_worker)
+    for it in items:
+        ds = it.dataset
+        out_dtype = policies[it.item.path]
+        split = ("C" if len(refs) > 1 else "") + ("P" if ds.axes.startswith("P") else "")
+        whole = "T" if temporal and "T" in ds.axes else ""
+        weights = 3 * sum(r.weights_bytes for r in refs)  # file + loaded checkpoint + the Denoiser's own copy
+        plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
+                           split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
+                           margin=max(r.margin for r in refs),
+                           weights_bytes=weights, window=5 if temporal else 1, device=device)
+        resumed = clipped = 0
+        status_text = "planned"
+        if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
+            status_text = "output exists: needs --resume or --overwrite"
+        elif it.output.exists() and overwrite:
+            status_text = "planned (replaces the existing output)"
+        if it.manifest.exists() and resume:
+            data = it.manifest.load()
+            if data.get("state") == "complete":
+                status_text = "already complete"
+                clipped = int((data.get("summary") or {}).get("clipped", 0))
+            plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
+                             DenoiserOptions(**data["plan"]["denoiser"]))
+            resumed = len(it.manifest.done())
+        it.plan = plan
+        it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape), ds.dtype.name,
+                                 out_dtype.name, plan.n_blocks, plan.block_shape, plan.bytes_per_block,
+                                 status=status_text, blocks_resumed=resumed, clipped=clipped)
+        summary.items.append(it.summary)
+    # -- 4. adaptation (after planning: a plan that cannot work fails before minutes of training) ----
+    if adapt is not None:
+        assert base_ref is not None
+        status = (lambda text: console.print(f"[cyan]{text}[/]")) if console else (lambda text: log.info(text))
+        adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None, per_channel,
+                                out_dir, time_budget_s=adapt_time_s, n_frames=adapt_frames, seed=seed, device=device,
+                                resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes, status=status,
+                                show_progress=console is not None)
+        if not dry_run:
+            refs = adapted
+            summary.adapted = [m.path for m in refs if m.path]
+        adapt_info = {"mode": adapt, "base": base_ref.describe(), "per_channel": per_channel,
+                      **({"pairs": str(pairs)} if adapt == "pairs" else {"frames": adapt_frames}),
+                      "time_budget_s": adapt_time_s}
+    summary.models = [r.describe() for r in refs]
+    summary.notes = notes
+    if dry_run:
+        summary.elapsed_s = time.perf_counter() - t_start
+        return summary
+    if items:
+        # load once here, as the workers will: a corrupt checkpoint fails before any output exists
+        for r in refs:
+            get_denoiser(r, items[0].plan.denoiser)  # type: ignore[union-attr]
+
+    # -- 5. run ------------------------------------------------------------------------------
+    t_axis_of = lambda ds: ds.axes.index("T") if (temporal and "T" in ds.axes[:-2]) else None  # noqa: E731
+    opened: list[tuple[SourceSpec, tuple[int, int]]] = []
+    try:
+        _run_items(items, refs, policies, adapt_info, dtype, fmt, overwrite, resume, console, client, concurrency,
+                   t_axis_of, opened, on_block_done, summary)
+    finally:
+        with _DATASETS_LOCK:
+            for key in opened:
+                _DATASETS.pop(key, None)
+        for it in items:
+            it.dataset.close()
+    summary.elapsed_s = time.perf_counter() - t_start
+    return summary
+
+
+def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np.dtype], adapt_info: dict[str, Any] | None,
+               dtype: str, fmt: str, overwrite: bool, resume: bool, console: Any, client: Any, concurrency: int,
+               t_axis_of: Callable[[ImageDataset], int | None], opened: list[tuple[SourceSpec, tuple[int, int]]],
+               on_block_done: Callable[[BlockResult], None] | None, summary: BatchSummary) -> None:
+    """Process every item in turn (outputs, blocks, finalisation)."""
+    with _Progress(console, items) as bar, _Runner(client, concurrency) as runner:
+        for n, it in enumerate(items):
+            assert it.plan is not None and it.summary is not None
+            if it.summary.status == "already complete":
+                continue
+            out_dtype = policies[it.item.path]
+            prov = _provenance(it, refs, adapt_info, out_dtype, dtype, fmt)
+            target = _prepare_output(it, refs, prov, out_dtype, fmt, overwrite=overwrite, resume=resume)
+            stamp = source_stamp(it.dataset.spec.path)
+            with _DATASETS_LOCK:
+                _DATASETS[(it.dataset.spec, stamp)] = it.dataset
+                opened.append((it.dataset.spec, stamp))
+            done = it.manifest.done()
+            it.summary.blocks_resumed = len(done)
+            clipped = [sum(int(r.get("clipped", 0)) for r in done.values())]
+            c_axis = it.dataset.axes.index("C") if (len(refs) > 1 and "C" in it.dataset.axes) else None
+            jobs = (BlockJob(i, rng, it.dataset.spec, tuple(refs), c_axis, t_axis_of(it.dataset), it.plan.denoiser,
+                             out_dtype.str, target, stamp) for i, rng in it.plan.blocks() if i not in done)
+            bar.start_item(n, len(done))
+            t0 = time.perf_counter()
+
+            def on_done(result: BlockResult, it: _Item = it, n: int = n, clipped: list[int] = clipped) -> None:
+                it.manifest.record(result)
+                assert it.summary is not None
+                it.summary.frames += result.frames
+                it.summary.pixels += result.pixels
+                clipped[0] += result.clipped
+                bar.advance(n, result)
+                if on_block_done is not None:
+                    on_block_done(result)
+
+            def after_error(result: BlockResult, it: _Item = it) -> None:
+                it.manifest.record(result)
+
+            runner.run(jobs, on_done, after_error)
+            it.summary.seconds = time.perf_counter() - t0  # wall time: throughput includes I/O
+            it.summary.clipped = clipped[0]
+            _finalize(it, prov, fmt, out_dtype)
+            it.summary.status = "done"
+            if it.summary.clipped:
+                total = int(np.prod(it.dataset.shape, dtype=np.int64))
+                msg = (f"{it.output}: {it.summary.clipped} of {total} pixels ({100 * it.summary.clipped / total:.3g}%) were "
+                       f"outside the {out_dtype.name} range and were clipped; use --dtype float32 to keep them.")
+                log.warning(msg)
+                summary.warnings.append(msg)
+
+
+def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_dtype: np.dtype, fmt: str, *,
+                    overwrite: bool, resume: bool) -> OmeTiffTarget | NpyBlockTarget:
+    """Create the output and its manifest, or check them against this run when resuming."""
+    assert it.plan is not None
+    ds = it.dataset
+    m = it.manifest
+    expected = {
+        "input": ds.fingerprint(),
+        "models": [{"name": r.name, "sha256": r.sha256, "channel": r.channel} for r in refs],
+        "settings": {"dtype": out_dtype.name, "format": fmt, "axes": ds.axes, "shape": list(ds.shape)},
+    }
+    if resume and m.exists() and m.load().get("state") == "creating":
+        overwrite = True  # stopped while the empty output was being created: nothing to keep
+    if resume and m.exists() and not overwrite:
+        data = m.load()
+        for key, what in (("input", "the input changed"), ("models", "the model differs"),
+                          ("settings", "the output settings (dtype / format / axes) differ")):
+            if data.get(key) != expected[key]:
+                raise LivedenoiseError(
+                    f"Cannot resume {it.output}: {what} since the interrupted run ({m.path} records "
+                    f"{_short(data.get(key))}, now {_short(expected[key])}); pass --overwrite to start again."
+                )
+        if fmt == "ome-tiff":
+            t = data["target"]
+            target: OmeTiffTarget | NpyBlockTarget = OmeTiffTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"],
+                                                                   tuple(t["offsets"]))
+            target.check()
+        else:
+            target = NpyBlockTarget(str(m.staging), out_dtype.str)
+            m.staging.mkdir(parents=True, exist_ok=True)
+        return target
+    if overwrite:
+        remove_path(it.output)
+        m.remove()
+    # the manifest comes first: from now on an interruption leaves a resumable state
+    m.data = {"manifest_version": MANIFEST_VERSION, "state": "creating", "created": _now(), **expected,
+              "output": str(it.output),
+              "plan": {"chunks": list(it.plan.chunks), "bytes_per_block": it.plan.bytes_per_block,
+                       "denoiser": asdict(it.plan.denoiser)}}
+    m.save()
+    try:
+        it.output.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "ome-tiff":
+            target = create_ome_tiff(it.output, ds, out_dtype, prov)
+            m.data["target"] = {"path": target.path, "axes": target.axes, "shape": list(target.shape),
+                                "dtype": target.dtype, "offsets": list(target.offsets)}
+        else:
+            m.staging.mkdir(parents=True, exist_ok=True)
+            target = NpyBlockTarget(str(m.staging), out_dtype.str)
+        m.data["state"] = "running"
+        m.save()
+    except BaseException:
+        remove_path(it.output)  # nothing half-made stays behind without its resume record
+        m.remove()
+        raise
+    return target
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _finalize(it: _Item, prov: dict[str, Any], fmt: str, out_dtype: np.dtype) -> None:
+    """Final provenance; NDTiff assembly from the staged blocks; mark the manifest complete."""
+    assert it.plan is not None and it.summary is not None
+    m = it.manifest
+    done = m.done()
+    missing = [i for i in range(it.plan.n_blocks) if i not in done]
+    if missing:
+        raise LivedenoiseError(f"{it.output}: {len(missing)} block(s) were not written; rerun with --resume.")
+    prov = {**prov, "completed": _now(), "clipped_pixels": it.summary.clipped}
+    if fmt == "ome-tiff":
+        update_ome_provenance(it.output, prov)
+    else:
+        m.data["state"] = "assembling"
+        m.save()
+        remove_path(m.assembling)
+        plan = it.plan
+        staging = NpyBlockTarget(str(m.staging), out_dtype.str)
+
+        def frames() -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+            for i, ranges in plan.blocks():
+                block = np.load(staging.block_path(i), mmap_mode="r")
+                for idx in itertools.product(*(range(a, b) for a, b in ranges)):
+                    local = tuple(j - a for j, (a, _) in zip(idx, ranges))
+                    yield idx, np.array(block[local])
+                del block
+
+        write_ndtiff(m.assembling, it.dataset, frames(), prov)
+        remove_path(it.output)
+        os.replace(m.assembling, it.output)
+        remove_path(m.staging)
+    m.data["state"] = "complete"
+    m.data["completed"] = _now()
+    m.data["summary"] = {"clipped": it.summary.clipped}
+    m.save()
+
+
+# ---------------------------------------------------------------------------------------------
+# progress display
+# ---------------------------------------------------------------------------------------------
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+class _Progress:
+    """rich progress: one bar per input, blocks done / total, frames, Mpx/s and ETA."""
+
+    def __init__(self, console: Any, items: list[_Item]) -> None:
+        self.console = console
+        self.items = items
+        self.progress: Any = None
+        self.tasks: dict[int, Any] = {}
+        self.pixels: dict[int, int] = {}
+        self.t0: dict[int, float] = {}
+
+    def __enter__(self) -> "_Progress":
+        if self.console is None:
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("blocks"),
+            TextColumn("{task.fields[frames]} frames"), TextColumn("{task.fields[rate]} Mpx/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+        )
+        self.progress.__enter__()
+        return self
+
+    def start_item(self, n: int, already: int) -> None:
+        if self.progress is None:
+            return
+        it = self.items[n]
+        assert it.plan is not None
+        name = it.item.path.name
+        self.tasks[n] = self.progress.add_task(name if len(name) < 40 else "..." + name[-37:], total=it.plan.n_blocks,
+                                               completed=already, frames=0, rate="-")
+        self.pixels[n] = 0
+        self.t0[n] = time.perf_counter()
+
+    def advance(self, n: int, result: BlockResult) -> None:
+        if self.progress is None:
+            return
+        self.pixels[n] += result.pixels
+        rate = self.pixels[n] / 1e6 / max(1e-9, time.perf_counter() - self.t0[n])
+        frames = self.items[n].summary.frames if self.items[n].summary else 0
+        self.progress.update(self.tasks[n], advance=1, frames=frames, rate=f"{rate:.2f}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+
+__all__ = [
+    "BatchSummary", "BlockJob", "BlockPlan", "BlockResult", "DenoiserOptions", "ItemSummary", "Manifest", "ModelRef",
+    "cast_output", "denoise_block", "denoise_dataset", "get_denoiser", "parse_memory", "plan_blocks", "process_block",
+    "resolve_model",
+]

@@ -1,0 +1,99 @@
+"""`livedenoise denoise`: denoise saved TIFF / OME-TIFF / NDTiff datasets, larger than memory, resumable."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = """\
+Denoise datasets you already saved, chunk by chunk (any size, bounded memory), into OUTDIR.
+
+Inputs: TIFF or OME-TIFF files (stacks with any axes: the file's metadata says which, or give
+--axes, e.g. TZCYX), folders of TIFFs (each file is processed, names kept), and NDTiff datasets
+saved by pycromanager / Micro-Manager (positions, channels, time and z are kept).
+
+  livedenoise denoise cells.ome.tif -o denoised/                       # shipped 'standard' model
+  livedenoise denoise acq_1/ -o denoised/ --model fast --dtype input   # NDTiff, keep uint16
+  livedenoise denoise movie.tif --axes TZCYX -o out/ --model my.safetensors
+  livedenoise denoise data/ -o out/ --adapt self                       # fine-tune on the data first
+  livedenoise denoise data/ -o out/ --adapt self --per-channel         # one model per channel
+  livedenoise denoise data/ -o out/ --adapt pairs calib_pairs/         # fine-tune on low/high pairs
+  livedenoise denoise big.ome.tif -o out/ --memory-budget 512MB --resume   # continue after a stop
+  livedenoise denoise big.ome.tif -o out/ --scheduler tcp://head:8786      # on a dask cluster
+
+The output has the input's axes, shape and metadata, plus provenance (model, checkpoint sha256,
+normalizer, livedenoise version, date). Inputs are never modified. An existing output is refused
+unless --resume (continue an interrupted run, verified against the input and model) or
+--overwrite. --dry-run shows the plan without writing anything.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("denoise", help="denoise saved TIFF / OME-TIFF / NDTiff datasets (out-of-core, resumable)",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the denoised copies")
+    p.add_argument("--model", action="append", metavar="MODEL",
+                   help="'standard' (default), 'fast', or a checkpoint .safetensors; repeat once per channel for "
+                        "per-channel models; with --adapt, the model to start from")
+    p.add_argument("--adapt", nargs="+", metavar="MODE",
+                   help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "
+                        "(<name>_noisy.tif + <name>_clean.tif); the adapted model is saved into OUTDIR")
+    p.add_argument("--per-channel", action="store_true", help="with --adapt self: adapt one model per channel")
+    p.add_argument("--adapt-time", type=float, default=60.0, metavar="SECONDS",
+                   help="time budget of each fine-tune (default 60)")
+    p.add_argument("--adapt-frames", type=int, default=8, metavar="N", help="frames sampled for --adapt self (default 8)")
+    p.add_argument("--axes", help="axis letters of TIFF inputs, e.g. TZCYX (P position, T time, C channel, Z focus, Y, X)")
+    p.add_argument("--dtype", choices=["float32", "input", "uint16", "uint8"], default="float32",
+                   help="output pixel type: float32 (default, exact) or input (= the input's type, rounded and "
+                        "clipped; the number of clipped pixels is reported)")
+    p.add_argument("--format", choices=["ome-tiff", "ndtiff"], default="ome-tiff",
+                   help="output format (default ome-tiff; ndtiff needs --dtype input/uint16/uint8)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same OUTDIR")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--memory-budget", default="1GB", metavar="SIZE",
+                   help="memory for blocks and the network, e.g. 512MB or 4GB (default 1GB; per worker with --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (tcp://host:8786)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="local threads (default 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--seed", type=int, default=0, help="seed for --adapt")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_adapt(values: list[str] | None, inputs: list[str]) -> tuple[str | None, str | None, list[str]]:
+    """``--adapt self`` / ``--adapt pairs DIR``; values after those belong to INPUT (argparse greediness)."""
+    from livedenoise.errors import ConfigError
+
+    if not values:
+        return None, None, inputs
+    mode, rest = values[0], values[1:]
+    if mode == "self":
+        return "self", None, rest + inputs
+    if mode == "pairs":
+        if not rest:
+            raise ConfigError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
+        return "pairs", rest[0], rest[1:] + inputs
+    raise ConfigError(f"--adapt {mode!r} is unknown; expected 'self' or 'pairs DIR'.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from livedenoise.batch import denoise_dataset
+    from livedenoise.errors import ConfigError
+
+    adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
+    if not inputs:
+        raise ConfigError("No INPUT given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
+    models = args.model or ["standard"]
+    if len(models) > 1 and adapt is not None:
+        raise ConfigError("--adapt starts from one model; give a single --model.")
+    model = models[0] if len(models) == 1 else models
+    summary = denoise_dataset(
+        inputs, args.output, model=model, adapt=adapt, pairs=pairs, axes=args.axes, dtype=args.dtype, fmt=args.format,
+        resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget, scheduler=args.scheduler,
+        dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
+        adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
+        seed=args.seed,
+    )
+    print(summary.report())
+    return 0

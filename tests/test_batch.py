@@ -1,0 +1,563 @@
+"""Batch denoising of saved datasets: round trips, bounded memory, resume, bad input, dask cluster, CLI."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from livedenoise import batch
+from livedenoise.batch import BlockJob, denoise_dataset, parse_memory, plan_blocks
+from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
+from livedenoise.io import TiffPlanes, open_dataset, read_provenance
+
+SHAPE = (3, 4, 2, 2, 40, 48)  # P T C Z Y X
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: a tiny real checkpoint and realistic frames from the simulated microscope
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks: one thread is fastest, and immune to other processes competing for the 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    from simulators.config import load_microscope_config
+    from simulators.microscope import SimulatedMicroscope
+
+    scope = SimulatedMicroscope(load_microscope_config(roi_width=48, roi_height=40))
+    out = np.empty(SHAPE, np.uint16)
+    for p in range(SHAPE[0]):
+        scope.set_position(x_um=60.0 * p, y_um=0.0)
+        for t in range(SHAPE[1]):
+            for c in range(SHAPE[2]):
+                scope.set_light_power(20.0 + 60.0 * c)
+                for z in range(SHAPE[3]):
+                    scope.set_position(z_um=scope.config.focus_z_um + 1.0 * z)
+                    out[p, t, c, z] = scope.snap().image
+    return out
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, frames) -> Path:
+    import torch
+
+    from livedenoise.checkpoint import save_checkpoint
+    from livedenoise.models import build_model
+    from livedenoise.normalization import Normalizer
+
+    torch.manual_seed(0)
+    model = build_model("unet", widths=[4, 8])
+    norm = Normalizer.fit(frames[0, 0, 0])
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return save_checkpoint(path, model, arch="unet", arch_kwargs={"widths": [4, 8]}, normalizer=norm, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def ckpt2(tmp_path_factory, frames) -> Path:
+    import torch
+
+    from livedenoise.checkpoint import save_checkpoint
+    from livedenoise.models import build_model
+    from livedenoise.normalization import Normalizer
+
+    torch.manual_seed(1)
+    model = build_model("unet", widths=[4, 8])
+    path = tmp_path_factory.mktemp("model2") / "other.safetensors"
+    return save_checkpoint(path, model, arch="unet", arch_kwargs={"widths": [4, 8]},
+                           normalizer=Normalizer.fit(frames[0, 0, 1]), name="other")
+
+
+def reference(ckpt: Path, data: np.ndarray) -> np.ndarray:
+    """The Denoiser applied frame by frame: what every output must equal."""
+    from livedenoise.inference import Denoiser
+
+    den = Denoiser(str(ckpt), device="cpu")
+    flat = data.reshape(-1, *data.shape[-2:])
+    return np.stack([den.denoise(f) for f in flat]).reshape(data.shape)
+
+
+def write_ome(path, data, channels=("GFP", "RFP")):
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for p in range(data.shape[0]):
+            tw.write(data[p], photometric="minisblack",
+                     metadata={"axes": "TCZYX", "Name": f"pos{p}", "Channel": {"Name": list(channels)},
+                               "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65})
+
+
+def write_ndtiff(folder, data, channels=("DAPI", "GFP")):
+    from ndstorage import NDTiffDataset
+
+    ds = NDTiffDataset(str(folder), writable=True)
+    ds.initialize({"PixelSize_um": 0.5, "Prefix": "acq"})
+    for idx in np.ndindex(*data.shape[:-2]):
+        p, t, c, z = idx
+        coords = {"position": p, "time": t, "channel": channels[c], "z": z}
+        ds.put_image(coords, data[idx], {"Exposure": 10.0 + c})
+    ds.finish()
+    ds.close()
+
+
+def read_ome(path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        return np.stack([s.asarray() for s in tif.series]) if len(tif.series) > 1 else tif.series[0].asarray()
+
+
+def run(inputs, out, ckpt, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("device", "cpu")
+    return denoise_dataset(inputs, out, model=str(ckpt), **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: memory bounded by design
+# ---------------------------------------------------------------------------------------------
+def test_parse_memory():
+    assert parse_memory("512MB") == 512 * 10**6 and parse_memory("1.5GiB") == int(1.5 * 2**30)
+    assert parse_memory("800m") == 8 * 10**8 and parse_memory(4096) == 4096
+    for bad in ("lots", "-1GB", "0", "12XB"):
+        with pytest.raises(ConfigError, match="Memory budget"):
+            parse_memory(bad)
+
+
+MARGIN = 16
+FLOOR_SIDE = 2 * MARGIN + max(2 * MARGIN, batch.MIN_TILE_CORE)
+
+
+@pytest.mark.parametrize("shape, axes", [
+    ((3, 4, 2, 2, 40, 48), "PTCZYX"), ((500, 512, 512), "TYX"), ((7, 3, 5, 256, 300), "TCZYX"),
+    ((2, 1000, 2048, 2048), "PTYX"), ((64, 64), "YX"),
+])
+@pytest.mark.parametrize("budget", [2 * 10**6, 64 * 10**6, 10**9])
+@pytest.mark.parametrize("dtypes", [("uint16", "float32"), ("uint16", "uint16"), ("float32", "float32")])
+@pytest.mark.parametrize("concurrency", [1, 2, 4])
+def test_planned_blocks_never_exceed_the_budget(shape, axes, budget, dtypes, concurrency):
+    # input block + float32 result (+ the cast copy) per pixel: a lower bound of what a block holds
+    per_pixel = np.dtype(dtypes[0]).itemsize + 4 + (np.dtype(dtypes[1]).itemsize if dtypes[1] != "float32" else 0)
+    frame_bytes = shape[-1] * shape[-2] * per_pixel
+    try:
+        plan = plan_blocks(shape, axes, dtypes[0], dtypes[1], budget, concurrency=concurrency, split_axes="P",
+                           first_width=32, weights_bytes=10**5, margin=MARGIN)
+    except ConfigError as exc:  # only when not even one frame fits
+        assert "too small" in str(exc)
+        full_frame = frame_bytes + batch.EXTRA_BYTES_PER_PIXEL * shape[-1] * shape[-2]
+        pixels = shape[-1] * shape[-2]
+        smallest_net = min(FLOOR_SIDE**2, pixels) * batch.ACTIVATION_BYTES_PER_PIXEL_CHANNEL * 32 + \
+            pixels * batch.CALL_BYTES_PER_PIXEL
+        assert full_frame + smallest_net > (budget - 10**5) // concurrency
+        return
+    # every block's data + network share fits its slice of the budget
+    assert plan.bytes_per_block * concurrency + 10**5 <= budget
+    assert plan.frames_per_block * frame_bytes <= plan.bytes_per_block
+    # the network's working set (pixel budget x bytes per pixel) is inside the block's share
+    model_bytes = plan.denoiser.pixel_budget * batch.ACTIVATION_BYTES_PER_PIXEL_CHANNEL * 32
+    assert plan.frames_per_block * frame_bytes + model_bytes <= plan.bytes_per_block
+    # tiles never shrink below 2 x margin + the minimum core (they would be mostly margin)
+    assert plan.denoiser.pixel_budget >= min(FLOOR_SIDE**2, shape[-1] * shape[-2])
+    # the blocks tile the dataset exactly once
+    covered = sum(int(np.prod([b - a for a, b in r])) for _, r in plan.blocks()) if plan.n_blocks < 5000 else None
+    if covered is not None:
+        assert covered == int(np.prod(shape[:-2]))
+    if "P" in axes:
+        assert plan.chunks[0] == 1
+
+
+def test_planner_splits_channels_keeps_time_whole_and_refuses_tiny_budgets():
+    plan = plan_blocks((5, 6, 3, 2, 100, 100), "TCZ" "QYX", "uint16", "float32", 10**9, split_axes="C")
+    assert plan.chunks[1] == 1 and plan.n_blocks == 6
+    plan = plan_blocks((8, 30, 2, 100, 100), "PTCYX", "uint16", "float32", 50 * 10**6, whole_axes="T", split_axes="P")
+    assert plan.chunks[1] == 30
+    with pytest.raises(ConfigError, match="full T stack of 30 frames"):
+        plan_blocks((8, 30, 2, 100, 100), "PTCYX", "uint16", "float32", 2 * 10**6, whole_axes="T")
+    with pytest.raises(ConfigError, match="too small for one frame of 2048x2048"):
+        plan_blocks((10, 2048, 2048), "TYX", "uint16", "float32", 10 * 10**6)
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------------------
+def test_ome_tiff_round_trip_multi_position_matches_frame_by_frame(tmp_path, frames, ckpt, monkeypatch):
+    write_ome(tmp_path / "cells.ome.tif", frames)
+    reads = []
+    original = TiffPlanes.read
+    monkeypatch.setattr(TiffPlanes, "read", lambda self, grid: reads.append(len(grid)) or original(self, grid))
+    summary = run([tmp_path / "cells.ome.tif"], tmp_path / "out", ckpt, memory_budget="1MB")
+    out_path = tmp_path / "out" / "cells.ome.tif"
+    assert summary.items[0].blocks >= 6 and summary.frames == 48 and summary.items[0].status == "done"
+    assert sum(reads) == 48  # every plane read exactly once, in blocks
+    out = open_dataset(out_path)
+    assert out.axes == "PTCZYX" and out.shape == frames.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.reader[...], reference(ckpt, frames), rtol=1e-5, atol=1e-3)
+    with tifffile.TiffFile(out_path) as tif:
+        xml = tif.ome_metadata
+        assert [s.name for s in tif.series] == ["pos0", "pos1", "pos2"]
+    assert 'Name="GFP"' in xml and 'Name="RFP"' in xml and 'PhysicalSizeX="0.65"' in xml
+    prov = read_provenance(out_path)
+    assert prov["model"]["sha256"] == batch.file_sha256(ckpt) and prov["model"]["path"] == str(ckpt.resolve())
+    assert prov["model"]["normalizer"]["gain"] > 0 and prov["livedenoise_version"] and prov["date"]
+    assert prov["input"]["path"] == str((tmp_path / "cells.ome.tif").resolve()) and prov["clipped_pixels"] == 0
+    assert "Mpx/s" in summary.report() and str(tmp_path / "out") in summary.report()
+
+
+def test_imagej_stack_with_input_dtype_clips_and_counts(tmp_path, frames, ckpt):
+    data = frames[0].transpose(0, 2, 1, 3, 4)  # T Z C Y X
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TZCYX", "spacing": 1.5, "unit": "um", "finterval": 3.0})
+    summary = run([tmp_path / "ij.tif"], tmp_path / "out", ckpt, dtype="input", memory_budget="1MB")
+    out = open_dataset(tmp_path / "out" / "ij.ome.tif")
+    assert out.axes == "TZCYX" and out.shape == data.shape and out.dtype == np.uint16
+    ref = reference(ckpt, data)
+    np.testing.assert_array_equal(out.reader[...], np.clip(np.rint(ref), 0, 65535).astype(np.uint16))
+    assert summary.clipped == int(np.count_nonzero((np.rint(ref) < 0) | (np.rint(ref) > 65535)))
+    assert out.metadata["ome_xml"].count('PhysicalSizeZ="1.5"') == 1 and 'TimeIncrement="3.0"' in out.metadata["ome_xml"]
+    # a narrower type clips, counts and warns
+    small = run([tmp_path / "ij.tif"], tmp_path / "out8", ckpt, dtype="uint8")
+    over = int(np.count_nonzero((np.rint(ref) < 0) | (np.rint(ref) > 255)))
+    assert over > 0 and small.clipped == over and small.warnings and "clipped" in small.warnings[0]
+    assert read_provenance(tmp_path / "out8" / "ij.ome.tif")["clipped_pixels"] == over
+
+
+def test_folder_of_tiffs_keeps_names_and_axes(tmp_path, frames, ckpt):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    tifffile.imwrite(folder / "t1.tif", frames[0, :, 0, 0], photometric="minisblack")
+    tifffile.imwrite(folder / "t2.tif", frames[1, 0, 1], metadata=None)  # a single 2-D image
+    run([folder], tmp_path / "out", ckpt, axes=None)
+    a = open_dataset(tmp_path / "out" / "series" / "t1.ome.tif")
+    b = open_dataset(tmp_path / "out" / "series" / "t2.ome.tif")
+    assert a.shape == (4, 40, 48) and b.shape == (2, 40, 48) and b.axes == "IYX"
+    np.testing.assert_allclose(a.reader[...], reference(ckpt, frames[0, :, 0, 0]), rtol=1e-5, atol=1e-3)
+
+
+def test_ndtiff_round_trip_to_ndtiff_and_ome(tmp_path, frames, ckpt):
+    from ndstorage import Dataset
+
+    write_ndtiff(tmp_path / "acq_1", frames)
+    summary = run([tmp_path / "acq_1"], tmp_path / "out", ckpt, dtype="input", fmt="ndtiff", memory_budget="1MB")
+    assert summary.items[0].blocks > 1
+    out_dir = tmp_path / "out" / "acq_1"
+    ref = np.clip(np.rint(reference(ckpt, frames)), 0, 65535).astype(np.uint16)
+    src = Dataset(str(tmp_path / "acq_1"))
+    res = Dataset(str(out_dir))
+    try:
+        assert dict(res.axes) == dict(src.axes) and res.dtype == np.uint16
+        np.testing.assert_array_equal(np.asarray(res.as_array()), ref)
+        assert res.read_metadata(position=1, time=2, channel="GFP", z=1)["Exposure"] == 11.0
+        assert res.summary_metadata["PixelSize_um"] == 0.5
+        assert res.summary_metadata["livedenoise"]["model"]["sha256"] == batch.file_sha256(ckpt)
+    finally:
+        src.close()
+        res.close()
+    assert not (tmp_path / "out" / ".livedenoise" / "acq_1.blocks").exists()  # staging removed
+    # NDTiff -> OME-TIFF keeps positions as series and channel names
+    run([tmp_path / "acq_1"], tmp_path / "ome", ckpt)
+    out = open_dataset(tmp_path / "ome" / "acq_1.ome.tif")
+    assert out.axes == "PTCZYX" and out.shape == frames.shape
+    assert 'Name="DAPI"' in out.metadata["ome_xml"] and 'PhysicalSizeX="0.5"' in out.metadata["ome_xml"]
+    np.testing.assert_allclose(out.reader[...], reference(ckpt, frames), rtol=1e-5, atol=1e-3)
+
+
+def test_in_memory_models_work_locally_but_not_on_a_cluster(tmp_path, frames, ckpt):
+    from livedenoise.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :1])
+    summary = denoise_dataset([tmp_path / "a.ome.tif"], tmp_path / "out", model=(loaded.model, loaded.normalizer),
+                              progress=False, device="cpu")
+    assert summary.models[0]["path"] is None and len(summary.models[0]["sha256"]) == 64
+    np.testing.assert_allclose(read_ome(tmp_path / "out" / "a.ome.tif"), reference(ckpt, frames[0, 0]),
+                               rtol=1e-5, atol=1e-3)
+    with pytest.raises(ConfigError, match="workers load models from a path"):  # as if connected to a cluster
+        batch._denoise_job([tmp_path / "a.ome.tif"], tmp_path / "out2", model=(loaded.model, loaded.normalizer),
+                           progress=False, connection=(object(), 1, 1, False))
+    assert not (tmp_path / "out2").exists()
+
+
+def test_ndtiff_output_needs_an_integer_dtype(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "a.ome.tif", frames[:1])
+    with pytest.raises(ConfigError, match="NDTiff stores only uint8 / uint16"):
+        run([tmp_path / "a.ome.tif"], tmp_path / "out", ckpt, fmt="ndtiff")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# interruption and resume
+# ---------------------------------------------------------------------------------------------
+class Stop(Exception):
+    pass
+
+
+def stop_after(k):
+    count = [0]
+
+    def hook(result):
+        count[0] += 1
+        if count[0] == k:
+            raise Stop(f"stopped after {k} blocks")
+
+    return hook
+
+
+@pytest.mark.parametrize("fmt, dtype", [("ome-tiff", "float32"), ("ndtiff", "input")])
+def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckpt2, fmt, dtype):
+    write_ome(tmp_path / "in.ome.tif", frames)
+    full = run([tmp_path / "in.ome.tif"], tmp_path / "full", ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB")
+    n_blocks = full.items[0].blocks
+    assert n_blocks >= 4
+    with pytest.raises(Stop):
+        run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB",
+            on_block_done=stop_after(2))
+    state = tmp_path / "part" / ".livedenoise"
+    manifest = json.loads((state / "in.json").read_text())
+    assert manifest["state"] == "running" and manifest["models"][0]["sha256"] == batch.file_sha256(ckpt)
+    done = [json.loads(line)["block"] for line in (state / "in.done.jsonl").read_text().splitlines()]
+    assert 2 <= len(done) < n_blocks
+    # without --resume the partial output is refused; with another model the resume is refused
+    with pytest.raises(LivedenoiseError, match="--resume"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype)
+    with pytest.raises(LivedenoiseError, match="the model differs"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt2, fmt=fmt, dtype=dtype, resume=True)
+    resumed = run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype, resume=True,
+                  memory_budget="64MB")  # the recorded block plan wins over a new budget
+    assert resumed.items[0].blocks_resumed == len(done)
+    assert resumed.frames == 48 - sum(int(np.prod(
+        [b - a for a, b in batch.BlockPlan("PTCZYX", frames.shape, tuple(manifest["plan"]["chunks"]), 0,
+                                           batch.DenoiserOptions()).block(i)])) for i in done)
+    if fmt == "ome-tiff":
+        np.testing.assert_array_equal(read_ome(tmp_path / "part" / "in.ome.tif"), read_ome(tmp_path / "full" / "in.ome.tif"))
+    else:
+        a, b = open_dataset(tmp_path / "part" / "in"), open_dataset(tmp_path / "full" / "in")
+        np.testing.assert_array_equal(a.reader[...], b.reader[...])
+    assert json.loads((state / "in.json").read_text())["state"] == "complete"
+    again = run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype, resume=True)
+    assert again.items[0].status == "already complete" and again.frames == 0
+
+
+def test_resume_refuses_a_changed_input_and_overwrite_starts_again(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "in.ome.tif", frames)
+    with pytest.raises(Stop):
+        run([tmp_path / "in.ome.tif"], tmp_path / "out", ckpt, memory_budget="1MB", on_block_done=stop_after(1))
+    write_ome(tmp_path / "in.ome.tif", frames[::-1].copy())  # same shape, other content
+    with pytest.raises(LivedenoiseError, match="the input changed"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "out", ckpt, resume=True)
+    run([tmp_path / "in.ome.tif"], tmp_path / "out", ckpt, overwrite=True)
+    np.testing.assert_allclose(read_ome(tmp_path / "out" / "in.ome.tif"), reference(ckpt, frames[::-1]), rtol=1e-5, atol=1e-3)
+    # a file that was not left by livedenoise is never "resumed" into
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "in.ome.tif").write_bytes(b"foreign")
+    with pytest.raises(LivedenoiseError, match="no resume record"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "other", ckpt, resume=True)
+    assert (tmp_path / "other" / "in.ome.tif").read_bytes() == b"foreign"
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: clear errors, nothing written
+# ---------------------------------------------------------------------------------------------
+def test_bad_inputs_fail_before_anything_is_written(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "good.ome.tif", frames[:1])
+    raw = (tmp_path / "good.ome.tif").read_bytes()
+    (tmp_path / "trunc.tif").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "corrupt.tif").write_bytes(b"II*\x00" + b"\xff" * 64)
+    out = tmp_path / "out"
+    cases = [
+        (dict(inputs=[tmp_path / "good.ome.tif", tmp_path / "trunc.tif"]), InputDataError, "truncated|corrupt"),
+        (dict(inputs=[tmp_path / "corrupt.tif"]), InputDataError, "corrupt.tif"),
+        (dict(inputs=[tmp_path / "nothere.tif"]), InputDataError, "no such file"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], axes="TQYX"), InputDataError, "names 4 axes"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], axes="TCZWX"), InputDataError, "unknown axis letter"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], model=str(tmp_path / "missing.safetensors")), CheckpointError,
+         "missing.safetensors"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], model="huge"), CheckpointError, "neither a shipped backbone"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], memory_budget="10kB"), ConfigError, "too small"),
+        (dict(inputs=[tmp_path / "good.ome.tif"], dtype="int4"), ConfigError, "dtype"),
+    ]
+    for kwargs, exc, match in cases:
+        kwargs = {"model": str(ckpt), "progress": False, "device": "cpu", **kwargs}
+        inputs = kwargs.pop("inputs")
+        with pytest.raises(exc, match=match):
+            denoise_dataset(inputs, out, **kwargs)
+        assert not out.exists(), kwargs
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        run([tmp_path / "good.ome.tif"], out, tmp_path / "bad.safetensors")
+    assert not out.exists()
+
+
+def test_output_inside_the_input_or_onto_it_is_refused(tmp_path, frames, ckpt):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", frames[0, 0])
+    write_ndtiff(tmp_path / "acq", frames[:1, :1])
+    write_ome(folder / "b.ome.tif", frames[:1])
+    for inputs, out in [([folder], folder / "den"), ([tmp_path / "acq"], tmp_path / "acq" / "out"),
+                        ([folder / "b.ome.tif"], folder), ([folder], tmp_path)]:
+        with pytest.raises(InputDataError, match="inside the input|the input itself"):
+            run(inputs, out, ckpt)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.tif", "b.ome.tif"]
+
+
+def test_mismatched_pair_folder_for_adapt_is_a_clear_error(tmp_path, frames, ckpt):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    tifffile.imwrite(pairs / "a_noisy.tif", frames[0, 0, 0, 0])
+    tifffile.imwrite(tmp_path / "x.tif", frames[0, 0, 0])
+    with pytest.raises(InputDataError, match="a_clean.tif"):
+        run([tmp_path / "x.tif"], tmp_path / "out", ckpt, adapt=("pairs", pairs))
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "a.ome.tif", frames)
+    summary = run([tmp_path / "a.ome.tif"], tmp_path / "out", ckpt, dry_run=True, memory_budget="1MB",
+                  adapt="self", per_channel=True)
+    text = summary.report()
+    assert "Dry run" in text and "a.ome.tif" in text and "block(s)" in text and "would fine-tune" in text
+    assert summary.items[0].blocks > 1 and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# adaptation
+# ---------------------------------------------------------------------------------------------
+def test_adapt_self_per_channel_saves_models_into_outdir(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :2])
+    summary = run([tmp_path / "a.ome.tif"], tmp_path / "out", ckpt, adapt="self", per_channel=True,
+                  adapt_time_s=1.0, adapt_frames=2)
+    saved = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
+    assert saved == ["livedenoise-adapted-self-c0.safetensors", "livedenoise-adapted-self-c1.safetensors"]
+    prov = read_provenance(tmp_path / "out" / "a.ome.tif")
+    assert [m["channel"] for m in prov["model"]] == [0, 1] and prov["adapted"]["mode"] == "self"
+    assert prov["adapted"]["base"]["sha256"] == batch.file_sha256(ckpt)
+    out = read_ome(tmp_path / "out" / "a.ome.tif")
+    for c, name in enumerate(saved):
+        np.testing.assert_allclose(out[:, c], reference(tmp_path / "out" / name, frames[0, :2, c]), rtol=1e-5, atol=1e-3)
+    assert len(summary.adapted) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# scaling out: dask.distributed gives the same output; jobs carry paths, not models
+# ---------------------------------------------------------------------------------------------
+def test_local_cluster_gives_the_same_output(tmp_path, frames, ckpt):
+    from distributed import Client, LocalCluster
+
+    write_ome(tmp_path / "a.ome.tif", frames)
+    # one local thread = one cluster thread: the same block plan, so bit-identical results
+    run([tmp_path / "a.ome.tif"], tmp_path / "local", ckpt, memory_budget="1MB", workers=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        summary = run([tmp_path / "a.ome.tif"], tmp_path / "dist", ckpt, memory_budget="1MB",
+                      scheduler=cluster.scheduler_address)
+        assert summary.items[0].blocks > 1
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.workers)) == 1
+    np.testing.assert_array_equal(read_ome(tmp_path / "dist" / "a.ome.tif"), read_ome(tmp_path / "local" / "a.ome.tif"))
+
+
+def test_block_jobs_are_small_and_carry_no_torch_objects(tmp_path, frames, ckpt):
+    write_ome(tmp_path / "a.ome.tif", frames)
+    ds = open_dataset(tmp_path / "a.ome.tif")
+    ref = batch.resolve_model(str(ckpt))
+    job = BlockJob(0, ((0, 1), (0, 4), (0, 2), (0, 2)), ds.spec, (ref,), None, None, batch.DenoiserOptions(),
+                   "<f4", batch.NpyBlockTarget(str(tmp_path / "blocks"), "<f4"), batch.source_stamp(ds.path))
+    data = pickle.dumps(job)
+    assert len(data) < 4000 and b"torch" not in data and ref.path == str(ckpt.resolve())
+    (tmp_path / "blocks").mkdir()
+    batch._DATASETS.clear()
+    batch._DENOISERS.clear()  # a fresh worker: it opens the file and loads the checkpoint from its path
+    result = batch.process_block(pickle.loads(data))
+    assert result.frames == 16
+    np.testing.assert_allclose(np.load(tmp_path / "blocks" / "block-0000000.npy")[0], reference(ckpt, frames[0]),
+                               rtol=1e-5, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: peak RSS stays near the budget on a dataset many times larger
+# ---------------------------------------------------------------------------------------------
+def test_peak_memory_stays_bounded_on_a_dataset_much_larger_than_the_budget(tmp_path, ckpt):
+    n, h, w = 48, 512, 512  # 24 MB uint16 in, 48 MB float32 out; budget 24 MB
+    rng = np.random.default_rng(0)
+    with tifffile.TiffWriter(tmp_path / "big.tif") as tw:
+        for i in range(n):
+            tw.write(rng.poisson(30, size=(h, w)).astype(np.uint16) + 100, contiguous=True, metadata={"axes": "TYX"})
+    with tifffile.TiffWriter(tmp_path / "small.tif") as tw:
+        tw.write(rng.poisson(30, size=(2, h, w)).astype(np.uint16) + 100)
+    script = textwrap.dedent(f"""
+        import json, resource, torch
+        from livedenoise.batch import denoise_dataset
+        torch.set_num_threads(1)
+        kw = dict(model={str(ckpt)!r}, memory_budget="24MB", progress=False, device="cpu")
+        denoise_dataset([{str(tmp_path / 'small.tif')!r}], {str(tmp_path / 'warm')!r}, **kw)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        s = denoise_dataset([{str(tmp_path / 'big.tif')!r}], {str(tmp_path / 'out')!r}, **kw)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({{"base_kb": base, "peak_kb": peak, "blocks": s.items[0].blocks, "frames": s.frames}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["frames"] == n and res["blocks"] >= 12
+    grew_mb = (res["peak_kb"] - res["base_kb"]) / 1024
+    dataset_mb = n * h * w * (2 + 4) / 2**20  # input + output: what a non-streaming run would hold
+    assert grew_mb < 40, res  # 24 MB budget + a generous margin for allocator slack; the data are 72 MB
+    assert grew_mb < dataset_mb / 2
+    assert (tmp_path / "out" / "big.ome.tif").stat().st_size > n * h * w * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def test_cli_denoise_dry_run_run_and_errors(tmp_path, frames, ckpt, capsys):
+    from livedenoise.cli import main
+
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :1])
+    out = tmp_path / "out"
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--dry-run",
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert "Dry run" in capsys.readouterr().out and not out.exists()
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--dtype", "input",
+                 "--no-progress", "--device", "cpu"]) == 0
+    assert "Mpx/s" in capsys.readouterr().out and open_dataset(out / "a.ome.tif").dtype == np.uint16
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["denoise", "--adapt", "self", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt),
+                 "--dry-run", "--no-progress"]) == 0
+    assert "would fine-tune" in capsys.readouterr().out
+    assert main(["denoise", "-o", str(out)]) == 2
+    assert "No INPUT" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# temporal (2D+T) networks see whole time series
+# ---------------------------------------------------------------------------------------------
+def test_temporal_model_gets_whole_time_series(tmp_path, frames, ckpt):
+    import torch
+
+    from livedenoise.checkpoint import load_checkpoint, save_checkpoint
+    from livedenoise.inference import Denoiser
+    from livedenoise.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnnt", channels=4, heads=1)
+    path = save_checkpoint(tmp_path / "t.safetensors", model, arch="cnnt", arch_kwargs={"channels": 4, "heads": 1},
+                           normalizer=load_checkpoint(ckpt).normalizer, name="tiny-cnnt")
+    data = frames[0, :, :, 0]  # T C Y X
+    tifffile.imwrite(tmp_path / "movie.tif", data, metadata={"axes": "TCYX"}, photometric="minisblack")
+    summary = run([tmp_path / "movie.tif"], tmp_path / "out", path, memory_budget="6MB")
+    plan = json.loads((tmp_path / "out" / ".livedenoise" / "movie.json").read_text())["plan"]
+    assert plan["chunks"][0] == data.shape[0] and summary.items[0].blocks >= 1  # T never split
+    out = open_dataset(tmp_path / "out" / "movie.ome.tif")
+    den = Denoiser(str(path), device="cpu")
+    for c in range(data.shape[1]):
+        np.testing.assert_allclose(out.reader[:, c], den.denoise_stack(data[:, c]), rtol=1e-5, atol=1e-3)

@@ -1,0 +1,177 @@
+"""Dataset readers: lazy, with axes and metadata; corrupt, truncated and mislabelled files fail clearly."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from livedenoise.errors import InputDataError
+from livedenoise.io import (
+    TiffPlanes,
+    create_ome_tiff,
+    expand_inputs,
+    open_dataset,
+    read_provenance,
+    validate_axes,
+)
+
+SHAPE = (3, 4, 2, 2, 40, 48)  # P T C Z Y X
+
+
+def make_data(shape=SHAPE, seed=0, dtype=np.uint16):
+    rng = np.random.default_rng(seed)
+    return (rng.poisson(40, size=shape) + 100).astype(dtype)
+
+
+def write_ome(path, data, channels=("GFP", "RFP")):
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for p in range(data.shape[0]):
+            tw.write(data[p], photometric="minisblack",
+                     metadata={"axes": "TCZYX", "Name": f"pos{p}", "Channel": {"Name": list(channels)},
+                               "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "PhysicalSizeZ": 2.0})
+
+
+def write_ndtiff(folder, data, channels=("DAPI", "GFP"), skip=()):
+    from ndstorage import NDTiffDataset
+
+    ds = NDTiffDataset(str(folder), writable=True)
+    ds.initialize({"PixelSize_um": 0.5, "ChannelGroup": "Channel", "Prefix": "acq"})
+    for p in range(data.shape[0]):
+        for t in range(data.shape[1]):
+            for c in range(data.shape[2]):
+                for z in range(data.shape[3]):
+                    if (p, t, c, z) in skip:
+                        continue
+                    coords = {"position": p, "time": t, "channel": channels[c], "z": z}
+                    ds.put_image(coords, data[p, t, c, z], {"Exposure": 10.0 + c, "Axes": coords})
+    ds.finish()
+    ds.close()
+
+
+def test_ome_tiff_is_read_lazily_with_positions_axes_and_metadata(tmp_path, monkeypatch):
+    data = make_data()
+    write_ome(tmp_path / "a.ome.tif", data)
+    reads = []
+    original = TiffPlanes.read
+    monkeypatch.setattr(TiffPlanes, "read", lambda self, grid: reads.append(len(grid)) or original(self, grid))
+    ds = open_dataset(tmp_path / "a.ome.tif")
+    assert ds.axes == "PTCZYX" and ds.shape == SHAPE and ds.dtype == np.uint16 and ds.format == "ome-tiff"
+    assert reads == []  # opening reads metadata only
+    assert "GFP" in ds.metadata["ome_xml"]
+    darr = ds.data
+    assert type(darr).__module__.startswith("dask") and darr.shape == SHAPE and reads == []
+    block = np.asarray(darr[1, 2:4, :, 1])
+    assert reads and sum(reads) == 2 * 2  # exactly the planes asked for
+    np.testing.assert_array_equal(block, data[1, 2:4, :, 1])
+    np.testing.assert_array_equal(ds.reader[2, -1, 1, 0, 5:9, ::7], data[2, -1, 1, 0, 5:9, ::7])
+
+
+def test_imagej_hyperstack_and_declared_axes(tmp_path):
+    data = make_data((4, 2, 2, 40, 48))
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"axes": "TZCYX", "spacing": 1.5, "unit": "um", "finterval": 3.0})
+    ds = open_dataset(tmp_path / "ij.tif")
+    assert ds.axes == "TZCYX" and ds.shape == data.shape and ds.format == "imagej-tiff"
+    assert ds.metadata["physical_size"]["Z"] == (1.5, "um") and ds.metadata["physical_size"]["X"][0] == 0.5
+    assert ds.metadata["time_increment"] == (3.0, "s")
+    np.testing.assert_array_equal(ds.reader[...], data)
+    # a plain multi-page file: generic axes unless declared
+    flat = data.reshape(-1, 40, 48)
+    tifffile.imwrite(tmp_path / "plain.tif", flat, metadata=None)
+    assert open_dataset(tmp_path / "plain.tif").axes == "IYX"
+    ds2 = open_dataset(tmp_path / "plain.tif", axes="tyx")
+    assert ds2.axes == "TYX" and ds2.spec.axes == "tyx"
+    np.testing.assert_array_equal(ds2.reader[3:5], flat[3:5])
+
+
+def test_grey_frames_saved_as_rgb_need_declared_axes(tmp_path):
+    data = make_data((3, 40, 48))
+    tifffile.imwrite(tmp_path / "rgb.tif", data)  # tifffile stores 3 frames as planar RGB
+    with pytest.raises(InputDataError, match="colour.*--axes TYX"):
+        open_dataset(tmp_path / "rgb.tif")
+    ds = open_dataset(tmp_path / "rgb.tif", axes="TYX")
+    np.testing.assert_array_equal(ds.reader[...], data)
+    tifffile.imwrite(tmp_path / "rgb2.tif", np.zeros((40, 48, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InputDataError, match="grey-level planes ending in YX"):
+        open_dataset(tmp_path / "rgb2.tif")
+
+
+@pytest.mark.parametrize("axes, match", [
+    ("TWYX", "unknown axis letter"), ("TTYX", "twice"), ("TYXZ", "end with YX"), ("TPYX", "P .position. first"),
+    ("ZTCYX", "names 5 axes"),
+])
+def test_bad_axes_are_refused(tmp_path, axes, match):
+    tifffile.imwrite(tmp_path / "plain.tif", make_data((6, 40, 48)), metadata=None)
+    with pytest.raises(InputDataError, match=match):
+        open_dataset(tmp_path / "plain.tif", axes=axes)
+
+
+def test_validate_axes_accepts_standard_orders():
+    assert validate_axes("ptczyx") == "PTCZYX"
+    assert validate_axes("ZYX", 3) == "ZYX"
+
+
+def test_ndtiff_dataset_keeps_axes_channels_and_missing_images(tmp_path):
+    data = make_data()
+    write_ndtiff(tmp_path / "acq", data, skip={(2, 3, 1, 1)})
+    ds = open_dataset(tmp_path / "acq")
+    assert ds.axes == "PTCZYX" and ds.shape == SHAPE and ds.format == "ndtiff"
+    assert ds.metadata["channel_names"] == ["DAPI", "GFP"]
+    assert ds.metadata["axis_names"] == {"P": "position", "T": "time", "C": "channel", "Z": "z"}
+    assert ds.metadata["missing_frames"] == 1 and ds.metadata["ndtiff_summary"]["PixelSize_um"] == 0.5
+    expected = data.copy()
+    expected[2, 3, 1, 1] = 0
+    np.testing.assert_array_equal(ds.reader[...], expected)
+    assert ds.reader.planes.read_metadata((0, 1, 1, 0))["Exposure"] == 11.0
+
+
+def test_corrupt_and_truncated_files_fail_when_opened(tmp_path):
+    data = make_data((6, 40, 48))
+    tifffile.imwrite(tmp_path / "shaped.tif", data, metadata={"axes": "TYX"})
+    raw = (tmp_path / "shaped.tif").read_bytes()
+    (tmp_path / "trunc.tif").write_bytes(raw[: len(raw) // 2])
+    write_ome(tmp_path / "o.ome.tif", make_data((1, 2, 2, 1, 40, 48)))
+    raw = (tmp_path / "o.ome.tif").read_bytes()
+    (tmp_path / "trunc.ome.tif").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "garbage.tif").write_bytes(b"not a tiff at all" * 10)
+    (tmp_path / "empty.tif").write_bytes(b"")
+    for name, match in [("trunc.tif", "truncated"), ("trunc.ome.tif", "truncated|corrupt"),
+                        ("garbage.tif", "not a readable TIFF"), ("empty.tif", "not a readable TIFF"),
+                        ("missing.tif", "no such file")]:
+        with pytest.raises(InputDataError, match=match):
+            open_dataset(tmp_path / name)
+    (tmp_path / "notnd").mkdir()
+    with pytest.raises(InputDataError, match="not an NDTiff dataset"):
+        open_dataset(tmp_path / "notnd")
+
+
+def test_folders_expand_to_their_tiffs_and_ndtiff_datasets(tmp_path):
+    folder = tmp_path / "movies"
+    folder.mkdir()
+    for name in ("b10.tif", "b2.tif", "a.ome.tif"):
+        tifffile.imwrite(folder / name, make_data((2, 40, 48)))
+    (folder / "notes.txt").write_text("x")
+    write_ndtiff(folder / "acq_1", make_data((1, 1, 1, 1, 40, 48)), channels=("A",))
+    items = expand_inputs([folder])
+    assert [i.output_stem for i in items] == ["movies/a", "movies/acq_1", "movies/b2", "movies/b10"]
+    (tmp_path / "none").mkdir()
+    with pytest.raises(InputDataError, match="no TIFF files"):
+        expand_inputs([tmp_path / "none"])
+
+
+def test_created_ome_tiff_keeps_input_ome_metadata_and_adds_provenance(tmp_path):
+    data = make_data()
+    write_ome(tmp_path / "in.ome.tif", data)
+    ds = open_dataset(tmp_path / "in.ome.tif")
+    target = create_ome_tiff(tmp_path / "out.ome.tif", ds, np.float32, {"model": {"name": "m", "sha256": "ab"},
+                                                                         "axes": ds.axes, "shape": list(ds.shape)})
+    target.write_block([slice(1, 2), slice(0, 4), slice(0, 2), slice(0, 2)], np.ones((1, 4, 2, 2, 40, 48), np.float32))
+    with tifffile.TiffFile(tmp_path / "out.ome.tif") as tif:
+        assert len(tif.series) == 3 and tif.series[0].axes == "TCZYX" and tif.series[0].dtype == np.float32
+        xml = tif.ome_metadata
+        assert tif.series[1].asarray().min() == 1 and tif.series[0].asarray().max() == 0
+    assert 'Name="GFP"' in xml and 'PhysicalSizeZ="2.0"' in xml and 'Type="float"' in xml
+    assert read_provenance(tmp_path / "out.ome.tif")["model"]["sha256"] == "ab"
+    assert json.loads(json.dumps(read_provenance(tmp_path / "out.ome.tif")))["axes"] == "PTCZYX"
