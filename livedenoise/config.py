@@ -34,7 +34,10 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(8, ge=1, le=512)
     lr_pretrain: float = Field(1e-3, gt=0, le=1)
     lr_self_supervised: float = Field(1e-4, gt=0, le=1)
-    lr_pairs: float = Field(1e-4, gt=0, le=1)
+    lr_pairs: float = Field(
+        1e-3, gt=0, le=1,
+        description="few-pair fine-tuning; 1e-3 measured best of 1e-4..1e-3 on simulated held-out frames (early stopping guards)",
+    )
     loss: Literal["l2", "l1"] = "l2"
     ssim_weight: float = Field(0.0, ge=0, le=10, description="weight of a (1-SSIM) term for pair training")
     patience: int = Field(8, ge=1, description="early stopping: validations without improvement")

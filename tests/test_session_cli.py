@@ -1,0 +1,101 @@
+"""`livedenoise live --auto` and `livedenoise demo` as a user runs them: exit code 0, files, screenshot content."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livedenoise.checkpoint import save_checkpoint
+from livedenoise.models import build_model
+from livedenoise.normalization import Normalizer
+from livedenoise.training.simdata import BACKBONE_SCALE
+
+SESSION = """
+[microscope]
+camera = "andor-zyla-4.2"
+roi_width = 64
+roi_height = 64
+exposure_ms = 10.0
+light_power = 10.0
+[microscope.sample]
+slide_width = 256
+slide_height = 256
+peak_rate = 10000.0
+motion = 0.0
+[training]
+patch_size = 32
+batch_size = 4
+max_steps = 10
+steps_per_validation = 5
+[live]
+calibration_positions = 2
+reference_average = 4
+finetune_time_budget_s = 30.0
+frames = 8
+interval_ms = 20.0
+position_spacing_um = 10.0
+"""
+
+
+@pytest.fixture(scope="module")
+def session_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("session")
+    (d / "session.toml").write_text(SESSION)
+    torch.manual_seed(0)
+    model = build_model("unet", widths=[8, 16])
+    save_checkpoint(d / "tiny.safetensors", model, arch="unet", arch_kwargs={"widths": [8, 16]},
+                    normalizer=Normalizer(vst=True, scale=BACKBONE_SCALE), name="tiny")
+    return d
+
+
+def run_cli(args, cwd):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([sys.executable, "-m", "livedenoise.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=400)
+
+
+def test_live_auto_shuts_down_cleanly_and_screenshot_shows_both_images(session_files, tmp_path):
+    shot = tmp_path / "viewer.png"
+    res = run_cli(["live", "--simulate", "--auto", "--config", str(session_files / "session.toml"),
+                   "--backbone", str(session_files / "tiny.safetensors"), "--device", "cpu",
+                   "-o", str(tmp_path / "out"), "--screenshot", str(shot)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]  # also: no abort at exit, no hanging threads (timeout)
+    assert "adapted model" in res.stdout and "Traceback" not in res.stderr
+    assert (tmp_path / "out" / "adapted-model.safetensors").is_file()
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    h, w = img.shape
+    assert w > 400 and h > 200
+    band = img[int(h * 0.15):int(h * 0.6)]  # the two image panels
+    left, right = band[:, int(w * 0.15):int(w * 0.45)], band[:, int(w * 0.55):int(w * 0.85)]
+    assert left.std() > 10 and right.std() > 10, "both panels must show an image, not a blank area"
+
+
+def test_demo_prints_and_saves_a_report(session_files, tmp_path):
+    res = run_cli(["demo", "--config", str(session_files / "session.toml"), "--backbone",
+                   str(session_files / "tiny.safetensors"), "--device", "cpu", "-o", str(tmp_path / "demo")], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for label in ("raw (as acquired)", "pretrained backbone", "adapted model", "fine-tuning:", "frames:"):
+        assert label in res.stdout
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["calibration_pairs"] == 2 and report["swapped_at_frame"] is not None
+    assert report["frames_written"] == report["frames_acquired"] > report["swapped_at_frame"]
+    assert set(report["quality"]) >= {"raw", "backbone", "adapted"}
+    assert Path(report["paths"]["raw"]).is_dir() and Path(report["paths"]["denoised"]).is_dir()
+    # Refuses to overwrite a previous run without --overwrite (raw data is never replaced silently).
+    again = run_cli(["demo", "--config", str(session_files / "session.toml"), "-o", str(tmp_path / "demo")], tmp_path)
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_live_mm_without_micro_manager_gives_one_clear_sentence(tmp_path):
+    res = run_cli(["live", "--mm", "--backbone", "fast", "-o", str(tmp_path / "mm")], tmp_path)
+    assert res.returncode == 2
+    assert "No running Micro-Manager was found" in res.stderr and "--simulate" in res.stderr
+    assert "Traceback" not in res.stderr
