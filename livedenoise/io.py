@@ -199,7 +199,56 @@ def _open_tiff(path: str) -> Any:
     return tif
 
 
-class TiffPlanes:
+def read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
+    """The whole pixel array of a TIFF, with one clear :class:`InputDataError` for missing, corrupt or truncated files."""
+    tif = _open_tiff(str(path))
+    try:
+        return tif.asarray()
+    except Exception as exc:
+        raise InputDataError(f"{path}: pixel data cannot be read ({exc.__class__.__name__}: {exc}).") from None
+    finally:
+        tif.close()
+
+
+class _ReopeningReader:
+    """Base of the plane readers: picklable, and opens its file lazily in whichever process reads.
+
+    Dask workers receive the reader without an open file handle and open the file themselves, so
+    jobs stay small and nothing unpicklable crosses process boundaries.
+    """
+
+    path: str
+
+    def _init_handle(self) -> None:
+        self._handle: Any = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _opened(self) -> Any:
+        if self._handle is None:
+            self._handle = self._open()
+        return self._handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handle"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+
+class TiffPlanes(_ReopeningReader):
     """Reads 2-D planes of one TIFF file; the leading index is ``(p, *series_index)`` or ``series_index``.
 
     Contiguous uncompressed series (the common case, and every file livedenoise writes) are read
@@ -217,29 +266,10 @@ class TiffPlanes:
         self.offsets = tuple(offsets)
         self.file_dtype = file_dtype  # dtype string with the file's byte order
         self.multi = multi
-        self._tif: Any = None
-        self._lock = threading.Lock()
+        self._init_handle()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_tif"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._tif is not None:
-                self._tif.close()
-                self._tif = None
-
-    def _file(self) -> Any:
-        if self._tif is None:
-            self._tif = _open_tiff(self.path)
-        return self._tif
+    def _open(self) -> Any:
+        return _open_tiff(self.path)
 
     def read(self, grid: np.ndarray) -> np.ndarray:
         out = np.empty((grid.shape[0],) + self.frame_shape, dtype=self.dtype)
@@ -249,7 +279,7 @@ class TiffPlanes:
             series_pos, inner = np.zeros(grid.shape[0], dtype=np.int64), grid
         pages = np.ravel_multi_index(tuple(inner.T), self.lead_shape) if self.lead_shape else np.zeros(grid.shape[0], np.int64)
         with self._lock:
-            tif = self._file()
+            tif = self._opened()
             for s in np.unique(series_pos):
                 rows = np.flatnonzero(series_pos == s)
                 try:
@@ -288,7 +318,7 @@ class TiffPlanes:
             start = stop
 
 
-class NDTiffPlanes:
+class NDTiffPlanes(_ReopeningReader):
     """Reads 2-D planes of an NDTiff dataset through ndstorage; missing images read as zeros."""
 
     def __init__(self, path: str, names: Sequence[str], values: Sequence[Sequence[Any]],
@@ -298,29 +328,10 @@ class NDTiffPlanes:
         self.values = tuple(tuple(v) for v in values)
         self.frame_shape = tuple(frame_shape)
         self.dtype = np.dtype(dtype)
-        self._ds: Any = None
-        self._lock = threading.Lock()
+        self._init_handle()
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_ds"] = None
-        state["_lock"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._ds is not None:
-                self._ds.close()
-                self._ds = None
-
-    def dataset(self) -> Any:
-        if self._ds is None:
-            self._ds = _open_ndstorage(self.path)
-        return self._ds
+    def _open(self) -> Any:
+        return _open_ndstorage(self.path)
 
     def coords(self, index: Sequence[int]) -> dict[str, Any]:
         """NDTiff coordinates (axis name -> value) of one leading index."""
@@ -329,7 +340,7 @@ class NDTiffPlanes:
     def read(self, grid: np.ndarray) -> np.ndarray:
         out = np.zeros((grid.shape[0],) + self.frame_shape, dtype=self.dtype)
         with self._lock:
-            ds = self.dataset()
+            ds = self._opened()
             for row, index in enumerate(grid):
                 coords = self.coords(index)
                 try:
@@ -346,7 +357,7 @@ class NDTiffPlanes:
         """Per-image metadata of one leading index (``None`` when the image is missing)."""
         coords = self.coords(index)
         with self._lock:
-            ds = self.dataset()
+            ds = self._opened()
             if not ds.has_image(**coords):
                 return None
             try:

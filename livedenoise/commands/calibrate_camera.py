@@ -41,14 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_stack(path: Path) -> np.ndarray:
     """A (N, Y, X) stack from a TIFF, with one clear error for missing, corrupt or wrongly shaped files."""
-    import tifffile
+    from livedenoise.io import read_tiff
 
-    if not path.is_file():
-        raise InputDataError(f"{path}: file not found")
-    try:
-        arr = tifffile.imread(path)
-    except Exception as exc:
-        raise InputDataError(f"{path}: not a readable TIFF ({exc.__class__.__name__}: {exc})") from None
+    arr = read_tiff(path)
     if arr.ndim == 2:
         raise InputDataError(f"{path}: holds a single frame; a stack of many frames (N, Y, X) is needed to measure noise")
     if arr.ndim != 3:

@@ -36,18 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_frames(paths: list[Path]) -> list[np.ndarray]:
-    import tifffile
-
     from livedenoise.errors import InputDataError
+    from livedenoise.io import read_tiff
 
     frames = []
     for path in paths:
-        if not path.is_file():
-            raise InputDataError(f"{path}: file not found")
-        try:
-            arr = tifffile.imread(path)
-        except Exception as exc:
-            raise InputDataError(f"{path}: not a readable TIFF ({exc.__class__.__name__}: {exc})") from None
+        arr = read_tiff(path)
         if arr.ndim < 2:
             raise InputDataError(f"{path}: expected 2-D images, got shape {arr.shape}")
         frames.extend(arr.reshape(-1, *arr.shape[-2:]))

@@ -27,13 +27,9 @@ class Pair:
 
 def read_image(path: Path) -> np.ndarray:
     """A 2-D image from a TIFF, with one clear error for unreadable files or other dimensions."""
-    import tifffile
+    from livedenoise.io import read_tiff
 
-    try:
-        arr = tifffile.imread(path)
-    except Exception as exc:
-        raise InputDataError(f"{path}: not a readable TIFF ({exc.__class__.__name__}: {exc})") from None
-    arr = np.squeeze(arr)
+    arr = np.squeeze(read_tiff(path))
     if arr.ndim != 2:
         raise InputDataError(f"{path}: expected a single 2-D image, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
