@@ -186,9 +186,21 @@ def test_pretrain_and_finetune_commands(tmp_path, capsys):
     stack = np.stack([p.noisy for p in simulated_pairs(2, 48, seed=1)])
     tifffile.imwrite(tmp_path / "movie.tif", stack)
     model = tmp_path / "adapted.safetensors"
-    assert main(["finetune", "--images", str(tmp_path / "movie.tif"), "--backbone", str(out), "--time-budget", "3",
+    # Nothing learned within the budget: a clear error and no file, rather than a relabelled backbone.
+    assert main(["finetune", "--images", str(tmp_path / "movie.tif"), "--backbone", str(out), "--time-budget", "0.001",
+                 "--device", "cpu", "-o", str(model)]) == 2
+    assert "found no improvement" in capsys.readouterr().err and not model.exists()
+    with pytest.raises(SystemExit):
+        main(["finetune", "--images", str(tmp_path / "movie.tif"), "--time-budget", "-1", "-o", str(model)])
+    pair_dir = tmp_path / "pairs"
+    pair_dir.mkdir()
+    for i, p in enumerate(simulated_pairs(3, 64, seed=2, min_photons=20, max_photons=40)):
+        tifffile.imwrite(pair_dir / f"f{i}_noisy.tif", p.noisy)
+        tifffile.imwrite(pair_dir / f"f{i}_clean.tif", p.clean)
+    assert main(["finetune", "--pairs", str(pair_dir), "--backbone", str(out), "--time-budget", "120",
                  "--device", "cpu", "-o", str(model)]) == 0
     adapted = load_checkpoint(model)
-    assert adapted.training["mode"].startswith("self-supervised") and adapted.training["images"] == 2
+    assert adapted.training["mode"] == "pairs" and adapted.training["images"] == 3
+    assert adapted.training["best_val_loss"] < adapted.training["initial_val_loss"]
     assert main(["finetune", "--images", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "nope.tif: file not found" in capsys.readouterr().err

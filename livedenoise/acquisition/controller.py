@@ -79,6 +79,12 @@ class LiveSession:
         self._finetune_fn = finetune_fn
         self._score_frames = score_frames
         self.status = SessionStatus(model_name=backbone.name)
+        from livedenoise.device import configure_cpu_threads, cpu_threads_available, select_device
+
+        if select_device(device).type == "cpu":
+            # Fine-tuning and display denoising run in two threads at once; torch gives every calling thread
+            # its own pool, so each gets half the cores (measured: 5-25x slower steps when oversubscribed).
+            configure_cpu_threads(max(1, cpu_threads_available() // 2))
         self._lock = threading.RLock()
         self._stop_live = threading.Event()
         self._cancel_finetune = threading.Event()
@@ -188,6 +194,12 @@ class LiveSession:
         if self._cancel_finetune.is_set() and result.fit.stopped == "cancelled" and self._stop_live.is_set():
             return
         self.finetune_result = result
+        if result.fit.best_step == 0:
+            self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state,
+                      finetune_progress=1.0,
+                      message=f"fine-tuning found no improvement on held-out data in {result.fit.elapsed_s:.0f} s "
+                              f"({result.fit.steps} steps); keeping the backbone")
+            return
         self.adapted = result.checkpoint
         try:
             self.adapted.save(self.output_dir / "adapted-model.safetensors")

@@ -39,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from simulators.core import start_simulated_core, stop_simulated_core
 
     console = Console()
+    from livedenoise.device import select_device
+
     settings = settings_from_args(args)
-    out = prepare_output(args.output, args.overwrite)
+    select_device(args.device)  # fail before anything is acquired or written
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backbone = load_model_spec(settings.live.backbone)
+    out = prepare_output(args.output, args.overwrite)
     console.print(f"[bold]livedenoise demo[/]: simulated {settings.microscope.camera.name} camera, "
                   f"{settings.microscope.roi_width}x{settings.microscope.roi_height} px, "
                   f"{settings.microscope.exposure_ms:g} ms at {settings.microscope.light_power:g}% light; "

@@ -9,7 +9,7 @@ import numpy as np
 HELP = """\
 Adapt a pretrained backbone to your data in minutes (transfer learning).
 
-  Self-supervised (Noise2Self, no clean images needed; even one image works):
+  Self-supervised (blind-spot Noise2Same training, no clean images needed; even one image works):
     livedenoise finetune --images movie.tif -o my-model.safetensors
   From a few low/high-SNR pairs (<name>_noisy.tif + <name>_clean.tif in a folder):
     livedenoise finetune --pairs calib_pairs/ -o my-model.safetensors
@@ -26,13 +26,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs")
     p.add_argument("--backbone", default="fast", help="'fast', 'standard' or a checkpoint path (default fast)")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
-    p.add_argument("--time-budget", type=float, default=60.0, help="fine-tune for at most this many seconds (default 60)")
+    p.add_argument("--time-budget", type=positive_seconds, default=60.0,
+                   help="fine-tune for at most this many seconds (default 60)")
     p.add_argument("--loss", choices=["l2", "l1"], default="l2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run)
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0 seconds")
+    return value
 
 
 def _read_frames(paths: list[Path]) -> list[np.ndarray]:
@@ -70,8 +82,12 @@ def run(args: argparse.Namespace) -> int:
     with fit_progress("fine-tuning") as progress:
         res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,
                        device=args.device, progress=progress)
-    res.checkpoint.save(args.output)
     f = res.fit
+    if f.best_step == 0:
+        raise LivedenoiseError(
+            f"fine-tuning found no improvement on held-out data in {f.elapsed_s:.0f} s ({f.steps} steps); nothing was "
+            f"written. Give a larger --time-budget (or more images)")
+    res.checkpoint.save(args.output)
     print(f"wrote {args.output}: {res.mode} fine-tuning of {backbone.name} on {len(noisy)} image(s), {f.steps} steps in "
           f"{f.elapsed_s:.0f} s, held-out loss {f.initial_val_loss:.4g} -> {f.best_val_loss:.4g} (stopped: {f.stopped})")
     return 0

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.modelspec import load_model_spec
     from livedenoise.viewer import LiveViewer, create_app
 
+    from livedenoise.device import select_device
+
     settings = settings_from_args(args)
+    select_device(args.device)  # fail before anything is acquired or written
     backbone = load_model_spec(settings.live.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backend, core = make_backend(args, settings)

@@ -13,8 +13,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+import logging
+
 from livedenoise.errors import InputDataError
 from livedenoise.normalization import Normalizer, check_image
+
+log = logging.getLogger("livedenoise")
 
 
 @dataclass
@@ -60,6 +64,10 @@ def normalizer_for(frames: Sequence[np.ndarray], *, like: Normalizer | None = No
     """
     kwargs: dict = {"saturation": saturation}
     if calibration is not None:
+        if any(f.shape != calibration.shape for f in frames):
+            log.warning("camera calibration is %dx%d px but the frames are %s: using its median offset/gain/read noise "
+                        "(per-pixel maps need frames of the calibrated size)", calibration.shape[1], calibration.shape[0],
+                        sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}))
         s = calibration.summary()
         kwargs.update(offset=s["offset"], gain=s["gain"], read_var=s["read_var"])
     norm = Normalizer.fit(list(frames), vst=like.vst if like is not None else True, **kwargs)

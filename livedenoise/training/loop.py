@@ -84,7 +84,7 @@ def _validate(model, objective: Objective, batches, device, loss: str, grid: int
             y = y.to(device) if y is not None else None
             if objective in ("noise2self", "noise2same"):
                 # Several grid phases so the estimate covers different pixels, the same ones every time.
-                phases = range(i, grid * grid, max(1, grid * grid // 4))
+                phases = range(i, grid * grid, max(1, grid * grid // 2))
                 total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid, noise_std))
                                         for p in phases]))
             else:
@@ -104,7 +104,7 @@ def fit(
     time_budget_s: float | None = None,
     patience: int = 8,
     steps_per_validation: int = 10,
-    validation_batches: int = 4,
+    validation_batches: int = 2,
     loss: str = "l2",
     ssim_weight: float = 0.0,
     mask_grid: int = 4,
@@ -164,6 +164,9 @@ def fit(
             if bad >= patience:
                 stopped = "early_stop"
                 break
+    if step == 0:
+        log.warning("no training step fitted in the time budget of %.0f s (the first validation took %.1f s); "
+                    "the model is unchanged: give a larger time budget", time_budget_s or 0, time.perf_counter() - start)
     model.load_state_dict(best_state)
     model.eval()
     result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
