@@ -1,0 +1,235 @@
+"""Speed of livedenoise: inference per model and frame size, fine-tuning to early stop, live acquisition overhead.
+
+    python benchmarks/bench_speed.py --quick     # about two minutes on a 2-core CPU
+    python benchmarks/bench_speed.py             # 512² and 2048² for every model, more repeats
+
+Sections (CPU always; CUDA too when torch sees a GPU):
+
+* **inference**: ``Denoiser.denoise`` (or ``denoise_stack`` for the temporal CNNT) on uint16 frames of
+  512² and 2048², median of N timed runs after a warm-up; ms/frame and Mpx/s. The weights do not
+  change the cost, so a preset without a shipped checkpoint is timed untrained (marked).
+* **fine-tune**: self-supervised fine-tuning (``finetune``'s default objective) of the ``fast``
+  backbone on one simulated 256² frame with the
+  default ``TrainingConfig`` (patience 8, lr 1e-4) until early stop or the time budget.
+* **acquisition**: pycromanager on the simulated Micro-Manager core saving NDTiff, N frames of 256²:
+  (a) plain ``Acquisition`` with no hook; (b) livedenoise's frame hook (``PycromanagerBackend.run_live``)
+  handing frames to nothing; (c) the hook feeding a ``DenoiseWorker`` with the fast model, as in a live
+  session. Camera fps of (b) and (c) against (a) is the add-on's overhead; frames the display worker
+  skipped (it always takes the newest frame) are counted, never frames lost from disk.
+
+Batch throughput is ``bench_batch.py`` (``run_all.py`` runs both).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_OUTPUT, load_average, machine, machine_line, table, write_outputs  # noqa: E402
+
+
+def _frame(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / 64.0
+    signal = 20 + 200 * (np.sin(3 * xx) * np.cos(2 * yy)) ** 2
+    return (100 + 0.45 * rng.poisson(signal) + rng.normal(0, 1.5, signal.shape)).astype(np.uint16)
+
+
+def _model(preset: str):
+    """(checkpoint-like source, label): the shipped backbone when present, else an untrained preset."""
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.errors import CheckpointError
+    from livedenoise.models import build_preset
+    from livedenoise.normalization import Normalizer
+
+    if preset in ("fast", "standard"):
+        try:
+            return load_backbone(preset), preset
+        except CheckpointError:
+            pass
+    model, _, _ = build_preset(preset)
+    return (model, Normalizer(offset=100, gain=0.45, noise_b=2.0, vst=True, scale=10.0)), f"{preset} (untrained)"
+
+
+def bench_inference(presets: list[str], sizes: list[int], devices: list[str], repeats: int) -> list[dict]:
+    from livedenoise.inference import Denoiser
+
+    rows = []
+    for device in devices:
+        for preset in presets:
+            source, label = _model(preset)
+            if isinstance(source, tuple):
+                den = Denoiser(source[0], source[1], device=device)
+            else:
+                den = Denoiser(source, device=device)
+            for size in sizes:
+                frame = _frame(size)
+                window = den.window if den.is_temporal else 1
+                stack = np.stack([_frame(size, s) for s in range(window)]) if den.is_temporal else None
+                run = (lambda: den.denoise_stack(stack)) if den.is_temporal else (lambda: den.denoise(frame))
+                run()  # warm-up (lazy init, cuDNN autotune)
+                if device.startswith("cuda"):
+                    import torch
+
+                    torch.cuda.synchronize()
+                times = []
+                n = repeats if size <= 1024 else max(1, repeats // 2)
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    run()
+                    if device.startswith("cuda"):
+                        import torch
+
+                        torch.cuda.synchronize()
+                    times.append((time.perf_counter() - t0) / window)
+                ms = 1000 * statistics.median(times)
+                rows.append({"device": device, "model": label, "size": size, "ms_per_frame": ms,
+                             "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
+                             "precision": den.precision, "temporal_window": window if den.is_temporal else None})
+                print(f"[speed] {device} {label} {size}²: {ms:.1f} ms/frame", flush=True)
+    return rows
+
+
+def bench_finetune(size: int, budget_s: float, device: str) -> dict:
+    from livedenoise.config import TrainingConfig
+    from livedenoise.evaluate import SimulatedTask
+    from livedenoise.training.finetune import finetune
+
+    source, label = _model("fast")
+    if isinstance(source, tuple):
+        from livedenoise.checkpoint import Checkpoint
+
+        source = Checkpoint(source[0], "unet", {}, source[1], name=label)
+    task = SimulatedTask("filaments", size)
+    frames = task.train_frames(20.0, seed=0, n=1)
+    cfg = TrainingConfig(time_budget_s=budget_s, max_steps=100_000)
+    t0 = time.perf_counter()
+    res = finetune(source, frames, None, training=cfg, device=device, seed=0)
+    wall = time.perf_counter() - t0
+    f = res.fit
+    print(f"[speed] fine-tune {label} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}", flush=True)
+    return {"device": device, "model": label, "size": size, "wall_s": wall, "steps": f.steps, "stopped": f.stopped,
+            "objective": f.objective, "validations": len(f.history),
+            "best_step": f.best_step, "s_per_step": f.elapsed_s / max(f.steps, 1), "budget_s": budget_s,
+            "batch_size": cfg.batch_size, "patch_size": cfg.patch_size, "patience": cfg.patience}
+
+
+def bench_acquisition(frames: int, size: int) -> list[dict]:
+    """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
+    from livedenoise.acquisition.plans import Illumination, LivePlan
+    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
+    from livedenoise.acquisition.workers import DenoiseWorker
+    from livedenoise.inference import Denoiser
+    from simulators.config import load_microscope_config
+    from simulators.core import acquire_with_pycromanager, build_events, start_simulated_core
+
+    cfg = load_microscope_config(roi_width=size, roi_height=size, exposure_ms=10.0, light_power=10.0, seed=0)
+    core = start_simulated_core(cfg)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # warm-up: the first acquisition pays pycromanager's start-up
+            acquire_with_pycromanager(core, build_events(core, frames=5), directory=Path(tmp) / "warm", name="warm")
+            res = acquire_with_pycromanager(core, build_events(core, frames=frames), directory=Path(tmp) / "plain",
+                                            name="plain")
+            rows.append({"mode": "pycromanager, no hook", "frames": res.frames, "seconds": res.seconds,
+                         "camera_fps": res.fps, "denoised": None, "skipped_for_display": None})
+            source, label = _model("fast")
+            den = Denoiser(*(source if isinstance(source, tuple) else (source,)), device="cpu")
+            den.warmup((size, size))
+            for mode, with_worker in (("livedenoise hook, no model", False), (f"livedenoise hook + DenoiseWorker ({label})", True)):
+                backend = PycromanagerBackend(core)
+                worker = DenoiseWorker(den.denoise).start() if with_worker else None
+                on_frame = (lambda img, axes: worker.submit(np.array(img, copy=True))) if worker else (lambda img, axes: None)
+                info = backend.run_live(LivePlan(Illumination(cfg.exposure_ms, None)), on_frame, threading.Event(),
+                                        Path(tmp) / mode.split()[2], max_frames=frames)
+                denoised = skipped = None
+                if worker is not None:
+                    worker.drain()
+                    worker.stop()
+                    denoised, skipped = worker.stats.denoised, worker.stats.dropped
+                rows.append({"mode": mode, "frames": info.frames, "seconds": info.seconds, "camera_fps": info.fps,
+                             "denoised": denoised, "skipped_for_display": skipped})
+            for r in rows:
+                print(f"[speed] acquisition {r['mode']}: {r['camera_fps']:.1f} fps", flush=True)
+    finally:
+        core.close()
+    return rows
+
+
+def render(result: dict) -> str:
+    lines = [f"# Speed benchmark{' (quick)' if result['quick'] else ''}", "", f"- machine: {machine_line(result['machine'])}", ""]
+    if result.get("inference"):
+        lines += ["## Inference (Denoiser, median of repeats after warm-up)", "",
+                  table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision"],
+                        [[r["device"], r["model"] + (f", window {r['temporal_window']}" if r["temporal_window"] else ""),
+                          f"{r['size']}²", f"{r['ms_per_frame']:.1f}", f"{r['mpx_per_s']:.2f}", f"{r['fps']:.2f}",
+                          r["precision"]] for r in result["inference"]]), ""]
+    if result.get("finetune"):
+        lines += ["## Self-supervised fine-tuning to early stop (one frame, default TrainingConfig)", "",
+                  table(["device", "model", "objective", "frame", "wall s", "steps", "validations",
+                         "s / step (incl. validation)", "stopped", "best step"],
+                        [[r["device"], r["model"], r.get("objective", "?"), f"{r['size']}²", f"{r['wall_s']:.1f}",
+                          r["steps"], r.get("validations", "?"), f"{r['s_per_step']:.3f}", r["stopped"], r["best_step"]]
+                         for r in result["finetune"]]), ""]
+    if result.get("acquisition"):
+        acq = result["acquisition"]
+        base = acq[0]["camera_fps"] if acq else float("nan")
+        lines += [f"## Live acquisition overhead (pycromanager, simulated core, {acq[0]['frames'] if acq else '?'} frames "
+                  f"of {result['acq_size']}², NDTiff to disk)", "",
+                  table(["mode", "camera fps", "vs plain", "frames saved", "denoised for display", "skipped for display"],
+                        [[r["mode"], f"{r['camera_fps']:.1f}", f"{100 * r['camera_fps'] / base:.0f}%", r["frames"],
+                          "-" if r["denoised"] is None else r["denoised"],
+                          "-" if r["skipped_for_display"] is None else r["skipped_for_display"]] for r in acq]), ""]
+    for k, v in result.get("errors", {}).items():
+        lines.append(f"- {k} failed: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
+    args = ap.parse_args(argv)
+    logging.getLogger("livedenoise").setLevel(logging.WARNING)
+    only = {s.strip() for s in args.only.split(",")}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    quick = args.quick
+    load_start = load_average()
+    result: dict = {"quick": quick, "errors": {}}
+    sections = {
+        "inference": lambda: bench_inference(["fast", "standard", "temporal"] if not quick else ["fast", "standard"],
+                                             [512, 2048], devices, 2 if quick else 5),
+        "finetune": lambda: [bench_finetune(128 if quick else 256, 20.0 if quick else 120.0, d) for d in devices],
+        "acquisition": lambda: bench_acquisition(40 if quick else 200, 256),
+    }
+    for name, fn in sections.items():
+        if name in only:
+            try:
+                result[name] = fn()
+            except Exception as exc:  # one failing section must not lose the others
+                result["errors"][name] = f"{exc.__class__.__name__}: {exc}"
+                print(f"[speed] {name} failed: {exc}", flush=True)
+    result["acq_size"] = 256
+    result["machine"] = {**machine(), "load_average_start": load_start}
+    md = render(result)
+    jp, mp = write_outputs(args.output, "speed" + ("-quick" if quick else ""), result, md)
+    print(md)
+    print(f"wrote {jp} and {mp}")
+    return 0 if not result["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

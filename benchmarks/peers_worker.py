@@ -1,0 +1,115 @@
+"""Run a peer tool on images, inside the peers environment (``benchmarks/setup_peers.sh``).
+
+Called by ``bench_quality.py`` as a subprocess: ``python peers_worker.py IN.npz OUT.npz``. The input
+holds ``img_<i>`` float32 arrays and a JSON ``spec``; the output holds ``out_<i>`` arrays, the wall
+seconds per image (``seconds``) and a JSON ``info``. Metrics are never computed here: the benchmark
+scores every method with the same ``livedenoise.metrics`` code in its own process.
+
+Methods:
+* ``bm3d``: ``bm3d.bm3d(z, sigma_psd)`` on images already variance-stabilised by the caller
+  (generalised Anscombe transform, noise std 1).
+* ``n2v``: CAREamics Noise2Void (``create_n2v_config`` + ``CAREamist.train`` + ``predict``), one model
+  per group of images (``groups``: lists of indices trained together), stopped by Lightning's
+  ``Timer`` after ``time_budget_s`` so that it gets the same budget as livedenoise's fine-tuning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def run_bm3d(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
+    import bm3d
+
+    outs, secs = [], []
+    for img in images:
+        t0 = time.perf_counter()
+        outs.append(np.asarray(bm3d.bm3d(img.astype(np.float64), sigma_psd=float(spec.get("sigma", 1.0))), np.float32))
+        secs.append(time.perf_counter() - t0)
+    return outs, secs, {"bm3d": getattr(bm3d, "__version__", "?")}
+
+
+def _patch(shape: tuple[int, ...], wanted: int) -> int:
+    """Largest power of two <= ``wanted`` and <= half the image side (so validation patches exist), >= 16."""
+    side = min(wanted, min(shape[-2:]) // 2)
+    return max(16, 2 ** int(np.floor(np.log2(max(side, 1)))))
+
+
+def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
+    import datetime as dt
+    import logging
+
+    import careamics
+    import torch
+    from careamics import CAREamist
+    from careamics.config import create_n2v_config
+    from lightning.pytorch.callbacks import Timer
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.manual_seed(int(spec.get("seed", 0)))
+    budget = float(spec.get("time_budget_s", 60.0))
+    groups = spec.get("groups") or [[i] for i in range(len(images))]
+    outs: list[np.ndarray | None] = [None] * len(images)
+    secs = [0.0] * len(images)
+    epochs_done = []
+    for g, idx in enumerate(groups):
+        shapes = {images[i].shape for i in idx}
+        if len(shapes) != 1:
+            raise ValueError(f"group {g}: images of different shapes {shapes} cannot be stacked for N2V")
+        stack = np.stack([images[i] for i in idx]).astype(np.float32)
+        patch = _patch(stack.shape, int(spec.get("patch_size", 64)))
+        available = stack.shape[0] * (stack.shape[-2] // patch) * (stack.shape[-1] // patch)
+        n_val = max(1, min(8, available // 4))  # CAREamics takes these from the training patches
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as work:
+            cfg = create_n2v_config(
+                experiment_name=f"bench{g}", data_type="array", axes="SYX", patch_size=[patch, patch],
+                batch_size=int(spec.get("batch_size", 16)), num_epochs=int(spec.get("max_epochs", 10_000)),
+                n_val_patches=n_val,
+            )
+            timer = Timer(duration=dt.timedelta(seconds=budget), interval="step")
+            model = CAREamist(cfg, work_dir=work, callbacks=[timer], enable_progress_bar=False)
+            model.train(train_data=stack)
+            epochs_done.append(int(getattr(model.trainer, "current_epoch", -1)))
+            for i in idx:
+                pred = model.predict(images[i].astype(np.float32), axes="YX")
+                arr = np.asarray(pred[0] if isinstance(pred, (list, tuple)) else pred, np.float32)
+                outs[i] = arr.reshape(images[i].shape)
+        per = (time.perf_counter() - t0) / len(idx)
+        for i in idx:
+            secs[i] = per
+    return [o for o in outs], secs, {"careamics": careamics.__version__, "epochs": epochs_done, "time_budget_s": budget}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: peers_worker.py IN.npz OUT.npz", file=sys.stderr)
+        return 2
+    torch_threads = os.environ.get("PEERS_TORCH_THREADS")
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(int(torch_threads))
+    with np.load(argv[1]) as data:
+        spec = json.loads(str(data["spec"]))
+        images = [data[f"img_{i}"] for i in range(int(spec["count"]))]
+    method = spec["method"]
+    if method == "bm3d":
+        outs, secs, info = run_bm3d(images, spec)
+    elif method == "n2v":
+        outs, secs, info = run_n2v(images, spec)
+    else:
+        print(f"unknown method {method!r}", file=sys.stderr)
+        return 2
+    np.savez(argv[2], seconds=np.asarray(secs), info=json.dumps(info), **{f"out_{i}": o for i, o in enumerate(outs)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
