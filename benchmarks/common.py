@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from livedenoise.evaluate_report import json_safe
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_OUTPUT = REPO / "runs" / "bench"
@@ -55,25 +57,11 @@ def load_average() -> list[float] | None:
         return None
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer)):
-        return _json_safe(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_outputs(output: Path, name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` into ``output``; returns both paths."""
     output.mkdir(parents=True, exist_ok=True)
     jp, mp = output / f"{name}.json", output / f"{name}.md"
-    jp.write_text(json.dumps(_json_safe(payload), indent=1))
+    jp.write_text(json.dumps(json_safe(payload), indent=1))
     mp.write_text(markdown)
     return jp, mp
 

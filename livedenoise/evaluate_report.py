@@ -12,7 +12,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -343,15 +343,16 @@ def _plot_stability(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _json_safe(obj):
+def json_safe(obj: Any) -> Any:
+    """A JSON-serialisable copy: numpy scalars to Python, NaN to null, +/-inf to strings, paths to text."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -389,7 +390,7 @@ def write_report(result: "EvalResult", out: Path, *, plots: bool = True) -> dict
     files["report"] = out / "report.md"
     files["report"].write_text(report)
     files["json"] = out / "results.json"
-    files["json"].write_text(json.dumps(_json_safe({**result.to_dict(), "summary": summary}), indent=1))
+    files["json"].write_text(json.dumps(json_safe({**result.to_dict(), "summary": summary}), indent=1))
     files["csv"] = out / "results.csv"
     if rows:
         with files["csv"].open("w", newline="") as fh:

@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
             report = session.run(frames_after_swap=args.frames)
     finally:
         stop_simulated_core(core)
-    (out / "report.json").write_text(json.dumps(report.__dict__, indent=2, default=str))
+    from livedenoise.evaluate_report import json_safe
+
+    (out / "report.json").write_text(json.dumps(json_safe(report.__dict__), indent=2, default=str))
     print_report(console, report)
     return 0 if not report.errors else 1
 
