@@ -229,8 +229,6 @@ class LiveSession:
         with self._lock:
             self.status.frames_acquired += 1
             n = self.status.frames_acquired
-        if self.denoiser is None:  # self-supervised mode: the backbone's normaliser needs a first frame
-            self._prepare_backbone([raw])
         if self._worker is not None:
             self._worker.submit(raw, {"axes": axes, "index": n})
         if self._writer is not None:
@@ -294,7 +292,11 @@ class LiveSession:
 
     def _denoise_current(self, raw: np.ndarray) -> np.ndarray:
         if self.denoiser is None:
-            raise RuntimeError("no model yet")
+            # Self-supervised mode: the backbone's normaliser is fitted on the first frame, here in a worker
+            # thread rather than in the acquisition thread.
+            with self._lock:
+                if self.denoiser is None:
+                    self._prepare_backbone([raw])
         return self.denoiser.denoise(raw)
 
     def _live_job(self, plan: LivePlan) -> None:
