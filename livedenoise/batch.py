@@ -78,6 +78,17 @@ CALL_BYTES_PER_PIXEL = 20
 EXTRA_BYTES_PER_PIXEL = 2
 
 
+@contextlib.contextmanager
+def _connection(scheduler: Any, dry_run: bool) -> Iterator[tuple[Any, int, int, bool] | None]:
+    """The dask connection for a job (None when local or a dry run); closes a client it opened itself."""
+    connection = _connect(scheduler) if scheduler is not None and not dry_run else None
+    try:
+        yield connection
+    finally:
+        if connection is not None and connection[3]:
+            connection[0].close()
+
+
 # ---------------------------------------------------------------------------------------------
 # small parsers
 # ---------------------------------------------------------------------------------------------
@@ -1016,202 +1027,162 @@ def denoise_dataset(
     dask.distributed address or Client). ``workers``: local threads (default 2).
     ``on_block_done`` is called after each finished block (raise in it to stop the run).
     """
-    connection = None
-    if scheduler is not None and not dry_run:
-        connection = _connect(scheduler)
-    try:
-        return _denoise_job(
-            inputs, output_dir, model=model, adapt=adapt, axes=axes, dtype=dtype, fmt=fmt, resume=resume,
-            overwrite=overwrite, memory_budget=memory_budget, scheduler=scheduler, dry_run=dry_run, progress=progress,
-            per_channel=per_channel, pairs=pairs, adapt_time_s=adapt_time_s, adapt_frames=adapt_frames, device=device,
-            workers=workers, seed=seed, on_block_done=on_block_done, connection=connection,
-        )
-    finally:
-        if connection is not None and connection[3]:
-            connection[0].close()
+    with _connection(scheduler, dry_run) as connection:
+        t_start = time.perf_counter()
+        out_dir = Path(output_dir)
+        fmt = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff"}.get(str(fmt).lower(), str(fmt).lower())
+        if fmt not in FORMATS:
+            raise ConfigError(f"Output format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}.")
+        if dtype not in DTYPES:
+            raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other; choose one.")
+        if isinstance(adapt, (tuple, list)):
+            adapt, pairs = adapt[0], adapt[1] if len(adapt) > 1 else pairs
+        if adapt not in (None, "self", "pairs"):
+            raise ConfigError(f"--adapt {adapt!r} is unknown; expected 'self' or 'pairs DIR'.")
+        if adapt == "pairs" and not pairs:
+            raise ConfigError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
+        if per_channel and adapt is None and not isinstance(model, (list, tuple, dict)):
+            raise ConfigError("--per-channel needs --adapt self (one model adapted per channel) or one model per channel.")
+        budget = parse_memory(memory_budget)
+        if axes is not None:
+            axes = validate_axes(axes)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputDataError(f"Output {out_dir} exists and is not a folder.")
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        summary = BatchSummary(output_dir=str(out_dir), dry_run=dry_run)
 
-
-def _denoise_job(
-    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    output_dir: str | os.PathLike[str],
-    *,
-    model: Any = "standard",
-    adapt: str | tuple[str, str] | None = None,
-    axes: str | None = None,
-    dtype: str = "float32",
-    fmt: str = "ome-tiff",
-    resume: bool = False,
-    overwrite: bool = False,
-    memory_budget: str | int = "1GB",
-    scheduler: Any = None,
-    dry_run: bool = False,
-    progress: bool = True,
-    per_channel: bool = False,
-    pairs: str | os.PathLike[str] | None = None,
-    adapt_time_s: float = 60.0,
-    adapt_frames: int = 8,
-    device: str = "auto",
-    workers: int | None = None,
-    seed: int = 0,
-    on_block_done: Callable[[BlockResult], None] | None = None,
-    connection: tuple[Any, int, int, bool] | None = None,
-) -> BatchSummary:
-    """The body of :func:`denoise_dataset` (``connection``: an open dask client, or None)."""
-    t_start = time.perf_counter()
-    out_dir = Path(output_dir)
-    fmt = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff"}.get(str(fmt).lower(), str(fmt).lower())
-    if fmt not in FORMATS:
-        raise ConfigError(f"Output format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}.")
-    if dtype not in DTYPES:
-        raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite contradict each other; choose one.")
-    if isinstance(adapt, (tuple, list)):
-        adapt, pairs = adapt[0], adapt[1] if len(adapt) > 1 else pairs
-    if adapt not in (None, "self", "pairs"):
-        raise ConfigError(f"--adapt {adapt!r} is unknown; expected 'self' or 'pairs DIR'.")
-    if adapt == "pairs" and not pairs:
-        raise ConfigError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
-    if per_channel and adapt is None and not isinstance(model, (list, tuple, dict)):
-        raise ConfigError("--per-channel needs --adapt self (one model adapted per channel) or one model per channel.")
-    budget = parse_memory(memory_budget)
-    if axes is not None:
-        axes = validate_axes(axes)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputDataError(f"Output {out_dir} exists and is not a folder.")
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    summary = BatchSummary(output_dir=str(out_dir), dry_run=dry_run)
-
-    # -- 1. inputs (metadata only) and output names ------------------------------------------
-    items: list[_Item] = []
-    for item in expand_inputs(inputs):
-        ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
-        suffix = ".ome.tif" if fmt == "ome-tiff" else ""
-        items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
-    _check_paths(items, out_dir, inputs)
-    policies = {it.item.path: _output_dtype(dtype, it.dataset.dtype) for it in items}
-    for it in items:
-        out_dtype = policies[it.item.path]
-        if fmt == "ndtiff" and out_dtype not in (np.uint8, np.uint16):
-            raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would be "
-                              f"{out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
-        if out_dtype.kind not in "uif":
-            raise ConfigError(f"Output dtype {out_dtype} is not supported.")
-        exists = it.output.exists() or it.manifest.exists()
-        if exists and not (resume or overwrite or dry_run):
-            raise LivedenoiseError(f"{it.output} already exists; pass --resume to continue an interrupted run or "
-                                   "--overwrite to replace it.")
-        if resume and it.output.exists() and not it.manifest.exists():
-            raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an interrupted "
-                                   "livedenoise run); pass --overwrite to replace it.")
-
-    # -- 2. models ---------------------------------------------------------------------------
-    client, concurrency, per_worker = None, workers or 2, 1
-    if connection is not None:
-        client, concurrency, per_worker, _ = connection
-    console = _console() if progress else None
-    notes: list[str] = []
-    adapt_info = None
-    base_ref = None
-    if adapt is not None:
-        base_ref = resolve_model(model)  # validates the starting model before any training
-        n_models = 1
-        if per_channel:
-            n_models = max(it.dataset.size("C") for it in items)
-            if n_models <= 1:
-                raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has "
-                                     "several channels.")
-            if adapt == "pairs":
-                raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
-        refs = [ModelRef(**{**asdict(base_ref), "channel": c if n_models > 1 else None}) for c in range(n_models)]
-    elif isinstance(model, dict):
-        refs = [resolve_model(model[k], channel=int(k)) for k in sorted(model)]
-    elif isinstance(model, (list, tuple)) and not (len(model) == 2 and hasattr(model[0], "state_dict")):
-        refs = [resolve_model(m, channel=i) for i, m in enumerate(model)]
-    else:
-        refs = [resolve_model(model)]
-    if len(refs) > 1:
+        # -- 1. inputs (metadata only) and output names ------------------------------------------
+        items: list[_Item] = []
+        for item in expand_inputs(inputs):
+            ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
+            suffix = ".ome.tif" if fmt == "ome-tiff" else ""
+            items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
+        _check_paths(items, out_dir, inputs)
+        policies = {it.item.path: _output_dtype(dtype, it.dataset.dtype) for it in items}
         for it in items:
-            if it.dataset.size("C") != len(refs):
-                raise InputDataError(f"{it.item.path} has {it.dataset.size('C')} channel(s) but {len(refs)} per-channel "
-                                     "models are used; expected one model per channel.")
-    if client is not None:
-        for r in refs:
-            if r.path is None:
-                raise ConfigError(f"Model {r.name!r} has no checkpoint file; dask workers load models from a path, "
-                                  "so save it first (Checkpoint.save) and pass the path.")
-    temporal = any(r.temporal for r in refs)
+            out_dtype = policies[it.item.path]
+            if fmt == "ndtiff" and out_dtype not in (np.uint8, np.uint16):
+                raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would be "
+                                  f"{out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
+            if out_dtype.kind not in "uif":
+                raise ConfigError(f"Output dtype {out_dtype} is not supported.")
+            exists = it.output.exists() or it.manifest.exists()
+            if exists and not (resume or overwrite or dry_run):
+                raise LivedenoiseError(f"{it.output} already exists; pass --resume to continue an interrupted run or "
+                                       "--overwrite to replace it.")
+            if resume and it.output.exists() and not it.manifest.exists():
+                raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an interrupted "
+                                       "livedenoise run); pass --overwrite to replace it.")
 
-    # -- 3. plans ----------------------------------------------------------------------------
-    local_budget = budget if client is None else budget * concurrency // max(1, per_worker)
-    for it in items:
-        ds = it.dataset
-        out_dtype = policies[it.item.path]
-        split = ("C" if len(refs) > 1 else "") + ("P" if ds.axes.startswith("P") else "")
-        whole = "T" if temporal and "T" in ds.axes else ""
-        weights = 3 * sum(r.weights_bytes for r in refs)  # file + loaded checkpoint + the Denoiser's own copy
-        plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
-                           split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
-                           margin=max(r.margin for r in refs),
-                           weights_bytes=weights, window=5 if temporal else 1, device=device)
-        resumed = clipped = 0
-        status_text = "planned"
-        if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
-            status_text = "output exists: needs --resume or --overwrite"
-        elif it.output.exists() and overwrite:
-            status_text = "planned (replaces the existing output)"
-        if it.manifest.exists() and resume:
-            data = it.manifest.load()
-            if data.get("state") == "complete":
-                status_text = "already complete"
-                clipped = int((data.get("summary") or {}).get("clipped", 0))
-            plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
-                             DenoiserOptions(**data["plan"]["denoiser"]))
-            resumed = len(it.manifest.done())
-        it.plan = plan
-        it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape), ds.dtype.name,
-                                 out_dtype.name, plan.n_blocks, plan.block_shape, plan.bytes_per_block,
-                                 status=status_text, blocks_resumed=resumed, clipped=clipped)
-        summary.items.append(it.summary)
-    # -- 4. adaptation (after planning: a plan that cannot work fails before minutes of training) ----
-    if adapt is not None:
-        assert base_ref is not None
-        status = (lambda text: console.print(f"[cyan]{text}[/]")) if console else (lambda text: log.info(text))
-        adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None, per_channel,
-                                out_dir, time_budget_s=adapt_time_s, n_frames=adapt_frames, seed=seed, device=device,
-                                resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes, status=status,
-                                show_progress=console is not None)
-        if not dry_run:
-            refs = adapted
-            summary.adapted = [m.path for m in refs if m.path]
-        adapt_info = {"mode": adapt, "base": base_ref.describe(), "per_channel": per_channel,
-                      **({"pairs": str(pairs)} if adapt == "pairs" else {"frames": adapt_frames}),
-                      "time_budget_s": adapt_time_s}
-    summary.models = [r.describe() for r in refs]
-    summary.notes = notes
-    if dry_run:
+        # -- 2. models ---------------------------------------------------------------------------
+        client, concurrency, per_worker = None, workers or 2, 1
+        if connection is not None:
+            client, concurrency, per_worker, _ = connection
+        console = _console() if progress else None
+        notes: list[str] = []
+        adapt_info = None
+        base_ref = None
+        if adapt is not None:
+            base_ref = resolve_model(model)  # validates the starting model before any training
+            n_models = 1
+            if per_channel:
+                n_models = max(it.dataset.size("C") for it in items)
+                if n_models <= 1:
+                    raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has "
+                                         "several channels.")
+                if adapt == "pairs":
+                    raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
+            refs = [ModelRef(**{**asdict(base_ref), "channel": c if n_models > 1 else None}) for c in range(n_models)]
+        elif isinstance(model, dict):
+            refs = [resolve_model(model[k], channel=int(k)) for k in sorted(model)]
+        elif isinstance(model, (list, tuple)) and not (len(model) == 2 and hasattr(model[0], "state_dict")):
+            refs = [resolve_model(m, channel=i) for i, m in enumerate(model)]
+        else:
+            refs = [resolve_model(model)]
+        if len(refs) > 1:
+            for it in items:
+                if it.dataset.size("C") != len(refs):
+                    raise InputDataError(f"{it.item.path} has {it.dataset.size('C')} channel(s) but {len(refs)} per-channel "
+                                         "models are used; expected one model per channel.")
+        if client is not None:
+            for r in refs:
+                if r.path is None:
+                    raise ConfigError(f"Model {r.name!r} has no checkpoint file; dask workers load models from a path, "
+                                      "so save it first (Checkpoint.save) and pass the path.")
+        temporal = any(r.temporal for r in refs)
+
+        # -- 3. plans ----------------------------------------------------------------------------
+        local_budget = budget if client is None else budget * concurrency // max(1, per_worker)
+        for it in items:
+            ds = it.dataset
+            out_dtype = policies[it.item.path]
+            split = ("C" if len(refs) > 1 else "") + ("P" if ds.axes.startswith("P") else "")
+            whole = "T" if temporal and "T" in ds.axes else ""
+            weights = 3 * sum(r.weights_bytes for r in refs)  # file + loaded checkpoint + the Denoiser's own copy
+            plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
+                               split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
+                               margin=max(r.margin for r in refs),
+                               weights_bytes=weights, window=5 if temporal else 1, device=device)
+            resumed = clipped = 0
+            status_text = "planned"
+            if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
+                status_text = "output exists: needs --resume or --overwrite"
+            elif it.output.exists() and overwrite:
+                status_text = "planned (replaces the existing output)"
+            if it.manifest.exists() and resume:
+                data = it.manifest.load()
+                if data.get("state") == "complete":
+                    status_text = "already complete"
+                    clipped = int((data.get("summary") or {}).get("clipped", 0))
+                plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
+                                 DenoiserOptions(**data["plan"]["denoiser"]))
+                resumed = len(it.manifest.done())
+            it.plan = plan
+            it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape), ds.dtype.name,
+                                     out_dtype.name, plan.n_blocks, plan.block_shape, plan.bytes_per_block,
+                                     status=status_text, blocks_resumed=resumed, clipped=clipped)
+            summary.items.append(it.summary)
+        # -- 4. adaptation (after planning: a plan that cannot work fails before minutes of training) ----
+        if adapt is not None:
+            assert base_ref is not None
+            status = (lambda text: console.print(f"[cyan]{text}[/]")) if console else (lambda text: log.info(text))
+            adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None, per_channel,
+                                    out_dir, time_budget_s=adapt_time_s, n_frames=adapt_frames, seed=seed, device=device,
+                                    resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes, status=status,
+                                    show_progress=console is not None)
+            if not dry_run:
+                refs = adapted
+                summary.adapted = [m.path for m in refs if m.path]
+            adapt_info = {"mode": adapt, "base": base_ref.describe(), "per_channel": per_channel,
+                          **({"pairs": str(pairs)} if adapt == "pairs" else {"frames": adapt_frames}),
+                          "time_budget_s": adapt_time_s}
+        summary.models = [r.describe() for r in refs]
+        summary.notes = notes
+        if dry_run:
+            summary.elapsed_s = time.perf_counter() - t_start
+            return summary
+        if items:
+            # load once here, as the workers will: a corrupt checkpoint fails before any output exists
+            for r in refs:
+                get_denoiser(r, items[0].plan.denoiser)  # type: ignore[union-attr]
+
+        # -- 5. run ------------------------------------------------------------------------------
+        t_axis_of = lambda ds: ds.axes.index("T") if (temporal and "T" in ds.axes[:-2]) else None  # noqa: E731
+        opened: list[tuple[SourceSpec, tuple[int, int]]] = []
+        try:
+            _run_items(items, refs, policies, adapt_info, dtype, fmt, overwrite, resume, console, client, concurrency,
+                       t_axis_of, opened, on_block_done, summary)
+        finally:
+            with _DATASETS_LOCK:
+                for key in opened:
+                    _DATASETS.pop(key, None)
+            for it in items:
+                it.dataset.close()
         summary.elapsed_s = time.perf_counter() - t_start
         return summary
-    if items:
-        # load once here, as the workers will: a corrupt checkpoint fails before any output exists
-        for r in refs:
-            get_denoiser(r, items[0].plan.denoiser)  # type: ignore[union-attr]
-
-    # -- 5. run ------------------------------------------------------------------------------
-    t_axis_of = lambda ds: ds.axes.index("T") if (temporal and "T" in ds.axes[:-2]) else None  # noqa: E731
-    opened: list[tuple[SourceSpec, tuple[int, int]]] = []
-    try:
-        _run_items(items, refs, policies, adapt_info, dtype, fmt, overwrite, resume, console, client, concurrency,
-                   t_axis_of, opened, on_block_done, summary)
-    finally:
-        with _DATASETS_LOCK:
-            for key in opened:
-                _DATASETS.pop(key, None)
-        for it in items:
-            it.dataset.close()
-    summary.elapsed_s = time.perf_counter() - t_start
-    return summary
 
 
 def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np.dtype], adapt_info: dict[str, Any] | None,

@@ -271,7 +271,7 @@ def test_ndtiff_round_trip_to_ndtiff_and_ome(tmp_path, frames, ckpt):
     np.testing.assert_allclose(out.reader[...], reference(ckpt, frames), rtol=1e-5, atol=1e-3)
 
 
-def test_in_memory_models_work_locally_but_not_on_a_cluster(tmp_path, frames, ckpt):
+def test_in_memory_models_work_locally_but_not_on_a_cluster(tmp_path, frames, ckpt, monkeypatch):
     from livedenoise.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt)
@@ -281,9 +281,10 @@ def test_in_memory_models_work_locally_but_not_on_a_cluster(tmp_path, frames, ck
     assert summary.models[0]["path"] is None and len(summary.models[0]["sha256"]) == 64
     np.testing.assert_allclose(read_ome(tmp_path / "out" / "a.ome.tif"), reference(ckpt, frames[0, 0]),
                                rtol=1e-5, atol=1e-3)
-    with pytest.raises(ConfigError, match="workers load models from a path"):  # as if connected to a cluster
-        batch._denoise_job([tmp_path / "a.ome.tif"], tmp_path / "out2", model=(loaded.model, loaded.normalizer),
-                           progress=False, connection=(object(), 1, 1, False))
+    monkeypatch.setattr(batch, "_connect", lambda scheduler: (object(), 1, 1, False))  # as if connected to a cluster
+    with pytest.raises(ConfigError, match="workers load models from a path"):
+        denoise_dataset([tmp_path / "a.ome.tif"], tmp_path / "out2", model=(loaded.model, loaded.normalizer),
+                        progress=False, scheduler="tcp://cluster:8786")
     assert not (tmp_path / "out2").exists()
 
 
