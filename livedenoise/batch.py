@@ -64,6 +64,8 @@ log = logging.getLogger("livedenoise")
 
 FORMATS = ("ome-tiff", "ndtiff")
 DTYPES = ("float32", "input", "uint16", "uint8")
+#: "fit": a noise model fitted to every input and channel (default); "stored": the model's own normaliser.
+NOISE_MODELS = ("fit", "stored")
 MANIFEST_VERSION = 1
 STATE_DIR = ".livedenoise"
 #: Estimated bytes of network activations per input pixel and per first-layer channel (float32 working set).
@@ -141,10 +143,40 @@ class ModelRef:
     weights_bytes: int = 0
     temporal: bool = False
     margin: int = 0  # tile context the Denoiser adds on each side (receptive-field radius on the alignment grid)
+    #: The noise model fitted to the data this ref denoises (NoiseFit.to_dict() as JSON); replaces the stored normaliser.
+    noise_json: str | None = None
+    #: Camera calibration file whose per-pixel maps the fitted normaliser uses (None: scalars only).
+    calibration: str | None = None
+    #: Frames outside the backbone's range are copied unchanged instead of denoised.
+    passthrough: bool = False
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "sha256": self.sha256, "arch": self.arch,
-                "normalizer": json.loads(self.normalizer_json), **({"channel": self.channel} if self.channel is not None else {})}
+        out = {"name": self.name, "path": self.path, "sha256": self.sha256, "arch": self.arch,
+               "normalizer": json.loads(self.normalizer_json), **({"channel": self.channel} if self.channel is not None else {})}
+        if self.noise_json is not None:
+            out["stored_normalizer"] = out.pop("normalizer")
+            noise = json.loads(self.noise_json)
+            out["normalizer"] = noise["normalizer"]
+            out["noise_model"] = noise
+        if self.passthrough:
+            out["passthrough"] = True
+        return out
+
+    def fitted_normalizer(self) -> Any:
+        """The normaliser fitted to the data (with per-pixel maps from the calibration), or None."""
+        if self.noise_json is None:
+            return None
+        from livedenoise.normalization import Normalizer
+
+        noise = json.loads(self.noise_json)
+        norm = Normalizer.from_dict(noise["normalizer"])
+        if noise.get("pixel_maps") and self.calibration:
+            from livedenoise.calibration import CameraCalibration
+
+            cal = CameraCalibration.load(self.calibration)
+            averaged = int(noise.get("averaged", 1))
+            norm = norm.copy(pixel_offset=cal.offset, pixel_gain=cal.gain / averaged)
+        return norm
 
 
 #: Denoisers kept per process (each holds its own copy of the weights).
@@ -291,7 +323,7 @@ class DenoiserOptions:
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
     """The process-wide Denoiser for ``ref`` (built once per process, verified against its sha256)."""
-    key = (ref.path, ref.sha256, ref.local_key, options)
+    key = (ref.path, ref.sha256, ref.local_key, ref.noise_json, ref.calibration, options)
     with _DENOISERS_LOCK:
         hit = _DENOISERS.get(key)
     if hit is not None:
@@ -311,10 +343,14 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
     else:
         raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
                               "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
+    fitted = ref.fitted_normalizer()
     if hasattr(source, "denoise_stack") and not isinstance(source, (str, tuple)):
         denoiser = source  # an already built Denoiser (or compatible object)
+        if fitted is not None and isinstance(source, Denoiser):
+            denoiser = Denoiser((source.model, fitted), device=options.device, pixel_budget=options.pixel_budget,
+                                batch_size=options.batch_size)
     else:
-        denoiser = Denoiser(source, device=options.device, pixel_budget=options.pixel_budget,
+        denoiser = Denoiser(source, normalizer=fitted, device=options.device, pixel_budget=options.pixel_budget,
                             batch_size=options.batch_size)
     with _DENOISERS_LOCK:
         while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
@@ -487,6 +523,7 @@ class BlockResult:
     pixels: int
     clipped: int
     seconds: float
+    check: dict[str, Any] | None = None  # residual check of the block's first frame (ResidualCheck.to_dict())
 
 
 def source_stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -539,8 +576,13 @@ def process_block(job: BlockJob) -> BlockResult:
     ref = job.models[0]
     if len(job.models) > 1 and job.channel_axis is not None:
         ref = job.models[job.ranges[job.channel_axis][0]]
-    denoiser = get_denoiser(ref, job.options)
-    out = _model_thread().submit(denoise_block, denoiser, block, job.temporal_axis).result()
+    check = None
+    if ref.passthrough:
+        out = np.array(block, dtype=np.float32)
+    else:
+        denoiser = get_denoiser(ref, job.options)
+        out = _model_thread().submit(denoise_block, denoiser, block, job.temporal_axis).result()
+        check = _block_check(block, out, denoiser)
     del block
     out, clipped = cast_output(out, np.dtype(job.out_dtype))
     if isinstance(job.target, OmeTiffTarget):
@@ -548,7 +590,20 @@ def process_block(job: BlockJob) -> BlockResult:
     else:
         job.target.write_block(job.index, out)
     frames = int(np.prod(out.shape[:-2], dtype=np.int64))
-    return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0)
+    return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0,
+                       check)
+
+
+def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str, Any] | None:
+    """Residual check of the block's first frame against the denoiser's noise model (cheap: one frame)."""
+    from livedenoise.normalization import Normalizer
+    from livedenoise.residual_check import check_residual
+
+    norm = getattr(denoiser, "normalizer", None)
+    if not isinstance(norm, Normalizer):
+        return None
+    raw = np.asarray(block).reshape((-1,) + block.shape[-2:])[0]
+    return check_residual(raw, out.reshape((-1,) + out.shape[-2:])[0], norm).to_dict()
 
 
 def _write_ome_block(target: OmeTiffTarget, ranges: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
@@ -617,7 +672,7 @@ class Manifest:
 
     def record(self, result: BlockResult) -> None:
         line = json.dumps({"block": result.index, "frames": result.frames, "clipped": result.clipped,
-                           "seconds": round(result.seconds, 4)})
+                           "seconds": round(result.seconds, 4), **({"check": result.check} if result.check else {})})
         with open(self.log_path, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -651,6 +706,7 @@ class ItemSummary:
     pixels: int = 0
     clipped: int = 0  # whole output, earlier runs included
     seconds: float = 0.0
+    noise_model: str = ""  # how the noise model was obtained, one line per channel
 
 
 @dataclass
@@ -685,7 +741,8 @@ class BatchSummary:
 
     def report(self) -> str:
         lines = []
-        model = "; ".join(f"{m['name']} ({m.get('path') or 'in memory'}, sha256 {m['sha256'][:12]})" for m in self.models)
+        model = "; ".join(dict.fromkeys(f"{m['name']} ({m.get('path') or 'in memory'}, sha256 {m['sha256'][:12]})"
+                                        for m in self.models))
         if self.dry_run:
             lines.append(f"Dry run: nothing was written. Model: {model}.")
             lines += [f"  {n}" for n in self.notes]
@@ -698,7 +755,8 @@ class BatchSummary:
         for it in self.items:
             lines.append(f"{it.status}: {it.input} -> {it.output} ({it.frames} frames this run"
                          + (f", {it.blocks_resumed} of {it.blocks} blocks from an earlier run" if it.blocks_resumed else "")
-                         + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")")
+                         + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")"
+                         + (f"\n    {it.noise_model}" if it.noise_model else ""))
         lines.append(f"Denoised {self.frames} frames ({self.megapixels:.1f} Mpx) in {self.elapsed_s:.1f} s, "
                      f"{self.mpx_per_s:.2f} Mpx/s while denoising, with {model}.")
         if self.adapted:
@@ -919,6 +977,8 @@ class _Item:
     manifest: Manifest
     plan: BlockPlan | None = None
     summary: ItemSummary | None = None
+    refs: list[ModelRef] | None = None  # the models with the noise model fitted to this item (per channel)
+    preflight: dict[str, Any] | None = None  # residual check on the noise-fit frames, before any output
 
 
 def _output_dtype(policy: str, in_dtype: np.dtype) -> np.dtype:
@@ -1014,6 +1074,10 @@ def denoise_dataset(
     workers: int | None = None,
     seed: int = 0,
     on_block_done: Callable[[BlockResult], None] | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    frames_averaged: int = 1,
+    strict: bool = False,
+    noise_model: str = "fit",
 ) -> BatchSummary:
     """Denoise saved datasets into ``output_dir``; the Python twin of ``livedenoise denoise``.
 
@@ -1026,6 +1090,17 @@ def denoise_dataset(
     as ``"512MB"`` -- for the whole local job, or per worker with ``scheduler`` (a
     dask.distributed address or Client). ``workers``: local threads (default 2).
     ``on_block_done`` is called after each finished block (raise in it to stop the run).
+
+    Noise model: for every input and channel a normaliser is fitted to the data itself
+    (:mod:`livedenoise.dataset_noise`; from temporal differences when there is a time axis), or
+    taken from ``calibration`` (a ``livedenoise calibrate-camera`` file; per-pixel maps when the
+    frames have the calibrated size); ``frames_averaged`` says each frame is the mean of that many
+    acquisitions. The model's stored normaliser only sets the scale. Before any output is written
+    the fitted model is checked on a sample frame (:mod:`livedenoise.residual_check`): a failed
+    check is a warning in the summary and the provenance, or an error with ``strict``. Frames whose
+    signal is far above the backbone's training range are copied unchanged (with a warning).
+    ``noise_model="stored"`` skips all of this and uses each model's stored normaliser as it is
+    (for a model trained on exactly this camera and light level).
     """
     with _connection(scheduler, dry_run) as connection:
         t_start = time.perf_counter()
@@ -1037,6 +1112,13 @@ def denoise_dataset(
             raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one.")
+        if noise_model not in NOISE_MODELS:
+            raise ConfigError(f"--noise-model {noise_model!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
+        if noise_model == "stored" and (calibration is not None or frames_averaged != 1):
+            raise ConfigError("--noise-model stored uses the model's own normaliser; --calibration and --frames-averaged "
+                              "need --noise-model fit.")
+        if int(frames_averaged) != frames_averaged or frames_averaged < 1:
+            raise ConfigError(f"--frames-averaged {frames_averaged!r} is invalid; expected an integer >= 1.")
         if isinstance(adapt, (tuple, list)):
             adapt, pairs = adapt[0], adapt[1] if len(adapt) > 1 else pairs
         if adapt not in (None, "self", "pairs"):
@@ -1119,7 +1201,7 @@ def denoise_dataset(
         for it in items:
             ds = it.dataset
             out_dtype = policies[it.item.path]
-            split = ("C" if len(refs) > 1 else "") + ("P" if ds.axes.startswith("P") else "")
+            split = ("C" if (len(refs) > 1 or ds.size("C") > 1) else "") + ("P" if ds.axes.startswith("P") else "")
             whole = "T" if temporal and "T" in ds.axes else ""
             weights = 3 * sum(r.weights_bytes for r in refs)  # file + loaded checkpoint + the Denoiser's own copy
             plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
@@ -1162,12 +1244,27 @@ def denoise_dataset(
         summary.models = [r.describe() for r in refs]
         summary.notes = notes
         if dry_run:
+            notes.append("the noise model is fitted to each input and channel when the run starts"
+                         + (f" (camera calibration {calibration})" if calibration else ""))
             summary.elapsed_s = time.perf_counter() - t_start
             return summary
+        # -- 4b. noise model per input and channel, checked before any output exists ---------------
+        cal_obj = None
+        if calibration is not None:
+            from livedenoise.calibration import CameraCalibration
+
+            cal_obj = CameraCalibration.load(calibration)
+        for it in items:
+            if noise_model == "stored" or (it.summary is not None and it.summary.status == "already complete"):
+                continue
+            it.refs = _fit_item_refs(it, refs, calibration=cal_obj, calibration_path=calibration,
+                                     averaged=frames_averaged, strict=strict, summary=summary)
+        summary.models = [r.describe() for it in items for r in (it.refs or refs)][:16]
         if items:
             # load once here, as the workers will: a corrupt checkpoint fails before any output exists
             for r in refs:
-                get_denoiser(r, items[0].plan.denoiser)  # type: ignore[union-attr]
+                if r.noise_json is None:
+                    get_denoiser(r, items[0].plan.denoiser)  # type: ignore[union-attr]
 
         # -- 5. run ------------------------------------------------------------------------------
         t_axis_of = lambda ds: ds.axes.index("T") if (temporal and "T" in ds.axes[:-2]) else None  # noqa: E731
@@ -1196,8 +1293,9 @@ def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np
             if it.summary.status == "already complete":
                 continue
             out_dtype = policies[it.item.path]
-            prov = _provenance(it, refs, adapt_info, out_dtype, dtype, fmt)
-            target = _prepare_output(it, refs, prov, out_dtype, fmt, overwrite=overwrite, resume=resume)
+            item_refs = it.refs or refs
+            prov = _provenance(it, item_refs, adapt_info, out_dtype, dtype, fmt)
+            target = _prepare_output(it, item_refs, prov, out_dtype, fmt, overwrite=overwrite, resume=resume)
             stamp = source_stamp(it.dataset.spec.path)
             with _DATASETS_LOCK:
                 _DATASETS[(it.dataset.spec, stamp)] = it.dataset
@@ -1205,8 +1303,8 @@ def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np
             done = it.manifest.done()
             it.summary.blocks_resumed = len(done)
             clipped = [sum(int(r.get("clipped", 0)) for r in done.values())]
-            c_axis = it.dataset.axes.index("C") if (len(refs) > 1 and "C" in it.dataset.axes) else None
-            jobs = (BlockJob(i, rng, it.dataset.spec, tuple(refs), c_axis, t_axis_of(it.dataset), it.plan.denoiser,
+            c_axis = it.dataset.axes.index("C") if (len(item_refs) > 1 and "C" in it.dataset.axes) else None
+            jobs = (BlockJob(i, rng, it.dataset.spec, tuple(item_refs), c_axis, t_axis_of(it.dataset), it.plan.denoiser,
                              out_dtype.str, target, stamp) for i, rng in it.plan.blocks() if i not in done)
             bar.start_item(n, len(done))
             t0 = time.perf_counter()
@@ -1227,6 +1325,7 @@ def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np
             runner.run(jobs, on_done, after_error)
             it.summary.seconds = time.perf_counter() - t0  # wall time: throughput includes I/O
             it.summary.clipped = clipped[0]
+            prov["quality_check"] = _combined_check(it, summary)
             _finalize(it, prov, fmt, out_dtype)
             it.summary.status = "done"
             if it.summary.clipped:
@@ -1237,6 +1336,77 @@ def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np
                 summary.warnings.append(msg)
 
 
+def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibration_path: Any, averaged: int,
+                   strict: bool, summary: BatchSummary) -> list[ModelRef]:
+    """One ref per channel of ``it`` with the noise model fitted to that channel, checked on a sample frame."""
+    from livedenoise.dataset_noise import fit_dataset_noise
+    from livedenoise.normalization import Normalizer
+    from livedenoise.residual_check import check_residual
+
+    ds = it.dataset
+    n_c = ds.size("C")
+    channels: list[int | None] = list(range(n_c)) if n_c > 1 else [None]
+    out: list[ModelRef] = []
+    checks: list[dict[str, Any]] = []
+    for ch in channels:
+        base = refs[ch] if (len(refs) > 1 and ch is not None) else refs[0]
+        stored = json.loads(base.normalizer_json or "{}")
+        if not stored:  # a bare in-process model without a normaliser: nothing to fit against
+            out.append(base)
+            continue
+        where = f"{it.item.path}" + (f" channel {ch}" if ch is not None else "")
+        fit, frames = fit_dataset_noise(ds, ch, Normalizer.from_dict(stored), calibration=calibration, averaged=averaged)
+        for w in fit.warnings:
+            msg = f"{where}: {w}"
+            if msg not in summary.warnings:
+                summary.warnings.append(msg)
+        ref = ModelRef(**{**asdict(base), "channel": ch if ch is not None else base.channel,
+                          "noise_json": json.dumps(fit.to_dict(), sort_keys=True),
+                          "calibration": str(Path(calibration_path).resolve()) if fit.normalizer.has_pixel_maps else None,
+                          "passthrough": not fit.in_range})
+        line = fit.describe() + (f" [channel {ch}]" if ch is not None else "")
+        if it.summary is not None:
+            it.summary.noise_model = "; ".join(filter(None, [it.summary.noise_model, line]))
+        if ref.passthrough:
+            summary.warnings.append(f"{where}: copied unchanged instead of denoised (signal above the backbone's range)")
+        else:
+            denoiser = get_denoiser(ref, it.plan.denoiser)  # type: ignore[union-attr]
+            den = _model_thread().submit(denoiser.denoise, frames[0]).result()
+            check = check_residual(frames[0], den, denoiser.normalizer)
+            checks.append({"channel": ch, **check.to_dict()})
+            if not check.ok:
+                msg = f"{where}: {check.message}"
+                if strict:
+                    raise LivedenoiseError(f"{msg}. Refusing to denoise (--strict); give a camera calibration "
+                                           "(--calibration) or run without --strict to write it with this warning.")
+                log.warning(msg)
+                summary.warnings.append(msg)
+        out.append(ref)
+    it.preflight = {"checks": checks}
+    return out
+
+
+def _combined_check(it: _Item, summary: BatchSummary) -> dict[str, Any] | None:
+    """The residual checks of every block of ``it`` (and the pre-flight one) in one verdict for the provenance."""
+    from livedenoise.residual_check import ResidualCheck
+
+    records = [r["check"] for r in it.manifest.done().values() if r.get("check")]
+    if not records:
+        return it.preflight
+    checks = [ResidualCheck(**{k: (float("nan") if v is None else v) for k, v in r.items() if k != "message"})
+              for r in records]
+    combined = ResidualCheck.combine(checks)
+    bad = sum(1 for c in checks if not c.ok)
+    out = {**combined.to_dict(), "blocks_checked": len(checks), "blocks_failed": bad,
+           "preflight": (it.preflight or {}).get("checks")}
+    if bad:
+        msg = f"{it.output}: {bad} of {len(checks)} checked blocks failed the residual check: {combined.message}"
+        if msg not in summary.warnings:
+            log.warning(msg)
+            summary.warnings.append(msg)
+    return out
+
+
 def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_dtype: np.dtype, fmt: str, *,
                     overwrite: bool, resume: bool) -> OmeTiffTarget | NpyBlockTarget:
     """Create the output and its manifest, or check them against this run when resuming."""
@@ -1245,7 +1415,8 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
     m = it.manifest
     expected = {
         "input": ds.fingerprint(),
-        "models": [{"name": r.name, "sha256": r.sha256, "channel": r.channel} for r in refs],
+        "models": [{"name": r.name, "sha256": r.sha256, "channel": r.channel,
+                    **({"normalizer": json.loads(r.noise_json)["normalizer"]} if r.noise_json else {})} for r in refs],
         "settings": {"dtype": out_dtype.name, "format": fmt, "axes": ds.axes, "shape": list(ds.shape)},
     }
     if resume and m.exists() and m.load().get("state") == "creating":

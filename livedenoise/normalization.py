@@ -17,12 +17,28 @@ Pipeline (``forward``), for raw camera values ``x`` in ADU:
 3. ``y / scale``, where ``scale`` is the 99.5th percentile of ``|y|`` over the fitting data, so
    the network sees values in about [0, 1] and noise of standard deviation ``1/scale``.
 
-``inverse`` undoes the three steps with the *algebraic* inverse of the GAT (its argument is
-clipped at 0, so ``inverse(forward(x)) == x`` wherever ``noise_a*e + 3/8*noise_a**2 + noise_b > 0``;
-values below that floor map to the floor). The algebraic inverse is the right one for a
-network trained to predict the transform of a *clean* image (supervised pairs); a network trained
-to predict ``E[GAT(noisy)]`` (pure Noise2Self on noisy targets) is slightly biased at very low
-counts (< ~3 photoelectrons).
+``inverse`` undoes the three steps. Which inverse of the GAT depends on what the network
+predicts (``Normalizer.inversion``):
+
+- ``"algebraic"`` (supervised backbones and pair fine-tunes, whose target is the transform of a
+  *clean* image): ``inverse(forward(x)) == x`` wherever ``noise_a*e + 3/8*noise_a**2 + noise_b > 0``;
+  values below that floor map to the floor.
+- ``"unbiased"`` (self-supervised fine-tunes, which predict ``E[GAT(noisy)]``): the closed-form
+  approximation of the exact unbiased inverse (Makitalo & Foi 2011, 2013); the algebraic inverse of
+  such an output is biased by about -0.25 e- at every level (-25 % at 1 e-).
+
+``shift`` (GAT units, usually 0) is subtracted after the transform. It exists for nearly
+signal-independent noise (8-bit renders, read-noise-dominated cameras): there the fitted Poisson
+slope is tiny, the GAT adds a large constant and the whole image would sit far above every input
+the backbone was trained on. Subtracting a constant keeps the noise exactly 1 in GAT units at every
+level, so it changes nothing but the level the network sees (see
+:mod:`livedenoise.noise_model`).
+
+Per-pixel camera maps (``pixel_offset``/``pixel_gain``, numpy arrays of the sensor's shape, from a
+:class:`~livedenoise.calibration.CameraCalibration`) replace the scalar ``offset``/``gain`` for
+frames of that shape, so the camera's fixed pattern is removed before the network sees it. They are
+not part of :meth:`to_dict` (a checkpoint is camera-independent); the provenance records the
+calibration file they came from.
 
 Uncalibrated data (no ``offset``/``gain`` given to :meth:`Normalizer.fit`):
 :func:`estimate_poisson_gaussian` fits ``var(x) = a * mean(x) + b`` in ADU; then ``offset = 0``,
@@ -40,7 +56,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,6 +68,10 @@ log = logging.getLogger("livedenoise")
 
 #: Percentile of the transformed data used as ``scale``.
 SCALE_PERCENTILE = 99.5
+#: How the GAT is inverted: see the module docstring.
+INVERSIONS = ("algebraic", "unbiased")
+#: GAT value of zero photoelectrons without read noise, the floor of the unbiased inverse.
+_GAT_ZERO = 2.0 * math.sqrt(3.0 / 8.0)
 #: At most this many values are used to compute percentiles and noise fits (random, seeded subset).
 _MAX_SAMPLES = 2_000_000
 
@@ -256,9 +276,26 @@ class Normalizer:
     vst: bool = True
     scale: float = 1.0
     saturation: float | None = None
+    inversion: str = "algebraic"
+    shift: float = 0.0
+    pixel_offset: np.ndarray | None = field(default=None, repr=False, compare=False)
+    pixel_gain: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("offset", "gain", "noise_a", "noise_b", "scale"):
+        if self.inversion not in INVERSIONS:
+            raise ConfigError(f"Normalizer.inversion = {self.inversion!r} is unknown; expected one of {', '.join(INVERSIONS)}.")
+        if (self.pixel_offset is None) != (self.pixel_gain is None):
+            raise ConfigError("Normalizer per-pixel maps need both pixel_offset and pixel_gain.")
+        if self.pixel_offset is not None:
+            self.pixel_offset = np.asarray(self.pixel_offset, np.float32)
+            self.pixel_gain = np.asarray(self.pixel_gain, np.float32)
+            if self.pixel_offset.shape != self.pixel_gain.shape or self.pixel_offset.ndim != 2:
+                raise ConfigError(f"Normalizer per-pixel maps have shapes {self.pixel_offset.shape} and "
+                                  f"{self.pixel_gain.shape}; expected two 2-D maps of the sensor's shape.")
+            if not (np.isfinite(self.pixel_gain).all() and (self.pixel_gain > 0).all()
+                    and np.isfinite(self.pixel_offset).all()):
+                raise ConfigError("Normalizer per-pixel gain map must be finite and positive, the offset map finite.")
+        for name in ("offset", "gain", "noise_a", "noise_b", "scale", "shift"):
             value = getattr(self, name)
             try:
                 value = float(value)
@@ -280,41 +317,79 @@ class Normalizer:
     def _floor_arg(self) -> float:
         return 0.375 * self.noise_a**2 + self.noise_b
 
+    def _maps_for(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """(offset, gain) for frames of ``shape``: the per-pixel maps when they match, else the scalars."""
+        if self.pixel_offset is not None and tuple(shape[-2:]) == self.pixel_offset.shape:
+            return self.pixel_offset, self.pixel_gain
+        return self.offset, self.gain
+
+    @property
+    def has_pixel_maps(self) -> bool:
+        return self.pixel_offset is not None
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Raw values (ADU) -> network input (float32). Any shape."""
         arr = check_image(x, "image to normalise")
-        e = (arr.astype(np.float64) - self.offset) / self.gain
+        offset, gain = self._maps_for(arr.shape)
+        e = (arr.astype(np.float64) - offset) / gain
         if self.vst:
-            y = (2.0 / self.noise_a) * np.sqrt(np.maximum(self.noise_a * e + self._floor_arg(), 0.0))
+            y = (2.0 / self.noise_a) * np.sqrt(np.maximum(self.noise_a * e + self._floor_arg(), 0.0)) - self.shift
         else:
             y = e
         return (y / self.scale).astype(np.float32)
+
+    def to_stabilised(self, x: np.ndarray) -> np.ndarray:
+        """Raw values -> the variance-stabilised domain (noise standard deviation 1), float64."""
+        return np.asarray(self.forward(x), np.float64) * self.scale
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Network output -> values in the input units (ADU), float32. Any shape."""
         arr = np.asarray(y, dtype=np.float64) * self.scale
         if self.vst:
-            arr = np.maximum(arr, 0.0)
-            e = ((self.noise_a * arr / 2.0) ** 2 - self._floor_arg()) / self.noise_a
+            arr = arr + self.shift
+            if self.inversion == "unbiased":
+                d = np.maximum(arr, _GAT_ZERO)
+                c = math.sqrt(1.5)
+                z = np.maximum(0.25 * d**2 + 0.25 * c / d - 1.375 / d**2 + 0.625 * c / d**3 - 0.125, 0.0)
+                e = self.noise_a * z - self.noise_b / self.noise_a
+            else:
+                arr = np.maximum(arr, 0.0)
+                e = ((self.noise_a * arr / 2.0) ** 2 - self._floor_arg()) / self.noise_a
         else:
             e = arr
-        return (e * self.gain + self.offset).astype(np.float32)
+        offset, gain = self._maps_for(arr.shape)
+        return (e * gain + offset).astype(np.float32)
 
     # ---- maths (torch, same formulas, computed in float32 on the tensor's device) ----------
+    def _maps_torch(self, x: torch.Tensor) -> tuple[Any, Any]:
+        offset, gain = self._maps_for(tuple(x.shape))
+        if isinstance(offset, np.ndarray):
+            return torch.from_numpy(offset).to(x.device), torch.from_numpy(gain).to(x.device)
+        return offset, gain
+
     def forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward` on a tensor (float32, tensor's device; no validation)."""
-        e = (x.to(torch.float32) - self.offset) / self.gain
+        offset, gain = self._maps_torch(x)
+        e = (x.to(torch.float32) - offset) / gain
         if self.vst:
-            e = (2.0 / self.noise_a) * torch.sqrt(torch.clamp(self.noise_a * e + self._floor_arg(), min=0.0))
+            e = (2.0 / self.noise_a) * torch.sqrt(torch.clamp(self.noise_a * e + self._floor_arg(), min=0.0)) - self.shift
         return e / self.scale
 
     def inverse_torch(self, y: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`inverse` on a tensor (float32, tensor's device)."""
         v = y.to(torch.float32) * self.scale
         if self.vst:
-            v = torch.clamp(v, min=0.0)
-            v = ((self.noise_a * v / 2.0) ** 2 - self._floor_arg()) / self.noise_a
-        return v * self.gain + self.offset
+            v = v + self.shift
+            if self.inversion == "unbiased":
+                d = torch.clamp(v, min=_GAT_ZERO)
+                c = math.sqrt(1.5)
+                z = torch.clamp(0.25 * d**2 + 0.25 * c / d - 1.375 / d**2 + 0.625 * c / d**3 - 0.125, min=0.0)
+                v = self.noise_a * z - self.noise_b / self.noise_a
+            else:
+                v = torch.clamp(v, min=0.0)
+                v = ((self.noise_a * v / 2.0) ** 2 - self._floor_arg()) / self.noise_a
+        offset, gain = self._maps_torch(v)
+        return v * gain + offset
 
     def saturated_mask(self, x: np.ndarray) -> np.ndarray | None:
         """Boolean mask of saturated pixels, or ``None`` when no saturation level is set."""
@@ -330,23 +405,34 @@ class Normalizer:
     def describe(self) -> str:
         """One line for logs and reports."""
         sat = "none" if self.saturation is None else f"{self.saturation:g}"
+        maps = f" (per-pixel maps {self.pixel_offset.shape[1]}x{self.pixel_offset.shape[0]})" if self.has_pixel_maps else ""
+        extra = (f", shift={self.shift:g}" if self.shift else "") + (", unbiased inverse" if self.inversion == "unbiased" else "")
         return (
-            f"offset={self.offset:g} ADU, gain={self.gain:g} ADU/e, var(e)={self.noise_a:g}*e{self.noise_b:+g}, "
-            f"vst={'GAT' if self.vst else 'off'}, scale={self.scale:g}, saturation={sat}"
+            f"offset={self.offset:g} ADU, gain={self.gain:g} ADU/e{maps}, var(e)={self.noise_a:g}*e{self.noise_b:+g}, "
+            f"vst={'GAT' if self.vst else 'off'}, scale={self.scale:g}, saturation={sat}{extra}"
         )
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (plain floats, bool, None)."""
-        return {k: (float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v)
-                for k, v in asdict(self).items()}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_SERIALISED}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Normalizer):
+            return NotImplemented
+        same_maps = all(
+            (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+            for a, b in ((self.pixel_offset, other.pixel_offset), (self.pixel_gain, other.pixel_gain)))
+        return self.to_dict() == other.to_dict() and same_maps
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Normalizer":
         """Inverse of :meth:`to_dict`; unknown keys are ignored with a warning (newer files)."""
         if not isinstance(data, dict):
             raise ConfigError(f"Normalizer data {data!r} is not a mapping; expected a dict from Normalizer.to_dict().")
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - _NOT_SERIALISED
         unknown = sorted(set(data) - known)
         if unknown:
             log.warning("Ignoring unknown normalizer field(s): %s", ", ".join(unknown))
@@ -409,6 +495,15 @@ class Normalizer:
         norm.scale = scale
         log.debug("Fitted normalizer: %s", norm.describe())
         return norm
+
+
+_NOT_SERIALISED = frozenset({"pixel_offset", "pixel_gain"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _pooled_estimate(frames: list[np.ndarray], saturation: float | None) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from livedenoise.acquisition.controller import LiveSession
+from livedenoise.acquisition.controller import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
 from livedenoise.acquisition.status import SessionState
 from livedenoise.checkpoint import Checkpoint
@@ -106,6 +106,85 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
     assert report.frames_written == report.frames_acquired
     assert_raw_integrity(simulated_core, session)
     assert not report.errors
+    # Noise model of the calibration frames (different positions: never temporal differences) is reported.
+    assert report.noise_model["method"] == "single image" or report.noise_model["method"].startswith("calibration")
+    assert report.noise_model["frames"] == 3
+    # Swap criterion: both models scored on the calibration pair the fine-tune never saw; the swap beat the margin.
+    crit = report.swap_criterion
+    assert crit["swapped"] is True and crit["held_out"] == 1 and "not used for training" in crit["source"]
+    assert crit["margin"] == SWAP_MARGIN == 0.01
+    assert 0 < crit["adapted"] < crit["backbone"] * (1 - SWAP_MARGIN)
+    assert report.finetune["steps"] > 0 and session.finetune_result.checkpoint.metadata["training"]["images"] == 2
+
+
+def worse_finetune(*, bias: float = 1.0):
+    """A fake fine-tune that claims improvement but returns a deliberately worse model.
+
+    The checkpoint is the backbone with this experiment's noise model and a head bias of ``bias`` noise units
+    (stabilised), so its output is every frame shifted by a constant: a larger full-frame error than the
+    identity backbone.
+    """
+    from livedenoise.noise_model import fit_noise_model
+    from livedenoise.training.finetune import FinetuneResult
+    from livedenoise.training.loop import FitResult
+
+    calls = {}
+
+    def fn(backbone, noisy, clean, **kwargs):
+        calls["noisy"], calls["clean"] = list(noisy), clean
+        ckpt = backbone.clone()
+        ckpt.normalizer = fit_noise_model(noisy, like=backbone.normalizer).normalizer
+        with torch.no_grad():
+            ckpt.model.head.bias.fill_(bias / ckpt.normalizer.scale)
+        ckpt.name = f"{backbone.name}+worse"
+        fit = FitResult("supervised" if clean is not None else "noise2same", initial_val_loss=1.0,
+                        best_val_loss=0.5, best_step=10, steps=20, stopped="max_steps", elapsed_s=0.01)
+        result = FinetuneResult(ckpt, fit, "pairs" if clean is not None else "self")
+        try:
+            result.adapted = True  # the fit "improved"
+        except AttributeError:  # a read-only property on FinetuneResult: computed from the fit above
+            pass
+        return result
+
+    fn.calls = calls
+    return fn
+
+
+def test_worse_adapted_model_that_claims_improvement_is_not_swapped_in(simulated_core, small_microscope_config,
+                                                                       tmp_path):
+    settings = make_settings(small_microscope_config, calibration_positions=3)
+    fake = worse_finetune()
+    messages = []
+    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu", finetune_fn=fake, on_status=lambda s: messages.append(s.message))
+    rep = session.run(frames_after_swap=10)
+    # The last calibration pair is held out of the fine-tune entirely.
+    assert len(fake.calls["noisy"]) == 2 and len(fake.calls["clean"]) == 2
+    assert not any(np.array_equal(n, session.pairs[-1].low) for n in fake.calls["noisy"])
+    crit = rep.swap_criterion
+    assert crit["swapped"] is False and crit["held_out"] == 1
+    assert crit["adapted"] > crit["backbone"] > 0
+    assert rep.swapped_at_frame is None and session.adapted is None
+    assert any(m.startswith("adapted model not better on held-out frames (MSE ") for m in messages)
+    assert not (tmp_path / "adapted-model.safetensors").exists()
+    assert not rep.errors and rep.frames_acquired >= 10
+
+
+def test_worse_self_supervised_model_is_not_swapped_in(simulated_core, small_microscope_config, tmp_path):
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=3)
+    messages = []
+    fake = worse_finetune(bias=0.5)
+    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu", finetune_fn=fake, on_status=lambda s: messages.append(s.message))
+    rep = session.run(frames_after_swap=10)
+    assert len(fake.calls["noisy"]) == 3 and fake.calls["clean"] is None
+    crit = rep.swap_criterion
+    assert crit["swapped"] is False and crit["held_out"] == 4 and "live frames not used" in crit["source"]
+    assert crit["adapted"] > crit["backbone"] > 0
+    assert rep.swapped_at_frame is None and session.adapted is None
+    assert any(m.startswith("adapted model not better on held-out frames (MSE ") and "keeping the backbone" in m
+               for m in messages)
+    assert rep.noise_model["method"] == "temporal differences"
 
 
 def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None, frames=60, realtime=False):
@@ -183,6 +262,51 @@ def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_micr
     assert session.adapted is not None and session.adapted.metadata["training"]["mode"].startswith("self-supervised")
     assert rep.swapped_at_frame is not None and rep.swapped_at_frame >= 4
     assert rep.quality["adapted"]["psnr"] > rep.quality["raw"]["psnr"]
+    # Consecutive live frames of one field: the backbone's noise model comes from temporal differences.
+    assert rep.noise_model["method"] == "temporal differences" and rep.noise_model["frames"] >= 2
+    crit = rep.swap_criterion
+    assert crit["swapped"] is True and crit["held_out"] == 4
+    assert 0 < crit["adapted"] < crit["backbone"] * (1 - SWAP_MARGIN)
+    assert session.adapted.metadata["training"]["images"] == 4
+
+
+def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_callback(
+        simulated_core, small_microscope_config, tmp_path, monkeypatch):
+    import livedenoise.acquisition.controller as controller
+
+    in_callback = threading.local()
+    fits = []
+    real_fit = controller.fit_noise_model
+
+    def recording_fit(frames, **kwargs):
+        fits.append((getattr(in_callback, "active", False), len(frames), kwargs.get("same_field")))
+        return real_fit(frames, **kwargs)
+
+    monkeypatch.setattr(controller, "fit_noise_model", recording_fit)
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000)
+    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
+    on_raw = session._on_raw
+
+    def flagged(image, axes):
+        in_callback.active = True
+        try:
+            on_raw(image, axes)
+        finally:
+            in_callback.active = False
+
+    session._on_raw = flagged
+    session.start_live(max_frames=20)
+    assert session.wait(timeout=60)
+    rep = session.stop()
+    assert fits and not any(active for active, _, _ in fits)
+    # The first frame alone (display starts at once; skipped if 2 frames were already there), then exactly one
+    # same-field refit on 2+ consecutive frames.
+    single = [n for _, n, same in fits if not same]
+    same_field = [n for _, n, same in fits if same]
+    assert single in ([], [1]) and len(same_field) == 1 and same_field[0] >= 2
+    assert fits[-1][2] is True
+    assert rep.noise_model["method"] == "temporal differences"
 
 
 def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_microscope_config, tmp_path):

@@ -20,8 +20,11 @@ saved by pycromanager / Micro-Manager (positions, channels, time and z are kept)
   livedenoise denoise big.ome.tif -o out/ --memory-budget 512MB --resume   # continue after a stop
   livedenoise denoise big.ome.tif -o out/ --scheduler tcp://head:8786      # on a dask cluster
 
-The output has the input's axes, shape and metadata, plus provenance (model, checkpoint sha256,
-normalizer, livedenoise version, date). Inputs are never modified. An existing output is refused
+The noise model is fitted to every input and channel (from temporal differences when there is a
+time axis, else from the images; or from --calibration), and the result is checked against it
+before anything is written: a failed check is a warning (an error with --strict). The output has
+the input's axes, shape and metadata, plus provenance (model, checkpoint sha256, the fitted noise
+model and normalizer, the residual check, livedenoise version, date). Inputs are never modified. An existing output is refused
 unless --resume (continue an interrupted run, verified against the input and model) or
 --overwrite. --dry-run shows the plan without writing anything.
 """
@@ -56,6 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N", help="local threads (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--seed", type=int, default=0, help="seed for --adapt")
+    p.add_argument("--calibration", metavar="FILE",
+                   help="camera calibration (.safetensors from `livedenoise calibrate-camera`) for the noise model; "
+                        "without it the noise is estimated from each input and channel")
+    p.add_argument("--frames-averaged", type=int, default=1, metavar="N",
+                   help="each input frame is the mean of N acquisitions (matters with --calibration; default 1)")
+    p.add_argument("--noise-model", choices=["fit", "stored"], default="fit",
+                   help="fit (default): fit the noise model to each input and channel; stored: use the model's own "
+                        "normaliser unchanged (only for a model trained on this very camera and light level)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse to write an output whose sample frame fails the residual check (default: warn)")
     p.add_argument("--dry-run", action="store_true", help="list what would be done and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -93,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget, scheduler=args.scheduler,
         dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
         adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
-        seed=args.seed,
+        seed=args.seed, calibration=args.calibration, frames_averaged=args.frames_averaged, strict=args.strict,
+        noise_model=args.noise_model,
     )
     print(summary.report())
     return 0

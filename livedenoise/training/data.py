@@ -55,60 +55,12 @@ def as_frames(images: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.n
 
 
 def normalizer_for(frames: Sequence[np.ndarray], *, like: Normalizer | None = None, calibration=None,
-                   saturation: float | None = None) -> Normalizer:
-    """The normaliser for a new experiment's frames, in the convention of a backbone (``like``).
+                   saturation: float | None = None, same_field: bool = False, averaged: int = 1) -> Normalizer:
+    """The normaliser for a new experiment's frames in a backbone's convention (see :mod:`livedenoise.noise_model`)."""
+    from livedenoise.noise_model import normalizer_for as _fit
 
-    Noise parameters come from the camera calibration when given, otherwise they are estimated from
-    the frames. The *scale* is the backbone's: the network was trained with noise of a fixed size in
-    its input units, and keeping that convention is what lets one backbone serve every photon level.
-    """
-    kwargs: dict = {"saturation": saturation}
-    if calibration is not None:
-        if any(f.shape != calibration.shape for f in frames):
-            log.warning("camera calibration is %dx%d px but the frames are %s: using its median offset/gain/read noise "
-                        "(per-pixel maps need frames of the calibrated size)", calibration.shape[1], calibration.shape[0],
-                        sorted({f"{f.shape[1]}x{f.shape[0]}" for f in frames}))
-        s = calibration.summary()
-        kwargs.update(offset=s["offset"], gain=s["gain"], read_var=s["read_var"])
-    norm = Normalizer.fit(list(frames), vst=like.vst if like is not None else True, **kwargs)
-    if like is None:
-        return norm
-    norm = norm.copy(scale=like.scale)
-    if calibration is None and norm.vst:
-        norm = _plausible_for_backbone(norm, frames)
-    return norm
-
-
-#: Brightest network input the backbones saw in pretraining is ~6 (1000 photons); far above means a bad fit.
-_MAX_PLAUSIBLE_INPUT = 30.0
-#: Photoelectrons assigned to the brightest pixel when the Poisson slope cannot be trusted.
-_ASSUMED_PEAK_ELECTRONS = 2000.0
-
-
-def _plausible_for_backbone(norm: Normalizer, frames: Sequence[np.ndarray]) -> Normalizer:
-    """Guard against a noise fit that maps the frames far outside what the backbone was trained on.
-
-    When the noise is nearly signal-independent (8-bit renders, strong read noise, small crops), the fitted
-    Poisson slope ``a`` tends to 0 and the intercept absorbs everything: the transform then adds a constant of
-    thousands of noise units and the network's output is garbage. In that case the dark level (0.5th
-    percentile) becomes the offset and the slope is floored so the brightest pixel corresponds to
-    ``_ASSUMED_PEAK_ELECTRONS``; the intercept is adjusted so the variance at the mean level is unchanged.
-    """
-    sample = np.concatenate([np.asarray(f, np.float64).ravel()[:: max(1, f.size // 200_000)] for f in frames])
-    if float(np.percentile(norm.forward(sample), 99.9)) <= _MAX_PLAUSIBLE_INPUT:
-        return norm
-    dark, bright = np.percentile(sample, (0.5, 99.9))
-    # Variance model in ADU as fitted: var(x) = a*(x - offset) + b_adu, with a = gain (noise_a = 1).
-    a, b_adu = norm.gain, norm.noise_b * norm.gain**2
-    mean = float(sample.mean())
-    var_at_mean = a * (mean - norm.offset) + b_adu
-    a_new = max(a, (bright - dark) / _ASSUMED_PEAK_ELECTRONS, 1e-6)
-    b_new = max(var_at_mean - a_new * (mean - dark), 0.0)
-    fixed = norm.copy(offset=float(dark), gain=float(a_new), noise_b=float(b_new / a_new**2))
-    log.warning("the noise fit of these frames is nearly signal-independent (a=%.3g, b=%.3g ADU^2); using dark level "
-                "%.1f and gain %.3g so the backbone sees data in its range. A camera calibration avoids this guess.",
-                a, b_adu, dark, a_new)
-    return fixed
+    return _fit(frames, like=like, calibration=calibration, saturation=saturation, same_field=same_field,
+                averaged=averaged)
 
 
 def split_strips(images: list[np.ndarray], fraction: float, min_rows: int = 8) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,0 +1,432 @@
+"""The noise model of the user's data: which Poisson-Gaussian parameters, and from where.
+
+Everything a variance-stabilised denoiser does rests on knowing ``var(x) = a * E[x] + b`` for the
+frames it is given. A backbone's stored normaliser is only a *template* (its ``scale``, the noise
+size in network units it was trained with); the noise parameters always come from the data being
+denoised, in this order of trust:
+
+1. **A camera calibration** (per-pixel offset, gain and read-noise maps, Huang et al. 2013): the
+   maps are applied per pixel when the frames have the calibrated shape (the fixed pattern is
+   removed), their medians otherwise. ``averaged=N`` (frames that are the mean of N acquisitions)
+   divides gain and read variance by N.
+2. **Temporal differences** (``same_field=True``: two or more frames of the same field -- a time
+   series, calibration references, live frames): ``(x_t - x_t+1) / sqrt 2`` is pure noise wherever
+   the sample did not move, whatever its structure. Each difference is binned by the mean of the
+   *other* frames, each bin placed at the average of the pair's own mean (both independent of the
+   selection, so no regression dilution); with only two frames, by the mean of the pixel's eight
+   neighbours in both frames (again independent of the pixel's own noise).
+3. **The single image** (:func:`estimate_single_image`): second differences binned by local mean,
+   with pixels on strong structure set aside and a fit that trusts the lower envelope of the binned
+   variances (structure only ever *adds* variance), so sharp filaments at high counts no longer
+   inflate the slope.
+
+Two properties of the data are then checked against the backbone (:func:`fit_noise_model`):
+
+- **Nearly signal-independent noise** (8-bit renders, read-noise-dominated cameras): the fitted
+  slope is tiny and the GAT adds a constant of many noise units. A constant shift in the stabilised
+  domain (``Normalizer.shift``) brings the dark level back to where the backbone was trained,
+  leaving the noise exactly 1 at every level -- a lossless fix, unlike inventing a gain.
+- **Signal above the training range** (e.g. 64-frame averages, very bright samples): the backbone
+  never saw such inputs. ``fit.in_range`` is False and ``fit.warnings`` says so; callers pass such
+  frames through unchanged (never worse than raw) unless told otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from livedenoise.errors import ConfigError, InputDataError
+from livedenoise.normalization import (
+    SCALE_PERCENTILE, Normalizer, _highpass_and_local_mean, _robust_variance, _subsample, check_image,
+)
+
+log = logging.getLogger("livedenoise")
+
+#: Stabilised (GAT) level of a dark background the backbones saw: zero photons, 1-2 e- read noise.
+TRAINED_DARK_GAT = 2.0 * math.sqrt(3.0 / 8.0 + 2.0)
+#: Above this stabilised dark level the dark background is out of the backbone's range (about 6 e- rms
+#: read noise): the normaliser shifts it back to ``TRAINED_DARK_GAT``.
+MAX_DARK_GAT = 2.0 * math.sqrt(3.0 / 8.0 + 36.0)
+#: Brightest stabilised level the backbones were trained on: about 1,000 photoelectrons.
+TRAINED_BRIGHT_GAT = 2.0 * math.sqrt(1000.0 + 3.0 / 8.0)
+#: Beyond this many times the trained bright level (about 4x the photons) the frames are out of range.
+BRIGHT_TOLERANCE = 2.0
+
+METHODS = ("calibration maps", "calibration", "temporal differences", "single image", "stored")
+
+
+@dataclass
+class NoiseFit:
+    """A fitted normaliser and how it was obtained (goes into provenance)."""
+
+    normalizer: Normalizer
+    method: str
+    frames: int
+    a_adu: float  # var(x) = a_adu * x + b_adu, in the frames' units (offset absorbed into b)
+    b_adu: float
+    bright_gat: float = math.nan  # 99.9th percentile of the frames in stabilised units
+    in_range: bool = True
+    averaged: int = 1
+    calibration: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"method": self.method, "frames": self.frames, "var_model_adu": {"a": self.a_adu, "b": self.b_adu},
+               "bright_stabilised": None if not math.isfinite(self.bright_gat) else self.bright_gat,
+               "in_range": self.in_range, "averaged": self.averaged, "normalizer": self.normalizer.to_dict(),
+               "pixel_maps": self.normalizer.has_pixel_maps, "warnings": list(self.warnings)}
+        if self.calibration:
+            out["calibration"] = self.calibration
+        return out
+
+    def describe(self) -> str:
+        return (f"noise model from {self.method} ({self.frames} frame{'s' if self.frames != 1 else ''}): "
+                f"var = {self.a_adu:.4g} * x {self.b_adu:+.4g}")
+
+
+# --------------------------------------------------------------------------------------------
+# estimators
+# --------------------------------------------------------------------------------------------
+def _line_fit(c: np.ndarray, v: np.ndarray, n: np.ndarray, *, envelope: bool) -> tuple[float, float]:
+    """Weighted least-squares ``v = a*c + b`` through binned variances (weights ``n / v^2``).
+
+    With ``envelope`` the bins above the line by more than 2 standard errors are down-weighted
+    and the line refitted: structure adds variance, never removes it, so the trustworthy bins are
+    the lower ones.
+    """
+    fitted = np.maximum(v, 1e-12)
+    weight_scale = np.ones_like(v)
+    a = b = 0.0
+    for it in range(6 if envelope else 3):
+        w = weight_scale * n / np.maximum(fitted, 1e-12 * max(1.0, float(v.max()))) ** 2
+        design = np.stack([c, np.ones_like(c)], axis=1) * np.sqrt(w)[:, None]
+        (a, b), *_ = np.linalg.lstsq(design, v * np.sqrt(w), rcond=None)
+        fitted = np.abs(a * c + b)
+        if envelope and it >= 2:
+            se = fitted * math.sqrt(2.0) / np.sqrt(np.maximum(n, 1.0))
+            excess = (v - fitted) / np.maximum(se, 1e-12)
+            weight_scale = np.where(excess > 2.0, 1.0 / (1.0 + (excess - 2.0) ** 2), 1.0)
+    return float(a), float(b)
+
+
+def _level_bins(m: np.ndarray, n_bins: int, min_per_bin: int) -> list[np.ndarray]:
+    """Index sets of pixels binned by level: equally populated bins, and equally wide ones over the range.
+
+    Equal populations alone put every bright pixel of a sparse sample (puncta, thin filaments) into one
+    bin spanning a hundredfold range of levels, whose robust variance then means nothing; the equally
+    wide edges split it. Bins with fewer than ``min_per_bin`` pixels are merged into their neighbour.
+    """
+    bins = int(min(n_bins, max(1, m.size // min_per_bin)))
+    q_edges = np.quantile(m, np.linspace(0, 1, bins + 1))
+    w_edges = np.linspace(float(m.min()), float(m.max()), n_bins + 1)
+    edges = np.unique(np.concatenate([q_edges, w_edges]))
+    order = np.argsort(m, kind="stable")
+    pos = np.searchsorted(m[order], edges[1:-1], side="right")
+    groups, start = [], 0
+    for stop in list(pos) + [m.size]:
+        if stop - start >= min_per_bin or (stop == m.size and not groups):
+            groups.append(order[start:stop])
+            start = stop
+    if start < m.size:  # the remainder joins the last bin
+        groups[-1] = np.concatenate([groups[-1], order[start:]])
+    return [g for g in groups if g.size]
+
+
+def _mean_square(r: np.ndarray) -> float:
+    """Variance of zero-mean temporal differences: the mean square without the largest 0.02 % (gross outliers).
+
+    Temporal differences have no structure edges, so the clipped estimator of the single-image fit is not needed,
+    and it under-estimates a bin whose pixels span several levels (its median is set by the dimmer majority).
+    """
+    sq = r.astype(np.float64) ** 2
+    if sq.size >= 5000:
+        sq = sq[sq <= np.quantile(sq, 0.9998)]
+    return float(np.mean(sq))
+
+
+def _bin_fit(r: np.ndarray, m: np.ndarray, *, n_bins: int, min_per_bin: int, envelope: bool,
+             level: np.ndarray | None = None, variance=_robust_variance) -> tuple[float, float]:
+    """Variance of residuals ``r`` binned by level ``m`` -> line ``(a, b)`` (slope floored at a tiny positive).
+
+    ``level``: an unbiased per-pixel estimate of the mean whose noise is independent of ``m``; each bin's
+    centre is its average (binning selects noise in ``m``, so ``m``'s own bin average is more extreme than the
+    bin's true mean: regression dilution).
+    """
+    if r.size == 0:
+        raise InputDataError("No usable pixels for noise estimation (all saturated or clipped); expected unsaturated pixels.")
+    idx = _subsample(np.arange(r.size))
+    r, m = r[idx], m[idx]
+    centre_of = m if level is None else level[idx]
+    level = float(np.median(m))
+    a_floor = 1e-6 * max(1.0, abs(level))
+    centres, variances, counts = [], [], []
+    for chunk in _level_bins(m, n_bins, min_per_bin):
+        centres.append(float(np.mean(centre_of[chunk])))
+        variances.append(variance(r[chunk]))
+        counts.append(chunk.size)
+    c, v, n = np.asarray(centres), np.asarray(variances), np.asarray(counts, np.float64)
+    if c.size < 2 or np.ptp(c) <= 1e-9 * max(1.0, float(np.abs(c).max())):
+        var = float(np.average(v, weights=n))
+        a = max(var / level, a_floor) if level > 0 else a_floor
+        b = 0.0 if a == a_floor else var - a * level
+        return float(a), float(b)
+    a, b = _line_fit(c, v, n, envelope=envelope)
+    if not (math.isfinite(a) and math.isfinite(b)):  # pragma: no cover - defensive
+        raise InputDataError("The noise of the frames could not be estimated (the fit did not converge).")
+    if a < a_floor:
+        a = a_floor
+        b = float(np.average(v - a * c, weights=n))
+    return float(a), float(b)
+
+
+def _clip_levels(frames: Sequence[np.ndarray], saturation: float | None) -> tuple[float | None, float | None]:
+    """(low, high) values at which the data are clipped, or None: a value held by >= 0.5 % of the pixels at the
+    very bottom (8-bit renders clipped at 0) or top (saturation, 255 in 8-bit) of the data."""
+    sample = np.concatenate([np.asarray(f).ravel()[:: max(1, f.size // 200_000)] for f in frames])
+    lo_v, hi_v = float(sample.min()), float(sample.max())
+    low = lo_v if np.mean(sample == lo_v) >= 0.005 else None
+    high = hi_v if np.mean(sample == hi_v) >= 0.005 else None
+    if saturation is not None:
+        high = float(saturation) if high is None else min(high, float(saturation))
+    return low, high
+
+
+def _valid_windows(f: np.ndarray, low: float | None, high: float | None) -> np.ndarray | None:
+    """Mask on the (H-2, W-2) residual grid of 3x3 windows touching no clipped pixel."""
+    bad = np.zeros(f.shape, bool)
+    if low is not None:
+        bad |= f <= low
+    if high is not None:
+        bad |= f >= high
+    if not bad.any():
+        return None
+    s = bad[:-2] | bad[1:-1] | bad[2:]
+    return ~(s[:, :-2] | s[:, 1:-1] | s[:, 2:])
+
+
+def estimate_single_image(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
+                          n_bins: int = 24, min_per_bin: int = 300) -> tuple[float, float]:
+    """``(a, b)`` with ``var(x) = a*E[x] + b`` from single images (pooled), robust to sharp structure.
+
+    Second differences (which cancel locally bilinear signal) binned by a 7x7 local mean; windows
+    touching clipped or saturated pixels are ignored; in each bin the half of the pixels with the
+    strongest local structure (the largest smoothed residual energy of their neighbourhood, on a
+    scale that leaves the pixel's own noise out) is set aside; the line is fitted to the lower
+    envelope of the binned variances.
+    """
+    from scipy.ndimage import uniform_filter
+
+    data = _frames(frames, "image for noise estimation")
+    low, high = _clip_levels(data, saturation)
+    rs, ms, ss = [], [], []
+    for f in data:
+        if min(f.shape[-2:]) < 9:
+            raise InputDataError(f"An image for noise estimation has shape {f.shape}; expected at least 9x9 pixels.")
+        f64 = f.astype(np.float64, copy=False)
+        r, m = _highpass_and_local_mean(f64)
+        # local structure: residual energy in a 9x9 neighbourhood *excluding* a 3x3 core around the pixel, so the
+        # pixel's own noise barely enters the ranking (an unbiased selection on flat regions)
+        e = r * r
+        big = uniform_filter(e, size=9, mode="reflect") * 81.0
+        core = uniform_filter(e, size=3, mode="reflect") * 9.0
+        s = (big - core) / 72.0
+        keep = _valid_windows(f64, low, high)
+        if keep is not None:
+            r, m, s = r[keep], m[keep], s[keep]
+        rs.append(r.ravel())
+        ms.append(m.ravel())
+        ss.append(s.ravel())
+    r, m, s = np.concatenate(rs), np.concatenate(ms), np.concatenate(ss)
+    if r.size == 0:
+        raise InputDataError("Every pixel of the image for noise estimation is saturated or clipped; "
+                             "expected unsaturated pixels.")
+    # within each level bin, keep the calmer half by local structure
+    bins = int(min(4 * n_bins, max(1, r.size // (2 * min_per_bin))))
+    order = np.argsort(m, kind="stable")
+    keep_idx = []
+    for chunk in np.array_split(order, bins):
+        if chunk.size == 0:
+            continue
+        thr = np.median(s[chunk])
+        keep_idx.append(chunk[s[chunk] <= thr])
+    sel = np.concatenate(keep_idx)
+    return _bin_fit(r[sel], m[sel], n_bins=n_bins, min_per_bin=min_per_bin, envelope=False)
+
+
+def estimate_temporal(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
+                      n_bins: int = 24, min_per_bin: int = 300) -> tuple[float, float]:
+    """``(a, b)`` from two or more frames of the *same field* (consecutive differences)."""
+    from scipy.ndimage import uniform_filter
+
+    data = _frames(frames, "frames for temporal noise estimation")
+    if len(data) < 2:
+        raise InputDataError("Temporal noise estimation needs at least two frames of the same field.")
+    shapes = {f.shape for f in data}
+    if len(shapes) > 1:
+        raise InputDataError(f"Frames of one field must have one shape; got {sorted(shapes)}.")
+    low, high = _clip_levels(data, saturation)
+    rs, ms, cs = [], [], []
+    stack = np.stack([f.astype(np.float64) for f in data])
+    total = stack.sum(axis=0)
+    for t in range(len(data) - 1):
+        a1, a2 = stack[t], stack[t + 1]
+        d = (a1 - a2) / math.sqrt(2.0)
+        d -= np.median(d)  # a global brightness change (bleaching, lamp flicker) is not noise
+        # Binned by the mean of the *other* frames (three or more), with each bin's level the average of the pair's
+        # own mean: both independent of the selection, so no regression dilution at any count. With two frames,
+        # binned by the neighbours' mean instead.
+        pair = 0.5 * (a1 + a2)
+        if len(data) >= 3:
+            mean = (total - a1 - a2) / (len(data) - 2)
+        else:  # two frames: the pair's mean over the 8 neighbours, which excludes the pixel's own noise
+            mean = (uniform_filter(pair, size=3, mode="reflect") * 9.0 - pair) / 8.0
+        keep = np.ones(d.shape, bool)
+        for lim, op in ((low, np.less_equal), (high, np.greater_equal)):
+            if lim is not None:
+                keep &= ~(op(a1, lim) | op(a2, lim))
+        rs.append(d[keep].ravel())
+        ms.append(mean[keep].ravel())
+        cs.append(pair[keep].ravel())
+    return _bin_fit(np.concatenate(rs), np.concatenate(ms), n_bins=n_bins, min_per_bin=min_per_bin, envelope=False,
+                    level=np.concatenate(cs), variance=_mean_square)
+
+
+def stabilised_noise(stabilised: np.ndarray) -> float:
+    """Noise standard deviation of a frame already in stabilised units (1 when the noise model is right)."""
+    t = np.asarray(stabilised, np.float64)
+    r, _ = _highpass_and_local_mean(t)
+    return float(math.sqrt(max(_robust_variance(r.ravel()), 0.0)))
+
+
+def _frames(frames: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
+    if isinstance(frames, np.ndarray):
+        arr = check_image(frames, what, min_ndim=2)
+        return list(arr.reshape(-1, *arr.shape[-2:]))
+    out: list[np.ndarray] = []
+    for i, f in enumerate(frames):
+        arr = check_image(f, f"{what} #{i}", min_ndim=2)
+        out.extend(arr.reshape(-1, *arr.shape[-2:]))
+    if not out:
+        raise InputDataError(f"No {what} given; expected at least one 2-D image.")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the one call
+# --------------------------------------------------------------------------------------------
+def fit_noise_model(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    *,
+    like: Normalizer | None = None,
+    calibration: Any = None,
+    same_field: bool = False,
+    averaged: int = 1,
+    saturation: float | None = None,
+) -> NoiseFit:
+    """The normaliser for *these* frames, in the convention (``scale``, inversion) of a backbone ``like``.
+
+    ``calibration``: a :class:`~livedenoise.calibration.CameraCalibration` (or a path to one).
+    ``same_field``: the frames are repeated acquisitions of one field (time series, references):
+    the noise is then measured from temporal differences. ``averaged``: each frame is the mean of
+    this many acquisitions (only changes calibrated fits; estimated fits measure it directly).
+    """
+    if int(averaged) != averaged or averaged < 1:
+        raise ConfigError(f"averaged = {averaged!r} is invalid; expected the number of acquisitions averaged per "
+                          "frame (an integer >= 1).")
+    averaged = int(averaged)
+    data = _frames(frames, "frames to fit the noise model on")
+    if saturation is None and like is not None:
+        saturation = like.saturation
+    vst = like.vst if like is not None else True
+    cal_name = None
+    if calibration is not None and not hasattr(calibration, "offset"):
+        from livedenoise.calibration import CameraCalibration
+
+        cal_name = str(calibration)
+        calibration = CameraCalibration.load(calibration)
+    warnings: list[str] = []
+    maps = None
+    if calibration is not None:
+        s = calibration.summary()
+        offset, gain, read_var = s["offset"], s["gain"] / averaged, s["read_var"] / averaged
+        shapes = {f.shape for f in data}
+        if shapes == {tuple(calibration.shape)}:
+            maps = (calibration.offset.astype(np.float32), (calibration.gain / averaged).astype(np.float32))
+            method = "calibration maps"
+        else:
+            method = "calibration"
+            warnings.append(f"the camera calibration is {calibration.shape[1]}x{calibration.shape[0]} px but the frames "
+                            f"are {', '.join(sorted(f'{w}x{h}' for h, w in shapes))}: its median offset, gain and read "
+                            "noise are used (per-pixel maps need frames of the calibrated size)")
+        a_adu, b_adu = gain, read_var - gain * offset
+        norm = Normalizer(offset=offset, gain=gain, noise_a=1.0, noise_b=read_var / gain**2, vst=vst,
+                          saturation=saturation,
+                          pixel_offset=None if maps is None else maps[0], pixel_gain=None if maps is None else maps[1])
+    else:
+        if same_field and len(data) >= 2 and len({f.shape for f in data}) == 1:
+            a_adu, b_adu = estimate_temporal(data, saturation=saturation)
+            method = "temporal differences"
+        else:
+            a_adu, b_adu = estimate_single_image(data, saturation=saturation)
+            method = "single image"
+        norm = Normalizer(offset=0.0, gain=a_adu, noise_a=1.0, noise_b=b_adu / a_adu**2, vst=vst, saturation=saturation)
+    sample = np.concatenate([_subsample(f.ravel(), 2_000_000 // len(data) + 1) for f in data]).astype(np.float64)
+    fit = NoiseFit(norm, method, len(data), float(a_adu), float(b_adu), averaged=averaged, calibration=cal_name,
+                   warnings=warnings)
+    if like is None:
+        stab = norm.to_stabilised(sample)
+        scale = float(np.percentile(np.abs(stab), SCALE_PERCENTILE))
+        fit.normalizer = norm.copy(scale=scale if math.isfinite(scale) and scale > 1e-12 else 1.0)
+        fit.bright_gat = float(np.percentile(stab, 99.9))
+        return fit
+    norm = norm.copy(scale=like.scale, inversion=like.inversion)
+    if norm.vst:
+        norm = _keep_in_range(norm, sample, fit)
+    fit.normalizer = norm
+    for w in fit.warnings:
+        log.warning("%s", w)
+    return fit
+
+
+def _keep_in_range(norm: Normalizer, sample: np.ndarray, fit: NoiseFit) -> Normalizer:
+    """Shift a dark level above the backbone's range back into it; flag signal above the range."""
+    stab = norm.to_stabilised(sample)
+    dark, bright = np.percentile(stab, (0.5, 99.9))
+    if dark > MAX_DARK_GAT:
+        if not norm.has_pixel_maps and norm.offset == 0.0:
+            # A vanishing fitted slope makes the transform's constant huge (float32 loses the noise in it): use the
+            # smallest slope that changes the modelled variance by at most 1 % across the frames' range.
+            x_lo, x_mid, x_hi = np.percentile(sample, (0.5, 50.0, 99.9))
+            var_mid = fit.a_adu * x_mid + fit.b_adu
+            a_new = max(fit.a_adu, 0.01 * var_mid / max(float(x_hi - x_lo), 1e-12))
+            b_new = var_mid - a_new * x_mid
+            if a_new > fit.a_adu and var_mid > 0:
+                norm = norm.copy(gain=float(a_new), noise_b=float(b_new / a_new**2))
+                stab = norm.to_stabilised(sample)
+                dark, bright = np.percentile(stab, (0.5, 99.9))
+        shift = float(dark - TRAINED_DARK_GAT)
+        norm = norm.copy(shift=shift)
+        fit.warnings.append(f"the noise of these frames is nearly signal-independent (var = {fit.a_adu:.3g} * x "
+                            f"{fit.b_adu:+.3g}): the stabilised dark level is shifted by {shift:.1f} noise units to "
+                            f"{TRAINED_DARK_GAT:.1f}, where the backbone was trained (noise size unchanged)")
+        bright -= shift
+    fit.bright_gat = float(bright)
+    limit = BRIGHT_TOLERANCE * TRAINED_BRIGHT_GAT
+    if bright > limit:
+        electrons = (bright / 2.0) ** 2
+        fit.in_range = False
+        fit.warnings.append(f"the brightest pixels carry about {electrons:,.0f} photoelectrons, above the backbone's "
+                            f"training range (up to about {(limit / 2) ** 2:,.0f}): at this signal the raw frames are "
+                            "already nearly noise-free and denoising could only lose detail")
+    return norm
+
+
+def normalizer_for(frames: Sequence[np.ndarray], *, like: Normalizer | None = None, calibration: Any = None,
+                   saturation: float | None = None, same_field: bool = False, averaged: int = 1) -> Normalizer:
+    """:func:`fit_noise_model`'s normaliser alone (for callers that need nothing else)."""
+    return fit_noise_model(frames, like=like, calibration=calibration, saturation=saturation, same_field=same_field,
+                           averaged=averaged).normalizer

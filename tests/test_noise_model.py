@@ -1,0 +1,245 @@
+"""The noise model of the user's data: estimators, the inverse, range handling, the residual check, and the
+shipped backbones through `denoise` on cameras they were not trained for."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from livedenoise.batch import denoise_dataset
+from livedenoise.cli import main
+from livedenoise.metrics import score
+from livedenoise.noise_model import (
+    TRAINED_BRIGHT_GAT, estimate_single_image, estimate_temporal, fit_noise_model,
+)
+from livedenoise.normalization import Normalizer
+from livedenoise.residual_check import check_residual, residual_map
+from simulators.config import SampleConfig
+from simulators.sample import Sample
+
+BACKBONE_SCALE = 10.0
+
+
+@pytest.fixture(scope="module")
+def structure() -> np.ndarray:
+    """Sharp filaments and puncta (PSF sigma 1.3 px), peak 1."""
+    smp = Sample(SampleConfig(slide_width=512, slide_height=512, structures=["filaments", "puncta"], density=1.2,
+                              peak_rate=1.0, background_rate=0.0, psf_sigma=1.3, seed=11))
+    rate = smp.field(0, 0, 128, 128, 1.3)
+    return rate / rate.max()
+
+
+def camera_frames(lam: np.ndarray, gain: float, n: int, rng, *, offset: float = 100.0, read_e: float = 1.5):
+    """``n`` frames of a Poisson-Gaussian camera (no fixed pattern), and the noise-free truth (ADU)."""
+    frames = [offset + gain * rng.poisson(lam) + rng.normal(0, read_e * gain, lam.shape) for _ in range(n)]
+    return frames, offset + gain * lam
+
+
+def to_8bit(frames, truth):
+    lo, hi = np.percentile(frames[0], (0.1, 99.9))
+    f = lambda a: (np.asarray(a, np.float64) - lo) / (hi - lo) * 255  # noqa: E731
+    return [np.clip(np.rint(f(x)), 0, 255).astype(np.uint8) for x in frames], f(truth)
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("peak", [2000.0, 20000.0])
+def test_temporal_estimate_is_right_on_sharp_structure_at_high_counts(structure, peak):
+    """Single-image fits over-estimate the slope on sharp structure at high counts; temporal differences do not."""
+    rng = np.random.default_rng(1)
+    frames, _ = camera_frames(structure * peak + 20.0, 2.0, 2, rng)
+    a, _ = estimate_temporal(frames)
+    assert 0.9 < a / 2.0 < 1.1
+    fit = fit_noise_model(frames, same_field=True)
+    assert fit.method == "temporal differences" and 0.9 < fit.a_adu / 2.0 < 1.1
+
+
+def test_single_image_estimate_on_a_smooth_scene_and_after_averaging(structure):
+    rng = np.random.default_rng(2)
+    smooth = np.tile(np.linspace(5, 400, 256), (256, 1))
+    frames, _ = camera_frames(smooth, 3.0, 1, rng)
+    a, _ = estimate_single_image(frames)
+    assert 0.9 < a / 3.0 < 1.1
+    # frames averaged over 16 acquisitions: the apparent slope is gain / 16, measured directly from the data
+    stack = [np.mean(camera_frames(structure * 300 + 10.0, 3.0, 16, rng)[0], axis=0) for _ in range(2)]
+    a16, _ = estimate_temporal(stack)
+    assert 0.85 < a16 / (3.0 / 16) < 1.15
+
+
+def test_averaged_frames_with_a_calibration_divide_gain_and_read_noise():
+    from livedenoise.calibration import CameraCalibration
+
+    cal = CameraCalibration(np.full((32, 32), 100.0, np.float32), np.full((32, 32), 4.0, np.float32),
+                            np.full((32, 32), 2.0, np.float32))
+    frames = [np.full((48, 48), 300.0)]
+    one = fit_noise_model(frames, calibration=cal)
+    many = fit_noise_model(frames, calibration=cal, averaged=16)
+    assert one.method == "calibration" and one.warnings  # other size: medians, said so
+    assert many.a_adu == pytest.approx(one.a_adu / 16) and many.normalizer.noise_b == pytest.approx(one.normalizer.noise_b * 16)
+    with pytest.raises(Exception, match="averaged"):
+        fit_noise_model(frames, averaged=0)
+
+
+def test_per_pixel_calibration_maps_remove_the_fixed_pattern():
+    from livedenoise.calibration import CameraCalibration
+
+    rng = np.random.default_rng(3)
+    offset = (100 + rng.normal(0, 5, (64, 64))).astype(np.float32)
+    gain = (2.0 * (1 + rng.normal(0, 0.05, (64, 64)))).astype(np.float32)
+    cal = CameraCalibration(offset, np.full((64, 64), 4.0, np.float32), gain)
+    electrons = np.full((64, 64), 50.0)
+    frame = offset + gain * electrons  # a flat field seen through the camera's fixed pattern
+    fit = fit_noise_model([frame], calibration=cal, like=Normalizer(scale=BACKBONE_SCALE))
+    assert fit.method == "calibration maps" and fit.normalizer.has_pixel_maps
+    y = fit.normalizer.forward(frame)
+    assert np.ptp(y) < 1e-4  # the pattern is gone
+    np.testing.assert_allclose(fit.normalizer.inverse(y), frame, rtol=1e-5)
+    assert np.ptp(Normalizer(offset=100, gain=2.0, noise_b=1.0, scale=BACKBONE_SCALE).forward(frame)) > 0.2  # 2 noise sd
+
+
+# ---------------------------------------------------------------------------------------------
+# the normaliser: unbiased inverse, shift, range
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("lam", [1.0, 5.0])
+def test_unbiased_inverse_removes_the_algebraic_bias(lam):
+    rng = np.random.default_rng(4)
+    x = rng.poisson(lam, 1_000_000) + rng.normal(0, 1.0, 1_000_000)
+    mean_gat = {k: float(Normalizer(noise_b=1.0, scale=10, inversion=k).forward(x).astype(np.float64).mean())
+                for k in ("algebraic", "unbiased")}
+    algebraic = Normalizer(noise_b=1.0, scale=10).inverse(np.array([mean_gat["algebraic"]]))[0] - lam
+    unbiased = Normalizer(noise_b=1.0, scale=10, inversion="unbiased").inverse(np.array([mean_gat["unbiased"]]))[0] - lam
+    assert algebraic < -0.2 and abs(unbiased) < 0.06
+
+
+def test_signal_independent_noise_is_shifted_into_the_backbone_range_losslessly():
+    """8-bit data with Gaussian noise: the fitted slope is ~0 and the transform's constant is huge; the shift fixes it."""
+    rng = np.random.default_rng(0)
+    clean = np.tile(np.linspace(20, 100, 128), (128, 1))
+    noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
+    plain = fit_noise_model([noisy]).normalizer.copy(scale=BACKBONE_SCALE)
+    assert np.percentile(plain.forward(noisy), 99.9) > 30  # what a backbone would have seen
+    fit = fit_noise_model([noisy], like=Normalizer(scale=BACKBONE_SCALE))
+    norm = fit.normalizer
+    y = norm.forward(noisy)
+    assert norm.shift > 0 and fit.warnings and np.percentile(y, 0.5) < 0.5 and np.percentile(y, 99.9) < 2.0
+    # noise size in network units unchanged (1/scale), and an exact round trip
+    assert abs(np.std(norm.forward(noisy.astype(float) - clean + 60)) - 0.1) < 0.03
+    np.testing.assert_allclose(norm.inverse(y), noisy, atol=0.05)
+
+
+def test_frames_far_above_the_training_range_are_flagged(structure):
+    rng = np.random.default_rng(5)
+    frames, _ = camera_frames(structure * 60000 + 100.0, 0.5, 2, rng)
+    fit = fit_noise_model(frames, like=Normalizer(scale=BACKBONE_SCALE), same_field=True)
+    assert not fit.in_range and fit.bright_gat > 2 * TRAINED_BRIGHT_GAT and "training range" in fit.warnings[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# residual check
+# ---------------------------------------------------------------------------------------------
+def test_residual_check_passes_a_right_model_and_fails_wrong_ones(structure):
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(6)
+    frames, truth = camera_frames(structure * 50 + 2.0, 2.0, 1, rng)
+    raw = frames[0]
+    right = fit_noise_model([raw], like=Normalizer(scale=BACKBONE_SCALE)).normalizer
+    good = check_residual(raw, truth, right)  # a perfect denoiser
+    assert good.ok and 0.8 < good.noise_scale < 1.25 and good.message == ""
+    wrong = right.copy(gain=right.gain * 6)  # the noise model claims 2.4x the real noise (sd)
+    bad = check_residual(raw, truth, wrong)
+    assert not bad.ok and bad.noise_scale < 0.7 and "noise model" in bad.message
+    blurred = gaussian_filter(raw, 4)  # a denoiser that erased the structure
+    assert not check_residual(raw, blurred, right).ok
+    shifted = truth + 3 * right.gain * np.sqrt(structure * 50 + 2.0)  # brightness changed by ~1.5 noise sd
+    assert not check_residual(raw, shifted, right).ok
+    nan = check_residual(raw, np.full_like(truth, np.nan), right)
+    assert not nan.ok and "NaN" in nan.message
+    r = residual_map(raw, truth, right)
+    assert r.shape == raw.shape and 0.8 < float(np.std(r)) < 1.2
+
+
+# ---------------------------------------------------------------------------------------------
+# shipped backbones through `denoise` on cameras and bit depths they were not trained on
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["fast", "standard"])
+def test_shipped_backbones_beat_raw_by_3db_on_other_cameras(tmp_path, structure, model):
+    rng = np.random.default_rng(7)
+    cases = {}
+    for label, gain in (("gain0.25", 0.25), ("gain4", 4.0)):
+        frames, truth = camera_frames(structure * 20 + 1.0, gain, 1, rng)
+        cases[label] = (np.rint(frames[0]).astype(np.uint16), truth)
+    frames, truth = camera_frames(structure * 20 + 1.0, 2.0, 1, rng)
+    eight, truth8 = to_8bit(frames, truth)
+    cases["8bit"] = (eight[0], truth8)
+    for label, (raw, truth) in cases.items():
+        tifffile.imwrite(tmp_path / f"{label}.tif", raw)
+        summary = denoise_dataset([tmp_path / f"{label}.tif"], tmp_path / "out", model=model, progress=False,
+                                  device="cpu")
+        out = tifffile.imread(tmp_path / "out" / f"{label}.ome.tif")
+        raw_db, out_db = score(truth, raw.astype(np.float32)).psnr, score(truth, out).psnr
+        assert out_db > raw_db + 3.0, (label, raw_db, out_db)
+        assert "single image" in summary.items[0].noise_model
+    # the stored pretraining normaliser (what `denoise` used before) is worse than raw at 0.25 ADU/e-
+    raw, truth = cases["gain0.25"]
+    denoise_dataset([tmp_path / "gain0.25.tif"], tmp_path / "stored", model=model, progress=False, device="cpu",
+                    noise_model="stored")
+    stored_db = score(truth, tifffile.imread(tmp_path / "stored" / "gain0.25.ome.tif")).psnr
+    assert stored_db < score(truth, raw.astype(np.float32)).psnr
+
+
+def test_denoise_records_the_noise_model_and_check_and_fits_time_series_temporally(tmp_path, structure):
+    from livedenoise.io import read_provenance
+
+    rng = np.random.default_rng(8)
+    frames, _ = camera_frames(structure * 20 + 1.0, 2.0, 4, rng)
+    tifffile.imwrite(tmp_path / "movie.tif", np.rint(np.stack(frames)).astype(np.uint16), imagej=True,
+                     metadata={"axes": "TYX"})
+    assert main(["denoise", str(tmp_path / "movie.tif"), "-o", str(tmp_path / "out"), "--model", "fast",
+                 "--no-progress", "--device", "cpu"]) == 0
+    prov = read_provenance(tmp_path / "out" / "movie.ome.tif")
+    assert prov["model"]["noise_model"]["method"] == "temporal differences"
+    assert prov["model"]["noise_model"]["frames"] == 4
+    assert 0.8 < prov["model"]["noise_model"]["var_model_adu"]["a"] / 2.0 < 1.25
+    assert prov["model"]["stored_normalizer"]["gain"] == 1.0 and prov["model"]["normalizer"]["gain"] != 1.0
+    assert prov["quality_check"]["ok"] is True and prov["quality_check"]["blocks_checked"] >= 1
+
+
+def test_strict_refuses_before_writing_when_the_check_fails(tmp_path, structure, capsys):
+    """A calibration that is wrong for this camera (gain off by 8x) fails the check: --strict writes nothing."""
+    from livedenoise.calibration import CameraCalibration
+
+    rng = np.random.default_rng(9)
+    frames, _ = camera_frames(structure * 20 + 1.0, 2.0, 1, rng)
+    tifffile.imwrite(tmp_path / "cells.tif", np.rint(frames[0]).astype(np.uint16))
+    CameraCalibration(np.full((128, 128), 100.0, np.float32), np.full((128, 128), 9.0, np.float32),
+                      np.full((128, 128), 16.0, np.float32)).save(tmp_path / "wrong.safetensors")
+    args = ["denoise", str(tmp_path / "cells.tif"), "--model", "fast", "--no-progress", "--device", "cpu",
+            "--calibration", str(tmp_path / "wrong.safetensors")]
+    assert main(args + ["-o", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "not consistent with the noise model" in err and "--strict" in err
+    assert not (tmp_path / "strict" / "cells.ome.tif").exists()
+    # without --strict: written, with the warning in the summary and the provenance
+    assert main(args + ["-o", str(tmp_path / "lenient")]) == 0
+    assert "warning:" in capsys.readouterr().out
+    from livedenoise.io import read_provenance
+
+    prov = read_provenance(tmp_path / "lenient" / "cells.ome.tif")
+    assert prov["model"]["noise_model"]["method"] == "calibration maps"
+    assert prov["quality_check"]["preflight"][0]["ok"] is False
+
+
+def test_frames_above_the_range_are_copied_unchanged(tmp_path, structure):
+    rng = np.random.default_rng(10)
+    frames, _ = camera_frames(structure * 60000 + 100.0, 0.5, 1, rng)
+    raw = np.rint(frames[0]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "bright.tif", raw)
+    summary = denoise_dataset([tmp_path / "bright.tif"], tmp_path / "out", model="fast", progress=False, device="cpu")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "bright.ome.tif"), raw.astype(np.float32))
+    assert any("copied unchanged" in w for w in summary.warnings)
+    assert summary.models[0]["passthrough"] is True
+    assert json.dumps(summary.models[0])  # JSON-safe for reports
