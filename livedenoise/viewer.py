@@ -69,6 +69,10 @@ _STATE_COLOURS: dict[SessionState, str] = {
 }
 
 
+#: Display range of the residual view (noise standard deviations).
+RESIDUAL_LEVELS = (-4.0, 4.0)
+
+
 def qt_binding_defect() -> str | None:
     """Describe a known-fatal Qt binding defect in this environment, or return None if there is none.
 
@@ -209,6 +213,9 @@ class LiveViewer(QtWidgets.QWidget):
         self.on_start: Callable[[], object] | None = None
         self.on_stop: Callable[[], object] | None = None
         self.on_compare: Callable[[bool], object] | None = None
+        #: ``(raw, denoised) -> residual`` in noise units (the session's :func:`~livedenoise.residual_check.residual_map`);
+        #: the "show residual" box is enabled only when one is set.
+        self.residual_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
         self._lock = threading.Lock()
         self._pending_raw: np.ndarray | None = None
@@ -297,6 +304,10 @@ class LiveViewer(QtWidgets.QWidget):
         self.shared_box.setToolTip("Map the same intensity to the same grey in both images.")
         self.freeze_box = QtWidgets.QCheckBox("freeze display")
         self.freeze_box.setToolTip("Keep the current images on screen; acquisition and recording continue.")
+        self.residual_box = QtWidgets.QCheckBox("show residual")
+        self.residual_box.setToolTip("Right image: raw - denoised in noise units (standard deviation 1 if the noise model "
+                                     "is right). It should look like pure noise; structure in it means the model "
+                                     "removed or invented detail.")
         self.fit_button = QtWidgets.QPushButton("Fit")
         self.fit_button.setToolTip("Show the whole frame (undo zoom and pan).")
 
@@ -314,6 +325,7 @@ class LiveViewer(QtWidgets.QWidget):
         contrast_row.addStretch(1)
         contrast_row.addWidget(self.shared_box)
         contrast_row.addWidget(self.freeze_box)
+        contrast_row.addWidget(self.residual_box)
         contrast_row.addWidget(self.fit_button)
         contrast_row.addStretch(1)
         contrast_row.addWidget(self.denoised.auto_box)
@@ -499,7 +511,16 @@ class LiveViewer(QtWidgets.QWidget):
             self.raw.image = raw
         if den is not None:
             self.denoised.image = den
+        if den is not None and self.showing_residual and self.raw.image is not None \
+                and self.raw.image.shape == den.shape:
+            try:
+                den = np.asarray(self.residual_fn(self.raw.image, den), np.float32)  # type: ignore[misc]
+                self.denoised.image = den
+            except Exception as exc:  # never let a display option break the live view
+                self._show_error(f"residual: {exc}")
         levels = self._target_levels()
+        if self.showing_residual:
+            levels["denoised"] = RESIDUAL_LEVELS
         with self._levels_guard():
             for panel, image in ((self.raw, raw), (self.denoised, den)):
                 if image is None:
@@ -623,7 +644,15 @@ class LiveViewer(QtWidgets.QWidget):
         self._adapted = status.adapted
         self._update_denoised_title()
 
+    @property
+    def showing_residual(self) -> bool:
+        """True when the right image shows the residual instead of the denoised frame."""
+        return self.residual_box.isChecked() and self.residual_fn is not None
+
     def _update_denoised_title(self) -> None:
+        if self.showing_residual:
+            self.denoised.title.setText("residual: raw - denoised, in noise standard deviations (grey = 0, range ±4)")
+            return
         name = self._model_name or "model"
         if self._adapted:
             name += ", adapted"

@@ -372,3 +372,28 @@ def test_save_screenshot_of_a_hidden_viewer(app, tmp_path):
         v.close()
         v.deleteLater()
         app.processEvents()
+
+
+def test_residual_view_shows_raw_minus_denoised_in_noise_units(viewer):
+    """The "show residual" option: the right image is the session's residual map, on a fixed ±4 noise-sd scale."""
+    from livedenoise.normalization import Normalizer
+    from livedenoise.residual_check import residual_map
+    from livedenoise.viewer import RESIDUAL_LEVELS
+
+    norm = Normalizer(offset=100.0, gain=2.0, noise_b=1.0, scale=10.0)
+    rng = np.random.default_rng(0)
+    den = np.full((64, 64), 300.0, np.float32)
+    raw = (den + rng.normal(0, 2.0 * np.sqrt(101), den.shape)).astype(np.float32)
+    viewer.residual_box.setChecked(True)
+    assert not viewer.showing_residual  # no residual function: the option does nothing
+    viewer.residual_fn = lambda r, d: residual_map(r, d, norm)
+    viewer.post_frames(raw, den)
+    viewer.render_once()
+    np.testing.assert_allclose(viewer.denoised.image, residual_map(raw, den, norm), atol=1e-5)
+    assert 0.8 < float(np.std(viewer.denoised.image)) < 1.2  # noise of sd 1 in noise units
+    assert viewer.levels("denoised") == pytest.approx(RESIDUAL_LEVELS)
+    assert viewer.denoised.title.text.startswith("residual")
+    viewer.residual_box.setChecked(False)
+    viewer.post_frames(raw, den)
+    viewer.render_once()
+    np.testing.assert_array_equal(viewer.denoised.image, den)

@@ -98,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
     viewer.on_start = lambda: in_background(lambda: session.start_live())
     viewer.on_stop = lambda: in_background(stop)
     viewer.on_compare = lambda show_backbone: session.show_adapted(not show_backbone)
+
+    def residual(raw, den):
+        from livedenoise.residual_check import residual_map
+
+        return residual_map(raw, den, session.denoiser.normalizer if session.denoiser else None)
+
+    viewer.residual_fn = residual
     viewer.show()
     from PySide6.QtCore import QTimer
 
