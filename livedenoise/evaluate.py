@@ -14,8 +14,18 @@ papers' microtubules) on a virtual slide, imaged by a camera whose per-pixel map
 saw, at a chosen peak signal in photons. Training images, calibration pairs and test images are
 different fields of that slide (test fields come from a band of the slide no training field
 touches), so no method is scored on the structure it was trained on. The clean image of a pair is
-the mean of ``reference_average`` exposures (CNNT's "average 64" ground truth); every score is
-against the noise-free expected image. Everything is seeded: a seed picks the fields, the noise and
+the mean of ``reference_average`` exposures (CNNT's "average 64" ground truth). Every simulated
+score is computed twice: against the simulator's noise-free expected image, which contains the
+camera's fixed pattern (per-pixel offset, gain and dark current: averaging frames keeps it, a
+spatial denoiser smooths it away), and against the same expected photoelectrons through the
+camera's *median* offset, gain and dark current (``*_flat`` columns: the sample alone).
+
+Every trained method records its steps, the step whose weights it kept (``best_step``), why it
+stopped and whether it changed the weights at all (``adapted``): a fit that ran 0 steps or kept its
+initial weights is labelled so in the report, never shown as a trained result. ``scratch`` (and
+``pairs-scratch``) trains a randomly initialised network at the pretraining learning rate with its
+own, larger budget until early stopping (``scratch_*`` settings); the report says when it stopped
+for another reason and makes no transfer-vs-scratch claim for those settings. Everything is seeded: a seed picks the fields, the noise and
 the training randomness; fields are the same at every peak (as in the papers, where one image set
 was rescaled to each peak).
 
@@ -64,12 +74,15 @@ METHOD_DESCRIPTIONS = {
     "backbone": "pretrained backbone applied zero-shot (normaliser fitted to the task's frames)",
     "transfer": "backbone + Noise2Self fine-tuning on the task's noisy frames (Wang et al.)",
     "transfer-n2same": "backbone + Noise2Same fine-tuning on the same frames (livedenoise's default objective)",
-    "scratch": "same network, untrained, + Noise2Self on the same frames (no pretraining)",
+    "scratch": "same network, randomly initialised, + Noise2Self on the same frames (no pretraining), trained until "
+               "early stopping within its own budget",
     "pairs": "backbone + supervised fine-tuning on low/high pairs (CNNT protocol)",
-    "pairs-scratch": "same network, untrained, supervised on the same pairs",
+    "pairs-scratch": "same network, randomly initialised, supervised on the same pairs until early stopping",
 }
 TRAINED_METHODS = ("transfer", "transfer-n2same", "scratch", "pairs", "pairs-scratch")
 METRICS = ("mse", "psnr", "ssim", "frc")
+#: Scratch methods: a randomly initialised network (their fits use the ``scratch_*`` settings).
+SCRATCH_METHODS = ("scratch", "pairs-scratch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,13 +116,20 @@ class EvalConfig:
     averages: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     reference_average: int = 64
     background_fraction: float = 0.05  # uniform background, as a fraction of the peak
-    # training (every fit; the papers' learning rates come from TrainingConfig)
-    max_steps: int = 40
+    # training (every fit; the papers' learning rates come from TrainingConfig). Validations every
+    # 5 steps: the loop keeps weights only at a validation, so a fit that stops between two keeps
+    # nothing it learnt since the last one.
+    max_steps: int = 400
     patience: int = 8
-    steps_per_validation: int = 20
+    steps_per_validation: int = 5
     patch_size: int = 64
     batch_size: int = 4
     time_budget_s: float = 10.0
+    # "scratch" fits: a network from random weights needs far more steps than a fine-tune and the
+    # pretraining learning rate; it trains until early stopping (patience) or this budget.
+    scratch_max_steps: int = 5000
+    scratch_time_budget_s: float = 30.0
+    scratch_lr: float = 1e-3
     # real pairs
     real_max_pairs_per_set: int | None = 1
     real_crop: int | None = 128
@@ -119,14 +139,23 @@ class EvalConfig:
     seed: int = 0
 
     def training(self, loss: str = "l2", method: str = "transfer") -> TrainingConfig:
-        """The :class:`TrainingConfig` of a fit: the papers' Noise2Self, except for ``transfer-n2same``."""
-        extra = {}
+        """The :class:`TrainingConfig` of a fit: the papers' Noise2Self, except for ``transfer-n2same``.
+
+        Scratch methods get their own step/time budget and the pretraining learning rate: with the
+        fine-tuning rate (1e-4) and a fine-tune's budget a random network barely moves, and the
+        comparison would measure the budget, not the value of pretraining.
+        """
+        extra: dict = {}
         if "self_supervised" in TrainingConfig.model_fields:
             extra["self_supervised"] = "noise2same" if method == "transfer-n2same" else "noise2self"
+        max_steps, budget = self.max_steps, self.time_budget_s
+        if method in SCRATCH_METHODS:
+            max_steps, budget = self.scratch_max_steps, self.scratch_time_budget_s
+            extra.update(lr_self_supervised=self.scratch_lr, lr_pairs=self.scratch_lr)
         return TrainingConfig(
-            max_steps=self.max_steps, patience=self.patience, steps_per_validation=self.steps_per_validation,
+            max_steps=max_steps, patience=self.patience, steps_per_validation=self.steps_per_validation,
             patch_size=max(16, min(self.patch_size, 1024)), batch_size=self.batch_size, loss=loss,
-            time_budget_s=self.time_budget_s, seed=self.seed, **extra,
+            time_budget_s=budget, seed=self.seed, **extra,
         )
 
     def to_dict(self) -> dict:
@@ -143,19 +172,23 @@ class EvalConfig:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive photon counts.")
         if any(a < 1 for a in self.averages) or any(n < 1 for n in (*self.train_sizes, *self.pair_counts)):
             raise ConfigError("averages, train_sizes and pair_counts must be positive integers.")
+        if self.scratch_max_steps < 1 or self.scratch_time_budget_s <= 0 or self.scratch_lr <= 0:
+            raise ConfigError(f"scratch_max_steps ({self.scratch_max_steps}), scratch_time_budget_s "
+                              f"({self.scratch_time_budget_s}) and scratch_lr ({self.scratch_lr}) must be positive.")
         return self
 
 
 def preset(name: str) -> EvalConfig:
     """``tiny`` (test suite, seconds), ``quick`` (a few minutes on a 2-core CPU) or ``full`` (hours on a CPU)."""
     if name == "quick":
-        return EvalConfig()
+        return EvalConfig()  # the dataclass defaults
     if name == "tiny":
         return EvalConfig(
             name="tiny", image_size=32, n_train=2, n_test=1, peaks=(10.0, 200.0), sweep_seeds=1, sweep_pairs=2,
             stability_peak=10.0, stability_seeds=2, train_sizes=(1, 2), size_peak=10.0, loss_peaks=(10.0,),
             pair_counts=(2, 3), pairs_peak=10.0, averages=(1, 4), reference_average=8, max_steps=2,
             steps_per_validation=2, patience=2, patch_size=32, batch_size=2, time_budget_s=5.0,
+            scratch_max_steps=4, scratch_time_budget_s=5.0,
             real_max_pairs_per_set=1, real_crop=48, real_max_train_pairs=2,
         )
     if name == "full":
@@ -164,7 +197,7 @@ def preset(name: str) -> EvalConfig:
             sweep_seeds=5, sweep_pairs=5, stability_peak=20.0, stability_seeds=5, train_sizes=(1, 2, 5, 10, 20, 50),
             size_peak=20.0, size_seeds=3, loss_peaks=(5.0, 20.0, 100.0, 500.0), loss_seeds=3, pair_counts=(5, 10, 20),
             pairs_peak=20.0, pairs_seeds=3, max_steps=2000, patience=8, steps_per_validation=10, patch_size=64,
-            batch_size=8, time_budget_s=60.0, real_max_pairs_per_set=None, real_crop=None, real_max_train_pairs=5,
+            batch_size=8, time_budget_s=60.0, scratch_max_steps=50_000, scratch_time_budget_s=900.0, real_max_pairs_per_set=None, real_crop=None, real_max_train_pairs=5,
         )
     raise ConfigError(f"Evaluation preset {name!r} is unknown; expected 'tiny', 'quick' or 'full'.")
 
@@ -298,8 +331,23 @@ class SimulatedTask:
         return (acc / average).astype(np.float32)
 
     def truth(self, rate: np.ndarray, peak: float) -> np.ndarray:
-        """Noise-free expected ADU image."""
+        """Noise-free expected ADU image (the simulator's ground truth: the camera's fixed pattern included)."""
         return self.camera.expected(self.photons(rate, peak), self.exposure_s)
+
+    def truth_flat(self, rate: np.ndarray, peak: float) -> np.ndarray:
+        """The expected image without the camera's fixed pattern: the sample alone, in the same ADU units.
+
+        The simulator's ground truth is ``gain_i * E[e_i] + offset_i`` with per-pixel maps (and
+        per-pixel dark current: hot pixels). Averaging frames converges to that pattern, while a
+        spatial denoiser smooths it away, so scores against it favour averaging. Here the expected
+        photoelectrons (dark current at its median) go through the *median* gain and offset, with
+        the same full-well and ADC clipping as :meth:`SCMOSCamera.expected`.
+        """
+        cam, maps = self.camera, self.camera.maps
+        e = cam.config.quantum_efficiency * self.photons(rate, peak) + float(np.median(maps.dark_current)) * self.exposure_s
+        e = np.minimum(e, cam.config.full_well)
+        adu = float(np.median(maps.gain)) * e + float(np.median(maps.offset))
+        return np.clip(adu, 0, cam.max_adu).astype(np.float32)
 
     def _rng(self, kind: str, seed: int, peak: float, extra: int = 0) -> np.random.Generator:
         return np.random.default_rng([seed, {"train": 11, "pairs": 12, "test": 13}[kind], int(round(peak * 1000)), extra])
@@ -317,9 +365,14 @@ class SimulatedTask:
         return noisy, clean
 
     def test_set(self, peak: float, seed: int, n: int, average: int = 1) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``n`` noisy test frames (each the mean of ``average`` exposures) and their truth (fixed pattern included)."""
         rng = self._rng("test", seed, peak, average)
         rates = self.fields("test", seed, n)
         return [self.expose(r, peak, rng, average) for r in rates], [self.truth(r, peak) for r in rates]
+
+    def test_truth_flat(self, peak: float, seed: int, n: int) -> list[np.ndarray]:
+        """:meth:`truth_flat` of the test fields of :meth:`test_set` (same order)."""
+        return [self.truth_flat(r, peak) for r in self.fields("test", seed, n)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,10 +471,33 @@ class EvalKey:
 
 @dataclass
 class FitInfo:
+    """How one fit went: what every trained row records (empty for baselines and the zero-shot backbone)."""
+
     train_s: float = 0.0
     steps: int = 0
     stopped: str = ""
     best_val_loss: float = math.nan
+    best_step: int = 0
+    initial_val_loss: float = math.nan
+    adapted: bool | None = None  # None: not a fit; False: 0 steps or the initial weights kept
+
+    @classmethod
+    def from_fit(cls, seconds: float, fit) -> "FitInfo":
+        """From a :class:`~livedenoise.training.loop.FitResult`.
+
+        ``adapted`` is the loop's own flag when it has one; otherwise a fit counts as adapted only
+        when it ran steps *and* kept weights from a later validation than the initial one.
+        """
+        adapted = getattr(fit, "adapted", None)
+        if adapted is None:
+            adapted = fit.steps > 0 and fit.best_step > 0
+        return cls(float(seconds), int(fit.steps), str(fit.stopped), float(fit.best_val_loss), int(fit.best_step),
+                   float(fit.initial_val_loss), bool(adapted))
+
+    def row_fields(self) -> dict:
+        """The fields a scored :class:`Row` carries."""
+        return {"train_s": self.train_s, "steps": self.steps, "stopped": self.stopped, "best_step": self.best_step,
+                "adapted": self.adapted}
 
 
 @dataclass
@@ -447,10 +523,16 @@ class Row:
     frc: float = math.nan
     psnr_other: float = math.nan  # the other normalisation (raw percentile when affine, and vice versa)
     ssim_other: float = math.nan
+    # simulated only: against the truth without the camera's fixed pattern (median offset/gain/dark current)
+    mse_flat: float = math.nan
+    psnr_flat: float = math.nan
+    ssim_flat: float = math.nan
     train_s: float = 0.0
     infer_ms: float = 0.0
     steps: int = 0
     stopped: str = ""
+    best_step: int = 0
+    adapted: bool | None = None  # trained methods: False when the fit ran 0 steps or kept its initial weights
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -500,7 +582,7 @@ class Evaluator:
             t0 = time.perf_counter()
             res = finetune(start, noisy, clean, training=c.training(key.loss, key.method), seed=c.seed + key.seed,
                            device=self.device, name=f"{key.method}-p{key.peak:g}-s{key.seed}")
-            info = FitInfo(time.perf_counter() - t0, res.fit.steps, res.fit.stopped, res.fit.best_val_loss)
+            info = FitInfo.from_fit(time.perf_counter() - t0, res.fit)
             ckpt = res.checkpoint
         elif key.method not in ("noisy", "gaussian", "nlm"):
             raise ConfigError(f"Method {key.method!r} is unknown; expected one of {', '.join(METHOD_DESCRIPTIONS)}.")
@@ -511,12 +593,15 @@ class Evaluator:
         c = self.config
         ckpt, info = self._fit(key.model)
         noisy, truth = self.task.test_set(key.test_peak, key.test_seed, c.n_test, key.average)
+        flat = self.task.test_truth_flat(key.test_peak, key.test_seed, c.n_test)
         outs, ms = apply_method(key.model.method, ckpt, noisy, renormalize=key.renormalize, device=self.device)
         rows = []
-        for i, (out, ref) in enumerate(zip(outs, truth)):
+        for i, (out, ref, ref_flat) in enumerate(zip(outs, truth, flat)):
             s = score(ref, out, frc=True)
+            f = score(ref_flat, out)
             rows.append({"image": f"test{i}", "mse": s.mse, "mae": s.mae, "psnr": s.psnr, "ssim": s.ssim, "frc": s.frc,
-                         "train_s": info.train_s, "infer_ms": ms, "steps": info.steps, "stopped": info.stopped})
+                         "mse_flat": f.mse, "psnr_flat": f.psnr, "ssim_flat": f.ssim, "infer_ms": ms,
+                         **info.row_fields()})
         return rows
 
     # ---- experiment plans ----------------------------------------------------------------------
@@ -688,12 +773,13 @@ def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint,
                         continue  # leave-one-out needs another pair in the set
                     tn = [_crop(np.asarray(q.noisy), config.real_crop) for q in others]
                     tc = [_crop(np.asarray(q.clean), config.real_crop).astype(np.float32) for q in others]
-                    res = finetune(start, tn, tc, training=config.training(), seed=config.seed, device=dev)
+                    res = finetune(start, tn, tc, training=config.training(method=method), seed=config.seed,
+                                   device=dev)
                 else:
                     res = finetune(start, [noisy], None, training=config.training(method=method), seed=config.seed,
                                    device=dev)
                 ckpt = res.checkpoint
-                info = FitInfo(time.perf_counter() - t0, res.fit.steps, res.fit.stopped, res.fit.best_val_loss)
+                info = FitInfo.from_fit(time.perf_counter() - t0, res.fit)
                 done += 1
             elif method == "backbone":
                 ckpt = with_normalizer(backbone, [noisy])
@@ -702,8 +788,7 @@ def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint,
             o = score(clean, out, affine=not affine_here)
             rows.append(Row(experiment="real", method=method, image=p.name, set=set_name, affine=affine_here,
                             mse=s.mse, mae=s.mae, psnr=s.psnr, ssim=s.ssim, frc=s.frc if s.frc is not None else math.nan,
-                            psnr_other=o.psnr, ssim_other=o.ssim, train_s=info.train_s, infer_ms=ms,
-                            steps=info.steps, stopped=info.stopped))
+                            psnr_other=o.psnr, ssim_other=o.ssim, infer_ms=ms, **info.row_fields()))
     if progress is not None:
         progress("done", total, total)
     return rows
@@ -767,7 +852,8 @@ def load_result(path: str | Path) -> EvalResult:
         data = json.loads(p.read_text())
         known = {f.name for f in fields(EvalConfig)}
         cfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items() if k in known})
-        metric_fields = {"mse", "mae", "psnr", "ssim", "frc", "psnr_other", "ssim_other"}
+        metric_fields = {"mse", "mae", "psnr", "ssim", "frc", "psnr_other", "ssim_other", "mse_flat", "psnr_flat",
+                         "ssim_flat"}
 
         def value(k, v):
             if k in metric_fields:
@@ -784,5 +870,5 @@ def load_result(path: str | Path) -> EvalResult:
 __all__ = [
     "EXPERIMENTS", "EvalConfig", "EvalResult", "Evaluator", "Row", "apply_method", "SimulatedTask", "evaluate_pairs", "gaussian_baseline",
     "machine_info", "describe_machine", "nlm_baseline", "preset", "run_evaluation", "scratch_model", "with_normalizer",
-    "load_result", "affine_sets_from",
+    "load_result", "affine_sets_from", "FitInfo", "SCRATCH_METHODS", "TRAINED_METHODS",
 ]

@@ -32,20 +32,41 @@ def _finite_mean(values: Iterable[float]) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
+#: Label suffixes of trained rows whose fit did not change the network: such a row is the starting
+#: network (the backbone, or an untrained one for scratch), never a trained result.
+NOT_TRAINED = " [0 steps: not trained]"
+KEPT_INITIAL = " [initial weights kept]"
+
+
 def method_label(row: dict) -> str:
-    """Method name as shown in tables (loss and per-input normaliser where they vary)."""
+    """Method name as shown in tables (per-input normaliser where it varies; fits that changed nothing)."""
     label = row["method"]
+    if row.get("adapted") is False:
+        label += NOT_TRAINED if not row.get("steps") else KEPT_INITIAL
     if row.get("renormalize"):
         label += " (normaliser per input)"
     return label
+
+
+def stop_text(values: Iterable[str]) -> str:
+    """Stop reasons of a group's fits, most frequent first, e.g. ``time_budget ×2, early_stop``."""
+    counts: dict[str, int] = defaultdict(int)
+    for v in values:
+        if v:
+            counts[v] += 1
+    return ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def aggregate(rows: list[dict], by: tuple[str, ...], metrics: tuple[str, ...] = ("mse", "psnr", "ssim", "frc")) -> list[dict]:
     """Group rows by ``by`` (+ method label): mean over images per seed, then mean/std over seeds.
 
     Returns dicts with the ``by`` values, ``method``, ``seeds`` (count), ``<metric>``,
-    ``<metric>_sd`` and ``train_s``/``infer_ms`` (means).
+    ``<metric>_sd`` and ``train_s``/``infer_ms`` (means); the fixed-pattern-free scores
+    (``psnr_flat``, ``ssim_flat``, ``mse_flat``) when rows have them; and for trained rows
+    ``steps``/``best_step`` (means over seeds) and ``stopped`` (the stop reasons, counted).
     """
+    metrics = tuple(metrics) + tuple(m for m in ("mse_flat", "psnr_flat", "ssim_flat")
+                                     if m not in metrics and any(_finite(r.get(m)) for r in rows))
     groups: dict[tuple, dict[object, list[dict]]] = defaultdict(lambda: defaultdict(list))
     order: list[tuple] = []
     for r in rows:
@@ -64,8 +85,18 @@ def aggregate(rows: list[dict], by: tuple[str, ...], metrics: tuple[str, ...] = 
             finite = [x for x in seed_means if math.isfinite(x)]
             agg[m] = float(np.mean(finite)) if finite else math.nan
             agg[m + "_sd"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+        # one fit per seed (every image of a seed is scored with the same model)
+        fits = [rs[0] for rs in per_seed.values() if rs[0].get("adapted") is not None]
+        agg["fits"] = len(fits)
+        agg["steps"] = float(np.mean([r.get("steps") or 0 for r in fits])) if fits else math.nan
+        agg["best_step"] = float(np.mean([r.get("best_step") or 0 for r in fits])) if fits else math.nan
+        agg["stopped"] = stop_text(r.get("stopped") or "" for r in fits)
         out.append(agg)
     return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +109,7 @@ def fmt(metric: str, value: float, sd: float | None = None) -> str:
     if math.isinf(value):
         return "inf"
     spec = {"mse": ".2e", "mae": ".2e", "psnr": ".2f", "ssim": ".3f", "frc": ".3f", "train_s": ".1f",
-            "infer_ms": ".1f"}.get(metric, ".3g")
+            "infer_ms": ".1f"}.get(metric.removesuffix("_flat").removesuffix("_other"), ".3g")
     text = format(value, spec)
     if sd is not None and math.isfinite(sd):
         text += " ± " + format(sd, spec)
@@ -91,19 +122,50 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def steps_text(agg: dict) -> str:
+    """``steps (best B)`` of a group's fits (means over seeds), ``-`` for methods that do not train."""
+    if not agg.get("fits"):
+        return "-"
+    return f"{agg['steps']:.0f} (best {agg['best_step']:.0f})"
+
+
 def metric_table(aggs: list[dict], keys: list[tuple[str, str]], *, with_time: bool = True) -> str:
-    """Long-format table: key columns, method, MSE, PSNR, SSIM, mean FRC (mean ± sd over seeds), fit s."""
-    header = [label for _, label in keys] + ["method", "MSE", "PSNR (dB)", "SSIM", "mean FRC", "seeds"]
+    """Long-format table: key columns, method, MSE, PSNR, SSIM, mean FRC (mean ± sd over seeds), fit s.
+
+    With fixed-pattern-free scores in the rows (simulated data), PSNR and SSIM against that truth
+    follow; with trained methods, their steps (best step) and stop reasons.
+    """
+    flat = any(_finite(a.get("psnr_flat")) for a in aggs)
+    fitted = any(a.get("fits") for a in aggs)
+    header = [label for _, label in keys] + ["method", "MSE", "PSNR (dB)", "SSIM", "mean FRC"]
+    if flat:
+        header += ["PSNR no FP", "SSIM no FP"]
+    header.append("seeds")
     if with_time:
         header.append("fit s")
+    if fitted:
+        header += ["steps (best)", "stopped"]
     body = []
     for a in aggs:
         row = [("-" if a.get(k) is None else (f"{a[k]:g}" if isinstance(a[k], float) else str(a[k]))) for k, _ in keys]
-        row += [a["method"]] + [fmt(m, a[m], a[m + "_sd"]) for m in ("mse", "psnr", "ssim", "frc")] + [str(a["seeds"])]
+        row += [a["method"]] + [fmt(m, a[m], a[m + "_sd"]) for m in ("mse", "psnr", "ssim", "frc")]
+        if flat:
+            row += [fmt(m, a.get(m, math.nan), a.get(m + "_sd")) for m in ("psnr_flat", "ssim_flat")]
+        row.append(str(a["seeds"]))
         if with_time:
             row.append(fmt("train_s", a["train_s"]) if a["train_s"] else "-")
+        if fitted:
+            row += [steps_text(a), a.get("stopped") or "-"]
         body.append(row)
     return markdown_table(header, body)
+
+
+FLAT_NOTE = ("'no FP' columns: scored against the expected image without the camera's fixed pattern (median offset, "
+             "gain and dark current instead of the per-pixel maps); the other columns against the simulator's ground "
+             "truth, which contains the pattern. Averaging frames keeps the pattern, spatial denoising removes it.")
+NOT_TRAINED_NOTE = (f"'{NOT_TRAINED.strip()}' / '{KEPT_INITIAL.strip()}': the fit ran no step, or no validation beat "
+                    "the initial weights, so the row is the starting network (the backbone; an untrained network for "
+                    "scratch), not a trained result.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,18 +240,62 @@ def _rows_of(rows: list[dict], exp: str) -> list[dict]:
     return [r for r in rows if r["experiment"] == exp]
 
 
-def _wins(aggs: list[dict], x: str, a: str, b: str, metric: str, higher: bool) -> tuple[int, int]:
-    """In how many ``x`` values method ``a`` beats ``b`` on ``metric``."""
-    xs = sorted({g[x] for g in aggs if g.get(x) is not None})
-    wins = n = 0
-    for v in xs:
-        va = next((g[metric] for g in aggs if g[x] == v and g["method"] == a), None)
-        vb = next((g[metric] for g in aggs if g[x] == v and g["method"] == b), None)
-        if va is None or vb is None or not (math.isfinite(va) and math.isfinite(vb)):
-            continue
-        n += 1
-        wins += (va > vb) if higher else (va < vb)
-    return wins, n
+def _base(label: str) -> str:
+    """The method of a table label (without the not-trained / per-input suffixes)."""
+    return label.split(" [")[0].split(" (")[0]
+
+
+def pretrained_vs_scratch(aggs: list[dict], x: str, label: str, pre: str = "transfer", scratch: str = "scratch") -> list[str]:
+    """Report lines comparing a pretrained method with its from-scratch twin, only where scratch converged.
+
+    A scratch fit that stopped at its time or step budget is a partly trained network: beating it
+    says nothing about pretraining, so such settings are listed with their steps and left out of
+    the comparison. ``pre`` rows whose fit kept the backbone's weights are compared as what they
+    are (the backbone), and the line says so.
+    """
+    keys = sorted({a[x] for a in aggs if a.get(x) is not None and _base(a["method"]) == scratch})
+    if not keys:
+        return []
+    lines: list[str] = []
+    converged: list = []
+    for k in keys:
+        sc = [a for a in aggs if a.get(x) == k and _base(a["method"]) == scratch]
+        ok = sc and all(a["method"] == scratch and a.get("stopped") and set(
+            part.split(" ×")[0] for part in a["stopped"].split(", ")) == {"early_stop"} for a in sc)
+        if ok:
+            converged.append(k)
+        else:
+            a = sc[0]
+            what = (f"stopped: {a.get('stopped')} after {a['steps']:.0f} steps, best step {a['best_step']:.0f}"
+                    if a.get("fits") else "not trained")
+            lines.append(f"- {label} {k:g}: `{scratch}` did not converge ({what}): no {pre}-vs-{scratch} comparison "
+                         "is made here.")
+    if not converged:
+        lines.append(f"- `{scratch}` reached early stopping at none of the {len(keys)} {label} settings (budget "
+                     f"too short on this machine), so this run makes **no claim** about {pre} vs {scratch}.")
+        return lines
+    for metric, higher in (("psnr", True), ("ssim", True), ("mse", False)):
+        wins = n = 0
+        diffs = []
+        kept = set()
+        for k in converged:
+            pa = [a for a in aggs if a.get(x) == k and _base(a["method"]) == pre and math.isfinite(a[metric])]
+            sa = [a for a in aggs if a.get(x) == k and a["method"] == scratch and math.isfinite(a[metric])]
+            if not pa or not sa:
+                continue
+            n += 1
+            va, vb = pa[0][metric], sa[0][metric]
+            wins += (va > vb) if higher else (va < vb)
+            diffs.append(va - vb)
+            if pa[0]["method"] != pre:
+                kept.add(k)
+        if n:
+            extra = f" (mean difference {np.mean(diffs):+.2f} dB)" if metric == "psnr" else ""
+            note = (f"; at {', '.join(f'{k:g}' for k in sorted(kept))} the {pre} fit kept the backbone's weights"
+                    if kept else "")
+            lines.append(f"- {pre} beats converged {scratch} on {METRIC_LABELS[metric]} at {wins}/{n} {label} "
+                         f"settings{extra}{note}.")
+    return lines
 
 
 BASELINES = ("noisy", "gaussian", "nlm")
@@ -230,11 +336,8 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
         lines.append(f"Task: {cfg['structure']} on an unseen {cfg['camera']} camera, {cfg['image_size']}² px, "
                      f"{cfg['n_train']} noisy training frames, {cfg['sweep_pairs']} pairs for `pairs`, {cfg['n_test']} held-out "
                      f"test fields per seed; {cfg['sweep_seeds']} seed(s).")
-        lines += ["", metric_table(aggs, [("peak", "peak photons")])]
-        for metric, higher in (("ssim", True), ("frc", True), ("mse", False)):
-            w, n = _wins(aggs, "peak", "transfer", "scratch", metric, higher)
-            if n:
-                lines.append(f"\n- transfer beats scratch on {METRIC_LABELS[metric]} at {w}/{n} peak levels.")
+        lines += ["", metric_table(aggs, [("peak", "peak photons")]), "", FLAT_NOTE, NOT_TRAINED_NOTE, ""]
+        lines += pretrained_vs_scratch(aggs, "peak", "peak")
         lost = losses(aggs, "peak", "peak")
         lines += ["", "Where livedenoise loses to a classical baseline:" if lost else "livedenoise beats every classical "
                   "baseline at every peak (PSNR and SSIM)."] + lost
@@ -254,15 +357,18 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
             body.append([a["method"], fmt("mse", a["mse"], a["mse_sd"]), f"{cv['mse']:.1f}%" if math.isfinite(cv["mse"]) else "-",
                          fmt("ssim", a["ssim"], a["ssim_sd"]), f"{cv['ssim']:.1f}%" if math.isfinite(cv["ssim"]) else "-",
                          fmt("frc", a["frc"], a["frc_sd"]),
-                         f"{min(seed_vals):.3f} .. {max(seed_vals):.3f}" if seed_vals else "-", str(a["seeds"])])
-        lines += ["", markdown_table(["method", "MSE", "CV", "SSIM", "CV", "mean FRC", "SSIM range", "seeds"], body)]
+                         f"{min(seed_vals):.3f} .. {max(seed_vals):.3f}" if seed_vals else "-", str(a["seeds"]),
+                         steps_text(a), a.get("stopped") or "-"])
+        lines += ["", markdown_table(["method", "MSE", "CV", "SSIM", "CV", "mean FRC", "SSIM range", "seeds",
+                                      "steps (best)", "stopped"], body), "", NOT_TRAINED_NOTE]
         if plots:
             files["stability"] = _plot_stability(rows, out / "stability.png")
     elif exp == "size":
         aggs = aggregate(rows, ("n_train",))
         lines.append(f"Peak {cfg['size_peak']:g} photons; Noise2Self on 1..N noisy frames; evaluation on the same held-out "
                      "test fields for every N.")
-        lines += ["", metric_table(aggs, [("n_train", "training frames")])]
+        lines += ["", metric_table(aggs, [("n_train", "training frames")]), ""]
+        lines += pretrained_vs_scratch(aggs, "n_train", "training-set size")
         if plots:
             files["size"] = plot_lines(aggs, "n_train", out / "size.png", title="Self-supervised training-set size",
                                        xlabel="noisy training frames", logx=True)
@@ -277,7 +383,8 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
         aggs = aggregate(rows, ("n_pairs",))
         lines.append(f"Peak {cfg['pairs_peak']:g} photons; clean image of a pair = mean of {cfg['reference_average']} "
                      "exposures; `transfer` (Noise2Self, no pairs) for reference.")
-        lines += ["", metric_table(aggs, [("n_pairs", "pairs")])]
+        lines += ["", metric_table(aggs, [("n_pairs", "pairs")]), ""]
+        lines += pretrained_vs_scratch(aggs, "n_pairs", "pair count", pre="pairs", scratch="pairs-scratch")
         if plots:
             files["pairs"] = plot_lines([a for a in aggs if a.get("n_pairs") is not None], "n_pairs", out / "pairs.png",
                                         title="Fine-tuning with few pairs", xlabel="pairs")
@@ -286,7 +393,7 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
         lines.append("Models fine-tuned on single frames (average 1), then applied to inputs averaged over N frames "
                      "(higher input SNR). 'normaliser per input' refits the noise model to each input, as a session does "
                      "when the noise level changes; otherwise the model's stored normaliser is used.")
-        lines += ["", metric_table(aggs, [("average", "frames averaged")], with_time=False)]
+        lines += ["", metric_table(aggs, [("average", "frames averaged")], with_time=False), "", FLAT_NOTE]
         lost = losses(aggs, "average", "average")
         lines += ["", "Where livedenoise loses to a classical baseline (including the unprocessed input):" if lost else
                   "livedenoise beats the classical baselines at every input SNR."] + lost
@@ -380,8 +487,11 @@ def write_report(result: "EvalResult", out: Path, *, plots: bool = True) -> dict
         f"- backbone: `{result.backbone}`",
         f"- machine: {describe_machine(result.machine)}",
         f"- wall time: {result.seconds:.0f} s",
-        f"- fits: at most {cfg['max_steps']} steps / {cfg['time_budget_s']:g} s each, patience {cfg['patience']}, "
-        f"patch {cfg['patch_size']}, batch {cfg['batch_size']} (learning rates: TrainingConfig defaults)",
+        f"- fits: at most {cfg['max_steps']} steps / {cfg['time_budget_s']:g} s each, validation every "
+        f"{cfg.get('steps_per_validation', '?')} steps, patience {cfg['patience']}, patch {cfg['patch_size']}, "
+        f"batch {cfg['batch_size']} (learning rates: TrainingConfig defaults)"
+        + (f"; scratch fits until early stopping, at most {cfg['scratch_max_steps']} steps / "
+           f"{cfg['scratch_time_budget_s']:g} s, learning rate {cfg['scratch_lr']:g}" if "scratch_max_steps" in cfg else ""),
         "- metrics: `livedenoise.metrics.score` (reference percentile-normalised to 0.1/99.9 %; MSE in those units; "
         "SSIM 7x7; mean FRC over rings up to Nyquist); mean ± sd over seeds", "",
         "Methods:", "",

@@ -93,7 +93,8 @@ def test_evaluate_runs_every_experiment_and_writes_the_report(tmp_path, tiny_bac
     for title in ("across peak signal", "Rerun stability", "training-set size", "L1 vs L2", "few low/high pairs",
                   "averages of 1..64"):
         assert title in report
-    assert "| peak photons | method | MSE | PSNR (dB) | SSIM | mean FRC | seeds | fit s |" in report
+    assert ("| peak photons | method | MSE | PSNR (dB) | SSIM | mean FRC | PSNR no FP | SSIM no FP | seeds | fit s | "
+            "steps (best) | stopped |") in report
     assert "| transfer l1 |" in report.replace("| 10 | transfer l1 |", "| transfer l1 |")
     assert "pairs (normaliser per input)" in report
     data = json.loads((out / "results.json").read_text())
@@ -105,6 +106,15 @@ def test_evaluate_runs_every_experiment_and_writes_the_report(tmp_path, tiny_bac
     assert {r["seed"] for r in data["rows"] if r["experiment"] == "stability"} == {0, 1}
     for r in data["rows"]:
         assert 0 <= r["mse"] < 10 and -1 <= r["ssim"] <= 1 and r["frc"] is not None
+        assert r["psnr_flat"] is not None and -1 <= r["ssim_flat"] <= 1  # both truths, every simulated row
+        if r["method"] in ("transfer", "transfer-n2same", "scratch", "pairs", "pairs-scratch"):
+            # every fit records its steps, the step it kept and why it stopped
+            assert r["steps"] >= 1 and 0 <= r["best_step"] <= r["steps"] and r["stopped"] and r["adapted"] is not None
+            assert not r["adapted"] or r["best_step"] > 0  # "adapted" means weights from a later validation
+        else:
+            assert r["adapted"] is None and r["steps"] == 0
+    # scratch trains with its own budget: up to scratch_max_steps, more than a fine-tune's max_steps
+    assert max(r["steps"] for r in sweep if r["method"] == "scratch") > cfg.max_steps
     # the noise-free reference makes the noisy input score worse at 10 than at 200 photons
     noisy = {r["peak"]: r["mse"] for r in sweep if r["method"] == "noisy"}
     assert noisy[10.0] > noisy[200.0]
@@ -146,6 +156,9 @@ def test_cli_evaluates_real_pairs(tmp_path, tiny_backbone, capsys):
     assert {r["method"] for r in rows if r["set"] == "two"} >= {"noisy", "gaussian", "nlm", "backbone", "transfer",
                                                                 "scratch", "pairs"}
     assert "pairs" not in {r["method"] for r in rows if r["set"] == "one"}
+    for r in rows:  # real pairs record every fit too
+        trained = r["method"] in ("transfer", "transfer-n2same", "scratch", "pairs")
+        assert (r["steps"] >= 1 and bool(r["stopped"]) and r["adapted"] is not None) if trained else r["adapted"] is None
     report = (out / "report.md").read_text()
     assert "## Real low/high pairs" in report and "| set | method |" in report and "Affine-fit sets: two" in report
     assert not list(out.glob("*.png"))
@@ -165,3 +178,73 @@ def test_user_errors_are_one_line(tmp_path, tiny_backbone, capsys):
     with pytest.raises(ConfigError, match="zzz"):
         affine_sets_from("zzz", ["a", "b"])
     assert affine_sets_from("none", ["a"]) == set() and affine_sets_from("all", ["a", "b"]) == {"a", "b"}
+
+
+def test_truth_without_fixed_pattern_is_flat_where_the_sample_is():
+    from livedenoise.evaluate import SimulatedTask
+
+    task = SimulatedTask("filaments", 32)
+    uniform = np.full((32, 32), 0.5, np.float32)
+    with_fp, flat = task.truth(uniform, 100.0), task.truth_flat(uniform, 100.0)
+    assert np.ptp(flat) == 0.0  # a uniform sample: the pattern-free truth is one value
+    assert np.std(with_fp) > 0.5  # the simulator's truth carries the per-pixel offset/gain pattern
+    assert float(np.median(with_fp)) == pytest.approx(float(flat[0, 0]), rel=0.01)
+    # on a real field both differ only by the pattern: far less than the signal
+    f = task.fields("test", 0, 1)[0]
+    d = task.truth(f, 100.0) - task.truth_flat(f, 100.0)
+    assert abs(float(np.median(d))) < 0.5 and np.std(d) < 0.2 * np.std(task.truth_flat(f, 100.0))
+    assert len(task.test_truth_flat(100.0, 0, 2)) == 2
+
+
+def test_fit_info_says_when_a_fit_changed_nothing():
+    from types import SimpleNamespace
+
+    from livedenoise.evaluate import FitInfo
+
+    def result(steps, best, **extra):
+        return SimpleNamespace(steps=steps, best_step=best, stopped="time_budget", best_val_loss=1.0,
+                               initial_val_loss=1.0, **extra)
+
+    assert FitInfo.from_fit(1.0, result(0, 0)).adapted is False  # no step at all
+    assert FitInfo.from_fit(1.0, result(17, 0)).adapted is False  # steps, but the initial weights kept
+    info = FitInfo.from_fit(1.0, result(40, 20))
+    assert info.adapted is True and info.row_fields() == {"train_s": 1.0, "steps": 40, "stopped": "time_budget",
+                                                          "best_step": 20, "adapted": True}
+    assert FitInfo.from_fit(1.0, result(40, 20, adapted=False)).adapted is False  # the loop's own flag wins
+
+
+def test_report_labels_untrained_rows_and_claims_nothing_without_converged_scratch():
+    from livedenoise.evaluate_report import aggregate, method_label, pretrained_vs_scratch
+
+    assert method_label({"method": "transfer", "adapted": False, "steps": 0}) == "transfer [0 steps: not trained]"
+    assert method_label({"method": "scratch", "adapted": False, "steps": 12}) == "scratch [initial weights kept]"
+    assert method_label({"method": "transfer", "adapted": True, "steps": 12}) == "transfer"
+
+    def rows(stopped, scratch_psnr):
+        base = {"experiment": "sweep", "seed": 0, "peak": 5.0, "mse": 0.1, "ssim": 0.5, "frc": 0.5}
+        return [{**base, "method": "transfer", "psnr": 20.0, "steps": 30, "best_step": 10, "stopped": "early_stop",
+                 "adapted": True},
+                {**base, "method": "scratch", "psnr": scratch_psnr, "mse": 0.2, "steps": 300, "best_step": 250,
+                 "stopped": stopped, "adapted": True}]
+
+    aggs = aggregate(rows("time_budget", 15.0), ("peak",))
+    (scr,) = [a for a in aggs if a["method"] == "scratch"]
+    assert scr["steps"] == 300 and scr["best_step"] == 250 and scr["stopped"] == "time_budget"
+    text = "\n".join(pretrained_vs_scratch(aggs, "peak", "peak"))
+    assert "did not converge (stopped: time_budget after 300 steps, best step 250)" in text
+    assert "no claim" in text and "beats" not in text
+    text = "\n".join(pretrained_vs_scratch(aggregate(rows("early_stop", 15.0), ("peak",)), "peak", "peak"))
+    assert "transfer beats converged scratch on PSNR (dB) at 1/1 peak settings (mean difference +5.00 dB)" in text
+
+
+def test_scratch_fits_get_their_own_budget_and_the_pretraining_rate():
+    from livedenoise.evaluate import preset
+
+    cfg = preset("quick")
+    fine, scratch = cfg.training(method="transfer"), cfg.training(method="scratch")
+    assert (fine.max_steps, fine.time_budget_s) == (cfg.max_steps, cfg.time_budget_s)
+    assert (scratch.max_steps, scratch.time_budget_s) == (cfg.scratch_max_steps, cfg.scratch_time_budget_s)
+    assert scratch.lr_self_supervised == scratch.lr_pairs == cfg.scratch_lr > fine.lr_self_supervised
+    assert cfg.training(method="pairs-scratch").time_budget_s == cfg.scratch_time_budget_s
+    with pytest.raises(ConfigError, match="scratch"):
+        replace(cfg, scratch_time_budget_s=0).validate()

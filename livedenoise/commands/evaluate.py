@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, help="reruns per setting (overrides the preset for every experiment)")
     p.add_argument("--time-budget", type=float, help="seconds per fit (overrides the preset)")
     p.add_argument("--max-steps", type=int, help="training steps per fit at most (overrides the preset)")
+    p.add_argument("--scratch-time-budget", type=float,
+                   help="seconds per from-scratch fit (trained until early stopping within it; overrides the preset)")
     p.add_argument("--image-size", type=int, help="simulated image side in pixels (overrides the preset)")
     p.add_argument("--affine", default="all",
                    help="real pairs: sets scored with the affine-fit metric: 'all' (default), 'none' or SET,SET,...")
@@ -71,6 +73,11 @@ def build_config(args: argparse.Namespace):
         if args.max_steps < 1:
             raise ConfigError(f"--max-steps {args.max_steps} is invalid; expected a positive number of steps.")
         changes["max_steps"] = args.max_steps
+    if getattr(args, "scratch_time_budget", None) is not None:
+        if args.scratch_time_budget <= 0:
+            raise ConfigError(f"--scratch-time-budget {args.scratch_time_budget} is invalid; expected a positive number "
+                              "of seconds.")
+        changes["scratch_time_budget_s"] = args.scratch_time_budget
     if args.image_size is not None:
         changes["image_size"] = args.image_size
     if args.max_pairs_per_set is not None:
@@ -100,12 +107,16 @@ def run(args: argparse.Namespace) -> int:
         lib_log.setLevel(logging.WARNING)
     console = Console()
     if args.pairs is None:
-        from livedenoise.evaluate import TRAINED_METHODS, Evaluator
+        from livedenoise.evaluate import SCRATCH_METHODS, TRAINED_METHODS, Evaluator
 
         plan = Evaluator(cfg, backbone, device=args.device).plan()
-        fits = len({k.model for _, k in plan if k.model.method in TRAINED_METHODS})
-        console.print(f"{cfg.name} evaluation: {fits} fits of at most {cfg.time_budget_s:g} s each "
-                      f"(up to {fits * cfg.time_budget_s / 3600:.1f} h){'; --quick takes minutes' if cfg.name == 'full' else ''}")
+        models = {k.model for _, k in plan if k.model.method in TRAINED_METHODS}
+        scratch = sum(1 for m in models if m.method in SCRATCH_METHODS)
+        fits = len(models) - scratch
+        worst = fits * cfg.time_budget_s + scratch * cfg.scratch_time_budget_s
+        console.print(f"{cfg.name} evaluation: {fits} fine-tunes of at most {cfg.time_budget_s:g} s and {scratch} "
+                      f"from-scratch fits of at most {cfg.scratch_time_budget_s:g} s (up to {worst / 3600:.1f} h)"
+                      f"{'; --quick takes minutes' if cfg.name == 'full' else ''}")
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as bar:
