@@ -12,15 +12,21 @@ same metric code (``livedenoise.metrics.score``), and is timed on this machine:
 
 * ``gaussian`` (sigma 1) and ``nlm`` (scikit-image; MANIFEST.md's settings);
 * ``vst+bm3d``: generalised Anscombe transform with Poisson-Gaussian parameters estimated from the
-  image itself (``livedenoise.normalization.Normalizer.fit``), BM3D with sigma 1 (PyPI ``bm3d``, peers
-  environment), closed-form unbiased inverse (Makitalo & Foi 2011/2013);
+  image itself (``livedenoise.noise_model.fit_noise_model``, the estimate ``livedenoise denoise``
+  makes for a single image), BM3D with sigma 1 (PyPI ``bm3d``, peers environment), closed-form
+  unbiased inverse (Makitalo & Foi 2011/2013);
+* ``vst+nlm``: the same transform and inverse around scikit-image non-local means with sigma 1
+  (no peers environment needed);
 * ``n2v (careamics)``: CAREamics Noise2Void trained on the same noisy images for the same time budget
   as livedenoise's fine-tuning (peers environment: ``bash benchmarks/setup_peers.sh``);
 * ``livedenoise backbone``: the shipped backbone zero-shot; ``livedenoise fine-tune``: backbone +
   self-supervised fine-tuning (``finetune``'s default objective) on the same noisy images, same budget.
 
 On real pairs every learned method sees one image at a time (zero-shot), as in ARCHITECTURE.md's
-measurements; on the simulator the few noisy frames of a task are trained on together.
+measurements; on the simulator the few noisy frames of a task are trained on together. Simulated
+cases are scored twice: against the simulator's ground truth (which contains the camera's per-pixel
+offset/gain pattern) and against the truth without that pattern (``psnr_flat``/``ssim_flat``;
+``SimulatedTask.truth_flat``).
 """
 from __future__ import annotations
 
@@ -36,42 +42,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, load_average, machine, machine_line, peers_python,
-    run_peer, table, write_outputs,
+    run_peer, table, vst_bm3d, vst_nlm, write_outputs,
 )
 
-METHODS = ("noisy", "gaussian", "nlm", "vst+bm3d", "n2v (careamics)", "livedenoise backbone", "livedenoise fine-tune")
-
-
-# ---------------------------------------------------------------------------------------------
-# VST + BM3D
-# ---------------------------------------------------------------------------------------------
-def anscombe_unbiased_inverse(d: np.ndarray) -> np.ndarray:
-    """Closed-form approximation of the exact unbiased inverse of the Anscombe transform (Makitalo & Foi).
-
-    ``E[e'] ~= d^2/4 + sqrt(3/2)/(4 d) - 11/(8 d^2) + 5 sqrt(3/2)/(8 d^3) - 1/8``; below ``d = 2 sqrt(3/8)``
-    (zero counts) the result is clipped to 0. The algebraic inverse ``d^2/4 - 3/8`` is biased low at
-    small counts, which is visible in BM3D's output at a few photons.
-    """
-    d = np.asarray(d, np.float64)
-    safe = np.maximum(d, 2 * math.sqrt(3 / 8))
-    c = math.sqrt(1.5)
-    out = 0.25 * safe**2 + 0.25 * c / safe - 1.375 / safe**2 + 0.625 * c / safe**3 - 0.125
-    return np.maximum(out, 0.0)
-
-
-def vst_forward(frame: np.ndarray):
-    """Stabilise ``frame`` to noise std ~1 with parameters estimated from the frame; returns (z, normalizer)."""
-    from livedenoise.normalization import Normalizer
-
-    norm = Normalizer.fit([frame])  # estimate_poisson_gaussian on the frame itself; scale set below
-    norm = norm.copy(scale=1.0)
-    return norm.forward(frame).astype(np.float64), norm
-
-
-def vst_inverse(z: np.ndarray, norm) -> np.ndarray:
-    e_prime = anscombe_unbiased_inverse(z)  # E[e + noise_b] for noise_a == 1
-    e = e_prime - norm.noise_b
-    return (e * norm.gain + norm.offset).astype(np.float32)
+METHODS = ("noisy", "gaussian", "nlm", "vst+nlm", "vst+bm3d", "n2v (careamics)", "livedenoise backbone",
+           "livedenoise fine-tune")
+#: Methods that run in the peers environment (skipped with a reason when it is missing).
+PEER_METHODS = ("vst+bm3d", "n2v (careamics)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +63,7 @@ class Case:
     noisy: list[np.ndarray]
     reference: list[np.ndarray]
     affine: bool
+    reference_flat: list[np.ndarray] | None = None  # simulated: the truth without the camera's fixed pattern
 
 
 def simulated_cases(peaks: list[float], size: int, n_images: int, seed: int) -> list[Case]:
@@ -95,7 +73,8 @@ def simulated_cases(peaks: list[float], size: int, n_images: int, seed: int) -> 
     cases = []
     for peak in peaks:
         noisy, truth = task.test_set(peak, seed, n_images)
-        cases.append(Case(f"sim peak {peak:g}", f"{peak:g} photons", noisy, truth, affine=False))
+        cases.append(Case(f"sim peak {peak:g}", f"{peak:g} photons", noisy, truth, affine=False,
+                          reference_flat=task.test_truth_flat(peak, seed, n_images)))
     return cases
 
 
@@ -117,17 +96,13 @@ def real_cases(folder: Path, max_per_set: int | None, crop: int | None) -> list[
 # ---------------------------------------------------------------------------------------------
 # methods
 # ---------------------------------------------------------------------------------------------
-def _vst_seconds(frames: list[np.ndarray]) -> float:
-    """Seconds per image of the forward + inverse transform (including the noise estimate)."""
-    t0 = time.perf_counter()
-    for f in frames:
-        z, norm = vst_forward(f)
-        vst_inverse(z, norm)
-    return (time.perf_counter() - t0) / len(frames)
+def run_method(method: str, case: Case, *, backbone, budget_s: float,
+               training) -> tuple[list[np.ndarray], float, str, dict | None]:
+    """Denoise a case; returns (outputs, wall seconds per image incl. training, note, fit record).
 
-
-def run_method(method: str, case: Case, *, backbone, budget_s: float, training) -> tuple[list[np.ndarray] | None, float, str]:
-    """Denoise a case; returns (outputs or None, wall seconds per image incl. training, note)."""
+    The fit record of a trained method (steps, best step, stop reason, whether the weights changed)
+    goes into every result row, so a "fine-tune" that kept the backbone cannot pass for a trained one.
+    """
     from livedenoise.evaluate import gaussian_baseline, nlm_baseline, with_normalizer
     from livedenoise.inference import Denoiser
     from livedenoise.training.finetune import finetune
@@ -141,19 +116,20 @@ def run_method(method: str, case: Case, *, backbone, budget_s: float, training) 
         outs = [gaussian_baseline(f) for f in case.noisy]
     elif method == "nlm":
         outs = [nlm_baseline(f) for f in case.noisy]
-    elif method == "vst+bm3d":
-        zs, norms = zip(*(vst_forward(f) for f in case.noisy))
-        den, secs, info = run_peer({"method": "bm3d", "sigma": 1.0}, list(zs))
-        outs = [vst_inverse(z, nm) for z, nm in zip(den, norms)]
+    elif method == "vst+nlm":
+        outs = [vst_nlm(f) for f in case.noisy]
         note = "a,b estimated from each image"
-        # the worker's own BM3D timing plus the transforms here; the subprocess start-up is not counted
-        return outs, float(np.mean(secs)) + _vst_seconds(case.noisy), note
+    elif method == "vst+bm3d":
+        outs, secs = vst_bm3d(case.noisy)
+        note = "a,b estimated from each image"
+        return outs, float(np.mean(secs)), note, None
     elif method == "n2v (careamics)":
         outs, secs, info = run_peer({"method": "n2v", "time_budget_s": budget_s, "groups": [list(range(n))],
                                      "patch_size": 64, "batch_size": 16, "seed": 0}, list(case.noisy),
                                     timeout_s=budget_s * 4 + 600)
         note = f"careamics {info.get('careamics')}, epochs {info.get('epochs')}"
-        return outs, float(np.mean(secs)), note  # the worker's own timing excludes its interpreter start-up
+        fit = {"epochs": info.get("epochs"), "stopped": "time_budget"}  # Lightning's Timer ends every N2V run
+        return outs, float(np.mean(secs)), note, fit  # the worker's own timing excludes its interpreter start-up
     elif method == "livedenoise backbone":
         ckpt = with_normalizer(backbone, case.noisy)
         den = Denoiser(ckpt, device="cpu")
@@ -162,10 +138,22 @@ def run_method(method: str, case: Case, *, backbone, budget_s: float, training) 
         res = finetune(backbone, case.noisy, None, training=training, time_budget_s=budget_s, device="cpu", seed=0)
         den = Denoiser(res.checkpoint, device="cpu")
         outs = [den.denoise(f) for f in case.noisy]
-        note = f"{res.fit.objective}, {res.fit.steps} steps, {res.fit.stopped}"
+        fit = fit_record(res.fit)
+        note = (f"{res.fit.objective}, {fit['steps']} steps (best {fit['best_step']}), {fit['stopped']}"
+                + ("" if fit["adapted"] else ": the backbone's weights were kept"))
+        return outs, (time.perf_counter() - t0) / n, note, fit
     else:
         raise ValueError(method)
-    return outs, (time.perf_counter() - t0) / n, note
+    return outs, (time.perf_counter() - t0) / n, note, None
+
+
+def fit_record(fit) -> dict:
+    """Steps, best step, stop reason and ``adapted`` (the loop's flag, else: kept weights from a later validation)."""
+    adapted = getattr(fit, "adapted", None)
+    if adapted is None:
+        adapted = fit.steps > 0 and fit.best_step > 0
+    return {"steps": int(fit.steps), "best_step": int(fit.best_step), "stopped": str(fit.stopped),
+            "adapted": bool(adapted)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,23 +198,27 @@ def main(argv: list[str] | None = None) -> int:
     results, notes, failures = [], {}, {}
     for case in cases:
         for method in methods:
-            if method in ("vst+bm3d", "n2v (careamics)") and peers is None:
+            if method in PEER_METHODS and peers is None:
                 failures[method] = "not installed: run `bash benchmarks/setup_peers.sh`"
                 continue
             print(f"[quality] {case.name}: {method}", flush=True)
             try:
-                outs, secs, note = run_method(method, case, backbone=backbone, budget_s=budget, training=training)
+                outs, secs, note, fit = run_method(method, case, backbone=backbone, budget_s=budget,
+                                                   training=training)
             except PeerError as exc:
                 failures[method] = str(exc)
                 print(f"  failed: {exc}", flush=True)
                 continue
             if note:
                 notes[(case.name, method)] = note
-            for i, (out, ref) in enumerate(zip(outs, case.reference)):
+            flats = case.reference_flat or [None] * len(outs)
+            for i, (out, ref, flat) in enumerate(zip(outs, case.reference, flats)):
                 s = score(ref, out, affine=case.affine, frc=True)
+                f = score(flat, out) if flat is not None else None
                 results.append({"case": case.name, "group": case.group, "image": i, "method": method,
                                 "affine": case.affine, "psnr": s.psnr, "ssim": s.ssim, "mse": s.mse, "frc": s.frc,
-                                "seconds_per_image": secs, "pixels": int(out.size)})
+                                "psnr_flat": f.psnr if f else None, "ssim_flat": f.ssim if f else None,
+                                "seconds_per_image": secs, "pixels": int(out.size), "fit": fit})
     info = {**machine(), "load_average_start": load_start}
     md = render(results, failures, notes, info, budget, quick, real_note, backbone.name)
     payload = {"machine": info, "quick": quick, "budget_s": budget, "backbone": backbone.name, "results": results,
@@ -242,42 +234,95 @@ def _mean(vals) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
+def is_simulated(row: dict) -> bool:
+    return row["case"].startswith("sim ")
+
+
+def summarise(results: list[dict], kind: str) -> list[dict]:
+    """Per method, the mean over the ``kind`` ("simulated"/"real") data sets, each set weighted equally.
+
+    Keys: ``method``, ``psnr``, ``ssim``, ``frc``, ``psnr_flat``/``ssim_flat`` (simulated; NaN
+    otherwise), ``seconds_per_image``, ``sets``, and for trained methods ``fits`` (cases),
+    ``adapted`` (cases whose fit changed the weights), ``steps``/``best_step`` (means).
+    """
+    sel = [r for r in results if is_simulated(r) == (kind == "simulated")]
+    out = []
+    for m in dict.fromkeys(r["method"] for r in sel):
+        groups = [g for g in dict.fromkeys(r["group"] for r in sel)]
+        per_group = [[r for r in sel if r["method"] == m and r["group"] == g] for g in groups]
+        per_group = [rs for rs in per_group if rs]
+        agg = {"method": m, "sets": len(per_group),
+               "seconds_per_image": _mean(r["seconds_per_image"] for rs in per_group for r in rs)}
+        for k in ("psnr", "ssim", "frc", "psnr_flat", "ssim_flat"):
+            agg[k] = _mean(_mean(r.get(k) for r in rs) for rs in per_group)
+        fits = {r["case"]: r["fit"] for rs in per_group for r in rs if r.get("fit")}
+        if fits:
+            agg["fits"] = len(fits)
+            agg["adapted"] = sum(1 for f in fits.values() if f.get("adapted", True))
+            if any("steps" in f for f in fits.values()):
+                agg["steps"] = _mean(f.get("steps") for f in fits.values())
+                agg["best_step"] = _mean(f.get("best_step") for f in fits.values())
+            if any("epochs" in f for f in fits.values()):
+                agg["epochs"] = _mean(f.get("epochs") for f in fits.values())
+        out.append(agg)
+    return out
+
+
+def fit_text(agg: dict) -> str:
+    """``steps (best): 120 (40); adapted 5/7`` for trained methods, ``-`` otherwise."""
+    if not agg.get("fits"):
+        return "-"
+    parts = []
+    if "steps" in agg:
+        parts.append(f"{agg['steps']:.0f} steps (best {agg['best_step']:.0f})")
+        parts.append(f"weights changed in {agg['adapted']}/{agg['fits']}")
+    if "epochs" in agg:
+        parts.append(f"{agg['epochs']:.1f} epochs")
+    return "; ".join(parts)
+
+
 def render(results: list[dict], failures: dict, notes: dict, info: dict, budget: float, quick: bool, real_note: str,
            backbone: str) -> str:
     lines = [f"# Quality benchmark{' (quick)' if quick else ''}", "",
              f"- machine: {machine_line(info)}",
              f"- learned methods: {budget:g} s training budget per case (N2V and livedenoise fine-tune alike); "
              f"livedenoise backbone `{backbone}`",
-             "- metric: `livedenoise.metrics.score`; simulated cases against the noise-free truth, real pairs against "
-             "the clean image (affine fit for " + ", ".join(DEV_AFFINE_SETS) + ")", ""]
+             "- metric: `livedenoise.metrics.score`; simulated cases against the noise-free truth (with the camera's "
+             "fixed pattern, as the simulator returns it; 'no FP': without it), real pairs against the clean image "
+             "(affine fit for " + ", ".join(DEV_AFFINE_SETS) + ")", ""]
     groups = list(dict.fromkeys(r["group"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     if results:
+        flat = any(r.get("psnr_flat") is not None for r in results)
         body = []
         for g in groups:
             for m in methods:
                 rs = [r for r in results if r["group"] == g and r["method"] == m]
                 if rs:
-                    body.append([g, m, f"{_mean(r['psnr'] for r in rs):.2f}", f"{_mean(r['ssim'] for r in rs):.3f}",
-                                 f"{_mean(r['frc'] for r in rs):.3f}", f"{_mean(r['seconds_per_image'] for r in rs):.2f}",
-                                 len(rs)])
-        lines += ["## Per data set", "", table(["data", "method", "PSNR (dB)", "SSIM", "mean FRC", "s / image", "images"], body), ""]
-        for kind, pick in (("simulated", lambda r: r["case"].startswith("sim ")), ("real", lambda r: not r["case"].startswith("sim "))):
-            sel = [r for r in results if pick(r)]
-            if not sel:
+                    fits = [r["fit"] for r in rs if r.get("fit") and "steps" in r["fit"]]
+                    label = m + (" [initial weights kept]" if fits and not any(f["adapted"] for f in fits) else "")
+                    row = [g, label, f"{_mean(r['psnr'] for r in rs):.2f}", f"{_mean(r['ssim'] for r in rs):.3f}"]
+                    if flat:
+                        row += [_cell(_mean(r.get("psnr_flat") for r in rs), ".2f"),
+                                _cell(_mean(r.get("ssim_flat") for r in rs), ".3f")]
+                    row += [f"{_mean(r['frc'] for r in rs):.3f}", f"{_mean(r['seconds_per_image'] for r in rs):.2f}",
+                            len(rs), "; ".join(dict.fromkeys(f"{f['steps']} (best {f['best_step']}), {f['stopped']}"
+                                                            for f in fits)) or "-"]
+                    body.append(row)
+        header = ["data", "method", "PSNR (dB)", "SSIM"] + (["PSNR no FP", "SSIM no FP"] if flat else []) + [
+            "mean FRC", "s / image", "images", "steps (best), stop"]
+        lines += ["## Per data set", "", table(header, body), ""]
+        for kind in ("simulated", "real"):
+            aggs = summarise(results, kind)
+            if not aggs:
                 continue
-            body = []
-            for m in methods:
-                per_group = [[r for r in sel if r["method"] == m and r["group"] == g] for g in groups]
-                per_group = [rs for rs in per_group if rs]
-                if not per_group:
-                    continue
-                body.append([m, f"{_mean(_mean(r['psnr'] for r in rs) for rs in per_group):.2f}",
-                             f"{_mean(_mean(r['ssim'] for r in rs) for rs in per_group):.3f}",
-                             f"{_mean(_mean(r['frc'] for r in rs) for rs in per_group):.3f}",
-                             f"{_mean(r['seconds_per_image'] for rs in per_group for r in rs):.2f}"])
-            lines += [f"## Mean over {kind} data sets (each set weighted equally)", "",
-                      table(["method", "PSNR (dB)", "SSIM", "mean FRC", "s / image"], body), ""]
+            sim = kind == "simulated"
+            body = [[a["method"], f"{a['psnr']:.2f}", f"{a['ssim']:.3f}"]
+                    + ([_cell(a["psnr_flat"], ".2f"), _cell(a["ssim_flat"], ".3f")] if sim else [])
+                    + [f"{a['frc']:.3f}", f"{a['seconds_per_image']:.2f}", fit_text(a)] for a in aggs]
+            header = ["method", "PSNR (dB)", "SSIM"] + (["PSNR no FP", "SSIM no FP"] if sim else []) + [
+                "mean FRC", "s / image", "training"]
+            lines += [f"## Mean over {kind} data sets (each set weighted equally)", "", table(header, body), ""]
     if notes:
         lines += ["Notes: " + "; ".join(f"{k[0]} {k[1]}: {v}" for k, v in list(notes.items())[:12]), ""]
     if failures:
@@ -285,6 +330,10 @@ def render(results: list[dict], failures: dict, notes: dict, info: dict, budget:
     if real_note:
         lines += [real_note, ""]
     return "\n".join(lines)
+
+
+def _cell(value: float, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 if __name__ == "__main__":
