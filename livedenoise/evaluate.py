@@ -126,10 +126,13 @@ class EvalConfig:
     batch_size: int = 4
     time_budget_s: float = 10.0
     # "scratch" fits: a network from random weights needs far more steps than a fine-tune and the
-    # pretraining learning rate; it trains until early stopping (patience) or this budget.
+    # pretraining learning rate; it trains until early stopping or this budget. Its validations are
+    # sparser: patience 8 x 5 steps would stop a random network on the first noisy plateau (measured:
+    # 100-400 steps), which is not convergence; 8 x 20 steps without improvement is closer to it.
     scratch_max_steps: int = 5000
-    scratch_time_budget_s: float = 30.0
+    scratch_time_budget_s: float = 60.0
     scratch_lr: float = 1e-3
+    scratch_steps_per_validation: int = 20
     # real pairs
     real_max_pairs_per_set: int | None = 1
     real_crop: int | None = 128
@@ -148,12 +151,12 @@ class EvalConfig:
         extra: dict = {}
         if "self_supervised" in TrainingConfig.model_fields:
             extra["self_supervised"] = "noise2same" if method == "transfer-n2same" else "noise2self"
-        max_steps, budget = self.max_steps, self.time_budget_s
+        max_steps, budget, every = self.max_steps, self.time_budget_s, self.steps_per_validation
         if method in SCRATCH_METHODS:
-            max_steps, budget = self.scratch_max_steps, self.scratch_time_budget_s
+            max_steps, budget, every = self.scratch_max_steps, self.scratch_time_budget_s, self.scratch_steps_per_validation
             extra.update(lr_self_supervised=self.scratch_lr, lr_pairs=self.scratch_lr)
         return TrainingConfig(
-            max_steps=max_steps, patience=self.patience, steps_per_validation=self.steps_per_validation,
+            max_steps=max_steps, patience=self.patience, steps_per_validation=every,
             patch_size=max(16, min(self.patch_size, 1024)), batch_size=self.batch_size, loss=loss,
             time_budget_s=budget, seed=self.seed, **extra,
         )
@@ -172,7 +175,8 @@ class EvalConfig:
                 raise ConfigError(f"{name} {getattr(self, name)} must be positive photon counts.")
         if any(a < 1 for a in self.averages) or any(n < 1 for n in (*self.train_sizes, *self.pair_counts)):
             raise ConfigError("averages, train_sizes and pair_counts must be positive integers.")
-        if self.scratch_max_steps < 1 or self.scratch_time_budget_s <= 0 or self.scratch_lr <= 0:
+        if (self.scratch_max_steps < 1 or self.scratch_time_budget_s <= 0 or self.scratch_lr <= 0
+                or self.scratch_steps_per_validation < 1):
             raise ConfigError(f"scratch_max_steps ({self.scratch_max_steps}), scratch_time_budget_s "
                               f"({self.scratch_time_budget_s}) and scratch_lr ({self.scratch_lr}) must be positive.")
         return self
@@ -188,7 +192,7 @@ def preset(name: str) -> EvalConfig:
             stability_peak=10.0, stability_seeds=2, train_sizes=(1, 2), size_peak=10.0, loss_peaks=(10.0,),
             pair_counts=(2, 3), pairs_peak=10.0, averages=(1, 4), reference_average=8, max_steps=2,
             steps_per_validation=2, patience=2, patch_size=32, batch_size=2, time_budget_s=5.0,
-            scratch_max_steps=4, scratch_time_budget_s=5.0,
+            scratch_max_steps=4, scratch_time_budget_s=5.0, scratch_steps_per_validation=2,
             real_max_pairs_per_set=1, real_crop=48, real_max_train_pairs=2,
         )
     if name == "full":
@@ -197,7 +201,8 @@ def preset(name: str) -> EvalConfig:
             sweep_seeds=5, sweep_pairs=5, stability_peak=20.0, stability_seeds=5, train_sizes=(1, 2, 5, 10, 20, 50),
             size_peak=20.0, size_seeds=3, loss_peaks=(5.0, 20.0, 100.0, 500.0), loss_seeds=3, pair_counts=(5, 10, 20),
             pairs_peak=20.0, pairs_seeds=3, max_steps=2000, patience=8, steps_per_validation=10, patch_size=64,
-            batch_size=8, time_budget_s=60.0, scratch_max_steps=50_000, scratch_time_budget_s=900.0, real_max_pairs_per_set=None, real_crop=None, real_max_train_pairs=5,
+            batch_size=8, time_budget_s=60.0, scratch_max_steps=50_000, scratch_time_budget_s=900.0,
+            scratch_steps_per_validation=50, real_max_pairs_per_set=None, real_crop=None, real_max_train_pairs=5,
         )
     raise ConfigError(f"Evaluation preset {name!r} is unknown; expected 'tiny', 'quick' or 'full'.")
 

@@ -491,7 +491,8 @@ def write_report(result: "EvalResult", out: Path, *, plots: bool = True) -> dict
         f"{cfg.get('steps_per_validation', '?')} steps, patience {cfg['patience']}, patch {cfg['patch_size']}, "
         f"batch {cfg['batch_size']} (learning rates: TrainingConfig defaults)"
         + (f"; scratch fits until early stopping, at most {cfg['scratch_max_steps']} steps / "
-           f"{cfg['scratch_time_budget_s']:g} s, learning rate {cfg['scratch_lr']:g}" if "scratch_max_steps" in cfg else ""),
+           f"{cfg['scratch_time_budget_s']:g} s, validation every {cfg.get('scratch_steps_per_validation', '?')} steps, "
+           f"learning rate {cfg['scratch_lr']:g}" if "scratch_max_steps" in cfg else ""),
         "- metrics: `livedenoise.metrics.score` (reference percentile-normalised to 0.1/99.9 %; MSE in those units; "
         "SSIM 7x7; mean FRC over rings up to Nyquist); mean ± sd over seeds", "",
         "Methods:", "",

@@ -245,6 +245,7 @@ def test_scratch_fits_get_their_own_budget_and_the_pretraining_rate():
     assert (fine.max_steps, fine.time_budget_s) == (cfg.max_steps, cfg.time_budget_s)
     assert (scratch.max_steps, scratch.time_budget_s) == (cfg.scratch_max_steps, cfg.scratch_time_budget_s)
     assert scratch.lr_self_supervised == scratch.lr_pairs == cfg.scratch_lr > fine.lr_self_supervised
+    assert scratch.steps_per_validation == cfg.scratch_steps_per_validation > fine.steps_per_validation
     assert cfg.training(method="pairs-scratch").time_budget_s == cfg.scratch_time_budget_s
     with pytest.raises(ConfigError, match="scratch"):
         replace(cfg, scratch_time_budget_s=0).validate()
