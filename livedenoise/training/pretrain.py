@@ -1,12 +1,25 @@
-"""Supervised backbone pretraining (Wang et al.: MSE, lr 1e-3) on simulated pairs or a folder of real pairs.
+"""Supervised backbone pretraining (Wang et al.: MSE, lr 1e-3) on synthetic pairs or a folder of real pairs.
 
-``livedenoise pretrain`` wraps :func:`pretrain`. The shipped backbones in ``livedenoise/weights`` were
-made with it (command, data recipe, duration and metrics are in the README).
+Data sources (``data=``):
+
+* ``"synthetic"`` (default): a bank of clean fields with many structure kinds
+  (:mod:`simulators.structures`), rendered once and cached, with fresh camera noise drawn for every
+  batch (:mod:`livedenoise.training.synthetic`). Compute-bound: every step is new data.
+* ``"simulated"``: the first release's recipe, whole pairs from the simulated camera presets
+  (:func:`livedenoise.training.simdata.simulated_pairs`), kept for comparison.
+* ``pairs_dir``: a folder of real low/high-SNR pairs.
+
+``livedenoise pretrain`` wraps :func:`pretrain`. Long runs are made of several calls: each saves the
+current weights to ``output`` every ``checkpoint_every_s`` seconds (atomically, so a session that ends
+mid-run loses minutes, not hours), and ``init=`` continues from that file, typically with a lower
+learning rate (a step schedule). The shipped backbones' provenance (every stage's steps, learning
+rate, data recipe and wall time) is in their metadata (``training.stages``) and the README.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +34,8 @@ from livedenoise.training.data import ImageSet, PatchSampler
 from livedenoise.training.finetune import match_intensity
 from livedenoise.training.loop import FitProgress, FitResult, fit
 from livedenoise.training.pairs import load_pair_folder
-from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs
+from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs, structure_bank
+from livedenoise.training.synthetic import NoiseRecipe, SyntheticPairSampler
 
 log = logging.getLogger("livedenoise")
 
@@ -61,11 +75,31 @@ def _folder_sets(folder: Path, val_fraction: float = 0.2) -> tuple[ImageSet, Ima
     return train, val, {"source": str(folder), "pairs": len(pairs)}
 
 
+def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, ...], patch_size: int,
+                        batch_size: int, seed: int, cache_dir: Path | None):
+    bank = structure_bank(bank_fields, bank_size, seed=seed, held_out=held_out, cache_dir=cache_dir)
+    val_bank = structure_bank(max(16, bank_fields // 10), bank_size, seed=seed + 10_000, held_out=held_out,
+                              cache_dir=cache_dir)
+    recipe = NoiseRecipe()
+    train = SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed)
+    val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1)
+    desc = {"source": "synthetic", **bank.description, "val_fields": len(val_bank), "noise": recipe.describe(),
+            "recipe": "livedenoise.training.synthetic + simulators.structures"}
+    return train, val, desc
+
+
 def pretrain(
     preset: str = "fast",
     *,
     arch_kwargs: dict | None = None,
     pairs_dir: str | Path | None = None,
+    data: str = "synthetic",
+    bank_fields: int = 600,
+    bank_size: int = 256,
+    held_out: tuple[str, ...] = ("straight_filaments",),
+    cache_dir: str | Path | None = None,
+    checkpoint_every_s: float | None = 300.0,
+    validation_batches: int = 8,
     n_train: int = 400,
     n_val: int = 32,
     image_size: int = 128,
@@ -94,28 +128,60 @@ def pretrain(
     kwargs = {**kwargs, **(arch_kwargs or {})}
     if init is not None:
         arch, kwargs = init.arch, dict(init.arch_kwargs)
+    if data not in ("synthetic", "simulated"):
+        raise ValueError(f"unknown pretraining data {data!r}; expected 'synthetic' or 'simulated' (or a pairs folder)")
     if pairs_dir is not None:
         train_set, val_set, desc = _folder_sets(Path(pairs_dir))
-    else:
+        train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
+        val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
+    elif data == "simulated":
         train_set, val_set, desc = _simulated_sets(n_train, n_val, image_size, seed)
+        train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
+        val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
+    else:
+        train, val, desc = _synthetic_samplers(bank_fields, bank_size, tuple(held_out), patch_size, batch_size, seed,
+                                               Path(cache_dir) if cache_dir is not None else None)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
-    train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
-    val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
-    result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
-                 patience=patience, steps_per_validation=steps_per_validation, seed=seed,
-                 device=select_device(device), progress=progress, cancel=cancel)
-    model.to("cpu")
     normalizer = Normalizer(vst=True, scale=BACKBONE_SCALE)  # template: offset/gain/noise are set per experiment
     previous = init.training if init is not None else {}
-    total_steps = int(previous.get("total_steps", previous.get("steps", 0))) + result.steps
-    training = {"objective": "supervised pretraining", "lr": lr, "total_steps": total_steps,
-                "continued_from": init.name if init is not None else None, "batch_size": batch_size, "patch_size": patch_size,
-                "data": desc, **result.to_dict()}
-    metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
+    stages = list(previous.get("stages", []))
+    prior_steps = int(previous.get("total_steps", previous.get("steps", 0)))
+    if init is not None and not stages and prior_steps:
+        stages = [{"steps": prior_steps, "note": "earlier training (before stages were recorded)",
+                   "data": previous.get("data"), "lr": previous.get("lr")}]
     name = f"backbone-{preset}"
+    stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed}
+
+    def training_record(result_dict: dict, steps: int) -> dict:
+        return {**result_dict, "objective": "supervised pretraining", "lr": lr, "total_steps": prior_steps + steps,
+                "continued_from": init.name if init is not None else None, "batch_size": batch_size,
+                "patch_size": patch_size, "data": desc, "stages": stages + [{**stage, **result_dict}]}
+
+    def save(training: dict, metrics: dict) -> Path:
+        return save_checkpoint(output, model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
+                               training=training, metrics=metrics, name=name)
+
+    last_save = [time.perf_counter()]
+
+    def on_progress(p: FitProgress) -> None:
+        # Periodic checkpoint of the current weights, so a run cut off by the end of a session resumes with init=.
+        if output is not None and checkpoint_every_s and time.perf_counter() - last_save[0] >= checkpoint_every_s:
+            interim = {"steps": p.step, "elapsed_s": p.elapsed_s, "stopped": "running (interim checkpoint)",
+                       "val_loss": p.val_loss}
+            save(training_record(interim, p.step), {"val_loss": p.val_loss})
+            last_save[0] = time.perf_counter()
+            log.info("interim checkpoint at step %d (val %.4g): %s", p.step, p.val_loss, output)
+        if progress is not None:
+            progress(p)
+
+    result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
+                 patience=patience, steps_per_validation=steps_per_validation, validation_batches=validation_batches,
+                 seed=seed, device=select_device(device), progress=on_progress, cancel=cancel)
+    model.to("cpu")
+    training = training_record(result.to_dict(), result.steps)
+    metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
     ckpt = Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
                       metadata={"training": training, "metrics": metrics}, path=None, name=name)
     if output is not None:
-        ckpt.path = save_checkpoint(output, model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
-                                    training=training, metrics=metrics, name=name)
+        ckpt.path = save(training, metrics)
     return PretrainResult(ckpt, result, desc)

@@ -17,6 +17,7 @@ from livedenoise.normalization import Normalizer
 from simulators.camera import SCMOSCamera
 from simulators.config import SampleConfig, load_camera_preset
 from simulators.sample import Sample
+from simulators.structures import KINDS, render_field
 
 #: Network units: GAT (noise std 1) divided by this, so 1000-photon peaks sit near 6 and noise at 0.1.
 BACKBONE_SCALE = 10.0
@@ -67,3 +68,17 @@ def simulated_pairs(n: int, size: int = 128, *, seed: int = 0, min_photons: floa
         t = 0.02
         yield SimulatedPair(cam.expose(photons, t, rng), cam.expected(photons, t), camera_normalizer(cam), peak,
                             CAMERA_PRESETS[cam_i])
+
+
+def structure_bank(n: int, size: int = 256, *, seed: int = 0, held_out: tuple[str, ...] = (),
+                   cache_dir=None) -> "CleanBank":
+    """A bank of ``n`` clean fields of every structure kind except ``held_out`` (see :mod:`simulators.structures`)."""
+    from livedenoise.training.synthetic import CleanBank
+
+    kinds = [k for k in KINDS if k not in set(held_out)]
+    if not kinds:
+        raise ValueError(f"every structure kind is held out ({', '.join(held_out)}); keep at least one")
+    desc = {"renderer": "simulators.structures.render_field", "version": 1, "kinds": kinds,
+            "held_out": sorted(held_out)}
+    return CleanBank.build(lambda rng, s: render_field(rng, s, kinds), n, size, seed=seed, description=desc,
+                           cache_dir=cache_dir)

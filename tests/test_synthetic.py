@@ -1,0 +1,128 @@
+"""The synthetic pretraining pipeline: structure renderers, the clean bank, the per-batch camera noise, pretrain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from livedenoise.checkpoint import load_checkpoint
+from livedenoise.cli import main
+from livedenoise.training.synthetic import CleanBank, NoiseRecipe, SyntheticPairSampler, gat, noisy_pair
+from simulators.structures import KINDS, STRAIGHT_FILAMENTS, render_field
+
+
+def test_every_structure_kind_renders_a_finite_field_with_structure():
+    rng = np.random.default_rng(0)
+    for name, render in KINDS.items():
+        f = render(rng, 96)
+        assert f.shape == (96, 96) and np.isfinite(f).all() and f.min() >= 0, name
+        assert np.percentile(f, 99.9) > 0, f"{name} rendered an empty field"
+    field = render_field(rng, 96)
+    assert field.dtype == np.float32 and abs(float(np.percentile(field, 99.9)) - 1.0) < 1e-4
+    with pytest.raises(ValueError, match="unknown structure kind"):
+        render_field(rng, 32, ["comets"])
+
+
+def test_held_out_kind_is_never_drawn():
+    calls = []
+    original = KINDS[STRAIGHT_FILAMENTS]
+    KINDS[STRAIGHT_FILAMENTS] = lambda rng, size: calls.append(1) or original(rng, size)
+    try:
+        rng = np.random.default_rng(1)
+        kinds = [k for k in KINDS if k != STRAIGHT_FILAMENTS]
+        for _ in range(30):
+            render_field(rng, 32, kinds)
+    finally:
+        KINDS[STRAIGHT_FILAMENTS] = original
+    assert not calls
+
+
+def test_clean_bank_is_cached_by_recipe(tmp_path):
+    calls = []
+
+    def render(rng, size):
+        calls.append(1)
+        return rng.random((size, size)).astype(np.float32)
+
+    a = CleanBank.build(render, 3, 16, seed=0, description={"r": 1}, cache_dir=tmp_path)
+    b = CleanBank.build(render, 3, 16, seed=0, description={"r": 1}, cache_dir=tmp_path)
+    assert len(calls) == 3 and np.array_equal(a.fields, b.fields)  # second bank read from the cache
+    CleanBank.build(render, 3, 16, seed=0, description={"r": 2}, cache_dir=tmp_path)
+    assert len(calls) == 6  # a changed recipe renders anew
+    assert not list(tmp_path.glob("*.partial*"))
+    with pytest.raises(ValueError, match=r"\(N, S, S\)"):
+        CleanBank(np.zeros((4, 4)))
+
+
+def test_noise_is_unit_variance_in_stabilised_units_and_the_target_is_the_clean_transform():
+    """Away from clipping and 8-bit renders, input - target is the camera noise: sd 1 in GAT units."""
+    gen = torch.Generator().manual_seed(0)
+    recipe = NoiseRecipe(min_photons=200, max_photons=400, render_8bit=0.0, parameter_error=0.0, max_gain_spread=0.0,
+                         max_offset_spread=0.0, noisy_pixel_fraction=0.0, read_noise_spread=0.0)
+    clean = torch.full((4, 1, 64, 64), 0.5)
+    x, y = noisy_pair(clean, recipe, gen)
+    resid = (x - y) * recipe.scale
+    assert abs(float(resid.std()) - 1.0) < 0.05 and abs(float(resid.mean())) < 0.05
+    # the target is exactly the transform of the noise-free image: constant for a constant field
+    assert float(y.std(dim=(2, 3)).max()) < 1e-4
+    # the fixed pattern is noise to the network: it raises the residual, not the target
+    fp = NoiseRecipe(min_photons=200, max_photons=400, render_8bit=0.0, parameter_error=0.0, max_gain_spread=0.0,
+                     max_offset_spread=0.8, noisy_pixel_fraction=0.0, read_noise_spread=0.0)
+    x2, y2 = noisy_pair(clean, fp, torch.Generator().manual_seed(0))
+    assert float(y2.std(dim=(2, 3)).max()) < 1e-4
+
+
+def test_8bit_renders_are_quantised_and_clipped_like_display_images():
+    gen = torch.Generator().manual_seed(3)
+    recipe = NoiseRecipe(render_8bit=1.0, max_black_clip=0.3)
+    clean = torch.rand(8, 1, 48, 48)
+    x, y = noisy_pair(clean, recipe, gen)
+    assert torch.isfinite(x).all() and torch.isfinite(y).all()
+    assert float(x.min()) >= 0 and float(y.min()) >= 0
+
+
+def test_gat_matches_the_normalizer():
+    from livedenoise.normalization import Normalizer
+
+    e = np.linspace(0, 500, 101)
+    norm = Normalizer(noise_b=2.0, scale=1.0)
+    np.testing.assert_allclose(gat(torch.tensor(e), torch.tensor(2.0)).numpy(), norm.forward(e), rtol=1e-5)
+
+
+def test_sampler_batches_are_fresh_and_validation_batches_fixed():
+    bank = CleanBank(np.random.default_rng(0).random((5, 40, 40)).astype(np.float32))
+    s = SyntheticPairSampler(bank, 32, 4, seed=0)
+    a, b = s.sample(), s.sample()
+    assert a[0].shape == (4, 1, 32, 32) and not torch.equal(a[0], b[0])
+    v1, v2 = s.fixed_batches(2), s.fixed_batches(2)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(v1, v2))
+
+
+def test_pretrain_on_synthetic_pairs_records_stages_and_continues(tmp_path, capsys):
+    out = tmp_path / "bb.safetensors"
+    common = ["--bank-fields", "4", "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2", "--patch-size", "32",
+              "--steps-per-validation", "2", "--device", "cpu"]
+    assert main(["pretrain", "--preset", "fast", "--steps", "4", *common, "-o", str(out)]) == 0
+    first = load_checkpoint(out).training
+    assert first["steps"] == 4 and first["total_steps"] == 4 and len(first["stages"]) == 1
+    stage = first["stages"][0]
+    assert stage["data"]["source"] == "synthetic" and stage["data"]["held_out"] == [STRAIGHT_FILAMENTS]
+    assert list((tmp_path / "cache").glob("clean-bank-*.npy"))
+    assert main(["pretrain", "--init", str(out), "--lr", "3e-4", "--steps", "2", *common, "-o", str(out),
+                 "--overwrite"]) == 0
+    second = load_checkpoint(out).training
+    assert second["total_steps"] == 6 and [s["lr"] for s in second["stages"]] == [1e-3, 3e-4]
+    assert main(["pretrain", "--hold-out", "comets", "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "comets: unknown structure kind" in capsys.readouterr().err
+
+
+def test_pretrain_writes_interim_checkpoints(tmp_path):
+    from livedenoise.training.pretrain import pretrain
+
+    out = tmp_path / "bb.safetensors"
+    seen = []
+    res = pretrain("fast", bank_fields=3, bank_size=64, cache_dir=tmp_path, batch_size=2, patch_size=32, max_steps=6,
+                   steps_per_validation=2, checkpoint_every_s=1e-9, device="cpu", output=out,
+                   progress=lambda p: seen.append(load_checkpoint(out).training["stopped"]))
+    assert seen and all(s == "running (interim checkpoint)" for s in seen)
+    assert load_checkpoint(out).training["steps"] == res.fit.steps == 6
