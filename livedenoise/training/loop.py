@@ -4,6 +4,12 @@ It validates every ``steps_per_validation`` steps on fixed held-out batches, kee
 stops early after ``patience`` validations without improvement (patience 8, Wang et al.), stops at a
 time budget ("fine-tune for at most N seconds"), and can be cancelled from another thread (the live
 controller runs it in the background). On return the model holds the best weights seen.
+
+When the time budget, a cancel or ``max_steps`` ends the loop between two validations, the current
+weights are validated once more: weights are only ever kept at a validation, so without it a short
+budget (a slow CPU, a large model) that ran steps but never reached the first scheduled validation
+would silently return the initial weights. :attr:`FitResult.adapted` says whether the returned
+weights are the initial ones, so no caller can present an unchanged model as an adapted one.
 """
 from __future__ import annotations
 
@@ -62,8 +68,19 @@ class FitResult:
     elapsed_s: float
     history: list[dict] = field(default_factory=list)
 
+    @property
+    def adapted(self) -> bool:
+        """True when the returned weights differ from the initial ones (a later validation beat the initial one).
+
+        A fit that ran 0 steps, or whose best validation is the initial one, returns the model it was given:
+        callers must not save, swap in or report such a model as adapted.
+        """
+        return self.steps > 0 and self.best_step > 0
+
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "history"} | {"validations": len(self.history)}
+        """JSON-safe summary (no history): losses, ``steps``, ``best_step``, ``stopped``, ``adapted``, validations."""
+        return ({k: v for k, v in self.__dict__.items() if k != "history"}
+                | {"adapted": self.adapted, "validations": len(self.history)})
 
 
 def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int,
@@ -113,8 +130,14 @@ def fit(
     device: torch.device | str = "cpu",
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    validate_at_end: bool = True,
 ) -> FitResult:
-    """Train ``model`` in place and leave it holding the best validation weights."""
+    """Train ``model`` in place and leave it holding the best validation weights.
+
+    ``validate_at_end``: validate the final weights when the loop ends between scheduled validations
+    (time budget, cancel), so steps run after the last validation can still be kept; this may exceed
+    ``time_budget_s`` by one validation (a few forward passes). ``False`` restores the old behaviour.
+    """
     if objective == "supervised" and not train.data.supervised:
         raise ValueError("supervised training needs clean targets")
     if objective == "noise2same" and not noise_std:
@@ -131,6 +154,28 @@ def fit(
     history: list[dict] = [{"step": 0, "train_loss": math.nan, "val_loss": best, "elapsed_s": 0.0}]
     bad, running, step = 0, [], 0
     stopped: StopReason = "max_steps"
+
+    def validate(at_end: bool) -> tuple[float, bool]:
+        """Validate the current weights at ``step``; keep them when they beat the best so far."""
+        nonlocal best, best_step, best_state, bad, running
+        v = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)
+        improved = v < best * (1 - 1e-4)
+        if improved:
+            best, best_step, bad = v, step, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+        elapsed = time.perf_counter() - start
+        entry = {"step": step, "train_loss": float(np.mean(running)) if running else math.nan, "val_loss": v,
+                 "elapsed_s": elapsed}
+        if at_end:
+            entry["final"] = True
+        history.append(entry)
+        running = []
+        if progress is not None:
+            progress(FitProgress(step, max_steps, entry["train_loss"], v, best, elapsed, time_budget_s, improved))
+        return v, improved
+
     while step < max_steps:
         if cancel is not None and cancel.is_set():
             stopped = "cancelled"
@@ -148,28 +193,20 @@ def fit(
         running.append(float(batch_loss.detach()))
         step += 1
         if step % steps_per_validation == 0 or step == max_steps:
-            v = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)
-            improved = v < best * (1 - 1e-4)
-            if improved:
-                best, best_step, bad = v, step, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-            elapsed = time.perf_counter() - start
-            entry = {"step": step, "train_loss": float(np.mean(running)), "val_loss": v, "elapsed_s": elapsed}
-            history.append(entry)
-            running = []
-            if progress is not None:
-                progress(FitProgress(step, max_steps, entry["train_loss"], v, best, elapsed, time_budget_s, improved))
+            validate(at_end=False)
             if bad >= patience:
                 stopped = "early_stop"
                 break
+    if validate_at_end and step > history[-1]["step"]:
+        # Ended between validations (time budget, cancel): the steps since the last validation still count.
+        validate(at_end=True)
     if step == 0:
         log.warning("no training step fitted in the time budget of %.0f s (the first validation took %.1f s); "
                     "the model is unchanged: give a larger time budget", time_budget_s or 0, time.perf_counter() - start)
     model.load_state_dict(best_state)
     model.eval()
     result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
-    log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s",
-             objective, step, result.elapsed_s, initial, best, best_step, stopped)
+    log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
+             objective, step, result.elapsed_s, initial, best, best_step, stopped,
+             "" if result.adapted else "; the initial weights were kept (not adapted)")
     return result
