@@ -83,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
         res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,
                        device=args.device, progress=progress)
     f = res.fit
-    if f.best_step == 0:
+    if not res.adapted:  # writing it would relabel the unchanged backbone as a fine-tuned model
+        why = "no training step ran" if f.steps == 0 else f"{f.steps} steps found no improvement on held-out data"
         raise LivedenoiseError(
-            f"fine-tuning found no improvement on held-out data in {f.elapsed_s:.0f} s ({f.steps} steps); nothing was "
-            f"written. Give a larger --time-budget (or more images)")
+            f"not adapted: {why} in {f.elapsed_s:.0f} s; nothing was written. Give a larger --time-budget "
+            "(or more images)")
     res.checkpoint.save(args.output)
     print(f"wrote {args.output}: {res.mode} fine-tuning of {backbone.name} on {len(noisy)} image(s), {f.steps} steps in "
-          f"{f.elapsed_s:.0f} s, held-out loss {f.initial_val_loss:.4g} -> {f.best_val_loss:.4g} (stopped: {f.stopped})")
+          f"{f.elapsed_s:.0f} s (weights of step {f.best_step} kept), held-out loss {f.initial_val_loss:.4g} -> "
+          f"{f.best_val_loss:.4g} (stopped: {f.stopped})")
     return 0
