@@ -893,14 +893,28 @@ def _sample_frames(datasets: Sequence[ImageDataset], count: int, channel: int | 
     return frames
 
 
+@dataclass
+class _Adaptation:
+    """What ``--adapt`` produced: the models to denoise with (one per channel), the adapted ones saved, the fits."""
+
+    refs: list[ModelRef] = field(default_factory=list)
+    saved: list[str] = field(default_factory=list)
+    fits: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_dir: str | None, per_channel: bool,
                   out_dir: Path, *, time_budget_s: float, n_frames: int, seed: int, device: str, resume: bool,
-                  overwrite: bool, dry_run: bool, notes: list[str], status: Callable[[str], Any],
-                  show_progress: bool = False) -> list[ModelRef]:
+                  overwrite: bool, dry_run: bool, notes: list[str], warnings: list[str], status: Callable[[str], Any],
+                  show_progress: bool = False) -> _Adaptation:
     """Fine-tune the base model (one per channel with ``per_channel``) and save it into ``out_dir``.
 
     Saved models are part of the output: with ``resume`` an existing one is reused (re-training
     would give another model and break the resume check), otherwise it must not exist yet.
+
+    A fit that ran 0 steps or kept the base model's weights (no held-out improvement) is not an
+    adapted model: nothing is saved, the base model (with the noise model fitted to the data, as
+    without ``--adapt``) denoises that channel, and one warning line says so; saving it under the
+    adapted model's name would present the unchanged backbone as a fine-tuned one.
     """
     from livedenoise.checkpoint import Checkpoint, load_checkpoint
 
@@ -912,13 +926,15 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
         channels = list(range(max(sizes)))
     if mode == "pairs" and per_channel:
         raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
-    refs = []
+    out = _Adaptation()
+    refs = out.refs
     for ch in channels:
         suffix = f"-c{ch}" if ch is not None else ""
         path = out_dir / f"livedenoise-adapted-{mode}{suffix}.safetensors"
         if path.exists() and resume and not overwrite:
             notes.append(f"reusing adapted model {path}")
             refs.append(resolve_model(path, channel=ch))
+            out.saved.append(str(path))
             continue
         if path.exists() and not overwrite and not dry_run:
             raise LivedenoiseError(f"{path} already exists; pass --resume to reuse it or --overwrite to adapt again.")
@@ -949,12 +965,27 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
         with _fit_progress(show_progress, text) as callback:
             result = finetune(backbone, noisy, clean, time_budget_s=time_budget_s, seed=seed, device=device,
                               name=f"{backbone.name}+{mode}{suffix}", progress=callback)
+        f = result.fit
+        out.fits.append({"channel": ch, "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped,
+                         "adapted": result.adapted, "initial_val_loss": f.initial_val_loss,
+                         "best_val_loss": f.best_val_loss})
+        if not result.adapted:
+            why = ("no training step ran" if f.steps == 0 else
+                   f"{f.steps} steps found no improvement on held-out data")
+            msg = (f"--adapt {mode}{f' (channel {ch})' if ch is not None else ''}: not adapted ({why} in "
+                   f"{f.elapsed_s:.0f} s); denoised with the base model {backbone.name} instead, nothing saved; "
+                   "give a larger --adapt-time to adapt")
+            log.warning("%s", msg)
+            warnings.append(msg)
+            refs.append(resolve_model(base, channel=ch))
+            continue
         ckpt: Checkpoint = result.checkpoint
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.save(path)
-        log.info("Adapted model saved to %s", path)
+        log.info("Adapted model saved to %s (%d steps, weights of step %d)", path, f.steps, f.best_step)
         refs.append(resolve_model(path, channel=ch))
-    return refs
+        out.saved.append(str(path))
+    return out
 
 
 def _fit_progress(show: bool, text: str) -> Any:
@@ -1233,14 +1264,14 @@ def denoise_dataset(
             status = (lambda text: console.print(f"[cyan]{text}[/]")) if console else (lambda text: log.info(text))
             adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None, per_channel,
                                     out_dir, time_budget_s=adapt_time_s, n_frames=adapt_frames, seed=seed, device=device,
-                                    resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes, status=status,
-                                    show_progress=console is not None)
+                                    resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes,
+                                    warnings=summary.warnings, status=status, show_progress=console is not None)
             if not dry_run:
-                refs = adapted
-                summary.adapted = [m.path for m in refs if m.path]
+                refs = adapted.refs
+                summary.adapted = list(adapted.saved)
             adapt_info = {"mode": adapt, "base": base_ref.describe(), "per_channel": per_channel,
                           **({"pairs": str(pairs)} if adapt == "pairs" else {"frames": adapt_frames}),
-                          "time_budget_s": adapt_time_s}
+                          "time_budget_s": adapt_time_s, "saved": list(adapted.saved), "fits": adapted.fits}
         summary.models = [r.describe() for r in refs]
         summary.notes = notes
         if dry_run:

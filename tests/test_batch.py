@@ -436,19 +436,59 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path, frames, ckpt):
 # ---------------------------------------------------------------------------------------------
 # adaptation
 # ---------------------------------------------------------------------------------------------
-def test_adapt_self_per_channel_saves_models_into_outdir(tmp_path, frames, ckpt):
+@pytest.fixture
+def short_finetunes(monkeypatch):
+    """``--adapt`` fits of exactly 10 steps (validated at 5 and 10), whatever the machine's speed."""
+    from livedenoise.config import TrainingConfig
+    from livedenoise.training import finetune as ft
+
+    original = ft.finetune
+    cfg = TrainingConfig(patch_size=32, batch_size=4, max_steps=10, steps_per_validation=5, lr_self_supervised=1e-3)
+    monkeypatch.setattr(ft, "finetune", lambda *a, **kw: original(*a, **{**kw, "training": cfg}))
+
+
+def test_adapt_self_per_channel_saves_models_into_outdir(tmp_path, frames, ckpt, short_finetunes):
     write_ome(tmp_path / "a.ome.tif", frames[:1, :2])
     summary = run([tmp_path / "a.ome.tif"], tmp_path / "out", ckpt, adapt="self", per_channel=True,
-                  adapt_time_s=1.0, adapt_frames=2)
+                  adapt_time_s=600.0, adapt_frames=2)
     saved = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
     assert saved == ["livedenoise-adapted-self-c0.safetensors", "livedenoise-adapted-self-c1.safetensors"]
     prov = read_provenance(tmp_path / "out" / "a.ome.tif")
     assert [m["channel"] for m in prov["model"]] == [0, 1] and prov["adapted"]["mode"] == "self"
     assert prov["adapted"]["base"]["sha256"] == batch.file_sha256(ckpt)
+    # every saved model was really trained: 10 steps, weights from a later validation than the initial one
+    fits = prov["adapted"]["fits"]
+    assert [f["channel"] for f in fits] == [0, 1]
+    assert all(f["adapted"] and f["steps"] == 10 and f["best_step"] in (5, 10) for f in fits), fits
+    assert all(f["best_val_loss"] < f["initial_val_loss"] for f in fits), fits
+    from livedenoise.checkpoint import load_checkpoint
+
+    for name in saved:
+        training = load_checkpoint(tmp_path / "out" / name).training
+        assert training["adapted"] is True and training["steps"] == 10 and training["inversion"] == "unbiased"
     out = read_ome(tmp_path / "out" / "a.ome.tif")
     for c, name in enumerate(saved):
         np.testing.assert_allclose(out[:, c], reference(tmp_path / "out" / name, frames[0, :2, c]), rtol=1e-5, atol=1e-3)
-    assert len(summary.adapted) == 2
+    assert len(summary.adapted) == 2 and not [w for w in summary.warnings if w.startswith("--adapt")]
+
+
+def test_adapt_that_ran_no_step_saves_nothing_and_says_so(tmp_path, frames, ckpt):
+    """A budget too short for one step: the base model denoises, no "adapted" model is written or reported."""
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :1])
+    summary = run([tmp_path / "a.ome.tif"], tmp_path / "out", ckpt, adapt="self", adapt_time_s=1e-6, adapt_frames=2)
+    assert not list((tmp_path / "out").glob("*.safetensors")) and summary.adapted == []
+    adapt_warnings = [w for w in summary.warnings if w.startswith("--adapt")]  # (the tiny random model fails the residual check)
+    assert len(adapt_warnings) == 1
+    assert adapt_warnings[0].startswith("--adapt self: not adapted (no training step ran in 0 s); denoised with "
+                                        "the base model tiny instead, nothing saved")
+    text = summary.report()
+    assert "Adapted model(s) saved" not in text and "warning: --adapt self: not adapted" in text
+    prov = read_provenance(tmp_path / "out" / "a.ome.tif")
+    assert prov["adapted"]["saved"] == [] and prov["adapted"]["fits"][0]["adapted"] is False
+    assert prov["adapted"]["fits"][0]["steps"] == 0
+    assert prov["model"]["sha256"] == batch.file_sha256(ckpt)  # the base model, not a relabelled copy
+    out = read_ome(tmp_path / "out" / "a.ome.tif")
+    np.testing.assert_allclose(out, reference(ckpt, frames[0, 0]), rtol=1e-5, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
