@@ -187,6 +187,43 @@ def test_worse_self_supervised_model_is_not_swapped_in(simulated_core, small_mic
     assert rep.noise_model["method"] == "temporal differences"
 
 
+@pytest.mark.parametrize("steps", [0, 20])
+def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(simulated_core, small_microscope_config,
+                                                                            tmp_path, steps):
+    """0 steps, or 20 steps whose best held-out loss is the initial one: the checkpoint is the backbone."""
+    from livedenoise.commands.demo import print_report
+    from livedenoise.training.finetune import FinetuneResult
+    from livedenoise.training.loop import FitResult
+    from rich.console import Console
+
+    calls = {}
+
+    def kept_backbone(backbone, noisy, clean, **kwargs):
+        calls.update(kwargs)
+        fit = FitResult("supervised", initial_val_loss=1.0, best_val_loss=1.0, best_step=0, steps=steps,
+                        stopped="time_budget", elapsed_s=0.01)
+        return FinetuneResult(backbone.clone(), fit, "pairs")
+
+    settings = make_settings(small_microscope_config, calibration_positions=2)
+    messages = []
+    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu", finetune_fn=kept_backbone, on_status=lambda s: messages.append(s.message))
+    rep = session.run(frames_after_swap=10)
+    assert calls["match_reference"] is False  # an average at the live settings needs no intensity fit
+    why = "no training step ran" if steps == 0 else "20 steps found no improvement on held-out data"
+    assert any(m.startswith(f"not adapted: {why} in ") and m.endswith("keeping the backbone") for m in messages)
+    crit = rep.swap_criterion
+    assert crit["swapped"] is False and crit["reason"] == f"not adapted: {why}" and crit["adapted"] is None
+    assert rep.finetune["adapted"] is False and rep.finetune["steps"] == steps
+    assert rep.swapped_at_frame is None and session.adapted is None and "adapted" not in rep.quality
+    assert not (tmp_path / "adapted-model.safetensors").exists()
+    console = Console(record=True, width=200)
+    print_report(console, rep)
+    text = console.export_text()
+    assert f"fine-tuning: {steps} steps" in text and f"not adapted: {why}; the backbone was used throughout" in text
+    assert "adapted model" not in text and "swapped in at frame" not in text
+
+
 def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None, frames=60, realtime=False):
     settings = make_settings(cfg, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
     core.realtime = realtime

@@ -281,10 +281,13 @@ class LiveSession:
                       finetune_elapsed_s=time.perf_counter() - started)
 
         try:
+            # An average of frames at the live settings has the live frame's expected value exactly: matching its
+            # intensity could only add estimation noise to the targets (brighter references need it).
             result = self._finetune_fn(
                 self.backbone, noisy, clean, calibration=self.calibration, training=self.settings.training,
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
-                progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}")
+                progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
+                match_reference=self.settings.live.reference != "average")
         except Exception as exc:
             self._error(f"fine-tuning failed, continuing with the backbone: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state)
@@ -296,11 +299,13 @@ class LiveSession:
         crit = {"backbone": None, "adapted": None, "margin": SWAP_MARGIN, "held_out": len(held_out),
                 "source": source, "swapped": False}
         self.swap_criterion = crit
-        if not getattr(result, "adapted", result.fit.best_step > 0 and result.fit.steps > 0):
-            crit["reason"] = "fine-tuning found no improvement"
+        if not result.adapted:  # 0 steps, or the initial weights kept: the backbone itself, not an adapted model
+            f = result.fit
+            why = ("no training step ran" if f.steps == 0 else
+                   f"{f.steps} steps found no improvement on held-out data")
+            crit["reason"] = f"not adapted: {why}"
             self._set(state=live_state(), finetune_progress=1.0,
-                      message=f"fine-tuning found no improvement on held-out data in {result.fit.elapsed_s:.0f} s "
-                              f"({result.fit.steps} steps); keeping the backbone")
+                      message=f"not adapted: {why} in {f.elapsed_s:.0f} s; keeping the backbone")
             return
         try:
             if clean is None:

@@ -86,9 +86,15 @@ def print_report(console, report) -> None:
     console.print(table)
     ft = report.finetune or {}
     if ft:
-        console.print(f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s (stopped: {ft.get('stopped')}), "
-                      f"held-out loss {ft.get('initial_val_loss', 0):.4g} -> {ft.get('best_val_loss', 0):.4g}; "
-                      f"swapped in at frame {report.swapped_at_frame}")
+        if report.swapped_at_frame is not None:
+            outcome = f"swapped in at frame {report.swapped_at_frame}"
+        else:  # one line saying why the backbone stayed: never a "swapped in at frame None"
+            reason = (report.swap_criterion or {}).get("reason") or (
+                "not adapted" if not ft.get("adapted", True) else "not swapped in")
+            outcome = f"{reason}; the backbone was used throughout"
+        console.print(f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s (stopped: {ft.get('stopped')}, "
+                      f"weights of step {ft.get('best_step')} kept), held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
+                      f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
     else:
         console.print("fine-tuning: did not complete; the backbone was used throughout")
     console.print(f"frames: {report.frames_acquired} acquired at {report.camera_fps:.1f} fps, {report.frames_denoised} "
