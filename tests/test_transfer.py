@@ -44,22 +44,33 @@ def psnr(den, frames):
     return float(np.mean([score(t, den.denoise(n) if den else n.astype(np.float32)).psnr for n, _, t in frames]))
 
 
-def test_transfer_beats_self_supervised_from_scratch_and_the_noisy_input(experiment):
+def test_self_supervised_transfer_adapts_without_losing_to_the_backbone_and_beats_scratch(experiment):
+    """Same data, same 30 steps: fine-tuning the backbone (the papers' lr 1e-4) vs the same network from scratch
+    (given lr 1e-3, its best), both against the backbone alone on held-out fields. The backbone alone clears
+    the raw and scratch margins, so the fine-tune must also have changed the weights and not lost to it."""
     train, held_out = experiment
     noisy = [n for n, _, _ in train]
-    cfg = TrainingConfig(patch_size=32, batch_size=8, max_steps=30, steps_per_validation=10, patience=20,
-                         lr_self_supervised=1e-3)
+    cfg = TrainingConfig(patch_size=32, batch_size=8, max_steps=30, steps_per_validation=10, patience=20)
     backbone = load_backbone("fast")
     torch.manual_seed(0)
     arch, kwargs = PRESETS["fast"]
     scratch = Checkpoint(build_model(arch, **kwargs), arch, dict(kwargs), backbone.normalizer.copy(), name="scratch")
-    transfer = finetune(backbone, noisy, training=cfg, time_budget_s=900, device="cpu").checkpoint
-    from_scratch = finetune(scratch, noisy, training=cfg, time_budget_s=900, device="cpu").checkpoint
+    transfer = finetune(backbone, noisy, training=cfg, time_budget_s=900, device="cpu")
+    from_scratch = finetune(scratch, noisy, training=cfg.model_copy(update={"lr_self_supervised": 1e-3}),
+                            time_budget_s=900, device="cpu")
+    assert transfer.adapted and transfer.fit.steps == 30 and transfer.fit.best_step > 0
+    assert from_scratch.fit.steps == 30
     p_noisy = psnr(None, held_out)
-    p_transfer = psnr(Denoiser(transfer, device="cpu"), held_out)
-    p_scratch = psnr(Denoiser(from_scratch, device="cpu"), held_out)
+    p_backbone = psnr(Denoiser(backbone, normalizer=normalizer_for(noisy, like=backbone.normalizer), device="cpu"),
+                      held_out)
+    p_transfer = psnr(Denoiser(transfer.checkpoint, device="cpu"), held_out)
+    p_scratch = psnr(Denoiser(from_scratch.checkpoint, device="cpu"), held_out)
     assert p_transfer > p_noisy + 3.0, (p_noisy, p_transfer)
     assert p_transfer > p_scratch + 1.0, (p_scratch, p_transfer)
+    # measured: raw 19.62 dB, scratch 19.35 (30 steps: an equal budget, far from converged), backbone 24.71,
+    # fine-tuned 24.84 (+0.12); with lr 1e-3 the fine-tune fell to 24.38 (-0.33) although its held-out masked
+    # loss improved by 5 %: the margin below catches that kind of loss
+    assert p_transfer > p_backbone - 0.1, (p_backbone, p_transfer)
 
 
 def test_five_pairs_improve_on_the_backbone_on_held_out_frames(experiment):
@@ -68,7 +79,7 @@ def test_five_pairs_improve_on_the_backbone_on_held_out_frames(experiment):
     cfg = TrainingConfig(patch_size=32, batch_size=8, max_steps=120, steps_per_validation=10, patience=20)
     res = finetune(backbone, [n for n, _, _ in train], [r for _, r, _ in train], training=cfg, time_budget_s=900,
                    device="cpu")
-    assert res.mode == "pairs"
+    assert res.mode == "pairs" and res.adapted and res.fit.steps > 0
     bb = Denoiser(backbone, normalizer=normalizer_for([n for n, _, _ in train], like=backbone.normalizer), device="cpu")
     p_bb = psnr(bb, held_out)
     p_adapted = psnr(Denoiser(res.checkpoint, device="cpu"), held_out)
