@@ -220,13 +220,19 @@ def per_set_table(rows: list[dict]) -> str:
     sets = list(dict.fromkeys(r["set"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     body = []
+    kept = False
     for s in sets:
         cells = [f"{s}{' (affine)' if s in DEV_AFFINE_SETS else ''}", str(len({r['pair'] for r in rows if r['set'] == s}))]
         for m in methods:
             rs = [r for r in rows if r["set"] == s and r["method"] == m and r.get("psnr") is not None]
-            cells.append(f"{_mean(r['psnr'] for r in rs):.2f} / {_mean(r['ssim'] for r in rs):.3f}" if rs else "-")
+            mark = ""
+            if rs and any(r.get("fit") and not r["fit"]["adapted"] for r in rs):
+                mark, kept = " †", True
+            cells.append(f"{_mean(r['psnr'] for r in rs):.2f} / {_mean(r['ssim'] for r in rs):.3f}{mark}" if rs else "-")
         body.append(cells)
-    return table(["set", "pairs"] + methods, body)
+    note = ("\n\n† the fine-tune kept the backbone's weights (0 steps, or no validation beat the initial weights): "
+            "this is the backbone, not an adapted model." if kept else "")
+    return table(["set", "pairs"] + methods, body) + note
 
 
 def overall_table(rows: list[dict]) -> str:
