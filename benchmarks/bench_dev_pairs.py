@@ -140,8 +140,25 @@ def run_denoise(pair: Pair, model: str, out_dir: Path, *, adapt_s: float | None,
     seconds = time.perf_counter() - t0
     item = summary.items[0]
     out = np.asarray(tifffile.imread(item.output), np.float32).reshape(pair.noisy.shape)
-    fit = fit_of_checkpoint(summary.adapted[0]) if adapt_s and summary.adapted else None
+    fit = fit_of_run(item.output, summary.adapted) if adapt_s else None
     return Outcome(out, seconds, fit, list(summary.warnings), item.noise_model)
+
+
+def fit_of_run(output: str | Path, saved: list[str]) -> dict | None:
+    """The fine-tune record of an ``--adapt`` run: from the output's provenance, else the saved checkpoint.
+
+    A fit that kept the base weights saves no checkpoint (the base model denoises instead), so the
+    provenance, which records every fit, is read first.
+    """
+    from livedenoise.io import read_provenance
+
+    fits = ((read_provenance(output) or {}).get("adapted") or {}).get("fits")
+    if fits:
+        f = fits[0]
+        return {"steps": int(f.get("steps", 0)), "best_step": int(f.get("best_step", 0)),
+                "stopped": f.get("stopped", ""), "adapted": bool(f.get("adapted")),
+                "initial_val_loss": f.get("initial_val_loss"), "best_val_loss": f.get("best_val_loss")}
+    return fit_of_checkpoint(saved[0]) if saved else None
 
 
 def run_classical(method: str, pair: Pair) -> Outcome:
