@@ -319,6 +319,7 @@ class DenoiserOptions:
     device: str = "auto"
     pixel_budget: int = 1024 * 1024
     batch_size: int = 4
+    ensemble: int = 1  #: flip/rotation self-ensemble size (see ``Denoiser``)
 
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
@@ -348,10 +349,10 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
         denoiser = source  # an already built Denoiser (or compatible object)
         if fitted is not None and isinstance(source, Denoiser):
             denoiser = Denoiser((source.model, fitted), device=options.device, pixel_budget=options.pixel_budget,
-                                batch_size=options.batch_size)
+                                batch_size=options.batch_size, ensemble=options.ensemble)
     else:
         denoiser = Denoiser(source, normalizer=fitted, device=options.device, pixel_budget=options.pixel_budget,
-                            batch_size=options.batch_size)
+                            batch_size=options.batch_size, ensemble=options.ensemble)
     with _DENOISERS_LOCK:
         while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
             _DENOISERS.pop(next(iter(_DENOISERS)))
@@ -427,6 +428,7 @@ def plan_blocks(
     weights_bytes: int = 0,
     window: int = 1,
     device: str = "auto",
+    ensemble: int = 1,
 ) -> BlockPlan:
     """Largest blocks whose memory (data + network working set) fits ``memory_budget / concurrency``.
 
@@ -494,7 +496,8 @@ def plan_blocks(
         break
     block_bytes = prod * frame_bytes + model_mem
     return BlockPlan(axes, shape, tuple(chunks), int(block_bytes),
-                     DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames))
+                     DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames,
+                                     ensemble=int(ensemble)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1109,6 +1112,7 @@ def denoise_dataset(
     frames_averaged: int = 1,
     strict: bool = False,
     noise_model: str = "fit",
+    ensemble: int = 1,
 ) -> BatchSummary:
     """Denoise saved datasets into ``output_dir``; the Python twin of ``livedenoise denoise``.
 
@@ -1131,7 +1135,10 @@ def denoise_dataset(
     check is a warning in the summary and the provenance, or an error with ``strict``. Frames whose
     signal is far above the backbone's training range are copied unchanged (with a warning).
     ``noise_model="stored"`` skips all of this and uses each model's stored normaliser as it is
-    (for a model trained on exactly this camera and light level).
+    (for a model trained on exactly this camera and light level). ``ensemble`` (1, 2, 4 or 8)
+    averages the network over that many flips/rotations of every frame: better quality at that many
+    times the compute (see :class:`~livedenoise.inference.Denoiser`); a resumed job keeps the value it
+    started with.
     """
     with _connection(scheduler, dry_run) as connection:
         t_start = time.perf_counter()
@@ -1148,6 +1155,10 @@ def denoise_dataset(
         if noise_model == "stored" and (calibration is not None or frames_averaged != 1):
             raise ConfigError("--noise-model stored uses the model's own normaliser; --calibration and --frames-averaged "
                               "need --noise-model fit.")
+        from livedenoise.inference import ENSEMBLES
+
+        if ensemble not in ENSEMBLES:
+            raise ConfigError(f"--ensemble {ensemble!r} is invalid; expected one of {', '.join(map(str, ENSEMBLES))}.")
         if int(frames_averaged) != frames_averaged or frames_averaged < 1:
             raise ConfigError(f"--frames-averaged {frames_averaged!r} is invalid; expected an integer >= 1.")
         if isinstance(adapt, (tuple, list)):
@@ -1238,7 +1249,7 @@ def denoise_dataset(
             plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
                                split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
                                margin=max(r.margin for r in refs),
-                               weights_bytes=weights, window=5 if temporal else 1, device=device)
+                               weights_bytes=weights, window=5 if temporal else 1, device=device, ensemble=ensemble)
             resumed = clipped = 0
             status_text = "planned"
             if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):

@@ -582,6 +582,29 @@ def test_cli_denoise_dry_run_run_and_errors(tmp_path, frames, ckpt, capsys):
     assert "No INPUT" in capsys.readouterr().err
 
 
+def test_self_ensemble_reaches_every_block_and_is_kept_on_resume(tmp_path, frames, ckpt, capsys):
+    from livedenoise.cli import main
+    from livedenoise.inference import Denoiser
+
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :2])
+    out = tmp_path / "out"
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--ensemble", "8",
+                 "--noise-model", "stored", "--no-progress", "--device", "cpu"]) == 0
+    den = Denoiser(str(ckpt), device="cpu", ensemble=8)
+    data = frames[:1, :2]
+    expected = np.stack([den.denoise(f) for f in data.reshape(-1, *data.shape[-2:])]).reshape(data.shape)
+    got = open_dataset(out / "a.ome.tif").reader[...]  # one position: saved as TCZYX
+    np.testing.assert_allclose(got, expected[0], rtol=1e-5, atol=1e-3)
+    assert not np.allclose(got, reference(ckpt, data)[0], atol=1e-2)  # the ensemble really ran
+    manifest = json.loads((out / batch.STATE_DIR / "a.json").read_text())
+    assert manifest["plan"]["denoiser"]["ensemble"] == 8  # a resumed run rebuilds the same Denoiser
+    with pytest.raises(SystemExit):
+        main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(tmp_path / "o2"), "--ensemble", "3"])
+    assert "invalid choice: 3" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--ensemble 5 is invalid"):
+        run([tmp_path / "a.ome.tif"], tmp_path / "o3", ckpt, ensemble=5)
+
+
 # ---------------------------------------------------------------------------------------------
 # temporal (2D+T) networks see whole time series
 # ---------------------------------------------------------------------------------------------

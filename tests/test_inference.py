@@ -260,3 +260,33 @@ def test_select_device_choices(caplog: pytest.LogCaptureFixture) -> None:
     assert "Using device" in caplog.text
     with pytest.raises(ConfigError, match="tpu"):
         select_device("tpu")
+
+
+def test_self_ensemble_averages_flips_and_rotations_and_is_exact_for_an_equivariant_model():
+    """A model that commutes with flips/rotations gives the same output with and without the ensemble;
+    one that does not is averaged over the 8 variants (checked against a hand-made average)."""
+    import torch
+    from torch import nn
+
+    from livedenoise.errors import ConfigError
+    from livedenoise.inference import Denoiser
+    from livedenoise.normalization import Normalizer
+
+    class Blur(nn.Module):  # symmetric 3x3 box: equivariant
+        def forward(self, x):
+            return nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+    class ShiftRight(nn.Module):  # not equivariant: its ensemble is the mean of shifts in 4 directions
+        def forward(self, x):
+            return torch.cat([x[..., :1], x[..., :-1]], dim=-1)
+
+    frame = np.random.default_rng(0).random((24, 24)).astype(np.float32) * 50 + 10
+    norm = Normalizer(vst=False)
+    plain = Denoiser((Blur(), norm), device="cpu").denoise(frame)
+    np.testing.assert_allclose(Denoiser((Blur(), norm), device="cpu", ensemble=8).denoise(frame), plain, atol=1e-4)
+    out = Denoiser((ShiftRight(), norm), device="cpu", ensemble=4).denoise(frame)
+    p = np.pad(frame, 1, mode="edge")
+    expected = (p[1:-1, :-2] + p[1:-1, 2:] + p[:-2, 1:-1] + p[2:, 1:-1]) / 4
+    np.testing.assert_allclose(out[2:-2, 2:-2], expected[2:-2, 2:-2], atol=1e-4)
+    with pytest.raises(ConfigError, match="ensemble 3 is invalid"):
+        Denoiser((Blur(), norm), device="cpu", ensemble=3)
