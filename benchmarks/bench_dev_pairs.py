@@ -393,8 +393,10 @@ def main(argv: list[str] | None = None) -> int:
                           "command": "python benchmarks/bench_dev_pairs.py " + " ".join(argv if argv is not None
                                                                                          else sys.argv[1:])},
                "rows": rows, "overall": overall(rows), "failures": failures}
+    name = "dev-pairs" + ("-quick" if args.quick else "")
+    write_outputs(args.output, name, payload, "(rendering)\n")  # the measurements survive a rendering error
     md = render(payload)
-    jp, mp = write_outputs(args.output, "dev-pairs" + ("-quick" if args.quick else ""), payload, md)
+    jp, mp = write_outputs(args.output, name, payload, md)
     print(md)
     print(f"wrote {jp} and {mp} ({payload['seconds']:.0f} s)")
     return 0

@@ -128,7 +128,9 @@ def run_method(method: str, case: Case, *, backbone, budget_s: float,
                                      "patch_size": 64, "batch_size": 16, "seed": 0}, list(case.noisy),
                                     timeout_s=budget_s * 4 + 600)
         note = f"careamics {info.get('careamics')}, epochs {info.get('epochs')}"
-        fit = {"epochs": info.get("epochs"), "stopped": "time_budget"}  # Lightning's Timer ends every N2V run
+        epochs = info.get("epochs")  # one entry per training group (here one group per case)
+        epochs = sum(epochs) if isinstance(epochs, list) else epochs
+        fit = {"epochs": epochs, "stopped": "time_budget"}  # Lightning's Timer ends every N2V run
         return outs, float(np.mean(secs)), note, fit  # the worker's own timing excludes its interpreter start-up
     elif method == "livedenoise backbone":
         ckpt = with_normalizer(backbone, case.noisy)
@@ -220,17 +222,19 @@ def main(argv: list[str] | None = None) -> int:
                                 "psnr_flat": f.psnr if f else None, "ssim_flat": f.ssim if f else None,
                                 "seconds_per_image": secs, "pixels": int(out.size), "fit": fit})
     info = {**machine(), "load_average_start": load_start}
-    md = render(results, failures, notes, info, budget, quick, real_note, backbone.name)
     payload = {"machine": info, "quick": quick, "budget_s": budget, "backbone": backbone.name, "results": results,
                "failures": failures, "notes": {f"{k[0]} | {k[1]}": v for k, v in notes.items()}}
-    jp, mp = write_outputs(args.output, "quality" + ("-quick" if quick else ""), payload, md)
+    name = "quality" + ("-quick" if quick else "")
+    write_outputs(args.output, name, payload, "(rendering)\n")  # the measurements survive a rendering error
+    md = render(results, failures, notes, info, budget, quick, real_note, backbone.name)
+    jp, mp = write_outputs(args.output, name, payload, md)
     print(md)
     print(f"wrote {jp} and {mp}")
     return 0
 
 
 def _mean(vals) -> float:
-    v = [x for x in vals if x is not None and math.isfinite(x)]
+    v = [float(x) for x in vals if isinstance(x, (int, float)) and math.isfinite(x)]
     return float(np.mean(v)) if v else math.nan
 
 
@@ -306,8 +310,10 @@ def render(results: list[dict], failures: dict, notes: dict, info: dict, budget:
                         row += [_cell(_mean(r.get("psnr_flat") for r in rs), ".2f"),
                                 _cell(_mean(r.get("ssim_flat") for r in rs), ".3f")]
                     row += [f"{_mean(r['frc'] for r in rs):.3f}", f"{_mean(r['seconds_per_image'] for r in rs):.2f}",
-                            len(rs), "; ".join(dict.fromkeys(f"{f['steps']} (best {f['best_step']}), {f['stopped']}"
-                                                            for f in fits)) or "-"]
+                            len(rs), "; ".join(dict.fromkeys(
+                                [f"{f['steps']} (best {f['best_step']}), {f['stopped']}" for f in fits]
+                                + [f"{r['fit']['epochs']} epochs, {r['fit']['stopped']}" for r in rs
+                                   if r.get("fit") and "epochs" in r["fit"]])) or "-"]
                     body.append(row)
         header = ["data", "method", "PSNR (dB)", "SSIM"] + (["PSNR no FP", "SSIM no FP"] if flat else []) + [
             "mean FRC", "s / image", "images", "steps (best), stop"]

@@ -7,7 +7,8 @@
 Parts, each a separate process so one failure does not stop the others:
   speed     benchmarks/bench_speed.py    inference ms/frame and Mpx/s, fine-tune time, acquisition overhead
   batch     benchmarks/bench_batch.py    `livedenoise denoise` throughput and memory
-  quality   benchmarks/bench_quality.py  livedenoise vs CAREamics N2V, VST+BM3D, NLM, Gaussian (same data)
+  quality   benchmarks/bench_quality.py  livedenoise vs CAREamics N2V, VST+BM3D, VST+NLM, NLM, Gaussian (same data)
+  devpairs  benchmarks/bench_dev_pairs.py the dev pairs: default denoise path, --adapt self, VST+BM3D/NLM, Gaussian
   evaluate  livedenoise evaluate         the papers' experiments on the simulator (report + plots)
   real      livedenoise evaluate --pairs the same comparisons on ../shared/data/real_pairs_dev (if present)
 
@@ -26,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_OUTPUT, DEV_AFFINE_SETS, HERE, REAL_PAIRS_DEV, machine, machine_line, table  # noqa: E402
 
-PARTS = ("speed", "batch", "quality", "evaluate", "real")
+PARTS = ("speed", "batch", "quality", "devpairs", "evaluate", "real")
 
 
 def commands(quick: bool, out: Path) -> dict[str, list[str]]:
@@ -39,6 +40,7 @@ def commands(quick: bool, out: Path) -> dict[str, list[str]]:
         "evaluate": [py, "-m", "livedenoise.cli", "evaluate", *(q or ["--full"]), "-o", str(out / "evaluate")],
     }
     if REAL_PAIRS_DEV.is_dir():
+        cmds["devpairs"] = [py, str(HERE / "bench_dev_pairs.py"), *q, "--output", str(out)]
         cmds["real"] = [py, "-m", "livedenoise.cli", "evaluate", *(q or ["--full"]), "--pairs", str(REAL_PAIRS_DEV),
                         "--affine", ",".join(DEV_AFFINE_SETS), "-o", str(out / "evaluate-real")]
     return cmds
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          for s in status]), ""]
     for name, files in (("speed", ["speed-quick.md" if args.quick else "speed.md"]),
                         ("quality", ["quality-quick.md" if args.quick else "quality.md"]),
+                        ("devpairs", ["dev-pairs-quick.md" if args.quick else "dev-pairs.md"]),
                         ("evaluate", ["evaluate/report.md"]), ("real", ["evaluate-real/report.md"])):
         for f in files:
             if (out / f).is_file():
