@@ -1,0 +1,133 @@
+"""The benchmark scripts' own logic: the VST peers, the dev-pairs benchmark's plumbing, README tables.
+
+Benchmarks are never part of CI's measurements, but the pieces the README's numbers rest on are
+tested here: the variance-stabilised classical peers (noise fit, unbiased inverse), the dev-pairs
+run on a tiny pair folder (classical methods and the shipped fast backbone only: no peers
+environment needed), and that README.md's results tables equal what `benchmarks/readme_tables.py`
+generates from the committed result files (so they cannot drift).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def common():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common as mod
+
+        yield mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _camera_frame(rng: np.random.Generator, photons: np.ndarray, gain: float = 2.0, offset: float = 100.0,
+                  read_sd: float = 1.5) -> np.ndarray:
+    """Poisson-Gaussian frame in ADU: gain * Poisson(photons) + offset + N(0, read_sd^2)."""
+    return (gain * rng.poisson(photons) + offset + rng.normal(0, read_sd, photons.shape)).astype(np.float32)
+
+
+def test_vst_inverse_is_unbiased_at_a_few_photons(common):
+    rng = np.random.default_rng(0)
+    lam, gain, offset = 2.0, 2.0, 100.0
+    frame = _camera_frame(rng, np.full((256, 256), lam), gain, offset)
+    z, norm = common.vst_forward(frame)
+    assert float(np.std(z)) == pytest.approx(1.0, abs=0.1)  # stabilised: noise sd 1 with the image's own fit
+    # A perfect denoiser of a flat image returns E[z] everywhere; its inverse must be the true mean.
+    back = float(common.vst_inverse(np.full(z.shape, z.mean()), norm).mean())
+    assert back == pytest.approx(gain * lam + offset, abs=0.15 * gain * lam)
+    algebraic = float(norm.copy(inversion="algebraic").inverse(np.full(z.shape, z.mean())).mean())
+    assert abs(algebraic - (gain * lam + offset)) > abs(back - (gain * lam + offset))
+
+
+def test_vst_nlm_beats_the_raw_frame(common):
+    from livedenoise.metrics import score
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    photons = 5.0 + 40.0 * (np.sin(xx / 6.0) > 0.3) * (np.cos(yy / 9.0) > -0.2)
+    truth = (2.0 * photons + 100.0).astype(np.float32)
+    frame = _camera_frame(rng, photons)
+    raw, nlm = score(truth, frame).psnr, score(truth, common.vst_nlm(frame)).psnr
+    assert nlm > raw + 3.0, (raw, nlm)
+
+
+def _write_pairs(root: Path, rng: np.random.Generator) -> None:
+    import tifffile
+
+    yy, xx = np.mgrid[:64, :64]
+    for set_name, n in (("alpha", 2), ("beta", 1)):
+        (root / set_name).mkdir(parents=True)
+        for i in range(n):
+            photons = 3.0 + 30.0 * ((xx + 7 * i) % 16 < 5)
+            clean = (2.0 * photons + 100.0).astype(np.uint16)
+            tifffile.imwrite(root / set_name / f"p{i}_clean.tif", clean)
+            tifffile.imwrite(root / set_name / f"p{i}_noisy.tif", _camera_frame(rng, photons).round().astype(np.uint16))
+
+
+def test_dev_pairs_benchmark_runs_every_method_and_records_fits(tmp_path):
+    _write_pairs(tmp_path / "pairs", np.random.default_rng(2))
+    out = tmp_path / "out"
+    fast = REPO / "livedenoise" / "weights" / "backbone-fast.safetensors"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_dev_pairs.py"), "--pairs", str(tmp_path / "pairs"), "--output", str(out),
+         "--backbones", "fast", "--budget", "2", "--per-set", "1", "--crop", "48", "--classical", "raw,gaussian,vst+nlm",
+         "--model", str(fast), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((out / "dev-pairs.json").read_text())
+    rows = data["rows"]
+    assert {r["set"] for r in rows} == {"alpha", "beta"} and all(r["pair"] == "p0" for r in rows)
+    assert all(r["shape"] == [48, 48] for r in rows)  # cropped (the crop is written to a temporary folder)
+    methods = {r["method"] for r in rows}
+    assert methods == {"raw", "gaussian", "vst+nlm", "denoise fast", "denoise backbone-fast", "adapt self fast (2 s)"}
+    by = {(r["set"], r["method"]): r for r in rows}
+    for s in ("alpha", "beta"):
+        assert by[(s, "vst+nlm")]["psnr"] > by[(s, "raw")]["psnr"] + 2
+        assert by[(s, "denoise fast")]["psnr"] > by[(s, "raw")]["psnr"] + 1
+        # the --model path is the same fast backbone through the same call: the same output
+        assert by[(s, "denoise backbone-fast")]["psnr"] == pytest.approx(by[(s, "denoise fast")]["psnr"], abs=1e-6)
+        fit = by[(s, "adapt self fast (2 s)")]["fit"]
+        assert fit["steps"] >= 1 and 0 <= fit["best_step"] <= fit["steps"] and fit["stopped"]
+        assert fit["adapted"] == (fit["best_step"] > 0)
+        assert by[(s, "raw")]["fit"] is None
+    assert data["machine"]["cores"] >= 1 and data["machine"]["date"] and data["config"]["budget_s"] == 2
+    overall = {a["method"]: a for a in data["overall"]}
+    assert overall["raw"]["sets"] == 2 and overall["adapt self fast (2 s)"]["fits"] == 2
+    md = (out / "dev-pairs.md").read_text()
+    assert "## Per set (PSNR dB / SSIM)" in md and "| alpha | 1 |" in md and "Not run" not in md
+    assert not list((tmp_path / "pairs").rglob("*.ome.tif"))  # nothing written next to the data
+
+
+def test_readme_tables_match_the_committed_results():
+    """README.md's generated tables equal what the committed result files give (CI catches drift)."""
+    proc = subprocess.run([sys.executable, str(BENCH / "readme_tables.py"), "--check"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_readme_tables_check_fails_on_a_changed_number(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- results:begin ")
+    end = readme.index("<!-- results:end ", start)
+    block = readme[start:end]
+    digits = next(i for i, ch in enumerate(block) if ch.isdigit() and i > block.index("|"))
+    changed = readme[:start] + block[:digits] + str((int(block[digits]) + 1) % 10) + block[digits + 1:] + readme[end:]
+    copy = tmp_path / "README.md"
+    copy.write_text(changed)
+    script = [sys.executable, str(BENCH / "readme_tables.py"), "--readme", str(copy)]
+    proc = subprocess.run(script + ["--check"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "differ" in proc.stdout
+    assert subprocess.run(script, capture_output=True, text=True, timeout=120).returncode == 0  # rewrite
+    assert copy.read_text() == readme
