@@ -111,14 +111,27 @@ def sim_cases(quick: bool, size: int = 256, seed: int = 777_000) -> list[Case]:
     return cases
 
 
+def _peer_code_version() -> str:
+    """A hash of the code that makes the VST+BM3D output (noise fit and transforms): a change invalidates the cache."""
+    import inspect
+
+    import common
+    from livedenoise import noise_model, normalization
+
+    text = "".join(inspect.getsource(m) for m in (common, noise_model, normalization))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def cached_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-    """VST+BM3D per frame, cached by the frame's bytes (BM3D is deterministic)."""
+    """VST+BM3D per frame, cached by the frame's bytes and the code version (BM3D is deterministic)."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    version = _peer_code_version()
     outs: list[np.ndarray | None] = []
     secs: list[float] = []
     todo = []
     for i, f in enumerate(frames):
-        key = hashlib.sha256(np.ascontiguousarray(f).tobytes() + str(f.shape).encode() + str(f.dtype).encode()).hexdigest()[:24]
+        key = hashlib.sha256(np.ascontiguousarray(f).tobytes() + str(f.shape).encode() + str(f.dtype).encode()
+                             + version.encode()).hexdigest()[:24]
         path = CACHE / f"{key}.npz"
         if path.exists():
             with np.load(path) as d:
@@ -128,9 +141,10 @@ def cached_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]
             outs.append(None)
             secs.append(math.nan)
             todo.append((i, path))
-    if todo:
-        done, s = vst_bm3d([frames[i] for i, _ in todo])
-        for (i, path), out, sec in zip(todo, done, s):
+    for start in range(0, len(todo), 4):  # a few frames per peer call: an interrupted fill keeps what it did
+        chunk = todo[start:start + 4]
+        done, s = vst_bm3d([frames[i] for i, _ in chunk])
+        for (i, path), out, sec in zip(chunk, done, s):
             tmp = path.with_suffix(".partial.npz")
             np.savez(tmp, out=out, seconds=sec)
             tmp.replace(path)
