@@ -252,19 +252,24 @@ def render(rows: list[dict], methods: dict, labels: list[str], quick: bool) -> s
         b = _mean(r[key] for r in rows if r["group"] == g and r["method"] == "vst+bm3d")
         return a - b
 
-    for kind, sel_groups in (("dev pairs", [g for g in groups if not g[0].isdigit()]),
-                             ("simulator (truth with fixed pattern)", [g for g in groups if g[0].isdigit()])):
+    dev = [g for g in groups if not g[0].isdigit()]
+    sim_groups = [g for g in groups if g[0].isdigit()]
+    for kind, sel_groups, key, skey in (
+            ("dev pairs", dev, "psnr", "ssim"),
+            ("simulator, against the sample (truth without the camera's fixed pattern)", sim_groups, "psnr_flat", "ssim_flat"),
+            ("simulator, against the camera's expected image (with its fixed pattern)", sim_groups, "psnr", "ssim")):
         if not sel_groups:
             continue
         lines += [f"## {kind}", ""]
         head = ["set", *order, *[f"Δ {l}" for l in labels]]
-        body = [[g, *[cell(m, g) for m in order], *[f"{delta(l, g):+.2f}" for l in labels]] for g in sel_groups]
+        body = [[g, *[cell(m, g, key, skey) for m in order], *[f"{delta(l, g, key):+.2f}" for l in labels]]
+                for g in sel_groups]
         mean_groups = [g for g in sel_groups if g not in EXCLUDED_FROM_MEAN]
         body.append(["**mean**" + (" (without nucleus_migration)" if len(mean_groups) < len(sel_groups) else ""),
-                     *[f"{_mean(_mean(r['psnr'] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.2f} / "
-                       f"{_mean(_mean(r['ssim'] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.3f}"
+                     *[f"{_mean(_mean(r[key] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.2f} / "
+                       f"{_mean(_mean(r[skey] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.3f}"
                        for m in order],
-                     *[f"{_mean(delta(l, g) for g in mean_groups):+.2f}" for l in labels]])
+                     *[f"{_mean(delta(l, g, key) for g in mean_groups):+.2f}" for l in labels]])
         lines += [table(head, body), ""]
     sim = [r for r in rows if r["structure"]]
     if sim:

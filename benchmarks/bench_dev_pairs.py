@@ -15,7 +15,7 @@ Methods, all on the same image:
 * ``raw``: the noisy image itself; ``gaussian``: scikit-image Gaussian blur, sigma 1 px.
 * ``denoise <backbone>``: the default ``livedenoise denoise`` path through its public Python twin,
   :func:`livedenoise.batch.denoise_dataset` (noise model fitted to the image, residual check), once per
-  shipped backbone (``standard`` is the command's default) and once per ``--model PATH``.
+  shipped backbone (``livedenoise.checkpoint.DEFAULT_BACKBONE`` is the command's default) and once per ``--model PATH``.
 * ``adapt self <backbone>``: the same call with ``adapt="self"`` and a ``--budget`` second fine-tune
   (60 s; 15 s with ``--quick``); the adapted checkpoint's steps, best step and stop reason are recorded.
 * ``vst+bm3d``: generalised Anscombe transform with the same single-image noise estimate
@@ -45,6 +45,8 @@ from common import (  # noqa: E402
     DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, load_average, machine, machine_line, peers_python,
     table, vst_bm3d, vst_nlm, write_outputs,
 )
+
+from livedenoise.checkpoint import DEFAULT_BACKBONE  # noqa: E402
 
 SHIPPED = ("standard", "fast")
 CLASSICAL = ("raw", "gaussian", "vst+nlm", "vst+bm3d")
@@ -186,7 +188,7 @@ def plan_methods(backbones: list[str], adapt_backbones: list[str], models: list[
     """(label, how) for every method of the run, in table order."""
     out: list[tuple[str, Any]] = [(m, m) for m in classical]
     for b in backbones:
-        out.append((f"denoise {b}" + (" (default)" if b == "standard" else ""), ("denoise", b, None)))
+        out.append((f"denoise {b}" + (" (default)" if b == DEFAULT_BACKBONE else ""), ("denoise", b, None)))
     for m in models:
         out.append((f"denoise {m.stem}", ("denoise", str(m), None)))
     for b in adapt_backbones:

@@ -1089,7 +1089,7 @@ def denoise_dataset(
     inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
     *,
-    model: Any = "standard",
+    model: Any = None,
     adapt: str | tuple[str, str] | None = None,
     axes: str | None = None,
     dtype: str = "float32",
@@ -1118,7 +1118,7 @@ def denoise_dataset(
 
     ``inputs``: TIFF / OME-TIFF files, folders of them, NDTiff dataset folders. ``model``:
     ``"standard"``/``"fast"``, a checkpoint path, a Checkpoint (or a list / dict of them, one
-    per channel). ``adapt``: ``None``, ``"self"`` (Noise2Self on a sample of the data) or
+    per channel; ``None``: :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`). ``adapt``: ``None``, ``"self"`` (Noise2Self on a sample of the data) or
     ``"pairs"`` with ``pairs=DIR`` (or ``("pairs", DIR)``). ``dtype``: ``"float32"``,
     ``"input"`` (rounded and clipped to the input type), ``"uint16"``, ``"uint8"``. ``fmt``:
     ``"ome-tiff"`` or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
@@ -1150,6 +1150,10 @@ def denoise_dataset(
             raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one.")
+        if model is None:
+            from livedenoise.checkpoint import DEFAULT_BACKBONE
+
+            model = DEFAULT_BACKBONE
         if noise_model not in NOISE_MODELS:
             raise ConfigError(f"--noise-model {noise_model!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
         if noise_model == "stored" and (calibration is not None or frames_averaged != 1):

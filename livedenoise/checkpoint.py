@@ -259,13 +259,18 @@ def available_backbones() -> list[str]:
                   if n.startswith("backbone-") and n.endswith(".safetensors"))
 
 
-def backbone_path(name: str = "standard") -> Path:
+#: The backbone used when none is named (``denoise``, ``load_backbone()``): the one that measures best on the dev
+#: pairs and the simulator (``benchmarks/bench_backbone.py``; README "Shipped backbones"), not the largest.
+DEFAULT_BACKBONE = "fast"
+
+
+def backbone_path(name: str = DEFAULT_BACKBONE) -> Path:
     """Path of a shipped backbone (it may not exist yet)."""
     folder = Path(str(resources.files(BACKBONE_PACKAGE)))
     return folder / f"backbone-{name}.safetensors"
 
 
-def load_backbone(name: str = "standard", device: str | torch.device = "cpu") -> Checkpoint:
+def load_backbone(name: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a pretrained backbone shipped with livedenoise by name (e.g. ``"standard"``, ``"fast"``)."""
     path = backbone_path(name)
     if not path.is_file():

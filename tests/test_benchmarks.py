@@ -91,13 +91,13 @@ def test_dev_pairs_benchmark_runs_every_method_and_records_fits(tmp_path):
     assert {r["set"] for r in rows} == {"alpha", "beta"} and all(r["pair"] == "p0" for r in rows)
     assert all(r["shape"] == [48, 48] for r in rows)  # cropped (the crop is written to a temporary folder)
     methods = {r["method"] for r in rows}
-    assert methods == {"raw", "gaussian", "vst+nlm", "denoise fast", "denoise backbone-fast", "adapt self fast (2 s)"}
+    assert methods == {"raw", "gaussian", "vst+nlm", "denoise fast (default)", "denoise backbone-fast", "adapt self fast (2 s)"}
     by = {(r["set"], r["method"]): r for r in rows}
     for s in ("alpha", "beta"):
         assert by[(s, "vst+nlm")]["psnr"] > by[(s, "raw")]["psnr"] + 2
-        assert by[(s, "denoise fast")]["psnr"] > by[(s, "raw")]["psnr"] + 1
+        assert by[(s, "denoise fast (default)")]["psnr"] > by[(s, "raw")]["psnr"] + 1
         # the --model path is the same fast backbone through the same call: the same output
-        assert by[(s, "denoise backbone-fast")]["psnr"] == pytest.approx(by[(s, "denoise fast")]["psnr"], abs=1e-6)
+        assert by[(s, "denoise backbone-fast")]["psnr"] == pytest.approx(by[(s, "denoise fast (default)")]["psnr"], abs=1e-6)
         fit = by[(s, "adapt self fast (2 s)")]["fit"]
         assert fit["steps"] >= 1 and 0 <= fit["best_step"] <= fit["steps"] and fit["stopped"]
         assert fit["adapted"] == (fit["best_step"] > 0)

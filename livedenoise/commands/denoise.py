@@ -11,7 +11,7 @@ Inputs: TIFF or OME-TIFF files (stacks with any axes: the file's metadata says w
 --axes, e.g. TZCYX), folders of TIFFs (each file is processed, names kept), and NDTiff datasets
 saved by pycromanager / Micro-Manager (positions, channels, time and z are kept).
 
-  livedenoise denoise cells.ome.tif -o denoised/                       # shipped 'standard' model
+  livedenoise denoise cells.ome.tif -o denoised/                       # the default shipped backbone ('fast')
   livedenoise denoise acq_1/ -o denoised/ --model fast --dtype input   # NDTiff, keep uint16
   livedenoise denoise movie.tif --axes TZCYX -o out/ --model my.safetensors
   livedenoise denoise data/ -o out/ --adapt self                       # fine-tune on the data first
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the denoised copies")
     p.add_argument("--model", action="append", metavar="MODEL",
-                   help="'standard' (default), 'fast', or a checkpoint .safetensors; repeat once per channel for "
+                   help="'fast' (default: it measures best), 'standard', or a checkpoint .safetensors; repeat once per channel for "
                         "per-channel models; with --adapt, the model to start from")
     p.add_argument("--adapt", nargs="+", metavar="MODE",
                    help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "
@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
     if not inputs:
         raise ConfigError("No INPUT given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
-    models = args.model or ["standard"]
+    from livedenoise.checkpoint import DEFAULT_BACKBONE
+
+    models = args.model or [DEFAULT_BACKBONE]
     if len(models) > 1 and adapt is not None:
         raise ConfigError("--adapt starts from one model; give a single --model.")
     model = models[0] if len(models) == 1 else models
