@@ -433,6 +433,15 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path, frames, ckpt):
     assert summary.items[0].blocks > 1 and not (tmp_path / "out").exists()
 
 
+def test_without_a_model_the_default_backbone_denoises(tmp_path, frames):
+    from livedenoise.checkpoint import DEFAULT_BACKBONE, backbone_path
+
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :1])
+    summary = denoise_dataset([tmp_path / "a.ome.tif"], tmp_path / "out", progress=False, device="cpu", dry_run=True)
+    assert DEFAULT_BACKBONE == "fast" and [m["name"] for m in summary.models] == [f"backbone-{DEFAULT_BACKBONE}"]
+    assert backbone_path().name == f"backbone-{DEFAULT_BACKBONE}.safetensors"
+
+
 # ---------------------------------------------------------------------------------------------
 # adaptation
 # ---------------------------------------------------------------------------------------------
