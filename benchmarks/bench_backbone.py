@@ -217,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"case": c.name, "group": c.group, "structure": c.structure, "method": m, "psnr": s.psnr,
                          "ssim": s.ssim, "psnr_flat": f.psnr if f else None, "ssim_flat": f.ssim if f else None,
                          "affine": c.affine, "seconds_per_image": sec})
-    md = render(rows, methods, labels, args.quick)
-    payload = {"machine": machine(), "quick": args.quick, "models": {l: methods[l][2] for l in labels},
-               "rows": rows}
+    models = {label: {**methods[label][2], "seconds_per_image": methods[label][1]} for label in labels}
+    payload = {"machine": machine(), "quick": args.quick, "command": "python benchmarks/bench_backbone.py "
+               + " ".join(argv if argv is not None else sys.argv[1:]), "models": models,
+               "bm3d_seconds_per_image": methods["vst+bm3d"][1], "rows": rows}
+    md = render(payload)
     jp, mp = write_outputs(args.output, "backbone" + ("-quick" if args.quick else ""), payload, md)
     print(md)
     print(f"wrote {jp} and {mp}")
@@ -231,16 +233,20 @@ def _mean(v) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
-def render(rows: list[dict], methods: dict, labels: list[str], quick: bool) -> str:
+def render(payload: dict, *, heading: bool = True) -> str:
+    """Markdown tables from a result payload (what ``main`` writes as JSON; ``readme_tables.py`` reuses it)."""
+    rows, models = payload["rows"], payload["models"]
+    labels = list(models)
     order = ["noisy", "vst+bm3d", *labels]
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    lines = [f"# Backbones vs VST+BM3D{' (quick)' if quick else ''}", "", f"- machine: {machine_line(machine())}",
-             "- every method gets the same noise estimate (the image's own fit); PSNR dB / SSIM; "
-             "Δ = candidate − VST+BM3D (dB)", ""]
-    for label in labels:
-        info = methods[label][2]
-        lines.append(f"- `{label}`: {info.get('name')}, {info.get('total_steps')} training steps in all, "
-                     f"{methods[label][1] * 1000:.0f} ms per image (fit + inference)")
+    lines = [f"# Backbones vs VST+BM3D{' (quick)' if payload.get('quick') else ''}", "",
+             f"- machine: {machine_line(payload['machine'])}"] if heading else []
+    lines += ["- every method gets the same noise estimate (the image's own fit); PSNR dB / SSIM; "
+              "Δ = candidate − VST+BM3D (dB)", ""]
+    for label, info in models.items():
+        ens = f", self-ensemble x{info['ensemble']}" if info.get("ensemble") else ""
+        lines.append(f"- `{label}`: {info.get('name')}, {info.get('total_steps')} training steps in all{ens}, "
+                     f"{info.get('seconds_per_image', math.nan) * 1000:.0f} ms per image (noise fit + inference)")
     lines.append("")
 
     def cell(m: str, g: str, key: str = "psnr", skey: str = "ssim") -> str:
@@ -260,7 +266,7 @@ def render(rows: list[dict], methods: dict, labels: list[str], quick: bool) -> s
             ("simulator, against the camera's expected image (with its fixed pattern)", sim_groups, "psnr", "ssim")):
         if not sel_groups:
             continue
-        lines += [f"## {kind}", ""]
+        lines += [f"## {kind}" if heading else f"**{kind}**", ""]
         head = ["set", *order, *[f"Δ {l}" for l in labels]]
         body = [[g, *[cell(m, g, key, skey) for m in order], *[f"{delta(l, g, key):+.2f}" for l in labels]]
                 for g in sel_groups]
@@ -273,11 +279,12 @@ def render(rows: list[dict], methods: dict, labels: list[str], quick: bool) -> s
         lines += [table(head, body), ""]
     sim = [r for r in rows if r["structure"]]
     if sim:
-        lines += ["## simulator by structure (mean over photon levels and optics; truth with / without fixed pattern)", ""]
+        title = "simulator by structure (mean over photon levels and optics; PSNR against the sample / the camera's image)"
+        lines += [f"## {title}" if heading else f"**{title}**", ""]
         structures = list(dict.fromkeys(r["structure"] for r in sim))
         head = ["structure", *order]
-        body = [[s, *[f"{_mean(r['psnr'] for r in sim if r['structure'] == s and r['method'] == m):.2f} / "
-                      f"{_mean(r['psnr_flat'] for r in sim if r['structure'] == s and r['method'] == m):.2f}"
+        body = [[s, *[f"{_mean(r['psnr_flat'] for r in sim if r['structure'] == s and r['method'] == m):.2f} / "
+                      f"{_mean(r['psnr'] for r in sim if r['structure'] == s and r['method'] == m):.2f}"
                       for m in order]] for s in structures]
         lines += [table(head, body), "", "`straight_filaments` is held out of the synthetic training bank.", ""]
     return "\n".join(lines)

@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                          "ssim_fine-tuned": score(clean, tuned, affine=affine).ssim,
                          "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped, "adapted": res.adapted,
                          "fit_seconds": fit_s})
-    md = render(rows, backbone.name, args.pairs, budget)
     payload = {"machine": machine(), "backbone": backbone.name, "backbone_steps": (backbone.training or {}).get(
-        "total_steps"), "pairs": args.pairs, "budget_s": budget, "quick": args.quick, "rows": rows}
+        "total_steps"), "pairs": args.pairs, "budget_s": budget, "quick": args.quick, "rows": rows,
+        "command": "python benchmarks/bench_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    md = render(rows, backbone.name, args.pairs, budget, payload["machine"])
     jp, mp = write_outputs(args.output, "pairs" + ("-quick" if args.quick else ""), payload, md)
     print(md)
     print(f"wrote {jp} and {mp}")
@@ -95,10 +96,13 @@ def _mean(v) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
-def render(rows: list[dict], backbone: str, n_pairs: int, budget: float) -> str:
+def render(rows: list[dict], backbone: str, n_pairs: int, budget: float, machine_info: dict, *,
+           heading: bool = True) -> str:
+    """Markdown table per set (``readme_tables.py`` reuses it)."""
     lines = [f"# Few-pair fine-tuning, leave one out ({n_pairs} pairs, {budget:g} s per fine-tune)", "",
-             f"- machine: {machine_line(machine())}", f"- backbone: {backbone}",
-             "- PSNR dB of the held-out field; a fine-tune that kept the backbone's weights scores as the backbone", ""]
+             f"- machine: {machine_line(machine_info)}"] if heading else []
+    lines += [f"- backbone `{backbone}`, {n_pairs} pairs of the same set per fine-tune, {budget:g} s budget; PSNR dB of "
+              "the held-out field; a fine-tune that kept the backbone's weights scores as the backbone", ""]
     sets = list(dict.fromkeys(r["set"] for r in rows))
     body = []
     for s in sets:

@@ -165,6 +165,22 @@ def dev_pairs(data: dict, path: str) -> str:
                       _source_line(path, data, f"{command}; {what}")])
 
 
+def backbones(data: dict, path: str) -> str:
+    """Backbones beside VST+BM3D (same noise estimate) on the dev pairs and the simulator."""
+    from bench_backbone import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
+                                                                  or "python benchmarks/bench_backbone.py")])
+
+
+def pairs(data: dict, path: str) -> str:
+    """Few-pair fine-tuning, leave one out, on the dev sets with enough pairs."""
+    from bench_pairs import render
+
+    body = render(data["rows"], data["backbone"], data["pairs"], data["budget_s"], data["machine"], heading=False)
+    return "\n".join([body, _source_line(path, data, data.get("command") or "python benchmarks/bench_pairs.py")])
+
+
 RENDERERS: dict[str, Callable[[dict, str], str]] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
 }
