@@ -73,12 +73,22 @@ def test_noise_is_unit_variance_in_stabilised_units_and_the_target_is_the_clean_
 
 
 def test_8bit_renders_are_quantised_and_clipped_like_display_images():
+    """Every render spans many of its 256 levels (a white level below the black one made binary images) and,
+    away from clipping, its noise is still unit-variance in stabilised units (both roundings accounted for)."""
     gen = torch.Generator().manual_seed(3)
-    recipe = NoiseRecipe(render_8bit=1.0, max_black_clip=0.3)
-    clean = torch.rand(8, 1, 48, 48)
-    x, y = noisy_pair(clean, recipe, gen)
+    # a dim image on a large offset: 10-30 distinct camera values, which the render must keep apart
+    dim = NoiseRecipe(render_8bit=1.0, min_photons=3.0, max_photons=5.0, min_gain=2.0, max_gain=4.0, min_offset=100.0,
+                      max_offset=120.0, max_background=0.0)
+    clean = torch.rand(32, 1, 48, 48)
+    x, y = noisy_pair(clean, dim, gen)
     assert torch.isfinite(x).all() and torch.isfinite(y).all()
-    assert float(x.min()) >= 0 and float(y.min()) >= 0
+    levels = [len(torch.unique(x[i])) for i in range(32)]
+    assert min(levels) >= 8, levels
+    bright = NoiseRecipe(render_8bit=1.0, min_photons=300, max_photons=400, max_black_clip=0.0, parameter_error=0.0,
+                         max_gain_spread=0.0, max_offset_spread=0.0, noisy_pixel_fraction=0.0, read_noise_spread=0.0)
+    x, y = noisy_pair(torch.full((8, 1, 64, 64), 0.5), bright, torch.Generator().manual_seed(4))
+    resid = (x - y) * bright.scale
+    assert abs(float(resid.std()) - 1.0) < 0.1
 
 
 def test_gat_matches_the_normalizer():

@@ -49,6 +49,9 @@ class NoiseRecipe:
     max_read_noise: float = 6.0
     read_noise_spread: float = 0.3  #: log-normal sigma of the per-pixel read noise
     noisy_pixel_fraction: float = 0.005
+    noisy_pixel_factor: float = 5.0  #: read noise of the noisy pixels, times the median
+    min_offset: float = 20.0  #: camera dark offset, ADU (uniform)
+    max_offset: float = 120.0
     min_gain: float = 0.2  #: ADU per e- (log-uniform)
     max_gain: float = 8.0
     max_gain_spread: float = 0.02  #: per-pixel relative gain spread (uniform 0..max)
@@ -127,36 +130,40 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     lam = clean * peak + background
     read = _log_uniform(gen, b, recipe.min_read_noise, recipe.max_read_noise).view(shape)
     gain = _log_uniform(gen, b, recipe.min_gain, recipe.max_gain).view(shape)
-    offset = 20.0 + 100.0 * torch.rand(b, generator=gen).view(shape)
+    offset = recipe.min_offset + (recipe.max_offset - recipe.min_offset) * torch.rand(b, generator=gen).view(shape)
     pixel_read = read * torch.exp(recipe.read_noise_spread * torch.randn(clean.shape, generator=gen))
     noisy_px = torch.rand(clean.shape, generator=gen) < recipe.noisy_pixel_fraction
-    pixel_read = torch.where(noisy_px, pixel_read * 5.0, pixel_read)
+    pixel_read = torch.where(noisy_px, pixel_read * recipe.noisy_pixel_factor, pixel_read)
     pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen) * torch.randn(clean.shape, generator=gen))
     pixel_offset = offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen) * torch.randn(clean.shape, generator=gen)
     electrons = torch.poisson(lam, generator=gen)
     adu = pixel_gain * electrons + gain * pixel_read * torch.randn(clean.shape, generator=gen) + pixel_offset
-    adu = torch.round(adu)
+    adu = torch.clamp(torch.round(adu), min=0.0)  # the ADC's floor
     clean_adu = gain * lam + offset
     # The read variance the transform assumes: the median pixel's, plus rounding (1/12 ADU^2).
     read_var = read**2 + 1.0 / (12.0 * gain**2)
 
     render = torch.rand(shape, generator=gen) < recipe.render_8bit
     if bool(render.any()):
-        # An 8-bit display render: black level between the dark offset and a clipping quantile, white near the top.
-        flat = adu.view(b, -1)
+        # An 8-bit display render: black level between the dark offset and a clipping quantile, white near the
+        # brightest pixels (one sort per batch gives every sample's quantiles).
+        ordered = adu.view(b, -1).sort(dim=1).values
+        n = ordered.shape[1]
+        rows = torch.arange(b)
         q = torch.rand(b, generator=gen) * recipe.max_black_clip
-        black_clip = torch.stack([torch.quantile(flat[i], float(q[i])) for i in range(b)]).view(shape)
+        black_clip = ordered[rows, (q * (n - 1)).long()].view(shape)
         unclipped = offset - 3.0 * gain * read * torch.rand(shape, generator=gen)  # black below the dark level
         black = torch.where(torch.rand(shape, generator=gen) < 0.5, unclipped, torch.maximum(black_clip, unclipped))
-        white = torch.stack([torch.quantile(flat[i], 0.999) for i in range(b)]).view(shape)
-        white = white * (0.8 + 0.4 * torch.rand(shape, generator=gen))
+        top = ordered[:, int(0.999 * (n - 1))].view(shape)
+        white = black + (top - black) * (0.8 + 0.4 * torch.rand(shape, generator=gen))
         k = 255.0 / torch.clamp(white - black, min=1.0)
         adu8 = torch.clamp(torch.round((adu - black) * k), 0, 255)
         clean8 = torch.clamp((clean_adu - black) * k, 0, 255)
         adu = torch.where(render, adu8, adu)
         clean_adu = torch.where(render, clean8, clean_adu)
         offset = torch.where(render, (offset - black) * k, offset)
-        read_var = torch.where(render, read**2 + 1.0 / (12.0 * (gain * k) ** 2), read_var)
+        # both roundings: the camera's (1/12 ADU^2) and the render's (1/12 of an 8-bit level)
+        read_var = torch.where(render, read_var + 1.0 / (12.0 * (gain * k) ** 2), read_var)
         gain = torch.where(render, gain * k, gain)
 
     err = recipe.parameter_error
