@@ -1073,6 +1073,7 @@ def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | 
         "output_dtype": out_dtype.name,
         "dtype_policy": policy,
         "format": fmt,
+        "ensemble": it.plan.denoiser.ensemble if it.plan is not None else 1,
     }
     if adapt_info:
         prov["adapted"] = adapt_info
@@ -1265,6 +1266,11 @@ def denoise_dataset(
                 if data.get("state") == "complete":
                     status_text = "already complete"
                     clipped = int((data.get("summary") or {}).get("clipped", 0))
+                recorded = int(data["plan"]["denoiser"].get("ensemble", 1))
+                if recorded != ensemble:
+                    raise LivedenoiseError(
+                        f"Cannot resume {it.output}: the interrupted run used --ensemble {recorded}, this one asks for "
+                        f"{ensemble}; resume with --ensemble {recorded} or pass --overwrite to start again.")
                 plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
                                  DenoiserOptions(**data["plan"]["denoiser"]))
                 resumed = len(it.manifest.done())

@@ -51,8 +51,10 @@ TRAINED_DARK_GAT = 2.0 * math.sqrt(3.0 / 8.0 + 2.0)
 #: Above this stabilised dark level the dark background is out of the backbone's range (about 6 e- rms
 #: read noise): the normaliser shifts it back to ``TRAINED_DARK_GAT``.
 MAX_DARK_GAT = 2.0 * math.sqrt(3.0 / 8.0 + 36.0)
-#: Brightest stabilised level the backbones were trained on: about 1,000 photoelectrons.
-TRAINED_BRIGHT_GAT = 2.0 * math.sqrt(1000.0 + 3.0 / 8.0)
+#: Brightest stabilised level the default backbone was trained on: peaks of 3,000 photoelectrons (synthetic recipe,
+#: ``livedenoise.training.synthetic.NoiseRecipe.max_photons``; a field's brightest pixels reach ~3x that). The
+#: first release's backbones (``standard``) saw peaks up to 1,000.
+TRAINED_BRIGHT_GAT = 2.0 * math.sqrt(3000.0 + 3.0 / 8.0)
 #: Beyond this many times the trained bright level (about 4x the photons) the frames are out of range.
 BRIGHT_TOLERANCE = 2.0
 

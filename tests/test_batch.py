@@ -607,6 +607,11 @@ def test_self_ensemble_reaches_every_block_and_is_kept_on_resume(tmp_path, frame
     assert not np.allclose(got, reference(ckpt, data)[0], atol=1e-2)  # the ensemble really ran
     manifest = json.loads((out / batch.STATE_DIR / "a.json").read_text())
     assert manifest["plan"]["denoiser"]["ensemble"] == 8  # a resumed run rebuilds the same Denoiser
+    assert read_provenance(out / "a.ome.tif")["ensemble"] == 8
+    # resuming with another ensemble size is refused (the output would mix two estimators)
+    (out / batch.STATE_DIR / "a.json").write_text(json.dumps({**manifest, "state": "running"}))
+    with pytest.raises(LivedenoiseError, match="used --ensemble 8, this one asks for 1"):
+        run([tmp_path / "a.ome.tif"], out, ckpt, resume=True)
     with pytest.raises(SystemExit):
         main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(tmp_path / "o2"), "--ensemble", "3"])
     assert "invalid choice: 3" in capsys.readouterr().err
