@@ -104,7 +104,7 @@ def sim_cases(quick: bool, size: int = 256, seed: int = 777_000) -> list[Case]:
                 t = 0.02
                 noisy = camera.expose(photons_img, t, np.random.default_rng([seed, s_i, int(peak)]))
                 truth = camera.expected(photons_img, t)
-                e = camera.config.quantum_efficiency * photons_img + maps.dark_current * t
+                e = camera.config.quantum_efficiency * photons_img + float(np.median(maps.dark_current)) * t
                 flat = (e * med_gain + med_offset).astype(np.float32)
                 cases.append(Case(f"sim {structure} {optics} {peak:g}", f"{peak:g} ph {optics}", noisy, truth, flat,
                                   False, structure))
@@ -241,7 +241,8 @@ def render(payload: dict, *, heading: bool = True) -> str:
     groups = list(dict.fromkeys(r["group"] for r in rows))
     lines = [f"# Backbones vs VST+BM3D{' (quick)' if payload.get('quick') else ''}", "",
              f"- machine: {machine_line(payload['machine'])}"] if heading else []
-    lines += ["- every method gets the same noise estimate (the image's own fit); PSNR dB / SSIM; "
+    lines += ["- VST+BM3D and the networks start from the same noise fit of each image (`fit_noise_model`; the "
+              "networks' normaliser also keeps the dark level in the backbone's range); PSNR dB / SSIM; "
               "Δ = candidate − VST+BM3D (dB)", ""]
     for label, info in models.items():
         ens = f", self-ensemble x{info['ensemble']}" if info.get("ensemble") else ""

@@ -149,8 +149,11 @@ def pretrain(
     if init is not None and not stages and prior_steps:
         stages = [{"steps": prior_steps, "note": "earlier training (before stages were recorded)",
                    "data": previous.get("data"), "lr": previous.get("lr")}]
-    name = f"backbone-{preset}"
-    stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed}
+    name = init.name if init is not None else f"backbone-{preset}"
+    dev = select_device(device)
+    stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed,
+             "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
+             "steps_per_validation": steps_per_validation, "device": str(dev)}
 
     def training_record(result_dict: dict, steps: int) -> dict:
         return {**result_dict, "objective": "supervised pretraining", "lr": lr, "total_steps": prior_steps + steps,
@@ -176,7 +179,7 @@ def pretrain(
 
     result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
                  patience=patience, steps_per_validation=steps_per_validation, validation_batches=validation_batches,
-                 seed=seed, device=select_device(device), progress=on_progress, cancel=cancel)
+                 seed=seed, device=dev, progress=on_progress, cancel=cancel)
     model.to("cpu")
     training = training_record(result.to_dict(), result.steps)
     metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}

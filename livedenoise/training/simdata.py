@@ -78,7 +78,14 @@ def structure_bank(n: int, size: int = 256, *, seed: int = 0, held_out: tuple[st
     kinds = [k for k in KINDS if k not in set(held_out)]
     if not kinds:
         raise ValueError(f"every structure kind is held out ({', '.join(held_out)}); keep at least one")
-    desc = {"renderer": "simulators.structures.render_field", "version": 1, "kinds": kinds,
+    import hashlib
+    import inspect
+
+    import simulators.structures as structures
+
+    # the renderer's source is part of the cache key: an edited renderer never reuses a stale bank
+    code = hashlib.sha256(inspect.getsource(structures).encode()).hexdigest()[:12]
+    desc = {"renderer": "simulators.structures.render_field", "code": code, "kinds": kinds,
             "held_out": sorted(held_out)}
     return CleanBank.build(lambda rng, s: render_field(rng, s, kinds), n, size, seed=seed, description=desc,
                            cache_dir=cache_dir)
