@@ -181,6 +181,13 @@ def pairs(data: dict, path: str) -> str:
     return "\n".join([body, _source_line(path, data, data.get("command") or "python benchmarks/bench_pairs.py")])
 
 
+def demo(data: dict, path: str) -> str:
+    """The quick start's example output, from a committed ``report.json`` of ``livedenoise demo``."""
+    from livedenoise.commands.demo import summary_lines
+
+    return "\n".join(["```", *summary_lines(data), "```", "", _source_line(path, data, "bash .ci/quickstart demo")])
+
+
 RENDERERS: dict[str, Callable[[dict, str], str]] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
 }

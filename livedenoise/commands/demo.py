@@ -67,9 +67,45 @@ def run(args: argparse.Namespace) -> int:
         stop_simulated_core(core)
     from livedenoise.evaluate_report import json_safe
 
-    (out / "report.json").write_text(json.dumps(json_safe(report.__dict__), indent=2, default=str))
+    from livedenoise.evaluate import machine_info
+
+    record = {**report.__dict__, "machine": machine_info(args.device)}  # every figure names its machine
+    (out / "report.json").write_text(json.dumps(json_safe(record), indent=2, default=str))
     print_report(console, report)
     return 0 if not report.errors else 1
+
+
+QUALITY_ROWS = (("raw", "raw (as acquired)"), ("backbone", "pretrained backbone"), ("adapted", "adapted model"))
+
+
+def outcome_lines(report: dict) -> list[str]:
+    """What the fine-tuning and the live phase did, as plain lines (``SessionReport.__dict__`` or report.json)."""
+    ft = report.get("finetune") or {}
+    if ft:
+        if report.get("swapped_at_frame") is not None:
+            outcome = f"swapped in at frame {report['swapped_at_frame']}"
+        else:  # one line saying why the backbone stayed: never a "swapped in at frame None"
+            reason = (report.get("swap_criterion") or {}).get("reason") or (
+                "not adapted" if not ft.get("adapted", True) else "not swapped in")
+            outcome = f"{reason}; the backbone was used throughout"
+        first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s (stopped: {ft.get('stopped')}, "
+                 f"weights of step {ft.get('best_step')} kept), held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
+                 f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
+    else:
+        first = "fine-tuning: did not complete; the backbone was used throughout"
+    return [first, f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
+                   f"{report.get('frames_denoised')} denoised for display at {report.get('denoised_fps', 0):.1f} fps "
+                   f"(mean latency {report.get('mean_latency_ms', 0):.0f} ms, {report.get('frames_dropped')} display "
+                   f"frames skipped), {report.get('frames_written')} denoised frames recorded"]
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The whole outcome as plain text (the README's quick-start block is made from a committed report.json)."""
+    q = report.get("quality") or {}
+    lines = [f"Quality against ground truth ({q.get('frames', 0)} live frames)",
+             f"{'image':<21} {'PSNR (dB)':>9} {'SSIM':>6}"]
+    lines += [f"{label:<21} {q[key]['psnr']:>9.2f} {q[key]['ssim']:>6.3f}" for key, label in QUALITY_ROWS if key in q]
+    return lines + outcome_lines(report)
 
 
 def print_report(console, report) -> None:
@@ -80,26 +116,12 @@ def print_report(console, report) -> None:
     table.add_column("image")
     table.add_column("PSNR (dB)", justify="right")
     table.add_column("SSIM", justify="right")
-    for key, label in (("raw", "raw (as acquired)"), ("backbone", "pretrained backbone"), ("adapted", "adapted model")):
+    for key, label in QUALITY_ROWS:
         if key in q:
             table.add_row(label, f"{q[key]['psnr']:.2f}", f"{q[key]['ssim']:.3f}")
     console.print(table)
-    ft = report.finetune or {}
-    if ft:
-        if report.swapped_at_frame is not None:
-            outcome = f"swapped in at frame {report.swapped_at_frame}"
-        else:  # one line saying why the backbone stayed: never a "swapped in at frame None"
-            reason = (report.swap_criterion or {}).get("reason") or (
-                "not adapted" if not ft.get("adapted", True) else "not swapped in")
-            outcome = f"{reason}; the backbone was used throughout"
-        console.print(f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s (stopped: {ft.get('stopped')}, "
-                      f"weights of step {ft.get('best_step')} kept), held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
-                      f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
-    else:
-        console.print("fine-tuning: did not complete; the backbone was used throughout")
-    console.print(f"frames: {report.frames_acquired} acquired at {report.camera_fps:.1f} fps, {report.frames_denoised} "
-                  f"denoised for display at {report.denoised_fps:.1f} fps (mean latency {report.mean_latency_ms:.0f} ms, "
-                  f"{report.frames_dropped} display frames skipped), {report.frames_written} denoised frames recorded")
+    for line in outcome_lines(report.__dict__):
+        console.print(line)
     console.print(f"saved: raw {report.paths.get('raw')}, denoised {report.paths.get('denoised')}, "
                   f"model {report.paths.get('adapted_model')}")
     for err in report.errors:
