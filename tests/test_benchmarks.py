@@ -131,3 +131,43 @@ def test_readme_tables_check_fails_on_a_changed_number(tmp_path):
     assert proc.returncode == 1 and "differ" in proc.stdout
     assert subprocess.run(script, capture_output=True, text=True, timeout=120).returncode == 0  # rewrite
     assert copy.read_text() == readme
+
+
+def test_backbone_benchmark_tables_and_bm3d_cache(common, tmp_path, monkeypatch):
+    """bench_backbone: the Δ column is candidate − VST+BM3D per set; BM3D outputs are cached by input and code."""
+    import bench_backbone as bb
+
+    rows = []
+    for group, values in (("setA", {"noisy": 20.0, "vst+bm3d": 28.0, "cand": 29.5}),
+                          ("1 ph confocal", {"noisy": 15.0, "vst+bm3d": 22.0, "cand": 21.0})):
+        for method, psnr in values.items():
+            rows.append({"case": group, "group": group, "structure": "" if group == "setA" else "puncta",
+                         "method": method, "psnr": psnr, "ssim": 0.5, "psnr_flat": psnr + 1, "ssim_flat": 0.6})
+    payload = {"machine": common.machine(), "quick": True, "models": {"cand": {"name": "backbone-fast", "total_steps": 123,
+                                                               "seconds_per_image": 0.1}}, "rows": rows}
+    md = bb.render(payload)
+    assert "| setA | 20.00 / 0.500 | 28.00 / 0.500 | 29.50 / 0.500 | +1.50 |" in md
+    assert "| 1 ph confocal | 16.00 / 0.600 | 23.00 / 0.600 | 22.00 / 0.600 | -1.00 |" in md  # against the sample
+    assert "| 1 ph confocal | 15.00 / 0.500 | 22.00 / 0.500 | 21.00 / 0.500 | -1.00 |" in md  # camera's image
+    assert "123 training steps" in md
+
+    calls = []
+    monkeypatch.setattr(bb, "CACHE", tmp_path)
+    monkeypatch.setattr(bb, "vst_bm3d", lambda frames: (calls.append(len(frames)) or [f * 0 + 1 for f in frames],
+                                                         [0.5] * len(frames)))
+    frames = [np.full((8, 8), i, np.uint16) for i in range(5)]
+    outs, _ = bb.cached_bm3d(frames)
+    again, secs = bb.cached_bm3d(frames)
+    assert calls == [4, 1] and all(np.array_equal(a, b) for a, b in zip(outs, again)) and secs == [0.5] * 5
+    monkeypatch.setattr(bb, "_peer_code_version", lambda: "changed")
+    bb.cached_bm3d(frames[:1])
+    assert calls == [4, 1, 1]  # another code version computes anew
+
+
+def test_pairs_benchmark_table_counts_folds_and_gains(common):
+    import bench_pairs as bp
+
+    rows = [{"set": "s", "held_out": f"p{i}", "vst+bm3d": 30.0, "backbone": 29.0, "fine-tuned": 29.0 + g,
+             "steps": 100, "best_step": 80, "adapted": g > 0} for i, g in enumerate((1.0, 0.0))]
+    md = bp.render(rows, "backbone-fast", 5, 60.0, common.machine(), heading=False)
+    assert "| s | 2 | 30.00 | 29.00 | 29.50 | +0.50 | 100 (80) | 1/2 |" in md
