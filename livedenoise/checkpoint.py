@@ -259,9 +259,7 @@ def available_backbones() -> list[str]:
                   if n.startswith("backbone-") and n.endswith(".safetensors"))
 
 
-#: The backbone used when none is named (``denoise``, ``load_backbone()``): the one that measures best on the dev
-#: pairs and the simulator (``benchmarks/bench_backbone.py``; README "Shipped backbones"), not the largest.
-DEFAULT_BACKBONE = "fast"
+from livedenoise.weights import DEFAULT_BACKBONE  # noqa: E402  (re-exported: the name users look for here)
 
 
 def backbone_path(name: str = DEFAULT_BACKBONE) -> Path:

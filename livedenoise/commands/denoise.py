@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
     if not inputs:
         raise ConfigError("No INPUT given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
-    from livedenoise.checkpoint import DEFAULT_BACKBONE
+    from livedenoise.weights import DEFAULT_BACKBONE
 
     models = args.model or [DEFAULT_BACKBONE]
     if len(models) > 1 and adapt is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
+from livedenoise.weights import DEFAULT_BACKBONE
+
 HELP = """\
 Measure how well denoising works, with a report (Markdown tables + PNG plots + JSON/CSV).
 
@@ -33,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(preset="full")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for report.md, results.json/csv and plots")
     p.add_argument("--pairs", type=Path, help="folder of real <set>/<name>_noisy.tif + _clean.tif pairs (instead of the simulator)")
-    p.add_argument("--backbone", default="fast", help="'fast', 'standard' or a checkpoint path (default fast)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"'fast', 'standard' or a checkpoint path (default {DEFAULT_BACKBONE})")
     p.add_argument("--experiments", help="comma-separated subset of: sweep, stability, size, loss, pairs, averages")
     p.add_argument("--seeds", type=int, help="reruns per setting (overrides the preset for every experiment)")
     p.add_argument("--time-budget", type=float, help="seconds per fit (overrides the preset)")

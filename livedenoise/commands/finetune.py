@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from livedenoise.weights import DEFAULT_BACKBONE
+
 HELP = """\
 Adapt a pretrained backbone to your data in minutes (transfer learning).
 
@@ -24,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, nargs="+", help="noisy TIFF images or stacks (self-supervised)")
     src.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs")
-    p.add_argument("--backbone", default="fast", help="'fast', 'standard' or a checkpoint path (default fast)")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                   help=f"'fast', 'standard' or a checkpoint path (default {DEFAULT_BACKBONE})")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
     p.add_argument("--time-budget", type=positive_seconds, default=60.0,
                    help="fine-tune for at most this many seconds (default 60)")

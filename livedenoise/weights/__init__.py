@@ -1,2 +1,7 @@
 """Pretrained backbones shipped with livedenoise (``backbone-{name}.safetensors``), loaded by
 :func:`livedenoise.checkpoint.load_backbone`. This file makes the folder package data."""
+
+#: The backbone used when none is named (``denoise``, ``finetune``, ``evaluate``, ``load_backbone()``): the one that
+#: measures best on the dev pairs and the simulator (``benchmarks/bench_backbone.py``; README "Shipped backbones"),
+#: not the largest. Kept here, free of torch, so the command line can show it without importing torch.
+DEFAULT_BACKBONE = "fast"
