@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, REPO, machine, machine_line, table, vst_bm3d, write_outputs,
+    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, REPO, finite_mean, machine, machine_line, publish, table, vst_bm3d,
 )
 
 CACHE = REPO / "runs" / "cache" / "bm3d"
@@ -222,15 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                + " ".join(argv if argv is not None else sys.argv[1:]), "models": models,
                "bm3d_seconds_per_image": methods["vst+bm3d"][1], "rows": rows}
     md = render(payload)
-    jp, mp = write_outputs(args.output, "backbone" + ("-quick" if args.quick else ""), payload, md)
-    print(md)
-    print(f"wrote {jp} and {mp}")
+    publish(args.output, "backbone" + ("-quick" if args.quick else ""), payload, md)
     return 0
 
 
-def _mean(v) -> float:
-    v = [x for x in v if x is not None and math.isfinite(x)]
-    return float(np.mean(v)) if v else math.nan
 
 
 def render(payload: dict, *, heading: bool = True) -> str:
@@ -252,11 +247,11 @@ def render(payload: dict, *, heading: bool = True) -> str:
 
     def cell(m: str, g: str, key: str = "psnr", skey: str = "ssim") -> str:
         sel = [r for r in rows if r["group"] == g and r["method"] == m]
-        return f"{_mean(r[key] for r in sel):.2f} / {_mean(r[skey] for r in sel):.3f}"
+        return f"{finite_mean(r[key] for r in sel):.2f} / {finite_mean(r[skey] for r in sel):.3f}"
 
     def delta(m: str, g: str, key: str = "psnr") -> float:
-        a = _mean(r[key] for r in rows if r["group"] == g and r["method"] == m)
-        b = _mean(r[key] for r in rows if r["group"] == g and r["method"] == "vst+bm3d")
+        a = finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == m)
+        b = finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == "vst+bm3d")
         return a - b
 
     dev = [g for g in groups if not g[0].isdigit()]
@@ -273,10 +268,10 @@ def render(payload: dict, *, heading: bool = True) -> str:
                 for g in sel_groups]
         mean_groups = [g for g in sel_groups if g not in EXCLUDED_FROM_MEAN]
         body.append(["**mean**" + (" (without nucleus_migration)" if len(mean_groups) < len(sel_groups) else ""),
-                     *[f"{_mean(_mean(r[key] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.2f} / "
-                       f"{_mean(_mean(r[skey] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.3f}"
+                     *[f"{finite_mean(finite_mean(r[key] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.2f} / "
+                       f"{finite_mean(finite_mean(r[skey] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.3f}"
                        for m in order],
-                     *[f"{_mean(delta(l, g, key) for g in mean_groups):+.2f}" for l in labels]])
+                     *[f"{finite_mean(delta(l, g, key) for g in mean_groups):+.2f}" for l in labels]])
         lines += [table(head, body), ""]
     sim = [r for r in rows if r["structure"]]
     if sim:
@@ -284,8 +279,8 @@ def render(payload: dict, *, heading: bool = True) -> str:
         lines += [f"## {title}" if heading else f"**{title}**", ""]
         structures = list(dict.fromkeys(r["structure"] for r in sim))
         head = ["structure", *order]
-        body = [[s, *[f"{_mean(r['psnr_flat'] for r in sim if r['structure'] == s and r['method'] == m):.2f} / "
-                      f"{_mean(r['psnr'] for r in sim if r['structure'] == s and r['method'] == m):.2f}"
+        body = [[s, *[f"{finite_mean(r['psnr_flat'] for r in sim if r['structure'] == s and r['method'] == m):.2f} / "
+                      f"{finite_mean(r['psnr'] for r in sim if r['structure'] == s and r['method'] == m):.2f}"
                       for m in order]] for s in structures]
         lines += [table(head, body), "", "`straight_filaments` is held out of the synthetic training bank.", ""]
     return "\n".join(lines)

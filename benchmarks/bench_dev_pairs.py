@@ -42,8 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, load_average, machine, machine_line, peers_python,
-    table, vst_bm3d, vst_nlm, write_outputs,
+    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, finite_mean, load_average, machine, machine_line,
+    peers_python, table, vst_bm3d, vst_nlm, write_outputs,
 )
 
 from livedenoise.checkpoint import DEFAULT_BACKBONE  # noqa: E402
@@ -199,9 +199,6 @@ def plan_methods(backbones: list[str], adapt_backbones: list[str], models: list[
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
-def _mean(values) -> float:
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
-    return float(np.mean(v)) if v else math.nan
 
 
 def overall(rows: list[dict]) -> list[dict]:
@@ -212,7 +209,7 @@ def overall(rows: list[dict]) -> list[dict]:
                for s in sets for m in methods}
     best_of_set = {}
     for s in sets:
-        scored = [(m, _mean(r["psnr"] for r in per_set[(s, m)])) for m in methods]
+        scored = [(m, finite_mean(r["psnr"] for r in per_set[(s, m)])) for m in methods]
         scored = [x for x in scored if math.isfinite(x[1])]
         if scored:
             best_of_set[s] = max(scored, key=lambda x: x[1])[0]
@@ -221,14 +218,14 @@ def overall(rows: list[dict]) -> list[dict]:
         mine = [rs for s in sets if (rs := per_set[(s, m)])]
         fits = [r["fit"] for rs in mine for r in rs if r.get("fit")]
         agg = {"method": m, "sets": len(mine), "pairs": sum(len(rs) for rs in mine),
-               "psnr": _mean(_mean(r["psnr"] for r in rs) for rs in mine),
-               "ssim": _mean(_mean(r["ssim"] for r in rs) for rs in mine),
-               "seconds": _mean(r["seconds"] for rs in mine for r in rs),
+               "psnr": finite_mean(finite_mean(r["psnr"] for r in rs) for rs in mine),
+               "ssim": finite_mean(finite_mean(r["ssim"] for r in rs) for rs in mine),
+               "seconds": finite_mean(r["seconds"] for rs in mine for r in rs),
                "best_sets": sum(1 for v in best_of_set.values() if v == m),
                "warnings": sum(1 for rs in mine for r in rs if r.get("warnings"))}
         if fits:
             agg.update(fits=len(fits), adapted=sum(1 for f in fits if f["adapted"]),
-                       steps=_mean(f["steps"] for f in fits), best_step=_mean(f["best_step"] for f in fits),
+                       steps=finite_mean(f["steps"] for f in fits), best_step=finite_mean(f["best_step"] for f in fits),
                        stopped=", ".join(sorted({f["stopped"] for f in fits if f["stopped"]})))
         out.append(agg)
     return out
@@ -247,7 +244,7 @@ def per_set_table(rows: list[dict]) -> str:
             mark = ""
             if rs and any(r.get("fit") and not r["fit"]["adapted"] for r in rs):
                 mark, kept = " †", True
-            cells.append(f"{_mean(r['psnr'] for r in rs):.2f} / {_mean(r['ssim'] for r in rs):.3f}{mark}" if rs else "-")
+            cells.append(f"{finite_mean(r['psnr'] for r in rs):.2f} / {finite_mean(r['ssim'] for r in rs):.3f}{mark}" if rs else "-")
         body.append(cells)
     note = ("\n\n† the fine-tune kept the backbone's weights (0 steps, or no validation beat the initial weights): "
             "this is the backbone, not an adapted model." if kept else "")

@@ -15,7 +15,6 @@ scored as the backbone (that is what the product then uses) and counted as such.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbone import cached_bm3d  # noqa: E402
-from common import DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, machine, machine_line, table, write_outputs  # noqa: E402
+from common import (  # noqa: E402
+    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, finite_mean, machine, machine_line, publish, table,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         "total_steps"), "pairs": args.pairs, "budget_s": budget, "quick": args.quick, "rows": rows,
         "command": "python benchmarks/bench_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = render(rows, backbone.name, args.pairs, budget, payload["machine"])
-    jp, mp = write_outputs(args.output, "pairs" + ("-quick" if args.quick else ""), payload, md)
-    print(md)
-    print(f"wrote {jp} and {mp}")
+    publish(args.output, "pairs" + ("-quick" if args.quick else ""), payload, md)
     return 0
 
 
-def _mean(v) -> float:
-    v = [x for x in v if x is not None and math.isfinite(x)]
-    return float(np.mean(v)) if v else math.nan
 
 
 def render(rows: list[dict], backbone: str, n_pairs: int, budget: float, machine_info: dict, *,
@@ -107,16 +103,16 @@ def render(rows: list[dict], backbone: str, n_pairs: int, budget: float, machine
     body = []
     for s in sets:
         sel = [r for r in rows if r["set"] == s]
-        body.append([s, len(sel), f"{_mean(r['vst+bm3d'] for r in sel):.2f}", f"{_mean(r['backbone'] for r in sel):.2f}",
-                     f"{_mean(r['fine-tuned'] for r in sel):.2f}",
-                     f"{_mean(r['fine-tuned'] - r['backbone'] for r in sel):+.2f}",
-                     f"{_mean(r['steps'] for r in sel):.0f} ({_mean(r['best_step'] for r in sel):.0f})",
+        body.append([s, len(sel), f"{finite_mean(r['vst+bm3d'] for r in sel):.2f}", f"{finite_mean(r['backbone'] for r in sel):.2f}",
+                     f"{finite_mean(r['fine-tuned'] for r in sel):.2f}",
+                     f"{finite_mean(r['fine-tuned'] - r['backbone'] for r in sel):+.2f}",
+                     f"{finite_mean(r['steps'] for r in sel):.0f} ({finite_mean(r['best_step'] for r in sel):.0f})",
                      f"{sum(r['adapted'] for r in sel)}/{len(sel)}"])
     if rows:
-        body.append(["**all**", len(rows), f"{_mean(r['vst+bm3d'] for r in rows):.2f}",
-                     f"{_mean(r['backbone'] for r in rows):.2f}", f"{_mean(r['fine-tuned'] for r in rows):.2f}",
-                     f"{_mean(r['fine-tuned'] - r['backbone'] for r in rows):+.2f}",
-                     f"{_mean(r['steps'] for r in rows):.0f} ({_mean(r['best_step'] for r in rows):.0f})",
+        body.append(["**all**", len(rows), f"{finite_mean(r['vst+bm3d'] for r in rows):.2f}",
+                     f"{finite_mean(r['backbone'] for r in rows):.2f}", f"{finite_mean(r['fine-tuned'] for r in rows):.2f}",
+                     f"{finite_mean(r['fine-tuned'] - r['backbone'] for r in rows):+.2f}",
+                     f"{finite_mean(r['steps'] for r in rows):.0f} ({finite_mean(r['best_step'] for r in rows):.0f})",
                      f"{sum(r['adapted'] for r in rows)}/{len(rows)}"])
     lines += [table(["set", "folds", "VST+BM3D", "backbone", "fine-tuned", "gain", "steps (best)", "adapted"], body), ""]
     return "\n".join(lines)

@@ -41,8 +41,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, load_average, machine, machine_line, peers_python,
-    run_peer, table, vst_bm3d, vst_nlm, write_outputs,
+    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, finite_mean, load_average, machine, machine_line,
+    peers_python, run_peer, table, vst_bm3d, vst_nlm, write_outputs,
 )
 
 METHODS = ("noisy", "gaussian", "nlm", "vst+nlm", "vst+bm3d", "n2v (careamics)", "livedenoise backbone",
@@ -233,9 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _mean(vals) -> float:
-    v = [float(x) for x in vals if isinstance(x, (int, float)) and math.isfinite(x)]
-    return float(np.mean(v)) if v else math.nan
 
 
 def is_simulated(row: dict) -> bool:
@@ -256,18 +253,18 @@ def summarise(results: list[dict], kind: str) -> list[dict]:
         per_group = [[r for r in sel if r["method"] == m and r["group"] == g] for g in groups]
         per_group = [rs for rs in per_group if rs]
         agg = {"method": m, "sets": len(per_group),
-               "seconds_per_image": _mean(r["seconds_per_image"] for rs in per_group for r in rs)}
+               "seconds_per_image": finite_mean(r["seconds_per_image"] for rs in per_group for r in rs)}
         for k in ("psnr", "ssim", "frc", "psnr_flat", "ssim_flat"):
-            agg[k] = _mean(_mean(r.get(k) for r in rs) for rs in per_group)
+            agg[k] = finite_mean(finite_mean(r.get(k) for r in rs) for rs in per_group)
         fits = {r["case"]: r["fit"] for rs in per_group for r in rs if r.get("fit")}
         if fits:
             agg["fits"] = len(fits)
             agg["adapted"] = sum(1 for f in fits.values() if f.get("adapted", True))
             if any("steps" in f for f in fits.values()):
-                agg["steps"] = _mean(f.get("steps") for f in fits.values())
-                agg["best_step"] = _mean(f.get("best_step") for f in fits.values())
+                agg["steps"] = finite_mean(f.get("steps") for f in fits.values())
+                agg["best_step"] = finite_mean(f.get("best_step") for f in fits.values())
             if any("epochs" in f for f in fits.values()):
-                agg["epochs"] = _mean(f.get("epochs") for f in fits.values())
+                agg["epochs"] = finite_mean(f.get("epochs") for f in fits.values())
         out.append(agg)
     return out
 
@@ -305,11 +302,11 @@ def render(results: list[dict], failures: dict, notes: dict, info: dict, budget:
                 if rs:
                     fits = [r["fit"] for r in rs if r.get("fit") and "steps" in r["fit"]]
                     label = m + (" [initial weights kept]" if fits and not any(f["adapted"] for f in fits) else "")
-                    row = [g, label, f"{_mean(r['psnr'] for r in rs):.2f}", f"{_mean(r['ssim'] for r in rs):.3f}"]
+                    row = [g, label, f"{finite_mean(r['psnr'] for r in rs):.2f}", f"{finite_mean(r['ssim'] for r in rs):.3f}"]
                     if flat:
-                        row += [_cell(_mean(r.get("psnr_flat") for r in rs), ".2f"),
-                                _cell(_mean(r.get("ssim_flat") for r in rs), ".3f")]
-                    row += [f"{_mean(r['frc'] for r in rs):.3f}", f"{_mean(r['seconds_per_image'] for r in rs):.2f}",
+                        row += [_cell(finite_mean(r.get("psnr_flat") for r in rs), ".2f"),
+                                _cell(finite_mean(r.get("ssim_flat") for r in rs), ".3f")]
+                    row += [f"{finite_mean(r['frc'] for r in rs):.3f}", f"{finite_mean(r['seconds_per_image'] for r in rs):.2f}",
                             len(rs), "; ".join(dict.fromkeys(
                                 [f"{f['steps']} (best {f['best_step']}), {f['stopped']}" for f in fits]
                                 + [f"{r['fit']['epochs']} epochs, {r['fit']['stopped']}" for r in rs

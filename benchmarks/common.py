@@ -66,6 +66,19 @@ def write_outputs(output: Path, name: str, payload: dict, markdown: str) -> tupl
     return jp, mp
 
 
+def publish(output: Path, name: str, payload: dict, markdown: str) -> None:
+    """Write the run's JSON and Markdown (:func:`write_outputs`) and print the tables and where they went."""
+    jp, mp = write_outputs(output, name, payload, markdown)
+    print(markdown)
+    print(f"wrote {jp} and {mp}")
+
+
+def finite_mean(values) -> float:
+    """Mean of the finite numbers among ``values`` (None, NaN, inf and non-numbers skipped); NaN when none."""
+    v = [float(x) for x in values if isinstance(x, (int, float, np.floating)) and math.isfinite(float(x))]
+    return float(np.mean(v)) if v else math.nan
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
