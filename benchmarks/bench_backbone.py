@@ -112,14 +112,18 @@ def sim_cases(quick: bool, size: int = 256, seed: int = 777_000) -> list[Case]:
 
 
 def _peer_code_version() -> str:
-    """A hash of the code that makes the VST+BM3D output (noise fit and transforms): a change invalidates the cache."""
+    """A hash of the code that makes a VST+BM3D output: the noise fit and transforms (``noise_model``,
+    ``normalization``), the peer glue in ``common.py`` and the peers' worker. A change invalidates the cache;
+    unrelated edits to ``common.py`` (tables, means) do not."""
     import inspect
 
     import common
     from livedenoise import noise_model, normalization
 
-    text = "".join(inspect.getsource(m) for m in (common, noise_model, normalization))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    parts = [inspect.getsource(m) for m in (noise_model, normalization)]
+    parts += [inspect.getsource(f) for f in (common.vst_forward, common.vst_inverse, common.vst_bm3d, common.run_peer)]
+    parts.append((Path(common.__file__).parent / "peers_worker.py").read_text())
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:12]
 
 
 def cached_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:

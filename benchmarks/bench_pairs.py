@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="fast", help="backbone: 'fast', 'standard' or a checkpoint")
     ap.add_argument("--pairs", type=int, default=5, help="training pairs per fine-tune (default 5)")
-    ap.add_argument("--budget", type=float, default=60.0, help="fine-tuning seconds (default 60)")
+    ap.add_argument("--budget", type=float, default=None, help="fine-tuning seconds (default 60; 30 with --quick)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--folder", type=Path, default=REAL_PAIRS_DEV)
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
-    budget = 30.0 if args.quick and args.budget == 60.0 else args.budget
+    budget = args.budget if args.budget is not None else (30.0 if args.quick else 60.0)
     backbone = load_model_spec(args.model)
     by_set: dict[str, list] = {}
     for p in load_pair_folder(args.folder):
