@@ -37,7 +37,11 @@ SOURCES: dict[str, str] = {
     "sim-sweep": "2026-12-03-evaluate-quick/results.json",
     "sim-averages": "2026-12-03-evaluate-quick/results.json",
     "peers": "2026-12-03-quality-quick/quality-quick.json",
-    "dev-pairs": "2026-12-03-dev-pairs-quick/dev-pairs-quick.json",
+    "dev-pairs": "2026-12-03-dev-pairs-quick-2/dev-pairs-quick.json",
+    "stages": "../../livedenoise/weights/backbone-fast.safetensors",
+    "backbones": "2026-12-03-backbone/backbone.json",
+    "pairs": "2026-12-03-pairs-quick/pairs-quick.json",
+    "demo": "2026-12-03-demo/report.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -185,7 +189,7 @@ def demo(data: dict, path: str) -> str:
     """The quick start's example output, from a committed ``report.json`` of ``livedenoise demo``."""
     from livedenoise.commands.demo import summary_lines
 
-    return "\n".join(["```", *summary_lines(data), "```", "", _source_line(path, data, "bash .ci/quickstart demo")])
+    return "\n".join(["```", *summary_lines(data), "```", "", _source_line(path, data, "livedenoise demo, which bash .ci/quickstart demo runs")])
 
 
 def stages(data: dict, path: str) -> str:
@@ -216,6 +220,7 @@ def stages(data: dict, path: str) -> str:
 
 RENDERERS: dict[str, Callable[[dict, str], str]] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo,
 }
 
 
