@@ -122,6 +122,8 @@ def test_readme_tables_match_the_committed_results():
 def test_readme_tables_check_fails_on_a_changed_number(tmp_path):
     readme = (REPO / "README.md").read_text()
     start = readme.index("<!-- results:begin ")
+    while "|" not in readme[start:readme.index("<!-- results:end ", start)]:  # the first block with a table
+        start = readme.index("<!-- results:begin ", start + 1)
     end = readme.index("<!-- results:end ", start)
     block = readme[start:end]
     digits = next(i for i, ch in enumerate(block) if ch.isdigit() and i > block.index("|"))
