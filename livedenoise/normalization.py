@@ -255,6 +255,15 @@ def _estimate_from_frames(
     return float(a), float(b)
 
 
+def gat_torch(e: torch.Tensor, noise_b: Any, noise_a: float = 1.0) -> torch.Tensor:
+    """Generalised Anscombe transform of photoelectrons ``e`` with ``var(e) = noise_a * E[e] + noise_b``.
+
+    ``noise_b`` may be a tensor (one value per sample, as the synthetic training pairs draw them). The one
+    formula behind :meth:`Normalizer.forward_torch` and :mod:`livedenoise.training.synthetic`.
+    """
+    return (2.0 / noise_a) * torch.sqrt(torch.clamp(noise_a * e + 0.375 * noise_a**2 + noise_b, min=0.0))
+
+
 # --------------------------------------------------------------------------------------------
 # the normalizer
 # --------------------------------------------------------------------------------------------
@@ -372,7 +381,7 @@ class Normalizer:
         offset, gain = self._maps_torch(x)
         e = (x.to(torch.float32) - offset) / gain
         if self.vst:
-            e = (2.0 / self.noise_a) * torch.sqrt(torch.clamp(self.noise_a * e + self._floor_arg(), min=0.0)) - self.shift
+            e = gat_torch(e, self.noise_b, self.noise_a) - self.shift
         return e / self.scale
 
     def inverse_torch(self, y: torch.Tensor) -> torch.Tensor:

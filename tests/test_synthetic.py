@@ -7,7 +7,8 @@ import torch
 
 from livedenoise.checkpoint import load_checkpoint
 from livedenoise.cli import main
-from livedenoise.training.synthetic import CleanBank, NoiseRecipe, SyntheticPairSampler, gat, noisy_pair
+from livedenoise.normalization import gat_torch
+from livedenoise.training.synthetic import CleanBank, NoiseRecipe, SyntheticPairSampler, noisy_pair
 from simulators.structures import KINDS, STRAIGHT_FILAMENTS, render_field
 
 
@@ -96,7 +97,7 @@ def test_gat_matches_the_normalizer():
 
     e = np.linspace(0, 500, 101)
     norm = Normalizer(noise_b=2.0, scale=1.0)
-    np.testing.assert_allclose(gat(torch.tensor(e), torch.tensor(2.0)).numpy(), norm.forward(e), rtol=1e-5)
+    np.testing.assert_allclose(gat_torch(torch.tensor(e), torch.tensor(2.0)).numpy(), norm.forward(e), rtol=1e-5)
 
 
 def test_sampler_batches_are_fresh_and_validation_batches_fixed():

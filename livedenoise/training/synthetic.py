@@ -35,6 +35,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from livedenoise.normalization import gat_torch
+
 log = logging.getLogger("livedenoise")
 
 
@@ -113,11 +115,6 @@ def _log_uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Te
     return torch.exp(torch.empty(n).uniform_(math.log(lo), math.log(hi), generator=gen))
 
 
-def gat(e: torch.Tensor, read_var: torch.Tensor) -> torch.Tensor:
-    """Generalised Anscombe transform of photoelectrons with Gaussian read variance (noise std -> 1)."""
-    return 2.0 * torch.sqrt(torch.clamp(e + 0.375 + read_var, min=0.0))
-
-
 def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(network input, target), both [B, 1, P, P] in backbone units, from clean crops [B, 1, P, P].
 
@@ -169,8 +166,8 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     err = recipe.parameter_error
     gain_n = gain * (1.0 + err * torch.randn(shape, generator=gen))
     read_var_n = torch.clamp(read_var * (1.0 + 2.0 * err * torch.randn(shape, generator=gen)), min=0.0)
-    x = gat((adu - offset) / gain_n, read_var_n) / recipe.scale
-    y = gat((clean_adu - offset) / gain_n, read_var_n) / recipe.scale
+    x = gat_torch((adu - offset) / gain_n, read_var_n) / recipe.scale
+    y = gat_torch((clean_adu - offset) / gain_n, read_var_n) / recipe.scale
     return x.float(), y.float()
 
 
