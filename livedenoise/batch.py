@@ -44,7 +44,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from livedenoise import __version__
-from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
+from livedenoise.diskspace import ensure_room, format_bytes as _format_bytes
+from livedenoise.errors import BatchIncomplete, CheckpointError, ConfigError, InputDataError, LivedenoiseError
 from livedenoise.io import (
     ImageDataset,
     InputItem,
@@ -66,7 +67,7 @@ FORMATS = ("ome-tiff", "ndtiff")
 DTYPES = ("float32", "input", "uint16", "uint8")
 #: "fit": a noise model fitted to every input and channel (default); "stored": the model's own normaliser.
 NOISE_MODELS = ("fit", "stored")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: OME-TIFF outputs are written under .livedenoise/<stem>.partial.ome.tif, renamed when complete
 STATE_DIR = ".livedenoise"
 #: Estimated bytes of network activations per input pixel and per first-layer channel (float32 working set).
 ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 48
@@ -111,14 +112,6 @@ def parse_memory(value: str | int | float) -> int:
     if result <= 0:
         raise ConfigError(f"Memory budget {value!r} must be positive.")
     return result
-
-
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover
 
 
 def _now() -> str:
@@ -527,6 +520,14 @@ class BlockResult:
     clipped: int
     seconds: float
     check: dict[str, Any] | None = None  # residual check of the block's first frame (ResidualCheck.to_dict())
+    input_digest: str | None = None  # of the input pixels this block was made from (resume verifies it)
+
+
+def block_digest(block: np.ndarray) -> str:
+    """A 128-bit BLAKE2 digest of a block's pixels: ``--resume`` re-reads every finished block's input and
+    compares, so an input changed in place (same size, same first and last MiB) is never mixed with the
+    old output. Reading is far cheaper than denoising."""
+    return hashlib.blake2b(np.ascontiguousarray(block).data, digest_size=16).hexdigest()
 
 
 def source_stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -580,6 +581,7 @@ def process_block(job: BlockJob) -> BlockResult:
     if len(job.models) > 1 and job.channel_axis is not None:
         ref = job.models[job.ranges[job.channel_axis][0]]
     check = None
+    digest = block_digest(block)
     if ref.passthrough:
         out = np.array(block, dtype=np.float32)
     else:
@@ -594,7 +596,7 @@ def process_block(job: BlockJob) -> BlockResult:
         job.target.write_block(job.index, out)
     frames = int(np.prod(out.shape[:-2], dtype=np.int64))
     return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0,
-                       check)
+                       check, digest)
 
 
 def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str, Any] | None:
@@ -638,6 +640,8 @@ class Manifest:
         self.log_path = base.with_name(base.name + ".done.jsonl")
         self.staging = base.with_name(base.name + ".blocks")
         self.assembling = base.with_name(base.name + ".assembling")
+        #: the OME-TIFF being written: only a complete output ever carries the output's name
+        self.partial = base.with_name(base.name + ".partial.ome.tif")
         self.data: dict[str, Any] = {}
 
     def exists(self) -> bool:
@@ -675,14 +679,15 @@ class Manifest:
 
     def record(self, result: BlockResult) -> None:
         line = json.dumps({"block": result.index, "frames": result.frames, "clipped": result.clipped,
-                           "seconds": round(result.seconds, 4), **({"check": result.check} if result.check else {})})
+                           "seconds": round(result.seconds, 4), **({"check": result.check} if result.check else {}),
+                           **({"input": result.input_digest} if result.input_digest else {})})
         with open(self.log_path, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def remove(self) -> None:
-        for p in (self.path, self.log_path, self.staging, self.assembling):
+        for p in (self.path, self.log_path, self.staging, self.assembling, self.partial):
             remove_path(p)
 
 
@@ -724,6 +729,8 @@ class BatchSummary:
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: inputs that could not be denoised in a multi-input batch: {"input": path, "error": one sentence}
+    failed: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def frames(self) -> int:
@@ -754,8 +761,12 @@ class BatchSummary:
                              f"{it.output} ({it.output_dtype})\n    {it.blocks} block(s) of {tuple(it.block_shape)}, "
                              f"~{_format_bytes(it.block_bytes)} each; {it.status}"
                              + (f", {it.blocks_resumed} already done" if it.blocks_resumed else ""))
+            lines += [f"FAILED: {f['input']}: {f['error']}" for f in self.failed]
             return "\n".join(lines)
+        failed = {f["input"] for f in self.failed}
         for it in self.items:
+            if it.input in failed:
+                continue
             lines.append(f"{it.status}: {it.input} -> {it.output} ({it.frames} frames this run"
                          + (f", {it.blocks_resumed} of {it.blocks} blocks from an earlier run" if it.blocks_resumed else "")
                          + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")"
@@ -765,6 +776,7 @@ class BatchSummary:
         if self.adapted:
             lines.append("Adapted model(s) saved: " + ", ".join(self.adapted))
         lines.append(f"Output folder: {self.output_dir}")
+        lines += [f"FAILED: {f['input']}: {f['error']}" for f in self.failed]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -1185,8 +1197,16 @@ def denoise_dataset(
 
         # -- 1. inputs (metadata only) and output names ------------------------------------------
         items: list[_Item] = []
-        for item in expand_inputs(inputs):
-            ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
+        expanded = expand_inputs(inputs)
+        multi = len(expanded) > 1  # one bad file must not stop a folder: it is named and skipped
+        for item in expanded:
+            try:
+                ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
+            except InputDataError as exc:
+                if not multi:
+                    raise
+                _skip_input(summary, item.path, exc)
+                continue
             suffix = ".ome.tif" if fmt == "ome-tiff" else ""
             items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
         _check_paths(items, out_dir, inputs)
@@ -1205,6 +1225,9 @@ def denoise_dataset(
             if resume and it.output.exists() and not it.manifest.exists():
                 raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an interrupted "
                                        "livedenoise run); pass --overwrite to replace it.")
+        if not dry_run:
+            _check_output_space(out_dir, [(it.dataset, policies[it.item.path]) for it in items
+                                          if not (resume and it.manifest.exists())])  # resumed: already allocated
 
         # -- 2. models ---------------------------------------------------------------------------
         client, concurrency, per_worker = None, workers or 2, 1
@@ -1306,11 +1329,18 @@ def denoise_dataset(
             from livedenoise.calibration import CameraCalibration
 
             cal_obj = CameraCalibration.load(calibration)
-        for it in items:
+        for it in list(items):
             if noise_model == "stored" or (it.summary is not None and it.summary.status == "already complete"):
                 continue
-            it.refs = _fit_item_refs(it, refs, calibration=cal_obj, calibration_path=calibration,
-                                     averaged=frames_averaged, strict=strict, summary=summary)
+            try:
+                it.refs = _fit_item_refs(it, refs, calibration=cal_obj, calibration_path=calibration,
+                                         averaged=frames_averaged, strict=strict, summary=summary)
+            except InputDataError as exc:
+                if not multi:
+                    raise
+                _skip_input(summary, it.item.path, exc, it)
+                items.remove(it)
+                it.dataset.close()
         summary.models = [r.describe() for it in items for r in (it.refs or refs)][:16]
         if items:
             # load once here, as the workers will: a corrupt checkpoint fails before any output exists
@@ -1323,7 +1353,7 @@ def denoise_dataset(
         opened: list[tuple[SourceSpec, tuple[int, int]]] = []
         try:
             _run_items(items, refs, policies, adapt_info, dtype, fmt, overwrite, resume, console, client, concurrency,
-                       t_axis_of, opened, on_block_done, summary)
+                       t_axis_of, opened, on_block_done, summary, keep_going=multi)
         finally:
             with _DATASETS_LOCK:
                 for key in opened:
@@ -1331,61 +1361,115 @@ def denoise_dataset(
             for it in items:
                 it.dataset.close()
         summary.elapsed_s = time.perf_counter() - t_start
+        if summary.failed:
+            n = len(expanded)
+            listed = "; ".join(f"{f['input']}: {f['error']}" for f in summary.failed[:5])
+            more = f"; and {len(summary.failed) - 5} more" if len(summary.failed) > 5 else ""
+            raise BatchIncomplete(
+                f"{len(summary.failed)} of {n} inputs could not be denoised ({listed}{more}); the other "
+                f"{n - len(summary.failed)} were written to {out_dir}.", summary)
         return summary
 
 
 def _run_items(items: list[_Item], refs: list[ModelRef], policies: dict[Path, np.dtype], adapt_info: dict[str, Any] | None,
                dtype: str, fmt: str, overwrite: bool, resume: bool, console: Any, client: Any, concurrency: int,
                t_axis_of: Callable[[ImageDataset], int | None], opened: list[tuple[SourceSpec, tuple[int, int]]],
-               on_block_done: Callable[[BlockResult], None] | None, summary: BatchSummary) -> None:
-    """Process every item in turn (outputs, blocks, finalisation)."""
+               on_block_done: Callable[[BlockResult], None] | None, summary: BatchSummary, *,
+               keep_going: bool = False) -> None:
+    """Process every item in turn (outputs, blocks, finalisation).
+
+    ``keep_going``: an input that fails (a NaN frame, a truncated plane) is named in ``summary.failed``
+    and the next one is processed; its finished blocks stay resumable. Interrupts always stop the batch.
+    """
     with _Progress(console, items) as bar, _Runner(client, concurrency) as runner:
         for n, it in enumerate(items):
             assert it.plan is not None and it.summary is not None
             if it.summary.status == "already complete":
                 continue
-            out_dtype = policies[it.item.path]
-            item_refs = it.refs or refs
-            prov = _provenance(it, item_refs, adapt_info, out_dtype, dtype, fmt)
-            target = _prepare_output(it, item_refs, prov, out_dtype, fmt, overwrite=overwrite, resume=resume)
-            stamp = source_stamp(it.dataset.spec.path)
-            with _DATASETS_LOCK:
-                _DATASETS[(it.dataset.spec, stamp)] = it.dataset
-                opened.append((it.dataset.spec, stamp))
-            done = it.manifest.done()
-            it.summary.blocks_resumed = len(done)
-            clipped = [sum(int(r.get("clipped", 0)) for r in done.values())]
-            c_axis = it.dataset.axes.index("C") if (len(item_refs) > 1 and "C" in it.dataset.axes) else None
-            jobs = (BlockJob(i, rng, it.dataset.spec, tuple(item_refs), c_axis, t_axis_of(it.dataset), it.plan.denoiser,
-                             out_dtype.str, target, stamp) for i, rng in it.plan.blocks() if i not in done)
-            bar.start_item(n, len(done))
-            t0 = time.perf_counter()
+            try:
+                _run_item(n, it, refs, policies, adapt_info, dtype, fmt, overwrite, resume, bar, runner, t_axis_of,
+                          opened, on_block_done, summary)
+            except (InputDataError, OSError) as exc:
+                if not keep_going:
+                    # one sentence that names the file (a NaN frame's message alone does not)
+                    raise InputDataError(f"{it.item.path}: {_failure_text(it.item.path, exc)}") from None
+                _skip_input(summary, it.item.path, exc, it)
 
-            def on_done(result: BlockResult, it: _Item = it, n: int = n, clipped: list[int] = clipped) -> None:
-                it.manifest.record(result)
-                assert it.summary is not None
-                it.summary.frames += result.frames
-                it.summary.pixels += result.pixels
-                clipped[0] += result.clipped
-                bar.advance(n, result)
-                if on_block_done is not None:
-                    on_block_done(result)
 
-            def after_error(result: BlockResult, it: _Item = it) -> None:
-                it.manifest.record(result)
+def _failure_text(path: Path, exc: BaseException) -> str:
+    """The reason an input failed, without repeating its path: our sentence, or the OS error's."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}; the finished blocks are kept for --resume"
+    return str(exc).replace(f"{path}: ", "")
 
-            runner.run(jobs, on_done, after_error)
-            it.summary.seconds = time.perf_counter() - t0  # wall time: throughput includes I/O
-            it.summary.clipped = clipped[0]
-            prov["quality_check"] = _combined_check(it, summary)
-            _finalize(it, prov, fmt, out_dtype)
-            it.summary.status = "done"
-            if it.summary.clipped:
-                total = int(np.prod(it.dataset.shape, dtype=np.int64))
-                msg = (f"{it.output}: {it.summary.clipped} of {total} pixels ({100 * it.summary.clipped / total:.3g}%) were "
-                       f"outside the {out_dtype.name} range and were clipped; use --dtype float32 to keep them.")
-                log.warning(msg)
-                summary.warnings.append(msg)
+
+def _skip_input(summary: BatchSummary, path: Path, exc: BaseException, it: _Item | None = None) -> None:
+    """Record an input that could not be denoised (named, with its one-sentence reason) and log it."""
+    text = _failure_text(path, exc)
+    summary.failed.append({"input": str(path), "error": text})
+    if it is not None and it.summary is not None:
+        it.summary.status = "failed"
+    if it is not None and it.manifest.exists():
+        try:  # finished blocks stay resumable; a repaired input starts again (see _prepare_output)
+            it.manifest.load()
+            it.manifest.data["state"] = "failed"
+            it.manifest.data["error"] = text
+            it.manifest.save()
+        except (LivedenoiseError, OSError):
+            pass
+    log.error("%s: %s (skipped; the other inputs go on)", path, text.rstrip("."))
+
+
+def _run_item(n: int, it: _Item, refs: list[ModelRef], policies: dict[Path, np.dtype], adapt_info: dict[str, Any] | None,
+              dtype: str, fmt: str, overwrite: bool, resume: bool, bar: "_Progress", runner: "_Runner",
+              t_axis_of: Callable[[ImageDataset], int | None], opened: list[tuple[SourceSpec, tuple[int, int]]],
+              on_block_done: Callable[[BlockResult], None] | None, summary: BatchSummary) -> None:
+    """One input: output prepared (or resumed), every unfinished block denoised, output finalised."""
+    assert it.plan is not None and it.summary is not None
+    out_dtype = policies[it.item.path]
+    item_refs = it.refs or refs
+    prov = _provenance(it, item_refs, adapt_info, out_dtype, dtype, fmt)
+    target = _prepare_output(it, item_refs, prov, out_dtype, fmt, overwrite=overwrite, resume=resume)
+    stamp = source_stamp(it.dataset.spec.path)
+    with _DATASETS_LOCK:
+        _DATASETS[(it.dataset.spec, stamp)] = it.dataset
+        opened.append((it.dataset.spec, stamp))
+    done = it.manifest.done()
+    _verify_resumed_input(it, done)
+    it.summary.blocks_resumed = len(done)
+    clipped = [sum(int(r.get("clipped", 0)) for r in done.values())]
+    c_axis = it.dataset.axes.index("C") if (len(item_refs) > 1 and "C" in it.dataset.axes) else None
+    jobs = (BlockJob(i, rng, it.dataset.spec, tuple(item_refs), c_axis, t_axis_of(it.dataset), it.plan.denoiser,
+                     out_dtype.str, target, stamp) for i, rng in it.plan.blocks() if i not in done)
+    bar.start_item(n, len(done))
+    t0 = time.perf_counter()
+
+    def on_done(result: BlockResult, it: _Item = it, n: int = n, clipped: list[int] = clipped) -> None:
+        it.manifest.record(result)
+        assert it.summary is not None
+        it.summary.frames += result.frames
+        it.summary.pixels += result.pixels
+        clipped[0] += result.clipped
+        bar.advance(n, result)
+        if on_block_done is not None:
+            on_block_done(result)
+
+    def after_error(result: BlockResult, it: _Item = it) -> None:
+        it.manifest.record(result)
+
+    runner.run(jobs, on_done, after_error)
+    it.summary.seconds = time.perf_counter() - t0  # wall time: throughput includes I/O
+    it.summary.clipped = clipped[0]
+    prov["quality_check"] = _combined_check(it, summary)
+    _finalize(it, prov, fmt, out_dtype)
+    it.summary.status = "done"
+    if it.summary.clipped:
+        total = int(np.prod(it.dataset.shape, dtype=np.int64))
+        msg = (f"{it.output}: {it.summary.clipped} of {total} pixels ({100 * it.summary.clipped / total:.3g}%) were "
+               f"outside the {out_dtype.name} range and were clipped; use --dtype float32 to keep them.")
+        log.warning(msg)
+        summary.warnings.append(msg)
 
 
 def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibration_path: Any, averaged: int,
@@ -1473,6 +1557,8 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
     }
     if resume and m.exists() and m.load().get("state") == "creating":
         overwrite = True  # stopped while the empty output was being created: nothing to keep
+    if resume and m.exists() and m.load().get("state") == "failed" and m.data.get("input") != expected["input"]:
+        overwrite = True  # the input that failed (a NaN frame, a bad plane) was repaired: start it again
     if resume and m.exists() and not overwrite:
         data = m.load()
         for key, what in (("input", "the input changed"), ("models", "the model differs"),
@@ -1492,7 +1578,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
             m.staging.mkdir(parents=True, exist_ok=True)
         return target
     if overwrite:
-        remove_path(it.output)
+        # An earlier complete output stays until the new one replaces it (renamed over it when complete).
         m.remove()
     # the manifest comes first: from now on an interruption leaves a resumable state
     m.data = {"manifest_version": MANIFEST_VERSION, "state": "creating", "created": _now(), **expected,
@@ -1503,7 +1589,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
     try:
         it.output.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "ome-tiff":
-            target = create_ome_tiff(it.output, ds, out_dtype, prov)
+            target = create_ome_tiff(m.partial, ds, out_dtype, prov)
             m.data["target"] = {"path": target.path, "axes": target.axes, "shape": list(target.shape),
                                 "dtype": target.dtype, "offsets": list(target.offsets)}
         else:
@@ -1512,10 +1598,29 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
         m.data["state"] = "running"
         m.save()
     except BaseException:
-        remove_path(it.output)  # nothing half-made stays behind without its resume record
+        remove_path(m.partial)  # nothing half-made stays behind without its resume record
         m.remove()
         raise
     return target
+
+
+def _verify_resumed_input(it: _Item, done: dict[int, dict[str, Any]]) -> None:
+    """Re-read the input of every block finished by the interrupted run and compare its digest; refuse on change."""
+    assert it.plan is not None
+    for i, ranges in it.plan.blocks():
+        recorded = done.get(i, {}).get("input")
+        if recorded is None:
+            continue
+        key = tuple(slice(a, b) for a, b in ranges) + (slice(None), slice(None))
+        if block_digest(np.asarray(it.dataset.reader[key])) != recorded:
+            raise LivedenoiseError(
+                f"Cannot resume {it.output}: the input {it.item.path} changed since the interrupted run (the pixels of "
+                f"block {i}, already denoised, differ); pass --overwrite to start again.")
+
+
+def _check_output_space(out_dir: Path, outputs: list[tuple[ImageDataset, np.dtype]]) -> None:
+    """The output folder is writable and has room for every output (sized from the inputs), before any model loads."""
+    ensure_room(out_dir, sum(int(np.prod(ds.shape, dtype=np.int64)) * dt.itemsize for ds, dt in outputs))
 
 
 def _short(value: Any) -> str:
@@ -1533,7 +1638,8 @@ def _finalize(it: _Item, prov: dict[str, Any], fmt: str, out_dtype: np.dtype) ->
         raise LivedenoiseError(f"{it.output}: {len(missing)} block(s) were not written; rerun with --resume.")
     prov = {**prov, "completed": _now(), "clipped_pixels": it.summary.clipped}
     if fmt == "ome-tiff":
-        update_ome_provenance(it.output, prov)
+        update_ome_provenance(m.partial, prov)
+        os.replace(m.partial, it.output)
     else:
         m.data["state"] = "assembling"
         m.save()

@@ -206,7 +206,10 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     path = Path(path)
     meta = read_metadata(path)
     try:
-        model = build_model(meta["arch"], **meta["arch_kwargs"])
+        # The architecture is built on the meta device first (shapes only, no memory): a small file whose
+        # metadata declares a huge network must fail on the shape check, not allocate tens of GB.
+        with torch.device("meta"):
+            skeleton = build_model(meta["arch"], **meta["arch_kwargs"])
     except LivedenoiseError as exc:
         raise CheckpointError(f"Checkpoint {path} describes a network that cannot be built: {exc}") from exc
     try:
@@ -218,7 +221,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise CheckpointError(f"Checkpoint {path} weights cannot be read (truncated or corrupt: {exc}).") from exc
-    expected = model.state_dict()
+    expected = skeleton.state_dict()
+    del skeleton
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
@@ -236,6 +240,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             f"Checkpoint {path} weights do not match its architecture {meta['arch']!r} {meta['arch_kwargs']}: "
             + "; ".join(parts) + "."
         )
+    non_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if non_finite:
+        raise CheckpointError(
+            f"Checkpoint {path} holds non-finite weights (NaN or infinity) in {len(non_finite)} tensor(s), e.g. "
+            f"{non_finite[0]}: the training that wrote it diverged, and every output would be NaN; use another model.")
+    model = build_model(meta["arch"], **meta["arch_kwargs"])
     model.load_state_dict(state, strict=True)
     if not (isinstance(device, torch.device) or device == "cpu"):
         from livedenoise.device import select_device

@@ -26,3 +26,15 @@ class CheckpointError(LivedenoiseError):
 
 class MicroManagerUnavailable(LivedenoiseError):
     """No Micro-Manager core could be reached."""
+
+
+class BatchIncomplete(LivedenoiseError):
+    """Some inputs of a multi-input batch could not be denoised; the others were written.
+
+    ``summary`` is the :class:`~livedenoise.batch.BatchSummary` of what was done, with the failures
+    in ``summary.failed``.
+    """
+
+    def __init__(self, message: str, summary: object) -> None:
+        super().__init__(message)
+        self.summary = summary

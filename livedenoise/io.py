@@ -199,11 +199,20 @@ def _open_tiff(path: str) -> Any:
     return tif
 
 
-def read_tiff(path: str | os.PathLike[str]) -> np.ndarray:
-    """The whole pixel array of a TIFF, with one clear :class:`InputDataError` for missing, corrupt or truncated files."""
+def read_tiff(path: str | os.PathLike[str], *, grey: bool = False) -> np.ndarray:
+    """The whole pixel array of a TIFF, with one clear :class:`InputDataError` for missing, corrupt or truncated files.
+
+    ``grey``: refuse colour (RGB, multi-sample) images, which would otherwise be read as frames 3 pixels
+    wide (a "3x32 px" camera calibration from 32x32 RGB images).
+    """
     tif = _open_tiff(str(path))
     try:
+        if grey and tif.series and "S" in tif.series[0].axes:
+            raise InputDataError(f"{path}: holds colour (RGB or multi-sample) images, axes {tif.series[0].axes!r}; "
+                                 "expected grey-level camera frames.")
         return tif.asarray()
+    except InputDataError:
+        raise
     except Exception as exc:
         raise InputDataError(f"{path}: pixel data cannot be read ({exc.__class__.__name__}: {exc}).") from None
     finally:
@@ -748,6 +757,9 @@ def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
         if p.is_file() or is_ndtiff_dataset(p):
             items.append(InputItem(p, output_stem(p)))
             continue
+        if not p.is_dir():
+            raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / OME-TIFF "
+                                 "files, folders of TIFFs or NDTiff datasets.")
         children = sorted(p.iterdir(), key=lambda c: _natural_key(c.name))
         found = [c for c in children if (c.is_file() and c.name.lower().endswith(TIFF_SUFFIXES) and not c.name.startswith("."))
                  or is_ndtiff_dataset(c)]

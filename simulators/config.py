@@ -25,7 +25,7 @@ class SimulatorConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class CameraConfig(_Strict):
@@ -127,6 +127,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise SimulatorConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SimulatorConfigError(f"{path}: not valid TOML (the file is not UTF-8 text)") from None
+    except OSError as exc:
+        raise SimulatorConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:
@@ -174,8 +178,15 @@ def load_microscope_config(path: str | Path | None = None, **overrides: Any) -> 
     """
     source = Path(path) if path is not None else config_dir() / "microscope.toml"
     data = read_toml(source) if (path is not None or source.is_file()) else {}
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    return microscope_from_dict(data, str(source))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:  # a bad value given on the command line is blamed on the command line, not on the file
+        try:
+            microscope_from_dict({**data, **given}, "command line")
+        except SimulatorConfigError as exc:
+            if not any(f"'{k}'" in str(exc) for k in given):
+                raise SimulatorConfigError(str(exc).replace("command line", str(source), 1)) from None
+            raise
+    return microscope_from_dict({**data, **given}, str(source))
 
 
 def microscope_from_dict(data: dict[str, Any], source: str) -> MicroscopeConfig:

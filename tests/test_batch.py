@@ -330,6 +330,8 @@ def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckp
     assert manifest["state"] == "running" and manifest["models"][0]["sha256"] == batch.file_sha256(ckpt)
     done = [json.loads(line)["block"] for line in (state / "in.done.jsonl").read_text().splitlines()]
     assert 2 <= len(done) < n_blocks
+    # an interrupted output never carries the output's name (only a complete one does)
+    assert not (tmp_path / "part" / ("in.ome.tif" if fmt == "ome-tiff" else "in")).exists()
     # without --resume the partial output is refused; with another model the resume is refused
     with pytest.raises(LivedenoiseError, match="--resume"):
         run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype)
@@ -368,6 +370,30 @@ def test_resume_refuses_a_changed_input_and_overwrite_starts_again(tmp_path, fra
     assert (tmp_path / "other" / "in.ome.tif").read_bytes() == b"foreign"
 
 
+def test_resume_refuses_an_input_changed_in_place_where_the_file_fingerprint_does_not_look(tmp_path, ckpt):
+    """Same size, same first and last MiB: only the per-block digests of the finished blocks see the change."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(90, 400, (4, 760, 760), dtype=np.uint16)  # 1.15 MB per frame, 4.6 MB file
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, data, photometric="minisblack", metadata={"axes": "TYX"})
+    with pytest.raises(Stop):
+        run([path], tmp_path / "out", ckpt, memory_budget="40MB", on_block_done=stop_after(1))
+    state = tmp_path / "out" / ".livedenoise"
+    done = [json.loads(line) for line in (state / "in.done.jsonl").read_text().splitlines()]
+    assert len(done) >= 1 and all(len(d["input"]) == 32 for d in done)
+    # change one pixel of frame 0 past the first MiB, in place (what a re-export over the same file does)
+    raw = bytearray(path.read_bytes())
+    size = len(raw)
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[0] + 2 * (760 * 759 + 10)  # row 759 of frame 0
+    assert (1 << 20) < offset < size - (1 << 20)
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(LivedenoiseError, match=r"in\.tif changed since the interrupted run \(the pixels of block 0"):
+        run([path], tmp_path / "out", ckpt, resume=True)
+    assert not (tmp_path / "out" / "in.ome.tif").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: clear errors, nothing written
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +404,7 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, frames, ckpt):
     (tmp_path / "corrupt.tif").write_bytes(b"II*\x00" + b"\xff" * 64)
     out = tmp_path / "out"
     cases = [
-        (dict(inputs=[tmp_path / "good.ome.tif", tmp_path / "trunc.tif"]), InputDataError, "truncated|corrupt"),
+        (dict(inputs=[tmp_path / "trunc.tif"]), InputDataError, "truncated|corrupt"),
         (dict(inputs=[tmp_path / "corrupt.tif"]), InputDataError, "corrupt.tif"),
         (dict(inputs=[tmp_path / "nothere.tif"]), InputDataError, "no such file"),
         (dict(inputs=[tmp_path / "good.ome.tif"], axes="TQYX"), InputDataError, "names 4 axes"),
@@ -399,6 +425,53 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, frames, ckpt):
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         run([tmp_path / "good.ome.tif"], out, tmp_path / "bad.safetensors")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("noise_model", ["stored", "fit"])
+def test_a_folder_batch_goes_on_past_bad_files_names_each_and_fails_at_the_end(tmp_path, frames, ckpt, noise_model):
+    from livedenoise.errors import BatchIncomplete
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_ome(src / "a.ome.tif", frames[:1])
+    raw = (src / "a.ome.tif").read_bytes()
+    (src / "b.tif").write_bytes(raw[: len(raw) // 2])  # truncated
+    nan = frames[0, :, 0, 0].astype(np.float32)
+    nan[1, 5, 5] = np.nan
+    tifffile.imwrite(src / "c.tif", nan, metadata={"axes": "TYX"})
+    write_ome(src / "d.ome.tif", frames[1:2])
+    out = tmp_path / "out"
+    written = out / "in"  # the folder's name is kept under the output folder
+    with pytest.raises(BatchIncomplete) as info:
+        run([src], out, ckpt, noise_model=noise_model)
+    msg = str(info.value)
+    assert msg.startswith("2 of 4 inputs could not be denoised") and "b.tif" in msg and "c.tif" in msg, msg
+    assert "NaN" in msg and "the other 2 were written" in msg
+    summary = info.value.summary
+    assert sorted(Path(f["input"]).name for f in summary.failed) == ["b.tif", "c.tif"]
+    assert "FAILED: " + str(src / "c.tif") in summary.report()
+    for name, data in (("a", frames[:1]), ("d", frames[1:2])):  # the good files, before and after the bad ones
+        if noise_model == "stored":  # exactly what one file alone gives (one position: no P axis)
+            np.testing.assert_allclose(read_ome(written / f"{name}.ome.tif"), reference(ckpt, data)[0], rtol=1e-5, atol=1e-3)
+        assert (written / f"{name}.ome.tif").is_file()
+    assert not (written / "b.ome.tif").exists() and not (written / "c.ome.tif").exists()
+    # fixed, then resumed: only the repaired file is denoised
+    nan[1, 5, 5] = 100.0
+    tifffile.imwrite(src / "c.tif", nan, metadata={"axes": "TYX"})
+    (src / "b.tif").unlink()
+    again = run([src], out, ckpt, noise_model=noise_model, resume=True)
+    status = {Path(i.input).name: i.status for i in again.items}
+    assert status == {"a.ome.tif": "already complete", "c.tif": "done", "d.ome.tif": "already complete"}
+    assert (written / "c.ome.tif").is_file() and not again.failed
+
+
+def test_a_nan_frame_in_a_single_input_is_named_with_its_file(tmp_path, frames, ckpt):
+    nan = frames[0, :, 0, 0].astype(np.float32)
+    nan[1, 5, 5] = np.nan
+    tifffile.imwrite(tmp_path / "c.tif", nan, metadata={"axes": "TYX"})
+    with pytest.raises(InputDataError, match=r"c\.tif: .*NaN"):
+        run([tmp_path / "c.tif"], tmp_path / "out", ckpt)
+    assert not (tmp_path / "out" / "c.ome.tif").exists()
 
 
 def test_output_inside_the_input_or_onto_it_is_refused(tmp_path, frames, ckpt):
@@ -642,3 +715,19 @@ def test_temporal_model_gets_whole_time_series(tmp_path, frames, ckpt):
     den = Denoiser(str(path), device="cpu")
     for c in range(data.shape[1]):
         np.testing.assert_allclose(out.reader[:, c], den.denoise_stack(data[:, c]), rtol=1e-5, atol=1e-3)
+
+
+def test_an_unwritable_or_full_output_is_refused_in_one_sentence_before_any_work(tmp_path, frames, ckpt, monkeypatch):
+    import collections
+
+    write_ome(tmp_path / "in.ome.tif", frames[:1])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(LivedenoiseError, match=r"Cannot write to the output folder .*afile/sub \(Not a directory\)"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "afile" / "sub", ckpt)
+    usage = collections.namedtuple("usage", "total used free")
+    from livedenoise import diskspace
+
+    monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 3000, 3000))
+    with pytest.raises(LivedenoiseError, match=r"The outputs need about .* but .*out has only 3.0 KB free"):
+        run([tmp_path / "in.ome.tif"], tmp_path / "out", ckpt, dtype="float32")
+    assert not list((tmp_path / "out").iterdir())  # the folder was checked, nothing written into it

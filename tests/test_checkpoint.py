@@ -147,3 +147,31 @@ def test_load_backbone_missing_lists_names() -> None:
     with pytest.raises(CheckpointError, match="'no-such-backbone'.*available backbones"):
         load_backbone("no-such-backbone")
     assert isinstance(available_backbones(), list)
+
+
+@pytest.mark.parametrize("arch", ["unet", "cnnt"])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path: Path, arch: str) -> None:
+    model, path = _save(tmp_path, arch, name="diverged")
+    state = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].view(-1)[0] = float("nan")
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(read_metadata(path))})
+    with pytest.raises(CheckpointError, match=rf"diverged.safetensors holds non-finite weights .* e\.g\. {first}"):
+        load_checkpoint(path)
+
+
+def test_tiny_file_declaring_a_huge_network_fails_on_shapes_without_building_it(tmp_path: Path) -> None:
+    import resource
+
+    model = build_model("unet", widths=[4, 8])
+    meta = {"arch": "unet", "arch_kwargs": {"widths": [4096, 8192, 16384, 32768]}, "normalizer": NORM.to_dict()}
+    path = tmp_path / "bomb.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={METADATA_KEY: json.dumps(meta)})
+    assert path.stat().st_size < 10_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match="bomb.safetensors.*do not match"):
+        load_checkpoint(path)
+    # The declared network has ~10^10 parameters (tens of GB): nothing near that was ever allocated.
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 1_000_000, grown_kb

@@ -1,6 +1,8 @@
 """Configuration: defaults load, presets resolve, and invalid values fail with file + key + what is allowed."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from livedenoise.config import load_settings
@@ -26,6 +28,9 @@ def test_defaults_and_presets_load():
         ("[microscope]\ncamera = 'nikon-9000'\n", r"unknown camera preset 'nikon-9000'.*andor-zyla-4.2"),
         ("[live]\ncalibration_positions = 'five'\n", r"calibration_positions.*integer"),
         ("this is = = not toml", r"not valid TOML"),
+        ("[live]\ninterval_ms = inf\n", r"live\.interval_ms.*finite number"),  # used to hang `demo`
+        ("[live]\nfinetune_time_budget_s = inf\n", r"finetune_time_budget_s.*finite number"),
+        ("[training]\nlr_pairs = nan\n", r"training\.lr_pairs.*finite number"),
     ],
 )
 def test_invalid_settings_name_file_key_and_allowed(tmp_path, text, match):
@@ -43,3 +48,45 @@ def test_microscope_overrides_and_errors(tmp_path):
         load_microscope_config(light_power=150)
     with pytest.raises(SimulatorConfigError, match="not found"):
         load_microscope_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-time", "0"], r"--adapt-time: 0 must be a number of seconds greater than 0"),
+    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-frames", "0"], r"--adapt-frames: 0 must be between 1 and 10000"),
+    (["denoise", "x.tif", "-o", "out", "--workers", "-1"], r"--workers: -1 must be between 1 and 256"),
+    (["pretrain", "-o", "m.safetensors", "--batch-size", "0"], r"--batch-size: 0 must be between 1 and 512"),
+    (["pretrain", "-o", "m.safetensors", "--lr", "-1"], r"--lr: -1 must be a number greater than 0"),
+    (["pretrain", "-o", "m.safetensors", "--image-size", "0"], r"--image-size: 0 must be between 16 and 4096"),
+    (["pretrain", "-o", "m.safetensors", "--time-budget", "inf"], r"--time-budget: inf must be a number of seconds"),
+    (["calibrate-camera", "--simulate", "-o", "c.safetensors", "--frames", "100000"], r"--frames: 100000 must be between 2"),
+    (["calibrate-camera", "--simulate", "-o", "c.safetensors", "--frames", "0"], r"--frames: 0 must be between 2"),
+    (["finetune", "--time-budget", "abc"], r"'abc' is not a number of seconds"),
+])
+def test_bad_command_line_numbers_get_one_sentence_and_exit_2(argv, match, capsys, tmp_path, monkeypatch):
+    from livedenoise.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_odd_paths_and_command_line_values_are_named_in_one_sentence(tmp_path, capsys, monkeypatch):
+    from livedenoise.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.toml").write_bytes(b"\xff\xfe[live]\n")
+    cases = [
+        (["denoise", "/dev/null", "-o", "out"], "/dev/null: not a regular file or folder"),
+        (["demo", "--config", "latin1.toml", "-o", "out"], "latin1.toml: not valid TOML (the file is not UTF-8 text)"),
+        (["simulate", "-o", "out", "--exposure-ms", "-3"], "command line: key 'exposure_ms': Input should be greater than 0"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err
+        assert "microscope.toml" not in err
+    assert not (tmp_path / "out").exists()

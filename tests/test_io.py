@@ -175,3 +175,17 @@ def test_created_ome_tiff_keeps_input_ome_metadata_and_adds_provenance(tmp_path)
     assert 'Name="GFP"' in xml and 'PhysicalSizeZ="2.0"' in xml and 'Type="float"' in xml
     assert read_provenance(tmp_path / "out.ome.tif")["model"]["sha256"] == "ab"
     assert json.loads(json.dumps(read_provenance(tmp_path / "out.ome.tif")))["axes"] == "PTCZYX"
+
+
+def test_colour_tiffs_are_refused_where_camera_frames_are_expected(tmp_path, capsys):
+    from livedenoise.cli import main
+
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), photometric="rgb")
+    for argv in (["calibrate-camera", "--dark", str(rgb), "--flat", str(rgb), "-o", str(tmp_path / "cal.safetensors")],
+                 ["finetune", "--images", str(rgb), "-o", str(tmp_path / "m.safetensors")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "rgb.tif: holds colour (RGB or multi-sample) images" in err and "grey-level" in err, err
+        assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.tif"]

@@ -5,6 +5,7 @@ the swap is the fine-tuning's doing, which makes "after the swap is closer to gr
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -363,3 +364,31 @@ def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_micro
 
     indices = [simulated_core.microscope.lookup(tifffile.imread(f)).metadata["frame_index"] for f in raw_files]
     assert indices == sorted(indices)  # every frame on disk is a genuine camera frame, in order
+
+
+def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(simulated_core, small_microscope_config,
+                                                                                tmp_path, monkeypatch):
+    """ENOSPC in the saving thread used to hang the session: it now stops while there is room, raw data closed."""
+    import collections
+
+    from livedenoise.acquisition import controller
+
+    usage = collections.namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    calls = {"n": 0}
+
+    def filling(path):
+        calls["n"] += 1
+        free = real(path).free if calls["n"] < 3 else 10 * 1024 * 1024  # 10 MB left from the 3rd check on
+        return usage(free * 2, free, free)
+
+    monkeypatch.setattr(controller.shutil, "disk_usage", filling)
+    monkeypatch.setattr(controller, "DISK_CHECK_S", 0.2)
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
+    simulated_core.realtime = True
+    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    rep = session.run(frames_after_swap=100_000)  # would run for hours without the guard
+    assert rep.interrupted and calls["n"] >= 3
+    assert any("output disk is nearly full (10 MB free" in e for e in rep.errors), rep.errors
+    assert rep.frames_acquired > 0
+    assert_raw_integrity(simulated_core, session)

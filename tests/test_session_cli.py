@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,78 @@ def test_live_mm_without_micro_manager_gives_one_clear_sentence(tmp_path):
     assert res.returncode == 2
     assert "No running Micro-Manager was found" in res.stderr and "--simulate" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_overwrite_clears_only_what_a_session_wrote_and_never_a_foreign_folder(tmp_path):
+    from livedenoise.commands._session import SESSION_MARKER, prepare_output
+    from livedenoise.errors import LivedenoiseError
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "keep.txt").write_text("x")
+    (user / "raw_1").mkdir()  # the user's own data, under a name a session could write
+    with pytest.raises(LivedenoiseError, match="nothing was deleted"):
+        prepare_output(user, overwrite=True)
+    assert (user / "keep.txt").read_text() == "x" and (user / "raw_1").is_dir()
+
+    out = prepare_output(tmp_path / "session", overwrite=False)
+    assert (out / SESSION_MARKER).is_file()
+    for d in ("raw_1", "denoised_1", "calibration_1"):
+        (out / d).mkdir()
+        (out / d / "NDTiff.index").write_bytes(b"1")
+    (out / "adapted-model.safetensors").write_bytes(b"w")
+    (out / "report.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LivedenoiseError, match="not empty"):
+        prepare_output(out, overwrite=False)
+    prepare_output(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [SESSION_MARKER, "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LivedenoiseError, match="not a folder"):
+        prepare_output(tmp_path / "file", overwrite=True)
+    with pytest.raises(LivedenoiseError, match="cannot prepare the output folder"):
+        prepare_output(tmp_path / "file" / "sub", overwrite=False)
+
+
+@pytest.mark.parametrize("command, sig, code", [("demo", signal.SIGINT, 130), ("demo", signal.SIGTERM, 143),
+                                                ("live", signal.SIGINT, 130)])
+def test_a_signal_stops_a_session_cleanly_with_raw_frames_closed_and_readable(session_files, tmp_path, command, sig, code):
+    """Ctrl-C / SIGTERM mid-acquisition: camera stopped first, raw NDTiff finished, exit 128+N, no traceback."""
+    import time
+
+    from livedenoise.io import open_dataset
+
+    out = tmp_path / "session"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONUNBUFFERED": "1"}
+    extra = ["--simulate", "--auto"] if command == "live" else []
+    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", command, *extra, "--config",
+                             str(session_files / "session.toml"), "--backbone", str(session_files / "tiny.safetensors"),
+                             "--device", "cpu", "--mode", "self", "--frames", "100000", "-o", str(out)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("raw*/NDTiff.index")):  # frames are being acquired
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(3.0)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, (stdout[-2000:], stderr[-3000:])
+    assert "Traceback" not in stderr and "terminate called" not in stderr, stderr[-3000:]
+    assert "interrupted: " in stdout
+    raw_dir = next(out.glob("raw*"))
+    raw = open_dataset(raw_dir)
+    try:
+        n = int(np.prod(raw.shape[:-2]))
+        assert n > 0 and np.asarray(raw.reader[(0,) * (len(raw.shape) - 2)]).std() > 0  # real pixels, readable
+    finally:
+        raw.close()
+    if command == "demo":
+        report = json.loads((out / "report.json").read_text())
+        assert report["interrupted"] is True and report["frames_acquired"] == n
+        assert f"interrupted: {report['frames_acquired']} raw frames saved and closed" in stdout

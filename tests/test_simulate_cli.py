@@ -82,3 +82,17 @@ def test_bad_roi_and_frame_count_are_clear_errors(tmp_path, capsys):
     assert "--roi" in capsys.readouterr().err
     assert main(["simulate", "-o", str(tmp_path), "--frames", "0"]) == 2
     assert "--frames" in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_disk_too_small_for_the_dataset_before_acquiring(tmp_path, monkeypatch, capsys):
+    import collections
+
+    from livedenoise import diskspace
+    from livedenoise.cli import main
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda path: usage(10**7, 10**7 - 50_000, 50_000))
+    assert main(["simulate", "-o", str(tmp_path / "sim"), "--frames", "50", "--roi", "64x64"]) == 2
+    err = capsys.readouterr().err
+    assert "The simulated dataset and its ground truth need about 1.3 MB but" in err and "50.0 KB free" in err, err
+    assert [p.name for p in (tmp_path / "sim").iterdir()] == []  # nothing acquired

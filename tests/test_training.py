@@ -360,3 +360,24 @@ def test_pretrain_and_finetune_commands(tmp_path, capsys):
     assert f"{adapted.training['steps']} steps in " in capsys.readouterr().out
     assert main(["finetune", "--images", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "nope.tif: file not found" in capsys.readouterr().err
+
+
+def test_sure_estimates_the_error_against_the_clean_image_without_seeing_it():
+    """SURE of a fixed linear smoother on Gaussian noise matches its true MSE (and tells identity from smoothing)."""
+    from livedenoise.training.sure import sure_loss
+
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 6, 128), torch.linspace(0, 6, 128), indexing="ij")
+    clean = (0.5 + 0.3 * torch.sin(yy) * torch.cos(2 * xx))[None, None].repeat(4, 1, 1, 1)
+    sigma = 0.1
+    noisy = clean + sigma * torch.randn_like(clean)
+    smoother = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", bias=False)
+    with torch.no_grad():
+        smoother.weight.fill_(1 / 9)
+        true_mse = float(((smoother(noisy) - clean) ** 2).mean())
+        est = float(sure_loss(smoother, noisy, sigma))
+        identity = torch.nn.Identity()
+        est_identity = float(sure_loss(identity, noisy, sigma))
+    assert abs(est - true_mse) < 0.1 * true_mse, (est, true_mse)
+    assert abs(est_identity - sigma**2) < 0.05 * sigma**2  # the identity's error is the noise itself
+    assert est < 0.3 * est_identity

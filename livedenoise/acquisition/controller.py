@@ -15,6 +15,7 @@ improved in runs whose full-image PSNR fell (5 photons: 21.67 -> 21.07 dB).
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ and an adapted model that is merely "as good" risks being worse on parts of the 
 or a 0.1 % gain keeps the backbone. Both models are scored against the *same* targets, so the targets' noise
 largely cancels in the comparison; 1 % is far below what a useful fine-tune achieves (tens of percent).
 """
+#: The live loop checks the output disk this often (seconds) and stops the acquisition, cleanly, when less
+#: than DISK_RESERVE_BYTES or DISK_RESERVE_FRAMES raw+denoised frames' worth of space is left.
+DISK_CHECK_S = 1.0
+DISK_RESERVE_BYTES = 64 * 1024 * 1024
+DISK_RESERVE_FRAMES = 50
+
 SELF_HOLDOUT_FRAMES = 5
 """Self mode: live frames collected after the training frames and never trained on (4 consecutive pairs)."""
 SELF_NOISE_FRAMES = 8
@@ -75,6 +82,7 @@ class SessionReport:
     noise_model: dict = field(default_factory=dict)  # NoiseFit.to_dict() of the backbone's normaliser
     # {"backbone", "adapted": held-out MSE (stabilised units), "margin", "held_out": pairs, "source", "swapped"}
     swap_criterion: dict = field(default_factory=dict)
+    interrupted: bool = False  # stopped early by interrupt() (Ctrl-C, SIGTERM): raw data kept and closed
 
 
 class LiveSession:
@@ -111,6 +119,7 @@ class LiveSession:
         self._lock = threading.RLock()
         self._stop_live = threading.Event()
         self._cancel_finetune = threading.Event()
+        self._interrupted = threading.Event()
         self.denoiser: Denoiser | None = None
         self.backbone_normalized: Checkpoint | None = None
         self.noise_fit: NoiseFit | None = None
@@ -134,6 +143,7 @@ class LiveSession:
         self._max_frames: int | None = None
         self._live_started = 0.0
         self.swapped_at_frame: int | None = None
+        self.adapted_saved = False
 
     # -- status ------------------------------------------------------------------------------------
     def _set(self, **changes) -> None:
@@ -328,9 +338,12 @@ class LiveSession:
                               "keeping the backbone")
             return
         crit["swapped"] = True
+        saved = ""
         try:
             result.checkpoint.save(self.output_dir / "adapted-model.safetensors")
+            self.adapted_saved = True
         except Exception as exc:
+            saved = f"; NOT saved to disk ({exc.__class__.__name__}: {exc})"
             self._error(f"could not save the adapted model: {exc}")
         with self._swap_lock:
             self.adapted = result.checkpoint
@@ -341,7 +354,7 @@ class LiveSession:
         self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state, adapted=True,
                   model_name=self.adapted.name, finetune_progress=1.0,
                   message=f"adapted model swapped in at frame {self.swapped_at_frame} (held-out MSE "
-                          f"{a_mse:.4g} vs backbone {b_mse:.4g})")
+                          f"{a_mse:.4g} vs backbone {b_mse:.4g}){saved}")
 
     def show_adapted(self, adapted: bool) -> None:
         """Compare toggle: display the backbone or the adapted model (when there is one)."""
@@ -446,6 +459,40 @@ class LiveSession:
             return not self._live_thread.is_alive()
         return True
 
+    def interrupt(self) -> None:
+        """Ask a running :meth:`run` to end early, cleanly: safe from a signal handler or another thread.
+
+        The live acquisition is stopped through its own stop event (so the camera stops first and the raw
+        dataset is closed and readable), fine-tuning is cancelled, and ``run`` returns the report of what was
+        done with ``interrupted`` set. Calibration in progress finishes its current position first.
+        """
+        self._interrupted.set()
+        self._cancel_finetune.set()
+        self._stop_live.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted.is_set()
+
+    def _disk_nearly_full(self) -> bool:
+        """True (and the session interrupted, with one error line) when the output disk is about to fill.
+
+        Why: on a full disk the acquisition's saving thread fails (ENOSPC) and the session hung with the raw
+        dataset never closed. Stopping while there is still room keeps every frame acquired so far readable.
+        """
+        try:
+            free = shutil.disk_usage(self.output_dir).free
+        except OSError:
+            return False
+        roi = self.settings.microscope
+        reserve = max(DISK_RESERVE_BYTES, DISK_RESERVE_FRAMES * roi.roi_width * roi.roi_height * 4)
+        if free >= reserve:
+            return False
+        self._error(f"the output disk is nearly full ({free / 1e6:.0f} MB free in {self.output_dir}): acquisition was "
+                    "stopped so that the raw frames saved so far stay complete and readable")
+        self.interrupt()
+        return True
+
     def stop(self, *, wait_for_finetune: bool = False) -> SessionReport:
         """Stop acquisition, cancel fine-tuning unless asked to wait, flush the writer, and report."""
         self._stop_live.set()
@@ -471,11 +518,22 @@ class LiveSession:
         frames_after_swap = live.frames if frames_after_swap is None else frames_after_swap
         if live.mode == "pairs":
             pairs = self.calibrate()
+            if self.interrupted:
+                return self.stop(wait_for_finetune=False)
             self.start_finetune([p.low for p in pairs], [p.high for p in pairs])
+        if self.interrupted:
+            return self.stop(wait_for_finetune=False)
         self.start_live(frames_after_swap=frames_after_swap, max_frames=max_frames)
+        if self.interrupted:  # arrived while live was starting (start_live clears the stop event)
+            self._stop_live.set()
+        next_disk_check = 0.0
         while not self._stop_live.is_set():
             if self._live_thread is not None and not self._live_thread.is_alive():
                 break
+            if time.monotonic() >= next_disk_check:
+                next_disk_check = time.monotonic() + DISK_CHECK_S
+                if self._disk_nearly_full():
+                    break
             ft = self._finetune_thread
             if self.status.state != SessionState.FAILED and ft is not None and not ft.is_alive() and self.adapted is None:
                 # Fine-tuning failed: keep imaging the requested number of frames with the backbone.
@@ -499,10 +557,10 @@ class LiveSession:
                             mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
                             errors=list(self.status.errors),
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
-                            swap_criterion=dict(self.swap_criterion))
+                            swap_criterion=dict(self.swap_criterion), interrupted=self.interrupted)
         rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
                      "denoised": str(self._writer.path) if self._writer and self._writer.path else None,
-                     "adapted_model": str(self.output_dir / "adapted-model.safetensors") if self.adapted else None}
+                     "adapted_model": str(self.output_dir / "adapted-model.safetensors") if self.adapted_saved else None}
         rep.quality = self.score_models()
         rep.display_quality = {k: float(np.mean(v)) if v else None for k, v in self._display_psnr.items()}
         rep.display_quality.update({f"{k}_frames": len(v) for k, v in self._display_psnr.items()})

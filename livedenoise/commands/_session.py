@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+import shutil
+import signal
+import threading
+from typing import Callable, Iterator
 from pathlib import Path
 
 from livedenoise.config import Settings, load_settings
@@ -46,13 +52,77 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(describe_validation_error(exc, "command line")) from None
 
 
-def prepare_output(path: Path, overwrite: bool) -> Path:
-    """Create the output folder; refuse a non-empty one unless ``overwrite`` (raw data is never replaced)."""
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise LivedenoiseError(f"{path}: output folder is not empty; choose another with -o or pass --overwrite")
-        import shutil
+#: Written into every session output folder: ``--overwrite`` only ever clears a folder that has it.
+SESSION_MARKER = ".livedenoise-session"
+#: What a session writes (NDTiff folders get ``_1``, ``_2`` from the writer); ``--overwrite`` removes only these.
+_SESSION_ENTRY = re.compile(r"^(raw|denoised|calibration)(_\d+)?(\.[\w.]+)?$|^adapted-model\.safetensors$|^report\.json$")
 
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+
+def prepare_output(path: Path, overwrite: bool) -> Path:
+    """Create the output folder; refuse a non-empty one unless ``overwrite`` (raw data is never replaced).
+
+    Why so careful: ``--overwrite`` used to remove the whole folder, so ``-o .`` or a folder holding the
+    user's own files lost them. Now it clears only a folder a session wrote (it holds
+    :data:`SESSION_MARKER`), and in it only the entries a session writes (``raw*``, ``denoised*``,
+    ``calibration*``, ``adapted-model.safetensors``, ``report.json``); anything else stays.
+    """
+    if path.exists() and not path.is_dir():
+        raise LivedenoiseError(f"{path}: exists and is not a folder; choose a folder for the session's output with -o")
+    try:
+        if path.exists() and any(path.iterdir()):
+            if not overwrite:
+                raise LivedenoiseError(f"{path}: output folder is not empty; choose another with -o or pass --overwrite")
+            if not (path / SESSION_MARKER).is_file():
+                raise LivedenoiseError(
+                    f"{path}: --overwrite only replaces the output of an earlier livedenoise session (a folder with a "
+                    f"{SESSION_MARKER} file), and this folder is not one, so nothing was deleted; choose a new or "
+                    "empty folder with -o")
+            for entry in sorted(path.iterdir()):
+                if _SESSION_ENTRY.match(entry.name):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        (path / SESSION_MARKER).write_text(
+            "This folder holds a livedenoise session's output. `--overwrite` removes only raw*, denoised*, "
+            "calibration*, adapted-model.safetensors and report.json here.\n")
+    except OSError as exc:
+        raise LivedenoiseError(f"{path}: cannot prepare the output folder ({exc.strerror or exc}); choose a writable "
+                               "folder with -o") from None
     return path
+
+
+#: Exit statuses of a session ended by a signal (the shell's convention: 128 + signal number).
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[dict]:
+    """While the block runs, Ctrl-C or SIGTERM calls ``stop`` (a session's ``interrupt``) instead of raising.
+
+    Why: a ``KeyboardInterrupt`` raised wherever the main thread happens to be tore down the simulated
+    core under a running acquisition (tracebacks, an abort, a raw NDTiff whose index was never written).
+    Stopping through the session ends the camera first, then closes the datasets. A second Ctrl-C
+    raises ``KeyboardInterrupt`` as usual, for a session that does not stop. Yields a dict whose
+    ``"signal"`` is the signal received (or None); see :data:`SIGNAL_EXIT` for the exit status.
+    """
+    got: dict = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():  # signals can only be handled there
+        yield got
+        return
+
+    def handler(signum, frame) -> None:
+        if got["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got["signal"] = signum
+        print("\nstopping: finishing the acquisition and closing the raw data (Ctrl-C again to abort)...",
+              flush=True)
+        stop()
+
+    previous = {s: signal.signal(s, handler) for s in SIGNAL_EXIT}
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

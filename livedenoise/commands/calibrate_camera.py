@@ -8,6 +8,7 @@ import numpy as np
 
 from livedenoise.calibration import calibrate
 from livedenoise.errors import InputDataError, LivedenoiseError
+from livedenoise.commands._argtypes import int_range
 
 HELP = """\
 Measure your camera's per-pixel offset, read noise and gain (Huang et al. 2013).
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true", help="record dark/flat stacks from a simulated camera instead of files")
     p.add_argument("--camera", default="andor-zyla-4.2", help="camera preset for --simulate (see config/cameras)")
     p.add_argument("--roi", default="128x128", help="WxH region for --simulate (default 128x128)")
-    p.add_argument("--frames", type=int, default=200, help="frames per stack for --simulate (default 200)")
+    p.add_argument("--frames", type=int_range(2, 10_000), default=200, help="frames per stack for --simulate (default 200)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
@@ -43,7 +44,7 @@ def read_stack(path: Path) -> np.ndarray:
     """A (N, Y, X) stack from a TIFF, with one clear error for missing, corrupt or wrongly shaped files."""
     from livedenoise.io import read_tiff
 
-    arr = read_tiff(path)
+    arr = read_tiff(path, grey=True)
     if arr.ndim == 2:
         raise InputDataError(f"{path}: holds a single frame; a stack of many frames (N, Y, X) is needed to measure noise")
     if arr.ndim != 3:

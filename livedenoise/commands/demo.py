@@ -6,7 +6,10 @@ import json
 import logging
 from pathlib import Path
 
-from livedenoise.commands._session import add_session_arguments, prepare_output, settings_from_args
+from livedenoise.commands._session import (
+    SIGNAL_EXIT, add_session_arguments, prepare_output, settings_from_args, stop_on_signals,
+)
+from livedenoise.commands._argtypes import int_range
 
 HELP = """\
 Run a complete simulated session without hardware:
@@ -25,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="simulated calibrate -> fine-tune -> live session with a summary",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_session_arguments(p)
-    p.add_argument("--frames", type=int, help="live frames to acquire after the adapted model is swapped in")
+    p.add_argument("--frames", type=int_range(1), help="live frames to acquire after the adapted model is swapped in")
     p.set_defaults(func=run, output=Path("runs/demo"))
 
 
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         session = LiveSession(PycromanagerBackend(core), settings, out, backbone=backbone, calibration=calibration,
                               device=args.device, on_status=on_status)
-        with console.status("session running (calibration, background fine-tuning, live imaging)..."):
+        with console.status("session running (calibration, background fine-tuning, live imaging)..."), \
+                stop_on_signals(session.interrupt) as signalled:
             report = session.run(frames_after_swap=args.frames)
     finally:
         stop_simulated_core(core)
@@ -72,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     record = {**report.__dict__, "machine": machine_info(args.device)}  # every figure names its machine
     (out / "report.json").write_text(json.dumps(json_safe(record), indent=2, default=str))
     print_report(console, report)
+    if signalled["signal"] is not None:
+        console.print(f"interrupted: {report.frames_acquired} raw frames saved and closed in {report.paths.get('raw')}")
+        return SIGNAL_EXIT[signalled["signal"]]
     return 0 if not report.errors else 1
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from livedenoise.commands._argtypes import int_range, positive_seconds
 
 HELP = """\
 Denoise datasets you already saved, chunk by chunk (any size, bounded memory), into OUTDIR.
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "
                         "(<name>_noisy.tif + <name>_clean.tif); the adapted model is saved into OUTDIR")
     p.add_argument("--per-channel", action="store_true", help="with --adapt self: adapt one model per channel")
-    p.add_argument("--adapt-time", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--adapt-time", type=positive_seconds, default=60.0, metavar="SECONDS",
                    help="time budget of each fine-tune (default 60)")
-    p.add_argument("--adapt-frames", type=int, default=8, metavar="N", help="frames sampled for --adapt self (default 8)")
+    p.add_argument("--adapt-frames", type=int_range(1, 10_000), default=8, metavar="N", help="frames sampled for --adapt self (default 8)")
     p.add_argument("--axes", help="axis letters of TIFF inputs, e.g. TZCYX (P position, T time, C channel, Z focus, Y, X)")
     p.add_argument("--dtype", choices=["float32", "input", "uint16", "uint8"], default="float32",
                    help="output pixel type: float32 (default, exact) or input (= the input's type, rounded and "
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-budget", default="1GB", metavar="SIZE",
                    help="memory for blocks and the network, e.g. 512MB or 4GB (default 1GB; per worker with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (tcp://host:8786)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="local threads (default 2)")
+    p.add_argument("--workers", type=int_range(1, 256), default=None, metavar="N", help="local threads (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--seed", type=int, default=0, help="seed for --adapt")
     p.add_argument("--calibration", metavar="FILE",
@@ -65,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
                    help="average the network over N flips/rotations of each frame (1, 2, 4, 8; default 1): "
                         "better quality (about +0.2 dB at 8 on the dev pairs) at N times the compute")
-    p.add_argument("--frames-averaged", type=int, default=1, metavar="N",
+    p.add_argument("--frames-averaged", type=int_range(1, 1_000_000), default=1, metavar="N",
                    help="each input frame is the mean of N acquisitions (matters with --calibration; default 1)")
     p.add_argument("--noise-model", choices=["fit", "stored"], default="fit",
                    help="fit (default): fit the noise model to each input and channel; stored: use the model's own "
@@ -95,7 +96,7 @@ def parse_adapt(values: list[str] | None, inputs: list[str]) -> tuple[str | None
 
 def run(args: argparse.Namespace) -> int:
     from livedenoise.batch import denoise_dataset
-    from livedenoise.errors import ConfigError
+    from livedenoise.errors import BatchIncomplete, ConfigError
 
     adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
     if not inputs:
@@ -106,14 +107,18 @@ def run(args: argparse.Namespace) -> int:
     if len(models) > 1 and adapt is not None:
         raise ConfigError("--adapt starts from one model; give a single --model.")
     model = models[0] if len(models) == 1 else models
-    summary = denoise_dataset(
-        inputs, args.output, model=model, adapt=adapt, pairs=pairs, axes=args.axes, dtype=args.dtype, fmt=args.format,
-        resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget, scheduler=args.scheduler,
-        dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
-        adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
-        seed=args.seed, calibration=args.calibration, frames_averaged=args.frames_averaged, strict=args.strict,
-        ensemble=args.ensemble,
-        noise_model=args.noise_model,
-    )
+    try:
+        summary = denoise_dataset(
+            inputs, args.output, model=model, adapt=adapt, pairs=pairs, axes=args.axes, dtype=args.dtype, fmt=args.format,
+            resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget, scheduler=args.scheduler,
+            dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
+            adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
+            seed=args.seed, calibration=args.calibration, frames_averaged=args.frames_averaged, strict=args.strict,
+            ensemble=args.ensemble,
+            noise_model=args.noise_model,
+        )
+    except BatchIncomplete as exc:
+        print(exc.summary.report())  # what was written, before the one-line error naming the failures
+        raise
     print(summary.report())
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from livedenoise.weights import DEFAULT_BACKBONE
+from livedenoise.commands._argtypes import positive_seconds
 
 HELP = """\
 Adapt a pretrained backbone to your data in minutes (transfer learning).
@@ -39,24 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0 seconds")
-    return value
-
-
 def _read_frames(paths: list[Path]) -> list[np.ndarray]:
     from livedenoise.errors import InputDataError
     from livedenoise.io import read_tiff
 
     frames = []
     for path in paths:
-        arr = read_tiff(path)
+        arr = read_tiff(path, grey=True)
         if arr.ndim < 2:
             raise InputDataError(f"{path}: expected 2-D images, got shape {arr.shape}")
         frames.extend(arr.reshape(-1, *arr.shape[-2:]))

@@ -5,7 +5,10 @@ import argparse
 import threading
 from pathlib import Path
 
-from livedenoise.commands._session import add_session_arguments, prepare_output, settings_from_args
+from livedenoise.commands._session import (
+    SIGNAL_EXIT, add_session_arguments, prepare_output, settings_from_args, stop_on_signals,
+)
+from livedenoise.commands._argtypes import int_range
 
 HELP = """\
 Image live with on-the-fly denoising, raw | denoised side by side.
@@ -31,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="acquisition engine for --simulate (default pycromanager)")
     add_session_arguments(p)
     p.add_argument("--auto", action="store_true", help="run calibrate -> fine-tune -> live unattended, then close")
-    p.add_argument("--frames", type=int, help="with --auto: live frames after the adapted model is swapped in")
+    p.add_argument("--frames", type=int_range(1), help="with --auto: live frames after the adapted model is swapped in")
     p.add_argument("--screenshot", type=Path, help="save a screenshot of the viewer here when the session ends")
     p.set_defaults(func=run, output=Path("runs/live"))
 
@@ -108,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     viewer.show()
     from PySide6.QtCore import QTimer
 
+    worker = None
     if args.auto:
         def auto() -> None:
             result["report"] = session.run(frames_after_swap=args.frames)
@@ -117,9 +121,18 @@ def run(args: argparse.Namespace) -> int:
         timer = QTimer()
         timer.timeout.connect(lambda: (not worker.is_alive()) and app.quit())
         timer.start(200)
+    # Qt's event loop runs in C++, where Python never sees Ctrl-C: a short timer hands control back to the
+    # interpreter so the handler below can stop the session (camera first) and close the window.
+    keepalive = QTimer()
+    keepalive.timeout.connect(lambda: None)
+    keepalive.start(200)
     try:
-        app.exec()
+        with stop_on_signals(lambda: (session.interrupt(), app.quit())) as signalled:
+            app.exec()
     finally:
+        keepalive.stop()
+        if worker is not None:
+            worker.join(timeout=120)  # an interrupted run() stops the session itself
         if "report" not in result and session.state.value not in ("idle", "stopped"):
             result["report"] = session.stop()
         viewer.render_once()
@@ -133,4 +146,7 @@ def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         print_report(Console(), result["report"])
+    if signalled["signal"] is not None:
+        print(f"interrupted: the session was stopped and its raw frames closed in {out}")
+        return SIGNAL_EXIT[signalled["signal"]]
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from livedenoise.commands._argtypes import int_range, positive_number, positive_seconds
 
 HELP = """\
 Pretrain a denoising backbone (supervised, MSE, lr 1e-3 as in Wang et al.).
@@ -36,22 +37,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs instead of the simulator")
     p.add_argument("--data", choices=["synthetic", "simulated"], default="synthetic",
                    help="training data when --pairs is not given (default synthetic)")
-    p.add_argument("--bank-fields", type=int, default=600, help="clean fields in the synthetic bank (default 600)")
+    p.add_argument("--bank-fields", type=int_range(1, 100_000), default=600, help="clean fields in the synthetic bank (default 600)")
     p.add_argument("--hold-out", nargs="*", default=["straight_filaments"],
                    help="structure kinds kept out of the synthetic bank (default straight_filaments)")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                    help="where the rendered clean bank is cached (default $XDG_CACHE_HOME/livedenoise or ~/.cache/livedenoise)")
-    p.add_argument("--checkpoint-every", type=float, default=300.0,
+    p.add_argument("--checkpoint-every", type=positive_seconds, default=300.0,
                    help="write the current weights to -o every this many seconds (default 300)")
     p.add_argument("--train-images", type=int, default=400, help="--data simulated: training images (default 400)")
-    p.add_argument("--image-size", type=int, default=128, help="simulated image size (default 128)")
-    p.add_argument("--steps", type=int, default=20000, help="maximum optimisation steps (default 20000)")
-    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patch-size", type=int, default=96)
-    p.add_argument("--patience", type=int, default=40, help="validations without improvement before stopping")
-    p.add_argument("--steps-per-validation", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int_range(16, 4096), default=128, help="simulated image size (default 128)")
+    p.add_argument("--steps", type=int_range(1), default=20000, help="maximum optimisation steps (default 20000)")
+    p.add_argument("--time-budget", type=positive_seconds, default=None, help="stop after this many seconds")
+    p.add_argument("--batch-size", type=int_range(1, 512), default=8)
+    p.add_argument("--patch-size", type=int_range(16, 1024), default=96)
+    p.add_argument("--patience", type=int_range(1), default=40, help="validations without improvement before stopping")
+    p.add_argument("--steps-per-validation", type=int_range(1), default=200)
+    p.add_argument("--lr", type=positive_number(upper=1.0), default=1e-3)
     p.add_argument("--init", help="continue from this checkpoint's weights ('fast', 'standard' or a path)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")

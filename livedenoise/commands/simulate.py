@@ -271,6 +271,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     outdir: Path = args.output
     check_output(outdir, args.overwrite)
+    from livedenoise.diskspace import ensure_room
+
+    # raw uint16 frames + float32 ground truth per frame
+    ensure_room(outdir, args.frames * args.positions * config.roi_width * config.roi_height * (2 + 4),
+                "The simulated dataset and its ground truth")
 
     console = Console()
     total = args.frames * args.positions

@@ -33,7 +33,7 @@ from livedenoise.training.loop import FitProgress, FitResult, fit
 
 log = logging.getLogger("livedenoise")
 
-SELF_NAMES = {"noise2same": "Noise2Same", "noise2self": "Noise2Self"}
+SELF_NAMES = {"noise2same": "Noise2Same", "noise2self": "Noise2Self", "sure": "SURE"}
 
 
 @dataclass

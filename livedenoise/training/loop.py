@@ -27,10 +27,11 @@ import torch
 from livedenoise.training.data import PatchSampler
 from livedenoise.training.losses import supervised_loss
 from livedenoise.training.masking import noise2same_loss, noise2self_loss
+from livedenoise.training.sure import sure_loss
 
 log = logging.getLogger("livedenoise")
 
-Objective = Literal["supervised", "noise2self", "noise2same"]
+Objective = Literal["supervised", "noise2self", "noise2same", "sure"]
 StopReason = Literal["early_stop", "time_budget", "max_steps", "cancelled"]
 
 
@@ -84,7 +85,9 @@ class FitResult:
 
 
 def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int,
-                noise_std: float | None = None) -> torch.Tensor:
+                noise_std: float | None = None, probe: torch.Tensor | None = None) -> torch.Tensor:
+    if objective == "sure":
+        return sure_loss(model, x, float(noise_std), probe)
     if objective == "noise2self":
         return noise2self_loss(model, x, phase=step, grid=grid, loss=loss)
     if objective == "noise2same":
@@ -99,7 +102,12 @@ def _validate(model, objective: Objective, batches, device, loss: str, grid: int
         for i, (x, y) in enumerate(batches):
             x = x.to(device)
             y = y.to(device) if y is not None else None
-            if objective in ("noise2self", "noise2same"):
+            if objective == "sure":
+                # A fixed divergence probe per batch, so that validations of different weights compare.
+                gen = torch.Generator().manual_seed(1000 + i)
+                probe = torch.randn(x.shape, generator=gen).to(device)
+                total += float(_batch_loss(model, objective, x, None, 0, loss, 0.0, grid, noise_std, probe))
+            elif objective in ("noise2self", "noise2same"):
                 # Several grid phases so the estimate covers different pixels, the same ones every time.
                 phases = range(i, grid * grid, max(1, grid * grid // 2))
                 total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid, noise_std))
@@ -140,8 +148,8 @@ def fit(
     """
     if objective == "supervised" and not train.data.supervised:
         raise ValueError("supervised training needs clean targets")
-    if objective == "noise2same" and not noise_std:
-        raise ValueError("Noise2Same needs the noise standard deviation in network units (noise_std)")
+    if objective in ("noise2same", "sure") and not noise_std:
+        raise ValueError(f"{objective} needs the noise standard deviation in network units (noise_std)")
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()

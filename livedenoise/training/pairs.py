@@ -29,7 +29,7 @@ def read_image(path: Path) -> np.ndarray:
     """A 2-D image from a TIFF, with one clear error for unreadable files or other dimensions."""
     from livedenoise.io import read_tiff
 
-    arr = np.squeeze(read_tiff(path))
+    arr = np.squeeze(read_tiff(path, grey=True))
     if arr.ndim != 2:
         raise InputDataError(f"{path}: expected a single 2-D image, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
