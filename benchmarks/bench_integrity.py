@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model("unet", widths=[8, 16])
     backbone = Checkpoint(model, "unet", {"widths": [8, 16]}, Normalizer(vst=True, scale=BACKBONE_SCALE), name="tiny")
     core = start_simulated_core(micro, realtime=True)
+    core.microscope.history_size = args.frames + 100  # the camera remembers every frame it produced, for the check
     try:
         with tempfile.TemporaryDirectory(prefix="livedenoise-integrity-") as tmp:
             session = LiveSession(PycromanagerBackend(core), settings, tmp, backbone=backbone, device="cpu")

@@ -105,11 +105,19 @@ class MicroscopeConfig(_Strict):
 
 
 def config_dir() -> Path:
-    """The folder holding the TOML presets: ``$LIVEDENOISE_CONFIG_DIR`` or ``config/`` of this checkout."""
+    """The folder holding the TOML presets.
+
+    ``$LIVEDENOISE_CONFIG_DIR`` when set; else ``config/`` of this checkout (editable installs, where
+    users edit the defaults); else the copy a wheel installs as ``simulators/presets`` (pyproject maps
+    ``config/`` there), so ``pip install livedenoise`` works outside the checkout.
+    """
     env = os.environ.get("LIVEDENOISE_CONFIG_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "config"
+    checkout = Path(__file__).resolve().parent.parent / "config"
+    if (checkout / "cameras").is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "presets"
 
 
 def available_camera_presets() -> list[str]:

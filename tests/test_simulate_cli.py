@@ -96,3 +96,43 @@ def test_simulate_refuses_a_disk_too_small_for_the_dataset_before_acquiring(tmp_
     err = capsys.readouterr().err
     assert "The simulated dataset and its ground truth need about 1.3 MB but" in err and "50.0 KB free" in err, err
     assert [p.name for p in (tmp_path / "sim").iterdir()] == []  # nothing acquired
+
+
+def test_a_wheel_installed_outside_the_checkout_finds_its_presets(tmp_path):
+    """The camera presets and default configs travel in the wheel (as simulators/presets)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    import setuptools
+
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "livedenoise", "simulators", "config"):
+        if (repo / name).is_dir():
+            shutil.copytree(repo / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(repo / name, src / name)
+    isolation = [] if int(setuptools.__version__.split(".")[0]) >= 77 else None  # else: pip fetches setuptools
+    cmd = [sys.executable, "-m", "pip", "wheel", str(src), "-w", str(tmp_path / "wheel"), "--no-deps", "-q"]
+    subprocess.run(cmd + (["--no-build-isolation"] if isolation is not None else []), check=True, timeout=300,
+                   capture_output=True)
+    wheel = next((tmp_path / "wheel").glob("livedenoise-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "simulators/presets/cameras/andor-zyla-4.2.toml" in names and "simulators/presets/session.toml" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items() if k != "LIVEDENOISE_CONFIG_DIR"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    code = ("import sys, livedenoise; assert livedenoise.__file__.startswith(sys.argv[1]), livedenoise.__file__; "
+            "from livedenoise.cli import main; raise SystemExit(main(['simulate', '-o', 'sim', '--frames', '2', "
+            "'--roi', '32x32']))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], cwd=run_dir, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (run_dir / "sim" / "raw" / "NDTiff.index").is_file() and "Traceback" not in res.stderr

@@ -167,7 +167,7 @@ def fit(
         """Validate the current weights at ``step``; keep them when they beat the best so far."""
         nonlocal best, best_step, best_state, bad, running
         v = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)
-        improved = v < best * (1 - 1e-4)
+        improved = v < best - 1e-4 * abs(best)  # relative, and right for losses that can be negative (SURE)
         if improved:
             best, best_step, bad = v, step, 0
             best_state = copy.deepcopy(model.state_dict())
