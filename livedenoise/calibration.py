@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from livedenoise.errors import InputDataError
+from livedenoise.errors import InputDataError, LivedenoiseError
 
 FORMAT = "livedenoise-camera-calibration/1"
 
@@ -67,12 +67,18 @@ class CameraCalibration:
         from safetensors.numpy import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         meta = {"format": FORMAT, "info": json.dumps(self.info), "summary": json.dumps(self.summary())}
-        save_file({"offset": self.offset.astype(np.float32), "read_var": self.read_var.astype(np.float32),
-                   "gain": self.gain.astype(np.float32)}, str(tmp), metadata=meta)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"offset": self.offset.astype(np.float32), "read_var": self.read_var.astype(np.float32),
+                       "gain": self.gain.astype(np.float32)}, str(tmp), metadata=meta)
+            tmp.replace(path)
+        except Exception as exc:  # OSError, or safetensors' own I/O error (a full disk)
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+            raise LivedenoiseError(f"Cannot write the camera calibration {path}: {getattr(exc, 'strerror', None) or exc}; "
+                                   "choose a writable path with -o.") from None
         return path
 
     @classmethod

@@ -153,8 +153,8 @@ def save_checkpoint(
         save_file(tensors, tmp, metadata={METADATA_KEY: text})
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files must be readable by other users (cluster workers)
         os.replace(tmp, path)
-    except OSError as exc:
-        raise CheckpointError(f"Cannot write checkpoint {path}: {exc.strerror or exc}.") from exc
+    except Exception as exc:  # OSError, or safetensors' own I/O error (a full disk)
+        raise CheckpointError(f"Cannot write checkpoint {path}: {getattr(exc, 'strerror', None) or exc}.") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

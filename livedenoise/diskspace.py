@@ -31,6 +31,10 @@ def ensure_room(folder: Path, need_bytes: int, what: str = "The outputs") -> Non
 
     Raises :class:`LivedenoiseError` with one sentence naming the folder; writes nothing that stays.
     """
+    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise LivedenoiseError(f"Cannot write to the output folder {folder}: {blocking} is a file, not a folder; "
+                               "choose another path with -o.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".livedenoise-write-test-"):

@@ -722,7 +722,7 @@ def test_an_unwritable_or_full_output_is_refused_in_one_sentence_before_any_work
 
     write_ome(tmp_path / "in.ome.tif", frames[:1])
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(LivedenoiseError, match=r"Cannot write to the output folder .*afile/sub \(Not a directory\)"):
+    with pytest.raises(LivedenoiseError, match=r"Cannot write to the output folder .*afile/sub: .*afile is a file, not a folder"):
         run([tmp_path / "in.ome.tif"], tmp_path / "afile" / "sub", ckpt)
     usage = collections.namedtuple("usage", "total used free")
     from livedenoise import diskspace

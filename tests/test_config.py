@@ -83,6 +83,9 @@ def test_odd_paths_and_command_line_values_are_named_in_one_sentence(tmp_path, c
         (["denoise", "/dev/null", "-o", "out"], "/dev/null: not a regular file or folder"),
         (["demo", "--config", "latin1.toml", "-o", "out"], "latin1.toml: not valid TOML (the file is not UTF-8 text)"),
         (["simulate", "-o", "out", "--exposure-ms", "-3"], "command line: key 'exposure_ms': Input should be greater than 0"),
+        (["calibrate-camera", "--simulate", "--frames", "4", "-o", "latin1.toml/cal.safetensors"],
+         "Cannot write to the output folder latin1.toml: latin1.toml is a file, not a folder"),
+        (["pretrain", "--time-budget", "1", "-o", "latin1.toml/m.safetensors"], "latin1.toml is a file, not a folder"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv

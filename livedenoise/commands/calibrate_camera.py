@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
+    from livedenoise.diskspace import ensure_room
+
+    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
     if args.simulate:
         with console.status("recording dark and flat stacks from the simulated camera"):
             dark, flats = simulated_stacks(args.camera, args.roi, args.frames)

@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
+    from livedenoise.diskspace import ensure_room
+
+    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
     backbone = load_model_spec(args.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     if args.pairs is not None:

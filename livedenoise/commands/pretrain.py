@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
+    from livedenoise.diskspace import ensure_room
+
+    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
     from simulators.structures import KINDS
 
     unknown = sorted(set(args.hold_out) - set(KINDS))
