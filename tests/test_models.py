@@ -135,3 +135,38 @@ def test_translation_equivariance_on_alignment_grid() -> None:
     inner = slice(r + 2 * s, 96 - r - 2 * s)
     torch.testing.assert_close(torch.roll(y, shifts=(s, 2 * s), dims=(-2, -1))[..., inner, inner],
                                y_shift[..., inner, inner], rtol=1e-5, atol=1e-5)
+
+
+def test_widening_a_trained_unet_keeps_its_function_and_the_new_channels_learn() -> None:
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.models.widen import widen_unet
+
+    fast = load_backbone("fast").model.eval()
+    wide = widen_unet(fast, [32, 64, 128, 256]).eval()
+    assert list(wide.widths) == [32, 64, 128, 256] and sum(p.numel() for p in wide.parameters()) > 3.5 * sum(
+        p.numel() for p in fast.parameters())
+    x = torch.rand(2, 1, 72, 88)
+    with torch.no_grad():
+        assert torch.allclose(wide(x), fast(x), atol=1e-5)
+    # the channels that did not exist get gradients on their outgoing weights (they are not dead)
+    wide.train()
+    loss = (wide(x) - x.flip(-1)).pow(2).mean()
+    loss.backward()
+    assert float(wide.head.weight.grad[0, 16:].abs().sum()) > 0
+    assert float(wide.decoders[0][0].weight.grad[:, 64:128].abs().sum()) > 0  # new up-sampled channels
+    with pytest.raises(ConfigError, match="no level may get narrower"):
+        widen_unet(wide, [16, 32, 64, 128])
+
+
+def test_pretrain_grows_fast_into_standard_and_records_it(tmp_path) -> None:
+    from livedenoise.checkpoint import load_backbone, load_checkpoint
+    from livedenoise.training.pretrain import pretrain
+
+    out = tmp_path / "grown.safetensors"
+    res = pretrain("standard", init=load_backbone("fast"), bank_fields=3, bank_size=64, cache_dir=tmp_path,
+                   batch_size=2, patch_size=32, max_steps=4, steps_per_validation=2, device="cpu", output=out)
+    ck = load_checkpoint(out)
+    assert ck.arch_kwargs["widths"] == [32, 64, 128, 256] and ck.name == "backbone-standard"
+    stages = ck.training["stages"]
+    assert "grown from backbone-fast (widths [16, 32, 64, 128])" in stages[-2]["note"]
+    assert ck.training["total_steps"] == load_backbone("fast").training["total_steps"] + res.fit.steps

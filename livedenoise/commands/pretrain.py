@@ -20,6 +20,7 @@ Long runs: the current weights are written to -o every --checkpoint-every second
 
   livedenoise pretrain --preset fast --time-budget 3600 -o fast.safetensors
   livedenoise pretrain --init fast.safetensors --lr 3e-4 --time-budget 1800 -o fast.safetensors --overwrite
+  livedenoise pretrain --init fast --preset standard --lr 3e-4 -o standard.safetensors   # grow fast into standard
 """
 
 
@@ -33,7 +34,9 @@ def default_cache_dir() -> Path:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain a backbone on simulated or your own noisy/clean pairs",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="fast", choices=["fast", "standard"], help="network size (default fast)")
+    p.add_argument("--preset", choices=["fast", "standard"],
+                   help="network size (default fast; with --init, the init's). A preset wider than --init grows it "
+                        "first, keeping what it learned: --init fast --preset standard")
     p.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs instead of the simulator")
     p.add_argument("--data", choices=["synthetic", "simulated"], default="synthetic",
                    help="training data when --pairs is not given (default synthetic)")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         from livedenoise.modelspec import load_model_spec
 
         init = load_model_spec(args.init)
-    with fit_progress(f"pretraining '{args.preset}'") as progress:
+    with fit_progress(f"pretraining '{args.preset or (init.name if init else 'fast')}'") as progress:
         res = pretrain(args.preset, pairs_dir=args.pairs, data=args.data, bank_fields=args.bank_fields,
                        held_out=tuple(args.hold_out), cache_dir=args.cache_dir, checkpoint_every_s=args.checkpoint_every,
                        patience=args.patience, steps_per_validation=args.steps_per_validation,

@@ -89,7 +89,7 @@ def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, .
 
 
 def pretrain(
-    preset: str = "fast",
+    preset: str | None = "fast",
     *,
     arch_kwargs: dict | None = None,
     pairs_dir: str | Path | None = None,
@@ -119,15 +119,32 @@ def pretrain(
 ) -> PretrainResult:
     """Pretrain a backbone of a named preset ('fast', 'standard') supervised on noisy/clean pairs.
 
-    ``init`` continues from an existing checkpoint's weights (same architecture): extend the shipped
-    backbone on your own pairs, or train longer in several sessions.
+    ``init`` continues from an existing checkpoint's weights: extend the shipped backbone on your own
+    pairs, or train longer in several sessions. With ``preset=None`` the init's architecture is kept;
+    a ``preset`` wider than the init (same depth) *grows* it first
+    (:func:`livedenoise.models.widen.widen_unet`: the wide network starts as exactly the init's
+    function, so ``fast`` -> ``standard`` keeps all the fast model learned).
     """
-    if preset not in PRESETS:
+    if init is None and preset is None:
+        preset = "fast"
+    if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    arch, kwargs = PRESETS[preset]
-    kwargs = {**kwargs, **(arch_kwargs or {})}
+    grown_from = None
     if init is not None:
         arch, kwargs = init.arch, dict(init.arch_kwargs)
+        if preset is not None and list(PRESETS[preset][1].get("widths", ())) != list(kwargs.get("widths", ())):
+            from livedenoise.models.widen import widen_unet
+
+            if init.arch != "unet" or PRESETS[preset][0] != "unet":
+                raise ValueError(f"--preset {preset} differs from the init's architecture '{init.arch}'; only U-Nets grow")
+            grown_from = f"{init.name} (widths {list(kwargs['widths'])})"
+            init = init.clone()
+            init.model = widen_unet(init.model, PRESETS[preset][1]["widths"], seed=seed)
+            init.arch_kwargs = dict(init.model.arch_kwargs)
+            arch, kwargs = init.arch, dict(init.arch_kwargs)
+    else:
+        arch, kwargs = PRESETS[preset]
+        kwargs = {**kwargs, **(arch_kwargs or {})}
     if data not in ("synthetic", "simulated"):
         raise ValueError(f"unknown pretraining data {data!r}; expected 'synthetic' or 'simulated' (or a pairs folder)")
     if pairs_dir is not None:
@@ -149,7 +166,10 @@ def pretrain(
     if init is not None and not stages and prior_steps:
         stages = [{"steps": prior_steps, "note": "earlier training (before stages were recorded)",
                    "data": previous.get("data"), "lr": previous.get("lr")}]
-    name = init.name if init is not None else f"backbone-{preset}"
+    if grown_from is not None:
+        stages.append({"steps": 0, "note": f"grown from {grown_from} to widths {list(kwargs['widths'])}, "
+                       "function preserved (livedenoise.models.widen)"})
+    name = f"backbone-{preset}" if (init is None or grown_from is not None) else init.name
     dev = select_device(device)
     stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed,
              "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
