@@ -12,7 +12,8 @@ does (:func:`livedenoise.training.finetune.finetune`, noise model fitted to the 
 * the backbone zero-shot (``denoise`` without ``--adapt``);
 * the fine-tuned weights whatever the criterion said (``adapted*``: what adaptation can reach);
 * what the product would use (``chosen``: the fine-tuned weights only when the fit's held-out criterion
-  improved, else the backbone); this is the number that must never fall below the backbone.
+  improved *and* the full-image SURE check confirmed it, else the backbone; frames with spatially
+  correlated noise are not fine-tuned at all); this is the number that must never fall below the backbone.
 
 Every row records steps, the best step and the criterion's values. VST+BM3D (cached, same noise
 estimate) is scored on the same crops. Writes ``adapt.json``/``adapt.md`` into ``--output``.
@@ -33,6 +34,9 @@ from common import (  # noqa: E402
 )
 
 OBJECTIVES = ("noise2same", "sure")
+#: What decides whether a fine-tune is used (recorded with every run; runs before 2026-12-03 08:30 UTC had only
+#: the first of these).
+CRITERION = "blind-spot loss + SURE full-image check + correlated-noise skip"
 EXCLUDED_FROM_MEAN = ("nucleus_migration",)
 
 
@@ -95,14 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     reached = score(clean, tuned, affine=affine).psnr
                 chosen = score(clean, tuned if res.adapted else zero, affine=affine).psnr
+                meta = res.checkpoint.metadata.get("training", {})
                 row = {**base, "objective": objective, "lr": lr, "adapted": res.adapted, "best_weights": reached,
                        "chosen": chosen, "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped,
-                       "initial_val": f.initial_val_loss, "best_val": f.best_val_loss, "fit_seconds": fit_s}
+                       "initial_val": f.initial_val_loss, "best_val": f.best_val_loss, "fit_seconds": fit_s,
+                       "rejected": f.rejected, "note": f.note, "sure_check": meta.get("sure_check")}
                 rows.append(row)
                 print(f"[adapt] {p.set}/{p.name} {objective} lr {lr:g}: backbone {row['backbone']:.2f} "
                       f"chosen {chosen:.2f} ({f.steps} steps, best {f.best_step}, adapted {res.adapted}) "
                       f"bm3d {row['vst+bm3d']:.2f}", flush=True)
-    payload = {"machine": machine(), "backbone": backbone.name,
+    payload = {"machine": machine(), "backbone": backbone.name, "criterion": CRITERION,
                "backbone_steps": (backbone.training or {}).get("total_steps"), "budget_s": args.budget,
                "crop": args.crop, "rows": rows,
                "command": "python benchmarks/bench_adapt.py " + " ".join(argv if argv is not None else sys.argv[1:])}

@@ -43,7 +43,8 @@ SOURCES: dict[str, str] = {
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
                  "2026-12-03-pairs-quick-lr3e-5/pairs-quick.json"),
-    "adapt": ("2026-12-03-adapt-objectives/adapt.json", "2026-12-03-adapt-lr/adapt.json"),
+    "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
+              "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
@@ -238,19 +239,20 @@ def adapt(sources: list[tuple[dict, str]]) -> str:
     """`--adapt self` on one image: every objective and learning rate tried, per set and mean, from committed runs."""
     from bench_adapt import EXCLUDED_FROM_MEAN
 
-    rows = [r for data, _ in sources for r in data["rows"]]
-    variants = list(dict.fromkeys((r["objective"], r["lr"]) for r in rows))
+    rows = [{**r, "criterion": data.get("criterion", "the objective's held-out loss")} for data, _ in sources for r in data["rows"]]
+    variants = list(dict.fromkeys((r["objective"], r["lr"], r["criterion"]) for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    header = ["objective", "lr"] + [s.replace("_", " ") for s in sets] + ["mean gain", "steps"]
+    header = ["objective", "lr", "kept when"] + [s.replace("_", " ") for s in sets] + ["mean gain", "steps"]
     body = []
     base = {r["set"]: r["backbone"] for r in rows}
-    body.append(["backbone alone", "-"] + [_num(base[s], ".2f") for s in sets] + ["-", "-"])
+    body.append(["backbone alone", "-", "-"] + [_num(base[s], ".2f") for s in sets] + ["-", "-"])
     bm3d = {r["set"]: r["vst+bm3d"] for r in rows}
-    body.append(["VST+BM3D", "-"] + [_num(bm3d[s], ".2f") for s in sets] + ["-", "-"])
-    for obj, lr in variants:
-        sel = {r["set"]: r for r in rows if (r["objective"], r["lr"]) == (obj, lr)}
+    body.append(["VST+BM3D", "-", "-"] + [_num(bm3d[s], ".2f") for s in sets] + ["-", "-"])
+    for obj, lr, crit in variants:
+        sel = {r["set"]: r for r in rows if (r["objective"], r["lr"], r["criterion"]) == (obj, lr, crit)}
         gains = [sel[s]["chosen"] - sel[s]["backbone"] for s in sets if s in sel and s not in EXCLUDED_FROM_MEAN]
-        body.append([obj, _num(lr, "g")] + [_num(sel[s]["chosen"] - sel[s]["backbone"], "+.2f") if s in sel else "-" for s in sets]
+        body.append([obj, _num(lr, "g"), crit] + [_num(sel[s]["chosen"] - sel[s]["backbone"], "+.2f") if s in sel else "-"
+                                                  for s in sets]
                     + [_num(sum(gains) / len(gains), "+.2f"), _num(sum(r["steps"] for r in sel.values()) / len(sel), ".0f")])
     return "\n".join([_table(header, body), "", _sources_line(sources)])
 

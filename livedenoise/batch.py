@@ -985,11 +985,9 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
                          "adapted": result.adapted, "initial_val_loss": f.initial_val_loss,
                          "best_val_loss": f.best_val_loss})
         if not result.adapted:
-            why = ("no training step ran" if f.steps == 0 else
-                   f"{f.steps} steps found no improvement on held-out data")
-            msg = (f"--adapt {mode}{f' (channel {ch})' if ch is not None else ''}: not adapted ({why} in "
-                   f"{f.elapsed_s:.0f} s); denoised with the base model {backbone.name} instead, nothing saved; "
-                   "give a larger --adapt-time to adapt")
+            hint = "" if f.stopped == "skipped" else "; give a larger --adapt-time to adapt"
+            msg = (f"--adapt {mode}{f' (channel {ch})' if ch is not None else ''}: not adapted ({f.not_adapted_reason()}); "
+                   f"denoised with the base model {backbone.name} instead, nothing saved{hint}")
             log.warning("%s", msg)
             warnings.append(msg)
             refs.append(resolve_model(base, channel=ch))

@@ -7,6 +7,7 @@ acquisition's saving thread with the raw dataset never closed.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,21 +28,29 @@ def format_bytes(n: float) -> str:
 
 
 def ensure_room(folder: Path, need_bytes: int, what: str = "The outputs") -> None:
-    """Create ``folder``, check a file can be written in it and that ``need_bytes`` (plus a margin) fit.
+    """Check that ``folder`` can be created and written, and that ``need_bytes`` (plus a margin) fit there.
 
-    Raises :class:`LivedenoiseError` with one sentence naming the folder; writes nothing that stays.
+    Writes nothing that stays and creates nothing: an existing folder gets a write test (a temporary file,
+    removed at once), a folder still to be created is checked on its nearest existing parent, so a command
+    that fails later (a bad model, say) leaves no empty output folder behind. Raises
+    :class:`LivedenoiseError` with one sentence naming the folder.
     """
+    folder = Path(folder)
     blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise LivedenoiseError(f"Cannot write to the output folder {folder}: {blocking} is a file, not a folder; "
                                "choose another path with -o.")
+    existing = next((p for p in [folder, *folder.parents] if p.is_dir()), Path.cwd())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".livedenoise-write-test-"):
-            pass
-        free = shutil.disk_usage(folder).free
+        if existing == folder:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".livedenoise-write-test-"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(existing))
+        free = shutil.disk_usage(existing).free
     except OSError as exc:
-        raise LivedenoiseError(f"Cannot write to the output folder {folder} ({exc.strerror or exc}); choose a "
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else ""
+        raise LivedenoiseError(f"Cannot write to the output folder {folder} ({exc.strerror or exc}{where}); choose a "
                                "writable folder with -o.") from None
     if need_bytes * SPACE_MARGIN > free:
         raise LivedenoiseError(f"{what} need about {format_bytes(need_bytes * SPACE_MARGIN)} but {folder} has only "

@@ -214,14 +214,14 @@ def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(sim
     why = "no training step ran" if steps == 0 else "20 steps found no improvement on held-out data"
     assert any(m.startswith(f"not adapted: {why} in ") and m.endswith("keeping the backbone") for m in messages)
     crit = rep.swap_criterion
-    assert crit["swapped"] is False and crit["reason"] == f"not adapted: {why}" and crit["adapted"] is None
+    assert crit["swapped"] is False and crit["reason"] == f"not adapted: {why} in 0 s" and crit["adapted"] is None
     assert rep.finetune["adapted"] is False and rep.finetune["steps"] == steps
     assert rep.swapped_at_frame is None and session.adapted is None and "adapted" not in rep.quality
     assert not (tmp_path / "adapted-model.safetensors").exists()
     console = Console(record=True, width=200)
     print_report(console, rep)
     text = console.export_text()
-    assert f"fine-tuning: {steps} steps" in text and f"not adapted: {why}; the backbone was used throughout" in text
+    assert f"fine-tuning: {steps} steps" in text and f"not adapted: {why} in 0 s; the backbone was used throughout" in text
     assert "adapted model" not in text and "swapped in at frame" not in text
 
 

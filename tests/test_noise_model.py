@@ -243,3 +243,44 @@ def test_frames_above_the_range_are_copied_unchanged(tmp_path, structure):
     assert any("copied unchanged" in w for w in summary.warnings)
     assert summary.models[0]["passthrough"] is True
     assert json.dumps(summary.models[0])  # JSON-safe for reports
+
+
+def test_spatially_correlated_noise_is_detected_and_self_adaptation_skipped():
+    """Noise shared by neighbouring pixels (a filter after the camera) breaks every blind-spot objective."""
+    from scipy.ndimage import uniform_filter
+
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.noise_model import CORRELATED_NOISE_RATIO, fit_noise_model
+    from livedenoise.training.finetune import finetune
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:256, 0:256]
+    signal = 40 + 200 * (np.sin(xx / 9.0) * np.cos(yy / 13.0) > 0.6)
+    camera = rng.poisson(signal).astype(np.float64) + 100 + rng.normal(0, 2, signal.shape)
+    filtered = uniform_filter(camera, size=2)  # e.g. resampled after the camera: neighbours share noise
+    backbone = load_backbone("fast")
+    independent = fit_noise_model([camera.astype(np.float32)], like=backbone.normalizer)
+    correlated = fit_noise_model([filtered.astype(np.float32)], like=backbone.normalizer)
+    assert 0.85 < independent.correlation_ratio < 1.2 and not any("correlated" in w for w in independent.warnings)
+    assert correlated.correlation_ratio > CORRELATED_NOISE_RATIO
+    assert any("the noise is spatially correlated" in w for w in correlated.warnings)
+    assert correlated.to_dict()["noise_correlation_ratio"] == pytest.approx(correlated.correlation_ratio)
+    res = finetune(backbone, [filtered.astype(np.float32)], device="cpu", time_budget_s=30)
+    assert res.fit.stopped == "skipped" and res.fit.steps == 0 and not res.adapted
+    assert "self-supervised adaptation skipped: the noise is spatially correlated" in res.fit.not_adapted_reason()
+    assert res.checkpoint.metadata["training"]["adapted"] is False
+
+
+def test_background_subtracted_data_keep_their_negative_levels(tmp_path):
+    """Float data with a background below zero (over-subtracted) are not floored at 0 by the transform."""
+    rng = np.random.default_rng(0)
+    clean = np.full((192, 192), -15.0)
+    clean[48:144, 48:144] = 200.0
+    noisy = (clean + rng.normal(0, 10, clean.shape)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "sub.tif", noisy)
+    denoise_dataset([tmp_path / "sub.tif"], tmp_path / "out", progress=False, device="cpu")
+    out = tifffile.imread(tmp_path / "out" / "sub.ome.tif")
+    background = out[:40, :40].mean()
+    assert -15.0 - 3.0 < background < -15.0 + 3.0, background  # within 0.3 noise sd of the truth, not near 0
+    assert abs(out[60:130, 60:130].mean() - 200.0) < 3.0
+    assert score(clean.astype(np.float32), out).psnr > score(clean.astype(np.float32), noisy).psnr + 3.0

@@ -381,3 +381,43 @@ def test_sure_estimates_the_error_against_the_clean_image_without_seeing_it():
     assert abs(est - true_mse) < 0.1 * true_mse, (est, true_mse)
     assert abs(est_identity - sigma**2) < 0.05 * sigma**2  # the identity's error is the noise itself
     assert est < 0.3 * est_identity
+
+
+def test_a_self_fine_tune_that_sure_does_not_confirm_is_sent_back_to_the_backbone(monkeypatch):
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.training import finetune as ft
+
+    rng = np.random.default_rng(0)
+    frame = (rng.poisson(30, (96, 96)) + 100).astype(np.uint16)
+    backbone = load_backbone("fast")
+    seen = {}
+
+    def never_better(b, a, strips, sigma):
+        seen["strips"] = len(strips)
+        return {"backbone": 0.30, "adapted": 0.295, "margin": ft.SURE_MARGIN, "adapted_better": False}
+
+    monkeypatch.setattr(ft, "_full_image_check", never_better)
+    cfg = TrainingConfig(patch_size=32, batch_size=4, max_steps=20, steps_per_validation=5, patience=20)
+    res = finetune(backbone, [frame], training=cfg, time_budget_s=600, device="cpu")
+    assert seen["strips"] == 1 and res.fit.steps == 20 and res.fit.best_step > 0  # it ran and "improved" ...
+    assert not res.adapted and res.fit.rejected  # ... but the full-image check sent it back
+    assert "full-image error estimate (SURE) on held-out rows did not improve" in res.fit.not_adapted_reason()
+    assert all(torch.equal(a, b) for a, b in zip(res.checkpoint.model.state_dict().values(),
+                                                 backbone.model.state_dict().values()))
+    meta = res.checkpoint.metadata["training"]
+    assert meta["adapted"] is False and meta["sure_check"]["adapted_better"] is False
+
+
+def test_full_image_check_prefers_the_better_denoiser_on_held_out_rows():
+    from livedenoise.training.finetune import _full_image_check
+
+    torch.manual_seed(0)
+    yy, xx = np.mgrid[0:40, 0:128]
+    clean = (0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 5.0)).astype(np.float32)
+    noisy = clean + np.random.default_rng(1).normal(0, 0.1, clean.shape).astype(np.float32)
+    smoother = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", bias=False)
+    with torch.no_grad():
+        smoother.weight.fill_(1 / 9)
+    out = _full_image_check(torch.nn.Identity(), smoother, [noisy], 0.1)
+    assert out["adapted_better"] and out["backbone"] == pytest.approx(1.0, abs=0.1) and out["adapted"] < 0.5
+    assert not _full_image_check(smoother, torch.nn.Identity(), [noisy], 0.1)["adapted_better"]

@@ -311,11 +311,9 @@ class LiveSession:
         self.swap_criterion = crit
         if not result.adapted:  # 0 steps, or the initial weights kept: the backbone itself, not an adapted model
             f = result.fit
-            why = ("no training step ran" if f.steps == 0 else
-                   f"{f.steps} steps found no improvement on held-out data")
-            crit["reason"] = f"not adapted: {why}"
+            crit["reason"] = f"not adapted: {f.not_adapted_reason()}"
             self._set(state=live_state(), finetune_progress=1.0,
-                      message=f"not adapted: {why} in {f.elapsed_s:.0f} s; keeping the backbone")
+                      message=f"not adapted: {f.not_adapted_reason()}; keeping the backbone")
             return
         try:
             if clean is None:

@@ -80,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
                        device=args.device, progress=progress)
     f = res.fit
     if not res.adapted:  # writing it would relabel the unchanged backbone as a fine-tuned model
-        why = "no training step ran" if f.steps == 0 else f"{f.steps} steps found no improvement on held-out data"
-        raise LivedenoiseError(
-            f"not adapted: {why} in {f.elapsed_s:.0f} s; nothing was written. Give a larger --time-budget "
-            "(or more images)")
+        hint = "" if f.stopped == "skipped" else " Give a larger --time-budget (or more images)"
+        raise LivedenoiseError(f"not adapted: {f.not_adapted_reason()}; nothing was written.{hint}")
     res.checkpoint.save(args.output)
     print(f"wrote {args.output}: {res.mode} fine-tuning of {backbone.name} on {len(noisy)} image(s), {f.steps} steps in "
           f"{f.elapsed_s:.0f} s (weights of step {f.best_step} kept), held-out loss {f.initial_val_loss:.4g} -> "

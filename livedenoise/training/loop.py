@@ -32,7 +32,7 @@ from livedenoise.training.sure import sure_loss
 log = logging.getLogger("livedenoise")
 
 Objective = Literal["supervised", "noise2self", "noise2same", "sure"]
-StopReason = Literal["early_stop", "time_budget", "max_steps", "cancelled"]
+StopReason = Literal["early_stop", "time_budget", "max_steps", "cancelled", "skipped"]
 
 
 @dataclass
@@ -68,6 +68,8 @@ class FitResult:
     stopped: StopReason
     elapsed_s: float
     history: list[dict] = field(default_factory=list)
+    note: str = ""  # why a fit was skipped (stopped == "skipped") or its weights rejected, in one sentence
+    rejected: bool = False  # a later check (finetune's SURE criterion) sent the weights back to the initial ones
 
     @property
     def adapted(self) -> bool:
@@ -76,7 +78,15 @@ class FitResult:
         A fit that ran 0 steps, or whose best validation is the initial one, returns the model it was given:
         callers must not save, swap in or report such a model as adapted.
         """
-        return self.steps > 0 and self.best_step > 0
+        return self.steps > 0 and self.best_step > 0 and not self.rejected
+
+    def not_adapted_reason(self) -> str:
+        """Why the returned weights are the initial ones, in a few words (for one-line messages)."""
+        if self.stopped == "skipped" or self.rejected:
+            return self.note
+        if self.steps == 0:
+            return f"no training step ran in {self.elapsed_s:.0f} s"
+        return f"{self.steps} steps found no improvement on held-out data in {self.elapsed_s:.0f} s"
 
     def to_dict(self) -> dict:
         """JSON-safe summary (no history): losses, ``steps``, ``best_step``, ``stopped``, ``adapted``, validations."""
