@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if (result["frames_lost"] == 0 and altered == 0 and result["frames_out_of_order"] == 0) else 1
 
 
-def render(payload: dict) -> str:
+def render(payload: dict, *, heading: bool = True) -> str:
+    """The integrity table (``readme_tables.py`` reuses it without the heading)."""
     r = payload["result"]
     rows = [["frames acquired", r["frames_acquired"]], ["raw frames on disk", r["frames_on_disk"]],
             ["raw frames lost", r["frames_lost"]], ["raw frames altered", r["frames_altered"]],
@@ -112,10 +113,11 @@ def render(payload: dict) -> str:
             ["camera fps reached", f"{r['camera_fps']:.1f}"],
             ["display frames denoised / skipped", f"{r['display_frames_denoised']} / {r['display_frames_skipped']}"],
             ["wall time", f"{r['wall_s']:.0f} s"]]
-    return "\n".join([
-        f"# Raw integrity: {r['frames_asked']} frames at {r['fps_asked']:g} fps, {r['model_ms']:g} ms per denoised frame",
-        "", f"- machine: {machine_line(payload['machine'])}",
-        f"- simulated Micro-Manager core, pycromanager acquisition, {r['roi']}² px; every raw frame read back and matched "
+    head = [f"# Raw integrity: {r['frames_asked']} frames at {r['fps_asked']:g} fps, {r['model_ms']:g} ms per denoised "
+            "frame", "", f"- machine: {machine_line(payload['machine'])}"] if heading else []
+    return "\n".join([*head,
+        f"- {r['frames_asked']} frames asked at {r['fps_asked']:g} fps, a display model taking {r['model_ms']:g} ms per frame; "
+        f"simulated Micro-Manager core, pycromanager acquisition, {r['roi']}² px; every raw frame read back and matched "
         "by content hash to a frame the camera produced", "", table(["", "value"], rows), ""])
 
 

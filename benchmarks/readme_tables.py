@@ -46,6 +46,7 @@ SOURCES: dict[str, str] = {
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
+    "integrity": "2026-12-03-integrity/integrity.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -189,6 +190,14 @@ def pairs(data: dict, path: str) -> str:
     return "\n".join([body, _source_line(path, data, data.get("command") or "python benchmarks/bench_pairs.py")])
 
 
+def integrity(data: dict, path: str) -> str:
+    """Raw frames lost / altered in a long fast acquisition with a slow display model."""
+    from bench_integrity import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
+                                                                  or "python benchmarks/bench_integrity.py")])
+
+
 def demo(data: dict, path: str) -> str:
     """The quick start's example output, from a committed ``report.json`` of ``livedenoise demo``."""
     from livedenoise.commands.demo import summary_lines
@@ -268,7 +277,7 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, **MULTI,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, **MULTI,
 }
 
 
