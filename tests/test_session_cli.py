@@ -195,3 +195,36 @@ def test_a_signal_stops_a_session_cleanly_with_raw_frames_closed_and_readable(se
         report = json.loads((out / "report.json").read_text())
         assert report["interrupted"] is True and report["frames_acquired"] == n
         assert f"interrupted: {report['frames_acquired']} raw frames saved and closed" in stdout
+
+
+def test_raw_frames_survive_a_sigkill_mid_acquisition(session_files, tmp_path):
+    """kill -9 (no handler can run): every frame indexed before the kill is still readable from the raw NDTiff."""
+    import time
+
+    from livedenoise.io import open_dataset
+
+    out = tmp_path / "session"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", "demo", "--config", str(session_files / "session.toml"),
+                             "--backbone", str(session_files / "tiny.safetensors"), "--device", "cpu", "--mode", "self",
+                             "--frames", "100000", "-o", str(out)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("raw*/NDTiff.index")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(3.0)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    raw = open_dataset(next(out.glob("raw*")))
+    try:
+        n = int(np.prod(raw.shape[:-2]))
+        assert n > 5, raw.shape
+        last = np.asarray(raw.reader[tuple(s - 1 for s in raw.shape[:-2])])
+        assert last.std() > 0  # the last indexed frame holds real pixels
+    finally:
+        raw.close()
