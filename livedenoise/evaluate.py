@@ -416,7 +416,7 @@ def scratch_model(like: Checkpoint) -> Checkpoint:
 
 def with_normalizer(ckpt: Checkpoint, frames: Sequence[np.ndarray]) -> Checkpoint:
     """A copy of ``ckpt`` whose normaliser is fitted to ``frames`` (the zero-shot way to use a backbone)."""
-    from livedenoise.training.data import normalizer_for
+    from livedenoise.noise_model import normalizer_for
 
     out = ckpt.clone()
     out.normalizer = normalizer_for(list(frames), like=ckpt.normalizer, saturation=ckpt.normalizer.saturation)

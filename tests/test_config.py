@@ -93,3 +93,21 @@ def test_odd_paths_and_command_line_values_are_named_in_one_sentence(tmp_path, c
         assert expected in err and "Traceback" not in err, err
         assert "microscope.toml" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_library_never_imports_the_command_line_layer():
+    """One-way layers: livedenoise.commands / livedenoise.cli use the library, never the other way round."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "livedenoise"
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("commands/") or rel == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{rel}: {n}" for n in names if n.startswith(("livedenoise.commands", "livedenoise.cli"))]
+    assert not offenders, offenders

@@ -55,7 +55,7 @@ def _read_frames(paths: list[Path]) -> list[np.ndarray]:
 
 def run(args: argparse.Namespace) -> int:
     from livedenoise.calibration import CameraCalibration
-    from livedenoise.commands._progress import fit_progress
+    from livedenoise.training.progress import fit_progress
     from livedenoise.config import TrainingConfig
     from livedenoise.errors import LivedenoiseError
     from livedenoise.modelspec import load_model_spec

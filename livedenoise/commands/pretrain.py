@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from livedenoise.commands._progress import fit_progress
+    from livedenoise.training.progress import fit_progress
     from livedenoise.errors import LivedenoiseError
     from livedenoise.training.pretrain import pretrain
 

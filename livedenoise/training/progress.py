@@ -1,4 +1,7 @@
-"""A rich progress bar driven by the fit loop's progress callbacks (shared by pretrain / finetune / denoise --adapt)."""
+"""A rich progress bar driven by the fit loop's progress callbacks (pretrain, finetune, `denoise --adapt`).
+
+In the library, not the CLI, because `denoise_dataset(adapt=...)` shows it too: the library never imports the CLI.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
