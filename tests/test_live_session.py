@@ -215,6 +215,8 @@ def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(sim
     assert any(m.startswith(f"not adapted: {why} in ") and m.endswith("keeping the backbone") for m in messages)
     crit = rep.swap_criterion
     assert crit["swapped"] is False and crit["reason"] == f"not adapted: {why} in 0 s" and crit["adapted"] is None
+    # 2 pairs: none can be kept out, so the pairs' bottom rows (never trained on) are what would be scored
+    assert crit["held_out"] == 2 and crit["source"] == "held-out bottom rows of the calibration pairs (fewer than 3 pairs)"
     assert rep.finetune["adapted"] is False and rep.finetune["steps"] == steps
     assert rep.swapped_at_frame is None and session.adapted is None and "adapted" not in rep.quality
     assert not (tmp_path / "adapted-model.safetensors").exists()
@@ -392,3 +394,18 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
     assert any("output disk is nearly full (10 MB free" in e for e in rep.errors), rep.errors
     assert rep.frames_acquired > 0
     assert_raw_integrity(simulated_core, session)
+
+
+def test_with_fewer_than_three_pairs_the_swap_is_scored_on_rows_the_fine_tune_never_saw():
+    from livedenoise.acquisition.controller import _held_out_strips
+    from livedenoise.training.data import split_strips
+
+    noisy = [np.arange(100 * 40, dtype=np.float32).reshape(100, 40) + k for k in range(2)]
+    clean = [n * 2 for n in noisy]
+    strips = _held_out_strips(noisy, clean, 0.2)
+    train, _ = split_strips(noisy, 0.2)
+    assert len(strips) == 2 and all(x.shape == (20, 40) and t.shape == (20, 40) for x, t in strips)
+    for (x, t), n, tr in zip(strips, noisy, train):
+        np.testing.assert_array_equal(x, n[80:])
+        np.testing.assert_array_equal(t, 2 * n[80:])
+        assert tr.shape[0] == 80  # the fine-tune trains on rows 0-79 only

@@ -254,8 +254,10 @@ class LiveSession:
             noisy, clean = noisy[:-1], clean[:-1]
             source = "calibration pair not used for training"
         elif clean is not None:
-            held_out = list(zip(noisy, clean))
-            source = "calibration pairs (also used for training: fewer than 3 pairs)"
+            # Too few pairs to keep one out: score on the bottom rows of each pair, which the fine-tune holds out
+            # as its validation strips (training/data.split_strips) and never trains on.
+            held_out = _held_out_strips(noisy, clean, self.settings.training.validation_fraction)
+            source = "held-out bottom rows of the calibration pairs (fewer than 3 pairs)"
         else:
             held_out = [(noisy[i], noisy[i + 1]) for i in range(min(len(noisy) - 1, SELF_HOLDOUT_FRAMES - 1))]
             source = "consecutive training frames (no held-out frames given)"
@@ -579,6 +581,16 @@ class LiveSession:
             den = Denoiser(ckpt, device=self.device)
             out[name] = _mean_scores([score(t, den.denoise(r)) for r, t in bank])
         return out
+
+
+def _held_out_strips(noisy: list[np.ndarray], clean: list[np.ndarray], fraction: float
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The validation strips :func:`~livedenoise.training.data.split_strips` keeps out of training, as pairs."""
+    from livedenoise.training.data import split_strips
+
+    _, val_n = split_strips(list(noisy), fraction)
+    _, val_c = split_strips(list(clean), fraction)
+    return list(zip(val_n, val_c))
 
 
 def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
