@@ -409,3 +409,37 @@ def test_with_fewer_than_three_pairs_the_swap_is_scored_on_rows_the_fine_tune_ne
         np.testing.assert_array_equal(x, n[80:])
         np.testing.assert_array_equal(t, 2 * n[80:])
         assert tr.shape[0] == 80  # the fine-tune trains on rows 0-79 only
+
+
+def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(simulated_core, small_microscope_config,
+                                                                               tmp_path, monkeypatch):
+    """`live --mm`: the config's simulated exposure and light power must not be imposed on real hardware."""
+    import pycromanager
+
+    from livedenoise.acquisition import pycromanager_backend as pb
+    from livedenoise.acquisition.plans import Illumination
+    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
+
+    class JavaCore:  # what pycromanager's Core() answers for a running Micro-Manager
+        def __init__(self, *a, **k):
+            pass
+
+        def get_exposure(self):
+            return 37.0
+
+    monkeypatch.setattr(pb, "connect_micro_manager", lambda *a, **k: None)
+    monkeypatch.setattr(pycromanager, "Core", JavaCore)
+    settings = make_settings(small_microscope_config)
+    mm = LiveSession(PycromanagerBackend(None), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    assert mm._low() == Illumination(37.0, None)  # power None: the light source is not touched
+
+    class RealCore:  # a CMMCorePlus on real hardware: no simulated microscope, no light property given
+        def getExposure(self):
+            return 12.5
+
+    assert PymmcorePlusBackend(RealCore()).current_illumination() == Illumination(12.5, None)
+    # the simulated microscope (light control known) images with the session's configured illumination
+    sim = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    m = settings.microscope
+    assert sim._low() == Illumination(m.exposure_ms, m.light_power)
+    assert PymmcorePlusBackend(simulated_core).current_illumination() is None

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from livedenoise.acquisition.plans import CalibrationPair, LivePlan, PairPlan
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 
 FrameCallback = Callable[[np.ndarray, dict], None]
 
@@ -57,6 +57,15 @@ class AcquisitionBackend(ABC):
 
     def current_xy(self) -> tuple[float, float]:
         return 0.0, 0.0
+
+    def current_illumination(self) -> Illumination | None:
+        """The live illumination to use when it must come from the microscope itself, else ``None``.
+
+        A real microscope (no light-power control given to livedenoise) images at the exposure the user set
+        in Micro-Manager, with the light left as it is; ``None`` means the session's ``[microscope]`` settings
+        apply (the simulated microscope, or hardware whose light control was passed in).
+        """
+        return None
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
         """The noise-free image behind ``image`` when the microscope is simulated, else ``None``."""

@@ -169,6 +169,10 @@ class LiveSession:
 
     # -- calibration -------------------------------------------------------------------------------
     def _low(self) -> Illumination:
+        """The live illumination: the real microscope's own (``backend.current_illumination``), else the config's."""
+        own = self.backend.current_illumination()
+        if own is not None:
+            return own
         m = self.settings.microscope
         return Illumination(m.exposure_ms, m.light_power)
 

@@ -96,6 +96,16 @@ class PycromanagerBackend(AcquisitionBackend):
         directory.mkdir(parents=True, exist_ok=True)
         return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
 
+    def current_illumination(self) -> Illumination | None:
+        """Micro-Manager's own exposure, light untouched, unless light control was given (the simulator's is)."""
+        if self._light_event is not None:
+            return None
+        if self.core is None:
+            from pycromanager import Core
+
+            return Illumination(float(Core().get_exposure()), None)
+        return Illumination(float(self.core.getExposure()), None)
+
     def current_xy(self) -> tuple[float, float]:
         if self.core is None:
             return 0.0, 0.0

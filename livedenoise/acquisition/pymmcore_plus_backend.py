@@ -68,6 +68,12 @@ class PymmcorePlusBackend(AcquisitionBackend):
         kind = "simulated microscope" if hasattr(self.core, "microscope") else "MMCore"
         return f"pymmcore-plus MDA ({kind})"
 
+    def current_illumination(self) -> Illumination | None:
+        """The core's own exposure, light untouched, unless a light-power property was given (the simulator's is)."""
+        if self.light_property is not None:
+            return None
+        return Illumination(float(self.core.getExposure()), None)
+
     def current_xy(self) -> tuple[float, float]:
         return float(self.core.getXPosition()), float(self.core.getYPosition())
 
