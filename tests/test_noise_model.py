@@ -265,6 +265,9 @@ def test_spatially_correlated_noise_is_detected_and_self_adaptation_skipped():
     assert correlated.correlation_ratio > CORRELATED_NOISE_RATIO
     assert any("the noise is spatially correlated" in w for w in correlated.warnings)
     assert correlated.to_dict()["noise_correlation_ratio"] == pytest.approx(correlated.correlation_ratio)
+    # the variance is raised to the independent-noise level of equal power at the 4x4 scale; independent noise: no change
+    assert independent.correlation_factor == 1.0 and 2.0 < correlated.correlation_factor <= 64.0
+    assert correlated.to_dict()["correlated_noise_factor"] == correlated.correlation_factor
     res = finetune(backbone, [filtered.astype(np.float32)], device="cpu", time_budget_s=30)
     assert res.fit.stopped == "skipped" and res.fit.steps == 0 and not res.adapted
     assert "self-supervised adaptation skipped: the noise is spatially correlated" in res.fit.not_adapted_reason()
@@ -284,3 +287,23 @@ def test_background_subtracted_data_keep_their_negative_levels(tmp_path):
     assert -15.0 - 3.0 < background < -15.0 + 3.0, background  # within 0.3 noise sd of the truth, not near 0
     assert abs(out[60:130, 60:130].mean() - 200.0) < 3.0
     assert score(clean.astype(np.float32), out).psnr > score(clean.astype(np.float32), noisy).psnr + 3.0
+
+
+def test_raising_the_noise_level_of_correlated_noise_lets_the_backbone_remove_it(monkeypatch):
+    from scipy.ndimage import uniform_filter
+
+    from livedenoise import noise_model
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.evaluate import with_normalizer
+    from livedenoise.inference import Denoiser
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:256, 0:256]
+    signal = 20 + 60 * (np.sin(xx / 11.0) * np.cos(yy / 17.0) > 0.5)
+    filtered = uniform_filter(rng.poisson(signal).astype(np.float64) + 100, size=3).astype(np.float32)
+    truth = uniform_filter(signal.astype(np.float64) + 100, size=3).astype(np.float32)
+    backbone = load_backbone("fast")
+    matched = score(truth, Denoiser(with_normalizer(backbone, [filtered]), device="cpu").denoise(filtered)).psnr
+    monkeypatch.setattr(noise_model, "correlated_noise_factor", lambda z: 1.0)
+    plain = score(truth, Denoiser(with_normalizer(backbone, [filtered]), device="cpu").denoise(filtered)).psnr
+    assert matched > plain + 1.0, (matched, plain)
