@@ -389,20 +389,33 @@ def fit_noise_model(
         if is_correlated(fit.correlation_ratio):
             factor = 1.0
             if calibration is None:
-                # A denoiser trained on independent noise takes low-frequency noise for signal: tell it the
-                # white-noise level with the same power at the 4x4 scale it works on (measured: +2.5-4 dB on
-                # fmd_widefield_bpae; BM3D, given the same estimate, gains too).
-                factor = correlated_noise_factor(stabilised)
-                a_adu, b_adu = a_adu * factor, b_adu * factor
-                norm = Normalizer(offset=0.0, gain=a_adu, noise_a=1.0, noise_b=b_adu / a_adu**2, vst=vst,
-                                  saturation=saturation)
-                fit.a_adu, fit.b_adu, fit.normalizer = float(a_adu), float(b_adu), norm
+                # A denoiser trained on independent noise takes low-frequency noise for signal. Fitted on 4x4-binned
+                # frames, where noise correlated over a few pixels is nearly independent, and scaled by 16, the model
+                # is the independent noise of equal power at that scale (the camera's own level before the filter),
+                # so the denoiser removes it (measured: +2.5-4 dB on fmd_widefield_bpae; BM3D, given the same
+                # estimate, gains too).
+                a_bin, b_bin = estimate_single_image([_bin4(f) for f in data], saturation=None)
+                a_new, b_new = 16.0 * a_bin, 16.0 * b_bin
+                factor = (a_new * float(np.median(sample)) + b_new) / max(a_adu * float(np.median(sample)) + b_adu, 1e-12)
+                if not (a_new > 0 and factor > 1.0):
+                    # the binned frames are too small or too structured for a fit: raise the pixel-scale model to
+                    # the same equal-power level measured on the robust diagonal band instead
+                    factor = equal_power_factor(stabilised)
+                    a_new, b_new = a_adu * factor, b_adu * factor
+                if a_new > 0 and factor > 1.0:
+                    a_adu, b_adu = a_new, b_new
+                    norm = Normalizer(offset=0.0, gain=a_adu, noise_a=1.0, noise_b=b_adu / a_adu**2, vst=vst,
+                                      saturation=saturation)
+                    fit.a_adu, fit.b_adu, fit.normalizer = float(a_adu), float(b_adu), norm
+                else:
+                    factor = 1.0
             warnings.append(
                 f"the noise is spatially correlated (coarse/fine noise ratio {fit.correlation_ratio:.2f}; camera noise, "
                 "independent from pixel to pixel, gives 1.0): the frames were filtered, interpolated or binned after the "
                 "camera"
-                + (f"; the noise variance is raised {factor:.1f}x to the independent-noise level of equal power at the "
-                   "4x4-pixel scale, so the denoiser removes it" if factor > 1.0 else "")
+                + (f"; the noise model is fitted on 4x4-binned frames instead (variance {factor:.1f}x the pixel-scale "
+                   "fit), the independent noise of equal power at that scale, so the denoiser removes it"
+                   if factor > 1.0 else "")
                 + "; self-supervised adaptation (which would learn it as signal) is skipped")
             fit.correlation_factor = factor
     if like is None:
@@ -447,37 +460,38 @@ def noise_correlation_ratio(stabilised: Sequence[np.ndarray]) -> float:
         fine, coarse = _haar_diagonal_sigma(z), _haar_diagonal_sigma(binned)
         if fine > 0:
             ratios.append(2.0 * coarse / fine)
+        elif coarse > 0:  # no noise left at the pixel scale at all: smoothed frames
+            ratios.append(math.inf)
     return float(np.median(ratios)) if ratios else math.nan
 
 
-#: Binning levels (2**k pixels) at which correlated noise is matched to an independent-noise level, and a cap.
-CORRELATED_NOISE_LEVEL = 2
-MAX_CORRELATED_FACTOR = 64.0
-
-
-def correlated_noise_factor(stabilised: Sequence[np.ndarray]) -> float:
-    """Variance of independent noise with the same power as the frames' noise at the 4x4-pixel scale, over the
-    finest-scale variance: ``16 * sigma_2**2 / sigma_0**2`` (1 for independent noise, whose level halves per
-    2x2 binning), from the robust diagonal-band noise level at 4x4 binning; median over frames, in [1, 64]."""
+def equal_power_factor(stabilised: Sequence[np.ndarray]) -> float:
+    """``16 * sigma_4x4**2 / sigma_pixel**2`` from the robust diagonal-band noise levels of the frames and of their
+    4x4 means (1 for independent noise); median over frames, capped at 256."""
     factors = []
     for z in stabilised:
         z = np.asarray(z, np.float64)
-        fine = _haar_diagonal_sigma(_even(z))
-        for _ in range(CORRELATED_NOISE_LEVEL):
-            z = _even(z)
-            z = 0.25 * (z[..., 0::2, 0::2] + z[..., 1::2, 0::2] + z[..., 0::2, 1::2] + z[..., 1::2, 1::2])
-        if fine > 0 and min(z.shape[-2:]) >= 8:
-            factors.append((4 ** CORRELATED_NOISE_LEVEL) * _haar_diagonal_sigma(_even(z)) ** 2 / fine**2)
-    return float(np.clip(np.median(factors), 1.0, MAX_CORRELATED_FACTOR)) if factors else 1.0
+        fine, coarse = _haar_diagonal_sigma(_crop4(z)), _haar_diagonal_sigma(_crop4(_bin4(z)))
+        if fine > 0 and coarse > 0:
+            factors.append(16.0 * coarse**2 / fine**2)
+    return float(np.clip(np.median(factors), 1.0, 256.0)) if factors else 1.0
 
 
-def _even(z: np.ndarray) -> np.ndarray:
+def _crop4(z: np.ndarray) -> np.ndarray:
     return z[..., : (z.shape[-2] // 2) * 2, : (z.shape[-1] // 2) * 2]
+
+
+def _bin4(frame: np.ndarray) -> np.ndarray:
+    """Mean of 4x4 blocks (the frame cropped to a multiple of 4): noise correlated over a few pixels is nearly
+    independent at this scale, and its variance is 1/16 of the equal-power independent noise's."""
+    f = np.asarray(frame, np.float64)
+    h, w = (f.shape[-2] // 4) * 4, (f.shape[-1] // 4) * 4
+    return f[..., :h, :w].reshape(*f.shape[:-2], h // 4, 4, w // 4, 4).mean(axis=(-3, -1)).astype(np.float32)
 
 
 def is_correlated(ratio: float) -> bool:
     """Whether a :func:`noise_correlation_ratio` means spatially correlated noise."""
-    return math.isfinite(ratio) and ratio > CORRELATED_NOISE_RATIO
+    return not math.isnan(ratio) and ratio > CORRELATED_NOISE_RATIO
 
 
 def _haar_diagonal_sigma(z: np.ndarray) -> float:

@@ -137,3 +137,22 @@ def test_pretrain_writes_interim_checkpoints(tmp_path):
                    progress=lambda p: seen.append(load_checkpoint(out).training["stopped"]))
     assert seen and all(s == "running (interim checkpoint)" for s in seen)
     assert load_checkpoint(out).training["steps"] == res.fit.steps == 6
+
+
+def test_a_share_of_synthetic_samples_has_spatially_correlated_noise():
+    """Processed frames (blurred after the camera): input and target blurred alike, noise correlated."""
+    import torch
+
+    from livedenoise.training.synthetic import NoiseRecipe, noisy_pair
+
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 6, 64), torch.linspace(0, 6, 64), indexing="ij")
+    clean = (0.3 + 0.5 * (torch.sin(3 * xx) * torch.cos(2 * yy) > 0.3).float())[None, None].repeat(200, 1, 1, 1)
+    x, y = noisy_pair(clean, NoiseRecipe(render_8bit=0.0), gen)
+    r = (x - y)[:, 0]
+    lag = torch.stack([torch.corrcoef(torch.stack([ri[:, 1:].flatten(), ri[:, :-1].flatten()]))[0, 1] for ri in r])
+    share = float((lag > 0.25).float().mean())
+    assert 0.05 < share < 0.3, share  # NoiseRecipe.correlated = 0.15 of the samples
+    assert float(lag[lag <= 0.25].abs().max()) < 0.1  # the others keep independent camera noise
+    x0, _ = noisy_pair(clean[:8], NoiseRecipe(correlated=0.0), torch.Generator().manual_seed(0))
+    assert torch.isfinite(x0).all()

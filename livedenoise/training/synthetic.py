@@ -61,6 +61,12 @@ class NoiseRecipe:
     render_8bit: float = 0.25  #: share of samples turned into 8-bit display renders
     max_black_clip: float = 0.3  #: in an 8-bit render, up to this share of pixels may clip to 0
     parameter_error: float = 0.05  #: relative error of the gain / read variance the input is normalised with
+    #: share of samples blurred after the camera (Gaussian, sigma uniform in the range, px): processed frames whose
+    #: noise is spatially correlated. Input and target are both blurred; the input keeps the camera's (pre-blur)
+    #: noise level, which is what the noise fit's correlated-noise matching recovers at inference.
+    correlated: float = 0.15
+    min_correlation_sigma: float = 0.5
+    max_correlation_sigma: float = 1.5
     scale: float = 10.0  #: network units = GAT / scale (the backbone convention)
 
     def describe(self) -> dict:
@@ -137,6 +143,13 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     adu = pixel_gain * electrons + gain * pixel_read * torch.randn(clean.shape, generator=gen) + pixel_offset
     adu = torch.clamp(torch.round(adu), min=0.0)  # the ADC's floor
     clean_adu = gain * lam + offset
+    if recipe.correlated > 0:
+        blurred = torch.rand(shape, generator=gen) < recipe.correlated
+        if bool(blurred.any()):
+            sigma = recipe.min_correlation_sigma + (recipe.max_correlation_sigma - recipe.min_correlation_sigma) * torch.rand(
+                b, generator=gen)
+            adu = torch.where(blurred, _blur(adu, sigma), adu)
+            clean_adu = torch.where(blurred, _blur(clean_adu.expand_as(adu), sigma), clean_adu)
     # The read variance the transform assumes: the median pixel's, plus rounding (1/12 ADU^2).
     read_var = read**2 + 1.0 / (12.0 * gain**2)
 
@@ -169,6 +182,17 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     x = gat_torch((adu - offset) / gain_n, read_var_n) / recipe.scale
     y = gat_torch((clean_adu - offset) / gain_n, read_var_n) / recipe.scale
     return x.float(), y.float()
+
+
+def _blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
+    """Each sample of ``x`` [B, 1, H, W] blurred by its own Gaussian (``sigma`` [B], px), reflect padding."""
+    b = x.shape[0]
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    g = torch.exp(-(t[None, :] ** 2) / (2.0 * sigma[:, None].to(x.dtype) ** 2))
+    g = g / g.sum(dim=1, keepdim=True)
+    k = (g[:, :, None] * g[:, None, :])[:, None]  # [B, 1, K, K]
+    padded = torch.nn.functional.pad(x.reshape(1, b, *x.shape[-2:]), (radius,) * 4, mode="reflect")
+    return torch.nn.functional.conv2d(padded, k, groups=b).reshape(x.shape)
 
 
 class SyntheticPairSampler:
