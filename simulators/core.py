@@ -420,13 +420,15 @@ def acquire_with_pycromanager(
     name: str = "acquisition",
     image_process_fn: Callable[..., Any] | None = None,
     image_saved_fn: Callable[..., Any] | None = None,
+    stop: threading.Event | None = None,
     **acquisition_kwargs: Any,
 ) -> AcquisitionResult:
     """Run one pycromanager ``Acquisition`` of ``events`` on ``core`` and wait for it to finish.
 
     ``directory`` saves NDTiff (camera dtype); ``None`` keeps data in RAM. ``image_process_fn``
     and ``image_saved_fn`` are passed to pycromanager unchanged (an ``image_process_fn`` must
-    return the image, or ``None`` to drop it). Frames are counted at the saving stage.
+    return the image, or ``None`` to drop it). Frames are counted at the saving stage. Setting
+    ``stop`` aborts the acquisition cleanly: frames acquired so far are saved and the dataset closed.
     """
     import time
 
@@ -451,8 +453,21 @@ def acquire_with_pycromanager(
         image_saved_fn=_count,
         **acquisition_kwargs,
     )
-    with acq:
-        acq.acquire(events if isinstance(events, dict) else list(events))
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if stop is not None and stop.wait(0.1):
+                acq.abort()
+                return
+
+    if stop is not None:
+        threading.Thread(target=watch, name="acquisition-stop", daemon=True).start()
+    try:
+        with acq:
+            acq.acquire(events if isinstance(events, dict) else list(events))
+    finally:
+        finished.set()
     seconds = time.perf_counter() - started
     dataset = acq.get_dataset()
     path = Path(dataset.path) if directory is not None and getattr(dataset, "path", None) else None

@@ -136,3 +136,40 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_presets(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (run_dir / "sim" / "raw" / "NDTiff.index").is_file() and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_stops_simulate_with_every_acquired_frame_and_its_truth_saved(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from livedenoise.io import open_dataset
+
+    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", "simulate", "-o", "sim", "--frames", "5000",
+                             "--roi", "32x32", "--interval-ms", "20", "--realtime"], cwd=tmp_path,
+                            env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("sim/raw*/NDTiff.index")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # it used to hang here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted: " in out
+    meta = json.loads((tmp_path / "sim" / "simulate.json").read_text())
+    raw = open_dataset(tmp_path / "sim" / "raw")
+    truth = open_dataset(tmp_path / "sim" / "ground_truth.ome.tif")
+    try:
+        n = int(np.prod(raw.shape[:-2]))
+        assert 5 < n < 5000 and meta["frames"] == n and int(np.prod(truth.shape[:-2])) == n
+    finally:
+        raw.close()
+        truth.close()

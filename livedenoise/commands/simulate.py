@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from livedenoise.commands._session import SIGNAL_EXIT, stop_on_signals
 from livedenoise.errors import ConfigError, InputDataError, LivedenoiseError
 
 HELP = """\
@@ -162,6 +163,7 @@ def simulate_dataset(
     interval_ms: float = 0.0,
     realtime: bool = False,
     progress: Any = None,
+    stop: threading.Event | None = None,
 ) -> SimulatedDataset:
     """Acquire ``frames`` x ``positions`` images with pycromanager on a simulated core; write raw + truth.
 
@@ -200,7 +202,7 @@ def simulate_dataset(
                 progress(saved, len(events))
 
         result = acquire_with_pycromanager(core, events, directory=outdir, name=RAW_NAME,
-                                           image_process_fn=record_truth, image_saved_fn=on_saved)
+                                           image_process_fn=record_truth, image_saved_fn=on_saved, stop=stop)
     finally:
         core.close()
     if missing:
@@ -282,9 +284,11 @@ def run(args: argparse.Namespace) -> int:
     with Progress(TextColumn("acquiring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("acquiring", total=total)
-        result = simulate_dataset(config, outdir, frames=args.frames, positions=args.positions,
-                                  interval_ms=args.interval_ms, realtime=args.realtime,
-                                  progress=lambda done, _total: bar.update(task, completed=done))
+        stop = threading.Event()
+        with stop_on_signals(stop.set) as signalled:  # Ctrl-C: the acquisition stops, the frames so far are kept
+            result = simulate_dataset(config, outdir, frames=args.frames, positions=args.positions,
+                                      interval_ms=args.interval_ms, realtime=args.realtime,
+                                      progress=lambda done, _total: bar.update(task, completed=done), stop=stop)
     camera = config.camera.name if hasattr(config.camera, "name") else config.camera
     lines = [
         f"[bold]simulated[/] {result.frames} frames ({args.frames} time points x {args.positions} position(s)), "
@@ -296,4 +300,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     for line in lines:
         console.print(line, soft_wrap=True)
+    if signalled["signal"] is not None:
+        console.print(f"interrupted: {result.frames} of {total} frames were acquired; raw data and ground truth of those "
+                      "are complete and readable")
+        return SIGNAL_EXIT[signalled["signal"]]
     return 0
