@@ -203,11 +203,14 @@ def read_tiff(path: str | os.PathLike[str], *, grey: bool = False) -> np.ndarray
     """The whole pixel array of a TIFF, with one clear :class:`InputDataError` for missing, corrupt or truncated files.
 
     ``grey``: refuse colour (RGB, multi-sample) images, which would otherwise be read as frames 3 pixels
-    wide (a "3x32 px" camera calibration from 32x32 RGB images).
+    wide (a "3x32 px" camera calibration from 32x32 RGB images). Planar samples (``SYX``: tifffile's way of
+    saving 3 or 4 grey frames) are read as frames.
     """
     tif = _open_tiff(str(path))
     try:
-        if grey and tif.series and "S" in tif.series[0].axes:
+        if grey and tif.series and tif.series[0].axes.endswith("S"):
+            # interleaved samples (Y, X, 3) are colour pixels; planar ones (3, Y, X) are what tifffile writes for a
+            # stack of 3 or 4 grey frames, and are read as frames
             raise InputDataError(f"{path}: holds colour (RGB or multi-sample) images, axes {tif.series[0].axes!r}; "
                                  "expected grey-level camera frames.")
         return tif.asarray()

@@ -421,3 +421,23 @@ def test_full_image_check_prefers_the_better_denoiser_on_held_out_rows():
     out = _full_image_check(torch.nn.Identity(), smoother, [noisy], 0.1)
     assert out["adapted_better"] and out["backbone"] == pytest.approx(1.0, abs=0.1) and out["adapted"] < 0.5
     assert not _full_image_check(smoother, torch.nn.Identity(), [noisy], 0.1)["adapted_better"]
+
+
+def test_sigterm_stops_a_long_command_like_ctrl_c_with_exit_143(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "x.tif", (rng.poisson(30, (4, 128, 128)) + 100).astype(np.uint16))
+    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", "finetune", "--images", "x.tif",
+                             "--time-budget", "300", "-o", "m.safetensors"], cwd=tmp_path, env={**os.environ},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted: partial results are kept" in err and "Traceback" not in err
+    assert not (tmp_path / "m.safetensors").exists()
