@@ -39,7 +39,7 @@ SOURCES: dict[str, str] = {
     "peers": "2026-12-03-quality-quick/quality-quick.json",
     "dev-pairs": "2026-12-03-dev-pairs-quick-2/dev-pairs-quick.json",
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
-    "backbones": "2026-12-03-backbone/backbone.json",
+    "backbones": "2026-12-03-backbone-final/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
                  "2026-12-03-pairs-quick-lr3e-5/pairs-quick.json"),
