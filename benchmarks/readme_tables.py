@@ -37,7 +37,7 @@ SOURCES: dict[str, str] = {
     "sim-sweep": "2026-12-03-evaluate-quick/results.json",
     "sim-averages": "2026-12-03-evaluate-quick/results.json",
     "peers": "2026-12-03-quality-quick/quality-quick.json",
-    "dev-pairs": "2026-12-03-dev-pairs-quick-2/dev-pairs-quick.json",
+    "dev-pairs": "2026-12-03-dev-pairs-quick-3/dev-pairs-quick.json",
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
     "backbones": "2026-12-03-backbone-final/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
