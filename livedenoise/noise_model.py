@@ -394,7 +394,7 @@ def fit_noise_model(
                 # is the independent noise of equal power at that scale (the camera's own level before the filter),
                 # so the denoiser removes it (measured: +2.5-4 dB on fmd_widefield_bpae; BM3D, given the same
                 # estimate, gains too).
-                a_bin, b_bin = estimate_single_image([_bin4(f) for f in data], saturation=None)
+                a_bin, b_bin = estimate_single_image([bin4(f) for f in data], saturation=None)
                 a_new, b_new = 16.0 * a_bin, 16.0 * b_bin
                 factor = (a_new * float(np.median(sample)) + b_new) / max(a_adu * float(np.median(sample)) + b_adu, 1e-12)
                 if not (a_new > 0 and factor > 1.0):
@@ -471,17 +471,18 @@ def equal_power_factor(stabilised: Sequence[np.ndarray]) -> float:
     factors = []
     for z in stabilised:
         z = np.asarray(z, np.float64)
-        fine, coarse = _haar_diagonal_sigma(_crop4(z)), _haar_diagonal_sigma(_crop4(_bin4(z)))
+        fine, coarse = _haar_diagonal_sigma(_even_size(z)), _haar_diagonal_sigma(_even_size(bin4(z)))
         if fine > 0 and coarse > 0:
             factors.append(16.0 * coarse**2 / fine**2)
     return float(np.clip(np.median(factors), 1.0, 256.0)) if factors else 1.0
 
 
-def _crop4(z: np.ndarray) -> np.ndarray:
+def _even_size(z: np.ndarray) -> np.ndarray:
+    """``z`` cropped to even height and width (the Haar band needs 2x2 blocks)."""
     return z[..., : (z.shape[-2] // 2) * 2, : (z.shape[-1] // 2) * 2]
 
 
-def _bin4(frame: np.ndarray) -> np.ndarray:
+def bin4(frame: np.ndarray) -> np.ndarray:
     """Mean of 4x4 blocks (the frame cropped to a multiple of 4): noise correlated over a few pixels is nearly
     independent at this scale, and its variance is 1/16 of the equal-power independent noise's."""
     f = np.asarray(frame, np.float64)

@@ -127,11 +127,11 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     t_den = normalizer.to_stabilised(den)
     r = t_raw - t_den
     noise_scale = stabilised_noise(t_raw)
-    from livedenoise.noise_model import _bin4, is_correlated, noise_correlation_ratio
+    from livedenoise.noise_model import bin4, is_correlated, noise_correlation_ratio
 
     if min(raw.shape) >= 64 and is_correlated(noise_correlation_ratio([t_raw])):
         # correlated noise is modelled by its equal-power level at the 4x4 scale: measure it there
-        noise_scale = 4.0 * stabilised_noise(_bin4(t_raw))
+        noise_scale = 4.0 * stabilised_noise(bin4(t_raw))
     kept = r[keep]
     if kept.size < 64:
         return ResidualCheck(True, noise_scale, math.nan, math.nan, math.nan, 1)
