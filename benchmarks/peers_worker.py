@@ -8,6 +8,8 @@ scores every method with the same ``livedenoise.metrics`` code in its own proces
 Methods:
 * ``bm3d``: ``bm3d.bm3d(z, sigma_psd)`` on images already variance-stabilised by the caller
   (generalised Anscombe transform, noise std 1).
+* ``bm4d``: ``bm4d.bm4d(z, sigma_psd)`` on 3-D stacks (a time-lapse with T as the third axis), already
+  variance-stabilised by the caller.
 * ``n2v``: CAREamics Noise2Void (``create_n2v_config`` + ``CAREamist.train`` + ``predict``), one model
   per group of images (``groups``: lists of indices trained together), stopped by Lightning's
   ``Timer`` after ``time_budget_s`` so that it gets the same budget as livedenoise's fine-tuning.
@@ -23,15 +25,19 @@ import time
 import numpy as np
 
 
-def run_bm3d(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
-    import bm3d
+def run_block_matching(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
+    """``bm3d`` (2-D images) or ``bm4d`` (3-D stacks) with ``sigma_psd`` on already stabilised inputs."""
+    import importlib
 
+    name = spec["method"]
+    module = importlib.import_module(name)
+    run = getattr(module, name)
     outs, secs = [], []
     for img in images:
         t0 = time.perf_counter()
-        outs.append(np.asarray(bm3d.bm3d(img.astype(np.float64), sigma_psd=float(spec.get("sigma", 1.0))), np.float32))
+        outs.append(np.asarray(run(img.astype(np.float64), sigma_psd=float(spec.get("sigma", 1.0))), np.float32))
         secs.append(time.perf_counter() - t0)
-    return outs, secs, {"bm3d": getattr(bm3d, "__version__", "?")}
+    return outs, secs, {name: getattr(module, "__version__", "?")}
 
 
 def _patch(shape: tuple[int, ...], wanted: int) -> int:
@@ -100,8 +106,8 @@ def main(argv: list[str]) -> int:
         spec = json.loads(str(data["spec"]))
         images = [data[f"img_{i}"] for i in range(int(spec["count"]))]
     method = spec["method"]
-    if method == "bm3d":
-        outs, secs, info = run_bm3d(images, spec)
+    if method in ("bm3d", "bm4d"):
+        outs, secs, info = run_block_matching(images, spec)
     elif method == "n2v":
         outs, secs, info = run_n2v(images, spec)
     else:

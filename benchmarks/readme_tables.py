@@ -47,6 +47,7 @@ SOURCES: dict[str, str] = {
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
     "integrity": "2026-12-03-integrity/integrity.json",
+    "temporal": "2026-12-03-temporal/temporal.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -198,6 +199,14 @@ def integrity(data: dict, path: str) -> str:
                                                                   or "python benchmarks/bench_integrity.py")])
 
 
+def temporal(data: dict, path: str) -> str:
+    """The temporal backbone beside the 2-D one, VST+BM3D and VST+BM4D on simulated time-lapses."""
+    from bench_temporal import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
+                                                                  or "python benchmarks/bench_temporal.py")])
+
+
 def demo(data: dict, path: str) -> str:
     """The quick start's example output, from a committed ``report.json`` of ``livedenoise demo``."""
     from livedenoise.commands.demo import summary_lines
@@ -277,7 +286,8 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, **MULTI,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal,
+    **MULTI,
 }
 
 

@@ -60,6 +60,7 @@ from livedenoise.io import (
     validate_axes,
     write_ndtiff,
 )
+from livedenoise.weights import TEMPORAL_BACKBONE
 
 log = logging.getLogger("livedenoise")
 
@@ -206,8 +207,14 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def _arch_is_temporal(arch: str) -> bool:
+    from livedenoise.models import ARCHITECTURES
+
+    return bool(getattr(ARCHITECTURES.get(str(arch).lower()), "is_temporal", False))
+
+
 def _first_width(arch: str | None, kwargs: dict[str, Any], model: Any = None) -> int:
-    if arch == "unet" and kwargs.get("widths"):
+    if arch in ("unet", "unet-temporal") and kwargs.get("widths"):
         return int(list(kwargs["widths"])[0])
     if arch == "cnnt" and kwargs.get("channels"):
         return int(kwargs["channels"])
@@ -270,11 +277,11 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
-            raise CheckpointError(f"Model {str(model)!r} is neither a shipped backbone (standard, fast) nor an existing "
+            raise CheckpointError(f"Model {str(model)!r} is neither a shipped backbone (fast, standard, temporal) nor an existing "
                                   "checkpoint file (.safetensors).")
         meta = read_metadata(path)
         return ModelRef(name=str(meta.get("name") or path.stem), sha256=file_sha256(path), path=str(path.resolve()),
-                        weights_bytes=path.stat().st_size, temporal=str(meta["arch"]).lower() == "cnnt",
+                        weights_bytes=path.stat().st_size, temporal=_arch_is_temporal(str(meta["arch"])),
                         margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),
                         arch=str(meta["arch"]), first_width=_first_width(meta["arch"], meta["arch_kwargs"]),
                         normalizer_json=json.dumps(meta.get("normalizer", {}), sort_keys=True), channel=channel)
@@ -350,6 +357,36 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
         while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
             _DENOISERS.pop(next(iter(_DENOISERS)))
         return _DENOISERS.setdefault(key, denoiser)
+
+
+def is_time_lapse(ds: ImageDataset) -> bool:
+    """True for data with a time axis of several frames (what a temporal model needs)."""
+    return "T" in ds.axes[:-2] and ds.size("T") > 1
+
+
+def default_model_for(datasets: Sequence[ImageDataset]) -> str:
+    """The shipped model ``denoise`` uses when none is named.
+
+    Time-lapses (every input has a T axis of several frames) get the temporal backbone, which uses the
+    neighbouring frames, when it is installed; anything else gets
+    :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`, frame by frame.
+    """
+    from livedenoise.checkpoint import DEFAULT_BACKBONE, available_backbones
+
+    if datasets and all(is_time_lapse(ds) for ds in datasets) and TEMPORAL_BACKBONE in available_backbones():
+        return TEMPORAL_BACKBONE
+    return DEFAULT_BACKBONE
+
+
+def _check_time_axes(items: Sequence[Any], refs: Sequence[ModelRef]) -> None:
+    """A temporal model needs a time axis: refuse single frames with one sentence, before anything is written."""
+    name = next(r.name for r in refs if r.temporal)
+    for it in items:
+        if not is_time_lapse(it.dataset):
+            raise InputDataError(
+                f"{it.item.path} has no time axis of several frames (axes {it.dataset.axes}, shape "
+                f"{tuple(it.dataset.shape)}), but model {name!r} denoises time-lapses from neighbouring frames; use a "
+                "2-D model (--model fast or standard) for single frames, or --axes with a T if the file is a time-lapse.")
 
 
 def _is_temporal(denoiser: Any) -> bool:
@@ -1161,10 +1198,6 @@ def denoise_dataset(
             raise ConfigError(f"Output dtype {dtype!r} is unknown; expected one of {', '.join(DTYPES)}.")
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite contradict each other; choose one.")
-        if model is None:
-            from livedenoise.checkpoint import DEFAULT_BACKBONE
-
-            model = DEFAULT_BACKBONE
         if noise_model not in NOISE_MODELS:
             raise ConfigError(f"--noise-model {noise_model!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
         if noise_model == "stored" and (calibration is not None or frames_averaged != 1):
@@ -1208,6 +1241,8 @@ def denoise_dataset(
             suffix = ".ome.tif" if fmt == "ome-tiff" else ""
             items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
         _check_paths(items, out_dir, inputs)
+        if model is None:
+            model = default_model_for([it.dataset for it in items])
         policies = {it.item.path: _output_dtype(dtype, it.dataset.dtype) for it in items}
         for it in items:
             out_dtype = policies[it.item.path]
@@ -1263,6 +1298,8 @@ def denoise_dataset(
                     raise ConfigError(f"Model {r.name!r} has no checkpoint file; dask workers load models from a path, "
                                       "so save it first (Checkpoint.save) and pass the path.")
         temporal = any(r.temporal for r in refs)
+        if temporal:
+            _check_time_axes(items, refs)
 
         # -- 3. plans ----------------------------------------------------------------------------
         local_budget = budget if client is None else budget * concurrency // max(1, per_worker)

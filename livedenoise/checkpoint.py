@@ -269,7 +269,7 @@ def available_backbones() -> list[str]:
                   if n.startswith("backbone-") and n.endswith(".safetensors"))
 
 
-from livedenoise.weights import DEFAULT_BACKBONE  # noqa: E402  (re-exported: the name users look for here)
+from livedenoise.weights import DEFAULT_BACKBONE, TEMPORAL_BACKBONE  # noqa: E402,F401  (re-exported: the names users look for here)
 
 
 def backbone_path(name: str = DEFAULT_BACKBONE) -> Path:

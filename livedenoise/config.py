@@ -57,7 +57,7 @@ class LiveConfig(_Strict):
     """A live session: how to calibrate, which backbone to start from, how long to fine-tune."""
 
     mode: Literal["pairs", "self"] = "pairs"
-    backbone: str = Field("fast", description="shipped backbone name ('fast' or 'standard') or a checkpoint path")
+    backbone: str = Field("fast", description="shipped backbone name ('fast', 'standard' or 'temporal') or a checkpoint path")
     calibration_positions: int = Field(5, ge=1, le=100, description="stage positions for calibration pairs")
     reference: Literal["exposure", "power", "average"] = Field(
         "average",

@@ -16,9 +16,13 @@ What it guarantees, and why:
   replaces it under a lock; the next call uses it and no call is ever paused for the copy. The
   Denoiser works on its own copy of the weights, so a fine-tuner may keep training the model it
   handed over.
-- **Temporal networks** (CNNT): :meth:`Denoiser.denoise_stack` slides a centred window of ``T``
-  frames along time; :meth:`Denoiser.push` keeps the last ``T`` live frames and returns the
-  denoised newest one.
+- **Temporal networks**: :meth:`Denoiser.push` keeps the last ``T`` live frames and returns the
+  denoised newest one; :meth:`Denoiser.denoise_stack` gives every frame context on both sides. A
+  CNNT network sees a centred window of ``T`` frames. The temporal backbone
+  (:class:`~livedenoise.models.temporal.TemporalUNet`: a 2-D U-Net per frame, then a motion-adaptive
+  fusion) runs its 2-D stage once per frame -- live, the last frames' results are kept, so a frame
+  costs one 2-D pass plus the fusion -- and fuses each frame with ``T - 1`` neighbours, older ones
+  live and both sides in a stack.
 """
 from __future__ import annotations
 
@@ -76,6 +80,7 @@ class _Engine:
     margin: int
     tile_safe: bool
     window: int
+    fusion: nn.Module | None = None  #: TemporalUNet: ``model`` is its 2-D stage, this fuses the results over time
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,8 @@ class Denoiser:
         self._lock = threading.Lock()
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
-        self._frames: deque[np.ndarray] = deque(maxlen=self._engine.window)
+        #: Live windows, one per stream: the display and the recorder each push their own sequence of frames.
+        self._streams: dict[str, deque[Any]] = {}
         log.info(
             "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s",
             self._engine.name, "2D+T" if self._engine.temporal else "2D", self._engine.radius,
@@ -209,6 +215,13 @@ class Denoiser:
         for p in work.parameters():
             p.requires_grad_(False)
         temporal = model_is_temporal(work)
+        fusion = getattr(work, "fusion", None) if temporal and hasattr(work, "denoise_frames") else None
+        if fusion is not None:
+            if self._window_arg is not None and int(self._window_arg) != int(work.window):
+                raise ConfigError(f"Model {name!r} fuses a fixed window of {work.window} frames; window="
+                                  f"{self._window_arg} is not possible with it (leave window unset).")
+            window = int(work.window)
+            work = work.frame  # every network pass is the 2-D stage; the fusion runs on its results
         radius = receptive_field_radius(work)
         multiple = size_multiple(work)
         margin = _round_up(radius if self._overlap is None else self._overlap, multiple)
@@ -219,7 +232,7 @@ class Denoiser:
             )
         win = int(window) if window else DEFAULT_WINDOW
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
-                       win if temporal else 1)
+                       win if temporal else 1, fusion)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -268,9 +281,8 @@ class Denoiser:
         engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
         with self._lock:
             old, self._engine = self._engine, engine
-        if engine.window != old.window:
-            with self._window_lock:
-                self._frames = deque(self._frames, maxlen=engine.window)
+        with self._window_lock:  # the frames kept for live windows belong to the old model's pipeline
+            self._streams.clear()
         log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
 
     def _current(self) -> _Engine:
@@ -282,9 +294,9 @@ class Denoiser:
         """Denoise one 2-D frame (Y, X); returns float32 (Y, X) in the input units."""
         arr = check_image(frame, "frame", ndim=2)
         engine = self._current()
-        if engine.temporal:
+        if engine.temporal and engine.fusion is None:
             return self._run_windows(engine, arr[None, None], np.zeros(1, dtype=np.int64))[0]
-        return self._run_frames(engine, arr[None])[0]
+        return self._run_frames(engine, arr[None])[0]  # a fused temporal model alone: its 2-D stage
 
     def denoise_stack(self, stack: np.ndarray) -> np.ndarray:
         """Denoise an array whose last two axes are Y, X (any leading axes); float32, same shape.
@@ -299,8 +311,13 @@ class Denoiser:
         engine = self._current()
         h, w = arr.shape[-2:]
         out = np.empty(arr.shape, dtype=np.float32)
-        if not engine.temporal:
+        if not engine.temporal or engine.fusion is not None:
             flat, flat_out = arr.reshape(-1, h, w), out.reshape(-1, h, w)
+            if engine.fusion is not None:
+                series = arr.reshape(-1, arr.shape[-3], h, w)
+                for s in range(series.shape[0]):
+                    out.reshape(series.shape)[s] = self._fuse_series(engine, series[s])
+                return out
             step = self._frames_per_call(engine, h, w)
             for i in range(0, flat.shape[0], step):
                 flat_out[i:i + step] = self._run_frames(engine, flat[i:i + step])
@@ -318,23 +335,66 @@ class Denoiser:
                 series_out[s, ts] = self._run_windows(engine, windows, ts - starts[ts])
         return out
 
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        """Add a live frame and return it denoised (temporal nets use the last ``window`` frames)."""
+    def _fuse_series(self, engine: _Engine, series: np.ndarray) -> np.ndarray:
+        """Fused temporal model on one series [T, H, W]: the 2-D stage on every frame once, then every frame
+        fused with the frames within the window on both sides. Chunks of frames (with the neighbours they
+        need) bound the memory."""
+        n_t, (h, w) = series.shape[0], series.shape[-2:]
+        lags = engine.window - 1
+        out = np.empty(series.shape, dtype=np.float32)
+        chunk = max(8, self._frames_per_call(engine, h, w) * 4)
+        for start in range(0, n_t, chunk):
+            lo, hi = max(0, start - lags), min(n_t, start + chunk + lags)
+            d = self._denoised_units(engine, series[lo:hi])
+            with torch.inference_mode():
+                fused = engine.fusion.fuse_series(d, causal=False)[start - lo:start - lo + min(chunk, n_t - start)]
+            out[start:start + fused.shape[0]] = self._finish(engine, fused, series[start:start + fused.shape[0]])
+        return out
+
+    def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:
+        """The 2-D stage's output for frames [N, H, W] in network units, [N, H, W] (fused temporal models)."""
+        h, w = frames.shape[-2:]
+        step = self._frames_per_call(engine, h, w)
+        parts = []
+        for i in range(0, frames.shape[0], step):
+            x = engine.normalizer.forward_torch(self._to_device(frames[i:i + step]))[:, None]
+            parts.append(self._infer(engine, x, None)[:, 0].float())
+        return torch.cat(parts)
+
+    def push(self, frame: np.ndarray, stream: str = "live") -> np.ndarray:
+        """Add a live frame and return it denoised (temporal nets use the last ``window`` frames of ``stream``).
+
+        Each ``stream`` keeps its own window, so two consumers of one acquisition (the display, which may
+        skip frames, and a recorder that takes every frame) never mix their sequences.
+        """
         arr = check_image(frame, "frame", ndim=2)
         engine = self._current()
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
+        if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
+            d = self._denoised_units(engine, arr[None])[0]
+            with self._window_lock:
+                kept = self._streams.setdefault(stream, deque(maxlen=engine.window))
+                if kept and kept[-1][0].shape != d.shape:
+                    kept.clear()  # new ROI / binning: old results no longer line up
+                kept.append((d, engine.fusion.spectra(d)))  # its registration spectrum: one FFT per live frame
+                window = torch.stack([r for r, _ in kept])
+                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp in kept])
+            with torch.inference_mode():
+                fused = engine.fusion(window[None], window.shape[0] - 1, None if spectra is None else spectra[None])
+            return self._finish(engine, fused, arr[None])[0]
         with self._window_lock:
-            if self._frames and self._frames[-1].shape != arr.shape:
-                self._frames.clear()  # new ROI / binning: old frames no longer line up
-            self._frames.append(np.array(arr, dtype=np.float32, copy=True))
-            frames = np.stack(list(self._frames)[-engine.window:])
+            frames_of = self._streams.setdefault(stream, deque(maxlen=engine.window))
+            if frames_of and frames_of[-1].shape != arr.shape:
+                frames_of.clear()  # new ROI / binning: old frames no longer line up
+            frames_of.append(np.array(arr, dtype=np.float32, copy=True))
+            frames = np.stack(list(frames_of)[-engine.window:])
         return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
 
     def reset(self) -> None:
         """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
         with self._window_lock:
-            self._frames.clear()
+            self._streams.clear()
 
     def warmup(self, shape: tuple[int, int] = (256, 256)) -> None:
         """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""
@@ -427,7 +487,7 @@ class Denoiser:
         while True:
             side: int | None = None
             try:
-                side = self._tile_side(engine, x.shape[-2], x.shape[-1], x.shape[2] if engine.temporal else 1)
+                side = self._tile_side(engine, x.shape[-2], x.shape[-1], x.shape[2] if x.dim() == 5 else 1)
                 if side is None:
                     return self._call_model(engine, x, select)
                 return self._infer_tiled(engine, x, select, side)
@@ -458,7 +518,7 @@ class Denoiser:
         padded = pad2d(x, m, py.count * py.core - h + m, m, px.count * px.core - w + m)
         jobs = [(n, iy, ix) for n in range(x.shape[0]) for iy in range(py.count) for ix in range(px.count)]
         out: torch.Tensor | None = None
-        t = x.shape[2] if engine.temporal else 1
+        t = x.shape[2] if x.dim() == 5 else 1
         per_call = max(1, min(self._batch_size, self._pixel_budget // max(1, py.tile * px.tile * t)))
         for start in range(0, len(jobs), per_call):
             chunk = jobs[start:start + per_call]

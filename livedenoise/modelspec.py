@@ -5,11 +5,11 @@ from pathlib import Path
 
 from livedenoise.checkpoint import Checkpoint, load_backbone, load_checkpoint
 
-SHIPPED = ("fast", "standard")
+SHIPPED = ("fast", "standard", "temporal")
 
 
 def load_model_spec(spec: str | Path, device: str = "cpu") -> Checkpoint:
-    """``'fast'``/``'standard'`` -> the shipped backbone; anything else is a ``.safetensors`` checkpoint path."""
+    """``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone; anything else is a ``.safetensors`` checkpoint path."""
     if isinstance(spec, str) and spec in SHIPPED:
         return load_backbone(spec, device=device)
     return load_checkpoint(Path(spec), device=device)

@@ -706,15 +706,72 @@ def test_temporal_model_gets_whole_time_series(tmp_path, frames, ckpt):
     model = build_model("cnnt", channels=4, heads=1)
     path = save_checkpoint(tmp_path / "t.safetensors", model, arch="cnnt", arch_kwargs={"channels": 4, "heads": 1},
                            normalizer=load_checkpoint(ckpt).normalizer, name="tiny-cnnt")
-    data = frames[0, :, :, 0]  # T C Y X
-    tifffile.imwrite(tmp_path / "movie.tif", data, metadata={"axes": "TCYX"}, photometric="minisblack")
-    summary = run([tmp_path / "movie.tif"], tmp_path / "out", path, memory_budget="6MB")
-    plan = json.loads((tmp_path / "out" / ".livedenoise" / "movie.json").read_text())["plan"]
-    assert plan["chunks"][0] == data.shape[0] and summary.items[0].blocks >= 1  # T never split
-    out = open_dataset(tmp_path / "out" / "movie.ome.tif")
+    data, out = _denoise_movie(tmp_path, frames, path)
     den = Denoiser(str(path), device="cpu")
     for c in range(data.shape[1]):
         np.testing.assert_allclose(out.reader[:, c], den.denoise_stack(data[:, c]), rtol=1e-5, atol=1e-3)
+
+
+def _denoise_movie(tmp_path, frames, model_path):
+    """A TCYX movie through the batch path with a small memory budget; (input, opened output). T is never split."""
+    data = frames[0, :, :, 0]  # T C Y X
+    tifffile.imwrite(tmp_path / "movie.tif", data, metadata={"axes": "TCYX"}, photometric="minisblack")
+    summary = run([tmp_path / "movie.tif"], tmp_path / "out", model_path, memory_budget="6MB")
+    plan = json.loads((tmp_path / "out" / ".livedenoise" / "movie.json").read_text())["plan"]
+    assert plan["chunks"][0] == data.shape[0] and summary.items[0].blocks >= 1  # T never split
+    return data, open_dataset(tmp_path / "out" / "movie.ome.tif")
+
+
+def _tiny_temporal(tmp_path, ckpt) -> Path:
+    import torch
+
+    from livedenoise.checkpoint import load_checkpoint, save_checkpoint
+    from livedenoise.models.temporal import temporal_from_frame_model
+
+    base = load_checkpoint(ckpt)
+    model = temporal_from_frame_model(base.model, window=3)
+    with torch.no_grad():
+        model.fusion.trust.fill_(1.0)
+        model.fusion.log_h.fill_(0.0)
+    return save_checkpoint(tmp_path / "temporal.safetensors", model, arch="unet-temporal", arch_kwargs=model.arch_kwargs,
+                           normalizer=base.normalizer, name="tiny-temporal")
+
+
+def test_the_temporal_backbone_fuses_whole_time_series(tmp_path, frames, ckpt):
+    from livedenoise.inference import Denoiser
+
+    path = _tiny_temporal(tmp_path, ckpt)
+    data, out = _denoise_movie(tmp_path, frames, path)
+    den = Denoiser(str(path), device="cpu")
+    frame_by_frame = Denoiser(str(ckpt), device="cpu")
+    for c in range(data.shape[1]):
+        fused = den.denoise_stack(data[:, c])
+        np.testing.assert_allclose(out.reader[:, c], fused, rtol=1e-5, atol=1e-3)
+        assert np.abs(fused - frame_by_frame.denoise_stack(data[:, c])).max() > 1.0  # the neighbours were used
+
+
+def test_a_temporal_model_refuses_single_frames_in_one_sentence(tmp_path, frames, ckpt):
+    path = _tiny_temporal(tmp_path, ckpt)
+    tifffile.imwrite(tmp_path / "still.tif", frames[0, 0, 0, 0])
+    with pytest.raises(InputDataError, match=r"still.tif has no time axis of several frames .*axes YX.*denoises "
+                                             r"time-lapses.*--model fast"):
+        run([tmp_path / "still.tif"], tmp_path / "out", path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_denoise_picks_the_temporal_backbone_for_time_lapses_only(tmp_path, frames, monkeypatch):
+    from livedenoise import batch, checkpoint
+    from livedenoise.io import open_dataset as open_ds
+
+    tifffile.imwrite(tmp_path / "movie.tif", frames[0, :, 0, 0], metadata={"axes": "TYX"}, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "still.tif", frames[0, 0, 0, 0])
+    movie, still = open_ds(tmp_path / "movie.tif"), open_ds(tmp_path / "still.tif")
+    monkeypatch.setattr(checkpoint, "available_backbones", lambda: ["fast", "standard", "temporal"])
+    assert batch.default_model_for([movie]) == "temporal"
+    assert batch.default_model_for([movie, still]) == "fast"  # one job, one model: single frames need the 2-D one
+    assert batch.default_model_for([still]) == "fast"
+    monkeypatch.setattr(checkpoint, "available_backbones", lambda: ["fast"])
+    assert batch.default_model_for([movie]) == "fast"  # not installed: the 2-D default
 
 
 def test_an_unwritable_or_full_output_is_refused_in_one_sentence_before_any_work(tmp_path, frames, ckpt, monkeypatch):

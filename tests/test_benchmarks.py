@@ -175,3 +175,24 @@ def test_pairs_benchmark_table_counts_folds_and_gains(common):
              "steps": 100, "best_step": 80, "adapted": g > 0} for i, g in enumerate((1.0, 0.0))]
     md = bp.render(rows, "backbone-fast", 5, 60.0, common.machine(), heading=False)
     assert "| s | 2 | 30.00 | 29.00 | 29.50 | +0.50 | 100 (80) | 1/2 |" in md
+
+
+def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart(common):
+    import bench_temporal as bt
+
+    s = bt.simulate_series(20.0, "confocal", frames=3, size=64, seed=1)
+    assert s.noisy.shape == s.truth.shape == s.flat.shape == s.moving.shape == (3, 64, 64)
+    assert s.noisy.dtype == np.uint16 and 0 < s.moving.mean() < 0.5  # some pixels show moving puncta, most do not
+    assert not np.array_equal(s.truth, s.flat)  # the camera's fixed pattern is in one truth, not the other
+    nearly = s.flat + np.random.default_rng(0).normal(0, 0.01, s.flat.shape).astype(np.float32)
+    perfect = bt.score_series(s, nearly)
+    assert perfect["psnr"] > 60 and perfect["psnr_moving"] > 60 and perfect["psnr_rest"] > 60
+    spoiled = nearly.copy()
+    spoiled[s.moving] += 50.0  # errors only on the moving puncta
+    scores = bt.score_series(s, spoiled)
+    assert scores["psnr_moving"] < 40 and scores["psnr_rest"] > 60
+    payload = {"cases": [{"case": "20 ph confocal", "methods": {"raw": scores, "x": perfect}, "seconds_per_frame": {"x": 0.01}}],
+               "models": {"x": {"name": "m", "arch": "unet", "total_steps": 3}}, "frames": 3, "size": 64}
+    payload.update(bt.summarise(payload["cases"]))
+    md = bt.render(payload)
+    assert "| 20 ph confocal |" in md and "mean PSNR on moving puncta" in md and "| ms per frame (1 thread) | - | 10 |" in md

@@ -444,3 +444,25 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     m = settings.microscope
     assert sim._low() == Illumination(m.exposure_ms, m.light_power)
     assert PymmcorePlusBackend(simulated_core).current_illumination() is None
+
+
+def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(simulated_core,
+                                                                                      small_microscope_config, tmp_path):
+    """Display and recorder each keep their own window; the fine-tune adapts the 2-D stage and keeps the fusion."""
+    from livedenoise.checkpoint import load_checkpoint
+    from livedenoise.models.temporal import TemporalUNet, temporal_from_frame_model
+
+    base = identity_backbone()
+    model = temporal_from_frame_model(base.model, window=3)
+    backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
+    session = LiveSession(PycromanagerBackend(simulated_core), make_settings(small_microscope_config, reference="exposure"),
+                          tmp_path, backbone=backbone, device="cpu")
+    report = session.run(frames_after_swap=15)
+    assert session.denoiser.is_temporal and session.denoiser.window == 3
+    assert report.finetune is not None and report.finetune["steps"] > 0 and report.swapped_at_frame is not None
+    adapted = load_checkpoint(tmp_path / "adapted-model.safetensors")
+    assert adapted.arch == "unet-temporal" and isinstance(adapted.model, TemporalUNet)
+    assert torch.equal(adapted.model.fusion.trust, model.fusion.trust)
+    assert report.quality["adapted"]["psnr"] > report.quality["raw"]["psnr"] + 0.5
+    assert report.frames_written == report.frames_acquired and not report.errors
+    assert_raw_integrity(simulated_core, session)

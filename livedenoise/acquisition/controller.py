@@ -429,10 +429,10 @@ class LiveSession:
         self._stop_live.clear()
         self._max_frames = max_frames
         self._frames_after_swap = frames_after_swap
-        denoise = self._denoise_current
-        self._worker = DenoiseWorker(denoise, self._on_denoised, model_name=lambda: self.denoiser.name if self.denoiser else "").start()
+        self._worker = DenoiseWorker(self._denoise_current, self._on_denoised,
+                                     model_name=lambda: self.denoiser.name if self.denoiser else "").start()
         if self.settings.live.save_denoised:
-            self._writer = DenoisedWriter(denoise, self.output_dir, "denoised", read_raw=self.backend.read_raw,
+            self._writer = DenoisedWriter(self._denoise_recorded, self.output_dir, "denoised", read_raw=self.backend.read_raw,
                                           summary_metadata={"backbone": self.backbone.name}).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
@@ -447,7 +447,13 @@ class LiveSession:
             # once), then refitted from consecutive frames of the same field (temporal differences) as soon as
             # two exist -- here in a worker thread rather than in the acquisition thread.
             self._fit_from_live(raw)
-        return self.denoiser.denoise(raw)
+        return self.denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
+
+    def _denoise_recorded(self, raw: np.ndarray) -> np.ndarray:
+        """The recorder's denoising: every frame in order, with its own temporal window (the display may skip frames)."""
+        if self.denoiser is None or self._wants_same_field_fit():
+            self._fit_from_live(raw)
+        return self.denoiser.push(raw, stream="recorder")
 
     def _live_job(self, plan: LivePlan) -> None:
         try:

@@ -13,6 +13,8 @@ Inputs: TIFF or OME-TIFF files (stacks with any axes: the file's metadata says w
 saved by pycromanager / Micro-Manager (positions, channels, time and z are kept).
 
   livedenoise denoise cells.ome.tif -o denoised/                       # the default shipped backbone ('fast')
+  livedenoise denoise timelapse.ome.tif -o denoised/                   # T axis: the 'temporal' backbone
+  livedenoise denoise timelapse.ome.tif -o denoised/ --model fast      # time-lapse, frame by frame
   livedenoise denoise acq_1/ -o denoised/ --model fast --dtype input   # NDTiff, keep uint16
   livedenoise denoise movie.tif --axes TZCYX -o out/ --model my.safetensors
   livedenoise denoise data/ -o out/ --adapt self                       # fine-tune on the data first
@@ -37,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the denoised copies")
     p.add_argument("--model", action="append", metavar="MODEL",
-                   help="'fast' (default: it measures best), 'standard', or a checkpoint .safetensors; repeat once per channel for "
-                        "per-channel models; with --adapt, the model to start from")
+                   help="'fast' (the default for single frames: it measures best), 'temporal' (the default for time-lapses: "
+                        "uses the neighbouring frames), 'standard', or a checkpoint .safetensors; repeat once per channel "
+                        "for per-channel models; with --adapt, the model to start from")
     p.add_argument("--adapt", nargs="+", metavar="MODE",
                    help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "
                         "(<name>_noisy.tif + <name>_clean.tif); the adapted model is saved into OUTDIR")
@@ -101,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
     if not inputs:
         raise ConfigError("No INPUT given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
-    from livedenoise.weights import DEFAULT_BACKBONE
-
-    models = args.model or [DEFAULT_BACKBONE]
+    models = args.model or [None]  # None: the shipped model for the data (temporal for time-lapses, else fast)
     if len(models) > 1 and adapt is not None:
         raise ConfigError("--adapt starts from one model; give a single --model.")
     model = models[0] if len(models) == 1 else models

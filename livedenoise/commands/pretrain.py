@@ -21,6 +21,7 @@ Long runs: the current weights are written to -o every --checkpoint-every second
   livedenoise pretrain --preset fast --time-budget 3600 -o fast.safetensors
   livedenoise pretrain --init fast.safetensors --lr 3e-4 --time-budget 1800 -o fast.safetensors --overwrite
   livedenoise pretrain --init fast --preset standard --lr 3e-4 -o standard.safetensors   # grow fast into standard
+  livedenoise pretrain --init fast --preset temporal --lr 1e-2 -o temporal.safetensors   # fuse frames over time
 """
 
 
@@ -34,9 +35,10 @@ def default_cache_dir() -> Path:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain a backbone on simulated or your own noisy/clean pairs",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["fast", "standard"],
+    p.add_argument("--preset", choices=["fast", "standard", "temporal"],
                    help="network size (default fast; with --init, the init's). A preset wider than --init grows it "
-                        "first, keeping what it learned: --init fast --preset standard")
+                        "first, keeping what it learned: --init fast --preset standard. 'temporal' builds the temporal "
+                        "backbone on a 2-D init (--init fast) and trains its fusion on synthetic time-lapses")
     p.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs instead of the simulator")
     p.add_argument("--data", choices=["synthetic", "simulated"], default="synthetic",
                    help="training data when --pairs is not given (default synthetic)")

@@ -3,8 +3,9 @@
 Checkpoints store an architecture *name* and its keyword arguments (never pickled code), so
 every network that can be saved must be buildable here with :func:`build_model`. Named
 presets give the trade-offs a user chooses between (``standard``: the paper's widths;
-``fast``: half the widths, ~4x cheaper, for real time on a CPU; ``temporal``: a small CNNT for
-2-D + time).
+``fast``: half the widths, ~4x cheaper, for real time on a CPU; ``temporal``: the fast U-Net on
+every frame plus a learned motion-adaptive fusion over 5 frames (:mod:`livedenoise.models.temporal`);
+``cnnt``: a small CNNT for 2-D + time, as in the CNNT paper).
 """
 from __future__ import annotations
 
@@ -19,20 +20,22 @@ from torch import nn
 from livedenoise.errors import ConfigError
 from livedenoise.models.cnnt import CNNTUNet
 from livedenoise.models.unet import UNet2D
+from livedenoise.models.temporal import TemporalUNet
 
 __all__ = [
-    "ARCHITECTURES", "PRESETS", "CNNTUNet", "UNet2D", "UnknownArchitectureError", "build_model", "build_preset",
+    "ARCHITECTURES", "PRESETS", "CNNTUNet", "UNet2D", "TemporalUNet", "UnknownArchitectureError", "build_model", "build_preset",
     "empirical_receptive_field_radius", "model_is_temporal", "receptive_field_radius", "size_multiple", "is_tile_safe",
 ]
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet2D, "cnnt": CNNTUNet}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet2D, "cnnt": CNNTUNet, "unet-temporal": TemporalUNet}
 
-#: name -> (arch, arch_kwargs). ``temporal`` is kept small (16 base channels, 1 cell per level)
-#: because a window of T frames costs T times a 2-D pass.
+#: name -> (arch, arch_kwargs). ``cnnt`` is kept small (16 base channels, 1 cell per level)
+#: because a window of T frames costs T times a 2-D pass; ``temporal`` costs one 2-D pass per frame.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "standard": ("unet", {"widths": (32, 64, 128, 256)}),
     "fast": ("unet", {"widths": (16, 32, 64, 128)}),
-    "temporal": ("cnnt", {"channels": 16, "cells_per_level": 1, "heads": 4}),
+    "temporal": ("unet-temporal", {"window": 5, "widths": (16, 32, 64, 128)}),
+    "cnnt": ("cnnt", {"channels": 16, "cells_per_level": 1, "heads": 4}),
 }
 
 

@@ -84,6 +84,10 @@ def finetune(
     "unbiased"``); a pair fine-tune predicts the transform of the clean image and keeps the algebraic
     one. A fit that kept the initial weights keeps the backbone's inverse.
     """
+    if backbone.arch == "unet-temporal":
+        return _finetune_temporal(backbone, noisy, clean, calibration=calibration, training=training,
+                                  time_budget_s=time_budget_s, seed=seed, device=device, name=name, progress=progress,
+                                  cancel=cancel, match_reference=match_reference)
     cfg = training or TrainingConfig()
     noisy_frames = as_frames(noisy, "noisy images")
     clean_frames = as_frames(clean, "clean images") if clean is not None else None
@@ -162,6 +166,25 @@ def finetune(
         },
     }
     return FinetuneResult(adapted, result, mode)
+
+
+def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> FinetuneResult:
+    """The temporal backbone adapts its 2-D stage (pairs or self-supervised, as a 2-D backbone would) and keeps
+    its fusion: the fusion only averages what the 2-D stage produces, where frames agree, so it needs no
+    re-training for a new sample, and the adapted model stays a temporal one."""
+    from livedenoise.models.temporal import TemporalUNet
+
+    temporal: TemporalUNet = backbone.model  # type: ignore[assignment]
+    frame_kwargs = {"widths": list(temporal.frame.widths), "norm": temporal.frame.norm}
+    frame = Checkpoint(model=temporal.frame, arch="unet", arch_kwargs=frame_kwargs, normalizer=backbone.normalizer,
+                       metadata=backbone.metadata, path=None, name=backbone.name)
+    result = finetune(frame, noisy, clean, **kwargs)
+    adapted = backbone.clone(name=result.checkpoint.name)
+    adapted.model.frame.load_state_dict(result.checkpoint.model.state_dict())
+    adapted.normalizer = result.checkpoint.normalizer
+    adapted.metadata = {**result.checkpoint.metadata, "parent": adapted.metadata.get("parent")}
+    adapted.metadata["training"] = {**adapted.metadata["training"], "adapted_part": "the 2-D stage (fusion kept)"}
+    return FinetuneResult(adapted, result.fit, result.mode)
 
 
 #: A self-supervised fine-tune is kept only when it lowers the SURE estimate of the full-image error on the

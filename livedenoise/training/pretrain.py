@@ -36,6 +36,7 @@ from livedenoise.training.loop import FitProgress, FitResult, fit
 from livedenoise.training.pairs import load_pair_folder
 from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs, structure_bank
 from livedenoise.training.synthetic import NoiseRecipe, SyntheticPairSampler
+from livedenoise.training.timelapse import TimelapseSampler
 
 log = logging.getLogger("livedenoise")
 
@@ -76,15 +77,22 @@ def _folder_sets(folder: Path, val_fraction: float = 0.2) -> tuple[ImageSet, Ima
 
 
 def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, ...], patch_size: int,
-                        batch_size: int, seed: int, cache_dir: Path | None):
+                        batch_size: int, seed: int, cache_dir: Path | None, window: int | None = None):
+    """Training and validation samplers on the clean bank: still pairs, or time-lapse windows of ``window`` frames."""
     bank = structure_bank(bank_fields, bank_size, seed=seed, held_out=held_out, cache_dir=cache_dir)
     val_bank = structure_bank(max(16, bank_fields // 10), bank_size, seed=seed + 10_000, held_out=held_out,
                               cache_dir=cache_dir)
     recipe = NoiseRecipe()
-    train = SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed)
-    val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1)
     desc = {"source": "synthetic", **bank.description, "val_fields": len(val_bank), "noise": recipe.describe(),
             "recipe": "livedenoise.training.synthetic + simulators.structures"}
+    if window is not None:
+        train = TimelapseSampler(bank, patch_size, batch_size, window, recipe, seed=seed)
+        val = TimelapseSampler(val_bank, patch_size, batch_size, window, recipe, seed=seed + 1)
+        desc.update(recipe="livedenoise.training.timelapse + simulators.structures", window=window,
+                    motion=train.motion.describe())
+        return train, val, desc
+    train = SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed)
+    val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1)
     return train, val, desc
 
 
@@ -117,20 +125,36 @@ def pretrain(
     cancel: threading.Event | None = None,
     init: Checkpoint | None = None,
 ) -> PretrainResult:
-    """Pretrain a backbone of a named preset ('fast', 'standard') supervised on noisy/clean pairs.
+    """Pretrain a backbone of a named preset ('fast', 'standard', 'temporal') supervised on noisy/clean pairs.
 
     ``init`` continues from an existing checkpoint's weights: extend the shipped backbone on your own
     pairs, or train longer in several sessions. With ``preset=None`` the init's architecture is kept;
     a ``preset`` wider than the init (same depth) *grows* it first
     (:func:`livedenoise.models.widen.widen_unet`: the wide network starts as exactly the init's
-    function, so ``fast`` -> ``standard`` keeps all the fast model learned).
+    function, so ``fast`` -> ``standard`` keeps all the fast model learned). ``preset="temporal"`` with a
+    2-D U-Net init builds the temporal backbone around a copy of it
+    (:func:`livedenoise.models.temporal.temporal_from_frame_model`) and trains its fusion on synthetic
+    time-lapse windows (:mod:`livedenoise.training.timelapse`) with the 2-D stage frozen, so the 2-D
+    quality every frame starts from is exactly the init's.
     """
     if init is None and preset is None:
         preset = "fast"
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {', '.join(PRESETS)}")
     grown_from = None
-    if init is not None:
+    temporal_target = preset is not None and PRESETS[preset][0] == "unet-temporal"
+    if temporal_target and (init is None or init.arch not in ("unet", "unet-temporal")):
+        raise ValueError("the temporal backbone is built on a 2-D backbone: give --init fast (or another 2-D U-Net)")
+    if init is not None and temporal_target and init.arch == "unet":
+        from livedenoise.models.temporal import temporal_from_frame_model
+
+        window = int({**PRESETS[preset][1], **(arch_kwargs or {})}["window"])
+        grown_from = f"{init.name} (2-D, widths {list(init.arch_kwargs.get('widths', []))}) with a {window}-frame fusion"
+        init = init.clone()
+        init.model = temporal_from_frame_model(init.model, window)
+        init.arch, init.arch_kwargs = "unet-temporal", dict(init.model.arch_kwargs)
+        arch, kwargs = init.arch, dict(init.arch_kwargs)
+    elif init is not None:
         arch, kwargs = init.arch, dict(init.arch_kwargs)
         if preset is not None and list(PRESETS[preset][1].get("widths", ())) != list(kwargs.get("widths", ())):
             from livedenoise.models.widen import widen_unet
@@ -145,6 +169,9 @@ def pretrain(
     else:
         arch, kwargs = PRESETS[preset]
         kwargs = {**kwargs, **(arch_kwargs or {})}
+    window = int(kwargs["window"]) if arch == "unet-temporal" else None
+    if window is not None and (pairs_dir is not None or data != "synthetic"):
+        raise ValueError("the temporal backbone trains on synthetic time-lapse windows only (data='synthetic', no pairs folder)")
     if data not in ("synthetic", "simulated"):
         raise ValueError(f"unknown pretraining data {data!r}; expected 'synthetic' or 'simulated' (or a pairs folder)")
     if pairs_dir is not None:
@@ -157,8 +184,11 @@ def pretrain(
         val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
     else:
         train, val, desc = _synthetic_samplers(bank_fields, bank_size, tuple(held_out), patch_size, batch_size, seed,
-                                               Path(cache_dir) if cache_dir is not None else None)
+                                               Path(cache_dir) if cache_dir is not None else None, window)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
+    if window is not None:  # the 2-D stage stays the init's: only the fusion learns
+        for p in model.frame.parameters():
+            p.requires_grad_(False)
     normalizer = Normalizer(vst=True, scale=BACKBONE_SCALE)  # template: offset/gain/noise are set per experiment
     previous = init.training if init is not None else {}
     stages = list(previous.get("stages", []))
@@ -166,7 +196,10 @@ def pretrain(
     if init is not None and not stages and prior_steps:
         stages = [{"steps": prior_steps, "note": "earlier training (before stages were recorded)",
                    "data": previous.get("data"), "lr": previous.get("lr")}]
-    if grown_from is not None:
+    if grown_from is not None and window is not None:
+        stages.append({"steps": 0, "note": f"built on {grown_from}: the 2-D stage is a copy of it "
+                       "(livedenoise.models.temporal)"})
+    elif grown_from is not None:
         stages.append({"steps": 0, "note": f"grown from {grown_from} to widths {list(kwargs['widths'])}, "
                        "function preserved (livedenoise.models.widen)"})
     name = f"backbone-{preset}" if (init is None or grown_from is not None) else init.name
@@ -174,6 +207,8 @@ def pretrain(
     stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed,
              "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
              "steps_per_validation": steps_per_validation, "device": str(dev)}
+    if window is not None:
+        stage["trained"] = "the temporal fusion only (2-D stage frozen)"
 
     def training_record(result_dict: dict, steps: int) -> dict:
         return {**result_dict, "objective": "supervised pretraining", "lr": lr, "total_steps": prior_steps + steps,
@@ -203,6 +238,8 @@ def pretrain(
     model.to("cpu")
     training = training_record(result.to_dict(), result.steps)
     metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
+    if window is not None:
+        metrics["fusion"] = model.fusion.describe()
     ckpt = Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
                       metadata={"training": training, "metrics": metrics}, path=None, name=name)
     if output is not None:

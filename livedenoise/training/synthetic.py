@@ -122,23 +122,26 @@ def _log_uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Te
 
 
 def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(network input, target), both [B, 1, P, P] in backbone units, from clean crops [B, 1, P, P].
+    """(network input, target), both [B, F, P, P] in backbone units, from clean crops [B, F, P, P].
 
-    See the module docstring for the model; every sample has its own camera and photon level.
+    See the module docstring for the model; every sample has its own camera and photon level. The ``F``
+    frames of a sample (a time-lapse window; 1 for still images) share its camera, fixed pattern included,
+    and get independent shot and read noise.
     """
     b = clean.shape[0]
     shape = (b, 1, 1, 1)
+    pixels = (b, 1) + tuple(clean.shape[2:])  # the camera's per-pixel maps, shared by a sample's frames
     peak = _log_uniform(gen, b, recipe.min_photons, recipe.max_photons).view(shape)
     background = torch.rand(b, generator=gen).view(shape) * recipe.max_background * peak
     lam = clean * peak + background
     read = _log_uniform(gen, b, recipe.min_read_noise, recipe.max_read_noise).view(shape)
     gain = _log_uniform(gen, b, recipe.min_gain, recipe.max_gain).view(shape)
     offset = recipe.min_offset + (recipe.max_offset - recipe.min_offset) * torch.rand(b, generator=gen).view(shape)
-    pixel_read = read * torch.exp(recipe.read_noise_spread * torch.randn(clean.shape, generator=gen))
-    noisy_px = torch.rand(clean.shape, generator=gen) < recipe.noisy_pixel_fraction
+    pixel_read = read * torch.exp(recipe.read_noise_spread * torch.randn(pixels, generator=gen))
+    noisy_px = torch.rand(pixels, generator=gen) < recipe.noisy_pixel_fraction
     pixel_read = torch.where(noisy_px, pixel_read * recipe.noisy_pixel_factor, pixel_read)
-    pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen) * torch.randn(clean.shape, generator=gen))
-    pixel_offset = offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen) * torch.randn(clean.shape, generator=gen)
+    pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen) * torch.randn(pixels, generator=gen))
+    pixel_offset = offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen) * torch.randn(pixels, generator=gen)
     electrons = torch.poisson(lam, generator=gen)
     adu = pixel_gain * electrons + gain * pixel_read * torch.randn(clean.shape, generator=gen) + pixel_offset
     adu = torch.clamp(torch.round(adu), min=0.0)  # the ADC's floor
@@ -185,14 +188,14 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
-    """Each sample of ``x`` [B, 1, H, W] blurred by its own Gaussian (``sigma`` [B], px), reflect padding."""
-    b = x.shape[0]
+    """Each sample of ``x`` [B, F, H, W] blurred by its own Gaussian (``sigma`` [B], px), reflect padding."""
+    b, f = x.shape[:2]
     t = torch.arange(-radius, radius + 1, dtype=x.dtype)
     g = torch.exp(-(t[None, :] ** 2) / (2.0 * sigma[:, None].to(x.dtype) ** 2))
     g = g / g.sum(dim=1, keepdim=True)
-    k = (g[:, :, None] * g[:, None, :])[:, None]  # [B, 1, K, K]
-    padded = torch.nn.functional.pad(x.reshape(1, b, *x.shape[-2:]), (radius,) * 4, mode="reflect")
-    return torch.nn.functional.conv2d(padded, k, groups=b).reshape(x.shape)
+    k = (g[:, :, None] * g[:, None, :])[:, None].repeat_interleave(f, dim=0)  # [B*F, 1, K, K]
+    padded = torch.nn.functional.pad(x.reshape(1, b * f, *x.shape[-2:]), (radius,) * 4, mode="reflect")
+    return torch.nn.functional.conv2d(padded, k, groups=b * f).reshape(x.shape)
 
 
 class SyntheticPairSampler:
@@ -215,21 +218,27 @@ class SyntheticPairSampler:
 
     supervised = True
 
-    def _crops(self, rng: np.random.Generator) -> torch.Tensor:
+    def _crop(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        """A random ``side`` x ``side`` crop of a random bank field, randomly rotated by 90-degree steps and flipped."""
         n, size = len(self.bank), self.bank.fields.shape[-1]
+        i = int(rng.integers(n))
+        y, x = rng.integers(0, size - side + 1, 2)
+        crop = np.rot90(self.bank.fields[i, y:y + side, x:x + side], int(rng.integers(4)))
+        return crop[:, ::-1] if rng.integers(2) else crop
+
+    def _crops(self, rng: np.random.Generator) -> torch.Tensor:
         out = np.empty((self.batch_size, 1, self.patch, self.patch), np.float32)
         for j in range(self.batch_size):
-            i = int(rng.integers(n))
-            y, x = rng.integers(0, size - self.patch + 1, 2)
-            crop = self.bank.fields[i, y:y + self.patch, x:x + self.patch]
-            crop = np.rot90(crop, int(rng.integers(4)))
-            out[j, 0] = crop[:, ::-1] if rng.integers(2) else crop
+            out[j, 0] = self._crop(rng, self.patch)
         return torch.from_numpy(out)
 
+    def _batch(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return noisy_pair(self._crops(rng), self.recipe, gen)
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return noisy_pair(self._crops(self.rng), self.recipe, self.gen)
+        return self._batch(self.rng, self.gen)
 
     def fixed_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self.seed + 777)
         gen = torch.Generator().manual_seed(self.seed + 777)
-        return [noisy_pair(self._crops(rng), self.recipe, gen) for _ in range(n)]
+        return [self._batch(rng, gen) for _ in range(n)]

@@ -5,3 +5,7 @@
 #: measures best on the dev pairs and the simulator (``benchmarks/bench_backbone.py``; README "Shipped backbones"),
 #: not the largest. Kept here, free of torch, so the command line can show it without importing torch.
 DEFAULT_BACKBONE = "fast"
+
+#: The backbone ``denoise`` uses for time-lapses when none is named (a causal window of 5 frames, as cheap as
+#: the fast 2-D backbone per frame; ``benchmarks/bench_temporal.py``; README "Time-lapses").
+TEMPORAL_BACKBONE = "temporal"

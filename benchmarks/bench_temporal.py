@@ -1,0 +1,270 @@
+"""Time-lapses: the temporal backbone against the 2-D one, VST+BM3D and VST+BM4D, in one run.
+
+    python benchmarks/bench_temporal.py                                   # shipped temporal + fast backbones
+    python benchmarks/bench_temporal.py --temporal runs/train/temporal.safetensors
+    python benchmarks/bench_temporal.py --quick                           # one case, fewer frames
+
+What this answers (issue "Time-lapses"): on simulated time-lapses at 5 and 20 photons, does the temporal
+model beat the best 2-D model on the same frames by >= 1.5 dB and VST+BM4D by >= 1 dB, without doing worse
+on moving objects? Both ways the product runs it are measured:
+
+* ``temporal live``: :meth:`Denoiser.push` frame after frame, a causal window (what the live display shows);
+* ``temporal batch``: :meth:`Denoiser.denoise_stack`, forwards and backwards in time, averaged (``denoise``).
+
+Data: the project simulator (:class:`simulators.microscope.SimulatedMicroscope`, Andor Zyla preset with
+its exact per-pixel camera model), a slide of filaments, mitochondria, nuclei and puncta that random-walk
+(``motion``: ~1.4 px rms per axis per frame), sample drift (0.5 px/frame in x, 0.3 in y, whole pixels as
+the stage reports them) and bleaching (1 % per frame), 20 ms frames at 5, 20 and 100 photons peak,
+confocal-like (PSF sigma 1 px) and widefield-like (2 px) optics. The sample renderer is not the one the
+backbones were trained on (:mod:`simulators.structures`). Scored against the camera's expected image per
+frame's sample (median gain and offset: the fixed pattern is noise to remove) and against the camera's expected image;
+``moving`` is the error on pixels where the moving puncta contribute more than 10 % of the peak
+(the simulator renders the field with and without them), ``rest`` the error everywhere else.
+
+Every network gets the noise model the product fits to the stack (:func:`livedenoise.evaluate.with_normalizer`
+on all frames); VST+BM3D stabilises each frame with its own fit (as in ``bench_backbone.py``), VST+BM4D the
+whole stack with the stack's fit. BM3D/BM4D outputs are cached under ``runs/cache``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_OUTPUT, REPO, PeerError, finite_mean, machine, machine_line, publish, run_peer, table  # noqa: E402
+
+CACHE = REPO / "runs" / "cache" / "bm4d"
+EXPOSURE_S = 0.02
+PHOTONS = (5.0, 20.0, 100.0)
+OPTICS = {"confocal": 1.0, "widefield": 2.0}
+
+
+@dataclass
+class Series:
+    name: str
+    photons: float
+    optics: str
+    noisy: np.ndarray  # [T, H, W] uint16, what the camera gave
+    truth: np.ndarray  # [T, H, W] float32 expected ADU (the camera's fixed pattern included)
+    flat: np.ndarray  # [T, H, W] float32 the sample through a flat camera (median gain and offset)
+    moving: np.ndarray  # [T, H, W] bool, pixels of moving puncta
+
+
+def simulate_series(photons: float, optics: str, frames: int, size: int, seed: int) -> Series:
+    """A time-lapse of one field from the project simulator, with the moving-object mask of every frame."""
+    from simulators.config import MicroscopeConfig, SampleConfig
+    from simulators.microscope import SimulatedMicroscope
+
+    sample = SampleConfig(slide_width=1024, slide_height=1024, peak_rate=photons / EXPOSURE_S,
+                          background_rate=0.05 * photons / EXPOSURE_S, psf_sigma=OPTICS[optics], motion=10.0,
+                          drift=(25.0, 15.0), bleaching_rate=0.5, density=1.5, seed=seed)
+    mic = SimulatedMicroscope(MicroscopeConfig(camera="andor-zyla-4.2", sample=sample, roi_width=size,
+                                               roi_height=size, exposure_ms=EXPOSURE_S * 1000, light_power=100.0,
+                                               seed=seed + 1))
+    noisy, truth, flat, moving = [], [], [], []
+    cam = mic.camera
+    gain, offset = float(np.median(cam.maps.gain)), float(np.median(cam.maps.offset))
+    for _ in range(frames):
+        with_spots = mic.expected_photons()
+        spots, mic.sample.puncta_yx = mic.sample.puncta_yx, np.zeros((0, 2))
+        without = mic.expected_photons()
+        mic.sample.puncta_yx = spots
+        moving.append((with_spots - without) > 0.1 * photons)
+        electrons = np.minimum(cam.mean_electrons(with_spots, EXPOSURE_S), cam.config.full_well)
+        flat.append((electrons * gain + offset).astype(np.float32))
+        frame = mic.snap()
+        noisy.append(frame.image)
+        truth.append(frame.truth)
+    return Series(f"{photons:g} ph {optics}", photons, optics, np.stack(noisy), np.stack(truth).astype(np.float32),
+                  np.stack(flat), np.stack(moving))
+
+
+def _stack_normalizer(stack: np.ndarray):
+    """The stack's noise fit in stabilised units (scale 1, unbiased inverse): what BM3D/BM4D get."""
+    from livedenoise.noise_model import fit_noise_model
+
+    return fit_noise_model(list(stack)).normalizer.copy(scale=1.0, inversion="unbiased")
+
+
+def _cached(kind: str, data: np.ndarray, compute) -> tuple[np.ndarray, float]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    import inspect
+
+    import common
+    from livedenoise import noise_model, normalization
+
+    version = "".join(inspect.getsource(m) for m in (noise_model, normalization, common))
+    version += (Path(common.__file__).parent / "peers_worker.py").read_text()
+    key = hashlib.sha256(data.tobytes() + str(data.shape).encode() + kind.encode() + version.encode()).hexdigest()[:24]
+    path = CACHE / f"{kind}-{key}.npz"
+    if path.exists():
+        with np.load(path) as d:
+            return d["out"], float(d["seconds"])
+    out, seconds = compute()
+    tmp = path.with_suffix(".partial.npz")
+    np.savez(tmp, out=out, seconds=seconds)
+    tmp.replace(path)
+    return out, seconds
+
+
+def vst_bm4d(stack: np.ndarray) -> tuple[np.ndarray, float]:
+    """VST + BM4D (T as the third axis, sigma 1), seconds per frame."""
+    def compute():
+        norm = _stack_normalizer(stack)
+        z = np.stack([norm.to_stabilised(f) for f in stack])
+        centre = float(np.median(z))
+        (den,), secs, _ = run_peer({"method": "bm4d", "sigma": 1.0}, [z - centre])
+        return np.stack([norm.inverse(np.asarray(d, np.float64) + centre) for d in den]).astype(np.float32), \
+            secs[0] / len(stack)
+    return _cached("bm4d", np.ascontiguousarray(stack), compute)
+
+
+def vst_bm3d_frames(stack: np.ndarray) -> tuple[np.ndarray, float]:
+    """VST + BM3D frame by frame, each with its own noise fit (``bench_backbone.cached_bm3d``)."""
+    from bench_backbone import cached_bm3d
+
+    outs, secs = cached_bm3d(list(stack))
+    return np.stack(outs).astype(np.float32), finite_mean(secs)
+
+
+def network(spec: str, stack: np.ndarray, mode: str) -> tuple[np.ndarray, float, dict]:
+    """The product's Denoiser with the stack's noise fit: ``frames`` (2-D), ``live`` (push) or ``batch`` (stack)."""
+    from livedenoise.evaluate import with_normalizer
+    from livedenoise.inference import Denoiser
+    from livedenoise.modelspec import load_model_spec
+
+    ckpt = load_model_spec(spec)
+    t = ckpt.training or {}
+    info = {"name": ckpt.name, "arch": ckpt.arch, "total_steps": t.get("total_steps", t.get("steps")),
+            "best_val_loss": t.get("best_val_loss")}
+    den = Denoiser(with_normalizer(ckpt, list(stack)), device="cpu")
+    den.warmup(stack.shape[-2:])
+    t0 = time.perf_counter()
+    if mode == "live":
+        out = np.stack([den.push(f) for f in stack])
+    else:
+        out = den.denoise_stack(stack)
+    return out.astype(np.float32), (time.perf_counter() - t0) / len(stack), info
+
+
+def _masked_psnr(truth: np.ndarray, image: np.ndarray, mask: np.ndarray) -> float:
+    from livedenoise.metrics import normalize_pair
+
+    se, n, peak = 0.0, 0, 0.0
+    for r, x, m in zip(truth, image, mask):
+        rn, xn = normalize_pair(r, x)
+        peak = max(peak, float(rn.max() - rn.min()))
+        se += float(np.sum((xn - rn)[m] ** 2))
+        n += int(m.sum())
+    return 10 * math.log10(peak**2 / (se / n)) if n and se > 0 else math.nan
+
+
+def score_series(s: Series, out: np.ndarray) -> dict:
+    """Against the sample (``flat``: what a denoiser that also removes the fixed pattern should give), and against
+    the camera's expected image (``*_camera``); moving/rest split against the sample."""
+    from livedenoise.metrics import score
+
+    frames = [score(t, o) for t, o in zip(s.flat, out)]
+    camera = [score(t, o) for t, o in zip(s.truth, out)]
+    return {"psnr": finite_mean([f.psnr for f in frames]), "ssim": finite_mean([f.ssim for f in frames]),
+            "psnr_camera": finite_mean([f.psnr for f in camera]), "ssim_camera": finite_mean([f.ssim for f in camera]),
+            "psnr_moving": _masked_psnr(s.flat, out, s.moving), "psnr_rest": _masked_psnr(s.flat, out, ~s.moving),
+            "moving_share": float(s.moving.mean())}
+
+
+def summarise(results: list[dict]) -> dict:
+    """Means over cases of every method: PSNR against the sample and the camera image, moving/rest, cost."""
+    methods = list(results[0]["methods"])
+
+    def mean(key: str, k: str) -> float:
+        return finite_mean([e["methods"][k][key] for e in results if k in e["methods"]])
+
+    return {"methods": methods, "means": {k: mean("psnr", k) for k in methods},
+            "means_ssim": {k: mean("ssim", k) for k in methods},
+            "means_camera": {k: mean("psnr_camera", k) for k in methods},
+            "moving": {k: mean("psnr_moving", k) for k in methods}, "rest": {k: mean("psnr_rest", k) for k in methods},
+            "seconds_per_frame": {k: finite_mean([e["seconds_per_frame"].get(k, math.nan) for e in results])
+                                  for k in methods if k != "raw"}}
+
+
+def render(payload: dict, heading: bool = True) -> str:
+    """The results table (Markdown) from a run's JSON payload (also used by ``readme_tables.py``)."""
+    methods, results = payload["methods"], payload["cases"]
+    rows = [[e["case"]] + [f"{e['methods'][k]['psnr']:.2f} / {e['methods'][k]['ssim']:.3f}" if k in e["methods"] else "-"
+                           for k in methods] for e in results]
+    rows.append(["**mean PSNR / SSIM**"] + [f"**{payload['means'][k]:.2f}** / {payload['means_ssim'][k]:.3f}"
+                                            for k in methods])
+    rows.append(["mean PSNR against the camera's expected image"] + [f"{payload['means_camera'][k]:.2f}" for k in methods])
+    rows.append(["mean PSNR on moving puncta"] + [f"{payload['moving'][k]:.2f}" for k in methods])
+    rows.append(["mean PSNR everywhere else"] + [f"{payload['rest'][k]:.2f}" for k in methods])
+    secs = payload["seconds_per_frame"]
+    rows.append(["ms per frame (1 thread)"] + ["-"] + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
+    models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps)" for k, v in payload["models"].items())
+    head = (f"Time-lapses ({payload['frames']} frames of {payload['size']}x{payload['size']} per case), PSNR dB / SSIM "
+            "against the sample (the camera's fixed pattern removed); the last rows give the mean against the camera's "
+            "expected image, split into moving puncta and everything else, and the cost per frame.\n\n") if heading else ""
+    return head + table(["case"] + methods, rows) + f"\n\nModels: {models}.\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--temporal", default="temporal", help="temporal model: 'temporal' (shipped) or a checkpoint")
+    ap.add_argument("--frame-model", default="fast", help="2-D model: 'fast', 'standard' or a checkpoint")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--quick", action="store_true", help="one case (5 photons, confocal), 8 frames of 128^2")
+    ap.add_argument("--no-bm4d", action="store_true", help="skip VST+BM4D (about 2 min per case on 1 core)")
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = ap.parse_args(argv)
+    logging.getLogger("livedenoise").setLevel(logging.ERROR)
+    cases = [(5.0, "confocal")] if args.quick else [(p, o) for p in PHOTONS for o in OPTICS]
+    frames, size = (8, 128) if args.quick else (args.frames, args.size)
+    results, models = [], {}
+    for i, (photons, optics) in enumerate(cases):
+        s = simulate_series(photons, optics, frames, size, seed=424_000 + i)
+        raw = score_series(s, s.noisy.astype(np.float32))
+        entry = {"case": s.name, "photons": photons, "optics": optics, "frames": frames, "size": size,
+                 "methods": {"raw": raw}, "seconds_per_frame": {}}
+        runs = {
+            "2-D " + args.frame_model: lambda: network(args.frame_model, s.noisy, "frames"),
+            "temporal live": lambda: network(args.temporal, s.noisy, "live"),
+            "temporal batch": lambda: network(args.temporal, s.noisy, "batch"),
+        }
+        for label, run in runs.items():
+            out, sec, info = run()
+            models[label] = info
+            entry["methods"][label] = score_series(s, out)
+            entry["seconds_per_frame"][label] = sec
+        out, sec = vst_bm3d_frames(s.noisy)
+        entry["methods"]["VST+BM3D"] = score_series(s, out)
+        entry["seconds_per_frame"]["VST+BM3D"] = sec
+        if not args.no_bm4d:
+            try:
+                out, sec = vst_bm4d(s.noisy)
+                entry["methods"]["VST+BM4D"] = score_series(s, out)
+                entry["seconds_per_frame"]["VST+BM4D"] = sec
+            except PeerError as exc:
+                entry["bm4d_error"] = str(exc)
+        results.append(entry)
+        m = entry["methods"]
+        print(f"[temporal] {s.name}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in m.items()), flush=True)
+    info = machine()
+    payload = {"machine": info, "models": models, "cases": results, "frames": frames, "size": size, "quick": args.quick,
+               "command": "python benchmarks/bench_temporal.py" + (" --quick" if args.quick else "")}
+    payload.update(summarise(results))
+    md = render(payload) + f"\n{machine_line(info)}\n"
+    publish(args.output, "temporal", payload, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""The temporal backbone: a causal window U-Net built from a 2-D one, its training windows, and how it is run."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from livedenoise.errors import ConfigError
+from livedenoise.inference import Denoiser
+from livedenoise.models import PRESETS, build_model, build_preset, model_is_temporal
+from livedenoise.models.temporal import (
+    MotionAdaptiveFusion, TemporalUNet, frame_shift, shift_frame, temporal_from_frame_model,
+)
+from livedenoise.normalization import Normalizer
+from livedenoise.training.synthetic import CleanBank
+from livedenoise.training.timelapse import MotionRecipe, TimelapseSampler
+
+NORM = Normalizer(offset=100.0, gain=2.0, noise_b=2.25, scale=10.0)
+
+
+def _frames(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (2.0 * rng.poisson(30.0, shape) + rng.normal(0, 3, shape) + 100.0).astype(np.float32)
+
+
+def _temporal(seed: int = 0, window: int = 5, align: bool = True) -> TemporalUNet:
+    torch.manual_seed(seed)
+    return temporal_from_frame_model(build_model("unet", widths=[4, 8]), window=window, align=align)
+
+
+def _reference_push(model: TemporalUNet, frames: np.ndarray) -> np.ndarray:
+    """Direct model call on the last ``window`` frames: what Denoiser.push must reproduce."""
+    with torch.no_grad():
+        x = NORM.forward_torch(torch.from_numpy(frames[-model.window:]))[None, None]
+        return NORM.inverse_torch(model.eval()(x)[0, 0]).numpy()
+
+
+def test_temporal_backbone_is_the_2d_backbone_where_neighbours_add_nothing() -> None:
+    torch.manual_seed(0)
+    frame_model = build_model("unet", widths=[4, 8, 16])
+    model = temporal_from_frame_model(frame_model, window=5).eval()
+    assert model_is_temporal(model) and model.window == 5
+    x = torch.randn(2, 1, 5, 24, 40)
+    with torch.no_grad():
+        ref = frame_model(x[:, :, -1])
+        # identical frames: the fused result is the 2-D result whatever the weights
+        same = x[:, :, -1:].expand(-1, -1, 5, -1, -1)
+        np.testing.assert_allclose(model(same).numpy(), ref.numpy(), atol=1e-5)
+        # no trust in neighbours: the 2-D result
+        model.fusion.trust.fill_(-1e4)
+        np.testing.assert_allclose(model(x).numpy(), ref.numpy(), atol=1e-5)
+
+
+def test_temporal_backbone_refuses_what_it_cannot_start_from() -> None:
+    with pytest.raises(ConfigError, match="residual 1-channel 2-D U-Net"):
+        temporal_from_frame_model(build_model("unet", widths=[4, 8], residual=False))
+    with pytest.raises(ConfigError, match="window"):
+        TemporalUNet(window=1)
+
+
+def test_fusion_averages_agreeing_neighbours_and_ignores_moving_ones() -> None:
+    fusion = MotionAdaptiveFusion(lags=2, sigma=1.0, align=False)
+    with torch.no_grad():
+        fusion.trust.fill_(1e4)  # full trust where frames agree
+        fusion.log_h.fill_(math.log(0.2))
+    rng = np.random.default_rng(0)
+    static = torch.from_numpy(rng.normal(0, 0.01, (1, 3, 32, 32)).astype(np.float32)) + 1.0
+    fusion.requires_grad_(False)
+    fused = fusion(static, 2)
+    np.testing.assert_allclose(fused.numpy(), static.mean(dim=1).numpy(), atol=1e-3)  # an average of 3 frames
+    moved = static.clone()
+    moved[:, 0, 8:16, 8:16] += 5.0  # an object that is elsewhere in the oldest frame
+    fused = fusion(moved, 2)
+    region = (slice(None), slice(10, 14), slice(10, 14))
+    np.testing.assert_allclose(fused[region].numpy(), moved[:, 1:].mean(dim=1)[region].numpy(), atol=1e-3)
+
+
+def test_drifting_frames_are_aligned_before_they_are_averaged() -> None:
+    rng = np.random.default_rng(1)
+    scene = torch.from_numpy(rng.random((60, 70)).astype(np.float32))
+    from scipy.ndimage import gaussian_filter
+
+    scene = torch.from_numpy(gaussian_filter(scene.numpy(), 2.0))
+    assert frame_shift(torch.roll(scene, (2, -3), (0, 1)), scene, 8) == (-2, 3)
+    assert frame_shift(scene, scene, 8) == (0, 0)
+    moved, valid = shift_frame(scene, 2, -3)
+    assert torch.equal(moved[2:, :-3], scene[:-2, 3:]) and float(valid[:2].sum()) == 0 and float(valid[:, -3:].sum()) == 0
+    drift = torch.stack([shift_frame(scene, -2 * (2 - k), 1 * (2 - k))[0] for k in range(3)])[None]  # newest: k = 2
+    aligned = MotionAdaptiveFusion(lags=2, sigma=1.0, align=True)
+    fixed = MotionAdaptiveFusion(lags=2, sigma=1.0, align=False)
+    for f in (aligned, fixed):
+        f.requires_grad_(False)
+        f.trust.fill_(1e4)
+        f.log_h.fill_(math.log(0.02))
+    inner = (0, slice(8, -8), slice(8, -8))
+    noisy = drift + torch.from_numpy(rng.normal(0, 0.01, drift.shape).astype(np.float32))
+    err_aligned = float((aligned(noisy, 2)[inner] - scene[inner[1:]]).pow(2).mean())
+    err_fixed = float((fixed(noisy, 2)[inner] - scene[inner[1:]]).pow(2).mean())
+    err_alone = float((noisy[0, 2][inner[1:]] - scene[inner[1:]]).pow(2).mean())
+    assert err_aligned < err_alone / 2.5  # three frames averaged after alignment
+    assert err_fixed > err_alone / 1.5  # without alignment the drifted frames are (mostly) rejected
+
+
+def test_fused_series_equals_the_window_at_every_frame() -> None:
+    fusion = MotionAdaptiveFusion(lags=2, sigma=1.0)
+    with torch.no_grad():
+        fusion.trust.copy_(torch.tensor([1.0, -0.5]))
+    d = torch.randn(7, 12, 10) * 0.05 + torch.linspace(0, 1, 7)[:, None, None] * 0.1
+    with torch.no_grad():
+        centred = fusion.fuse_series(d, causal=False)
+        causal = fusion.fuse_series(d, causal=True)
+        for t in range(7):
+            lo, hi = max(0, t - 2), min(7, t + 3)
+            np.testing.assert_allclose(centred[t].numpy(), fusion(d[None, lo:hi], t - lo)[0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(causal[t].numpy(), fusion(d[None, max(0, t - 2):t + 1], min(t, 2))[0].numpy(),
+                                       atol=1e-5)
+
+
+def test_temporal_preset_is_the_fused_network_and_cnnt_stays_available() -> None:
+    model, arch, kwargs = build_preset("temporal")
+    assert arch == "unet-temporal" and isinstance(model, TemporalUNet) and kwargs["window"] == 5
+    assert PRESETS["temporal"][1]["widths"] == PRESETS["fast"][1]["widths"]  # its 2-D stage is the fast model
+    assert build_preset("cnnt")[1] == "cnnt"
+
+
+def test_live_push_keeps_each_frame_s_2d_result_and_fuses_the_window() -> None:
+    model = _temporal()
+    with torch.no_grad():
+        model.fusion.trust.copy_(torch.tensor([2.0, 1.0, 0.0, -1.0]))
+        model.fusion.log_h.fill_(math.log(0.5))
+    den = Denoiser(model, NORM, device="cpu")
+    assert den.is_temporal and den.window == 5
+    frames = _frames((8, 24, 20))
+    for t in range(8):
+        out = den.push(frames[t])
+        np.testing.assert_allclose(out, _reference_push(model, frames[:t + 1]), rtol=1e-4, atol=1e-2, err_msg=f"frame {t}")
+    # streams are separate: a second consumer starts its own window
+    np.testing.assert_allclose(den.push(frames[0], stream="recorder"), _reference_push(model, frames[:1]), rtol=1e-4,
+                               atol=1e-2)
+    den.reset()
+    np.testing.assert_allclose(den.push(frames[7]), _reference_push(model, frames[7:8]), rtol=1e-4, atol=1e-2)
+
+
+def test_a_stack_is_fused_on_both_sides_and_tiling_changes_nothing() -> None:
+    model = _temporal(1, align=False)  # on pure noise a border pixel can tip the drift estimate
+    with torch.no_grad():
+        model.fusion.trust.copy_(torch.tensor([2.0, 1.0, 0.0, -1.0]))
+        model.fusion.log_h.fill_(math.log(0.5))
+    stack = _frames((9, 40, 36))
+    out = Denoiser(model, NORM, device="cpu").denoise_stack(stack)
+    with torch.no_grad():
+        d = model.frame(NORM.forward_torch(torch.from_numpy(stack))[:, None])[:, 0]
+        want = NORM.inverse_torch(model.fusion.fuse_series(d, causal=False)).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-2)
+    tiled = Denoiser(model, NORM, device="cpu", tile_size=32, batch_size=1).denoise_stack(stack)
+    inner = (slice(None), slice(14, -14), slice(14, -14))  # tiles pad frame borders differently (as for 2-D models)
+    np.testing.assert_allclose(tiled[inner], out[inner], rtol=1e-4, atol=1e-2)
+    series = Denoiser(model, NORM, device="cpu").denoise_stack(np.stack([stack, stack]))
+    np.testing.assert_allclose(series[1], out, rtol=1e-5, atol=1e-3)
+
+
+def test_a_temporal_backbone_has_a_fixed_window() -> None:
+    with pytest.raises(ConfigError, match="fixed window of 5 frames"):
+        Denoiser(_temporal(), NORM, device="cpu", window=3)
+
+
+def _bank(n: int = 6, size: int = 96, seed: int = 0) -> CleanBank:
+    rng = np.random.default_rng(seed)
+    fields = np.zeros((n, size, size), np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        for _ in range(20):
+            cy, cx = rng.uniform(0, size, 2)
+            fields[i] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)
+    return CleanBank(fields / fields.max())
+
+
+def test_timelapse_windows_share_a_scene_with_independent_noise_per_frame() -> None:
+    still = MotionRecipe(drift_share=0, jitter=0, max_spots=0, bleach_share=0, flicker=0, cut_share=0)
+    sampler = TimelapseSampler(_bank(), 32, 8, window=5, motion=still, seed=3)
+    x, y = sampler.sample()
+    assert x.shape == (8, 1, 5, 32, 32) and y.shape == (8, 1, 32, 32)
+    frames = x[:, 0]
+    err_one = float(((frames[:, -1] - y[:, 0]) ** 2).mean())
+    err_mean = float(((frames.mean(dim=1) - y[:, 0]) ** 2).mean())
+    assert err_mean < err_one / 2.5  # 5 independent draws of the same scene average down (4-5x, less with FPN)
+    assert not torch.equal(frames[:, 0], frames[:, 1])
+
+
+def test_timelapse_windows_move_and_report_moving_pixels() -> None:
+    moving = MotionRecipe(drift_share=1.0, max_drift=2.0, max_spots=12, cut_share=0)
+    sampler = TimelapseSampler(_bank(), 32, 8, window=5, motion=moving, seed=4)
+    x, y = sampler.sample()
+    assert sampler.last_moving is not None and sampler.last_moving.shape == (8, 32, 32)
+    assert bool(sampler.last_moving.any())
+    a, b = sampler.fixed_batches(2), sampler.fixed_batches(2)  # validation batches are reproducible
+    assert torch.equal(a[1][0], b[1][0]) and torch.equal(a[1][1], b[1][1])
+
+
+def test_pretrain_turns_a_2d_backbone_into_a_temporal_one(tmp_path: Path) -> None:
+    from livedenoise.checkpoint import Checkpoint, load_checkpoint
+    from livedenoise.training.pretrain import pretrain
+
+    torch.manual_seed(0)
+    base = Checkpoint(model=build_model("unet", widths=[4, 8]), arch="unet", arch_kwargs={"widths": [4, 8]},
+                      normalizer=Normalizer(vst=True, scale=10.0), metadata={"training": {"total_steps": 7}},
+                      path=None, name="tiny-2d")
+    out = tmp_path / "t.safetensors"
+    res = pretrain("temporal", init=base, bank_fields=4, bank_size=64, patch_size=32, batch_size=2, max_steps=3,
+                   steps_per_validation=1, validation_batches=1, cache_dir=tmp_path, output=out, device="cpu")
+    ckpt = load_checkpoint(out)
+    assert ckpt.arch == "unet-temporal" and isinstance(ckpt.model, TemporalUNet) and ckpt.model.window == 5
+    assert ckpt.name == "backbone-temporal"
+    for k, v in base.model.state_dict().items():  # the 2-D stage is frozen: exactly the init's
+        assert torch.equal(ckpt.model.frame.state_dict()[k], v), k
+    stages = ckpt.metadata["training"]["stages"]
+    assert "tiny-2d" in stages[-2]["note"] and "fusion" in stages[-2]["note"]
+    assert stages[-1]["steps"] == res.fit.steps == 3 and ckpt.metadata["training"]["total_steps"] == 10
+    assert "fusion only" in stages[-1]["trained"] and ckpt.metadata["training"]["data"]["window"] == 5
+    assert set(ckpt.metadata["metrics"]["fusion"]) == {"trust", "h", "sigma", "align", "max_shift"}
+    with pytest.raises(ValueError, match="synthetic time-lapse windows only"):
+        pretrain("temporal", init=base, data="simulated", max_steps=1, device="cpu")
+    with pytest.raises(ValueError, match="built on a 2-D backbone"):
+        pretrain("temporal", max_steps=1, device="cpu")
+
+
+def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion() -> None:
+    from livedenoise.checkpoint import Checkpoint
+    from livedenoise.config import TrainingConfig
+    from livedenoise.training.finetune import finetune
+
+    model = _temporal(3)
+    with torch.no_grad():
+        model.fusion.trust.copy_(torch.tensor([1.5, 0.5, -0.5, -1.0]))
+    backbone = Checkpoint(model=model, arch="unet-temporal", arch_kwargs=model.arch_kwargs,
+                          normalizer=Normalizer(vst=True, scale=10.0), metadata={}, path=None, name="tiny-temporal")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    clean = [np.full((48, 48), 400.0) + 300.0 * (rng.random((48, 48)) > 0.9) for _ in range(3)]
+    noisy = [rng.poisson(c).astype(np.float32) for c in clean]
+    cfg = TrainingConfig(max_steps=30, patch_size=32, batch_size=2, steps_per_validation=10, time_budget_s=60)
+    res = finetune(backbone, noisy, clean, training=cfg, device="cpu", seed=0)
+    out = res.checkpoint
+    assert out.arch == "unet-temporal" and isinstance(out.model, TemporalUNet)
+    assert out.metadata["training"]["adapted_part"] == "the 2-D stage (fusion kept)"
+    assert torch.equal(out.model.fusion.trust, before["fusion.trust"])
+    assert res.fit.steps == 30
+    changed = any(not torch.equal(out.model.frame.state_dict()[k], before["frame." + k]) for k in out.model.frame.state_dict())
+    assert changed == res.adapted
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the backbone itself is untouched
+
+
+def _simulated_time_lapse(photons: float, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A drifting slide with random-walking puncta through the exact camera model; (noisy, the sample in ADU)."""
+    from simulators.config import MicroscopeConfig, SampleConfig
+    from simulators.microscope import SimulatedMicroscope
+
+    sample = SampleConfig(slide_width=512, slide_height=512, peak_rate=photons / 0.02, background_rate=0.05 * photons / 0.02,
+                          motion=10.0, drift=(25.0, 15.0), density=1.5, seed=seed)
+    mic = SimulatedMicroscope(MicroscopeConfig(camera="andor-zyla-4.2", sample=sample, roi_width=size, roi_height=size,
+                                               exposure_ms=20.0, light_power=100.0, seed=seed + 1))
+    gain, offset = float(np.median(mic.camera.maps.gain)), float(np.median(mic.camera.maps.offset))
+    noisy, flat = [], []
+    for _ in range(frames):
+        electrons = np.minimum(mic.camera.mean_electrons(mic.expected_photons(), 0.02), mic.camera.config.full_well)
+        flat.append(electrons * gain + offset)
+        noisy.append(mic.snap().image)
+    return np.stack(noisy), np.stack(flat).astype(np.float32)
+
+
+def test_the_shipped_temporal_backbone_beats_the_2d_one_on_a_simulated_time_lapse() -> None:
+    """Ground truth from the simulator: fusing neighbours must beat the same 2-D network frame by frame."""
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.evaluate import with_normalizer
+    from livedenoise.metrics import score
+
+    noisy, truth = _simulated_time_lapse(10.0, frames=8, size=96, seed=5)
+    temporal, fast = load_backbone("temporal"), load_backbone("fast")
+
+    def psnr(out: np.ndarray) -> float:
+        return float(np.mean([score(t, o).psnr for t, o in zip(truth, out)]))
+
+    frame_by_frame = psnr(Denoiser(with_normalizer(fast, list(noisy)), device="cpu").denoise_stack(noisy))
+    den = Denoiser(with_normalizer(temporal, list(noisy)), device="cpu")
+    batch = psnr(den.denoise_stack(noisy))
+    live = psnr(np.stack([den.push(f) for f in noisy]))
+    assert batch > frame_by_frame + 0.5, (batch, frame_by_frame)
+    assert live > frame_by_frame + 0.25, (live, frame_by_frame)
