@@ -9,7 +9,7 @@ model beat the best 2-D model on the same frames by >= 1.5 dB and VST+BM4D by >=
 on moving objects? Both ways the product runs it are measured:
 
 * ``temporal live``: :meth:`Denoiser.push` frame after frame, a causal window (what the live display shows);
-* ``temporal batch``: :meth:`Denoiser.denoise_stack`, forwards and backwards in time, averaged (``denoise``).
+* ``temporal batch``: :meth:`Denoiser.denoise_stack`, each frame fused with neighbours on both sides (``denoise``).
 
 Data: the project simulator (:class:`simulators.microscope.SimulatedMicroscope`, Andor Zyla preset with
 its exact per-pixel camera model), a slide of filaments, mitochondria, nuclei and puncta that random-walk

@@ -81,6 +81,7 @@ class _Engine:
     tile_safe: bool
     window: int
     fusion: nn.Module | None = None  #: TemporalUNet: ``model`` is its 2-D stage, this fuses the results over time
+    full: nn.Module | None = None  #: TemporalUNet: the whole network (what ``Denoiser.model`` returns)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,9 @@ class Denoiser:
         self._lock = threading.Lock()
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
-        #: Live windows, one per stream: the display and the recorder each push their own sequence of frames.
-        self._streams: dict[str, deque[Any]] = {}
+        #: Live windows, one per stream (the display and the recorder each push their own sequence of frames),
+        #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
+        self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
         log.info(
             "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s",
             self._engine.name, "2D+T" if self._engine.temporal else "2D", self._engine.radius,
@@ -216,6 +218,7 @@ class Denoiser:
             p.requires_grad_(False)
         temporal = model_is_temporal(work)
         fusion = getattr(work, "fusion", None) if temporal and hasattr(work, "denoise_frames") else None
+        full = work
         if fusion is not None:
             if self._window_arg is not None and int(self._window_arg) != int(work.window):
                 raise ConfigError(f"Model {name!r} fuses a fixed window of {work.window} frames; window="
@@ -232,7 +235,7 @@ class Denoiser:
             )
         win = int(window) if window else DEFAULT_WINDOW
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
-                       win if temporal else 1, fusion)
+                       win if temporal else 1, fusion, full)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -250,8 +253,8 @@ class Denoiser:
 
     @property
     def model(self) -> nn.Module:
-        """The Denoiser's own (eval-mode, on-device) copy of the network."""
-        return self._engine.model
+        """The Denoiser's own (eval-mode, on-device) copy of the network (the whole temporal network, both stages)."""
+        return self._engine.full if self._engine.full is not None else self._engine.model
 
     @property
     def is_temporal(self) -> bool:
@@ -281,8 +284,6 @@ class Denoiser:
         engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
         with self._lock:
             old, self._engine = self._engine, engine
-        with self._window_lock:  # the frames kept for live windows belong to the old model's pipeline
-            self._streams.clear()
         log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
 
     def _current(self) -> _Engine:
@@ -337,18 +338,25 @@ class Denoiser:
 
     def _fuse_series(self, engine: _Engine, series: np.ndarray) -> np.ndarray:
         """Fused temporal model on one series [T, H, W]: the 2-D stage on every frame once, then every frame
-        fused with the frames within the window on both sides. Chunks of frames (with the neighbours they
-        need) bound the memory."""
-        n_t, (h, w) = series.shape[0], series.shape[-2:]
+        fused with the frames within the window on both sides. Chunks of frames bound the memory: the 2-D
+        results a chunk shares with the next (its halo of neighbours) are kept, not recomputed."""
+        n_t = series.shape[0]
         lags = engine.window - 1
         out = np.empty(series.shape, dtype=np.float32)
-        chunk = max(8, self._frames_per_call(engine, h, w) * 4)
+        chunk = max(8, self._frames_per_call(engine, *series.shape[-2:]) * 4)
+        kept, kept_from = None, 0  # 2-D results of frames kept_from .. kept_from + len(kept)
         for start in range(0, n_t, chunk):
             lo, hi = max(0, start - lags), min(n_t, start + chunk + lags)
-            d = self._denoised_units(engine, series[lo:hi])
+            if kept is not None:
+                kept = kept[lo - kept_from:]
+            have = lo + (0 if kept is None else kept.shape[0])
+            new = self._denoised_units(engine, series[have:hi]) if hi > have else None
+            kept = new if kept is None else (kept if new is None else torch.cat([kept, new]))
+            kept_from = lo
+            stop = min(start + chunk, n_t)
             with torch.inference_mode():
-                fused = engine.fusion.fuse_series(d, causal=False)[start - lo:start - lo + min(chunk, n_t - start)]
-            out[start:start + fused.shape[0]] = self._finish(engine, fused, series[start:start + fused.shape[0]])
+                fused = engine.fusion.fuse_series(kept, causal=False)[start - lo:stop - lo]
+            out[start:stop] = self._finish(engine, fused, series[start:stop])
         return out
 
     def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:
@@ -374,7 +382,7 @@ class Denoiser:
         if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
             d = self._denoised_units(engine, arr[None])[0]
             with self._window_lock:
-                kept = self._streams.setdefault(stream, deque(maxlen=engine.window))
+                kept = self._stream(stream, engine)
                 if kept and kept[-1][0].shape != d.shape:
                     kept.clear()  # new ROI / binning: old results no longer line up
                 kept.append((d, engine.fusion.spectra(d)))  # its registration spectrum: one FFT per live frame
@@ -384,12 +392,21 @@ class Denoiser:
                 fused = engine.fusion(window[None], window.shape[0] - 1, None if spectra is None else spectra[None])
             return self._finish(engine, fused, arr[None])[0]
         with self._window_lock:
-            frames_of = self._streams.setdefault(stream, deque(maxlen=engine.window))
+            frames_of = self._stream(stream, engine)
             if frames_of and frames_of[-1].shape != arr.shape:
                 frames_of.clear()  # new ROI / binning: old frames no longer line up
             frames_of.append(np.array(arr, dtype=np.float32, copy=True))
             frames = np.stack(list(frames_of)[-engine.window:])
         return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+
+    def _stream(self, stream: str, engine: _Engine) -> deque:
+        """The window of ``stream`` for ``engine`` (a new one when the stream was filled by another model).
+        Call with ``_window_lock`` held."""
+        entry = self._streams.get(stream)
+        if entry is None or entry[0] is not engine:
+            entry = (engine, deque(maxlen=engine.window))
+            self._streams[stream] = entry
+        return entry[1]
 
     def reset(self) -> None:
         """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
@@ -400,6 +417,11 @@ class Denoiser:
         """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""
         dummy = np.full(shape, self.normalizer.offset + self.normalizer.gain, dtype=np.float32)
         self.denoise(dummy)
+        if self._current().fusion is not None:  # the fusion's FFTs too, in a stream of its own
+            self.push(dummy, stream="warmup")
+            self.push(dummy, stream="warmup")
+            with self._window_lock:
+                self._streams.pop("warmup", None)
 
     # ------------------------------------------------------------------ core
     def _frames_per_call(self, engine: _Engine, h: int, w: int, t: int = 1) -> int:

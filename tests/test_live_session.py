@@ -465,4 +465,5 @@ def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the
     assert torch.equal(adapted.model.fusion.trust, model.fusion.trust)
     assert report.quality["adapted"]["psnr"] > report.quality["raw"]["psnr"] + 0.5
     assert report.frames_written == report.frames_acquired and not report.errors
+    assert session._writer.reused == 0  # the recorder denoised every frame in order, with its own window
     assert_raw_integrity(simulated_core, session)

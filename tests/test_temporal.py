@@ -289,3 +289,33 @@ def test_the_shipped_temporal_backbone_beats_the_2d_one_on_a_simulated_time_laps
     live = psnr(np.stack([den.push(f) for f in noisy]))
     assert batch > frame_by_frame + 0.5, (batch, frame_by_frame)
     assert live > frame_by_frame + 0.25, (live, frame_by_frame)
+
+
+def test_a_stack_runs_the_2d_stage_once_per_frame_across_chunks() -> None:
+    model = _temporal(4, align=False)
+    den = Denoiser(model, NORM, device="cpu", batch_size=1)  # chunks of 8 frames, each needing 4 neighbours per side
+    assert isinstance(den.model, TemporalUNet)  # the whole network, not only its 2-D stage
+    seen = []
+    den.model.frame.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    stack = _frames((20, 24, 24))
+    out = den.denoise_stack(stack)
+    assert sum(seen) == 20
+    with torch.no_grad():
+        d = model.frame(NORM.forward_torch(torch.from_numpy(stack))[:, None])[:, 0]
+        want = NORM.inverse_torch(model.fusion.fuse_series(d, causal=False)).numpy()
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-2)
+
+
+def test_after_a_swap_a_live_window_holds_only_the_new_model_s_frames() -> None:
+    first, second = _temporal(5), _temporal(6)
+    for m in (first, second):
+        with torch.no_grad():
+            m.fusion.trust.fill_(2.0)
+            m.fusion.log_h.fill_(math.log(0.5))
+    den = Denoiser(first, NORM, device="cpu")
+    frames = _frames((4, 24, 20))
+    for f in frames[:3]:
+        den.push(f)
+    den.swap((second, NORM))
+    np.testing.assert_allclose(den.push(frames[3]), _reference_push(second, frames[3:4]), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(den.push(frames[2]), _reference_push(second, frames[[3, 2]]), rtol=1e-4, atol=1e-2)

@@ -401,7 +401,9 @@ class LiveSession:
             self._stop_live.set()
 
     def _on_denoised(self, frame: DenoisedFrame) -> None:
-        if frame.denoised is not None and self._writer is not None:
+        if frame.denoised is not None and self._writer is not None and not (self.denoiser and self.denoiser.is_temporal):
+            # Reuse saves a second pass for 2-D models; a temporal model's recorder denoises every frame in order,
+            # with its own window (the display's window skips the frames it dropped).
             self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
         if frame.denoised is not None:
             self._latencies.append(frame.latency_s)

@@ -62,7 +62,7 @@ def shift_between(moving: torch.Tensor, reference: torch.Tensor, shape: tuple[in
     """
     corr = torch.fft.irfft2(reference * moving.conj(), s=shape)
     h, w = shape
-    m = int(max_shift)
+    m = min(int(max_shift), (min(h, w) - 1) // 2)  # larger shifts would alias in a small frame
     window = corr[torch.arange(-m, m + 1) % h][:, torch.arange(-m, m + 1) % w]
     best = float(window.max())
     if best <= 0 or float(corr[0, 0]) >= best - ZERO_SHIFT_TOLERANCE * abs(best):
@@ -185,7 +185,8 @@ class MotionAdaptiveFusion(nn.Module):
 
     def fuse_series(self, d: torch.Tensor, *, causal: bool) -> torch.Tensor:
         """Every frame of one series ``d`` [T, H, W] fused with its neighbours: older ones only (``causal``)
-        or on both sides (a centred window). Vectorised over frames: one pass per lag, one FFT per frame."""
+        or on both sides (a centred window). Vectorised over frames: one pass per lag; one FFT per frame and
+        one inverse FFT per (frame, neighbour) pair for the registration."""
         n, h, w = d.shape
         spectra = self.spectra(d)
         num, den = d.clone(), torch.ones_like(d)

@@ -151,7 +151,8 @@ def pretrain(
         window = int({**PRESETS[preset][1], **(arch_kwargs or {})}["window"])
         grown_from = f"{init.name} (2-D, widths {list(init.arch_kwargs.get('widths', []))}) with a {window}-frame fusion"
         init = init.clone()
-        init.model = temporal_from_frame_model(init.model, window)
+        extra = {k: v for k, v in (arch_kwargs or {}).items() if k in ("sigma", "align")}
+        init.model = temporal_from_frame_model(init.model, window, **extra)
         init.arch, init.arch_kwargs = "unet-temporal", dict(init.model.arch_kwargs)
         arch, kwargs = init.arch, dict(init.arch_kwargs)
     elif init is not None:
