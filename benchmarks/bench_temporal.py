@@ -134,17 +134,25 @@ def vst_bm3d_frames(stack: np.ndarray) -> tuple[np.ndarray, float]:
     return np.stack(outs).astype(np.float32), finite_mean(secs)
 
 
-def network(spec: str, stack: np.ndarray, mode: str) -> tuple[np.ndarray, float, dict]:
-    """The product's Denoiser with the stack's noise fit: ``frames`` (2-D), ``live`` (push) or ``batch`` (stack)."""
+def network(spec: str, stack: np.ndarray, mode: str, calibration=None) -> tuple[np.ndarray, float, dict]:
+    """The product's Denoiser with the stack's noise fit: ``frames`` (2-D), ``live`` (push) or ``batch`` (stack).
+
+    ``calibration``: a camera calibration (``livedenoise calibrate-camera``) the noise model is built from.
+    """
     from livedenoise.evaluate import with_normalizer
     from livedenoise.inference import Denoiser
     from livedenoise.modelspec import load_model_spec
+    from livedenoise.noise_model import normalizer_for
 
     ckpt = load_model_spec(spec)
+    if calibration is not None:
+        ckpt = ckpt.clone()
+        ckpt.normalizer = normalizer_for(list(stack), like=ckpt.normalizer, calibration=calibration,
+                                         saturation=ckpt.normalizer.saturation)
     t = ckpt.training or {}
     info = {"name": ckpt.name, "arch": ckpt.arch, "total_steps": t.get("total_steps", t.get("steps")),
             "best_val_loss": t.get("best_val_loss")}
-    den = Denoiser(with_normalizer(ckpt, list(stack)), device="cpu")
+    den = Denoiser(ckpt if calibration is not None else with_normalizer(ckpt, list(stack)), device="cpu")
     den.warmup(stack.shape[-2:])
     t0 = time.perf_counter()
     if mode == "live":

@@ -58,16 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="fine-tuning time budget")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--calibration", type=Path,
+                    help="camera calibration (livedenoise calibrate-camera --simulate --camera andor-zyla-4.2 --roi "
+                         "256x256) used by the fine-tune and by every model's noise model")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
     backbone = load_model_spec("temporal")
+    calibration = None
+    if args.calibration is not None:
+        from livedenoise.calibration import CameraCalibration
+
+        calibration = CameraCalibration.load(args.calibration)
     rows, cases = [], []
     for i, photons in enumerate((5.0, 20.0)):
         optics = "confocal"
         lows, refs = calibration_pairs(photons, optics, args.pairs, args.size, seed=424_000 + 2 * i)
         t0 = time.perf_counter()
-        res = finetune(backbone, lows, refs, time_budget_s=args.seconds, device="cpu", seed=0, match_reference=False)
+        res = finetune(backbone, lows, refs, calibration=calibration, time_budget_s=args.seconds, device="cpu", seed=0,
+                       match_reference=False)
         tune_s = time.perf_counter() - t0
         adapted_path = args.output / f"temporal-pairs-{photons:g}ph.safetensors"
         args.output.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, spec, mode in (("2-D fast", "fast", "frames"), ("temporal live", "temporal", "live"),
                                   ("temporal batch", "temporal", "batch"),
                                   ("adapted live", str(adapted_path), "live"), ("adapted batch", str(adapted_path), "batch")):
-            out, _, _ = network(spec, s.noisy, mode)
+            out, _, _ = network(spec, s.noisy, mode, calibration)
             scores[label] = score_series(s, out)
         f = res.fit
         case = {"case": s.name, "pairs": args.pairs, "budget_s": args.seconds, "finetune_s": tune_s, "steps": f.steps,
@@ -94,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
              for m in ("live", "batch")}
     info = machine()
     md = (f"Temporal backbone fine-tuned on {args.pairs} calibration pairs ({args.seconds:g} s budget), scored on "
-          f"time-lapses ({args.frames} frames of {args.size}²) of other fields; PSNR dB / SSIM against the sample.\n\n"
+          f"time-lapses ({args.frames} frames of {args.size}²) of other fields; PSNR dB / SSIM against the sample"
+          + (f"; every noise model from the camera calibration {args.calibration}" if calibration else "") + ".\n\n"
           + table(["case", "fine-tune steps"] + labels, rows)
           + f"\n\nMean gain of the adapted model over the shipped temporal backbone: live {gains['live']:+.2f} dB, "
           f"batch {gains['batch']:+.2f} dB. {machine_line(info)}.\n")
+    command = "python benchmarks/bench_temporal_pairs.py" + (f" --calibration {args.calibration}" if calibration else "")
     publish(args.output, "temporal-pairs", {"machine": info, "cases": cases, "gains": gains, "pairs": args.pairs,
-                                            "budget_s": args.seconds, "command": "python benchmarks/bench_temporal_pairs.py"}, md)
+                                            "budget_s": args.seconds, "calibration": str(args.calibration or ""),
+                                            "command": command}, md)
     return 0
 
 
