@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from livedenoise.checkpoint import Checkpoint, load_checkpoint
+from livedenoise.checkpoint import Checkpoint
+from livedenoise.modelspec import load_model_spec
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.models import is_tile_safe, model_is_temporal, receptive_field_radius, size_multiple
@@ -108,7 +109,8 @@ def _is_oom(exc: BaseException) -> bool:
 class Denoiser:
     """Denoise frames with a trained network.
 
-    ``model_or_checkpoint``: a :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
+    ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"temporal"``), a
+    :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
     ``.safetensors`` checkpoint, a ``(model, normalizer)`` tuple, or a model (then
     ``normalizer`` is required). ``normalizer`` overrides the checkpoint's when given.
     ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
@@ -191,7 +193,7 @@ class Denoiser:
         name = "model"
         window = self._window_arg
         if isinstance(source, (str, os.PathLike)):
-            source = load_checkpoint(source, device="cpu")
+            source = load_model_spec(source, device="cpu")  # a shipped name ('fast', 'temporal') or a file
         if isinstance(source, Checkpoint):
             model, norm, name = source.model, source.normalizer, source.name
             if window is None:

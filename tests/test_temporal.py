@@ -319,3 +319,9 @@ def test_after_a_swap_a_live_window_holds_only_the_new_model_s_frames() -> None:
     den.swap((second, NORM))
     np.testing.assert_allclose(den.push(frames[3]), _reference_push(second, frames[3:4]), rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(den.push(frames[2]), _reference_push(second, frames[[3, 2]]), rtol=1e-4, atol=1e-2)
+
+
+def test_a_denoiser_takes_a_shipped_backbone_by_name() -> None:
+    den = Denoiser("temporal", device="cpu")
+    assert den.is_temporal and den.name == "backbone-temporal" and isinstance(den.model, TemporalUNet)
+    assert not Denoiser("fast", device="cpu").is_temporal
