@@ -94,14 +94,13 @@ def _stack_normalizer(stack: np.ndarray):
 
 
 def _cached(kind: str, data: np.ndarray, compute) -> tuple[np.ndarray, float]:
-    CACHE.mkdir(parents=True, exist_ok=True)
+    """A peer's output for ``data``, cached by its bytes and the code that makes it (as ``cached_bm3d`` does)."""
     import inspect
 
-    import common
-    from livedenoise import noise_model, normalization
+    from bench_backbone import _peer_code_version
 
-    version = "".join(inspect.getsource(m) for m in (noise_model, normalization, common))
-    version += (Path(common.__file__).parent / "peers_worker.py").read_text()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    version = _peer_code_version() + "".join(inspect.getsource(f) for f in (_stack_normalizer, vst_bm4d))
     key = hashlib.sha256(data.tobytes() + str(data.shape).encode() + kind.encode() + version.encode()).hexdigest()[:24]
     path = CACHE / f"{kind}-{key}.npz"
     if path.exists():

@@ -15,7 +15,7 @@ with what makes neighbouring frames differ in real time-lapses:
 
 Camera noise comes from :func:`~livedenoise.training.synthetic.noisy_pair`: one camera per window
 (fixed pattern shared by its frames), independent shot and read noise per frame. The target is the
-newest frame's noise-free image. :meth:`TimelapseSampler.moving_mask` tells which target pixels show
+newest frame's noise-free image. :attr:`TimelapseSampler.last_moving` (set by every batch) tells which target pixels show
 a moving spot, so benchmarks can report the error on moving and static structure separately.
 """
 from __future__ import annotations
