@@ -33,14 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     from ndstorage import Dataset
 
     from livedenoise.acquisition.controller import LiveSession
-    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
     from livedenoise.checkpoint import Checkpoint
     from livedenoise.config import LiveConfig, Settings, TrainingConfig
     from livedenoise.models import build_model
     from livedenoise.normalization import Normalizer
     from livedenoise.training.simdata import BACKBONE_SCALE
     from simulators.config import load_microscope_config
-    from simulators.core import start_simulated_core, stop_simulated_core
+    from simulators.core import pycromanager_backend, start_simulated_core, stop_simulated_core
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=10_000)
@@ -63,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     core.microscope.history_size = args.frames + 100  # the camera remembers every frame it produced, for the check
     try:
         with tempfile.TemporaryDirectory(prefix="livedenoise-integrity-") as tmp:
-            session = LiveSession(PycromanagerBackend(core), settings, tmp, backbone=backbone, device="cpu")
+            session = LiveSession(pycromanager_backend(core), settings, tmp, backbone=backbone, device="cpu")
             real = session._denoise_current
 
-            def slow(raw: np.ndarray) -> np.ndarray:
+            def slow(raw: np.ndarray, info: dict | None = None) -> np.ndarray:
                 time.sleep(args.model_ms / 1000.0)
-                return real(raw)
+                return real(raw, info)
 
             session._denoise_current = slow
             t0 = time.perf_counter()

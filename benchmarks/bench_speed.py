@@ -127,11 +127,10 @@ def bench_finetune(size: int, budget_s: float, device: str) -> dict:
 def bench_acquisition(frames: int, size: int) -> list[dict]:
     """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
     from livedenoise.acquisition.plans import Illumination, LivePlan
-    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
     from livedenoise.acquisition.workers import DenoiseWorker
     from livedenoise.inference import Denoiser
     from simulators.config import load_microscope_config
-    from simulators.core import acquire_with_pycromanager, build_events, start_simulated_core
+    from simulators.core import acquire_with_pycromanager, build_events, pycromanager_backend, start_simulated_core
 
     cfg = load_microscope_config(roi_width=size, roi_height=size, exposure_ms=10.0, light_power=10.0, seed=0)
     core = start_simulated_core(cfg)
@@ -148,8 +147,8 @@ def bench_acquisition(frames: int, size: int) -> list[dict]:
             den = Denoiser(*(source if isinstance(source, tuple) else (source,)), device="cpu")
             den.warmup((size, size))
             for mode, with_worker in (("livedenoise hook, no model", False), (f"livedenoise hook + DenoiseWorker ({label})", True)):
-                backend = PycromanagerBackend(core)
-                worker = DenoiseWorker(den.denoise).start() if with_worker else None
+                backend = pycromanager_backend(core)
+                worker = DenoiseWorker(lambda frame, _info: den.denoise(frame)).start() if with_worker else None
                 on_frame = (lambda img, axes: worker.submit(np.array(img, copy=True))) if worker else (lambda img, axes: None)
                 info = backend.run_live(LivePlan(Illumination(cfg.exposure_ms, None)), on_frame, threading.Event(),
                                         Path(tmp) / mode.split()[2], max_frames=frames)

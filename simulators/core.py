@@ -34,9 +34,7 @@ import atexit
 import logging
 import math
 import re
-import sys
 import threading
-import types
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -231,47 +229,12 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
-# -- pycromanager registration ---------------------------------------------------------------------
-def register_with_pycromanager(core: UniMMCore) -> None:
-    """Make ``core`` the core of pycromanager's Python backend (what ``start_headless(python_backend=True)`` does).
-
-    Attaches mmpycorex' ``get_tagged_image``/``pop_next_tagged_image``/``TaggedImage``, puts the core
-    first in ``mmpycorex.launcher._PYMMCORES`` (so ``Acquisition`` picks the Python backend and
-    ``pycromanager.Core()`` returns it) and points the process-wide acquisition ``Engine`` at it.
-    """
-    from mmpycorex import launcher
-    from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
-
-    core.get_tagged_image = types.MethodType(launcher.get_tagged_image, core)
-    core.pop_next_tagged_image = types.MethodType(launcher.pop_next_tagged_image, core)
-    core.TaggedImage = launcher.TaggedImage
-    if core in launcher._PYMMCORES:
-        launcher._PYMMCORES.remove(core)
-    launcher._PYMMCORES.insert(0, core)
-    engine = Engine.get_instance()
-    if engine is not None and getattr(engine.acq_executor, "_shutdown", False):
-        del Engine.singleton  # a shut-down engine cannot run anything: build a fresh one
-        engine = None
-    if engine is None:
-        Engine(core)
-    else:
-        engine.core = core
-
-
-def unregister_from_pycromanager(core: UniMMCore) -> None:
-    """Remove ``core`` from pycromanager's Python backend; the engine falls back to the next one, if any.
-
-    Only looks at modules already imported: this also runs at interpreter exit, when importing
-    pycromanager (and dask behind it) is no longer possible.
-    """
-    launcher = sys.modules.get("mmpycorex.launcher")
-    if launcher is not None:
-        while core in launcher._PYMMCORES:
-            launcher._PYMMCORES.remove(core)
-    engine_module = sys.modules.get("pycromanager.acquisition.acq_eng_py.internal.engine")
-    engine = engine_module.Engine.get_instance() if engine_module is not None else None
-    if engine is not None and engine.core is core and launcher is not None and launcher._PYMMCORES:
-        engine.core = launcher._PYMMCORES[0]
+# -- pycromanager registration: generic glue for any pymmcore core, kept in livedenoise -------------
+# (re-exported here: the simulator's users call it by these names)
+from livedenoise.acquisition.pycromanager_python import (  # noqa: E402
+    register_with_pycromanager,
+    unregister_from_pycromanager,
+)
 
 
 # -- light power ---------------------------------------------------------------------------------
@@ -304,6 +267,32 @@ def light_power_event(core: UniMMCore, percent: float) -> dict[str, Any]:
     overwrite each other in the dataset.
     """
     return {"config_group": [LIGHT_GROUP, light_power_preset(core, percent)]}
+
+
+# -- livedenoise acquisition backends on the simulated core ----------------------------------------
+def truth_of(core: SimulatedCore) -> Callable[[Any], Any]:
+    """``frame -> noise-free image`` (or None) for frames this core's camera produced, matched by content."""
+    def lookup(image: Any) -> Any:
+        frame = core.microscope.lookup(image)
+        return None if frame is None else frame.truth
+
+    return lookup
+
+
+def pycromanager_backend(core: SimulatedCore) -> Any:
+    """A livedenoise ``PycromanagerBackend`` on the simulated core: light power, ground truth and label injected."""
+    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
+
+    return PycromanagerBackend(core, light_event=lambda power: light_power_event(core, power),
+                               ground_truth=truth_of(core), label="simulated microscope")
+
+
+def pymmcore_plus_backend(core: SimulatedCore) -> Any:
+    """A livedenoise ``PymmcorePlusBackend`` on the simulated core: light power, ground truth and label injected."""
+    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
+
+    return PymmcorePlusBackend(core, light_property=light_power_property(), ground_truth=truth_of(core),
+                               label="simulated microscope")
 
 
 # -- stage positions ------------------------------------------------------------------------------

@@ -179,20 +179,73 @@ def speckle(rng: np.random.Generator, size: int) -> np.ndarray:
     return t * np.clip(0.5 + envelope / (envelope.std() + 1e-9), 0, None) * 0.5
 
 
+def rods(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Rod-shaped bacteria: filled capsules 3-9 px wide and 2-6 widths long, scattered or in clusters,
+    each with its own brightness, some with brighter poles or a division septum."""
+    out = np.zeros((size, size), np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    clustered = rng.random() < 0.4
+    centre = rng.uniform(0, size, 2)
+    for _ in range(int(rng.integers(3, 60))):
+        cy, cx = (centre + rng.normal(0, size / 8, 2)) if clustered else rng.uniform(0, size, 2)
+        radius = rng.uniform(1.5, 4.5)
+        half = radius * rng.uniform(1.0, 3.0)
+        th = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(th) + (yy - cy) * np.sin(th)
+        v = -(xx - cx) * np.sin(th) + (yy - cy) * np.cos(th)
+        d = np.hypot(np.clip(np.abs(u) - half, 0, None), v)  # distance to the capsule's axis segment
+        body = 1 / (1 + np.exp(np.minimum((d - radius) * 3.0, 50.0)))
+        if rng.random() < 0.3:  # brighter poles (polar proteins) or a dim septum at the middle
+            body *= 1 + 0.8 * np.exp(-0.5 * ((np.abs(u) - half) / radius) ** 2)
+        elif rng.random() < 0.2:
+            body *= 1 - 0.6 * np.exp(-0.5 * (u / 0.8) ** 2)
+        out += rng.uniform(0.2, 1.0) * body
+    return out
+
+
 #: Structure kinds by name; each renderer takes (rng, size) and returns a field before the PSF.
 KINDS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "curved_filaments": curved_filaments, STRAIGHT_FILAMENTS: straight_filaments, "tubes": tubes,
     "puncta": puncta, "rings": rings, "network": network, "membranes": membranes, "cytoplasm": cytoplasm,
-    "nuclei": nuclei, "speckle": speckle,
+    "nuclei": nuclei, "speckle": speckle, "rods": rods,
 }
 
 
+def _smooth_field(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
+    """A smooth random field with zero mean and unit spread at the given length scale (px)."""
+    t = gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), scale, mode="wrap")
+    return (t - t.mean()) / (t.std() + 1e-9)
+
+
+def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Uneven illumination (vignetting, a tilted or off-centre beam): a smooth gain of 0.3-1 over the field."""
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) - size / 2) / size
+    gy, gx = rng.normal(0, 0.8, 2)
+    shade = 1 + gy * yy + gx * xx - rng.uniform(0, 1.5) * (yy ** 2 + xx ** 2) + 0.15 * _smooth_field(rng, size, size / 4)
+    shade = np.clip(shade, 0.05, None)
+    return (0.3 + 0.7 * (shade - shade.min()) / (np.ptp(shade) + 1e-9)) if np.ptp(shade) > 0 else shade
+
+
+def _debris(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Absorbing dirt or bubbles: a few dark, soft spots that dim whatever is under them."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    transmission = np.ones((size, size), np.float32)
+    for _ in range(int(rng.integers(1, 12))):
+        cy, cx = rng.uniform(0, size, 2)
+        r = rng.uniform(2, 12)
+        transmission *= 1 - rng.uniform(0.3, 0.9) * np.exp(-0.5 * (np.hypot(yy - cy, xx - cx) / r) ** 4)
+    return transmission
+
+
 def render_field(rng: np.random.Generator, size: int, kinds: Sequence[str] | None = None, *,
-                 max_kinds: int = 3, psf_sigma: tuple[float, float] = (0.6, 2.5)) -> np.ndarray:
+                 max_kinds: int = 3, psf_sigma: tuple[float, float] = (0.35, 2.5)) -> np.ndarray:
     """One noise-free field (float32, ``size`` x ``size``): 1 to ``max_kinds`` structure kinds under a PSF.
 
     Brightest structures (99.9th percentile) are scaled to 1; a share of fields carries out-of-focus
-    haze (a strongly blurred copy), as widefield images do. Photon levels, background and noise are the
+    haze (a strongly blurred copy), as widefield images do, a smooth autofluorescence pedestal, uneven
+    illumination, or dark absorbing debris: real fields are rarely evenly lit on a flat background, and a
+    denoiser that has only seen flat backgrounds smooths their gradients into steps. PSF widths reach
+    below one pixel (undersampled, pixel-sharp structure, as on 60x/100x objectives with large pixels). Photon levels, background and noise are the
     camera model's job (:mod:`livedenoise.training.synthetic`).
     """
     names = list(kinds) if kinds is not None else list(KINDS)
@@ -209,5 +262,12 @@ def render_field(rng: np.random.Generator, size: int, kinds: Sequence[str] | Non
     field = gaussian_filter(field, sigma, mode="reflect")
     if rng.random() < 0.4:
         field += gaussian_filter(field, rng.uniform(5, 20), mode="reflect") * rng.uniform(0.2, 1.5)
+    if rng.random() < 0.25:  # autofluorescence / out-of-focus glow that does not follow the structures
+        glow = np.clip(1 + 0.5 * _smooth_field(rng, size, rng.uniform(size / 8, size / 2)), 0, None)
+        field += glow * rng.uniform(0.05, 0.4) * float(np.percentile(field, 99.9))
+    if rng.random() < 0.3:
+        field *= _illumination(rng, size)
+    if rng.random() < 0.15:
+        field *= _debris(rng, size)
     p = float(np.percentile(field, 99.9))
     return (field / p if p > 0 else field).astype(np.float32)

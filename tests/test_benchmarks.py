@@ -196,3 +196,22 @@ def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart
     payload.update(bt.summarise(payload["cases"]))
     md = bt.render(payload)
     assert "| 20 ph confocal |" in md and "mean PSNR on moving puncta" in md and "| ms per frame (1 thread) | - | 10 |" in md
+
+
+def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_attach.py"), "--frames", "8", "--roi", "64", "--fps", "200",
+         "--modes", "none", "process-capped", "saved", "mda-none", "mda", "--output", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["mode"]: r for r in json.loads((out / "attach.json").read_text())["rows"]}
+    assert set(rows) == {"none", "process-capped", "saved", "mda-none", "mda"}
+    for mode, r in rows.items():
+        assert r["frames"] == r["on_disk"] == 8 and r["lost"] == 0 and not r["errors"], mode
+        assert r["altered"] == (None if mode.startswith("mda") else 0), mode
+    assert rows["none"]["overhead_pct"] is None and rows["mda-none"]["overhead_pct"] is None
+    assert rows["saved"]["overhead_pct"] == pytest.approx(100 * (rows["saved"]["wall_s"] / rows["none"]["wall_s"] - 1))
+    assert rows["mda"]["overhead_pct"] == pytest.approx(100 * (rows["mda"]["wall_s"] / rows["mda-none"]["wall_s"] - 1))
+    assert all(r["display_denoised"] >= 1 for m, r in rows.items() if m not in ("none", "mda-none"))
+    assert "| process-capped | 8 |" in (out / "attach.md").read_text()

@@ -111,3 +111,19 @@ def test_the_library_never_imports_the_command_line_layer():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{rel}: {n}" for n in names if n.startswith(("livedenoise.commands", "livedenoise.cli"))]
     assert not offenders, offenders
+
+
+def test_acquisition_inference_and_attach_never_import_the_simulator():
+    """The code that runs at a real microscope receives the simulator's light control and truth by injection."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "livedenoise"
+    offenders = []
+    for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
+                 root / "inference.py", root / "noise_model.py", root / "normalization.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("simulators")]
+    assert not offenders, offenders

@@ -21,6 +21,7 @@ from livedenoise.config import LiveConfig, Settings, TrainingConfig
 from livedenoise.models import build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.simdata import BACKBONE_SCALE
+from simulators.core import pycromanager_backend, pymmcore_plus_backend
 
 
 def identity_backbone() -> Checkpoint:
@@ -68,7 +69,7 @@ def assert_raw_integrity(core, session: LiveSession) -> None:
 def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_microscope_config, tmp_path):
     settings = make_settings(small_microscope_config, reference="exposure")
     states = []
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", on_status=lambda s: states.append(s.state))
     report = session.run(frames_after_swap=15)
 
@@ -157,7 +158,7 @@ def test_worse_adapted_model_that_claims_improvement_is_not_swapped_in(simulated
     settings = make_settings(small_microscope_config, calibration_positions=3)
     fake = worse_finetune()
     messages = []
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", finetune_fn=fake, on_status=lambda s: messages.append(s.message))
     rep = session.run(frames_after_swap=10)
     # The last calibration pair is held out of the fine-tune entirely.
@@ -176,7 +177,7 @@ def test_worse_self_supervised_model_is_not_swapped_in(simulated_core, small_mic
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=3)
     messages = []
     fake = worse_finetune(bias=0.5)
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", finetune_fn=fake, on_status=lambda s: messages.append(s.message))
     rep = session.run(frames_after_swap=10)
     assert len(fake.calls["noisy"]) == 3 and fake.calls["clean"] is None
@@ -208,7 +209,7 @@ def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(sim
 
     settings = make_settings(small_microscope_config, calibration_positions=2)
     messages = []
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", finetune_fn=kept_backbone, on_status=lambda s: messages.append(s.message))
     rep = session.run(frames_after_swap=10)
     assert calls["match_reference"] is False  # an average at the live settings needs no intensity fit
@@ -232,7 +233,7 @@ def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None,
     settings = make_settings(cfg, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
     core.realtime = realtime
     kwargs = {"finetune_fn": finetune_fn} if finetune_fn else {}
-    session = LiveSession(PycromanagerBackend(core), settings, tmp_path, backbone=identity_backbone(), device="cpu", **kwargs)
+    session = LiveSession(pycromanager_backend(core), settings, tmp_path, backbone=identity_backbone(), device="cpu", **kwargs)
     if denoise_wrapper is not None:
         session._denoise_current = denoise_wrapper(session._denoise_current)
     session.start_live(max_frames=frames)
@@ -242,9 +243,9 @@ def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None,
 
 def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_microscope_config, tmp_path):
     def slow(fn):
-        def run(raw):
+        def run(raw, info=None):
             time.sleep(0.15)  # far slower than the ~5 ms camera interval
-            return fn(raw)
+            return fn(raw, info)
         return run
 
     fast_session, fast = _run_with_model(simulated_core, small_microscope_config, tmp_path / "fast", realtime=True)
@@ -263,11 +264,11 @@ def test_model_that_raises_mid_session_never_costs_raw_frames(simulated_core, sm
     calls = {"n": 0}
 
     def explode_later(fn):
-        def run(raw):
+        def run(raw, info=None):
             calls["n"] += 1
             if calls["n"] > 3:
                 raise RuntimeError("simulated GPU failure")
-            return fn(raw)
+            return fn(raw, info)
         return run
 
     session, rep = _run_with_model(simulated_core, small_microscope_config, tmp_path, explode_later, frames=40)
@@ -282,7 +283,7 @@ def test_failed_finetuning_is_reported_and_acquisition_continues(simulated_core,
         raise RuntimeError("out of memory while fine-tuning")
 
     settings = make_settings(small_microscope_config, calibration_positions=2)
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu", finetune_fn=broken_finetune)
     rep = session.run(frames_after_swap=20)
     assert any("fine-tuning failed" in e and "out of memory" in e for e in rep.errors)
@@ -297,7 +298,7 @@ def test_failed_finetuning_is_reported_and_acquisition_continues(simulated_core,
 
 def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_microscope_config, tmp_path):
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=4)
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     rep = session.run(frames_after_swap=10)
     assert rep.calibration_pairs == 0
     assert session.adapted is not None and session.adapted.metadata["training"]["mode"].startswith("self-supervised")
@@ -325,7 +326,7 @@ def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_cal
 
     monkeypatch.setattr(controller, "fit_noise_model", recording_fit)
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000)
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu")
     on_raw = session._on_raw
 
@@ -351,22 +352,25 @@ def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_cal
 
 
 def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_microscope_config, tmp_path):
-    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
-
     settings = make_settings(small_microscope_config, calibration_positions=2, reference="power", reference_power=100.0)
-    session = LiveSession(PymmcorePlusBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pymmcore_plus_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     rep = session.run(frames_after_swap=10)
     # reference = more light at the same exposure: the property change really took effect.
     for pair in session.pairs:
         assert (pair.high.astype(float).mean() - 100) > 5 * (pair.low.astype(float).mean() - 100)
     assert rep.swapped_at_frame is not None
     assert rep.frames_written == rep.frames_acquired
-    raw_files = sorted((tmp_path / "raw").glob("raw_t*.tif"))
-    assert len(raw_files) == rep.frames_acquired
     import tifffile
 
-    indices = [simulated_core.microscope.lookup(tifffile.imread(f)).metadata["frame_index"] for f in raw_files]
+    with tifffile.TiffFile(tmp_path / "raw.ome.tif") as tif:  # pymmcore-plus's own OME-TIFF writer
+        assert tif.is_ome and tif.series[0].axes == "TYX"
+        raw = tif.series[0].asarray()
+    assert raw.shape[0] == rep.frames_acquired
+    indices = [simulated_core.microscope.lookup(f).metadata["frame_index"] for f in raw]
     assert indices == sorted(indices)  # every frame on disk is a genuine camera frame, in order
+    assert str(rep.paths["raw"]).endswith("raw.ome.tif")
+    # The recorder's catch-up path: frames read back after the acquisition come from the file, unchanged.
+    assert np.array_equal(session.backend.read_raw({"t": 3}), raw[3])
 
 
 def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(simulated_core, small_microscope_config,
@@ -389,7 +393,7 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
     monkeypatch.setattr(controller, "DISK_CHECK_S", 0.2)
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
     simulated_core.realtime = True
-    session = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     rep = session.run(frames_after_swap=100_000)  # would run for hours without the guard
     assert rep.interrupted and calls["n"] >= 3
     assert any("output disk is nearly full (10 MB free" in e for e in rep.errors), rep.errors
@@ -398,12 +402,12 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
 
 
 def test_with_fewer_than_three_pairs_the_swap_is_scored_on_rows_the_fine_tune_never_saw():
-    from livedenoise.acquisition.controller import _held_out_strips
+    from livedenoise.swap_check import held_out_strips
     from livedenoise.training.data import split_strips
 
     noisy = [np.arange(100 * 40, dtype=np.float32).reshape(100, 40) + k for k in range(2)]
     clean = [n * 2 for n in noisy]
-    strips = _held_out_strips(noisy, clean, 0.2)
+    strips = held_out_strips(noisy, clean, 0.2)
     train, _ = split_strips(noisy, 0.2)
     assert len(strips) == 2 and all(x.shape == (20, 40) and t.shape == (20, 40) for x, t in strips)
     for (x, t), n, tr in zip(strips, noisy, train):
@@ -440,10 +444,13 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
 
     assert PymmcorePlusBackend(RealCore()).current_illumination() == Illumination(12.5, None)
     # the simulated microscope (light control known) images with the session's configured illumination
-    sim = LiveSession(PycromanagerBackend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    sim = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     m = settings.microscope
     assert sim._low() == Illumination(m.exposure_ms, m.light_power)
-    assert PymmcorePlusBackend(simulated_core).current_illumination() is None
+    assert pymmcore_plus_backend(simulated_core).current_illumination() is None
+    # nothing looks inside a core: the simulated core without its injected light control is just a core
+    assert PymmcorePlusBackend(simulated_core).current_illumination() == Illumination(m.exposure_ms, None)
+    assert PycromanagerBackend(simulated_core).ground_truth(np.zeros((64, 64), np.uint16)) is None
 
 
 def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(simulated_core,
@@ -455,7 +462,7 @@ def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the
     base = identity_backbone()
     model = temporal_from_frame_model(base.model, window=3)
     backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
-    session = LiveSession(PycromanagerBackend(simulated_core), make_settings(small_microscope_config, reference="exposure"),
+    session = LiveSession(pycromanager_backend(simulated_core), make_settings(small_microscope_config, reference="exposure"),
                           tmp_path, backbone=backbone, device="cpu")
     report = session.run(frames_after_swap=15)
     assert session.denoiser.is_temporal and session.denoiser.window == 3

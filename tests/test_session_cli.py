@@ -122,6 +122,22 @@ def test_live_mm_without_micro_manager_gives_one_clear_sentence(tmp_path):
     assert "Traceback" not in res.stderr
 
 
+def test_live_mm_config_problems_each_give_one_clear_sentence(tmp_path):
+    missing = run_cli(["live", "--mm-config", str(tmp_path / "scope.cfg"), "-o", str(tmp_path / "a")], tmp_path)
+    assert missing.returncode == 2 and "scope.cfg: no such Micro-Manager configuration file" in missing.stderr
+    cfg = tmp_path / "empty.cfg"
+    cfg.write_text("# a configuration with no devices\n")
+    adapters = tmp_path / "no-adapters"
+    adapters.mkdir()
+    no_camera = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(adapters), "-o", str(tmp_path / "b")], tmp_path)
+    assert no_camera.returncode == 2 and "empty.cfg: this configuration sets no camera" in no_camera.stderr
+    wrong = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")],
+                    tmp_path)
+    assert wrong.returncode == 2 and "no Micro-Manager device adapters were found in" in wrong.stderr
+    for res in (missing, no_camera, wrong):
+        assert "Traceback" not in res.stderr and not (tmp_path / "a").exists()
+
+
 def test_overwrite_clears_only_what_a_session_wrote_and_never_a_foreign_folder(tmp_path):
     from livedenoise.commands._session import SESSION_MARKER, prepare_output
     from livedenoise.errors import LivedenoiseError

@@ -33,20 +33,12 @@ from livedenoise.config import Settings
 from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.noise_model import NoiseFit, fit_noise_model
-from livedenoise.normalization import Normalizer
+from livedenoise.swap_check import SWAP_MARGIN, held_out_mse, split_held_out
 from livedenoise.training.finetune import FinetuneResult, finetune, match_intensity
 from livedenoise.training.loop import FitProgress
 
 log = logging.getLogger("livedenoise")
 
-SWAP_MARGIN = 0.01
-"""Relative margin by which the adapted model's held-out full-frame MSE must beat the backbone's to be swapped in.
-
-The held-out scores are estimates from a few frames, and a swap is not free (the user sees the display change,
-and an adapted model that is merely "as good" risks being worse on parts of the sample it never saw), so a tie
-or a 0.1 % gain keeps the backbone. Both models are scored against the *same* targets, so the targets' noise
-largely cancels in the comparison; 1 % is far below what a useful fine-tune achieves (tens of percent).
-"""
 #: The live loop checks the output disk this often (seconds) and stops the acquisition, cleanly, when less
 #: than DISK_RESERVE_BYTES or DISK_RESERVE_FRAMES raw+denoised frames' worth of space is left.
 DISK_CHECK_S = 1.0
@@ -244,7 +236,8 @@ class LiveSession:
 
         ``held_out``: (input, target) frame pairs never trained on, to score both models. When None: with 3 or
         more calibration pairs (``clean`` given) the last pair is kept out of the fine-tune and scored; with
-        fewer, all pairs are scored (they were also trained on); self mode scores consecutive training frames.
+        fewer, the pairs' bottom rows, which the fine-tune never trains on; self mode scores consecutive training
+        frames (:func:`~livedenoise.swap_check.split_held_out`).
         """
         if self._finetune_thread is not None and self._finetune_thread.is_alive():
             raise RuntimeError("fine-tuning is already running")
@@ -253,18 +246,9 @@ class LiveSession:
         if held_out is not None:
             source = ("calibration pairs not used for training" if clean is not None
                       else "consecutive live frames not used for training")
-        elif clean is not None and len(noisy) >= 3:
-            held_out = [(noisy[-1], clean[-1])]
-            noisy, clean = noisy[:-1], clean[:-1]
-            source = "calibration pair not used for training"
-        elif clean is not None:
-            # Too few pairs to keep one out: score on the bottom rows of each pair, which the fine-tune holds out
-            # as its validation strips (training/data.split_strips) and never trains on.
-            held_out = _held_out_strips(noisy, clean, self.settings.training.validation_fraction)
-            source = "held-out bottom rows of the calibration pairs (fewer than 3 pairs)"
         else:
-            held_out = [(noisy[i], noisy[i + 1]) for i in range(min(len(noisy) - 1, SELF_HOLDOUT_FRAMES - 1))]
-            source = "consecutive training frames (no held-out frames given)"
+            split = split_held_out(noisy, clean, self.settings.training.validation_fraction)
+            noisy, clean, held_out, source = split.noisy, split.clean, split.pairs, split.source
         self._cancel_finetune.clear()
         self._set(state=SessionState.FINE_TUNING if self._live_thread else self.status.state,
                   finetune_progress=0.0, finetune_loss=None, message="fine-tuning in the background")
@@ -443,7 +427,7 @@ class LiveSession:
         self._live_thread = threading.Thread(target=self._live_job, args=(plan,), name="livedenoise-live", daemon=True)
         self._live_thread.start()
 
-    def _denoise_current(self, raw: np.ndarray) -> np.ndarray:
+    def _denoise_current(self, raw: np.ndarray, info: dict | None = None) -> np.ndarray:
         if self.denoiser is None or self._wants_same_field_fit():
             # Self-supervised mode: the backbone's normaliser is fitted on the first frame (display starts at
             # once), then refitted from consecutive frames of the same field (temporal differences) as soon as
@@ -451,7 +435,7 @@ class LiveSession:
             self._fit_from_live(raw)
         return self.denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
 
-    def _denoise_recorded(self, raw: np.ndarray) -> np.ndarray:
+    def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
         """The recorder's denoising: every frame in order, with its own temporal window (the display may skip frames)."""
         if self.denoiser is None or self._wants_same_field_fit():
             self._fit_from_live(raw)
@@ -596,42 +580,6 @@ class LiveSession:
             den = Denoiser(ckpt, device=self.device)
             out[name] = _mean_scores([score(t, den.denoise(r)) for r, t in bank])
         return out
-
-
-def _held_out_strips(noisy: list[np.ndarray], clean: list[np.ndarray], fraction: float
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The validation strips :func:`~livedenoise.training.data.split_strips` keeps out of training, as pairs."""
-    from livedenoise.training.data import split_strips
-
-    _, val_n = split_strips(list(noisy), fraction)
-    _, val_c = split_strips(list(clean), fraction)
-    return list(zip(val_n, val_c))
-
-
-def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
-                 device: str = "auto") -> float:
-    """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
-    variance-stabilised units (noise sd 1); saturated pixels are left out.
-
-    With targets whose noise is independent of the input (an average of frames at the same settings, or the
-    next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
-    for every model (Noise2Noise), so it ranks models by their error to the truth.
-    """
-    if not pairs:
-        raise ValueError("no held-out frames to score on")
-    den = Denoiser(ckpt, device=device)
-    errors = []
-    for x, target in pairs:
-        d = norm.to_stabilised(den.denoise(x)) - norm.to_stabilised(target)
-        sat = norm.saturated_mask(x)
-        if sat is not None:
-            sat = sat | norm.saturated_mask(target)
-            d = d[~sat]
-        if d.size:
-            errors.append(float(np.mean(d * d)))
-    if not errors:
-        raise ValueError("every held-out pixel is saturated")
-    return float(np.mean(errors))
 
 
 def _psnr(truth: np.ndarray, image: np.ndarray) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.acquisition.pycromanager_python import register_with_pycromanager
 from livedenoise.errors import MicroManagerUnavailable
 
 log = logging.getLogger("livedenoise")
@@ -55,22 +56,24 @@ def _axes_key(axes: dict) -> tuple:
 class PycromanagerBackend(AcquisitionBackend):
     """Runs calibration and live acquisitions through ``pycromanager.Acquisition``.
 
-    ``core``: the MMCore to drive (a :class:`simulators.core.SimulatedCore` or any core registered for
-    pycromanager's Python backend); ``None`` uses the Java backend of a running Micro-Manager.
-    ``light_event(power) -> dict`` returns event fields that set the light power; the simulated core
-    provides one, for real hardware pass one built on your config group (or leave ``None`` and use
-    ``reference="exposure"`` or ``"average"``).
+    ``core``: the MMCore to drive (any pymmcore core: real device adapters, a pymmcore-plus ``UniMMCore``,
+    the simulated microscope's); ``None`` uses the Java backend of a running Micro-Manager.
+    ``light_event(power) -> dict`` returns event fields that set the light power: pass one built on your
+    config group (or leave ``None`` and use ``reference="exposure"`` or ``"average"``). ``ground_truth(frame)``
+    returns the noise-free image behind a frame where one exists (a simulator), for the session's quality
+    report; ``label`` names the source in logs. The simulated microscope passes all three
+    (``simulators.core.pycromanager_backend``); nothing here looks inside the core.
     """
 
     name = "pycromanager"
 
-    def __init__(self, core: Any = None, *, light_event: Callable[[float], dict] | None = None) -> None:
+    def __init__(self, core: Any = None, *, light_event: Callable[[float], dict] | None = None,
+                 ground_truth: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                 label: str | None = None) -> None:
         self.core = core
         self._light_event = light_event
-        if core is not None and light_event is None and hasattr(core, "microscope"):
-            from simulators.core import light_power_event
-
-            self._light_event = lambda power: light_power_event(core, power)
+        self._ground_truth = ground_truth
+        self._label = label
         if core is None:
             connect_micro_manager()
         self._live_dataset: Any = None
@@ -90,8 +93,6 @@ class PycromanagerBackend(AcquisitionBackend):
         from pycromanager import Acquisition
 
         if self.core is not None:
-            from simulators.core import register_with_pycromanager
-
             register_with_pycromanager(self.core)
         directory.mkdir(parents=True, exist_ok=True)
         return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
@@ -112,15 +113,12 @@ class PycromanagerBackend(AcquisitionBackend):
         return float(self.core.getXPosition()), float(self.core.getYPosition())
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
-        scope = getattr(self.core, "microscope", None)
-        frame = scope.lookup(image) if scope is not None else None
-        return None if frame is None else frame.truth
+        return self._ground_truth(image) if self._ground_truth is not None else None
 
     def describe(self) -> str:
         if self.core is None:
             return "pycromanager (Java backend, running Micro-Manager)"
-        kind = "simulated microscope" if hasattr(self.core, "microscope") else "Python backend"
-        return f"pycromanager ({kind})"
+        return f"pycromanager ({self._label or 'Python backend'})"
 
     # -- calibration pairs -------------------------------------------------------------------------
     def acquire_pairs(self, plan: PairPlan, directory: Path) -> list[CalibrationPair]:

@@ -1,8 +1,10 @@
 """pymmcore-plus integration: the same session on ``core.mda`` with frames from ``mda.events.frameReady``.
 
-For users of pymmcore-plus / napari-micromanager. Raw frames are saved by pymmcore-plus's own
-``ImageSequenceWriter`` (one TIFF per frame, exactly as acquired); the session's frame hook only
-hands the frame over. Light power is set per event through ``MDAEvent.properties``.
+For users of pymmcore-plus / napari-micromanager. Live raw frames are saved by pymmcore-plus's own
+OME-TIFF writer (``raw.ome.tif``, exactly as acquired, readable by ``livedenoise denoise`` and any OME
+tool); the session's frame hook only hands the frame over, and the recorder reads frames back through
+``core.mda.get_view()`` while acquiring and from the file afterwards. Calibration frames are few and are
+kept as one TIFF each. Light power is set per event through ``MDAEvent.properties``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -20,11 +22,51 @@ from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePla
 log = logging.getLogger("livedenoise")
 
 
-class RawTiffRecorder:
-    """A pymmcore-plus output handler writing each frame as ``<prefix>_<axes>.tif`` exactly as acquired.
+def load_mm_configuration(config: Path, mm_path: Path | None = None) -> Any:
+    """A ``CMMCorePlus`` with a Micro-Manager hardware configuration (``.cfg``) loaded; one clear sentence if not.
 
-    Names are derived from the event index alone (e.g. ``raw_t000012.tif``), so a frame can be read
-    back by its axes while acquisition goes on (the DenoisedWriter's catch-up path).
+    ``mm_path``: the folder holding Micro-Manager's device adapters (a Micro-Manager install, or what
+    ``mmcore install`` downloaded); ``None`` lets pymmcore-plus look for one.
+    """
+    from livedenoise.errors import ConfigError, MicroManagerUnavailable
+
+    config = Path(config)
+    if not config.is_file():
+        raise ConfigError(f"{config}: no such Micro-Manager configuration file (expected a .cfg saved by Micro-Manager's "
+                          "Hardware Configuration Wizard).")
+    import pymmcore_plus
+
+    adapters = str(mm_path) if mm_path is not None else None
+    if adapters is None:
+        logger = logging.getLogger("pymmcore-plus")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)  # its own multi-line "please run mmcore install" would repeat ours
+        try:
+            adapters = pymmcore_plus.find_micromanager()
+        finally:
+            logger.setLevel(level)
+    if not adapters or not Path(adapters).is_dir():
+        raise MicroManagerUnavailable(
+            f"{config}: no Micro-Manager device adapters were found{f' in {mm_path}' if mm_path else ''}; install them "
+            "with `mmcore install` (pymmcore-plus) or pass --mm-path with your Micro-Manager folder.")
+    core = pymmcore_plus.CMMCorePlus(mm_path=adapters)
+    try:
+        core.loadSystemConfiguration(str(config))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise MicroManagerUnavailable(f"{config}: Micro-Manager could not load this configuration with the device "
+                                      f"adapters in {adapters} ({first}).") from None
+    if not core.getCameraDevice():
+        raise MicroManagerUnavailable(f"{config}: this configuration sets no camera (Core-Camera); choose one in "
+                                      "Micro-Manager's Hardware Configuration Wizard.")
+    return core
+
+
+class RawTiffRecorder:
+    """A pymmcore-plus output handler writing each calibration frame as ``<prefix>_<axes>.tif`` exactly as acquired.
+
+    Names are derived from the event index alone (e.g. ``calibration_n000000_p000001_r000000.tif``): a
+    calibration mixes positions, references and repeats, which an OME writer would need declared up front.
     """
 
     def __init__(self, directory: Path, prefix: str) -> None:
@@ -49,24 +91,27 @@ class RawTiffRecorder:
 class PymmcorePlusBackend(AcquisitionBackend):
     """Runs calibration and live acquisitions with ``core.mda.run`` on a ``CMMCorePlus``/``UniMMCore``.
 
-    ``light_property``: ``(device, property)`` holding the light power in percent; found automatically on
-    the simulated core, otherwise pass yours (or use ``reference="exposure"``/``"average"``).
+    ``light_property``: ``(device, property)`` holding the light power in percent (or leave ``None`` and use
+    ``reference="exposure"``/``"average"``). ``ground_truth(frame)``: the noise-free image behind a frame
+    where one exists (a simulator), for the quality report; ``label`` names the source. The simulated
+    microscope passes all three (``simulators.core.pymmcore_plus_backend``); nothing here looks inside the core.
     """
 
     name = "pymmcore-plus"
 
-    def __init__(self, core: Any, *, light_property: tuple[str, str] | None = None) -> None:
+    def __init__(self, core: Any, *, light_property: tuple[str, str] | None = None,
+                 ground_truth: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                 label: str | None = None) -> None:
         self.core = core
-        if light_property is None and hasattr(core, "microscope"):
-            from simulators.core import light_power_property
-
-            light_property = light_power_property()
+        self._ground_truth = ground_truth
+        self._label = label
         self.light_property = light_property
-        self._recorder: RawTiffRecorder | None = None
+        self._raw_path: Path | None = None
+        self._view: Any = None
+        self._acquiring = False
 
     def describe(self) -> str:
-        kind = "simulated microscope" if hasattr(self.core, "microscope") else "MMCore"
-        return f"pymmcore-plus MDA ({kind})"
+        return f"pymmcore-plus MDA ({self._label or 'MMCore'})"
 
     def current_illumination(self) -> Illumination | None:
         """The core's own exposure, light untouched, unless a light-power property was given (the simulator's is)."""
@@ -78,9 +123,7 @@ class PymmcorePlusBackend(AcquisitionBackend):
         return float(self.core.getXPosition()), float(self.core.getYPosition())
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
-        scope = getattr(self.core, "microscope", None)
-        frame = scope.lookup(image) if scope is not None else None
-        return None if frame is None else frame.truth
+        return self._ground_truth(image) if self._ground_truth is not None else None
 
     def _event(self, ill: Illumination, index: dict, xy: tuple[float, float] | None = None, min_start: float | None = None):
         import useq
@@ -140,22 +183,32 @@ class PymmcorePlusBackend(AcquisitionBackend):
 
         def counted(img: np.ndarray, idx: dict) -> None:
             nonlocal count
+            if count == 0:
+                self._view = self.core.mda.get_view()  # the sink has appended this frame before frameReady
             count += 1
             on_frame(img, idx)
 
-        self._recorder = RawTiffRecorder(directory / "raw", "raw")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "raw.ome.tif"
+        k = 1
+        while path.exists():  # a second live run in the same folder never overwrites the first
+            k += 1
+            path = directory / f"raw_{k}.ome.tif"
+        self._raw_path, self._view, self._acquiring = path, None, True
         started = time.perf_counter()
-        self._run(events(), counted, output=self._recorder)
-        return LiveRunInfo(count, time.perf_counter() - started, self._recorder.directory)
+        try:
+            self._run(events(), counted, output=str(path))
+        finally:
+            self._acquiring = False
+        return LiveRunInfo(count, time.perf_counter() - started, path)
 
     def read_raw(self, axes: dict) -> np.ndarray:
+        """A live frame by its time index: from the writer's view while acquiring, from the OME-TIFF after."""
         import tifffile
 
-        if self._recorder is None:
+        if self._raw_path is None:
             raise RuntimeError("no live dataset to read from")
-        path = self._recorder.path_for(axes)
-        for _ in range(200):  # the frame hook runs just before the recorder writes this frame
-            if path.exists():
-                return tifffile.imread(path)
-            time.sleep(0.01)
-        raise FileNotFoundError(f"{path}: raw frame was never written")
+        t = int(axes["t"])
+        if self._acquiring and self._view is not None:
+            return np.asarray(self._view[t])
+        return tifffile.imread(self._raw_path, key=t)

@@ -10,6 +10,7 @@ acquisition ends it catches up, with progress.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -26,7 +27,7 @@ log = logging.getLogger("livedenoise")
 class DenoisedFrame:
     """A raw frame and its denoised version (``None`` if denoising failed) with timing."""
 
-    raw: np.ndarray
+    raw: np.ndarray | None
     denoised: np.ndarray | None
     info: dict[str, Any]
     acquired_at: float
@@ -58,14 +59,24 @@ class WorkerStats:
 class DenoiseWorker:
     """Denoises the newest submitted frame in a background thread.
 
-    ``denoise`` is any callable frame -> frame (normally ``Denoiser.denoise``); ``model_name`` a callable
+    ``denoise(frame, info) -> frame`` is called with the ``info`` the frame was submitted with (its axes,
+    so one worker can serve several channels' models). A frame may be submitted as ``None`` with
+    ``read_raw`` given: the worker reads its pixels with ``read_raw(info)`` itself (a frame already saved to
+    disk, so the acquisition thread never touches pixels). ``max_fps`` caps how often a frame is denoised
+    (``None``: as fast as the model goes). ``model_name`` a callable
     returning the current model's name. Exceptions never escape: the frame is reported with
     ``denoised=None`` and the error text, and the worker goes on.
     """
 
-    def __init__(self, denoise: Callable[[np.ndarray], np.ndarray], on_result: Callable[[DenoisedFrame], None] | None = None,
-                 *, model_name: Callable[[], str] = lambda: "", max_errors_kept: int = 20) -> None:
+    def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray],
+                 on_result: Callable[[DenoisedFrame], None] | None = None,
+                 *, model_name: Callable[[], str] = lambda: "", max_errors_kept: int = 20,
+                 read_raw: Callable[[dict], np.ndarray] | None = None, max_fps: float | None = None) -> None:
+        if max_fps is not None and not max_fps > 0:
+            raise ValueError(f"max_fps {max_fps} is invalid; expected a positive frame rate or None")
         self._denoise = denoise
+        self._read_raw = read_raw
+        self._min_interval = 1.0 / max_fps if max_fps else 0.0
         self._on_result = on_result
         self._model_name = model_name
         self._pending: tuple[np.ndarray, dict, float] | None = None
@@ -81,7 +92,7 @@ class DenoiseWorker:
         self._thread.start()
         return self
 
-    def submit(self, raw: np.ndarray, info: dict | None = None) -> None:
+    def submit(self, raw: np.ndarray | None, info: dict | None = None) -> None:
         """Offer a frame for display denoising; replaces (and counts as dropped) any frame still waiting."""
         with self._cond:
             if self._pending is not None:
@@ -91,18 +102,28 @@ class DenoiseWorker:
             self._cond.notify()
 
     def _run(self) -> None:
+        last_start = -math.inf
         while True:
             with self._cond:
-                while self._pending is None and not self._stop:
-                    self._cond.wait()
+                # A display rate cap leaves the CPU to the acquisition between frames; newer frames replace the
+                # pending one meanwhile, so what is shown is still the newest.
+                while not self._stop and (self._pending is None or
+                                          time.perf_counter() < last_start + self._min_interval):
+                    wait = last_start + self._min_interval - time.perf_counter()
+                    self._cond.wait(wait if self._pending is not None and wait > 0 else None)
                 if self._pending is None and self._stop:
                     return
                 raw, info, t0 = self._pending  # type: ignore[misc]
                 self._pending = None
                 self._busy = True
+                last_start = time.perf_counter()
             error = None
             try:
-                out = self._denoise(raw)
+                if raw is None:
+                    if self._read_raw is None:
+                        raise ValueError("a frame was submitted without pixels and this worker has no read_raw")
+                    raw = self._read_raw(info)
+                out = self._denoise(raw, info)
             except Exception as exc:  # never let a model failure reach acquisition
                 out = None
                 error = f"{exc.__class__.__name__}: {exc}"
@@ -148,21 +169,23 @@ def _key(axes: dict) -> tuple:
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
-    Frames are denoised in this writer's own thread. Up to ``max_queued`` frames wait in memory; past
+    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``. Up to ``max_queued`` frames wait in memory; past
     that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
     when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
     the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
+    ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
     """
 
-    def __init__(self, denoise: Callable[[np.ndarray], np.ndarray], directory: str | Path, name: str = "denoised", *,
+    def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path, name: str = "denoised", *,
                  read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
-                 summary_metadata: dict | None = None) -> None:
+                 summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None) -> None:
         self._denoise = denoise
         self.directory = Path(directory)
         self.name = name
         self._read_raw = read_raw
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
+        self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
         self._queue: deque[tuple[dict, np.ndarray | None]] = deque()
         self._ready: dict[tuple, np.ndarray] = {}  # frames the display worker already denoised
         self.reused = 0
@@ -234,7 +257,7 @@ class DenoisedWriter:
                 if raw is None:
                     raw = self._read_raw(axes)  # type: ignore[misc]
                 if out is None:
-                    out = self._denoise(raw)
+                    out = self._denoise(raw, axes)
                 else:
                     self.reused += 1
                 dtype = raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.dtype(np.uint16)
@@ -244,7 +267,8 @@ class DenoisedWriter:
                 image = np.clip(rounded, info.min, info.max).astype(dtype)
                 if self._dataset is None:
                     self._open(dtype)
-                self._dataset.put_image(axes, image, {"Axes": axes, "livedenoise": {"source": "denoised"}})
+                extra = self._frame_metadata(axes) if self._frame_metadata is not None else {}
+                self._dataset.put_image(axes, image, {"Axes": axes, "livedenoise": {"source": "denoised", **extra}})
                 self.written += 1
             except Exception as exc:
                 msg = f"frame {axes}: {exc.__class__.__name__}: {exc}"

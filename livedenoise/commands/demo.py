@@ -36,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from livedenoise.acquisition.controller import LiveSession
-    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
     from livedenoise.calibration import CameraCalibration
     from livedenoise.modelspec import load_model_spec
-    from simulators.core import start_simulated_core, stop_simulated_core
+    from simulators.core import pycromanager_backend, start_simulated_core, stop_simulated_core
 
     console = Console()
     from livedenoise.device import select_device
@@ -62,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"  -> {st.state.value.upper()}: {st.message}")
 
     try:
-        session = LiveSession(PycromanagerBackend(core), settings, out, backbone=backbone, calibration=calibration,
+        session = LiveSession(pycromanager_backend(core), settings, out, backbone=backbone, calibration=calibration,
                               device=args.device, on_status=on_status)
         with console.status("session running (calibration, background fine-tuning, live imaging)..."), \
                 stop_on_signals(session.interrupt) as signalled:

@@ -15,6 +15,7 @@ Image live with on-the-fly denoising, raw | denoised side by side.
 
   livedenoise live --simulate          # no hardware: the simulated sCMOS microscope
   livedenoise live --mm                # a running Micro-Manager (enable Tools > Options > server port 4827)
+  livedenoise live --mm-config my.cfg  # a Micro-Manager hardware configuration, driven by pymmcore-plus (no GUI)
 
 Buttons: CALIBRATE collects low/high-SNR pairs at a few stage positions (or, in --mode self, nothing is
 needed) and fine-tunes the backbone in the background while you keep imaging; the adapted model replaces
@@ -30,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--simulate", action="store_true", help="use the simulated microscope")
     src.add_argument("--mm", action="store_true", help="use a running Micro-Manager (pycromanager Java backend)")
+    src.add_argument("--mm-config", type=Path, metavar="FILE",
+                     help="load this Micro-Manager hardware configuration (.cfg) and acquire through pymmcore-plus")
+    p.add_argument("--mm-path", type=Path, help="with --mm-config: folder of Micro-Manager's device adapters "
+                   "(default: found by pymmcore-plus, e.g. after `mmcore install`)")
     p.add_argument("--backend", choices=["pycromanager", "pymmcore-plus"], default="pycromanager",
                    help="acquisition engine for --simulate (default pycromanager)")
     add_session_arguments(p)
@@ -45,16 +50,16 @@ def make_backend(args: argparse.Namespace, settings):
         from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
 
         return PycromanagerBackend(None), None
-    from simulators.core import start_simulated_core
+    if args.mm_config is not None:
+        from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend, load_mm_configuration
+
+        return PymmcorePlusBackend(load_mm_configuration(args.mm_config, args.mm_path)), None
+    from simulators.core import pycromanager_backend, pymmcore_plus_backend, start_simulated_core
 
     core = start_simulated_core(settings.microscope, realtime=True)
     if args.backend == "pymmcore-plus":
-        from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
-
-        return PymmcorePlusBackend(core), core
-    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
-
-    return PycromanagerBackend(core), core
+        return pymmcore_plus_backend(core), core
+    return pycromanager_backend(core), core
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,398 @@
+"""Denoise the frames of an acquisition someone else runs: frames arrive one at a time with their axes.
+
+Why: livedenoise's own live session runs its own acquisition (time points at one position). A user
+with a multi-channel, multi-position z-stack experiment already has an acquisition -- a pycromanager
+``Acquisition``, a pymmcore-plus MDA, napari-micromanager -- and wants denoising *added* to it, never
+slowing it. :class:`AttachedDenoiser` is the part those integrations share
+(:mod:`livedenoise.attach.pycromanager`, :mod:`livedenoise.attach.mda`):
+
+* ``submit(frame, axes)`` is all the acquisition thread does: a dictionary lookup and two queue puts,
+  never model work, never a wait. The raw frame is saved by the acquisition library exactly as acquired.
+* Display: a :class:`~livedenoise.acquisition.workers.DenoiseWorker` denoises the *newest* frame and
+  drops stale ones (counted), so a slow model shows the latest frame rather than falling behind.
+* Record (optional): a :class:`~livedenoise.acquisition.workers.DenoisedWriter` denoises *every* frame
+  in order into an NDTiff dataset with the acquisition's axes, beside the raw data; frames past its
+  in-memory bound are re-read from the raw dataset later when the caller can read it back (``read_raw``).
+* Channels: each channel (the ``channel`` axis, by name) has its own model and its own noise fit --
+  channels differ in brightness and often in camera settings. A channel mapped to ``None`` is not
+  denoised at all (e.g. brightfield). The fit runs on the channel's first frame, in a worker thread.
+* Time-lapses with a temporal model: every (channel, z, position, ...) combination is its own stream, so
+  a temporal window only ever holds frames of one field at successive time points.
+* Adaptation: :meth:`AttachedDenoiser.adapt` fine-tunes one channel's model in the background, from a few
+  low/high-SNR pairs the user acquired with that channel's settings or from its own noisy frames, and
+  hot-swaps it in between two frames only if it is better on held-out full frames
+  (:mod:`livedenoise.swap_check`), exactly as the live session does.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from livedenoise.acquisition.workers import DenoisedFrame, DenoisedWriter, DenoiseWorker
+from livedenoise.calibration import CameraCalibration
+from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
+from livedenoise.errors import ConfigError
+from livedenoise.inference import Denoiser
+from livedenoise.modelspec import load_model_spec
+from livedenoise.noise_model import fit_noise_model
+from livedenoise.swap_check import SWAP_MARGIN, split_held_out, swap_scores
+
+log = logging.getLogger("livedenoise")
+
+#: What may name a model: a shipped backbone's name, a checkpoint path, or a loaded checkpoint.
+ModelChoice = Union[str, Path, Checkpoint]
+#: Axis names that count time in pycromanager (``time``) and useq / pymmcore-plus (``t``).
+TIME_AXES: tuple[str, ...] = ("time", "t")
+#: The axis whose value names the channel (pycromanager's convention; the MDA handler maps useq's ``c`` to it).
+CHANNEL_AXIS = "channel"
+
+
+def stream_key(axes: Mapping[str, Any]) -> str:
+    """The field a frame belongs to: its axes without time (``"channel=GFP|z=2"``), one temporal stream each."""
+    return "|".join(f"{k}={axes[k]}" for k in sorted(axes, key=str) if k not in TIME_AXES) or "all"
+
+
+@dataclass
+class ChannelState:
+    """One channel's model, as prepared on its first frame."""
+
+    model: str
+    denoiser: Denoiser | None = None
+    noise: str = ""
+    warnings: list[str] = field(default_factory=list)
+    frames: int = 0
+    checkpoint: Checkpoint | None = None  #: the channel's model with its fitted normaliser (what swaps are scored against)
+    adaptations: list[dict] = field(default_factory=list)
+    #: held while the recorder denoises a frame and while a swap happens: a recorded frame's model name is exact
+    swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Adaptation:
+    """What :meth:`AttachedDenoiser.adapt` did for one channel."""
+
+    channel: str | None
+    mode: str  #: "pairs" or "self"
+    steps: int
+    adapted: bool  #: the fine-tune changed the weights
+    swapped: bool  #: ... and was better on held-out frames, so it replaced the channel's model
+    backbone_mse: float | None
+    adapted_mse: float | None
+    held_out: str
+    reason: str
+    saved_to: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AttachReport:
+    """What an attached denoiser did; ``denoised_path`` is the NDTiff dataset of denoised frames (if recorded)."""
+
+    frames_submitted: int = 0
+    frames_skipped: int = 0  #: frames of channels mapped to ``None`` (not denoised, by choice)
+    display_denoised: int = 0
+    display_dropped: int = 0  #: display frames replaced by a newer one before the model got to them
+    frames_written: int = 0
+    frames_reread: int = 0  #: frames the recorder read back from the raw dataset instead of holding in memory
+    denoised_path: str | None = None
+    channels: dict[str, dict] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        parts = [f"{self.frames_submitted} frames handed over"]
+        if self.frames_skipped:
+            parts.append(f"{self.frames_skipped} of channels left raw")
+        parts.append(f"{self.display_denoised} denoised for display ({self.display_dropped} stale ones skipped)")
+        if self.denoised_path:
+            parts.append(f"{self.frames_written} denoised frames written to {self.denoised_path}")
+        if self.errors:
+            parts.append(f"{len(self.errors)} errors (first: {self.errors[0]})")
+        return "; ".join(parts)
+
+
+class AttachedDenoiser:
+    """Denoise frames handed over by any acquisition, per channel, for display and (optionally) on disk.
+
+    ``model``: the model for every channel not named in ``channels`` (a shipped backbone name such as
+    ``"fast"`` or ``"temporal"``, a ``.safetensors`` path, or a :class:`Checkpoint`). ``channels``: per
+    channel name, a model or ``None`` to leave that channel raw. ``output``: a folder to record every
+    denoised frame in (an NDTiff dataset called ``name``); ``None`` records nothing. ``display``: called
+    in a worker thread with each :class:`DenoisedFrame` shown (newest wins). ``read_raw(axes)``: reads a
+    saved raw frame back, so the recorder need not hold a backlog in memory. ``calibration``: the camera's
+    per-pixel maps (``livedenoise calibrate-camera``), used by every channel's noise fit. ``threads``: torch
+    CPU threads for the models (process-wide; leave a core to the acquisition where it needs the CPU).
+    ``display_fps``: at most this many display frames denoised per second (``None``: as many as the model
+    manages); a screen needs ~10, and the CPU left over goes to the acquisition and the recorder.
+    """
+
+    def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *, channels: Mapping[str, ModelChoice | None] | None = None,
+                 output: str | Path | None = None, name: str = "denoised",
+                 display: Callable[[DenoisedFrame], None] | None = None,
+                 read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
+                 device: str = "auto", threads: int | None = None, display_fps: float | None = None,
+                 max_queued: int = 32) -> None:
+        if max_queued < 1:
+            raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
+        self._device = device
+        self._threads = threads
+        self._calibration = calibration
+        self._display = display
+        self.read_raw = read_raw
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._choices: dict[str | None, ModelChoice | None] = {None: model}
+        for channel, choice in dict(channels or {}).items():
+            self._choices[str(channel)] = choice
+        # Load every named model now: a wrong name or a missing file fails here, before acquisition starts.
+        for choice in self._choices.values():
+            if choice is not None:
+                self._checkpoint(choice)
+        self._states: dict[str | None, ChannelState] = {}
+        #: each channel's first frame handed over (or its axes, when handed over without pixels): the noise fit's
+        #: input, whichever worker gets to the channel first, so results do not depend on thread timing
+        self._first: dict[str | None, tuple[np.ndarray | None, dict]] = {}
+        self._prepare_lock = threading.Lock()
+        self._latest: DenoisedFrame | None = None
+        self.report = AttachReport()
+        self._closed = False
+        if display_fps is not None and not display_fps > 0:
+            raise ConfigError(f"display_fps {display_fps} is invalid; expected a positive frame rate or None.")
+        self._worker = DenoiseWorker(self._denoise_for_display, self._shown, model_name=self._model_names,
+                                     read_raw=self._read_for_worker, max_fps=display_fps).start()
+        self._output = None if output is None else Path(output)
+        self._name = name
+        self._max_queued = int(max_queued)
+        self._writer: DenoisedWriter | None = None  # opened on the first frame, when read_raw is known
+        self._adapt_pool: cf.ThreadPoolExecutor | None = None
+        self._record_model = ""  # set in the recorder's thread just before its frame is written
+
+    # -- models per channel --------------------------------------------------------------------------
+    def _checkpoint(self, choice: ModelChoice) -> Checkpoint:
+        if isinstance(choice, Checkpoint):
+            return choice
+        key = str(choice)
+        if key not in self._checkpoints:
+            self._checkpoints[key] = load_model_spec(choice)
+        return self._checkpoints[key]
+
+    def _choice_for(self, channel: str | None) -> ModelChoice | None:
+        return self._choices.get(channel, self._choices[None]) if channel is not None else self._choices[None]
+
+    def _model_names(self) -> str:
+        named = {k: (None if v is None else self._checkpoint(v).name) for k, v in self._choices.items() if k is not None}
+        default = self._checkpoint(self._choices[None]).name if self._choices[None] is not None else "none"
+        return default if not named else f"{default}; " + ", ".join(f"{k}: {v or 'raw'}" for k, v in named.items())
+
+    def _state(self, channel: str | None) -> ChannelState:
+        """The channel's denoiser, prepared on its first frame: the model's normaliser fitted to that frame."""
+        with self._prepare_lock:
+            state = self._states.get(channel)
+            if state is not None and state.denoiser is not None:
+                return state
+            frame, axes = self._first[channel]
+            if frame is None:
+                frame = np.asarray(self.read_raw(axes))  # type: ignore[misc]
+            ckpt = self._checkpoint(self._choice_for(channel)).clone()  # type: ignore[arg-type]
+            fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
+            ckpt.normalizer = fit.normalizer
+            state = ChannelState(ckpt.name, Denoiser(ckpt, device=self._device, threads=self._threads), fit.describe(),
+                                 list(fit.warnings), checkpoint=ckpt)
+            self._states[channel] = state
+            label = channel if channel is not None else "frames"
+            log.info("%s: %s; %s", label, ckpt.name, fit.describe())
+            for w in fit.warnings:
+                log.warning("%s: noise model: %s", label, w)
+            return state
+
+    # -- the acquisition side: never blocks ----------------------------------------------------------
+    def submit(self, frame: np.ndarray | None, axes: Mapping[str, Any]) -> bool:
+        """Hand over one acquired frame (``None``: already saved, read back with ``read_raw`` in a worker).
+
+        Returns False for a channel that is left raw. Never waits for a model and never raises for a
+        frame: a frame the denoiser cannot handle is reported in :attr:`report`, the acquisition goes on.
+        """
+        if self._closed:
+            raise RuntimeError("this attached denoiser is closed; make a new one for the next acquisition")
+        if frame is None and self.read_raw is None:
+            raise ValueError("a frame handed over without pixels needs read_raw (how to read it back from disk)")
+        axes = dict(axes)
+        self.report.frames_submitted += 1
+        channel = axes.get(CHANNEL_AXIS)
+        channel = None if channel is None else str(channel)
+        if self._choice_for(channel) is None:
+            self.report.frames_skipped += 1
+            return False
+        if channel not in self._first:  # a copy: a library may reuse its frame buffers
+            self._first[channel] = (None if frame is None else np.array(frame, copy=True), axes)
+        self._worker.submit(frame, {"axes": axes})
+        if self._output is not None:
+            if self._writer is None:
+                # With read_raw the recorder's backlog past max_queued is re-read from the raw data; without it
+                # frames stay in memory, as nothing may be lost.
+                self._writer = DenoisedWriter(self._denoise_for_record, self._output, self._name,
+                                              read_raw=self._read_for_writer if self.read_raw is not None else None,
+                                              max_queued=self._max_queued,
+                                              summary_metadata={"models": self._model_names()},
+                                              frame_metadata=self._recorded_with).start()
+            self._writer.submit(axes, frame)
+        return True
+
+    # -- worker side ---------------------------------------------------------------------------------
+    def _read_for_worker(self, info: dict) -> np.ndarray:
+        if self.read_raw is None:
+            raise ValueError("a frame was handed over without pixels and no read_raw was given")
+        return np.asarray(self.read_raw(info["axes"]))
+
+    def _read_for_writer(self, axes: dict) -> np.ndarray:
+        self.report.frames_reread += 1
+        return np.asarray(self.read_raw(axes))  # type: ignore[misc]
+
+    def _channel_state(self, axes: dict) -> ChannelState:
+        channel = axes.get(CHANNEL_AXIS)
+        return self._state(None if channel is None else str(channel))
+
+    def _denoise_for_display(self, frame: np.ndarray, info: dict) -> np.ndarray:
+        axes = info["axes"]
+        return self._channel_state(axes).denoiser.push(frame, stream=f"display|{stream_key(axes)}")  # type: ignore[union-attr]
+
+    def _denoise_for_record(self, frame: np.ndarray, axes: dict) -> np.ndarray:
+        state = self._channel_state(axes)
+        with state.swap_lock:
+            out = state.denoiser.push(frame, stream=f"record|{stream_key(axes)}")  # type: ignore[union-attr]
+            self._record_model = state.model
+        state.frames += 1
+        return out
+
+    def _recorded_with(self, axes: dict) -> dict:
+        """Each recorded frame names the model that denoised it (a channel's model changes when adapted)."""
+        return {"model": self._record_model}
+
+    def _shown(self, result: DenoisedFrame) -> None:
+        self._latest = result
+        if self._display is not None:
+            self._display(result)
+
+    # -- adaptation ----------------------------------------------------------------------------------
+    def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *, channel: str | None = None,
+              time_budget_s: float = 60.0, training: Any = None, match_reference: bool = True,
+              save_to: str | Path | None = None) -> "cf.Future[Adaptation]":
+        """Fine-tune ``channel``'s model in the background and hot-swap it in if it is better on held-out frames.
+
+        ``clean`` given: few-pair supervised (``noisy[i]``/``clean[i]`` low/high-SNR frames of one field, taken
+        with this channel's settings; with 3+ pairs the last is held out for the swap decision, with fewer the
+        pairs' bottom rows). ``clean`` None: self-supervised on ``noisy`` (consecutive frames of one field
+        score the swap). ``match_reference``: map each reference onto its noisy frame's intensity (pass False
+        for references that are averages of frames at the same settings). Returns a future; acquisition and
+        display go on meanwhile, and frames after the swap use the adapted model. ``save_to``: write the
+        adapted model there when it is swapped in.
+        """
+        from livedenoise.training.finetune import finetune
+
+        if self._closed:
+            raise RuntimeError("this attached denoiser is closed")
+        if channel is not None and self._choice_for(str(channel)) is None:
+            raise ConfigError(f"channel {channel!r} is left raw (mapped to None); give it a model to adapt it")
+        key = None if channel is None else str(channel)
+        noisy = [np.asarray(f) for f in noisy]
+        clean_list = None if clean is None else [np.asarray(f) for f in clean]
+        if not noisy:
+            raise ValueError("adapt needs at least one noisy frame")
+        if clean_list is not None and len(clean_list) != len(noisy):
+            raise ValueError(f"{len(noisy)} noisy frames but {len(clean_list)} references; pairs must match")
+        base = self._checkpoint(self._choice_for(key))  # type: ignore[arg-type]
+        from livedenoise.config import TrainingConfig
+
+        cfg = training or TrainingConfig()
+        split = split_held_out(noisy, clean_list, cfg.validation_fraction)
+
+        def job() -> Adaptation:
+            mode = "pairs" if clean_list is not None else "self"
+            if key not in self._first:  # no frame of this channel yet: its noise fit comes from these frames
+                self._first[key] = (noisy[0], {})
+            state = self._state(key)
+            result = finetune(base, split.noisy, split.clean, calibration=self._calibration, training=cfg,
+                              time_budget_s=time_budget_s, device=self._device,
+                              name=f"{base.name}+{mode}" + (f" ({key})" if key else ""), match_reference=match_reference)
+            steps = int(result.fit.steps)
+            if not result.adapted:
+                out = Adaptation(key, mode, steps, False, False, None, None, split.source,
+                                 f"not adapted: {result.fit.not_adapted_reason()}")
+            else:
+                pairs = split.pairs
+                if clean_list is not None and match_reference:
+                    from livedenoise.training.finetune import match_intensity
+
+                    pairs = [(x, match_intensity(t, x)) for x, t in pairs]
+                b, a, better = swap_scores(state.checkpoint, result.checkpoint, pairs, device=self._device)  # type: ignore[arg-type]
+                out = Adaptation(key, mode, steps, True, better, b, a, split.source,
+                                 f"held-out MSE {a:.4g} vs {b:.4g}" + ("" if better else
+                                                                      f": not better by {SWAP_MARGIN:.0%}, kept"))
+                if better:
+                    if save_to is not None:
+                        out.saved_to = str(result.checkpoint.save(save_to))
+                    with state.swap_lock:
+                        state.denoiser.swap(result.checkpoint)  # type: ignore[union-attr]
+                        state.model = result.checkpoint.name
+            state.adaptations.append(out.to_dict())
+            log.info("%s: adaptation (%s, %d steps): %s", key or "frames", mode, steps,
+                     ("swapped in; " if out.swapped else "") + out.reason)
+            return out
+
+        if self._adapt_pool is None:
+            self._adapt_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="livedenoise-adapt")
+        return self._adapt_pool.submit(job)
+
+    # -- results -------------------------------------------------------------------------------------
+    def latest(self) -> DenoisedFrame | None:
+        """The newest frame denoised for display (raw and denoised, with its axes in ``info``)."""
+        return self._latest
+
+    @property
+    def written(self) -> int:
+        """Denoised frames recorded so far."""
+        return self._writer.written if self._writer is not None else 0
+
+    @property
+    def backlog(self) -> int:
+        """Frames the recorder has still to denoise and write."""
+        return self._writer.backlog if self._writer is not None else 0
+
+    def close(self, *, progress: bool = True, timeout: float | None = None) -> AttachReport:
+        """Finish the frame on display, write every frame still queued (with progress), close the dataset."""
+        if not self._closed:
+            self._closed = True
+            if self._adapt_pool is not None:  # a running fine-tune finishes first: its swap applies to queued frames
+                self._adapt_pool.shutdown(wait=True)
+            self._worker.stop()  # shows the frame still pending, if any, then ends
+            if self._writer is not None:
+                self._writer.finish(progress=progress, timeout=timeout)
+        r = self.report
+        stats = self._worker.stats
+        r.display_denoised, r.display_dropped = stats.denoised, stats.dropped
+        r.errors = list(stats.errors)
+        if self._writer is not None:
+            r.frames_written = self._writer.written
+            r.errors += self._writer.errors
+            r.denoised_path = str(self._writer.path) if self._writer.path else None
+        r.channels = {str(k) if k is not None else "(all)": {"model": s.model, "noise_model": s.noise,
+                                                             "warnings": s.warnings, "frames_recorded": s.frames,
+                                                             "adaptations": s.adaptations}
+                      for k, s in self._states.items()}
+        return r
+
+    def __enter__(self) -> "AttachedDenoiser":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

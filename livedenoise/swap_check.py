@@ -1,0 +1,101 @@
+"""May an adapted model replace the one on display? Held-out frames, and a full-frame score on them.
+
+Shared by the live session (:mod:`livedenoise.acquisition.controller`) and denoisers attached to the
+user's own acquisition (:mod:`livedenoise.attach`): both fine-tune in the background and hot-swap, and
+both must only ever swap in a model that is measurably better on *full frames* the fine-tune never
+trained on. The fit's own masked/patch validation loss is not enough: it has improved in runs whose
+full-image PSNR fell (5 photons: 21.67 -> 21.07 dB).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from livedenoise.checkpoint import Checkpoint
+from livedenoise.inference import Denoiser
+from livedenoise.normalization import Normalizer
+
+SWAP_MARGIN = 0.01
+"""Relative margin by which the adapted model's held-out full-frame MSE must beat the backbone's to be swapped in.
+
+The held-out scores are estimates from a few frames, and a swap is not free (the user sees the display change,
+and an adapted model that is merely "as good" risks being worse on parts of the sample it never saw), so a tie
+or a 0.1 % gain keeps the backbone. Both models are scored against the *same* targets, so the targets' noise
+largely cancels in the comparison; 1 % is far below what a useful fine-tune achieves (tens of percent).
+"""
+#: Self mode: consecutive held-out frame pairs (Noise2Noise targets) scored at most.
+SELF_HOLDOUT_PAIRS = 4
+
+
+@dataclass
+class HeldOut:
+    """The frames a fine-tune trains on, the (input, target) pairs it never sees, and where those came from."""
+
+    noisy: list[np.ndarray]
+    clean: list[np.ndarray] | None
+    pairs: list[tuple[np.ndarray, np.ndarray]]
+    source: str
+
+
+def held_out_strips(noisy: list[np.ndarray], clean: list[np.ndarray], fraction: float
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The validation strips :func:`~livedenoise.training.data.split_strips` keeps out of training, as pairs."""
+    from livedenoise.training.data import split_strips
+
+    _, val_n = split_strips(list(noisy), fraction)
+    _, val_c = split_strips(list(clean), fraction)
+    return list(zip(val_n, val_c))
+
+
+def split_held_out(noisy: list[np.ndarray], clean: list[np.ndarray] | None, validation_fraction: float) -> HeldOut:
+    """Choose what to score a fine-tune on when the caller has no separate held-out frames.
+
+    With 3 or more pairs the last pair is kept out of training; with fewer, the bottom rows of each pair,
+    which the fine-tune holds out as its validation strips and never trains on; without references
+    (self-supervised) consecutive training frames of the same field, each the next one's target.
+    """
+    noisy = list(noisy)
+    if clean is not None and len(noisy) >= 3:
+        clean = list(clean)
+        return HeldOut(noisy[:-1], clean[:-1], [(noisy[-1], clean[-1])], "calibration pair not used for training")
+    if clean is not None:
+        return HeldOut(noisy, list(clean), held_out_strips(noisy, list(clean), validation_fraction),
+                       "held-out bottom rows of the calibration pairs (fewer than 3 pairs)")
+    pairs = [(noisy[i], noisy[i + 1]) for i in range(min(len(noisy) - 1, SELF_HOLDOUT_PAIRS))]
+    return HeldOut(noisy, None, pairs, "consecutive training frames (no held-out frames given)")
+
+
+def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
+                 device: str = "auto") -> float:
+    """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
+    variance-stabilised units (noise sd 1); saturated pixels are left out.
+
+    With targets whose noise is independent of the input (an average of frames at the same settings, or the
+    next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
+    for every model (Noise2Noise), so it ranks models by their error to the truth.
+    """
+    if not pairs:
+        raise ValueError("no held-out frames to score on")
+    den = Denoiser(ckpt, device=device)
+    errors = []
+    for x, target in pairs:
+        d = norm.to_stabilised(den.denoise(x)) - norm.to_stabilised(target)
+        sat = norm.saturated_mask(x)
+        if sat is not None:
+            sat = sat | norm.saturated_mask(target)
+            d = d[~sat]
+        if d.size:
+            errors.append(float(np.mean(d * d)))
+    if not errors:
+        raise ValueError("every held-out pixel is saturated")
+    return float(np.mean(errors))
+
+
+def swap_scores(backbone: Checkpoint, adapted: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], *,
+                device: str = "auto") -> tuple[float, float, bool]:
+    """(backbone MSE, adapted MSE, swap?) on ``pairs`` in the backbone's stabilised units (its fitted normaliser)."""
+    norm = backbone.normalizer
+    b = held_out_mse(backbone, pairs, norm, device=device)
+    a = held_out_mse(adapted, pairs, norm, device=device)
+    return b, a, bool(a < b * (1.0 - SWAP_MARGIN))

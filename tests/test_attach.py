@@ -1,0 +1,326 @@
+"""livedenoise attached to acquisitions the user runs: pycromanager hooks, the pymmcore-plus MDA handler, examples.
+
+The acquisitions are the user's kind: 2 channels x 3 z x 2 positions x 2 time points on the simulated core,
+through pycromanager's ``Acquisition`` and pymmcore-plus's ``core.mda.run``, unchanged.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livedenoise.attach import AttachedDenoiser, MDADenoiser, PycromanagerDenoiser, stream_key, useq_axes
+from livedenoise.checkpoint import load_backbone
+from livedenoise.errors import ConfigError, LivedenoiseError
+from livedenoise.inference import Denoiser
+from livedenoise.metrics import score
+from livedenoise.noise_model import fit_noise_model
+from test_live_session import identity_backbone  # the tiny identity U-Net: any gain after a swap is the fine-tune's
+
+CHANNELS = ["5%", "20%"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _events(core, time_points: int = 2):
+    from pycromanager import multi_d_acquisition_events
+
+    from simulators.core import LIGHT_GROUP
+
+    return multi_d_acquisition_events(num_time_points=time_points, channel_group=LIGHT_GROUP, channels=CHANNELS,
+                                      z_start=0, z_end=2, z_step=1, xy_positions=[[0.0, 0.0], [8.0, 6.0]])
+
+
+def _read_all(path) -> dict[tuple, np.ndarray]:
+    from ndstorage import Dataset
+
+    ds = Dataset(str(path))
+    frames = {tuple(sorted(c.items())): np.asarray(ds.read_image(**c)) for c in ds.get_image_coordinates_list()}
+    ds.close()
+    return frames
+
+
+def _capturing(hook, seen: dict):
+    def process(image, metadata):
+        seen[tuple(sorted(metadata["Axes"].items()))] = np.array(image, copy=True)
+        return hook(image, metadata)
+
+    return process
+
+
+def _expected(frames: dict[tuple, np.ndarray], channel: str) -> Denoiser:
+    """What the attached denoiser should use for ``channel``: fast, its normaliser fitted on the channel's first frame."""
+    first = next(v for k, v in frames.items() if dict(k)["channel"] == channel and dict(k)["time"] == 0
+                 and dict(k)["position"] == 0 and dict(k)["z"] == 0)
+    ckpt = load_backbone("fast").clone()
+    ckpt.normalizer = fit_noise_model([first], like=ckpt.normalizer).normalizer
+    return Denoiser(ckpt, device="cpu")
+
+
+def test_pycromanager_process_hook_saves_raw_unchanged_and_denoises_every_axis(simulated_core, tmp_path):
+    from pycromanager import Acquisition
+
+    events = _events(simulated_core)
+    den = PycromanagerDenoiser("fast", output=tmp_path / "den", device="cpu")
+    seen: dict[tuple, np.ndarray] = {}
+    with Acquisition(directory=str(tmp_path / "raw"), name="exp", image_process_fn=_capturing(den.process, seen),
+                     show_display=False) as acq:
+        acq.acquire(events)
+        raw_path = acq.get_dataset().path
+    report = den.close(progress=False)
+
+    assert len(seen) == len(events) == 24
+    raw = _read_all(raw_path)
+    assert raw.keys() == seen.keys() and all(np.array_equal(raw[k], seen[k]) for k in seen)  # raw as acquired
+    assert report.frames_submitted == report.frames_written == 24 and not report.errors
+    denoised = _read_all(report.denoised_path)
+    assert denoised.keys() == raw.keys()
+    assert sorted(report.channels) == sorted(CHANNELS)
+
+    # Each channel has its own noise fit (on its first frame) and every recorded frame is that model's output.
+    for channel in CHANNELS:
+        expected = _expected(raw, channel)
+        for key in [k for k in raw if dict(k)["channel"] == channel][:3]:
+            want = np.clip(np.rint(expected.denoise(raw[key])), 0, 65535)
+            assert np.abs(denoised[key].astype(np.float64) - want).max() <= 1.0, key
+
+    # And denoising helps against the simulator's truth, on the dim channel by a wide margin.
+    dim = [k for k in raw if dict(k)["channel"] == "5%"]
+    truth = {k: simulated_core.microscope.lookup(raw[k]).truth for k in dim}
+    raw_psnr = np.mean([score(truth[k], raw[k]).psnr for k in dim])
+    den_psnr = np.mean([score(truth[k], denoised[k]).psnr for k in dim])
+    assert den_psnr > raw_psnr + 3.0, (raw_psnr, den_psnr)
+
+
+def test_pycromanager_saved_hook_denoises_from_what_was_saved(simulated_core, tmp_path):
+    from pycromanager import Acquisition
+
+    events = _events(simulated_core)
+    den = PycromanagerDenoiser("fast", output=tmp_path / "den", device="cpu", max_queued=4)
+    with Acquisition(directory=str(tmp_path / "raw"), name="exp", image_saved_fn=den.saved, show_display=False) as acq:
+        acq.acquire(events)
+        raw_path = acq.get_dataset().path
+    report = den.close(progress=False)
+    raw = _read_all(raw_path)
+    denoised = _read_all(report.denoised_path)
+    assert len(raw) == 24 and denoised.keys() == raw.keys() and not report.errors
+    assert report.frames_reread == 24  # pixels came from the dataset on disk, not from memory
+    assert report.display_denoised >= 1 and den.latest() is not None and den.latest().raw is not None
+    expected = _expected(raw, "20%")
+    key = next(k for k in raw if dict(k)["channel"] == "20%")
+    assert np.abs(denoised[key].astype(np.float64) - np.clip(np.rint(expected.denoise(raw[key])), 0, 65535)).max() <= 1
+
+
+def test_a_channel_can_be_left_raw_and_another_can_have_its_own_model(simulated_core, tmp_path):
+    from pycromanager import Acquisition
+
+    mine = load_backbone("fast").clone(name="my-adapted-model")
+    path = mine.save(tmp_path / "mine.safetensors")
+    den = PycromanagerDenoiser("fast", channels={"20%": None, "5%": path}, output=tmp_path / "den", device="cpu")
+    with Acquisition(directory=str(tmp_path / "raw"), name="exp", image_process_fn=den.process,
+                     show_display=False) as acq:
+        acq.acquire(_events(simulated_core))
+        raw_path = acq.get_dataset().path
+    report = den.close(progress=False)
+    assert len(_read_all(raw_path)) == 24  # the raw channel is saved as always
+    denoised = _read_all(report.denoised_path)
+    assert report.frames_skipped == 12 and len(denoised) == 12
+    assert {dict(k)["channel"] for k in denoised} == {"5%"}
+    assert list(report.channels) == ["5%"] and report.channels["5%"]["model"] == "my-adapted-model"
+
+
+def test_mda_handler_denoises_every_frame_with_named_axes(simulated_core, tmp_path):
+    import useq
+
+    from simulators.core import LIGHT_GROUP
+
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 2},
+                                channels=[{"config": c, "group": LIGHT_GROUP} for c in CHANNELS],
+                                z_plan={"range": 2, "step": 1}, stage_positions=[(0.0, 0.0, 0.0), (8.0, 6.0, 0.0)],
+                                axis_order="tpcz")
+    seen: dict[tuple, np.ndarray] = {}
+
+    class Capture:
+        def frameReady(self, image, event, meta=None):  # noqa: N802
+            seen[tuple(sorted(useq_axes(event).items()))] = np.array(image, copy=True)
+
+    handler = MDADenoiser("fast", output=tmp_path / "den", device="cpu")
+    simulated_core.mda.run(sequence, output=[str(tmp_path / "raw.ome.zarr"), handler, Capture()])
+    report = handler.result
+    assert report is not None and report.frames_written == 24 and not report.errors
+    denoised = _read_all(report.denoised_path)
+    assert denoised.keys() == seen.keys() and len(seen) == 24
+    assert {dict(k)["channel"] for k in denoised} == set(CHANNELS)  # channel names, not indices
+    expected = _expected(seen, "5%")
+    key = next(k for k in seen if dict(k)["channel"] == "5%")
+    assert np.abs(denoised[key].astype(np.float64) - np.clip(np.rint(expected.denoise(seen[key])), 0, 65535)).max() <= 1
+    assert (tmp_path / "raw.ome.zarr").is_dir()  # raw went to pymmcore-plus's own OME-Zarr writer
+
+
+def _poisson_frames(n_fields: int, time_points: int, seed: int = 0) -> dict[tuple[int, int], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = {}
+    for p in range(n_fields):
+        clean = 20 + 200 * np.exp(-((yy - 20 - 20 * p) ** 2 + (xx - 30) ** 2) / 30.0)
+        for t in range(time_points):
+            frames[(p, t)] = (100 + 2 * rng.poisson(clean)).astype(np.uint16)
+    return frames
+
+
+def test_temporal_model_keeps_one_window_per_field(tmp_path):
+    frames = _poisson_frames(2, 4)
+    den = AttachedDenoiser("temporal", output=tmp_path / "den", device="cpu")
+    for t in range(4):  # the acquisition interleaves the two positions
+        for p in range(2):
+            den.submit(frames[(p, t)], {"time": t, "position": p})
+    report = den.close(progress=False)
+    assert report.frames_written == 8 and not report.errors
+    got = _read_all(report.denoised_path)
+
+    ckpt = load_backbone("temporal").clone()
+    ckpt.normalizer = fit_noise_model([frames[(0, 0)]], like=ckpt.normalizer).normalizer
+    reference = Denoiser(ckpt, device="cpu")
+    for t in range(4):  # position 1 alone, in time order: its window never saw position 0's frames
+        want = np.clip(np.rint(reference.push(frames[(1, t)], stream="position 1")), 0, 65535)
+        assert np.abs(got[(("position", 1), ("time", t))].astype(np.float64) - want).max() <= 1, t
+    assert stream_key({"time": 3, "position": 1, "channel": "GFP"}) == "channel=GFP|position=1"
+
+
+def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
+    release = threading.Event()
+    started = threading.Event()
+    original = Denoiser.push
+
+    def blocked(self, frame, stream="live"):
+        started.set()
+        release.wait(20)
+        return original(self, frame, stream)
+
+    monkeypatch.setattr(Denoiser, "push", blocked)
+    frames = _poisson_frames(1, 12)
+    den = AttachedDenoiser("fast", output=tmp_path / "den", device="cpu", max_queued=4)
+    for t in range(12):
+        den.submit(frames[(0, t)], {"time": t})
+    assert started.wait(20)
+    handed_over_while_blocked = den.report.frames_submitted
+    release.set()
+    report = den.close(progress=False)
+    assert handed_over_while_blocked == 12  # every submit returned while the model was stuck
+    assert report.frames_written == 12  # nothing lost: past max_queued, frames without read_raw stay in memory
+    assert report.display_dropped >= 1  # the display skipped stale frames instead of queueing them
+
+
+def test_display_rate_cap_shows_the_newest_frame_and_leaves_the_rest(tmp_path):
+    frames = _poisson_frames(1, 10)
+    shown = []
+    den = AttachedDenoiser("fast", device="cpu", display_fps=0.1, display=shown.append)  # one frame per 10 s at most
+    den.submit(frames[(0, 0)], {"time": 0})
+    for _ in range(300):  # the first frame is shown at once
+        if shown:
+            break
+        time.sleep(0.1)
+    for t in range(1, 10):
+        den.submit(frames[(0, t)], {"time": t})
+    report = den.close(progress=False)
+    # the cap holds the rest back, each replaced by the next; closing shows the newest
+    assert report.display_denoised == 2 and report.display_dropped == 8
+    assert [f.info["axes"]["time"] for f in shown] == [0, 9]
+
+
+def _fields(n: int, seed: int):
+    """(noisy frame, 16-frame average, truth) of ``n`` fields of soft blobs: ~20 photons, gain 2, offset 100."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        truth = 2 + 40 * gaussian_filter((rng.random((96, 96)) < 0.02).astype(float), 2.0) * 12
+        frames = [100 + 2 * rng.poisson(truth) for _ in range(17)]
+        out.append((frames[0].astype(np.uint16), np.mean(frames[1:], axis=0).astype(np.float32), 100 + 2 * truth))
+    return out
+
+
+def test_adapting_a_channel_from_pairs_swaps_it_in_when_better_on_held_out_frames(tmp_path):
+    from livedenoise.config import TrainingConfig
+
+    training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, max_steps=60, steps_per_validation=10,
+                              patience=8)
+    fields = _fields(5, 1)
+    den = AttachedDenoiser(identity_backbone(), output=tmp_path / "den", device="cpu")
+    den.submit(fields[0][0], {"time": 0, "channel": "GFP"})
+    for _ in range(300):  # recorded before the adaptation starts
+        if den.written == 1:
+            break
+        time.sleep(0.1)
+    outcome = den.adapt([f[0] for f in fields[:4]], [f[1] for f in fields[:4]], channel="GFP", training=training,
+                        match_reference=False, save_to=tmp_path / "gfp.safetensors").result(timeout=600)
+    assert outcome.mode == "pairs" and outcome.steps > 0 and outcome.adapted
+    assert outcome.swapped and outcome.adapted_mse < outcome.backbone_mse * 0.99
+    assert outcome.held_out == "calibration pair not used for training"
+    assert (tmp_path / "gfp.safetensors").is_file()
+    test_noisy, _, truth = fields[4]
+    den.submit(test_noisy, {"time": 1, "channel": "GFP"})  # after the swap: the adapted model
+    report = den.close(progress=False)
+    assert report.channels["GFP"]["model"] == "identity+pairs (GFP)"
+    assert report.channels["GFP"]["adaptations"][0]["swapped"] is True
+    got = _read_all(report.denoised_path)
+    after = got[(("channel", "GFP"), ("time", 1))].astype(np.float64)
+    assert score(truth, after).psnr > score(truth, test_noisy).psnr + 2.0  # identity before, a denoiser now
+    from ndstorage import Dataset
+
+    ds = Dataset(report.denoised_path)
+    models = [ds.read_metadata(channel="GFP", time=t)["livedenoise"]["model"] for t in (0, 1)]
+    ds.close()
+    assert models == ["identity", "identity+pairs (GFP)"]  # each recorded frame names its model
+
+
+def test_an_adaptation_that_is_not_better_is_not_swapped_in(tmp_path, monkeypatch):
+    import livedenoise.attach.denoiser as attached
+    from livedenoise.config import TrainingConfig
+
+    monkeypatch.setattr(attached, "swap_scores", lambda *a, **k: (1.0, 1.0, False))
+    fields = _fields(2, 2)
+    den = AttachedDenoiser(identity_backbone(), device="cpu")
+    outcome = den.adapt([f[0] for f in fields], [f[1] for f in fields], training=TrainingConfig(
+        patch_size=32, batch_size=8, max_steps=20, steps_per_validation=10, lr_pairs=2e-3)).result(timeout=600)
+    assert outcome.adapted and not outcome.swapped and "kept" in outcome.reason
+    assert outcome.held_out.startswith("held-out bottom rows")  # 2 pairs: scored on rows never trained on
+    den.submit(fields[0][0], {"time": 0})
+    report = den.close(progress=False)
+    assert report.channels["(all)"]["model"] == "identity"
+    other = AttachedDenoiser("fast", channels={"BF": None}, device="cpu")
+    with pytest.raises(ValueError, match="pairs must match"):
+        other.adapt([fields[0][0]], [])
+    with pytest.raises(ConfigError, match="'BF' is left raw"):
+        other.adapt([fields[0][0]], channel="BF")
+    other.close(progress=False)
+
+
+def test_attached_denoiser_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(LivedenoiseError, match="no-such-model"):
+        AttachedDenoiser(tmp_path / "no-such-model.safetensors")
+    with pytest.raises(ConfigError, match="max_queued"):
+        AttachedDenoiser("fast", max_queued=0)
+    with pytest.raises(ConfigError, match="display_fps"):
+        AttachedDenoiser("fast", display_fps=0)
+    den = AttachedDenoiser("fast", device="cpu")
+    with pytest.raises(ValueError, match="read_raw"):
+        den.submit(None, {"time": 0})
+    den.close(progress=False)
+    with pytest.raises(RuntimeError, match="closed"):
+        den.submit(np.zeros((8, 8), np.uint16), {"time": 0})
+
+
+@pytest.mark.parametrize("script, extra", [("attach_pycromanager.py", []), ("attach_pycromanager.py", ["--saved"]),
+                                           ("attach_mda.py", [])])
+def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), "-o", str(tmp_path), "--time-points", "2",
+                             *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "24 denoised frames written" in result.stdout
+    assert "scored against the simulator's truth" in result.stdout
