@@ -199,6 +199,14 @@ def integrity(data: dict, path: str) -> str:
                                                                   or "python benchmarks/bench_integrity.py")])
 
 
+def attach(data: dict, path: str) -> str:
+    """What attaching livedenoise to the user's own acquisition costs it, and raw frames lost / altered."""
+    from bench_attach import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
+                                                                  or "python benchmarks/bench_attach.py")])
+
+
 def temporal(data: dict, path: str) -> str:
     """The temporal backbone beside the 2-D one, VST+BM3D and VST+BM4D on simulated time-lapses."""
     from bench_temporal import render
@@ -286,7 +294,7 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal, "attach": attach,
     **MULTI,
 }
 

@@ -8,9 +8,9 @@ from livedenoise.commands._argtypes import int_range, positive_number, positive_
 HELP = """\
 Pretrain a denoising backbone (supervised, MSE, lr 1e-3 as in Wang et al.).
 
-By default (--data synthetic) the training pairs are synthetic: a bank of clean fields with ten
+By default (--data synthetic) the training pairs are synthetic: a bank of clean fields with eleven
 structure kinds (filaments, tubes, puncta, rings, ER-like networks, membranes, cytoplasm, nuclei,
-speckle; straight filaments held out for testing), rendered once and cached under --cache-dir, with
+speckle, rod-shaped bacteria; straight filaments held out for testing; uneven light and debris in some), rendered once and cached under --cache-dir, with
 fresh sCMOS camera noise for every batch (0.7-3000 photons peak, gain 0.2-8 ADU/e-, read noise
 0.4-6 e-, fixed pattern, 8-bit display renders). --data simulated uses the first release's recipe.
 With --pairs DIR it trains on your own low/high-SNR pairs (<name>_noisy.tif + <name>_clean.tif).
