@@ -294,7 +294,7 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal, "attach": attach,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal,
     **MULTI,
 }
 
