@@ -415,6 +415,11 @@ class Denoiser:
         with self._window_lock:
             self._streams.clear()
 
+    def drop_stream(self, stream: str) -> None:
+        """Forget one stream's window (its field will not come back soon, and its frames hold memory)."""
+        with self._window_lock:
+            self._streams.pop(stream, None)
+
     def warmup(self, shape: tuple[int, int] = (256, 256)) -> None:
         """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""
         dummy = np.full(shape, self.normalizer.offset + self.normalizer.gain, dtype=np.float32)

@@ -206,12 +206,14 @@ def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {r["mode"]: r for r in json.loads((out / "attach.json").read_text())["rows"]}
-    assert set(rows) == {"none", "process-capped", "saved", "mda-none", "mda"}
+    assert set(rows) == {"none", "process-capped", "saved", "mda-none", "mda", "none (again)", "mda-none (again)"}
     for mode, r in rows.items():
         assert r["frames"] == r["on_disk"] == 8 and r["lost"] == 0 and not r["errors"], mode
-        assert r["altered"] == (None if mode.startswith("mda") else 0), mode
+        assert r["altered"] == 0, mode
     assert rows["none"]["overhead_pct"] is None and rows["mda-none"]["overhead_pct"] is None
-    assert rows["saved"]["overhead_pct"] == pytest.approx(100 * (rows["saved"]["wall_s"] / rows["none"]["wall_s"] - 1))
-    assert rows["mda"]["overhead_pct"] == pytest.approx(100 * (rows["mda"]["wall_s"] / rows["mda-none"]["wall_s"] - 1))
-    assert all(r["display_denoised"] >= 1 for m, r in rows.items() if m not in ("none", "mda-none"))
+    base = (rows["none"]["wall_s"] + rows["none (again)"]["wall_s"]) / 2
+    assert rows["saved"]["overhead_pct"] == pytest.approx(100 * (rows["saved"]["wall_s"] / base - 1))
+    mda_base = (rows["mda-none"]["wall_s"] + rows["mda-none (again)"]["wall_s"]) / 2
+    assert rows["mda"]["overhead_pct"] == pytest.approx(100 * (rows["mda"]["wall_s"] / mda_base - 1))
+    assert all(r["display_denoised"] >= 1 for m, r in rows.items() if not m.startswith(("none", "mda-none")))
     assert "| process-capped | 8 |" in (out / "attach.md").read_text()

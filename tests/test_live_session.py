@@ -373,6 +373,24 @@ def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_micro
     assert np.array_equal(session.backend.read_raw({"t": 3}), raw[3])
 
 
+def test_pymmcore_plus_live_frames_read_back_while_acquiring_equal_what_the_camera_gave(simulated_core, tmp_path):
+    """The recorder's spill path: a frame re-read during the acquisition comes from pymmcore-plus's writer, unchanged."""
+    from livedenoise.acquisition.plans import Illumination, LivePlan
+
+    backend = pymmcore_plus_backend(simulated_core)
+    mismatches, checked = [], []
+
+    def on_frame(image, axes):
+        again = backend.read_raw(axes)  # right after frameReady: written to the view, or waited for
+        checked.append(axes["t"])
+        if not np.array_equal(again, image):
+            mismatches.append(axes["t"])
+
+    info = backend.run_live(LivePlan(Illumination(20.0, 10.0), 0.0), on_frame, threading.Event(), tmp_path, max_frames=12)
+    assert info.frames == 12 and checked == list(range(12)) and not mismatches
+    assert np.array_equal(backend.read_raw({"t": 5}), backend.read_raw({"t": 5}))  # after: from the file
+
+
 def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(simulated_core, small_microscope_config,
                                                                                 tmp_path, monkeypatch):
     """ENOSPC in the saving thread used to hang the session: it now stops while there is room, raw data closed."""

@@ -62,6 +62,10 @@ def load_mm_configuration(config: Path, mm_path: Path | None = None) -> Any:
     return core
 
 
+#: How long a read-back waits for pymmcore-plus's writer to put a queued live frame on disk.
+RAW_READ_TIMEOUT_S = 30.0
+
+
 class RawTiffRecorder:
     """A pymmcore-plus output handler writing each calibration frame as ``<prefix>_<axes>.tif`` exactly as acquired.
 
@@ -109,6 +113,7 @@ class PymmcorePlusBackend(AcquisitionBackend):
         self._raw_path: Path | None = None
         self._view: Any = None
         self._acquiring = False
+        self._tiff: Any = None  # the finished raw.ome.tif, opened once for read-backs after acquisition
 
     def describe(self) -> str:
         return f"pymmcore-plus MDA ({self._label or 'MMCore'})"
@@ -194,7 +199,9 @@ class PymmcorePlusBackend(AcquisitionBackend):
         while path.exists():  # a second live run in the same folder never overwrites the first
             k += 1
             path = directory / f"raw_{k}.ome.tif"
-        self._raw_path, self._view, self._acquiring = path, None, True
+        if self._tiff is not None:
+            self._tiff.close()
+        self._raw_path, self._view, self._acquiring, self._tiff = path, None, True, None
         started = time.perf_counter()
         try:
             self._run(events(), counted, output=str(path))
@@ -209,6 +216,18 @@ class PymmcorePlusBackend(AcquisitionBackend):
         if self._raw_path is None:
             raise RuntimeError("no live dataset to read from")
         t = int(axes["t"])
-        if self._acquiring and self._view is not None:
-            return np.asarray(self._view[t])
-        return tifffile.imread(self._raw_path, key=t)
+        deadline = time.perf_counter() + RAW_READ_TIMEOUT_S
+        while self._acquiring and self._view is not None:
+            # ome-writers writes queued frames in its own thread; until then its view is shorter or shows zeros
+            try:
+                frame = np.asarray(self._view[t])
+            except IndexError:
+                frame = None
+            if frame is not None and frame.any():
+                return frame
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{self._raw_path}: frame t={t} was not written within {RAW_READ_TIMEOUT_S:g} s")
+            time.sleep(0.01)
+        if self._tiff is None:
+            self._tiff = tifffile.TiffFile(self._raw_path)
+        return self._tiff.pages[t].asarray()

@@ -135,7 +135,8 @@ class DenoiseWorker:
             if out is not None:
                 self.stats.denoised += 1
                 self.stats.last_latency_s = done - t0
-            result = DenoisedFrame(raw, out, info, t0, done, self._model_name(), error)
+            # a denoise callable serving several models names the one it used in info["model"]
+            result = DenoisedFrame(raw, out, info, t0, done, info.get("model") or self._model_name(), error)
             if self._on_result is not None:
                 try:
                     self._on_result(result)

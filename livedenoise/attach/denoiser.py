@@ -52,6 +52,10 @@ ModelChoice = Union[str, Path, Checkpoint]
 TIME_AXES: tuple[str, ...] = ("time", "t")
 #: The axis whose value names the channel (pycromanager's convention; the MDA handler maps useq's ``c`` to it).
 CHANNEL_AXIS = "channel"
+#: Memory the temporal windows of all fields may hold (display and recorder together). A z-stack at many
+#: positions has many fields; past this, the least recently seen field's window is dropped (it restarts,
+#: with fewer frames, when that field comes back).
+STREAM_MEMORY_BYTES = 1 << 30
 
 
 def stream_key(axes: Mapping[str, Any]) -> str:
@@ -176,6 +180,9 @@ class AttachedDenoiser:
         self._writer: DenoisedWriter | None = None  # opened on the first frame, when read_raw is known
         self._adapt_pool: cf.ThreadPoolExecutor | None = None
         self._record_model = ""  # set in the recorder's thread just before its frame is written
+        self._fields: dict[str, dict[str, None]] = {"display": {}, "record": {}}  # per consumer, least recent first
+        self._fields_lock = threading.Lock()
+        self._dropped_windows = 0
 
     # -- models per channel --------------------------------------------------------------------------
     def _checkpoint(self, choice: ModelChoice) -> Checkpoint:
@@ -262,14 +269,41 @@ class AttachedDenoiser:
         channel = axes.get(CHANNEL_AXIS)
         return self._state(None if channel is None else str(channel))
 
+    def _stream(self, consumer: str, axes: dict, state: ChannelState, frame: np.ndarray) -> str:
+        """The field's stream name for ``consumer``; bounds the memory temporal windows hold (least recent out)."""
+        key = f"{consumer}|{stream_key(axes)}"
+        den = state.denoiser
+        if den is None or not den.is_temporal:
+            return key
+        per_window = max(1, den.window * frame.size * 12)  # 2-D result + registration spectrum per kept frame
+        limit = max(2, STREAM_MEMORY_BYTES // (2 * per_window))
+        with self._fields_lock:
+            seen = self._fields[consumer]
+            seen.pop(key, None)
+            seen[key] = None
+            while len(seen) > limit:
+                old = next(iter(seen))
+                del seen[old]
+                for s in list(self._states.values()):
+                    if s.denoiser is not None:
+                        s.denoiser.drop_stream(old)
+                self._dropped_windows += 1
+                if self._dropped_windows == 1:
+                    log.warning("more fields than temporal windows fit in %d MB: the least recently seen field's "
+                                "window restarts when it comes back", STREAM_MEMORY_BYTES >> 20)
+        return key
+
     def _denoise_for_display(self, frame: np.ndarray, info: dict) -> np.ndarray:
         axes = info["axes"]
-        return self._channel_state(axes).denoiser.push(frame, stream=f"display|{stream_key(axes)}")  # type: ignore[union-attr]
+        state = self._channel_state(axes)
+        info["model"] = state.model  # names this frame's model on the display (channels differ; swaps happen)
+        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame))  # type: ignore[union-attr]
 
     def _denoise_for_record(self, frame: np.ndarray, axes: dict) -> np.ndarray:
         state = self._channel_state(axes)
+        stream = self._stream("record", axes, state, frame)
         with state.swap_lock:
-            out = state.denoiser.push(frame, stream=f"record|{stream_key(axes)}")  # type: ignore[union-attr]
+            out = state.denoiser.push(frame, stream=stream)  # type: ignore[union-attr]
             self._record_model = state.model
         state.frames += 1
         return out
@@ -291,61 +325,78 @@ class AttachedDenoiser:
 
         ``clean`` given: few-pair supervised (``noisy[i]``/``clean[i]`` low/high-SNR frames of one field, taken
         with this channel's settings; with 3+ pairs the last is held out for the swap decision, with fewer the
-        pairs' bottom rows). ``clean`` None: self-supervised on ``noisy`` (consecutive frames of one field
-        score the swap). ``match_reference``: map each reference onto its noisy frame's intensity (pass False
-        for references that are averages of frames at the same settings). Returns a future; acquisition and
-        display go on meanwhile, and frames after the swap use the adapted model. ``save_to``: write the
+        pairs' bottom rows, which the fine-tune never trains on). ``clean`` None: self-supervised on ``noisy``,
+        consecutive frames of one field (the swap is scored with each frame as the next one's target).
+        ``match_reference``: map each reference onto its noisy frame's intensity (pass False for references
+        that are averages of frames at the same settings). The fine-tune starts from the channel's current
+        model (an earlier adaptation, if one was swapped in) and is scored against it. Returns a future whose
+        :class:`Adaptation` says what happened, failures included (one sentence in ``reason``); acquisition
+        and display go on meanwhile, and frames after the swap use the adapted model. ``save_to``: write the
         adapted model there when it is swapped in.
         """
-        from livedenoise.training.finetune import finetune
+        from livedenoise.config import TrainingConfig
+        from livedenoise.training.finetune import finetune, match_intensity
 
         if self._closed:
             raise RuntimeError("this attached denoiser is closed")
-        if channel is not None and self._choice_for(str(channel)) is None:
-            raise ConfigError(f"channel {channel!r} is left raw (mapped to None); give it a model to adapt it")
+        seen = sorted(str(k) for k in self._first if k is not None)
+        if channel is None and seen:
+            raise ConfigError(f"these frames carry a channel axis ({', '.join(seen)}); name the channel to adapt")
         key = None if channel is None else str(channel)
+        if key is not None and self._choice_for(key) is None:
+            raise ConfigError(f"channel {key!r} is left raw (mapped to None); give it a model to adapt it")
+        if key is not None and key not in seen and key not in self._choices:
+            log.info("adapting channel %r, which no frame has named yet: its frames will use the result", key)
         noisy = [np.asarray(f) for f in noisy]
         clean_list = None if clean is None else [np.asarray(f) for f in clean]
-        if not noisy:
-            raise ValueError("adapt needs at least one noisy frame")
         if clean_list is not None and len(clean_list) != len(noisy):
             raise ValueError(f"{len(noisy)} noisy frames but {len(clean_list)} references; pairs must match")
-        base = self._checkpoint(self._choice_for(key))  # type: ignore[arg-type]
-        from livedenoise.config import TrainingConfig
-
+        if len(noisy) < (1 if clean_list is not None else 2):
+            raise ValueError("adapt needs at least one pair, or two consecutive frames of one field without references")
+        mode = "pairs" if clean_list is not None else "self"
         cfg = training or TrainingConfig()
         split = split_held_out(noisy, clean_list, cfg.validation_fraction)
+        original = self._checkpoint(self._choice_for(key)).name  # type: ignore[arg-type]
+        name = f"{original}+{mode}" + (f" ({key})" if key else "")
 
         def job() -> Adaptation:
-            mode = "pairs" if clean_list is not None else "self"
-            if key not in self._first:  # no frame of this channel yet: its noise fit comes from these frames
-                self._first[key] = (noisy[0], {})
-            state = self._state(key)
-            result = finetune(base, split.noisy, split.clean, calibration=self._calibration, training=cfg,
-                              time_budget_s=time_budget_s, device=self._device,
-                              name=f"{base.name}+{mode}" + (f" ({key})" if key else ""), match_reference=match_reference)
-            steps = int(result.fit.steps)
-            if not result.adapted:
-                out = Adaptation(key, mode, steps, False, False, None, None, split.source,
-                                 f"not adapted: {result.fit.not_adapted_reason()}")
-            else:
-                pairs = split.pairs
-                if clean_list is not None and match_reference:
-                    from livedenoise.training.finetune import match_intensity
-
-                    pairs = [(x, match_intensity(t, x)) for x, t in pairs]
-                b, a, better = swap_scores(state.checkpoint, result.checkpoint, pairs, device=self._device)  # type: ignore[arg-type]
-                out = Adaptation(key, mode, steps, True, better, b, a, split.source,
-                                 f"held-out MSE {a:.4g} vs {b:.4g}" + ("" if better else
-                                                                      f": not better by {SWAP_MARGIN:.0%}, kept"))
-                if better:
-                    if save_to is not None:
-                        out.saved_to = str(result.checkpoint.save(save_to))
-                    with state.swap_lock:
-                        state.denoiser.swap(result.checkpoint)  # type: ignore[union-attr]
-                        state.model = result.checkpoint.name
-            state.adaptations.append(out.to_dict())
-            log.info("%s: adaptation (%s, %d steps): %s", key or "frames", mode, steps,
+            out = Adaptation(key, mode, 0, False, False, None, None, split.source, "")
+            try:
+                if key not in self._first:  # no frame of this channel yet: its noise fit comes from these frames
+                    self._first[key] = (noisy[0], {})
+                state = self._state(key)
+                current = state.checkpoint
+                result = finetune(current, split.noisy, split.clean, calibration=self._calibration, training=cfg,  # type: ignore[arg-type]
+                                  time_budget_s=time_budget_s, device=self._device, name=name,
+                                  match_reference=match_reference)
+                out.steps = int(result.fit.steps)
+                out.adapted = bool(result.adapted)
+                if not result.adapted:
+                    out.reason = f"not adapted: {result.fit.not_adapted_reason()}"
+                else:
+                    pairs = split.pairs
+                    if clean_list is not None and match_reference:
+                        pairs = [(x, match_intensity(t, x)) for x, t in pairs]
+                    b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device)  # type: ignore[arg-type]
+                    out.backbone_mse, out.adapted_mse, out.swapped = b, a, better
+                    out.reason = f"held-out MSE {a:.4g} vs {b:.4g}" + (
+                        "" if better else f": not better by {SWAP_MARGIN:.0%}, the current model is kept")
+                    if better:
+                        with state.swap_lock:
+                            state.denoiser.swap(result.checkpoint)  # type: ignore[union-attr]
+                            state.model = result.checkpoint.name
+                            state.checkpoint = result.checkpoint
+                        if save_to is not None:
+                            try:
+                                out.saved_to = str(result.checkpoint.save(save_to))
+                            except Exception as exc:  # swapped in all the same: saving is not what makes it better
+                                out.reason += f"; NOT saved to {save_to} ({exc.__class__.__name__}: {exc})"
+            except Exception as exc:  # reported in one sentence; the channel keeps its model
+                out.reason = f"adaptation failed, the current model is kept: {exc.__class__.__name__}: {exc}"
+                log.warning("%s: %s", key or "frames", out.reason)
+            if key in self._states:
+                self._states[key].adaptations.append(out.to_dict())
+            log.info("%s: adaptation (%s, %d steps): %s", key or "frames", mode, out.steps,
                      ("swapped in; " if out.swapped else "") + out.reason)
             return out
 
