@@ -48,6 +48,7 @@ SOURCES: dict[str, str] = {
     "demo": "2026-12-03-demo/report.json",
     "integrity": "2026-12-03-integrity/integrity.json",
     "temporal": "2026-12-03-temporal/temporal.json",
+    "attach": "2026-12-03-attach/attach.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -294,7 +295,7 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal,
+    "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal, "attach": attach,
     **MULTI,
 }
 

@@ -3,6 +3,7 @@
 Runs on the simulated microscope (no hardware needed):
 
     python examples/attach_mda.py -o /tmp/attach-mda
+    python examples/attach_mda.py -o /tmp/attach-mda --show     # with the raw | denoised viewer
 
 Raw frames go to pymmcore-plus's own OME-Zarr writer exactly as acquired; livedenoise's handler
 denoises every frame in the background into an NDTiff dataset with named axes (time, channel, z,
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None, help="folder for raw.ome.zarr and denoised/")
     parser.add_argument("--model", default="fast", help="model for every channel (shipped name or .safetensors)")
     parser.add_argument("--time-points", type=int, default=5)
+    parser.add_argument("--show", action="store_true", help="open livedenoise's raw | denoised viewer while acquiring")
+    parser.add_argument("--screenshot", type=Path, help="with --show: save the viewer here at the end")
     args = parser.parse_args(argv)
     out = args.output or Path(tempfile.mkdtemp(prefix="livedenoise-mda-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -42,9 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         axis_order="tpcz",
     )
     scores = TruthScores(core.microscope)  # your display callback here (it gets each shown raw | denoised frame)
-    handler = MDADenoiser(args.model, output=out / "denoised", display=scores)
-    core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
-    report = handler.result
+
+    def acquire(show=None):
+        def display(frame):
+            scores(frame)
+            if show is not None:
+                show(frame)
+
+        handler = MDADenoiser(args.model, output=out / "denoised", display=display)
+        core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
+        return handler.result
+
+    if args.show:  # as in napari-micromanager: the MDA runs in a thread, Qt's loop in the main one
+        from _viewer import run_with_viewer
+
+        report, shown = run_with_viewer(acquire, title="livedenoise attached to a pymmcore-plus MDA",
+                                        screenshot=args.screenshot)
+        print(f"viewer: {shown} raw | denoised frames shown")
+    else:
+        report = acquire()
     print(report.summary())
     for channel, info in report.channels.items():
         print(f"  channel {channel}: {info['model']}, {info['frames_recorded']} frames; {info['noise_model']}")

@@ -4,6 +4,7 @@ Runs on the simulated microscope (no hardware needed):
 
     python examples/attach_pycromanager.py -o /tmp/attach-demo            # image_process_fn
     python examples/attach_pycromanager.py -o /tmp/attach-demo --saved    # image_saved_fn
+    python examples/attach_pycromanager.py -o /tmp/attach-demo --show     # with the raw | denoised viewer
 
 On a real microscope, replace the simulated core by your Micro-Manager (leave ``core`` out: pycromanager's
 Java backend talks to the running Micro-Manager) and use your channel group and channel names. The
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saved", action="store_true", help="hook in with image_saved_fn (denoise from what was saved)")
     parser.add_argument("--model", default="fast", help="model for every channel (shipped name or .safetensors)")
     parser.add_argument("--time-points", type=int, default=5)
+    parser.add_argument("--show", action="store_true", help="open livedenoise's raw | denoised viewer while acquiring")
+    parser.add_argument("--screenshot", type=Path, help="with --show: save the viewer here at the end")
     args = parser.parse_args(argv)
     out = args.output or Path(tempfile.mkdtemp(prefix="livedenoise-attach-"))
 
@@ -38,14 +41,30 @@ def main(argv: list[str] | None = None) -> int:
     events = multi_d_acquisition_events(num_time_points=args.time_points, channel_group=LIGHT_GROUP, channels=channels,
                                         z_start=0, z_end=2, z_step=1, xy_positions=[list(p) for p in positions])
 
-    # One model per channel by name; a channel mapped to None (e.g. brightfield) is left alone.
     scores = TruthScores(core.microscope)  # your display callback here (it gets each shown raw | denoised frame)
-    den = PycromanagerDenoiser(args.model, channels={"20%": args.model}, output=out / "denoised", display=scores)
-    hook = {"image_saved_fn": den.saved} if args.saved else {"image_process_fn": den.process}
-    with Acquisition(directory=str(out / "raw"), name="experiment", show_display=False, **hook) as acq:
-        acq.acquire(events)
-        raw = acq.get_dataset()
-    report = den.close()
+
+    def acquire(show=None):
+        def display(frame):
+            scores(frame)
+            if show is not None:
+                show(frame)
+
+        # One model per channel by name; a channel mapped to None (e.g. brightfield) is left alone.
+        den = PycromanagerDenoiser(args.model, channels={"20%": args.model}, output=out / "denoised", display=display)
+        hook = {"image_saved_fn": den.saved} if args.saved else {"image_process_fn": den.process}
+        with Acquisition(directory=str(out / "raw"), name="experiment", show_display=False, **hook) as acq:
+            acq.acquire(events)
+            raw = acq.get_dataset()
+        return raw, den.close()
+
+    if args.show:
+        from _viewer import run_with_viewer
+
+        (raw, report), shown = run_with_viewer(acquire, title="livedenoise attached to pycromanager",
+                                               screenshot=args.screenshot)
+        print(f"viewer: {shown} raw | denoised frames shown")
+    else:
+        raw, report = acquire()
 
     print(report.summary())
     for channel, info in report.channels.items():

@@ -390,10 +390,18 @@ def test_attached_denoiser_errors_say_what_is_wrong(tmp_path):
 
 
 @pytest.mark.parametrize("script, extra", [("attach_pycromanager.py", []), ("attach_pycromanager.py", ["--saved"]),
-                                           ("attach_mda.py", [])])
+                                           ("attach_mda.py", []), ("attach_mda.py", ["--show"])])
 def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), "-o", str(tmp_path), "--time-points", "2",
-                             *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    import os
+
+    if "--show" in extra:
+        extra = [*extra, "--screenshot", str(tmp_path / "viewer.png")]
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / script), "-o", str(tmp_path / "out"),
+                             "--time-points", "2", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "24 denoised frames written" in result.stdout
     assert "scored against the simulator's truth" in result.stdout
+    if "--show" in extra:  # the viewer showed frames while the MDA ran, and its screenshot was saved
+        shown = int(result.stdout.split("viewer: ")[1].split()[0])
+        assert shown >= 1 and (tmp_path / "viewer.png").stat().st_size > 1000
