@@ -51,3 +51,21 @@ def run_with_viewer(job: Callable[[Callable[[DenoisedFrame], None]], Any], *, ti
     if "error" in result:
         raise result["error"]
     return result["value"], shown
+
+
+def run_example(acquire: Callable[[Callable[[DenoisedFrame], None]], Any], scores: Callable[[DenoisedFrame], None], *,
+                show: bool, title: str, screenshot: Path | None = None) -> Any:
+    """``acquire(display)`` with ``scores`` as its display callback, and with the viewer fed too when ``show``."""
+    if not show:
+        return acquire(scores)
+
+    def job(post: Callable[[DenoisedFrame], None]) -> Any:
+        def display(frame: DenoisedFrame) -> None:
+            scores(frame)
+            post(frame)
+
+        return acquire(display)
+
+    result, shown = run_with_viewer(job, title=title, screenshot=screenshot)
+    print(f"viewer: {shown} raw | denoised frames shown")
+    return result

@@ -21,6 +21,7 @@ import useq
 
 from livedenoise.attach import MDADenoiser
 from _truth import TruthScores  # noqa: E402 - beside this script
+from _viewer import run_example  # noqa: E402
 from simulators.core import LIGHT_GROUP, spread_positions, start_simulated_core
 
 
@@ -46,24 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     scores = TruthScores(core.microscope)  # your display callback here (it gets each shown raw | denoised frame)
 
-    def acquire(show=None):
-        def display(frame):
-            scores(frame)
-            if show is not None:
-                show(frame)
-
+    def acquire(display):
         handler = MDADenoiser(args.model, output=out / "denoised", display=display)
         core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
         return handler.result
 
-    if args.show:  # as in napari-micromanager: the MDA runs in a thread, Qt's loop in the main one
-        from _viewer import run_with_viewer
-
-        report, shown = run_with_viewer(acquire, title="livedenoise attached to a pymmcore-plus MDA",
-                                        screenshot=args.screenshot)
-        print(f"viewer: {shown} raw | denoised frames shown")
-    else:
-        report = acquire()
+    # with --show, as in napari-micromanager: the MDA runs in a thread, Qt's loop in the main one
+    report = run_example(acquire, scores, show=args.show, title="livedenoise attached to a pymmcore-plus MDA",
+                         screenshot=args.screenshot)
     print(report.summary())
     for channel, info in report.channels.items():
         print(f"  channel {channel}: {info['model']}, {info['frames_recorded']} frames; {info['noise_model']}")

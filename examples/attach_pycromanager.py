@@ -21,6 +21,7 @@ from pycromanager import Acquisition, multi_d_acquisition_events
 
 from livedenoise.attach import PycromanagerDenoiser
 from _truth import TruthScores  # noqa: E402 - beside this script
+from _viewer import run_example  # noqa: E402
 from simulators.core import LIGHT_GROUP, spread_positions, start_simulated_core
 
 
@@ -43,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = TruthScores(core.microscope)  # your display callback here (it gets each shown raw | denoised frame)
 
-    def acquire(show=None):
-        def display(frame):
-            scores(frame)
-            if show is not None:
-                show(frame)
-
+    def acquire(display):
         # One model per channel by name; a channel mapped to None (e.g. brightfield) is left alone.
         den = PycromanagerDenoiser(args.model, channels={"20%": args.model}, output=out / "denoised", display=display)
         hook = {"image_saved_fn": den.saved} if args.saved else {"image_process_fn": den.process}
@@ -57,14 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             raw = acq.get_dataset()
         return raw, den.close()
 
-    if args.show:
-        from _viewer import run_with_viewer
-
-        (raw, report), shown = run_with_viewer(acquire, title="livedenoise attached to pycromanager",
-                                               screenshot=args.screenshot)
-        print(f"viewer: {shown} raw | denoised frames shown")
-    else:
-        raw, report = acquire()
+    raw, report = run_example(acquire, scores, show=args.show, title="livedenoise attached to pycromanager",
+                              screenshot=args.screenshot)
 
     print(report.summary())
     for channel, info in report.channels.items():
