@@ -59,17 +59,19 @@ def _model(preset: str):
     return (model, Normalizer(offset=100, gain=0.45, noise_b=2.0, vst=True, scale=10.0)), f"{preset} (untrained)"
 
 
-def bench_inference(presets: list[str], sizes: list[int], devices: list[str], repeats: int) -> list[dict]:
+def bench_inference(presets: list[str], sizes: list[int], devices: list[str], repeats: int,
+                    layouts: tuple[bool, ...] = (False, True)) -> list[dict]:
+    """Every preset at every size, in the NCHW layout (the reference) and channels-last, in one run."""
     from livedenoise.inference import Denoiser
 
     rows = []
     for device in devices:
-        for preset in presets:
+        for preset, channels_last in [(p, c) for p in presets for c in layouts]:
             source, label = _model(preset)
             if isinstance(source, tuple):
-                den = Denoiser(source[0], source[1], device=device)
+                den = Denoiser(source[0], source[1], device=device, channels_last=channels_last)
             else:
-                den = Denoiser(source, device=device)
+                den = Denoiser(source, device=device, channels_last=channels_last)
             for size in sizes:
                 frame = _frame(size)
                 window = den.window if den.is_temporal else 1
@@ -95,8 +97,9 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
                 ms = 1000 * statistics.median(times)
                 rows.append({"device": device, "model": label, "size": size, "ms_per_frame": ms,
                              "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
-                             "precision": den.precision, "temporal_window": window if den.is_temporal else None})
-                print(f"[speed] {device} {label} {size}²: {ms:.1f} ms/frame", flush=True)
+                             "precision": den.precision, "temporal_window": window if den.is_temporal else None,
+                             "layout": den.layout})
+                print(f"[speed] {device} {label} {den.layout} {size}²: {ms:.1f} ms/frame", flush=True)
     return rows
 
 
@@ -170,10 +173,10 @@ def render(result: dict) -> str:
     lines = [f"# Speed benchmark{' (quick)' if result['quick'] else ''}", "", f"- machine: {machine_line(result['machine'])}", ""]
     if result.get("inference"):
         lines += ["## Inference (Denoiser, median of repeats after warm-up)", "",
-                  table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision"],
+                  table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision", "layout"],
                         [[r["device"], r["model"] + (f", window {r['temporal_window']}" if r["temporal_window"] else ""),
                           f"{r['size']}²", f"{r['ms_per_frame']:.1f}", f"{r['mpx_per_s']:.2f}", f"{r['fps']:.2f}",
-                          r["precision"]] for r in result["inference"]]), ""]
+                          r["precision"], r.get("layout", "NCHW")] for r in result["inference"]]), ""]
     if result.get("finetune"):
         lines += ["## Self-supervised fine-tuning to early stop (one frame, default TrainingConfig)", "",
                   table(["device", "model", "objective", "frame", "wall s", "steps", "validations",
