@@ -103,9 +103,11 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
     return rows
 
 
-def bench_finetune(size: int, budget_s: float, device: str) -> dict:
+def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool = True) -> dict:
+    """Self-supervised fine-tuning of the fast backbone on one frame, training in the given memory layout."""
     from livedenoise.config import TrainingConfig
     from livedenoise.evaluate import SimulatedTask
+    from livedenoise.training import loop
     from livedenoise.training.finetune import finetune
 
     source, label = _model("fast")
@@ -116,12 +118,18 @@ def bench_finetune(size: int, budget_s: float, device: str) -> dict:
     task = SimulatedTask("filaments", size)
     frames = task.train_frames(20.0, seed=0, n=1)
     cfg = TrainingConfig(time_budget_s=budget_s, max_steps=100_000)
-    t0 = time.perf_counter()
-    res = finetune(source, frames, None, training=cfg, device=device, seed=0)
-    wall = time.perf_counter() - t0
+    saved, loop.TRAIN_CHANNELS_LAST = loop.TRAIN_CHANNELS_LAST, channels_last
+    try:
+        t0 = time.perf_counter()
+        res = finetune(source, frames, None, training=cfg, device=device, seed=0)
+        wall = time.perf_counter() - t0
+    finally:
+        loop.TRAIN_CHANNELS_LAST = saved
     f = res.fit
-    print(f"[speed] fine-tune {label} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}", flush=True)
+    layout = "channels-last" if channels_last else "NCHW"
+    print(f"[speed] fine-tune {label} {layout} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}", flush=True)
     return {"device": device, "model": label, "size": size, "wall_s": wall, "steps": f.steps, "stopped": f.stopped,
+            "layout": layout,
             "objective": f.objective, "validations": len(f.history),
             "best_step": f.best_step, "s_per_step": f.elapsed_s / max(f.steps, 1), "budget_s": budget_s,
             "batch_size": cfg.batch_size, "patch_size": cfg.patch_size, "patience": cfg.patience}
@@ -180,10 +188,10 @@ def render(result: dict) -> str:
     if result.get("finetune"):
         lines += ["## Self-supervised fine-tuning to early stop (one frame, default TrainingConfig)", "",
                   table(["device", "model", "objective", "frame", "wall s", "steps", "validations",
-                         "s / step (incl. validation)", "stopped", "best step"],
+                         "s / step (incl. validation)", "stopped", "best step", "layout"],
                         [[r["device"], r["model"], r.get("objective", "?"), f"{r['size']}²", f"{r['wall_s']:.1f}",
-                          r["steps"], r.get("validations", "?"), f"{r['s_per_step']:.3f}", r["stopped"], r["best_step"]]
-                         for r in result["finetune"]]), ""]
+                          r["steps"], r.get("validations", "?"), f"{r['s_per_step']:.3f}", r["stopped"], r["best_step"],
+                          r.get("layout", "NCHW")] for r in result["finetune"]]), ""]
     if result.get("acquisition"):
         acq = result["acquisition"]
         base = acq[0]["camera_fps"] if acq else float("nan")
@@ -217,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "inference": lambda: bench_inference(["fast", "standard", "temporal"],
                                              [512, 2048], devices, 2 if quick else 5),
-        "finetune": lambda: [bench_finetune(128 if quick else 256, 20.0 if quick else 120.0, d) for d in devices],
+        "finetune": lambda: [bench_finetune(128 if quick else 256, 20.0 if quick else 120.0, d, cl)
+                             for d in devices for cl in (False, True)],
         "acquisition": lambda: bench_acquisition(40 if quick else 200, 256),
     }
     for name, fn in sections.items():

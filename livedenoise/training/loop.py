@@ -105,11 +105,15 @@ def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_we
     return supervised_loss(model(x), y, loss, ssim_weight)
 
 
+#: Train plain 2-D U-Nets in the channels-last layout (``benchmarks/bench_speed.py`` measures both settings).
+TRAIN_CHANNELS_LAST = True
+
+
 def _trains_channels_last(model: torch.nn.Module) -> bool:
     """Whether ``model`` is a plain 2-D U-Net (4-D NCHW inputs), the kind the channels-last layout speeds up."""
     from livedenoise.models.unet import UNet2D
 
-    return type(model) is UNet2D
+    return TRAIN_CHANNELS_LAST and type(model) is UNet2D
 
 
 def _layout(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
