@@ -67,15 +67,18 @@ def stream_key(axes: Mapping[str, Any]) -> str:
 class ChannelState:
     """One channel's model, as prepared on its first frame."""
 
-    model: str
-    denoiser: Denoiser | None = None
+    checkpoint: Checkpoint  #: the channel's model with its fitted normaliser (what swaps are scored against)
+    denoiser: Denoiser  #: runs ``checkpoint``; swapped together with it
     noise: str = ""
     warnings: list[str] = field(default_factory=list)
     frames: int = 0
-    checkpoint: Checkpoint | None = None  #: the channel's model with its fitted normaliser (what swaps are scored against)
     adaptations: list[dict] = field(default_factory=list)
     #: held while the recorder denoises a frame and while a swap happens: a recorded frame's model name is exact
     swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def model(self) -> str:
+        return self.checkpoint.name
 
 
 @dataclass
@@ -205,7 +208,7 @@ class AttachedDenoiser:
         """The channel's denoiser, prepared on its first frame: the model's normaliser fitted to that frame."""
         with self._prepare_lock:
             state = self._states.get(channel)
-            if state is not None and state.denoiser is not None:
+            if state is not None:
                 return state
             frame, axes = self._first[channel]
             if frame is None:
@@ -213,8 +216,8 @@ class AttachedDenoiser:
             ckpt = self._checkpoint(self._choice_for(channel)).clone()  # type: ignore[arg-type]
             fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
             ckpt.normalizer = fit.normalizer
-            state = ChannelState(ckpt.name, Denoiser(ckpt, device=self._device, threads=self._threads), fit.describe(),
-                                 list(fit.warnings), checkpoint=ckpt)
+            state = ChannelState(ckpt, Denoiser(ckpt, device=self._device, threads=self._threads), fit.describe(),
+                                 list(fit.warnings))
             self._states[channel] = state
             label = channel if channel is not None else "frames"
             log.info("%s: %s; %s", label, ckpt.name, fit.describe())
@@ -273,7 +276,7 @@ class AttachedDenoiser:
         """The field's stream name for ``consumer``; bounds the memory temporal windows hold (least recent out)."""
         key = f"{consumer}|{stream_key(axes)}"
         den = state.denoiser
-        if den is None or not den.is_temporal:
+        if not den.is_temporal:
             return key
         per_window = max(1, den.window * frame.size * 12)  # 2-D result + registration spectrum per kept frame
         limit = max(2, STREAM_MEMORY_BYTES // (2 * per_window))
@@ -285,8 +288,7 @@ class AttachedDenoiser:
                 old = next(iter(seen))
                 del seen[old]
                 for s in list(self._states.values()):
-                    if s.denoiser is not None:
-                        s.denoiser.drop_stream(old)
+                    s.denoiser.drop_stream(old)
                 self._dropped_windows += 1
                 if self._dropped_windows == 1:
                     log.warning("more fields than temporal windows fit in %d MB: the least recently seen field's "
@@ -297,13 +299,13 @@ class AttachedDenoiser:
         axes = info["axes"]
         state = self._channel_state(axes)
         info["model"] = state.model  # names this frame's model on the display (channels differ; swaps happen)
-        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame))  # type: ignore[union-attr]
+        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame))
 
     def _denoise_for_record(self, frame: np.ndarray, axes: dict) -> np.ndarray:
         state = self._channel_state(axes)
         stream = self._stream("record", axes, state, frame)
         with state.swap_lock:
-            out = state.denoiser.push(frame, stream=stream)  # type: ignore[union-attr]
+            out = state.denoiser.push(frame, stream=stream)
             self._record_model = state.model
         state.frames += 1
         return out
@@ -366,7 +368,7 @@ class AttachedDenoiser:
                     self._first[key] = (noisy[0], {})
                 state = self._state(key)
                 current = state.checkpoint
-                result = finetune(current, split.noisy, split.clean, calibration=self._calibration, training=cfg,  # type: ignore[arg-type]
+                result = finetune(current, split.noisy, split.clean, calibration=self._calibration, training=cfg,
                                   time_budget_s=time_budget_s, device=self._device, name=name,
                                   match_reference=match_reference)
                 out.steps = int(result.fit.steps)
@@ -377,14 +379,13 @@ class AttachedDenoiser:
                     pairs = split.pairs
                     if clean_list is not None and match_reference:
                         pairs = [(x, match_intensity(t, x)) for x, t in pairs]
-                    b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device)  # type: ignore[arg-type]
+                    b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device)
                     out.backbone_mse, out.adapted_mse, out.swapped = b, a, better
                     out.reason = f"held-out MSE {a:.4g} vs {b:.4g}" + (
                         "" if better else f": not better by {SWAP_MARGIN:.0%}, the current model is kept")
                     if better:
                         with state.swap_lock:
-                            state.denoiser.swap(result.checkpoint)  # type: ignore[union-attr]
-                            state.model = result.checkpoint.name
+                            state.denoiser.swap(result.checkpoint)
                             state.checkpoint = result.checkpoint
                         if save_to is not None:
                             try:
