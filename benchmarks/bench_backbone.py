@@ -174,10 +174,23 @@ def model_outputs(spec: str, frames: list[np.ndarray], ensemble: int = 1) -> tup
     return outs, (time.perf_counter() - t0) / max(len(frames), 1), info
 
 
+def score_rows(cases: list[Case], methods: dict[str, tuple[list[np.ndarray], float, dict]]) -> list[dict]:
+    """One row per case and method: PSNR/SSIM against the case's reference (and its flat truth, if any)."""
+    from livedenoise.metrics import score
+
+    rows = []
+    for i, c in enumerate(cases):
+        for m, (outs, sec, _) in methods.items():
+            s = score(c.reference, outs[i], affine=c.affine)
+            f = score(c.flat, outs[i]) if c.flat is not None else None
+            rows.append({"case": c.name, "group": c.group, "structure": c.structure, "method": m, "psnr": s.psnr,
+                         "ssim": s.ssim, "psnr_flat": f.psnr if f else None, "ssim_flat": f.ssim if f else None,
+                         "affine": c.affine, "seconds_per_image": sec})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
-
-    from livedenoise.metrics import score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", help="candidate: 'fast', 'standard' or a checkpoint (repeatable)")
@@ -213,14 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             outs, sec, info = model_outputs(spec, frames, args.ensemble)
             labels.append(f"{label} x{args.ensemble}")
             methods[labels[-1]] = (outs, sec, {**info, "ensemble": args.ensemble})
-    rows = []
-    for i, c in enumerate(cases):
-        for m, (outs, sec, info) in methods.items():
-            s = score(c.reference, outs[i], affine=c.affine)
-            f = score(c.flat, outs[i]) if c.flat is not None else None
-            rows.append({"case": c.name, "group": c.group, "structure": c.structure, "method": m, "psnr": s.psnr,
-                         "ssim": s.ssim, "psnr_flat": f.psnr if f else None, "ssim_flat": f.ssim if f else None,
-                         "affine": c.affine, "seconds_per_image": sec})
+    rows = score_rows(cases, methods)
     models = {label: {**methods[label][2], "seconds_per_image": methods[label][1]} for label in labels}
     payload = {"machine": machine(), "quick": args.quick, "command": "python benchmarks/bench_backbone.py "
                + " ".join(argv if argv is not None else sys.argv[1:]), "models": models,

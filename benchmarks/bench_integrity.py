@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from livedenoise.acquisition.controller import LiveSession
     from livedenoise.checkpoint import Checkpoint
-    from livedenoise.config import LiveConfig, Settings, TrainingConfig
+    from livedenoise.commands.settings import Settings
+    from livedenoise.config import LiveConfig, TrainingConfig
     from livedenoise.models import build_model
     from livedenoise.normalization import Normalizer
     from livedenoise.training.simdata import BACKBONE_SCALE
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                    light_power=10.0, seed=0)
     settings = Settings(microscope=micro, training=TrainingConfig(),
                         live=LiveConfig(mode="self", self_supervised_frames=1000, finetune_time_budget_s=1.0,
-                                        interval_ms=interval_ms, save_denoised=False))
+                                        interval_ms=interval_ms, save_denoised=False)).for_simulator()
     torch.manual_seed(0)
     model = build_model("unet", widths=[8, 16])
     backbone = Checkpoint(model, "unet", {"widths": [8, 16]}, Normalizer(vst=True, scale=BACKBONE_SCALE), name="tiny")

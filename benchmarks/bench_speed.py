@@ -98,7 +98,7 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
                 rows.append({"device": device, "model": label, "size": size, "ms_per_frame": ms,
                              "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
                              "precision": den.precision, "temporal_window": window if den.is_temporal else None,
-                             "layout": den.layout})
+                             "layout": den.layout, "pixel_budget": getattr(den, "pixel_budget", None)})
                 print(f"[speed] {device} {label} {den.layout} {size}²: {ms:.1f} ms/frame", flush=True)
     return rows
 
@@ -215,16 +215,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
+    ap.add_argument("--models", default="fast,standard,temporal", help="inference: comma-separated presets")
+    ap.add_argument("--layouts", default="nchw,channels-last", help="inference: nchw and/or channels-last")
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.WARNING)
     only = {s.strip() for s in args.only.split(",")}
+    known = {"nchw": False, "channels-last": True}
+    try:
+        layouts = tuple(known[x.strip()] for x in args.layouts.split(","))
+    except KeyError as exc:
+        ap.error(f"--layouts: unknown layout {exc}; expected nchw and/or channels-last")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     quick = args.quick
     load_start = load_average()
     result: dict = {"quick": quick, "errors": {}}
     sections = {
-        "inference": lambda: bench_inference(["fast", "standard", "temporal"],
-                                             [512, 2048], devices, 2 if quick else 5),
+        "inference": lambda: bench_inference([m.strip() for m in args.models.split(",")], [512, 2048], devices,
+                                             2 if quick else 5, layouts=layouts),
         "finetune": lambda: [bench_finetune(128 if quick else 256, 20.0 if quick else 120.0, d, cl)
                              for d in devices for cl in (False, True)],
         "acquisition": lambda: bench_acquisition(40 if quick else 200, 256),

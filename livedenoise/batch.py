@@ -60,6 +60,7 @@ from livedenoise.io import (
     validate_axes,
     write_ndtiff,
 )
+from livedenoise.models import ACTIVATION_BYTES_PER_PIXEL_CHANNEL
 from livedenoise.weights import TEMPORAL_BACKBONE
 
 log = logging.getLogger("livedenoise")
@@ -70,8 +71,6 @@ DTYPES = ("float32", "input", "uint16", "uint8")
 NOISE_MODELS = ("fit", "stored")
 MANIFEST_VERSION = 2  # 2: OME-TIFF outputs are written under .livedenoise/<stem>.partial.ome.tif, renamed when complete
 STATE_DIR = ".livedenoise"
-#: Estimated bytes of network activations per input pixel and per first-layer channel (float32 working set).
-ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 48
 #: Smallest kept centre of a tile (pixels per side); tiles are never narrower than 2 x margin + this.
 MIN_TILE_CORE = 64
 #: Frames smaller than this many pixels are batched (up to 4 per network call).

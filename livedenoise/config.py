@@ -1,26 +1,25 @@
-"""All configurable settings of livedenoise, as pydantic models loaded from TOML in ``config/``.
+"""Settings of livedenoise's own work -- training and live sessions -- as strict pydantic models, read from TOML.
 
-One place for defaults. The simulated microscope's models come from :mod:`simulators.config`
-(the simulator must not import livedenoise); training and live-session settings are added here.
-Every model forbids unknown keys: a typo in a file fails with the file, the key and what is allowed.
+The simulated microscope's settings are the simulator's (:mod:`simulators.config`); the commands that run
+it combine both (:mod:`livedenoise.commands.settings`). Nothing here imports the simulator, so a session
+on real hardware reads only what it uses. Every model forbids unknown keys: a typo in a file fails with
+the file, the key and what is allowed.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from livedenoise.errors import ConfigError
-from simulators.config import (
-    MicroscopeConfig,
-    SimulatorConfigError,
-    config_dir,
-    load_microscope_config,
-    microscope_from_dict,
-    read_toml,
-    validate_model,
-)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 class _Strict(BaseModel):
@@ -76,28 +75,65 @@ class LiveConfig(_Strict):
     interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
     position_spacing_um: float = Field(60.0, gt=0, description="distance between calibration positions")
     save_denoised: bool = True
+    exposure_ms: float | None = Field(
+        None, gt=0, le=60000,
+        description="live exposure; unset: the exposure Micro-Manager is set to (the simulated microscope's own setting)")
+    light_power: float | None = Field(
+        None, ge=0, le=100, description="live light power in percent; unset: the light source is left as it is")
 
 
-class Settings(_Strict):
-    """Everything a session needs: microscope (simulated), training and live settings."""
+class SessionSettings(_Strict):
+    """What a live session needs: training and live settings (the ``[training]`` and ``[live]`` tables)."""
 
-    microscope: MicroscopeConfig = Field(default_factory=MicroscopeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Load settings from a TOML file with ``[microscope]``, ``[training]`` and ``[live]`` tables.
+def settings_dir() -> Path:
+    """Where ``session.toml`` is looked for: ``$LIVEDENOISE_CONFIG_DIR``, else this checkout's ``config/``."""
+    env = os.environ.get("LIVEDENOISE_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "config"
 
-    Without a path, ``config/session.toml`` is used if present, else the defaults, and the microscope
-    comes from ``config/microscope.toml``. Errors name the file, the key and what is allowed.
-    """
-    source = Path(path) if path is not None else config_dir() / "session.toml"
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; I/O and syntax errors become one sentence naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
     try:
-        data: dict[str, Any] = read_toml(source) if (path is not None or source.is_file()) else {}
-        micro = data.pop("microscope", None)
-        settings: Settings = validate_model(Settings, data, str(source))
-        microscope = load_microscope_config() if micro is None else microscope_from_dict(micro, f"{source} [microscope]")
-    except SimulatorConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    return settings.model_copy(update={"microscope": microscope})
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML (the file is not UTF-8 text)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One readable sentence for a pydantic error: the source, each dotted key, and what is allowed."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        else:
+            given = err.get("input")
+            given_txt = f" (got {given!r})" if not isinstance(given, (dict, list)) else ""
+            parts.append(f"key '{key}': {err['msg']}{given_txt}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_session_settings(path: str | Path | None = None) -> SessionSettings:
+    """The ``[training]`` and ``[live]`` tables of a TOML file (default ``session.toml`` in :func:`settings_dir`,
+    else the defaults). A ``[microscope]`` table (the simulated microscope's, see
+    :func:`livedenoise.commands.settings.load_settings`) is ignored here. Errors name the file, the key and what
+    is allowed."""
+    source = Path(path) if path is not None else settings_dir() / "session.toml"
+    data = read_toml(source) if (path is not None or source.is_file()) else {}
+    data.pop("microscope", None)
+    try:
+        return SessionSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, str(source))) from None

@@ -44,18 +44,25 @@ from livedenoise.checkpoint import Checkpoint
 from livedenoise.modelspec import load_model_spec
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
-from livedenoise.models import is_tile_safe, model_is_temporal, receptive_field_radius, size_multiple
-from livedenoise.models.unet import pad2d
+from livedenoise.models import (
+    activation_bytes_per_pixel, is_tile_safe, model_is_temporal, receptive_field_radius, size_multiple,
+)
 from livedenoise.normalization import Normalizer, check_image
 
 log = logging.getLogger("livedenoise")
 
-#: Frames with more pixels than this (per model call, times T for temporal nets) are tiled.
-#: 2 Mpx on the CPU keeps the standard U-Net near 1.5 GB of activations and lets a 512x512
-#: window of up to 8 frames run whole; CUDA starts large and halves tiles on out-of-memory.
-DEFAULT_PIXEL_BUDGET = {"cpu": 2048 * 1024, "cuda": 4096 * 4096, "mps": 2048 * 2048}
+#: Frames with more pixels than this (per model call, times T for temporal nets) are tiled on a GPU; CUDA
+#: starts large and halves tiles on out-of-memory. On the CPU the budget follows from
+#: ``CPU_ACTIVATION_BYTES`` and the model's working memory per pixel.
+DEFAULT_PIXEL_BUDGET = {"cuda": 4096 * 4096, "mps": 2048 * 2048}
+#: Working memory one CPU network call may use: 2 GiB runs a 2048² frame whole with the fast backbone
+#: (~1.3 GB measured) and 2.8 Mpx with the standard one. Why not smaller tiles for the cache: each tile
+#: recomputes a margin of the receptive-field radius (64 px) on every side, which costs more than the
+#: cache saves (``benchmarks/results/2026-12-03-speed-tiles``: 2048² frames 20-30 % faster whole or in
+#: strips than in 1024² tiles on the 2-core development CPU).
+CPU_ACTIVATION_BYTES = 2 * 1024**3
 #: Largest tile side chosen automatically.
-MAX_AUTO_TILE = {"cpu": 1024, "cuda": 4096, "mps": 2048}
+MAX_AUTO_TILE = {"cpu": 8192, "cuda": 4096, "mps": 2048}
 DEFAULT_WINDOW = 5
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Self-ensemble sizes: 1 (off), 2 (identity + horizontal flip), 4 (the rotations), 8 (rotations x flip).
@@ -84,6 +91,7 @@ class _Engine:
     fusion: nn.Module | None = None  #: TemporalUNet: ``model`` is its 2-D stage, this fuses the results over time
     full: nn.Module | None = None  #: TemporalUNet: the whole network (what ``Denoiser.model`` returns)
     channels_last: bool = False  #: ``model`` (a 2-D net) runs on NHWC tensors
+    pixel_budget: int = 0  #: input pixels (times T) per network call before tiling (set by Denoiser._prepare)
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,39 @@ class _AxisPlan:
 def _axis_plan(n: int, max_tile: int, margin: int, multiple: int) -> _AxisPlan:
     """Fewest equal tiles covering ``n`` pixels whose network input is at most ``max_tile``."""
     max_core = max(multiple, ((max_tile - 2 * margin) // multiple) * multiple)
-    count = max(1, math.ceil(n / max_core))
+    return _axis_split(n, max(1, math.ceil(n / max_core)), margin, multiple)
+
+
+def _axis_split(n: int, count: int, margin: int, multiple: int) -> _AxisPlan:
+    """``count`` equal tiles covering ``n`` pixels."""
     core = _round_up(math.ceil(n / count), multiple)
     return _AxisPlan(count, core, core + 2 * margin)
+
+
+def _tile_plan(h: int, w: int, budget: int, max_side: int, margin: int, multiple: int) -> tuple[_AxisPlan, _AxisPlan]:
+    """Tiles of at most ``budget`` input pixels (and ``max_side`` per side) covering an ``h`` x ``w`` frame,
+    chosen to feed the network the fewest pixels in all.
+
+    Why rectangles: every tile recomputes a margin on each side, so the cheapest cover uses few, large
+    tiles, which for a wide frame are full-width strips rather than squares (a 2048² frame under a
+    2.8 Mpx budget: two strips of 2048 x 1152 cost 4.7 Mpx, four squares of 1152² 5.3 Mpx).
+    """
+    best: tuple[int, _AxisPlan, _AxisPlan] | None = None
+    for cx in range(1, math.ceil(w / multiple) + 1):
+        px = _axis_split(w, cx, margin, multiple)
+        if px.tile > max_side:
+            continue
+        rows = min(max_side, budget // px.tile)
+        if rows < 2 * margin + multiple:
+            continue  # too wide for even one minimal row: narrower columns get taller tiles
+        py = _axis_plan(h, rows, margin, multiple)
+        cost = px.count * px.tile * py.count * py.tile
+        if best is None or cost < best[0]:
+            best = (cost, py, px)
+    if best is None:  # even one minimal tile row exceeds the budget: the smallest square tiles
+        side = 2 * margin + 4 * multiple
+        return _axis_plan(h, side, margin, multiple), _axis_plan(w, side, margin, multiple)
+    return best[1], best[2]
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -116,7 +154,8 @@ class Denoiser:
     ``normalizer`` is required). ``normalizer`` overrides the checkpoint's when given.
     ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"``, ``"mps"`` (see
     :func:`~livedenoise.device.select_device`). ``tile_size``: side of the network input per tile
-    (``None``: tile only frames above ``pixel_budget``). ``overlap``: context margin per tile side
+    (``None``: tile only frames above ``pixel_budget``, input pixels per network call; by default, on the
+    CPU, what fits ``CPU_ACTIVATION_BYTES`` of working memory for this model). ``overlap``: context margin per tile side
     in pixels (``None``: the receptive-field radius; rounded up to the alignment grid; smaller
     values are allowed with a warning). ``precision``: ``"auto"`` (fp16 on CUDA, fp32 elsewhere),
     ``"fp32"``, ``"fp16"``, ``"bf16"``. ``window``: frames per temporal window (``None``: the
@@ -167,8 +206,9 @@ class Denoiser:
         self._overlap = overlap
         self._batch_size = int(batch_size)
         self._window_arg = window
-        kind = self._device.type if self._device.type in DEFAULT_PIXEL_BUDGET else "cpu"
-        self._pixel_budget = int(pixel_budget) if pixel_budget else DEFAULT_PIXEL_BUDGET[kind]
+        kind = self._device.type if self._device.type in MAX_AUTO_TILE else "cpu"
+        self._pixel_budget_arg = int(pixel_budget) if pixel_budget else None
+        self._kind = kind
         self._max_auto_tile = MAX_AUTO_TILE[kind]
         self._oom_tile: int | None = None  # tile side forced after a CUDA out-of-memory error
         self._lock = threading.Lock()
@@ -178,9 +218,10 @@ class Denoiser:
         #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
         self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
         log.info(
-            "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s",
+            "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s, "
+            "up to %.1f Mpx per network call",
             self._engine.name, "2D+T" if self._engine.temporal else "2D", self._engine.radius,
-            self._engine.margin, self._device, self.precision,
+            self._engine.margin, self._device, self.precision, self._engine.pixel_budget / 1e6,
         )
 
     # ------------------------------------------------------------------ configuration
@@ -246,8 +287,14 @@ class Denoiser:
         nhwc = self._channels_last and (not temporal or fusion is not None)
         if nhwc:
             work = work.to(memory_format=torch.channels_last)
+        if self._pixel_budget_arg is not None:
+            budget = self._pixel_budget_arg
+        elif self._kind == "cpu":
+            budget = max(64 * 64, CPU_ACTIVATION_BYTES // activation_bytes_per_pixel(work))
+        else:
+            budget = DEFAULT_PIXEL_BUDGET[self._kind]
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
-                       win if temporal else 1, fusion, full, nhwc)
+                       win if temporal else 1, fusion, full, nhwc, budget)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -285,6 +332,11 @@ class Denoiser:
     def overlap(self) -> int:
         """Context margin per tile side actually used (pixels)."""
         return self._engine.margin
+
+    @property
+    def pixel_budget(self) -> int:
+        """Input pixels (times the window for temporal nets) per network call above which frames are tiled."""
+        return self._current().pixel_budget
 
     @property
     def layout(self) -> str:
@@ -447,7 +499,7 @@ class Denoiser:
 
     # ------------------------------------------------------------------ core
     def _frames_per_call(self, engine: _Engine, h: int, w: int, t: int = 1) -> int:
-        return max(1, min(self._batch_size, self._pixel_budget // max(1, h * w * t)))
+        return max(1, min(self._batch_size, engine.pixel_budget // max(1, h * w * t)))
 
     def _run_frames(self, engine: _Engine, frames: np.ndarray) -> np.ndarray:
         """2-D nets: frames [N, H, W] (ADU) -> denoised [N, H, W] float32 (ADU)."""
@@ -488,26 +540,25 @@ class Denoiser:
             y = y[torch.arange(y.shape[0], device=y.device), :, select.to(y.device)]
         return y
 
-    def _tile_side(self, engine: _Engine, h: int, w: int, t: int) -> int | None:
-        """Network input side per tile, or None to run whole frames."""
-        if self._oom_tile is not None:
-            side = self._oom_tile
-        elif self._tile_size is not None:
-            side = self._tile_size
-            if h <= side and w <= side and h * w * t <= self._pixel_budget:
+    def _tiles(self, engine: _Engine, h: int, w: int, t: int) -> tuple[_AxisPlan, _AxisPlan] | None:
+        """How to cut an ``h`` x ``w`` input (of ``t`` frames) into tiles, or None to run whole frames."""
+        budget = engine.pixel_budget
+        if self._oom_tile is None and self._tile_size is None:
+            if h * w * t <= budget:
                 return None
-        elif h * w * t > self._pixel_budget:
-            side = min(self._max_auto_tile, int(math.isqrt(self._pixel_budget // t)))
-        else:
+            return _tile_plan(h, w, max(1, budget // t), self._max_auto_tile, engine.margin, engine.multiple)
+        side = self._oom_tile if self._oom_tile is not None else self._tile_size
+        assert side is not None
+        if self._oom_tile is None and h <= side and w <= side and h * w * t <= budget:
             return None
         minimum = 2 * engine.margin + engine.multiple
         if side < minimum:
-            if self._tile_size is not None and self._oom_tile is None:
+            if self._oom_tile is None:
                 raise ConfigError(
                     f"tile_size {side} is too small for overlap {engine.margin} px; expected at least {minimum}."
                 )
             side = 2 * engine.margin + 4 * engine.multiple
-        return side
+        return (_axis_plan(h, side, engine.margin, engine.multiple), _axis_plan(w, side, engine.margin, engine.multiple))
 
     @property
     def ensemble(self) -> int:
@@ -532,17 +583,17 @@ class Denoiser:
     def _infer_once(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
         """Normalised input [N, 1, (T), H, W] -> network output [N, C, H, W], tiled if needed."""
         while True:
-            side: int | None = None
+            plan: tuple[_AxisPlan, _AxisPlan] | None = None
             try:
-                side = self._tile_side(engine, x.shape[-2], x.shape[-1], x.shape[2] if x.dim() == 5 else 1)
-                if side is None:
+                plan = self._tiles(engine, x.shape[-2], x.shape[-1], x.shape[2] if x.dim() == 5 else 1)
+                if plan is None:
                     return self._call_model(engine, x, select)
-                return self._infer_tiled(engine, x, select, side)
+                return self._infer_tiled(engine, x, select, plan)
             except RuntimeError as exc:
                 if self._device.type != "cuda" or not _is_oom(exc):
                     raise
                 torch.cuda.empty_cache()
-                current = self._oom_tile or side or max(x.shape[-2:])
+                current = self._oom_tile or (max(plan[0].tile, plan[1].tile) if plan else max(x.shape[-2:]))
                 smaller = max(current // 2, 2 * engine.margin + engine.multiple)
                 if smaller >= current and self._batch_size == 1:
                     raise LivedenoiseError(
@@ -554,35 +605,46 @@ class Denoiser:
                 log.warning("GPU out of memory: retrying with %d-pixel tiles, batch size %d.",
                             smaller, self._batch_size)
 
-    def _infer_tiled(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None, side: int) -> torch.Tensor:
+    def _infer_tiled(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None,
+                     plan: tuple[_AxisPlan, _AxisPlan]) -> torch.Tensor:
         if not engine.tile_safe:
             log.warning("Model %r normalises over whole images (InstanceNorm): tiled output can differ from "
                         "whole-frame output.", engine.name)
         h, w = x.shape[-2:]
-        m = engine.margin
-        py = _axis_plan(h, side, m, engine.multiple)
-        px = _axis_plan(w, side, m, engine.multiple)
-        padded = pad2d(x, m, py.count * py.core - h + m, m, px.count * px.core - w + m)
-        jobs = [(n, iy, ix) for n in range(x.shape[0]) for iy in range(py.count) for ix in range(px.count)]
-        out: torch.Tensor | None = None
         t = x.shape[2] if x.dim() == 5 else 1
-        per_call = max(1, min(self._batch_size, self._pixel_budget // max(1, py.tile * px.tile * t)))
-        for start in range(0, len(jobs), per_call):
-            chunk = jobs[start:start + per_call]
-            batch = torch.cat([
-                padded[n:n + 1, ..., iy * py.core:iy * py.core + py.tile, ix * px.core:ix * px.core + px.tile]
-                for n, iy, ix in chunk
-            ])
-            sel = None if select is None else select[[n for n, _, _ in chunk]]
-            y = self._call_model(engine, batch, sel)
-            if out is None:
-                out = torch.empty((x.shape[0], y.shape[1], py.count * py.core, px.count * px.core),
-                                  dtype=torch.float32, device=y.device)
-            for k, (n, iy, ix) in enumerate(chunk):
-                out[n, :, iy * py.core:(iy + 1) * py.core, ix * px.core:(ix + 1) * px.core] = \
-                    y[k, :, m:m + py.core, m:m + px.core]
+        rows = [r for r in (_tile_window(i, plan[0], engine.margin, h) for i in range(plan[0].count)) if r]
+        cols = [c for c in (_tile_window(i, plan[1], engine.margin, w) for i in range(plan[1].count)) if c]
+        # Tiles of one input shape run together (edge tiles are shorter: nothing is padded at the frame's border).
+        groups: dict[tuple[int, int], list] = {}
+        for n in range(x.shape[0]):
+            for r in rows:
+                for c in cols:
+                    groups.setdefault((r[1] - r[0], c[1] - c[0]), []).append((n, r, c))
+        out: torch.Tensor | None = None
+        for (th, tw), jobs in groups.items():
+            per_call = max(1, min(self._batch_size, engine.pixel_budget // max(1, th * tw * t)))
+            for start in range(0, len(jobs), per_call):
+                chunk = jobs[start:start + per_call]
+                batch = torch.cat([x[n:n + 1, ..., r[0]:r[1], c[0]:c[1]] for n, r, c in chunk])
+                sel = None if select is None else select[[n for n, _, _ in chunk]]
+                y = self._call_model(engine, batch, sel)
+                if out is None:
+                    out = torch.empty((x.shape[0], y.shape[1], h, w), dtype=torch.float32, device=y.device)
+                for k, (n, r, c) in enumerate(chunk):
+                    out[n, :, r[2]:r[3], c[2]:c[3]] = y[k, :, r[2] - r[0]:r[3] - r[0], c[2] - c[0]:c[3] - c[0]]
         assert out is not None
-        return out[..., :h, :w]
+        return out
+
+
+def _tile_window(i: int, axis: _AxisPlan, margin: int, n: int) -> tuple[int, int, int, int] | None:
+    """Tile ``i`` along an axis of ``n`` pixels: (input start, input end, kept start, kept end), or None when
+    the tile lies past the end. The input reaches ``margin`` pixels beyond the kept part, but never past the
+    frame: at the frame's border a tile sees what a whole-frame pass sees (the network's own padding), so a
+    tiled frame equals the whole-frame result, borders included."""
+    keep0 = i * axis.core
+    if keep0 >= n:
+        return None
+    return max(0, keep0 - margin), min(n, keep0 + axis.core + margin), keep0, min(n, keep0 + axis.core)
 
 
 def denoise_array(

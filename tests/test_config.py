@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from livedenoise.config import load_settings
+from livedenoise.commands.settings import load_settings
 from livedenoise.errors import ConfigError
 from simulators.config import CameraConfig, SimulatorConfigError, available_camera_presets, load_camera_preset, load_microscope_config
 
@@ -113,6 +113,28 @@ def test_the_library_never_imports_the_command_line_layer():
     assert not offenders, offenders
 
 
+def test_session_settings_read_without_the_simulator_and_equal_the_shipped_file(tmp_path):
+    """The product reads [training] and [live] itself (a [microscope] table is the simulator's, skipped here); the
+    shipped session.toml holds exactly the code defaults, so an installed wheel without it behaves the same."""
+    from pathlib import Path
+
+    from livedenoise.config import SessionSettings, load_session_settings
+
+    shipped = Path(__file__).resolve().parent.parent / "config" / "session.toml"
+    assert load_session_settings(shipped) == SessionSettings()
+    path = tmp_path / "s.toml"
+    path.write_text("[microscope]\nexposure_ms = 5\n[live]\nexposure_ms = 30\nlight_power = 12.5\n")
+    s = load_session_settings(path)
+    assert (s.live.exposure_ms, s.live.light_power) == (30.0, 12.5) and not hasattr(s, "microscope")
+    path.write_text("[live]\nlight_power = 150\n")
+    with pytest.raises(ConfigError, match=r"s\.toml: key 'live\.light_power'.*less than or equal to 100"):
+        load_session_settings(path)
+    # the simulated commands fill the live illumination from the simulated microscope, unless [live] sets it
+    path.write_text("[microscope]\nexposure_ms = 5\nlight_power = 3\n[live]\nlight_power = 9\n")
+    sim = load_settings(path).for_simulator()
+    assert (sim.live.exposure_ms, sim.live.light_power) == (5.0, 9.0)
+
+
 def test_acquisition_inference_and_attach_never_import_the_simulator():
     """The code that runs at a real microscope receives the simulator's light control and truth by injection."""
     import ast
@@ -121,7 +143,8 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     root = Path(__file__).resolve().parent.parent / "livedenoise"
     offenders = []
     for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
-                 root / "inference.py", root / "noise_model.py", root / "normalization.py"]:
+                 root / "inference.py", root / "noise_model.py", root / "normalization.py", root / "config.py",
+                 root / "checkpoint.py", root / "calibration.py", root / "swap_check.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

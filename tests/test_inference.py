@@ -54,18 +54,56 @@ def test_denoise_shapes_and_dtypes(shape: tuple[int, int], dtype: type) -> None:
     np.testing.assert_allclose(out, _reference(den.model, frame.astype(np.float32)), rtol=1e-5, atol=1e-3)
 
 
-def test_tiled_equals_untiled_away_from_border() -> None:
-    """Tiles of 64 px with overlap >= receptive field reproduce the whole-frame output: no seams."""
+def test_tiled_equals_untiled_borders_included() -> None:
+    """Tiles of 64 px with overlap >= receptive field reproduce the whole-frame output everywhere: no seams,
+    and at the frame's border a tile sees what the whole frame sees (no padded context)."""
     model = _unet(widths=(4, 8))
     frame = _frames((150, 203))
     whole = Denoiser(model, NORM, device="cpu", pixel_budget=10**8).denoise(frame)
     tiled_den = Denoiser(model, NORM, device="cpu", tile_size=64)
+    calls: list[tuple[int, ...]] = []
+    tiled_den.model.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
     tiled = tiled_den.denoise(frame)
     r = tiled_den.receptive_field_radius
     assert r == 10 and tiled_den.overlap >= r
-    np.testing.assert_allclose(tiled[r:-r, r:-r], whole[r:-r, r:-r], rtol=1e-5, atol=1e-3)
-    # and the frame was really tiled (borders see reflected context instead of zero padding)
-    assert not np.allclose(tiled, whole, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-3)
+    # the frame was really tiled: no call saw more than a 64-pixel side
+    assert calls and max(max(s[-2:]) for s in calls) <= 64 and sum(s[0] for s in calls) > 4
+
+
+def test_auto_tiles_are_strips_within_the_pixel_budget() -> None:
+    """Above the pixel budget a frame is cut into few full-width (or full-height) strips (least recomputed margin), each
+    within the budget, and the result equals the whole-frame pass."""
+    from livedenoise.inference import _tile_plan
+
+    py, px = _tile_plan(2048, 2048, 2_800_000, 8192, 64, 8)
+    assert (py.count, px.count) == (2, 1) and py.tile * px.tile <= 2_800_000
+    py, px = _tile_plan(300, 5000, 200_000, 8192, 64, 8)
+    assert py.tile * px.tile <= 200_000 and py.count * py.core >= 300 and px.count * px.core >= 5000
+    model = _unet(widths=(4, 8))
+    frame = _frames((150, 203))
+    den = Denoiser(model, NORM, device="cpu", pixel_budget=100 * 203)
+    calls: list[tuple[int, ...]] = []
+    den.model.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
+    out = den.denoise(frame)
+    assert den.pixel_budget == 100 * 203
+    assert len(calls) >= 2 and all(s[-2] * s[-1] <= 100 * 203 for s in calls)
+    assert all(s[-1] == 203 for s in calls) or all(s[-2] == 150 for s in calls)  # strips, not squares
+    np.testing.assert_allclose(out, Denoiser(model, NORM, device="cpu", pixel_budget=10**8).denoise(frame),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_cpu_pixel_budget_follows_the_model_footprint() -> None:
+    """On the CPU the default budget is the activation memory over the model's bytes per pixel: a network half
+    as wide runs frames twice as large whole."""
+    from livedenoise.inference import CPU_ACTIVATION_BYTES
+    from livedenoise.models import activation_bytes_per_pixel
+
+    narrow, wide = _unet(widths=(4, 8)), _unet(widths=(8, 16))
+    b_narrow = Denoiser(narrow, NORM, device="cpu").pixel_budget
+    b_wide = Denoiser(wide, NORM, device="cpu").pixel_budget
+    assert b_narrow == CPU_ACTIVATION_BYTES // activation_bytes_per_pixel(narrow)
+    assert abs(b_narrow - 2 * b_wide) <= 1
 
 
 def test_tiled_equals_untiled_for_deeper_net_and_layer_norm() -> None:
@@ -77,14 +115,20 @@ def test_tiled_equals_untiled_for_deeper_net_and_layer_norm() -> None:
     np.testing.assert_allclose(den.denoise(frame)[r:-r, r:-r], whole[r:-r, r:-r], rtol=1e-5, atol=1e-3)
 
 
-def test_large_frame_is_tiled_automatically() -> None:
-    den = Denoiser(_unet(widths=(4, 8)), NORM, device="cpu")
+def test_large_frame_is_tiled_automatically(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame whose activations exceed the CPU working-memory budget is cut into calls within it."""
+    import livedenoise.inference as inference
+
+    monkeypatch.setattr(inference, "CPU_ACTIVATION_BYTES", 100 * 1024**2)
+    model = _unet(widths=(4, 8))
+    den = Denoiser(model, NORM, device="cpu")
+    assert den.pixel_budget == 100 * 1024**2 // (24 * 4)
     sizes: list[tuple[int, int]] = []
     den.model.register_forward_pre_hook(lambda _m, args: sizes.append(tuple(args[0].shape[-2:])))
     frame = _frames((2048, 2048)).astype(np.uint16)
     out = den.denoise(frame)
     assert out.shape == (2048, 2048) and out.dtype == np.float32 and np.isfinite(out).all()
-    assert len(sizes) > 1 and max(max(s) for s in sizes) <= 1024
+    assert len(sizes) > 1 and all(h * w <= den.pixel_budget for h, w in sizes)
 
 
 def test_instance_norm_tiling_warns(caplog: pytest.LogCaptureFixture) -> None:

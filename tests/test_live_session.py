@@ -17,7 +17,9 @@ from livedenoise.acquisition.controller import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
 from livedenoise.acquisition.status import SessionState
 from livedenoise.checkpoint import Checkpoint
-from livedenoise.config import LiveConfig, Settings, TrainingConfig
+from livedenoise.commands.settings import Settings
+from livedenoise.config import LiveConfig, TrainingConfig
+from livedenoise.errors import ConfigError
 from livedenoise.models import build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.simdata import BACKBONE_SCALE
@@ -33,14 +35,17 @@ def identity_backbone() -> Checkpoint:
     return Checkpoint(model, "unet", {"widths": [8, 16]}, Normalizer(vst=True, scale=BACKBONE_SCALE), name="identity")
 
 
-def make_settings(cfg, **live) -> Settings:
+def make_settings(cfg, *, simulated: bool = True, **live) -> Settings:
+    """Session settings on the simulated microscope ``cfg`` (its illumination, as ``livedenoise demo`` runs), or,
+    with ``simulated=False``, as ``live --mm`` reads them (the illumination is the microscope's own)."""
     live_cfg = LiveConfig(**{"mode": "pairs", "calibration_positions": 3, "reference_exposure_ms": 200.0,
                              "finetune_time_budget_s": 60.0, "frames": 15, "interval_ms": 5.0,
                              "reference": "average",
                              "position_spacing_um": 12.0, "save_denoised": True, **live})
     training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, lr_self_supervised=1e-3, max_steps=40,
                               steps_per_validation=10, patience=8)
-    return Settings(microscope=cfg, training=training, live=live_cfg)
+    settings = Settings(microscope=cfg, training=training, live=live_cfg)
+    return settings.for_simulator() if simulated else settings
 
 
 def saved_raw_frames(session: LiveSession):
@@ -452,21 +457,30 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
 
     monkeypatch.setattr(pb, "connect_micro_manager", lambda *a, **k: None)
     monkeypatch.setattr(pycromanager, "Core", JavaCore)
-    settings = make_settings(small_microscope_config)
+    settings = make_settings(small_microscope_config, simulated=False)
     mm = LiveSession(PycromanagerBackend(None), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     assert mm._low() == Illumination(37.0, None)  # power None: the light source is not touched
+    # the session's own [live] illumination wins, and a power reference needs the live power to return to
+    chosen = make_settings(small_microscope_config, simulated=False, exposure_ms=15.0, light_power=7.0)
+    assert LiveSession(PycromanagerBackend(None), chosen, tmp_path, backbone=identity_backbone(),
+                       device="cpu")._low() == Illumination(15.0, 7.0)
+    power_ref = make_settings(small_microscope_config, simulated=False, reference="power")
+    with pytest.raises(ConfigError, match="light_power"):
+        LiveSession(PycromanagerBackend(None), power_ref, tmp_path, backbone=identity_backbone(), device="cpu")._low()
 
     class RealCore:  # a CMMCorePlus on real hardware: no simulated microscope, no light property given
         def getExposure(self):
             return 12.5
 
     assert PymmcorePlusBackend(RealCore()).current_illumination() == Illumination(12.5, None)
-    # the simulated microscope (light control known) images with the session's configured illumination
-    sim = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
-    m = settings.microscope
+    # the simulated microscope images with its configured illumination (what `demo` and `live --simulate` use)
+    sim_settings = make_settings(small_microscope_config)
+    sim = LiveSession(pycromanager_backend(simulated_core), sim_settings, tmp_path, backbone=identity_backbone(),
+                      device="cpu")
+    m = sim_settings.microscope
     assert sim._low() == Illumination(m.exposure_ms, m.light_power)
-    assert pymmcore_plus_backend(simulated_core).current_illumination() is None
-    # nothing looks inside a core: the simulated core without its injected light control is just a core
+    # nothing looks inside a core: with or without its injected light control, a core reports its exposure
+    assert pymmcore_plus_backend(simulated_core).current_illumination() == Illumination(m.exposure_ms, None)
     assert PymmcorePlusBackend(simulated_core).current_illumination() == Illumination(m.exposure_ms, None)
     assert PycromanagerBackend(simulated_core).ground_truth(np.zeros((64, 64), np.uint16)) is None
 

@@ -441,3 +441,76 @@ def test_sigterm_stops_a_long_command_like_ctrl_c_with_exit_143(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted: partial results are kept" in err and "Traceback" not in err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def _structure_image(seed: int, size: int = 160) -> np.ndarray:
+    """A high-SNR image with structure: blurred bright spots on a dim background (8-bit like a render)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    spots = np.zeros((size, size))
+    spots[rng.integers(0, size, 60), rng.integers(0, size, 60)] = 1.0
+    return np.clip(20 + 3000 * gaussian_filter(spots, 2.0), 0, 255).astype(np.uint8)
+
+
+def test_real_structure_bank_cuts_scaled_fields_and_names_what_it_skipped():
+    from livedenoise.training.realbank import clean_bank_from_images
+
+    images = [_structure_image(0), _structure_image(1), np.full((200, 200), 40, np.uint8), _structure_image(2, 48)]
+    bank = clean_bank_from_images(images, size=64, per_image=5, names=["a", "b", "flat", "small"])
+    assert bank.fields.shape == (10, 64, 64) and bank.fields.dtype == np.float32
+    assert bank.fields.min() >= 0.0 and 0.5 < float(np.percentile(bank.fields, 99.9)) < 1.6
+    assert bank.description["images"] == ["a", "b"] and bank.description["skipped"] == ["flat", "small"]
+    with pytest.raises(InputDataError, match="no structure fields"):
+        clean_bank_from_images([np.full((100, 100), 3.0)], size=64)
+    with pytest.raises(InputDataError, match="NaN"):
+        clean_bank_from_images([np.full((100, 100), np.nan)], size=64)
+
+
+def test_mixed_sampler_draws_by_weight_and_validates_on_every_source():
+    from livedenoise.training.realbank import MixedSampler
+
+    class Const:
+        def __init__(self, v):
+            self.v = v
+
+        def sample(self):
+            return torch.full((1, 1, 2, 2), float(self.v)), torch.zeros((1, 1, 2, 2))
+
+        def fixed_batches(self, n):
+            return [self.sample() for _ in range(n)]
+
+    mixed = MixedSampler([Const(0), Const(1)], [0.25, 0.75], seed=0)
+    draws = [float(mixed.sample()[0].mean()) for _ in range(400)]
+    assert 0.65 < np.mean(draws) < 0.85
+    assert sorted(float(x.mean()) for x, _ in mixed.fixed_batches(4)) == [0.0, 1.0, 1.0, 1.0]
+    assert all(float(MixedSampler([Const(0), Const(1)], [0, 1]).sample()[0].mean()) == 1.0 for _ in range(20))
+    with pytest.raises(ValueError, match="non-negative"):
+        MixedSampler([Const(0)], [-1.0])
+
+
+def test_pretrain_with_real_structure_records_it_and_the_cli_reads_a_pairs_folder(tmp_path, capsys):
+    from livedenoise.training.pretrain import pretrain
+
+    res = pretrain("fast", structure_images=[_structure_image(0), _structure_image(1)], structure_names=["a", "b"],
+                   structure_weight=0.5, bank_fields=4, bank_size=64, patch_size=32, batch_size=2, max_steps=6,
+                   steps_per_validation=3, validation_batches=2, cache_dir=tmp_path / "cache", device="cpu",
+                   checkpoint_every_s=None)
+    real = res.checkpoint.training["data"]["real_structure"]
+    assert res.fit.steps == 6 and real["images"] == ["a", "b"] and real["weight"] == 0.5 and real["fields"] == 2
+    with pytest.raises(ValueError, match="structure_weight"):
+        pretrain("fast", structure_images=[_structure_image(0)], structure_weight=0.0, bank_fields=4, bank_size=64,
+                 cache_dir=tmp_path / "cache", max_steps=1)
+    folder = tmp_path / "pairs" / "setA"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        tifffile.imwrite(folder / f"f{i}_clean.tif", _structure_image(i))
+        tifffile.imwrite(folder / f"f{i}_noisy.tif", _structure_image(i + 10))
+    out = tmp_path / "bb.safetensors"
+    assert main(["pretrain", "--structures", str(tmp_path / "pairs"), "--structure-weight", "0.5", "--bank-fields", "4",
+                 "--steps", "2", "--steps-per-validation", "1", "--batch-size", "2", "--patch-size", "32",
+                 "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "-o", str(out)]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.training["data"]["real_structure"]["images"] == ["setA/f0_clean.tif", "setA/f1_clean.tif"]
+    assert main(["pretrain", "--structures", str(tmp_path / "none"), "-o", str(tmp_path / "x.safetensors")]) == 2
+    assert "structure folder not found" in capsys.readouterr().err

@@ -59,11 +59,9 @@ class AcquisitionBackend(ABC):
         return 0.0, 0.0
 
     def current_illumination(self) -> Illumination | None:
-        """The live illumination to use when it must come from the microscope itself, else ``None``.
-
-        A real microscope (no light-power control given to livedenoise) images at the exposure the user set
-        in Micro-Manager, with the light left as it is; ``None`` means the session's ``[microscope]`` settings
-        apply (the simulated microscope, or hardware whose light control was passed in).
+        """The microscope's own live illumination (its exposure; power ``None``: the light is left as it is), or
+        ``None`` when the backend cannot tell: a session then needs ``[live]`` exposure_ms.
+        ``[live]`` exposure_ms / light_power, where set, take precedence (:meth:`LiveSession._low`).
         """
         return None
 

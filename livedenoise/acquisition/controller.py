@@ -29,7 +29,8 @@ from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePla
 from livedenoise.acquisition.status import SessionState, SessionStatus
 from livedenoise.acquisition.workers import DenoisedFrame, DenoisedWriter, DenoiseWorker
 from livedenoise.checkpoint import Checkpoint
-from livedenoise.config import Settings
+from livedenoise.config import SessionSettings
+from livedenoise.errors import ConfigError
 from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.noise_model import NoiseFit, fit_noise_model
@@ -86,7 +87,7 @@ class LiveSession:
         report = session.run(frames_after_swap=100)
     """
 
-    def __init__(self, backend: AcquisitionBackend, settings: Settings, output_dir: str | Path, *,
+    def __init__(self, backend: AcquisitionBackend, settings: SessionSettings, output_dir: str | Path, *,
                  backbone: Checkpoint, calibration=None, device: str = "auto",
                  on_status: Callable[[SessionStatus], None] | None = None,
                  on_frame: Callable[[DenoisedFrame], None] | None = None,
@@ -134,6 +135,7 @@ class LiveSession:
         self._frames_after_swap: int | None = None
         self._max_frames: int | None = None
         self._live_started = 0.0
+        self._frame_pixels = 0  # pixels of the latest live frame (the disk reserve scales with it)
         self.swapped_at_frame: int | None = None
         self.adapted_saved = False
 
@@ -161,12 +163,18 @@ class LiveSession:
 
     # -- calibration -------------------------------------------------------------------------------
     def _low(self) -> Illumination:
-        """The live illumination: the real microscope's own (``backend.current_illumination``), else the config's."""
+        """The live illumination: ``[live]`` ``exposure_ms`` / ``light_power`` where set, else the microscope's own
+        exposure (``backend.current_illumination``) with the light left as it is."""
+        live = self.settings.live
         own = self.backend.current_illumination()
-        if own is not None:
-            return own
-        m = self.settings.microscope
-        return Illumination(m.exposure_ms, m.light_power)
+        exposure = live.exposure_ms if live.exposure_ms is not None else (own.exposure_ms if own is not None else None)
+        if exposure is None:
+            raise ConfigError("the live exposure is unknown: this microscope does not report one; set [live] exposure_ms")
+        power = live.light_power if live.light_power is not None else (own.power if own is not None else None)
+        if power is None and live.reference == "power":
+            raise ConfigError("reference 'power' sets the light for each reference and back to the live level after it, "
+                              "so the live level must be known: set [live] light_power (percent)")
+        return Illumination(float(exposure), power)
 
     def calibrate(self) -> list[CalibrationPair]:
         """Acquire low/high-SNR pairs at ``calibration_positions`` stage positions (pairs mode)."""
@@ -357,6 +365,7 @@ class LiveSession:
     def _on_raw(self, image: np.ndarray, axes: dict) -> None:
         """Called from the acquisition thread for every frame: hand over, never wait."""
         raw = np.array(image, copy=True)
+        self._frame_pixels = raw.size
         with self._lock:
             self.status.frames_acquired += 1
             n = self.status.frames_acquired
@@ -483,8 +492,7 @@ class LiveSession:
             free = shutil.disk_usage(self.output_dir).free
         except OSError:
             return False
-        roi = self.settings.microscope
-        reserve = max(DISK_RESERVE_BYTES, DISK_RESERVE_FRAMES * roi.roi_width * roi.roi_height * 4)
+        reserve = max(DISK_RESERVE_BYTES, DISK_RESERVE_FRAMES * self._frame_pixels * 4)
         if free >= reserve:
             return False
         self._error(f"the output disk is nearly full ({free / 1e6:.0f} MB free in {self.output_dir}): acquisition was "

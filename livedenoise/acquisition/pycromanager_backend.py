@@ -98,9 +98,7 @@ class PycromanagerBackend(AcquisitionBackend):
         return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
 
     def current_illumination(self) -> Illumination | None:
-        """Micro-Manager's own exposure, light untouched, unless light control was given (the simulator's is)."""
-        if self._light_event is not None:
-            return None
+        """Micro-Manager's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
         if self.core is None:
             from pycromanager import Core
 

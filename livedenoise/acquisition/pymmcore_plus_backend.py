@@ -119,9 +119,7 @@ class PymmcorePlusBackend(AcquisitionBackend):
         return f"pymmcore-plus MDA ({self._label or 'MMCore'})"
 
     def current_illumination(self) -> Illumination | None:
-        """The core's own exposure, light untouched, unless a light-power property was given (the simulator's is)."""
-        if self.light_property is not None:
-            return None
+        """The core's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
         return Illumination(float(self.core.getExposure()), None)
 
     def current_xy(self) -> tuple[float, float]:

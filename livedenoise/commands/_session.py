@@ -10,7 +10,8 @@ import threading
 from typing import Callable, Iterator
 from pathlib import Path
 
-from livedenoise.config import Settings, load_settings
+from livedenoise.commands.settings import Settings, load_settings
+from livedenoise.config import describe_validation_error
 from livedenoise.errors import ConfigError, LivedenoiseError
 
 
@@ -47,8 +48,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         return s.model_copy(update={"live": s.live.model_validate({**s.live.model_dump(), **live}),
                                     "microscope": s.microscope.model_validate({**s.microscope.model_dump(), **micro})})
     except ValidationError as exc:
-        from simulators.config import describe_validation_error
-
         raise ConfigError(describe_validation_error(exc, "command line")) from None
 
 

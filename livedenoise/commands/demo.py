@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     from livedenoise.device import select_device
 
-    settings = settings_from_args(args)
+    settings = settings_from_args(args).for_simulator()
     select_device(args.device)  # fail before anything is acquired or written
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backbone = load_model_spec(settings.live.backbone)

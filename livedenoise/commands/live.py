@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.device import select_device
 
     settings = settings_from_args(args)
+    if not (args.mm or args.mm_config is not None):  # the simulated microscope: its illumination unless [live] sets one
+        settings = settings.for_simulator()
     select_device(args.device)  # fail before anything is acquired or written
     backbone = load_model_spec(settings.live.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None

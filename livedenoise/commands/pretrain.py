@@ -14,6 +14,8 @@ speckle, rod-shaped bacteria; straight filaments held out for testing; uneven li
 fresh sCMOS camera noise for every batch (0.7-3000 photons peak, gain 0.2-8 ADU/e-, read noise
 0.4-6 e-, fixed pattern, 8-bit display renders). --data simulated uses the first release's recipe.
 With --pairs DIR it trains on your own low/high-SNR pairs (<name>_noisy.tif + <name>_clean.tif).
+With --structures DIR, fields cut from your high-SNR images (long exposures, averages, the clean halves
+of pairs) join the synthetic bank and get the same fresh camera noise: real structure, unlimited noise.
 
 Long runs: the current weights are written to -o every --checkpoint-every seconds; continue with
 --init (same file) and, for the later stages, a lower --lr:
@@ -45,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bank-fields", type=int_range(1, 100_000), default=600, help="clean fields in the synthetic bank (default 600)")
     p.add_argument("--hold-out", nargs="*", default=["straight_filaments"],
                    help="structure kinds kept out of the synthetic bank (default straight_filaments)")
+    p.add_argument("--structures", type=Path,
+                   help="folder of high-SNR images (or of pairs: their clean halves) whose structure joins the synthetic "
+                        "bank, with fresh camera noise per batch (livedenoise.training.realbank)")
+    p.add_argument("--structure-weight", type=positive_number(upper=1.0), default=0.5,
+                   help="share of batches drawn from --structures (default 0.5)")
     p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
                    help="where the rendered clean bank is cached (default $XDG_CACHE_HOME/livedenoise or ~/.cache/livedenoise)")
     p.add_argument("--checkpoint-every", type=positive_seconds, default=300.0,
@@ -86,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         from livedenoise.modelspec import load_model_spec
 
         init = load_model_spec(args.init)
+    structures = None
+    if args.structures is not None:
+        from livedenoise.training.realbank import structure_images_from
+
+        structures = structure_images_from(args.structures)
     with fit_progress(f"pretraining '{args.preset or (init.name if init else 'fast')}'") as progress:
         res = pretrain(args.preset, pairs_dir=args.pairs, data=args.data, bank_fields=args.bank_fields,
                        held_out=tuple(args.hold_out), cache_dir=args.cache_dir, checkpoint_every_s=args.checkpoint_every,
@@ -93,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
                        n_train=args.train_images, image_size=args.image_size,
                        patch_size=args.patch_size, batch_size=args.batch_size, lr=args.lr, max_steps=args.steps,
                        time_budget_s=args.time_budget, seed=args.seed, device=args.device, output=args.output,
-                       progress=progress, init=init)
+                       progress=progress, init=init,
+                       structure_images=[im for _, im in structures] if structures else None,
+                       structure_names=[n for n, _ in structures] if structures else None,
+                       structure_weight=args.structure_weight)
     f = res.fit
     print(f"wrote {args.output}: {f.steps} steps in {f.elapsed_s:.0f} s, validation loss {f.initial_val_loss:.4g} -> "
           f"{f.best_val_loss:.4g} (stopped: {f.stopped})")

@@ -24,7 +24,8 @@ from livedenoise.models.temporal import TemporalUNet
 
 __all__ = [
     "ARCHITECTURES", "PRESETS", "CNNTUNet", "UNet2D", "TemporalUNet", "UnknownArchitectureError", "build_model", "build_preset",
-    "empirical_receptive_field_radius", "model_is_temporal", "receptive_field_radius", "size_multiple", "is_tile_safe",
+    "ACTIVATION_BYTES_PER_PIXEL_CHANNEL", "activation_bytes_per_pixel", "empirical_receptive_field_radius",
+    "model_is_temporal", "receptive_field_radius", "size_multiple", "is_tile_safe",
 ]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet2D, "cnnt": CNNTUNet, "unet-temporal": TemporalUNet}
@@ -74,6 +75,28 @@ def build_preset(name: str) -> tuple[nn.Module, str, dict[str, Any]]:
     arch, kwargs = PRESETS[name]
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
     return build_model(arch, **kwargs), arch, kwargs
+
+
+#: Working memory of a float32 inference pass, in bytes per input pixel and per first-layer channel. Measured
+#: (peak resident memory of one whole-frame call, 1024² and 2048², less the loaded process): the fast U-Net
+#: (16 channels) 330 B/px, the standard one (32) 640 B/px, both ~20 B/px/channel including the call's
+#: input and output copies; 24 leaves a margin.
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 24
+
+
+def activation_bytes_per_pixel(model: nn.Module) -> int:
+    """Estimated working memory of one inference pass per input pixel (see ``ACTIVATION_BYTES_PER_PIXEL_CHANNEL``).
+
+    Our networks' activations scale with their first level's width (each deeper level has twice the
+    channels on a quarter of the pixels); other networks count their first convolution's outputs.
+    """
+    widths = getattr(model, "widths", None)
+    if widths:
+        first = int(widths[0])
+    else:
+        conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+        first = int(conv.out_channels) if conv is not None else 32
+    return ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first)
 
 
 def model_is_temporal(model: nn.Module) -> bool:

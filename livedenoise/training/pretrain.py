@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from livedenoise.training.finetune import match_intensity
 from livedenoise.training.loop import FitProgress, FitResult, fit
 from livedenoise.training.pairs import load_pair_folder
 from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs, structure_bank
-from livedenoise.training.synthetic import NoiseRecipe, SyntheticPairSampler
+from livedenoise.training.synthetic import CleanBank, NoiseRecipe, SyntheticPairSampler
 from livedenoise.training.timelapse import TimelapseSampler
 
 log = logging.getLogger("livedenoise")
@@ -96,6 +96,24 @@ def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, .
     return train, val, desc
 
 
+def _with_real_structure(train, val, desc: dict, images, names, weight: float, patch_size: int, batch_size: int,
+                         seed: int):
+    """Mix batches from a bank of real structure fields into the synthetic samplers (see ``pretrain``)."""
+    from livedenoise.training.realbank import MixedSampler, clean_bank_from_images
+
+    bank = clean_bank_from_images(images, names=names, seed=seed)
+    order = np.random.default_rng(seed).permutation(len(bank))
+    n_val = max(1, len(bank) // 10)
+    fit_bank = CleanBank(bank.fields[order[n_val:]], bank.description) if len(bank) > 1 else bank
+    val_bank = CleanBank(bank.fields[order[:n_val]], bank.description)
+    recipe = NoiseRecipe()
+    real_train = SyntheticPairSampler(fit_bank, patch_size, batch_size, recipe, seed=seed + 2)
+    real_val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 3)
+    mixed_desc = {**desc, "real_structure": {**bank.description, "weight": weight, "validation_fields": n_val}}
+    return (MixedSampler([train, real_train], [1.0 - weight, weight], seed=seed),
+            MixedSampler([val, real_val], [1.0 - weight, weight], seed=seed + 1), mixed_desc)
+
+
 def pretrain(
     preset: str | None = "fast",
     *,
@@ -124,6 +142,9 @@ def pretrain(
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
     init: Checkpoint | None = None,
+    structure_images: Sequence[np.ndarray] | None = None,
+    structure_names: Sequence[str] | None = None,
+    structure_weight: float = 0.5,
 ) -> PretrainResult:
     """Pretrain a backbone of a named preset ('fast', 'standard', 'temporal') supervised on noisy/clean pairs.
 
@@ -136,6 +157,11 @@ def pretrain(
     (:func:`livedenoise.models.temporal.temporal_from_frame_model`) and trains its fusion on synthetic
     time-lapse windows (:mod:`livedenoise.training.timelapse`) with the 2-D stage frozen, so the 2-D
     quality every frame starts from is exactly the init's.
+
+    ``structure_images`` (high-SNR images, e.g. the clean halves of pairs; ``structure_names`` name them in
+    the provenance) add real structure to the synthetic bank (:mod:`livedenoise.training.realbank`): a
+    ``structure_weight`` share of the batches comes from fields cut from them, with the same fresh camera
+    noise; one field in ten is kept for validation.
     """
     if init is None and preset is None:
         preset = "fast"
@@ -186,6 +212,14 @@ def pretrain(
     else:
         train, val, desc = _synthetic_samplers(bank_fields, bank_size, tuple(held_out), patch_size, batch_size, seed,
                                                Path(cache_dir) if cache_dir is not None else None, window)
+    if structure_images is not None:
+        if window is not None or pairs_dir is not None or data != "synthetic":
+            raise ValueError("real structure images join the synthetic bank of a 2-D backbone (data='synthetic', "
+                             "no pairs folder, not the temporal preset)")
+        if not 0.0 < structure_weight <= 1.0:
+            raise ValueError(f"structure_weight {structure_weight!r} must lie in (0, 1]")
+        train, val, desc = _with_real_structure(train, val, desc, structure_images, structure_names, structure_weight,
+                                                patch_size, batch_size, seed)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
     if window is not None:  # the 2-D stage stays the init's: only the fusion learns
         for p in model.frame.parameters():
