@@ -12,12 +12,12 @@ class LivedenoiseError(Exception):
     """An error caused by input or environment, explained in one sentence."""
 
 
-class ConfigError(LivedenoiseError):
-    """Invalid configuration file or value."""
+class ConfigError(LivedenoiseError, ValueError):
+    """Invalid configuration file or value (also a ``ValueError``, so ``except ValueError`` catches it)."""
 
 
-class InputDataError(LivedenoiseError):
-    """Input image data that cannot be used (dtype, NaN, dimensions, corrupt file)."""
+class InputDataError(LivedenoiseError, ValueError):
+    """Input image data that cannot be used (dtype, NaN, dimensions, corrupt file); also a ``ValueError``."""
 
 
 class CheckpointError(LivedenoiseError):

@@ -112,7 +112,7 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_presets(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
     src.mkdir()
-    for name in ("pyproject.toml", "README.md", "livedenoise", "simulators", "config"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "livedenoise", "simulators", "config"):
         if (repo / name).is_dir():
             shutil.copytree(repo / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
@@ -124,12 +124,18 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_presets(tmp_path):
     wheel = next((tmp_path / "wheel").glob("livedenoise-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "simulators/presets/cameras/andor-zyla-4.2.toml" in names and "simulators/presets/session.toml" in names
+    # every package of the checkout is in the wheel (a sub-package missing from pyproject's list is not)
+    packages = sorted(p.parent.relative_to(repo).as_posix() for top in ("livedenoise", "simulators")
+                      for p in (repo / top).rglob("__init__.py") if "__pycache__" not in p.parts)
+    assert [p for p in packages if f"{p}/__init__.py" not in names] == []
+    assert "livedenoise/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
     env = {k: v for k, v in __import__("os").environ.items() if k != "LIVEDENOISE_CONFIG_DIR"}
     env["PYTHONPATH"] = str(tmp_path / "site")
     code = ("import sys, livedenoise; assert livedenoise.__file__.startswith(sys.argv[1]), livedenoise.__file__; "
+            "import livedenoise.attach; "
             "from livedenoise.cli import main; raise SystemExit(main(['simulate', '-o', 'sim', '--frames', '2', "
             "'--roi', '32x32']))")
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], cwd=run_dir, env=env,
