@@ -37,6 +37,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -174,8 +175,17 @@ class ModelRef:
 
 #: Denoisers kept per process (each holds its own copy of the weights).
 MAX_CACHED_DENOISERS = 4
-#: In-process models without a file (API users passing objects; tests). Never sent to other processes.
-_LOCAL_MODELS: dict[str, Any] = {}
+#: In-process models without a file (API users passing objects; tests). Never sent to other processes. The most
+#: recently used ``MAX_LOCAL_MODELS`` are kept (a notebook that denoises with many models does not keep them all).
+MAX_LOCAL_MODELS = 16
+_LOCAL_MODELS: OrderedDict[str, Any] = OrderedDict()
+
+
+def _keep_local_model(sha: str, model: Any) -> None:
+    _LOCAL_MODELS[sha] = model
+    _LOCAL_MODELS.move_to_end(sha)
+    while len(_LOCAL_MODELS) > MAX_LOCAL_MODELS:
+        _LOCAL_MODELS.popitem(last=False)
 _DENOISERS: dict[tuple, Any] = {}
 _DENOISERS_LOCK = threading.Lock()
 _MODEL_THREAD: cf.ThreadPoolExecutor | None = None
@@ -194,7 +204,10 @@ def _model_thread() -> cf.ThreadPoolExecutor:
         if _MODEL_THREAD is None:
             _MODEL_THREAD = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="livedenoise-model")
         return _MODEL_THREAD
-_DATASETS: dict[tuple[SourceSpec, tuple[int, int]], ImageDataset] = {}
+#: Inputs opened by block workers, per process; the most recently used ``MAX_OPEN_DATASETS`` stay open (a
+#: long-lived dask worker serving many jobs does not keep every file it ever read).
+MAX_OPEN_DATASETS = 16
+_DATASETS: OrderedDict[tuple[SourceSpec, tuple[int, int]], ImageDataset] = OrderedDict()
 _DATASETS_LOCK = threading.Lock()
 
 
@@ -289,7 +302,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
             ref = resolve_model(model.path, channel=channel)
             return ModelRef(**{**asdict(ref), "name": model.name})
         sha = _state_sha256(model.model, model.normalizer)
-        _LOCAL_MODELS[sha] = model
+        _keep_local_model(sha, model)
         return ModelRef(name=model.name, sha256=sha, arch=model.arch, first_width=_first_width(model.arch, model.arch_kwargs),
                         temporal=bool(getattr(model.model, "is_temporal", False)), margin=_margin(model.model),
                         normalizer_json=json.dumps(model.normalizer.to_dict(), sort_keys=True), local_key=sha, channel=channel)
@@ -303,7 +316,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         raise ConfigError(f"Model {model!r} is not usable; expected 'standard', 'fast', a checkpoint path, "
                           "a Checkpoint, a Denoiser or (torch model, Normalizer).")
     sha = _state_sha256(torch_model, normalizer)
-    _LOCAL_MODELS[sha] = model
+    _keep_local_model(sha, model)
     return ModelRef(name=name, sha256=sha, first_width=_first_width(None, {}, torch_model),
                     temporal=bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False)),
                     margin=_margin(torch_model),
@@ -340,6 +353,7 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
         source: Any = ref.path
     elif ref.local_key is not None and ref.local_key in _LOCAL_MODELS:
         source = _LOCAL_MODELS[ref.local_key]
+        _LOCAL_MODELS.move_to_end(ref.local_key)
     else:
         raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
                               "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
@@ -583,6 +597,9 @@ def _dataset_for(spec: SourceSpec, stamp: tuple[int, int]) -> ImageDataset:
                 raise InputDataError(f"{spec.path}: the input changed while it was being denoised; rerun with --resume "
                                      "or --overwrite once it is complete.")
             ds = _DATASETS[key] = open_dataset(spec.path, axes=spec.axes)
+        _DATASETS.move_to_end(key)
+        while len(_DATASETS) > MAX_OPEN_DATASETS:
+            _DATASETS.popitem(last=False)  # dropped, not closed: a job still using it holds its own reference
     return ds
 
 

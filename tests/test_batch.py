@@ -788,3 +788,28 @@ def test_an_unwritable_or_full_output_is_refused_in_one_sentence_before_any_work
     with pytest.raises(LivedenoiseError, match=r"The outputs need about .* but .*out has only 3.0 KB free"):
         run([tmp_path / "in.ome.tif"], tmp_path / "out", ckpt, dtype="float32")
     assert not (tmp_path / "out").exists()  # checked, not created: a refused run leaves nothing behind
+
+
+def test_process_wide_caches_are_bounded(tmp_path, monkeypatch):
+    """A long-lived process (a notebook, a dask worker) keeps only the most recently used inputs and in-process
+    models; the evicted ones are dropped from the cache."""
+    from livedenoise import batch
+    from livedenoise.io import SourceSpec
+
+    monkeypatch.setattr(batch, "MAX_OPEN_DATASETS", 2)
+    monkeypatch.setattr(batch, "_DATASETS", type(batch._DATASETS)())
+    specs = []
+    for i in range(3):
+        path = tmp_path / f"in{i}.tif"
+        tifffile.imwrite(path, np.full((8, 8), i, np.uint16))
+        specs.append((SourceSpec(str(path), "tiff"), batch.source_stamp(path)))
+    first = batch._dataset_for(*specs[0])
+    batch._dataset_for(*specs[1])
+    assert batch._dataset_for(*specs[0]) is first  # a hit refreshes it
+    batch._dataset_for(*specs[2])
+    assert list(batch._DATASETS) == [(specs[0][0], specs[0][1]), (specs[2][0], specs[2][1])]
+    monkeypatch.setattr(batch, "MAX_LOCAL_MODELS", 2)
+    monkeypatch.setattr(batch, "_LOCAL_MODELS", type(batch._LOCAL_MODELS)())
+    for i in range(3):
+        batch._keep_local_model(f"sha{i}", object())
+    assert list(batch._LOCAL_MODELS) == ["sha1", "sha2"]
