@@ -61,12 +61,13 @@ from livedenoise.io import (
     validate_axes,
     write_ndtiff,
 )
+from livedenoise.io_omezarr import OmeZarrTarget, create_ome_zarr, forget_open_arrays, update_zarr_provenance
 from livedenoise.models import ACTIVATION_BYTES_PER_PIXEL_CHANNEL
 from livedenoise.weights import TEMPORAL_BACKBONE
 
 log = logging.getLogger("livedenoise")
 
-FORMATS = ("ome-tiff", "ndtiff")
+FORMATS = ("ome-tiff", "ndtiff", "ome-zarr")
 DTYPES = ("float32", "input", "uint16", "uint8")
 #: "fit": a noise model fitted to every input and channel (default); "stored": the model's own normaliser.
 NOISE_MODELS = ("fit", "stored")
@@ -558,7 +559,7 @@ class BlockJob:
     temporal_axis: int | None
     options: DenoiserOptions
     out_dtype: str
-    target: OmeTiffTarget | NpyBlockTarget
+    target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget
     stamp: tuple[int, int] = (0, 0)
 
 
@@ -645,6 +646,8 @@ def process_block(job: BlockJob) -> BlockResult:
     out, clipped = cast_output(out, np.dtype(job.out_dtype))
     if isinstance(job.target, OmeTiffTarget):
         _write_ome_block(job.target, job.ranges, out)
+    elif isinstance(job.target, OmeZarrTarget):
+        job.target.write_block(job.ranges, out)
     else:
         job.target.write_block(job.index, out)
     frames = int(np.prod(out.shape[:-2], dtype=np.int64))
@@ -693,8 +696,9 @@ class Manifest:
         self.log_path = base.with_name(base.name + ".done.jsonl")
         self.staging = base.with_name(base.name + ".blocks")
         self.assembling = base.with_name(base.name + ".assembling")
-        #: the OME-TIFF being written: only a complete output ever carries the output's name
+        #: the OME-TIFF (or OME-Zarr) being written: only a complete output ever carries the output's name
         self.partial = base.with_name(base.name + ".partial.ome.tif")
+        self.partial_zarr = base.with_name(base.name + ".partial.ome.zarr")
         self.data: dict[str, Any] = {}
 
     def exists(self) -> bool:
@@ -740,7 +744,7 @@ class Manifest:
             os.fsync(fh.fileno())
 
     def remove(self) -> None:
-        for p in (self.path, self.log_path, self.staging, self.assembling, self.partial):
+        for p in (self.path, self.log_path, self.staging, self.assembling, self.partial, self.partial_zarr):
             remove_path(p)
 
 
@@ -1185,7 +1189,8 @@ def denoise_dataset(
     per channel; ``None``: :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`). ``adapt``: ``None``, ``"self"`` (Noise2Self on a sample of the data) or
     ``"pairs"`` with ``pairs=DIR`` (or ``("pairs", DIR)``). ``dtype``: ``"float32"``,
     ``"input"`` (rounded and clipped to the input type), ``"uint16"``, ``"uint8"``. ``fmt``:
-    ``"ome-tiff"`` or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
+    ``"ome-tiff"``, ``"ome-zarr"`` (OME-NGFF 0.5; positions as a bioformats2raw layout; see
+    :mod:`livedenoise.io_omezarr`) or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
     as ``"512MB"`` -- for the whole local job, or per worker with ``scheduler`` (a
     dask.distributed address or Client). ``workers``: local threads (default 2).
     ``on_block_done`` is called after each finished block (raise in it to stop the run).
@@ -1207,7 +1212,8 @@ def denoise_dataset(
     with _connection(scheduler, dry_run) as connection:
         t_start = time.perf_counter()
         out_dir = Path(output_dir)
-        fmt = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff"}.get(str(fmt).lower(), str(fmt).lower())
+        fmt = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff", "zarr": "ome-zarr", "omezarr": "ome-zarr",
+               "ome.zarr": "ome-zarr"}.get(str(fmt).lower(), str(fmt).lower())
         if fmt not in FORMATS:
             raise ConfigError(f"Output format {fmt!r} is unknown; expected one of {', '.join(FORMATS)}.")
         if dtype not in DTYPES:
@@ -1254,7 +1260,7 @@ def denoise_dataset(
                     raise
                 _skip_input(summary, item.path, exc)
                 continue
-            suffix = ".ome.tif" if fmt == "ome-tiff" else ""
+            suffix = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}.get(fmt, "")
             items.append(_Item(item, ds, out_dir / (item.output_stem + suffix), Manifest(out_dir, item.output_stem)))
         _check_paths(items, out_dir, inputs)
         if model is None:
@@ -1595,7 +1601,7 @@ def _combined_check(it: _Item, summary: BatchSummary) -> dict[str, Any] | None:
 
 
 def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_dtype: np.dtype, fmt: str, *,
-                    overwrite: bool, resume: bool) -> OmeTiffTarget | NpyBlockTarget:
+                    overwrite: bool, resume: bool) -> OmeTiffTarget | OmeZarrTarget | NpyBlockTarget:
     """Create the output and its manifest, or check them against this run when resuming."""
     assert it.plan is not None
     ds = it.dataset
@@ -1621,8 +1627,12 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
                 )
         if fmt == "ome-tiff":
             t = data["target"]
-            target: OmeTiffTarget | NpyBlockTarget = OmeTiffTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"],
-                                                                   tuple(t["offsets"]))
+            target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget = OmeTiffTarget(
+                t["path"], t["axes"], tuple(t["shape"]), t["dtype"], tuple(t["offsets"]))
+            target.check()
+        elif fmt == "ome-zarr":
+            t = data["target"]
+            target = OmeZarrTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"])
             target.check()
         else:
             target = NpyBlockTarget(str(m.staging), out_dtype.str)
@@ -1643,6 +1653,11 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
             target = create_ome_tiff(m.partial, ds, out_dtype, prov)
             m.data["target"] = {"path": target.path, "axes": target.axes, "shape": list(target.shape),
                                 "dtype": target.dtype, "offsets": list(target.offsets)}
+        elif fmt == "ome-zarr":
+            remove_path(m.partial_zarr)
+            target = create_ome_zarr(m.partial_zarr, ds, out_dtype, prov)
+            m.data["target"] = {"path": target.path, "axes": target.axes, "shape": list(target.shape),
+                                "dtype": target.dtype}
         else:
             m.staging.mkdir(parents=True, exist_ok=True)
             target = NpyBlockTarget(str(m.staging), out_dtype.str)
@@ -1650,6 +1665,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
         m.save()
     except BaseException:
         remove_path(m.partial)  # nothing half-made stays behind without its resume record
+        remove_path(m.partial_zarr)
         m.remove()
         raise
     return target
@@ -1691,6 +1707,11 @@ def _finalize(it: _Item, prov: dict[str, Any], fmt: str, out_dtype: np.dtype) ->
     if fmt == "ome-tiff":
         update_ome_provenance(m.partial, prov)
         os.replace(m.partial, it.output)
+    elif fmt == "ome-zarr":
+        update_zarr_provenance(m.partial_zarr, prov)
+        forget_open_arrays(m.partial_zarr)
+        remove_path(it.output)
+        os.replace(m.partial_zarr, it.output)
     else:
         m.data["state"] = "assembling"
         m.save()

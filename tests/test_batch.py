@@ -117,6 +117,18 @@ def read_ome(path) -> np.ndarray:
         return np.stack([s.asarray() for s in tif.series]) if len(tif.series) > 1 else tif.series[0].asarray()
 
 
+def read_zarr(path, positions: int | None = None) -> np.ndarray:
+    """An OME-Zarr output's pixels (positions stacked first, as the input's P axis), read with tensorstore."""
+    import tensorstore as ts
+
+    def arr(p):
+        return ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(p)}}).result().read().result()
+
+    if positions is None:
+        return arr(path / "0")
+    return np.stack([arr(path / str(i) / "0") for i in range(positions)])
+
+
 def run(inputs, out, ckpt, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("device", "cpu")
@@ -316,7 +328,7 @@ def stop_after(k):
     return hook
 
 
-@pytest.mark.parametrize("fmt, dtype", [("ome-tiff", "float32"), ("ndtiff", "input")])
+@pytest.mark.parametrize("fmt, dtype", [("ome-tiff", "float32"), ("ndtiff", "input"), ("ome-zarr", "float32")])
 def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckpt2, fmt, dtype):
     write_ome(tmp_path / "in.ome.tif", frames)
     full = run([tmp_path / "in.ome.tif"], tmp_path / "full", ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB")
@@ -331,7 +343,7 @@ def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckp
     done = [json.loads(line)["block"] for line in (state / "in.done.jsonl").read_text().splitlines()]
     assert 2 <= len(done) < n_blocks
     # an interrupted output never carries the output's name (only a complete one does)
-    assert not (tmp_path / "part" / ("in.ome.tif" if fmt == "ome-tiff" else "in")).exists()
+    assert not (tmp_path / "part" / {"ome-tiff": "in.ome.tif", "ome-zarr": "in.ome.zarr"}.get(fmt, "in")).exists()
     # without --resume the partial output is refused; with another model the resume is refused
     with pytest.raises(LivedenoiseError, match="--resume"):
         run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype)
@@ -345,6 +357,10 @@ def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckp
                                            batch.DenoiserOptions()).block(i)])) for i in done)
     if fmt == "ome-tiff":
         np.testing.assert_array_equal(read_ome(tmp_path / "part" / "in.ome.tif"), read_ome(tmp_path / "full" / "in.ome.tif"))
+    elif fmt == "ome-zarr":
+        resumed_px = read_zarr(tmp_path / "part" / "in.ome.zarr", frames.shape[0])
+        np.testing.assert_array_equal(resumed_px, read_zarr(tmp_path / "full" / "in.ome.zarr", frames.shape[0]))
+        np.testing.assert_allclose(resumed_px, reference(ckpt, frames), rtol=1e-5, atol=1e-3)
     else:
         a, b = open_dataset(tmp_path / "part" / "in"), open_dataset(tmp_path / "full" / "in")
         np.testing.assert_array_equal(a.reader[...], b.reader[...])
@@ -813,3 +829,39 @@ def test_process_wide_caches_are_bounded(tmp_path, monkeypatch):
     for i in range(3):
         batch._keep_local_model(f"sha{i}", object())
     assert list(batch._LOCAL_MODELS) == ["sha1", "sha2"]
+
+
+def test_ome_zarr_output_has_ngff_axes_scales_and_provenance(tmp_path, frames, ckpt, capsys):
+    """OME-Zarr (NGFF 0.5): axes reordered to t, c, z, y, x; the input's pixel size kept; positions as a
+    bioformats2raw layout; provenance in the root attributes; the CLI writes it too."""
+    from livedenoise.cli import main
+
+    data = frames[0, :, :, 0]  # T C Y X
+    tifffile.imwrite(tmp_path / "movie.ome.tif", np.ascontiguousarray(data.transpose(1, 0, 2, 3)), ome=True,
+                     photometric="minisblack", metadata={"axes": "CTYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    run([tmp_path / "movie.ome.tif"], tmp_path / "out", ckpt, fmt="zarr")
+    out = tmp_path / "out" / "movie.ome.zarr"
+    meta = json.loads((out / "zarr.json").read_text())["attributes"]
+    ms = meta["ome"]["multiscales"][0]
+    assert meta["ome"]["version"] == "0.5" and [a["name"] for a in ms["axes"]] == ["t", "c", "y", "x"]
+    assert [a["type"] for a in ms["axes"]] == ["time", "channel", "space", "space"]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][-2:] == [0.5, 0.5]
+    assert ms["axes"][-1]["unit"] == "micrometer"
+    assert meta["livedenoise"]["format"] == "ome-zarr" and meta["livedenoise"]["model"]["name"] == "tiny"
+    np.testing.assert_allclose(read_zarr(out), reference(ckpt, data), rtol=1e-5, atol=1e-3)  # T C Y X order
+    write_ome(tmp_path / "cells.ome.tif", frames)
+    assert main(["denoise", str(tmp_path / "cells.ome.tif"), "-o", str(tmp_path / "cli"), "--format", "ome-zarr",
+                 "--model", str(ckpt), "--noise-model", "stored", "--device", "cpu", "--no-progress"]) == 0
+    root = json.loads((tmp_path / "cli" / "cells.ome.zarr" / "zarr.json").read_text())["attributes"]
+    assert root["ome"]["bioformats2raw.layout"] == 3 and "livedenoise" in root
+    np.testing.assert_allclose(read_zarr(tmp_path / "cli" / "cells.ome.zarr", frames.shape[0]),
+                               reference(ckpt, frames), rtol=1e-5, atol=1e-3)
+    assert not list((tmp_path / "cli" / ".livedenoise").glob("*.partial.ome.zarr"))
+
+
+def test_ome_zarr_refuses_more_than_five_image_axes_in_one_sentence():
+    from livedenoise.io_omezarr import ngff_order
+
+    assert ngff_order("PZCTYX") == ("TCZYX", (2, 1, 0, 3, 4))
+    with pytest.raises(InputDataError, match="at most 5 dimensions.*ome-tiff or ndtiff"):
+        ngff_order("TCZAYX")

@@ -53,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "input", "uint16", "uint8"], default="float32",
                    help="output pixel type: float32 (default, exact) or input (= the input's type, rounded and "
                         "clipped; the number of clipped pixels is reported)")
-    p.add_argument("--format", choices=["ome-tiff", "ndtiff"], default="ome-tiff",
-                   help="output format (default ome-tiff; ndtiff needs --dtype input/uint16/uint8)")
+    p.add_argument("--format", choices=["ome-tiff", "ome-zarr", "ndtiff"], default="ome-tiff",
+                   help="output format (default ome-tiff; ome-zarr: OME-NGFF 0.5, for napari, Fiji and cloud storage; "
+                        "ndtiff needs --dtype input/uint16/uint8)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--memory-budget", default="1GB", metavar="SIZE",

@@ -1,0 +1,190 @@
+"""OME-Zarr output (OME-NGFF 0.5, Zarr v3) for batch denoising: blocks written in place as they finish, resumable.
+
+Why these libraries: ``yaozarrs`` (the OME-Zarr metadata models and writer that pymmcore-plus's own
+``ome-writers`` builds on) creates the group, its NGFF metadata and empty arrays; ``tensorstore`` writes each
+finished block into its region, from any thread or dask worker, so a batch job writes an OME-Zarr the way it
+writes an OME-TIFF: in place, in any block order, and an interrupted job resumes into the same arrays.
+
+Layout: the dataset's axes in NGFF order -- ``t``, then ``c`` and any other non-spatial axis, then ``z y x``
+(at most five; NGFF's limit) -- each axis named by its lower-case letter; frames are chunks. Stage positions
+(``P``) become one image each in a ``bioformats2raw`` layout (``0/``, ``1/``, ...). The livedenoise provenance
+sits in the root group's attributes under ``"livedenoise"``. Physical pixel sizes and the time step of the
+input are kept as NGFF scales.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from livedenoise.errors import InputDataError, LivedenoiseError
+
+#: OME unit symbols -> NGFF (UDUNITS-2) unit names.
+_UNITS = {"µm": "micrometer", "um": "micrometer", "micron": "micrometer", "nm": "nanometer", "mm": "millimeter",
+          "m": "meter", "s": "second", "sec": "second", "ms": "millisecond", "min": "minute", "h": "hour"}
+#: NGFF axis type of our non-spatial letters (``t``/``c`` have their own; the rest are custom types).
+_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+#: Arrays this process has open for writing (tensorstore handles), the most recently used ``MAX_OPEN`` kept.
+MAX_OPEN = 16
+_OPEN: OrderedDict[str, Any] = OrderedDict()
+_OPEN_LOCK = threading.Lock()
+
+
+def ngff_order(axes: str) -> tuple[str, tuple[int, ...]]:
+    """(the image axes in NGFF order, the permutation taking the dataset's image axes to it); ``P`` excluded.
+
+    Raises :class:`InputDataError` for more than five image axes, which NGFF cannot hold.
+    """
+    image = axes[1:] if axes.startswith("P") else axes
+    order = ([a for a in image if a == "T"] + [a for a in image if a == "C"]
+             + [a for a in image if a not in "TCZYX"] + [a for a in image if a in "ZYX"])
+    if len(order) > 5:
+        raise InputDataError(f"axes {axes!r}: OME-Zarr images hold at most 5 dimensions (t, c, z, y, x, besides "
+                             "positions); write this dataset as ome-tiff or ndtiff")
+    return "".join(order), tuple(image.index(a) for a in order)
+
+
+def _ome_xml_scales(xml: str) -> dict[str, Any]:
+    """``physical_size`` and ``time_increment`` (as the TIFF readers give them) from an input's OME-XML."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml.encode("utf-8"))
+    except ET.ParseError:
+        return {}
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None:
+        return {}
+    out: dict[str, Any] = {}
+    physical = {a: (float(pixels.get(f"PhysicalSize{a}")), pixels.get(f"PhysicalSize{a}Unit", "µm"))
+                for a in "XYZ" if pixels.get(f"PhysicalSize{a}")}
+    if physical:
+        out["physical_size"] = physical
+    if pixels.get("TimeIncrement"):
+        out["time_increment"] = (float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s"))
+    return out
+
+
+def _image_model(order: str, shape: Sequence[int], metadata: dict[str, Any]) -> Any:
+    from yaozarrs import DimSpec, v05
+
+    if metadata.get("ome_xml") and not metadata.get("physical_size"):
+        metadata = {**_ome_xml_scales(metadata["ome_xml"]), **metadata}
+    physical = metadata.get("physical_size") or {}
+    dims = []
+    for a, n in zip(order, shape):
+        scale, unit = 1.0, None
+        if a in physical:
+            scale, unit = float(physical[a][0]), _UNITS.get(str(physical[a][1]), None)
+        elif a == "T" and metadata.get("time_increment"):
+            scale, unit = float(metadata["time_increment"][0]), _UNITS.get(str(metadata["time_increment"][1]), None)
+        dims.append(DimSpec(name=a.lower(), size=int(n), scale=scale, unit=unit, type=_TYPES.get(a, "other"),
+                            scale_factor=1.0))
+    return v05.Image(multiscales=[v05.Multiscale.from_dims(dims, n_levels=1)])
+
+
+@dataclass(frozen=True)
+class OmeZarrTarget:
+    """An OME-Zarr being written: where it is and how the dataset's axes map onto its arrays (small, picklable)."""
+
+    path: str
+    axes: str  # the dataset's axes (P first if any)
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def has_p(self) -> bool:
+        return self.axes.startswith("P")
+
+    def array_paths(self) -> list[str]:
+        """The array of each position (one when there are no positions)."""
+        if self.has_p:
+            return [os.path.join(self.path, str(p), "0") for p in range(self.shape[0])]
+        return [os.path.join(self.path, "0")]
+
+    def _array(self, p: int) -> Any:
+        import tensorstore as ts
+
+        path = self.array_paths()[p]
+        with _OPEN_LOCK:
+            arr = _OPEN.get(path)
+            if arr is None:
+                spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
+                arr = _OPEN[path] = ts.open(spec, open=True).result()
+            _OPEN.move_to_end(path)
+            while len(_OPEN) > MAX_OPEN:
+                _OPEN.popitem(last=False)
+            return arr
+
+    def write_block(self, ranges: Sequence[tuple[int, int]], data: np.ndarray) -> None:
+        """Write ``data`` (the block at ``ranges`` of the dataset's leading axes, then Y and X) into its region."""
+        _, perm = ngff_order(self.axes)
+        ranges = list(ranges)
+        positions = range(*ranges.pop(0)) if self.has_p else [None]
+        for k, p in enumerate(positions):
+            sub = data[k] if p is not None else data
+            region = [slice(a, b) for a, b in ranges] + [slice(None), slice(None)]
+            target = self._array(p or 0)
+            target[tuple(region[i] for i in perm)].write(np.transpose(np.asarray(sub, self.dtype), perm)).result()
+
+    def check(self) -> None:
+        """Raise if the arrays on disk are not the ones this target was created with (for ``--resume``)."""
+        order, perm = ngff_order(self.axes)
+        image_shape = self.shape[1:] if self.has_p else self.shape
+        want = tuple(image_shape[i] for i in perm)
+        for p, path in enumerate(self.array_paths()):
+            try:
+                meta = json.loads(Path(path, "zarr.json").read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise LivedenoiseError(f"{self.path}: the partial OME-Zarr cannot be read ({exc}); start again with "
+                                       "--overwrite.") from None
+            if tuple(meta.get("shape", ())) != want or np.dtype(meta.get("data_type", "")) != np.dtype(self.dtype):
+                raise LivedenoiseError(f"{self.path}: the partial OME-Zarr's array {p} changed since the interrupted run; "
+                                       "start again with --overwrite.")
+
+
+def create_ome_zarr(path: str | os.PathLike[str], dataset: Any, dtype: np.dtype | str,
+                    provenance: dict[str, Any]) -> OmeZarrTarget:
+    """Create an OME-Zarr with ``dataset``'s axes, shape and physical sizes, pixel type ``dtype``, no pixels yet."""
+    from yaozarrs.write.v05 import Bf2RawBuilder, prepare_image
+
+    dtype = np.dtype(dtype)
+    axes, shape = dataset.axes, tuple(int(n) for n in dataset.shape)
+    order, perm = ngff_order(axes)
+    image_shape = shape[1:] if axes.startswith("P") else shape
+    ngff_shape = tuple(image_shape[i] for i in perm)
+    chunks = (1,) * (len(ngff_shape) - 2) + ngff_shape[-2:]  # one frame per chunk: blocks are whole frames
+    image = _image_model(order, ngff_shape, getattr(dataset, "metadata", {}) or {})
+    attrs = {"livedenoise": provenance}
+    if axes.startswith("P"):
+        builder = Bf2RawBuilder(path, writer="tensorstore", chunks=chunks, extra_attributes=attrs)
+        for p in range(shape[0]):
+            builder.add_series(str(p), image, (ngff_shape, dtype))
+        builder.prepare()
+    else:
+        prepare_image(path, image, (ngff_shape, dtype), writer="tensorstore", chunks=chunks, extra_attributes=attrs)
+    return OmeZarrTarget(str(path), axes, shape, dtype.str)
+
+
+def update_zarr_provenance(path: str | os.PathLike[str], provenance: dict[str, Any]) -> None:
+    """Replace the ``"livedenoise"`` attribute of the root group (written atomically)."""
+    meta_path = Path(path) / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta.setdefault("attributes", {})["livedenoise"] = provenance
+    tmp = meta_path.with_name("zarr.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, meta_path)
+
+
+def forget_open_arrays(path: str | os.PathLike[str]) -> None:
+    """Drop this process's open handles below ``path`` (before the folder is renamed or removed)."""
+    prefix = str(path)
+    with _OPEN_LOCK:
+        for key in [k for k in _OPEN if k.startswith(prefix)]:
+            del _OPEN[key]
