@@ -180,13 +180,26 @@ MAX_CACHED_DENOISERS = 4
 #: recently used ``MAX_LOCAL_MODELS`` are kept (a notebook that denoises with many models does not keep them all).
 MAX_LOCAL_MODELS = 16
 _LOCAL_MODELS: OrderedDict[str, Any] = OrderedDict()
+_LOCAL_MODELS_LOCK = threading.Lock()
 
 
 def _keep_local_model(sha: str, model: Any) -> None:
-    _LOCAL_MODELS[sha] = model
-    _LOCAL_MODELS.move_to_end(sha)
-    while len(_LOCAL_MODELS) > MAX_LOCAL_MODELS:
-        _LOCAL_MODELS.popitem(last=False)
+    with _LOCAL_MODELS_LOCK:
+        _LOCAL_MODELS[sha] = model
+        _LOCAL_MODELS.move_to_end(sha)
+        while len(_LOCAL_MODELS) > MAX_LOCAL_MODELS:
+            _LOCAL_MODELS.popitem(last=False)
+
+
+def _local_model(key: str | None) -> Any:
+    """The in-process model ``key`` (refreshed as recently used), or None."""
+    if key is None:
+        return None
+    with _LOCAL_MODELS_LOCK:
+        model = _LOCAL_MODELS.get(key)
+        if model is not None:
+            _LOCAL_MODELS.move_to_end(key)
+        return model
 _DENOISERS: dict[tuple, Any] = {}
 _DENOISERS_LOCK = threading.Lock()
 _MODEL_THREAD: cf.ThreadPoolExecutor | None = None
@@ -352,12 +365,11 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
             raise CheckpointError(f"Checkpoint {ref.path} changed since the job started (sha256 {sha[:12]}... "
                                   f"instead of {ref.sha256[:12]}...).")
         source: Any = ref.path
-    elif ref.local_key is not None and ref.local_key in _LOCAL_MODELS:
-        source = _LOCAL_MODELS[ref.local_key]
-        _LOCAL_MODELS.move_to_end(ref.local_key)
     else:
-        raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
-                              "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
+        source = _local_model(ref.local_key)
+        if source is None:
+            raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
+                                  "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
     fitted = ref.fitted_normalizer()
     if hasattr(source, "denoise_stack") and not isinstance(source, (str, tuple)):
         denoiser = source  # an already built Denoiser (or compatible object)
@@ -744,6 +756,7 @@ class Manifest:
             os.fsync(fh.fileno())
 
     def remove(self) -> None:
+        forget_open_arrays(self.partial_zarr)
         for p in (self.path, self.log_path, self.staging, self.assembling, self.partial, self.partial_zarr):
             remove_path(p)
 
@@ -1632,7 +1645,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
             target.check()
         elif fmt == "ome-zarr":
             t = data["target"]
-            target = OmeZarrTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"])
+            target = OmeZarrTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"], t.get("token", ""))
             target.check()
         else:
             target = NpyBlockTarget(str(m.staging), out_dtype.str)
@@ -1657,7 +1670,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
             remove_path(m.partial_zarr)
             target = create_ome_zarr(m.partial_zarr, ds, out_dtype, prov)
             m.data["target"] = {"path": target.path, "axes": target.axes, "shape": list(target.shape),
-                                "dtype": target.dtype}
+                                "dtype": target.dtype, "token": target.token}
         else:
             m.staging.mkdir(parents=True, exist_ok=True)
             target = NpyBlockTarget(str(m.staging), out_dtype.str)
@@ -1710,8 +1723,14 @@ def _finalize(it: _Item, prov: dict[str, Any], fmt: str, out_dtype: np.dtype) ->
     elif fmt == "ome-zarr":
         update_zarr_provenance(m.partial_zarr, prov)
         forget_open_arrays(m.partial_zarr)
-        remove_path(it.output)
+        # a folder cannot be renamed over another: an earlier output steps aside first and goes only once the new
+        # one carries the name (an interruption in between leaves both, never neither)
+        old = m.partial_zarr.with_name(m.partial_zarr.name.replace(".partial.", ".previous."))
+        remove_path(old)
+        if it.output.exists():
+            os.replace(it.output, old)
         os.replace(m.partial_zarr, it.output)
+        remove_path(old)
     else:
         m.data["state"] = "assembling"
         m.save()

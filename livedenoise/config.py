@@ -90,9 +90,14 @@ class SessionSettings(_Strict):
 
 
 def settings_dir() -> Path:
-    """Where ``session.toml`` is looked for: ``$LIVEDENOISE_CONFIG_DIR``, else this checkout's ``config/``."""
+    """Where ``session.toml`` is looked for: ``$LIVEDENOISE_CONFIG_DIR``; else this checkout's ``config/``; else the
+    copy an installed wheel holds beside the package (``simulators/presets``, found as a folder, not imported)."""
     env = os.environ.get("LIVEDENOISE_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "config"
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parent.parent
+    checkout = root / "config"
+    return checkout if (checkout / "session.toml").is_file() else root / "simulators" / "presets"
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

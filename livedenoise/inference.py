@@ -56,7 +56,7 @@ log = logging.getLogger("livedenoise")
 #: ``CPU_ACTIVATION_BYTES`` and the model's working memory per pixel.
 DEFAULT_PIXEL_BUDGET = {"cuda": 4096 * 4096, "mps": 2048 * 2048}
 #: Working memory one CPU network call may use: 2 GiB runs a 2048² frame whole with the fast backbone
-#: (~1.3 GB measured) and 2.8 Mpx with the standard one. Why not smaller tiles for the cache: each tile
+#: (~1.4 GB measured) and 2.2 Mpx with the standard one. Why not smaller tiles for the cache: each tile
 #: recomputes a margin of the receptive-field radius (64 px) on every side, which costs more than the
 #: cache saves (``benchmarks/results/2026-12-03-speed-tiles``: 2048² frames 20-30 % faster whole or in
 #: strips than in 1024² tiles on the 2-core development CPU).
@@ -102,38 +102,54 @@ class _AxisPlan:
 
 
 def _axis_plan(n: int, max_tile: int, margin: int, multiple: int) -> _AxisPlan:
-    """Fewest equal tiles covering ``n`` pixels whose network input is at most ``max_tile``."""
+    """Fewest equal tiles covering ``n`` pixels whose network input, with a margin on both sides, is at most
+    ``max_tile`` (explicit ``tile_size`` and the out-of-memory retry: a bound that holds for every tile)."""
     max_core = max(multiple, ((max_tile - 2 * margin) // multiple) * multiple)
-    return _axis_split(n, max(1, math.ceil(n / max_core)), margin, multiple)
+    count = max(1, math.ceil(n / max_core))
+    core = _round_up(math.ceil(n / count), multiple)
+    return _AxisPlan(count, core, core + 2 * margin)
 
 
 def _axis_split(n: int, count: int, margin: int, multiple: int) -> _AxisPlan:
-    """``count`` equal tiles covering ``n`` pixels."""
+    """``count`` equal tiles covering ``n`` pixels; ``tile`` is the largest network input among them (tiles at the
+    frame's edge take no margin on that side: one tile is the whole axis, two tiles one margin each)."""
     core = _round_up(math.ceil(n / count), multiple)
-    return _AxisPlan(count, core, core + 2 * margin)
+    tile = n if count == 1 else min(n, core + margin * min(count - 1, 2))
+    return _AxisPlan(count, core, tile)
+
+
+def _fit_axis(n: int, max_tile: int, margin: int, multiple: int) -> _AxisPlan | None:
+    """The fewest tiles along an axis of ``n`` pixels whose inputs are at most ``max_tile``, or None."""
+    for count in range(1, max(1, math.ceil(n / multiple)) + 1):
+        split = _axis_split(n, count, margin, multiple)
+        if split.tile <= max_tile:
+            return split
+        if split.core <= multiple:
+            break
+    return None
 
 
 def _tile_plan(h: int, w: int, budget: int, max_side: int, margin: int, multiple: int) -> tuple[_AxisPlan, _AxisPlan]:
     """Tiles of at most ``budget`` input pixels (and ``max_side`` per side) covering an ``h`` x ``w`` frame,
     chosen to feed the network the fewest pixels in all.
 
-    Why rectangles: every tile recomputes a margin on each side, so the cheapest cover uses few, large
+    Why rectangles: every tile recomputes a margin on each inner side, so the cheapest cover uses few, large
     tiles, which for a wide frame are full-width strips rather than squares (a 2048² frame under a
-    2.8 Mpx budget: two strips of 2048 x 1152 cost 4.7 Mpx, four squares of 1152² 5.3 Mpx).
+    2.2 Mpx budget: two strips of 2048 x 1088, 4.5 Mpx in all, instead of four 1088² squares, 4.7 Mpx).
     """
     best: tuple[int, _AxisPlan, _AxisPlan] | None = None
-    for cx in range(1, math.ceil(w / multiple) + 1):
+    for cx in range(1, max(1, math.ceil(w / multiple)) + 1):
         px = _axis_split(w, cx, margin, multiple)
         if px.tile > max_side:
             continue
-        rows = min(max_side, budget // px.tile)
-        if rows < 2 * margin + multiple:
-            continue  # too wide for even one minimal row: narrower columns get taller tiles
-        py = _axis_plan(h, rows, margin, multiple)
-        cost = px.count * px.tile * py.count * py.tile
-        if best is None or cost < best[0]:
-            best = (cost, py, px)
-    if best is None:  # even one minimal tile row exceeds the budget: the smallest square tiles
+        py = _fit_axis(h, min(max_side, budget // px.tile), margin, multiple)
+        if py is not None:
+            cost = (w + 2 * margin * (cx - 1)) * (h + 2 * margin * (py.count - 1))
+            if best is None or cost < best[0]:
+                best = (cost, py, px)
+        if px.core <= multiple:
+            break
+    if best is None:  # not even the narrowest tiles fit: the smallest square tiles
         side = 2 * margin + 4 * multiple
         return _axis_plan(h, side, margin, multiple), _axis_plan(w, side, margin, multiple)
     return best[1], best[2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ _UNITS = {"µm": "micrometer", "um": "micrometer", "micron": "micrometer", "nm":
 _TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 #: Arrays this process has open for writing (tensorstore handles), the most recently used ``MAX_OPEN`` kept.
 MAX_OPEN = 16
-_OPEN: OrderedDict[str, Any] = OrderedDict()
+_OPEN: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _OPEN_LOCK = threading.Lock()
 
 
@@ -44,9 +45,9 @@ def ngff_order(axes: str) -> tuple[str, tuple[int, ...]]:
     image = axes[1:] if axes.startswith("P") else axes
     order = ([a for a in image if a == "T"] + [a for a in image if a == "C"]
              + [a for a in image if a not in "TCZYX"] + [a for a in image if a in "ZYX"])
-    if len(order) > 5:
-        raise InputDataError(f"axes {axes!r}: OME-Zarr images hold at most 5 dimensions (t, c, z, y, x, besides "
-                             "positions); write this dataset as ome-tiff or ndtiff")
+    if len(order) > 5 or sum(a not in "TZYX" for a in order) > 1:
+        raise InputDataError(f"axes {axes!r}: an OME-Zarr image holds at most 5 dimensions -- time, one channel (or "
+                             "other) axis, z, y, x -- besides positions; write this dataset as ome-tiff or ndtiff")
     return "".join(order), tuple(image.index(a) for a in order)
 
 
@@ -97,6 +98,7 @@ class OmeZarrTarget:
     axes: str  # the dataset's axes (P first if any)
     shape: tuple[int, ...]
     dtype: str
+    token: str = ""  # set at creation: an open handle of an earlier output at the same path is never reused
 
     @property
     def has_p(self) -> bool:
@@ -112,15 +114,25 @@ class OmeZarrTarget:
         import tensorstore as ts
 
         path = self.array_paths()[p]
+        key = (path, self.token)
         with _OPEN_LOCK:
-            arr = _OPEN.get(path)
+            arr = _OPEN.get(key)
             if arr is None:
                 spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": path}}
-                arr = _OPEN[path] = ts.open(spec, open=True).result()
-            _OPEN.move_to_end(path)
+                arr = _OPEN[key] = ts.open(spec, open=True).result()
+                if tuple(arr.shape) != self._array_shape() or np.dtype(arr.dtype.numpy_dtype) != np.dtype(self.dtype):
+                    del _OPEN[key]
+                    raise LivedenoiseError(f"{path}: the OME-Zarr array is not the one this job created (shape "
+                                           f"{tuple(arr.shape)}, {arr.dtype}); start again with --overwrite.")
+            _OPEN.move_to_end(key)
             while len(_OPEN) > MAX_OPEN:
                 _OPEN.popitem(last=False)
             return arr
+
+    def _array_shape(self) -> tuple[int, ...]:
+        _, perm = ngff_order(self.axes)
+        image_shape = self.shape[1:] if self.has_p else self.shape
+        return tuple(image_shape[i] for i in perm)
 
     def write_block(self, ranges: Sequence[tuple[int, int]], data: np.ndarray) -> None:
         """Write ``data`` (the block at ``ranges`` of the dataset's leading axes, then Y and X) into its region."""
@@ -135,9 +147,7 @@ class OmeZarrTarget:
 
     def check(self) -> None:
         """Raise if the arrays on disk are not the ones this target was created with (for ``--resume``)."""
-        order, perm = ngff_order(self.axes)
-        image_shape = self.shape[1:] if self.has_p else self.shape
-        want = tuple(image_shape[i] for i in perm)
+        want = self._array_shape()
         for p, path in enumerate(self.array_paths()):
             try:
                 meta = json.loads(Path(path, "zarr.json").read_text())
@@ -161,6 +171,7 @@ def create_ome_zarr(path: str | os.PathLike[str], dataset: Any, dtype: np.dtype 
     ngff_shape = tuple(image_shape[i] for i in perm)
     chunks = (1,) * (len(ngff_shape) - 2) + ngff_shape[-2:]  # one frame per chunk: blocks are whole frames
     image = _image_model(order, ngff_shape, getattr(dataset, "metadata", {}) or {})
+    forget_open_arrays(path)
     attrs = {"livedenoise": provenance}
     if axes.startswith("P"):
         builder = Bf2RawBuilder(path, writer="tensorstore", chunks=chunks, extra_attributes=attrs)
@@ -169,7 +180,7 @@ def create_ome_zarr(path: str | os.PathLike[str], dataset: Any, dtype: np.dtype 
         builder.prepare()
     else:
         prepare_image(path, image, (ngff_shape, dtype), writer="tensorstore", chunks=chunks, extra_attributes=attrs)
-    return OmeZarrTarget(str(path), axes, shape, dtype.str)
+    return OmeZarrTarget(str(path), axes, shape, dtype.str, token=uuid.uuid4().hex)
 
 
 def update_zarr_provenance(path: str | os.PathLike[str], provenance: dict[str, Any]) -> None:
@@ -186,5 +197,5 @@ def forget_open_arrays(path: str | os.PathLike[str]) -> None:
     """Drop this process's open handles below ``path`` (before the folder is renamed or removed)."""
     prefix = str(path)
     with _OPEN_LOCK:
-        for key in [k for k in _OPEN if k.startswith(prefix)]:
+        for key in [k for k in _OPEN if k[0].startswith(prefix)]:
             del _OPEN[key]

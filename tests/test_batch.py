@@ -865,3 +865,25 @@ def test_ome_zarr_refuses_more_than_five_image_axes_in_one_sentence():
     assert ngff_order("PZCTYX") == ("TCZYX", (2, 1, 0, 3, 4))
     with pytest.raises(InputDataError, match="at most 5 dimensions.*ome-tiff or ndtiff"):
         ngff_order("TCZAYX")
+
+
+def test_ome_zarr_recreated_at_the_same_path_never_writes_through_an_old_handle(tmp_path):
+    """An output started again (--overwrite after an interruption, or a long-lived worker's next job) gets fresh
+    array handles: the earlier array's dtype and shape are never reused."""
+    import shutil
+    from types import SimpleNamespace
+
+    from livedenoise.io_omezarr import create_ome_zarr
+
+    ds = SimpleNamespace(axes="TYX", shape=(2, 8, 8), metadata={})
+    first = create_ome_zarr(tmp_path / "o.ome.zarr", ds, np.float32, {})
+    first.write_block([(0, 2)], np.full((2, 8, 8), 0.5, np.float32))
+    shutil.rmtree(tmp_path / "o.ome.zarr")
+    second = create_ome_zarr(tmp_path / "o.ome.zarr", SimpleNamespace(axes="TYX", shape=(3, 8, 8), metadata={}),
+                             np.uint16, {})
+    assert second.token != first.token
+    second.write_block([(0, 3)], np.full((3, 8, 8), 7, np.uint16))
+    out = read_zarr(tmp_path / "o.ome.zarr")
+    assert out.dtype == np.uint16 and out.shape == (3, 8, 8) and (out == 7).all()
+    with pytest.raises(LivedenoiseError, match="not the one this job created"):
+        first.write_block([(0, 2)], np.zeros((2, 8, 8), np.float32))  # the old target sees the new array and refuses

@@ -122,7 +122,9 @@ def test_large_frame_is_tiled_automatically(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(inference, "CPU_ACTIVATION_BYTES", 100 * 1024**2)
     model = _unet(widths=(4, 8))
     den = Denoiser(model, NORM, device="cpu")
-    assert den.pixel_budget == 100 * 1024**2 // (24 * 4)
+    from livedenoise.models import ACTIVATION_BYTES_PER_PIXEL_CHANNEL
+
+    assert den.pixel_budget == 100 * 1024**2 // (ACTIVATION_BYTES_PER_PIXEL_CHANNEL * 4)
     sizes: list[tuple[int, int]] = []
     den.model.register_forward_pre_hook(lambda _m, args: sizes.append(tuple(args[0].shape[-2:])))
     frame = _frames((2048, 2048)).astype(np.uint16)

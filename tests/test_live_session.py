@@ -460,13 +460,18 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     settings = make_settings(small_microscope_config, simulated=False)
     mm = LiveSession(PycromanagerBackend(None), settings, tmp_path, backbone=identity_backbone(), device="cpu")
     assert mm._low() == Illumination(37.0, None)  # power None: the light source is not touched
-    # the session's own [live] illumination wins, and a power reference needs the live power to return to
+    # the session's own [live] illumination wins; a light power needs a light control; a power reference (pairs
+    # mode) needs the live power to return to
+    lit = PycromanagerBackend(None, light_event=lambda pct: {})
     chosen = make_settings(small_microscope_config, simulated=False, exposure_ms=15.0, light_power=7.0)
-    assert LiveSession(PycromanagerBackend(None), chosen, tmp_path, backbone=identity_backbone(),
-                       device="cpu")._low() == Illumination(15.0, 7.0)
+    assert LiveSession(lit, chosen, tmp_path, backbone=identity_backbone(), device="cpu")._low() == Illumination(15.0, 7.0)
+    with pytest.raises(ConfigError, match="no control of this microscope's light"):
+        LiveSession(PycromanagerBackend(None), chosen, tmp_path, backbone=identity_backbone(), device="cpu")._low()
     power_ref = make_settings(small_microscope_config, simulated=False, reference="power")
-    with pytest.raises(ConfigError, match="light_power"):
-        LiveSession(PycromanagerBackend(None), power_ref, tmp_path, backbone=identity_backbone(), device="cpu")._low()
+    with pytest.raises(ConfigError, match="set \\[live\\] light_power"):
+        LiveSession(lit, power_ref, tmp_path, backbone=identity_backbone(), device="cpu")._low()
+    self_mode = make_settings(small_microscope_config, simulated=False, reference="power", mode="self")
+    assert LiveSession(lit, self_mode, tmp_path, backbone=identity_backbone(), device="cpu")._low() == Illumination(37.0, None)
 
     class RealCore:  # a CMMCorePlus on real hardware: no simulated microscope, no light property given
         def getExposure(self):

@@ -514,3 +514,6 @@ def test_pretrain_with_real_structure_records_it_and_the_cli_reads_a_pairs_folde
     assert ckpt.training["data"]["real_structure"]["images"] == ["setA/f0_clean.tif", "setA/f1_clean.tif"]
     assert main(["pretrain", "--structures", str(tmp_path / "none"), "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "structure folder not found" in capsys.readouterr().err
+    assert main(["pretrain", "--structures", str(tmp_path / "pairs"), "--pairs", str(tmp_path / "pairs"),
+                 "-o", str(tmp_path / "y.safetensors")]) == 2  # refused in one sentence, before any bank is built
+    assert "not with --pairs" in capsys.readouterr().err

@@ -58,6 +58,11 @@ class AcquisitionBackend(ABC):
     def current_xy(self) -> tuple[float, float]:
         return 0.0, 0.0
 
+    @property
+    def controls_light(self) -> bool:
+        """Whether livedenoise can set the light power here (a light control was given to the backend)."""
+        return False
+
     def current_illumination(self) -> Illumination | None:
         """The microscope's own live illumination (its exposure; power ``None``: the light is left as it is), or
         ``None`` when the backend cannot tell: a session then needs ``[live]`` exposure_ms.

@@ -170,8 +170,13 @@ class LiveSession:
         exposure = live.exposure_ms if live.exposure_ms is not None else (own.exposure_ms if own is not None else None)
         if exposure is None:
             raise ConfigError("the live exposure is unknown: this microscope does not report one; set [live] exposure_ms")
+        controls_light = bool(getattr(self.backend, "controls_light", False))
+        if live.light_power is not None and not controls_light:
+            raise ConfigError(f"[live] light_power = {live.light_power:g} is set, but livedenoise has no control of this "
+                              "microscope's light (give the backend a light control, or unset light_power to leave the "
+                              "light as it is)")
         power = live.light_power if live.light_power is not None else (own.power if own is not None else None)
-        if power is None and live.reference == "power":
+        if power is None and live.mode == "pairs" and live.reference == "power":
             raise ConfigError("reference 'power' sets the light for each reference and back to the live level after it, "
                               "so the live level must be known: set [live] light_power (percent)")
         return Illumination(float(exposure), power)

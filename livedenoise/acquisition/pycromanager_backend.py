@@ -85,7 +85,9 @@ class PycromanagerBackend(AcquisitionBackend):
         if ill.power is not None:
             if self._light_event is None:
                 raise MicroManagerUnavailable(
-                    "this microscope has no light-power control configured; use reference='exposure' or 'average'")
+                    "this microscope has no light-power control given to livedenoise (PycromanagerBackend(core, "
+                    "light_event=...)), so the light cannot be set: unset [live] light_power and use reference "
+                    "'exposure' or 'average'")
             fields.update(self._light_event(ill.power))
         return fields
 
@@ -96,6 +98,10 @@ class PycromanagerBackend(AcquisitionBackend):
             register_with_pycromanager(self.core)
         directory.mkdir(parents=True, exist_ok=True)
         return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
+
+    @property
+    def controls_light(self) -> bool:
+        return self._light_event is not None
 
     def current_illumination(self) -> Illumination | None:
         """Micro-Manager's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.errors import MicroManagerUnavailable
 
 log = logging.getLogger("livedenoise")
 
@@ -118,6 +119,10 @@ class PymmcorePlusBackend(AcquisitionBackend):
     def describe(self) -> str:
         return f"pymmcore-plus MDA ({self._label or 'MMCore'})"
 
+    @property
+    def controls_light(self) -> bool:
+        return self.light_property is not None
+
     def current_illumination(self) -> Illumination | None:
         """The core's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
         return Illumination(float(self.core.getExposure()), None)
@@ -134,7 +139,10 @@ class PymmcorePlusBackend(AcquisitionBackend):
         props = []
         if ill.power is not None:
             if self.light_property is None:
-                raise ValueError("no light-power property configured; use reference='exposure' or 'average'")
+                raise MicroManagerUnavailable(
+                    "this microscope has no light-power property given to livedenoise (PymmcorePlusBackend(core, "
+                    "light_property=(device, property))), so the light cannot be set: unset [live] light_power and use "
+                    "reference 'exposure' or 'average'")
             props = [(self.light_property[0], self.light_property[1], float(ill.power))]
         kw: dict[str, Any] = {"index": index, "exposure": float(ill.exposure_ms), "properties": props or None}
         if xy is not None:

@@ -78,17 +78,18 @@ def build_preset(name: str) -> tuple[nn.Module, str, dict[str, Any]]:
 
 
 #: Working memory of a float32 inference pass, in bytes per input pixel and per first-layer channel. Measured
-#: (peak resident memory of one whole-frame call, 1024² and 2048², less the loaded process): the fast U-Net
-#: (16 channels) 330 B/px, the standard one (32) 640 B/px, both ~20 B/px/channel including the call's
-#: input and output copies; 24 leaves a margin.
-ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 24
+#: (``benchmarks/bench_memory.py``: growth of the peak resident memory during one whole-frame call, the call's
+#: copies included; ``benchmarks/results/2026-12-03-memory``, two runs): fast U-Net (16 channels) 328-432 B/px,
+#: standard (32) 648-689 B/px, i.e. 20-27 B/px/channel (the 1024² passes are the high end); 30 keeps a margin.
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 30
 
 
 def activation_bytes_per_pixel(model: nn.Module) -> int:
     """Estimated working memory of one inference pass per input pixel (see ``ACTIVATION_BYTES_PER_PIXEL_CHANNEL``).
 
     Our networks' activations scale with their first level's width (each deeper level has twice the
-    channels on a quarter of the pixels); other networks count their first convolution's outputs.
+    channels on a quarter of the pixels); other networks count their first convolution's outputs, times
+    their ``activation_factor`` (a network with attention keeps more per pixel: CNNT's is measured).
     """
     widths = getattr(model, "widths", None)
     if widths:
@@ -96,7 +97,8 @@ def activation_bytes_per_pixel(model: nn.Module) -> int:
     else:
         conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
         first = int(conv.out_channels) if conv is not None else 32
-    return ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first)
+    factor = float(getattr(model, "activation_factor", 1.0))
+    return int(math.ceil(ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first) * factor))
 
 
 def model_is_temporal(model: nn.Module) -> bool:

@@ -106,6 +106,9 @@ class CNNTUNet(nn.Module):
     is_temporal = True
     arch = "cnnt"
     size_multiple = 4  # two stride-2 levels
+    #: Working memory per pixel relative to a U-Net of its first width: its attention keeps more
+    #: (``benchmarks/results/2026-12-03-memory``: 874-970 B/px for 16 channels, 2.3-2.5x the U-Net figure).
+    activation_factor = 3.0
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ import numpy as np
 
 from livedenoise.checkpoint import Checkpoint, save_checkpoint
 from livedenoise.device import select_device
+from livedenoise.errors import ConfigError
 from livedenoise.models import PRESETS, build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.data import ImageSet, PatchSampler
@@ -201,6 +202,12 @@ def pretrain(
         raise ValueError("the temporal backbone trains on synthetic time-lapse windows only (data='synthetic', no pairs folder)")
     if data not in ("synthetic", "simulated"):
         raise ValueError(f"unknown pretraining data {data!r}; expected 'synthetic' or 'simulated' (or a pairs folder)")
+    if structure_images is not None:  # checked before any bank is rendered or loaded
+        if window is not None or pairs_dir is not None or data != "synthetic":
+            raise ConfigError("real structure images (--structures) join the synthetic bank of a 2-D backbone: not with "
+                              "--pairs, --data simulated or the temporal preset")
+        if not 0.0 < structure_weight <= 1.0:
+            raise ConfigError(f"structure_weight {structure_weight!r} is invalid; expected a share in (0, 1]")
     if pairs_dir is not None:
         train_set, val_set, desc = _folder_sets(Path(pairs_dir))
         train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
@@ -213,11 +220,6 @@ def pretrain(
         train, val, desc = _synthetic_samplers(bank_fields, bank_size, tuple(held_out), patch_size, batch_size, seed,
                                                Path(cache_dir) if cache_dir is not None else None, window)
     if structure_images is not None:
-        if window is not None or pairs_dir is not None or data != "synthetic":
-            raise ValueError("real structure images join the synthetic bank of a 2-D backbone (data='synthetic', "
-                             "no pairs folder, not the temporal preset)")
-        if not 0.0 < structure_weight <= 1.0:
-            raise ValueError(f"structure_weight {structure_weight!r} must lie in (0, 1]")
         train, val, desc = _with_real_structure(train, val, desc, structure_images, structure_names, structure_weight,
                                                 patch_size, batch_size, seed)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
