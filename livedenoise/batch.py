@@ -594,9 +594,12 @@ def block_digest(block: np.ndarray) -> str:
 
 
 def source_stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(size, mtime_ns) of an input file (of the NDTiff index for a dataset folder): changes when it is rewritten."""
+    """(size, mtime_ns) of an input file (of the NDTiff index, or an OME-Zarr's root metadata, for a dataset folder):
+    changes when it is rewritten."""
     p = Path(path)
-    st = (p / "NDTiff.index" if p.is_dir() else p).stat()
+    if p.is_dir():
+        p = next((p / n for n in ("NDTiff.index", "zarr.json", ".zattrs") if (p / n).is_file()), p)
+    st = p.stat()
     return (int(st.st_size), int(st.st_mtime_ns))
 
 

@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from livedenoise.errors import InputDataError, LivedenoiseError
+from livedenoise.io_omezarr import is_ome_zarr, open_ome_zarr
 
 log = logging.getLogger("livedenoise")
 
@@ -475,6 +476,8 @@ class ImageDataset:
 def _dataset_files(ds: ImageDataset) -> list[Path]:
     if ds.spec.kind == "ndtiff":
         return sorted(p for p in ds.path.iterdir() if p.suffix.lower() == ".tif" or p.name == "NDTiff.index")
+    if ds.spec.kind == "ome-zarr":  # the metadata of the groups and arrays (pixels: resume re-reads each block)
+        return sorted(p for p in ds.path.rglob("*") if p.name in ("zarr.json", ".zarray", ".zattrs", ".zgroup"))
     return [ds.path]
 
 
@@ -497,7 +500,7 @@ def is_ndtiff_dataset(path: Path) -> bool:
 
 
 def open_dataset(path: str | os.PathLike[str], axes: str | None = None) -> ImageDataset:
-    """Open a TIFF / OME-TIFF file or an NDTiff dataset folder lazily (metadata only).
+    """Open a TIFF / OME-TIFF file, an NDTiff dataset folder or an OME-Zarr lazily (metadata only).
 
     ``axes`` declares (or overrides) the axis letters of a TIFF's image series, e.g. ``"TZCYX"``
     for a plain multi-page file written as a hyperstack; it must name every dimension.
@@ -505,9 +508,13 @@ def open_dataset(path: str | os.PathLike[str], axes: str | None = None) -> Image
     p = Path(path)
     if not p.exists():
         raise InputDataError(f"{p}: no such file or folder.")
+    if p.is_dir() and is_ome_zarr(p):
+        if axes is not None:
+            raise InputDataError(f"{p}: --axes applies to TIFF files; OME-Zarr images declare their own axes.")
+        return open_ome_zarr(p)
     if p.is_dir():
         if not is_ndtiff_dataset(p):
-            raise InputDataError(f"{p}: a folder that is not an NDTiff dataset (no NDTiff.index); "
+            raise InputDataError(f"{p}: a folder that is neither an NDTiff dataset (no NDTiff.index) nor an OME-Zarr; "
                                  "pass its TIFF files or the folder to `livedenoise denoise` to process them one by one.")
         if axes is not None:
             raise InputDataError(f"{p}: --axes applies to TIFF files; NDTiff datasets declare their own axes.")
@@ -744,7 +751,7 @@ class InputItem:
 
 def output_stem(path: Path) -> str:
     name = path.name
-    for suffix in TIFF_SUFFIXES:
+    for suffix in (*TIFF_SUFFIXES, ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -757,7 +764,7 @@ def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
         p = Path(raw)
         if not p.exists():
             raise InputDataError(f"{p}: no such file or folder.")
-        if p.is_file() or is_ndtiff_dataset(p):
+        if p.is_file() or is_ndtiff_dataset(p) or is_ome_zarr(p):
             items.append(InputItem(p, output_stem(p)))
             continue
         if not p.is_dir():
@@ -765,7 +772,7 @@ def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
                                  "files, folders of TIFFs or NDTiff datasets.")
         children = sorted(p.iterdir(), key=lambda c: _natural_key(c.name))
         found = [c for c in children if (c.is_file() and c.name.lower().endswith(TIFF_SUFFIXES) and not c.name.startswith("."))
-                 or is_ndtiff_dataset(c)]
+                 or is_ndtiff_dataset(c) or is_ome_zarr(c)]
         if not found:
             raise InputDataError(f"{p}: folder holds no TIFF files (.tif, .tiff, .ome.tif) and no NDTiff datasets.")
         items.extend(InputItem(c, f"{p.name}/{output_stem(c)}") for c in found)

@@ -199,3 +199,154 @@ def forget_open_arrays(path: str | os.PathLike[str]) -> None:
     with _OPEN_LOCK:
         for key in [k for k in _OPEN if k[0].startswith(prefix)]:
             del _OPEN[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading (an OME-Zarr as batch input)
+# ---------------------------------------------------------------------------------------------
+#: NGFF axis names -> livedenoise axis letters (other names: their upper-case first letter when free).
+_LETTERS = {"t": "T", "time": "T", "c": "C", "channel": "C", "z": "Z", "y": "Y", "x": "X"}
+
+
+def _group_meta(path: Path) -> dict[str, Any] | None:
+    """A Zarr group's attributes (v3 ``zarr.json``, or v2 ``.zattrs``), or None when ``path`` is not a group."""
+    try:
+        if (path / "zarr.json").is_file():
+            meta = json.loads((path / "zarr.json").read_text())
+            return meta.get("attributes", {}) if meta.get("node_type") == "group" else None
+        if (path / ".zgroup").is_file():
+            return json.loads((path / ".zattrs").read_text()) if (path / ".zattrs").is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return None
+    return None
+
+
+def _ome(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The OME part of a group's attributes (NGFF 0.5 nests it under ``"ome"``; 0.4 keeps it at the top)."""
+    return attrs.get("ome", attrs) if isinstance(attrs.get("ome"), dict) else attrs
+
+
+def is_ome_zarr(path: str | os.PathLike[str]) -> bool:
+    """True for a folder holding an OME-Zarr image (``multiscales``) or a ``bioformats2raw`` collection of images."""
+    p = Path(path)
+    attrs = _group_meta(p) if p.is_dir() else None
+    return attrs is not None and ("multiscales" in _ome(attrs) or "bioformats2raw.layout" in _ome(attrs))
+
+
+def _image_groups(root: Path) -> list[Path]:
+    """The image groups of an OME-Zarr: the root itself, or the series ``0/``, ``1/``, ... of a bioformats2raw layout."""
+    ome = _ome(_group_meta(root) or {})
+    if "multiscales" in ome:
+        return [root]
+    series = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    groups = [p for p in series if "multiscales" in _ome(_group_meta(p) or {})]
+    if not groups:
+        raise InputDataError(f"{root}: a bioformats2raw OME-Zarr without image series (0/, 1/, ...)")
+    return groups
+
+
+@dataclass
+class ZarrPlanes:
+    """Reads 2-D planes of OME-Zarr arrays (one per position) with tensorstore; picklable, opened lazily per process."""
+
+    arrays: tuple[str, ...]  # one array folder per position
+    driver: str  # "zarr3" or "zarr"
+    multi: bool  # the leading index starts with the position
+
+    def __post_init__(self) -> None:
+        self._handles: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"arrays": self.arrays, "driver": self.driver, "multi": self.multi}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    def _array(self, i: int) -> Any:
+        import tensorstore as ts
+
+        path = self.arrays[i]
+        with self._lock:
+            if path not in self._handles:
+                spec = {"driver": self.driver, "kvstore": {"driver": "file", "path": path}}
+                self._handles[path] = ts.open(spec, open=True, read=True).result()
+            return self._handles[path]
+
+    def read(self, grid: np.ndarray) -> np.ndarray:
+        """The planes at the leading indices ``grid`` (``(n, ndim-2)``) as an ``(n, Y, X)`` array."""
+        planes = []
+        for row in np.asarray(grid, np.int64):
+            p, inner = (int(row[0]), tuple(int(i) for i in row[1:])) if self.multi else (0, tuple(int(i) for i in row))
+            try:
+                planes.append(np.asarray(self._array(p)[inner].read().result()))
+            except Exception as exc:  # tensorstore raises ValueError for missing / corrupt chunks
+                raise InputDataError(f"{self.arrays[p]}: cannot read plane {list(inner)} ({exc.__class__.__name__}: "
+                                     f"{exc}); the OME-Zarr may be incomplete or corrupt") from None
+        return np.stack(planes)
+
+    def close(self) -> None:
+        with self._lock:
+            self._handles.clear()
+
+
+def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
+    """An OME-Zarr (NGFF 0.4 or 0.5; one image, or a bioformats2raw collection of same-shaped images as positions)
+    as an :class:`~livedenoise.io.ImageDataset`, read lazily plane by plane; the full-resolution level only."""
+    from livedenoise.io import AXES, ImageDataset, PlaneArray, SourceSpec
+
+    root = Path(path)
+    groups = _image_groups(root)
+    first = _ome(_group_meta(groups[0]) or {})["multiscales"][0]
+    names = [a["name"] if isinstance(a, dict) else str(a) for a in first["axes"]]
+    letters: list[str] = []
+    for n in names:
+        letter = _LETTERS.get(n.lower()) or n[:1].upper()
+        if letter in letters or letter not in AXES or letter == "P":
+            letter = next((c for c in "QIRKAE" if c not in letters), "")
+        if not letter:
+            raise InputDataError(f"{root}: cannot name its axes {names} with livedenoise's axis letters")
+        letters.append(letter)
+    if letters[-2:] != ["Y", "X"]:
+        raise InputDataError(f"{root}: OME-Zarr axes {names} do not end with y, x; expected grey-level images")
+    level0 = first["datasets"][0]["path"]
+    arrays, shape, dtype, driver = [], None, None, ""
+    for g in groups:
+        folder = g / level0
+        if (folder / "zarr.json").is_file():
+            meta, driver = json.loads((folder / "zarr.json").read_text()), "zarr3"
+            s, dt = tuple(meta["shape"]), np.dtype(meta["data_type"])
+        elif (folder / ".zarray").is_file():
+            meta, driver = json.loads((folder / ".zarray").read_text()), "zarr"
+            s, dt = tuple(meta["shape"]), np.dtype(meta["dtype"])
+        else:
+            raise InputDataError(f"{folder}: the OME-Zarr's level-0 array is missing")
+        if shape is not None and (s, dt) != (shape, dtype):
+            raise InputDataError(f"{root}: its images differ in shape or type ({shape}, {dtype} vs {s}, {dt}); expected "
+                                 "positions of identical shape")
+        shape, dtype = s, dt
+        arrays.append(str(folder))
+    assert shape is not None and dtype is not None
+    if dtype.kind not in "uif":
+        raise InputDataError(f"{root}: pixel type {dtype} is not supported; expected integer or floating-point grey values")
+    multi = len(groups) > 1
+    axes = ("P" if multi else "") + "".join(letters)
+    full_shape = ((len(groups),) if multi else ()) + tuple(int(n) for n in shape)
+    scale = next((t.get("scale") for t in first["datasets"][0].get("coordinateTransformations", [])
+                  if t.get("type") == "scale"), None)
+    units = {ltr: (a.get("unit") if isinstance(a, dict) else None) for ltr, a in zip(letters, first["axes"])}
+    metadata: dict[str, Any] = {"ome_zarr_axes": names}
+    if scale:
+        physical = {ltr: (float(v), {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm"}.get(units[ltr] or "", "µm"))
+                    for ltr, v in zip(letters, scale) if ltr in "ZYX" and units.get(ltr)}
+        if physical:
+            metadata["physical_size"] = physical
+        if "T" in letters and units.get("T"):
+            metadata["time_increment"] = (float(scale[letters.index("T")]), {"second": "s", "millisecond": "ms"}.get(
+                units["T"] or "", "s"))
+    if multi:
+        metadata["series_names"] = [g.name for g in groups]
+    planes = ZarrPlanes(tuple(arrays), driver, multi)
+    return ImageDataset(SourceSpec(str(root), "ome-zarr", None), "ome-zarr", axes, full_shape, dtype,
+                        PlaneArray(full_shape, dtype, planes), metadata)

@@ -887,3 +887,42 @@ def test_ome_zarr_recreated_at_the_same_path_never_writes_through_an_old_handle(
     assert out.dtype == np.uint16 and out.shape == (3, 8, 8) and (out == 7).all()
     with pytest.raises(LivedenoiseError, match="not the one this job created"):
         first.write_block([(0, 2)], np.zeros((2, 8, 8), np.float32))  # the old target sees the new array and refuses
+
+
+def test_ome_zarr_inputs_read_back_and_denoise_like_tiff(tmp_path, frames, ckpt):
+    """An OME-Zarr (our own output, NGFF 0.5 with positions, or a plain NGFF 0.4 / Zarr v2 image) opens lazily with
+    its axes, pixel size and pixels; batch-denoising it gives what the same frames give from a TIFF; a corrupt
+    chunk is one sentence naming the array."""
+    import tensorstore as ts
+
+    from livedenoise.io import expand_inputs
+
+    write_ome(tmp_path / "cells.ome.tif", frames)
+    run([tmp_path / "cells.ome.tif"], tmp_path / "z", ckpt, fmt="ome-zarr", dtype="input")
+    src = tmp_path / "z" / "cells.ome.zarr"
+    ds = open_dataset(src)
+    assert (ds.format, ds.axes, ds.shape, ds.dtype) == ("ome-zarr", "PTCZYX", frames.shape, np.uint16)
+    assert ds.metadata["physical_size"]["X"] == (0.65, "µm") and ds.metadata["series_names"] == ["0", "1", "2"]
+    np.testing.assert_array_equal(ds.reader[1, 0], read_zarr(src, frames.shape[0])[1, 0])
+    assert [i.path for i in expand_inputs([tmp_path / "z"])] == [src]  # a folder's OME-Zarr images are inputs
+    run([src], tmp_path / "again", ckpt)
+    np.testing.assert_allclose(read_ome(tmp_path / "again" / "cells.ome.tif"),
+                               reference(ckpt, read_zarr(src, frames.shape[0])), rtol=1e-5, atol=1e-3)
+    # NGFF 0.4: Zarr v2 arrays, the OME metadata at the top of .zattrs
+    v2 = tmp_path / "old.zarr"
+    data = frames[0, :, 0, 0]  # T Y X
+    arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(v2 / "0")}}, create=True,
+                  dtype=ts.uint16, shape=data.shape, chunk_layout=ts.ChunkLayout(chunk_shape=(1, *data.shape[1:]))).result()
+    arr.write(data).result()
+    (v2 / ".zgroup").write_text('{"zarr_format": 2}')
+    (v2 / ".zattrs").write_text(json.dumps({"multiscales": [{"version": "0.4", "axes": [
+        {"name": "t", "type": "time"}, {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.2, 0.2]}]}]}]}))
+    old = open_dataset(v2)
+    assert (old.axes, old.shape, old.metadata["physical_size"]["Y"]) == ("TYX", data.shape, (0.2, "µm"))
+    np.testing.assert_array_equal(old.reader[...], data)
+    chunk = next(p for p in (src / "0" / "0").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(b"not a chunk")
+    with pytest.raises(InputDataError, match="cannot read plane.*incomplete or corrupt"):
+        open_dataset(src).reader[...]

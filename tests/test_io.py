@@ -143,7 +143,7 @@ def test_corrupt_and_truncated_files_fail_when_opened(tmp_path):
         with pytest.raises(InputDataError, match=match):
             open_dataset(tmp_path / name)
     (tmp_path / "notnd").mkdir()
-    with pytest.raises(InputDataError, match="not an NDTiff dataset"):
+    with pytest.raises(InputDataError, match="neither an NDTiff dataset.*nor an OME-Zarr"):
         open_dataset(tmp_path / "notnd")
 
 
