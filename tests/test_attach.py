@@ -405,3 +405,35 @@ def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
     if "--show" in extra:  # the viewer showed frames while the MDA ran, and its screenshot was saved
         shown = int(result.stdout.split("viewer: ")[1].split()[0])
         assert shown >= 1 and (tmp_path / "viewer.png").stat().st_size > 1000
+
+
+def test_mda_calibration_takes_pairs_with_the_users_channels_and_swaps_each_channel(simulated_core, tmp_path):
+    """calibrate(): reference pairs (a frame + the mean of `average` more) per channel at chosen positions, with the
+    user's channel configs; each channel's model is adapted and swapped in; the stage goes back; the user's own MDA
+    then records with the adapted models."""
+    import useq
+
+    from livedenoise.attach import calibration_sequence
+    from livedenoise.config import TrainingConfig
+    from simulators.core import LIGHT_GROUP
+
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 2},
+                                channels=[{"config": c, "group": LIGHT_GROUP} for c in CHANNELS])
+    cal = calibration_sequence(sequence, [(0.0, 0.0), (30.0, 0.0), (0.0, 30.0)], average=4)
+    assert len(list(cal)) == 3 * 2 * 5 and [c.config for c in cal.channels] == CHANNELS
+    with pytest.raises(ConfigError, match="at least one stage position"):
+        calibration_sequence(sequence, [])
+    training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, max_steps=40, steps_per_validation=10,
+                              patience=8)
+    den = MDADenoiser(identity_backbone(), output=tmp_path / "den", device="cpu")
+    start = (simulated_core.getXPosition(), simulated_core.getYPosition())
+    futures = den.calibrate(simulated_core, sequence, [(0.0, 0.0), (30.0, 0.0), (0.0, 30.0)], average=4,
+                            training=training)
+    assert (simulated_core.getXPosition(), simulated_core.getYPosition()) == pytest.approx(start)
+    assert sorted(futures) == sorted(CHANNELS)
+    outcomes = {ch: f.result(timeout=600) for ch, f in futures.items()}
+    assert all(o.mode == "pairs" and o.steps > 0 and o.swapped for o in outcomes.values()), outcomes
+    simulated_core.mda.run(sequence, output=[den])
+    report = den.result
+    assert report is not None and report.frames_written == 4
+    assert {ch: report.channels[ch]["model"] for ch in CHANNELS} == {ch: f"identity+pairs ({ch})" for ch in CHANNELS}

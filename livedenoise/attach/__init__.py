@@ -10,8 +10,8 @@ NDTiff dataset with the acquisition's axes; raw frames are saved by the acquisit
 from __future__ import annotations
 
 from livedenoise.attach.denoiser import AttachedDenoiser, AttachReport, stream_key
-from livedenoise.attach.mda import MDADenoiser, channel_names, useq_axes
+from livedenoise.attach.mda import MDADenoiser, calibration_sequence, channel_names, useq_axes
 from livedenoise.attach.pycromanager import PycromanagerDenoiser
 
-__all__ = ["AttachedDenoiser", "AttachReport", "MDADenoiser", "PycromanagerDenoiser", "channel_names", "stream_key",
-           "useq_axes"]
+__all__ = ["AttachedDenoiser", "AttachReport", "MDADenoiser", "PycromanagerDenoiser", "calibration_sequence",
+           "channel_names", "stream_key", "useq_axes"]

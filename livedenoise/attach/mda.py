@@ -16,12 +16,14 @@ other index keeps its name.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from livedenoise.attach.denoiser import CHANNEL_AXIS, AttachedDenoiser, AttachReport
+from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
+from livedenoise.errors import ConfigError, LivedenoiseError
 
 log = logging.getLogger("livedenoise")
 
@@ -51,6 +53,26 @@ def useq_axes(event: Any, names: dict[int, str] | None = None) -> dict[str, Any]
     return axes
 
 
+def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16) -> Any:
+    """A ``useq.MDASequence`` that takes reference pairs with ``sequence``'s channels and settings at ``positions``.
+
+    At each ``(x, y)`` (µm; the z stays where it is) every channel of ``sequence`` (same config, group and
+    exposure) images ``1 + average`` frames back to back: the first is the low-SNR frame, the mean of the other
+    ``average`` the high-SNR reference. Why the average (not a longer exposure): its expected value equals the
+    live frame's exactly, camera fixed pattern included, so no intensity matching is needed.
+    """
+    import useq
+
+    if not positions:
+        raise ConfigError("calibration needs at least one stage position (x, y) in micrometres")
+    if int(average) < 2:
+        raise ConfigError(f"average {average!r} is invalid; expected at least 2 frames per reference")
+    channels = list(getattr(sequence, "channels", None) or ())
+    return useq.MDASequence(
+        channels=channels, stage_positions=[useq.Position(x=float(x), y=float(y)) for x, y in positions],
+        time_plan={"interval": 0, "loops": int(average) + 1}, axis_order="pct")
+
+
 class MDADenoiser(AttachedDenoiser):
     """An :class:`AttachedDenoiser` with pymmcore-plus's handler methods (one sequence per handler).
 
@@ -74,3 +96,45 @@ class MDADenoiser(AttachedDenoiser):
     def sequenceFinished(self, sequence: Any) -> None:  # noqa: N802
         self.result = self.close(progress=False)
         log.info("livedenoise: %s", self.result.summary())
+
+    def calibrate(self, core: Any, sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16,
+                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+        """Acquire reference pairs with ``sequence``'s channels at ``positions`` and adapt every channel to them.
+
+        Runs :func:`calibration_sequence` on ``core`` (a pymmcore-plus ``CMMCorePlus``; blocks for the few
+        seconds the frames take, before you start your own ``core.mda.run(sequence, ...)``), then starts one
+        background fine-tune per channel that has a model (:meth:`AttachedDenoiser.adapt`, few-pair mode, the
+        averaged references unmatched). Returns channel name -> future of its :class:`Adaptation`; each
+        channel's model is hot-swapped when its adaptation is better on a held-out pair, also mid-acquisition.
+        The stage is returned to where it was.
+        """
+        names = channel_names(sequence) or {0: None}
+        frames: dict[tuple[int, Any], list[np.ndarray]] = {}
+
+        class _Collect:
+            def frameReady(self, image: np.ndarray, event: Any, meta: Any = None) -> None:  # noqa: N802
+                index = dict(event.index)
+                frames.setdefault((int(index.get("p", 0)), names.get(int(index.get("c", 0)))), []).append(
+                    np.array(image, copy=True))
+
+        xy = (float(core.getXPosition()), float(core.getYPosition())) if core.getXYStageDevice() else None
+        try:
+            core.mda.run(calibration_sequence(sequence, positions, average=average), output=[_Collect()])
+        finally:
+            if xy is not None:
+                core.setXYPosition(*xy)
+                core.waitForSystem()
+        futures: dict[str, cf.Future[Adaptation]] = {}
+        for channel in dict.fromkeys(names.values()):
+            stacks = [frames.get((p, channel), []) for p in range(len(positions))]
+            missing = [p for p, st in enumerate(stacks) if len(st) != average + 1]
+            if missing:
+                raise LivedenoiseError(f"calibration of channel {channel!r}: positions {missing} gave "
+                                       f"{[len(stacks[p]) for p in missing]} frames instead of {average + 1}")
+            if channel is not None and self._choice_for(str(channel)) is None:
+                continue  # left raw
+            noisy = [st[0] for st in stacks]
+            clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
+            futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),
+                                               time_budget_s=time_budget_s, training=training, match_reference=False)
+        return futures
