@@ -151,3 +151,20 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("simulators")]
     assert not offenders, offenders
+
+
+def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
+    """``from livedenoise import ...`` works for every name in ``__all__``; ``import livedenoise`` alone loads no torch."""
+    import subprocess
+    import sys
+
+    import livedenoise
+
+    for name in livedenoise.__all__:
+        assert getattr(livedenoise, name) is not None, name
+    assert livedenoise.Denoiser.__module__ == "livedenoise.inference"
+    assert issubclass(livedenoise.ConfigError, ValueError)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        livedenoise.Nope  # noqa: B018
+    code = "import sys, livedenoise; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
