@@ -437,3 +437,32 @@ def test_mda_calibration_takes_pairs_with_the_users_channels_and_swaps_each_chan
     report = den.result
     assert report is not None and report.frames_written == 4
     assert {ch: report.channels[ch]["model"] for ch in CHANNELS} == {ch: f"identity+pairs ({ch})" for ch in CHANNELS}
+
+
+def test_pycromanager_calibration_takes_pairs_per_channel_keeps_them_and_swaps_each_channel(simulated_core, tmp_path):
+    """calibrate(): per position and channel a frame plus `average` more (saved, nothing lost), then one adaptation
+    per channel with a model; a channel left raw is skipped; bad arguments are one sentence each."""
+    from pycromanager import Acquisition
+
+    from livedenoise.config import TrainingConfig
+    from simulators.core import LIGHT_GROUP
+
+    training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, max_steps=40, steps_per_validation=10,
+                              patience=8)
+    den = PycromanagerDenoiser(identity_backbone(), channels={"20%": None}, output=tmp_path / "den", device="cpu")
+    with pytest.raises(ConfigError, match="channel_group"):
+        den.calibrate([(0.0, 0.0)], tmp_path / "cal", channels=CHANNELS)
+    with pytest.raises(ConfigError, match="one per channel"):
+        den.calibrate([(0.0, 0.0)], tmp_path / "cal", channel_group=LIGHT_GROUP, channels=CHANNELS, exposures_ms=[10.0])
+    futures = den.calibrate([(0.0, 0.0), (30.0, 0.0), (0.0, 30.0)], tmp_path / "cal", channel_group=LIGHT_GROUP,
+                            channels=CHANNELS, average=4, core=simulated_core, training=training)
+    assert list(futures) == ["5%"]  # "20%" is left raw
+    outcome = futures["5%"].result(timeout=600)
+    assert outcome.mode == "pairs" and outcome.steps > 0 and outcome.swapped
+    saved = next((tmp_path / "cal").glob("livedenoise-calibration*"))
+    assert len(_read_all(saved)) == 3 * 2 * 5  # every calibration frame is on disk
+    with Acquisition(directory=str(tmp_path / "raw"), name="exp", image_process_fn=den.process,
+                     show_display=False) as acq:
+        acq.acquire(_events(simulated_core, time_points=1))
+    report = den.close(progress=False)
+    assert list(report.channels) == ["5%"] and report.channels["5%"]["model"] == "identity+pairs (5%)"

@@ -38,7 +38,7 @@ import numpy as np
 from livedenoise.acquisition.workers import DenoisedFrame, DenoisedWriter, DenoiseWorker
 from livedenoise.calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
-from livedenoise.errors import ConfigError
+from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.inference import Denoiser
 from livedenoise.modelspec import load_model_spec
 from livedenoise.noise_model import fit_noise_model
@@ -320,6 +320,27 @@ class AttachedDenoiser:
             self._display(result)
 
     # -- adaptation ----------------------------------------------------------------------------------
+    def adapt_from_calibration(self, frames: dict[tuple[int, Any], list[np.ndarray]], channels: Sequence[Any],
+                               positions: int, average: int, *, time_budget_s: float = 60.0,
+                               training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+        """Adapt every channel to calibration frames: ``frames[(position, channel)]`` holds ``1 + average`` frames of
+        one field at one channel's settings; the first is the low-SNR frame, the mean of the rest its reference.
+        Channels left raw are skipped. Returns channel name (``"None"`` without a channel axis) -> future."""
+        futures: dict[str, cf.Future[Adaptation]] = {}
+        for channel in channels:
+            stacks = [frames.get((p, channel), []) for p in range(positions)]
+            missing = [p for p, st in enumerate(stacks) if len(st) != average + 1]
+            if missing:
+                raise LivedenoiseError(f"calibration of channel {channel!r}: positions {missing} gave "
+                                       f"{[len(stacks[p]) for p in missing]} frames instead of {average + 1}")
+            if channel is not None and self._choice_for(str(channel)) is None:
+                continue  # left raw
+            noisy = [st[0] for st in stacks]
+            clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
+            futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),
+                                               time_budget_s=time_budget_s, training=training, match_reference=False)
+        return futures
+
     def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *, channel: str | None = None,
               time_budget_s: float = 60.0, training: Any = None, match_reference: bool = True,
               save_to: str | Path | None = None) -> "cf.Future[Adaptation]":

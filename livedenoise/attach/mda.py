@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
-from livedenoise.errors import ConfigError, LivedenoiseError
+from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
 
@@ -124,17 +124,5 @@ class MDADenoiser(AttachedDenoiser):
             if xy is not None:
                 core.setXYPosition(*xy)
                 core.waitForSystem()
-        futures: dict[str, cf.Future[Adaptation]] = {}
-        for channel in dict.fromkeys(names.values()):
-            stacks = [frames.get((p, channel), []) for p in range(len(positions))]
-            missing = [p for p, st in enumerate(stacks) if len(st) != average + 1]
-            if missing:
-                raise LivedenoiseError(f"calibration of channel {channel!r}: positions {missing} gave "
-                                       f"{[len(stacks[p]) for p in missing]} frames instead of {average + 1}")
-            if channel is not None and self._choice_for(str(channel)) is None:
-                continue  # left raw
-            noisy = [st[0] for st in stacks]
-            clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
-            futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),
-                                               time_budget_s=time_budget_s, training=training, match_reference=False)
-        return futures
+        return self.adapt_from_calibration(frames, list(dict.fromkeys(names.values())), len(positions), average,
+                                           time_budget_s=time_budget_s, training=training)

@@ -14,13 +14,16 @@ Any axes work (time, channel, z, position, your own); models are chosen per chan
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from livedenoise.attach.denoiser import AttachedDenoiser
+from livedenoise.attach.denoiser import Adaptation, AttachedDenoiser
+from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
 
@@ -49,6 +52,60 @@ class PycromanagerDenoiser(AttachedDenoiser):
         except Exception:  # the frame must reach the dataset whatever happens here
             log.exception("handing a frame to livedenoise failed; raw is saved anyway")
         return image, metadata
+
+    def calibrate(self, positions: Sequence[tuple[float, float]], directory: str | Path, *,
+                  channel_group: str | None = None, channels: Sequence[str] | None = None,
+                  exposures_ms: Sequence[float] | None = None, average: int = 16, core: Any = None,
+                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+        """Acquire reference pairs with your channels at ``positions`` and adapt every channel to them.
+
+        A pycromanager acquisition (saved under ``directory`` as ``livedenoise-calibration``, so nothing taken is
+        lost) images, at each ``(x, y)`` (µm) and for each of ``channels`` (presets of ``channel_group``, at
+        ``exposures_ms`` if given, else the current exposure), one frame plus ``average`` more whose mean is the
+        reference. Then one background fine-tune per channel that has a model starts
+        (:meth:`AttachedDenoiser.adapt_from_calibration`); each channel's model is hot-swapped when better, also
+        during the acquisition you run next. ``core``: a pymmcore core for pycromanager's Python backend (the
+        simulated one); ``None``: the running Micro-Manager. Returns channel name -> future of its outcome.
+        """
+        from pycromanager import Acquisition
+
+        if not positions:
+            raise ConfigError("calibration needs at least one stage position (x, y) in micrometres")
+        if int(average) < 2:
+            raise ConfigError(f"average {average!r} is invalid; expected at least 2 frames per reference")
+        names: list[str | None] = list(channels) if channels else [None]
+        if channels and not channel_group:
+            raise ConfigError("channels need their channel_group (the Micro-Manager config group they are presets of)")
+        if exposures_ms is not None and len(exposures_ms) != len(names):
+            raise ConfigError(f"{len(exposures_ms)} exposures for {len(names)} channels; give one per channel")
+        events = []
+        for k, (x, y) in enumerate(positions):
+            for i, ch in enumerate(names):
+                for t in range(int(average) + 1):
+                    event: dict[str, Any] = {"axes": {"position": k, "time": t, **({"channel": ch} if ch else {})},
+                                             "x": float(x), "y": float(y)}
+                    if ch:
+                        event["config_group"] = [channel_group, ch]
+                    if exposures_ms is not None:
+                        event["exposure"] = float(exposures_ms[i])
+                    events.append(event)
+        frames: dict[tuple[int, Any], list[np.ndarray]] = {}
+
+        def keep(image: np.ndarray, metadata: Mapping[str, Any]) -> tuple[np.ndarray, Mapping[str, Any]]:
+            axes = metadata.get("Axes", {})
+            frames.setdefault((int(axes.get("position", 0)), axes.get("channel")), []).append(np.array(image, copy=True))
+            return image, metadata
+
+        if core is not None:
+            from livedenoise.acquisition.pycromanager_python import register_with_pycromanager
+
+            register_with_pycromanager(core)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        with Acquisition(directory=str(directory), name="livedenoise-calibration", image_process_fn=keep,
+                         show_display=False) as acq:
+            acq.acquire(events)
+        return self.adapt_from_calibration(frames, names, len(positions), int(average), time_budget_s=time_budget_s,
+                                           training=training)
 
     def saved(self, axes: Mapping[str, Any], dataset: Any) -> None:
         """``image_saved_fn``: the frame is on disk; hand over its axes, the workers read it back."""
