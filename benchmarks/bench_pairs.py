@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=5, help="training pairs per fine-tune (default 5)")
     ap.add_argument("--budget", type=float, default=None, help="fine-tuning seconds (default 60; 30 with --quick)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: TrainingConfig.lr_pairs)")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="validations without improvement before stopping (default: TrainingConfig.patience)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--folder", type=Path, default=REAL_PAIRS_DEV)
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         by_set.setdefault(p.set, []).append(p)
     rows = []
     cfg = TrainingConfig(time_budget_s=budget, max_steps=100_000,
-                         **({"lr_pairs": args.lr} if args.lr is not None else {}))
+                         **({"lr_pairs": args.lr} if args.lr is not None else {}),
+                         **({"patience": args.patience} if args.patience is not None else {}))
     for name, pairs in by_set.items():
         if len(pairs) < args.pairs + 1:
             continue
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                          "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped, "adapted": res.adapted,
                          "fit_seconds": fit_s})
     payload = {"machine": machine(), "backbone": backbone.name, "backbone_steps": (backbone.training or {}).get(
-        "total_steps"), "pairs": args.pairs, "budget_s": budget, "lr": cfg.lr_pairs, "quick": args.quick, "rows": rows,
+        "total_steps"), "pairs": args.pairs, "budget_s": budget, "lr": cfg.lr_pairs, "patience": cfg.patience, "quick": args.quick, "rows": rows,
         "command": "python benchmarks/bench_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = render(rows, backbone.name, args.pairs, budget, payload["machine"])
     publish(args.output, "pairs" + ("-quick" if args.quick else ""), payload, md)

@@ -4,6 +4,7 @@ Runs on the simulated microscope (no hardware needed):
 
     python examples/attach_mda.py -o /tmp/attach-mda
     python examples/attach_mda.py -o /tmp/attach-mda --show     # with the raw | denoised viewer
+    python examples/attach_mda.py -o /tmp/attach-mda --calibrate 3   # first adapt each channel on 3 other fields
 
 Raw frames go to pymmcore-plus's own OME-Zarr writer exactly as acquired; livedenoise's handler
 denoises every frame in the background into an NDTiff dataset with named axes (time, channel, z,
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None, help="folder for raw.ome.zarr and denoised/")
     parser.add_argument("--model", default="fast", help="model for every channel (shipped name or .safetensors)")
     parser.add_argument("--time-points", type=int, default=5)
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="before the MDA, take reference pairs at N other positions with the sequence's channels "
+                             "and adapt each channel's model (MDADenoiser.calibrate)")
+    parser.add_argument("--calibrate-seconds", type=float, default=30.0, help="fine-tuning budget per channel")
     parser.add_argument("--show", action="store_true", help="open livedenoise's raw | denoised viewer while acquiring")
     parser.add_argument("--screenshot", type=Path, help="with --show: save the viewer here at the end")
     args = parser.parse_args(argv)
@@ -37,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     core = start_simulated_core(register_pycromanager=False)  # on a real microscope: your CMMCorePlus
-    positions = spread_positions(core.microscope.config, 2)
+    positions = spread_positions(core.microscope.config, 2 + args.calibrate)
+    calibration_positions, positions = positions[2:], positions[:2]  # calibrate on fields the MDA does not image
     sequence = useq.MDASequence(
         time_plan={"interval": 0, "loops": args.time_points},
         channels=[{"config": "5%", "group": LIGHT_GROUP}, {"config": "20%", "group": LIGHT_GROUP}],
@@ -49,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def acquire(display):
         handler = MDADenoiser(args.model, output=out / "denoised", display=display)
+        if calibration_positions:
+            futures = handler.calibrate(core, sequence, calibration_positions, average=8,
+                                        time_budget_s=args.calibrate_seconds)
+            for channel, future in futures.items():
+                a = future.result()  # waits here so that the MDA below starts with the adapted models
+                print(f"calibration, channel {channel}: {a.steps} steps, "
+                      + ("swapped in" if a.swapped else f"kept the current model ({a.reason})"))
         core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
         return handler.result
 

@@ -390,7 +390,8 @@ def test_attached_denoiser_errors_say_what_is_wrong(tmp_path):
 
 
 @pytest.mark.parametrize("script, extra", [("attach_pycromanager.py", []), ("attach_pycromanager.py", ["--saved"]),
-                                           ("attach_mda.py", []), ("attach_mda.py", ["--show"])])
+                                           ("attach_mda.py", []), ("attach_mda.py", ["--show"]),
+                                           ("attach_mda.py", ["--calibrate", "2", "--calibrate-seconds", "8"])])
 def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
     import os
 
@@ -402,6 +403,9 @@ def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "24 denoised frames written" in result.stdout
     assert "scored against the simulator's truth" in result.stdout
+    if "--calibrate" in extra:  # one calibration line per channel, each with the steps its fine-tune ran
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("calibration, channel")]
+        assert len(lines) == 2 and all(int(ln.split(": ")[1].split()[0]) > 0 for ln in lines), result.stdout
     if "--show" in extra:  # the viewer showed frames while the MDA ran, and its screenshot was saved
         shown = int(result.stdout.split("viewer: ")[1].split()[0])
         assert shown >= 1 and (tmp_path / "viewer.png").stat().st_size > 1000
