@@ -769,15 +769,17 @@ def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
             continue
         if not p.is_dir():
             raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / OME-TIFF "
-                                 "files, folders of TIFFs or NDTiff datasets.")
+                                 "files, folders of TIFFs, NDTiff datasets or OME-Zarr images.")
         children = sorted(p.iterdir(), key=lambda c: _natural_key(c.name))
         found = [c for c in children if (c.is_file() and c.name.lower().endswith(TIFF_SUFFIXES) and not c.name.startswith("."))
                  or is_ndtiff_dataset(c) or is_ome_zarr(c)]
         if not found:
-            raise InputDataError(f"{p}: folder holds no TIFF files (.tif, .tiff, .ome.tif) and no NDTiff datasets.")
+            raise InputDataError(f"{p}: folder holds no TIFF files (.tif, .tiff, .ome.tif), no NDTiff datasets and no "
+                                 "OME-Zarr images.")
         items.extend(InputItem(c, f"{p.name}/{output_stem(c)}") for c in found)
     if not items:
-        raise InputDataError("No input given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
+        raise InputDataError("No input given; expected TIFF / OME-TIFF files, folders of TIFFs, NDTiff datasets or "
+                             "OME-Zarr images.")
     return items
 
 

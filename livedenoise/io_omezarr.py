@@ -238,7 +238,9 @@ def _image_groups(root: Path) -> list[Path]:
     ome = _ome(_group_meta(root) or {})
     if "multiscales" in ome:
         return [root]
-    series = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    listed = _ome(_group_meta(root / "OME") or {}).get("series")  # the collection's own list, when it has one
+    series = ([root / str(name) for name in listed] if listed else
+              sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)))
     groups = [p for p in series if "multiscales" in _ome(_group_meta(p) or {})]
     if not groups:
         raise InputDataError(f"{root}: a bioformats2raw OME-Zarr without image series (0/, 1/, ...)")
@@ -270,7 +272,9 @@ class ZarrPlanes:
         path = self.arrays[i]
         with self._lock:
             if path not in self._handles:
-                spec = {"driver": self.driver, "kvstore": {"driver": "file", "path": path}}
+                # a chunk never written is an error, not a plane of fill values (an acquisition cut short)
+                spec = {"driver": self.driver, "kvstore": {"driver": "file", "path": path},
+                        "fill_missing_data_reads": False}
                 self._handles[path] = ts.open(spec, open=True, read=True).result()
             return self._handles[path]
 
@@ -281,7 +285,7 @@ class ZarrPlanes:
             p, inner = (int(row[0]), tuple(int(i) for i in row[1:])) if self.multi else (0, tuple(int(i) for i in row))
             try:
                 planes.append(np.asarray(self._array(p)[inner].read().result()))
-            except Exception as exc:  # tensorstore raises ValueError for missing / corrupt chunks
+            except Exception as exc:  # tensorstore raises for missing (fill_missing_data_reads off) or corrupt chunks
                 raise InputDataError(f"{self.arrays[p]}: cannot read plane {list(inner)} ({exc.__class__.__name__}: "
                                      f"{exc}); the OME-Zarr may be incomplete or corrupt") from None
         return np.stack(planes)
@@ -300,9 +304,15 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
     groups = _image_groups(root)
     first = _ome(_group_meta(groups[0]) or {})["multiscales"][0]
     names = [a["name"] if isinstance(a, dict) else str(a) for a in first["axes"]]
+    types = [a.get("type") if isinstance(a, dict) else None for a in first["axes"]]
+    spatial = [n for n, t in zip(names, types) if t == "space"]
     letters: list[str] = []
-    for n in names:
-        letter = _LETTERS.get(n.lower()) or n[:1].upper()
+    for n, kind in zip(names, types):
+        # the NGFF type first (a time axis named "frame" is still time), then the name
+        by_type = {"time": "T", "channel": "C"}.get(kind or "")
+        if kind == "space" and n.lower() not in ("x", "y", "z"):
+            by_type = "ZYX"[-len(spatial):][spatial.index(n)]
+        letter = by_type or _LETTERS.get(n.lower()) or n[:1].upper()
         if letter in letters or letter not in AXES or letter == "P":
             letter = next((c for c in "QIRKAE" if c not in letters), "")
         if not letter:
@@ -319,7 +329,7 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
             s, dt = tuple(meta["shape"]), np.dtype(meta["data_type"])
         elif (folder / ".zarray").is_file():
             meta, driver = json.loads((folder / ".zarray").read_text()), "zarr"
-            s, dt = tuple(meta["shape"]), np.dtype(meta["dtype"])
+            s, dt = tuple(meta["shape"]), np.dtype(meta["dtype"]).newbyteorder("=")  # tensorstore returns native order
         else:
             raise InputDataError(f"{folder}: the OME-Zarr's level-0 array is missing")
         if shape is not None and (s, dt) != (shape, dtype):
@@ -337,14 +347,17 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
                   if t.get("type") == "scale"), None)
     units = {ltr: (a.get("unit") if isinstance(a, dict) else None) for ltr, a in zip(letters, first["axes"])}
     metadata: dict[str, Any] = {"ome_zarr_axes": names}
-    if scale:
-        physical = {ltr: (float(v), {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm"}.get(units[ltr] or "", "µm"))
-                    for ltr, v in zip(letters, scale) if ltr in "ZYX" and units.get(ltr)}
+    outer = next((t.get("scale") for t in first.get("coordinateTransformations") or [] if t.get("type") == "scale"), None)
+    if scale and outer:  # a multiscale-level scale applies on top of the dataset's
+        scale = [float(a) * float(b) for a, b in zip(scale, outer)]
+    symbol = {v: k for k, v in _UNITS.items() if k in ("µm", "nm", "mm", "m", "s", "ms", "min", "h")}
+    if scale:  # sizes only in units we can name; an unknown unit leaves the size out rather than guessing
+        physical = {ltr: (float(v), symbol[units[ltr]]) for ltr, v in zip(letters, scale)
+                    if ltr in "ZYX" and units.get(ltr) in symbol}
         if physical:
             metadata["physical_size"] = physical
-        if "T" in letters and units.get("T"):
-            metadata["time_increment"] = (float(scale[letters.index("T")]), {"second": "s", "millisecond": "ms"}.get(
-                units["T"] or "", "s"))
+        if "T" in letters and units.get("T") in symbol:
+            metadata["time_increment"] = (float(scale[letters.index("T")]), symbol[units["T"]])
     if multi:
         metadata["series_names"] = [g.name for g in groups]
     planes = ZarrPlanes(tuple(arrays), driver, multi)

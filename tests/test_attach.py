@@ -470,3 +470,32 @@ def test_pycromanager_calibration_takes_pairs_per_channel_keeps_them_and_swaps_e
         acq.acquire(_events(simulated_core, time_points=1))
     report = den.close(progress=False)
     assert list(report.channels) == ["5%"] and report.channels["5%"]["model"] == "identity+pairs (5%)"
+
+
+def test_calibration_guards_missing_frames_duplicate_presets_and_sparse_channels(simulated_core, tmp_path):
+    """Every channel is checked before any fine-tune starts; a preset named twice is refused; a channel imaged only
+    every other time point still gets all its calibration frames; the pycromanager path puts the stage back."""
+    import useq
+
+    from livedenoise.attach import calibration_sequence
+    from simulators.core import LIGHT_GROUP
+
+    den = PycromanagerDenoiser(identity_backbone(), device="cpu")
+    started = []
+    den.adapt = lambda *a, **k: started.append(k.get("channel"))  # type: ignore[method-assign]
+    frames = {(0, "a"): [np.zeros((8, 8))] * 3, (0, "b"): [np.zeros((8, 8))] * 2}
+    with pytest.raises(LivedenoiseError, match="did not deliver 3 frames.*'b' at position 0: 2"):
+        den.adapt_from_calibration(frames, ["a", "b"], 1, 2)
+    assert started == []  # nothing started for "a" either
+    with pytest.raises(ConfigError, match="name a preset twice"):
+        den.calibrate([(0.0, 0.0)], tmp_path / "cal", channel_group=LIGHT_GROUP, channels=["5%", "5%"])
+    sparse = useq.MDASequence(channels=[{"config": "5%", "group": LIGHT_GROUP, "acquire_every": 2}],
+                              time_plan={"interval": 0, "loops": 4})
+    assert len(list(calibration_sequence(sparse, [(0.0, 0.0)], average=3))) == 4
+    simulated_core.setXYPosition(5.0, 7.0)
+    simulated_core.waitForSystem()
+    futures = den.calibrate([(0.0, 0.0), (30.0, 0.0)], tmp_path / "cal", channel_group=LIGHT_GROUP, channels=["5%"],
+                            average=2, core=simulated_core)
+    assert started == ["5%"] and list(futures) == ["5%"]
+    assert (simulated_core.getXPosition(), simulated_core.getYPosition()) == pytest.approx((5.0, 7.0))
+    den.close(progress=False)

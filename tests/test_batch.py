@@ -926,3 +926,26 @@ def test_ome_zarr_inputs_read_back_and_denoise_like_tiff(tmp_path, frames, ckpt)
     chunk.write_bytes(b"not a chunk")
     with pytest.raises(InputDataError, match="cannot read plane.*incomplete or corrupt"):
         open_dataset(src).reader[...]
+
+
+def test_ome_zarr_input_edge_cases(tmp_path):
+    """A chunk never written is an error (not a black frame); axes are typed by NGFF type before name; a big-endian
+    Zarr v2 array reports the native type it is read in; a unit livedenoise cannot name leaves the size out."""
+    import tensorstore as ts
+
+    v2 = tmp_path / "odd.zarr"
+    data = (np.arange(3 * 8 * 8) % 251).astype(">u2").reshape(3, 8, 8)
+    arr = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(v2 / "0")},
+                   "metadata": {"dtype": ">u2", "shape": list(data.shape), "chunks": [1, 8, 8]}}, create=True).result()
+    arr[:2].write(data[:2].astype(np.uint16)).result()  # the third frame never written
+    (v2 / ".zgroup").write_text('{"zarr_format": 2}')
+    (v2 / ".zattrs").write_text(json.dumps({"multiscales": [{"version": "0.4", "axes": [
+        {"name": "frame", "type": "time", "unit": "fortnight"}, {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "parsec"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}]}]}))
+    ds = open_dataset(v2)
+    assert ds.axes == "TYX" and ds.dtype == np.dtype("uint16") and ds.dtype.isnative
+    assert ds.metadata.get("physical_size") == {"Y": (0.5, "µm")} and "time_increment" not in ds.metadata
+    np.testing.assert_array_equal(ds.reader[:2], data[:2])
+    with pytest.raises(InputDataError, match=r"cannot read plane \[2\].*incomplete or corrupt"):
+        ds.reader[2]

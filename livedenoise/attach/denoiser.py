@@ -326,15 +326,16 @@ class AttachedDenoiser:
         """Adapt every channel to calibration frames: ``frames[(position, channel)]`` holds ``1 + average`` frames of
         one field at one channel's settings; the first is the low-SNR frame, the mean of the rest its reference.
         Channels left raw are skipped. Returns channel name (``"None"`` without a channel axis) -> future."""
+        incomplete = [f"{channel!r} at position {p}: {len(frames.get((p, channel), []))}" for channel in channels
+                       for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
+        if incomplete:  # checked for every channel before any fine-tune starts
+            raise LivedenoiseError(f"the calibration acquisition did not deliver {average + 1} frames per position and "
+                                   f"channel (it was stopped, or a channel skipped frames): {'; '.join(incomplete[:4])}")
         futures: dict[str, cf.Future[Adaptation]] = {}
         for channel in channels:
-            stacks = [frames.get((p, channel), []) for p in range(positions)]
-            missing = [p for p, st in enumerate(stacks) if len(st) != average + 1]
-            if missing:
-                raise LivedenoiseError(f"calibration of channel {channel!r}: positions {missing} gave "
-                                       f"{[len(stacks[p]) for p in missing]} frames instead of {average + 1}")
             if channel is not None and self._choice_for(str(channel)) is None:
                 continue  # left raw
+            stacks = [frames[(p, channel)] for p in range(positions)]
             noisy = [st[0] for st in stacks]
             clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
             futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),

@@ -67,7 +67,8 @@ def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]]
         raise ConfigError("calibration needs at least one stage position (x, y) in micrometres")
     if int(average) < 2:
         raise ConfigError(f"average {average!r} is invalid; expected at least 2 frames per reference")
-    channels = list(getattr(sequence, "channels", None) or ())
+    # every channel at every calibration frame (a channel imaged every other time point still needs its frames)
+    channels = [c.model_copy(update={"acquire_every": 1}) for c in getattr(sequence, "channels", None) or ()]
     return useq.MDASequence(
         channels=channels, stage_positions=[useq.Position(x=float(x), y=float(y)) for x, y in positions],
         time_plan={"interval": 0, "loops": int(average) + 1}, axis_order="pct")
@@ -108,6 +109,9 @@ class MDADenoiser(AttachedDenoiser):
         channel's model is hot-swapped when its adaptation is better on a held-out pair, also mid-acquisition.
         The stage is returned to where it was.
         """
+        if len(positions) > 1 and not core.getXYStageDevice():
+            raise ConfigError("calibration at several positions needs an XY stage, and this core has none: every pair "
+                              "would image the same field; give one position or configure the stage")
         names = channel_names(sequence) or {0: None}
         frames: dict[tuple[int, Any], list[np.ndarray]] = {}
 

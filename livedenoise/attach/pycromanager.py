@@ -28,6 +28,36 @@ from livedenoise.errors import ConfigError
 log = logging.getLogger("livedenoise")
 
 
+class _Stage:
+    """The XY stage of a pymmcore core, or of the running Micro-Manager through pycromanager's ``Core`` (Java)."""
+
+    def __init__(self, core: Any) -> None:
+        if core is None:
+            from pycromanager import Core
+
+            self.java, self.core = True, Core()
+        else:
+            self.java, self.core = False, core
+
+    def xy(self) -> tuple[float, float] | None:
+        device = self.core.get_xy_stage_device() if self.java else self.core.getXYStageDevice()
+        if not device:
+            return None
+        if self.java:
+            return float(self.core.get_x_position()), float(self.core.get_y_position())
+        return float(self.core.getXPosition()), float(self.core.getYPosition())
+
+    def move(self, xy: tuple[float, float] | None) -> None:
+        if xy is None:
+            return
+        if self.java:
+            self.core.set_xy_position(*xy)
+            self.core.wait_for_system()
+        else:
+            self.core.setXYPosition(*xy)
+            self.core.waitForSystem()
+
+
 class PycromanagerDenoiser(AttachedDenoiser):
     """An :class:`AttachedDenoiser` with pycromanager's hook signatures.
 
@@ -65,7 +95,8 @@ class PycromanagerDenoiser(AttachedDenoiser):
         reference. Then one background fine-tune per channel that has a model starts
         (:meth:`AttachedDenoiser.adapt_from_calibration`); each channel's model is hot-swapped when better, also
         during the acquisition you run next. ``core``: a pymmcore core for pycromanager's Python backend (the
-        simulated one); ``None``: the running Micro-Manager. Returns channel name -> future of its outcome.
+        simulated one); ``None``: the running Micro-Manager. The stage is put back where it was. Returns channel
+        name -> future of its outcome.
         """
         from pycromanager import Acquisition
 
@@ -78,6 +109,9 @@ class PycromanagerDenoiser(AttachedDenoiser):
             raise ConfigError("channels need their channel_group (the Micro-Manager config group they are presets of)")
         if exposures_ms is not None and len(exposures_ms) != len(names):
             raise ConfigError(f"{len(exposures_ms)} exposures for {len(names)} channels; give one per channel")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"channels {list(names)} name a preset twice; the frames of both would be one channel "
+                              "(calibrate each setting separately)")
         events = []
         for k, (x, y) in enumerate(positions):
             for i, ch in enumerate(names):
@@ -101,9 +135,17 @@ class PycromanagerDenoiser(AttachedDenoiser):
 
             register_with_pycromanager(core)
         Path(directory).mkdir(parents=True, exist_ok=True)
-        with Acquisition(directory=str(directory), name="livedenoise-calibration", image_process_fn=keep,
-                         show_display=False) as acq:
-            acq.acquire(events)
+        stage = _Stage(core)
+        start = stage.xy()
+        if start is None and len(positions) > 1:
+            raise ConfigError("calibration at several positions needs an XY stage, and this microscope has none: every "
+                              "pair would image the same field; give one position or configure the stage")
+        try:
+            with Acquisition(directory=str(directory), name="livedenoise-calibration", image_process_fn=keep,
+                             show_display=False) as acq:
+                acq.acquire(events)
+        finally:
+            stage.move(start)  # the user's next acquisition starts where the stage was
         return self.adapt_from_calibration(frames, names, len(positions), int(average), time_budget_s=time_budget_s,
                                            training=training)
 
