@@ -19,6 +19,9 @@ same metric code (``livedenoise.metrics.score``), and is timed on this machine:
   (no peers environment needed);
 * ``n2v (careamics)``: CAREamics Noise2Void trained on the same noisy images for the same time budget
   as livedenoise's fine-tuning (peers environment: ``bash benchmarks/setup_peers.sh``);
+* ``n2v (careamics) to convergence``: the same, trained until its validation loss has not improved for
+  ``--n2v-patience`` epochs (capped at ``--n2v-cap`` seconds per case), predicting with the weights of
+  its best validation loss; each row records the epochs, the best epoch and whether it converged;
 * ``livedenoise backbone``: the shipped backbone zero-shot; ``livedenoise fine-tune``: backbone +
   self-supervised fine-tuning (``finetune``'s default objective) on the same noisy images, same budget.
 
@@ -45,10 +48,12 @@ from common import (  # noqa: E402
     peers_python, run_peer, table, vst_bm3d, vst_nlm, write_outputs,
 )
 
-METHODS = ("noisy", "gaussian", "nlm", "vst+nlm", "vst+bm3d", "n2v (careamics)", "livedenoise backbone",
-           "livedenoise fine-tune")
+METHODS = ("noisy", "gaussian", "nlm", "vst+nlm", "vst+bm3d", "n2v (careamics)", "n2v (careamics) to convergence",
+           "livedenoise backbone", "livedenoise fine-tune")
+#: Run unless ``--methods`` says otherwise; N2V to convergence takes up to ``--n2v-cap`` per case.
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "n2v (careamics) to convergence")
 #: Methods that run in the peers environment (skipped with a reason when it is missing).
-PEER_METHODS = ("vst+bm3d", "n2v (careamics)")
+PEER_METHODS = ("vst+bm3d", "n2v (careamics)", "n2v (careamics) to convergence")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,8 +101,8 @@ def real_cases(folder: Path, max_per_set: int | None, crop: int | None) -> list[
 # ---------------------------------------------------------------------------------------------
 # methods
 # ---------------------------------------------------------------------------------------------
-def run_method(method: str, case: Case, *, backbone, budget_s: float,
-               training) -> tuple[list[np.ndarray], float, str, dict | None]:
+def run_method(method: str, case: Case, *, backbone, budget_s: float, training, n2v_cap_s: float = 600.0,
+               n2v_patience: int = 200) -> tuple[list[np.ndarray], float, str, dict | None]:
     """Denoise a case; returns (outputs, wall seconds per image incl. training, note, fit record).
 
     The fit record of a trained method (steps, best step, stop reason, whether the weights changed)
@@ -132,6 +137,16 @@ def run_method(method: str, case: Case, *, backbone, budget_s: float,
         epochs = sum(epochs) if isinstance(epochs, list) else epochs
         fit = {"epochs": epochs, "stopped": "time_budget"}  # Lightning's Timer ends every N2V run
         return outs, float(np.mean(secs)), note, fit  # the worker's own timing excludes its interpreter start-up
+    elif method == "n2v (careamics) to convergence":
+        outs, secs, info = run_peer({"method": "n2v", "converge": True, "patience": n2v_patience,
+                                     "time_budget_s": n2v_cap_s, "groups": [list(range(n))], "patch_size": 64,
+                                     "batch_size": 16, "seed": 0}, list(case.noisy), timeout_s=n2v_cap_s * 2 + 600)
+        (g,) = info["fits"]  # one training group per case
+        note = (f"careamics {info.get('careamics')}, {g['epochs']} epochs (best {g['best_epoch']}), "
+                f"{g['stopped']}, patience {info['patience']}")
+        fit = {"epochs": g["epochs"], "best_epoch": g["best_epoch"], "stopped": g["stopped"],
+               "converged": g["stopped"] == "early_stop"}
+        return outs, float(np.mean(secs)), note, fit
     elif method == "livedenoise backbone":
         ckpt = with_normalizer(backbone, case.noisy)
         den = Denoiser(ckpt, device="cpu")
@@ -172,8 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=Path, default=REAL_PAIRS_DEV, help="real pair folder (default: shared dev pairs)")
     ap.add_argument("--no-real", action="store_true")
     ap.add_argument("--no-sim", action="store_true")
-    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                    help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--budget", type=float, help="training seconds per case for the learned methods")
+    ap.add_argument("--n2v-cap", type=float, default=600.0,
+                    help="seconds per case at most for 'n2v (careamics) to convergence' (default 600)")
+    ap.add_argument("--n2v-patience", type=int, default=200,
+                    help="epochs without a lower validation loss that end 'n2v (careamics) to convergence' (default 200)")
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.WARNING)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -206,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[quality] {case.name}: {method}", flush=True)
             try:
                 outs, secs, note, fit = run_method(method, case, backbone=backbone, budget_s=budget,
-                                                   training=training)
+                                                   training=training, n2v_cap_s=args.n2v_cap,
+                                                   n2v_patience=args.n2v_patience)
             except PeerError as exc:
                 failures[method] = str(exc)
                 print(f"  failed: {exc}", flush=True)
@@ -223,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "seconds_per_image": secs, "pixels": int(out.size), "fit": fit})
     info = {**machine(), "load_average_start": load_start}
     payload = {"machine": info, "quick": quick, "budget_s": budget, "backbone": backbone.name, "results": results,
+               "n2v_converged": {"cap_s": args.n2v_cap, "patience_epochs": args.n2v_patience},
                "failures": failures, "notes": {f"{k[0]} | {k[1]}": v for k, v in notes.items()}}
     name = "quality" + ("-quick" if quick else "")
     write_outputs(args.output, name, payload, "(rendering)\n")  # the measurements survive a rendering error
@@ -265,6 +287,9 @@ def summarise(results: list[dict], kind: str) -> list[dict]:
                 agg["best_step"] = finite_mean(f.get("best_step") for f in fits.values())
             if any("epochs" in f for f in fits.values()):
                 agg["epochs"] = finite_mean(f.get("epochs") for f in fits.values())
+            if any("converged" in f for f in fits.values()):
+                agg["best_epoch"] = finite_mean(f.get("best_epoch") for f in fits.values())
+                agg["converged"] = sum(1 for f in fits.values() if f.get("converged"))
         out.append(agg)
     return out
 
@@ -279,6 +304,8 @@ def fit_text(agg: dict) -> str:
         parts.append(f"weights changed in {agg['adapted']}/{agg['fits']}")
     if "epochs" in agg:
         parts.append(f"{agg['epochs']:.1f} epochs")
+    if "converged" in agg:
+        parts[-1] += f" (best {agg['best_epoch']:.0f}); converged in {agg['converged']}/{agg['fits']}"
     return "; ".join(parts)
 
 

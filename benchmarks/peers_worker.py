@@ -13,6 +13,9 @@ Methods:
 * ``n2v``: CAREamics Noise2Void (``create_n2v_config`` + ``CAREamist.train`` + ``predict``), one model
   per group of images (``groups``: lists of indices trained together), stopped by Lightning's
   ``Timer`` after ``time_budget_s`` so that it gets the same budget as livedenoise's fine-tuning.
+  With ``converge`` it trains until its validation loss has not improved for ``patience`` epochs
+  (Lightning's ``EarlyStopping``), ``time_budget_s`` only capping it, and predicts with the weights of
+  the best validation loss; the info says, per group, the epochs run, the best epoch and why it stopped.
 """
 from __future__ import annotations
 
@@ -46,6 +49,28 @@ def _patch(shape: tuple[int, ...], wanted: int) -> int:
     return max(16, 2 ** int(np.floor(np.log2(max(side, 1)))))
 
 
+def _best_weights_callback():
+    """A Lightning callback that keeps (in memory) the module's weights at its lowest ``val_loss``."""
+    from lightning.pytorch.callbacks import Callback
+
+    class BestWeights(Callback):
+        def __init__(self) -> None:
+            self.best = float("inf")
+            self.best_epoch = -1
+            self.state: dict | None = None
+
+        def on_validation_end(self, trainer, module) -> None:
+            loss = trainer.callback_metrics.get("val_loss")
+            if loss is None or trainer.sanity_checking:
+                return
+            value = float(loss)
+            if value < self.best:
+                self.best, self.best_epoch = value, int(trainer.current_epoch)
+                self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    return BestWeights()
+
+
 def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
     import datetime as dt
     import logging
@@ -64,6 +89,8 @@ def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], lis
     outs: list[np.ndarray | None] = [None] * len(images)
     secs = [0.0] * len(images)
     epochs_done = []
+    converge = bool(spec.get("converge", False))
+    fits: list[dict] = []
     for g, idx in enumerate(groups):
         shapes = {images[i].shape for i in idx}
         if len(shapes) != 1:
@@ -80,9 +107,25 @@ def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], lis
                 n_val_patches=n_val,
             )
             timer = Timer(duration=dt.timedelta(seconds=budget), interval="step")
-            model = CAREamist(cfg, work_dir=work, callbacks=[timer], enable_progress_bar=False)
+            callbacks: list = [timer]
+            if converge:  # CAREamics builds EarlyStopping itself, from its configuration
+                cfg.training_config.early_stopping_params = {
+                    "monitor": "val_loss", "mode": "min", "patience": int(spec.get("patience", 200))}
+                best = _best_weights_callback()
+                callbacks.append(best)
+            model = CAREamist(cfg, work_dir=work, callbacks=callbacks, enable_progress_bar=False)
             model.train(train_data=stack)
-            epochs_done.append(int(getattr(model.trainer, "current_epoch", -1)))
+            epochs = int(getattr(model.trainer, "current_epoch", -1))
+            epochs_done.append(epochs)
+            if converge:
+                if best.state is not None:
+                    model.model.load_state_dict(best.state)
+                stopper = model.trainer.early_stopping_callback
+                if stopper is None:
+                    raise RuntimeError("CAREamics did not install the EarlyStopping callback it was configured with")
+                stopped = "early_stop" if stopper.stopped_epoch > 0 else "time_budget"
+                fits.append({"epochs": epochs, "best_epoch": best.best_epoch, "stopped": stopped,
+                             "best_val_loss": best.best, "seconds": round(time.perf_counter() - t0, 1)})
             for i in idx:
                 pred = model.predict(images[i].astype(np.float32), axes="YX")
                 arr = np.asarray(pred[0] if isinstance(pred, (list, tuple)) else pred, np.float32)
@@ -90,7 +133,10 @@ def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], lis
         per = (time.perf_counter() - t0) / len(idx)
         for i in idx:
             secs[i] = per
-    return [o for o in outs], secs, {"careamics": careamics.__version__, "epochs": epochs_done, "time_budget_s": budget}
+    info = {"careamics": careamics.__version__, "epochs": epochs_done, "time_budget_s": budget}
+    if converge:
+        info.update(converge=True, patience=int(spec.get("patience", 200)), fits=fits)
+    return [o for o in outs], secs, info
 
 
 def main(argv: list[str]) -> int:

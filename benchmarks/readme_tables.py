@@ -36,7 +36,7 @@ if str(HERE) not in sys.path:
 SOURCES: dict[str, str] = {
     "sim-sweep": "2026-12-03-evaluate-quick/results.json",
     "sim-averages": "2026-12-03-evaluate-quick/results.json",
-    "peers": "2026-12-03-quality-quick/quality-quick.json",
+    "peers": "2026-12-03-quality-converged/quality-quick.json",
     "dev-pairs": "2026-12-03-dev-pairs-quick-3/dev-pairs-quick.json",
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
     "backbones": "2026-12-03-backbone-final/backbone.json",
@@ -49,6 +49,8 @@ SOURCES: dict[str, str] = {
     "integrity": "2026-12-03-integrity/integrity.json",
     "temporal": "2026-12-03-temporal/temporal.json",
     "attach": "2026-12-03-attach/attach.json",
+    "precision": "2026-12-03-precision/precision.json",
+    "runtimes": "2026-12-03-runtimes/runtimes.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -158,7 +160,25 @@ def peers(data: dict, path: str) -> str:
     notes = [f"Not run: {k}: {v}" for k, v in (data.get("failures") or {}).items()]
     command = (f"python benchmarks/bench_quality.py{' --quick' if data.get('quick') else ''}: "
                f"{data.get('budget_s', '?'):g} s training budget per case")
+    converged = data.get("n2v_converged")
+    if converged and any(r["method"] == "n2v (careamics) to convergence" for r in data["results"]):
+        command += (f"; N2V to convergence: until {converged['patience_epochs']} epochs without a lower validation "
+                    f"loss, at most {converged['cap_s']:g} s per case")
     return "\n".join([table, "", *notes, *([""] if notes else []), _source_line(path, data, command)])
+
+
+def precision(data: dict, path: str) -> str:
+    """bf16 against fp32: the quality cost on the dev pairs and the simulator, and the time per 512² frame."""
+    from bench_precision import summary_tables
+
+    return "\n".join([summary_tables(data), "", _source_line(path, data, data.get("command", "bench_precision.py"))])
+
+
+def runtimes(data: dict, path: str) -> str:
+    """PyTorch fp32/bf16, ONNX Runtime and OpenVINO on the same input: time and difference from fp32."""
+    from bench_runtimes import runtimes_table
+
+    return "\n".join([runtimes_table(data), "", _source_line(path, data, data.get("command", "bench_runtimes.py"))])
 
 
 def dev_pairs(data: dict, path: str) -> str:
@@ -296,7 +316,7 @@ MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "backbones": backbones, "pairs": pairs, "demo": demo, "integrity": integrity, "temporal": temporal, "attach": attach,
-    **MULTI,
+    "precision": precision, "runtimes": runtimes, **MULTI,
 }
 
 

@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "pretrain",
     "finetune",
     "denoise",
+    "export",
     "evaluate",
 )
 

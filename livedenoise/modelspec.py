@@ -1,4 +1,5 @@
-"""Resolve what a user types after ``--model`` / ``--backbone``: a shipped backbone name or a checkpoint path."""
+"""Resolve what a user types after ``--model`` / ``--backbone``: a shipped backbone name, a checkpoint path, or a
+BioImage Model Zoo package that livedenoise exported (its checkpoint is taken out of the package)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,18 @@ from livedenoise.checkpoint import Checkpoint, load_backbone, load_checkpoint
 SHIPPED = ("fast", "standard", "temporal")
 
 
+def model_file(spec: str | Path) -> Path:
+    """The ``.safetensors`` file behind a path: the path itself, or the checkpoint inside a bioimage.io package
+    (``.zip``, folder or ``rdf.yaml``; unpacked once into the cache, verified by its sha256)."""
+    from livedenoise.bioimageio import checkpoint_from_bioimageio, is_bioimageio_package
+
+    path = Path(spec)
+    return checkpoint_from_bioimageio(path) if is_bioimageio_package(path) else path
+
+
 def load_model_spec(spec: str | Path, device: str = "cpu") -> Checkpoint:
-    """``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone; anything else is a ``.safetensors`` checkpoint path."""
+    """``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone; anything else is a ``.safetensors`` checkpoint
+    path or a bioimage.io package exported by livedenoise."""
     if isinstance(spec, str) and spec in SHIPPED:
         return load_backbone(spec, device=device)
-    return load_checkpoint(Path(spec), device=device)
+    return load_checkpoint(model_file(spec), device=device)

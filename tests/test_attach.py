@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from livedenoise.attach import AttachedDenoiser, MDADenoiser, PycromanagerDenoiser, stream_key, useq_axes
 from livedenoise.checkpoint import load_backbone
@@ -218,6 +219,17 @@ def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
     assert report.display_dropped >= 1  # the display skipped stale frames instead of queueing them
 
 
+def test_the_precision_asked_for_is_the_one_each_channel_runs(tmp_path):
+    frames = _poisson_frames(1, 2)
+    den = AttachedDenoiser("fast", output=tmp_path / "den", device="cpu", precision="bf16")
+    for t in range(2):
+        den.submit(frames[(0, t)], {"time": t})
+    report = den.close(progress=False)
+    assert report.frames_written == 2
+    assert den._states[None].denoiser.precision == "bf16"
+    assert den._states[None].denoiser.model.head.weight.dtype == torch.bfloat16
+
+
 def test_display_rate_cap_shows_the_newest_frame_and_leaves_the_rest(tmp_path):
     frames = _poisson_frames(1, 10)
     shown = []
@@ -381,6 +393,8 @@ def test_attached_denoiser_errors_say_what_is_wrong(tmp_path):
         AttachedDenoiser("fast", max_queued=0)
     with pytest.raises(ConfigError, match="display_fps"):
         AttachedDenoiser("fast", display_fps=0)
+    with pytest.raises(ConfigError, match="Precision 'int4' is unknown"):
+        AttachedDenoiser("fast", precision="int4")
     den = AttachedDenoiser("fast", device="cpu")
     with pytest.raises(ValueError, match="read_raw"):
         den.submit(None, {"time": 0})

@@ -708,6 +708,33 @@ def test_self_ensemble_reaches_every_block_and_is_kept_on_resume(tmp_path, frame
         run([tmp_path / "a.ome.tif"], tmp_path / "o3", ckpt, ensemble=5)
 
 
+def test_precision_reaches_every_block_is_recorded_and_kept_on_resume(tmp_path, frames, ckpt, capsys):
+    from livedenoise.cli import main
+    from livedenoise.inference import Denoiser
+
+    write_ome(tmp_path / "a.ome.tif", frames[:1, :2])
+    out = tmp_path / "out"
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--precision", "bf16",
+                 "--noise-model", "stored", "--no-progress", "--device", "cpu"]) == 0
+    den = Denoiser(str(ckpt), device="cpu", precision="bf16")
+    data = frames[:1, :2]
+    expected = np.stack([den.denoise(f) for f in data.reshape(-1, *data.shape[-2:])]).reshape(data.shape)
+    got = open_dataset(out / "a.ome.tif").reader[...]
+    np.testing.assert_allclose(got, expected[0], rtol=1e-5, atol=1e-3)
+    assert not np.array_equal(got, reference(ckpt, data)[0])  # bf16 arithmetic really ran
+    manifest = json.loads((out / batch.STATE_DIR / "a.json").read_text())
+    assert manifest["plan"]["denoiser"]["precision"] == "bf16"
+    assert read_provenance(out / "a.ome.tif")["precision"] == "bf16"
+    (out / batch.STATE_DIR / "a.json").write_text(json.dumps({**manifest, "state": "running"}))
+    with pytest.raises(LivedenoiseError, match="used --precision bf16, this one asks for auto"):
+        run([tmp_path / "a.ome.tif"], out, ckpt, resume=True)
+    with pytest.raises(ConfigError, match="Precision 'int8' is unknown"):
+        run([tmp_path / "a.ome.tif"], tmp_path / "o3", ckpt, precision="int8")
+    with pytest.raises(SystemExit):
+        main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(tmp_path / "o2"), "--precision", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # temporal (2D+T) networks see whole time series
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def test_defaults_and_presets_load():
         ("[live]\ninterval_ms = inf\n", r"live\.interval_ms.*finite number"),  # used to hang `demo`
         ("[live]\nfinetune_time_budget_s = inf\n", r"finetune_time_budget_s.*finite number"),
         ("[training]\nlr_pairs = nan\n", r"training\.lr_pairs.*finite number"),
+        ("[live]\nprecision = 'int8'\n", r"live\.precision.*'auto', 'fp32', 'bf16' or 'fp16'"),
     ],
 )
 def test_invalid_settings_name_file_key_and_allowed(tmp_path, text, match):
@@ -168,3 +169,18 @@ def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
         livedenoise.Nope  # noqa: B018
     code = "import sys, livedenoise; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_command_line_precision_overrides_the_session_file_and_bad_values_are_refused(tmp_path, capsys):
+    from livedenoise.cli import build_parser, main
+    from livedenoise.commands._session import settings_from_args
+
+    path = tmp_path / "s.toml"
+    path.write_text("[live]\nprecision = 'fp32'\n")
+    args = build_parser().parse_args(["demo", "--config", str(path)])
+    assert settings_from_args(args).live.precision == "fp32"
+    args = build_parser().parse_args(["demo", "--config", str(path), "--precision", "bf16"])
+    assert settings_from_args(args).live.precision == "bf16"
+    with pytest.raises(SystemExit):
+        main(["live", "--simulate", "--precision", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err

@@ -82,9 +82,11 @@ def test_live_auto_shuts_down_cleanly_and_screenshot_shows_both_images(session_f
 
 def test_demo_prints_and_saves_a_report(session_files, tmp_path):
     res = run_cli(["demo", "--config", str(session_files / "session.toml"), "--backbone",
-                   str(session_files / "tiny.safetensors"), "--device", "cpu", "-o", str(tmp_path / "demo")], tmp_path)
+                   str(session_files / "tiny.safetensors"), "--device", "cpu", "--precision", "bf16",
+                   "-o", str(tmp_path / "demo")], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["precision"] == "bf16"  # --precision reached the live denoiser
     out = " ".join(res.stdout.split())  # rich wraps long lines at the terminal width
     # The quality table: one finite PSNR/SSIM per row, the numbers of report.json.
     rows = {label: re.search(r"[│|] " + re.escape(label) + r" [│|] (\S+) [│|] (\S+) [│|]", out)

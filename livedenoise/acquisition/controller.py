@@ -76,6 +76,7 @@ class SessionReport:
     # {"backbone", "adapted": held-out MSE (stabilised units), "margin", "held_out": pairs, "source", "swapped"}
     swap_criterion: dict = field(default_factory=dict)
     interrupted: bool = False  # stopped early by interrupt() (Ctrl-C, SIGTERM): raw data kept and closed
+    precision: str = ""  # the live denoiser's arithmetic ("fp32", "bf16", "fp16")
 
 
 class LiveSession:
@@ -213,7 +214,7 @@ class LiveSession:
             self.noise_fit = fit
             self.backbone_normalized = ckpt
             if self.denoiser is None:
-                self.denoiser = Denoiser(ckpt, device=self.device)
+                self.denoiser = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision)
             elif self.adapted is None:  # never replace an adapted model already on display
                 self.denoiser.swap(ckpt)
         log.info("%s", fit.describe())
@@ -569,7 +570,8 @@ class LiveSession:
                             mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
                             errors=list(self.status.errors),
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
-                            swap_criterion=dict(self.swap_criterion), interrupted=self.interrupted)
+                            swap_criterion=dict(self.swap_criterion), interrupted=self.interrupted,
+                            precision=self.denoiser.precision if self.denoiser is not None else "")
         rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
                      "denoised": str(self._writer.path) if self._writer and self._writer.path else None,
                      "adapted_model": str(self.output_dir / "adapted-model.safetensors") if self.adapted_saved else None}
@@ -590,7 +592,7 @@ class LiveSession:
         out: dict = {"frames": len(bank)}
         out["raw"] = _mean_scores([score(t, r.astype(np.float32)) for r, t in bank])
         for name, ckpt in models.items():
-            den = Denoiser(ckpt, device=self.device)
+            den = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision)  # as displayed
             out[name] = _mean_scores([score(t, den.denoise(r)) for r, t in bank])
         return out
 

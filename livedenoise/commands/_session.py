@@ -25,6 +25,9 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", help="simulated field of view WxH, e.g. 256x256")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 is "
+                        "1.7-1.9x faster on CPUs with native bfloat16, at a small measured quality cost")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/session"), help="folder for raw, denoised and the model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
 
@@ -34,7 +37,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     s = load_settings(args.config)
     live = {k: v for k, v in {"mode": args.mode, "backbone": args.backbone,
                               "finetune_time_budget_s": args.finetune_seconds,
-                              "calibration_positions": args.positions}.items() if v is not None}
+                              "calibration_positions": args.positions,
+                              "precision": getattr(args, "precision", None)}.items() if v is not None}
     micro = {}
     if args.roi:
         try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from livedenoise.weights import DEFAULT_BACKBONE
 from livedenoise.commands._argtypes import positive_seconds
 
@@ -40,20 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read_frames(paths: list[Path]) -> list[np.ndarray]:
-    from livedenoise.errors import InputDataError
-    from livedenoise.io import read_tiff
-
-    frames = []
-    for path in paths:
-        arr = read_tiff(path, grey=True)
-        if arr.ndim < 2:
-            raise InputDataError(f"{path}: expected 2-D images, got shape {arr.shape}")
-        frames.extend(arr.reshape(-1, *arr.shape[-2:]))
-    return frames
-
-
 def run(args: argparse.Namespace) -> int:
+    from livedenoise.commands._frames import read_frames
     from livedenoise.calibration import CameraCalibration
     from livedenoise.training.progress import fit_progress
     from livedenoise.config import TrainingConfig
@@ -73,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         pairs = load_pair_folder(args.pairs)
         noisy, clean = [p.noisy for p in pairs], [p.clean for p in pairs]
     else:
-        noisy, clean = _read_frames(args.images), None
+        noisy, clean = read_frames(args.images), None
     cfg = TrainingConfig(loss=args.loss, seed=args.seed)
     with fit_progress("fine-tuning") as progress:
         res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,

@@ -121,6 +121,15 @@ def _conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
     )
 
 
+def _as_weights(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``x`` in the dtype of ``module``'s weights (stages may differ: see ``UNet2D.to_reduced_precision``); left
+    alone under autocast, which chooses the dtypes itself."""
+    weight = next(module.parameters(), None)
+    if weight is None or weight.dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
+        return x
+    return x.to(weight.dtype)
+
+
 class UNet2D(nn.Module):
     """2-D U-Net, input ``[B, C, H, W]`` of any ``H, W`` -> ``[B, out_channels, H, W]``."""
 
@@ -166,6 +175,19 @@ class UNet2D(nn.Module):
             self.decoders.append(_conv_block(2 * widths[i], widths[i], norm))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
+    def to_reduced_precision(self, dtype: torch.dtype) -> UNet2D:
+        """Cast the weights to ``dtype`` (bf16 on a CPU), except the first encoder block's, in place.
+
+        Why not all of them: the first block reads the frame itself, and rounding the frame to bf16's 8
+        significant bits costs the most accuracy (on the dev pairs, rms difference from fp32 7e-3 of the
+        output range with it in bf16, 3e-3 with it in fp32; ``benchmarks/bench_precision.py``); at 16-32
+        channels of one input it is also among the cheapest convolutions. Each stage casts its input to its
+        own weights' dtype, and the residual sum stays in the input's dtype.
+        """
+        self.to(dtype)
+        self.encoders[0].float()
+        return self
+
     @property
     def levels(self) -> int:
         return len(self.widths)
@@ -207,14 +229,14 @@ class UNet2D(nn.Module):
         skips = []
         y = padded
         for i, enc in enumerate(self.encoders):
-            y = enc(y)
+            y = enc(_as_weights(y, enc))
             if i < self.levels - 1:
                 skips.append(y)
-                y = self.downs[i](y)
+                y = self.downs[i](_as_weights(y, self.downs[i]))
         for up, dec in zip(self.ups, self.decoders):
-            y = up(y)
-            y = dec(torch.cat([y, skips.pop()], dim=1))
-        y = self.head(y)
+            y = up(_as_weights(y, up))
+            y = dec(_as_weights(torch.cat([y, skips.pop().to(y.dtype)], dim=1), dec))
+        y = self.head(_as_weights(y, self.head)).to(padded.dtype)
         if self.residual:
-            y = y + padded
+            y = y + padded  # in the input's precision: a bf16 sum would round every output pixel to ~0.4 %
         return y[..., :h, :w]

@@ -1,0 +1,20 @@
+"""Frames from TIFF files, for the commands that take images (``finetune --images``, ``export --sample``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_frames(paths: list[Path]) -> list[np.ndarray]:
+    """Every 2-D frame of every file (stacks are split), with one clear error naming a file that is not images."""
+    from livedenoise.errors import InputDataError
+    from livedenoise.io import read_tiff
+
+    frames = []
+    for path in paths:
+        arr = read_tiff(path, grey=True)
+        if arr.ndim < 2:
+            raise InputDataError(f"{path}: expected 2-D images, got shape {arr.shape}")
+        frames.extend(arr.reshape(-1, *arr.shape[-2:]))
+    return frames

@@ -1,0 +1,154 @@
+"""BioImage Model Zoo export and import: a valid package that denoises raw values, and the same network back."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+
+from livedenoise.bioimageio import (
+    CHECKPOINT_ATTACHMENT, RawToDenoised, checkpoint_from_bioimageio, export_bioimageio, is_bioimageio_package,
+    load_bioimageio,
+)
+from livedenoise.errors import CheckpointError, ConfigError, InputDataError
+from livedenoise.normalization import Normalizer
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A simulated 5-photon field (256², sCMOS camera model) with the sample it shows."""
+    from livedenoise.evaluate import SimulatedTask
+
+    task = SimulatedTask("filaments", 256)
+    noisy, _ = task.test_set(5.0, 0, 1)
+    return noisy[0], task.test_truth_flat(5.0, 0, 1)[0]
+
+
+@pytest.fixture(scope="module")
+def package(scene, tmp_path_factory):
+    from livedenoise.cli import main
+
+    folder = tmp_path_factory.mktemp("bmz")
+    tifffile.imwrite(folder / "cells.tif", np.round(scene[0]).astype(np.uint16))
+    out = folder / "cells-denoiser.zip"
+    assert main(["export", "fast", "-o", str(out), "--sample", str(folder / "cells.tif"), "--author", "A. Tester",
+                 "--name", "cells denoiser"]) == 0
+    return out
+
+
+def test_the_exported_package_is_valid_and_its_onnx_model_denoises_raw_camera_values(package, scene):
+    import onnxruntime as ort
+    from bioimageio.spec import load_description
+
+    from livedenoise.metrics import score
+
+    descr = load_description(package)  # bioimage.io's own validation, files and hashes included
+    assert type(descr).__name__ == "ModelDescr" and descr.validation_summary.status == "valid-format"
+    assert descr.name == "cells denoiser" and [a.name for a in descr.authors] == ["A. Tester"]
+    assert str(descr.inputs[0].id) == "raw" and descr.weights.onnx is not None
+    assert descr.weights.torchscript is not None  # what deepImageJ in Fiji runs
+    with zipfile.ZipFile(package) as z:
+        assert {"model.onnx", "model.torchscript.pt", "test_input.npy", "test_output.npy", "README.md", "cover.png", "rdf.yaml",
+                CHECKPOINT_ATTACHMENT} <= set(z.namelist())
+        z.extractall(package.parent / "unzipped")
+    work = package.parent / "unzipped"
+    test_in, test_out = np.load(work / "test_input.npy"), np.load(work / "test_output.npy")
+    assert test_in.shape == test_out.shape == (1, 1, 256, 256) and test_in.dtype == np.float32
+    session = ort.InferenceSession(str(work / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"raw": test_in})[0]
+    np.testing.assert_allclose(got, test_out, atol=1e-3 * float(np.ptp(test_out)))
+    # it really denoises the raw camera values (the noise model is inside the graph)
+    noisy, truth = scene
+    assert score(truth, got[0, 0]).psnr > score(truth, noisy).psnr + 5
+    # another size (a multiple of 8 above the declared minimum) and a batch of two run too
+    pair = np.stack([test_in[0, :, :136, :144]] * 2)
+    assert session.run(None, {"raw": pair})[0].shape == (2, 1, 136, 144)
+    readme = (work / "README.md").read_text()
+    assert "Noise model" in readme and "# Validation" in readme
+
+
+def test_a_package_comes_back_as_the_same_network_in_denoise_and_the_python_api(package, scene, tmp_path):
+    from livedenoise.batch import denoise_dataset
+    from livedenoise.io import open_dataset
+    from livedenoise.modelspec import load_model_spec
+
+    assert is_bioimageio_package(package) and not is_bioimageio_package(tmp_path)
+    back = load_bioimageio(package)
+    fast = load_model_spec("fast")
+    assert back.name == fast.name
+    for key, value in fast.model.state_dict().items():
+        assert torch.equal(back.model.state_dict()[key], value)
+    assert load_model_spec(package).name == fast.name  # what --model / --backbone resolve
+    tifffile.imwrite(tmp_path / "frame.tif", np.round(scene[0]).astype(np.uint16))
+    denoise_dataset([tmp_path / "frame.tif"], tmp_path / "from-zip", model=str(package), progress=False, device="cpu")
+    denoise_dataset([tmp_path / "frame.tif"], tmp_path / "from-fast", model="fast", progress=False, device="cpu")
+    a = open_dataset(tmp_path / "from-zip" / "frame.ome.tif").reader[...]
+    b = open_dataset(tmp_path / "from-fast" / "frame.ome.tif").reader[...]
+    np.testing.assert_allclose(a, b, atol=1e-4)  # the noise model is refitted to the data either way
+
+
+def test_a_stored_noise_model_needs_no_sample_and_export_refuses_what_it_cannot_package(tmp_path, scene):
+    from livedenoise.modelspec import load_model_spec
+
+    fast = load_model_spec("fast")
+    fast.normalizer = Normalizer(offset=100.0, gain=2.0, noise_b=4.0, scale=fast.normalizer.scale)
+    out = export_bioimageio(fast, tmp_path / "stored.zip", noise_model="stored")
+    assert load_bioimageio(out).normalizer == fast.normalizer  # kept, not refitted
+    with pytest.raises(ConfigError, match="exists"):
+        export_bioimageio(fast, out, noise_model="stored")
+    with pytest.raises(ConfigError, match=r"\.zip"):
+        export_bioimageio("fast", tmp_path / "model.safetensors", sample=scene[0])
+    with pytest.raises(ConfigError, match="--sample"):
+        export_bioimageio("fast", tmp_path / "nosample.zip")
+    with pytest.raises(ConfigError, match="temporal"):
+        export_bioimageio("temporal", tmp_path / "t.zip", sample=scene[0])
+    with pytest.raises(InputDataError, match="at least 136x136"):
+        export_bioimageio("fast", tmp_path / "small.zip", sample=scene[0][:100, :100])
+    with pytest.raises(InputDataError, match="NaN"):
+        export_bioimageio("fast", tmp_path / "nan.zip", sample=np.full((256, 256), np.nan, np.float32))
+    maps = fast.normalizer.copy(pixel_offset=np.zeros((8, 8)), pixel_gain=np.ones((8, 8)))
+    with pytest.raises(ConfigError, match="per-pixel"):
+        RawToDenoised(fast.model, maps)
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".livedenoise-bmz-*"))
+
+
+def test_foreign_or_tampered_packages_are_refused_in_one_sentence(package, tmp_path):
+    with zipfile.ZipFile(package) as z:
+        names = z.namelist()
+        files = {n: z.read(n) for n in names}
+    # a package livedenoise did not export: no checkpoint attachment
+    rdf = yaml.safe_load(files["rdf.yaml"])
+    rdf.pop("attachments")
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as z:
+        for n, data in files.items():
+            if n != CHECKPOINT_ATTACHMENT:
+                z.writestr(n, yaml.safe_dump(rdf) if n == "rdf.yaml" else data)
+    with pytest.raises(CheckpointError, match="not exported by livedenoise"):
+        checkpoint_from_bioimageio(foreign, cache_dir=tmp_path / "cache")
+    # a changed checkpoint: its sha256 no longer matches the description
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(tampered, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data + b"\0" if n == CHECKPOINT_ATTACHMENT else data)
+    with pytest.raises(CheckpointError, match="sha256"):
+        checkpoint_from_bioimageio(tampered, cache_dir=tmp_path / "cache")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    assert not is_bioimageio_package(broken)
+
+
+def test_saturated_pixels_pass_through_the_exported_graph():
+    from livedenoise.models import build_model
+
+    net = build_model("unet", widths=[4, 8]).eval()
+    norm = Normalizer(offset=100.0, gain=2.0, noise_b=4.0, scale=10.0, saturation=1000.0)
+    x = torch.full((1, 1, 16, 16), 300.0)
+    x[0, 0, 4:6, 4:6] = 1000.0
+    with torch.inference_mode():
+        y = RawToDenoised(net, norm)(x)
+    assert torch.equal(y[0, 0, 4:6, 4:6], x[0, 0, 4:6, 4:6])
+    assert not torch.equal(y[0, 0, :2, :2], x[0, 0, :2, :2])
