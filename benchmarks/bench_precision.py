@@ -142,7 +142,7 @@ def summary_tables(payload: dict) -> str:
             if not sel:
                 continue
             by = {p: [r for r in sel if r["precision"] == p] for p in PRECISIONS}
-            d = [b["psnr"] - a["psnr"] for a, b in zip(by["fp32"], by["bf16"])]
+            d = [b["psnr"] - a["psnr"] for a, b in zip(by["fp32"], by["bf16"], strict=True)]
             body.append([model, kind, len(by["fp32"]), f"{finite_mean(r['psnr'] for r in by['fp32']):.3f}",
                          f"{finite_mean(r['psnr'] for r in by['bf16']):.3f}", f"{np.mean(d):+.3f}",
                          f"{min(d):+.3f}", f"{max(r['max_diff_of_range'] for r in by['bf16']):.1e}",

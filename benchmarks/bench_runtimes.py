@@ -6,8 +6,9 @@
 Every runtime runs the same network on the same normalised 512² input (a simulated frame), in the
 same process, interleaved frame by frame, so that drifting load hits all alike; the table gives the
 median milliseconds per frame and the largest difference from PyTorch fp32 as a fraction of its
-output's range (the speed issue's equivalence criterion is 1e-3). The ONNX graph is the one
-``livedenoise export`` writes (``torch.onnx``, opset 17). OpenVINO is not a livedenoise dependency:
+output's range (the speed issue's equivalence criterion is 1e-3). The network is exported to ONNX
+as ``livedenoise export`` does (``torch.onnx``, opset 17), without the noise model around it; each
+runtime's output is copied before the next call reuses its buffers. OpenVINO is not a livedenoise dependency:
 ``pip install openvino`` to include it; a runtime that is not installed is listed as such.
 """
 from __future__ import annotations
@@ -98,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             x = norm.forward(frame)[None, None].astype(np.float32)
             run, miss = runners(model, args.threads, Path(tmp), x)
             missing.update(miss)
-            ref = run["pytorch fp32"]()
+            ref = np.array(run["pytorch fp32"](), np.float32, copy=True)
             span = float(ref.max() - ref.min()) or 1.0
             diffs = {}
             for name, f in run.items():
-                y = f()
+                y = np.array(f(), np.float32, copy=True)  # runtimes may hand out a view of a buffer they reuse
                 f()
-                diffs[name] = float(np.abs(np.asarray(y, np.float32) - ref).max()) / span
+                diffs[name] = float(np.abs(y - ref).max()) / span
             times: dict[str, list[float]] = {n: [] for n in run}
             for _ in range(args.repeats):
                 for name, f in run.items():

@@ -306,13 +306,16 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         if not Path(model).exists():
             raise CheckpointError(f"Model {str(model)!r} is neither a shipped backbone (fast, standard, temporal) nor an existing "
                                   "checkpoint file (.safetensors) or BioImage Model Zoo package (.zip).")
-        path = model_file(model)  # a bioimage.io package: the livedenoise checkpoint inside it
-        if not path.is_file():
+        path = Path(model)
+        checkpoint = model_file(path)  # a bioimage.io package: the livedenoise checkpoint inside it
+        if not checkpoint.is_file():
             raise CheckpointError(f"Model {str(model)!r} is not a checkpoint file (.safetensors) or a BioImage Model Zoo "
                                   "package exported by livedenoise.")
-        meta = read_metadata(path)
-        return ModelRef(name=str(meta.get("name") or path.stem), sha256=file_sha256(path), path=str(path.resolve()),
-                        weights_bytes=path.stat().st_size, temporal=_arch_is_temporal(str(meta["arch"])),
+        meta = read_metadata(checkpoint)
+        # the file the user gave (a package stays a package: each worker takes the checkpoint out itself)
+        path = path if path.is_file() else checkpoint
+        return ModelRef(name=str(meta.get("name") or checkpoint.stem), sha256=file_sha256(path), path=str(path.resolve()),
+                        weights_bytes=checkpoint.stat().st_size, temporal=_arch_is_temporal(str(meta["arch"])),
                         margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),
                         arch=str(meta["arch"]), first_width=_first_width(meta["arch"], meta["arch_kwargs"]),
                         normalizer_json=json.dumps(meta.get("normalizer", {}), sort_keys=True), channel=channel)
@@ -351,7 +354,7 @@ class DenoiserOptions:
     pixel_budget: int = 1024 * 1024
     batch_size: int = 4
     ensemble: int = 1  #: flip/rotation self-ensemble size (see ``Denoiser``)
-    precision: str = "auto"  #: ``Denoiser`` precision: auto (fp16 on CUDA, else fp32), fp32, bf16, fp16
+    precision: str = "auto"  #: ``Denoiser`` precision (a job records what ran: fp32, bf16 or fp16)
 
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
@@ -1042,7 +1045,9 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
             ref = resolve_model(base)
             if ref.path is None:
                 raise ConfigError("--adapt needs a checkpoint (shipped name or .safetensors path) as the starting model.")
-            backbone = load_checkpoint(ref.path, device="cpu")
+            from livedenoise.modelspec import model_file
+
+            backbone = load_checkpoint(model_file(ref.path), device="cpu")
         from livedenoise.training.finetune import finetune
 
         if mode == "self":
@@ -1164,7 +1169,7 @@ def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | 
         "dtype_policy": policy,
         "format": fmt,
         "ensemble": it.plan.denoiser.ensemble if it.plan is not None else 1,
-        "precision": it.plan.denoiser.precision if it.plan is not None else "auto",
+        "precision": it.plan.denoiser.precision if it.plan is not None else "",
     }
     if adapt_info:
         prov["adapted"] = adapt_info
@@ -1252,11 +1257,17 @@ def denoise_dataset(
         if noise_model == "stored" and (calibration is not None or frames_averaged != 1):
             raise ConfigError("--noise-model stored uses the model's own normaliser; --calibration and --frames-averaged "
                               "need --noise-model fit.")
-        from livedenoise.inference import ENSEMBLES, canonical_precision
+        from livedenoise.device import select_device
+        from livedenoise.inference import ENSEMBLES, canonical_precision, effective_precision
 
         if ensemble not in ENSEMBLES:
             raise ConfigError(f"--ensemble {ensemble!r} is invalid; expected one of {', '.join(map(str, ENSEMBLES))}.")
-        precision = canonical_precision(precision)
+        canonical_precision(precision)  # a wrong value fails before the device is looked at
+        # what runs, recorded and compared on --resume ("auto" is fp16 on CUDA, fp32 elsewhere: a job started on a
+        # CPU and resumed on a GPU must not mix the two)
+        device_type = select_device(device).type
+        precision = effective_precision(precision, device_type)
+        precision_of_auto = effective_precision("auto", device_type)
         if int(frames_averaged) != frames_averaged or frames_averaged < 1:
             raise ConfigError(f"--frames-averaged {frames_averaged!r} is invalid; expected an integer >= 1.")
         if isinstance(adapt, (tuple, list)):
@@ -1375,7 +1386,8 @@ def denoise_dataset(
                 if data.get("state") == "complete":
                     status_text = "already complete"
                     clipped = int((data.get("summary") or {}).get("clipped", 0))
-                for option, default, asked in (("ensemble", 1, ensemble), ("precision", "auto", precision)):
+                # a job started before precisions were recorded ran the default, "auto", on this kind of device
+                for option, default, asked in (("ensemble", 1, ensemble), ("precision", precision_of_auto, precision)):
                     recorded = data["plan"]["denoiser"].get(option, default)
                     if recorded != asked:  # a block-wise mix of two settings would be one output of neither
                         raise LivedenoiseError(

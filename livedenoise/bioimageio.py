@@ -46,7 +46,9 @@ import torch
 from torch import nn
 
 from livedenoise.checkpoint import Checkpoint, load_checkpoint
+from livedenoise.config import cache_dir
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError
+from livedenoise.inference import _round_up
 from livedenoise.normalization import Normalizer
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ ONNX_OPSET = 17
 #: Largest side of the test tensor (a centre crop of the sample).
 TEST_SIDE = 256
 NOISE_MODELS = ("fit", "stored")
+#: What bioimage.io allows in a model name (spec 0.5): these characters, 5 to 128 of them.
+NAME_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+- ()")
 CITATIONS = (
     ("Y. Wang et al.: Image denoising for fluorescence microscopy by supervised to self-supervised transfer "
      "learning, Optics Express 29(25), 41303 (2021) (the pretrain-then-adapt method)",
@@ -125,6 +129,8 @@ def export_bioimageio(
         raise ConfigError(f"{out} exists; choose another path or pass overwrite=True (--overwrite).")
     if noise_model not in NOISE_MODELS:
         raise ConfigError(f"noise_model {noise_model!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
+    if name is not None:
+        _check_name(name)
     ckpt = model if isinstance(model, Checkpoint) else load_model_spec(model, device="cpu")
     _check_exportable(ckpt)
     frames = _sample_frames(sample)
@@ -163,15 +169,39 @@ def export_bioimageio(
         packaged.normalizer = normalizer
         packaged.save(work / CHECKPOINT_ATTACHMENT, name=ckpt.name)
         _write_cover(test_in[0, 0], test_out[0, 0], work / "cover.png")
-        title = name or f"livedenoise {ckpt.name}"
+        title = name or _default_title(ckpt.name)
         (work / "README.md").write_text(_documentation(ckpt, title, noise_text, noise_model, multiple, halo, onnx_error,
                                                        test_in.shape[-2:]))
-        descr = _describe(ckpt, work, title, description, authors, multiple, halo, noise_text)
-        partial = out.with_name(f".{out.name}.partial")
-        save_bioimageio_package(descr, output_path=partial)
-        os.replace(partial, out)
+        try:
+            descr = _describe(ckpt, work, title, description, authors, multiple, halo, noise_text)
+        except ValueError as exc:  # pydantic's ValidationError: a field bioimage.io does not accept
+            raise ConfigError(f"The package description is not valid for bioimage.io: {_first_error(exc)}") from None
+        packaged_zip = work / "package.zip"  # inside the temporary folder: a failure leaves nothing behind
+        save_bioimageio_package(descr, output_path=packaged_zip)
+        os.replace(packaged_zip, out)
     log.info("Wrote BioImage Model Zoo package %s (%s)", out, ckpt.name)
     return out
+
+
+def _check_name(name: str) -> None:
+    bad = sorted(set(name) - NAME_ALPHABET)
+    if bad or not 5 <= len(name) <= 128:
+        raise ConfigError(f"Package name {name!r} is not allowed by bioimage.io; expected 5 to 128 letters, digits, "
+                          "spaces and _ + - ( )" + (f" (not {''.join(bad)!r})" if bad else "") + ".")
+
+
+def _default_title(model_name: str) -> str:
+    """'livedenoise <model name>' with the characters bioimage.io refuses in a name replaced by '-'."""
+    title = "livedenoise " + "".join(c if c in NAME_ALPHABET else "-" for c in model_name)
+    return title[:128]
+
+
+def _first_error(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}"
+    return str(exc).splitlines()[0]
 
 
 def _check_exportable(ckpt: Checkpoint) -> None:
@@ -272,17 +302,13 @@ def _write_cover(raw: np.ndarray, denoised: np.ndarray, path: Path) -> None:
 
     lo, hi = np.percentile(denoised, [0.5, 99.5])
     fig, axes = plt.subplots(1, 2, figsize=(6, 3), dpi=100)  # bioimage.io asks for a 2:1 cover
-    for ax, img, label in zip(axes, (raw, denoised), ("raw", "denoised")):
+    for ax, img, label in zip(axes, (raw, denoised), ("raw", "denoised"), strict=True):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(label)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-int(value) // multiple) * multiple
 
 
 def _min_side(multiple: int, halo: int) -> int:
@@ -398,7 +424,7 @@ def is_bioimageio_package(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def checkpoint_from_bioimageio(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def checkpoint_from_bioimageio(path: str | os.PathLike[str], cache_folder: str | os.PathLike[str] | None = None) -> Path:
     """The livedenoise checkpoint inside a package, as a ``.safetensors`` file in the cache; returns its path.
 
     The package's description is read and validated with ``bioimageio.spec``; the attachment's sha256
@@ -408,13 +434,15 @@ def checkpoint_from_bioimageio(path: str | os.PathLike[str], cache_dir: str | os
     from bioimageio.spec import InvalidDescr, load_model_description
 
     p = Path(path)
-    try:
-        descr = load_model_description(p, perform_io_checks=False)
+    try:  # "latest": an older (0.4) package is converted, so its attachments read like 0.5's
+        descr = load_model_description(p, perform_io_checks=False, format_version="latest")
     except Exception as exc:  # the spec library raises several types for unreadable packages
-        raise CheckpointError(f"{p}: not a readable BioImage Model Zoo package ({exc}).") from exc
+        raise CheckpointError(f"{p}: not a readable BioImage Model Zoo package ({_first_error(exc)}).") from None
     if isinstance(descr, InvalidDescr):
         raise CheckpointError(f"{p}: not a valid BioImage Model Zoo model description.")
-    attachment = next((a for a in (descr.attachments or []) if _file_name(a.source) == CHECKPOINT_ATTACHMENT), None)
+    attachments = getattr(descr, "attachments", None) or []
+    attachments = getattr(attachments, "files", attachments) or []  # format 0.4 kept an object with a file list
+    attachment = next((a for a in attachments if _file_name(getattr(a, "source", a)) == CHECKPOINT_ATTACHMENT), None)
     if attachment is None:
         raise CheckpointError(f"{p}: this BioImage Model Zoo model was not exported by livedenoise (it has no "
                               f"{CHECKPOINT_ATTACHMENT}); livedenoise runs only its own networks.")
@@ -424,13 +452,18 @@ def checkpoint_from_bioimageio(path: str | os.PathLike[str], cache_dir: str | os
     if expected is not None and str(expected) != sha:
         raise CheckpointError(f"{p}: {CHECKPOINT_ATTACHMENT} does not match the sha256 its description records "
                               "(a changed or corrupt package).")
-    cache = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    cache = Path(cache_folder) if cache_folder is not None else cache_dir() / "bioimageio"
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"{sha}.safetensors"
     if not target.is_file():
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{sha[:12]}-", suffix=".partial", dir=cache)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return target
 
 
@@ -445,20 +478,16 @@ def _file_name(source: Any) -> str:
 
 
 def _read_member(package: Path, name: str) -> bytes:
-    if package.is_dir():
-        return (package / name).read_bytes()
-    if package.suffix.lower() in (".yaml", ".yml"):
-        return (package.parent / name).read_bytes()
-    with zipfile.ZipFile(package) as z:
-        try:
+    missing = CheckpointError(f"{package}: the description names {name} but the package lacks it.")
+    try:
+        if package.is_dir():
+            return (package / name).read_bytes()
+        if package.suffix.lower() in (".yaml", ".yml"):
+            return (package.parent / name).read_bytes()
+        with zipfile.ZipFile(package) as z:
             return z.read(name)
-        except KeyError:
-            raise CheckpointError(f"{package}: the description names {name} but the package lacks it.") from None
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "livedenoise" / "bioimageio"
+    except (KeyError, FileNotFoundError):
+        raise missing from None
 
 
 __all__ = ["CHECKPOINT_ATTACHMENT", "RawToDenoised", "checkpoint_from_bioimageio", "export_bioimageio",

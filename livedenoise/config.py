@@ -93,6 +93,12 @@ class SessionSettings(_Strict):
     live: LiveConfig = Field(default_factory=LiveConfig)
 
 
+def cache_dir() -> Path:
+    """The user's cache folder (rendered training banks, models taken out of bioimage.io packages): never inside
+    the data or the checkout. ``$XDG_CACHE_HOME/livedenoise``, else ``~/.cache/livedenoise``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "livedenoise"
+
+
 def settings_dir() -> Path:
     """Where ``session.toml`` is looked for: ``$LIVEDENOISE_CONFIG_DIR``; else this checkout's ``config/``; else the
     copy an installed wheel holds beside the package (``simulators/presets``, found as a folder, not imported)."""

@@ -13,9 +13,15 @@ def model_file(spec: str | Path) -> Path:
     """The ``.safetensors`` file behind a path: the path itself, or the checkpoint inside a bioimage.io package
     (``.zip``, folder or ``rdf.yaml``; unpacked once into the cache, verified by its sha256)."""
     from livedenoise.bioimageio import checkpoint_from_bioimageio, is_bioimageio_package
+    from livedenoise.errors import CheckpointError
 
     path = Path(spec)
-    return checkpoint_from_bioimageio(path) if is_bioimageio_package(path) else path
+    if is_bioimageio_package(path):
+        return checkpoint_from_bioimageio(path)
+    if path.suffix.lower() == ".zip" and path.is_file():
+        raise CheckpointError(f"{path}: a .zip that is not a BioImage Model Zoo package (no rdf.yaml in it, or not a "
+                              "readable zip); expected a package from `livedenoise export` or a .safetensors checkpoint.")
+    return path
 
 
 def load_model_spec(spec: str | Path, device: str = "cpu") -> Checkpoint:

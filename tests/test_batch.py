@@ -726,8 +726,13 @@ def test_precision_reaches_every_block_is_recorded_and_kept_on_resume(tmp_path, 
     assert manifest["plan"]["denoiser"]["precision"] == "bf16"
     assert read_provenance(out / "a.ome.tif")["precision"] == "bf16"
     (out / batch.STATE_DIR / "a.json").write_text(json.dumps({**manifest, "state": "running"}))
-    with pytest.raises(LivedenoiseError, match="used --precision bf16, this one asks for auto"):
+    with pytest.raises(LivedenoiseError, match="used --precision bf16, this one asks for fp32"):  # auto, on a CPU
         run([tmp_path / "a.ome.tif"], out, ckpt, resume=True)
+    # a job started before precisions were recorded ran "auto": it resumes with the default
+    old = {**manifest, "plan": {**manifest["plan"], "denoiser": {
+        k: v for k, v in manifest["plan"]["denoiser"].items() if k != "precision"}}}
+    (out / batch.STATE_DIR / "a.json").write_text(json.dumps(old))
+    assert run([tmp_path / "a.ome.tif"], out, ckpt, resume=True).items[0].status == "already complete"
     with pytest.raises(ConfigError, match="Precision 'int8' is unknown"):
         run([tmp_path / "a.ome.tif"], tmp_path / "o3", ckpt, precision="int8")
     with pytest.raises(SystemExit):

@@ -99,6 +99,13 @@ def test_a_stored_noise_model_needs_no_sample_and_export_refuses_what_it_cannot_
     assert load_bioimageio(out).normalizer == fast.normalizer  # kept, not refitted
     with pytest.raises(ConfigError, match="exists"):
         export_bioimageio(fast, out, noise_model="stored")
+    with pytest.raises(ConfigError, match=r"not allowed by bioimage.io.*not '\.'"):
+        export_bioimageio(fast, tmp_path / "named.zip", noise_model="stored", name="cells v1.2")
+    fast.name = "my.model/v2"  # a checkpoint name bioimage.io would refuse becomes an allowed title
+    from bioimageio.spec import load_description
+
+    assert load_description(export_bioimageio(fast, tmp_path / "titled.zip", noise_model="stored")).name == \
+        "livedenoise my-model-v2"
     with pytest.raises(ConfigError, match=r"\.zip"):
         export_bioimageio("fast", tmp_path / "model.safetensors", sample=scene[0])
     with pytest.raises(ConfigError, match="--sample"):
@@ -112,7 +119,7 @@ def test_a_stored_noise_model_needs_no_sample_and_export_refuses_what_it_cannot_
     maps = fast.normalizer.copy(pixel_offset=np.zeros((8, 8)), pixel_gain=np.ones((8, 8)))
     with pytest.raises(ConfigError, match="per-pixel"):
         RawToDenoised(fast.model, maps)
-    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".livedenoise-bmz-*"))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["stored.zip", "titled.zip"]  # nothing left behind
 
 
 def test_foreign_or_tampered_packages_are_refused_in_one_sentence(package, tmp_path):
@@ -128,17 +135,21 @@ def test_foreign_or_tampered_packages_are_refused_in_one_sentence(package, tmp_p
             if n != CHECKPOINT_ATTACHMENT:
                 z.writestr(n, yaml.safe_dump(rdf) if n == "rdf.yaml" else data)
     with pytest.raises(CheckpointError, match="not exported by livedenoise"):
-        checkpoint_from_bioimageio(foreign, cache_dir=tmp_path / "cache")
+        checkpoint_from_bioimageio(foreign, cache_folder=tmp_path / "cache")
     # a changed checkpoint: its sha256 no longer matches the description
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(tampered, "w") as z:
         for n, data in files.items():
             z.writestr(n, data + b"\0" if n == CHECKPOINT_ATTACHMENT else data)
     with pytest.raises(CheckpointError, match="sha256"):
-        checkpoint_from_bioimageio(tampered, cache_dir=tmp_path / "cache")
+        checkpoint_from_bioimageio(tampered, cache_folder=tmp_path / "cache")
     broken = tmp_path / "broken.zip"
     broken.write_bytes(b"PK\x03\x04 not a zip")
     assert not is_bioimageio_package(broken)
+    from livedenoise.modelspec import load_model_spec
+
+    with pytest.raises(CheckpointError, match="not a BioImage Model Zoo package"):
+        load_model_spec(broken)  # what --model broken.zip gets: one sentence, not a safetensors parse error
 
 
 def test_saturated_pixels_pass_through_the_exported_graph():

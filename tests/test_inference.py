@@ -265,7 +265,8 @@ def test_bf16_on_cpu_is_close_to_fp32() -> None:
 
 def test_bf16_on_cpu_runs_bf16_weights_but_the_first_block_and_the_residual_sum_stay_fp32() -> None:
     """The fast path really runs (bf16 weights, not fp32 under autocast), and it keeps the precision-critical parts."""
-    den = Denoiser(_unet(), NORM, device="cpu", precision="bfloat16")
+    given = _unet()
+    den = Denoiser(given, NORM, device="cpu", precision="bfloat16")
     net = den.model
     assert net.encoders[0][0].weight.dtype == torch.float32  # reads the frame itself
     assert net.encoders[1][0].weight.dtype == torch.bfloat16 and net.head.weight.dtype == torch.bfloat16
@@ -276,8 +277,14 @@ def test_bf16_on_cpu_runs_bf16_weights_but_the_first_block_and_the_residual_sum_
         y = net(x)
     assert seen["head_in"].dtype == torch.bfloat16 and y.dtype == torch.float32
     torch.testing.assert_close(y, x + seen["head_out"].float(), rtol=0, atol=1e-5)  # the sum is fp32
-    # the caller's model is untouched (the Denoiser casts its own copy)
-    assert _unet().head.weight.dtype == torch.float32
+    # the caller's model is untouched (the Denoiser casts its own copy) ...
+    assert given.head.weight.dtype == torch.float32
+    # ... and a model taken from a bf16 Denoiser runs in fp32 again where fp32 is asked for
+    again = Denoiser((net, NORM), device="cpu", precision="fp32")
+    assert again.model.head.weight.dtype == torch.float32 and again.precision == "fp32"
+    frame = _frames((32, 32))
+    np.testing.assert_allclose(again.denoise(frame), Denoiser(given, NORM, device="cpu").denoise(frame),
+                               atol=0.05 * float(np.ptp(frame)))
 
 
 def test_bf16_with_the_shipped_backbones_costs_little_quality() -> None:

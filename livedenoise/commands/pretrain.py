@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from livedenoise.config import cache_dir
 from livedenoise.commands._argtypes import int_range, positive_number, positive_seconds
 
 HELP = """\
@@ -27,13 +29,6 @@ Long runs: the current weights are written to -o every --checkpoint-every second
 """
 
 
-def default_cache_dir() -> Path:
-    """The user's cache folder for rendered training banks (never inside the data or the checkout)."""
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "livedenoise"
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain a backbone on simulated or your own noisy/clean pairs",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bank, with fresh camera noise per batch (livedenoise.training.realbank)")
     p.add_argument("--structure-weight", type=positive_number(upper=1.0), default=0.5,
                    help="share of batches drawn from --structures (default 0.5)")
-    p.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+    p.add_argument("--cache-dir", type=Path, default=cache_dir(),
                    help="where the rendered clean bank is cached (default $XDG_CACHE_HOME/livedenoise or ~/.cache/livedenoise)")
     p.add_argument("--checkpoint-every", type=positive_seconds, default=300.0,
                    help="write the current weights to -o every this many seconds (default 300)")
