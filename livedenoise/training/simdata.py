@@ -9,7 +9,7 @@ carries the exact normaliser of its camera (offset, gain, read noise) in the bac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from simulators.camera import SCMOSCamera
 from simulators.config import SampleConfig, load_camera_preset
 from simulators.sample import Sample
 from simulators.structures import KINDS, render_field
+
+if TYPE_CHECKING:  # for the annotation only: structure_bank imports it when called
+    from livedenoise.training.synthetic import CleanBank
 
 #: Network units: GAT (noise std 1) divided by this, so 1000-photon peaks sit near 6 and noise at 0.1.
 BACKBONE_SCALE = 10.0
