@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,6 +52,11 @@ class TrainingConfig(_Strict):
     seed: int = 0
 
 
+#: The network's arithmetic: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16, fp16 (see ``inference.Denoiser``).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
 class LiveConfig(_Strict):
     """A live session: how to calibrate, which backbone to start from, how long to fine-tune."""
 
@@ -75,7 +80,7 @@ class LiveConfig(_Strict):
     interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
     position_spacing_um: float = Field(60.0, gt=0, description="distance between calibration positions")
     save_denoised: bool = True
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         "auto",
         description=("network arithmetic: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with native "
                      "bfloat16 1.7-1.9x faster per frame at a small measured quality cost; see the README) or fp16"))

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from livedenoise.checkpoint import Checkpoint
+from livedenoise.config import PRECISIONS
 from livedenoise.modelspec import load_model_spec
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
@@ -64,7 +65,6 @@ CPU_ACTIVATION_BYTES = 2 * 1024**3
 #: Largest tile side chosen automatically.
 MAX_AUTO_TILE = {"cpu": 8192, "cuda": 4096, "mps": 2048}
 DEFAULT_WINDOW = 5
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Self-ensemble sizes: 1 (off), 2 (identity + horizontal flip), 4 (the rotations), 8 (rotations x flip).
 ENSEMBLES = (1, 2, 4, 8)
 

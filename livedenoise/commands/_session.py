@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 from pathlib import Path
 
 from livedenoise.commands.settings import Settings, load_settings
-from livedenoise.config import describe_validation_error
+from livedenoise.config import PRECISIONS, describe_validation_error
 from livedenoise.errors import ConfigError, LivedenoiseError
 
 
@@ -25,7 +25,7 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", help="simulated field of view WxH, e.g. 256x256")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 is "
                         "1.7-1.9x faster on CPUs with native bfloat16, at a small measured quality cost")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/session"), help="folder for raw, denoised and the model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from livedenoise.commands._argtypes import int_range, positive_seconds
+from livedenoise.config import PRECISIONS
 
 HELP = """\
 Denoise datasets you already saved, chunk by chunk (any size, bounded memory), into OUTDIR.
@@ -70,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
                    help="average the network over N flips/rotations of each frame (1, 2, 4, 8; default 1): "
                         "better quality (about +0.2 dB at 8 on the dev pairs) at N times the compute")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="network arithmetic: auto (default: fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with "
                         "native bfloat16 1.7-1.9x faster, at a small measured quality cost; see the README) or fp16")
     p.add_argument("--frames-averaged", type=int_range(1, 1_000_000), default=1, metavar="N",

@@ -121,15 +121,6 @@ def _conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
     )
 
 
-def _as_weights(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """``x`` in the dtype of ``module``'s weights (stages may differ: see ``UNet2D.to_reduced_precision``); left
-    alone under autocast, which chooses the dtypes itself."""
-    weight = next(module.parameters(), None)
-    if weight is None or weight.dtype == x.dtype or torch.is_autocast_enabled(x.device.type):
-        return x
-    return x.to(weight.dtype)
-
-
 class UNet2D(nn.Module):
     """2-D U-Net, input ``[B, C, H, W]`` of any ``H, W`` -> ``[B, out_channels, H, W]``."""
 
@@ -181,8 +172,9 @@ class UNet2D(nn.Module):
         Why not all of them: the first block reads the frame itself, and rounding the frame to bf16's 8
         significant bits costs the most accuracy (in a probe on 256² crops of the dev pairs, the rms
         difference from fp32 was 7e-3 of the output range with it in bf16 and 3e-3 with it in fp32); at one
-        input channel it is also among the cheapest convolutions (the same probe: no measurable time). Each
-        stage casts its input to its own weights' dtype, and the residual sum stays in the input's dtype.
+        input channel it is also among the cheapest convolutions (the same probe: no measurable time).
+        ``forward`` casts the first block's output once to the dtype of the rest (read from the weights, so
+        ``.float()`` undoes all of this), and the residual sum stays in the input's dtype.
         ``benchmarks/bench_precision.py`` measures the result against fp32.
         """
         self.to(dtype)
@@ -230,14 +222,16 @@ class UNet2D(nn.Module):
         skips = []
         y = padded
         for i, enc in enumerate(self.encoders):
-            y = enc(_as_weights(y, enc))
+            y = enc(y)
+            if i == 0 and y.dtype != self.head.weight.dtype and not torch.is_autocast_enabled(y.device.type):
+                y = y.to(self.head.weight.dtype)  # a reduced-precision network's one switch (its first block is fp32)
             if i < self.levels - 1:
                 skips.append(y)
-                y = self.downs[i](_as_weights(y, self.downs[i]))
+                y = self.downs[i](y)
         for up, dec in zip(self.ups, self.decoders):
-            y = up(_as_weights(y, up))
-            y = dec(_as_weights(torch.cat([y, skips.pop().to(y.dtype)], dim=1), dec))
-        y = self.head(_as_weights(y, self.head)).to(padded.dtype)
+            y = up(y)
+            y = dec(torch.cat([y, skips.pop()], dim=1))
+        y = self.head(y).to(padded.dtype)
         if self.residual:
             y = y + padded  # in the input's precision: a bf16 sum would round every output pixel to ~0.4 %
         return y[..., :h, :w]
