@@ -15,10 +15,11 @@ denoised, in this order of trust:
    *other* frames, each bin placed at the average of the pair's own mean (both independent of the
    selection, so no regression dilution); with only two frames, by the mean of the pixel's eight
    neighbours in both frames (again independent of the pixel's own noise).
-3. **The single image** (:func:`estimate_single_image`): second differences binned by local mean,
-   with pixels on strong structure set aside and a fit that trusts the lower envelope of the binned
-   variances (structure only ever *adds* variance), so sharp filaments at high counts no longer
-   inflate the slope.
+3. **The single image** (:func:`single_image_fit`): second differences binned by local mean,
+   with pixels on strong structure set aside (structure only ever *adds* variance), so sharp
+   filaments at high counts no longer inflate the slope; the mean square of each bin, so sparse
+   photon spikes (PMT, EMCCD) count as the noise they are; and the pixel variance restored where
+   a point-scanning detector correlates neighbours along the scan line.
 
 Two properties of the data are then checked against the backbone (:func:`fit_noise_model`):
 
@@ -77,6 +78,8 @@ class NoiseFit:
     warnings: list[str] = field(default_factory=list)
     correlation_ratio: float = math.nan  # noise_correlation_ratio of the stabilised frames (1.0: independent pixels)
     correlation_factor: float = 1.0  # variance multiplier applied for spatially correlated noise (1: none)
+    scan_axis: str | None = None  # axis along which neighbours share noise (point-scanning detectors), single-image fits
+    scan_correlation: float = 0.0  # the neighbour correlation of the noise along ``scan_axis``
 
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, "frames": self.frames, "var_model_adu": {"a": self.a_adu, "b": self.b_adu},
@@ -84,7 +87,9 @@ class NoiseFit:
                "in_range": self.in_range, "averaged": self.averaged, "normalizer": self.normalizer.to_dict(),
                "pixel_maps": self.normalizer.has_pixel_maps, "warnings": list(self.warnings),
                "noise_correlation_ratio": None if not math.isfinite(self.correlation_ratio) else self.correlation_ratio,
-               "correlated_noise_factor": self.correlation_factor}
+               "correlated_noise_factor": self.correlation_factor,
+               "scan_line_correlation": ({"axis": self.scan_axis, "correlation": self.scan_correlation}
+                                         if self.scan_axis else None)}
         if self.calibration:
             out["calibration"] = self.calibration
         return out
@@ -201,35 +206,85 @@ def _clip_levels(frames: Sequence[np.ndarray], saturation: float | None) -> tupl
     return low, high
 
 
-def _valid_windows(f: np.ndarray, low: float | None, high: float | None) -> np.ndarray | None:
-    """Mask on the (H-2, W-2) residual grid of 3x3 windows touching no clipped pixel."""
+def _clipped_pixels(f: np.ndarray, low: float | None, high: float | None) -> np.ndarray | None:
+    """Mask of the pixels of ``f`` at or beyond a clipped level, or None when nothing is clipped."""
     bad = np.zeros(f.shape, bool)
     if low is not None:
         bad |= f <= low
     if high is not None:
         bad |= f >= high
-    if not bad.any():
+    return bad if bad.any() else None
+
+
+def _valid_windows(bad: np.ndarray | None, size: int = 3) -> np.ndarray | None:
+    """Mask on the (H-2, W-2) residual grid of ``size`` x ``size`` windows touching no ``bad`` (clipped) pixel."""
+    from scipy.ndimage import maximum_filter
+
+    if bad is None or not bad.any():
         return None
-    s = bad[:-2] | bad[1:-1] | bad[2:]
-    return ~(s[:, :-2] | s[:, 1:-1] | s[:, 2:])
+    return ~maximum_filter(bad, size=size, mode="nearest")[1:-1, 1:-1]
 
 
-def estimate_single_image(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
-                          n_bins: int = 24, min_per_bin: int = 300) -> tuple[float, float]:
-    """``(a, b)`` with ``var(x) = a*E[x] + b`` from single images (pooled), robust to sharp structure.
+#: Residual-to-right-neighbour correlation of the second difference ``[1,-2,1] x [1,-2,1]`` for pixel-independent
+#: noise: the kernel's own autocorrelation at lag 1, ``6 * (-4) / 36``.
+_WHITE_LAG1 = -2.0 / 3.0
+#: The lag-1 correlations of the residual along x and along y differ by more than this on scanned images
+#: (measured: 0.106 and 0.113 on the gigadb confocal renders) and by at most 0.024 elsewhere (every other dev pair;
+#: simulated cameras at 20-20,000 e-, sharp filaments and puncta, sparse-photon detectors).
+SCAN_ANISOTROPY = 0.05
+#: Largest pixel-variance factor the scan correction applies (neighbour correlation 0.375).
+MAX_SCAN_FACTOR = 2.0
+
+
+@dataclass
+class SingleImageFit:
+    """:func:`single_image_fit`'s result: the pixel-scale noise model and the scan-line correlation found."""
+
+    a: float
+    b: float
+    scan_axis: str | None = None  # "x" or "y": the axis along which neighbouring pixels share noise
+    scan_correlation: float = 0.0  # the lag-1 correlation of the noise along that axis
+    scan_factor: float = 1.0  # pixel variance / what second differences measured (applied to a and b)
+    pooled: float = math.nan  # the variance over every level at once (the same pixels, the same scan factor)
+
+
+def single_image_fit(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
+                     n_bins: int = 24, min_per_bin: int = 300,
+                     clipped: Sequence[np.ndarray | None] | None = None) -> SingleImageFit:
+    """The noise model of single images (pooled), robust to sharp structure, sparse photons and scan-line correlation.
 
     Second differences (which cancel locally bilinear signal) binned by a 7x7 local mean; windows
     touching clipped or saturated pixels are ignored; in each bin the half of the pixels with the
     strongest local structure (the largest smoothed residual energy of their neighbourhood, on a
-    scale that leaves the pixel's own noise out) is set aside; the line is fitted to the lower
-    envelope of the binned variances.
+    scale that leaves the pixel's own noise out) is set aside.
+
+    Each bin's variance is the mean square of its residuals (without the largest 0.02 %), not a clipped
+    robust estimate: a detector that counts sparse photons with a large gain (a confocal's PMT, an EMCCD)
+    gives a residual that is mostly read noise with rare large spikes, and clipping at a few robust sigmas
+    removes the spikes -- the photon noise itself (measured on gigadb actin_confocal: 0.4-1 vs 6-35 ADU^2
+    in its dim bins; simulated PMT at 5-20 photons: slope 0.61-0.81x the truth, 0.93-1.16x with the mean
+    square).
+
+    A point-scanning microscope's detector bandwidth makes neighbours *along the scan line* share noise.
+    Second differences then see less than the pixel variance (``1 - 4/3 rho`` of it). The residual's
+    lag-1 correlation along each axis tells: ``-2/3`` for independent noise whatever the level; structure
+    shifts both axes alike; a scan shifts one. When they differ by more than :data:`SCAN_ANISOTROPY`, the
+    correlation along the scan axis is solved from the residual's (the other axis taken as independent)
+    and ``a`` and ``b`` are divided by ``1 - 4/3 rho``: the pixel variance, which temporal differences measure
+    directly.
+
+    ``clipped``: one mask per frame of the pixels clipped in the camera's data, for frames already transformed
+    (stabilised frames, whose own lowest level may be the transform's floor, not a clipping); by default the
+    clipped levels are found in the frames themselves.
     """
     from scipy.ndimage import uniform_filter
 
     data = _frames(frames, "image for noise estimation")
-    low, high = _clip_levels(data, saturation)
-    rs, ms, ss = [], [], []
-    for f in data:
+    low, high = _clip_levels(data, saturation) if clipped is None else (None, None)
+    if clipped is not None and len(clipped) != len(data):
+        raise ValueError(f"{len(clipped)} clipping masks for {len(data)} frames")
+    rs, ms, ss, lag_x, lag_y = [], [], [], [], []
+    for i, f in enumerate(data):
         if min(f.shape[-2:]) < 9:
             raise InputDataError(f"An image for noise estimation has shape {f.shape}; expected at least 9x9 pixels.")
         f64 = f.astype(np.float64, copy=False)
@@ -240,12 +295,22 @@ def estimate_single_image(frames: Sequence[np.ndarray] | np.ndarray, *, saturati
         big = uniform_filter(e, size=9, mode="reflect") * 81.0
         core = uniform_filter(e, size=3, mode="reflect") * 9.0
         s = (big - core) / 72.0
-        keep = _valid_windows(f64, low, high)
+        # products with the right and lower neighbours, kept only where a 5x5 window is unclipped: the same
+        # isotropic selection for both axes (a selection on clipping along one axis would fake a correlation)
+        px, py = np.full(r.shape, np.nan), np.full(r.shape, np.nan)
+        px[:, :-1], py[:-1] = r[:, :-1] * r[:, 1:], r[:-1] * r[1:]
+        bad = _clipped_pixels(f64, low, high) if clipped is None else clipped[i]
+        wide = _valid_windows(bad, size=5)
+        if wide is not None:
+            px[~wide], py[~wide] = np.nan, np.nan
+        keep = _valid_windows(bad)
         if keep is not None:
-            r, m, s = r[keep], m[keep], s[keep]
+            r, m, s, px, py = r[keep], m[keep], s[keep], px[keep], py[keep]
         rs.append(r.ravel())
         ms.append(m.ravel())
         ss.append(s.ravel())
+        lag_x.append(px.ravel())
+        lag_y.append(py.ravel())
     r, m, s = np.concatenate(rs), np.concatenate(ms), np.concatenate(ss)
     if r.size == 0:
         raise InputDataError("Every pixel of the image for noise estimation is saturated or clipped; "
@@ -260,7 +325,43 @@ def estimate_single_image(frames: Sequence[np.ndarray] | np.ndarray, *, saturati
         thr = np.median(s[chunk])
         keep_idx.append(chunk[s[chunk] <= thr])
     sel = np.concatenate(keep_idx)
-    return _bin_fit(r[sel], m[sel], n_bins=n_bins, min_per_bin=min_per_bin, envelope=False)
+    a, b = _bin_fit(r[sel], m[sel], n_bins=n_bins, min_per_bin=min_per_bin, envelope=False, variance=_mean_square)
+    fit = SingleImageFit(a, b, pooled=_mean_square(r[sel]))
+    rho, axis = _scan_correlation(r[sel], np.concatenate(lag_x)[sel], np.concatenate(lag_y)[sel])
+    if axis is not None:
+        fit.scan_axis, fit.scan_correlation = axis, rho
+        fit.scan_factor = min(1.0 / (1.0 - 4.0 * rho / 3.0), MAX_SCAN_FACTOR)
+        fit.a, fit.b, fit.pooled = a * fit.scan_factor, b * fit.scan_factor, fit.pooled * fit.scan_factor
+    return fit
+
+
+def _scan_correlation(r: np.ndarray, lag_x: np.ndarray, lag_y: np.ndarray) -> tuple[float, str | None]:
+    """(noise correlation between neighbours along the scan axis, "x" or "y"), or (0, None) without a scan.
+
+    ``lag_x``/``lag_y``: each residual times its right/lower neighbour's (NaN where not measured).
+    """
+    corr = {}
+    for axis, prod in (("x", lag_x), ("y", lag_y)):
+        ok = np.isfinite(prod)
+        if ok.sum() < 2000:
+            return 0.0, None
+        corr[axis] = float(np.sum(prod[ok]) / max(np.sum(r[ok] ** 2), 1e-300))
+    scan, other = ("x", "y") if corr["x"] > corr["y"] else ("y", "x")
+    excess = corr[scan] - corr[other]
+    if excess <= SCAN_ANISOTROPY:
+        return 0.0, None
+    c = _WHITE_LAG1 + excess  # the other axis read as independent noise
+    # residual lag-1 correlation for noise with neighbour correlation rho along one axis:
+    # c = (-24 + 42 rho) / (36 - 48 rho)  =>  rho = (36 c + 24) / (42 + 48 c)
+    rho = (36.0 * c + 24.0) / (42.0 + 48.0 * c)
+    return float(min(max(rho, 0.0), 0.375)), scan
+
+
+def estimate_single_image(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
+                          n_bins: int = 24, min_per_bin: int = 300) -> tuple[float, float]:
+    """``(a, b)`` with ``var(x) = a*E[x] + b`` (the pixel variance) from single images: :func:`single_image_fit`."""
+    fit = single_image_fit(frames, saturation=saturation, n_bins=n_bins, min_per_bin=min_per_bin)
+    return fit.a, fit.b
 
 
 def estimate_temporal(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: float | None = None,
@@ -301,11 +402,23 @@ def estimate_temporal(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: 
                     level=np.concatenate(cs), variance=_mean_square)
 
 
-def stabilised_noise(stabilised: np.ndarray) -> float:
-    """Noise standard deviation of a frame already in stabilised units (1 when the noise model is right)."""
+def stabilised_noise(stabilised: np.ndarray, *, clipped: np.ndarray | None = None, max_side: int = 1024) -> float:
+    """Noise standard deviation of a frame already in stabilised units (1 when the noise model is right).
+
+    Measured the way :func:`single_image_fit` measures the raw frames (mean square of calm second differences,
+    windows touching ``clipped`` pixels -- the raw frame's clipped ones -- left out, the pixel variance restored
+    along a scan line), pooled over all levels, on at most the central ``max_side``² window (cost). NaN when
+    nothing can be measured.
+    """
     t = np.asarray(stabilised, np.float64)
-    r, _ = _highpass_and_local_mean(t)
-    return float(math.sqrt(max(_robust_variance(r.ravel()), 0.0)))
+    h, w = t.shape[-2:]
+    y0, x0 = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
+    window = (Ellipsis, slice(y0, y0 + max_side), slice(x0, x0 + max_side))
+    try:
+        fit = single_image_fit([t[window]], clipped=[None if clipped is None else np.asarray(clipped, bool)[window]])
+    except InputDataError:
+        return math.nan
+    return float(math.sqrt(max(fit.pooled, 0.0)))
 
 
 def _frames(frames: Sequence[np.ndarray] | np.ndarray, what: str) -> list[np.ndarray]:
@@ -377,12 +490,19 @@ def fit_noise_model(
             a_adu, b_adu = estimate_temporal(data, saturation=saturation)
             method = "temporal differences"
         else:
-            a_adu, b_adu = estimate_single_image(data, saturation=saturation)
+            single = single_image_fit(data, saturation=saturation)
+            a_adu, b_adu = single.a, single.b
             method = "single image"
+            if single.scan_axis:
+                warnings.append(f"neighbouring pixels along {single.scan_axis} share noise (correlation "
+                                f"{single.scan_correlation:.2f}; a point-scanning detector's bandwidth): the noise model "
+                                f"uses the pixel variance, {single.scan_factor:.2f}x what pixel differences show")
         norm = Normalizer(offset=0.0, gain=a_adu, noise_a=1.0, noise_b=b_adu / a_adu**2, vst=vst, saturation=saturation)
     sample = np.concatenate([_subsample(f.ravel(), 2_000_000 // len(data) + 1) for f in data]).astype(np.float64)
     fit = NoiseFit(norm, method, len(data), float(a_adu), float(b_adu), averaged=averaged, calibration=cal_name,
                    warnings=warnings)
+    if method == "single image" and single.scan_axis:
+        fit.scan_axis, fit.scan_correlation = single.scan_axis, single.scan_correlation
     if norm.vst:
         stabilised = [norm.to_stabilised(f) for f in data[:4]]
         fit.correlation_ratio = noise_correlation_ratio(stabilised)
@@ -447,6 +567,9 @@ def noise_correlation_ratio(stabilised: Sequence[np.ndarray]) -> float:
     mean; binning divides independent noise's standard deviation by 2, so ``2 * sigma_binned / sigma`` is
     1 for camera noise and grows when neighbouring pixels share noise (a filter, demosaicing, resampling).
     The diagonal band holds little structure at either scale, which keeps the ratio near 1 on real images.
+    Blocks touching clipped pixels are left out at both scales: a render clipped at 0 has zero-valued Haar
+    bands over its clipped background, which would drive the fine level (a median) to 0 and the ratio to
+    infinity (gigadb mito_confocal, 78 % of its pixels at 0: inf, 1.31 without them).
     Median over the frames given (in variance-stabilised units, where the noise level is uniform).
     """
     ratios = []
@@ -456,8 +579,11 @@ def noise_correlation_ratio(stabilised: Sequence[np.ndarray]) -> float:
         if h < 16 or w < 16:
             continue
         z = z[..., :h, :w]
-        binned = 0.25 * (z[..., 0::2, 0::2] + z[..., 1::2, 0::2] + z[..., 0::2, 1::2] + z[..., 1::2, 1::2])
-        fine, coarse = _haar_diagonal_sigma(z), _haar_diagonal_sigma(binned)
+        valid = unclipped_mask(z)
+        binned, valid_binned = _bin_with_mask(z, valid, 2)
+        fine, coarse = _haar_diagonal_sigma(z, valid), _haar_diagonal_sigma(binned, valid_binned)
+        if math.isnan(fine) or math.isnan(coarse):  # too few unclipped blocks to tell
+            continue
         if fine > 0:
             ratios.append(2.0 * coarse / fine)
         elif coarse > 0:  # no noise left at the pixel scale at all: smoothed frames
@@ -467,14 +593,37 @@ def noise_correlation_ratio(stabilised: Sequence[np.ndarray]) -> float:
 
 def equal_power_factor(stabilised: Sequence[np.ndarray]) -> float:
     """``16 * sigma_4x4**2 / sigma_pixel**2`` from the robust diagonal-band noise levels of the frames and of their
-    4x4 means (1 for independent noise); median over frames, capped at 256."""
+    4x4 means (1 for independent noise); median over frames, capped at 256. Clipped blocks are left out."""
     factors = []
     for z in stabilised:
         z = np.asarray(z, np.float64)
-        fine, coarse = _haar_diagonal_sigma(_even_size(z)), _haar_diagonal_sigma(_even_size(bin4(z)))
+        valid = unclipped_mask(z)
+        binned, valid_binned = _bin_with_mask(z, valid, 4)
+        fine, coarse = _haar_diagonal_sigma(z, valid), _haar_diagonal_sigma(binned, valid_binned)
         if fine > 0 and coarse > 0:
             factors.append(16.0 * coarse**2 / fine**2)
     return float(np.clip(np.median(factors), 1.0, 256.0)) if factors else 1.0
+
+
+def unclipped_mask(z: np.ndarray) -> np.ndarray | None:
+    """Mask of the pixels of ``z`` (any monotonic transform of the frame) not at a clipped level, or None."""
+    low, high = _clip_levels([z], None)
+    if low is None and high is None:
+        return None
+    valid = np.ones(z.shape, bool)
+    if low is not None:
+        valid &= z > low
+    if high is not None:
+        valid &= z < high
+    return valid
+
+
+def _bin_with_mask(z: np.ndarray, valid: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean of ``k``x``k`` blocks of ``z`` (cropped to a multiple of ``k``), and which blocks are wholly valid."""
+    h, w = (z.shape[-2] // k) * k, (z.shape[-1] // k) * k
+    shape = (*z.shape[:-2], h // k, k, w // k, k)
+    binned = z[..., :h, :w].reshape(shape).mean(axis=(-3, -1))
+    return binned, None if valid is None else valid[..., :h, :w].reshape(shape).all(axis=(-3, -1))
 
 
 def _even_size(z: np.ndarray) -> np.ndarray:
@@ -485,9 +634,7 @@ def _even_size(z: np.ndarray) -> np.ndarray:
 def bin4(frame: np.ndarray) -> np.ndarray:
     """Mean of 4x4 blocks (the frame cropped to a multiple of 4): noise correlated over a few pixels is nearly
     independent at this scale, and its variance is 1/16 of the equal-power independent noise's."""
-    f = np.asarray(frame, np.float64)
-    h, w = (f.shape[-2] // 4) * 4, (f.shape[-1] // 4) * 4
-    return f[..., :h, :w].reshape(*f.shape[:-2], h // 4, 4, w // 4, 4).mean(axis=(-3, -1)).astype(np.float32)
+    return _bin_with_mask(np.asarray(frame, np.float64), None, 4)[0].astype(np.float32)
 
 
 def is_correlated(ratio: float) -> bool:
@@ -495,8 +642,15 @@ def is_correlated(ratio: float) -> bool:
     return not math.isnan(ratio) and ratio > CORRELATED_NOISE_RATIO
 
 
-def _haar_diagonal_sigma(z: np.ndarray) -> float:
+def _haar_diagonal_sigma(z: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Robust noise level (MAD) of the finest Haar diagonal band, over the 2x2 blocks wholly ``valid``."""
+    z = _even_size(z)
     hh = 0.5 * (z[..., 0::2, 0::2] - z[..., 1::2, 0::2] - z[..., 0::2, 1::2] + z[..., 1::2, 1::2])
+    if valid is not None:
+        v = _even_size(valid)
+        hh = hh[v[..., 0::2, 0::2] & v[..., 1::2, 0::2] & v[..., 0::2, 1::2] & v[..., 1::2, 1::2]]
+        if hh.size < 64:
+            return math.nan
     return float(np.median(np.abs(hh)) / 0.6745)
 
 

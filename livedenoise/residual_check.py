@@ -5,7 +5,8 @@ the variance-stabilised domain of the frame's noise model (where the noise has s
 at every level), must look like that noise:
 
 - ``noise_scale``: the noise of the *raw* frame measured in stabilised units, independently of the
-  network (robust second differences, :func:`livedenoise.noise_model.stabilised_noise`). About 1
+  network (second differences, measured as the single-image fit measures them:
+  :func:`livedenoise.noise_model.stabilised_noise`). About 1
   when the noise model is right; far from 1 means the network was told the wrong noise level, and
   its output cannot be trusted whatever it looks like.
 - ``residual_sd``: the standard deviation of the residual. A denoiser removes at most the noise
@@ -126,8 +127,15 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     t_raw = normalizer.to_stabilised(raw)
     t_den = normalizer.to_stabilised(den)
     r = t_raw - t_den
-    noise_scale = stabilised_noise(t_raw)
-    from livedenoise.noise_model import bin4, is_correlated, noise_correlation_ratio
+    from livedenoise.noise_model import bin4, is_correlated, noise_correlation_ratio, unclipped_mask
+
+    # Pixels the *camera data* holds at a clipped level (a render's 0) lost their noise to the clipping, not to the
+    # denoiser (the stabilised frame's own floor is no clipping). They are left out of the noise measurement, and
+    # count as noise in the structure index (their residual energy would follow the image: none in a clipped
+    # background); the bias and spread keep them (leaving them out would select positive noise).
+    unclipped = unclipped_mask(np.asarray(raw))
+    noise_scale = stabilised_noise(t_raw, clipped=None if unclipped is None else ~unclipped)
+    energy_keep = keep if unclipped is None else keep & unclipped
 
     if min(raw.shape) >= 64 and is_correlated(noise_correlation_ratio([t_raw])):
         # correlated noise is modelled by its equal-power level at the 4x4 scale: measure it there
@@ -139,13 +147,13 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     bias = float(np.mean(kept))
     gy, gx = np.gradient(t_den)
     detail = _block_means(gy**2 + gx**2)
-    energy = _block_means(np.where(keep, r**2, 1.0))
+    energy = _block_means(np.where(energy_keep, r**2, 1.0))
     structure = 0.0
     if detail.size >= 16 and np.std(detail) > 0 and np.std(energy) > 0:
         structure = float(np.corrcoef(detail.ravel(), energy.ravel())[0, 1])
     problems = []
     lo, hi = NOISE_SCALE_RANGE
-    if not (lo <= noise_scale <= hi):
+    if math.isfinite(noise_scale) and not (lo <= noise_scale <= hi):
         problems.append(f"the frame's noise is {noise_scale:.2f}x what the noise model predicts (expected "
                         f"{lo}-{hi}x; a camera calibration or --calibration fixes this)")
     if residual_sd > MAX_RESIDUAL_SD:
