@@ -43,6 +43,7 @@ SOURCES: dict[str, str] = {
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
                  "2026-12-03-pairs-quick-lr3e-5/pairs-quick.json"),
+    "noise-fit": ("2026-12-03-noise-fit-before/dev-pairs.json", "2026-12-03-noise-fit-after/dev-pairs.json"),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
@@ -304,6 +305,36 @@ def adapt(sources: list[tuple[dict, str]]) -> str:
     return "\n".join([_table(header, body), "", _sources_line(sources)])
 
 
+def noise_fit(sources: list[tuple[dict, str]]) -> str:
+    """The single-image noise fit before and after a change: the same dev-pairs command at two commits.
+
+    Overall PSNR per method, every pair whose PSNR moved by 0.1 dB or more under any method, and how many
+    results failed the residual check.
+    """
+    (before, _), (after, _) = sources
+    commit = lambda d: (d.get("machine", {}).get("git") or {}).get("commit", "?")[:7]  # noqa: E731
+    key = lambda r: (r["set"], r["pair"], r["method"])  # noqa: E731
+    b_rows, a_rows = {key(r): r for r in before["rows"]}, {key(r): r for r in after["rows"]}
+    if set(b_rows) != set(a_rows):
+        raise TablesError("the before and after noise-fit runs scored different pairs or methods")
+    methods = [o["method"] for o in after["overall"] if o["method"] != "raw"]
+    b_all, a_all = ({o["method"]: o for o in d["overall"]} for d in (before, after))
+    overall = [[m, _num(b_all[m]["psnr"], ".2f"), _num(a_all[m]["psnr"], ".2f"),
+                _num(a_all[m]["psnr"] - b_all[m]["psnr"], "+.2f")] for m in methods]
+    moved = sorted({k[:2] for k in a_rows if abs(a_rows[k]["psnr"] - b_rows[k]["psnr"]) >= 0.1})
+    per_pair = [[f"{s}/{p}"] + [f"{b_rows[(s, p, m)]['psnr']:.2f} → {a_rows[(s, p, m)]['psnr']:.2f}" for m in methods]
+                for s, p in moved]
+    failed = lambda d: sum(any("not consistent with the noise model" in w for w in r.get("warnings") or [])  # noqa: E731
+                           for r in d["rows"])
+    return "\n".join([
+        f"Overall (mean over sets; PSNR dB), before = commit `{commit(before)}`, after = commit `{commit(after)}`:", "",
+        _table(["method", "before", "after", "change"], overall), "",
+        "Pairs whose PSNR moved by 0.1 dB or more (every other pair moved by less):", "",
+        _table(["pair"] + methods, per_pair), "",
+        f"Results failing the residual check: {failed(before)} before, {failed(after)} after.", "",
+        _sources_line(sources)])
+
+
 def _sources_line(sources: list[tuple[dict, str]]) -> str:
     parts = [f"`benchmarks/results/{path}` (`{data.get('command')}`)" for data, path in sources]
     m = sources[0][0].get("machine") or {}
@@ -311,7 +342,7 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
-MULTI = {"pairs-lr": pairs_lr, "adapt": adapt}
+MULTI = {"pairs-lr": pairs_lr, "adapt": adapt, "noise-fit": noise_fit}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

@@ -81,10 +81,11 @@ def pmt_frame(lam: np.ndarray, rng, *, offset: float, pulse: float = 25.0) -> tu
 @pytest.mark.parametrize("peak", [3.0, 8.0])
 def test_single_image_estimate_counts_sparse_photon_spikes_as_noise(structure, peak):
     """A few photons per pixel at 25 ADU each: the residual is read noise plus rare spikes. A clipped robust variance
-    drops the spikes (slope 0.69-0.88x the truth before, over 5 seeds); the mean square keeps them (1.01-1.25x)."""
+    drops the spikes (slope 0.69-0.88x the truth before, over 5 seeds); where the spikes carry most of the variance
+    the mean square is used instead (0.88-1.12x)."""
     x, slope = pmt_frame(structure * peak + 0.05, np.random.default_rng(6), offset=3.0)
     a, _ = estimate_single_image([x])
-    assert 0.92 < a / slope < 1.4, a / slope
+    assert 0.9 < a / slope < 1.3, a / slope
 
 
 def scanned(noise: np.ndarray, alpha: float, axis: int) -> np.ndarray:
