@@ -390,3 +390,18 @@ def test_raising_the_noise_level_of_correlated_noise_lets_the_backbone_remove_it
     monkeypatch.setattr(noise_model, "is_correlated", lambda ratio: False)  # as before the matching
     plain = score(truth, Denoiser(with_normalizer(backbone, [filtered]), device="cpu").denoise(filtered)).psnr
     assert matched > plain + 1.0, (matched, plain)
+
+
+def test_self_supervised_adaptation_is_skipped_on_scan_correlated_frames(structure):
+    """Blind-spot training on frames whose neighbours along the scan line share noise learns the noise (about -1 dB on
+    gigadb actin_confocal); the backbone is kept, with the reason."""
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.training.finetune import finetune
+
+    rng = np.random.default_rng(11)
+    lam = structure * 200 + 20.0
+    noise = rng.normal(0.0, 1.0, lam.shape) * np.sqrt(9.0 * lam + 16.0)
+    frame = (100 + 3 * lam + scanned(noise, 0.3, 1)).astype(np.float32)
+    res = finetune(load_backbone("fast"), [frame], device="cpu", time_budget_s=30)
+    assert res.fit.stopped == "skipped" and res.fit.steps == 0 and not res.adapted
+    assert "share noise" in res.fit.not_adapted_reason()
