@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ndstorage import Dataset
 
-    from livedenoise.acquisition.controller import LiveSession
+    from livedenoise.acquisition.session import LiveSession
     from livedenoise.checkpoint import Checkpoint
     from livedenoise.commands.settings import Settings
     from livedenoise.config import LiveConfig, TrainingConfig

@@ -138,7 +138,7 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
 def bench_acquisition(frames: int, size: int) -> list[dict]:
     """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
     from livedenoise.acquisition.plans import Illumination, LivePlan
-    from livedenoise.acquisition.workers import DenoiseWorker
+    from livedenoise.acquisition.display import DenoiseWorker
     from livedenoise.inference import Denoiser
     from simulators.config import load_microscope_config
     from simulators.core import acquire_with_pycromanager, build_events, pycromanager_backend, start_simulated_core

@@ -5,7 +5,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from livedenoise.acquisition.workers import DenoisedFrame
+from livedenoise.acquisition.display import DenoisedFrame
 from livedenoise.metrics import score
 
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from livedenoise.acquisition.workers import DenoisedFrame
+from livedenoise.acquisition.display import DenoisedFrame
 
 
 def run_with_viewer(job: Callable[[Callable[[DenoisedFrame], None]], Any], *, title: str,

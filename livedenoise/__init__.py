@@ -32,7 +32,7 @@ _LAZY = {
     "LiveConfig": "livedenoise.config",
     "SessionSettings": "livedenoise.config",
     "load_session_settings": "livedenoise.config",
-    "LiveSession": "livedenoise.acquisition.controller",
+    "LiveSession": "livedenoise.acquisition.session",
     "AttachedDenoiser": "livedenoise.attach",
     "PycromanagerDenoiser": "livedenoise.attach",
     "MDADenoiser": "livedenoise.attach",

@@ -1,6 +1,6 @@
 """May an adapted model replace the one on display? Held-out frames, and a full-frame score on them.
 
-Shared by the live session (:mod:`livedenoise.acquisition.controller`) and denoisers attached to the
+Shared by the live session (:mod:`livedenoise.acquisition.session`) and denoisers attached to the
 user's own acquisition (:mod:`livedenoise.attach`): both fine-tune in the background and hot-swap, and
 both must only ever swap in a model that is measurably better on *full frames* the fine-tune never
 trained on. The fit's own masked/patch validation loss is not enough: it has improved in runs whose

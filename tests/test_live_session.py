@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from livedenoise.acquisition.controller import SWAP_MARGIN, LiveSession
+from livedenoise.acquisition.session import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
 from livedenoise.acquisition.status import SessionState
 from livedenoise.checkpoint import Checkpoint
@@ -319,17 +319,17 @@ def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_micr
 
 def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_callback(
         simulated_core, small_microscope_config, tmp_path, monkeypatch):
-    import livedenoise.acquisition.controller as controller
+    import livedenoise.acquisition.session as session_module
 
     in_callback = threading.local()
     fits = []
-    real_fit = controller.fit_noise_model
+    real_fit = session_module.fit_noise_model
 
     def recording_fit(frames, **kwargs):
         fits.append((getattr(in_callback, "active", False), len(frames), kwargs.get("same_field")))
         return real_fit(frames, **kwargs)
 
-    monkeypatch.setattr(controller, "fit_noise_model", recording_fit)
+    monkeypatch.setattr(session_module, "fit_noise_model", recording_fit)
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000)
     session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
                           device="cpu")
@@ -401,7 +401,7 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
     """ENOSPC in the saving thread used to hang the session: it now stops while there is room, raw data closed."""
     import collections
 
-    from livedenoise.acquisition import controller
+    from livedenoise.acquisition import session as session_module
 
     usage = collections.namedtuple("usage", "total used free")
     real = shutil.disk_usage
@@ -412,8 +412,8 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
         free = real(path).free if calls["n"] < 3 else 10 * 1024 * 1024  # 10 MB left from the 3rd check on
         return usage(free * 2, free, free)
 
-    monkeypatch.setattr(controller.shutil, "disk_usage", filling)
-    monkeypatch.setattr(controller, "DISK_CHECK_S", 0.2)
+    monkeypatch.setattr(session_module.shutil, "disk_usage", filling)
+    monkeypatch.setattr(session_module, "DISK_CHECK_S", 0.2)
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
     simulated_core.realtime = True
     session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
@@ -511,3 +511,23 @@ def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the
     assert report.frames_written == report.frames_acquired and not report.errors
     assert session._writer.reused == 0  # the recorder denoised every frame in order, with its own window
     assert_raw_integrity(simulated_core, session)
+
+
+def test_renamed_acquisition_modules_still_import_with_a_warning():
+    """controller.py became session.py and workers.py became display.py + recorder.py: the old paths keep
+    working for a release, each lookup warning with the new path."""
+    import importlib
+
+    from livedenoise.acquisition.display import DenoiseWorker
+    from livedenoise.acquisition.recorder import DenoisedWriter
+
+    controller = importlib.import_module("livedenoise.acquisition.controller")
+    workers = importlib.import_module("livedenoise.acquisition.workers")
+    with pytest.warns(DeprecationWarning, match=r"acquisition\.controller was renamed livedenoise\.acquisition\.session"):
+        assert controller.LiveSession is LiveSession
+    with pytest.warns(DeprecationWarning, match=r"renamed livedenoise\.acquisition\.recorder"):
+        assert workers.DenoisedWriter is DenoisedWriter
+    with pytest.warns(DeprecationWarning, match=r"renamed livedenoise\.acquisition\.display"):
+        assert workers.DenoiseWorker is DenoiseWorker
+    with pytest.raises(AttributeError, match="Nope"):
+        controller.Nope  # noqa: B018

@@ -1,6 +1,6 @@
 """The interface a live session needs from acquisition software (pycromanager or pymmcore-plus).
 
-The controller only speaks this interface, so the same session logic runs on the simulated core, a
+The live session only speaks this interface, so the same session logic runs on the simulated core, a
 pymmcore core with real device adapters, a running Micro-Manager (Java backend), or a pymmcore-plus
 MDA. Frames reach ``on_frame(image, axes)`` from the library's own thread *after* nothing but a
 reference is taken: the raw image is saved by the library exactly as acquired.

@@ -43,3 +43,20 @@ class CalibrationPair:
     low: np.ndarray
     high: np.ndarray
     info: dict = field(default_factory=dict)
+
+
+def assemble_pairs(plan: PairPlan, frames: dict[tuple[int, int, int], np.ndarray]) -> list[CalibrationPair]:
+    """The calibration pairs from the frames of a :class:`PairPlan`, keyed ``(position, reference, repeat)``
+    (reference 0 = the low-SNR frame, 1 = a high-SNR frame; several are averaged).
+
+    Shared by every acquisition backend so that a frame missing from the acquisition is refused the same way
+    everywhere, with the position named, instead of a KeyError or an empty reference."""
+    pairs = []
+    for k, xy in enumerate(plan.positions):
+        low = frames.get((k, 0, 0))
+        refs = [v for (p, r, _), v in sorted(frames.items(), key=lambda item: item[0]) if p == k and r == 1]
+        if low is None or not refs:
+            raise RuntimeError(f"calibration position {k}: frames missing from the acquisition")
+        high = np.mean(np.stack(refs).astype(np.float32), axis=0) if len(refs) > 1 else refs[0]
+        pairs.append(CalibrationPair(k, low, high, {"position_um": xy, "reference_frames": len(refs)}))
+    return pairs

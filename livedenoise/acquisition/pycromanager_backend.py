@@ -19,8 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from livedenoise.acquisition.axes import axes_key
 from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
-from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, assemble_pairs, LivePlan, PairPlan
 from livedenoise.acquisition.pycromanager_python import register_with_pycromanager
 from livedenoise.errors import MicroManagerUnavailable
 
@@ -47,10 +48,6 @@ def connect_micro_manager(timeout_s: float = 3.0) -> Any:
     except Exception:
         raise MicroManagerUnavailable(f"No running Micro-Manager was found on port 4827. {MM_HINT}") from None
     return core
-
-
-def _axes_key(axes: dict) -> tuple:
-    return tuple(sorted((str(k), v) for k, v in axes.items()))
 
 
 class PycromanagerBackend(AcquisitionBackend):
@@ -140,20 +137,14 @@ class PycromanagerBackend(AcquisitionBackend):
         store: dict[tuple, np.ndarray] = {}
 
         def keep(image: np.ndarray, metadata: dict) -> Any:
-            store[_axes_key(metadata.get("Axes", {}))] = np.array(image, copy=True)
+            store[axes_key(metadata.get("Axes", {}))] = np.array(image, copy=True)
             return image, metadata
 
         with self._acquisition(directory, "calibration", keep) as acq:
             acq.acquire(events)
-        pairs = []
-        for k in range(len(plan.positions)):
-            low = store.get(_axes_key({"position": k, "reference": 0, "repeat": 0}))
-            refs = [v for key, v in store.items() if dict(key).get("position") == k and dict(key).get("reference") == 1]
-            if low is None or not refs:
-                raise RuntimeError(f"calibration position {k}: frames missing from the acquisition")
-            high = np.mean(np.stack(refs).astype(np.float32), axis=0) if len(refs) > 1 else refs[0]
-            pairs.append(CalibrationPair(k, low, high, {"position_um": plan.positions[k], "reference_frames": len(refs)}))
-        return pairs
+        frames = {(d.get("position"), d.get("reference"), d.get("repeat")): v
+                  for key, v in store.items() for d in [dict(key)]}
+        return assemble_pairs(plan, frames)
 
     # -- live --------------------------------------------------------------------------------------
     def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,

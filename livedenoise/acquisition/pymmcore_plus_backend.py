@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
-from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
 from livedenoise.errors import MicroManagerUnavailable
 
 log = logging.getLogger("livedenoise")
@@ -174,12 +174,7 @@ class PymmcorePlusBackend(AcquisitionBackend):
         store: dict[tuple[int, int, int], np.ndarray] = {}
         self._run(events, lambda img, idx: store.__setitem__((idx["p"], idx["r"], idx["n"]), np.array(img, copy=True)),
                   output=RawTiffRecorder(directory / "calibration", "calibration"))
-        pairs = []
-        for k in range(len(plan.positions)):
-            refs = [v for (p, r, _), v in sorted(store.items()) if p == k and r == 1]
-            high = np.mean(np.stack(refs).astype(np.float32), axis=0) if len(refs) > 1 else refs[0]
-            pairs.append(CalibrationPair(k, store[(k, 0, 0)], high, {"position_um": plan.positions[k]}))
-        return pairs
+        return assemble_pairs(plan, store)
 
     def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,
                  max_frames: int | None = None) -> LiveRunInfo:

@@ -1,6 +1,6 @@
 """What a live session reports to its user interface: state, speeds, fine-tuning progress, drops.
 
-The controller owns one :class:`SessionStatus` and publishes copies; the viewer and the CLI only read
+The live session owns one :class:`SessionStatus` and publishes copies; the viewer and the CLI only read
 them, so the UI never reaches into the acquisition threads.
 """
 from __future__ import annotations

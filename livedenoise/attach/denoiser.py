@@ -8,9 +8,9 @@ slowing it. :class:`AttachedDenoiser` is the part those integrations share
 
 * ``submit(frame, axes)`` is all the acquisition thread does: a dictionary lookup and two queue puts,
   never model work, never a wait. The raw frame is saved by the acquisition library exactly as acquired.
-* Display: a :class:`~livedenoise.acquisition.workers.DenoiseWorker` denoises the *newest* frame and
+* Display: a :class:`~livedenoise.acquisition.display.DenoiseWorker` denoises the *newest* frame and
   drops stale ones (counted), so a slow model shows the latest frame rather than falling behind.
-* Record (optional): a :class:`~livedenoise.acquisition.workers.DenoisedWriter` denoises *every* frame
+* Record (optional): a :class:`~livedenoise.acquisition.recorder.DenoisedWriter` denoises *every* frame
   in order into an NDTiff dataset with the acquisition's axes, beside the raw data; frames past its
   in-memory bound are re-read from the raw dataset later when the caller can read it back (``read_raw``).
 * Channels: each channel (the ``channel`` axis, by name) has its own model and its own noise fit --
@@ -35,7 +35,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from livedenoise.acquisition.workers import DenoisedFrame, DenoisedWriter, DenoiseWorker
+from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.recorder import DenoisedWriter
 from livedenoise.calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from livedenoise.acquisition.controller import LiveSession
+    from livedenoise.acquisition.session import LiveSession
     from livedenoise.calibration import CameraCalibration
     from livedenoise.modelspec import load_model_spec
     from simulators.core import pycromanager_backend, start_simulated_core, stop_simulated_core

@@ -63,7 +63,7 @@ def make_backend(args: argparse.Namespace, settings):
 
 
 def run(args: argparse.Namespace) -> int:
-    from livedenoise.acquisition.controller import LiveSession
+    from livedenoise.acquisition.session import LiveSession
     from livedenoise.calibration import CameraCalibration
     from livedenoise.commands.demo import print_report
     from livedenoise.modelspec import load_model_spec

@@ -3,7 +3,7 @@
 It validates every ``steps_per_validation`` steps on fixed held-out batches, keeps the best weights,
 stops early after ``patience`` validations without improvement (patience 8, Wang et al.), stops at a
 time budget ("fine-tune for at most N seconds"), and can be cancelled from another thread (the live
-controller runs it in the background). On return the model holds the best weights seen.
+session runs it in the background). On return the model holds the best weights seen.
 
 When the time budget, a cancel or ``max_steps`` ends the loop between two validations, the current
 weights are validated once more: weights are only ever kept at a validation, so without it a short

@@ -1,0 +1,151 @@
+"""Lossless recording of a live session's denoised frames, beside the raw dataset.
+
+Fed from the acquisition's frame hook with calls that never block. :class:`DenoisedWriter` records *every*
+frame: it queues frames up to a bound and, past it, remembers only their axes and re-reads the pixels from
+the raw dataset on disk later, so memory stays bounded and nothing is lost; after the acquisition ends it
+catches up, with progress. (The display, which may drop frames, is :mod:`livedenoise.acquisition.display`.)
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from livedenoise.acquisition.axes import axes_key
+
+log = logging.getLogger("livedenoise")
+
+
+class DenoisedWriter:
+    """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
+
+    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``. Up to ``max_queued`` frames wait in memory; past
+    that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
+    when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
+    the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
+    ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
+    """
+
+    def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path, name: str = "denoised", *,
+                 read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
+                 summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None) -> None:
+        self._denoise = denoise
+        self.directory = Path(directory)
+        self.name = name
+        self._read_raw = read_raw
+        self._max_queued = max_queued
+        self._summary = summary_metadata or {}
+        self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
+        self._queue: deque[tuple[dict, np.ndarray | None]] = deque()
+        self._ready: dict[tuple, np.ndarray] = {}  # frames the display worker already denoised
+        self.reused = 0
+        self._in_memory = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self.written = 0
+        self.submitted = 0
+        self.spilled = 0
+        self.clipped_pixels = 0
+        self.errors: list[str] = []
+        self._dataset = None
+        self.path: Path | None = None
+        self._thread = threading.Thread(target=self._run, name="livedenoise-writer", daemon=True)
+
+    def start(self) -> "DenoisedWriter":
+        self._thread.start()
+        return self
+
+    def submit(self, axes: dict, raw: np.ndarray | None) -> None:
+        """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept."""
+        with self._cond:
+            if raw is not None and self._in_memory < self._max_queued:
+                self._queue.append((dict(axes), raw))
+                self._in_memory += 1
+            else:
+                if self._read_raw is None and raw is not None:
+                    # No way to re-read it later: keep it in memory rather than lose it.
+                    self._queue.append((dict(axes), raw))
+                    self._in_memory += 1
+                else:
+                    self._queue.append((dict(axes), None))
+                    self.spilled += 1
+            self.submitted += 1
+            self._cond.notify()
+
+    def offer_denoised(self, axes: dict, denoised: np.ndarray) -> None:
+        """Hand over a frame the display worker has already denoised, so it is not computed twice."""
+        with self._cond:
+            if len(self._ready) < 4 * self._max_queued:
+                self._ready[axes_key(axes)] = denoised
+
+    @property
+    def backlog(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _open(self, dtype: np.dtype) -> None:
+        from ndstorage import NDTiffDataset
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._dataset = NDTiffDataset(str(self.directory), name=self.name, writable=True,
+                                      summary_metadata={"livedenoise": self._summary})
+        self.path = Path(self._dataset.path) if getattr(self._dataset, "path", None) else self.directory / self.name
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+                axes, raw = self._queue.popleft()
+                if raw is not None:
+                    self._in_memory -= 1
+            with self._cond:
+                out = self._ready.pop(axes_key(axes), None)
+            try:
+                if raw is None:
+                    raw = self._read_raw(axes)  # type: ignore[misc]
+                if out is None:
+                    out = self._denoise(raw, axes)
+                else:
+                    self.reused += 1
+                dtype = raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.dtype(np.uint16)
+                info = np.iinfo(dtype)
+                rounded = np.rint(out)
+                self.clipped_pixels += int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+                image = np.clip(rounded, info.min, info.max).astype(dtype)
+                if self._dataset is None:
+                    self._open(dtype)
+                extra = self._frame_metadata(axes) if self._frame_metadata is not None else {}
+                self._dataset.put_image(axes, image, {"Axes": axes, "livedenoise": {"source": "denoised", **extra}})
+                self.written += 1
+            except Exception as exc:
+                msg = f"frame {axes}: {exc.__class__.__name__}: {exc}"
+                if len(self.errors) < 20:
+                    self.errors.append(msg)
+                log.warning("denoised writer: %s", msg)
+
+    def finish(self, progress: bool = True, timeout: float | None = None) -> int:
+        """Catch up on every queued frame (with a progress bar), close the dataset, return frames written."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        total = self.submitted
+        if progress and self.backlog:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("writing denoised frames", total=total, completed=self.written)
+                while self._thread.is_alive():
+                    bar.update(task, completed=self.written + len(self.errors))
+                    self._thread.join(0.2)
+        self._thread.join(timeout)
+        if self._dataset is not None:
+            self._dataset.finish()
+            self._dataset.close()
+        return self.written
