@@ -13,6 +13,9 @@ import pytest
 import tifffile
 
 from livedenoise import batch
+from livedenoise.batch import block as batch_block
+from livedenoise.batch import execution as batch_execution
+from livedenoise.batch import models as batch_models
 from livedenoise.batch import BlockJob, denoise_dataset, parse_memory, plan_blocks
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
 from livedenoise.io import TiffPlanes, open_dataset, read_provenance
@@ -296,7 +299,7 @@ def test_in_memory_models_work_locally_but_not_on_a_cluster(tmp_path, frames, ck
     assert summary.models[0]["path"] is None and len(summary.models[0]["sha256"]) == 64
     np.testing.assert_allclose(read_ome(tmp_path / "out" / "a.ome.tif"), reference(ckpt, frames[0, 0]),
                                rtol=1e-5, atol=1e-3)
-    monkeypatch.setattr(batch, "_connect", lambda scheduler: (object(), 1, 1, False))  # as if connected to a cluster
+    monkeypatch.setattr(batch_execution, "_connect", lambda scheduler: (object(), 1, 1, False))  # as if connected to a cluster
     with pytest.raises(ConfigError, match="workers load models from a path"):
         denoise_dataset([tmp_path / "a.ome.tif"], tmp_path / "out2", model=(loaded.model, loaded.normalizer),
                         progress=False, scheduler="tcp://cluster:8786")
@@ -616,8 +619,8 @@ def test_block_jobs_are_small_and_carry_no_torch_objects(tmp_path, frames, ckpt)
     data = pickle.dumps(job)
     assert len(data) < 4000 and b"torch" not in data and ref.path == str(ckpt.resolve())
     (tmp_path / "blocks").mkdir()
-    batch._DATASETS.clear()
-    batch._DENOISERS.clear()  # a fresh worker: it opens the file and loads the checkpoint from its path
+    batch_block._DATASETS.clear()
+    batch_models._DENOISERS.clear()  # a fresh worker: it opens the file and loads the checkpoint from its path
     result = batch.process_block(pickle.loads(data))
     assert result.frames == 16
     np.testing.assert_allclose(np.load(tmp_path / "blocks" / "block-0000000.npy")[0], reference(ckpt, frames[0]),
@@ -844,23 +847,23 @@ def test_process_wide_caches_are_bounded(tmp_path, monkeypatch):
     from livedenoise import batch
     from livedenoise.io import SourceSpec
 
-    monkeypatch.setattr(batch, "MAX_OPEN_DATASETS", 2)
-    monkeypatch.setattr(batch, "_DATASETS", type(batch._DATASETS)())
+    monkeypatch.setattr(batch_block, "MAX_OPEN_DATASETS", 2)
+    monkeypatch.setattr(batch_block, "_DATASETS", type(batch_block._DATASETS)())
     specs = []
     for i in range(3):
         path = tmp_path / f"in{i}.tif"
         tifffile.imwrite(path, np.full((8, 8), i, np.uint16))
         specs.append((SourceSpec(str(path), "tiff"), batch.source_stamp(path)))
-    first = batch._dataset_for(*specs[0])
-    batch._dataset_for(*specs[1])
-    assert batch._dataset_for(*specs[0]) is first  # a hit refreshes it
-    batch._dataset_for(*specs[2])
-    assert list(batch._DATASETS) == [(specs[0][0], specs[0][1]), (specs[2][0], specs[2][1])]
-    monkeypatch.setattr(batch, "MAX_LOCAL_MODELS", 2)
-    monkeypatch.setattr(batch, "_LOCAL_MODELS", type(batch._LOCAL_MODELS)())
+    first = batch_block._dataset_for(*specs[0])
+    batch_block._dataset_for(*specs[1])
+    assert batch_block._dataset_for(*specs[0]) is first  # a hit refreshes it
+    batch_block._dataset_for(*specs[2])
+    assert list(batch_block._DATASETS) == [(specs[0][0], specs[0][1]), (specs[2][0], specs[2][1])]
+    monkeypatch.setattr(batch_models, "MAX_LOCAL_MODELS", 2)
+    monkeypatch.setattr(batch_models, "_LOCAL_MODELS", type(batch_models._LOCAL_MODELS)())
     for i in range(3):
-        batch._keep_local_model(f"sha{i}", object())
-    assert list(batch._LOCAL_MODELS) == ["sha1", "sha2"]
+        batch_models._keep_local_model(f"sha{i}", object())
+    assert list(batch_models._LOCAL_MODELS) == ["sha1", "sha2"]
 
 
 def test_ome_zarr_output_has_ngff_axes_scales_and_provenance(tmp_path, frames, ckpt, capsys):
@@ -981,3 +984,34 @@ def test_ome_zarr_input_edge_cases(tmp_path):
     np.testing.assert_array_equal(ds.reader[:2], data[:2])
     with pytest.raises(InputDataError, match=r"cannot read plane \[2\].*incomplete or corrupt"):
         ds.reader[2]
+
+
+def test_batch_options_are_checked_together_and_name_the_option(tmp_path):
+    """BatchOptions refuses contradictions and bad values in one sentence naming the option, before any work; a
+    BatchOptions can be reused across jobs with keywords overriding it."""
+    from livedenoise.batch import BatchOptions
+    from livedenoise.errors import ConfigError, InputDataError
+
+    opts = BatchOptions.build(fmt="zarr", memory_budget="2GB", adapt=("pairs", tmp_path))
+    assert (opts.fmt, opts.memory_budget, opts.adapt, opts.pairs) == ("ome-zarr", 2 * 10**9, "pairs", str(tmp_path))
+    cases = [
+        (dict(resume=True, overwrite=True), ConfigError, "--resume and --overwrite contradict"),
+        (dict(noise_model="stored", frames_averaged=4), ConfigError, "--frames-averaged need --noise-model fit"),
+        (dict(adapt="pairs"), ConfigError, "--adapt pairs needs the folder of pairs"),
+        (dict(per_channel=True), ConfigError, "--per-channel needs --adapt self"),
+        (dict(ensemble=3), ConfigError, "--ensemble 3 is invalid; expected one of 1, 2, 4, 8"),
+        (dict(workers=0), ConfigError, "option 'workers': Input should be greater than or equal to 1 (got 0)"),
+        (dict(frames_averaged=1.5), ConfigError, "--frames-averaged 1.5 is invalid"),
+        (dict(precision="int8"), ConfigError, "Precision 'int8' is unknown"),
+        (dict(axes="YXYX"), InputDataError, "names an axis twice"),
+        (dict(tile=256), ConfigError, "unknown option 'tile'"),
+    ]
+    for kwargs, error, text in cases:
+        with pytest.raises(error) as info:
+            BatchOptions.build(**kwargs)
+        assert text in str(info.value), (kwargs, str(info.value))
+    # the job refuses the same way before creating anything; keywords override a reused BatchOptions
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
+        denoise_dataset([tmp_path / "missing.tif"], out, BatchOptions(resume=True), overwrite=True)
+    assert not out.exists()

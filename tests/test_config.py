@@ -7,7 +7,13 @@ import pytest
 
 from livedenoise.commands.settings import load_settings
 from livedenoise.errors import ConfigError
-from simulators.config import CameraConfig, SimulatorConfigError, available_camera_presets, load_camera_preset, load_microscope_config
+from simulators.config import (
+    CameraConfig,
+    SimulatorConfigError,
+    available_camera_presets,
+    load_camera_preset,
+    load_microscope_config,
+)
 
 
 def test_defaults_and_presets_load():
@@ -145,7 +151,7 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     offenders = []
     for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
                  root / "inference.py", root / "noise_model.py", root / "normalization.py", root / "config.py",
-                 root / "checkpoint.py", root / "calibration.py", root / "swap_check.py", root / "batch.py",
+                 *root.joinpath("batch").rglob("*.py"), root / "checkpoint.py", root / "calibration.py", root / "swap_check.py",
                  root / "io.py", root / "io_ndtiff.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
