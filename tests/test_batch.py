@@ -13,10 +13,10 @@ import pytest
 import tifffile
 
 from livedenoise import batch
+from livedenoise.batch import BlockJob, denoise_dataset, parse_memory, plan_blocks
 from livedenoise.batch import block as batch_block
 from livedenoise.batch import execution as batch_execution
 from livedenoise.batch import models as batch_models
-from livedenoise.batch import BlockJob, denoise_dataset, parse_memory, plan_blocks
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
 from livedenoise.io import TiffPlanes, open_dataset, read_provenance
 
@@ -895,7 +895,7 @@ def test_ome_zarr_output_has_ngff_axes_scales_and_provenance(tmp_path, frames, c
 
 
 def test_ome_zarr_refuses_more_than_five_image_axes_in_one_sentence():
-    from livedenoise.io_omezarr import ngff_order
+    from livedenoise.io.omezarr import ngff_order
 
     assert ngff_order("PZCTYX") == ("TCZYX", (2, 1, 0, 3, 4))
     with pytest.raises(InputDataError, match="at most 5 dimensions.*ome-tiff or ndtiff"):
@@ -908,7 +908,7 @@ def test_ome_zarr_recreated_at_the_same_path_never_writes_through_an_old_handle(
     import shutil
     from types import SimpleNamespace
 
-    from livedenoise.io_omezarr import create_ome_zarr
+    from livedenoise.io.omezarr import create_ome_zarr
 
     ds = SimpleNamespace(axes="TYX", shape=(2, 8, 8), metadata={})
     first = create_ome_zarr(tmp_path / "o.ome.zarr", ds, np.float32, {})

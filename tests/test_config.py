@@ -152,7 +152,7 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
                  root / "inference.py", root / "noise_model.py", root / "normalization.py", root / "config.py",
                  *root.joinpath("batch").rglob("*.py"), root / "checkpoint.py", root / "calibration.py", root / "swap_check.py",
-                 root / "io.py", root / "io_ndtiff.py"]:
+                 *root.joinpath("io").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

@@ -147,6 +147,27 @@ def test_corrupt_and_truncated_files_fail_when_opened(tmp_path):
         open_dataset(tmp_path / "notnd")
 
 
+
+def test_the_reader_is_chosen_by_content_not_by_name(tmp_path):
+    """One registry of readers (livedenoise.io.formats): a TIFF opens whatever its name, a PNG named .tif is named
+    as such with its first bytes, and a folder is claimed by what it holds."""
+    from livedenoise.io import READERS, reader_for
+
+    data = make_data((3, 40, 48))
+    tifffile.imwrite(tmp_path / "frames.dat", data, metadata={"axes": "TYX"})
+    ds = open_dataset(tmp_path / "frames.dat")
+    assert (ds.format, ds.axes, ds.shape) == ("tiff", "TYX", (3, 40, 48))
+    assert reader_for(tmp_path / "frames.dat").name == "TIFF"
+    (tmp_path / "image.tif").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(InputDataError, match=r"image\.tif: not a readable TIFF file \(it starts with b'\\x89PNG'"):
+        open_dataset(tmp_path / "image.tif")
+    assert [r.name for r in READERS] == ["OME-Zarr", "NDTiff", "TIFF"]
+    with pytest.raises(InputDataError, match="--axes applies to TIFF files; NDTiff datasets declare their own axes"):
+        nd = tmp_path / "nd"
+        nd.mkdir()
+        (nd / "NDTiff.index").write_bytes(b"")
+        open_dataset(nd, axes="TYX")
+
 def test_folders_expand_to_their_tiffs_and_ndtiff_datasets(tmp_path):
     folder = tmp_path / "movies"
     folder.mkdir()
@@ -189,3 +210,16 @@ def test_colour_tiffs_are_refused_where_camera_frames_are_expected(tmp_path, cap
         assert "rgb.tif: holds colour (RGB or multi-sample) images" in err and "grey-level" in err, err
         assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgb.tif"]
+
+
+def test_the_old_io_module_paths_still_work_with_a_warning():
+    """io_ndtiff and io_omezarr moved into the livedenoise.io package; their old paths warn for a release."""
+    import importlib
+
+    from livedenoise.io.ndtiff import read_ndtiff
+    from livedenoise.io.omezarr import is_ome_zarr
+
+    with pytest.warns(DeprecationWarning, match=r"livedenoise\.io_ndtiff was renamed livedenoise\.io\.ndtiff"):
+        assert importlib.import_module("livedenoise.io_ndtiff").read_ndtiff is read_ndtiff
+    with pytest.warns(DeprecationWarning, match=r"renamed livedenoise\.io\.omezarr"):
+        assert importlib.import_module("livedenoise.io_omezarr").is_ome_zarr is is_ome_zarr

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from livedenoise.cli import main
-from livedenoise.io_ndtiff import read_ndtiff
+from livedenoise.io.ndtiff import read_ndtiff
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +100,13 @@ def test_simulate_refuses_a_disk_too_small_for_the_dataset_before_acquiring(tmp_
 
 def test_a_wheel_installed_outside_the_checkout_finds_its_presets(tmp_path):
     """The camera presets and default configs travel in the wheel (as simulators/presets)."""
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
 
     import setuptools
-
-    import shutil
 
     repo = Path(__file__).resolve().parent.parent
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources

@@ -96,7 +96,7 @@ def test_exposure_and_light_power_set_through_core_scale_the_signal(simulated_co
 
 
 def test_light_power_limits_are_enforced(simulated_core):
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # pymmcore-plus: "not within the allowed range"
         simulated_core.setProperty(LIGHT_LABEL, "Power", 150.0)
     assert simulated_core.microscope.light_power == 10.0
 
@@ -140,7 +140,7 @@ def test_stage_moves_change_the_field(simulated_core):
 
 
 def test_pycromanager_acquisition_saves_genuine_frames(simulated_core, small_microscope_config, tmp_path):
-    from livedenoise.io_ndtiff import read_ndtiff
+    from livedenoise.io.ndtiff import read_ndtiff
 
     core = simulated_core
     positions = spread_positions(small_microscope_config, 2)

@@ -22,7 +22,7 @@ from livedenoise.io import (
     SourceSpec,
     open_dataset,
 )
-from livedenoise.io_omezarr import OmeZarrTarget
+from livedenoise.io.omezarr import OmeZarrTarget
 
 #: Inputs opened by block workers, per process; the most recently used ``MAX_OPEN_DATASETS`` stay open (a
 #: long-lived dask worker serving many jobs does not keep every file it ever read).

@@ -45,7 +45,7 @@ from livedenoise.io import (
     update_ome_provenance,
     write_ndtiff,
 )
-from livedenoise.io_omezarr import OmeZarrTarget, create_ome_zarr, forget_open_arrays, update_zarr_provenance
+from livedenoise.io.omezarr import OmeZarrTarget, create_ome_zarr, forget_open_arrays, update_zarr_provenance
 
 log = logging.getLogger("livedenoise")
 
@@ -152,7 +152,7 @@ def denoise_dataset(
     ``"pairs"`` with ``pairs=DIR`` (or ``("pairs", DIR)``). ``dtype``: ``"float32"``,
     ``"input"`` (rounded and clipped to the input type), ``"uint16"``, ``"uint8"``. ``fmt``:
     ``"ome-tiff"``, ``"ome-zarr"`` (OME-NGFF 0.5; positions as a bioformats2raw layout; see
-    :mod:`livedenoise.io_omezarr`) or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
+    :mod:`livedenoise.io.omezarr`) or ``"ndtiff"`` (integer dtypes only). ``memory_budget``: bytes or text such
     as ``"512MB"`` -- for the whole local job, or per worker with ``scheduler`` (a
     dask.distributed address or Client). ``workers``: local threads (default 2).
     ``on_block_done`` is called after each finished block (raise in it to stop the run).

@@ -11,7 +11,7 @@ from livedenoise.errors import LivedenoiseError
 from livedenoise.io import (
     remove_path,
 )
-from livedenoise.io_omezarr import forget_open_arrays
+from livedenoise.io.omezarr import forget_open_arrays
 
 MANIFEST_VERSION = 2  # 2: OME-TIFF outputs are written under .livedenoise/<stem>.partial.ome.tif, renamed when complete
 STATE_DIR = ".livedenoise"

@@ -40,7 +40,7 @@ No microscope or Micro-Manager installation is needed. Examples:
   livedenoise simulate -o data/sim --frames 20 --positions 4 --exposure-ms 10 --power 2
   livedenoise simulate -o data/sim --camera generic-12bit-scmos --roi 512x512 --seed 1
 
-Read the result with `livedenoise.io_ndtiff.read_ndtiff("data/sim/raw")` and
+Read the result with `livedenoise.io.ndtiff.read_ndtiff("data/sim/raw")` and
 `tifffile.imread("data/sim/ground_truth.ome.tif")`.
 """
 
@@ -171,7 +171,7 @@ def simulate_dataset(
     """
     import tifffile
 
-    from livedenoise.io_ndtiff import read_ndtiff
+    from livedenoise.io.ndtiff import read_ndtiff
     from simulators.core import acquire_with_pycromanager, build_events, spread_positions, start_simulated_core
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     for line in lines:
         console.print(line, soft_wrap=True)
     if signalled["signal"] is not None:
-        console.print(f"interrupted: {result.frames} of {total} frames were acquired; raw data and ground truth of those "
-                      "are complete and readable")
+        console.print(f"interrupted: {result.frames} of {total} frames were acquired; raw data and ground truth of "
+                      "those are complete and readable")
         return SIGNAL_EXIT[signalled["signal"]]
     return 0
