@@ -37,8 +37,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, REPO, finite_mean, machine, machine_line, publish, table, vst_bm3d,
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    REPO,
+    finite_mean,
+    machine,
+    machine_line,
+    publish,
+    table,
+    vst_bm3d,
 )
 
 CACHE = REPO / "runs" / "cache" / "bm3d"
@@ -61,7 +70,7 @@ class Case:
 
 
 def dev_cases(folder: Path, quick: bool) -> list[Case]:
-    from livedenoise.evaluate import _crop
+    from livedenoise.evaluate.real_pairs import _crop
     from livedenoise.training.pairs import load_pair_folder
 
     seen: dict[str, int] = {}
@@ -118,6 +127,7 @@ def _peer_code_version() -> str:
     import inspect
 
     import common
+
     from livedenoise import noise_model, normalization
 
     parts = [inspect.getsource(m) for m in (noise_model, normalization)]
@@ -148,7 +158,7 @@ def cached_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]
     for start in range(0, len(todo), 4):  # a few frames per peer call: an interrupted fill keeps what it did
         chunk = todo[start:start + 4]
         done, s = vst_bm3d([frames[i] for i, _ in chunk])
-        for (i, path), out, sec in zip(chunk, done, s):
+        for (i, path), out, sec in zip(chunk, done, s, strict=True):
             tmp = path.with_suffix(".partial.npz")
             np.savez(tmp, out=out, seconds=sec)
             tmp.replace(path)
@@ -259,6 +269,9 @@ def render(payload: dict, *, heading: bool = True) -> str:
         sel = [r for r in rows if r["group"] == g and r["method"] == m]
         return f"{finite_mean(r[key] for r in sel):.2f} / {finite_mean(r[skey] for r in sel):.3f}"
 
+    def group_mean(m: str, groups: list[str], key: str) -> float:
+        return finite_mean(finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == m) for g in groups)
+
     def delta(m: str, g: str, key: str = "psnr") -> float:
         a = finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == m)
         b = finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == "vst+bm3d")
@@ -268,24 +281,25 @@ def render(payload: dict, *, heading: bool = True) -> str:
     sim_groups = [g for g in groups if g[0].isdigit()]
     for kind, sel_groups, key, skey in (
             ("dev pairs", dev, "psnr", "ssim"),
-            ("simulator, against the sample (truth without the camera's fixed pattern)", sim_groups, "psnr_flat", "ssim_flat"),
+            ("simulator, against the sample (truth without the camera's fixed pattern)", sim_groups, "psnr_flat",
+             "ssim_flat"),
             ("simulator, against the camera's expected image (with its fixed pattern)", sim_groups, "psnr", "ssim")):
         if not sel_groups:
             continue
         lines += [f"## {kind}" if heading else f"**{kind}**", ""]
-        head = ["set", *order, *[f"Δ {l}" for l in labels]]
-        body = [[g, *[cell(m, g, key, skey) for m in order], *[f"{delta(l, g, key):+.2f}" for l in labels]]
+        head = ["set", *order, *[f"Δ {lab}" for lab in labels]]
+        body = [[g, *[cell(m, g, key, skey) for m in order], *[f"{delta(lab, g, key):+.2f}" for lab in labels]]
                 for g in sel_groups]
         mean_groups = [g for g in sel_groups if g not in EXCLUDED_FROM_MEAN]
         body.append(["**mean**" + (" (without nucleus_migration)" if len(mean_groups) < len(sel_groups) else ""),
-                     *[f"{finite_mean(finite_mean(r[key] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.2f} / "
-                       f"{finite_mean(finite_mean(r[skey] for r in rows if r['group'] == g and r['method'] == m) for g in mean_groups):.3f}"
+                     *[f"{group_mean(m, mean_groups, key):.2f} / {group_mean(m, mean_groups, skey):.3f}"
                        for m in order],
-                     *[f"{finite_mean(delta(l, g, key) for g in mean_groups):+.2f}" for l in labels]])
+                     *[f"{finite_mean(delta(lab, g, key) for g in mean_groups):+.2f}" for lab in labels]])
         lines += [table(head, body), ""]
     sim = [r for r in rows if r["structure"]]
     if sim:
-        title = "simulator by structure (mean over photon levels and optics; PSNR against the sample / the camera's image)"
+        title = ("simulator by structure (mean over photon levels and optics; PSNR against the sample / the camera's "
+                 "image)")
         lines += [f"## {title}" if heading else f"**{title}**", ""]
         structures = list(dict.fromkeys(r["structure"] for r in sim))
         head = ["structure", *order]

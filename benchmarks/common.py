@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.evaluate_report import json_safe
+from livedenoise.evaluate.report import json_safe
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -88,7 +88,8 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def peers_python() -> Path | None:
     """The peers environment's python (``$LIVEDENOISE_PEERS_PYTHON`` or ``benchmarks/.venv``), if it exists."""
     env = os.environ.get("LIVEDENOISE_PEERS_PYTHON")
-    for cand in ([Path(env)] if env else []) + [HERE / ".venv" / "bin" / "python", REPO.parent / "peers-venv" / "bin" / "python"]:
+    for cand in ([Path(env)] if env else []) + [HERE / ".venv" / "bin" / "python",
+                                                 REPO.parent / "peers-venv" / "bin" / "python"]:
         if cand.is_file():
             return cand
     return None
@@ -98,7 +99,8 @@ class PeerError(RuntimeError):
     """A peer tool failed or is not installed."""
 
 
-def run_peer(spec: dict, images: list[np.ndarray], *, timeout_s: float = 3600) -> tuple[list[np.ndarray], list[float], dict]:
+def run_peer(spec: dict, images: list[np.ndarray], *,
+             timeout_s: float = 3600) -> tuple[list[np.ndarray], list[float], dict]:
     """Run ``peers_worker.py`` in the peers environment on ``images``; returns outputs, seconds/image, info."""
     py = peers_python()
     if py is None:
@@ -142,7 +144,8 @@ def vst_inverse(z: np.ndarray, norm: Any) -> np.ndarray:
 
 
 def nlm_stabilised(z: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """scikit-image non-local means on a stabilised image (noise ``sigma``; MANIFEST.md's h = 0.8 sigma, 5/6 patches)."""
+    """scikit-image non-local means on a stabilised image (noise ``sigma``; MANIFEST.md's h = 0.8 sigma, 5/6
+    patches)."""
     from skimage.restoration import denoise_nl_means
 
     return np.asarray(denoise_nl_means(np.asarray(z, np.float64), h=0.8 * sigma, sigma=sigma, fast_mode=True,
@@ -167,15 +170,15 @@ def vst_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     import time
 
     t0 = time.perf_counter()
-    zs, norms = zip(*(vst_forward(f) for f in frames))
+    zs, norms = zip(*(vst_forward(f) for f in frames), strict=True)
     # Centre each stabilised image: with a nearly signal-independent fit (8-bit renders) the GAT
     # sits near 2e5 with noise 1, and BM3D's float32 arithmetic there lost the image (fmd crop:
     # 15.7 dB, below the raw 17.5; centred 17.8). BM3D commutes with a constant shift.
     centres = [float(np.median(z)) for z in zs]
     t_vst = time.perf_counter() - t0
-    den, secs, _ = run_peer({"method": "bm3d", "sigma": 1.0}, [z - c for z, c in zip(zs, centres)])
+    den, secs, _ = run_peer({"method": "bm3d", "sigma": 1.0}, [z - c for z, c in zip(zs, centres, strict=True)])
     t1 = time.perf_counter()
-    outs = [vst_inverse(d + c, nm) for d, c, nm in zip(den, centres, norms)]
+    outs = [vst_inverse(d + c, nm) for d, c, nm in zip(den, centres, norms, strict=True)]
     t_vst += time.perf_counter() - t1
     # the worker's own BM3D timing plus the transforms here; the subprocess start-up is not counted
     return outs, [s + t_vst / len(frames) for s in secs]

@@ -1,32 +1,63 @@
-"""Resolve what a user types after ``--model`` / ``--backbone``: a shipped backbone name, a checkpoint path, or a
-BioImage Model Zoo package that livedenoise exported (its checkpoint is taken out of the package)."""
+"""The one resolver of what a user names as a model (``--model``, ``--backbone``, ``Denoiser("fast")``,
+``denoise_dataset(model=...)``, a live session's backbone): a shipped backbone name, a checkpoint path, or a
+BioImage Model Zoo package that livedenoise exported (its checkpoint is taken out of the package).
+
+Every entry point goes through :func:`model_path`, so a name that works in one place works in all of them and a
+missing or foreign file is refused with the same sentence everywhere."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from livedenoise.checkpoint import Checkpoint, load_backbone, load_checkpoint
+from livedenoise.checkpoint import Checkpoint, available_backbones, backbone_path, load_checkpoint
+from livedenoise.errors import CheckpointError
 
 SHIPPED = ("fast", "standard", "temporal")
+
+
+def is_backbone_name(spec: object) -> bool:
+    """True for a shipped or installed backbone's name (``"fast"``), as opposed to a path."""
+    return (isinstance(spec, str) and os.path.sep not in spec and not spec.endswith((".safetensors", ".zip"))
+            and (spec in SHIPPED or spec in available_backbones()))
 
 
 def model_file(spec: str | Path) -> Path:
     """The ``.safetensors`` file behind a path: the path itself, or the checkpoint inside a bioimage.io package
     (``.zip``, folder or ``rdf.yaml``; unpacked once into the cache, verified by its sha256)."""
     from livedenoise.bioimageio import checkpoint_from_bioimageio, is_bioimageio_package
-    from livedenoise.errors import CheckpointError
 
     path = Path(spec)
     if is_bioimageio_package(path):
         return checkpoint_from_bioimageio(path)
     if path.suffix.lower() == ".zip" and path.is_file():
         raise CheckpointError(f"{path}: a .zip that is not a BioImage Model Zoo package (no rdf.yaml in it, or not a "
-                              "readable zip); expected a package from `livedenoise export` or a .safetensors checkpoint.")
+                              "readable zip); expected a package from `livedenoise export` or a .safetensors "
+                              "checkpoint.")
     return path
 
 
-def load_model_spec(spec: str | Path, device: str = "cpu") -> Checkpoint:
-    """``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone; anything else is a ``.safetensors`` checkpoint
-    path or a bioimage.io package exported by livedenoise."""
-    if isinstance(spec, str) and spec in SHIPPED:
-        return load_backbone(spec, device=device)
-    return load_checkpoint(model_file(spec), device=device)
+def model_path(spec: str | os.PathLike[str]) -> Path:
+    """The checkpoint file a model name or path stands for, checked to exist (a :class:`CheckpointError` names it
+    otherwise)."""
+    if is_backbone_name(spec):
+        path = backbone_path(str(spec))
+        if not path.is_file():
+            names = available_backbones()
+            listing = ", ".join(names) if names else "none are installed (run `livedenoise pretrain` to create one)"
+            raise CheckpointError(f"Backbone {spec!r} is not installed ({path} is missing); available backbones: "
+                                  f"{listing}.")
+        return path
+    if not Path(spec).exists():
+        raise CheckpointError(f"Model {str(spec)!r} is neither a shipped backbone ({', '.join(SHIPPED)}) nor an "
+                              "existing checkpoint file (.safetensors) or BioImage Model Zoo package (.zip).")
+    checkpoint = model_file(spec)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"Model {str(spec)!r} is not a checkpoint file (.safetensors) or a BioImage Model Zoo "
+                              "package exported by livedenoise.")
+    return checkpoint
+
+
+def load_model_spec(spec: str | os.PathLike[str], device: str = "cpu") -> Checkpoint:
+    """Load what :func:`model_path` resolves: ``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone;
+    anything else is a ``.safetensors`` checkpoint path or a bioimage.io package exported by livedenoise."""
+    return load_checkpoint(model_path(spec), device=device)

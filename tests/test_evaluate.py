@@ -65,7 +65,7 @@ def test_simulated_task_is_seeded_and_held_out():
 
 
 def test_aggregate_averages_images_then_reports_sd_over_seeds():
-    from livedenoise.evaluate_report import aggregate
+    from livedenoise.evaluate.report import aggregate
 
     rows = [
         {"experiment": "x", "method": "m", "seed": 0, "peak": 1.0, "mse": 1.0, "psnr": 1.0, "ssim": 0.1, "frc": 0.1},
@@ -214,7 +214,7 @@ def test_fit_info_says_when_a_fit_changed_nothing():
 
 
 def test_report_labels_untrained_rows_and_claims_nothing_without_converged_scratch():
-    from livedenoise.evaluate_report import aggregate, method_label, pretrained_vs_scratch
+    from livedenoise.evaluate.report import aggregate, method_label, pretrained_vs_scratch
 
     assert method_label({"method": "transfer", "adapted": False, "steps": 0}) == "transfer [0 steps: not trained]"
     assert method_label({"method": "scratch", "adapted": False, "steps": 12}) == "scratch [initial weights kept]"

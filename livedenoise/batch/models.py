@@ -179,32 +179,16 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
     Shipped names and paths are checked here (readable header), so a missing or corrupt model
     fails before anything is written.
     """
-    from livedenoise.checkpoint import Checkpoint, available_backbones, backbone_path, read_metadata
+    from livedenoise.checkpoint import Checkpoint, read_metadata
+    from livedenoise.modelspec import is_backbone_name, model_path
 
     if isinstance(model, ModelRef):
         return model
-    if isinstance(model, str) and os.path.sep not in model and not model.endswith(".safetensors") and (
-            model in ("standard", "fast") or model in available_backbones()):
-        path = backbone_path(model)
-        if not path.is_file():
-            names = available_backbones()
-            raise CheckpointError(f"Backbone {model!r} is not installed ({path} is missing); available: "
-                                  f"{', '.join(names) if names else 'none (run `livedenoise pretrain`)'}.")
-        model = path
     if isinstance(model, (str, os.PathLike)):
-        from livedenoise.modelspec import model_file
-
-        if not Path(model).exists():
-            raise CheckpointError(f"Model {str(model)!r} is neither a shipped backbone (fast, standard, temporal) nor an existing "
-                                  "checkpoint file (.safetensors) or BioImage Model Zoo package (.zip).")
-        path = Path(model)
-        checkpoint = model_file(path)  # a bioimage.io package: the livedenoise checkpoint inside it
-        if not checkpoint.is_file():
-            raise CheckpointError(f"Model {str(model)!r} is not a checkpoint file (.safetensors) or a BioImage Model Zoo "
-                                  "package exported by livedenoise.")
+        checkpoint = model_path(model)  # the resolver every entry point uses
         meta = read_metadata(checkpoint)
         # the file the user gave (a package stays a package: each worker takes the checkpoint out itself)
-        path = path if path.is_file() else checkpoint
+        path = checkpoint if is_backbone_name(model) or not Path(model).is_file() else Path(model)
         return ModelRef(name=str(meta.get("name") or checkpoint.stem), sha256=file_sha256(path), path=str(path.resolve()),
                         weights_bytes=checkpoint.stat().st_size, temporal=_arch_is_temporal(str(meta["arch"])),
                         margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),

@@ -6,10 +6,14 @@ import json
 import logging
 from pathlib import Path
 
-from livedenoise.commands._session import (
-    SIGNAL_EXIT, add_session_arguments, prepare_output, settings_from_args, stop_on_signals,
-)
 from livedenoise.commands._argtypes import int_range
+from livedenoise.commands._session import (
+    SIGNAL_EXIT,
+    add_session_arguments,
+    prepare_output,
+    settings_from_args,
+    stop_on_signals,
+)
 
 HELP = """\
 Run a complete simulated session without hardware:
@@ -68,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
             report = session.run(frames_after_swap=args.frames)
     finally:
         stop_simulated_core(core)
-    from livedenoise.evaluate_report import json_safe
-
     from livedenoise.evaluate import machine_info
+    from livedenoise.evaluate.report import json_safe
 
     record = {**report.__dict__, "machine": machine_info(args.device)}  # every figure names its machine
     (out / "report.json").write_text(json.dumps(json_safe(record), indent=2, default=str))
@@ -94,8 +97,9 @@ def outcome_lines(report: dict) -> list[str]:
             reason = (report.get("swap_criterion") or {}).get("reason") or (
                 "not adapted" if not ft.get("adapted", True) else "not swapped in")
             outcome = f"{reason}; the backbone was used throughout"
-        first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s (stopped: {ft.get('stopped')}, "
-                 f"weights of step {ft.get('best_step')} kept), held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
+        first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s "
+                 f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
+                 f"held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
                  f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
     else:
         first = "fine-tuning: did not complete; the backbone was used throughout"

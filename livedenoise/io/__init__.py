@@ -33,9 +33,9 @@ from livedenoise.io.axes import AXES, NDTIFF_LETTERS, validate_axes
 from livedenoise.io.dataset import ImageDataset, SourceSpec
 from livedenoise.io.formats import READERS, Reader, open_dataset, reader_for
 from livedenoise.io.inputs import TIFF_SUFFIXES, InputItem, expand_inputs, output_stem
-from livedenoise.io.ndtiff import is_ndtiff_dataset, read_ndtiff
+from livedenoise.io.ndtiff import NDTiffPlanes, is_ndtiff_dataset, read_ndtiff
 from livedenoise.io.omezarr import is_ome_zarr
-from livedenoise.io.planes import NDTiffPlanes, PlaneArray, TiffPlanes, read_tiff
+from livedenoise.io.planes import PlaneArray, TiffPlanes, read_tiff
 from livedenoise.io.provenance import (
     PROVENANCE_NAMESPACE,
     ome_xml_with_provenance,

@@ -247,56 +247,5 @@ class TiffPlanes(_ReopeningReader):
             start = stop
 
 
-class NDTiffPlanes(_ReopeningReader):
-    """Reads 2-D planes of an NDTiff dataset through ndstorage; missing images read as zeros."""
-
-    def __init__(self, path: str, names: Sequence[str], values: Sequence[Sequence[Any]],
-                 frame_shape: tuple[int, int], dtype: np.dtype) -> None:
-        self.path = path
-        self.names = tuple(names)
-        self.values = tuple(tuple(v) for v in values)
-        self.frame_shape = tuple(frame_shape)
-        self.dtype = np.dtype(dtype)
-        self._init_handle()
-
-    def _open(self) -> Any:
-        return _open_ndstorage(self.path)
-
-    def coords(self, index: Sequence[int]) -> dict[str, Any]:
-        """NDTiff coordinates (axis name -> value) of one leading index."""
-        return {name: vals[int(i)] for name, vals, i in zip(self.names, self.values, index)}
-
-    def read(self, grid: np.ndarray) -> np.ndarray:
-        out = np.zeros((grid.shape[0],) + self.frame_shape, dtype=self.dtype)
-        with self._lock:
-            ds = self._opened()
-            for row, index in enumerate(grid):
-                coords = self.coords(index)
-                try:
-                    if ds.has_image(**coords):
-                        out[row] = ds.read_image(**coords)
-                except Exception as exc:
-                    raise InputDataError(
-                        f"{self.path}: cannot read the image at {coords} ({exc.__class__.__name__}: {exc}); "
-                        "the dataset may be truncated or corrupt."
-                    ) from None
-        return out
-
-    def read_metadata(self, index: Sequence[int]) -> dict[str, Any] | None:
-        """Per-image metadata of one leading index (``None`` when the image is missing)."""
-        coords = self.coords(index)
-        with self._lock:
-            ds = self._opened()
-            if not ds.has_image(**coords):
-                return None
-            try:
-                return dict(ds.read_metadata(**coords) or {})
-            except Exception as exc:
-                raise InputDataError(f"{self.path}: cannot read the metadata of image {coords} ({exc}).") from None
 
 
-def _open_ndstorage(path: str) -> Any:
-    """Open an NDTiff dataset read-only (the shared helper of :mod:`livedenoise.io.ndtiff`)."""
-    from livedenoise.io.ndtiff import open_ndtiff
-
-    return open_ndtiff(path)

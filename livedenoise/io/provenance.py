@@ -8,8 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from livedenoise.io.ndtiff import is_ndtiff_dataset
-from livedenoise.io.planes import _open_ndstorage
+from livedenoise.io.ndtiff import _open_ndstorage, is_ndtiff_dataset
 
 log = logging.getLogger("livedenoise")
 

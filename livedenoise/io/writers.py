@@ -15,7 +15,7 @@ import numpy as np
 from livedenoise.errors import InputDataError, LivedenoiseError
 from livedenoise.io.axes import NDTIFF_LETTERS
 from livedenoise.io.dataset import ImageDataset
-from livedenoise.io.planes import NDTiffPlanes
+from livedenoise.io.ndtiff import NDTiffPlanes
 from livedenoise.io.provenance import PROVENANCE_ID, PROVENANCE_NAMESPACE, _ns, _set_provenance, ome_xml_with_provenance
 
 #: Axes tifffile's OME writer accepts inside one image series (besides Y, X).
