@@ -1,6 +1,6 @@
 """Single-image self-supervised adaptation (``--adapt self``): each objective beside the backbone and VST+BM3D.
 
-    python benchmarks/bench_adapt.py                                  # 1 pair per set, 512² crops, 60 s, every objective
+    python benchmarks/bench_adapt.py          # 1 pair per set, 512² crops, 60 s, every objective
     python benchmarks/bench_adapt.py --objective sure --lr 3e-5 --budget 30 --per-set 2
 
 What this answers (issue "Quality, part 2": ``--adapt self`` within 60 s per 512² image on a 2-core CPU,
@@ -28,9 +28,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backbone import cached_bm3d  # noqa: E402
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, finite_mean, machine, machine_line, publish, table,
+from bench_backbone import cached_bm3d
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    finite_mean,
+    machine,
+    machine_line,
+    publish,
+    table,
 )
 
 OBJECTIVES = ("noise2same", "sure")
@@ -133,7 +140,8 @@ def render(payload: dict, *, heading: bool = True) -> str:
             body.append(_line(f"{s}", objective, lr, ss))
         mean_rows = [r for r in sel if r["set"] not in EXCLUDED_FROM_MEAN]
         body.append(_line("**mean**", objective, lr, mean_rows))
-    lines += [table(["set", "objective", "lr", "VST+BM3D", "backbone", "chosen", "gain", "steps (best)", "adapted"], body), ""]
+    lines += [table(["set", "objective", "lr", "VST+BM3D", "backbone", "chosen", "gain", "steps (best)", "adapted"],
+                    body), ""]
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, machine_line, publish, table  # noqa: E402
+from common import DEFAULT_OUTPUT, machine, machine_line, publish, table
 
 MODES = ("none", "process", "process-capped", "saved", "mda-none", "mda", "mda-capped")
 CHANNELS = ["5%", "20%"]
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="livedenoise-attach-") as tmp:
             for warm in baselines:
                 (_mda_run if warm.startswith("mda") else _pycromanager_run)(
-                    core, warm, min(200, args.frames), Path(tmp) / "warm-up", args.model, args.threads, args.display_fps)
+                    core, warm, min(200, args.frames), Path(tmp) / "warm-up", args.model, args.threads,
+                    args.display_fps)
             for k, label in enumerate(order):
                 mode = label.split(" ")[0]
                 run = _mda_run if mode.startswith("mda") else _pycromanager_run
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         ref = base.get("mda-none" if mode.startswith("mda") else "none")
         r["overhead_pct"] = (None if not ref or mode in base
                              else 100.0 * (r["wall_s"] / (sum(ref) / len(ref)) - 1.0))
-    payload = {"machine": machine(), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "rows": rows, "command": "python benchmarks/bench_attach.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    payload = {"machine": machine(),
+               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "rows": rows,
+               "command": "python benchmarks/bench_attach.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     publish(args.output, "attach", payload, render(payload))
     return 0 if all(r["lost"] == 0 and not r["altered"] for r in rows) else 1
 
@@ -169,7 +171,9 @@ def render(payload: dict, *, heading: bool = True) -> str:
     return "\n".join([*head,
         f"- 2 channels alternating, {s['frames']} frames per mode, simulated core pacing the camera at "
         f"{s['fps']:g} fps; model `{s['model']}` with {s['threads']} torch thread(s), display denoising (newest frame "
-        f"wins; *-capped: at most {s['display_fps']:g} display frames/s); overhead = acquisition wall time against the same library without livedenoise (the mean of its runs first and last, after an untimed warm-up); raw frames read back "
+        f"wins; *-capped: at most {s['display_fps']:g} display frames/s); overhead = acquisition wall time against "
+        "the same library without livedenoise (the mean of its runs first and last, after an untimed warm-up); "
+        "raw frames read back "
         "and matched by content hash to frames the camera produced", "",
         table(["mode", "frames", "camera fps", "wall s", "overhead", "raw lost", "raw altered",
                "display denoised / skipped"], rows), ""])

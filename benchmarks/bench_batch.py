@@ -76,8 +76,8 @@ def model_path(name: str, folder: Path) -> tuple[str, str]:
         return str(shipped), name
     model, arch, kwargs = build_preset(name)
     path = folder / f"untrained-{name}.safetensors"
-    save_checkpoint(path, model, arch=arch, arch_kwargs=kwargs, normalizer=Normalizer(offset=100.0, gain=1.0, scale=30.0),
-                    name=f"{name} (untrained)")
+    save_checkpoint(path, model, arch=arch, arch_kwargs=kwargs,
+                    normalizer=Normalizer(offset=100.0, gain=1.0, scale=30.0), name=f"{name} (untrained)")
     return str(path), f"{name} (untrained preset)"
 
 
@@ -118,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
                              "frames": args.frames, "size": args.size, "budget": args.budget,
                              "process_s": time.perf_counter() - t0, **res})
                 r = rows[-1]
-                print(f"{label:28s} workers={workers}  {r['mpx_per_s']:7.2f} Mpx/s  peak RSS {r['peak_rss_mb']:7.0f} MB  "
+                print(f"{label:28s} workers={workers}  {r['mpx_per_s']:7.2f} Mpx/s  "
+                      f"peak RSS {r['peak_rss_mb']:7.0f} MB  "
                       f"{r['blocks']} blocks of {tuple(r['block_shape'])}", flush=True)
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"livedenoise denoise: {args.frames} frames of {args.size}x{args.size} uint16, budget {args.budget}")
+    table = Table(title=f"livedenoise denoise: {args.frames} frames of {args.size}x{args.size} uint16, "
+                        f"budget {args.budget}")
     for col in ("model", "workers", "Mpx/s", "wall s", "peak RSS MB", "blocks"):
         table.add_column(col, justify="right" if col != "model" else "left")
     for r in rows:

@@ -1,7 +1,7 @@
 """The real dev pairs, every way a user can denoise them, side by side in one run, per set and overall.
 
-    python benchmarks/bench_dev_pairs.py --quick                 # 1 pair per set, 256² crops, 15 s adapt (~7 min, 2 cores)
-    python benchmarks/bench_dev_pairs.py                         # every pair, whole images, 60 s adapt
+    python benchmarks/bench_dev_pairs.py --quick     # 1 pair per set, 256² crops, 15 s adapt (~7 min, 2 cores)
+    python benchmarks/bench_dev_pairs.py             # every pair, whole images, 60 s adapt
     python benchmarks/bench_dev_pairs.py --quick --model runs/my-backbone.safetensors   # add a candidate checkpoint
 
 Data: ``../shared/data/real_pairs_dev`` (MANIFEST.md there), read in place, never copied into the
@@ -34,19 +34,31 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, finite_mean, load_average, machine, machine_line,
-    peers_python, table, vst_bm3d, vst_nlm, write_outputs,
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    PeerError,
+    finite_mean,
+    load_average,
+    machine,
+    machine_line,
+    peers_python,
+    table,
+    vst_bm3d,
+    vst_nlm,
+    write_outputs,
 )
 
-from livedenoise.checkpoint import DEFAULT_BACKBONE  # noqa: E402
+from livedenoise.checkpoint import DEFAULT_BACKBONE
 
 SHIPPED = ("standard", "fast")
 CLASSICAL = ("raw", "gaussian", "vst+nlm", "vst+bm3d")
@@ -88,7 +100,8 @@ def centre_crop(arr: np.ndarray, size: int | None) -> np.ndarray:
 
 def load_pairs(folder: Path, *, per_set: int | None, crop: int | None, scratch: Path,
                sets: set[str] | None = None) -> list[Pair]:
-    """The pairs to score: the first ``per_set`` of each set (all when None; only ``sets`` when given), cropped to ``crop``.
+    """The pairs to score: the first ``per_set`` of each set (all when None; only ``sets`` when given), cropped to
+    ``crop``.
 
     Uncropped pairs are read by the API from their own files; crops are written to ``scratch``.
     """
@@ -238,17 +251,19 @@ def per_set_table(rows: list[dict]) -> str:
     body = []
     kept = False
     for s in sets:
-        cells = [f"{s}{' (affine)' if s in DEV_AFFINE_SETS else ''}", str(len({r['pair'] for r in rows if r['set'] == s}))]
+        cells = [f"{s}{' (affine)' if s in DEV_AFFINE_SETS else ''}",
+                 str(len({r['pair'] for r in rows if r['set'] == s}))]
         for m in methods:
             rs = [r for r in rows if r["set"] == s and r["method"] == m and r.get("psnr") is not None]
             mark = ""
             if rs and any(r.get("fit") and not r["fit"]["adapted"] for r in rs):
                 mark, kept = " †", True
-            cells.append(f"{finite_mean(r['psnr'] for r in rs):.2f} / {finite_mean(r['ssim'] for r in rs):.3f}{mark}" if rs else "-")
+            cells.append(f"{finite_mean(r['psnr'] for r in rs):.2f} / {finite_mean(r['ssim'] for r in rs):.3f}{mark}"
+                         if rs else "-")
         body.append(cells)
     note = ("\n\n† the fine-tune kept the backbone's weights (0 steps, or no validation beat the initial weights): "
             "this is the backbone, not an adapted model." if kept else "")
-    return table(["set", "pairs"] + methods, body) + note
+    return table(["set", "pairs", *methods], body) + note
 
 
 def overall_table(rows: list[dict]) -> str:
@@ -282,7 +297,8 @@ def render(payload: dict) -> str:
     fits = [r for r in rows if r.get("fit")]
     if fits:
         lines += ["Fine-tunes: " + "; ".join(f"{r['set']}/{r['pair']} {r['method']}: {r['fit']['steps']} steps "
-                                             f"(best {r['fit']['best_step']}, {r['fit']['stopped']})" for r in fits), ""]
+                                             f"(best {r['fit']['best_step']}, {r['fit']['stopped']})"
+                                             for r in fits), ""]
     warned = [r for r in rows if r.get("warnings")]
     if warned:
         lines += ["Warnings from `denoise`: " + "; ".join(f"{r['set']}/{r['pair']} {r['method']}: "

@@ -17,6 +17,7 @@ frames x model-ms to catch up, which is a throughput question, not an integrity 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, machine_line, publish, table  # noqa: E402
+from common import DEFAULT_OUTPUT, machine, machine_line, publish, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         "frames_asked": args.frames, "fps_asked": args.fps, "model_ms": args.model_ms, "roi": args.roi,
         "frames_acquired": rep.frames_acquired, "frames_on_disk": on_disk,
         "frames_lost": rep.frames_acquired - on_disk, "frames_altered": altered,
-        "frames_out_of_order": int(sum(1 for a, b in zip(order, order[1:]) if b <= a)),
+        "frames_out_of_order": int(sum(1 for a, b in itertools.pairwise(order) if b <= a)),
         "time_indices_contiguous": [c["time"] for c in coords] == list(range(on_disk)),
         "camera_fps": rep.camera_fps, "display_frames_denoised": rep.frames_denoised,
         "display_frames_skipped": rep.frames_dropped, "wall_s": wall, "errors": rep.errors,
     }
     payload = {"machine": machine(), "result": result,
-               "command": "python benchmarks/bench_integrity.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+               "command": "python benchmarks/bench_integrity.py "
+                          + " ".join(argv if argv is not None else sys.argv[1:])}
     publish(args.output, "integrity", payload, render(payload))
     return 0 if (result["frames_lost"] == 0 and altered == 0 and result["frames_out_of_order"] == 0) else 1
 
@@ -116,8 +118,9 @@ def render(payload: dict, *, heading: bool = True) -> str:
     head = [f"# Raw integrity: {r['frames_asked']} frames at {r['fps_asked']:g} fps, {r['model_ms']:g} ms per denoised "
             "frame", "", f"- machine: {machine_line(payload['machine'])}"] if heading else []
     return "\n".join([*head,
-        f"- {r['frames_asked']} frames asked at {r['fps_asked']:g} fps, a display model taking {r['model_ms']:g} ms per frame; "
-        f"simulated Micro-Manager core, pycromanager acquisition, {r['roi']}² px; every raw frame read back and matched "
+        f"- {r['frames_asked']} frames asked at {r['fps_asked']:g} fps, a display model taking {r['model_ms']:g} ms "
+        f"per frame; simulated Micro-Manager core, pycromanager acquisition, {r['roi']}² px; every raw frame read back "
+        "and matched "
         "by content hash to a frame the camera produced", "", table(["", "value"], rows), ""])
 
 

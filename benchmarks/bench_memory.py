@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, machine_line, publish, table  # noqa: E402
+from common import DEFAULT_OUTPUT, machine, machine_line, publish, table
 
 _CHILD = r"""
 import json, resource, sys

@@ -22,9 +22,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backbone import cached_bm3d  # noqa: E402
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, finite_mean, machine, machine_line, publish, table,
+from bench_backbone import cached_bm3d
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    finite_mean,
+    machine,
+    machine_line,
+    publish,
+    table,
 )
 
 
@@ -43,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="fast", help="backbone: 'fast', 'standard' or a checkpoint")
     ap.add_argument("--pairs", type=int, default=5, help="training pairs per fine-tune (default 5)")
     ap.add_argument("--budget", type=float, default=None, help="fine-tuning seconds (default 60; 30 with --quick)")
-    ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: TrainingConfig.lr_pairs)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="fine-tuning learning rate (default: TrainingConfig.lr_pairs)")
     ap.add_argument("--patience", type=int, default=None,
                     help="validations without improvement before stopping (default: TrainingConfig.patience)")
     ap.add_argument("--quick", action="store_true")
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                          "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped, "adapted": res.adapted,
                          "fit_seconds": fit_s})
     payload = {"machine": machine(), "backbone": backbone.name, "backbone_steps": (backbone.training or {}).get(
-        "total_steps"), "pairs": args.pairs, "budget_s": budget, "lr": cfg.lr_pairs, "patience": cfg.patience, "quick": args.quick, "rows": rows,
+        "total_steps"), "pairs": args.pairs, "budget_s": budget, "lr": cfg.lr_pairs, "patience": cfg.patience,
+        "quick": args.quick, "rows": rows,
         "command": "python benchmarks/bench_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = render(rows, backbone.name, args.pairs, budget, payload["machine"])
     publish(args.output, "pairs" + ("-quick" if args.quick else ""), payload, md)
@@ -102,24 +111,27 @@ def render(rows: list[dict], backbone: str, n_pairs: int, budget: float, machine
     """Markdown table per set (``readme_tables.py`` reuses it)."""
     lines = [f"# Few-pair fine-tuning, leave one out ({n_pairs} pairs, {budget:g} s per fine-tune)", "",
              f"- machine: {machine_line(machine_info)}"] if heading else []
-    lines += [f"- backbone `{backbone}`, {n_pairs} pairs of the same set per fine-tune, {budget:g} s budget; PSNR dB of "
-              "the held-out field; a fine-tune that kept the backbone's weights scores as the backbone", ""]
+    lines += [f"- backbone `{backbone}`, {n_pairs} pairs of the same set per fine-tune, {budget:g} s budget; "
+              "PSNR dB of the held-out field; a fine-tune that kept the backbone's weights scores as the backbone", ""]
     sets = list(dict.fromkeys(r["set"] for r in rows))
     body = []
     for s in sets:
         sel = [r for r in rows if r["set"] == s]
-        body.append([s, len(sel), f"{finite_mean(r['vst+bm3d'] for r in sel):.2f}", f"{finite_mean(r['backbone'] for r in sel):.2f}",
+        body.append([s, len(sel), f"{finite_mean(r['vst+bm3d'] for r in sel):.2f}",
+                     f"{finite_mean(r['backbone'] for r in sel):.2f}",
                      f"{finite_mean(r['fine-tuned'] for r in sel):.2f}",
                      f"{finite_mean(r['fine-tuned'] - r['backbone'] for r in sel):+.2f}",
                      f"{finite_mean(r['steps'] for r in sel):.0f} ({finite_mean(r['best_step'] for r in sel):.0f})",
                      f"{sum(r['adapted'] for r in sel)}/{len(sel)}"])
     if rows:
         body.append(["**all**", len(rows), f"{finite_mean(r['vst+bm3d'] for r in rows):.2f}",
-                     f"{finite_mean(r['backbone'] for r in rows):.2f}", f"{finite_mean(r['fine-tuned'] for r in rows):.2f}",
+                     f"{finite_mean(r['backbone'] for r in rows):.2f}",
+                     f"{finite_mean(r['fine-tuned'] for r in rows):.2f}",
                      f"{finite_mean(r['fine-tuned'] - r['backbone'] for r in rows):+.2f}",
                      f"{finite_mean(r['steps'] for r in rows):.0f} ({finite_mean(r['best_step'] for r in rows):.0f})",
                      f"{sum(r['adapted'] for r in rows)}/{len(rows)}"])
-    lines += [table(["set", "folds", "VST+BM3D", "backbone", "fine-tuned", "gain", "steps (best)", "adapted"], body), ""]
+    lines += [table(["set", "folds", "VST+BM3D", "backbone", "fine-tuned", "gain", "steps (best)", "adapted"], body),
+              ""]
     return "\n".join(lines)
 
 

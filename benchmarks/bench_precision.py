@@ -26,8 +26,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, finite_mean, load_average, machine, machine_line, publish, table,
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    finite_mean,
+    load_average,
+    machine,
+    machine_line,
+    publish,
+    table,
 )
 
 PRECISIONS = ("fp32", "bf16")
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                              "psnr": s.psnr, "ssim": s.ssim, "max_diff_of_range": float(diff.max()) / span,
                              "rms_diff_of_range": float(np.sqrt(np.mean(diff ** 2))) / span,
                              "shape": list(case["noisy"].shape)})
-            print(f"[precision] {model} {case['name']}: fp32 {rows[-2]['psnr']:.2f} dB, bf16 {rows[-1]['psnr']:.2f} dB, "
+            print(f"[precision] {model} {case['name']}: fp32 {rows[-2]['psnr']:.2f} dB, "
+                  f"bf16 {rows[-1]['psnr']:.2f} dB, "
                   f"max diff {rows[-1]['max_diff_of_range']:.1e} of the range", flush=True)
         speed[model] = time_precisions(model, PRECISIONS, args.repeats)
         print(f"[precision] {model} ms per 512² frame: {speed[model]}", flush=True)
@@ -151,7 +160,8 @@ def summary_tables(payload: dict) -> str:
         table(["model", "data", "images", "fp32 PSNR", "bf16 PSNR", "mean Δ dB", "worst Δ dB", "max |Δ| / range",
                "rms Δ / range"], body), "",
         table(["model", "fp32 ms / 512²", "bf16 ms / 512²", "speed-up"],
-              [[m, f"{s['fp32']:.0f}", f"{s['bf16']:.0f}", f"{s['fp32'] / s['bf16']:.2f}x"] for m, s in speed.items()])])
+              [[m, f"{s['fp32']:.0f}", f"{s['bf16']:.0f}", f"{s['fp32'] / s['bf16']:.2f}x"]
+               for m, s in speed.items()])])
 
 
 def render(payload: dict) -> str:

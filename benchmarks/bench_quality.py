@@ -43,9 +43,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    DEFAULT_OUTPUT, DEV_AFFINE_SETS, REAL_PAIRS_DEV, PeerError, finite_mean, load_average, machine, machine_line,
-    peers_python, run_peer, table, vst_bm3d, vst_nlm, write_outputs,
+from common import (
+    DEFAULT_OUTPUT,
+    DEV_AFFINE_SETS,
+    REAL_PAIRS_DEV,
+    PeerError,
+    finite_mean,
+    load_average,
+    machine,
+    machine_line,
+    peers_python,
+    run_peer,
+    table,
+    vst_bm3d,
+    vst_nlm,
+    write_outputs,
 )
 
 METHODS = ("noisy", "gaussian", "nlm", "vst+nlm", "vst+bm3d", "n2v (careamics)", "n2v (careamics) to convergence",
@@ -193,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n2v-cap", type=float, default=600.0,
                     help="seconds per case at most for 'n2v (careamics) to convergence' (default 600)")
     ap.add_argument("--n2v-patience", type=int, default=200,
-                    help="epochs without a lower validation loss that end 'n2v (careamics) to convergence' (default 200)")
+                    help="epochs without a lower validation loss that end 'n2v (careamics) to convergence' "
+                         "(default 200)")
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.WARNING)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -235,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if note:
                 notes[(case.name, method)] = note
             flats = case.reference_flat or [None] * len(outs)
-            for i, (out, ref, flat) in enumerate(zip(outs, case.reference, flats)):
+            for i, (out, ref, flat) in enumerate(zip(outs, case.reference, flats, strict=True)):
                 s = score(ref, out, affine=case.affine, frc=True)
                 f = score(flat, out) if flat is not None else None
                 results.append({"case": case.name, "group": case.group, "image": i, "method": method,
@@ -271,7 +284,7 @@ def summarise(results: list[dict], kind: str) -> list[dict]:
     sel = [r for r in results if is_simulated(r) == (kind == "simulated")]
     out = []
     for m in dict.fromkeys(r["method"] for r in sel):
-        groups = [g for g in dict.fromkeys(r["group"] for r in sel)]
+        groups = list(dict.fromkeys(r["group"] for r in sel))
         per_group = [[r for r in sel if r["method"] == m and r["group"] == g] for g in groups]
         per_group = [rs for rs in per_group if rs]
         agg = {"method": m, "sets": len(per_group),
@@ -329,11 +342,13 @@ def render(results: list[dict], failures: dict, notes: dict, info: dict, budget:
                 if rs:
                     fits = [r["fit"] for r in rs if r.get("fit") and "steps" in r["fit"]]
                     label = m + (" [initial weights kept]" if fits and not any(f["adapted"] for f in fits) else "")
-                    row = [g, label, f"{finite_mean(r['psnr'] for r in rs):.2f}", f"{finite_mean(r['ssim'] for r in rs):.3f}"]
+                    row = [g, label, f"{finite_mean(r['psnr'] for r in rs):.2f}",
+                           f"{finite_mean(r['ssim'] for r in rs):.3f}"]
                     if flat:
                         row += [_cell(finite_mean(r.get("psnr_flat") for r in rs), ".2f"),
                                 _cell(finite_mean(r.get("ssim_flat") for r in rs), ".3f")]
-                    row += [f"{finite_mean(r['frc'] for r in rs):.3f}", f"{finite_mean(r['seconds_per_image'] for r in rs):.2f}",
+                    row += [f"{finite_mean(r['frc'] for r in rs):.3f}",
+                            f"{finite_mean(r['seconds_per_image'] for r in rs):.2f}",
                             len(rs), "; ".join(dict.fromkeys(
                                 [f"{f['steps']} (best {f['best_step']}), {f['stopped']}" for f in fits]
                                 + [f"{r['fit']['epochs']} epochs, {r['fit']['stopped']}" for r in rs

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backbone import cached_bm3d, dev_cases, model_outputs, render, score_rows, sim_cases  # noqa: E402
-from common import DEFAULT_OUTPUT, REAL_PAIRS_DEV, REPO, machine, publish  # noqa: E402
+from bench_backbone import cached_bm3d, dev_cases, model_outputs, render, score_rows, sim_cases
+from common import DEFAULT_OUTPUT, REAL_PAIRS_DEV, REPO, machine, publish
 
 SYNTHETIC = "synthetic"
 ALL = "real, all sets"
@@ -48,7 +48,8 @@ def _steps_of(path: Path) -> int | None:
 
 
 def train_arm(path: Path, init: str, structure: list[tuple[str, np.ndarray]] | None, args) -> dict:
-    """Continue ``init`` for ``args.steps`` steps (synthetic bank, plus ``structure`` fields when given) into ``path``."""
+    """Continue ``init`` for ``args.steps`` steps (synthetic bank, plus ``structure`` fields when given) into
+    ``path``."""
     from livedenoise.modelspec import load_model_spec
     from livedenoise.training.pretrain import pretrain
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_sim:
         cases += sim_cases(False)
     frames = [c.noisy for c in cases]
-    methods: dict[str, tuple[list[np.ndarray], float, dict]] = {"noisy": ([np.asarray(f, np.float32) for f in frames], 0.0, {})}
+    methods: dict[str, tuple[list[np.ndarray], float, dict]] = {
+        "noisy": ([np.asarray(f, np.float32) for f in frames], 0.0, {})}
     bm, secs = cached_bm3d(frames)
     methods["vst+bm3d"] = (bm, float(np.nanmean(secs)), {})
     print("[real-structure] scoring", flush=True)
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                "models": {k: {**methods[k][2], "seconds_per_image": methods[k][1]} for k in labels},
                "bm3d_seconds_per_image": methods["vst+bm3d"][1], "rows": rows, "training": training,
                "steps": args.steps, "lr": args.lr, "weight": args.weight, "seed": args.seed, "held_out_sets": held}
-    md = render(payload).replace("# Backbones vs VST+BM3D", "# Real structure in the training bank (leave one set out)", 1)
+    md = render(payload).replace("# Backbones vs VST+BM3D",
+                                 "# Real structure in the training bank (leave one set out)", 1)
     md += ("\n`real, set held out`: each dev set scored by the model trained without any image of it; on the simulator "
            "this column is the all-sets model. `real, all sets` saw every dev set's clean images: its dev rows are not "
            "out of sample.\n")

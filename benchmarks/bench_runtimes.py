@@ -18,13 +18,13 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, load_average, machine, machine_line, publish, table  # noqa: E402
+from common import DEFAULT_OUTPUT, load_average, machine, machine_line, publish, table
 
 
 def runners(model: str, threads: int, work: Path, x: np.ndarray) -> tuple[dict[str, Callable[[], np.ndarray]], dict]:
@@ -65,7 +65,8 @@ def runners(model: str, threads: int, work: Path, x: np.ndarray) -> tuple[dict[s
         core = ov.Core()
         graph = core.read_model(str(onnx_path))
         for label, hint in (("openvino fp32", "f32"), ("openvino bf16", "bf16")):
-            compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+            compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                         "PERFORMANCE_HINT": "LATENCY",
                                                          "INFERENCE_PRECISION_HINT": hint})
             request = compiled.create_infer_request()
             out[label] = (lambda r=request, c=compiled: r.infer({0: x})[c.output(0)])

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, load_average, machine, machine_line, table, write_outputs  # noqa: E402
+from common import DEFAULT_OUTPUT, load_average, machine, machine_line, table, write_outputs
 
 
 def _frame(size: int, seed: int = 0) -> np.ndarray:
@@ -78,7 +78,8 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
                 if den.is_temporal:  # the live cost: one more frame into a full window
                     for s in range(window):
                         den.push(_frame(size, s))
-                run = (lambda: den.push(frame)) if den.is_temporal else (lambda: den.denoise(frame))
+                # timed within this iteration only, so the late binding of den and frame is harmless
+                run = (lambda: den.push(frame)) if den.is_temporal else (lambda: den.denoise(frame))  # noqa: B023
                 run()  # warm-up (lazy init, cuDNN autotune)
                 if device.startswith("cuda"):
                     import torch
@@ -127,7 +128,8 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
         loop.TRAIN_CHANNELS_LAST = saved
     f = res.fit
     layout = "channels-last" if channels_last else "NCHW"
-    print(f"[speed] fine-tune {label} {layout} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}", flush=True)
+    print(f"[speed] fine-tune {label} {layout} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}",
+          flush=True)
     return {"device": device, "model": label, "size": size, "wall_s": wall, "steps": f.steps, "stopped": f.stopped,
             "layout": layout,
             "objective": f.objective, "validations": len(f.history),
@@ -137,8 +139,8 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
 
 def bench_acquisition(frames: int, size: int) -> list[dict]:
     """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
-    from livedenoise.acquisition.plans import Illumination, LivePlan
     from livedenoise.acquisition.display import DenoiseWorker
+    from livedenoise.acquisition.plans import Illumination, LivePlan
     from livedenoise.inference import Denoiser
     from simulators.config import load_microscope_config
     from simulators.core import acquire_with_pycromanager, build_events, pycromanager_backend, start_simulated_core
@@ -157,10 +159,13 @@ def bench_acquisition(frames: int, size: int) -> list[dict]:
             source, label = _model("fast")
             den = Denoiser(*(source if isinstance(source, tuple) else (source,)), device="cpu")
             den.warmup((size, size))
-            for mode, with_worker in (("livedenoise hook, no model", False), (f"livedenoise hook + DenoiseWorker ({label})", True)):
+            for mode, with_worker in (("livedenoise hook, no model", False),
+                                      (f"livedenoise hook + DenoiseWorker ({label})", True)):
                 backend = pycromanager_backend(core)
                 worker = DenoiseWorker(lambda frame, _info: den.denoise(frame)).start() if with_worker else None
-                on_frame = (lambda img, axes: worker.submit(np.array(img, copy=True))) if worker else (lambda img, axes: None)
+                # run_live returns before the next iteration: the late binding of worker is harmless
+                on_frame = ((lambda img, axes: worker.submit(np.array(img, copy=True))) if worker  # noqa: B023
+                            else (lambda img, axes: None))
                 info = backend.run_live(LivePlan(Illumination(cfg.exposure_ms, None)), on_frame, threading.Event(),
                                         Path(tmp) / mode.split()[2], max_frames=frames)
                 denoised = skipped = None
@@ -178,11 +183,13 @@ def bench_acquisition(frames: int, size: int) -> list[dict]:
 
 
 def render(result: dict) -> str:
-    lines = [f"# Speed benchmark{' (quick)' if result['quick'] else ''}", "", f"- machine: {machine_line(result['machine'])}", ""]
+    lines = [f"# Speed benchmark{' (quick)' if result['quick'] else ''}", "",
+             f"- machine: {machine_line(result['machine'])}", ""]
     if result.get("inference"):
         lines += ["## Inference (Denoiser, median of repeats after warm-up)", "",
                   table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision", "layout"],
-                        [[r["device"], r["model"] + (f", window {r['temporal_window']}" if r["temporal_window"] else ""),
+                        [[r["device"],
+                          r["model"] + (f", window {r['temporal_window']}" if r["temporal_window"] else ""),
                           f"{r['size']}²", f"{r['ms_per_frame']:.1f}", f"{r['mpx_per_s']:.2f}", f"{r['fps']:.2f}",
                           r["precision"], r.get("layout", "NCHW")] for r in result["inference"]]), ""]
     if result.get("finetune"):
@@ -195,9 +202,10 @@ def render(result: dict) -> str:
     if result.get("acquisition"):
         acq = result["acquisition"]
         base = acq[0]["camera_fps"] if acq else float("nan")
-        lines += [f"## Live acquisition overhead (pycromanager, simulated core, {acq[0]['frames'] if acq else '?'} frames "
-                  f"of {result['acq_size']}², NDTiff to disk)", "",
-                  table(["mode", "camera fps", "vs plain", "frames saved", "denoised for display", "skipped for display"],
+        lines += ["## Live acquisition overhead (pycromanager, simulated core, "
+                  f"{acq[0]['frames'] if acq else '?'} frames of {result['acq_size']}², NDTiff to disk)", "",
+                  table(["mode", "camera fps", "vs plain", "frames saved", "denoised for display",
+                         "skipped for display"],
                         [[r["mode"], f"{r['camera_fps']:.1f}", f"{100 * r['camera_fps'] / base:.0f}%", r["frames"],
                           "-" if r["denoised"] is None else r["denoised"],
                           "-" if r["skipped_for_display"] is None else r["skipped_for_display"]] for r in acq]), ""]

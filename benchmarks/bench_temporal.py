@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, REPO, PeerError, finite_mean, machine, machine_line, publish, run_peer, table  # noqa: E402
+from common import DEFAULT_OUTPUT, REPO, PeerError, finite_mean, machine, machine_line, publish, run_peer, table
 
 CACHE = REPO / "runs" / "cache" / "bm4d"
 EXPOSURE_S = 0.02
@@ -165,7 +165,7 @@ def _masked_psnr(truth: np.ndarray, image: np.ndarray, mask: np.ndarray) -> floa
     from livedenoise.metrics import normalize_pair
 
     se, n, peak = 0.0, 0, 0.0
-    for r, x, m in zip(truth, image, mask):
+    for r, x, m in zip(truth, image, mask, strict=True):
         rn, xn = normalize_pair(r, x)
         peak = max(peak, float(rn.max() - rn.min()))
         se += float(np.sum((xn - rn)[m] ** 2))
@@ -178,8 +178,8 @@ def score_series(s: Series, out: np.ndarray) -> dict:
     the camera's expected image (``*_camera``); moving/rest split against the sample."""
     from livedenoise.metrics import score
 
-    frames = [score(t, o) for t, o in zip(s.flat, out)]
-    camera = [score(t, o) for t, o in zip(s.truth, out)]
+    frames = [score(t, o) for t, o in zip(s.flat, out, strict=True)]
+    camera = [score(t, o) for t, o in zip(s.truth, out, strict=True)]
     return {"psnr": finite_mean([f.psnr for f in frames]), "ssim": finite_mean([f.ssim for f in frames]),
             "psnr_camera": finite_mean([f.psnr for f in camera]), "ssim_camera": finite_mean([f.ssim for f in camera]),
             "psnr_moving": _masked_psnr(s.flat, out, s.moving), "psnr_rest": _masked_psnr(s.flat, out, ~s.moving),
@@ -204,20 +204,23 @@ def summarise(results: list[dict]) -> dict:
 def render(payload: dict, heading: bool = True) -> str:
     """The results table (Markdown) from a run's JSON payload (also used by ``readme_tables.py``)."""
     methods, results = payload["methods"], payload["cases"]
-    rows = [[e["case"]] + [f"{e['methods'][k]['psnr']:.2f} / {e['methods'][k]['ssim']:.3f}" if k in e["methods"] else "-"
-                           for k in methods] for e in results]
+    rows = [[e["case"]] + [f"{e['methods'][k]['psnr']:.2f} / {e['methods'][k]['ssim']:.3f}"
+                           if k in e["methods"] else "-" for k in methods] for e in results]
     rows.append(["**mean PSNR / SSIM**"] + [f"**{payload['means'][k]:.2f}** / {payload['means_ssim'][k]:.3f}"
                                             for k in methods])
-    rows.append(["mean PSNR against the camera's expected image"] + [f"{payload['means_camera'][k]:.2f}" for k in methods])
+    rows.append(["mean PSNR against the camera's expected image"]
+                + [f"{payload['means_camera'][k]:.2f}" for k in methods])
     rows.append(["mean PSNR on moving puncta"] + [f"{payload['moving'][k]:.2f}" for k in methods])
     rows.append(["mean PSNR everywhere else"] + [f"{payload['rest'][k]:.2f}" for k in methods])
     secs = payload["seconds_per_frame"]
     rows.append(["ms per frame (1 thread)"] + ["-"] + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
-    models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps)" for k, v in payload["models"].items())
+    models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps)"
+                       for k, v in payload["models"].items())
     head = (f"Time-lapses ({payload['frames']} frames of {payload['size']}x{payload['size']} per case), PSNR dB / SSIM "
             "against the sample (the camera's fixed pattern removed); the last rows give the mean against the camera's "
-            "expected image, split into moving puncta and everything else, and the cost per frame.\n\n") if heading else ""
-    return head + table(["case"] + methods, rows) + f"\n\nModels: {models}.\n"
+            "expected image, split into moving puncta and everything else, and the cost per frame.\n\n"
+            ) if heading else ""
+    return head + table(["case", *methods], rows) + f"\n\nModels: {models}.\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         raw = score_series(s, s.noisy.astype(np.float32))
         entry = {"case": s.name, "photons": photons, "optics": optics, "frames": frames, "size": size,
                  "methods": {"raw": raw}, "seconds_per_frame": {}}
-        runs = {
-            "2-D " + args.frame_model: lambda: network(args.frame_model, s.noisy, "frames"),
-            "temporal live": lambda: network(args.temporal, s.noisy, "live"),
-            "temporal batch": lambda: network(args.temporal, s.noisy, "batch"),
+        runs = {  # called within this iteration only: the late binding of s is harmless
+            "2-D " + args.frame_model: lambda: network(args.frame_model, s.noisy, "frames"),  # noqa: B023
+            "temporal live": lambda: network(args.temporal, s.noisy, "live"),  # noqa: B023
+            "temporal batch": lambda: network(args.temporal, s.noisy, "batch"),  # noqa: B023
         }
         for label, run in runs.items():
             out, sec, info = run()

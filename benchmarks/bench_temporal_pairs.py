@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_temporal import EXPOSURE_S, OPTICS, network, score_series, simulate_series  # noqa: E402
-from common import DEFAULT_OUTPUT, finite_mean, machine, machine_line, publish, table  # noqa: E402
+from bench_temporal import EXPOSURE_S, OPTICS, network, score_series, simulate_series
+from common import DEFAULT_OUTPUT, finite_mean, machine, machine_line, publish, table
 
 REFERENCE_FRAMES = 16
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         scores = {"raw": score_series(s, s.noisy.astype(np.float32))}
         for label, spec, mode in (("2-D fast", "fast", "frames"), ("temporal live", "temporal", "live"),
                                   ("temporal batch", "temporal", "batch"),
-                                  ("adapted live", str(adapted_path), "live"), ("adapted batch", str(adapted_path), "batch")):
+                                  ("adapted live", str(adapted_path), "live"),
+                                  ("adapted batch", str(adapted_path), "batch")):
             out, _, _ = network(spec, s.noisy, mode, calibration)
             scores[label] = score_series(s, out)
         f = res.fit
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         cases.append(case)
         gain = scores["adapted batch"]["psnr"] - scores["temporal batch"]["psnr"]
         print(f"[temporal-pairs] {s.name}: {f.steps} steps (adapted: {res.adapted}), batch "
-              f"{scores['temporal batch']['psnr']:.2f} -> {scores['adapted batch']['psnr']:.2f} ({gain:+.2f} dB)", flush=True)
+              f"{scores['temporal batch']['psnr']:.2f} -> {scores['adapted batch']['psnr']:.2f} ({gain:+.2f} dB)",
+              flush=True)
     labels = list(cases[0]["scores"])
     rows = [[c["case"], f"{c['steps']} ({'adapted' if c['adapted'] else 'kept the backbone'})"]
             + [f"{c['scores'][k]['psnr']:.2f} / {c['scores'][k]['ssim']:.3f}" for k in labels] for c in cases]
@@ -105,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     md = (f"Temporal backbone fine-tuned on {args.pairs} calibration pairs ({args.seconds:g} s budget), scored on "
           f"time-lapses ({args.frames} frames of {args.size}²) of other fields; PSNR dB / SSIM against the sample"
           + (f"; every noise model from the camera calibration {args.calibration}" if calibration else "") + ".\n\n"
-          + table(["case", "fine-tune steps"] + labels, rows)
+          + table(["case", "fine-tune steps", *labels], rows)
           + f"\n\nMean gain of the adapted model over the shipped temporal backbone: live {gains['live']:+.2f} dB, "
           f"batch {gains['batch']:+.2f} dB. {machine_line(info)}.\n")
-    command = "python benchmarks/bench_temporal_pairs.py" + (f" --calibration {args.calibration}" if calibration else "")
+    command = ("python benchmarks/bench_temporal_pairs.py"
+               + (f" --calibration {args.calibration}" if calibration else ""))
     publish(args.output, "temporal-pairs", {"machine": info, "cases": cases, "gains": gains, "pairs": args.pairs,
                                             "budget_s": args.seconds, "calibration": str(args.calibration or ""),
                                             "command": command}, md)

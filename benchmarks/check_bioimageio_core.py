@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, publish, table  # noqa: E402
+from common import DEFAULT_OUTPUT, machine, publish, table
 
 PROBE = r"""
 import json, sys

@@ -136,7 +136,7 @@ def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], lis
     info = {"careamics": careamics.__version__, "epochs": epochs_done, "time_budget_s": budget}
     if converge:
         info.update(converge=True, patience=int(spec.get("patience", 200)), fits=fits)
-    return [o for o in outs], secs, info
+    return list(outs), secs, info
 
 
 def main(argv: list[str]) -> int:

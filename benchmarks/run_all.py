@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, DEV_AFFINE_SETS, HERE, REAL_PAIRS_DEV, machine, machine_line, table  # noqa: E402
+from common import DEFAULT_OUTPUT, DEV_AFFINE_SETS, HERE, REAL_PAIRS_DEV, machine, machine_line, table
 
 PARTS = ("speed", "batch", "quality", "devpairs", "evaluate", "real")
 
@@ -66,13 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         with (out / f"{name}.log").open("w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent).returncode
         wall = time.perf_counter() - t0
-        status.append({"part": name, "command": " ".join(cmd), "exit": rc, "wall_s": wall, "log": str(out / f"{name}.log")})
+        status.append({"part": name, "command": " ".join(cmd), "exit": rc, "wall_s": wall,
+                       "log": str(out / f"{name}.log")})
         print(f"=== {name}: exit {rc} in {wall:.0f} s (log {out / (name + '.log')})", flush=True)
     info = machine()
     (out / "summary.json").write_text(json.dumps({"machine": info, "quick": args.quick, "parts": status}, indent=1))
     md = [f"# livedenoise benchmarks{' (quick)' if args.quick else ''}", "", f"- machine: {machine_line(info)}", "",
-          table(["part", "exit", "wall s", "command"], [[s["part"], s["exit"], f"{s['wall_s']:.0f}", f"`{s['command']}`"]
-                                                         for s in status]), ""]
+          table(["part", "exit", "wall s", "command"],
+                [[s["part"], s["exit"], f"{s['wall_s']:.0f}", f"`{s['command']}`"] for s in status]), ""]
     for name, files in (("speed", ["speed-quick.md" if args.quick else "speed.md"]),
                         ("quality", ["quality-quick.md" if args.quick else "quality.md"]),
                         ("devpairs", ["dev-pairs-quick.md" if args.quick else "dev-pairs.md"]),

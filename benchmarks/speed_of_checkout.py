@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return res.returncode
     print("\n".join(line for line in res.stdout.splitlines() if line.startswith("[speed]")))
     payload = json.loads(next(line[2:] for line in res.stdout.splitlines() if line.startswith("@@")))
-    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     payload.update(commit=commit, command="python benchmarks/speed_of_checkout.py " + " ".join(
         argv if argv is not None else sys.argv[1:]))
     args.output.parent.mkdir(parents=True, exist_ok=True)

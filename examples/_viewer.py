@@ -7,8 +7,9 @@ napari-micromanager runs an MDA next to its window.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from livedenoise.acquisition.display import DenoisedFrame
 

@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 import useq
+from _truth import TruthScores
+from _viewer import run_example
 
 from livedenoise.attach import MDADenoiser
-from _truth import TruthScores  # noqa: E402 - beside this script
-from _viewer import run_example  # noqa: E402
 from simulators.core import LIGHT_GROUP, spread_positions, start_simulated_core
 
 

@@ -17,18 +17,20 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from _truth import TruthScores
+from _viewer import run_example
 from pycromanager import Acquisition, multi_d_acquisition_events
 
 from livedenoise.attach import PycromanagerDenoiser
-from _truth import TruthScores  # noqa: E402 - beside this script
-from _viewer import run_example  # noqa: E402
 from simulators.core import LIGHT_GROUP, spread_positions, start_simulated_core
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", type=Path, default=None, help="folder for raw/ and denoised/ (default: a temporary one)")
-    parser.add_argument("--saved", action="store_true", help="hook in with image_saved_fn (denoise from what was saved)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for raw/ and denoised/ (default: a temporary one)")
+    parser.add_argument("--saved", action="store_true",
+                        help="hook in with image_saved_fn (denoise from what was saved)")
     parser.add_argument("--model", default="fast", help="model for every channel (shipped name or .safetensors)")
     parser.add_argument("--time-points", type=int, default=5)
     parser.add_argument("--show", action="store_true", help="open livedenoise's raw | denoised viewer while acquiring")

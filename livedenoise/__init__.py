@@ -11,8 +11,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from livedenoise.errors import (  # noqa: E402
-    BatchIncomplete, CheckpointError, ConfigError, InputDataError, LivedenoiseError, MicroManagerUnavailable,
+from livedenoise.errors import (
+    BatchIncomplete,
+    CheckpointError,
+    ConfigError,
+    InputDataError,
+    LivedenoiseError,
+    MicroManagerUnavailable,
 )
 
 #: public name -> module that defines it

@@ -360,9 +360,26 @@ data, is measured in the livedenoise README's benchmark tables.
 def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None, authors: Sequence[str],
               multiple: int, halo: int, noise_text: str) -> Any:
     from bioimageio.spec.model.v0_5 import (
-        Author, AxisId, BatchAxis, ChannelAxis, CiteEntry, FileDescr, Identifier, InputTensorDescr,
-        IntervalOrRatioDataDescr, LicenseId, ModelDescr, OnnxWeightsDescr, OutputTensorDescr, ParameterizedSize,
-        SizeReference, SpaceInputAxis, SpaceOutputAxisWithHalo, TensorId, TorchscriptWeightsDescr, Version,
+        Author,
+        AxisId,
+        BatchAxis,
+        ChannelAxis,
+        CiteEntry,
+        FileDescr,
+        Identifier,
+        InputTensorDescr,
+        IntervalOrRatioDataDescr,
+        LicenseId,
+        ModelDescr,
+        OnnxWeightsDescr,
+        OutputTensorDescr,
+        ParameterizedSize,
+        SizeReference,
+        SpaceInputAxis,
+        SpaceOutputAxisWithHalo,
+        TensorId,
+        TorchscriptWeightsDescr,
+        Version,
         WeightsDescr,
     )
 
@@ -424,7 +441,8 @@ def is_bioimageio_package(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def checkpoint_from_bioimageio(path: str | os.PathLike[str], cache_folder: str | os.PathLike[str] | None = None) -> Path:
+def checkpoint_from_bioimageio(path: str | os.PathLike[str],
+                               cache_folder: str | os.PathLike[str] | None = None) -> Path:
     """The livedenoise checkpoint inside a package, as a ``.safetensors`` file in the cache; returns its path.
 
     The package's description is read and validated with ``bioimageio.spec``; the attachment's sha256

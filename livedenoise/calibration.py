@@ -13,9 +13,10 @@ Calibrations are stored as safetensors (numpy arrays + JSON metadata; nothing is
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,23 +78,26 @@ class CameraCalibration:
         except Exception as exc:  # OSError, or safetensors' own I/O error (a full disk)
             if tmp.parent.is_dir():
                 tmp.unlink(missing_ok=True)
-            raise LivedenoiseError(f"Cannot write the camera calibration {path}: {getattr(exc, 'strerror', None) or exc}; "
+            raise LivedenoiseError(f"Cannot write the camera calibration {path}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}; "
                                    "choose a writable path with -o.") from None
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "CameraCalibration":
+    def load(cls, path: str | Path) -> CameraCalibration:
         """Read a calibration written by :meth:`save`, with a clear error for missing or corrupt files."""
         from safetensors import safe_open
 
         path = Path(path)
         if not path.is_file():
-            raise InputDataError(f"{path}: camera calibration file not found (make one with `livedenoise calibrate-camera`)")
+            raise InputDataError(f"{path}: camera calibration file not found "
+                                 "(make one with `livedenoise calibrate-camera`)")
         try:
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
                 if meta.get("format") != FORMAT:
-                    raise InputDataError(f"{path}: not a livedenoise camera calibration (format {meta.get('format')!r})")
+                    raise InputDataError(f"{path}: not a livedenoise camera calibration "
+                                         f"(format {meta.get('format')!r})")
                 maps = {k: fh.get_tensor(k) for k in ("offset", "read_var", "gain")}
         except InputDataError:
             raise
@@ -130,7 +134,8 @@ def _mean_var(stack: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarra
     return mean + ref, var
 
 
-def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *, info: dict[str, Any] | None = None) -> CameraCalibration:
+def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *,
+              info: dict[str, Any] | None = None) -> CameraCalibration:
     """Estimate offset, read variance and gain maps from a dark stack and flat stacks at several intensities.
 
     ``flats`` is a list of (N, Y, X) stacks, each at one uniform illumination level; at least two levels
@@ -146,18 +151,21 @@ def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *, info: dict[str, 
     for k, flat in enumerate(flats):
         flat = _check_stack(flat, f"flat stack {k}")
         if flat.shape[1:] != dark.shape[1:]:
-            raise InputDataError(f"flat stack {k}: frame size {flat.shape[1:]} differs from the dark frames {dark.shape[1:]}")
+            raise InputDataError(f"flat stack {k}: frame size {flat.shape[1:]} differs from the dark frames "
+                                 f"{dark.shape[1:]}")
         mean, var = _mean_var(flat)
         signal = mean - offset
         num += (var - read_var) * signal
         den += signal * signal
         levels.append(float(np.median(signal)))
     if min(levels) <= 0:
-        raise InputDataError(f"flat frames: a level is not brighter than the dark frames (median signal per level: {levels})")
+        raise InputDataError("flat frames: a level is not brighter than the dark frames "
+                             f"(median signal per level: {levels})")
     gain = num / den
     bad = ~np.isfinite(gain) | (gain <= 0)
     if bad.any():  # dead/saturated pixels: use the median so conversions stay finite
         gain[bad] = np.median(gain[~bad]) if (~bad).any() else 1.0
-    meta = {"dark_frames": int(dark.shape[0]), "flat_levels_adu": levels, "flat_frames": [int(np.shape(f)[0]) for f in flats]}
+    meta = {"dark_frames": int(dark.shape[0]), "flat_levels_adu": levels,
+            "flat_frames": [int(np.shape(f)[0]) for f in flats]}
     meta.update(info or {})
     return CameraCalibration(offset.astype(np.float32), read_var.astype(np.float32), gain.astype(np.float32), meta)

@@ -92,7 +92,7 @@ class Checkpoint:
         self.path = out
         return out
 
-    def clone(self, *, name: str | None = None) -> "Checkpoint":
+    def clone(self, *, name: str | None = None) -> Checkpoint:
         """Independent deep copy (weights included): fine-tune it without touching this one."""
         model = copy.deepcopy(self.model)
         metadata = copy.deepcopy(self.metadata)

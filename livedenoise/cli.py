@@ -10,7 +10,7 @@ import importlib
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from livedenoise import __version__
 from livedenoise.errors import LivedenoiseError

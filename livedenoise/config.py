@@ -35,8 +35,8 @@ class TrainingConfig(_Strict):
     lr_self_supervised: float = Field(1e-4, gt=0, le=1)
     lr_pairs: float = Field(
         1e-4, gt=0, le=1,
-        description=("few-pair fine-tuning of the synthetic-trained backbone; on real dev pairs (bench_pairs --quick, 5 pairs, "
-                     "60 s) 1e-3 lost 0.16 dB to the backbone, 1e-4 gained 0.07, 3e-5 0.06"),
+        description=("few-pair fine-tuning of the synthetic-trained backbone; on real dev pairs (bench_pairs --quick, "
+                     "5 pairs, 60 s) 1e-3 lost 0.16 dB to the backbone, 1e-4 gained 0.07, 3e-5 0.06"),
     )
     loss: Literal["l2", "l1"] = "l2"
     ssim_weight: float = Field(0.0, ge=0, le=10, description="weight of a (1-SSIM) term for pair training")
@@ -61,7 +61,8 @@ class LiveConfig(_Strict):
     """A live session: how to calibrate, which backbone to start from, how long to fine-tune."""
 
     mode: Literal["pairs", "self"] = "pairs"
-    backbone: str = Field("fast", description="shipped backbone name ('fast', 'standard' or 'temporal') or a checkpoint path")
+    backbone: str = Field("fast",
+                          description="shipped backbone name ('fast', 'standard' or 'temporal') or a checkpoint path")
     calibration_positions: int = Field(5, ge=1, le=100, description="stage positions for calibration pairs")
     reference: Literal["exposure", "power", "average"] = Field(
         "average",
@@ -86,7 +87,8 @@ class LiveConfig(_Strict):
                      "bfloat16 1.7-1.9x faster per frame at a small measured quality cost; see the README) or fp16"))
     exposure_ms: float | None = Field(
         None, gt=0, le=60000,
-        description="live exposure; unset: the exposure Micro-Manager is set to (the simulated microscope's own setting)")
+        description="live exposure; unset: the exposure Micro-Manager is set to "
+                    "(the simulated microscope's own setting)")
     light_power: float | None = Field(
         None, ge=0, le=100, description="live light power in percent; unset: the light source is left as it is")
 

@@ -13,7 +13,8 @@ each on its own (single-image estimate).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ MAX_SINGLE_FRAMES = 4
 def _lead_index(axes: str, shape: Sequence[int], fixed: dict[str, int]) -> list[int]:
     """Index over the leading (non-YX) axes: ``fixed`` letters set, P/T at 0, Z at the middle plane."""
     out = []
-    for letter, n in zip(axes[:-2], shape[:-2]):
+    for letter, n in zip(axes[:-2], shape[:-2], strict=True):
         if letter in fixed:
             out.append(int(fixed[letter]))
         elif letter == "Z":
@@ -46,13 +47,13 @@ def sample_field_frames(dataset: Any, channel: int | None) -> tuple[list[np.ndar
         frames = [np.asarray(dataset.read_frame(_lead_index(axes, shape, {**fixed, "T": t})))
                   for t in range(min(n_t, MAX_FIELD_FRAMES))]
         return frames, True
-    lead = [n for a, n in zip(axes[:-2], shape[:-2]) if a not in fixed]
+    lead = [n for a, n in zip(axes[:-2], shape[:-2], strict=True) if a not in fixed]
     free = [a for a in axes[:-2] if a not in fixed]
     total = int(np.prod(lead, dtype=np.int64)) if lead else 1
     picks = np.unique(np.linspace(0, total - 1, num=min(MAX_SINGLE_FRAMES, total)).round().astype(np.int64))
     frames = []
     for flat in picks:
-        sub = dict(zip(free, (int(i) for i in np.unravel_index(int(flat), lead)))) if lead else {}
+        sub = dict(zip(free, (int(i) for i in np.unravel_index(int(flat), lead)), strict=True)) if lead else {}
         index = [sub[a] if a in sub else fixed[a] for a in axes[:-2]]
         frames.append(np.asarray(dataset.read_frame(index)))
     return frames, False

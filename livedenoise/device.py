@@ -65,7 +65,8 @@ def select_device(preference: str | torch.device = "auto") -> torch.device:
         try:
             device = torch.device(choice)
         except RuntimeError as exc:
-            raise ConfigError(f"Device {preference!r} is not a valid CUDA device name; expected 'cuda' or 'cuda:N'.") from exc
+            raise ConfigError(f"Device {preference!r} is not a valid CUDA device name; "
+                              "expected 'cuda' or 'cuda:N'.") from exc
         index = device.index if device.index is not None else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise LivedenoiseError(

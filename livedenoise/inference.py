@@ -32,9 +32,10 @@ import math
 import os
 import threading
 from collections import deque
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +43,16 @@ from torch import nn
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import PRECISIONS
-from livedenoise.modelspec import load_model_spec
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.models import (
-    activation_bytes_per_pixel, is_tile_safe, model_is_temporal, receptive_field_radius, size_multiple,
+    activation_bytes_per_pixel,
+    is_tile_safe,
+    model_is_temporal,
+    receptive_field_radius,
+    size_multiple,
 )
+from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
 
 log = logging.getLogger("livedenoise")
@@ -72,7 +77,8 @@ ModelSource = Any  # Checkpoint | str | os.PathLike | nn.Module | tuple[nn.Modul
 
 
 def canonical_precision(precision: str) -> str:
-    """``precision`` as one of :data:`PRECISIONS` (``float32``, ``bfloat16``, ``half``... accepted), else a ConfigError."""
+    """``precision`` as one of :data:`PRECISIONS` (``float32``, ``bfloat16``, ``half``... accepted), else a
+    ConfigError."""
     p = str(precision).lower()
     p = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}.get(p, p)
     if p not in PRECISIONS:
@@ -594,7 +600,8 @@ class Denoiser:
                     f"tile_size {side} is too small for overlap {engine.margin} px; expected at least {minimum}."
                 )
             side = 2 * engine.margin + 4 * engine.multiple
-        return (_axis_plan(h, side, engine.margin, engine.multiple), _axis_plan(w, side, engine.margin, engine.multiple))
+        return (_axis_plan(h, side, engine.margin, engine.multiple),
+                _axis_plan(w, side, engine.margin, engine.multiple))
 
     @property
     def ensemble(self) -> int:
@@ -690,4 +697,4 @@ def denoise_array(
     return Denoiser(checkpoint, device=device, **options).denoise_stack(data)
 
 
-__all__: Sequence[str] = ("Denoiser", "denoise_array", "DEFAULT_PIXEL_BUDGET", "PRECISIONS")
+__all__: Sequence[str] = ("DEFAULT_PIXEL_BUDGET", "PRECISIONS", "Denoiser", "denoise_array")

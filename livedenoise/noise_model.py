@@ -35,14 +35,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from livedenoise.errors import ConfigError, InputDataError
 from livedenoise.normalization import (
-    SCALE_PERCENTILE, Normalizer, _highpass_and_local_mean, _robust_variance, _subsample, check_image,
+    SCALE_PERCENTILE,
+    Normalizer,
+    _highpass_and_local_mean,
+    _robust_variance,
+    _subsample,
+    check_image,
 )
 
 log = logging.getLogger("livedenoise")
@@ -78,7 +84,8 @@ class NoiseFit:
     warnings: list[str] = field(default_factory=list)
     correlation_ratio: float = math.nan  # noise_correlation_ratio of the stabilised frames (1.0: independent pixels)
     correlation_factor: float = 1.0  # variance multiplier applied for spatially correlated noise (1: none)
-    scan_axis: str | None = None  # axis along which neighbours share noise (point-scanning detectors), single-image fits
+    #: axis along which neighbours share noise (point-scanning detectors), single-image fits
+    scan_axis: str | None = None
     scan_correlation: float = 0.0  # the neighbour correlation of the noise along ``scan_axis``
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def _level_bins(m: np.ndarray, n_bins: int, min_per_bin: int) -> list[np.ndarray
     order = np.argsort(m, kind="stable")
     pos = np.searchsorted(m[order], edges[1:-1], side="right")
     groups, start = [], 0
-    for stop in list(pos) + [m.size]:
+    for stop in [*pos, m.size]:
         if stop - start >= min_per_bin or (stop == m.size and not groups):
             groups.append(order[start:stop])
             start = stop
@@ -189,7 +196,8 @@ def _bin_fit(r: np.ndarray, m: np.ndarray, *, n_bins: int, min_per_bin: int, env
     bin's true mean: regression dilution).
     """
     if r.size == 0:
-        raise InputDataError("No usable pixels for noise estimation (all saturated or clipped); expected unsaturated pixels.")
+        raise InputDataError("No usable pixels for noise estimation (all saturated or clipped); "
+                             "expected unsaturated pixels.")
     idx = _subsample(np.arange(r.size))
     r, m = r[idx], m[idx]
     centre_of = m if level is None else level[idx]
@@ -497,8 +505,9 @@ def fit_noise_model(
             method = "calibration maps"
         else:
             method = "calibration"
-            warnings.append(f"the camera calibration is {calibration.shape[1]}x{calibration.shape[0]} px but the frames "
-                            f"are {', '.join(sorted(f'{w}x{h}' for h, w in shapes))}: its median offset, gain and read "
+            warnings.append(f"the camera calibration is {calibration.shape[1]}x{calibration.shape[0]} px but the "
+                            f"frames are {', '.join(sorted(f'{w}x{h}' for h, w in shapes))}: its median offset, gain "
+                            "and read "
                             "noise are used (per-pixel maps need frames of the calibrated size)")
         a_adu, b_adu = gain, read_var - gain * offset
         norm = Normalizer(offset=offset, gain=gain, noise_a=1.0, noise_b=read_var / gain**2, vst=vst,
@@ -514,8 +523,8 @@ def fit_noise_model(
             method = "single image"
             if single.scan_axis:
                 warnings.append(f"neighbouring pixels along {single.scan_axis} share noise (correlation "
-                                f"{single.scan_correlation:.2f}; a point-scanning detector's bandwidth): the noise model "
-                                f"uses the pixel variance, {single.scan_factor:.2f}x what pixel differences show")
+                                f"{single.scan_correlation:.2f}; a point-scanning detector's bandwidth): the noise "
+                                f"model uses the pixel variance, {single.scan_factor:.2f}x what pixel differences show")
         norm = Normalizer(offset=0.0, gain=a_adu, noise_a=1.0, noise_b=b_adu / a_adu**2, vst=vst, saturation=saturation)
     sample = np.concatenate([_subsample(f.ravel(), 2_000_000 // len(data) + 1) for f in data]).astype(np.float64)
     fit = NoiseFit(norm, method, len(data), float(a_adu), float(b_adu), averaged=averaged, calibration=cal_name,
@@ -535,7 +544,8 @@ def fit_noise_model(
                 # estimate, gains too).
                 a_bin, b_bin = estimate_single_image([bin4(f) for f in data], saturation=None)
                 a_new, b_new = 16.0 * a_bin, 16.0 * b_bin
-                factor = (a_new * float(np.median(sample)) + b_new) / max(a_adu * float(np.median(sample)) + b_adu, 1e-12)
+                factor = ((a_new * float(np.median(sample)) + b_new)
+                          / max(a_adu * float(np.median(sample)) + b_adu, 1e-12))
                 if not (a_new > 0 and factor > 1.0):
                     # the binned frames are too small or too structured for a fit: raise the pixel-scale model to
                     # the same equal-power level measured on the robust diagonal band instead
@@ -549,9 +559,9 @@ def fit_noise_model(
                 else:
                     factor = 1.0
             warnings.append(
-                f"the noise is spatially correlated (coarse/fine noise ratio {fit.correlation_ratio:.2f}; camera noise, "
-                "independent from pixel to pixel, gives 1.0): the frames were filtered, interpolated or binned after the "
-                "camera"
+                f"the noise is spatially correlated (coarse/fine noise ratio {fit.correlation_ratio:.2f}; camera "
+                "noise, independent from pixel to pixel, gives 1.0): the frames were filtered, interpolated or binned "
+                "after the camera"
                 + (f"; the noise model is fitted on 4x4-binned frames instead (variance {factor:.1f}x the pixel-scale "
                    "fit), the independent noise of equal power at that scale, so the denoiser removes it"
                    if factor > 1.0 else "")

@@ -56,8 +56,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,8 @@ def check_image(x: Any, name: str = "image", *, ndim: int | None = None, min_ndi
     try:
         arr = np.asarray(x)
     except Exception as exc:  # e.g. ragged sequences
-        raise InputDataError(f"The {name} could not be read as an array ({exc}); expected a numeric 2-D image.") from exc
+        raise InputDataError(f"The {name} could not be read as an array ({exc}); "
+                             "expected a numeric 2-D image.") from exc
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
         raise InputDataError(
             f"The {name} has dtype {arr.dtype}, which is not numeric; expected integer or floating-point pixel values."
@@ -183,10 +185,10 @@ def estimate_poisson_gaussian(
     (second differences, see :func:`_highpass_and_local_mean`) and the matching local mean;
     pixels are binned by local mean into equally populated bins; each bin's variance is the
     mean of ``r^2`` after clipping at 3.5 robust sigmas (edges of structures leave a few large
-    residuals, which the clipping ignores; see :func:`_robust_variance`); a weighted least-squares line through the bins (weights ``n / var^2``,
-    re-weighted twice from the fitted line) gives ``a`` and ``b``. ``a`` is clipped to a small
-    positive floor (``1e-6 * max(1, |median level|)``), which is what a noise-free (e.g.
-    constant) image returns, together with ``b = 0``. Windows touching ``saturation`` are ignored.
+    residuals, which the clipping ignores; see :func:`_robust_variance`); a weighted least-squares line
+    through the bins (weights ``n / var^2``, re-weighted twice from the fitted line) gives ``a`` and ``b``.
+    ``a`` is clipped to a small positive floor (``1e-6 * max(1, |median level|)``), which is what a
+    noise-free (e.g. constant) image returns, together with ``b = 0``. Windows touching ``saturation`` are ignored.
     """
     arr = check_image(frame, "image for noise estimation", min_ndim=2)
     return _estimate_from_frames(list(arr.reshape(-1, *arr.shape[-2:])), saturation, n_bins, min_per_bin)
@@ -292,7 +294,8 @@ class Normalizer:
 
     def __post_init__(self) -> None:
         if self.inversion not in INVERSIONS:
-            raise ConfigError(f"Normalizer.inversion = {self.inversion!r} is unknown; expected one of {', '.join(INVERSIONS)}.")
+            raise ConfigError(f"Normalizer.inversion = {self.inversion!r} is unknown; "
+                              f"expected one of {', '.join(INVERSIONS)}.")
         if (self.pixel_offset is None) != (self.pixel_gain is None):
             raise ConfigError("Normalizer per-pixel maps need both pixel_offset and pixel_gain.")
         if self.pixel_offset is not None:
@@ -414,8 +417,10 @@ class Normalizer:
     def describe(self) -> str:
         """One line for logs and reports."""
         sat = "none" if self.saturation is None else f"{self.saturation:g}"
-        maps = f" (per-pixel maps {self.pixel_offset.shape[1]}x{self.pixel_offset.shape[0]})" if self.has_pixel_maps else ""
-        extra = (f", shift={self.shift:g}" if self.shift else "") + (", unbiased inverse" if self.inversion == "unbiased" else "")
+        maps = (f" (per-pixel maps {self.pixel_offset.shape[1]}x{self.pixel_offset.shape[0]})"
+                if self.has_pixel_maps else "")
+        extra = ((f", shift={self.shift:g}" if self.shift else "")
+                 + (", unbiased inverse" if self.inversion == "unbiased" else ""))
         return (
             f"offset={self.offset:g} ADU, gain={self.gain:g} ADU/e{maps}, var(e)={self.noise_a:g}*e{self.noise_b:+g}, "
             f"vst={'GAT' if self.vst else 'off'}, scale={self.scale:g}, saturation={sat}{extra}"
@@ -430,14 +435,15 @@ class Normalizer:
         if not isinstance(other, Normalizer):
             return NotImplemented
         same_maps = all(
-            (a is None and b is None) or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
+            (a is None and b is None)
+            or (a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b))
             for a, b in ((self.pixel_offset, other.pixel_offset), (self.pixel_gain, other.pixel_gain)))
         return self.to_dict() == other.to_dict() and same_maps
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Normalizer":
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
         """Inverse of :meth:`to_dict`; unknown keys are ignored with a warning (newer files)."""
         if not isinstance(data, dict):
             raise ConfigError(f"Normalizer data {data!r} is not a mapping; expected a dict from Normalizer.to_dict().")
@@ -447,7 +453,7 @@ class Normalizer:
             log.warning("Ignoring unknown normalizer field(s): %s", ", ".join(unknown))
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def copy(self, **changes: Any) -> "Normalizer":
+    def copy(self, **changes: Any) -> Normalizer:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
@@ -462,7 +468,7 @@ class Normalizer:
         read_var: float | None = None,
         vst: bool = True,
         saturation: float | None = None,
-    ) -> "Normalizer":
+    ) -> Normalizer:
         """Fit a normalizer to raw frames (2-D image, (..., Y, X) stack, or a sequence of images).
 
         - ``gain`` given (camera calibration; ``offset`` in ADU, defaults to 0; ``read_var`` in
@@ -484,7 +490,8 @@ class Normalizer:
                 raise ConfigError(f"Camera gain {gain!r} is invalid; expected a positive number of ADU per electron.")
             if read_var is not None:
                 if not (math.isfinite(float(read_var)) and float(read_var) >= 0):
-                    raise ConfigError(f"Read-noise variance {read_var!r} is invalid; expected a non-negative number (ADU^2).")
+                    raise ConfigError(f"Read-noise variance {read_var!r} is invalid; "
+                                      "expected a non-negative number (ADU^2).")
                 noise_b = float(read_var) / g**2
             else:
                 sat = None if saturation is None else (float(saturation) - off) / g

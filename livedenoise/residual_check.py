@@ -26,8 +26,8 @@ out-of-range input and a broken model failing).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class ResidualCheck:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
     @staticmethod
-    def combine(checks: Sequence["ResidualCheck"]) -> "ResidualCheck":
+    def combine(checks: Sequence[ResidualCheck]) -> ResidualCheck:
         """One verdict for many frames or blocks: medians of the indices, every distinct problem kept."""
         checks = [c for c in checks if c is not None]
         if not checks:
@@ -113,7 +113,7 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     if raw.ndim > 2:
         flat_r = raw.reshape(-1, *raw.shape[-2:])
         flat_d = den.reshape(-1, *den.shape[-2:])
-        return ResidualCheck.combine([check_residual(r, d, normalizer) for r, d in zip(flat_r, flat_d)])
+        return ResidualCheck.combine([check_residual(r, d, normalizer) for r, d in zip(flat_r, flat_d, strict=True)])
     if not np.isfinite(den).all():
         bad = int(den.size - np.count_nonzero(np.isfinite(den)))
         return ResidualCheck(False, math.nan, math.nan, math.nan, math.nan, 1,

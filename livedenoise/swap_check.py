@@ -45,7 +45,7 @@ def held_out_strips(noisy: list[np.ndarray], clean: list[np.ndarray], fraction: 
 
     _, val_n = split_strips(list(noisy), fraction)
     _, val_c = split_strips(list(clean), fraction)
-    return list(zip(val_n, val_c))
+    return list(zip(val_n, val_c, strict=False))  # unequal lists: left to the fine-tune's "pairs must match" error
 
 
 def split_held_out(noisy: list[np.ndarray], clean: list[np.ndarray] | None, validation_fraction: float) -> HeldOut:

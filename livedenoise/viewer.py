@@ -40,8 +40,8 @@ from livedenoise.errors import InputDataError, LivedenoiseError
 
 logger = logging.getLogger("livedenoise")
 
-__all__ = ["LiveViewer", "auto_levels", "create_app", "qt_binding_defect", "subsample",
-           "AUTO_LOW_PERCENTILE", "AUTO_HIGH_PERCENTILE", "AUTO_MAX_SAMPLES"]
+__all__ = ["AUTO_HIGH_PERCENTILE", "AUTO_LOW_PERCENTILE", "AUTO_MAX_SAMPLES", "LiveViewer", "auto_levels", "create_app",
+           "qt_binding_defect", "subsample"]
 
 #: Default auto-contrast percentiles: low enough to ignore dead pixels, high enough to keep bright puncta.
 AUTO_LOW_PERCENTILE = 0.5
@@ -154,9 +154,11 @@ def _check_frame(name: str, frame: np.ndarray | None) -> np.ndarray | None:
         return None
     arr = np.asarray(frame)
     if arr.ndim != 2 or arr.size == 0:
-        raise InputDataError(f"The {name} frame posted to the viewer has shape {arr.shape}; expected a non-empty 2-D (Y, X) image.")
+        raise InputDataError(f"The {name} frame posted to the viewer has shape {arr.shape}; "
+                             "expected a non-empty 2-D (Y, X) image.")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputDataError(f"The {name} frame posted to the viewer has dtype {arr.dtype}; expected an integer or float image.")
+        raise InputDataError(f"The {name} frame posted to the viewer has dtype {arr.dtype}; "
+                             "expected an integer or float image.")
     return arr
 
 
@@ -213,8 +215,8 @@ class LiveViewer(QtWidgets.QWidget):
         self.on_start: Callable[[], object] | None = None
         self.on_stop: Callable[[], object] | None = None
         self.on_compare: Callable[[bool], object] | None = None
-        #: ``(raw, denoised) -> residual`` in noise units (the session's :func:`~livedenoise.residual_check.residual_map`);
-        #: the "show residual" box is enabled only when one is set.
+        #: ``(raw, denoised) -> residual`` in noise units (the session's
+        #: :func:`~livedenoise.residual_check.residual_map`); the "show residual" box is enabled only when one is set.
         self.residual_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
         self._lock = threading.Lock()
@@ -236,7 +238,7 @@ class LiveViewer(QtWidgets.QWidget):
         self._timer = QtCore.QTimer(self)
         self._timer.timeout.connect(self.render_once)
         if refresh_hz > 0:
-            self._timer.setInterval(max(1, int(round(1000.0 / refresh_hz))))
+            self._timer.setInterval(max(1, round(1000.0 / refresh_hz)))
             self._timer.start()
 
     # ------------------------------------------------------------------ construction
@@ -305,13 +307,14 @@ class LiveViewer(QtWidgets.QWidget):
         self.freeze_box = QtWidgets.QCheckBox("freeze display")
         self.freeze_box.setToolTip("Keep the current images on screen; acquisition and recording continue.")
         self.residual_box = QtWidgets.QCheckBox("show residual")
-        self.residual_box.setToolTip("Right image: raw - denoised in noise units (standard deviation 1 if the noise model "
-                                     "is right). It should look like pure noise; structure in it means the model "
+        self.residual_box.setToolTip("Right image: raw - denoised in noise units (standard deviation 1 if the noise "
+                                     "model is right). It should look like pure noise; structure in it means the model "
                                      "removed or invented detail.")
         self.fit_button = QtWidgets.QPushButton("Fit")
         self.fit_button.setToolTip("Show the whole frame (undo zoom and pan).")
 
-        self.calibrate_button.clicked.connect(lambda: self._invoke("calibrate", self.calibrateRequested, self.on_calibrate))
+        self.calibrate_button.clicked.connect(
+            lambda: self._invoke("calibrate", self.calibrateRequested, self.on_calibrate))
         self.start_button.clicked.connect(lambda: self._invoke("start", self.startRequested, self.on_start))
         self.stop_button.clicked.connect(lambda: self._invoke("stop", self.stopRequested, self.on_stop))
         self.compare_box.toggled.connect(self._on_compare_toggled)
@@ -421,7 +424,8 @@ class LiveViewer(QtWidgets.QWidget):
         Called by the refresh timer; call it directly to update synchronously (tests, screenshots).
         """
         if QtCore.QThread.currentThread() is not self.thread():
-            raise RuntimeError("LiveViewer.render_once must run in the GUI thread; other threads use post_frames/post_status.")
+            raise RuntimeError("LiveViewer.render_once must run in the GUI thread; "
+                               "other threads use post_frames/post_status.")
         frozen = self.freeze_box.isChecked()
         with self._lock:
             status = self._pending_status
@@ -631,7 +635,7 @@ class LiveViewer(QtWidgets.QWidget):
         self.calibrate_button.setEnabled(calibrate)
         self.start_button.setEnabled(start)
         self.stop_button.setEnabled(stop)
-        self.progress.setValue(int(round(min(max(status.finetune_progress, 0.0), 1.0) * 1000)))
+        self.progress.setValue(round(min(max(status.finetune_progress, 0.0), 1.0) * 1000))
         if status.state == SessionState.FINE_TUNING:
             loss = f" · loss {status.finetune_loss:.4g}" if status.finetune_loss is not None else ""
             self.progress.setFormat(f"fine-tuning %p%{loss} · {status.finetune_elapsed_s:.0f} s")
@@ -664,7 +668,7 @@ class LiveViewer(QtWidgets.QWidget):
         for panel in (self.raw, self.denoised):
             if panel.view.sceneBoundingRect().contains(scene_pos):
                 point = panel.view.mapSceneToView(scene_pos)
-                self.readout_label.setText(self.pixel_readout(int(math.floor(point.x())), int(math.floor(point.y()))))
+                self.readout_label.setText(self.pixel_readout(math.floor(point.x()), math.floor(point.y())))
                 return
         self.readout_label.setText("")
 
@@ -675,5 +679,6 @@ class LiveViewer(QtWidgets.QWidget):
             img = panel.image
             if img is not None and 0 <= y < img.shape[0] and 0 <= x < img.shape[1]:
                 value = img[y, x]
-                parts.append(f"{panel.key} {value:.4g}" if np.issubdtype(img.dtype, np.floating) else f"{panel.key} {value}")
+                parts.append(f"{panel.key} {value:.4g}" if np.issubdtype(img.dtype, np.floating)
+                             else f"{panel.key} {value}")
         return f"x {x}, y {y}: " + " | ".join(parts) if parts else ""

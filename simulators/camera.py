@@ -29,7 +29,7 @@ class CameraMaps:
     read_var: np.ndarray  # ADU^2
     dark_current: np.ndarray  # electrons per second
 
-    def crop(self, y0: int, x0: int, height: int, width: int) -> "CameraMaps":
+    def crop(self, y0: int, x0: int, height: int, width: int) -> CameraMaps:
         """The maps of a region of interest."""
         sl = (slice(y0, y0 + height), slice(x0, x0 + width))
         return CameraMaps(self.offset[sl], self.gain[sl], self.read_var[sl], self.dark_current[sl])

@@ -94,7 +94,7 @@ class MicroscopeConfig(_Strict):
     seed: int = Field(0, description="seed of the shot/read noise stream")
 
     @model_validator(mode="after")
-    def _roi_fits(self) -> "MicroscopeConfig":
+    def _roi_fits(self) -> MicroscopeConfig:
         if isinstance(self.camera, CameraConfig):
             if self.roi_width > self.camera.width or self.roi_height > self.camera.height:
                 raise ValueError(

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pymmcore
+from pymmcore_plus.experimental.unicore import UniMMCore
 
 from simulators.config import MicroscopeConfig, load_microscope_config
 from simulators.devices import (  # first: imports pymmcore-plus without its root-logger side effect
@@ -53,7 +54,6 @@ from simulators.devices import (  # first: imports pymmcore-plus without its roo
     SimulatedZStage,
 )
 from simulators.microscope import SimulatedMicroscope
-from pymmcore_plus.experimental.unicore import UniMMCore  # noqa: E402, I001 - after simulators.devices
 
 logger = logging.getLogger("simulators.core")
 

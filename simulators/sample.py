@@ -28,7 +28,8 @@ def _splat(canvas: np.ndarray, ys: np.ndarray, xs: np.ndarray, weights: np.ndarr
             np.add.at(canvas, ((y0 + dy) % h, (x0 + dx) % w), weights * wy * wx)
 
 
-def _curve(rng: np.random.Generator, length: float, curvature: float, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _curve(rng: np.random.Generator, length: float, curvature: float,
+           shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A smooth random curve sampled every 0.5 px: heading performs a random walk of given curvature."""
     n = max(int(length / 0.5), 2)
     heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, curvature * 0.5, n))
@@ -61,7 +62,8 @@ def render_mitochondria(cfg: SampleConfig, rng: np.random.Generator) -> np.ndarr
         if rng.random() < 0.3:  # a branch from a random point of the tube
             k = rng.integers(len(y))
             by, bx = _curve(rng, rng.uniform(10, 30), 0.1, canvas.shape)
-            _splat(canvas, by - by[0] + y[k], bx - bx[0] + x[k], weight[: len(by)] if len(by) <= len(weight) else np.full(by.shape, weight[0], np.float32))
+            _splat(canvas, by - by[0] + y[k], bx - bx[0] + x[k],
+                   weight[: len(by)] if len(by) <= len(weight) else np.full(by.shape, weight[0], np.float32))
     # Tubes are ~300-500 nm wide: thicken before the PSF.
     return gaussian_filter(canvas, 1.2, mode="wrap") * 2 * np.pi * 1.2**2 / 2.5
 
@@ -111,7 +113,8 @@ class Sample:
         n_puncta = _count("puncta", cfg, rng) if "puncta" in kinds else 0
         self.puncta_yx = rng.uniform(0, 1, (n_puncta, 2)) * np.array(shape)
         # A point of weight w under a Gaussian PSF of sigma s peaks at w / (2 pi s^2): brightness 0.3-1 of peak.
-        self.puncta_weight = (rng.uniform(0.3, 1.0, n_puncta) * 2 * np.pi * max(cfg.psf_sigma, 1.0) ** 2).astype(np.float32)
+        self.puncta_weight = (rng.uniform(0.3, 1.0, n_puncta) * 2 * np.pi
+                              * max(cfg.psf_sigma, 1.0) ** 2).astype(np.float32)
         self._motion_rng = np.random.default_rng(cfg.seed + 1)
         self._time = 0.0
         self._blurred_cache: dict[float, np.ndarray] = {}
@@ -150,7 +153,7 @@ class Sample:
         """Photon rate (photons/s/px at 100 % power) of the field whose top-left corner is (y0, x0) on the slide."""
         cfg = self.config
         dy, dx = cfg.drift[1] * self._time, cfg.drift[0] * self._time
-        iy, ix = int(round(y0 + dy)), int(round(x0 + dx))
+        iy, ix = round(y0 + dy), round(x0 + dx)
         H, W = self.static.shape
         rows = np.arange(iy, iy + height) % H
         cols = np.arange(ix, ix + width) % W
@@ -158,7 +161,8 @@ class Sample:
         if len(self.puncta_yx):
             margin = 4 * psf_sigma + 2
             rel = (self.puncta_yx - np.array([iy, ix]) + np.array([H, W]) / 2) % np.array([H, W]) - np.array([H, W]) / 2
-            keep = (rel[:, 0] > -margin) & (rel[:, 0] < height + margin) & (rel[:, 1] > -margin) & (rel[:, 1] < width + margin)
+            keep = ((rel[:, 0] > -margin) & (rel[:, 0] < height + margin)
+                    & (rel[:, 1] > -margin) & (rel[:, 1] < width + margin))
             if keep.any():
                 pad = int(np.ceil(margin))
                 canvas = np.zeros((height + 2 * pad, width + 2 * pad), np.float32)

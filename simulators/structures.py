@@ -14,7 +14,7 @@ it out of training and test on it as an unseen structure.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
@@ -221,7 +221,8 @@ def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
     """Uneven illumination (vignetting, a tilted or off-centre beam): a smooth gain of 0.3-1 over the field."""
     yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) - size / 2) / size
     gy, gx = rng.normal(0, 0.8, 2)
-    shade = 1 + gy * yy + gx * xx - rng.uniform(0, 1.5) * (yy ** 2 + xx ** 2) + 0.15 * _smooth_field(rng, size, size / 4)
+    shade = (1 + gy * yy + gx * xx - rng.uniform(0, 1.5) * (yy ** 2 + xx ** 2)
+             + 0.15 * _smooth_field(rng, size, size / 4))
     shade = np.clip(shade, 0.05, None)
     return (0.3 + 0.7 * (shade - shade.min()) / (np.ptp(shade) + 1e-9)) if np.ptp(shade) > 0 else shade
 
@@ -245,8 +246,8 @@ def render_field(rng: np.random.Generator, size: int, kinds: Sequence[str] | Non
     haze (a strongly blurred copy), as widefield images do, a smooth autofluorescence pedestal, uneven
     illumination, or dark absorbing debris: real fields are rarely evenly lit on a flat background, and a
     denoiser that has only seen flat backgrounds smooths their gradients into steps. PSF widths reach
-    below one pixel (undersampled, pixel-sharp structure, as on 60x/100x objectives with large pixels). Photon levels, background and noise are the
-    camera model's job (:mod:`livedenoise.training.synthetic`).
+    below one pixel (undersampled, pixel-sharp structure, as on 60x/100x objectives with large pixels). Photon
+    levels, background and noise are the camera model's job (:mod:`livedenoise.training.synthetic`).
     """
     names = list(kinds) if kinds is not None else list(KINDS)
     unknown = sorted(set(names) - set(KINDS))

@@ -48,7 +48,7 @@ def small_microscope_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def simulated_core_session(small_microscope_config) -> Iterator["object"]:
+def simulated_core_session(small_microscope_config) -> Iterator[object]:
     """One simulated Micro-Manager core for the whole session (building one costs ~0.5 s)."""
     from simulators.core import start_simulated_core
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_live_session import identity_backbone  # the tiny identity U-Net: any gain after a swap is the fine-tune's
 
 from livedenoise.attach import AttachedDenoiser, MDADenoiser, PycromanagerDenoiser, stream_key, useq_axes
 from livedenoise.checkpoint import load_backbone
@@ -21,7 +22,6 @@ from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.noise_model import fit_noise_model
-from test_live_session import identity_backbone  # the tiny identity U-Net: any gain after a swap is the fine-tune's
 
 CHANNELS = ["5%", "20%"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,8 @@ def _capturing(hook, seen: dict):
 
 
 def _expected(frames: dict[tuple, np.ndarray], channel: str) -> Denoiser:
-    """What the attached denoiser should use for ``channel``: fast, its normaliser fitted on the channel's first frame."""
+    """What the attached denoiser should use for ``channel``: fast, its normaliser fitted on the channel's first
+    frame."""
     first = next(v for k, v in frames.items() if dict(k)["channel"] == channel and dict(k)["time"] == 0
                  and dict(k)["position"] == 0 and dict(k)["z"] == 0)
     ckpt = load_backbone("fast").clone()
@@ -351,7 +352,7 @@ def test_a_second_adaptation_starts_from_the_first_and_failures_are_one_sentence
     assert not failed.swapped and failed.reason.startswith("adaptation failed, the current model is kept: ")
     assert "out of memory" in failed.reason
     report = den.close(progress=False)
-    assert [a["swapped"] for a in report.channels["GFP"]["adaptations"]][0] is True
+    assert next(a["swapped"] for a in report.channels["GFP"]["adaptations"]) is True
     assert len(report.channels["GFP"]["adaptations"]) == 3
     with pytest.raises(ValueError, match="two consecutive frames"):
         AttachedDenoiser("fast", device="cpu").adapt([fields[0][0]])
@@ -498,7 +499,7 @@ def test_calibration_guards_missing_frames_duplicate_presets_and_sparse_channels
     started = []
     den.adapt = lambda *a, **k: started.append(k.get("channel"))  # type: ignore[method-assign]
     frames = {(0, "a"): [np.zeros((8, 8))] * 3, (0, "b"): [np.zeros((8, 8))] * 2}
-    with pytest.raises(LivedenoiseError, match="did not deliver 3 frames.*'b' at position 0: 2"):
+    with pytest.raises(LivedenoiseError, match=r"did not deliver 3 frames.*'b' at position 0: 2"):
         den.adapt_from_calibration(frames, ["a", "b"], 1, 2)
     assert started == []  # nothing started for "a" either
     with pytest.raises(ConfigError, match="name a preset twice"):

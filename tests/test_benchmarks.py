@@ -67,7 +67,7 @@ def _write_pairs(root: Path, rng: np.random.Generator) -> None:
     import tifffile
     from scipy.ndimage import gaussian_filter
 
-    yy, xx = np.mgrid[:64, :64]
+    _yy, xx = np.mgrid[:64, :64]
     for set_name, n in (("alpha", 2), ("beta", 1)):
         (root / set_name).mkdir(parents=True)
         for i in range(n):
@@ -84,8 +84,8 @@ def test_dev_pairs_benchmark_runs_every_method_and_records_fits(tmp_path):
     fast = REPO / "livedenoise" / "weights" / "backbone-fast.safetensors"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_dev_pairs.py"), "--pairs", str(tmp_path / "pairs"), "--output", str(out),
-         "--backbones", "fast", "--budget", "2", "--per-set", "1", "--crop", "48", "--classical", "raw,gaussian,vst+nlm",
-         "--model", str(fast), "--device", "cpu"],
+         "--backbones", "fast", "--budget", "2", "--per-set", "1", "--crop", "48",
+         "--classical", "raw,gaussian,vst+nlm", "--model", str(fast), "--device", "cpu"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((out / "dev-pairs.json").read_text())
@@ -93,13 +93,15 @@ def test_dev_pairs_benchmark_runs_every_method_and_records_fits(tmp_path):
     assert {r["set"] for r in rows} == {"alpha", "beta"} and all(r["pair"] == "p0" for r in rows)
     assert all(r["shape"] == [48, 48] for r in rows)  # cropped (the crop is written to a temporary folder)
     methods = {r["method"] for r in rows}
-    assert methods == {"raw", "gaussian", "vst+nlm", "denoise fast (default)", "denoise backbone-fast", "adapt self fast (2 s)"}
+    assert methods == {"raw", "gaussian", "vst+nlm", "denoise fast (default)", "denoise backbone-fast",
+                       "adapt self fast (2 s)"}
     by = {(r["set"], r["method"]): r for r in rows}
     for s in ("alpha", "beta"):
         assert by[(s, "vst+nlm")]["psnr"] > by[(s, "raw")]["psnr"] + 2
         assert by[(s, "denoise fast (default)")]["psnr"] > by[(s, "raw")]["psnr"] + 1
         # the --model path is the same fast backbone through the same call: the same output
-        assert by[(s, "denoise backbone-fast")]["psnr"] == pytest.approx(by[(s, "denoise fast (default)")]["psnr"], abs=1e-6)
+        assert by[(s, "denoise backbone-fast")]["psnr"] == pytest.approx(by[(s, "denoise fast (default)")]["psnr"],
+                                                                        abs=1e-6)
         fit = by[(s, "adapt self fast (2 s)")]["fit"]
         assert fit["steps"] >= 1 and 0 <= fit["best_step"] <= fit["steps"] and fit["stopped"]
         assert fit["adapted"] == (fit["best_step"] > 0)
@@ -131,7 +133,7 @@ def test_readme_tables_check_fails_on_a_changed_number(tmp_path):
     copy = tmp_path / "README.md"
     copy.write_text(changed)
     script = [sys.executable, str(BENCH / "readme_tables.py"), "--readme", str(copy)]
-    proc = subprocess.run(script + ["--check"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "differ" in proc.stdout
     assert subprocess.run(script, capture_output=True, text=True, timeout=120).returncode == 0  # rewrite
     assert copy.read_text() == readme
@@ -147,8 +149,9 @@ def test_backbone_benchmark_tables_and_bm3d_cache(common, tmp_path, monkeypatch)
         for method, psnr in values.items():
             rows.append({"case": group, "group": group, "structure": "" if group == "setA" else "puncta",
                          "method": method, "psnr": psnr, "ssim": 0.5, "psnr_flat": psnr + 1, "ssim_flat": 0.6})
-    payload = {"machine": common.machine(), "quick": True, "models": {"cand": {"name": "backbone-fast", "total_steps": 123,
-                                                               "seconds_per_image": 0.1}}, "rows": rows}
+    payload = {"machine": common.machine(), "quick": True,
+               "models": {"cand": {"name": "backbone-fast", "total_steps": 123, "seconds_per_image": 0.1}},
+               "rows": rows}
     md = bb.render(payload)
     assert "| setA | 20.00 / 0.500 | 28.00 / 0.500 | 29.50 / 0.500 | +1.50 |" in md
     assert "| 1 ph confocal | 16.00 / 0.600 | 23.00 / 0.600 | 22.00 / 0.600 | -1.00 |" in md  # against the sample
@@ -162,7 +165,7 @@ def test_backbone_benchmark_tables_and_bm3d_cache(common, tmp_path, monkeypatch)
     frames = [np.full((8, 8), i, np.uint16) for i in range(5)]
     outs, _ = bb.cached_bm3d(frames)
     again, secs = bb.cached_bm3d(frames)
-    assert calls == [4, 1] and all(np.array_equal(a, b) for a, b in zip(outs, again)) and secs == [0.5] * 5
+    assert calls == [4, 1] and all(np.array_equal(a, b) for a, b in zip(outs, again, strict=True)) and secs == [0.5] * 5
     monkeypatch.setattr(bb, "_peer_code_version", lambda: "changed")
     bb.cached_bm3d(frames[:1])
     assert calls == [4, 1, 1]  # another code version computes anew
@@ -191,11 +194,13 @@ def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart
     spoiled[s.moving] += 50.0  # errors only on the moving puncta
     scores = bt.score_series(s, spoiled)
     assert scores["psnr_moving"] < 40 and scores["psnr_rest"] > 60
-    payload = {"cases": [{"case": "20 ph confocal", "methods": {"raw": scores, "x": perfect}, "seconds_per_frame": {"x": 0.01}}],
+    payload = {"cases": [{"case": "20 ph confocal", "methods": {"raw": scores, "x": perfect},
+                          "seconds_per_frame": {"x": 0.01}}],
                "models": {"x": {"name": "m", "arch": "unet", "total_steps": 3}}, "frames": 3, "size": 64}
     payload.update(bt.summarise(payload["cases"]))
     md = bt.render(payload)
-    assert "| 20 ph confocal |" in md and "mean PSNR on moving puncta" in md and "| ms per frame (1 thread) | - | 10 |" in md
+    assert ("| 20 ph confocal |" in md and "mean PSNR on moving puncta" in md
+            and "| ms per frame (1 thread) | - | 10 |" in md)
 
 
 def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):

@@ -10,7 +10,11 @@ import torch
 import yaml
 
 from livedenoise.bioimageio import (
-    CHECKPOINT_ATTACHMENT, RawToDenoised, checkpoint_from_bioimageio, export_bioimageio, is_bioimageio_package,
+    CHECKPOINT_ATTACHMENT,
+    RawToDenoised,
+    checkpoint_from_bioimageio,
+    export_bioimageio,
+    is_bioimageio_package,
     load_bioimageio,
 )
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError
@@ -51,8 +55,8 @@ def test_the_exported_package_is_valid_and_its_onnx_model_denoises_raw_camera_va
     assert str(descr.inputs[0].id) == "raw" and descr.weights.onnx is not None
     assert descr.weights.torchscript is not None  # what deepImageJ in Fiji runs
     with zipfile.ZipFile(package) as z:
-        assert {"model.onnx", "model.torchscript.pt", "test_input.npy", "test_output.npy", "README.md", "cover.png", "rdf.yaml",
-                CHECKPOINT_ATTACHMENT} <= set(z.namelist())
+        assert {"model.onnx", "model.torchscript.pt", "test_input.npy", "test_output.npy", "README.md", "cover.png",
+                "rdf.yaml", CHECKPOINT_ATTACHMENT} <= set(z.namelist())
         z.extractall(package.parent / "unzipped")
     work = package.parent / "unzipped"
     test_in, test_out = np.load(work / "test_input.npy"), np.load(work / "test_output.npy")

@@ -61,7 +61,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         calibrate(np.full((3, 4, 4), 100.0), [np.full((3, 4, 4), 90.0)])
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00\x01garbage")
-    with pytest.raises(InputDataError, match="bad.safetensors"):
+    with pytest.raises(InputDataError, match=r"bad\.safetensors"):
         CameraCalibration.load(bad)
     with pytest.raises(InputDataError, match="not found"):
         CameraCalibration.load(tmp_path / "missing.safetensors")

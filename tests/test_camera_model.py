@@ -31,7 +31,8 @@ def test_per_pixel_mean_and_variance_match_the_model():
     model_var = m.gain**2 * e + m.read_var + 1 / 12  # rounding to integer ADU adds 1/12
     emp_mean = frames.mean(0)
     emp_var = frames.var(0, ddof=1)
-    # Standard errors: of the mean sqrt(var/n); of the variance ~ var*sqrt(2/(n-1)) (Gaussian approx; Poisson tails are mild here).
+    # Standard errors: of the mean sqrt(var/n); of the variance ~ var*sqrt(2/(n-1)) (Gaussian approx; Poisson tails
+    # are mild here).
     z_mean = (emp_mean - model_mean) / np.sqrt(model_var / n)
     z_var = (emp_var - model_var) / (model_var * np.sqrt(2 / (n - 1)))
     assert np.mean(np.abs(z_mean) > 4) < 0.01, "per-pixel means deviate from gain*(QE*photons+dark*t)+offset"

@@ -79,7 +79,7 @@ def test_save_method_and_clone_are_independent(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="nope.safetensors.*does not exist"):
+    with pytest.raises(CheckpointError, match=r"nope\.safetensors.*does not exist"):
         load_checkpoint(tmp_path / "nope.safetensors")
 
 
@@ -94,21 +94,21 @@ def test_truncated_file(tmp_path: Path) -> None:
 def test_random_bytes(tmp_path: Path) -> None:
     path = tmp_path / "noise.safetensors"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
-    with pytest.raises(CheckpointError, match="noise.safetensors"):
+    with pytest.raises(CheckpointError, match=r"noise\.safetensors"):
         load_checkpoint(path)
 
 
 def test_pickle_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "legacy.pt"
     torch.save(build_model("unet", widths=[4]).state_dict(), path)
-    with pytest.raises(CheckpointError, match="legacy.pt"):
+    with pytest.raises(CheckpointError, match=r"legacy\.pt"):
         load_checkpoint(path)
 
 
 def test_missing_metadata(tmp_path: Path) -> None:
     path = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
-    with pytest.raises(CheckpointError, match="plain.safetensors.*no 'livedenoise' metadata"):
+    with pytest.raises(CheckpointError, match=r"plain\.safetensors.*no 'livedenoise' metadata"):
         load_checkpoint(path)
 
 
@@ -118,7 +118,7 @@ def test_mismatched_weights(tmp_path: Path) -> None:
     meta = {"arch": "unet", "arch_kwargs": {"widths": [8, 16]}, "normalizer": NORM.to_dict()}
     path = tmp_path / "mismatch.safetensors"
     save_file(state, str(path), metadata={METADATA_KEY: json.dumps(meta)})
-    with pytest.raises(CheckpointError, match="mismatch.safetensors.*do not match.*wrong shape"):
+    with pytest.raises(CheckpointError, match=r"mismatch\.safetensors.*do not match.*wrong shape"):
         load_checkpoint(path)
     meta["arch_kwargs"] = {"widths": [4, 8, 16]}
     save_file(state, str(path), metadata={METADATA_KEY: json.dumps(meta)})
@@ -130,7 +130,7 @@ def test_unknown_architecture_and_bad_normalizer(tmp_path: Path) -> None:
     path = tmp_path / "odd.safetensors"
     save_file({"w": torch.zeros(2)}, str(path),
               metadata={METADATA_KEY: json.dumps({"arch": "vit", "arch_kwargs": {}, "normalizer": {}})})
-    with pytest.raises(CheckpointError, match="odd.safetensors.*cannot be built"):
+    with pytest.raises(CheckpointError, match=r"odd\.safetensors.*cannot be built"):
         load_checkpoint(path)
     model = build_model("unet", widths=[4])
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
@@ -144,7 +144,7 @@ def test_unknown_architecture_and_bad_normalizer(tmp_path: Path) -> None:
 
 
 def test_load_backbone_missing_lists_names() -> None:
-    with pytest.raises(CheckpointError, match="'no-such-backbone'.*available backbones"):
+    with pytest.raises(CheckpointError, match=r"'no-such-backbone'.*available backbones"):
         load_backbone("no-such-backbone")
     assert isinstance(available_backbones(), list)
 
@@ -170,7 +170,7 @@ def test_tiny_file_declaring_a_huge_network_fails_on_shapes_without_building_it(
               metadata={METADATA_KEY: json.dumps(meta)})
     assert path.stat().st_size < 10_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(CheckpointError, match="bomb.safetensors.*do not match"):
+    with pytest.raises(CheckpointError, match=r"bomb\.safetensors.*do not match"):
         load_checkpoint(path)
     # The declared network has ~10^10 parameters (tens of GB): nothing near that was ever allocated.
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before

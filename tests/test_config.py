@@ -58,14 +58,17 @@ def test_microscope_overrides_and_errors(tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-time", "0"], r"--adapt-time: 0 must be a number of seconds greater than 0"),
-    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-frames", "0"], r"--adapt-frames: 0 must be between 1 and 10000"),
+    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-time", "0"],
+     r"--adapt-time: 0 must be a number of seconds greater than 0"),
+    (["denoise", "x.tif", "-o", "out", "--adapt", "self", "--adapt-frames", "0"],
+     r"--adapt-frames: 0 must be between 1 and 10000"),
     (["denoise", "x.tif", "-o", "out", "--workers", "-1"], r"--workers: -1 must be between 1 and 256"),
     (["pretrain", "-o", "m.safetensors", "--batch-size", "0"], r"--batch-size: 0 must be between 1 and 512"),
     (["pretrain", "-o", "m.safetensors", "--lr", "-1"], r"--lr: -1 must be a number greater than 0"),
     (["pretrain", "-o", "m.safetensors", "--image-size", "0"], r"--image-size: 0 must be between 16 and 4096"),
     (["pretrain", "-o", "m.safetensors", "--time-budget", "inf"], r"--time-budget: inf must be a number of seconds"),
-    (["calibrate-camera", "--simulate", "-o", "c.safetensors", "--frames", "100000"], r"--frames: 100000 must be between 2"),
+    (["calibrate-camera", "--simulate", "-o", "c.safetensors", "--frames", "100000"],
+     r"--frames: 100000 must be between 2"),
     (["calibrate-camera", "--simulate", "-o", "c.safetensors", "--frames", "0"], r"--frames: 0 must be between 2"),
     (["finetune", "--time-budget", "abc"], r"'abc' is not a number of seconds"),
 ])
@@ -89,7 +92,8 @@ def test_odd_paths_and_command_line_values_are_named_in_one_sentence(tmp_path, c
     cases = [
         (["denoise", "/dev/null", "-o", "out"], "/dev/null: not a regular file or folder"),
         (["demo", "--config", "latin1.toml", "-o", "out"], "latin1.toml: not valid TOML (the file is not UTF-8 text)"),
-        (["simulate", "-o", "out", "--exposure-ms", "-3"], "command line: key 'exposure_ms': Input should be greater than 0"),
+        (["simulate", "-o", "out", "--exposure-ms", "-3"],
+         "command line: key 'exposure_ms': Input should be greater than 0"),
         (["calibrate-camera", "--simulate", "--frames", "4", "-o", "latin1.toml/cal.safetensors"],
          "Cannot write to the output folder latin1.toml: latin1.toml is a file, not a folder"),
         (["pretrain", "--time-budget", "1", "-o", "latin1.toml/m.safetensors"], "latin1.toml is a file, not a folder"),
@@ -151,8 +155,8 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     offenders = []
     for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
                  root / "inference.py", root / "noise_model.py", root / "normalization.py", root / "config.py",
-                 *root.joinpath("batch").rglob("*.py"), root / "checkpoint.py", root / "calibration.py", root / "swap_check.py",
-                 *root.joinpath("io").rglob("*.py")]:
+                 *root.joinpath("batch").rglob("*.py"), root / "checkpoint.py", root / "calibration.py",
+                 root / "swap_check.py", *root.joinpath("io").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
@@ -161,7 +165,8 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
 
 
 def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
-    """``from livedenoise import ...`` works for every name in ``__all__``; ``import livedenoise`` alone loads no torch."""
+    """``from livedenoise import ...`` works for every name in ``__all__``; ``import livedenoise`` alone loads no
+    torch."""
     import subprocess
     import sys
 
@@ -174,7 +179,8 @@ def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         livedenoise.Nope  # noqa: B018
     code = "import sys, livedenoise; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
 
 
 def test_the_command_line_precision_overrides_the_session_file_and_bad_values_are_refused(tmp_path, capsys):

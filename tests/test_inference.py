@@ -336,7 +336,7 @@ def test_invalid_settings() -> None:
     with pytest.raises(ConfigError, match="Precision"):
         Denoiser(_unet(), NORM, device="cpu", precision="int8")
     with pytest.raises(ConfigError):
-        Denoiser("not a model".encode(), NORM, device="cpu")
+        Denoiser(b"not a model", NORM, device="cpu")
     with pytest.raises(ConfigError, match="batch_size"):
         Denoiser(_unet(), NORM, device="cpu", batch_size=0)
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from livedenoise.acquisition.session import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
+from livedenoise.acquisition.session import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.status import SessionState
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.commands.settings import Settings
@@ -88,7 +88,8 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
     from ndstorage import Dataset
 
     cal = Dataset(str(next(tmp_path.glob("calibration*"))))
-    exposures = {round(cal.read_metadata(**c)["Exposure"]) for c in cal.get_image_coordinates_list()} if hasattr(cal, "read_metadata") else set()
+    exposures = ({round(cal.read_metadata(**c)["Exposure"]) for c in cal.get_image_coordinates_list()}
+                 if hasattr(cal, "read_metadata") else set())
     cal.close()
     if exposures:
         assert exposures == {20, 200}
@@ -199,10 +200,11 @@ def test_worse_self_supervised_model_is_not_swapped_in(simulated_core, small_mic
 def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(simulated_core, small_microscope_config,
                                                                             tmp_path, steps):
     """0 steps, or 20 steps whose best held-out loss is the initial one: the checkpoint is the backbone."""
+    from rich.console import Console
+
     from livedenoise.commands.demo import print_report
     from livedenoise.training.finetune import FinetuneResult
     from livedenoise.training.loop import FitResult
-    from rich.console import Console
 
     calls = {}
 
@@ -223,14 +225,16 @@ def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(sim
     crit = rep.swap_criterion
     assert crit["swapped"] is False and crit["reason"] == f"not adapted: {why} in 0 s" and crit["adapted"] is None
     # 2 pairs: none can be kept out, so the pairs' bottom rows (never trained on) are what would be scored
-    assert crit["held_out"] == 2 and crit["source"] == "held-out bottom rows of the calibration pairs (fewer than 3 pairs)"
+    assert (crit["held_out"] == 2
+            and crit["source"] == "held-out bottom rows of the calibration pairs (fewer than 3 pairs)")
     assert rep.finetune["adapted"] is False and rep.finetune["steps"] == steps
     assert rep.swapped_at_frame is None and session.adapted is None and "adapted" not in rep.quality
     assert not (tmp_path / "adapted-model.safetensors").exists()
     console = Console(record=True, width=200)
     print_report(console, rep)
     text = " ".join(console.export_text().split())  # the console wraps long lines
-    assert f"fine-tuning: {steps} steps" in text and f"not adapted: {why} in 0 s; the backbone was used throughout" in text
+    assert (f"fine-tuning: {steps} steps" in text
+            and f"not adapted: {why} in 0 s; the backbone was used throughout" in text)
     assert "adapted model" not in text and "swapped in at frame" not in text
 
 
@@ -238,7 +242,8 @@ def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None,
     settings = make_settings(cfg, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
     core.realtime = realtime
     kwargs = {"finetune_fn": finetune_fn} if finetune_fn else {}
-    session = LiveSession(pycromanager_backend(core), settings, tmp_path, backbone=identity_backbone(), device="cpu", **kwargs)
+    session = LiveSession(pycromanager_backend(core), settings, tmp_path, backbone=identity_backbone(), device="cpu",
+                          **kwargs)
     if denoise_wrapper is not None:
         session._denoise_current = denoise_wrapper(session._denoise_current)
     session.start_live(max_frames=frames)
@@ -253,7 +258,7 @@ def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_
             return fn(raw, info)
         return run
 
-    fast_session, fast = _run_with_model(simulated_core, small_microscope_config, tmp_path / "fast", realtime=True)
+    _fast_session, fast = _run_with_model(simulated_core, small_microscope_config, tmp_path / "fast", realtime=True)
     slow_session, rep = _run_with_model(simulated_core, small_microscope_config, tmp_path / "slow", slow, realtime=True)
     assert rep.frames_acquired == fast.frames_acquired == 60
     # Acquisition rate unchanged by the slow model (generous margin: timing on a shared 2-core machine).
@@ -303,7 +308,8 @@ def test_failed_finetuning_is_reported_and_acquisition_continues(simulated_core,
 
 def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_microscope_config, tmp_path):
     settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=4)
-    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
     rep = session.run(frames_after_swap=10)
     assert rep.calibration_pairs == 0
     assert session.adapted is not None and session.adapted.metadata["training"]["mode"].startswith("self-supervised")
@@ -358,7 +364,8 @@ def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_cal
 
 def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_microscope_config, tmp_path):
     settings = make_settings(small_microscope_config, calibration_positions=2, reference="power", reference_power=100.0)
-    session = LiveSession(pymmcore_plus_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pymmcore_plus_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
     rep = session.run(frames_after_swap=10)
     # reference = more light at the same exposure: the property change really took effect.
     for pair in session.pairs:
@@ -379,7 +386,8 @@ def test_pymmcore_plus_backend_runs_the_same_session(simulated_core, small_micro
 
 
 def test_pymmcore_plus_live_frames_read_back_while_acquiring_equal_what_the_camera_gave(simulated_core, tmp_path):
-    """The recorder's spill path: a frame re-read during the acquisition comes from pymmcore-plus's writer, unchanged."""
+    """The recorder's spill path: a frame re-read during the acquisition comes from pymmcore-plus's writer,
+    unchanged."""
     from livedenoise.acquisition.plans import Illumination, LivePlan
 
     backend = pymmcore_plus_backend(simulated_core)
@@ -391,7 +399,8 @@ def test_pymmcore_plus_live_frames_read_back_while_acquiring_equal_what_the_came
         if not np.array_equal(again, image):
             mismatches.append(axes["t"])
 
-    info = backend.run_live(LivePlan(Illumination(20.0, 10.0), 0.0), on_frame, threading.Event(), tmp_path, max_frames=12)
+    info = backend.run_live(LivePlan(Illumination(20.0, 10.0), 0.0), on_frame, threading.Event(), tmp_path,
+                            max_frames=12)
     assert info.frames == 12 and checked == list(range(12)) and not mismatches
     assert np.array_equal(backend.read_raw({"t": 5}), backend.read_raw({"t": 5}))  # after: from the file
 
@@ -414,9 +423,11 @@ def test_a_nearly_full_disk_stops_the_session_cleanly_and_keeps_the_raw_frames(s
 
     monkeypatch.setattr(session_module.shutil, "disk_usage", filling)
     monkeypatch.setattr(session_module, "DISK_CHECK_S", 0.2)
-    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000, finetune_time_budget_s=5.0)
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000,
+                             finetune_time_budget_s=5.0)
     simulated_core.realtime = True
-    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(), device="cpu")
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
     rep = session.run(frames_after_swap=100_000)  # would run for hours without the guard
     assert rep.interrupted and calls["n"] >= 3
     assert any("output disk is nearly full (10 MB free" in e for e in rep.errors), rep.errors
@@ -433,7 +444,7 @@ def test_with_fewer_than_three_pairs_the_swap_is_scored_on_rows_the_fine_tune_ne
     strips = held_out_strips(noisy, clean, 0.2)
     train, _ = split_strips(noisy, 0.2)
     assert len(strips) == 2 and all(x.shape == (20, 40) and t.shape == (20, 40) for x, t in strips)
-    for (x, t), n, tr in zip(strips, noisy, train):
+    for (x, t), n, tr in zip(strips, noisy, train, strict=True):
         np.testing.assert_array_equal(x, n[80:])
         np.testing.assert_array_equal(t, 2 * n[80:])
         assert tr.shape[0] == 80  # the fine-tune trains on rows 0-79 only
@@ -464,14 +475,16 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     # mode) needs the live power to return to
     lit = PycromanagerBackend(None, light_event=lambda pct: {})
     chosen = make_settings(small_microscope_config, simulated=False, exposure_ms=15.0, light_power=7.0)
-    assert LiveSession(lit, chosen, tmp_path, backbone=identity_backbone(), device="cpu")._low() == Illumination(15.0, 7.0)
+    assert (LiveSession(lit, chosen, tmp_path, backbone=identity_backbone(), device="cpu")._low()
+            == Illumination(15.0, 7.0))
     with pytest.raises(ConfigError, match="no control of this microscope's light"):
         LiveSession(PycromanagerBackend(None), chosen, tmp_path, backbone=identity_backbone(), device="cpu")._low()
     power_ref = make_settings(small_microscope_config, simulated=False, reference="power")
     with pytest.raises(ConfigError, match="set \\[live\\] light_power"):
         LiveSession(lit, power_ref, tmp_path, backbone=identity_backbone(), device="cpu")._low()
     self_mode = make_settings(small_microscope_config, simulated=False, reference="power", mode="self")
-    assert LiveSession(lit, self_mode, tmp_path, backbone=identity_backbone(), device="cpu")._low() == Illumination(37.0, None)
+    assert (LiveSession(lit, self_mode, tmp_path, backbone=identity_backbone(), device="cpu")._low()
+            == Illumination(37.0, None))
 
     class RealCore:  # a CMMCorePlus on real hardware: no simulated microscope, no light property given
         def getExposure(self):
@@ -490,8 +503,8 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     assert PycromanagerBackend(simulated_core).ground_truth(np.zeros((64, 64), np.uint16)) is None
 
 
-def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(simulated_core,
-                                                                                      small_microscope_config, tmp_path):
+def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(
+        simulated_core, small_microscope_config, tmp_path):
     """Display and recorder each keep their own window; the fine-tune adapts the 2-D stage and keeps the fusion."""
     from livedenoise.checkpoint import load_checkpoint
     from livedenoise.models.temporal import TemporalUNet, temporal_from_frame_model
@@ -499,8 +512,9 @@ def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the
     base = identity_backbone()
     model = temporal_from_frame_model(base.model, window=3)
     backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
-    session = LiveSession(pycromanager_backend(simulated_core), make_settings(small_microscope_config, reference="exposure"),
-                          tmp_path, backbone=backbone, device="cpu")
+    session = LiveSession(pycromanager_backend(simulated_core),
+                          make_settings(small_microscope_config, reference="exposure"), tmp_path, backbone=backbone,
+                          device="cpu")
     report = session.run(frames_after_swap=15)
     assert session.denoiser.is_temporal and session.denoiser.window == 3
     assert report.finetune is not None and report.finetune["steps"] > 0 and report.swapped_at_frame is not None
@@ -523,7 +537,8 @@ def test_renamed_acquisition_modules_still_import_with_a_warning():
 
     controller = importlib.import_module("livedenoise.acquisition.controller")
     workers = importlib.import_module("livedenoise.acquisition.workers")
-    with pytest.warns(DeprecationWarning, match=r"acquisition\.controller was renamed livedenoise\.acquisition\.session"):
+    with pytest.warns(DeprecationWarning,
+                      match=r"acquisition\.controller was renamed livedenoise\.acquisition\.session"):
         assert controller.LiveSession is LiveSession
     with pytest.warns(DeprecationWarning, match=r"renamed livedenoise\.acquisition\.recorder"):
         assert workers.DenoisedWriter is DenoisedWriter

@@ -13,7 +13,10 @@ from livedenoise.batch import denoise_dataset
 from livedenoise.cli import main
 from livedenoise.metrics import score
 from livedenoise.noise_model import (
-    TRAINED_BRIGHT_GAT, estimate_single_image, estimate_temporal, fit_noise_model,
+    TRAINED_BRIGHT_GAT,
+    estimate_single_image,
+    estimate_temporal,
+    fit_noise_model,
 )
 from livedenoise.normalization import Normalizer
 from livedenoise.residual_check import check_residual, residual_map
@@ -136,7 +139,8 @@ def test_averaged_frames_with_a_calibration_divide_gain_and_read_noise():
     one = fit_noise_model(frames, calibration=cal)
     many = fit_noise_model(frames, calibration=cal, averaged=16)
     assert one.method == "calibration" and one.warnings  # other size: medians, said so
-    assert many.a_adu == pytest.approx(one.a_adu / 16) and many.normalizer.noise_b == pytest.approx(one.normalizer.noise_b * 16)
+    assert (many.a_adu == pytest.approx(one.a_adu / 16)
+            and many.normalizer.noise_b == pytest.approx(one.normalizer.noise_b * 16))
     with pytest.raises(Exception, match="averaged"):
         fit_noise_model(frames, averaged=0)
 
@@ -155,7 +159,8 @@ def test_per_pixel_calibration_maps_remove_the_fixed_pattern():
     y = fit.normalizer.forward(frame)
     assert np.ptp(y) < 1e-4  # the pattern is gone
     np.testing.assert_allclose(fit.normalizer.inverse(y), frame, rtol=1e-5)
-    assert np.ptp(Normalizer(offset=100, gain=2.0, noise_b=1.0, scale=BACKBONE_SCALE).forward(frame)) > 0.2  # 2 noise sd
+    # 2 noise sd
+    assert np.ptp(Normalizer(offset=100, gain=2.0, noise_b=1.0, scale=BACKBONE_SCALE).forward(frame)) > 0.2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,12 +173,14 @@ def test_unbiased_inverse_removes_the_algebraic_bias(lam):
     mean_gat = {k: float(Normalizer(noise_b=1.0, scale=10, inversion=k).forward(x).astype(np.float64).mean())
                 for k in ("algebraic", "unbiased")}
     algebraic = Normalizer(noise_b=1.0, scale=10).inverse(np.array([mean_gat["algebraic"]]))[0] - lam
-    unbiased = Normalizer(noise_b=1.0, scale=10, inversion="unbiased").inverse(np.array([mean_gat["unbiased"]]))[0] - lam
+    unbiased = (Normalizer(noise_b=1.0, scale=10, inversion="unbiased").inverse(np.array([mean_gat["unbiased"]]))[0]
+                - lam)
     assert algebraic < -0.2 and abs(unbiased) < 0.06
 
 
 def test_signal_independent_noise_is_shifted_into_the_backbone_range_losslessly():
-    """8-bit data with Gaussian noise: the fitted slope is ~0 and the transform's constant is huge; the shift fixes it."""
+    """8-bit data with Gaussian noise: the fitted slope is ~0 and the transform's constant is huge; the shift fixes
+    it."""
     rng = np.random.default_rng(0)
     clean = np.tile(np.linspace(20, 100, 128), (128, 1))
     noisy = np.clip(clean + rng.normal(0, 12, clean.shape), 0, 255).astype(np.uint8)
@@ -302,12 +309,12 @@ def test_strict_refuses_before_writing_when_the_check_fails(tmp_path, structure,
                       np.full((128, 128), 16.0, np.float32)).save(tmp_path / "wrong.safetensors")
     args = ["denoise", str(tmp_path / "cells.tif"), "--model", "fast", "--no-progress", "--device", "cpu",
             "--calibration", str(tmp_path / "wrong.safetensors")]
-    assert main(args + ["-o", str(tmp_path / "strict"), "--strict"]) == 2
+    assert main([*args, "-o", str(tmp_path / "strict"), "--strict"]) == 2
     err = capsys.readouterr().err
     assert "not consistent with the noise model" in err and "--strict" in err
     assert not (tmp_path / "strict" / "cells.ome.tif").exists()
     # without --strict: written, with the warning in the summary and the provenance
-    assert main(args + ["-o", str(tmp_path / "lenient")]) == 0
+    assert main([*args, "-o", str(tmp_path / "lenient")]) == 0
     assert "warning:" in capsys.readouterr().out
     from livedenoise.io import read_provenance
 
@@ -348,7 +355,8 @@ def test_spatially_correlated_noise_is_detected_and_self_adaptation_skipped():
     assert correlated.correlation_ratio > CORRELATED_NOISE_RATIO
     assert any("the noise is spatially correlated" in w for w in correlated.warnings)
     assert correlated.to_dict()["noise_correlation_ratio"] == pytest.approx(correlated.correlation_ratio)
-    # the variance is raised to the independent-noise level of equal power at the 4x4 scale; independent noise: no change
+    # the variance is raised to the independent-noise level of equal power at the 4x4 scale; independent noise: no
+    # change
     assert independent.correlation_factor == 1.0 and correlated.correlation_factor > 2.0
     assert correlated.to_dict()["correlated_noise_factor"] == correlated.correlation_factor
     res = finetune(backbone, [filtered.astype(np.float32)], device="cpu", time_budget_s=30)

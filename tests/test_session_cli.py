@@ -131,10 +131,11 @@ def test_live_mm_config_problems_each_give_one_clear_sentence(tmp_path):
     cfg.write_text("# a configuration with no devices\n")
     adapters = tmp_path / "no-adapters"
     adapters.mkdir()
-    no_camera = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(adapters), "-o", str(tmp_path / "b")], tmp_path)
+    no_camera = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(adapters), "-o", str(tmp_path / "b")],
+                        tmp_path)
     assert no_camera.returncode == 2 and "empty.cfg: this configuration sets no camera" in no_camera.stderr
-    wrong = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(tmp_path / "nowhere"), "-o", str(tmp_path / "c")],
-                    tmp_path)
+    wrong = run_cli(["live", "--mm-config", str(cfg), "--mm-path", str(tmp_path / "nowhere"), "-o",
+                     str(tmp_path / "c")], tmp_path)
     assert wrong.returncode == 2 and "no Micro-Manager device adapters were found in" in wrong.stderr
     for res in (missing, no_camera, wrong):
         assert "Traceback" not in res.stderr and not (tmp_path / "a").exists()
@@ -175,7 +176,8 @@ def test_overwrite_clears_only_what_a_session_wrote_and_never_a_foreign_folder(t
 
 @pytest.mark.parametrize("command, sig, code", [("demo", signal.SIGINT, 130), ("demo", signal.SIGTERM, 143),
                                                 ("live", signal.SIGINT, 130)])
-def test_a_signal_stops_a_session_cleanly_with_raw_frames_closed_and_readable(session_files, tmp_path, command, sig, code):
+def test_a_signal_stops_a_session_cleanly_with_raw_frames_closed_and_readable(session_files, tmp_path, command, sig,
+                                                                              code):
     """Ctrl-C / SIGTERM mid-acquisition: camera stopped first, raw NDTiff finished, exit 128+N, no traceback."""
     import time
 
@@ -223,7 +225,8 @@ def test_raw_frames_survive_a_sigkill_mid_acquisition(session_files, tmp_path):
 
     out = tmp_path / "session"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", "demo", "--config", str(session_files / "session.toml"),
+    proc = subprocess.Popen([sys.executable, "-m", "livedenoise.cli", "demo",
+                             "--config", str(session_files / "session.toml"),
                              "--backbone", str(session_files / "tiny.safetensors"), "--device", "cpu", "--mode", "self",
                              "--frames", "100000", "-o", str(out)], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

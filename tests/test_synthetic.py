@@ -69,7 +69,7 @@ def test_noise_is_unit_variance_in_stabilised_units_and_the_target_is_the_clean_
     # the fixed pattern is noise to the network: it raises the residual, not the target
     fp = NoiseRecipe(min_photons=200, max_photons=400, render_8bit=0.0, parameter_error=0.0, max_gain_spread=0.0,
                      max_offset_spread=0.8, noisy_pixel_fraction=0.0, read_noise_spread=0.0)
-    x2, y2 = noisy_pair(clean, fp, torch.Generator().manual_seed(0))
+    _x2, y2 = noisy_pair(clean, fp, torch.Generator().manual_seed(0))
     assert float(y2.std(dim=(2, 3)).max()) < 1e-4
 
 
@@ -106,7 +106,7 @@ def test_sampler_batches_are_fresh_and_validation_batches_fixed():
     a, b = s.sample(), s.sample()
     assert a[0].shape == (4, 1, 32, 32) and not torch.equal(a[0], b[0])
     v1, v2 = s.fixed_batches(2), s.fixed_batches(2)
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(v1, v2))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(v1, v2, strict=True))
 
 
 def test_pretrain_on_synthetic_pairs_records_stages_and_continues(tmp_path, capsys):

@@ -12,7 +12,11 @@ from livedenoise.errors import ConfigError
 from livedenoise.inference import Denoiser
 from livedenoise.models import PRESETS, build_model, build_preset, model_is_temporal
 from livedenoise.models.temporal import (
-    MotionAdaptiveFusion, TemporalUNet, frame_shift, shift_frame, temporal_from_frame_model,
+    MotionAdaptiveFusion,
+    TemporalUNet,
+    frame_shift,
+    shift_frame,
+    temporal_from_frame_model,
 )
 from livedenoise.normalization import Normalizer
 from livedenoise.training.synthetic import CleanBank
@@ -87,7 +91,8 @@ def test_drifting_frames_are_aligned_before_they_are_averaged() -> None:
     assert frame_shift(torch.roll(scene, (2, -3), (0, 1)), scene, 8) == (-2, 3)
     assert frame_shift(scene, scene, 8) == (0, 0)
     moved, valid = shift_frame(scene, 2, -3)
-    assert torch.equal(moved[2:, :-3], scene[:-2, 3:]) and float(valid[:2].sum()) == 0 and float(valid[:, -3:].sum()) == 0
+    assert (torch.equal(moved[2:, :-3], scene[:-2, 3:]) and float(valid[:2].sum()) == 0
+            and float(valid[:, -3:].sum()) == 0)
     drift = torch.stack([shift_frame(scene, -2 * (2 - k), 1 * (2 - k))[0] for k in range(3)])[None]  # newest: k = 2
     aligned = MotionAdaptiveFusion(lags=2, sigma=1.0, align=True)
     fixed = MotionAdaptiveFusion(lags=2, sigma=1.0, align=False)
@@ -136,7 +141,8 @@ def test_live_push_keeps_each_frame_s_2d_result_and_fuses_the_window() -> None:
     frames = _frames((8, 24, 20))
     for t in range(8):
         out = den.push(frames[t])
-        np.testing.assert_allclose(out, _reference_push(model, frames[:t + 1]), rtol=1e-4, atol=1e-2, err_msg=f"frame {t}")
+        np.testing.assert_allclose(out, _reference_push(model, frames[:t + 1]), rtol=1e-4, atol=1e-2,
+                                   err_msg=f"frame {t}")
     # streams are separate: a second consumer starts its own window
     np.testing.assert_allclose(den.push(frames[0], stream="recorder"), _reference_push(model, frames[:1]), rtol=1e-4,
                                atol=1e-2)
@@ -193,7 +199,7 @@ def test_timelapse_windows_share_a_scene_with_independent_noise_per_frame() -> N
 def test_timelapse_windows_move_and_report_moving_pixels() -> None:
     moving = MotionRecipe(drift_share=1.0, max_drift=2.0, max_spots=12, cut_share=0)
     sampler = TimelapseSampler(_bank(), 32, 8, window=5, motion=moving, seed=4)
-    x, y = sampler.sample()
+    _x, _y = sampler.sample()
     assert sampler.last_moving is not None and sampler.last_moving.shape == (8, 32, 32)
     assert bool(sampler.last_moving.any())
     a, b = sampler.fixed_batches(2), sampler.fixed_batches(2)  # validation batches are reproducible
@@ -248,7 +254,8 @@ def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion() -> None:
     assert out.metadata["training"]["adapted_part"] == "the 2-D stage (fusion kept)"
     assert torch.equal(out.model.fusion.trust, before["fusion.trust"])
     assert res.fit.steps == 30
-    changed = any(not torch.equal(out.model.frame.state_dict()[k], before["frame." + k]) for k in out.model.frame.state_dict())
+    changed = any(not torch.equal(out.model.frame.state_dict()[k], before["frame." + k])
+                  for k in out.model.frame.state_dict())
     assert changed == res.adapted
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the backbone itself is untouched
 
@@ -258,8 +265,9 @@ def _simulated_time_lapse(photons: float, frames: int, size: int, seed: int) -> 
     from simulators.config import MicroscopeConfig, SampleConfig
     from simulators.microscope import SimulatedMicroscope
 
-    sample = SampleConfig(slide_width=512, slide_height=512, peak_rate=photons / 0.02, background_rate=0.05 * photons / 0.02,
-                          motion=10.0, drift=(25.0, 15.0), density=1.5, seed=seed)
+    sample = SampleConfig(slide_width=512, slide_height=512, peak_rate=photons / 0.02,
+                          background_rate=0.05 * photons / 0.02, motion=10.0, drift=(25.0, 15.0), density=1.5,
+                          seed=seed)
     mic = SimulatedMicroscope(MicroscopeConfig(camera="andor-zyla-4.2", sample=sample, roi_width=size, roi_height=size,
                                                exposure_ms=20.0, light_power=100.0, seed=seed + 1))
     gain, offset = float(np.median(mic.camera.maps.gain)), float(np.median(mic.camera.maps.offset))
@@ -281,7 +289,7 @@ def test_the_shipped_temporal_backbone_beats_the_2d_one_on_a_simulated_time_laps
     temporal, fast = load_backbone("temporal"), load_backbone("fast")
 
     def psnr(out: np.ndarray) -> float:
-        return float(np.mean([score(t, o).psnr for t, o in zip(truth, out)]))
+        return float(np.mean([score(t, o).psnr for t, o in zip(truth, out, strict=True)]))
 
     frame_by_frame = psnr(Denoiser(with_normalizer(fast, list(noisy)), device="cpu").denoise_stack(noisy))
     den = Denoiser(with_normalizer(temporal, list(noisy)), device="cpu")

@@ -1,4 +1,5 @@
-"""Training: Noise2Self masking is blind, the fit loop stops/cancels/reproduces, fine-tuning improves on ground truth."""
+"""Training: Noise2Self masking is blind, the fit loop stops/cancels/reproduces, fine-tuning improves on ground
+truth."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +13,7 @@ from livedenoise.checkpoint import Checkpoint, load_checkpoint
 from livedenoise.cli import main
 from livedenoise.config import TrainingConfig
 from livedenoise.errors import InputDataError
+from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.models import build_model
 from livedenoise.normalization import Normalizer
@@ -21,7 +23,6 @@ from livedenoise.training.loop import fit
 from livedenoise.training.masking import grid_mask, masked_input, noise2self_loss
 from livedenoise.training.pairs import load_pair_folder
 from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs
-from livedenoise.inference import Denoiser
 
 
 def tiny_checkpoint(widths=(8, 16)) -> Checkpoint:
@@ -147,12 +148,13 @@ def test_early_stopping_with_patience():
 
 
 def _one_experiment(n=4, size=64):
-    """Frames of one experiment: one simulated camera, several fields, ~20 photons peak; plus long-exposure references."""
+    """Frames of one experiment: one simulated camera, several fields, ~20 photons peak; plus long-exposure
+    references."""
     from simulators.config import load_microscope_config
     from simulators.microscope import SimulatedMicroscope
 
     cfg = load_microscope_config(roi_width=size, roi_height=size, light_power=5.0, exposure_ms=20.0,
-                                 sample=dict(slide_width=512, slide_height=512, peak_rate=20000.0, motion=0.0))
+                                 sample={"slide_width": 512, "slide_height": 512, "peak_rate": 20000.0, "motion": 0.0})
     scope = SimulatedMicroscope(cfg)
     low, ref, truth = [], [], []
     for k in range(n):
@@ -191,12 +193,13 @@ def test_finetuning_the_shipped_backbone_runs_steps_and_does_not_lose_to_it_on_h
     assert meta["backbone"] == "backbone-fast" and res.checkpoint.name == f"backbone-fast+{mode}"
     # self-supervised outputs are E[transformed noisy]: the exact unbiased inverse; pairs: the algebraic one
     assert res.checkpoint.normalizer.inversion == meta["inversion"] == ("unbiased" if mode == "self" else "algebraic")
-    assert all(torch.equal(a, b) for a, b in zip(before, backbone.model.parameters()))  # backbone untouched
+    # backbone untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, backbone.model.parameters(), strict=True))
     bb = Denoiser(backbone, normalizer=normalizer_for(low, like=backbone.normalizer), device="cpu")
     den = Denoiser(res.checkpoint, device="cpu")
-    raw_psnr = np.mean([score(t, n.astype(np.float32)).psnr for t, n in zip(held_truth, held_low)])
-    bb_psnr = np.mean([score(t, bb.denoise(n)).psnr for t, n in zip(held_truth, held_low)])
-    new_psnr = np.mean([score(t, den.denoise(n)).psnr for t, n in zip(held_truth, held_low)])
+    raw_psnr = np.mean([score(t, n.astype(np.float32)).psnr for t, n in zip(held_truth, held_low, strict=True)])
+    bb_psnr = np.mean([score(t, bb.denoise(n)).psnr for t, n in zip(held_truth, held_low, strict=True)])
+    new_psnr = np.mean([score(t, den.denoise(n)).psnr for t, n in zip(held_truth, held_low, strict=True)])
     assert new_psnr > raw_psnr + 2.0, (raw_psnr, new_psnr)
     # measured on the 4 held-out fields: backbone 27.20 dB; self 27.40 (+0.20), pairs 27.50 (+0.31)
     assert new_psnr > bb_psnr - 0.05, (bb_psnr, new_psnr)
@@ -212,7 +215,8 @@ def test_a_finetune_that_keeps_the_backbone_is_not_called_adapted(experiment):
                    device="cpu")
     assert res.fit.steps == 0 and not res.adapted and res.checkpoint.metadata["training"]["adapted"] is False
     assert res.checkpoint.name == backbone.name and res.checkpoint.normalizer.inversion == "algebraic"
-    assert all(torch.equal(a, b) for a, b in zip(backbone.model.parameters(), res.checkpoint.model.parameters()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(backbone.model.parameters(), res.checkpoint.model.parameters(), strict=True))
 
 
 def test_self_supervised_finetune_inverts_without_bias_at_low_counts():
@@ -245,7 +249,7 @@ def test_self_supervised_finetune_inverts_without_bias_at_low_counts():
 def test_finetune_rejects_mismatched_pairs_and_bad_images():
     with pytest.raises(InputDataError, match="pairs must match"):
         finetune(tiny_checkpoint(), [np.ones((16, 16))] * 2, [np.ones((16, 16))])
-    with pytest.raises(InputDataError, match="NaN|finite"):
+    with pytest.raises(InputDataError, match=r"NaN|finite"):
         finetune(tiny_checkpoint(), [np.full((16, 16), np.nan)])
 
 
@@ -318,11 +322,11 @@ def test_pair_folder_layout_and_errors(tmp_path):
     pairs = load_pair_folder(tmp_path)
     assert [(p.set, p.name) for p in pairs] == [("setA", "a"), ("setA", "b")]
     tifffile.imwrite(tmp_path / "setA" / "c_noisy.tif", np.zeros((8, 8), np.uint16))
-    with pytest.raises(InputDataError, match="c_noisy.tif: has no partner c_clean.tif"):
+    with pytest.raises(InputDataError, match=r"c_noisy\.tif: has no partner c_clean\.tif"):
         load_pair_folder(tmp_path)
     (tmp_path / "setA" / "c_noisy.tif").write_bytes(b"not a tiff")
     tifffile.imwrite(tmp_path / "setA" / "c_clean.tif", np.ones((8, 8), np.uint16))
-    with pytest.raises(InputDataError, match="c_noisy.tif: not a readable TIFF"):
+    with pytest.raises(InputDataError, match=r"c_noisy\.tif: not a readable TIFF"):
         load_pair_folder(tmp_path)
     with pytest.raises(InputDataError, match="not found"):
         load_pair_folder(tmp_path / "missing")
@@ -330,8 +334,8 @@ def test_pair_folder_layout_and_errors(tmp_path):
 
 def test_pretrain_and_finetune_commands(tmp_path, capsys):
     out = tmp_path / "bb.safetensors"
-    assert main(["pretrain", "--preset", "fast", "--data", "simulated", "--train-images", "6", "--image-size", "48", "--steps", "4",
-                 "--batch-size", "2", "--patch-size", "32", "--device", "cpu", "-o", str(out)]) == 0
+    assert main(["pretrain", "--preset", "fast", "--data", "simulated", "--train-images", "6", "--image-size", "48",
+                 "--steps", "4", "--batch-size", "2", "--patch-size", "32", "--device", "cpu", "-o", str(out)]) == 0
     ckpt = load_checkpoint(out)
     assert ckpt.name == "backbone-fast" and ckpt.training["steps"] == 4
     assert main(["pretrain", "--preset", "fast", "-o", str(out)]) == 2  # refuses to overwrite
@@ -403,7 +407,7 @@ def test_a_self_fine_tune_that_sure_does_not_confirm_is_sent_back_to_the_backbon
     assert not res.adapted and res.fit.rejected  # ... but the full-image check sent it back
     assert "full-image error estimate (SURE) on held-out rows did not improve" in res.fit.not_adapted_reason()
     assert all(torch.equal(a, b) for a, b in zip(res.checkpoint.model.state_dict().values(),
-                                                 backbone.model.state_dict().values()))
+                                                 backbone.model.state_dict().values(), strict=True))
     meta = res.checkpoint.metadata["training"]
     assert meta["adapted"] is False and meta["sure_check"]["adapted_better"] is False
 
@@ -437,7 +441,7 @@ def test_sigterm_stops_a_long_command_like_ctrl_c_with_exit_143(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(8.0)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
     assert "interrupted: partial results are kept" in err and "Traceback" not in err
     assert not (tmp_path / "m.safetensors").exists()

@@ -25,8 +25,8 @@ from simulators.microscope import SimulatedMicroscope
 def experiment():
     cfg = load_microscope_config(
         roi_width=64, roi_height=64, light_power=5.0, exposure_ms=20.0,
-        sample=dict(slide_width=512, slide_height=512, structures=["puncta"], density=4.0, psf_sigma=2.2,
-                    peak_rate=15000.0, background_rate=40.0, motion=0.0, seed=11))
+        sample={"slide_width": 512, "slide_height": 512, "structures": ["puncta"], "density": 4.0, "psf_sigma": 2.2,
+                "peak_rate": 15000.0, "background_rate": 40.0, "motion": 0.0, "seed": 11})
     scope = SimulatedMicroscope(cfg)
 
     def field(k):

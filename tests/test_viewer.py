@@ -8,15 +8,15 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import threading  # noqa: E402
+import threading
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from pyqtgraph.Qt import QtCore, QtGui, QtTest  # noqa: E402
+import numpy as np
+import pytest
+from pyqtgraph.Qt import QtCore, QtGui, QtTest
 
-from livedenoise.acquisition.status import SessionState, SessionStatus  # noqa: E402
-from livedenoise.errors import InputDataError, LivedenoiseError  # noqa: E402
-from livedenoise.viewer import (  # noqa: E402
+from livedenoise.acquisition.status import SessionState, SessionStatus
+from livedenoise.errors import InputDataError, LivedenoiseError
+from livedenoise.viewer import (
     AUTO_HIGH_PERCENTILE,
     AUTO_LOW_PERCENTILE,
     LiveViewer,
@@ -247,7 +247,8 @@ def test_views_are_linked_and_y_points_down(app, viewer):
     assert raw_range[0] == pytest.approx([10, 50], abs=0.5)  # x as requested (y widened by the aspect lock)
     np.testing.assert_allclose(den_range, raw_range, atol=1e-3)  # same pixels, not just similar
     viewer.denoised.view.setRange(xRange=(100, 140), yRange=(30, 70), padding=0)  # the other way round
-    np.testing.assert_allclose(np.array(viewer.raw.view.viewRange()), np.array(viewer.denoised.view.viewRange()), atol=0.5)
+    np.testing.assert_allclose(np.array(viewer.raw.view.viewRange()), np.array(viewer.denoised.view.viewRange()),
+                               atol=0.5)
     viewer.fit_view()
     app.processEvents()
     (x0, x1), (y0, y1) = viewer.raw.view.viewRange()

@@ -11,8 +11,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class DenoiseWorker:
         self.stats = WorkerStats()
         self._thread = threading.Thread(target=self._run, name="livedenoise-denoise", daemon=True)
 
-    def start(self) -> "DenoiseWorker":
+    def start(self) -> DenoiseWorker:
         self.stats.started_at = time.perf_counter()
         self._thread.start()
         return self

@@ -14,14 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from livedenoise.acquisition.axes import axes_key
 from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
-from livedenoise.acquisition.plans import CalibrationPair, Illumination, assemble_pairs, LivePlan, PairPlan
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
 from livedenoise.acquisition.pycromanager_python import register_with_pycromanager
 from livedenoise.errors import MicroManagerUnavailable
 
@@ -126,7 +127,8 @@ class PycromanagerBackend(AcquisitionBackend):
         events = []
         for k, (x, y) in enumerate(plan.positions):
             pos = {"x": float(x), "y": float(y)}
-            events.append({**pos, "axes": {"position": k, "reference": 0, "repeat": 0}, **self._illumination_fields(plan.low)})
+            events.append({**pos, "axes": {"position": k, "reference": 0, "repeat": 0},
+                           **self._illumination_fields(plan.low)})
             if plan.reference == "average":
                 for i in range(plan.average):
                     events.append({**pos, "axes": {"position": k, "reference": 1, "repeat": i},

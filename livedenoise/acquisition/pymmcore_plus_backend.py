@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +34,8 @@ def load_mm_configuration(config: Path, mm_path: Path | None = None) -> Any:
 
     config = Path(config)
     if not config.is_file():
-        raise ConfigError(f"{config}: no such Micro-Manager configuration file (expected a .cfg saved by Micro-Manager's "
-                          "Hardware Configuration Wizard).")
+        raise ConfigError(f"{config}: no such Micro-Manager configuration file (expected a .cfg saved by "
+                          "Micro-Manager's Hardware Configuration Wizard).")
     import pymmcore_plus
 
     adapters = str(mm_path) if mm_path is not None else None
@@ -133,7 +134,8 @@ class PymmcorePlusBackend(AcquisitionBackend):
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
         return self._ground_truth(image) if self._ground_truth is not None else None
 
-    def _event(self, ill: Illumination, index: dict, xy: tuple[float, float] | None = None, min_start: float | None = None):
+    def _event(self, ill: Illumination, index: dict, xy: tuple[float, float] | None = None,
+               min_start: float | None = None):
         import useq
 
         props = []

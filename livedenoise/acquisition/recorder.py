@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -23,15 +23,15 @@ log = logging.getLogger("livedenoise")
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
-    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``. Up to ``max_queued`` frames wait in memory; past
-    that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
+    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``. Up to ``max_queued`` frames wait
+    in memory; past that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
     when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
     the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
     ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
     """
 
-    def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path, name: str = "denoised", *,
-                 read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
+    def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path,
+                 name: str = "denoised", *, read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
                  summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None) -> None:
         self._denoise = denoise
         self.directory = Path(directory)
@@ -55,7 +55,7 @@ class DenoisedWriter:
         self.path: Path | None = None
         self._thread = threading.Thread(target=self._run, name="livedenoise-writer", daemon=True)
 
-    def start(self) -> "DenoisedWriter":
+    def start(self) -> DenoisedWriter:
         self._thread.start()
         return self
 

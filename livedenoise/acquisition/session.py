@@ -1,9 +1,10 @@
 """The live session: IDLE -> CALIBRATING -> LIVE (backbone) -> FINE_TUNING (still live) -> LIVE (adapted) -> STOPPED.
 
 This is the only place that knows the order of events. Acquisition runs in the acquisition library's
-threads and only ever hands frames over (:mod:`livedenoise.acquisition.display`, :mod:`livedenoise.acquisition.recorder`); denoising, recording
-and fine-tuning run in their own threads, so no model can slow or stall the camera, and raw frames are
-saved by the library exactly as acquired whatever the denoiser does. Fine-tuning failures are reported
+threads and only ever hands frames over (:mod:`livedenoise.acquisition.display`,
+:mod:`livedenoise.acquisition.recorder`); denoising, recording and fine-tuning run in their own threads, so no
+model can slow or stall the camera, and raw frames are saved by the library exactly as acquired whatever the
+denoiser does. Fine-tuning failures are reported
 and the session keeps acquiring with the backbone.
 
 The adapted model replaces the backbone only when it is measurably better on *full frames* the fine-tune
@@ -18,17 +19,17 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
-from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
-from livedenoise.acquisition.status import SessionState, SessionStatus
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.recorder import DenoisedWriter
+from livedenoise.acquisition.status import SessionState, SessionStatus
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import SessionSettings
 from livedenoise.errors import ConfigError
@@ -171,16 +172,17 @@ class LiveSession:
         own = self.backend.current_illumination()
         exposure = live.exposure_ms if live.exposure_ms is not None else (own.exposure_ms if own is not None else None)
         if exposure is None:
-            raise ConfigError("the live exposure is unknown: this microscope does not report one; set [live] exposure_ms")
+            raise ConfigError("the live exposure is unknown: this microscope does not report one; "
+                              "set [live] exposure_ms")
         controls_light = bool(getattr(self.backend, "controls_light", False))
         if live.light_power is not None and not controls_light:
-            raise ConfigError(f"[live] light_power = {live.light_power:g} is set, but livedenoise has no control of this "
-                              "microscope's light (give the backend a light control, or unset light_power to leave the "
-                              "light as it is)")
+            raise ConfigError(f"[live] light_power = {live.light_power:g} is set, but livedenoise has no control of "
+                              "this microscope's light (give the backend a light control, or unset light_power to "
+                              "leave the light as it is)")
         power = live.light_power if live.light_power is not None else (own.power if own is not None else None)
         if power is None and live.mode == "pairs" and live.reference == "power":
-            raise ConfigError("reference 'power' sets the light for each reference and back to the live level after it, "
-                              "so the live level must be known: set [live] light_power (percent)")
+            raise ConfigError("reference 'power' sets the light for each reference and back to the live level after "
+                              "it, so the live level must be known: set [live] light_power (percent)")
         return Illumination(float(exposure), power)
 
     def calibrate(self) -> list[CalibrationPair]:
@@ -401,7 +403,8 @@ class LiveSession:
             self._stop_live.set()
 
     def _on_denoised(self, frame: DenoisedFrame) -> None:
-        if frame.denoised is not None and self._writer is not None and not (self.denoiser and self.denoiser.is_temporal):
+        if (frame.denoised is not None and self._writer is not None
+                and not (self.denoiser and self.denoiser.is_temporal)):
             # Reuse saves a second pass for 2-D models; a temporal model's recorder denoises every frame in order,
             # with its own window (the display's window skips the frames it dropped).
             self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
@@ -411,7 +414,8 @@ class LiveSession:
             if len(self._latencies) % 5 == 1:
                 truth = self.backend.ground_truth(frame.raw)
                 if truth is not None:
-                    key = "adapted" if self.adapted is not None and frame.model_name == self.adapted.name else "backbone"
+                    key = ("adapted" if self.adapted is not None and frame.model_name == self.adapted.name
+                           else "backbone")
                     self._display_psnr[key].append(_psnr(truth, frame.denoised))
         elif frame.error:
             with self._lock:
@@ -434,11 +438,13 @@ class LiveSession:
         self._worker = DenoiseWorker(self._denoise_current, self._on_denoised,
                                      model_name=lambda: self.denoiser.name if self.denoiser else "").start()
         if self.settings.live.save_denoised:
-            self._writer = DenoisedWriter(self._denoise_recorded, self.output_dir, "denoised", read_raw=self.backend.read_raw,
+            self._writer = DenoisedWriter(self._denoise_recorded, self.output_dir, "denoised",
+                                          read_raw=self.backend.read_raw,
                                           summary_metadata={"backbone": self.backbone.name}).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
-        state = SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive()) else SessionState.LIVE
+        state = (SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive())
+                 else SessionState.LIVE)
         self._set(state=state, message="live")
         self._live_thread = threading.Thread(target=self._live_job, args=(plan,), name="livedenoise-live", daemon=True)
         self._live_thread.start()
@@ -452,7 +458,8 @@ class LiveSession:
         return self.denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
 
     def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
-        """The recorder's denoising: every frame in order, with its own temporal window (the display may skip frames)."""
+        """The recorder's denoising: every frame in order, with its own temporal window (the display may skip
+        frames)."""
         if self.denoiser is None or self._wants_same_field_fit():
             self._fit_from_live(raw)
         return self.denoiser.push(raw, stream="recorder")
@@ -549,7 +556,8 @@ class LiveSession:
                 if self._disk_nearly_full():
                     break
             ft = self._finetune_thread
-            if self.status.state != SessionState.FAILED and ft is not None and not ft.is_alive() and self.adapted is None:
+            if (self.status.state != SessionState.FAILED and ft is not None and not ft.is_alive()
+                    and self.adapted is None):
                 # Fine-tuning failed: keep imaging the requested number of frames with the backbone.
                 with self._lock:
                     self.swapped_at_frame = self.swapped_at_frame or self.status.frames_acquired
@@ -575,7 +583,8 @@ class LiveSession:
                             precision=self.denoiser.precision if self.denoiser is not None else "")
         rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
                      "denoised": str(self._writer.path) if self._writer and self._writer.path else None,
-                     "adapted_model": str(self.output_dir / "adapted-model.safetensors") if self.adapted_saved else None}
+                     "adapted_model": (str(self.output_dir / "adapted-model.safetensors") if self.adapted_saved
+                                       else None)}
         rep.quality = self.score_models()
         rep.display_quality = {k: float(np.mean(v)) if v else None for k, v in self._display_psnr.items()}
         rep.display_quality.update({f"{k}_frames": len(v) for k, v in self._display_psnr.items()})

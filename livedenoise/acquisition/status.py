@@ -46,7 +46,8 @@ class SessionStatus:
         if self.state == SessionState.FINE_TUNING:
             loss = f", loss {self.finetune_loss:.4g}" if self.finetune_loss is not None else ""
             parts.append(f"fine-tuning {self.finetune_progress:.0%}{loss}")
-        parts.append(f"camera {self.camera_fps:.1f} fps | denoised {self.denoised_fps:.1f} fps | latency {self.latency_ms:.0f} ms")
+        parts.append(f"camera {self.camera_fps:.1f} fps | denoised {self.denoised_fps:.1f} fps | "
+                     f"latency {self.latency_ms:.0f} ms")
         parts.append(f"dropped {self.frames_dropped}")
         if self.message:
             parts.append(self.message)

@@ -13,5 +13,5 @@ from livedenoise.attach.denoiser import AttachedDenoiser, AttachReport, stream_k
 from livedenoise.attach.mda import MDADenoiser, calibration_sequence, channel_names, useq_axes
 from livedenoise.attach.pycromanager import PycromanagerDenoiser
 
-__all__ = ["AttachedDenoiser", "AttachReport", "MDADenoiser", "PycromanagerDenoiser", "calibration_sequence",
+__all__ = ["AttachReport", "AttachedDenoiser", "MDADenoiser", "PycromanagerDenoiser", "calibration_sequence",
            "channel_names", "stream_key", "useq_axes"]

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ from livedenoise.swap_check import SWAP_MARGIN, split_held_out, swap_scores
 log = logging.getLogger("livedenoise")
 
 #: What may name a model: a shipped backbone's name, a checkpoint path, or a loaded checkpoint.
-ModelChoice = Union[str, Path, Checkpoint]
+ModelChoice = str | Path | Checkpoint
 #: Axis names that count time in pycromanager (``time``) and useq / pymmcore-plus (``t``).
 TIME_AXES: tuple[str, ...] = ("time", "t")
 #: The axis whose value names the channel (pycromanager's convention; the MDA handler maps useq's ``c`` to it).
@@ -148,8 +148,9 @@ class AttachedDenoiser:
     native bfloat16, at the quality cost the README's precision table measures.
     """
 
-    def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *, channels: Mapping[str, ModelChoice | None] | None = None,
-                 output: str | Path | None = None, name: str = "denoised",
+    def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *,
+                 channels: Mapping[str, ModelChoice | None] | None = None, output: str | Path | None = None,
+                 name: str = "denoised",
                  display: Callable[[DenoisedFrame], None] | None = None,
                  read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
                  device: str = "auto", threads: int | None = None, display_fps: float | None = None,
@@ -205,7 +206,8 @@ class AttachedDenoiser:
         return self._choices.get(channel, self._choices[None]) if channel is not None else self._choices[None]
 
     def _model_names(self) -> str:
-        named = {k: (None if v is None else self._checkpoint(v).name) for k, v in self._choices.items() if k is not None}
+        named = {k: (None if v is None else self._checkpoint(v).name) for k, v in self._choices.items()
+                 if k is not None}
         default = self._checkpoint(self._choices[None]).name if self._choices[None] is not None else "none"
         return default if not named else f"{default}; " + ", ".join(f"{k}: {v or 'raw'}" for k, v in named.items())
 
@@ -328,15 +330,16 @@ class AttachedDenoiser:
     # -- adaptation ----------------------------------------------------------------------------------
     def adapt_from_calibration(self, frames: dict[tuple[int, Any], list[np.ndarray]], channels: Sequence[Any],
                                positions: int, average: int, *, time_budget_s: float = 60.0,
-                               training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+                               training: Any = None) -> dict[str, cf.Future[Adaptation]]:
         """Adapt every channel to calibration frames: ``frames[(position, channel)]`` holds ``1 + average`` frames of
         one field at one channel's settings; the first is the low-SNR frame, the mean of the rest its reference.
         Channels left raw are skipped. Returns channel name (``"None"`` without a channel axis) -> future."""
         incomplete = [f"{channel!r} at position {p}: {len(frames.get((p, channel), []))}" for channel in channels
                        for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
         if incomplete:  # checked for every channel before any fine-tune starts
-            raise LivedenoiseError(f"the calibration acquisition did not deliver {average + 1} frames per position and "
-                                   f"channel (it was stopped, or a channel skipped frames): {'; '.join(incomplete[:4])}")
+            raise LivedenoiseError(f"the calibration acquisition did not deliver {average + 1} frames per position "
+                                   "and channel (it was stopped, or a channel skipped frames): "
+                                   f"{'; '.join(incomplete[:4])}")
         futures: dict[str, cf.Future[Adaptation]] = {}
         for channel in channels:
             if channel is not None and self._choice_for(str(channel)) is None:
@@ -348,9 +351,9 @@ class AttachedDenoiser:
                                                time_budget_s=time_budget_s, training=training, match_reference=False)
         return futures
 
-    def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *, channel: str | None = None,
-              time_budget_s: float = 60.0, training: Any = None, match_reference: bool = True,
-              save_to: str | Path | None = None) -> "cf.Future[Adaptation]":
+    def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *,
+              channel: str | None = None, time_budget_s: float = 60.0, training: Any = None,
+              match_reference: bool = True, save_to: str | Path | None = None) -> cf.Future[Adaptation]:
         """Fine-tune ``channel``'s model in the background and hot-swap it in if it is better on held-out frames.
 
         ``clean`` given: few-pair supervised (``noisy[i]``/``clean[i]`` low/high-SNR frames of one field, taken
@@ -471,7 +474,7 @@ class AttachedDenoiser:
                       for k, s in self._states.items()}
         return r
 
-    def __enter__(self) -> "AttachedDenoiser":
+    def __enter__(self) -> AttachedDenoiser:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class MDADenoiser(AttachedDenoiser):
         log.info("livedenoise: %s", self.result.summary())
 
     def calibrate(self, core: Any, sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16,
-                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, cf.Future[Adaptation]]:
         """Acquire reference pairs with ``sequence``'s channels at ``positions`` and adapt every channel to them.
 
         Runs :func:`calibration_sequence` on ``core`` (a pymmcore-plus ``CMMCorePlus``; blocks for the few

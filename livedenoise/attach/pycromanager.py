@@ -86,7 +86,7 @@ class PycromanagerDenoiser(AttachedDenoiser):
     def calibrate(self, positions: Sequence[tuple[float, float]], directory: str | Path, *,
                   channel_group: str | None = None, channels: Sequence[str] | None = None,
                   exposures_ms: Sequence[float] | None = None, average: int = 16, core: Any = None,
-                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, "cf.Future[Adaptation]"]:
+                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, cf.Future[Adaptation]]:
         """Acquire reference pairs with your channels at ``positions`` and adapt every channel to them.
 
         A pycromanager acquisition (saved under ``directory`` as ``livedenoise-calibration``, so nothing taken is
@@ -127,7 +127,8 @@ class PycromanagerDenoiser(AttachedDenoiser):
 
         def keep(image: np.ndarray, metadata: Mapping[str, Any]) -> tuple[np.ndarray, Mapping[str, Any]]:
             axes = metadata.get("Axes", {})
-            frames.setdefault((int(axes.get("position", 0)), axes.get("channel")), []).append(np.array(image, copy=True))
+            frames.setdefault((int(axes.get("position", 0)), axes.get("channel")), []).append(
+                np.array(image, copy=True))
             return image, metadata
 
         if core is not None:

@@ -7,7 +7,7 @@ import re
 import shutil
 import signal
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from livedenoise.commands.settings import Settings, load_settings
@@ -17,9 +17,12 @@ from livedenoise.errors import ConfigError, LivedenoiseError
 
 def add_session_arguments(p: argparse.ArgumentParser) -> None:
     """Options common to every live session."""
-    p.add_argument("--config", type=Path, help="session TOML with [microscope], [training], [live] tables (default config/session.toml)")
-    p.add_argument("--mode", choices=["pairs", "self"], help="adapt from calibration pairs or self-supervised on live frames")
-    p.add_argument("--backbone", help="'fast', 'standard', 'temporal' (fuses each frame with the 4 before it) or a checkpoint path")
+    p.add_argument("--config", type=Path,
+                   help="session TOML with [microscope], [training], [live] tables (default config/session.toml)")
+    p.add_argument("--mode", choices=["pairs", "self"],
+                   help="adapt from calibration pairs or self-supervised on live frames")
+    p.add_argument("--backbone",
+                   help="'fast', 'standard', 'temporal' (fuses each frame with the 4 before it) or a checkpoint path")
     p.add_argument("--finetune-seconds", type=float, help="time budget for background fine-tuning")
     p.add_argument("--positions", type=int, help="stage positions for calibration pairs")
     p.add_argument("--roi", help="simulated field of view WxH, e.g. 256x256")
@@ -28,7 +31,8 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 is "
                         "1.7-1.9x faster on CPUs with native bfloat16, at a small measured quality cost")
-    p.add_argument("-o", "--output", type=Path, default=Path("runs/session"), help="folder for raw, denoised and the model")
+    p.add_argument("-o", "--output", type=Path, default=Path("runs/session"),
+                   help="folder for raw, denoised and the model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
 
 
@@ -58,7 +62,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 #: Written into every session output folder: ``--overwrite`` only ever clears a folder that has it.
 SESSION_MARKER = ".livedenoise-session"
 #: What a session writes (NDTiff folders get ``_1``, ``_2`` from the writer); ``--overwrite`` removes only these.
-_SESSION_ENTRY = re.compile(r"^(raw|denoised|calibration)(_\d+)?(\.[\w.]+)?$|^adapted-model\.safetensors$|^report\.json$")
+_SESSION_ENTRY = re.compile(r"^(raw|denoised|calibration)(_\d+)?(\.[\w.]+)?$"
+                            r"|^adapted-model\.safetensors$|^report\.json$")
 
 
 def prepare_output(path: Path, overwrite: bool) -> Path:
@@ -74,7 +79,8 @@ def prepare_output(path: Path, overwrite: bool) -> Path:
     try:
         if path.exists() and any(path.iterdir()):
             if not overwrite:
-                raise LivedenoiseError(f"{path}: output folder is not empty; choose another with -o or pass --overwrite")
+                raise LivedenoiseError(f"{path}: output folder is not empty; "
+                                       "choose another with -o or pass --overwrite")
             if not (path / SESSION_MARKER).is_file():
                 raise LivedenoiseError(
                     f"{path}: --overwrite only replaces the output of an earlier livedenoise session (a folder with a "

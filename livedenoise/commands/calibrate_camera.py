@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from livedenoise.calibration import calibrate
-from livedenoise.errors import InputDataError, LivedenoiseError
 from livedenoise.commands._argtypes import int_range
+from livedenoise.errors import InputDataError, LivedenoiseError
 
 HELP = """\
 Measure your camera's per-pixel offset, read noise and gain (Huang et al. 2013).
@@ -27,15 +27,18 @@ The file lets the denoiser work in photoelectrons (pass it to `livedenoise finet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("calibrate-camera", help="measure camera offset / read noise / gain from dark and flat frames",
+    p = subparsers.add_parser("calibrate-camera",
+                              help="measure camera offset / read noise / gain from dark and flat frames",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dark", type=Path, help="multi-page TIFF of dark frames")
     p.add_argument("--flat", type=Path, nargs="+", default=[], help="one multi-page TIFF per illumination level")
     p.add_argument("-o", "--output", type=Path, required=True, help="calibration file to write (.safetensors)")
-    p.add_argument("--simulate", action="store_true", help="record dark/flat stacks from a simulated camera instead of files")
+    p.add_argument("--simulate", action="store_true",
+                   help="record dark/flat stacks from a simulated camera instead of files")
     p.add_argument("--camera", default="andor-zyla-4.2", help="camera preset for --simulate (see config/cameras)")
     p.add_argument("--roi", default="128x128", help="WxH region for --simulate (default 128x128)")
-    p.add_argument("--frames", type=int_range(2, 10_000), default=200, help="frames per stack for --simulate (default 200)")
+    p.add_argument("--frames", type=int_range(2, 10_000), default=200,
+                   help="frames per stack for --simulate (default 200)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
@@ -46,7 +49,8 @@ def read_stack(path: Path) -> np.ndarray:
 
     arr = read_tiff(path, grey=True)
     if arr.ndim == 2:
-        raise InputDataError(f"{path}: holds a single frame; a stack of many frames (N, Y, X) is needed to measure noise")
+        raise InputDataError(f"{path}: holds a single frame; a stack of many frames (N, Y, X) is needed to "
+                             "measure noise")
     if arr.ndim != 3:
         raise InputDataError(f"{path}: expected a stack of 2-D frames (N, Y, X), got shape {arr.shape}")
     return arr

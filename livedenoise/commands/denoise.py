@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from livedenoise.commands._argtypes import int_range, positive_seconds
 from livedenoise.config import PRECISIONS
 
@@ -28,29 +29,33 @@ The noise model is fitted to every input and channel (from temporal differences 
 time axis, else from the images; or from --calibration), and the result is checked against it
 before anything is written: a failed check is a warning (an error with --strict). The output has
 the input's axes, shape and metadata, plus provenance (model, checkpoint sha256, the fitted noise
-model and normalizer, the residual check, livedenoise version, date). Inputs are never modified. An existing output is refused
-unless --resume (continue an interrupted run, verified against the input and model) or
---overwrite. --dry-run shows the plan without writing anything.
+model and normalizer, the residual check, livedenoise version, date). Inputs are never modified. An
+existing output is refused unless --resume (continue an interrupted run, verified against the input
+and model) or --overwrite. --dry-run shows the plan without writing anything.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("denoise", help="denoise saved TIFF / OME-TIFF / NDTiff datasets (out-of-core, resumable)",
+    p = subparsers.add_parser("denoise",
+                              help="denoise saved TIFF / OME-TIFF / NDTiff datasets (out-of-core, resumable)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the denoised copies")
     p.add_argument("--model", action="append", metavar="MODEL",
-                   help="'fast' (the default for single frames: it measures best), 'temporal' (the default for time-lapses: "
-                        "uses the neighbouring frames), 'standard', or a checkpoint .safetensors; repeat once per channel "
-                        "for per-channel models; with --adapt, the model to start from")
+                   help="'fast' (the default for single frames: it measures best), 'temporal' (the default for "
+                        "time-lapses: uses the neighbouring frames), 'standard', or a checkpoint .safetensors; repeat "
+                        "once per channel for per-channel models; with --adapt, the model to start from")
     p.add_argument("--adapt", nargs="+", metavar="MODE",
                    help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "
                         "(<name>_noisy.tif + <name>_clean.tif); the adapted model is saved into OUTDIR")
     p.add_argument("--per-channel", action="store_true", help="with --adapt self: adapt one model per channel")
     p.add_argument("--adapt-time", type=positive_seconds, default=60.0, metavar="SECONDS",
                    help="time budget of each fine-tune (default 60)")
-    p.add_argument("--adapt-frames", type=int_range(1, 10_000), default=8, metavar="N", help="frames sampled for --adapt self (default 8)")
-    p.add_argument("--axes", help="axis letters of TIFF inputs, e.g. TZCYX (P position, T time, C channel, Z focus, Y, X)")
+    p.add_argument("--adapt-frames", type=int_range(1, 10_000), default=8, metavar="N",
+                   help="frames sampled for --adapt self (default 8)")
+    p.add_argument("--axes",
+                   help="axis letters of TIFF inputs, e.g. TZCYX (P position, T time, C channel, Z focus, Y, X)")
     p.add_argument("--dtype", choices=["float32", "input", "uint16", "uint8"], default="float32",
                    help="output pixel type: float32 (default, exact) or input (= the input's type, rounded and "
                         "clipped; the number of clipped pixels is reported)")
@@ -60,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--memory-budget", default="1GB", metavar="SIZE",
-                   help="memory for blocks and the network, e.g. 512MB or 4GB (default 1GB; per worker with --scheduler)")
+                   help="memory for blocks and the network, e.g. 512MB or 4GB "
+                        "(default 1GB; per worker with --scheduler)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (tcp://host:8786)")
     p.add_argument("--workers", type=int_range(1, 256), default=None, metavar="N", help="local threads (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -115,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     model = models[0] if len(models) == 1 else models
     try:
         summary = denoise_dataset(
-            inputs, args.output, model=model, adapt=adapt, pairs=pairs, axes=args.axes, dtype=args.dtype, fmt=args.format,
-            resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget, scheduler=args.scheduler,
+            inputs, args.output, model=model, adapt=adapt, pairs=pairs, axes=args.axes, dtype=args.dtype,
+            fmt=args.format, resume=args.resume, overwrite=args.overwrite, memory_budget=args.memory_budget,
+            scheduler=args.scheduler,
             dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
             adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
             seed=args.seed, calibration=args.calibration, frames_averaged=args.frames_averaged, strict=args.strict,

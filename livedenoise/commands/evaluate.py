@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from livedenoise.weights import DEFAULT_BACKBONE
 
 HELP = """\
@@ -35,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--preset", choices=["tiny", "quick", "full"], dest="preset", help=argparse.SUPPRESS)
     p.set_defaults(preset="full")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for report.md, results.json/csv and plots")
-    p.add_argument("--pairs", type=Path, help="folder of real <set>/<name>_noisy.tif + _clean.tif pairs (instead of the simulator)")
+    p.add_argument("--pairs", type=Path,
+                   help="folder of real <set>/<name>_noisy.tif + _clean.tif pairs (instead of the simulator)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
                    help=f"'fast', 'standard' or a checkpoint path (default {DEFAULT_BACKBONE})")
     p.add_argument("--experiments", help="comma-separated subset of: sweep, stability, size, loss, pairs, averages")
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, help="simulated image side in pixels (overrides the preset)")
     p.add_argument("--affine", default="all",
                    help="real pairs: sets scored with the affine-fit metric: 'all' (default), 'none' or SET,SET,...")
-    p.add_argument("--max-pairs-per-set", type=int, help="real pairs: evaluate at most this many pairs per set (0 = all)")
+    p.add_argument("--max-pairs-per-set", type=int,
+                   help="real pairs: evaluate at most this many pairs per set (0 = all)")
     p.add_argument("--crop", type=int, help="real pairs: centre crop side in pixels (0 = whole image)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -68,7 +69,8 @@ def build_config(args: argparse.Namespace):
     if args.seeds is not None:
         if args.seeds < 1:
             raise ConfigError(f"--seeds {args.seeds} is invalid; expected a positive number of reruns.")
-        changes.update({k: args.seeds for k in ("sweep_seeds", "stability_seeds", "size_seeds", "loss_seeds", "pairs_seeds")})
+        changes.update(dict.fromkeys(("sweep_seeds", "stability_seeds", "size_seeds", "loss_seeds", "pairs_seeds"),
+                                     args.seeds))
     if args.time_budget is not None:
         if args.time_budget <= 0:
             raise ConfigError(f"--time-budget {args.time_budget} is invalid; expected a positive number of seconds.")
@@ -79,8 +81,8 @@ def build_config(args: argparse.Namespace):
         changes["max_steps"] = args.max_steps
     if getattr(args, "scratch_time_budget", None) is not None:
         if args.scratch_time_budget <= 0:
-            raise ConfigError(f"--scratch-time-budget {args.scratch_time_budget} is invalid; expected a positive number "
-                              "of seconds.")
+            raise ConfigError(f"--scratch-time-budget {args.scratch_time_budget} is invalid; expected a positive "
+                              "number of seconds.")
         changes["scratch_time_budget_s"] = args.scratch_time_budget
     if args.image_size is not None:
         changes["image_size"] = args.image_size

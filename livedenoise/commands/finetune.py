@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from livedenoise.weights import DEFAULT_BACKBONE
 from livedenoise.commands._argtypes import positive_seconds
+from livedenoise.weights import DEFAULT_BACKBONE
 
 HELP = """\
 Adapt a pretrained backbone to your data in minutes (transfer learning).
@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--images", type=Path, nargs="+", help="noisy TIFF images or stacks (self-supervised)")
     src.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                   help=f"'fast', 'standard', 'temporal' (its 2-D stage is adapted) or a checkpoint path (default {DEFAULT_BACKBONE})")
+                   help="'fast', 'standard', 'temporal' (its 2-D stage is adapted) or a checkpoint path "
+                        f"(default {DEFAULT_BACKBONE})")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
     p.add_argument("--time-budget", type=positive_seconds, default=60.0,
                    help="fine-tune for at most this many seconds (default 60)")
@@ -39,14 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from livedenoise.commands._frames import read_frames
     from livedenoise.calibration import CameraCalibration
-    from livedenoise.training.progress import fit_progress
+    from livedenoise.commands._frames import read_frames
     from livedenoise.config import TrainingConfig
     from livedenoise.errors import LivedenoiseError
     from livedenoise.modelspec import load_model_spec
     from livedenoise.training.finetune import finetune
     from livedenoise.training.pairs import load_pair_folder
+    from livedenoise.training.progress import fit_progress
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         hint = "" if f.stopped == "skipped" else " Give a larger --time-budget (or more images)"
         raise LivedenoiseError(f"not adapted: {f.not_adapted_reason()}; nothing was written.{hint}")
     res.checkpoint.save(args.output)
-    print(f"wrote {args.output}: {res.mode} fine-tuning of {backbone.name} on {len(noisy)} image(s), {f.steps} steps in "
-          f"{f.elapsed_s:.0f} s (weights of step {f.best_step} kept), held-out loss {f.initial_val_loss:.4g} -> "
+    print(f"wrote {args.output}: {res.mode} fine-tuning of {backbone.name} on {len(noisy)} image(s), "
+          f"{f.steps} steps in {f.elapsed_s:.0f} s (weights of step {f.best_step} kept), "
+          f"held-out loss {f.initial_val_loss:.4g} -> "
           f"{f.best_val_loss:.4g} (stopped: {f.stopped})")
     return 0

@@ -5,10 +5,14 @@ import argparse
 import threading
 from pathlib import Path
 
-from livedenoise.commands._session import (
-    SIGNAL_EXIT, add_session_arguments, prepare_output, settings_from_args, stop_on_signals,
-)
 from livedenoise.commands._argtypes import int_range
+from livedenoise.commands._session import (
+    SIGNAL_EXIT,
+    add_session_arguments,
+    prepare_output,
+    settings_from_args,
+    stop_on_signals,
+)
 
 HELP = """\
 Image live with on-the-fly denoising, raw | denoised side by side.
@@ -66,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.acquisition.session import LiveSession
     from livedenoise.calibration import CameraCalibration
     from livedenoise.commands.demo import print_report
+    from livedenoise.device import select_device
     from livedenoise.modelspec import load_model_spec
     from livedenoise.viewer import LiveViewer, create_app
-
-    from livedenoise.device import select_device
 
     settings = settings_from_args(args)
     if not (args.mm or args.mm_config is not None):  # the simulated microscope: its illumination unless [live] sets one

@@ -4,17 +4,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from livedenoise.config import cache_dir
 from livedenoise.commands._argtypes import int_range, positive_number, positive_seconds
+from livedenoise.config import cache_dir
 
 HELP = """\
 Pretrain a denoising backbone (supervised, MSE, lr 1e-3 as in Wang et al.).
 
 By default (--data synthetic) the training pairs are synthetic: a bank of clean fields with eleven
 structure kinds (filaments, tubes, puncta, rings, ER-like networks, membranes, cytoplasm, nuclei,
-speckle, rod-shaped bacteria; straight filaments held out for testing; uneven light and debris in some), rendered once and cached under --cache-dir, with
-fresh sCMOS camera noise for every batch (0.7-3000 photons peak, gain 0.2-8 ADU/e-, read noise
-0.4-6 e-, fixed pattern, 8-bit display renders). --data simulated uses the first release's recipe.
+speckle, rod-shaped bacteria; straight filaments held out for testing; uneven light and debris in
+some), rendered once and cached under --cache-dir, with fresh sCMOS camera noise for every batch
+(0.7-3000 photons peak, gain 0.2-8 ADU/e-, read noise 0.4-6 e-, fixed pattern, 8-bit display renders).
+--data simulated uses the first release's recipe.
 With --pairs DIR it trains on your own low/high-SNR pairs (<name>_noisy.tif + <name>_clean.tif).
 With --structures DIR, fields cut from your high-SNR images (long exposures, averages, the clean halves
 of pairs) join the synthetic bank and get the same fresh camera noise: real structure, unlimited noise.
@@ -36,19 +37,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="network size (default fast; with --init, the init's). A preset wider than --init grows it "
                         "first, keeping what it learned: --init fast --preset standard. 'temporal' builds the temporal "
                         "backbone on a 2-D init (--init fast) and trains its fusion on synthetic time-lapses")
-    p.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs instead of the simulator")
+    p.add_argument("--pairs", type=Path,
+                   help="folder of <name>_noisy.tif / <name>_clean.tif pairs instead of the simulator")
     p.add_argument("--data", choices=["synthetic", "simulated"], default="synthetic",
                    help="training data when --pairs is not given (default synthetic)")
-    p.add_argument("--bank-fields", type=int_range(1, 100_000), default=600, help="clean fields in the synthetic bank (default 600)")
+    p.add_argument("--bank-fields", type=int_range(1, 100_000), default=600,
+                   help="clean fields in the synthetic bank (default 600)")
     p.add_argument("--hold-out", nargs="*", default=["straight_filaments"],
                    help="structure kinds kept out of the synthetic bank (default straight_filaments)")
     p.add_argument("--structures", type=Path,
-                   help="folder of high-SNR images (or of pairs: their clean halves) whose structure joins the synthetic "
-                        "bank, with fresh camera noise per batch (livedenoise.training.realbank)")
+                   help="folder of high-SNR images (or of pairs: their clean halves) whose structure joins the "
+                        "synthetic bank, with fresh camera noise per batch (livedenoise.training.realbank)")
     p.add_argument("--structure-weight", type=positive_number(upper=1.0), default=0.5,
                    help="share of batches drawn from --structures (default 0.5)")
     p.add_argument("--cache-dir", type=Path, default=cache_dir(),
-                   help="where the rendered clean bank is cached (default $XDG_CACHE_HOME/livedenoise or ~/.cache/livedenoise)")
+                   help="where the rendered clean bank is cached "
+                        "(default $XDG_CACHE_HOME/livedenoise or ~/.cache/livedenoise)")
     p.add_argument("--checkpoint-every", type=positive_seconds, default=300.0,
                    help="write the current weights to -o every this many seconds (default 300)")
     p.add_argument("--train-images", type=int, default=400, help="--data simulated: training images (default 400)")
@@ -69,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from livedenoise.training.progress import fit_progress
     from livedenoise.errors import LivedenoiseError
     from livedenoise.training.pretrain import pretrain
+    from livedenoise.training.progress import fit_progress
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     unknown = sorted(set(args.hold_out) - set(KINDS))
     if unknown:
-        raise LivedenoiseError(f"--hold-out {' '.join(unknown)}: unknown structure kind; expected some of {', '.join(KINDS)}")
+        raise LivedenoiseError(f"--hold-out {' '.join(unknown)}: unknown structure kind; "
+                               f"expected some of {', '.join(KINDS)}")
     init = None
     if args.init:
         from livedenoise.modelspec import load_model_spec
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         structures = structure_images_from(args.structures)
     with fit_progress(f"pretraining '{args.preset or (init.name if init else 'fast')}'") as progress:
         res = pretrain(args.preset, pairs_dir=args.pairs, data=args.data, bank_fields=args.bank_fields,
-                       held_out=tuple(args.hold_out), cache_dir=args.cache_dir, checkpoint_every_s=args.checkpoint_every,
+                       held_out=tuple(args.hold_out), cache_dir=args.cache_dir,
+                       checkpoint_every_s=args.checkpoint_every,
                        patience=args.patience, steps_per_validation=args.steps_per_validation,
                        n_train=args.train_images, image_size=args.image_size,
                        patch_size=args.patch_size, batch_size=args.batch_size, lr=args.lr, max_steps=args.steps,

@@ -23,7 +23,7 @@ class Settings(SessionSettings):
 
     microscope: MicroscopeConfig = Field(default_factory=MicroscopeConfig)
 
-    def for_simulator(self) -> "Settings":
+    def for_simulator(self) -> Settings:
         """These settings with the simulated microscope's exposure and light power as the live illumination
         wherever ``[live]`` leaves them unset."""
         live = self.live.model_copy(update={
@@ -48,7 +48,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, str(source))) from None
     try:
-        microscope = load_microscope_config() if micro is None else microscope_from_dict(micro, f"{source} [microscope]")
+        microscope = (load_microscope_config() if micro is None
+                      else microscope_from_dict(micro, f"{source} [microscope]"))
     except SimulatorConfigError as exc:
         raise ConfigError(str(exc)) from None
     return Settings(training=session.training, live=session.live, microscope=microscope)

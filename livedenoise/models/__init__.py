@@ -19,13 +19,13 @@ from torch import nn
 
 from livedenoise.errors import ConfigError
 from livedenoise.models.cnnt import CNNTUNet
-from livedenoise.models.unet import UNet2D
 from livedenoise.models.temporal import TemporalUNet
+from livedenoise.models.unet import UNet2D
 
 __all__ = [
-    "ARCHITECTURES", "PRESETS", "CNNTUNet", "UNet2D", "TemporalUNet", "UnknownArchitectureError", "build_model", "build_preset",
-    "ACTIVATION_BYTES_PER_PIXEL_CHANNEL", "activation_bytes_per_pixel", "empirical_receptive_field_radius",
-    "model_is_temporal", "receptive_field_radius", "size_multiple", "is_tile_safe",
+    "ACTIVATION_BYTES_PER_PIXEL_CHANNEL", "ARCHITECTURES", "PRESETS", "CNNTUNet", "TemporalUNet", "UNet2D",
+    "UnknownArchitectureError", "activation_bytes_per_pixel", "build_model", "build_preset",
+    "empirical_receptive_field_radius", "is_tile_safe", "model_is_temporal", "receptive_field_radius", "size_multiple",
 ]
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet2D, "cnnt": CNNTUNet, "unet-temporal": TemporalUNet}
@@ -98,7 +98,7 @@ def activation_bytes_per_pixel(model: nn.Module) -> int:
         conv = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
         first = int(conv.out_channels) if conv is not None else 32
     factor = float(getattr(model, "activation_factor", 1.0))
-    return int(math.ceil(ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first) * factor))
+    return math.ceil(ACTIVATION_BYTES_PER_PIXEL_CHANNEL * max(1, first) * factor)
 
 
 def model_is_temporal(model: nn.Module) -> bool:
@@ -116,7 +116,7 @@ def is_tile_safe(model: nn.Module) -> bool:
     return bool(getattr(model, "tile_safe", True))
 
 
-_RF_CACHE: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
+_RF_CACHE: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 
 
 def receptive_field_radius(model: nn.Module) -> int:
@@ -135,7 +135,8 @@ def empirical_receptive_field_radius(model: nn.Module, start_size: int = 64, max
     The block spans one alignment period (``size_multiple``) so every sub-pixel phase of the
     strided layers is covered; the input is seeded noise (a zero image can hide paths behind
     exact-zero ReLU gradients). The image doubles in size until the gradient support stops
-    short of its border (a network with an analytic bound starts just above it). Runs on the model's device, in eval mode, restoring the mode after.
+    short of its border (a network with an analytic bound starts just above it). Runs on the model's device, in
+    eval mode, restoring the mode after.
     """
     was_training = model.training
     model.eval()

@@ -10,8 +10,9 @@ help of the older ones. Two stages:
    it differs by more than the denoised noise (moving objects, drift, bleaching, a stage move) its
    weight falls to zero and the reference frame's own 2-D result is kept. ``G`` is a small Gaussian
    blur of the squared difference, so the test compares neighbourhoods, not single noisy pixels, and the
-   two lobes of a moving object's difference (where it arrives, where it left) add up instead of cancelling. ``trust`` (one per lag) and
-   ``h`` are learned on synthetic time-lapses (:mod:`livedenoise.training.timelapse`).
+   two lobes of a moving object's difference (where it arrives, where it left) add up instead of
+   cancelling. ``trust`` (one per lag) and ``h`` are learned on synthetic time-lapses
+   (:mod:`livedenoise.training.timelapse`).
 
 Why this design and not a CNNT U-Net or an early-fusion U-Net as the shipped temporal model:
 
@@ -32,15 +33,14 @@ without usable neighbours (the first frame, a moving object) is denoised exactly
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from livedenoise.errors import ConfigError
 from livedenoise.models.unet import UNet2D
-
 
 #: Relative margin by which a shifted correlation must beat the unshifted one to move a frame.
 ZERO_SHIFT_TOLERANCE = 0.02
@@ -52,7 +52,8 @@ def spectrum(frame: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft2(frame - frame.mean())
 
 
-def shift_between(moving: torch.Tensor, reference: torch.Tensor, shape: tuple[int, int], max_shift: int) -> tuple[int, int]:
+def shift_between(moving: torch.Tensor, reference: torch.Tensor, shape: tuple[int, int],
+                  max_shift: int) -> tuple[int, int]:
     """Whole-pixel translation (dy, dx) that best maps the frame of spectrum ``moving`` onto that of ``reference``.
 
     Plain (not phase-normalised) cross-correlation of the denoised frames: robust to the noise left in flat
@@ -111,7 +112,7 @@ class MotionAdaptiveFusion(nn.Module):
         self.trust = nn.Parameter(torch.zeros(self.lags))
         #: log of the agreement scale h, in network units (the raw noise is 0.1 there)
         self.log_h = nn.Parameter(torch.tensor(math.log(0.03)))
-        radius = max(1, int(math.ceil(3 * self.sigma)))
+        radius = max(1, math.ceil(3 * self.sigma))
         t = torch.arange(-radius, radius + 1, dtype=torch.float32)
         g = torch.exp(-(t**2) / (2 * self.sigma**2))
         self.register_buffer("kernel", (g / g.sum()).view(1, 1, 1, -1), persistent=False)
@@ -119,7 +120,7 @@ class MotionAdaptiveFusion(nn.Module):
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur of ``[N, H, W]`` (replicate borders, so it works on any size)."""
-        n, h, w = x.shape
+        _n, _h, _w = x.shape  # [N, H, W] only
         k = self.kernel.to(x.dtype)
         y = F.conv2d(F.pad(x[:, None], (self.radius, self.radius, 0, 0), mode="replicate"), k)
         y = F.conv2d(F.pad(y, (0, 0, self.radius, self.radius), mode="replicate"), k.transpose(-1, -2))
@@ -147,14 +148,15 @@ class MotionAdaptiveFusion(nn.Module):
             return torch.zeros((len(neighbours), 2), dtype=torch.int64)
         with torch.no_grad():
             return torch.tensor([shift_between(spectra[n], spectra[r], shape, self.max_shift)
-                                 for n, r in zip(neighbours.tolist(), references.tolist())], dtype=torch.int64)
+                                 for n, r in zip(neighbours.tolist(), references.tolist(), strict=True)],
+                                dtype=torch.int64)
 
     @staticmethod
     def _moved(frames: torch.Tensor, shifts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [N, H, W] moved by whole-pixel ``shifts`` [N, 2], and where they are defined (1) or not (0)."""
         if not bool(shifts.any()):
             return frames, torch.ones_like(frames)
-        pairs = [shift_frame(f, int(dy), int(dx)) for f, (dy, dx) in zip(frames, shifts.tolist())]
+        pairs = [shift_frame(f, int(dy), int(dx)) for f, (dy, dx) in zip(frames, shifts.tolist(), strict=True)]
         return torch.stack([m for m, _ in pairs]), torch.stack([v for _, v in pairs])
 
     def _add(self, num: torch.Tensor, den: torch.Tensor, neighbours: torch.Tensor, references: torch.Tensor,
@@ -223,8 +225,8 @@ class TemporalUNet(nn.Module):
         self.fusion = MotionAdaptiveFusion(self.window - 1, sigma, align)
         self.in_channels = 1
         self.out_channels = 1
-        self.arch_kwargs = {"window": self.window, "widths": list(self.frame.widths), "norm": norm, "sigma": float(sigma),
-                            "align": bool(align)}
+        self.arch_kwargs = {"window": self.window, "widths": list(self.frame.widths), "norm": norm,
+                            "sigma": float(sigma), "align": bool(align)}
 
     @property
     def size_multiple(self) -> int:
@@ -255,7 +257,8 @@ class TemporalUNet(nn.Module):
         return self.fusion(d, t - 1)[:, None]
 
 
-def temporal_from_frame_model(frame_model: UNet2D, window: int = 5, sigma: float = 1.0, align: bool = True) -> TemporalUNet:
+def temporal_from_frame_model(frame_model: UNet2D, window: int = 5, sigma: float = 1.0,
+                              align: bool = True) -> TemporalUNet:
     """A :class:`TemporalUNet` whose 2-D stage is a copy of ``frame_model`` (a residual 1-channel U-Net)."""
     if not isinstance(frame_model, UNet2D) or frame_model.in_channels != 1 or frame_model.out_channels != 1 \
             or not frame_model.residual:

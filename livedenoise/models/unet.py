@@ -23,11 +23,11 @@ to a multiple of ``2**(levels-1)`` and the output is cropped back.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from livedenoise.errors import ConfigError
 
@@ -228,7 +228,7 @@ class UNet2D(nn.Module):
             if i < self.levels - 1:
                 skips.append(y)
                 y = self.downs[i](y)
-        for up, dec in zip(self.ups, self.decoders):
+        for up, dec in zip(self.ups, self.decoders, strict=True):
             y = up(y)
             y = dec(torch.cat([y, skips.pop()], dim=1))
         y = self.head(y).to(padded.dtype)

@@ -13,7 +13,7 @@ the old input channels ``[0, w)`` and ``[w, 2w)`` go to ``[0, w)`` and ``[W, W +
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -28,7 +28,7 @@ def widen_unet(narrow: UNet2D, widths: Sequence[int], seed: int = 0) -> UNet2D:
     """A :class:`UNet2D` with ``widths`` (same depth, each >= the old width) computing ``narrow``'s function."""
     widths = tuple(int(w) for w in widths)
     old = tuple(narrow.widths)
-    if len(widths) != len(old) or any(n < o for n, o in zip(widths, old)):
+    if len(widths) != len(old) or any(n < o for n, o in zip(widths, old, strict=True)):
         raise ConfigError(f"cannot grow a U-Net with widths {list(old)} into {list(widths)}: the depth must match and "
                           "no level may get narrower")
     if narrow.norm != "none":

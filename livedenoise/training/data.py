@@ -7,13 +7,12 @@ into a training patch.
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
-
-import logging
 
 from livedenoise.errors import InputDataError
 from livedenoise.normalization import Normalizer, check_image
@@ -33,8 +32,9 @@ class ImageSet:
             raise InputDataError("no training images were given")
         if self.clean is not None:
             if len(self.clean) != len(self.noisy):
-                raise InputDataError(f"{len(self.noisy)} noisy images but {len(self.clean)} clean images; pairs must match")
-            for i, (n, c) in enumerate(zip(self.noisy, self.clean)):
+                raise InputDataError(f"{len(self.noisy)} noisy images but {len(self.clean)} clean images; "
+                                     "pairs must match")
+            for i, (n, c) in enumerate(zip(self.noisy, self.clean, strict=True)):
                 if n.shape != c.shape:
                     raise InputDataError(f"pair {i}: noisy shape {n.shape} differs from clean shape {c.shape}")
 
@@ -63,12 +63,13 @@ def normalizer_for(frames: Sequence[np.ndarray], *, like: Normalizer | None = No
                 averaged=averaged)
 
 
-def split_strips(images: list[np.ndarray], fraction: float, min_rows: int = 8) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def split_strips(images: list[np.ndarray], fraction: float,
+                 min_rows: int = 8) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Split each image into a training part (top) and a validation strip (bottom ``fraction`` of rows)."""
     train, val = [], []
     for im in images:
         h = im.shape[-2]
-        rows = int(round(h * fraction))
+        rows = round(h * fraction)
         if h < 2 * min_rows or rows < 1:
             train.append(im)  # too small to split: used for both (reported by the caller as such)
             val.append(im)
@@ -119,7 +120,8 @@ class PatchSampler:
         idx = self.rng.choice(len(self.data.noisy), size=self.batch_size, p=self._weights)
         crops = [self._crop(int(i)) for i in idx]
         x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None].astype(np.float32))
-        y = torch.from_numpy(np.stack([c[1] for c in crops])[:, None].astype(np.float32)) if self.data.supervised else None
+        y = (torch.from_numpy(np.stack([c[1] for c in crops])[:, None].astype(np.float32)) if self.data.supervised
+             else None)
         return x, y
 
     def fixed_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

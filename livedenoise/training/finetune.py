@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,11 +94,12 @@ def finetune(
     if clean_frames is not None and len(clean_frames) != len(noisy_frames):
         raise InputDataError(f"{len(noisy_frames)} noisy images but {len(clean_frames)} clean images; pairs must match")
     if backbone.arch != "unet":
-        raise InputDataError(f"fine-tuning supports 2-D U-Net backbones; '{backbone.name}' is a '{backbone.arch}' model")
+        raise InputDataError(f"fine-tuning supports 2-D U-Net backbones; '{backbone.name}' is a "
+                             f"'{backbone.arch}' model")
     norm = normalizer_for(noisy_frames, like=backbone.normalizer, calibration=calibration,
                           saturation=backbone.normalizer.saturation)
     if clean_frames is not None and match_reference:
-        clean_frames = [match_intensity(c, n) for c, n in zip(clean_frames, noisy_frames)]
+        clean_frames = [match_intensity(c, n) for c, n in zip(clean_frames, noisy_frames, strict=True)]
     data_noisy = [norm.forward(f) for f in noisy_frames]
     data_clean = [norm.forward(f) for f in clean_frames] if clean_frames is not None else None
     train_n, val_n = split_strips(data_noisy, cfg.validation_fraction)
@@ -136,8 +137,8 @@ def finetune(
         if not sure_check["adapted_better"]:
             adapted.model.load_state_dict(backbone.model.state_dict())
             result.rejected = True
-            result.note = (f"{result.steps} steps improved the blind-spot loss, but the full-image error estimate (SURE) on "
-                           f"held-out rows did not improve by {SURE_MARGIN:g} noise variances "
+            result.note = (f"{result.steps} steps improved the blind-spot loss, but the full-image error estimate "
+                           f"(SURE) on held-out rows did not improve by {SURE_MARGIN:g} noise variances "
                            f"({sure_check['backbone']:.4f} -> {sure_check['adapted']:.4f}); the backbone is kept")
             log.info("%s", result.note)
     if result.adapted and norm.vst:
@@ -236,7 +237,8 @@ def _self_supervision_invalid(frames: list[np.ndarray], norm) -> str:
     ratio = noise_correlation_ratio([norm.to_stabilised(f) for f in frames[:4]])
     if is_correlated(ratio):
         return (f"self-supervised adaptation skipped: the noise is spatially correlated (coarse/fine noise ratio "
-                f"{ratio:.2f}, 1.0 for camera noise), so blind-spot training would learn it as signal; the backbone is kept")
+                f"{ratio:.2f}, 1.0 for camera noise), so blind-spot training would learn it as signal; "
+                "the backbone is kept")
     # Neighbours along a scan line share noise (point-scanning detectors): a masked pixel's noise is partly predictable
     # from them, and adaptation lost about 1 dB on both gigadb confocal renders (60 s, fast backbone, 512² crops).
     try:
@@ -244,9 +246,9 @@ def _self_supervision_invalid(frames: list[np.ndarray], norm) -> str:
     except InputDataError:
         return ""
     if scan.scan_axis:
-        return (f"self-supervised adaptation skipped: neighbouring pixels along {scan.scan_axis} share noise (correlation "
-                f"{scan.scan_correlation:.2f}, a scanning detector), so blind-spot training would learn it as signal; "
-                "the backbone is kept")
+        return (f"self-supervised adaptation skipped: neighbouring pixels along {scan.scan_axis} share noise "
+                f"(correlation {scan.scan_correlation:.2f}, a scanning detector), so blind-spot training would "
+                "learn it as signal; the backbone is kept")
     return ""
 
 

@@ -18,8 +18,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -240,7 +241,8 @@ def fit(
         validate(at_end=True)
     if step == 0:
         log.warning("no training step fitted in the time budget of %.0f s (the first validation took %.1f s); "
-                    "the model is unchanged: give a larger time budget", time_budget_s or 0, time.perf_counter() - start)
+                    "the model is unchanged: give a larger time budget", time_budget_s or 0,
+                    time.perf_counter() - start)
     model.load_state_dict(best_state)
     if nhwc:
         model.to(memory_format=torch.contiguous_format)

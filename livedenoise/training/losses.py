@@ -24,7 +24,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return s.mean()
 
 
-def supervised_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l2", ssim_weight: float = 0.0) -> torch.Tensor:
+def supervised_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l2",
+                    ssim_weight: float = 0.0) -> torch.Tensor:
     """L2 or L1 between prediction and clean target, plus ``ssim_weight * (1 - SSIM)`` when requested."""
     diff = pred - target
     loss = diff.abs().mean() if kind == "l1" else (diff * diff).mean()

@@ -43,7 +43,7 @@ def load_pair_folder(path: str | Path) -> list[Pair]:
     if not root.is_dir():
         raise InputDataError(f"{root}: pair folder not found (expected <name>_noisy.tif + <name>_clean.tif files)")
     pairs: list[Pair] = []
-    for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         noisy = {p.name[: -len("_noisy.tif")]: p for p in folder.glob("*_noisy.tif")}
         clean = {p.name[: -len("_clean.tif")]: p for p in folder.glob("*_clean.tif")}
         for name in sorted(set(noisy) ^ set(clean)):

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def _folder_sets(folder: Path, val_fraction: float = 0.2) -> tuple[ImageSet, Ima
         norm = Normalizer.fit([p.noisy]).copy(scale=BACKBONE_SCALE)
         noisy.append(norm.forward(p.noisy))
         clean.append(norm.forward(match_intensity(p.clean, p.noisy)))
-    n_val = max(1, int(round(len(pairs) * val_fraction))) if len(pairs) > 1 else 0
+    n_val = max(1, round(len(pairs) * val_fraction)) if len(pairs) > 1 else 0
     if n_val == 0:
         train = val = ImageSet(noisy, clean)
     else:
@@ -176,7 +176,8 @@ def pretrain(
         from livedenoise.models.temporal import temporal_from_frame_model
 
         window = int({**PRESETS[preset][1], **(arch_kwargs or {})}["window"])
-        grown_from = f"{init.name} (2-D, widths {list(init.arch_kwargs.get('widths', []))}) with a {window}-frame fusion"
+        grown_from = (f"{init.name} (2-D, widths {list(init.arch_kwargs.get('widths', []))}) "
+                      f"with a {window}-frame fusion")
         init = init.clone()
         extra = {k: v for k, v in (arch_kwargs or {}).items() if k in ("sigma", "align")}
         init.model = temporal_from_frame_model(init.model, window, **extra)
@@ -188,7 +189,8 @@ def pretrain(
             from livedenoise.models.widen import widen_unet
 
             if init.arch != "unet" or PRESETS[preset][0] != "unet":
-                raise ValueError(f"--preset {preset} differs from the init's architecture '{init.arch}'; only U-Nets grow")
+                raise ValueError(f"--preset {preset} differs from the init's architecture '{init.arch}'; "
+                                 "only U-Nets grow")
             grown_from = f"{init.name} (widths {list(kwargs['widths'])})"
             init = init.clone()
             init.model = widen_unet(init.model, PRESETS[preset][1]["widths"], seed=seed)
@@ -199,13 +201,14 @@ def pretrain(
         kwargs = {**kwargs, **(arch_kwargs or {})}
     window = int(kwargs["window"]) if arch == "unet-temporal" else None
     if window is not None and (pairs_dir is not None or data != "synthetic"):
-        raise ValueError("the temporal backbone trains on synthetic time-lapse windows only (data='synthetic', no pairs folder)")
+        raise ValueError("the temporal backbone trains on synthetic time-lapse windows only "
+                         "(data='synthetic', no pairs folder)")
     if data not in ("synthetic", "simulated"):
         raise ValueError(f"unknown pretraining data {data!r}; expected 'synthetic' or 'simulated' (or a pairs folder)")
     if structure_images is not None:  # checked before any bank is rendered or loaded
         if window is not None or pairs_dir is not None or data != "synthetic":
-            raise ConfigError("real structure images (--structures) join the synthetic bank of a 2-D backbone: not with "
-                              "--pairs, --data simulated or the temporal preset")
+            raise ConfigError("real structure images (--structures) join the synthetic bank of a 2-D backbone: "
+                              "not with --pairs, --data simulated or the temporal preset")
         if not 0.0 < structure_weight <= 1.0:
             raise ConfigError(f"structure_weight {structure_weight!r} is invalid; expected a share in (0, 1]")
     if pairs_dir is not None:
@@ -250,7 +253,7 @@ def pretrain(
     def training_record(result_dict: dict, steps: int) -> dict:
         return {**result_dict, "objective": "supervised pretraining", "lr": lr, "total_steps": prior_steps + steps,
                 "continued_from": init.name if init is not None else None, "batch_size": batch_size,
-                "patch_size": patch_size, "data": desc, "stages": stages + [{**stage, **result_dict}]}
+                "patch_size": patch_size, "data": desc, "stages": [*stages, {**stage, **result_dict}]}
 
     def save(training: dict, metrics: dict) -> Path:
         return save_checkpoint(output, model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,

@@ -4,8 +4,8 @@ In the library, not the CLI, because `denoise_dataset(adapt=...)` shows it too: 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from livedenoise.training.loop import FitProgress
 

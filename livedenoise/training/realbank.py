@@ -16,8 +16,8 @@ frames, long exposures) are what to give it. Evaluate a model trained on a data 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def clean_bank_from_images(images: Sequence[np.ndarray], size: int = 128, *, per
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if len(names) != len(images):
         raise InputDataError(f"{len(images)} structure images but {len(names)} names")
-    for name, image in zip(names, images):
+    for name, image in zip(names, images, strict=True):
         img = np.asarray(image, np.float64)
         if img.ndim != 2:
             raise InputDataError(f"{name}: a structure image must be 2-D, got shape {img.shape}")
@@ -60,7 +60,8 @@ def clean_bank_from_images(images: Sequence[np.ndarray], size: int = 128, *, per
             continue
         scaled = np.clip((img - lo) / (hi - lo), 0.0, None).astype(np.float32)
         step = max(1, size // 2)
-        corners = [(y, x) for y in range(0, img.shape[0] - size + 1, step) for x in range(0, img.shape[1] - size + 1, step)]
+        corners = [(y, x) for y in range(0, img.shape[0] - size + 1, step)
+                   for x in range(0, img.shape[1] - size + 1, step)]
         rng.shuffle(corners)
         taken = 0
         for y, x in corners:
@@ -127,7 +128,7 @@ class MixedSampler:
 
     def fixed_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out = []
-        for s, w in zip(self.samplers, self.weights):
+        for s, w in zip(self.samplers, self.weights, strict=True):
             if w > 0:
-                out += s.fixed_batches(max(1, int(round(n * w))))
+                out += s.fixed_batches(max(1, round(n * w)))
         return out

@@ -8,8 +8,9 @@ carries the exact normaliser of its camera (offset, gain, read noise) in the bac
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def simulated_pairs(n: int, size: int = 128, *, seed: int = 0, min_photons: floa
 
 
 def structure_bank(n: int, size: int = 256, *, seed: int = 0, held_out: tuple[str, ...] = (),
-                   cache_dir=None) -> "CleanBank":
+                   cache_dir=None) -> CleanBank:
     """A bank of ``n`` clean fields of every structure kind except ``held_out`` (see :mod:`simulators.structures`)."""
     from livedenoise.training.synthetic import CleanBank
 

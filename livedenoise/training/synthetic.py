@@ -28,9 +28,9 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -88,8 +88,9 @@ class CleanBank:
 
     @classmethod
     def build(cls, render: Callable[[np.random.Generator, int], np.ndarray], n: int, size: int, *, seed: int,
-              description: dict, cache_dir: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
-              ) -> "CleanBank":
+              description: dict, cache_dir: str | Path | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              ) -> CleanBank:
         """Render ``n`` fields with ``render(rng, size)`` (or load them from ``cache_dir`` when rendered before).
 
         The cache file name is a hash of ``description``, ``n``, ``size`` and ``seed``: change the recipe
@@ -130,7 +131,7 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     """
     b = clean.shape[0]
     shape = (b, 1, 1, 1)
-    pixels = (b, 1) + tuple(clean.shape[2:])  # the camera's per-pixel maps, shared by a sample's frames
+    pixels = (b, 1, *clean.shape[2:])  # the camera's per-pixel maps, shared by a sample's frames
     peak = _log_uniform(gen, b, recipe.min_photons, recipe.max_photons).view(shape)
     background = torch.rand(b, generator=gen).view(shape) * recipe.max_background * peak
     lam = clean * peak + background
@@ -140,8 +141,10 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     pixel_read = read * torch.exp(recipe.read_noise_spread * torch.randn(pixels, generator=gen))
     noisy_px = torch.rand(pixels, generator=gen) < recipe.noisy_pixel_fraction
     pixel_read = torch.where(noisy_px, pixel_read * recipe.noisy_pixel_factor, pixel_read)
-    pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen) * torch.randn(pixels, generator=gen))
-    pixel_offset = offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen) * torch.randn(pixels, generator=gen)
+    pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen)
+                         * torch.randn(pixels, generator=gen))
+    pixel_offset = (offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen)
+                    * torch.randn(pixels, generator=gen))
     electrons = torch.poisson(lam, generator=gen)
     adu = pixel_gain * electrons + gain * pixel_read * torch.randn(clean.shape, generator=gen) + pixel_offset
     adu = torch.clamp(torch.round(adu), min=0.0)  # the ADC's floor
@@ -149,8 +152,8 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     if recipe.correlated > 0:
         blurred = torch.rand(shape, generator=gen) < recipe.correlated
         if bool(blurred.any()):
-            sigma = recipe.min_correlation_sigma + (recipe.max_correlation_sigma - recipe.min_correlation_sigma) * torch.rand(
-                b, generator=gen)
+            sigma = (recipe.min_correlation_sigma
+                     + (recipe.max_correlation_sigma - recipe.min_correlation_sigma) * torch.rand(b, generator=gen))
             adu = torch.where(blurred, _blur(adu, sigma), adu)
             clean_adu = torch.where(blurred, _blur(clean_adu.expand_as(adu), sigma), clean_adu)
     # The read variance the transform assumes: the median pixel's, plus rounding (1/12 ADU^2).

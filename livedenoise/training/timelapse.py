@@ -15,8 +15,8 @@ with what makes neighbouring frames differ in real time-lapses:
 
 Camera noise comes from :func:`~livedenoise.training.synthetic.noisy_pair`: one camera per window
 (fixed pattern shared by its frames), independent shot and read noise per frame. The target is the
-newest frame's noise-free image. :attr:`TimelapseSampler.last_moving` (set by every batch) tells which target pixels show
-a moving spot, so benchmarks can report the error on moving and static structure separately.
+newest frame's noise-free image. :attr:`TimelapseSampler.last_moving` (set by every batch) tells which
+target pixels show a moving spot, so benchmarks can report the error on moving and static structure separately.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class TimelapseSampler(SyntheticPairSampler):
         super().__init__(bank, patch_size, batch_size, recipe, seed)
         self.window = int(window)
         self.motion = motion or MotionRecipe()
-        self.margin = int(math.ceil(self.motion.max_drift * (self.window - 1) + 3 * self.motion.jitter * self.window)) + 2
+        self.margin = math.ceil(self.motion.max_drift * (self.window - 1) + 3 * self.motion.jitter * self.window) + 2
         self.patch = int(min(patch_size, bank.fields.shape[-1] - 2 * self.margin))
         self.last_moving: torch.Tensor | None = None
 
@@ -86,7 +86,8 @@ class TimelapseSampler(SyntheticPairSampler):
         frames[:, -1] = big[:, 0, m:m + p, m:m + p]  # the target frame is never resampled
         spots, moving = self._spots(gen)
         frames = frames + spots
-        trend = (2 * torch.rand(b, generator=gen) - 1) * mo.max_bleach * (torch.rand(b, generator=gen) < mo.bleach_share)
+        trend = ((2 * torch.rand(b, generator=gen) - 1) * mo.max_bleach
+                 * (torch.rand(b, generator=gen) < mo.bleach_share))
         scale = torch.exp(trend[:, None] * age[None, :]) * (1 + mo.flicker * torch.randn((b, t), generator=gen))
         frames = frames * scale.clamp(min=0.1)[:, :, None, None]
         frames = frames / scale[:, -1:].clamp(min=0.1)[:, :, None, None]  # the newest frame keeps its brightness
