@@ -36,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     from livedenoise.acquisition.session import LiveSession
     from livedenoise.checkpoint import Checkpoint
     from livedenoise.commands.settings import Settings
+    from livedenoise.commands.simulated import pycromanager_backend
     from livedenoise.config import LiveConfig, TrainingConfig
     from livedenoise.models import build_model
     from livedenoise.normalization import Normalizer
     from livedenoise.training.simdata import BACKBONE_SCALE
     from simulators.config import load_microscope_config
-    from simulators.core import pycromanager_backend, start_simulated_core, stop_simulated_core
+    from simulators.core import start_simulated_core, stop_simulated_core
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=10_000)

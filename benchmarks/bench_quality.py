@@ -25,8 +25,8 @@ same metric code (``livedenoise.metrics.score``), and is timed on this machine:
 * ``livedenoise backbone``: the shipped backbone zero-shot; ``livedenoise fine-tune``: backbone +
   self-supervised fine-tuning (``finetune``'s default objective) on the same noisy images, same budget.
 
-On real pairs every learned method sees one image at a time (zero-shot), as in ARCHITECTURE.md's
-measurements; on the simulator the few noisy frames of a task are trained on together. Simulated
+On real pairs every learned method sees one image at a time (zero-shot), as in the house plan's
+measurements (docs/design.md, "What to beat"); on the simulator the few noisy frames of a task are trained on together. Simulated
 cases are scored twice: against the simulator's ground truth (which contains the camera's per-pixel
 offset/gain pattern) and against the truth without that pattern (``psnr_flat``/``ssim_flat``;
 ``SimulatedTask.truth_flat``).

@@ -141,9 +141,10 @@ def bench_acquisition(frames: int, size: int) -> list[dict]:
     """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
     from livedenoise.acquisition.display import DenoiseWorker
     from livedenoise.acquisition.plans import Illumination, LivePlan
+    from livedenoise.commands.simulated import pycromanager_backend
     from livedenoise.inference import Denoiser
     from simulators.config import load_microscope_config
-    from simulators.core import acquire_with_pycromanager, build_events, pycromanager_backend, start_simulated_core
+    from simulators.core import acquire_with_pycromanager, build_events, start_simulated_core
 
     cfg = load_microscope_config(roi_width=size, roi_height=size, exposure_ms=10.0, light_power=10.0, seed=0)
     core = start_simulated_core(cfg)

@@ -1,6 +1,6 @@
 """sCMOS camera model: photons -> photoelectrons -> ADU, with per-pixel maps.
 
-Per pixel i (ARCHITECTURE.md, Huang et al. 2013)::
+Per pixel i (docs/design.md, "Camera model"; Huang et al. 2013)::
 
     e_i   = Poisson(QE * photons_i + dark_i * t)          (dark_i is large for hot pixels)
     e_i   = min(e_i, full_well)

@@ -6,7 +6,7 @@ the tests and CI. ``start_simulated_core()`` returns a :class:`SimulatedCore` wi
 stage, focus drive and light source (``simulators.devices``) loaded and selected, and registers it
 as pycromanager's Python backend, so ``pycromanager.Acquisition(...)`` drives it unchanged.
 
-Three traps, each handled here (see ARCHITECTURE.md, "Verified facts"):
+Three traps, each handled here (see docs/design.md, "Verified facts"):
 
 * pycromanager's engine calls snake_case core methods (``snap_image``): :class:`SimulatedCore`
   adds a snake_case alias for every camelCase method, resolved on this class so the aliases reach
@@ -229,12 +229,9 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
-# -- pycromanager registration: generic glue for any pymmcore core, kept in livedenoise -------------
-# (re-exported here: the simulator's users call it by these names)
-from livedenoise.acquisition.pycromanager_python import (  # noqa: E402
-    register_with_pycromanager,
-    unregister_from_pycromanager,
-)
+# -- pycromanager registration (the simulator's own: it never imports livedenoise) ---------------------
+from simulators.pycromanager_link import link as register_with_pycromanager  # noqa: E402
+from simulators.pycromanager_link import unlink as unregister_from_pycromanager  # noqa: E402
 
 
 # -- light power ---------------------------------------------------------------------------------
@@ -269,7 +266,7 @@ def light_power_event(core: UniMMCore, percent: float) -> dict[str, Any]:
     return {"config_group": [LIGHT_GROUP, light_power_preset(core, percent)]}
 
 
-# -- livedenoise acquisition backends on the simulated core ----------------------------------------
+# -- ground truth, for the code that drives the simulated core ------------------------------------------
 def truth_of(core: SimulatedCore) -> Callable[[Any], Any]:
     """``frame -> noise-free image`` (or None) for frames this core's camera produced, matched by content."""
     def lookup(image: Any) -> Any:
@@ -277,22 +274,6 @@ def truth_of(core: SimulatedCore) -> Callable[[Any], Any]:
         return None if frame is None else frame.truth
 
     return lookup
-
-
-def pycromanager_backend(core: SimulatedCore) -> Any:
-    """A livedenoise ``PycromanagerBackend`` on the simulated core: light power, ground truth and label injected."""
-    from livedenoise.acquisition.pycromanager_backend import PycromanagerBackend
-
-    return PycromanagerBackend(core, light_event=lambda power: light_power_event(core, power),
-                               ground_truth=truth_of(core), label="simulated microscope")
-
-
-def pymmcore_plus_backend(core: SimulatedCore) -> Any:
-    """A livedenoise ``PymmcorePlusBackend`` on the simulated core: light power, ground truth and label injected."""
-    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
-
-    return PymmcorePlusBackend(core, light_property=light_power_property(), ground_truth=truth_of(core),
-                               label="simulated microscope")
 
 
 # -- stage positions ------------------------------------------------------------------------------

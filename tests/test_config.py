@@ -164,6 +164,21 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     assert not offenders, offenders
 
 
+
+def test_the_simulator_never_imports_livedenoise():
+    """simulators/ is a microscope, usable without livedenoise; the command layer joins the two."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "simulators"
+    offenders, files = [], list(root.rglob("*.py"))
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "livedenoise"]
+    assert len(files) > 5 and not offenders, offenders
+
 def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
     """``from livedenoise import ...`` works for every name in ``__all__``; ``import livedenoise`` alone loads no
     torch."""

@@ -18,12 +18,12 @@ from livedenoise.acquisition.session import SWAP_MARGIN, LiveSession
 from livedenoise.acquisition.status import SessionState
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.commands.settings import Settings
+from livedenoise.commands.simulated import pycromanager_backend, pymmcore_plus_backend
 from livedenoise.config import LiveConfig, TrainingConfig
 from livedenoise.errors import ConfigError
 from livedenoise.models import build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.simdata import BACKBONE_SCALE
-from simulators.core import pycromanager_backend, pymmcore_plus_backend
 
 
 def identity_backbone() -> Checkpoint:

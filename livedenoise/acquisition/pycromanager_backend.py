@@ -5,7 +5,7 @@ and its Java backend (a running Micro-Manager with its ZMQ server on). The ``ima
 the frame to the session and returns it *unchanged*, so NDTiff saves exactly what the camera produced;
 it does a dictionary lookup and a queue put, never model work.
 
-Event pitfall (ARCHITECTURE.md): consecutive events that differ only in ``properties`` are merged into
+Event pitfall (docs/design.md, "Verified facts"): consecutive events that differ only in ``properties`` are merged into
 one hardware sequence and the property change is dropped. Exposure changes are never merged, and the
 simulated core sets light power through a config-group preset, which is not merged either.
 """

@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     from livedenoise.acquisition.session import LiveSession
     from livedenoise.calibration import CameraCalibration
+    from livedenoise.commands.simulated import pycromanager_backend
     from livedenoise.modelspec import load_model_spec
-    from simulators.core import pycromanager_backend, start_simulated_core, stop_simulated_core
+    from simulators.core import start_simulated_core, stop_simulated_core
 
     console = Console()
     from livedenoise.device import select_device

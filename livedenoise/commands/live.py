@@ -58,7 +58,8 @@ def make_backend(args: argparse.Namespace, settings):
         from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend, load_mm_configuration
 
         return PymmcorePlusBackend(load_mm_configuration(args.mm_config, args.mm_path)), None
-    from simulators.core import pycromanager_backend, pymmcore_plus_backend, start_simulated_core
+    from livedenoise.commands.simulated import pycromanager_backend, pymmcore_plus_backend
+    from simulators.core import start_simulated_core
 
     core = start_simulated_core(settings.microscope, realtime=True)
     if args.backend == "pymmcore-plus":
