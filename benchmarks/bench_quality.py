@@ -26,8 +26,8 @@ same metric code (``livedenoise.metrics.score``), and is timed on this machine:
   self-supervised fine-tuning (``finetune``'s default objective) on the same noisy images, same budget.
 
 On real pairs every learned method sees one image at a time (zero-shot), as in the house plan's
-measurements (docs/design.md, "What to beat"); on the simulator the few noisy frames of a task are trained on together. Simulated
-cases are scored twice: against the simulator's ground truth (which contains the camera's per-pixel
+measurements (docs/design.md, "What to beat"); on the simulator the few noisy frames of a task are trained on
+together. Simulated cases are scored twice: against the simulator's ground truth (which contains the camera's per-pixel
 offset/gain pattern) and against the truth without that pattern (``psnr_flat``/``ssim_flat``;
 ``SimulatedTask.truth_flat``).
 """

@@ -50,7 +50,7 @@ def test_simulated_task_is_seeded_and_held_out():
     np.testing.assert_array_equal(task.fields("train", 0, 1)[0], task.fields("train", 0, 3)[0])  # nested in n
     fresh = SimulatedTask("filaments", 32)
     np.testing.assert_array_equal(fresh.fields("train", 0, 3)[2], task.fields("train", 0, 3)[2])  # order-independent
-    test_noisy, test_truth = task.test_set(50.0, seed=0, n=2)
+    _test_noisy, test_truth = task.test_set(50.0, seed=0, n=2)
     assert not any(np.array_equal(t, f) for t in task.fields("test", 0, 2) for f in task.fields("train", 0, 2))
     # averaging 16 frames leaves about 1/16 of the noise variance
     single = task.test_set(50.0, 0, 1, average=1)[0][0].astype(np.float64) - test_truth[0]
@@ -158,7 +158,8 @@ def test_cli_evaluates_real_pairs(tmp_path, tiny_backbone, capsys):
     assert "pairs" not in {r["method"] for r in rows if r["set"] == "one"}
     for r in rows:  # real pairs record every fit too
         trained = r["method"] in ("transfer", "transfer-n2same", "scratch", "pairs")
-        assert (r["steps"] >= 1 and bool(r["stopped"]) and r["adapted"] is not None) if trained else r["adapted"] is None
+        assert ((r["steps"] >= 1 and bool(r["stopped"]) and r["adapted"] is not None) if trained
+                else r["adapted"] is None)
     report = (out / "report.md").read_text()
     assert "## Real low/high pairs" in report and "| set | method |" in report and "Affine-fit sets: two" in report
     assert not list(out.glob("*.png"))

@@ -89,7 +89,7 @@ def test_imagej_hyperstack_and_declared_axes(tmp_path):
 def test_grey_frames_saved_as_rgb_need_declared_axes(tmp_path):
     data = make_data((3, 40, 48))
     tifffile.imwrite(tmp_path / "rgb.tif", data)  # tifffile stores 3 frames as planar RGB
-    with pytest.raises(InputDataError, match="colour.*--axes TYX"):
+    with pytest.raises(InputDataError, match=r"colour.*--axes TYX"):
         open_dataset(tmp_path / "rgb.tif")
     ds = open_dataset(tmp_path / "rgb.tif", axes="TYX")
     np.testing.assert_array_equal(ds.reader[...], data)
@@ -143,7 +143,7 @@ def test_corrupt_and_truncated_files_fail_when_opened(tmp_path):
         with pytest.raises(InputDataError, match=match):
             open_dataset(tmp_path / name)
     (tmp_path / "notnd").mkdir()
-    with pytest.raises(InputDataError, match="neither an NDTiff dataset.*nor an OME-Zarr"):
+    with pytest.raises(InputDataError, match=r"neither an NDTiff dataset.*nor an OME-Zarr"):
         open_dataset(tmp_path / "notnd")
 
 

@@ -100,7 +100,8 @@ class PymmcorePlusBackend(AcquisitionBackend):
     ``light_property``: ``(device, property)`` holding the light power in percent (or leave ``None`` and use
     ``reference="exposure"``/``"average"``). ``ground_truth(frame)``: the noise-free image behind a frame
     where one exists (a simulator), for the quality report; ``label`` names the source. The simulated
-    microscope passes all three (``livedenoise.commands.simulated.pymmcore_plus_backend``); nothing here looks inside the core.
+    microscope passes all three (``livedenoise.commands.simulated.pymmcore_plus_backend``); nothing here looks
+    inside the core.
     """
 
     name = "pymmcore-plus"

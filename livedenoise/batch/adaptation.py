@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def _sample_frames(datasets: Sequence[ImageDataset], count: int, channel: int | 
     rng = np.random.default_rng(seed)
     per = [max(1, count // len(datasets))] * len(datasets)
     frames = []
-    for ds, n in zip(datasets, per):
+    for ds, n in zip(datasets, per, strict=True):
         lead = list(ds.shape[:-2])
         c_axis = ds.axes.index("C") if "C" in ds.axes[:-2] else None
         if channel is not None and c_axis is not None:
@@ -40,7 +41,8 @@ def _sample_frames(datasets: Sequence[ImageDataset], count: int, channel: int | 
                 index[c_axis] = channel
             frames.append(np.asarray(ds.read_frame(index)))
     if not frames:
-        raise InputDataError(f"No frames{' of channel ' + str(channel) if channel is not None else ''} to adapt the model on.")
+        raise InputDataError(
+            f"No frames{' of channel ' + str(channel) if channel is not None else ''} to adapt the model on.")
     return frames
 
 
@@ -73,7 +75,8 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
     if per_channel:
         sizes = {ds.size("C") for ds in datasets}
         if max(sizes) <= 1:
-            raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has several channels.")
+            raise InputDataError(
+                "--per-channel needs inputs with a C (channel) axis; none of the inputs has several channels.")
         channels = list(range(max(sizes)))
     if mode == "pairs" and per_channel:
         raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
@@ -97,7 +100,8 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
         if backbone is None or backbone.path is not None:
             ref = resolve_model(base)
             if ref.path is None:
-                raise ConfigError("--adapt needs a checkpoint (shipped name or .safetensors path) as the starting model.")
+                raise ConfigError(
+                    "--adapt needs a checkpoint (shipped name or .safetensors path) as the starting model.")
             from livedenoise.modelspec import model_file
 
             backbone = load_checkpoint(model_file(ref.path), device="cpu")
@@ -124,8 +128,9 @@ def _adapt_models(base: Any, datasets: Sequence[ImageDataset], mode: str, pairs_
                          "best_val_loss": f.best_val_loss})
         if not result.adapted:
             hint = "" if f.stopped == "skipped" else "; give a larger --adapt-time to adapt"
-            msg = (f"--adapt {mode}{f' (channel {ch})' if ch is not None else ''}: not adapted ({f.not_adapted_reason()}); "
-                   f"denoised with the base model {backbone.name} instead, nothing saved{hint}")
+            msg = (f"--adapt {mode}{f' (channel {ch})' if ch is not None else ''}: not adapted "
+                   f"({f.not_adapted_reason()}); denoised with the base model {backbone.name} instead, "
+                   f"nothing saved{hint}")
             log.warning("%s", msg)
             warnings.append(msg)
             refs.append(resolve_model(base, channel=ch))

@@ -123,7 +123,7 @@ def denoise_block(denoiser: Any, block: np.ndarray, temporal_axis: int | None) -
     if temporal_axis is not None and _is_temporal(denoiser):
         moved = np.moveaxis(block, temporal_axis, -3)
         return np.moveaxis(denoiser.denoise_stack(moved), -3, temporal_axis)
-    flat = block.reshape((-1,) + block.shape[-2:])
+    flat = block.reshape((-1, *block.shape[-2:]))
     return np.asarray(denoiser.denoise_stack(flat), dtype=np.float32).reshape(block.shape)
 
 
@@ -131,7 +131,7 @@ def process_block(job: BlockJob) -> BlockResult:
     """Read, denoise, cast and write one block; returns what was done (the driver records it)."""
     t0 = time.perf_counter()
     dataset = _dataset_for(job.source, job.stamp)
-    key = tuple(slice(a, b) for a, b in job.ranges) + (slice(None), slice(None))
+    key = (*tuple(slice(a, b) for a, b in job.ranges), slice(None), slice(None))
     block = dataset.reader[key]
     ref = job.models[0]
     if len(job.models) > 1 and job.channel_axis is not None:
@@ -165,8 +165,8 @@ def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str,
     norm = getattr(denoiser, "normalizer", None)
     if not isinstance(norm, Normalizer):
         return None
-    raw = np.asarray(block).reshape((-1,) + block.shape[-2:])[0]
-    return check_residual(raw, out.reshape((-1,) + out.shape[-2:])[0], norm).to_dict()
+    raw = np.asarray(block).reshape((-1, *block.shape[-2:]))[0]
+    return check_residual(raw, out.reshape((-1, *out.shape[-2:]))[0], norm).to_dict()
 
 
 def _write_ome_block(target: OmeTiffTarget, ranges: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
@@ -183,4 +183,5 @@ def _write_ome_block(target: OmeTiffTarget, ranges: tuple[tuple[int, int], ...],
     for idx in itertools.product(*outer):
         sub = out[idx] if idx else out
         sub_ranges = tuple((ranges[i][0] + j, ranges[i][0] + j + 1) for i, j in enumerate(idx)) + ranges[len(idx):]
-        target.write_block([slice(a, b) for a, b in sub_ranges], sub.reshape(tuple(b - a for a, b in sub_ranges) + out.shape[-2:]))
+        target.write_block([slice(a, b) for a, b in sub_ranges],
+                           sub.reshape(tuple(b - a for a, b in sub_ranges) + out.shape[-2:]))

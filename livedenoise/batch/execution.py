@@ -5,7 +5,8 @@ import concurrent.futures as cf
 import contextlib
 import itertools
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from livedenoise.batch.block import BlockJob, BlockResult, process_block
 from livedenoise.errors import LivedenoiseError
@@ -40,7 +41,7 @@ class _Runner:
     def concurrency(self) -> int:
         return self.workers
 
-    def __enter__(self) -> "_Runner":
+    def __enter__(self) -> _Runner:
         if self.client is None:
             self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="livedenoise-block")
         return self
@@ -51,7 +52,8 @@ class _Runner:
 
     def _submit(self, job: BlockJob) -> Any:
         if self.client is not None:
-            return self.client.submit(process_block, job, pure=False, key=f"livedenoise-block-{job.index}-{os.urandom(4).hex()}")
+            return self.client.submit(process_block, job, pure=False,
+                                      key=f"livedenoise-block-{job.index}-{os.urandom(4).hex()}")
         assert self._pool is not None
         return self._pool.submit(process_block, job)
 
@@ -108,8 +110,8 @@ def _connect(scheduler: Any) -> tuple[Any, int, int, bool]:
         try:
             client = Client(str(scheduler), timeout="10s")
         except Exception as exc:
-            raise LivedenoiseError(f"Cannot connect to the dask scheduler at {scheduler!r} ({exc}); expected an address "
-                                   "like tcp://host:8786 of a running dask.distributed scheduler.") from None
+            raise LivedenoiseError(f"Cannot connect to the dask scheduler at {scheduler!r} ({exc}); expected an "
+                                   "address like tcp://host:8786 of a running dask.distributed scheduler.") from None
     nthreads = client.nthreads()
     if not nthreads:
         if owned:

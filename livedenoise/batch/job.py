@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,8 +97,8 @@ def _check_paths(items: list[_Item], out_dir: Path, inputs: Sequence[str | os.Pa
         src = it.item.path.resolve()
         out = it.output.resolve()
         if out == src or _is_within(src, out):
-            raise InputDataError(f"The output for {it.item.path} would be {it.output}, the input itself; choose another "
-                                 "output folder (-o).")
+            raise InputDataError(f"The output for {it.item.path} would be {it.output}, the input itself; choose "
+                                 "another output folder (-o).")
         if out in seen:
             raise InputDataError(f"Inputs {seen[out]} and {it.item.path} would both be written to {it.output}; "
                                  "rename one or process them separately.")
@@ -148,7 +149,8 @@ def denoise_dataset(
 
     ``inputs``: TIFF / OME-TIFF files, folders of them, NDTiff dataset folders. ``model``:
     ``"standard"``/``"fast"``, a checkpoint path, a Checkpoint (or a list / dict of them, one
-    per channel; ``None``: :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`). ``adapt``: ``None``, ``"self"`` (Noise2Self on a sample of the data) or
+    per channel; ``None``: :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`). ``adapt``: ``None``,
+    ``"self"`` (Noise2Self on a sample of the data) or
     ``"pairs"`` with ``pairs=DIR`` (or ``("pairs", DIR)``). ``dtype``: ``"float32"``,
     ``"input"`` (rounded and clipped to the input type), ``"uint16"``, ``"uint8"``. ``fmt``:
     ``"ome-tiff"``, ``"ome-zarr"`` (OME-NGFF 0.5; positions as a bioformats2raw layout; see
@@ -218,8 +220,8 @@ def denoise_dataset(
         for it in items:
             out_dtype = policies[it.item.path]
             if fmt == "ndtiff" and out_dtype not in (np.uint8, np.uint16):
-                raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would be "
-                                  f"{out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
+                raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would "
+                                  f"be {out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
             if out_dtype.kind not in "uif":
                 raise ConfigError(f"Output dtype {out_dtype} is not supported.")
             exists = it.output.exists() or it.manifest.exists()
@@ -227,8 +229,8 @@ def denoise_dataset(
                 raise LivedenoiseError(f"{it.output} already exists; pass --resume to continue an interrupted run or "
                                        "--overwrite to replace it.")
             if resume and it.output.exists() and not it.manifest.exists():
-                raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an interrupted "
-                                       "livedenoise run); pass --overwrite to replace it.")
+                raise LivedenoiseError(f"{it.output} exists but has no resume record (it was not left by an "
+                                       "interrupted livedenoise run); pass --overwrite to replace it.")
         if not dry_run:
             _check_output_space(out_dir, [(it.dataset, policies[it.item.path]) for it in items
                                           if not (resume and it.manifest.exists())])  # resumed: already allocated
@@ -250,7 +252,8 @@ def denoise_dataset(
                     raise InputDataError("--per-channel needs inputs with a C (channel) axis; none of the inputs has "
                                          "several channels.")
                 if adapt == "pairs":
-                    raise ConfigError("--per-channel adapts one model per channel from the data itself; use it with --adapt self.")
+                    raise ConfigError("--per-channel adapts one model per channel from the data itself; "
+                                      "use it with --adapt self.")
             refs = [ModelRef(**{**asdict(base_ref), "channel": c if n_models > 1 else None}) for c in range(n_models)]
         elif isinstance(model, dict):
             refs = [resolve_model(model[k], channel=int(k)) for k in sorted(model)]
@@ -261,8 +264,8 @@ def denoise_dataset(
         if len(refs) > 1:
             for it in items:
                 if it.dataset.size("C") != len(refs):
-                    raise InputDataError(f"{it.item.path} has {it.dataset.size('C')} channel(s) but {len(refs)} per-channel "
-                                         "models are used; expected one model per channel.")
+                    raise InputDataError(f"{it.item.path} has {it.dataset.size('C')} channel(s) but {len(refs)} "
+                                         "per-channel models are used; expected one model per channel.")
         if client is not None:
             for r in refs:
                 if r.path is None:
@@ -283,8 +286,8 @@ def denoise_dataset(
             plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
                                split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
                                margin=max(r.margin for r in refs),
-                               weights_bytes=weights, window=5 if temporal else 1, device=device, ensemble=opts.ensemble,
-                               precision=precision)
+                               weights_bytes=weights, window=5 if temporal else 1, device=device,
+                               ensemble=opts.ensemble, precision=precision)
             resumed = clipped = 0
             status_text = "planned"
             if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
@@ -297,7 +300,8 @@ def denoise_dataset(
                     status_text = "already complete"
                     clipped = int((data.get("summary") or {}).get("clipped", 0))
                 # a job started before precisions were recorded ran the default, "auto", on this kind of device
-                for option, default, asked in (("ensemble", 1, opts.ensemble), ("precision", precision_of_auto, precision)):
+                for option, default, asked in (("ensemble", 1, opts.ensemble),
+                                               ("precision", precision_of_auto, precision)):
                     recorded = data["plan"]["denoiser"].get(option, default)
                     if recorded != asked:  # a block-wise mix of two settings would be one output of neither
                         raise LivedenoiseError(
@@ -307,16 +311,17 @@ def denoise_dataset(
                                  DenoiserOptions(**data["plan"]["denoiser"]))
                 resumed = len(it.manifest.done())
             it.plan = plan
-            it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape), ds.dtype.name,
-                                     out_dtype.name, plan.n_blocks, plan.block_shape, plan.bytes_per_block,
-                                     status=status_text, blocks_resumed=resumed, clipped=clipped)
+            it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape),
+                                     ds.dtype.name, out_dtype.name, plan.n_blocks, plan.block_shape,
+                                     plan.bytes_per_block, status=status_text, blocks_resumed=resumed, clipped=clipped)
             summary.items.append(it.summary)
         # -- 4. adaptation (after planning: a plan that cannot work fails before minutes of training) ----
         if adapt is not None:
             assert base_ref is not None
             status = (lambda text: console.print(f"[cyan]{text}[/]")) if console else (lambda text: log.info(text))
-            adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None, per_channel,
-                                    out_dir, time_budget_s=opts.adapt_time_s, n_frames=opts.adapt_frames, seed=opts.seed, device=device,
+            adapted = _adapt_models(model, [it.dataset for it in items], adapt, str(pairs) if pairs else None,
+                                    per_channel, out_dir, time_budget_s=opts.adapt_time_s, n_frames=opts.adapt_frames,
+                                    seed=opts.seed, device=device,
                                     resume=resume, overwrite=overwrite, dry_run=dry_run, notes=notes,
                                     warnings=summary.warnings, status=status, show_progress=console is not None)
             if not dry_run:
@@ -505,20 +510,23 @@ def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibra
             out.append(base)
             continue
         where = f"{it.item.path}" + (f" channel {ch}" if ch is not None else "")
-        fit, frames = fit_dataset_noise(ds, ch, Normalizer.from_dict(stored), calibration=calibration, averaged=averaged)
+        fit, frames = fit_dataset_noise(ds, ch, Normalizer.from_dict(stored), calibration=calibration,
+                                        averaged=averaged)
         for w in fit.warnings:
             msg = f"{where}: {w}"
             if msg not in summary.warnings:
                 summary.warnings.append(msg)
         ref = ModelRef(**{**asdict(base), "channel": ch if ch is not None else base.channel,
                           "noise_json": json.dumps(fit.to_dict(), sort_keys=True),
-                          "calibration": str(Path(calibration_path).resolve()) if fit.normalizer.has_pixel_maps else None,
+                          "calibration": (str(Path(calibration_path).resolve()) if fit.normalizer.has_pixel_maps
+                                          else None),
                           "passthrough": not fit.in_range})
         line = fit.describe() + (f" [channel {ch}]" if ch is not None else "")
         if it.summary is not None:
             it.summary.noise_model = "; ".join(filter(None, [it.summary.noise_model, line]))
         if ref.passthrough:
-            summary.warnings.append(f"{where}: copied unchanged instead of denoised (signal above the backbone's range)")
+            summary.warnings.append(
+                f"{where}: copied unchanged instead of denoised (signal above the backbone's range)")
         else:
             denoiser = get_denoiser(ref, it.plan.denoiser)  # type: ignore[union-attr]
             den = _model_thread().submit(denoiser.denoise, frames[0]).result()
@@ -635,7 +643,7 @@ def _verify_resumed_input(it: _Item, done: dict[int, dict[str, Any]]) -> None:
         recorded = done.get(i, {}).get("input")
         if recorded is None:
             continue
-        key = tuple(slice(a, b) for a, b in ranges) + (slice(None), slice(None))
+        key = (*tuple(slice(a, b) for a, b in ranges), slice(None), slice(None))
         if block_digest(np.asarray(it.dataset.reader[key])) != recorded:
             raise LivedenoiseError(
                 f"Cannot resume {it.output}: the input {it.item.path} changed since the interrupted run (the pixels of "
@@ -686,7 +694,7 @@ def _finalize(it: _Item, prov: dict[str, Any], fmt: str, out_dtype: np.dtype) ->
             for i, ranges in plan.blocks():
                 block = np.load(staging.block_path(i), mmap_mode="r")
                 for idx in itertools.product(*(range(a, b) for a, b in ranges)):
-                    local = tuple(j - a for j, (a, _) in zip(idx, ranges))
+                    local = tuple(j - a for j, (a, _) in zip(idx, ranges, strict=True))
                     yield idx, np.array(block[local])
                 del block
 

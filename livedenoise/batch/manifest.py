@@ -38,9 +38,11 @@ class Manifest:
         try:
             self.data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise LivedenoiseError(f"{self.path}: the resume record is unreadable ({exc}); start again with --overwrite.") from None
+            raise LivedenoiseError(
+                f"{self.path}: the resume record is unreadable ({exc}); start again with --overwrite.") from None
         if self.data.get("manifest_version") != MANIFEST_VERSION:
-            raise LivedenoiseError(f"{self.path}: resume record of another livedenoise version; start again with --overwrite.")
+            raise LivedenoiseError(
+                f"{self.path}: resume record of another livedenoise version; start again with --overwrite.")
         return self.data
 
     def save(self) -> None:

@@ -8,9 +8,10 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
 from livedenoise.io import (
@@ -34,7 +35,8 @@ class ModelRef:
     weights_bytes: int = 0
     temporal: bool = False
     margin: int = 0  # tile context the Denoiser adds on each side (receptive-field radius on the alignment grid)
-    #: The noise model fitted to the data this ref denoises (NoiseFit.to_dict() as JSON); replaces the stored normaliser.
+    #: The noise model fitted to the data this ref denoises (NoiseFit.to_dict() as JSON); replaces the stored
+    #: normaliser.
     noise_json: str | None = None
     #: Camera calibration file whose per-pixel maps the fitted normaliser uses (None: scalars only).
     calibration: str | None = None
@@ -43,7 +45,8 @@ class ModelRef:
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "path": self.path, "sha256": self.sha256, "arch": self.arch,
-               "normalizer": json.loads(self.normalizer_json), **({"channel": self.channel} if self.channel is not None else {})}
+               "normalizer": json.loads(self.normalizer_json),
+               **({"channel": self.channel} if self.channel is not None else {})}
         if self.noise_json is not None:
             out["stored_normalizer"] = out.pop("normalizer")
             noise = json.loads(self.noise_json)
@@ -132,7 +135,7 @@ def _arch_is_temporal(arch: str) -> bool:
 
 def _first_width(arch: str | None, kwargs: dict[str, Any], model: Any = None) -> int:
     if arch in ("unet", "unet-temporal") and kwargs.get("widths"):
-        return int(list(kwargs["widths"])[0])
+        return int(next(iter(kwargs["widths"])))
     if arch == "cnnt" and kwargs.get("channels"):
         return int(kwargs["channels"])
     if model is not None:
@@ -174,7 +177,8 @@ def _state_sha256(model: Any, normalizer: Any) -> str:
 
 
 def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
-    """Turn what the user gave (``"standard"``, ``"fast"``, a path, a Checkpoint, a Denoiser, ``(model, normalizer)``) into a ModelRef.
+    """Turn what the user gave (``"standard"``, ``"fast"``, a path, a Checkpoint, a Denoiser, ``(model, normalizer)``)
+    into a ModelRef.
 
     Shipped names and paths are checked here (readable header), so a missing or corrupt model
     fails before anything is written.
@@ -189,8 +193,9 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         meta = read_metadata(checkpoint)
         # the file the user gave (a package stays a package: each worker takes the checkpoint out itself)
         path = checkpoint if is_backbone_name(model) or not Path(model).is_file() else Path(model)
-        return ModelRef(name=str(meta.get("name") or checkpoint.stem), sha256=file_sha256(path), path=str(path.resolve()),
-                        weights_bytes=checkpoint.stat().st_size, temporal=_arch_is_temporal(str(meta["arch"])),
+        return ModelRef(name=str(meta.get("name") or checkpoint.stem), sha256=file_sha256(path),
+                        path=str(path.resolve()), weights_bytes=checkpoint.stat().st_size,
+                        temporal=_arch_is_temporal(str(meta["arch"])),
                         margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),
                         arch=str(meta["arch"]), first_width=_first_width(meta["arch"], meta["arch_kwargs"]),
                         normalizer_json=json.dumps(meta.get("normalizer", {}), sort_keys=True), channel=channel)
@@ -200,9 +205,11 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
             return ModelRef(**{**asdict(ref), "name": model.name})
         sha = _state_sha256(model.model, model.normalizer)
         _keep_local_model(sha, model)
-        return ModelRef(name=model.name, sha256=sha, arch=model.arch, first_width=_first_width(model.arch, model.arch_kwargs),
+        return ModelRef(name=model.name, sha256=sha, arch=model.arch,
+                        first_width=_first_width(model.arch, model.arch_kwargs),
                         temporal=bool(getattr(model.model, "is_temporal", False)), margin=_margin(model.model),
-                        normalizer_json=json.dumps(model.normalizer.to_dict(), sort_keys=True), local_key=sha, channel=channel)
+                        normalizer_json=json.dumps(model.normalizer.to_dict(), sort_keys=True), local_key=sha,
+                        channel=channel)
     torch_model = getattr(model, "model", None)
     normalizer = getattr(model, "normalizer", None)
     name = str(getattr(model, "name", type(model).__name__))
@@ -243,7 +250,8 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
 
     if ref.path is not None:
         if not Path(ref.path).is_file():
-            raise CheckpointError(f"Checkpoint {ref.path} is missing on this machine; workers need it at the same path.")
+            raise CheckpointError(
+                f"Checkpoint {ref.path} is missing on this machine; workers need it at the same path.")
         sha = file_sha256(ref.path)
         if sha != ref.sha256:
             raise CheckpointError(f"Checkpoint {ref.path} changed since the job started (sha256 {sha[:12]}... "
@@ -296,7 +304,8 @@ def _check_time_axes(items: Sequence[Any], refs: Sequence[ModelRef]) -> None:
             raise InputDataError(
                 f"{it.item.path} has no time axis of several frames (axes {it.dataset.axes}, shape "
                 f"{tuple(it.dataset.shape)}), but model {name!r} denoises time-lapses from neighbouring frames; use a "
-                "2-D model (--model fast or standard) for single frames, or --axes with a T if the file is a time-lapse.")
+                "2-D model (--model fast or standard) for single frames, or --axes with a T if the file is a "
+                "time-lapse.")
 
 
 def _is_temporal(denoiser: Any) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,8 +18,8 @@ DTYPES = ("float32", "input", "uint16", "uint8")
 #: "fit": a noise model fitted to every input and channel (default); "stored": the model's own normaliser.
 NOISE_MODELS = ("fit", "stored")
 #: Other spellings of the output formats that the command line and the API accept.
-FORMAT_ALIASES = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff", "zarr": "ome-zarr", "omezarr": "ome-zarr",
-                  "ome.zarr": "ome-zarr"}
+FORMAT_ALIASES = {"ome": "ome-tiff", "ome-tif": "ome-tiff", "tiff": "ome-tiff", "zarr": "ome-zarr",
+                  "omezarr": "ome-zarr", "ome.zarr": "ome-zarr"}
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12,
           "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -173,7 +174,8 @@ class BatchOptions(BaseModel):
         if self.adapt == "pairs" and not self.pairs:
             raise ValueError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
         if self.per_channel and self.adapt is None and not isinstance(self.model, (list, tuple, dict)):
-            raise ValueError("--per-channel needs --adapt self (one model adapted per channel) or one model per channel.")
+            raise ValueError(
+                "--per-channel needs --adapt self (one model adapted per channel) or one model per channel.")
         return self
 
     @classmethod

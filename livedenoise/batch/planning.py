@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -46,9 +46,11 @@ class BlockPlan:
     def frames_per_block(self) -> int:
         return int(np.prod(self.chunks, dtype=np.int64))
 
+    # strict=False in the zips below: a resumed plan's chunks come from its manifest and may not fit a changed input;
+    # that is reported as "the input changed" once the output is prepared, not as a ValueError here.
     @property
     def grid(self) -> tuple[int, ...]:
-        return tuple(math.ceil(n / c) for n, c in zip(self.lead_shape, self.chunks))
+        return tuple(math.ceil(n / c) for n, c in zip(self.lead_shape, self.chunks, strict=False))
 
     @property
     def n_blocks(self) -> int:
@@ -57,14 +59,15 @@ class BlockPlan:
     def dask_chunks(self) -> tuple[tuple[int, ...], ...]:
         """The same plan as dask chunks (for ``ImageDataset.to_dask``)."""
         out = []
-        for n, c in zip(self.lead_shape, self.chunks):
+        for n, c in zip(self.lead_shape, self.chunks, strict=False):
             out.append(tuple(min(c, n - s) for s in range(0, n, c)))
-        return tuple(out) + ((self.shape[-2],), (self.shape[-1],))
+        return (*tuple(out), (self.shape[-2],), (self.shape[-1],))
 
     def block(self, index: int) -> tuple[tuple[int, int], ...]:
         """``(start, stop)`` along each leading axis of block ``index`` (C order over the grid)."""
         pos = np.unravel_index(index, self.grid) if self.grid else ()
-        return tuple((int(p) * c, min(int(p) * c + c, n)) for p, c, n in zip(pos, self.chunks, self.lead_shape))
+        return tuple((int(p) * c, min(int(p) * c + c, n))
+                     for p, c, n in zip(pos, self.chunks, self.lead_shape, strict=False))
 
     def blocks(self) -> Iterator[tuple[int, tuple[tuple[int, int], ...]]]:
         for i in range(self.n_blocks):
@@ -131,7 +134,8 @@ def plan_blocks(
     data_budget = per_block - model_mem
     cap = data_budget // frame_bytes if data_budget > 0 else 0
     if cap < minimum:
-        what = f"a full {'/'.join(lead_axes[i] for i in need_whole)} stack of {minimum} frames" if need_whole else "one frame"
+        what = (f"a full {'/'.join(lead_axes[i] for i in need_whole)} stack of {minimum} frames" if need_whole
+                else "one frame")
         need = concurrency * (minimum * frame_bytes + network_bytes(floor)) + weights_bytes
         raise ConfigError(
             f"Memory budget {_format_bytes(memory_budget)} is too small for {what} of {shape[-2]}x{shape[-1]} pixels "

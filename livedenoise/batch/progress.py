@@ -28,7 +28,7 @@ class _Progress:
         self.pixels: dict[int, int] = {}
         self.t0: dict[int, float] = {}
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.console is None:
             return self
         from rich.progress import (

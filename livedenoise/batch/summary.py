@@ -81,7 +81,8 @@ class BatchSummary:
             if it.input in failed:
                 continue
             lines.append(f"{it.status}: {it.input} -> {it.output} ({it.frames} frames this run"
-                         + (f", {it.blocks_resumed} of {it.blocks} blocks from an earlier run" if it.blocks_resumed else "")
+                         + (f", {it.blocks_resumed} of {it.blocks} blocks from an earlier run"
+                            if it.blocks_resumed else "")
                          + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")"
                          + (f"\n    {it.noise_model}" if it.noise_model else ""))
         lines.append(f"Denoised {self.frames} frames ({self.megapixels:.1f} Mpx) in {self.elapsed_s:.1f} s, "

@@ -25,9 +25,9 @@ stopped and whether it changed the weights at all (``adapted``): a fit that ran 
 initial weights is labelled so in the report, never shown as a trained result. ``scratch`` (and
 ``pairs-scratch``) trains a randomly initialised network at the pretraining learning rate with its
 own, larger budget until early stopping (``scratch_*`` settings); the report says when it stopped
-for another reason and makes no transfer-vs-scratch claim for those settings. Everything is seeded: a seed picks the fields, the noise and
-the training randomness; fields are the same at every peak (as in the papers, where one image set
-was rescaled to each peak).
+for another reason and makes no transfer-vs-scratch claim for those settings. Everything is seeded:
+a seed picks the fields, the noise and the training randomness; fields are the same at every peak
+(as in the papers, where one image set was rescaled to each peak).
 
 Every method is scored by the same code (:func:`livedenoise.metrics.score`, with FRC), and every
 model is applied through the product's own :class:`~livedenoise.inference.Denoiser`.

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class FitInfo:
     adapted: bool | None = None  # None: not a fit; False: 0 steps or the initial weights kept
 
     @classmethod
-    def from_fit(cls, seconds: float, fit) -> "FitInfo":
+    def from_fit(cls, seconds: float, fit) -> FitInfo:
         """From a :class:`~livedenoise.training.loop.FitResult`.
 
         ``adapted`` is the loop's own flag when it has one; otherwise a fit counts as adapted only
@@ -234,7 +234,7 @@ class Evaluator:
         flat = self.task.test_truth_flat(key.test_peak, key.test_seed, c.n_test)
         outs, ms = apply_method(key.model.method, ckpt, noisy, renormalize=key.renormalize, device=self.device)
         rows = []
-        for i, (out, ref, ref_flat) in enumerate(zip(outs, truth, flat)):
+        for i, (out, ref, ref_flat) in enumerate(zip(outs, truth, flat, strict=True)):
             s = score(ref, out, frc=True)
             f = score(ref_flat, out)
             rows.append({"image": f"test{i}", "mse": s.mse, "mae": s.mae, "psnr": s.psnr, "ssim": s.ssim, "frc": s.frc,

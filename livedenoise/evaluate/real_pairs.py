@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -40,8 +40,9 @@ def affine_sets_from(spec: str | Iterable[str] | None, sets: Iterable[str]) -> s
     return names
 
 
-def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint, *, affine: str | Iterable[str] | None = "all",
-                   device: str = "auto", progress: ProgressFn | None = None) -> list[Row]:
+def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint, *,
+                   affine: str | Iterable[str] | None = "all", device: str = "auto",
+                   progress: ProgressFn | None = None) -> list[Row]:
     """The same comparisons on real low/high pairs (``<set>/<name>_noisy.tif`` + ``_clean.tif``).
 
     Per evaluated pair: classical baselines, the backbone zero-shot, transfer and scratch Noise2Self
@@ -106,7 +107,8 @@ def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint,
             s = score(clean, out, affine=affine_here, frc=True)
             o = score(clean, out, affine=not affine_here)
             rows.append(Row(experiment="real", method=method, image=p.name, set=set_name, affine=affine_here,
-                            mse=s.mse, mae=s.mae, psnr=s.psnr, ssim=s.ssim, frc=s.frc if s.frc is not None else math.nan,
+                            mse=s.mse, mae=s.mae, psnr=s.psnr, ssim=s.ssim,
+                            frc=s.frc if s.frc is not None else math.nan,
                             psnr_other=o.psnr, ssim_other=o.ssim, infer_ms=ms, **info.row_fields()))
     if progress is not None:
         progress("done", total, total)

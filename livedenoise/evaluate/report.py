@@ -11,8 +11,9 @@ import csv
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,7 +61,8 @@ def stop_text(values: Iterable[str]) -> str:
     return ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def aggregate(rows: list[dict], by: tuple[str, ...], metrics: tuple[str, ...] = ("mse", "psnr", "ssim", "frc")) -> list[dict]:
+def aggregate(rows: list[dict], by: tuple[str, ...],
+              metrics: tuple[str, ...] = ("mse", "psnr", "ssim", "frc")) -> list[dict]:
     """Group rows by ``by`` (+ method label): mean over images per seed, then mean/std over seeds.
 
     Returns dicts with the ``by`` values, ``method``, ``seeds`` (count), ``<metric>``,
@@ -73,17 +75,17 @@ def aggregate(rows: list[dict], by: tuple[str, ...], metrics: tuple[str, ...] = 
     groups: dict[tuple, dict[object, list[dict]]] = defaultdict(lambda: defaultdict(list))
     order: list[tuple] = []
     for r in rows:
-        key = tuple(r.get(k) for k in by) + (method_label(r),)
+        key = (*tuple(r.get(k) for k in by), method_label(r))
         if key not in groups:
             order.append(key)
         groups[key][r.get("seed")].append(r)
     out = []
     for key in order:
         per_seed = groups[key]
-        agg: dict = dict(zip(by, key[:-1]))
+        agg: dict = dict(zip(by, key[:-1], strict=True))
         agg["method"] = key[-1]
         agg["seeds"] = len(per_seed)
-        for m in metrics + ("train_s", "infer_ms"):
+        for m in (*metrics, "train_s", "infer_ms"):
             seed_means = [_finite_mean(r.get(m) for r in rs) for rs in per_seed.values()]
             finite = [x for x in seed_means if math.isfinite(x)]
             agg[m] = float(np.mean(finite)) if finite else math.nan
@@ -189,12 +191,12 @@ def plot_lines(aggs: list[dict], x: str, path: Path, *, title: str, xlabel: str,
     plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     names = list(dict.fromkeys(a[series] for a in aggs))
-    for ax, m in zip(axes[0], metrics):
+    for ax, m in zip(axes[0], metrics, strict=True):
         for name in names:
             pts = sorted((a[x], a[m], a[m + "_sd"]) for a in aggs if a[series] == name and a.get(x) is not None)
             if not pts:
                 continue
-            xs, ys, sds = zip(*pts)
+            xs, ys, sds = zip(*pts, strict=True)
             err = [0.0 if not math.isfinite(s) else s for s in sds]
             ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=str(name))
         ax.set_xlabel(xlabel)
@@ -212,15 +214,17 @@ def plot_lines(aggs: list[dict], x: str, path: Path, *, title: str, xlabel: str,
     return path
 
 
-def plot_bars(aggs: list[dict], group: str, path: Path, *, title: str, metrics: tuple[str, ...] = ("psnr", "ssim", "frc")) -> Path:
+def plot_bars(aggs: list[dict], group: str, path: Path, *, title: str,
+              metrics: tuple[str, ...] = ("psnr", "ssim", "frc")) -> Path:
     """Grouped bars: one group per ``group`` value, one bar per method."""
     plt = _plt()
     groups = list(dict.fromkeys(a[group] for a in aggs))
     methods = list(dict.fromkeys(a["method"] for a in aggs))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 1.1 * len(groups) * max(1, len(methods)) / 3), 2.6 * len(metrics)),
+    fig, axes = plt.subplots(len(metrics), 1,
+                             figsize=(max(6.0, 1.1 * len(groups) * max(1, len(methods)) / 3), 2.6 * len(metrics)),
                              squeeze=False)
     width = 0.8 / max(1, len(methods))
-    for ax, m in zip(axes[:, 0], metrics):
+    for ax, m in zip(axes[:, 0], metrics, strict=True):
         for j, meth in enumerate(methods):
             vals = [next((a[m] for a in aggs if a[group] == g and a["method"] == meth), math.nan) for g in groups]
             ax.bar(np.arange(len(groups)) + j * width, vals, width, label=meth)
@@ -248,7 +252,8 @@ def _base(label: str) -> str:
     return label.split(" [")[0].split(" (")[0]
 
 
-def pretrained_vs_scratch(aggs: list[dict], x: str, label: str, pre: str = "transfer", scratch: str = "scratch") -> list[str]:
+def pretrained_vs_scratch(aggs: list[dict], x: str, label: str, pre: str = "transfer",
+                          scratch: str = "scratch") -> list[str]:
     """Report lines comparing a pretrained method with its from-scratch twin, only where scratch converged.
 
     A scratch fit that stopped at its time or step budget is a partly trained network: beating it
@@ -263,8 +268,8 @@ def pretrained_vs_scratch(aggs: list[dict], x: str, label: str, pre: str = "tran
     converged: list = []
     for k in keys:
         sc = [a for a in aggs if a.get(x) == k and _base(a["method"]) == scratch]
-        ok = sc and all(a["method"] == scratch and a.get("stopped") and set(
-            part.split(" ×")[0] for part in a["stopped"].split(", ")) == {"early_stop"} for a in sc)
+        ok = sc and all(a["method"] == scratch and a.get("stopped") and {
+            part.split(" ×")[0] for part in a["stopped"].split(", ")} == {"early_stop"} for a in sc)
         if ok:
             converged.append(k)
         else:
@@ -336,28 +341,31 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
     if exp == "sweep":
         aggs = aggregate(rows, ("peak",))
         lines.append(f"Task: {cfg['structure']} on an unseen {cfg['camera']} camera, {cfg['image_size']}² px, "
-                     f"{cfg['n_train']} noisy training frames, {cfg['sweep_pairs']} pairs for `pairs`, {cfg['n_test']} held-out "
-                     f"test fields per seed; {cfg['sweep_seeds']} seed(s).")
+                     f"{cfg['n_train']} noisy training frames, {cfg['sweep_pairs']} pairs for `pairs`, "
+                     f"{cfg['n_test']} held-out test fields per seed; {cfg['sweep_seeds']} seed(s).")
         lines += ["", metric_table(aggs, [("peak", "peak photons")]), "", FLAT_NOTE, NOT_TRAINED_NOTE, ""]
         lines += pretrained_vs_scratch(aggs, "peak", "peak")
         lost = losses(aggs, "peak", "peak")
-        lines += ["", "Where livedenoise loses to a classical baseline:" if lost else "livedenoise beats every classical "
-                  "baseline at every peak (PSNR and SSIM)."] + lost
+        lines += ["", ("Where livedenoise loses to a classical baseline:" if lost
+                       else "livedenoise beats every classical baseline at every peak (PSNR and SSIM)."), *lost]
         if plots:
-            files["sweep"] = plot_lines(aggs, "peak", out / "sweep.png", title="Peak-signal sweep", xlabel="peak photons",
-                                        logx=True)
+            files["sweep"] = plot_lines(aggs, "peak", out / "sweep.png", title="Peak-signal sweep",
+                                        xlabel="peak photons", logx=True)
     elif exp == "stability":
         aggs = aggregate(rows, ("peak",))
         lines.append(f"Peak {cfg['stability_peak']:g} photons, {cfg['stability_seeds']} reruns (new fields, noise and "
                      "training seed each). sd = standard deviation across reruns; CV = sd / mean.")
         body = []
         for a in aggs:
-            cv = {m: (100 * a[m + "_sd"] / abs(a[m]) if a[m] and math.isfinite(a[m + "_sd"]) else math.nan) for m in ("mse", "ssim", "frc")}
+            cv = {m: (100 * a[m + "_sd"] / abs(a[m]) if a[m] and math.isfinite(a[m + "_sd"]) else math.nan)
+                  for m in ("mse", "ssim", "frc")}
             seed_vals = [_finite_mean(r["ssim"] for r in rows if method_label(r) == a["method"] and r["seed"] == s)
                          for s in sorted({r["seed"] for r in rows})]
             seed_vals = [v for v in seed_vals if math.isfinite(v)]
-            body.append([a["method"], fmt("mse", a["mse"], a["mse_sd"]), f"{cv['mse']:.1f}%" if math.isfinite(cv["mse"]) else "-",
-                         fmt("ssim", a["ssim"], a["ssim_sd"]), f"{cv['ssim']:.1f}%" if math.isfinite(cv["ssim"]) else "-",
+            body.append([a["method"],
+                         fmt("mse", a["mse"], a["mse_sd"]), f"{cv['mse']:.1f}%" if math.isfinite(cv["mse"]) else "-",
+                         fmt("ssim", a["ssim"], a["ssim_sd"]),
+                         f"{cv['ssim']:.1f}%" if math.isfinite(cv["ssim"]) else "-",
                          fmt("frc", a["frc"], a["frc_sd"]),
                          f"{min(seed_vals):.3f} .. {max(seed_vals):.3f}" if seed_vals else "-", str(a["seeds"]),
                          steps_text(a), a.get("stopped") or "-"])
@@ -367,8 +375,8 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
             files["stability"] = _plot_stability(rows, out / "stability.png")
     elif exp == "size":
         aggs = aggregate(rows, ("n_train",))
-        lines.append(f"Peak {cfg['size_peak']:g} photons; Noise2Self on 1..N noisy frames; evaluation on the same held-out "
-                     "test fields for every N.")
+        lines.append(f"Peak {cfg['size_peak']:g} photons; Noise2Self on 1..N noisy frames; evaluation on the same "
+                     "held-out test fields for every N.")
         lines += ["", metric_table(aggs, [("n_train", "training frames")]), ""]
         lines += pretrained_vs_scratch(aggs, "n_train", "training-set size")
         if plots:
@@ -393,12 +401,12 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
     elif exp == "averages":
         aggs = aggregate(rows, ("average",))
         lines.append("Models fine-tuned on single frames (average 1), then applied to inputs averaged over N frames "
-                     "(higher input SNR). 'normaliser per input' refits the noise model to each input, as a session does "
-                     "when the noise level changes; otherwise the model's stored normaliser is used.")
+                     "(higher input SNR). 'normaliser per input' refits the noise model to each input, as a session "
+                     "does when the noise level changes; otherwise the model's stored normaliser is used.")
         lines += ["", metric_table(aggs, [("average", "frames averaged")], with_time=False), "", FLAT_NOTE]
         lost = losses(aggs, "average", "average")
-        lines += ["", "Where livedenoise loses to a classical baseline (including the unprocessed input):" if lost else
-                  "livedenoise beats the classical baselines at every input SNR."] + lost
+        lines += ["", ("Where livedenoise loses to a classical baseline (including the unprocessed input):" if lost
+                       else "livedenoise beats the classical baselines at every input SNR."), *lost]
         if plots:
             files["averages"] = plot_lines(aggs, "average", out / "averages.png", title="Robustness across input SNR",
                                            xlabel="frames averaged", logx=True)
@@ -406,14 +414,15 @@ def section(exp: str, rows: list[dict], out: Path, plots: bool, cfg: dict) -> tu
         aggs = aggregate([{**r, "seed": r["image"]} for r in rows], ("set",))
         # per set: mean over its pairs (each pair counted as a 'seed' for the sd)
         lines.append("Scores against each pair's clean image; sets marked affine use the least-squares affine fit of "
-                     "the output to the reference (noisy and clean scaled independently). ± = sd over the pairs of the set.")
+                     "the output to the reference (noisy and clean scaled independently). ± = sd over the pairs of the "
+                     "set.")
         lines += ["", metric_table(aggs, [("set", "set")])]
         overall = aggregate([{**r, "seed": r["set"]} for r in rows], ())
         lines += ["", "Mean over sets (each set weighted equally):", "",
                   metric_table(overall, [], with_time=True)]
         lost = losses(aggs, "set", "set")
-        lines += ["", "Where livedenoise loses to a classical baseline:" if lost else
-                  "livedenoise beats every classical baseline on every set (PSNR and SSIM)."] + lost
+        lines += ["", ("Where livedenoise loses to a classical baseline:" if lost
+                       else "livedenoise beats every classical baseline on every set (PSNR and SSIM)."), *lost]
         affine_sets = sorted({r["set"] for r in rows if r.get("affine")})
         lines.append(f"\nAffine-fit sets: {', '.join(affine_sets) if affine_sets else 'none'}.")
         if plots:
@@ -434,7 +443,7 @@ def _plot_stability(rows: list[dict], path: Path) -> Path:
     methods = list(dict.fromkeys(method_label(r) for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     fig, axes = plt.subplots(1, len(PLOT_METRICS), figsize=(4.2 * len(PLOT_METRICS), 3.2), squeeze=False)
-    for ax, m in zip(axes[0], PLOT_METRICS):
+    for ax, m in zip(axes[0], PLOT_METRICS, strict=True):
         for i, meth in enumerate(methods):
             vals = [_finite_mean(r[m] for r in rows if method_label(r) == meth and r["seed"] == s) for s in seeds]
             ax.scatter([i] * len(vals), vals, s=12, alpha=0.7)
@@ -467,7 +476,7 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def write_report(result: "EvalResult", out: Path, *, plots: bool = True) -> dict[str, Path]:
+def write_report(result: EvalResult, out: Path, *, plots: bool = True) -> dict[str, Path]:
     """Write every file of a report into ``out`` (created); returns name -> path."""
 
     out.mkdir(parents=True, exist_ok=True)
@@ -492,7 +501,8 @@ def write_report(result: "EvalResult", out: Path, *, plots: bool = True) -> dict
         f"{cfg.get('steps_per_validation', '?')} steps, patience {cfg['patience']}, patch {cfg['patch_size']}, "
         f"batch {cfg['batch_size']} (learning rates: TrainingConfig defaults)"
         + (f"; scratch fits until early stopping, at most {cfg['scratch_max_steps']} steps / "
-           f"{cfg['scratch_time_budget_s']:g} s, validation every {cfg.get('scratch_steps_per_validation', '?')} steps, "
+           f"{cfg['scratch_time_budget_s']:g} s, validation every "
+           f"{cfg.get('scratch_steps_per_validation', '?')} steps, "
            f"learning rate {cfg['scratch_lr']:g}" if "scratch_max_steps" in cfg else ""),
         "- metrics: `livedenoise.metrics.score` (reference percentile-normalised to 0.1/99.9 %; MSE in those units; "
         "SSIM 7x7; mean FRC over rings up to Nyquist); mean ± sd over seeds", "",

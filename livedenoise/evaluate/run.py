@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterable
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.errors import InputDataError

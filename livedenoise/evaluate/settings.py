@@ -20,7 +20,8 @@ class EvalConfig:
     n_train: int = 4  # noisy frames per task for self-supervised fine-tuning
     n_test: int = 2  # held-out test fields per task
     peaks: tuple[float, ...] = (5.0, 50.0, 500.0)
-    sweep_methods: tuple[str, ...] = ("noisy", "gaussian", "backbone", "transfer", "transfer-n2same", "scratch", "pairs")
+    sweep_methods: tuple[str, ...] = ("noisy", "gaussian", "backbone", "transfer", "transfer-n2same", "scratch",
+                                      "pairs")
     sweep_seeds: int = 1
     sweep_pairs: int = 5  # pairs for the "pairs" (supervised) method of the sweep
     stability_peak: float = 20.0
@@ -73,7 +74,8 @@ class EvalConfig:
             extra["self_supervised"] = "noise2same" if method == "transfer-n2same" else "noise2self"
         max_steps, budget, every = self.max_steps, self.time_budget_s, self.steps_per_validation
         if method in SCRATCH_METHODS:
-            max_steps, budget, every = self.scratch_max_steps, self.scratch_time_budget_s, self.scratch_steps_per_validation
+            max_steps, budget, every = (self.scratch_max_steps, self.scratch_time_budget_s,
+                                        self.scratch_steps_per_validation)
             extra.update(lr_self_supervised=self.scratch_lr, lr_pairs=self.scratch_lr)
         return TrainingConfig(
             max_steps=max_steps, patience=self.patience, steps_per_validation=every,
@@ -84,7 +86,7 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self) -> "EvalConfig":
+    def validate(self) -> EvalConfig:
         unknown = sorted(set(self.experiments) - set(EXPERIMENTS))
         if unknown:
             raise ConfigError(f"Unknown experiment(s) {', '.join(unknown)}; expected some of {', '.join(EXPERIMENTS)}.")

@@ -95,19 +95,21 @@ class SimulatedTask:
         the same full-well and ADC clipping as :meth:`SCMOSCamera.expected`.
         """
         cam, maps = self.camera, self.camera.maps
-        e = cam.config.quantum_efficiency * self.photons(rate, peak) + float(np.median(maps.dark_current)) * self.exposure_s
+        e = (cam.config.quantum_efficiency * self.photons(rate, peak)
+             + float(np.median(maps.dark_current)) * self.exposure_s)
         e = np.minimum(e, cam.config.full_well)
         adu = float(np.median(maps.gain)) * e + float(np.median(maps.offset))
         return np.clip(adu, 0, cam.max_adu).astype(np.float32)
 
     def _rng(self, kind: str, seed: int, peak: float, extra: int = 0) -> np.random.Generator:
-        return np.random.default_rng([seed, {"train": 11, "pairs": 12, "test": 13}[kind], int(round(peak * 1000)), extra])
+        return np.random.default_rng([seed, {"train": 11, "pairs": 12, "test": 13}[kind], round(peak * 1000), extra])
 
     def train_frames(self, peak: float, seed: int, n: int) -> list[np.ndarray]:
         rng = self._rng("train", seed, peak)
         return [self.expose(r, peak, rng) for r in self.fields("train", seed, n)]
 
-    def pairs(self, peak: float, seed: int, n: int, reference_average: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def pairs(self, peak: float, seed: int, n: int,
+              reference_average: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rng = self._rng("pairs", seed, peak)
         noisy, clean = [], []
         for r in self.fields("pairs", seed, n):

@@ -35,7 +35,8 @@ def validate_axes(axes: str, ndim: int | None = None, *, what: str = "--axes") -
     allowed = ", ".join(f"{k} ({v})" for k, v in AXES.items())
     unknown = sorted({a for a in text if a not in AXES})
     if unknown:
-        raise InputDataError(f"{what} {axes!r} contains unknown axis letter(s) {', '.join(unknown)}; expected letters among {allowed}.")
+        raise InputDataError(f"{what} {axes!r} contains unknown axis letter(s) {', '.join(unknown)}; "
+                             f"expected letters among {allowed}.")
     if len(set(text)) != len(text):
         raise InputDataError(f"{what} {axes!r} names an axis twice; each letter may appear once.")
     if not text.endswith("YX"):

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class ImageDataset:
     @property
     def data(self) -> Any:
         """The whole dataset as a lazy dask array, one plane per chunk."""
-        return self.to_dask(tuple((1,) * s for s in self.shape[:-2]) + ((self.shape[-2],), (self.shape[-1],)))
+        return self.to_dask((*tuple((1,) * s for s in self.shape[:-2]), (self.shape[-2],), (self.shape[-1],)))
 
     def to_dask(self, chunks: Any) -> Any:
         """A lazy dask array with the given chunks (reading happens only when blocks are computed)."""
@@ -75,7 +76,7 @@ class ImageDataset:
             close()
 
     def describe(self) -> str:
-        dims = " x ".join(f"{a}={n}" for a, n in zip(self.axes, self.shape))
+        dims = " x ".join(f"{a}={n}" for a, n in zip(self.axes, self.shape, strict=True))
         return f"{self.format}, axes {self.axes} ({dims}), {self.dtype}, {self.nbytes / 1e6:.1f} MB"
 
     def fingerprint(self) -> dict[str, Any]:

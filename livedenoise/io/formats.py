@@ -9,9 +9,10 @@ parser, and a new format (issue: bioio readers) is one more entry here, not anot
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from livedenoise.errors import InputDataError
 from livedenoise.io.dataset import ImageDataset

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from livedenoise.errors import InputDataError
 from livedenoise.io.ndtiff import is_ndtiff_dataset
@@ -41,10 +42,11 @@ def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[InputItem]:
             items.append(InputItem(p, output_stem(p)))
             continue
         if not p.is_dir():
-            raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / OME-TIFF "
-                                 "files, folders of TIFFs, NDTiff datasets or OME-Zarr images.")
+            raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / "
+                                 "OME-TIFF files, folders of TIFFs, NDTiff datasets or OME-Zarr images.")
         children = sorted(p.iterdir(), key=lambda c: _natural_key(c.name))
-        found = [c for c in children if (c.is_file() and c.name.lower().endswith(TIFF_SUFFIXES) and not c.name.startswith("."))
+        found = [c for c in children
+                 if (c.is_file() and c.name.lower().endswith(TIFF_SUFFIXES) and not c.name.startswith("."))
                  or is_ndtiff_dataset(c) or is_ome_zarr(c)]
         if not found:
             raise InputDataError(f"{p}: folder holds no TIFF files (.tif, .tiff, .ome.tif), no NDTiff datasets and no "

@@ -43,10 +43,10 @@ class NDTiffPlanes(_ReopeningReader):
 
     def coords(self, index: Sequence[int]) -> dict[str, Any]:
         """NDTiff coordinates (axis name -> value) of one leading index."""
-        return {name: vals[int(i)] for name, vals, i in zip(self.names, self.values, index)}
+        return {name: vals[int(i)] for name, vals, i in zip(self.names, self.values, index, strict=True)}
 
     def read(self, grid: np.ndarray) -> np.ndarray:
-        out = np.zeros((grid.shape[0],) + self.frame_shape, dtype=self.dtype)
+        out = np.zeros((grid.shape[0], *self.frame_shape), dtype=self.dtype)
         with self._lock:
             ds = self._opened()
             for row, index in enumerate(grid):
@@ -100,7 +100,8 @@ def open_ndtiff_dataset(path: Path) -> ImageDataset:
         for n in names:
             letter = NDTIFF_LETTERS.get(n)
             if letter is None or letter in letters.values():
-                letter = next((c for c in spare if c not in letters.values() and c not in NDTIFF_LETTERS.values()), None)
+                letter = next((c for c in spare if c not in letters.values() and c not in NDTIFF_LETTERS.values()),
+                              None)
             if letter is None:
                 raise InputDataError(f"{path}: has more custom axes than livedenoise can name ({', '.join(names)}).")
             letters[n] = letter
@@ -116,7 +117,7 @@ def open_ndtiff_dataset(path: Path) -> ImageDataset:
     expected = int(np.prod(shape[:-2], dtype=np.int64))
     metadata: dict[str, Any] = {
         "axis_names": {letters[n]: n for n in names},
-        "axis_values": {letters[n]: v for n, v in zip(names, values)},
+        "axis_values": {letters[n]: v for n, v in zip(names, values, strict=True)},
         "ndtiff_summary": summary,
         "missing_frames": max(0, expected - len(present)),
     }

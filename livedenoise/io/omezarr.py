@@ -18,9 +18,10 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def _image_model(order: str, shape: Sequence[int], metadata: dict[str, Any]) -> 
         metadata = {**_ome_xml_scales(metadata["ome_xml"]), **metadata}
     physical = metadata.get("physical_size") or {}
     dims = []
-    for a, n in zip(order, shape):
+    for a, n in zip(order, shape, strict=True):
         scale, unit = 1.0, None
         if a in physical:
             scale, unit = float(physical[a][0]), _UNITS.get(str(physical[a][1]), None)
@@ -158,8 +159,8 @@ class OmeZarrTarget:
                 raise LivedenoiseError(f"{self.path}: the partial OME-Zarr cannot be read ({exc}); start again with "
                                        "--overwrite.") from None
             if tuple(meta.get("shape", ())) != want or np.dtype(meta.get("data_type", "")) != np.dtype(self.dtype):
-                raise LivedenoiseError(f"{self.path}: the partial OME-Zarr's array {p} changed since the interrupted run; "
-                                       "start again with --overwrite.")
+                raise LivedenoiseError(f"{self.path}: the partial OME-Zarr's array {p} changed since the interrupted "
+                                       "run; start again with --overwrite.")
 
 
 def create_ome_zarr(path: str | os.PathLike[str], dataset: Any, dtype: np.dtype | str,
@@ -237,7 +238,8 @@ def is_ome_zarr(path: str | os.PathLike[str]) -> bool:
 
 
 def _image_groups(root: Path) -> list[Path]:
-    """The image groups of an OME-Zarr: the root itself, or the series ``0/``, ``1/``, ... of a bioformats2raw layout."""
+    """The image groups of an OME-Zarr: the root itself, or the series ``0/``, ``1/``, ... of a bioformats2raw
+    layout."""
     ome = _ome(_group_meta(root) or {})
     if "multiscales" in ome:
         return [root]
@@ -307,9 +309,9 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
     first = _ome(_group_meta(groups[0]) or {})["multiscales"][0]
     names = [a["name"] if isinstance(a, dict) else str(a) for a in first["axes"]]
     types = [a.get("type") if isinstance(a, dict) else None for a in first["axes"]]
-    spatial = [n for n, t in zip(names, types) if t == "space"]
+    spatial = [n for n, t in zip(names, types, strict=True) if t == "space"]
     letters: list[str] = []
-    for n, kind in zip(names, types):
+    for n, kind in zip(names, types, strict=True):
         # the NGFF type first (a time axis named "frame" is still time), then the name
         by_type = {"time": "T", "channel": "C"}.get(kind or "")
         if kind == "space" and n.lower() not in ("x", "y", "z"):
@@ -335,26 +337,29 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
         else:
             raise InputDataError(f"{folder}: the OME-Zarr's level-0 array is missing")
         if shape is not None and (s, dt) != (shape, dtype):
-            raise InputDataError(f"{root}: its images differ in shape or type ({shape}, {dtype} vs {s}, {dt}); expected "
-                                 "positions of identical shape")
+            raise InputDataError(f"{root}: its images differ in shape or type ({shape}, {dtype} vs {s}, {dt}); "
+                                 "expected positions of identical shape")
         shape, dtype = s, dt
         arrays.append(str(folder))
     assert shape is not None and dtype is not None
     if dtype.kind not in "uif":
-        raise InputDataError(f"{root}: pixel type {dtype} is not supported; expected integer or floating-point grey values")
+        raise InputDataError(
+            f"{root}: pixel type {dtype} is not supported; expected integer or floating-point grey values")
     multi = len(groups) > 1
     axes = ("P" if multi else "") + "".join(letters)
     full_shape = ((len(groups),) if multi else ()) + tuple(int(n) for n in shape)
     scale = next((t.get("scale") for t in first["datasets"][0].get("coordinateTransformations", [])
                   if t.get("type") == "scale"), None)
-    units = {ltr: (a.get("unit") if isinstance(a, dict) else None) for ltr, a in zip(letters, first["axes"])}
+    units = {ltr: (a.get("unit") if isinstance(a, dict) else None)
+             for ltr, a in zip(letters, first["axes"], strict=True)}
     metadata: dict[str, Any] = {"ome_zarr_axes": names}
-    outer = next((t.get("scale") for t in first.get("coordinateTransformations") or [] if t.get("type") == "scale"), None)
+    outer = next((t.get("scale") for t in first.get("coordinateTransformations") or []
+                  if t.get("type") == "scale"), None)
     if scale and outer:  # a multiscale-level scale applies on top of the dataset's
-        scale = [float(a) * float(b) for a, b in zip(scale, outer)]
+        scale = [float(a) * float(b) for a, b in zip(scale, outer, strict=False)]
     symbol = {v: k for k, v in _UNITS.items() if k in ("µm", "nm", "mm", "m", "s", "ms", "min", "h")}
     if scale:  # sizes only in units we can name; an unknown unit leaves the size out rather than guessing
-        physical = {ltr: (float(v), symbol[units[ltr]]) for ltr, v in zip(letters, scale)
+        physical = {ltr: (float(v), symbol[units[ltr]]) for ltr, v in zip(letters, scale, strict=False)
                     if ltr in "ZYX" and units.get(ltr) in symbol}
         if physical:
             metadata["physical_size"] = physical

@@ -5,7 +5,8 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class PlaneArray:
             raise IndexError(f"too many indices for a {self.ndim}-d array")
         lead_idx: list[np.ndarray] = []
         keep: list[bool] = []
-        for k, n in zip(key[:-2], self.shape[:-2]):
+        for k, n in zip(key[:-2], self.shape[:-2], strict=True):
             if isinstance(k, slice):
                 lead_idx.append(np.arange(n)[k])
                 keep.append(True)
@@ -64,7 +65,7 @@ class PlaneArray:
         else:
             grid = np.zeros((1, 0), dtype=np.int64)
         if grid.shape[0] == 0:
-            frames = np.empty((0,) + self.shape[-2:], dtype=self.dtype)
+            frames = np.empty((0, *self.shape[-2:]), dtype=self.dtype)
         else:
             frames = self.planes.read(grid)
         frames = frames[:, key[-2], key[-1]]
@@ -201,12 +202,13 @@ class TiffPlanes(_ReopeningReader):
         return _open_tiff(self.path)
 
     def read(self, grid: np.ndarray) -> np.ndarray:
-        out = np.empty((grid.shape[0],) + self.frame_shape, dtype=self.dtype)
+        out = np.empty((grid.shape[0], *self.frame_shape), dtype=self.dtype)
         if self.multi:
             series_pos, inner = grid[:, 0], grid[:, 1:]
         else:
             series_pos, inner = np.zeros(grid.shape[0], dtype=np.int64), grid
-        pages = np.ravel_multi_index(tuple(inner.T), self.lead_shape) if self.lead_shape else np.zeros(grid.shape[0], np.int64)
+        pages = (np.ravel_multi_index(tuple(inner.T), self.lead_shape) if self.lead_shape
+                 else np.zeros(grid.shape[0], np.int64))
         with self._lock:
             tif = self._opened()
             for s in np.unique(series_pos):
@@ -217,8 +219,9 @@ class TiffPlanes(_ReopeningReader):
                     raise
                 except Exception as exc:
                     raise InputDataError(
-                        f"{self.path}: cannot read image plane(s) {pages[rows][:4].tolist()} of series {self.series[int(s)]} "
-                        f"({exc.__class__.__name__}: {exc}); the file may be truncated or corrupt."
+                        f"{self.path}: cannot read image plane(s) {pages[rows][:4].tolist()} of series "
+                        f"{self.series[int(s)]} ({exc.__class__.__name__}: {exc}); the file may be truncated or "
+                        "corrupt."
                     ) from None
         return out
 
@@ -226,7 +229,7 @@ class TiffPlanes(_ReopeningReader):
         offset = self.offsets[s]
         if offset is None:
             data = tif.asarray(series=self.series[s], key=[int(p) for p in pages])
-            out[rows] = np.asarray(data).reshape((len(pages),) + self.frame_shape)
+            out[rows] = np.asarray(data).reshape((len(pages), *self.frame_shape))
             return
         plane_bytes = int(np.prod(self.frame_shape)) * np.dtype(self.file_dtype).itemsize
         fh = tif.filehandle
@@ -242,7 +245,7 @@ class TiffPlanes(_ReopeningReader):
             raw = fh.read(count * plane_bytes)
             if len(raw) != count * plane_bytes:
                 raise InputDataError(f"{self.path}: pixel data end early (file truncated at plane {first}).")
-            block = np.frombuffer(raw, dtype=self.file_dtype).reshape((count,) + self.frame_shape)
+            block = np.frombuffer(raw, dtype=self.file_dtype).reshape((count, *self.frame_shape))
             out[rows[order[start:stop]]] = block
             start = stop
 

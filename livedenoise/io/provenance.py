@@ -69,7 +69,8 @@ def _provenance_items(prov: dict[str, Any]) -> list[tuple[str, str]]:
         ("model_name", "; ".join(str(m.get("name", "")) for m in models)),
         ("model_path", "; ".join(str(m.get("path", "")) for m in models)),
         ("model_sha256", "; ".join(str(m.get("sha256", "")) for m in models)),
-        ("normalizer", json.dumps([m.get("normalizer") for m in models] if len(models) > 1 else models[0].get("normalizer"))),
+        ("normalizer", json.dumps([m.get("normalizer") for m in models] if len(models) > 1
+                                  else models[0].get("normalizer"))),
         ("source", str((prov.get("input") or {}).get("path", ""))),
         ("axes", str(prov.get("axes", ""))),
         ("output_dtype", str(prov.get("output_dtype", ""))),
@@ -98,7 +99,7 @@ def ome_xml_with_provenance(written_xml: str, template_xml: str | None, provenan
             t_images = template.findall(f"{{{ns}}}Image")
             w_images = written.findall(f"{{{ns}}}Image")
             if len(t_images) == len(w_images):
-                for t_img, w_img in zip(t_images, w_images):
+                for t_img, w_img in zip(t_images, w_images, strict=True):
                     _adapt_pixels(t_img.find(f"{{{ns}}}Pixels"), w_img.find(f"{{{ns}}}Pixels"), ns)
                 for key in ("UUID", "Creator"):
                     if written.get(key):

@@ -48,7 +48,8 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
     lead_shape = tuple(first.shape[:-2])
     dtype = np.dtype(first.dtype)
     if dtype.kind not in "uif" or dtype.itemsize > 8:
-        raise InputDataError(f"{path}: pixel type {dtype} is not supported; expected integer or floating-point grey values.")
+        raise InputDataError(
+            f"{path}: pixel type {dtype} is not supported; expected integer or floating-point grey values.")
     if not series_axes.endswith("YX"):
         raise InputDataError(
             f"{path}: image series has axes {series_axes!r} (shape {first.shape}); expected grey-level planes ending "
@@ -62,11 +63,13 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
         want = validate_axes(axes_override)
         series_want = want[1:] if (multi and want.startswith("P")) else want
         if multi and "P" in series_want:
-            raise InputDataError(f"--axes {axes_override!r}: {path} stores positions as separate series; P must come first.")
+            raise InputDataError(
+                f"--axes {axes_override!r}: {path} stores positions as separate series; P must come first.")
         if len(series_want) != len(first.shape):
             raise InputDataError(
                 f"--axes {axes_override!r} names {len(want)} axes but {path} has shape "
-                f"{((len(all_series),) if multi else ()) + tuple(first.shape)} (axes {('P' if multi else '') + series_axes})."
+                f"{((len(all_series),) if multi else ()) + tuple(first.shape)} "
+                f"(axes {('P' if multi else '') + series_axes})."
             )
         series_axes = series_want
     elif provenance and provenance.get("axes"):
@@ -113,12 +116,14 @@ def _normalise_tiff_axes(axes: str, path: Path) -> str:
     for a in axes:
         if a not in AXES or a in out:
             if not spare:
-                raise InputDataError(f"{path}: axes {axes!r} cannot be mapped to distinct axis letters; declare them with --axes.")
+                raise InputDataError(
+                    f"{path}: axes {axes!r} cannot be mapped to distinct axis letters; declare them with --axes.")
             a = spare.pop(0)
         out.append(a)
     result = "".join(out)
     if len(set(result)) != len(result):
-        raise InputDataError(f"{path}: axes {axes!r} cannot be mapped to distinct axis letters; declare them with --axes.")
+        raise InputDataError(
+            f"{path}: axes {axes!r} cannot be mapped to distinct axis letters; declare them with --axes.")
     return result
 
 
@@ -132,12 +137,13 @@ def _check_series_data(path: Path, series: Any, size: int) -> int | None:
                 f"{path}: truncated: its pixel data need {offset + nbytes} bytes but the file has {size}."
             )
         return int(offset)
-    pages = [p for p in series.pages]
+    pages = list(series.pages)
     if any(p is None for p in pages):
-        raise InputDataError(f"{path}: some image planes are missing from the TIFF structure (truncated or corrupt file).")
+        raise InputDataError(
+            f"{path}: some image planes are missing from the TIFF structure (truncated or corrupt file).")
     for page in pages:
         offs, counts = getattr(page, "dataoffsets", ()), getattr(page, "databytecounts", ())
-        if any(o + c > size for o, c in zip(offs, counts)):
+        if any(o + c > size for o, c in zip(offs, counts, strict=False)):
             raise InputDataError(f"{path}: truncated: image data of page {page.index} lie beyond the end of the file.")
     return None
 

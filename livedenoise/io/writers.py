@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,9 +73,11 @@ class OmeTiffTarget:
             with tifffile.TiffFile(self.path) as tif:
                 offsets = tuple(int(s.dataoffset) if s.dataoffset is not None else -1 for s in tif.series)
         except Exception as exc:
-            raise LivedenoiseError(f"{self.path}: the partial output cannot be read ({exc}); start again with --overwrite.") from None
+            raise LivedenoiseError(
+                f"{self.path}: the partial output cannot be read ({exc}); start again with --overwrite.") from None
         if offsets != self.offsets:
-            raise LivedenoiseError(f"{self.path}: the partial output does not match its resume record; start again with --overwrite.")
+            raise LivedenoiseError(
+                f"{self.path}: the partial output does not match its resume record; start again with --overwrite.")
 
 
 def _ome_series_axes(axes: str, lead_shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
@@ -121,8 +124,8 @@ def create_ome_tiff(path: str | os.PathLike[str], dataset: ImageDataset, dtype: 
     try:
         with tifffile.TiffWriter(path, bigtiff=total > 2**32 - 2**26, ome=True) as tw:
             for i in range(n_series):
-                tw.write(shape=ome_shape, dtype=dtype, metadata={**image_meta, "Name": str(names[i] if i < len(names) else f"Pos{i}")},
-                         **kwargs)
+                tw.write(shape=ome_shape, dtype=dtype,
+                         metadata={**image_meta, "Name": str(names[i] if i < len(names) else f"Pos{i}")}, **kwargs)
     except (OmeXmlError, ValueError) as exc:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -158,7 +161,8 @@ def update_ome_provenance(path: str | os.PathLike[str], provenance: dict[str, An
     _set_provenance(root, ns, provenance)
     ET.register_namespace("", ns)
     ET.register_namespace("xsi", "http://www.w3.org/2001/XMLSchema-instance")
-    tifffile.tiffcomment(path, ('<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode")).encode("utf-8"))
+    tifffile.tiffcomment(path, ('<?xml version="1.0" encoding="UTF-8"?>'
+                                + ET.tostring(root, encoding="unicode")).encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -198,8 +202,8 @@ def ndtiff_coordinates(dataset: ImageDataset) -> tuple[list[str], list[list[Any]
     return names, values
 
 
-def write_ndtiff(folder: str | os.PathLike[str], dataset: ImageDataset, frames: Iterator[tuple[tuple[int, ...], np.ndarray]],
-                 provenance: dict[str, Any]) -> None:
+def write_ndtiff(folder: str | os.PathLike[str], dataset: ImageDataset,
+                 frames: Iterator[tuple[tuple[int, ...], np.ndarray]], provenance: dict[str, Any]) -> None:
     """Write an NDTiff dataset into ``folder`` (created) from ``(leading index, 2-D frame)`` pairs.
 
     Only images present in an NDTiff input are written (an interrupted acquisition stays sparse);
@@ -217,7 +221,8 @@ def write_ndtiff(folder: str | os.PathLike[str], dataset: ImageDataset, frames: 
     out.initialize(json.loads(json.dumps(summary, default=str)))
     try:
         for index, frame in frames:
-            coords = {n: (int(v[i]) if isinstance(v[i], (int, np.integer)) else v[i]) for n, v, i in zip(names, values, index)}
+            coords = {n: (int(v[i]) if isinstance(v[i], (int, np.integer)) else v[i])
+                      for n, v, i in zip(names, values, index, strict=True)}
             if planes is not None:
                 meta = planes.read_metadata(index)
                 if meta is None:
