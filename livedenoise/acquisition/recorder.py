@@ -137,12 +137,11 @@ class DenoisedWriter:
             self._cond.notify_all()
         total = self.submitted
         if progress and self.backlog:
-            from rich.progress import Progress
+            from livedenoise.progress import counting
 
-            with Progress(transient=True) as bar:
-                task = bar.add_task("writing denoised frames", total=total, completed=self.written)
+            with counting("writing denoised frames", total, transient=True, unit="frames") as update:
                 while self._thread.is_alive():
-                    bar.update(task, completed=self.written + len(self.errors))
+                    update(self.written + len(self.errors), total)
                     self._thread.join(0.2)
         self._thread.join(timeout)
         if self._dataset is not None:

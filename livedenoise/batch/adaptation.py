@@ -148,6 +148,6 @@ def _fit_progress(show: bool, text: str) -> Any:
     """The fine-tuning progress bar shared with `livedenoise finetune` (or no display)."""
     if not show:
         return contextlib.nullcontext(None)
-    from livedenoise.training.progress import fit_progress
+    from livedenoise.progress import fit_progress
 
     return fit_progress(text)

@@ -29,7 +29,7 @@ from livedenoise.batch.models import (
 )
 from livedenoise.batch.options import BatchOptions, _now
 from livedenoise.batch.planning import BlockPlan, plan_blocks
-from livedenoise.batch.progress import _console, _Progress
+from livedenoise.batch.progress import _Progress
 from livedenoise.batch.summary import BatchSummary, ItemSummary
 from livedenoise.diskspace import ensure_room
 from livedenoise.errors import BatchIncomplete, ConfigError, InputDataError, LivedenoiseError
@@ -47,6 +47,7 @@ from livedenoise.io import (
     write_ndtiff,
 )
 from livedenoise.io.omezarr import OmeZarrTarget, create_ome_zarr, forget_open_arrays, update_zarr_provenance
+from livedenoise.progress import console as progress_console
 
 log = logging.getLogger("livedenoise")
 
@@ -239,7 +240,7 @@ def denoise_dataset(
         client, concurrency, per_worker = None, opts.workers or 2, 1
         if connection is not None:
             client, concurrency, per_worker, _ = connection
-        console = _console() if opts.progress else None
+        console = progress_console() if opts.progress else None
         notes: list[str] = []
         adapt_info = None
         base_ref = None
@@ -405,7 +406,7 @@ def _run_items(run: _Run, items: list[_Item], console: Any, client: Any, concurr
     ``keep_going``: an input that fails (a NaN frame, a truncated plane) is named in ``summary.failed``
     and the next one is processed; its finished blocks stay resumable. Interrupts always stop the batch.
     """
-    with _Progress(console, items) as run.bar, _Runner(client, concurrency) as run.runner:
+    with _Progress(console is not None, items, console) as run.bar, _Runner(client, concurrency) as run.runner:
         for n, it in enumerate(items):
             assert it.plan is not None and it.summary is not None
             if it.summary.status == "already complete":

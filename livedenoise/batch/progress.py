@@ -1,4 +1,5 @@
-"""The progress bar of a batch job (rich): one bar per input, blocks, frames, Mpx/s and ETA."""
+"""What a batch job shows while it runs: one bar per input (blocks done, frames, Mpx/s), drawn by
+:mod:`livedenoise.progress` from the blocks the job reports as they finish."""
 from __future__ import annotations
 
 import time
@@ -8,66 +9,47 @@ from livedenoise.batch.block import BlockResult
 
 if TYPE_CHECKING:
     from livedenoise.batch.job import _Item
-
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
+    from livedenoise.progress import ProgressBars
 
 
 class _Progress:
-    """rich progress: one bar per input, blocks done / total, frames, Mpx/s and ETA."""
+    """The job's display, or nothing (``show=False``): fed with each input's start and each finished block."""
 
-    def __init__(self, console: Any, items: list[_Item]) -> None:
-        self.console = console
+    def __init__(self, show: bool, items: list[_Item], out: Any = None) -> None:
+        self.show = show
+        self.out = out
         self.items = items
-        self.progress: Any = None
-        self.tasks: dict[int, Any] = {}
+        self.bars: ProgressBars | None = None
+        self.tasks: dict[int, int] = {}
         self.pixels: dict[int, int] = {}
         self.t0: dict[int, float] = {}
 
     def __enter__(self) -> _Progress:
-        if self.console is None:
-            return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        if self.show:
+            from livedenoise.progress import ProgressBars
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("blocks"),
-            TextColumn("{task.fields[frames]} frames"), TextColumn("{task.fields[rate]} Mpx/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
-        )
-        self.progress.__enter__()
+            self.bars = ProgressBars(out=self.out).__enter__()
         return self
 
     def start_item(self, n: int, already: int) -> None:
-        if self.progress is None:
+        if self.bars is None:
             return
         it = self.items[n]
         assert it.plan is not None
-        name = it.item.path.name
-        self.tasks[n] = self.progress.add_task(name if len(name) < 40 else "..." + name[-37:], total=it.plan.n_blocks,
-                                               completed=already, frames=0, rate="-")
+        self.tasks[n] = self.bars.add(it.item.path.name, it.plan.n_blocks, completed=already,
+                                      info=f"{already}/{it.plan.n_blocks} blocks")
         self.pixels[n] = 0
         self.t0[n] = time.perf_counter()
 
     def advance(self, n: int, result: BlockResult) -> None:
-        if self.progress is None:
+        if self.bars is None:
             return
         self.pixels[n] += result.pixels
         rate = self.pixels[n] / 1e6 / max(1e-9, time.perf_counter() - self.t0[n])
-        frames = self.items[n].summary.frames if self.items[n].summary else 0
-        self.progress.update(self.tasks[n], advance=1, frames=frames, rate=f"{rate:.2f}")
+        it = self.items[n]
+        frames = it.summary.frames if it.summary else 0
+        self.bars.update(self.tasks[n], advance=1, info=f"{frames} frames, {rate:.2f} Mpx/s")
 
     def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
+        if self.bars is not None:
+            self.bars.__exit__(*exc)

@@ -97,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from livedenoise.device import select_device
     from livedenoise.evaluate import run_evaluation
     from livedenoise.modelspec import load_model_spec
+    from livedenoise.progress import ProgressBars
 
     cfg = build_config(args)
     backbone = load_model_spec(args.backbone)
@@ -123,13 +123,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"{cfg.name} evaluation: {fits} fine-tunes of at most {cfg.time_budget_s:g} s and {scratch} "
                       f"from-scratch fits of at most {cfg.scratch_time_budget_s:g} s (up to {worst / 3600:.1f} h)"
                       f"{'; --quick takes minutes' if cfg.name == 'full' else ''}")
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"evaluate ({cfg.name})", total=1, info="")
+    with ProgressBars(out=console) as bars:
+        task = bars.add(f"evaluate ({cfg.name})", 1)
 
         def progress(what: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, info=what)
+            bars.update(task, completed=done, total=total, info=f"{done}/{total} {what}")
 
         try:
             result = run_evaluation(args.output, cfg, backbone=backbone, pairs_dir=args.pairs, affine=args.affine,

@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.config import TrainingConfig
     from livedenoise.errors import LivedenoiseError
     from livedenoise.modelspec import load_model_spec
+    from livedenoise.progress import fit_progress
     from livedenoise.training.finetune import finetune
     from livedenoise.training.pairs import load_pair_folder
-    from livedenoise.training.progress import fit_progress
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")

@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from livedenoise.errors import LivedenoiseError
+    from livedenoise.progress import fit_progress
     from livedenoise.training.pretrain import pretrain
-    from livedenoise.training.progress import fit_progress
 
     if args.output.exists() and not args.overwrite:
         raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")

@@ -262,7 +262,8 @@ def _json_default(value: Any) -> Any:
 # -- command ---------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from livedenoise.progress import counting
 
     if args.frames < 1:
         raise ConfigError(f"--frames {args.frames}: need at least 1 time point")
@@ -281,14 +282,12 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     total = args.frames * args.positions
-    with Progress(TextColumn("acquiring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("acquiring", total=total)
+    with counting("acquiring", total, transient=True, unit="frames") as update:
         stop = threading.Event()
         with stop_on_signals(stop.set) as signalled:  # Ctrl-C: the acquisition stops, the frames so far are kept
             result = simulate_dataset(config, outdir, frames=args.frames, positions=args.positions,
                                       interval_ms=args.interval_ms, realtime=args.realtime,
-                                      progress=lambda done, _total: bar.update(task, completed=done), stop=stop)
+                                      progress=update, stop=stop)
     camera = config.camera.name if hasattr(config.camera, "name") else config.camera
     lines = [
         f"[bold]simulated[/] {result.frames} frames ({args.frames} time points x {args.positions} position(s)), "
