@@ -20,16 +20,16 @@ class InputDataError(LivedenoiseError, ValueError):
     """Input image data that cannot be used (dtype, NaN, dimensions, corrupt file); also a ``ValueError``."""
 
 
-class CheckpointError(LivedenoiseError):
-    """A model file that is missing, truncated, corrupt or does not match its metadata."""
+class CheckpointError(LivedenoiseError, ValueError):
+    """A model file that is missing, truncated, corrupt or does not match its metadata (also a ``ValueError``)."""
 
 
-class MicroManagerUnavailable(LivedenoiseError):
-    """No Micro-Manager core could be reached."""
+class MicroManagerUnavailable(LivedenoiseError, ConnectionError):
+    """No Micro-Manager core could be reached (also a ``ConnectionError``, hence an ``OSError``)."""
 
 
-class BatchIncomplete(LivedenoiseError):
-    """Some inputs of a multi-input batch could not be denoised; the others were written.
+class BatchIncomplete(LivedenoiseError, RuntimeError):
+    """Some inputs of a multi-input batch could not be denoised; the others were written (also a ``RuntimeError``).
 
     ``summary`` is the :class:`~livedenoise.batch.BatchSummary` of what was done, with the failures
     in ``summary.failed``.

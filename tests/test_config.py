@@ -179,6 +179,19 @@ def test_the_simulator_never_imports_livedenoise():
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "livedenoise"]
     assert len(files) > 5 and not offenders, offenders
 
+
+def test_errors_are_also_the_matching_built_in_exceptions():
+    """An API user's ``except ValueError`` / ``except OSError`` catches livedenoise's errors where they fit."""
+    from livedenoise.errors import BatchIncomplete, CheckpointError, InputDataError, MicroManagerUnavailable
+    from livedenoise.modelspec import model_path
+
+    assert issubclass(InputDataError, ValueError) and issubclass(CheckpointError, ValueError)
+    assert issubclass(MicroManagerUnavailable, ConnectionError) and issubclass(MicroManagerUnavailable, OSError)
+    assert issubclass(BatchIncomplete, RuntimeError)
+    with pytest.raises(ValueError, match="neither a shipped backbone"):
+        model_path("no-such-model.safetensors")
+    assert str(MicroManagerUnavailable("no core")) == "no core"
+
 def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
     """``from livedenoise import ...`` works for every name in ``__all__``; ``import livedenoise`` alone loads no
     torch."""

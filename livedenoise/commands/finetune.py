@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from livedenoise.commands._argtypes import positive_seconds
+from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_training_output
 from livedenoise.weights import DEFAULT_BACKBONE
 
 HELP = """\
@@ -32,10 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=positive_seconds, default=60.0,
                    help="fine-tune for at most this many seconds (default 60)")
     p.add_argument("--loss", choices=["l2", "l1"], default="l2")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--overwrite", action="store_true")
+    add_training_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -49,11 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.training.finetune import finetune
     from livedenoise.training.pairs import load_pair_folder
 
-    if args.output.exists() and not args.overwrite:
-        raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
-    from livedenoise.diskspace import ensure_room
-
-    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
+    check_training_output(args.output, args.overwrite)
     backbone = load_model_spec(args.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     if args.pairs is not None:

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from livedenoise.commands._argtypes import int_range, positive_number, positive_seconds
+from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_training_output
 from livedenoise.config import cache_dir
 
 HELP = """\
@@ -65,10 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-validation", type=int_range(1), default=200)
     p.add_argument("--lr", type=positive_number(upper=1.0), default=1e-3)
     p.add_argument("--init", help="continue from this checkpoint's weights ('fast', 'standard' or a path)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--overwrite", action="store_true")
+    add_training_output_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -77,11 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.progress import fit_progress
     from livedenoise.training.pretrain import pretrain
 
-    if args.output.exists() and not args.overwrite:
-        raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
-    from livedenoise.diskspace import ensure_room
-
-    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
+    check_training_output(args.output, args.overwrite)
     from simulators.structures import KINDS
 
     unknown = sorted(set(args.hold_out) - set(KINDS))
