@@ -387,21 +387,22 @@ def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None,
 
     min_side = _min_side(multiple, halo)
     raw, den = TensorId("raw"), TensorId("denoised")
-    in_axes = [BatchAxis(), ChannelAxis(channel_names=[Identifier("channel0")]),
-               SpaceInputAxis(id=AxisId("y"), size=ParameterizedSize(min=min_side, step=multiple)),
-               SpaceInputAxis(id=AxisId("x"), size=ParameterizedSize(min=min_side, step=multiple))]
-    out_axes = [BatchAxis(), ChannelAxis(channel_names=[Identifier("channel0")]),
-                SpaceOutputAxisWithHalo(id=AxisId("y"), size=SizeReference(tensor_id=raw, axis_id=AxisId("y")),
-                                        halo=halo),
-                SpaceOutputAxisWithHalo(id=AxisId("x"), size=SizeReference(tensor_id=raw, axis_id=AxisId("x")),
-                                        halo=halo)]
+    in_axes: list[BatchAxis | ChannelAxis | SpaceInputAxis] = [
+        BatchAxis(), ChannelAxis(channel_names=[Identifier("channel0")]),
+        SpaceInputAxis(id=AxisId("y"), size=ParameterizedSize(min=min_side, step=multiple)),
+        SpaceInputAxis(id=AxisId("x"), size=ParameterizedSize(min=min_side, step=multiple))]
+    out_axes: list[BatchAxis | ChannelAxis | SpaceOutputAxisWithHalo] = [
+        BatchAxis(), ChannelAxis(channel_names=[Identifier("channel0")]),
+        SpaceOutputAxisWithHalo(id=AxisId("y"), size=SizeReference(tensor_id=raw, axis_id=AxisId("y")), halo=halo),
+        SpaceOutputAxisWithHalo(id=AxisId("x"), size=SizeReference(tensor_id=raw, axis_id=AxisId("x")), halo=halo)]
     names = [a for a in authors if str(a).strip()] or ["the livedenoise developers"]
     return ModelDescr(
         name=title,
         description=description or ("Fluorescence-microscopy denoiser (U-Net pretrained on simulated camera noise, "
                                      f"adapted by livedenoise); noise model: {noise_text}"),
         authors=[Author(name=str(a)) for a in names],
-        cite=[CiteEntry(text=text, url=url) for text, url in CITATIONS],
+        # pydantic validates the url string into the spec's HttpUrl (the typed __init__ wants the HttpUrl)
+        cite=[CiteEntry(text=text, url=url) for text, url in CITATIONS],  # type: ignore[arg-type]
         license=LicenseId("BSD-3-Clause"),
         documentation=FileDescr(source=work / "README.md"),
         covers=[FileDescr(source=work / "cover.png")],
@@ -417,8 +418,10 @@ def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None,
             torchscript=TorchscriptWeightsDescr(source=work / "model.torchscript.pt",
                                                 pytorch_version=Version(torch.__version__.split("+")[0]))),
         attachments=[FileDescr(source=work / CHECKPOINT_ATTACHMENT)],
-        config={"livedenoise": {"version": __version__, "checkpoint": CHECKPOINT_ATTACHMENT, "name": ckpt.name,
-                                "arch": ckpt.arch}},
+        # pydantic validates the dict into the spec's Config (the typed __init__ wants a Config)
+        config={  # type: ignore[arg-type]
+            "livedenoise": {"version": __version__, "checkpoint": CHECKPOINT_ATTACHMENT, "name": ckpt.name,
+                            "arch": ckpt.arch}},
     )
 
 

@@ -36,7 +36,7 @@ class CameraCalibration:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.offset.shape  # type: ignore[return-value]
+        return self.offset.shape
 
     def summary(self) -> dict[str, float]:
         """Median values a normaliser can use when per-pixel maps do not match the frame (other ROI)."""

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -46,12 +46,15 @@ from livedenoise.config import PRECISIONS
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.models import (
+    TemporalUNet,
+    UNet2D,
     activation_bytes_per_pixel,
     is_tile_safe,
     model_is_temporal,
     receptive_field_radius,
     size_multiple,
 )
+from livedenoise.models.temporal import MotionAdaptiveFusion
 from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
 
@@ -111,7 +114,8 @@ class _Engine:
     margin: int
     tile_safe: bool
     window: int
-    fusion: nn.Module | None = None  #: TemporalUNet: ``model`` is its 2-D stage, this fuses the results over time
+    #: TemporalUNet: ``model`` is its 2-D stage, this fuses the results over time
+    fusion: MotionAdaptiveFusion | None = None
     full: nn.Module | None = None  #: TemporalUNet: the whole network (what ``Denoiser.model`` returns)
     channels_last: bool = False  #: ``model`` (a 2-D net) runs on NHWC tensors
     pixel_budget: int = 0  #: input pixels (times T) per network call before tiling (set by Denoiser._prepare)
@@ -303,11 +307,12 @@ class Denoiser:
         fusion = getattr(work, "fusion", None) if temporal and hasattr(work, "denoise_frames") else None
         full = work
         if fusion is not None:
-            if self._window_arg is not None and int(self._window_arg) != int(work.window):
-                raise ConfigError(f"Model {name!r} fuses a fixed window of {work.window} frames; window="
+            fused_net = cast(TemporalUNet, work)  # a temporal net with a fusion and denoise_frames
+            if self._window_arg is not None and int(self._window_arg) != int(fused_net.window):
+                raise ConfigError(f"Model {name!r} fuses a fixed window of {fused_net.window} frames; window="
                                   f"{self._window_arg} is not possible with it (leave window unset).")
-            window = int(work.window)
-            work = work.frame  # every network pass is the 2-D stage; the fusion runs on its results
+            window = int(fused_net.window)
+            work = fused_net.frame  # every network pass is the 2-D stage; the fusion runs on its results
         radius = receptive_field_radius(work)
         multiple = size_multiple(work)
         margin = _round_up(radius if self._overlap is None else self._overlap, multiple)
@@ -319,10 +324,11 @@ class Denoiser:
         win = int(window) if window else DEFAULT_WINDOW
         # 2-D passes (a 2-D net, or a temporal net's 2-D stage) take NCHW tensors: the layout that pays off.
         nhwc = self._channels_last and (not temporal or fusion is not None)
-        if nhwc:
-            work = work.to(memory_format=torch.channels_last)
-        if self._reduced_weights(work):
-            work.to_reduced_precision(torch.bfloat16)  # bf16 weights and activations: faster than autocast on a CPU
+        if nhwc:  # memory_format= is valid at runtime but missing from torch's stubs of Module.to
+            work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self._reduced_weights(work):  # it has to_reduced_precision: a UNet2D
+            # bf16 weights and activations: faster than autocast on a CPU
+            cast(UNet2D, work).to_reduced_precision(torch.bfloat16)
         if self._pixel_budget_arg is not None:
             budget = self._pixel_budget_arg
         elif self._kind == "cpu":
@@ -445,6 +451,8 @@ class Denoiser:
         """Fused temporal model on one series [T, H, W]: the 2-D stage on every frame once, then every frame
         fused with the frames within the window on both sides. Chunks of frames bound the memory: the 2-D
         results a chunk shares with the next (its halo of neighbours) are kept, not recomputed."""
+        fusion = engine.fusion
+        assert fusion is not None  # only called for engines with a fusion
         n_t = series.shape[0]
         lags = engine.window - 1
         out = np.empty(series.shape, dtype=np.float32)
@@ -459,8 +467,9 @@ class Denoiser:
             kept = new if kept is None else (kept if new is None else torch.cat([kept, new]))
             kept_from = lo
             stop = min(start + chunk, n_t)
+            assert kept is not None  # the first chunk computes frames (hi > have = 0)
             with torch.inference_mode():
-                fused = engine.fusion.fuse_series(kept, causal=False)[start - lo:stop - lo]
+                fused = fusion.fuse_series(kept, causal=False)[start - lo:stop - lo]
             out[start:stop] = self._finish(engine, fused, series[start:stop])
         return out
 
@@ -612,7 +621,7 @@ class Denoiser:
         """Normalised input [N, 1, (T), H, W] -> network output [N, C, H, W], self-ensembled if asked."""
         if self._ensemble == 1:
             return self._infer_once(engine, x, select)
-        total = None
+        total: torch.Tensor | None = None
         for k in range(4 if self._ensemble >= 4 else 1):
             for flip in ((False, True) if self._ensemble != 4 else (False,)):
                 v = torch.rot90(x, k, dims=(-2, -1))
@@ -621,6 +630,7 @@ class Denoiser:
                 y = torch.flip(y, dims=(-1,)) if flip else y
                 y = torch.rot90(y, -k, dims=(-2, -1))
                 total = y if total is None else total + y
+        assert total is not None  # the loops run at least once
         return total / self._ensemble
 
     def _infer_once(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:

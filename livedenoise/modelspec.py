@@ -21,7 +21,7 @@ def is_backbone_name(spec: object) -> bool:
             and (spec in SHIPPED or spec in available_backbones()))
 
 
-def model_file(spec: str | Path) -> Path:
+def model_file(spec: str | os.PathLike[str]) -> Path:
     """The ``.safetensors`` file behind a path: the path itself, or the checkpoint inside a bioimage.io package
     (``.zip``, folder or ``rdf.yaml``; unpacked once into the cache, verified by its sha256)."""
     from livedenoise.bioimageio import checkpoint_from_bioimageio, is_bioimageio_package

@@ -37,7 +37,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -144,7 +144,8 @@ def _level_bins(m: np.ndarray, n_bins: int, min_per_bin: int) -> list[np.ndarray
     edges = np.unique(np.concatenate([q_edges, w_edges]))
     order = np.argsort(m, kind="stable")
     pos = np.searchsorted(m[order], edges[1:-1], side="right")
-    groups, start = [], 0
+    groups: list[np.ndarray] = []
+    start = 0
     for stop in [*pos, m.size]:
         if stop - start >= min_per_bin or (stop == m.size and not groups):
             groups.append(order[start:stop])
@@ -201,8 +202,8 @@ def _bin_fit(r: np.ndarray, m: np.ndarray, *, n_bins: int, min_per_bin: int, env
     idx = _subsample(np.arange(r.size))
     r, m = r[idx], m[idx]
     centre_of = m if level is None else level[idx]
-    level = float(np.median(m))
-    a_floor = 1e-6 * max(1.0, abs(level))
+    median_level = float(np.median(m))
+    a_floor = 1e-6 * max(1.0, abs(median_level))
     centres, variances, counts = [], [], []
     for chunk in _level_bins(m, n_bins, min_per_bin):
         centres.append(float(np.mean(centre_of[chunk])))
@@ -211,8 +212,8 @@ def _bin_fit(r: np.ndarray, m: np.ndarray, *, n_bins: int, min_per_bin: int, env
     c, v, n = np.asarray(centres), np.asarray(variances), np.asarray(counts, np.float64)
     if c.size < 2 or np.ptp(c) <= 1e-9 * max(1.0, float(np.abs(c).max())):
         var = float(np.average(v, weights=n))
-        a = max(var / level, a_floor) if level > 0 else a_floor
-        b = 0.0 if a == a_floor else var - a * level
+        a = max(var / median_level, a_floor) if median_level > 0 else a_floor
+        b = 0.0 if a == a_floor else var - a * median_level
         return float(a), float(b)
     a, b = _line_fit(c, v, n, envelope=envelope)
     if not (math.isfinite(a) and math.isfinite(b)):  # pragma: no cover - defensive
@@ -652,7 +653,8 @@ def _bin_with_mask(z: np.ndarray, valid: np.ndarray | None, k: int) -> tuple[np.
     h, w = (z.shape[-2] // k) * k, (z.shape[-1] // k) * k
     shape = (*z.shape[:-2], h // k, k, w // k, k)
     binned = z[..., :h, :w].reshape(shape).mean(axis=(-3, -1))
-    return binned, None if valid is None else valid[..., :h, :w].reshape(shape).all(axis=(-3, -1))
+    # all() over axes gives an array (the stubs also allow a numpy bool scalar)
+    return binned, None if valid is None else cast(np.ndarray, valid[..., :h, :w].reshape(shape).all(axis=(-3, -1)))
 
 
 def _even_size(z: np.ndarray) -> np.ndarray:

@@ -418,7 +418,7 @@ class Normalizer:
         """One line for logs and reports."""
         sat = "none" if self.saturation is None else f"{self.saturation:g}"
         maps = (f" (per-pixel maps {self.pixel_offset.shape[1]}x{self.pixel_offset.shape[0]})"
-                if self.has_pixel_maps else "")
+                if self.pixel_offset is not None else "")
         extra = ((f", shift={self.shift:g}" if self.shift else "")
                  + (", unbiased inverse" if self.inversion == "unbiased" else ""))
         return (

@@ -61,7 +61,7 @@ class ProgressBars:
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
 
-    def add(self, description: str, total: float | None, *, completed: float = 0, info: str = "") -> int:
+    def add(self, description: str, total: float | None, *, completed: int = 0, info: str = "") -> int:
         return int(self._progress.add_task(_short(description), total=total, completed=completed, info=info))
 
     def update(self, task: int, *, completed: float | None = None, advance: float | None = None,

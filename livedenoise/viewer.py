@@ -107,7 +107,7 @@ def create_app() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(["livedenoise"])
-    return app  # type: ignore[return-value]
+    return app
 
 
 def subsample(image: np.ndarray, max_samples: int = AUTO_MAX_SAMPLES) -> np.ndarray:
@@ -378,11 +378,12 @@ class LiveViewer(QtWidgets.QWidget):
         return _Panel(key=key, view=view, item=item, hist=hist, title=title, auto_box=auto_box)
 
     # ------------------------------------------------------------------ any-thread API
-    def post_frames(self, raw: np.ndarray, denoised: np.ndarray | None = None) -> None:
+    def post_frames(self, raw: np.ndarray | None, denoised: np.ndarray | None = None) -> None:
         """Offer the latest raw frame and, if one is ready, the latest denoised frame. Any thread; never blocks on Qt.
 
-        ``denoised=None`` means "no new denoised frame": the right image keeps its last one. The arrays are
-        kept by reference, so do not modify them after posting.
+        ``denoised=None`` means "no new denoised frame": the right image keeps its last one. ``raw=None`` (a frame
+        whose pixels could not be read) offers no raw frame and replaces one still waiting. The arrays are kept by
+        reference, so do not modify them after posting.
         """
         raw_arr = _check_frame("raw", raw)
         den_arr = _check_frame("denoised", denoised)

@@ -79,7 +79,7 @@ class SCMOSCamera:
     @property
     def shape(self) -> tuple[int, int]:
         """(height, width) of the region of interest."""
-        return self.maps.offset.shape  # type: ignore[return-value]
+        return self.maps.offset.shape
 
     def set_roi(self, height: int, width: int) -> None:
         """Use a centred region of interest of the sensor."""

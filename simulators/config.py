@@ -59,6 +59,10 @@ class CameraConfig(_Strict):
 StructureKind = Literal["filaments", "puncta", "mitochondria", "nuclei"]
 
 
+def _all_structures() -> list[StructureKind]:
+    return ["filaments", "puncta", "mitochondria", "nuclei"]
+
+
 class SampleConfig(_Strict):
     """A virtual fluorescent slide, much larger than the field of view.
 
@@ -68,7 +72,7 @@ class SampleConfig(_Strict):
 
     slide_width: int = Field(2048, ge=16)
     slide_height: int = Field(2048, ge=16)
-    structures: list[StructureKind] = Field(default_factory=lambda: ["filaments", "puncta", "mitochondria", "nuclei"])
+    structures: list[StructureKind] = Field(default_factory=_all_structures)
     density: float = Field(1.0, gt=0, le=10, description="multiplier on the number of structures per area")
     peak_rate: float = Field(2000.0, gt=0, description="photons/s/pixel of the brightest structures")
     background_rate: float = Field(20.0, ge=0, description="photons/s/pixel everywhere")

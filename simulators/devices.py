@@ -204,7 +204,8 @@ class SimulatedLightSource(ShutterDevice):
         """Light power in percent of the maximum."""
         return float(self._link.microscope.light_power)
 
-    @power.setter
+    # a setter as for @property, which mypy understands for the builtin property only
+    @power.setter  # type: ignore[no-redef]
     def power(self, value: float) -> None:
         with self._link.lock:
             self._link.microscope.set_light_power(float(value))

@@ -126,7 +126,9 @@ class SimulatedMicroscope:
 
     @staticmethod
     def _digest(image: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(image).view(np.uint8), digest_size=16).digest()
+        pixels = np.ascontiguousarray(image).view(np.uint8)
+        # an ndarray is a buffer; numpy's stubs declare __buffer__ for Python >= 3.12 only
+        return hashlib.blake2b(pixels, digest_size=16).digest()  # type: ignore[arg-type]
 
     def _remember(self, frame: Frame) -> None:
         self._truth_by_digest[self._digest(frame.image)] = frame

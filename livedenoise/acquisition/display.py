@@ -75,7 +75,7 @@ class DenoiseWorker:
         self._min_interval = 1.0 / max_fps if max_fps else 0.0
         self._on_result = on_result
         self._model_name = model_name
-        self._pending: tuple[np.ndarray, dict, float] | None = None
+        self._pending: tuple[np.ndarray | None, dict, float] | None = None
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -146,7 +146,8 @@ class PycromanagerBackend(AcquisitionBackend):
             acq.acquire(events)
         frames = {(d.get("position"), d.get("reference"), d.get("repeat")): v
                   for key, v in store.items() for d in [dict(key)]}
-        return assemble_pairs(plan, frames)
+        # the axes of the events above: ints (a frame missing from the acquisition is refused by assemble_pairs)
+        return assemble_pairs(plan, cast("dict[tuple[int, int, int], np.ndarray]", frames))
 
     # -- live --------------------------------------------------------------------------------------
     def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,

@@ -12,6 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class DenoisedWriter:
         self.spilled = 0
         self.clipped_pixels = 0
         self.errors: list[str] = []
-        self._dataset = None
+        self._dataset: Any = None  # an ndstorage NDTiffDataset once the first frame arrives
         self.path: Path | None = None
         self._thread = threading.Thread(target=self._run, name="livedenoise-writer", daemon=True)
 

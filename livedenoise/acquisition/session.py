@@ -412,6 +412,7 @@ class LiveSession:
             self._latencies.append(frame.latency_s)
             # Display quality on every 5th frame, PSNR only: this runs per frame, next to acquisition.
             if len(self._latencies) % 5 == 1:
+                assert frame.raw is not None  # a denoised frame has its pixels
                 truth = self.backend.ground_truth(frame.raw)
                 if truth is not None:
                     key = ("adapted" if self.adapted is not None and frame.model_name == self.adapted.name
@@ -455,14 +456,18 @@ class LiveSession:
             # once), then refitted from consecutive frames of the same field (temporal differences) as soon as
             # two exist -- here in a worker thread rather than in the acquisition thread.
             self._fit_from_live(raw)
-        return self.denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
+        denoiser = self.denoiser
+        assert denoiser is not None  # set by _fit_from_live, or it raised
+        return denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
 
     def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
         """The recorder's denoising: every frame in order, with its own temporal window (the display may skip
         frames)."""
         if self.denoiser is None or self._wants_same_field_fit():
             self._fit_from_live(raw)
-        return self.denoiser.push(raw, stream="recorder")
+        denoiser = self.denoiser
+        assert denoiser is not None  # set by _fit_from_live, or it raised
+        return denoiser.push(raw, stream="recorder")
 
     def _live_job(self, plan: LivePlan) -> None:
         try:

@@ -208,7 +208,8 @@ class AttachedDenoiser:
     def _model_names(self) -> str:
         named = {k: (None if v is None else self._checkpoint(v).name) for k, v in self._choices.items()
                  if k is not None}
-        default = self._checkpoint(self._choices[None]).name if self._choices[None] is not None else "none"
+        default_choice = self._choices[None]
+        default = self._checkpoint(default_choice).name if default_choice is not None else "none"
         return default if not named else f"{default}; " + ", ".join(f"{k}: {v or 'raw'}" for k, v in named.items())
 
     def _state(self, channel: str | None) -> ChannelState:

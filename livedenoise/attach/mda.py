@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,8 @@ def useq_axes(event: Any, names: dict[int, str] | None = None) -> dict[str, Any]
 
     ``names``: channel index -> name from :func:`channel_names` (repeated configs told apart)."""
     axes: dict[str, Any] = {}
-    for key, value in dict(event.index).items():
+    index: dict[str, Any] = dict(event.index)
+    for key, value in index.items():
         if key == "c":
             channel = getattr(event, "channel", None)
             if names is not None and int(value) in names:
@@ -69,10 +71,10 @@ def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]]
     if int(average) < 2:
         raise ConfigError(f"average {average!r} is invalid; expected at least 2 frames per reference")
     # every channel at every calibration frame (a channel imaged every other time point still needs its frames)
-    channels = [c.model_copy(update={"acquire_every": 1}) for c in getattr(sequence, "channels", None) or ()]
+    channels = tuple(c.model_copy(update={"acquire_every": 1}) for c in getattr(sequence, "channels", None) or ())
     return useq.MDASequence(
-        channels=channels, stage_positions=[useq.Position(x=float(x), y=float(y)) for x, y in positions],
-        time_plan={"interval": 0, "loops": int(average) + 1}, axis_order="pct")
+        channels=channels, stage_positions=tuple(useq.Position(x=float(x), y=float(y)) for x, y in positions),
+        time_plan=useq.TIntervalLoops(interval=timedelta(0), loops=int(average) + 1), axis_order=tuple("pct"))
 
 
 class MDADenoiser(AttachedDenoiser):
@@ -113,7 +115,7 @@ class MDADenoiser(AttachedDenoiser):
         if len(positions) > 1 and not core.getXYStageDevice():
             raise ConfigError("calibration at several positions needs an XY stage, and this core has none: every pair "
                               "would image the same field; give one position or configure the stage")
-        names = channel_names(sequence) or {0: None}
+        names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
         frames: dict[tuple[int, Any], list[np.ndarray]] = {}
 
         class _Collect:

@@ -36,7 +36,7 @@ def _sample_frames(datasets: Sequence[ImageDataset], count: int, channel: int | 
         if len(picks) < min(n, total):  # pragma: no cover - linspace rounding collisions
             picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
         for flat in picks:
-            index = list(np.unravel_index(int(flat), lead)) if lead else []
+            index = [int(i) for i in np.unravel_index(int(flat), lead)] if lead else []
             if channel is not None and c_axis is not None:
                 index[c_axis] = channel
             frames.append(np.asarray(ds.read_frame(index)))

@@ -27,7 +27,7 @@ from livedenoise.io.omezarr import OmeZarrTarget
 #: Inputs opened by block workers, per process; the most recently used ``MAX_OPEN_DATASETS`` stay open (a
 #: long-lived dask worker serving many jobs does not keep every file it ever read).
 MAX_OPEN_DATASETS = 16
-_DATASETS: OrderedDict[tuple[SourceSpec, tuple[int, int]], ImageDataset] = OrderedDict()
+_DATASETS: OrderedDict[tuple[SourceSpec, tuple[int, ...]], ImageDataset] = OrderedDict()
 _DATASETS_LOCK = threading.Lock()
 
 

@@ -552,8 +552,9 @@ def _combined_check(it: _Item, summary: BatchSummary) -> dict[str, Any] | None:
     records = [r["check"] for r in it.manifest.done().values() if r.get("check")]
     if not records:
         return it.preflight
-    checks = [ResidualCheck(**{k: (float("nan") if v is None else v) for k, v in r.items() if k != "message"})
-              for r in records]
+    fields: list[dict[str, Any]] = [{k: (float("nan") if v is None else v) for k, v in r.items() if k != "message"}
+                                    for r in records]
+    checks = [ResidualCheck(**f) for f in fields]
     combined = ResidualCheck.combine(checks)
     bad = sum(1 for c in checks if not c.ok)
     out = {**combined.to_dict(), "blocks_checked": len(checks), "blocks_failed": bad,
@@ -593,9 +594,9 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
                 )
         if fmt == "ome-tiff":
             t = data["target"]
-            target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget = OmeTiffTarget(
-                t["path"], t["axes"], tuple(t["shape"]), t["dtype"], tuple(t["offsets"]))
-            target.check()
+            tiff = OmeTiffTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"], tuple(t["offsets"]))
+            tiff.check()
+            target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget = tiff
         elif fmt == "ome-zarr":
             t = data["target"]
             target = OmeZarrTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"], t.get("token", ""))

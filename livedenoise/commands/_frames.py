@@ -11,7 +11,7 @@ def read_frames(paths: list[Path]) -> list[np.ndarray]:
     from livedenoise.errors import InputDataError
     from livedenoise.io import read_tiff
 
-    frames = []
+    frames: list[np.ndarray] = []
     for path in paths:
         arr = read_tiff(path, grey=True)
         if arr.ndim < 2:

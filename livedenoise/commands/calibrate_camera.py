@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         with console.status("recording dark and flat stacks from the simulated camera"):
             dark, flats = simulated_stacks(args.camera, args.roi, args.frames)
-        info = {"source": f"simulated camera preset {args.camera}"}
+        info: dict[str, Any] = {"source": f"simulated camera preset {args.camera}"}
     else:
         if args.dark is None or not args.flat:
             raise LivedenoiseError("give --dark DARK.tif and --flat FLAT1.tif [FLAT2.tif ...] (or --simulate)")

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backbone = load_model_spec(settings.live.backbone)
     out = prepare_output(args.output, args.overwrite)
-    console.print(f"[bold]livedenoise demo[/]: simulated {settings.microscope.camera.name} camera, "
+    camera = settings.microscope.camera  # a CameraConfig once loaded (a preset name is resolved)
+    camera_name = camera if isinstance(camera, str) else camera.name
+    console.print(f"[bold]livedenoise demo[/]: simulated {camera_name} camera, "
                   f"{settings.microscope.roi_width}x{settings.microscope.roi_height} px, "
                   f"{settings.microscope.exposure_ms:g} ms at {settings.microscope.light_power:g}% light; "
                   f"backbone '{backbone.name}', adaptation '{settings.live.mode}'")

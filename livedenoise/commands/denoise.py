@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from livedenoise.commands._argtypes import int_range, positive_seconds
 from livedenoise.config import PRECISIONS
+
+if TYPE_CHECKING:
+    from livedenoise.batch.summary import BatchSummary
 
 HELP = """\
 Denoise datasets you already saved, chunk by chunk (any size, bounded memory), into OUTDIR.
@@ -131,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             noise_model=args.noise_model,
         )
     except BatchIncomplete as exc:
-        print(exc.summary.report())  # what was written, before the one-line error naming the failures
+        # what was written, before the one-line error naming the failures
+        print(cast("BatchSummary", exc.summary).report())
         raise
     print(summary.report())
     return 0

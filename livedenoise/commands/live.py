@@ -137,8 +137,13 @@ def run(args: argparse.Namespace) -> int:
     keepalive = QTimer()
     keepalive.timeout.connect(lambda: None)
     keepalive.start(200)
+
+    def on_signal() -> None:
+        session.interrupt()
+        app.quit()
+
     try:
-        with stop_on_signals(lambda: (session.interrupt(), app.quit())) as signalled:
+        with stop_on_signals(on_signal) as signalled:
             app.exec()
     finally:
         keepalive.stop()

@@ -11,7 +11,7 @@ import numpy as np
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.errors import ConfigError
 from livedenoise.evaluate.experiments import METHOD_DESCRIPTIONS, TRAINED_METHODS
-from livedenoise.evaluate.settings import EvalConfig
+from livedenoise.evaluate.settings import EvalConfig, Loss
 from livedenoise.evaluate.tasks import SimulatedTask
 from livedenoise.metrics import score
 
@@ -93,7 +93,7 @@ class ModelKey:
     seed: int = 0
     n_train: int = 0
     n_pairs: int = 0
-    loss: str = "l2"
+    loss: Loss = "l2"
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ class Evaluator:
 
     # ---- experiment plans ----------------------------------------------------------------------
     def _model(self, method: str, peak: float, seed: int, *, n_train: int | None = None, n_pairs: int | None = None,
-               loss: str = "l2") -> ModelKey:
+               loss: Loss = "l2") -> ModelKey:
         c = self.config
         if method in ("noisy", "gaussian", "nlm"):
             return ModelKey(method)
@@ -311,20 +311,20 @@ class Evaluator:
             self._fit(key)
             done += 1
         scored: dict[EvalKey, list[dict]] = {}
-        for key in evals:
-            self._report(f"score {key.model.method} peak {key.test_peak:g}", done, total)
-            scored[key] = self._score(key)
+        for ev in evals:
+            self._report(f"score {ev.model.method} peak {ev.test_peak:g}", done, total)
+            scored[ev] = self._score(ev)
             done += 1
         self._report("done", total, total)
         rows: list[Row] = []
-        for exp, key in plan:
-            m = key.model
-            for r in scored[key]:
+        for exp, ev in plan:
+            m = ev.model
+            for r in scored[ev]:
                 rows.append(Row(
-                    experiment=exp, method=m.method, peak=key.test_peak, seed=key.test_seed,
+                    experiment=exp, method=m.method, peak=ev.test_peak, seed=ev.test_seed,
                     n_train=m.n_train or None, n_pairs=m.n_pairs or None,
                     loss=m.loss if m.method in ("transfer", "transfer-n2same", "scratch") else None,
-                    average=key.average, renormalize=key.renormalize, **r))
+                    average=ev.average, renormalize=ev.renormalize, **r))
         return rows
 
     def _report(self, what: str, done: int, total: int) -> None:

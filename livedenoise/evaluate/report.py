@@ -30,7 +30,7 @@ PLOT_METRICS = ("mse", "ssim", "frc")
 # ---------------------------------------------------------------------------------------------
 # aggregation
 # ---------------------------------------------------------------------------------------------
-def _finite_mean(values: Iterable[float]) -> float:
+def _finite_mean(values: Iterable[float | None]) -> float:
     v = np.asarray([x for x in values if x is not None], np.float64)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else math.nan

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.errors import InputDataError
@@ -53,7 +54,9 @@ def load_result(path: str | Path) -> EvalResult:
     try:
         data = json.loads(p.read_text())
         known = {f.name for f in fields(EvalConfig)}
-        cfg = EvalConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items() if k in known})
+        stored: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()
+                                  if k in known}
+        cfg = EvalConfig(**stored)
         metric_fields = {"mse", "mae", "psnr", "ssim", "frc", "psnr_other", "ssim_other", "mse_flat", "psnr_flat",
                          "ssim_flat"}
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from livedenoise.config import TrainingConfig
 from livedenoise.errors import ConfigError
 from livedenoise.evaluate.experiments import EXPERIMENTS, SCRATCH_METHODS
+
+#: A fit's loss (:attr:`livedenoise.config.TrainingConfig.loss`).
+Loss = Literal["l2", "l1"]
 
 
 @dataclass
@@ -62,7 +66,7 @@ class EvalConfig:
     real_max_train_pairs: int = 5
     seed: int = 0
 
-    def training(self, loss: str = "l2", method: str = "transfer") -> TrainingConfig:
+    def training(self, loss: Loss = "l2", method: str = "transfer") -> TrainingConfig:
         """The :class:`TrainingConfig` of a fit: the papers' Noise2Self, except for ``transfer-n2same``.
 
         Scratch methods get their own step/time budget and the pretraining learning rate: with the

@@ -1,6 +1,8 @@
 """Simulated tasks: one sample type on a virtual slide, imaged by a camera the backbone never saw."""
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from livedenoise.errors import ConfigError
@@ -21,14 +23,15 @@ class SimulatedTask:
     def __init__(self, structure: str, size: int, camera: str = "andor-zyla-4.2", *,
                  background_fraction: float = 0.05, exposure_s: float = 0.02) -> None:
         from simulators.camera import SCMOSCamera
-        from simulators.config import SampleConfig, SimulatorConfigError, load_camera_preset
+        from simulators.config import SampleConfig, SimulatorConfigError, StructureKind, load_camera_preset
         from simulators.sample import Sample
 
         self.size = int(size)
         slide = max(512, 6 * self.size)
         try:
-            cfg = SampleConfig(slide_width=slide, slide_height=slide, structures=[structure], density=1.0,
-                               peak_rate=1.0, background_rate=0.0, psf_sigma=1.0, seed=self.SLIDE_SEED)
+            # an unknown structure is refused by SampleConfig's validation (a ConfigError below)
+            cfg = SampleConfig(slide_width=slide, slide_height=slide, structures=[cast(StructureKind, structure)],
+                               density=1.0, peak_rate=1.0, background_rate=0.0, psf_sigma=1.0, seed=self.SLIDE_SEED)
             # A sensor exactly the size of the field: the per-pixel maps are drawn for the ROI only
             # (a 2048² preset would cost seconds per task for pixels never used).
             cam_cfg = load_camera_preset(camera).model_copy(
@@ -63,6 +66,7 @@ class SimulatedTask:
                     best, best_p = rate, p
                 if p >= 0.3:
                     break
+            assert best is not None  # the first field always beats best_p = -1
             have.append(best.astype(np.float32))
         return have[:n]
 

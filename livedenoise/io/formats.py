@@ -24,9 +24,13 @@ from livedenoise.io.tiff import is_tiff_file, open_tiff_dataset
 class Reader(Protocol):
     """One input format: whether it claims a path (by content) and how it opens it."""
 
-    name: str
-    #: whether ``--axes`` may declare the axes (formats that store their own axes refuse it)
-    takes_axes: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def takes_axes(self) -> bool:
+        """Whether ``--axes`` may declare the axes (formats that store their own axes refuse it)."""
+        ...
 
     def claims(self, path: Path) -> bool: ...
 

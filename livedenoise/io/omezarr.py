@@ -67,12 +67,13 @@ def _ome_xml_scales(xml: str) -> dict[str, Any]:
     if pixels is None:
         return {}
     out: dict[str, Any] = {}
-    physical = {a: (float(pixels.get(f"PhysicalSize{a}")), pixels.get(f"PhysicalSize{a}Unit", "µm"))
-                for a in "XYZ" if pixels.get(f"PhysicalSize{a}")}
+    physical = {a: (float(size), pixels.get(f"PhysicalSize{a}Unit", "µm"))
+                for a in "XYZ" if (size := pixels.get(f"PhysicalSize{a}"))}
     if physical:
         out["physical_size"] = physical
-    if pixels.get("TimeIncrement"):
-        out["time_increment"] = (float(pixels.get("TimeIncrement")), pixels.get("TimeIncrementUnit", "s"))
+    increment = pixels.get("TimeIncrement")
+    if increment:
+        out["time_increment"] = (float(increment), pixels.get("TimeIncrementUnit", "s"))
     return out
 
 
@@ -350,8 +351,8 @@ def open_ome_zarr(path: str | os.PathLike[str]) -> Any:
     full_shape = ((len(groups),) if multi else ()) + tuple(int(n) for n in shape)
     scale = next((t.get("scale") for t in first["datasets"][0].get("coordinateTransformations", [])
                   if t.get("type") == "scale"), None)
-    units = {ltr: (a.get("unit") if isinstance(a, dict) else None)
-             for ltr, a in zip(letters, first["axes"], strict=True)}
+    units: dict[str, Any] = {ltr: (a.get("unit") if isinstance(a, dict) else None)
+                             for ltr, a in zip(letters, first["axes"], strict=True)}
     metadata: dict[str, Any] = {"ome_zarr_axes": names}
     outer = next((t.get("scale") for t in first.get("coordinateTransformations") or []
                   if t.get("type") == "scale"), None)

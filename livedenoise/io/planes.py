@@ -69,7 +69,7 @@ class PlaneArray:
         else:
             frames = self.planes.read(grid)
         frames = frames[:, key[-2], key[-1]]
-        out = frames.reshape(tuple(counts) + frames.shape[1:])
+        out: np.ndarray = frames.reshape(tuple(counts) + frames.shape[1:])
         squeeze = tuple(i for i, k in enumerate(keep) if not k)
         return out.reshape(tuple(c for i, c in enumerate(out.shape) if i not in squeeze)) if squeeze else out
 

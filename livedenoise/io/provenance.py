@@ -102,8 +102,9 @@ def ome_xml_with_provenance(written_xml: str, template_xml: str | None, provenan
                 for t_img, w_img in zip(t_images, w_images, strict=True):
                     _adapt_pixels(t_img.find(f"{{{ns}}}Pixels"), w_img.find(f"{{{ns}}}Pixels"), ns)
                 for key in ("UUID", "Creator"):
-                    if written.get(key):
-                        template.set(key, written.get(key))
+                    value = written.get(key)
+                    if value:
+                        template.set(key, value)
                 root = template
             else:
                 log.info("OME-XML of the input has %d images, the output %d: writing fresh OME-XML.",
@@ -123,8 +124,9 @@ def _adapt_pixels(t_pix: ET.Element | None, w_pix: ET.Element | None, ns: str) -
     for attr in ("BigEndian", "Interleaved", "SignificantBits"):
         t_pix.attrib.pop(attr, None)
     for attr in ("Type", "DimensionOrder", "SizeX", "SizeY", "SizeZ", "SizeC", "SizeT", "BigEndian", "Interleaved"):
-        if w_pix.get(attr) is not None:
-            t_pix.set(attr, w_pix.get(attr))
+        value = w_pix.get(attr)
+        if value is not None:
+            t_pix.set(attr, value)
     for child in list(t_pix):
         if child.tag in (f"{{{ns}}}TiffData", f"{{{ns}}}BinData", f"{{{ns}}}MetadataOnly"):
             t_pix.remove(child)

@@ -24,7 +24,8 @@ _OME_SERIES_AXES = set("TZCQRAHE")
 
 
 def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    view = memoryview(np.ascontiguousarray(data)).cast("B")
+    # an ndarray is a buffer; numpy's stubs declare __buffer__ for Python >= 3.12 only
+    view = memoryview(np.ascontiguousarray(data)).cast("B")  # type: ignore[arg-type]
     done = 0
     while done < len(view):
         n = os.pwrite(fd, view[done:done + (1 << 30)], offset + done)

@@ -157,6 +157,7 @@ def empirical_receptive_field_radius(model: nn.Module, start_size: int = 64, max
             out = model(x)
             c0 = (size // 2 // block) * block
             out[..., c0:c0 + block, c0:c0 + block].sum().backward()
+            assert x.grad is not None  # x requires grad and the output depends on it
             grad = x.grad.detach().abs().reshape(-1, size, size).amax(dim=0)
             rows = torch.nonzero(grad.amax(dim=1) > 0).flatten()
             cols = torch.nonzero(grad.amax(dim=0) > 0).flatten()

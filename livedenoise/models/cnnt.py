@@ -94,7 +94,7 @@ class _Stack(nn.ModuleList):
     def __init__(self, in_channels: int, channels: int, n: int, heads: int, norm: str) -> None:
         super().__init__([CNNTCell(in_channels if i == 0 else channels, channels, heads, norm) for i in range(n)])
 
-    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         for cell in self:
             x = cell(x, t)
         return x

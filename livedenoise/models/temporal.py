@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,8 @@ def shift_between(moving: torch.Tensor, reference: torch.Tensor, shape: tuple[in
 
 def frame_shift(moving: torch.Tensor, reference: torch.Tensor, max_shift: int) -> tuple[int, int]:
     """Whole-pixel translation (dy, dx) that best maps ``moving`` [H, W] onto ``reference`` (:func:`shift_between`)."""
-    return shift_between(spectrum(moving), spectrum(reference), tuple(reference.shape), max_shift)
+    return shift_between(spectrum(moving), spectrum(reference), cast(tuple[int, int], tuple(reference.shape)),
+                         max_shift)
 
 
 def shift_frame(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +100,9 @@ class MotionAdaptiveFusion(nn.Module):
     the reference (:func:`frame_shift`: sample drift, a stage that creeps), so drifting structure is
     averaged too; pixels shifted in from outside the frame get no weight.
     """
+
+    #: the Gaussian blur kernel [1, 1, 1, K], a buffer (registered in ``__init__``)
+    kernel: torch.Tensor
 
     def __init__(self, lags: int = 4, sigma: float = 1.0, align: bool = True, max_shift: int = 8) -> None:
         super().__init__()

@@ -53,10 +53,10 @@ def widen_unet(narrow: UNet2D, widths: Sequence[int], seed: int = 0) -> UNet2D:
             view = [1] * 4
             view[in_dim] = -1
             new_t = new_t * keep.view(view).to(new_t.dtype)
-            index = [slice(None)] * 4
+            index: list[slice | torch.Tensor] = [slice(None)] * 4
             index[out_dim] = slice(0, old_t.shape[out_dim])
             index[in_dim] = in_new_idx
-            sel = [slice(None)] * 4
+            sel: list[slice | torch.Tensor] = [slice(None)] * 4
             sel[in_dim] = in_old_idx
             new_t[tuple(index)] = old_t[tuple(sel)]
         else:  # biases (new channels start at 0)

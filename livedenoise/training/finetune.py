@@ -22,6 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from livedenoise.config import TrainingConfig
 from livedenoise.device import select_device
 from livedenoise.errors import InputDataError
 from livedenoise.training.data import ImageSet, PatchSampler, as_frames, normalizer_for, split_strips
-from livedenoise.training.loop import FitProgress, FitResult, fit
+from livedenoise.training.loop import FitProgress, FitResult, Objective, fit
 
 log = logging.getLogger("livedenoise")
 
@@ -103,6 +104,8 @@ def finetune(
     data_noisy = [norm.forward(f) for f in noisy_frames]
     data_clean = [norm.forward(f) for f in clean_frames] if clean_frames is not None else None
     train_n, val_n = split_strips(data_noisy, cfg.validation_fraction)
+    train_c: list[np.ndarray] | None
+    val_c: list[np.ndarray] | None
     if data_clean is not None:
         train_c, val_c = split_strips(data_clean, cfg.validation_fraction)
     else:
@@ -110,6 +113,7 @@ def finetune(
     seed = cfg.seed if seed is None else seed
     train = PatchSampler(ImageSet(train_n, train_c), cfg.patch_size, cfg.batch_size, seed=seed)
     val = PatchSampler(ImageSet(val_n, val_c), cfg.patch_size, cfg.batch_size, seed=seed + 1)
+    objective: Objective
     if data_clean is not None:
         objective = "supervised"
     else:
@@ -181,7 +185,7 @@ def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> Finetune
                        metadata=backbone.metadata, path=None, name=backbone.name)
     result = finetune(frame, noisy, clean, **kwargs)
     adapted = backbone.clone(name=result.checkpoint.name)
-    adapted.model.frame.load_state_dict(result.checkpoint.model.state_dict())
+    cast(TemporalUNet, adapted.model).frame.load_state_dict(result.checkpoint.model.state_dict())
     adapted.normalizer = result.checkpoint.normalizer
     adapted.metadata = {**result.checkpoint.metadata, "parent": adapted.metadata.get("parent")}
     adapted.metadata["training"] = {**adapted.metadata["training"], "adapted_part": "the 2-D stage (fusion kept)"}

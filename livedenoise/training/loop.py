@@ -98,10 +98,12 @@ class FitResult:
 def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int,
                 noise_std: float | None = None, probe: torch.Tensor | None = None) -> torch.Tensor:
     if objective == "sure":
+        assert noise_std is not None  # fit() refuses sure without it
         return sure_loss(model, x, float(noise_std), probe)
     if objective == "noise2self":
         return noise2self_loss(model, x, phase=step, grid=grid, loss=loss)
     if objective == "noise2same":
+        assert noise_std is not None  # fit() refuses noise2same without it
         return noise2same_loss(model, x, phase=step, grid=grid, noise_std=float(noise_std))
     return supervised_loss(model(x), y, loss, ssim_weight)
 
@@ -183,7 +185,8 @@ def fit(
     # the fast model at 8x96², 1 thread); the model is handed back in the standard layout.
     nhwc = _trains_channels_last(model)
     if nhwc:
-        model.to(memory_format=torch.channels_last)
+        # memory_format= is valid at runtime but missing from torch's stubs of Module.to
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     val_batches = val.fixed_batches(validation_batches)
     start = time.perf_counter()
@@ -191,7 +194,8 @@ def fit(
     initial, best_step = best, 0
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = [{"step": 0, "train_loss": math.nan, "val_loss": best, "elapsed_s": 0.0}]
-    bad, running, step = 0, [], 0
+    bad, step = 0, 0
+    running: list[float] = []
     stopped: StopReason = "max_steps"
 
     def validate(at_end: bool) -> tuple[float, bool]:
@@ -244,8 +248,8 @@ def fit(
                     "the model is unchanged: give a larger time budget", time_budget_s or 0,
                     time.perf_counter() - start)
     model.load_state_dict(best_state)
-    if nhwc:
-        model.to(memory_format=torch.contiguous_format)
+    if nhwc:  # memory_format= is valid at runtime but missing from torch's stubs of Module.to
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
     result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
     log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",

@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+from torch import nn
 
 from livedenoise.checkpoint import Checkpoint, save_checkpoint
 from livedenoise.device import select_device
 from livedenoise.errors import ConfigError
-from livedenoise.models import PRESETS, build_model
+from livedenoise.models import PRESETS, TemporalUNet, UNet2D, build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.data import ImageSet, PatchSampler
 from livedenoise.training.finetune import match_intensity
@@ -92,9 +94,8 @@ def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, .
         desc.update(recipe="livedenoise.training.timelapse + simulators.structures", window=window,
                     motion=train.motion.describe())
         return train, val, desc
-    train = SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed)
-    val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1)
-    return train, val, desc
+    return (SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed),
+            SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1), desc)
 
 
 def _with_real_structure(train, val, desc: dict, images, names, weight: float, patch_size: int, batch_size: int,
@@ -175,12 +176,13 @@ def pretrain(
     if init is not None and temporal_target and init.arch == "unet":
         from livedenoise.models.temporal import temporal_from_frame_model
 
-        window = int({**PRESETS[preset][1], **(arch_kwargs or {})}["window"])
+        assert preset is not None  # a temporal target is a preset
+        fusion_window = int({**PRESETS[preset][1], **(arch_kwargs or {})}["window"])
         grown_from = (f"{init.name} (2-D, widths {list(init.arch_kwargs.get('widths', []))}) "
-                      f"with a {window}-frame fusion")
+                      f"with a {fusion_window}-frame fusion")
         init = init.clone()
         extra = {k: v for k, v in (arch_kwargs or {}).items() if k in ("sigma", "align")}
-        init.model = temporal_from_frame_model(init.model, window, **extra)
+        init.model = temporal_from_frame_model(cast(UNet2D, init.model), fusion_window, **extra)
         init.arch, init.arch_kwargs = "unet-temporal", dict(init.model.arch_kwargs)
         arch, kwargs = init.arch, dict(init.arch_kwargs)
     elif init is not None:
@@ -193,10 +195,11 @@ def pretrain(
                                  "only U-Nets grow")
             grown_from = f"{init.name} (widths {list(kwargs['widths'])})"
             init = init.clone()
-            init.model = widen_unet(init.model, PRESETS[preset][1]["widths"], seed=seed)
+            init.model = widen_unet(cast(UNet2D, init.model), PRESETS[preset][1]["widths"], seed=seed)
             init.arch_kwargs = dict(init.model.arch_kwargs)
             arch, kwargs = init.arch, dict(init.arch_kwargs)
     else:
+        assert preset is not None  # without an init, preset defaults to "fast" above
         arch, kwargs = PRESETS[preset]
         kwargs = {**kwargs, **(arch_kwargs or {})}
     window = int(kwargs["window"]) if arch == "unet-temporal" else None
@@ -227,7 +230,7 @@ def pretrain(
                                                 patch_size, batch_size, seed)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
     if window is not None:  # the 2-D stage stays the init's: only the fusion learns
-        for p in model.frame.parameters():
+        for p in cast(nn.Module, model.frame).parameters():
             p.requires_grad_(False)
     normalizer = Normalizer(vst=True, scale=BACKBONE_SCALE)  # template: offset/gain/noise are set per experiment
     previous = init.training if init is not None else {}
@@ -256,6 +259,7 @@ def pretrain(
                 "patch_size": patch_size, "data": desc, "stages": [*stages, {**stage, **result_dict}]}
 
     def save(training: dict, metrics: dict) -> Path:
+        assert output is not None  # only called with an output
         return save_checkpoint(output, model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
                                training=training, metrics=metrics, name=name)
 
@@ -277,9 +281,9 @@ def pretrain(
                  seed=seed, device=dev, progress=on_progress, cancel=cancel)
     model.to("cpu")
     training = training_record(result.to_dict(), result.steps)
-    metrics = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
+    metrics: dict[str, Any] = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}
     if window is not None:
-        metrics["fusion"] = model.fusion.describe()
+        metrics["fusion"] = cast(TemporalUNet, model).fusion.describe()
     ckpt = Checkpoint(model=model, arch=arch, arch_kwargs=kwargs, normalizer=normalizer,
                       metadata={"training": training, "metrics": metrics}, path=None, name=name)
     if output is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from livedenoise.normalization import Normalizer
 from simulators.camera import SCMOSCamera
-from simulators.config import SampleConfig, load_camera_preset
+from simulators.config import SampleConfig, StructureKind, load_camera_preset
 from simulators.sample import Sample
 from simulators.structures import KINDS, render_field
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # for the annotation only: structure_bank imports it when cal
 #: Network units: GAT (noise std 1) divided by this, so 1000-photon peaks sit near 6 and noise at 0.1.
 BACKBONE_SCALE = 10.0
 CAMERA_PRESETS = ("andor-zyla-4.2", "generic-16bit-scmos", "generic-12bit-scmos")
-STRUCTURE_MIXES = (
+STRUCTURE_MIXES: tuple[list[StructureKind], ...] = (
     ["filaments"], ["puncta", "filaments"], ["mitochondria"], ["nuclei", "puncta"],
     ["filaments", "puncta", "mitochondria", "nuclei"], ["mitochondria", "puncta"],
 )
