@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = load_model_spec("temporal")
     calibration = None
     if args.calibration is not None:
-        from livedenoise.calibration import CameraCalibration
+        from livedenoise.camera_calibration import CameraCalibration
 
         calibration = CameraCalibration.load(args.calibration)
     rows, cases = [], []

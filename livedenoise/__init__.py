@@ -41,7 +41,7 @@ _LAZY = {
     "AttachedDenoiser": "livedenoise.attach",
     "PycromanagerDenoiser": "livedenoise.attach",
     "MDADenoiser": "livedenoise.attach",
-    "CameraCalibration": "livedenoise.calibration",
+    "CameraCalibration": "livedenoise.camera_calibration",
 }
 
 __all__ = ["__version__", "BatchIncomplete", "CheckpointError", "ConfigError", "InputDataError", "LivedenoiseError",

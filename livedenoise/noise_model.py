@@ -476,7 +476,7 @@ def fit_noise_model(
 ) -> NoiseFit:
     """The normaliser for *these* frames, in the convention (``scale``, inversion) of a backbone ``like``.
 
-    ``calibration``: a :class:`~livedenoise.calibration.CameraCalibration` (or a path to one).
+    ``calibration``: a :class:`~livedenoise.camera_calibration.CameraCalibration` (or a path to one).
     ``same_field``: the frames are repeated acquisitions of one field (time series, references):
     the noise is then measured from temporal differences. ``averaged``: each frame is the mean of
     this many acquisitions (only changes calibrated fits; estimated fits measure it directly).
@@ -491,7 +491,7 @@ def fit_noise_model(
     vst = like.vst if like is not None else True
     cal_name = None
     if calibration is not None and not hasattr(calibration, "offset"):
-        from livedenoise.calibration import CameraCalibration
+        from livedenoise.camera_calibration import CameraCalibration
 
         cal_name = str(calibration)
         calibration = CameraCalibration.load(calibration)

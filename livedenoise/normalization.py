@@ -35,7 +35,7 @@ level, so it changes nothing but the level the network sees (see
 :mod:`livedenoise.noise_model`).
 
 Per-pixel camera maps (``pixel_offset``/``pixel_gain``, numpy arrays of the sensor's shape, from a
-:class:`~livedenoise.calibration.CameraCalibration`) replace the scalar ``offset``/``gain`` for
+:class:`~livedenoise.camera_calibration.CameraCalibration`) replace the scalar ``offset``/``gain`` for
 frames of that shape, so the camera's fixed pattern is removed before the network sees it. They are
 not part of :meth:`to_dict` (a checkpoint is camera-independent); the provenance records the
 calibration file they came from.

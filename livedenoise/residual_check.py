@@ -155,7 +155,7 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     lo, hi = NOISE_SCALE_RANGE
     if math.isfinite(noise_scale) and not (lo <= noise_scale <= hi):
         problems.append(f"the frame's noise is {noise_scale:.2f}x what the noise model predicts (expected "
-                        f"{lo}-{hi}x; a camera calibration or --calibration fixes this)")
+                        f"{lo}-{hi}x; a camera calibration (--camera-calibration) fixes this)")
     if residual_sd > MAX_RESIDUAL_SD:
         problems.append(f"the residual is {residual_sd:.2f} noise standard deviations (expected at most "
                         f"{MAX_RESIDUAL_SD}: signal was removed)")

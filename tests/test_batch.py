@@ -1024,3 +1024,18 @@ def test_batch_options_are_checked_together_and_name_the_option(tmp_path):
     with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
         denoise_dataset([tmp_path / "missing.tif"], out, BatchOptions(resume=True), overwrite=True)
     assert not out.exists()
+
+
+def test_the_camera_calibration_option_keeps_its_old_names_for_a_release(tmp_path):
+    """`--calibration` / `calibration=` became `--camera-calibration` / `camera_calibration=` ("calibration" alone is
+    the live session's reference pairs); the old names still work, the Python keyword with a warning."""
+    from livedenoise.batch import BatchOptions
+    from livedenoise.cli import build_parser
+
+    args = build_parser().parse_args(["denoise", "in.tif", "-o", "out", "--calibration", "cam.safetensors"])
+    assert args.camera_calibration == "cam.safetensors"
+    args = build_parser().parse_args(["denoise", "in.tif", "-o", "out", "--camera-calibration", "cam.safetensors"])
+    assert args.camera_calibration == "cam.safetensors"
+    with pytest.warns(DeprecationWarning, match=r"calibration=\.\.\.\) is now camera_calibration"):
+        opts = BatchOptions.build(calibration=tmp_path / "cam.safetensors")
+    assert opts.camera_calibration == str(tmp_path / "cam.safetensors")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livedenoise.calibration import CameraCalibration, calibrate
+from livedenoise.camera_calibration import CameraCalibration, calibrate
 from livedenoise.errors import InputDataError
 from simulators.camera import SCMOSCamera
 from simulators.config import CameraConfig

@@ -131,7 +131,7 @@ def test_a_render_clipped_at_zero_is_not_mistaken_for_correlated_noise(structure
 
 
 def test_averaged_frames_with_a_calibration_divide_gain_and_read_noise():
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
 
     cal = CameraCalibration(np.full((32, 32), 100.0, np.float32), np.full((32, 32), 4.0, np.float32),
                             np.full((32, 32), 2.0, np.float32))
@@ -146,7 +146,7 @@ def test_averaged_frames_with_a_calibration_divide_gain_and_read_noise():
 
 
 def test_per_pixel_calibration_maps_remove_the_fixed_pattern():
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
 
     rng = np.random.default_rng(3)
     offset = (100 + rng.normal(0, 5, (64, 64))).astype(np.float32)
@@ -300,7 +300,7 @@ def test_denoise_records_the_noise_model_and_check_and_fits_time_series_temporal
 
 def test_strict_refuses_before_writing_when_the_check_fails(tmp_path, structure, capsys):
     """A calibration that is wrong for this camera (gain off by 8x) fails the check: --strict writes nothing."""
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
 
     rng = np.random.default_rng(9)
     frames, _ = camera_frames(structure * 20 + 1.0, 2.0, 1, rng)

@@ -222,7 +222,7 @@ def test_a_finetune_that_keeps_the_backbone_is_not_called_adapted(experiment):
 def test_self_supervised_finetune_inverts_without_bias_at_low_counts():
     """The round trip an ideal self-supervised network makes (mean of transformed noisy values -> inverse) on
     Poisson-Gaussian data of a calibrated camera: unbiased at 1-5 e-, where the algebraic inverse is ~-0.2 e- low."""
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
 
     offset, gain, read_e = 100.0, 2.0, 1.0
     size = 48

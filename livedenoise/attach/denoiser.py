@@ -37,7 +37,7 @@ import numpy as np
 
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
 from livedenoise.acquisition.recorder import DenoisedWriter
-from livedenoise.calibration import CameraCalibration
+from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.inference import Denoiser, canonical_precision

@@ -162,7 +162,7 @@ def denoise_dataset(
 
     Noise model: for every input and channel a normaliser is fitted to the data itself
     (:mod:`livedenoise.dataset_noise`; from temporal differences when there is a time axis), or
-    taken from ``calibration`` (a ``livedenoise calibrate-camera`` file; per-pixel maps when the
+    taken from ``camera_calibration`` (a ``livedenoise calibrate-camera`` file; per-pixel maps when the
     frames have the calibrated size); ``frames_averaged`` says each frame is the mean of that many
     acquisitions. The model's stored normaliser only sets the scale. Before any output is written
     the fitted model is checked on a sample frame (:mod:`livedenoise.residual_check`): a failed
@@ -181,7 +181,7 @@ def denoise_dataset(
     model, adapt, pairs, axes, dtype, fmt = opts.model, opts.adapt, opts.pairs, opts.axes, opts.dtype, opts.fmt
     resume, overwrite, budget, dry_run, per_channel = opts.resume, opts.overwrite, opts.memory_budget, opts.dry_run, \
         opts.per_channel
-    device, calibration, frames_averaged, noise_model = opts.device, opts.calibration, opts.frames_averaged, \
+    device, calibration, frames_averaged, noise_model = opts.device, opts.camera_calibration, opts.frames_averaged, \
         opts.noise_model
     with _connection(opts.scheduler, dry_run) as connection:
         t_start = time.perf_counter()
@@ -341,7 +341,7 @@ def denoise_dataset(
         # -- 4b. noise model per input and channel, checked before any output exists ---------------
         cal_obj = None
         if calibration is not None:
-            from livedenoise.calibration import CameraCalibration
+            from livedenoise.camera_calibration import CameraCalibration
 
             cal_obj = CameraCalibration.load(calibration)
         for it in list(items):
@@ -537,7 +537,8 @@ def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibra
                 msg = f"{where}: {check.message}"
                 if strict:
                     raise LivedenoiseError(f"{msg}. Refusing to denoise (--strict); give a camera calibration "
-                                           "(--calibration) or run without --strict to write it with this warning.")
+                                           "(--camera-calibration) or run without --strict to write it with this "
+                                           "warning.")
                 log.warning(msg)
                 summary.warnings.append(msg)
         out.append(ref)

@@ -65,7 +65,7 @@ class ModelRef:
         noise = json.loads(self.noise_json)
         norm = Normalizer.from_dict(noise["normalizer"])
         if noise.get("pixel_maps") and self.calibration:
-            from livedenoise.calibration import CameraCalibration
+            from livedenoise.camera_calibration import CameraCalibration
 
             cal = CameraCalibration.load(self.calibration)
             averaged = int(noise.get("averaged", 1))

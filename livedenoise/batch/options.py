@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -76,7 +77,7 @@ class BatchOptions(BaseModel):
     workers: int | None = Field(default=None, ge=1)
     seed: int = 0
     on_block_done: Callable[..., None] | None = None
-    calibration: str | None = None
+    camera_calibration: str | None = None
     frames_averaged: int = 1
     strict: bool = False
     noise_model: str = "fit"
@@ -100,7 +101,7 @@ class BatchOptions(BaseModel):
             data = {**data, "adapt": adapt[0], "pairs": adapt[1] if len(adapt) > 1 else data.get("pairs")}
         return data
 
-    @field_validator("pairs", "calibration", mode="before")
+    @field_validator("pairs", "camera_calibration", mode="before")
     @classmethod
     def _path_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
@@ -168,8 +169,8 @@ class BatchOptions(BaseModel):
     def _consistent(self) -> BatchOptions:
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; choose one.")
-        if self.noise_model == "stored" and (self.calibration is not None or self.frames_averaged != 1):
-            raise ValueError("--noise-model stored uses the model's own normaliser; --calibration and "
+        if self.noise_model == "stored" and (self.camera_calibration is not None or self.frames_averaged != 1):
+            raise ValueError("--noise-model stored uses the model's own normaliser; --camera-calibration and "
                              "--frames-averaged need --noise-model fit.")
         if self.adapt == "pairs" and not self.pairs:
             raise ValueError("--adapt pairs needs the folder of pairs: --adapt pairs DIR.")
@@ -181,6 +182,10 @@ class BatchOptions(BaseModel):
     @classmethod
     def build(cls, **options: Any) -> BatchOptions:
         """The options, or the first problem as one sentence naming the option (the error class of its check)."""
+        if "calibration" in options:  # the name before 0.2: the camera's maps, not the live calibration pairs
+            warnings.warn("denoise_dataset(calibration=...) is now camera_calibration=...", DeprecationWarning,
+                          stacklevel=3)
+            options = {"camera_calibration": options.pop("calibration"), **options}
         try:
             return cls(**options)
         except ValidationError as exc:

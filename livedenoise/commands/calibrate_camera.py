@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.calibration import calibrate
+from livedenoise.camera_calibration import calibrate
 from livedenoise.commands._argtypes import int_range
 from livedenoise.errors import InputDataError, LivedenoiseError
 

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from livedenoise.acquisition.session import LiveSession
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
     from livedenoise.commands.simulated import pycromanager_backend
     from livedenoise.modelspec import load_model_spec
     from simulators.core import start_simulated_core, stop_simulated_core

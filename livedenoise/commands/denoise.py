@@ -30,7 +30,7 @@ saved by pycromanager / Micro-Manager (positions, channels, time and z are kept)
   livedenoise denoise big.ome.tif -o out/ --scheduler tcp://head:8786      # on a dask cluster
 
 The noise model is fitted to every input and channel (from temporal differences when there is a
-time axis, else from the images; or from --calibration), and the result is checked against it
+time axis, else from the images; or from --camera-calibration), and the result is checked against it
 before anything is written: a failed check is a warning (an error with --strict). The output has
 the input's axes, shape and metadata, plus provenance (model, checkpoint sha256, the fitted noise
 model and normalizer, the residual check, livedenoise version, date). Inputs are never modified. An
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int_range(1, 256), default=None, metavar="N", help="local threads (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--seed", type=int, default=0, help="seed for --adapt")
-    p.add_argument("--calibration", metavar="FILE",
+    p.add_argument("--camera-calibration", "--calibration", dest="camera_calibration", metavar="FILE",
                    help="camera calibration (.safetensors from `livedenoise calibrate-camera`) for the noise model; "
                         "without it the noise is estimated from each input and channel")
     p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="network arithmetic: auto (default: fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with "
                         "native bfloat16 1.7-1.9x faster, at a small measured quality cost; see the README) or fp16")
     p.add_argument("--frames-averaged", type=int_range(1, 1_000_000), default=1, metavar="N",
-                   help="each input frame is the mean of N acquisitions (matters with --calibration; default 1)")
+                   help="each input frame is the mean of N acquisitions (matters with --camera-calibration; default 1)")
     p.add_argument("--noise-model", choices=["fit", "stored"], default="fit",
                    help="fit (default): fit the noise model to each input and channel; stored: use the model's own "
                         "normaliser unchanged (only for a model trained on this very camera and light level)")
@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             dry_run=args.dry_run, progress=not args.no_progress, per_channel=args.per_channel,
             adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
-            seed=args.seed, calibration=args.calibration, frames_averaged=args.frames_averaged, strict=args.strict,
+            seed=args.seed, camera_calibration=args.camera_calibration, frames_averaged=args.frames_averaged,
+            strict=args.strict,
             ensemble=args.ensemble, precision=args.precision,
             noise_model=args.noise_model,
         )

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
     from livedenoise.commands._frames import read_frames
     from livedenoise.config import TrainingConfig
     from livedenoise.errors import LivedenoiseError

@@ -69,7 +69,7 @@ def make_backend(args: argparse.Namespace, settings):
 
 def run(args: argparse.Namespace) -> int:
     from livedenoise.acquisition.session import LiveSession
-    from livedenoise.calibration import CameraCalibration
+    from livedenoise.camera_calibration import CameraCalibration
     from livedenoise.commands.demo import print_report
     from livedenoise.device import select_device
     from livedenoise.modelspec import load_model_spec

@@ -70,7 +70,7 @@ def finetune(
     """Adapt ``backbone`` to new data: Noise2Self when ``clean`` is None, few-pair supervised otherwise.
 
     ``noisy``/``clean`` are raw frames (camera units); ``calibration`` is an optional
-    :class:`~livedenoise.calibration.CameraCalibration`. ``time_budget_s`` overrides the config's budget.
+    :class:`~livedenoise.camera_calibration.CameraCalibration`. ``time_budget_s`` overrides the config's budget.
     ``match_reference``: map each reference onto its noisy frame's intensity (:func:`match_intensity`);
     pass False when a reference's expected value already equals the noisy frame's (an average of frames
     taken at the same settings), since estimating a known relation only adds noise.
