@@ -30,6 +30,15 @@ class Frame:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+#: Memory the ground-truth history of :meth:`SimulatedMicroscope.lookup` may hold (images and truths): 768 MiB, about
+#: 500 frames of 512² or 8,000 of 128².
+HISTORY_BYTES = 768 * 2**20
+
+
+def _nbytes(frame: Frame) -> int:
+    return int(frame.image.nbytes + frame.truth.nbytes)
+
+
 class SimulatedMicroscope:
     """A widefield fluorescence microscope with an sCMOS camera looking at a virtual slide.
 
@@ -52,6 +61,8 @@ class SimulatedMicroscope:
         self.frame_index = 0
         self.light_dose = 0.0  # seconds of exposure at 100 % power, drives bleaching
         self.history_size = 4096
+        self.history_bytes = HISTORY_BYTES
+        self._history_nbytes = 0
         self._truth_by_digest: OrderedDict[bytes, Frame] = OrderedDict()
 
     # -- state -------------------------------------------------------------------------------
@@ -131,12 +142,20 @@ class SimulatedMicroscope:
         return hashlib.blake2b(pixels, digest_size=16).digest()  # type: ignore[arg-type]
 
     def _remember(self, frame: Frame) -> None:
-        self._truth_by_digest[self._digest(frame.image)] = frame
-        while len(self._truth_by_digest) > self.history_size:
-            self._truth_by_digest.popitem(last=False)
+        old = self._truth_by_digest.pop(key := self._digest(frame.image), None)
+        self._history_nbytes -= _nbytes(old) if old is not None else 0
+        self._truth_by_digest[key] = frame
+        self._history_nbytes += _nbytes(frame)
+        # the newest frame always stays; older ones go past either bound (count, or memory: 4,096 frames of 512² with
+        # their float32 truth would hold 6 GB)
+        while len(self._truth_by_digest) > 1 and (len(self._truth_by_digest) > self.history_size
+                                                  or self._history_nbytes > self.history_bytes):
+            _, dropped = self._truth_by_digest.popitem(last=False)
+            self._history_nbytes -= _nbytes(dropped)
 
     def lookup(self, image: np.ndarray) -> Frame | None:
-        """The simulated frame (with its ground truth) that produced ``image``, if among the last ``history_size``.
+        """The simulated frame (with its ground truth) that produced ``image``, if among the last ``history_size``
+        frames and within ``history_bytes`` of memory (:data:`HISTORY_BYTES`).
 
         Acquisition software (pycromanager, NDTiff) passes only pixels along; matching by content lets tests
         and the demo score any saved or displayed frame against the simulator's ground truth.

@@ -253,3 +253,19 @@ def test_process_exits_cleanly_after_acquisition():
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "frames 10" in proc.stdout
+
+
+def test_the_ground_truth_history_is_bounded_by_memory_and_keeps_the_newest_frames():
+    """lookup() remembers recent frames by content, but never more than history_bytes of images and truths."""
+    from simulators.microscope import SimulatedMicroscope, _nbytes
+
+    m = SimulatedMicroscope()
+    first = m.snap()
+    m.history_bytes = 3 * _nbytes(first)
+    frames = [first] + [m.snap() for _ in range(5)]
+    assert m.lookup(first.image) is None and m.lookup(frames[2].image) is None
+    assert [m.lookup(f.image).metadata["frame_index"] for f in frames[3:]] == [3, 4, 5]
+    assert m._history_nbytes == 3 * _nbytes(first)
+    m.history_bytes = 1  # smaller than one frame: the newest still stays
+    newest = m.snap()
+    assert m.lookup(newest.image) is newest and len(m._truth_by_digest) == 1
