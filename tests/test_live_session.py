@@ -546,3 +546,23 @@ def test_renamed_acquisition_modules_still_import_with_a_warning():
         assert workers.DenoiseWorker is DenoiseWorker
     with pytest.raises(AttributeError, match="Nope"):
         controller.Nope  # noqa: B018
+
+
+def test_calibration_pairs_are_assembled_the_same_way_for_every_backend():
+    """One assembly (plans.assemble_pairs) for pycromanager and pymmcore-plus: references averaged, a position whose
+    frames are missing named, never a KeyError."""
+    import numpy as np
+
+    from livedenoise.acquisition.plans import Illumination, PairPlan, assemble_pairs
+
+    plan = PairPlan([(0.0, 0.0), (50.0, 0.0)], Illumination(10.0), Illumination(100.0), reference="average", average=2)
+    frames = {(0, 0, 0): np.full((4, 4), 1, np.uint16), (0, 1, 0): np.full((4, 4), 10, np.uint16),
+              (0, 1, 1): np.full((4, 4), 20, np.uint16), (1, 0, 0): np.full((4, 4), 2, np.uint16),
+              (1, 1, 0): np.full((4, 4), 30, np.uint16)}
+    pairs = assemble_pairs(plan, frames)
+    assert [p.position for p in pairs] == [0, 1]
+    assert float(pairs[0].high.mean()) == 15.0 and pairs[0].info == {"position_um": (0.0, 0.0), "reference_frames": 2}
+    assert int(pairs[1].high.mean()) == 30 and int(pairs[1].low.mean()) == 2
+    del frames[(1, 0, 0)]
+    with pytest.raises(RuntimeError, match="calibration position 1: frames missing from the acquisition"):
+        assemble_pairs(plan, frames)
