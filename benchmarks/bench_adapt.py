@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from livedenoise.config import TrainingConfig
-    from livedenoise.evaluate import _crop, with_normalizer
+    from livedenoise.evaluate import with_normalizer
+    from livedenoise.evaluate.real_pairs import centre_crop
     from livedenoise.inference import Denoiser
     from livedenoise.metrics import score
     from livedenoise.modelspec import load_model_spec
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seen[p.set] = seen.get(p.set, 0) + 1
         crop = args.crop or None
-        noisy = _crop(np.asarray(p.noisy), crop)
-        clean = _crop(np.asarray(p.clean), crop).astype(np.float32)
+        noisy = centre_crop(np.asarray(p.noisy), crop)
+        clean = centre_crop(np.asarray(p.clean), crop).astype(np.float32)
         affine = p.set in DEV_AFFINE_SETS
         zero = Denoiser(with_normalizer(backbone, [noisy]), device="cpu").denoise(noisy)
         bm3d, _ = cached_bm3d([noisy])

@@ -70,7 +70,7 @@ class Case:
 
 
 def dev_cases(folder: Path, quick: bool) -> list[Case]:
-    from livedenoise.evaluate.real_pairs import _crop
+    from livedenoise.evaluate.real_pairs import centre_crop
     from livedenoise.training.pairs import load_pair_folder
 
     seen: dict[str, int] = {}
@@ -80,8 +80,8 @@ def dev_cases(folder: Path, quick: bool) -> list[Case]:
             continue
         seen[p.set] = seen.get(p.set, 0) + 1
         crop = 256 if quick else None
-        cases.append(Case(f"{p.set}/{p.name}", p.set, _crop(np.asarray(p.noisy), crop),
-                          _crop(np.asarray(p.clean), crop).astype(np.float32), None, p.set in DEV_AFFINE_SETS))
+        cases.append(Case(f"{p.set}/{p.name}", p.set, centre_crop(np.asarray(p.noisy), crop),
+                          centre_crop(np.asarray(p.clean), crop).astype(np.float32), None, p.set in DEV_AFFINE_SETS))
     return cases
 
 

@@ -43,7 +43,8 @@ PRECISIONS = ("fp32", "bf16")
 
 def cases(quick: bool, pairs: Path) -> list[dict]:
     """Noisy images with their references: the first dev pair of each set, then simulated peaks."""
-    from livedenoise.evaluate import SimulatedTask, _crop
+    from livedenoise.evaluate import SimulatedTask
+    from livedenoise.evaluate.real_pairs import centre_crop
     from livedenoise.training.pairs import load_pair_folder
 
     out: list[dict] = []
@@ -54,8 +55,8 @@ def cases(quick: bool, pairs: Path) -> list[dict]:
                 continue
             seen.add(p.set)
             crop = 256 if quick else None
-            out.append({"name": p.set, "kind": "real", "noisy": _crop(np.asarray(p.noisy), crop),
-                        "reference": _crop(np.asarray(p.clean), crop).astype(np.float32),
+            out.append({"name": p.set, "kind": "real", "noisy": centre_crop(np.asarray(p.noisy), crop),
+                        "reference": centre_crop(np.asarray(p.clean), crop).astype(np.float32),
                         "affine": p.set in DEV_AFFINE_SETS})
     task = SimulatedTask("filaments", 128 if quick else 256)
     for peak in ((5.0, 100.0) if quick else (1.0, 5.0, 20.0, 100.0, 1000.0)):

@@ -96,7 +96,7 @@ def simulated_cases(peaks: list[float], size: int, n_images: int, seed: int) -> 
 
 
 def real_cases(folder: Path, max_per_set: int | None, crop: int | None) -> list[Case]:
-    from livedenoise.evaluate import _crop
+    from livedenoise.evaluate.real_pairs import centre_crop
     from livedenoise.training.pairs import load_pair_folder
 
     by_set: dict[str, int] = {}
@@ -105,8 +105,8 @@ def real_cases(folder: Path, max_per_set: int | None, crop: int | None) -> list[
         if max_per_set and by_set.get(p.set, 0) >= max_per_set:
             continue
         by_set[p.set] = by_set.get(p.set, 0) + 1
-        cases.append(Case(f"{p.set}/{p.name}", p.set, [_crop(np.asarray(p.noisy), crop)],
-                          [_crop(np.asarray(p.clean), crop).astype(np.float32)], affine=p.set in DEV_AFFINE_SETS))
+        cases.append(Case(f"{p.set}/{p.name}", p.set, [centre_crop(np.asarray(p.noisy), crop)],
+                          [centre_crop(np.asarray(p.clean), crop).astype(np.float32)], affine=p.set in DEV_AFFINE_SETS))
     return cases
 
 

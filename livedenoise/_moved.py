@@ -12,15 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 
-def moved_module(old: str, new: str) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for ``old`` that forwards every name to ``new``, warning once per lookup."""
+def moved_module(old: str, new: str, stacklevel: int = 2) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for ``old`` that forwards every name to ``new``, warning once per lookup.
+
+    ``stacklevel`` points the warning at the user's import line: 2 when the result is the module's
+    ``__getattr__`` itself, one more for each function that wraps it.
+    """
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(f"module {old!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(new), name)  # AttributeError names `new` if it is not there
         warnings.warn(f"{old} was renamed {new}; import {name} from there ({old} goes away in the next release)",
-                      DeprecationWarning, stacklevel=2)
+                      DeprecationWarning, stacklevel=stacklevel)
         return value
 
     return __getattr__

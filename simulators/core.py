@@ -42,16 +42,19 @@ from pathlib import Path
 from typing import Any
 
 import pymmcore
-from pymmcore_plus.experimental.unicore import UniMMCore
 
 from simulators.config import MicroscopeConfig, load_microscope_config
-from simulators.devices import (  # first: imports pymmcore-plus without its root-logger side effect
+
+# UniMMCore comes through simulators.devices, which imports pymmcore-plus without letting it set the
+# root logger to DEBUG; importing pymmcore-plus directly here would bring that side effect back.
+from simulators.devices import (
     POWER_PROPERTY,
     MicroscopeLink,
     SimulatedCamera,
     SimulatedLightSource,
     SimulatedXYStage,
     SimulatedZStage,
+    UniMMCore,
 )
 from simulators.microscope import SimulatedMicroscope
 

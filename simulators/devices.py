@@ -34,6 +34,7 @@ from pymmcore_plus.experimental.unicore import (  # noqa: E402
     XYStageDevice,
     pymm_property,
 )
+from pymmcore_plus.experimental.unicore import UniMMCore as UniMMCore  # noqa: E402 - re-exported for simulators.core
 
 logging.getLogger().setLevel(_root_level)
 

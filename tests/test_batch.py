@@ -1003,6 +1003,11 @@ def test_batch_options_are_checked_together_and_name_the_option(tmp_path):
 
     opts = BatchOptions.build(fmt="zarr", memory_budget="2GB", adapt=("pairs", tmp_path))
     assert (opts.fmt, opts.memory_budget, opts.adapt, opts.pairs) == ("ome-zarr", 2 * 10**9, "pairs", str(tmp_path))
+    # what the keyword API accepted before BatchOptions still works: a torch.device, a numpy integer
+    import torch
+
+    opts = BatchOptions.build(device=torch.device("cpu"), frames_averaged=np.int64(4))
+    assert (opts.device, opts.frames_averaged) == ("cpu", 4)
     cases = [
         ({"resume": True, "overwrite": True}, ConfigError, "--resume and --overwrite contradict"),
         ({"noise_model": "stored", "frames_averaged": 4}, ConfigError, "--frames-averaged need --noise-model fit"),
@@ -1039,3 +1044,10 @@ def test_the_camera_calibration_option_keeps_its_old_names_for_a_release(tmp_pat
     with pytest.warns(DeprecationWarning, match=r"calibration=\.\.\.\) is now camera_calibration"):
         opts = BatchOptions.build(calibration=tmp_path / "cam.safetensors")
     assert opts.camera_calibration == str(tmp_path / "cam.safetensors")
+    # with a reusable base (as denoise_dataset(inputs, out, options, calibration=...) merges them), the old
+    # keyword still wins over the base's unset camera_calibration
+    base = BatchOptions(dtype="float32").model_dump()
+    with pytest.warns(DeprecationWarning):
+        opts = BatchOptions.build(**base, calibration=tmp_path / "cam.safetensors")
+    assert opts.camera_calibration == str(tmp_path / "cam.safetensors")
+    assert opts.dtype == "float32"

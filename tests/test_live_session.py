@@ -566,3 +566,21 @@ def test_calibration_pairs_are_assembled_the_same_way_for_every_backend():
     del frames[(1, 0, 0)]
     with pytest.raises(RuntimeError, match="calibration position 1: frames missing from the acquisition"):
         assemble_pairs(plan, frames)
+
+
+@pytest.mark.parametrize("old", [
+    "livedenoise.calibration", "livedenoise.acquisition.controller", "livedenoise.acquisition.workers",
+    "livedenoise.io_ndtiff", "livedenoise.io_omezarr", "livedenoise.evaluate_report", "livedenoise.training.progress",
+])
+def test_renamed_modules_still_star_import_and_warn_at_the_users_line(old):
+    """`from old import *` keeps giving the old public names, and each warning points at the line that used the
+    old path (not at the shim), so a user can find what to change."""
+    import importlib
+
+    module = importlib.import_module(old)
+    assert module.__all__, f"{old} lists no names"
+    namespace: dict = {}
+    with pytest.warns(DeprecationWarning) as caught:
+        exec(f"from {old} import *", namespace)
+    assert set(module.__all__) <= set(namespace)
+    assert {w.filename for w in caught} == {"<string>"}, [w.filename for w in caught]

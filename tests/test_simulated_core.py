@@ -269,3 +269,19 @@ def test_the_ground_truth_history_is_bounded_by_memory_and_keeps_the_newest_fram
     m.history_bytes = 1  # smaller than one frame: the newest still stays
     newest = m.snap()
     assert m.lookup(newest.image) is newest and len(m._truth_by_digest) == 1
+
+
+@pytest.mark.parametrize("module", ["simulators.core", "simulators.devices"])
+def test_importing_the_simulator_keeps_the_applications_root_log_level(module):
+    """pymmcore-plus sets the root logger to DEBUG on import; the simulator must not pass that on."""
+    code = textwrap.dedent(
+        f"""
+        import logging
+        logging.getLogger().setLevel(logging.WARNING)
+        import {module}
+        print(logging.getLogger().level)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(30)

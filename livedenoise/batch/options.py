@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import numbers
 import os
 import re
 import warnings
@@ -129,6 +130,12 @@ class BatchOptions(BaseModel):
             raise ValueError(f"--noise-model {value!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
         return str(value)
 
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_text(cls, value: Any) -> Any:
+        # a torch.device (what the Python API took before) -> "cuda:0"; select_device names a wrong one later
+        return value if value is None or isinstance(value, str) else str(value)
+
     @field_validator("memory_budget", mode="before")
     @classmethod
     def _memory(cls, value: Any) -> int:
@@ -161,7 +168,8 @@ class BatchOptions(BaseModel):
     @field_validator("frames_averaged", mode="before")
     @classmethod
     def _whole_count(cls, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        whole = isinstance(value, (numbers.Integral, float)) and not isinstance(value, bool) and int(value) == value
+        if not whole or value < 1:
             raise ValueError(f"--frames-averaged {value!r} is invalid; expected an integer >= 1.")
         return int(value)
 
@@ -185,7 +193,8 @@ class BatchOptions(BaseModel):
         if "calibration" in options:  # the name before 0.2: the camera's maps, not the live calibration pairs
             warnings.warn("denoise_dataset(calibration=...) is now camera_calibration=...", DeprecationWarning,
                           stacklevel=3)
-            options = {"camera_calibration": options.pop("calibration"), **options}
+            popped = options.pop("calibration")
+            options = {**options, "camera_calibration": popped}  # wins over a base BatchOptions' value
         try:
             return cls(**options)
         except ValidationError as exc:

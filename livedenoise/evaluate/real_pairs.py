@@ -16,7 +16,8 @@ from livedenoise.evaluate.settings import EvalConfig
 from livedenoise.metrics import score
 
 
-def _crop(arr: np.ndarray, size: int | None) -> np.ndarray:
+def centre_crop(arr: np.ndarray, size: int | None) -> np.ndarray:
+    """The centre `size`² of a 2D image (all of it when `size` is None or larger): every method sees the same crop."""
     if size is None:
         return arr
     h, w = arr.shape
@@ -73,8 +74,8 @@ def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint,
     done = 0
     rows: list[Row] = []
     for set_name, p, items in jobs:
-        noisy = _crop(np.asarray(p.noisy), config.real_crop)
-        clean = _crop(np.asarray(p.clean), config.real_crop).astype(np.float32)
+        noisy = centre_crop(np.asarray(p.noisy), config.real_crop)
+        clean = centre_crop(np.asarray(p.clean), config.real_crop).astype(np.float32)
         if min(noisy.shape) < 16:
             raise InputDataError(f"{p.noisy_path}: image {noisy.shape} is smaller than 16x16 pixels after cropping.")
         affine_here = set_name in use_affine
@@ -91,8 +92,8 @@ def evaluate_pairs(folder: str | Path, config: EvalConfig, backbone: Checkpoint,
                     if not others:
                         done += 1
                         continue  # leave-one-out needs another pair in the set
-                    tn = [_crop(np.asarray(q.noisy), config.real_crop) for q in others]
-                    tc = [_crop(np.asarray(q.clean), config.real_crop).astype(np.float32) for q in others]
+                    tn = [centre_crop(np.asarray(q.noisy), config.real_crop) for q in others]
+                    tc = [centre_crop(np.asarray(q.clean), config.real_crop).astype(np.float32) for q in others]
                     res = finetune(start, tn, tc, training=config.training(method=method), seed=config.seed,
                                    device=dev)
                 else:

@@ -106,7 +106,7 @@ class PatchSampler:
         areas = np.array([im.shape[-2] * im.shape[-1] for im in data.noisy], np.float64)
         self._weights = areas / areas.sum()
 
-    def _crop(self, i: int) -> list[np.ndarray]:
+    def centre_crop(self, i: int) -> list[np.ndarray]:
         im = self.data.noisy[i]
         h, w = im.shape[-2:]
         y = int(self.rng.integers(0, h - self.patch + 1))
@@ -118,7 +118,7 @@ class PatchSampler:
     def sample(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One batch: (noisy, clean or None), float32 tensors [B, 1, P, P]."""
         idx = self.rng.choice(len(self.data.noisy), size=self.batch_size, p=self._weights)
-        crops = [self._crop(int(i)) for i in idx]
+        crops = [self.centre_crop(int(i)) for i in idx]
         x = torch.from_numpy(np.stack([c[0] for c in crops])[:, None].astype(np.float32))
         y = (torch.from_numpy(np.stack([c[1] for c in crops])[:, None].astype(np.float32)) if self.data.supervised
              else None)

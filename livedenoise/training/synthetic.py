@@ -221,7 +221,7 @@ class SyntheticPairSampler:
 
     supervised = True
 
-    def _crop(self, rng: np.random.Generator, side: int) -> np.ndarray:
+    def centre_crop(self, rng: np.random.Generator, side: int) -> np.ndarray:
         """A random ``side`` x ``side`` crop of a random bank field, randomly rotated by 90-degree steps and flipped."""
         n, size = len(self.bank), self.bank.fields.shape[-1]
         i = int(rng.integers(n))
@@ -232,7 +232,7 @@ class SyntheticPairSampler:
     def _crops(self, rng: np.random.Generator) -> torch.Tensor:
         out = np.empty((self.batch_size, 1, self.patch, self.patch), np.float32)
         for j in range(self.batch_size):
-            out[j, 0] = self._crop(rng, self.patch)
+            out[j, 0] = self.centre_crop(rng, self.patch)
         return torch.from_numpy(out)
 
     def _batch(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

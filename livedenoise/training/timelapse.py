@@ -65,7 +65,7 @@ class TimelapseSampler(SyntheticPairSampler):
         """Noise-free windows [B, T, P, P] (brightest structures ~1) and the moving-spot mask of the newest frame."""
         b, t, p, m, mo = self.batch_size, self.window, self.patch, self.margin, self.motion
         side = p + 2 * m
-        big = torch.from_numpy(np.stack([self._crop(rng, side) for _ in range(b)]).astype(np.float32))[:, None]
+        big = torch.from_numpy(np.stack([self.centre_crop(rng, side) for _ in range(b)]).astype(np.float32))[:, None]
         # Offsets of each frame relative to the newest one (which sits at the crop centre, offset 0).
         drifting = torch.rand(b, generator=gen) < mo.drift_share
         speed = torch.rand(b, generator=gen) * mo.max_drift * drifting
@@ -94,7 +94,7 @@ class TimelapseSampler(SyntheticPairSampler):
         cut = torch.rand(b, generator=gen) < mo.cut_share
         for j in torch.nonzero(cut).flatten().tolist():
             k = int(rng.integers(1, t))  # frames 0..k-1 come from another field
-            other = torch.from_numpy(np.ascontiguousarray(self._crop(rng, p), dtype=np.float32))
+            other = torch.from_numpy(np.ascontiguousarray(self.centre_crop(rng, p), dtype=np.float32))
             frames[j, :k] = other * float(scale[j, 0])
         return frames, moving
 
