@@ -21,6 +21,7 @@ estimate) is scored on the same crops. Writes ``adapt.json``/``adapt.md`` into `
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objective", action="append", choices=["noise2same", "noise2self", "sure"],
                     help="self-supervised objectives to compare (repeatable; default noise2same and sure)")
     ap.add_argument("--lr", type=float, action="append", help="learning rates (repeatable; default the config's)")
+    ap.add_argument("--adapt-layers", action="append", choices=["all", "decoder", "last", "bias"],
+                    help="which weights change (repeatable; default the config's)")
     ap.add_argument("--budget", type=float, default=60.0, help="fine-tuning seconds per image (default 60)")
     ap.add_argument("--per-set", type=int, default=1, help="pairs per set (default 1)")
     ap.add_argument("--crop", type=int, default=512, help="centre crop side (default 512; 0 = whole images)")
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
     objectives = args.objective or list(OBJECTIVES)
     lrs = args.lr or [TrainingConfig().lr_self_supervised]
+    layer_choices = args.adapt_layers or [TrainingConfig().adapt_layers]
     backbone = load_model_spec(args.model)
     only = set(args.sets.split(",")) if args.sets else None
     seen: dict[str, int] = {}
@@ -91,31 +95,31 @@ def main(argv: list[str] | None = None) -> int:
         base = {"set": p.set, "case": p.name, "shape": list(noisy.shape),
                 "noisy": score(clean, noisy, affine=affine).psnr, "backbone": score(clean, zero, affine=affine).psnr,
                 "vst+bm3d": score(clean, bm3d[0], affine=affine).psnr}
-        for objective in objectives:
-            for lr in lrs:
-                cfg = TrainingConfig(self_supervised=objective, lr_self_supervised=lr, time_budget_s=args.budget,
-                                     max_steps=100_000)
-                t0 = time.perf_counter()
-                res = finetune(backbone, [noisy], training=cfg, device="cpu", seed=0)
-                fit_s = time.perf_counter() - t0
-                tuned = Denoiser(res.checkpoint, device="cpu").denoise(noisy)
-                f = res.fit
-                if f.steps and not res.adapted:
-                    # What adaptation reached, whatever the criterion said: the last weights are gone, so
-                    # refit without the criterion's veto is not possible; the chosen model is the backbone.
-                    reached = None
-                else:
-                    reached = score(clean, tuned, affine=affine).psnr
-                chosen = score(clean, tuned if res.adapted else zero, affine=affine).psnr
-                meta = res.checkpoint.metadata.get("training", {})
-                row = {**base, "objective": objective, "lr": lr, "adapted": res.adapted, "best_weights": reached,
-                       "chosen": chosen, "steps": f.steps, "best_step": f.best_step, "stopped": f.stopped,
-                       "initial_val": f.initial_val_loss, "best_val": f.best_val_loss, "fit_seconds": fit_s,
-                       "rejected": f.rejected, "note": f.note, "sure_check": meta.get("sure_check")}
-                rows.append(row)
-                print(f"[adapt] {p.set}/{p.name} {objective} lr {lr:g}: backbone {row['backbone']:.2f} "
-                      f"chosen {chosen:.2f} ({f.steps} steps, best {f.best_step}, adapted {res.adapted}) "
-                      f"bm3d {row['vst+bm3d']:.2f}", flush=True)
+        for objective, lr, layers in itertools.product(objectives, lrs, layer_choices):
+            cfg = TrainingConfig(self_supervised=objective, lr_self_supervised=lr, time_budget_s=args.budget,
+                                 max_steps=100_000, adapt_layers=layers)
+            t0 = time.perf_counter()
+            res = finetune(backbone, [noisy], training=cfg, device="cpu", seed=0)
+            fit_s = time.perf_counter() - t0
+            tuned = Denoiser(res.checkpoint, device="cpu").denoise(noisy)
+            f = res.fit
+            if f.steps and not res.adapted:
+                # What adaptation reached, whatever the criterion said: the last weights are gone, so
+                # refit without the criterion's veto is not possible; the chosen model is the backbone.
+                reached = None
+            else:
+                reached = score(clean, tuned, affine=affine).psnr
+            chosen = score(clean, tuned if res.adapted else zero, affine=affine).psnr
+            meta = res.checkpoint.metadata.get("training", {})
+            row = {**base, "objective": objective, "lr": lr, "adapt_layers": layers, "adapted": res.adapted,
+                   "best_weights": reached, "chosen": chosen, "steps": f.steps, "best_step": f.best_step,
+                   "stopped": f.stopped,
+                   "initial_val": f.initial_val_loss, "best_val": f.best_val_loss, "fit_seconds": fit_s,
+                   "rejected": f.rejected, "note": f.note, "sure_check": meta.get("sure_check")}
+            rows.append(row)
+            print(f"[adapt] {p.set}/{p.name} {objective} lr {lr:g} {layers}: backbone {row['backbone']:.2f} "
+                  f"chosen {chosen:.2f} ({f.steps} steps, best {f.best_step}, adapted {res.adapted}) "
+                  f"bm3d {row['vst+bm3d']:.2f}", flush=True)
     payload = {"machine": machine(), "backbone": backbone.name, "criterion": CRITERION,
                "backbone_steps": (backbone.training or {}).get("total_steps"), "budget_s": args.budget,
                "crop": args.crop, "rows": rows,
@@ -132,18 +136,25 @@ def render(payload: dict, *, heading: bool = True) -> str:
     lines += [f"- backbone `{payload['backbone']}` ({payload['backbone_steps']} steps); centre crops of "
               f"{payload['crop'] or 'whole'} px; PSNR dB against the clean image; *chosen*: the fine-tuned weights "
               "when the fit's held-out criterion improved, else the backbone (what `denoise --adapt self` uses)", ""]
-    variants = list(dict.fromkeys((r["objective"], r["lr"]) for r in rows))
+    variants = list(dict.fromkeys((r["objective"], r["lr"], layers_of(r)) for r in rows))
     body = []
-    for objective, lr in variants:
-        sel = [r for r in rows if (r["objective"], r["lr"]) == (objective, lr)]
+    for objective, lr, layers in variants:
+        sel = [r for r in rows if (r["objective"], r["lr"], layers_of(r)) == (objective, lr, layers)]
+        label = objective if layers == "all" else f"{objective} ({layers})"
         for s in dict.fromkeys(r["set"] for r in sel):
             ss = [r for r in sel if r["set"] == s]
-            body.append(_line(f"{s}", objective, lr, ss))
+            body.append(_line(f"{s}", label, lr, ss))
         mean_rows = [r for r in sel if r["set"] not in EXCLUDED_FROM_MEAN]
-        body.append(_line("**mean**", objective, lr, mean_rows))
-    lines += [table(["set", "objective", "lr", "VST+BM3D", "backbone", "chosen", "gain", "steps (best)", "adapted"],
-                    body), ""]
+        body.append(_line("**mean**", label, lr, mean_rows))
+    header = ["set", "objective (weights changed)", "lr", "VST+BM3D", "backbone", "chosen", "gain", "steps (best)",
+              "adapted"]
+    lines += [table(header, body), ""]
     return "\n".join(lines)
+
+
+def layers_of(row: dict) -> str:
+    """Which weights the row's fine-tune changed (runs before ``adapt_layers`` existed changed all)."""
+    return str(row.get("adapt_layers", "all"))
 
 
 def _line(label: str, objective: str, lr: float, rows: list[dict]) -> list:

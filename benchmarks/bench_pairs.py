@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fine-tuning learning rate (default: TrainingConfig.lr_pairs)")
     ap.add_argument("--patience", type=int, default=None,
                     help="validations without improvement before stopping (default: TrainingConfig.patience)")
+    ap.add_argument("--adapt-layers", default=None, choices=("all", "decoder", "last", "bias"),
+                    help="which weights the fine-tune changes (default: TrainingConfig.adapt_layers)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--folder", type=Path, default=REAL_PAIRS_DEV)
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     cfg = TrainingConfig(time_budget_s=budget, max_steps=100_000,
                          **({"lr_pairs": args.lr} if args.lr is not None else {}),
-                         **({"patience": args.patience} if args.patience is not None else {}))
+                         **({"patience": args.patience} if args.patience is not None else {}),
+                         **({"adapt_layers": args.adapt_layers} if args.adapt_layers is not None else {}))
     for name, pairs in by_set.items():
         if len(pairs) < args.pairs + 1:
             continue
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                          "fit_seconds": fit_s})
     payload = {"machine": machine(), "backbone": backbone.name, "backbone_steps": (backbone.training or {}).get(
         "total_steps"), "pairs": args.pairs, "budget_s": budget, "lr": cfg.lr_pairs, "patience": cfg.patience,
+        "adapt_layers": cfg.adapt_layers,
         "quick": args.quick, "rows": rows,
         "command": "python benchmarks/bench_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = render(rows, backbone.name, args.pairs, budget, payload["machine"])

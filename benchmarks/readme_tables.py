@@ -287,9 +287,10 @@ def pairs_lr(sources: list[tuple[dict, str]]) -> str:
 
 def adapt(sources: list[tuple[dict, str]]) -> str:
     """`--adapt self` on one image: every objective and learning rate tried, per set and mean, from committed runs."""
-    from bench_adapt import EXCLUDED_FROM_MEAN
+    from bench_adapt import EXCLUDED_FROM_MEAN, layers_of
 
-    rows = [{**r, "criterion": data.get("criterion", "the objective's held-out loss")}
+    rows = [{**r, "criterion": data.get("criterion", "the objective's held-out loss"),
+             "objective": r["objective"] if layers_of(r) == "all" else f"{r['objective']} ({layers_of(r)})"}
             for data, _ in sources for r in data["rows"]]
     variants = list(dict.fromkeys((r["objective"], r["lr"], r["criterion"]) for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))

@@ -24,6 +24,7 @@ from livedenoise.errors import (
 _LAZY = {
     "Denoiser": "livedenoise.inference",
     "denoise_dataset": "livedenoise.batch",
+    "denoise_array": "livedenoise.arrays",
     "open_dataset": "livedenoise.io",
     "read_provenance": "livedenoise.io",
     "load_backbone": "livedenoise.checkpoint",

@@ -47,6 +47,11 @@ class TrainingConfig(_Strict):
     self_supervised: Literal["noise2same", "noise2self", "sure"] = Field(
         "noise2same", description="self-supervised objective (Noise2Same needs the VST normaliser's known noise level)"
     )
+    adapt_layers: Literal["all", "decoder", "last", "bias"] = Field(
+        "all",
+        description=("which weights a fine-tune changes: all, the decoder half (up-sampling, decoder blocks, head), "
+                     "the last decoder level and head, or every bias; the rest stay the backbone's"),
+    )
     time_budget_s: float = Field(60.0, gt=0, description="fine-tune for at most this many seconds")
     max_steps: int = Field(2000, ge=1)
     seed: int = 0

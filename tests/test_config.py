@@ -156,13 +156,30 @@ def test_acquisition_inference_and_attach_never_import_the_simulator():
     for path in [*root.joinpath("acquisition").rglob("*.py"), *root.joinpath("attach").rglob("*.py"),
                  root / "inference.py", root / "noise_model.py", root / "normalization.py", root / "config.py",
                  *root.joinpath("batch").rglob("*.py"), root / "checkpoint.py", root / "calibration.py",
-                 root / "swap_check.py", *root.joinpath("io").rglob("*.py")]:
+                 root / "swap_check.py", *root.joinpath("io").rglob("*.py"), root / "arrays.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("simulators")]
     assert not offenders, offenders
 
+
+def test_only_the_napari_plugin_imports_napari():
+    """napari is an optional extra: the core install, the command line and the README's commands never need it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "livedenoise"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "napari_plugin" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names
+                          if n.split(".")[0] in ("napari", "magicgui") or n.startswith("livedenoise.napari_plugin")]
+    assert not offenders, offenders
 
 
 def test_the_simulator_never_imports_livedenoise():

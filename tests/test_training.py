@@ -12,7 +12,7 @@ import torch
 from livedenoise.checkpoint import Checkpoint, load_checkpoint
 from livedenoise.cli import main
 from livedenoise.config import TrainingConfig
-from livedenoise.errors import InputDataError
+from livedenoise.errors import ConfigError, InputDataError
 from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.models import build_model
@@ -521,3 +521,51 @@ def test_pretrain_with_real_structure_records_it_and_the_cli_reads_a_pairs_folde
     assert main(["pretrain", "--structures", str(tmp_path / "pairs"), "--pairs", str(tmp_path / "pairs"),
                  "-o", str(tmp_path / "y.safetensors")]) == 2  # refused in one sentence, before any bank is built
     assert "not with --pairs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part", ["decoder", "last", "bias"])
+def test_a_partial_fine_tune_changes_only_the_chosen_weights(part):
+    """[training] adapt_layers: the frozen weights stay the backbone's bit for bit, the chosen ones move, the
+    choice is recorded, and the adapted model can be trained again in full."""
+    from livedenoise.training.partial import select_trainable
+
+    backbone = tiny_checkpoint(widths=(8, 16, 32))
+    pairs = list(simulated_pairs(3, 64, seed=4, min_photons=20, max_photons=40))
+    cfg = TrainingConfig(patch_size=32, batch_size=4, max_steps=20, steps_per_validation=5, patience=20, lr_pairs=1e-2,
+                         adapt_layers=part)
+    res = finetune(backbone, [p.noisy for p in pairs], [p.clean for p in pairs], training=cfg, time_budget_s=600,
+                   device="cpu", seed=1)
+    assert res.adapted and res.checkpoint.metadata["training"]["adapt_layers"] == part
+    before = dict(backbone.model.named_parameters())
+    decoder = ("ups.", "decoders.", "head.")
+    last = ("ups.1.", "decoders.1.", "head.")  # two up-sampling levels: index 1 is the finest
+    moved = {name for name, p in res.checkpoint.model.named_parameters() if not torch.equal(p, before[name])}
+    allowed = {name for name in before
+               if (part == "decoder" and name.startswith(decoder)) or (part == "last" and name.startswith(last))
+               or (part == "bias" and name.endswith("bias"))}
+    assert moved and moved <= allowed, sorted(moved - allowed)
+    assert all(p.requires_grad for p in res.checkpoint.model.parameters())  # as a cloned backbone is
+    model = tiny_checkpoint(widths=(8, 16, 32)).model
+    assert len(select_trainable(model, "all")) == len(list(model.parameters()))
+    with pytest.raises(ConfigError, match="adapt_layers 'encoder' is unknown"):
+        select_trainable(model, "encoder")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="adapt_layers"):
+        TrainingConfig(adapt_layers="encoder")
+
+
+def test_the_finetune_command_takes_the_adapted_layers_and_learning_rate(tmp_path, capsys):
+    backbone = tmp_path / "tiny.safetensors"
+    tiny_checkpoint(widths=(8, 16, 32)).save(backbone)
+    pair_dir = tmp_path / "pairs"
+    pair_dir.mkdir()
+    for i, p in enumerate(simulated_pairs(3, 64, seed=2, min_photons=20, max_photons=40)):
+        tifffile.imwrite(pair_dir / f"f{i}_noisy.tif", p.noisy)
+        tifffile.imwrite(pair_dir / f"f{i}_clean.tif", p.clean)
+    out = tmp_path / "adapted.safetensors"
+    assert main(["finetune", "--pairs", str(pair_dir), "--backbone", str(backbone), "--adapt-layers", "last",
+                 "--lr", "3e-3", "--time-budget", "5", "--device", "cpu", "-o", str(out)]) == 0
+    meta = load_checkpoint(out).training
+    assert (meta["adapt_layers"], meta["lr"]) == ("last", 3e-3) and meta["steps"] > 0
+    with pytest.raises(SystemExit):
+        main(["finetune", "--pairs", str(pair_dir), "--lr", "0", "-o", str(tmp_path / "x.safetensors")])
+    assert "--lr" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from livedenoise.commands._argtypes import positive_seconds
+from livedenoise.commands._argtypes import positive_number, positive_seconds
 from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_training_output
 from livedenoise.weights import DEFAULT_BACKBONE
 
@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=positive_seconds, default=60.0,
                    help="fine-tune for at most this many seconds (default 60)")
     p.add_argument("--loss", choices=["l2", "l1"], default="l2")
+    p.add_argument("--adapt-layers", choices=["all", "decoder", "last", "bias"], default=None,
+                   help="which weights change: all, the decoder half, the last level and head, or the biases "
+                        "(default all; see the README's few-pair table)")
+    p.add_argument("--lr", type=positive_number(upper=1.0), default=None,
+                   help="learning rate (default 1e-4)")
     add_training_output_arguments(p)
     p.set_defaults(func=run)
 
@@ -55,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         noisy, clean = [p.noisy for p in pairs], [p.clean for p in pairs]
     else:
         noisy, clean = read_frames(args.images), None
-    cfg = TrainingConfig(loss=args.loss, seed=args.seed)
+    rate = {} if args.lr is None else {"lr_pairs": args.lr, "lr_self_supervised": args.lr}
+    layers = {} if args.adapt_layers is None else {"adapt_layers": args.adapt_layers}
+    cfg = TrainingConfig(loss=args.loss, seed=args.seed, **rate, **layers)
     with fit_progress("fine-tuning") as progress:
         res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,
                        device=args.device, progress=progress)

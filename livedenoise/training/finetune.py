@@ -32,6 +32,7 @@ from livedenoise.device import select_device
 from livedenoise.errors import InputDataError
 from livedenoise.training.data import ImageSet, PatchSampler, as_frames, normalizer_for, split_strips
 from livedenoise.training.loop import FitProgress, FitResult, Objective, fit
+from livedenoise.training.partial import select_trainable
 
 log = logging.getLogger("livedenoise")
 
@@ -127,14 +128,15 @@ def finetune(
         log.warning("%s", skip)
         result = FitResult(objective, math.nan, math.nan, 0, 0, "skipped", 0.0, note=skip)
     else:
+        trainable = select_trainable(adapted.model, cfg.adapt_layers)
         result = fit(
-            adapted.model, train, val, objective=objective, lr=lr, max_steps=cfg.max_steps,
+            adapted.model, train, val, objective=objective, lr=lr, max_steps=cfg.max_steps, trainable=trainable,
             time_budget_s=time_budget_s if time_budget_s is not None else cfg.time_budget_s,
             patience=cfg.patience, steps_per_validation=cfg.steps_per_validation, loss=cfg.loss,
             ssim_weight=cfg.ssim_weight if objective == "supervised" else 0.0, mask_grid=cfg.mask_grid,
             noise_std=norm.noise_std if norm.vst else None, seed=seed, device=dev, progress=progress, cancel=cancel,
         )
-    adapted.model.to("cpu")
+    adapted.model.to("cpu").requires_grad_(True)  # as a cloned backbone is: whatever trains it next sees every weight
     sure_check = None
     if objective != "supervised" and result.adapted and norm.vst:
         sure_check = _full_image_check(backbone.model, adapted.model, val_n, norm.noise_std)
@@ -162,6 +164,7 @@ def finetune(
             "image_shapes": sorted({tuple(f.shape) for f in noisy_frames}),
             "lr": lr,
             "loss": cfg.loss,
+            "adapt_layers": cfg.adapt_layers,
             "inversion": norm.inversion,
             "reference_matched": clean_frames is not None and match_reference,
             **({"sure_check": sure_check} if sure_check else {}),

@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -167,12 +167,14 @@ def fit(
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
     validate_at_end: bool = True,
+    trainable: Sequence[torch.nn.Parameter] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
     ``validate_at_end``: validate the final weights when the loop ends between scheduled validations
     (time budget, cancel), so steps run after the last validation can still be kept; this may exceed
     ``time_budget_s`` by one validation (a few forward passes). ``False`` restores the old behaviour.
+    ``trainable``: the parameters to optimise (default all; see :mod:`livedenoise.training.partial`).
     """
     if objective == "supervised" and not train.data.supervised:
         raise ValueError("supervised training needs clean targets")
@@ -187,7 +189,7 @@ def fit(
     if nhwc:
         # memory_format= is valid at runtime but missing from torch's stubs of Module.to
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(list(trainable) if trainable is not None else model.parameters(), lr=lr)
     val_batches = val.fixed_batches(validation_batches)
     start = time.perf_counter()
     best = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)

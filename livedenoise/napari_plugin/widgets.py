@@ -1,0 +1,81 @@
+"""napari widgets "Denoise layer" and "Fine-tune on layer".
+
+Each widget is a thin magicgui form around a plain function of :mod:`livedenoise.napari_plugin.work`, which does
+the work and is tested without napari. The work runs in a napari thread worker, so the viewer stays responsive
+during a fine-tune; its result arrives as a new layer, its warnings and errors as napari notifications (one
+sentence each, as on the command line). (No ``from __future__ import annotations`` here: magicgui reads the
+annotations to build the form.)
+"""
+from pathlib import Path
+from typing import Any
+
+import napari
+import napari.layers
+import napari.types
+from magicgui import magic_factory
+from napari.qt.threading import FunctionWorker, thread_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from livedenoise.errors import LivedenoiseError
+from livedenoise.napari_plugin.work import LayerData, denoise_layer_data, finetune_on_data, layer_placement
+
+MODEL_TIP = "a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model Zoo .zip"
+
+
+def _worker(function: Any, *args: Any, on_done: Any, **kwargs: Any) -> Any:
+    """Run ``function`` in a napari thread worker; ``on_done(result)`` gets its second value, errors a
+    notification. napari starts the worker and adds the first value as a layer."""
+    def work() -> LayerData:
+        layer, extra = function(*args, **kwargs)
+        on_done(extra)
+        return layer
+
+    worker = thread_worker(work, start_thread=False)()
+    worker.errored.connect(lambda exc: show_error(str(exc) if isinstance(exc, LivedenoiseError) else repr(exc)))
+    return worker
+
+
+def _show_warnings(warnings: list[str]) -> None:
+    for w in warnings:
+        show_warning(f"livedenoise: {w}")
+    if not warnings:
+        show_info("livedenoise: denoised; the residual looks like the fitted noise")
+
+
+@magic_factory(
+    call_button="Denoise",
+    model={"tooltip": MODEL_TIP},
+    time_lapse={"tooltip": "the first axis is time over one field: noise measured between frames, and the "
+                           "temporal model (if chosen) uses neighbouring frames"},
+    ensemble={"choices": [1, 2, 4, 8], "tooltip": "average over flips/rotations: better, that many times slower"},
+)
+def denoise_layer_widget(image: napari.layers.Image, model: str = "fast", time_lapse: bool = False,
+                         ensemble: int = 1) -> FunctionWorker[napari.types.LayerDataTuple]:
+    """Denoise the chosen layer the way `livedenoise denoise` does (noise model fitted to the layer)."""
+    if image is None:
+        raise LivedenoiseError("choose an image layer to denoise.")
+    return _worker(denoise_layer_data, image.data, image.name, model, time_lapse=time_lapse, ensemble=ensemble,
+                   placement=layer_placement(image), on_done=_show_warnings)
+
+
+def _show_summary(summary: str) -> None:
+    show_info(f"livedenoise: {summary}")
+
+
+@magic_factory(
+    call_button="Fine-tune and denoise",
+    clean={"tooltip": "leave empty for self-supervised fine-tuning on the noisy layer alone"},
+    backbone={"tooltip": MODEL_TIP},
+    time_budget_s={"label": "time budget (s)", "min": 1.0, "max": 3600.0},
+    save_as={"mode": "w", "filter": "*.safetensors"},
+)
+def finetune_layer_widget(noisy: napari.layers.Image, clean: napari.layers.Image | None = None,
+                          backbone: str = "fast", time_budget_s: float = 60.0,
+                          save_as: Path = Path("~/livedenoise-adapted.safetensors"), overwrite: bool = False,
+                          ) -> FunctionWorker[napari.types.LayerDataTuple]:
+    """Adapt a backbone to these images (few pairs, or self-supervised), save it, and denoise the noisy layer."""
+    if noisy is None:
+        raise LivedenoiseError("choose the noisy image layer.")
+    return _worker(finetune_on_data, noisy.data, None if clean is None else clean.data, save_as, name=noisy.name,
+                   backbone=backbone, time_budget_s=time_budget_s, overwrite=overwrite,
+                   placement=layer_placement(noisy), on_done=_show_summary)

@@ -1,0 +1,179 @@
+"""The napari plugin: its manifest, the work behind each widget (always), and the widgets themselves with a headless
+napari (when the optional ``[napari]`` extra is installed; CI installs it).
+
+Quality is checked against the simulator's ground truth, files and layers by what they hold.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livedenoise.errors import InputDataError, LivedenoiseError
+from livedenoise.metrics import score
+
+PLUGIN = Path(__file__).resolve().parent.parent / "livedenoise" / "napari_plugin"
+
+
+@pytest.fixture(scope="module")
+def field():
+    from livedenoise.napari_plugin.sample_data import simulated_field
+
+    truth, noisy = simulated_field(size=128)
+    return noisy[0], truth[0]
+
+
+def test_sample_data_are_a_low_light_frame_and_its_truth(field):
+    from livedenoise.napari_plugin.sample_data import simulated_time_lapse
+
+    noisy, truth = field
+    assert noisy.dtype == np.uint16 and noisy.shape == truth.shape == (128, 128)
+    assert 5 < score(truth, noisy.astype(np.float32)).psnr < 35  # noisy, but an image of the truth
+    (t_truth, t_meta, _), (t_noisy, _, kind) = simulated_time_lapse(frames=3, size=64)
+    assert t_noisy.shape == t_truth.shape == (3, 64, 64) and kind == "image" and t_meta["visible"] is False
+
+
+def test_denoise_array_fits_the_noise_to_the_data_and_beats_the_raw_frame(field):
+    from livedenoise.arrays import denoise_array
+
+    noisy, truth = field
+    result = denoise_array(noisy, "fast", device="cpu")
+    assert result.denoised.shape == noisy.shape and result.denoised.dtype == np.float32
+    assert result.model == "backbone-fast" and result.noise_fit.frames == 1 and result.residual_ok
+    assert score(truth, result.denoised).psnr > score(truth, noisy.astype(np.float32)).psnr + 3
+    stack = np.stack([noisy, noisy])
+    assert denoise_array(stack, "fast", device="cpu").denoised.shape == (2, 128, 128)
+    for bad, text in [(np.zeros((4, 4)), "expected (..., Y, X)"), (np.full((16, 16), np.nan), "NaN"),
+                      (np.zeros((16, 16, 3), dtype=bool), "dtype bool")]:
+        with pytest.raises(InputDataError, match=re.escape(text)):
+            denoise_array(bad, "fast")
+
+
+def test_denoise_layer_work_returns_a_placed_layer_with_its_provenance(field):
+    from livedenoise.napari_plugin.work import denoise_layer_data
+
+    noisy, truth = field
+    (data, kwargs, kind), warnings = denoise_layer_data(noisy, "cells", "fast", placement={"scale": (0.5, 0.5)})
+    assert kind == "image" and kwargs["name"] == "cells denoised" and kwargs["scale"] == (0.5, 0.5)
+    assert kwargs["metadata"]["livedenoise"]["model"] == "backbone-fast" and warnings == []
+    assert score(truth, data).psnr > score(truth, noisy.astype(np.float32)).psnr + 3
+
+
+def test_finetune_work_saves_an_adapted_model_and_never_overwrites(tmp_path):
+    from livedenoise.checkpoint import load_checkpoint
+    from livedenoise.napari_plugin.work import finetune_on_data
+    from livedenoise.training.simdata import simulated_pairs
+
+    pairs = list(simulated_pairs(3, 64, seed=5, min_photons=20, max_photons=40))
+    noisy, clean = np.stack([p.noisy for p in pairs]), np.stack([p.clean for p in pairs])
+    target = tmp_path / "models" / "mine.safetensors"
+    (data, kwargs, _), summary = finetune_on_data(noisy, clean, target, name="calib", time_budget_s=20)
+    assert target.exists() and load_checkpoint(target).training["mode"] == "pairs"
+    assert data.shape == noisy.shape and kwargs["name"] == "calib denoised (mine)"
+    assert "pairs fine-tuning of backbone-fast" in summary and str(target) in summary
+    before = target.read_bytes()
+    with pytest.raises(LivedenoiseError, match="already exists"):
+        finetune_on_data(noisy, clean, target, time_budget_s=20)
+    with pytest.raises(LivedenoiseError, match="pairs must match plane by plane"):
+        finetune_on_data(noisy, clean[:2], tmp_path / "other.safetensors")
+    with pytest.raises(LivedenoiseError, match=r"as a \.safetensors file"):
+        finetune_on_data(noisy, None, tmp_path / "model.pt")
+    assert target.read_bytes() == before
+
+
+def test_the_manifest_names_functions_that_exist_and_is_registered():
+    import importlib
+
+    yaml = pytest.importorskip("yaml")
+    manifest = yaml.safe_load((PLUGIN / "napari.yaml").read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    if importlib.util.find_spec("napari") is not None:  # the widgets' modules import napari
+        for python_name in commands.values():
+            module, _, attr = python_name.partition(":")
+            assert callable(getattr(importlib.import_module(module), attr)), python_name
+    used = {w["command"] for w in manifest["contributions"]["widgets"]} | {
+        s["command"] for s in manifest["contributions"]["sample_data"]}
+    assert used <= set(commands)
+    pyproject = (PLUGIN.parent.parent / "pyproject.toml").read_text()
+    assert 'livedenoise = "livedenoise.napari_plugin:napari.yaml"' in pyproject
+    assert '"napari_plugin/napari.yaml"' in pyproject
+
+
+# -- with napari ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def napari_app():
+    if os.environ.get("LIVEDENOISE_REQUIRE_NAPARI"):  # .ci/napari_check: a missing napari fails, never skips
+        import napari  # noqa: F401
+    else:
+        pytest.importorskip("napari")
+    from qtpy.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def test_npe2_validates_the_manifest(napari_app):
+    from npe2 import PluginManifest
+
+    pm = PluginManifest.from_file(PLUGIN / "napari.yaml")
+    assert pm.name == "livedenoise" and {w.display_name for w in pm.contributions.widgets} == {
+        "Denoise layer", "Fine-tune on layer", "Live denoise"}
+
+
+def test_the_denoise_widget_runs_in_a_worker_and_returns_the_layer(napari_app, field):
+    from napari.components import ViewerModel
+
+    from livedenoise.napari_plugin.widgets import denoise_layer_widget
+
+    noisy, truth = field
+    viewer = ViewerModel()
+    layer = viewer.add_image(noisy, name="cells", scale=(0.2, 0.2))
+    widget = denoise_layer_widget()
+    assert [w.name for w in widget][:4] == ["image", "model", "time_lapse", "ensemble"]
+    worker = widget(layer, model="fast")
+    data, kwargs, kind = worker.work()  # what napari runs in its thread, here in this one
+    assert kind == "image" and kwargs["name"] == "cells denoised" and tuple(kwargs["scale"]) == (0.2, 0.2)
+    assert score(truth, data).psnr > score(truth, noisy.astype(np.float32)).psnr + 3
+    errors = []
+    worker = widget(layer, model="no-such-model")
+    worker.errored.connect(errors.append)
+    worker.run()  # runs work() and reports the error through the signal, as in napari
+    assert errors and "no-such-model" in str(errors[0])
+
+
+def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, simulated_core, tmp_path):
+    import useq
+    from napari.components import ViewerModel
+
+    from livedenoise.io import open_dataset
+    from livedenoise.napari_plugin.live import LAYER_NAME, LiveDenoiseWidget
+
+    viewer = ViewerModel()
+    widget = LiveDenoiseWidget(viewer, core=simulated_core)
+    widget.output.setText(str(tmp_path / "denoised"))
+    widget.model.setText("no-such-model")
+    widget.button.setChecked(True)  # a wrong model is refused before any acquisition
+    assert not widget.attached and widget.status.text().startswith("error:") and "no-such-model" in \
+        widget.status.text()
+    widget.model.setText("fast")
+    widget.button.setChecked(True)
+    assert widget.attached
+    simulated_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 4}))  # blocks until written
+    widget.refresh()
+    report = widget.last_report
+    assert report is not None and report.frames_written == 4 and not report.errors
+    assert LAYER_NAME in viewer.layers and viewer.layers[LAYER_NAME].data.shape == simulated_core.microscope.shape
+    assert "4 denoised frames recorded" in widget.status.text()
+    ds = open_dataset(report.denoised_path)
+    assert tuple(ds.shape[-2:]) == simulated_core.microscope.shape and int(np.prod(ds.shape[:-2])) == 4
+    widget.button.setChecked(False)
+    assert not widget.attached
+    simulated_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))  # detached: nothing recorded
+    assert widget.last_report is report
