@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,72 @@ def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, 
     assert not widget.attached
     simulated_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))  # detached: nothing recorded
     assert widget.last_report is report
+
+
+def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_adapted_models(
+        napari_app, simulated_core, tmp_path):
+    """Calibrate: pairs with the chosen presets at fields one field of view beside the current one (the stage goes
+    back), one fine-tune per channel; the MDA that follows records with the adapted models. Bad settings are one
+    sentence in the status line."""
+    import useq
+    from napari.components import ViewerModel
+    from test_live_session import identity_backbone
+
+    from livedenoise.config import TrainingConfig
+    from livedenoise.napari_plugin.live import LiveDenoiseWidget
+    from simulators.core import LIGHT_GROUP
+
+    model = identity_backbone().save(tmp_path / "identity.safetensors")
+    widget = LiveDenoiseWidget(ViewerModel(), core=simulated_core)
+    widget.model.setText(str(model))
+    widget.channels.setText("5%, nope")
+    widget.calibrate_button.click()
+    assert "'nope' are not in the channel group 'Light'" in widget.status.text()
+    widget.channels.setText("5%,20%")
+    widget.fields.setValue(2)
+    widget.average.setValue(4)
+    widget.training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, max_steps=40,
+                                     steps_per_validation=10, patience=8)
+    start = (simulated_core.getXPosition(), simulated_core.getYPosition())
+    fov = simulated_core.getPixelSizeUm() * simulated_core.getImageWidth()
+    np.testing.assert_allclose(widget.calibration_fields(2),
+                               [(start[0] + fov, start[1]), (start[0] + 2 * fov, start[1])])
+    widget.button.setChecked(True)  # attached while calibrating: the calibration's frames are not recorded
+    thread = widget.calibrate()
+    deadline = time.monotonic() + 600
+    while thread.is_alive() and time.monotonic() < deadline:  # as napari's event loop runs while it calibrates: with
+        napari_app.processEvents()  # a Qt app, pymmcore-plus delivers the MDA's frames through this loop
+        time.sleep(0.01)
+    assert not thread.is_alive()
+    assert (simulated_core.getXPosition(), simulated_core.getYPosition()) == pytest.approx(start)
+    results = widget.calibration_results
+    assert sorted(results) == ["20%", "5%"] and all(r.steps > 0 and r.swapped for r in results.values()), (
+        results, widget._message)
+    assert sorted(widget.adapted) == ["20%", "5%"] and widget.last_report is None
+    widget.refresh()
+    assert widget.status.text().startswith("calibration: 5%: adapted")
+    widget.output.setText("")  # display only
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 2},
+                                channels=[{"config": c, "group": LIGHT_GROUP} for c in ("5%", "20%")])
+    simulated_core.mda.run(sequence)
+    report = widget.last_report
+    assert report is not None and report.frames_written == 0 and report.display_denoised >= 1
+    assert {ch: report.channels[ch]["model"] for ch in ("5%", "20%")} == {
+        "5%": "identity+pairs (5%)", "20%": "identity+pairs (20%)"}
+    widget.button.setChecked(False)
+
+
+def test_the_napari_example_runs_headless_with_calibration(napari_app, tmp_path):
+    """examples/attach_napari.py: the widget attached to an MDA started in a thread (as napari-micromanager starts
+    one), frames arriving through the event loop; each channel calibrated first; every frame recorded."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(PLUGIN.parent.parent / "examples" / "attach_napari.py"), "--headless",
+                             "-o", str(tmp_path / "out"), "--time-points", "2", "--calibrate", "2",
+                             "--calibrate-seconds", "5"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 denoised frames recorded" in result.stdout
+    assert result.stdout.startswith("calibration: 5%: ") and "steps" in result.stdout
+    assert any(p.name.startswith("denoised_001") for p in (tmp_path / "out").iterdir())

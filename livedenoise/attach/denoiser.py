@@ -438,6 +438,14 @@ class AttachedDenoiser:
         return self._adapt_pool.submit(job)
 
     # -- results -------------------------------------------------------------------------------------
+    def current_models(self) -> dict[str | None, Checkpoint]:
+        """Each channel's model now, an adapted one once swapped in (``None``: frames without a channel axis).
+
+        Why: a handler serves one acquisition; pass these as ``channels=`` (and the ``None`` entry as ``model``) to
+        the next one to keep what a calibration adapted.
+        """
+        return {key: state.checkpoint for key, state in self._states.items()}
+
     def latest(self) -> DenoisedFrame | None:
         """The newest frame denoised for display (raw and denoised, with its axes in ``info``)."""
         return self._latest

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -77,6 +78,10 @@ def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]]
         time_plan=useq.TIntervalLoops(interval=timedelta(0), loops=int(average) + 1), axis_order=tuple("pct"))
 
 
+#: How long calibrate() waits, after its MDA ends, for frames still being delivered through an event loop.
+FRAMES_GRACE_S = 10.0
+
+
 class MDADenoiser(AttachedDenoiser):
     """An :class:`AttachedDenoiser` with pymmcore-plus's handler methods (one sequence per handler).
 
@@ -117,19 +122,28 @@ class MDADenoiser(AttachedDenoiser):
                               "would image the same field; give one position or configure the stage")
         names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
         frames: dict[tuple[int, Any], list[np.ndarray]] = {}
+        arrived = threading.Condition()
+        plan = calibration_sequence(sequence, positions, average=average)
+        expected = len(list(plan))
 
         class _Collect:
             def frameReady(self, image: np.ndarray, event: Any, meta: Any = None) -> None:  # noqa: N802
                 index = dict(event.index)
-                frames.setdefault((int(index.get("p", 0)), names.get(int(index.get("c", 0)))), []).append(
-                    np.array(image, copy=True))
+                with arrived:
+                    frames.setdefault((int(index.get("p", 0)), names.get(int(index.get("c", 0)))), []).append(
+                        np.array(image, copy=True))
+                    arrived.notify_all()
 
         xy = (float(core.getXPosition()), float(core.getYPosition())) if core.getXYStageDevice() else None
         try:
-            core.mda.run(calibration_sequence(sequence, positions, average=average), output=[_Collect()])
+            core.mda.run(plan, output=[_Collect()])
         finally:
             if xy is not None:
                 core.setXYPosition(*xy)
                 core.waitForSystem()
+        # With pymmcore-plus's Qt signals (a Qt app is running: napari), frames of an MDA run outside the GUI thread
+        # reach handlers through the GUI thread's event loop, after run() returns: wait for them (bounded).
+        with arrived:
+            arrived.wait_for(lambda: sum(map(len, frames.values())) >= expected, timeout=FRAMES_GRACE_S)
         return self.adapt_from_calibration(frames, list(dict.fromkeys(names.values())), len(positions), average,
                                            time_budget_s=time_budget_s, training=training)

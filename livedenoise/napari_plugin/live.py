@@ -1,11 +1,16 @@
 """napari widget "Live denoise": denoise every frame of the MDAs that napari-micromanager (or any pymmcore-plus user)
-runs, show the newest denoised frame as a layer, and record all of them.
+runs, show the newest denoised frame as a layer, and record all of them; calibrate each channel first.
 
 It listens to the core's ``mda.events`` (the global ``CMMCorePlus.instance()``, which napari-micromanager drives,
 unless a core is given) and hands each frame to a :class:`livedenoise.attach.MDADenoiser`, one per sequence: the
 raw frames are saved by whatever the user chose in the MDA widget, exactly as acquired, and never wait for the
 denoiser. A Qt timer moves the newest denoised frame into the layer in napari's own thread (layers must not be
 touched from the acquisition thread).
+
+*Calibrate* takes reference pairs with the chosen channel presets at fields beside the current one (one field of view
+apart along x, so the experiment's own field gets no extra light), fine-tunes each channel's model in the background
+(:meth:`livedenoise.attach.MDADenoiser.calibrate`) and keeps the adapted models that beat the current ones on a
+held-out pair for every later MDA.
 """
 from __future__ import annotations
 
@@ -15,9 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFormLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from livedenoise.errors import LivedenoiseError
+from livedenoise.errors import ConfigError, LivedenoiseError
 
 log = logging.getLogger("livedenoise")
 
@@ -38,6 +53,13 @@ class LiveDenoiseWidget(QWidget):
         self._shown: Any = None  # the DenoisedFrame now in the layer
         self._sequences = 0
         self.last_report: Any = None
+        #: channel preset (None: no channel axis) -> the model a calibration adapted and swapped in
+        self.adapted: dict[str | None, Any] = {}
+        self.calibration_results: dict[str, Any] = {}  #: channel -> Adaptation of the last calibration
+        self.training: Any = None  #: a TrainingConfig for calibration fine-tunes (None: the defaults)
+        self._calibrating = False  # the calibration's own MDA is running: its events are not a sequence to record
+        self._calibration_thread: threading.Thread | None = None
+        self._message = ""  # set by the calibration thread, shown by refresh()
         self.model = QLineEdit("fast")
         self.model.setToolTip("a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model "
                               "Zoo .zip")
@@ -51,8 +73,29 @@ class LiveDenoiseWidget(QWidget):
         form = QFormLayout()
         form.addRow("model", self.model)
         form.addRow("record to", self.output)
+        self.channels = QLineEdit("")
+        self.channels.setPlaceholderText("presets of the channel group, comma-separated (empty: the current one)")
+        self.fields = QSpinBox()
+        self.fields.setRange(1, 20)
+        self.fields.setValue(3)
+        self.average = QSpinBox()
+        self.average.setRange(2, 64)
+        self.average.setValue(16)
+        self.seconds = QDoubleSpinBox()
+        self.seconds.setRange(1.0, 3600.0)
+        self.seconds.setValue(60.0)
+        self.calibrate_button = QPushButton("Calibrate")
+        self.calibrate_button.clicked.connect(lambda: self._start_calibration())
+        box = QGroupBox("Calibrate (reference pairs beside the current field)")
+        cal_form = QFormLayout(box)
+        cal_form.addRow("channels", self.channels)
+        cal_form.addRow("fields", self.fields)
+        cal_form.addRow("frames averaged per reference", self.average)
+        cal_form.addRow("fine-tune budget (s)", self.seconds)
+        cal_form.addRow(self.calibrate_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(box)
         layout.addWidget(self.button)
         layout.addWidget(self.status)
         self.timer = QTimer(self)
@@ -103,7 +146,8 @@ class LiveDenoiseWidget(QWidget):
                              (events.sequenceFinished, self._sequence_finished)):
             signal.disconnect(slot)
         self._finish(None)
-        self.timer.stop()
+        if not self._calibration_running():
+            self.timer.stop()
         self.refresh()
         self.model.setEnabled(True)
         self.output.setEnabled(True)
@@ -113,12 +157,17 @@ class LiveDenoiseWidget(QWidget):
     def _sequence_started(self, sequence: Any, *_: Any) -> None:
         from livedenoise.attach import MDADenoiser
 
+        if self._calibrating:  # the calibration's own MDA: its frames are references, not a sequence to record
+            return
+        self._message = ""
         folder = self.output.text().strip()
         with self._lock:
             self._sequences += 1
             try:
-                den = MDADenoiser(self.model.text().strip() or "fast", output=Path(folder).expanduser() if folder
-                                  else None, name=f"denoised_{self._sequences:03d}")
+                den = MDADenoiser(self.adapted.get(None, self._model_choice()),
+                                  channels={k: v for k, v in self.adapted.items() if k is not None},
+                                  output=Path(folder).expanduser() if folder else None,
+                                  name=f"denoised_{self._sequences:03d}")
             except LivedenoiseError as exc:  # the acquisition goes on without denoising
                 log.error("livedenoise: %s", exc)
                 self._denoiser = None
@@ -128,11 +177,104 @@ class LiveDenoiseWidget(QWidget):
 
     def _frame_ready(self, image: Any, event: Any, *_: Any) -> None:
         den = self._denoiser
-        if den is not None:
+        if den is not None and not self._calibrating:
             den.frameReady(image, event)
 
     def _sequence_finished(self, sequence: Any, *_: Any) -> None:
-        self._finish(sequence)
+        if not self._calibrating:
+            self._finish(sequence)
+
+    def _model_choice(self) -> str:
+        return self.model.text().strip() or "fast"
+
+    # -- calibration ------------------------------------------------------------------------------------
+    def calibration_fields(self, n: int) -> list[tuple[float, float]]:
+        """``n`` stage positions (µm) beside the current field, one field of view apart along x."""
+        core = self.core
+        if not core.getXYStageDevice():
+            raise ConfigError("calibration needs an XY stage to image fields beside the current one; this core has "
+                              "none")
+        pixel = float(core.getPixelSizeUm())
+        if pixel <= 0:
+            raise ConfigError("the core has no pixel size (Micro-Manager's Pixel Size Calibration): without it the "
+                              "calibration fields could overlap the current one; set one first")
+        step = pixel * max(int(core.getImageWidth()), int(core.getImageHeight()))
+        x0, y0 = float(core.getXPosition()), float(core.getYPosition())
+        return [(x0 + k * step, y0) for k in range(1, n + 1)]
+
+    def calibration_sequence(self) -> Any:
+        """An MDA sequence with the chosen channel presets (or the current one) of the core's channel group."""
+        import useq
+
+        group = self.core.getChannelGroup()
+        names = [c.strip() for c in self.channels.text().split(",") if c.strip()]
+        if names and not group:
+            raise ConfigError("channels were named but the core has no channel group; set one, or leave channels "
+                              "empty")
+        if not names and group and self.core.getCurrentConfig(group):
+            names = [self.core.getCurrentConfig(group)]
+        unknown = [n for n in names if n not in self.core.getAvailableConfigs(group)]
+        if unknown:
+            raise ConfigError(f"channel preset(s) {', '.join(map(repr, unknown))} are not in the channel group "
+                              f"{group!r} (presets: {', '.join(self.core.getAvailableConfigs(group))})")
+        return useq.MDASequence(channels=tuple(useq.Channel(config=n, group=group) for n in names))
+
+    def _start_calibration(self) -> threading.Thread | None:
+        try:
+            return self.calibrate()
+        except LivedenoiseError as exc:
+            self.status.setText(f"error: {exc}")
+            return None
+
+    def calibrate(self) -> threading.Thread:
+        """Check the settings, then acquire the pairs and fine-tune in a background thread (returned): the
+        acquisition takes seconds, the fine-tunes the budget; progress and results appear in the status line."""
+        from livedenoise.attach import MDADenoiser
+        from livedenoise.modelspec import load_model_spec
+
+        if self.core.mda.is_running() or self._calibrating or self._calibration_running():
+            raise ConfigError("an acquisition is running; calibrate before starting the MDA")
+        sequence = self.calibration_sequence()
+        positions = self.calibration_fields(self.fields.value())
+        load_model_spec(self._model_choice())  # a wrong model fails now, not in the thread
+        average, seconds = self.average.value(), self.seconds.value()
+        self._calibrating = True
+        self.calibrate_button.setEnabled(False)
+        self._message = f"calibrating: {len(positions)} field(s) x {1 + average} frames per channel"
+        self.status.setText(self._message)
+
+        def run() -> None:
+            try:
+                den = MDADenoiser(self.adapted.get(None, self._model_choice()),
+                                  channels={k: v for k, v in self.adapted.items() if k is not None})
+                try:
+                    futures = den.calibrate(self.core, sequence, positions, average=average, time_budget_s=seconds,
+                                            training=self.training)
+                finally:
+                    self._calibrating = False  # the acquisition part is over; fine-tunes run in the background
+                self._message = f"calibration pairs taken; fine-tuning {len(futures)} channel(s), up to {seconds:g} s"
+                results = {ch: f.result() for ch, f in futures.items()}
+                models = den.current_models()
+                for ch, outcome in results.items():
+                    key = None if ch == "None" else ch
+                    if outcome.swapped and key in models:
+                        self.adapted[key] = models[key]
+                den.close(progress=False)
+                self.calibration_results = results
+                self._message = "calibration: " + "; ".join(
+                    f"{ch}: {'adapted' if o.swapped else 'kept the current model'} ({o.steps} steps, {o.reason})"
+                    for ch, o in results.items())
+            except Exception as exc:  # shown in one sentence; the models stay as they were
+                self._message = f"calibration failed: {exc.__class__.__name__}: {exc}"
+                log.warning("livedenoise: %s", self._message)
+            finally:
+                self._calibrating = False
+
+        thread = threading.Thread(target=run, name="livedenoise-calibration", daemon=True)
+        self._calibration_thread = thread
+        thread.start()
+        self.timer.start()
+        return thread
 
     def _finish(self, sequence: Any) -> None:
         with self._lock:
@@ -144,11 +286,10 @@ class LiveDenoiseWidget(QWidget):
 
     # -- display (napari's thread) -----------------------------------------------------------------------
     def refresh(self) -> None:
-        """Show the newest denoised frame in the layer, and the counts in the status line."""
+        """Show the newest denoised frame in the layer, and the counts (or the calibration's state) in the status."""
+        self.calibrate_button.setEnabled(not self._calibrating and not self._calibration_running())
         den = self._denoiser or getattr(self, "_last", None)
-        if den is None:
-            return
-        latest = den.latest()
+        latest = den.latest() if den is not None else None
         if latest is not None and latest is not self._shown and latest.denoised is not None:
             self._shown = latest
             if LAYER_NAME in self.viewer.layers:
@@ -156,11 +297,19 @@ class LiveDenoiseWidget(QWidget):
             else:
                 self.viewer.add_image(latest.denoised, name=LAYER_NAME)
         report = self.last_report if self._denoiser is None else None
-        if report is not None:
+        if self._message:  # a calibration's state, until the next sequence starts
+            self.status.setText(self._message)
+        elif self._denoiser is not None:
+            running = self._denoiser
+            self.status.setText(f"sequence {self._sequences}: {running.written} frames recorded, "
+                                f"{running.backlog} queued"
+                                + (f"; showing {latest.model_name}" if latest is not None else ""))
+        elif report is not None:
             where = f" in {report.denoised_path}" if report.denoised_path else ""
             self.status.setText(f"sequence {self._sequences} done: {report.frames_written} denoised frames "
                                 f"recorded{where}; {report.display_denoised} shown"
                                 + (f"; {len(report.errors)} error(s): {report.errors[0]}" if report.errors else ""))
-        elif self._denoiser is not None:
-            self.status.setText(f"sequence {self._sequences}: {den.written} frames recorded, {den.backlog} queued"
-                                + (f"; showing {latest.model_name}" if latest is not None else ""))
+
+    def _calibration_running(self) -> bool:
+        thread = self._calibration_thread
+        return thread is not None and thread.is_alive()
