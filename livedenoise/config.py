@@ -86,6 +86,9 @@ class LiveConfig(_Strict):
     interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
     position_spacing_um: float = Field(60.0, gt=0, description="distance between calibration positions")
     save_denoised: bool = True
+    denoised_format: Literal["ndtiff", "ome-zarr"] = Field(
+        "ndtiff", description=("format of the recorded denoised frames: ndtiff, or ome-zarr (recorded as NDTiff while "
+                               "acquiring, copied into <name>.ome.zarr when the session ends)"))
     precision: Precision = Field(
         "auto",
         description=("network arithmetic: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with native "

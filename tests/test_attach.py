@@ -514,3 +514,24 @@ def test_calibration_guards_missing_frames_duplicate_presets_and_sparse_channels
     assert started == ["5%"] and list(futures) == ["5%"]
     assert (simulated_core.getXPosition(), simulated_core.getYPosition()) == pytest.approx((5.0, 7.0))
     den.close(progress=False)
+
+
+def test_an_attached_mda_can_record_its_denoised_frames_as_ome_zarr(simulated_core, tmp_path):
+    import useq
+
+    from livedenoise.io import open_dataset
+    from simulators.core import LIGHT_GROUP
+
+    with pytest.raises(ConfigError, match="output_format 'tiff' is unknown"):
+        MDADenoiser("fast", output=tmp_path / "den", output_format="tiff")
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 2},
+                                channels=[{"config": c, "group": LIGHT_GROUP} for c in CHANNELS])
+    handler = MDADenoiser("fast", output=tmp_path / "den", device="cpu", output_format="ome-zarr")
+    simulated_core.mda.run(sequence, output=[handler])
+    report = handler.result
+    assert report is not None and report.frames_written == 4 and not report.errors
+    assert report.denoised_path.endswith("denoised.ome.zarr") and [p.name for p in (tmp_path / "den").iterdir()] == [
+        "denoised.ome.zarr"]
+    ds = open_dataset(report.denoised_path)
+    assert ds.axes == "TCYX" and tuple(ds.shape[:2]) == (2, 2) and ds.dtype == np.uint16
+    assert all(ds.read_frame(i).any() for i in np.ndindex(2, 2))  # every frame written

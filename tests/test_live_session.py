@@ -584,3 +584,22 @@ def test_renamed_modules_still_star_import_and_warn_at_the_users_line(old):
         exec(f"from {old} import *", namespace)
     assert set(module.__all__) <= set(namespace)
     assert {w.filename for w in caught} == {"<string>"}, [w.filename for w in caught]
+
+
+def test_a_live_session_can_record_its_denoised_frames_as_ome_zarr(simulated_core, small_microscope_config, tmp_path):
+    """[live] denoised_format = "ome-zarr": every recorded frame ends in denoised.ome.zarr, along time, and the
+    session's report points at it (the NDTiff it was recorded in while acquiring is gone)."""
+    from livedenoise.io import open_dataset
+
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=1000,
+                             finetune_time_budget_s=5.0, denoised_format="ome-zarr")
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
+    session.start_live(max_frames=12)
+    assert session.wait(timeout=120)
+    rep = session.stop()
+    assert rep.frames_written == rep.frames_acquired == 12 and not rep.errors
+    assert str(rep.paths["denoised"]) == str(tmp_path / "denoised.ome.zarr")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("denoised") and p.name != "denoised.ome.zarr"]
+    ds = open_dataset(rep.paths["denoised"])
+    assert ds.format == "ome-zarr" and ds.axes[0] == "T" and ds.size("T") == 12

@@ -17,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from livedenoise.acquisition.axes import axes_key
+from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
+
+
+#: Formats of the recorded denoised frames: NDTiff while acquiring, optionally copied into an OME-Zarr at the end.
+OUTPUT_FORMATS = ("ndtiff", "ome-zarr")
 
 
 class DenoisedWriter:
@@ -29,11 +34,20 @@ class DenoisedWriter:
     when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
     the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
     ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
+    ``output_format="ome-zarr"``: when the acquisition ends, the NDTiff is copied into ``<name>.ome.zarr``
+    (:func:`livedenoise.io.convert.to_ome_zarr`: its final shape is known only then, and an append-only NDTiff is
+    what survives a crash mid-session) and removed once the copy is complete; if the copy fails, the NDTiff stays
+    and the failure is in :attr:`errors`.
     """
 
     def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path,
                  name: str = "denoised", *, read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
-                 summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None) -> None:
+                 summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None,
+                 output_format: str = "ndtiff") -> None:
+        if output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"denoised output format {output_format!r} is unknown; expected one of "
+                              f"{', '.join(OUTPUT_FORMATS)}.")
+        self.output_format = output_format
         self._denoise = denoise
         self.directory = Path(directory)
         self.name = name
@@ -148,4 +162,25 @@ class DenoisedWriter:
         if self._dataset is not None:
             self._dataset.finish()
             self._dataset.close()
+            if self.output_format == "ome-zarr" and self.path is not None:
+                self._to_ome_zarr(self.path)
         return self.written
+
+    def _to_ome_zarr(self, recorded: Path) -> None:
+        import shutil
+
+        from livedenoise.io.convert import to_ome_zarr
+
+        target = self.directory / f"{self.name}.ome.zarr"
+        n = 1
+        while target.exists() or target.with_name(target.name + ".partial").exists():
+            target, n = self.directory / f"{self.name}_{n}.ome.zarr", n + 1
+        try:
+            to_ome_zarr(recorded, target, {"recorded_as": "ndtiff", **self._summary})
+        except Exception as exc:  # the NDTiff holds every frame: nothing is lost, the user is told
+            self.errors.append(f"copying the denoised frames into OME-Zarr failed ({exc.__class__.__name__}: {exc}); "
+                               f"they are in the NDTiff dataset {recorded}")
+            log.warning("denoised writer: %s", self.errors[-1])
+            return
+        shutil.rmtree(recorded)  # this writer created it, and the OME-Zarr now holds every frame
+        self.path = target

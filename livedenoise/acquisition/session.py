@@ -441,7 +441,8 @@ class LiveSession:
         if self.settings.live.save_denoised:
             self._writer = DenoisedWriter(self._denoise_recorded, self.output_dir, "denoised",
                                           read_raw=self.backend.read_raw,
-                                          summary_metadata={"backbone": self.backbone.name}).start()
+                                          summary_metadata={"backbone": self.backbone.name},
+                                          output_format=self.settings.live.denoised_format).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
         state = (SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive())

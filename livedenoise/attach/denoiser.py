@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
-from livedenoise.acquisition.recorder import DenoisedWriter
+from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
 from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError
@@ -103,7 +103,7 @@ class Adaptation:
 
 @dataclass
 class AttachReport:
-    """What an attached denoiser did; ``denoised_path`` is the NDTiff dataset of denoised frames (if recorded)."""
+    """What an attached denoiser did; ``denoised_path``: the denoised frames' dataset (NDTiff or OME-Zarr), if any."""
 
     frames_submitted: int = 0
     frames_skipped: int = 0  #: frames of channels mapped to ``None`` (not denoised, by choice)
@@ -143,6 +143,8 @@ class AttachedDenoiser:
     CPU threads for the models (process-wide; leave a core to the acquisition where it needs the CPU).
     ``display_fps``: at most this many display frames denoised per second (``None``: as many as the model
     manages); a screen needs ~10, and the CPU left over goes to the acquisition and the recorder.
+    ``output_format``: ``"ndtiff"`` or ``"ome-zarr"`` (recorded as NDTiff while acquiring, copied into
+    ``<name>.ome.zarr`` when closed; see :class:`~livedenoise.acquisition.recorder.DenoisedWriter`).
     ``precision``: the network's arithmetic (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see
     :class:`~livedenoise.inference.Denoiser`): ``"bf16"`` roughly halves the CPU time per frame on CPUs with
     native bfloat16, at the quality cost the README's precision table measures.
@@ -154,7 +156,11 @@ class AttachedDenoiser:
                  display: Callable[[DenoisedFrame], None] | None = None,
                  read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
                  device: str = "auto", threads: int | None = None, display_fps: float | None = None,
-                 max_queued: int = 32, precision: str = "auto") -> None:
+                 max_queued: int = 32, precision: str = "auto", output_format: str = "ndtiff") -> None:
+        if output_format not in OUTPUT_FORMATS:  # checked now, not when the first frame arrives
+            raise ConfigError(f"output_format {output_format!r} is unknown; expected one of "
+                              f"{', '.join(OUTPUT_FORMATS)}.")
+        self._output_format = output_format
         if max_queued < 1:
             raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
         self._precision = canonical_precision(precision)  # a wrong value fails here, before acquisition starts
@@ -263,7 +269,8 @@ class AttachedDenoiser:
                                               read_raw=self._read_for_writer if self.read_raw is not None else None,
                                               max_queued=self._max_queued,
                                               summary_metadata={"models": self._model_names()},
-                                              frame_metadata=self._recorded_with).start()
+                                              frame_metadata=self._recorded_with,
+                                              output_format=self._output_format).start()
             self._writer.submit(axes, frame)
         return True
 

@@ -31,6 +31,9 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 is "
                         "1.7-1.9x faster on CPUs with native bfloat16, at a small measured quality cost")
+    p.add_argument("--denoised-format", choices=["ndtiff", "ome-zarr"],
+                   help="recorded denoised frames (default: [live] denoised_format, ndtiff); ome-zarr is recorded as "
+                        "NDTiff while acquiring and copied into denoised.ome.zarr at the end")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/session"),
                    help="folder for raw, denoised and the model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
@@ -42,7 +45,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     live = {k: v for k, v in {"mode": args.mode, "backbone": args.backbone,
                               "finetune_time_budget_s": args.finetune_seconds,
                               "calibration_positions": args.positions,
-                              "precision": getattr(args, "precision", None)}.items() if v is not None}
+                              "precision": getattr(args, "precision", None),
+                              "denoised_format": getattr(args, "denoised_format", None)}.items() if v is not None}
     micro = {}
     if args.roi:
         try:

@@ -44,8 +44,14 @@ def read_provenance_xml(xml: str | None) -> dict[str, Any] | None:
 
 
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Provenance of a livedenoise output (OME-TIFF file or NDTiff folder), or ``None``."""
+    """Provenance of a livedenoise output (OME-TIFF file, NDTiff or OME-Zarr folder), or ``None``."""
     p = Path(path)
+    if p.is_dir() and (p / "zarr.json").is_file():  # OME-Zarr: the root group's "livedenoise" attribute
+        try:
+            prov = json.loads((p / "zarr.json").read_text()).get("attributes", {}).get("livedenoise")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return prov if isinstance(prov, dict) else None
     if is_ndtiff_dataset(p):
         ds = _open_ndstorage(str(p))
         try:

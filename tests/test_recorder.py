@@ -1,0 +1,76 @@
+"""The recorder of denoised frames: NDTiff while acquiring, optionally copied into an OME-Zarr when it ends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livedenoise.acquisition.recorder import DenoisedWriter
+from livedenoise.errors import ConfigError, LivedenoiseError
+from livedenoise.io import open_dataset, read_provenance
+from livedenoise.io.convert import PARTIAL, to_ome_zarr
+
+
+def _frames():
+    rng = np.random.default_rng(0)
+    axes = [{"time": t, "channel": c} for t in range(3) for c in ("DAPI", "GFP")]
+    return axes, [rng.integers(100, 4000, (32, 48)).astype(np.uint16) for _ in axes]
+
+
+def _record(tmp_path, fmt: str):
+    axes, frames = _frames()
+    writer = DenoisedWriter(lambda frame, _axes: frame.astype(np.float32) + 0.4, tmp_path, "denoised",
+                            output_format=fmt, summary_metadata={"backbone": "test"}).start()
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    assert writer.finish(progress=False) == len(frames) and not writer.errors
+    return writer, axes, frames
+
+
+def test_denoised_frames_can_end_as_an_ome_zarr_with_every_frame_and_no_ndtiff_left(tmp_path):
+    writer, axes, frames = _record(tmp_path, "ome-zarr")
+    assert writer.path == tmp_path / "denoised.ome.zarr" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "denoised.ome.zarr"]  # the NDTiff it was recorded in is gone once the copy is complete
+    ds = open_dataset(writer.path)
+    assert ds.format == "ome-zarr" and ds.axes == "TCYX" and tuple(ds.shape) == (3, 2, 32, 48)
+    assert ds.dtype == np.uint16 and read_provenance(writer.path)["recorded_as"] == "ndtiff"
+    for a, f in zip(axes, frames, strict=True):  # denoised values rounded to the camera dtype, in acquisition order
+        np.testing.assert_array_equal(ds.read_frame((a["time"], ["DAPI", "GFP"].index(a["channel"]))), f)
+    ds.close()
+    with pytest.raises(ConfigError, match="'zarr' is unknown; expected one of ndtiff, ome-zarr"):
+        DenoisedWriter(lambda f, a: f, tmp_path, output_format="zarr")
+
+
+def test_the_ome_zarr_copy_is_exact_never_overwrites_and_replaces_only_its_own_partial_folder(tmp_path):
+    writer, _, _ = _record(tmp_path / "nd", "ndtiff")
+    source = open_dataset(writer.path)
+    target = tmp_path / "copy.ome.zarr"
+    (tmp_path / f"copy.ome.zarr{PARTIAL}").mkdir()  # left by an interrupted copy
+    assert to_ome_zarr(writer.path, target, {"note": "x"}) == target
+    assert not (tmp_path / f"copy.ome.zarr{PARTIAL}").exists()
+    copy = open_dataset(target)
+    assert copy.axes == source.axes and tuple(copy.shape) == tuple(source.shape)
+    for index in np.ndindex(*source.shape[:-2]):
+        np.testing.assert_array_equal(copy.read_frame(index), source.read_frame(index))
+    assert read_provenance(target)["note"] == "x"
+    before = sorted(p.name for p in target.rglob("*"))
+    with pytest.raises(LivedenoiseError, match="already exists"):
+        to_ome_zarr(writer.path, target)
+    assert sorted(p.name for p in target.rglob("*")) == before
+
+
+def test_a_failed_copy_keeps_the_ndtiff_and_says_where_the_frames_are(tmp_path, monkeypatch):
+    import livedenoise.io.convert as convert
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(convert, "to_ome_zarr", broken)
+    axes, frames = _frames()
+    writer = DenoisedWriter(lambda f, a: f.astype(np.float32), tmp_path, "denoised", output_format="ome-zarr").start()
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    writer.finish(progress=False)
+    assert writer.path is not None and writer.path.exists() and not str(writer.path).endswith(".ome.zarr")
+    assert len(writer.errors) == 1 and "disk full" in writer.errors[0] and str(writer.path) in writer.errors[0]
+    ds = open_dataset(writer.path)
+    assert int(np.prod(ds.shape[:-2])) == len(frames)
