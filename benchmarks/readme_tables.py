@@ -44,6 +44,8 @@ SOURCES: dict[str, str] = {
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
                  "2026-12-03-pairs-quick-lr3e-5/pairs-quick.json"),
     "noise-fit": ("2026-12-03-noise-fit-before/dev-pairs.json", "2026-12-03-noise-fit-after/dev-pairs.json"),
+    "pairs-layers": ("2026-12-04-pairs-layers/all-p8.json", "2026-12-04-pairs-layers/decoder-p8.json",
+                     "2026-12-04-pairs-layers/all-p30.json", "2026-12-04-pairs-layers/decoder-p30.json"),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
@@ -285,6 +287,27 @@ def pairs_lr(sources: list[tuple[dict, str]]) -> str:
                       _sources_line(sources)])
 
 
+def pairs_layers(sources: list[tuple[dict, str]]) -> str:
+    """Few-pair fine-tuning changing all weights or only some (``adapt_layers``), each a committed full run: the same
+    held-out folds, so the per-fold difference to the first source is also given."""
+    first = {(r["set"], r["held_out"]): r["fine-tuned"] - r["backbone"] for r in sources[0][0]["rows"]}
+    body = []
+    for data, _ in sources:
+        rows = data["rows"]
+        gain = [r["fine-tuned"] - r["backbone"] for r in rows]
+        delta = [r["fine-tuned"] - r["backbone"] - first[(r["set"], r["held_out"])] for r in rows]
+        mean_delta = sum(delta) / len(delta)
+        sem = (sum((d - mean_delta) ** 2 for d in delta) / max(len(delta) - 1, 1) / len(delta)) ** 0.5
+        body.append([str(data.get("adapt_layers", "all")), _num(data.get("lr"), "g"), str(data.get("patience")),
+                     str(len(rows)), _num(sum(r["backbone"] for r in rows) / len(rows), ".2f"),
+                     _num(sum(r["fine-tuned"] for r in rows) / len(rows), ".2f"), _num(sum(gain) / len(gain), "+.2f"),
+                     _num(min(gain), "+.2f"), f"{mean_delta:+.3f} ± {sem:.3f}",
+                     _num(sum(r["steps"] for r in rows) / len(rows), ".0f")])
+    header = ["weights changed", "lr", "patience", "folds", "backbone", "fine-tuned", "mean gain", "worst fold",
+              "vs. first row (± s.e.)", "steps"]
+    return "\n".join([_table(header, body), "", _sources_line(sources)])
+
+
 def adapt(sources: list[tuple[dict, str]]) -> str:
     """`--adapt self` on one image: every objective and learning rate tried, per set and mean, from committed runs."""
     from bench_adapt import EXCLUDED_FROM_MEAN, layers_of
@@ -348,7 +371,7 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
-MULTI = {"pairs-lr": pairs_lr, "adapt": adapt, "noise-fit": noise_fit}
+MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "adapt": adapt, "noise-fit": noise_fit}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
