@@ -46,6 +46,7 @@ SOURCES: dict[str, str] = {
     "noise-fit": ("2026-12-03-noise-fit-before/dev-pairs.json", "2026-12-03-noise-fit-after/dev-pairs.json"),
     "pairs-layers": ("2026-12-04-pairs-layers/all-p8.json", "2026-12-04-pairs-layers/decoder-p8.json",
                      "2026-12-04-pairs-layers/all-p30.json", "2026-12-04-pairs-layers/decoder-p30.json"),
+    "adapt-layers": ("2026-12-04-adapt-layers/adapt-lr1e-4.json", "2026-12-04-adapt-layers/adapt-lr3e-4.json"),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-03-demo/report.json",
@@ -371,7 +372,8 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
-MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "adapt": adapt, "noise-fit": noise_fit}
+MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "adapt": adapt, "adapt-layers": adapt,
+         "noise-fit": noise_fit}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
