@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.output or Path(tempfile.mkdtemp(prefix="livedenoise-napari-"))
 
+    app = napari.qt.get_qapp()  # first: a core made while a Qt app runs gets Qt signals, as in napari-micromanager
     core = start_simulated_core(register_pycromanager=False)  # with napari-micromanager: CMMCorePlus.instance()
-    app = napari.qt.get_qapp()
     if args.headless:  # napari's model without a window (a window needs OpenGL, which a headless machine lacks)
         viewer = napari.components.ViewerModel(title="livedenoise: live denoise")
         widget = LiveDenoiseWidget(viewer, core=core)
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     mda = core.run_mda(sequence)  # in a thread, as napari-micromanager runs it
     wait(app, mda.is_alive)
     wait(app, lambda: widget.last_report is None, timeout=60)  # the sequence's end arrives through the event loop
+    widget.wait_until_recorded()  # the recording is finished in a thread of its own
     widget.refresh()
     report = widget.last_report
     print(widget.status.text())
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for channel, info in report.channels.items():
         print(f"  channel {channel}: {info['model']}, {info['frames_recorded']} frames recorded")
-    ok = report.frames_written == len(list(sequence)) and not report.errors and LAYER_NAME in viewer.layers
+    shown = [layer.name for layer in viewer.layers if layer.name.startswith(LAYER_NAME)]  # one layer per channel
+    ok = report.frames_written == len(list(sequence)) and not report.errors and bool(shown)
     if not args.headless:
         napari.run()
         viewer.close()

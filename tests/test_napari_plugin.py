@@ -54,6 +54,8 @@ def test_denoise_array_fits_the_noise_to_the_data_and_beats_the_raw_frame(field)
                       (np.zeros((16, 16, 3), dtype=bool), "dtype bool")]:
         with pytest.raises(InputDataError, match=re.escape(text)):
             denoise_array(bad, "fast")
+    with pytest.raises(InputDataError, match=r"time_lapse needs a \(T, Y, X\) stack"):
+        denoise_array(np.zeros((2, 3, 16, 16), np.uint16), "fast", time_lapse=True)
 
 
 def test_denoise_layer_work_returns_a_placed_layer_with_its_provenance(field):
@@ -85,6 +87,8 @@ def test_finetune_work_saves_an_adapted_model_and_never_overwrites(tmp_path):
         finetune_on_data(noisy, clean[:2], tmp_path / "other.safetensors")
     with pytest.raises(LivedenoiseError, match=r"as a \.safetensors file"):
         finetune_on_data(noisy, None, tmp_path / "model.pt")
+    with pytest.raises(LivedenoiseError, match="is the backbone being fine-tuned"):
+        finetune_on_data(noisy, None, target, backbone=str(target), overwrite=True)
     assert target.read_bytes() == before
 
 
@@ -128,36 +132,77 @@ def test_npe2_validates_the_manifest(napari_app):
         "Denoise layer", "Fine-tune on layer", "Live denoise"}
 
 
-def test_the_denoise_widget_runs_in_a_worker_and_returns_the_layer(napari_app, field):
+def _finish(app, worker):
+    """Wait for a started worker as napari's event loop would, and deliver its queued signals."""
+    deadline = time.monotonic() + 120
+    while not worker.livedenoise_outcome and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(20):
+        app.processEvents()
+    return worker.livedenoise_outcome
+
+
+def test_the_denoise_widget_starts_a_worker_and_reports_errors_in_one_sentence(napari_app, field, monkeypatch):
     from napari.components import ViewerModel
 
-    from livedenoise.napari_plugin.widgets import denoise_layer_widget
+    from livedenoise.napari_plugin import widgets
 
+    shown: list[tuple[str, str]] = []
+    monkeypatch.setattr(widgets, "show_error", lambda m: shown.append(("error", m)))
+    monkeypatch.setattr(widgets, "show_warning", lambda m: shown.append(("warning", m)))
+    monkeypatch.setattr(widgets, "show_info", lambda m: shown.append(("info", m)))
     noisy, truth = field
     viewer = ViewerModel()
     layer = viewer.add_image(noisy, name="cells", scale=(0.2, 0.2))
-    widget = denoise_layer_widget()
+    widget = widgets.denoise_layer_widget()
     assert [w.name for w in widget][:4] == ["image", "model", "time_lapse", "ensemble"]
-    worker = widget(layer, model="fast")
-    data, kwargs, kind = worker.work()  # what napari runs in its thread, here in this one
+    worker = widget(layer, model="fast")  # started by the widget: napari only connects the result to the viewer
+    outcome = _finish(napari_app, worker)
+    data, kwargs, kind = outcome["layer"]
     assert kind == "image" and kwargs["name"] == "cells denoised" and tuple(kwargs["scale"]) == (0.2, 0.2)
     assert score(truth, data).psnr > score(truth, noisy.astype(np.float32)).psnr + 3
-    errors = []
-    worker = widget(layer, model="no-such-model")
-    worker.errored.connect(errors.append)
-    worker.run()  # runs work() and reports the error through the signal, as in napari
-    assert errors and "no-such-model" in str(errors[0])
+    assert shown == [("info", "livedenoise: denoised; the residual looks like the fitted noise")]
+    shown.clear()
+    outcome = _finish(napari_app, widget(layer, model="no-such-model"))
+    assert "layer" not in outcome and len(shown) == 1 and shown[0][0] == "error" and "no-such-model" in shown[0][1]
+    assert "Traceback" not in shown[0][1]
 
 
-def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, simulated_core, tmp_path):
+@pytest.fixture
+def qt_core(napari_app, small_microscope_config):
+    """A simulated core made while a Qt app runs, so pymmcore-plus gives it Qt signals, as in napari-micromanager:
+    MDA events from the acquisition thread reach slots through the GUI thread's event loop."""
+    from simulators.core import start_simulated_core
+
+    core = start_simulated_core(small_microscope_config, register_pycromanager=False)
+    assert type(core.mda.events).__name__.startswith("Q"), type(core.mda.events)
+    yield core
+    core.close()
+
+
+def _run_mda_like_napari_micromanager(app, core, sequence):
+    """The MDA in a thread (core.run_mda), napari's event loop running meanwhile."""
+    thread = core.run_mda(sequence)
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, qt_core, tmp_path):
     import useq
     from napari.components import ViewerModel
 
     from livedenoise.io import open_dataset
     from livedenoise.napari_plugin.live import LAYER_NAME, LiveDenoiseWidget
+    from simulators.core import LIGHT_GROUP
 
     viewer = ViewerModel()
-    widget = LiveDenoiseWidget(viewer, core=simulated_core)
+    widget = LiveDenoiseWidget(viewer, core=qt_core)
     widget.output.setText(str(tmp_path / "denoised"))
     widget.model.setText("no-such-model")
     widget.button.setChecked(True)  # a wrong model is refused before any acquisition
@@ -166,35 +211,42 @@ def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, 
     widget.model.setText("fast")
     widget.button.setChecked(True)
     assert widget.attached
-    simulated_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 4}))  # blocks until written
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 3},
+                                channels=[{"config": c, "group": LIGHT_GROUP} for c in ("5%", "20%")])
+    _run_mda_like_napari_micromanager(napari_app, qt_core, sequence)
+    assert widget.wait_until_recorded(timeout=120)  # the recording ends in a thread of its own, not in napari's
     widget.refresh()
     report = widget.last_report
-    assert report is not None and report.frames_written == 4 and not report.errors
-    assert LAYER_NAME in viewer.layers and viewer.layers[LAYER_NAME].data.shape == simulated_core.microscope.shape
-    assert "4 denoised frames recorded" in widget.status.text()
+    assert report is not None and report.frames_written == 6 and not report.errors
+    shape = qt_core.microscope.shape
+    shown = [layer.name for layer in viewer.layers if layer.name.startswith(LAYER_NAME)]  # one layer per channel
+    assert shown and all(viewer.layers[n].data.shape == shape for n in shown)
+    assert all(n.endswith(("[5%]", "[20%]")) for n in shown)
+    assert "6 denoised frames recorded" in widget.status.text()
     ds = open_dataset(report.denoised_path)
-    assert tuple(ds.shape[-2:]) == simulated_core.microscope.shape and int(np.prod(ds.shape[:-2])) == 4
+    assert tuple(ds.shape[-2:]) == shape and int(np.prod(ds.shape[:-2])) == 6
     widget.button.setChecked(False)
     assert not widget.attached
-    simulated_core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))  # detached: nothing recorded
-    assert widget.last_report is report
+    _run_mda_like_napari_micromanager(napari_app, qt_core, useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
+    assert widget.last_report is report  # detached: nothing recorded
 
 
 def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_adapted_models(
-        napari_app, simulated_core, tmp_path):
-    """Calibrate: pairs with the chosen presets at fields one field of view beside the current one (the stage goes
-    back), one fine-tune per channel; the MDA that follows records with the adapted models. Bad settings are one
-    sentence in the status line."""
+        napari_app, qt_core, tmp_path):
+    """Calibrate: pairs with the chosen presets at fields beside the current one (the stage goes back), one fine-tune
+    per channel, frames arriving through the event loop as in napari; the MDA that follows records with the adapted
+    models; changing the model drops them. Bad settings are one sentence in the status line."""
     import useq
     from napari.components import ViewerModel
     from test_live_session import identity_backbone
 
     from livedenoise.config import TrainingConfig
-    from livedenoise.napari_plugin.live import LiveDenoiseWidget
+    from livedenoise.napari_plugin.live import FIELD_SPACING, LiveDenoiseWidget
     from simulators.core import LIGHT_GROUP
 
+    core = qt_core
     model = identity_backbone().save(tmp_path / "identity.safetensors")
-    widget = LiveDenoiseWidget(ViewerModel(), core=simulated_core)
+    widget = LiveDenoiseWidget(ViewerModel(), core=core)
     widget.model.setText(str(model))
     widget.channels.setText("5%, nope")
     widget.calibrate_button.click()
@@ -204,33 +256,36 @@ def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_
     widget.average.setValue(4)
     widget.training = TrainingConfig(patch_size=32, batch_size=8, lr_pairs=2e-3, max_steps=40,
                                      steps_per_validation=10, patience=8)
-    start = (simulated_core.getXPosition(), simulated_core.getYPosition())
-    fov = simulated_core.getPixelSizeUm() * simulated_core.getImageWidth()
+    start = (core.getXPosition(), core.getYPosition())
+    step = FIELD_SPACING * core.getPixelSizeUm() * core.getImageWidth()
     np.testing.assert_allclose(widget.calibration_fields(2),
-                               [(start[0] + fov, start[1]), (start[0] + 2 * fov, start[1])])
+                               [(start[0] + step, start[1]), (start[0] + 2 * step, start[1])])
+    widget.output.setText(str(tmp_path / "den"))  # recorded: every frame of both channels denoised
     widget.button.setChecked(True)  # attached while calibrating: the calibration's frames are not recorded
     thread = widget.calibrate()
     deadline = time.monotonic() + 600
-    while thread.is_alive() and time.monotonic() < deadline:  # as napari's event loop runs while it calibrates: with
-        napari_app.processEvents()  # a Qt app, pymmcore-plus delivers the MDA's frames through this loop
+    while thread.is_alive() and time.monotonic() < deadline:  # napari's event loop runs while it calibrates
+        napari_app.processEvents()
         time.sleep(0.01)
     assert not thread.is_alive()
-    assert (simulated_core.getXPosition(), simulated_core.getYPosition()) == pytest.approx(start)
+    assert (core.getXPosition(), core.getYPosition()) == pytest.approx(start)
     results = widget.calibration_results
     assert sorted(results) == ["20%", "5%"] and all(r.steps > 0 and r.swapped for r in results.values()), (
         results, widget._message)
     assert sorted(widget.adapted) == ["20%", "5%"] and widget.last_report is None
     widget.refresh()
     assert widget.status.text().startswith("calibration: 5%: adapted")
-    widget.output.setText("")  # display only
     sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 2},
                                 channels=[{"config": c, "group": LIGHT_GROUP} for c in ("5%", "20%")])
-    simulated_core.mda.run(sequence)
+    _run_mda_like_napari_micromanager(napari_app, core, sequence)
+    assert widget.wait_until_recorded(timeout=120)
     report = widget.last_report
-    assert report is not None and report.frames_written == 0 and report.display_denoised >= 1
-    assert {ch: report.channels[ch]["model"] for ch in ("5%", "20%")} == {
-        "5%": "identity+pairs (5%)", "20%": "identity+pairs (20%)"}
+    assert report is not None and report.frames_written == 4, (report, widget._message)
+    assert {ch: report.channels.get(ch, {}).get("model") for ch in ("5%", "20%")} == {
+        "5%": "identity+pairs (5%)", "20%": "identity+pairs (20%)"}, (report, widget._message)
     widget.button.setChecked(False)
+    widget.model.setText("fast")  # another model: the adaptations of the old one no longer apply
+    assert widget.adapted == {} and "calibrate again" in widget._message
 
 
 def test_the_napari_example_runs_headless_with_calibration(napari_app, tmp_path):

@@ -1,16 +1,18 @@
 """napari widget "Live denoise": denoise every frame of the MDAs that napari-micromanager (or any pymmcore-plus user)
-runs, show the newest denoised frame as a layer, and record all of them; calibrate each channel first.
+runs, show the newest denoised frame of each channel as a layer, and record all of them; calibrate each channel first.
 
 It listens to the core's ``mda.events`` (the global ``CMMCorePlus.instance()``, which napari-micromanager drives,
 unless a core is given) and hands each frame to a :class:`livedenoise.attach.MDADenoiser`, one per sequence: the
 raw frames are saved by whatever the user chose in the MDA widget, exactly as acquired, and never wait for the
-denoiser. A Qt timer moves the newest denoised frame into the layer in napari's own thread (layers must not be
-touched from the acquisition thread).
+denoiser. Where the slots run depends on pymmcore-plus's signal backend: with a Qt app running when the core was made
+(napari-micromanager), in napari's GUI thread, queued; otherwise (psygnal) in the acquisition thread. So a slot only
+hands frames over; the end of a sequence (writing every queued frame) runs in a thread of its own, never in napari's;
+and a Qt timer moves the newest denoised frames into the layers in napari's thread.
 
-*Calibrate* takes reference pairs with the chosen channel presets at fields beside the current one (one field of view
-apart along x, so the experiment's own field gets no extra light), fine-tunes each channel's model in the background
-(:meth:`livedenoise.attach.MDADenoiser.calibrate`) and keeps the adapted models that beat the current ones on a
-held-out pair for every later MDA.
+*Calibrate* takes reference pairs with the chosen channel presets at fields beside the current one (1.5 fields of
+view apart along x, so the current field is not in the calibration frames), puts the stage back, fine-tunes each
+channel's model in the background (:meth:`livedenoise.attach.MDADenoiser.calibrate`) and keeps the adapted models
+that beat the current ones on a held-out pair for every later MDA (until the model is changed).
 """
 from __future__ import annotations
 
@@ -36,22 +38,27 @@ from livedenoise.errors import ConfigError, LivedenoiseError
 
 log = logging.getLogger("livedenoise")
 
-#: The layer the newest denoised frame is shown in.
+#: The layer the newest denoised frame is shown in (with `` [channel]`` appended when the MDA has channels).
 LAYER_NAME = "livedenoise: denoised (live)"
 REFRESH_MS = 100
+#: Calibration fields are this many fields of view apart (and from the current one), so none overlaps another.
+FIELD_SPACING = 1.5
 
 
 class LiveDenoiseWidget(QWidget):
-    """Attach / detach livedenoise to a pymmcore-plus core's MDA; see the module docstring."""
+    """Attach / detach livedenoise to a pymmcore-plus core's MDA, and calibrate; see the module docstring."""
 
     def __init__(self, napari_viewer: Any, core: Any = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self._core = core
         self._lock = threading.Lock()
-        self._denoiser: Any = None  # the MDADenoiser of the running (or last) sequence
-        self._shown: Any = None  # the DenoisedFrame now in the layer
+        self._denoiser: Any = None  # the MDADenoiser of the running sequence
+        self._last: Any = None  # ... of the last one (its frames stay on screen)
+        self._finishing: threading.Thread | None = None  # writing the last sequence's queued frames
+        self._shown: dict[str, Any] = {}  # layer name -> the DenoisedFrame now in it
         self._sequences = 0
+        self._settings: tuple[str, str] = ("fast", "")  # model and output folder, read once at attach()
         self.last_report: Any = None
         #: channel preset (None: no channel axis) -> the model a calibration adapted and swapped in
         self.adapted: dict[str | None, Any] = {}
@@ -59,10 +66,11 @@ class LiveDenoiseWidget(QWidget):
         self.training: Any = None  #: a TrainingConfig for calibration fine-tunes (None: the defaults)
         self._calibrating = False  # the calibration's own MDA is running: its events are not a sequence to record
         self._calibration_thread: threading.Thread | None = None
-        self._message = ""  # set by the calibration thread, shown by refresh()
+        self._message = ""  # a calibration's state or a sequence's failure, shown by refresh()
         self.model = QLineEdit("fast")
         self.model.setToolTip("a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model "
                               "Zoo .zip")
+        self.model.textChanged.connect(self._model_changed)
         self.output = QLineEdit("")
         self.output.setPlaceholderText("folder to record every denoised frame in (empty: display only)")
         self.button = QPushButton("Attach to the MDA")
@@ -115,6 +123,14 @@ class LiveDenoiseWidget(QWidget):
     def attached(self) -> bool:
         return self.button.isChecked()
 
+    def _model_choice(self) -> str:
+        return self.model.text().strip() or "fast"
+
+    def _model_changed(self, _text: str) -> None:
+        if self.adapted:  # adapted from the other model: the new choice applies to every channel again
+            self.adapted = {}
+            self._message = "the model changed: calibrated channels use it again (calibrate again to adapt it)"
+
     def _toggle(self, on: bool) -> None:
         try:
             self.attach() if on else self.detach()
@@ -128,7 +144,8 @@ class LiveDenoiseWidget(QWidget):
         """Check the model now (a wrong name fails here, not at the first frame) and listen to the core's MDA."""
         from livedenoise.modelspec import load_model_spec
 
-        load_model_spec(self.model.text().strip() or "fast")
+        load_model_spec(self._model_choice())
+        self._settings = (self._model_choice(), self.output.text().strip())
         events = self.core.mda.events
         events.sequenceStarted.connect(self._sequence_started)
         events.frameReady.connect(self._frame_ready)
@@ -136,60 +153,85 @@ class LiveDenoiseWidget(QWidget):
         self.model.setEnabled(False)
         self.output.setEnabled(False)
         self.button.setText("Detach")
+        self._message = ""
         self.status.setText("attached: waiting for an MDA to start")
         self.timer.start()
 
     def detach(self) -> None:
-        """Stop listening; a sequence still running is finished first (every queued frame written)."""
+        """Stop listening; a sequence still running is finished (its queued frames written) in the background."""
         events = self.core.mda.events
         for signal, slot in ((events.sequenceStarted, self._sequence_started), (events.frameReady, self._frame_ready),
                              (events.sequenceFinished, self._sequence_finished)):
             signal.disconnect(slot)
-        self._finish(None)
-        if not self._calibration_running():
-            self.timer.stop()
-        self.refresh()
+        self._finish_in_background(None)
         self.model.setEnabled(True)
         self.output.setEnabled(True)
         self.button.setText("Attach to the MDA")
+        self.refresh()
 
-    # -- the MDA's events (called in the acquisition thread) -------------------------------------------
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        """Closing the widget detaches it, so a running sequence's recording is finished, not abandoned."""
+        if self.attached:
+            self.button.setChecked(False)
+        super().closeEvent(event)
+
+    # -- the MDA's events (napari's thread with Qt signals, the acquisition thread with psygnal) ---------
     def _sequence_started(self, sequence: Any, *_: Any) -> None:
         from livedenoise.attach import MDADenoiser
 
-        if self._calibrating:  # the calibration's own MDA: its frames are references, not a sequence to record
+        if self._calibrating or not self.attached:  # calibration frames are references; a queued late event
             return
-        self._message = ""
-        folder = self.output.text().strip()
+        model, folder = self._settings
         with self._lock:
             self._sequences += 1
             try:
-                den = MDADenoiser(self.adapted.get(None, self._model_choice()),
+                den = MDADenoiser(self.adapted.get(None, model),
                                   channels={k: v for k, v in self.adapted.items() if k is not None},
                                   output=Path(folder).expanduser() if folder else None,
                                   name=f"denoised_{self._sequences:03d}")
-            except LivedenoiseError as exc:  # the acquisition goes on without denoising
-                log.error("livedenoise: %s", exc)
+                den.sequenceStarted(sequence)
+            except Exception as exc:  # never the user's acquisition's problem: raw frames are saved regardless
+                self._message = (f"sequence {self._sequences} is NOT denoised ({exc.__class__.__name__}: {exc}); "
+                                 "the raw frames are saved as usual")
+                log.error("livedenoise: %s", self._message)
                 self._denoiser = None
                 return
-            den.sequenceStarted(sequence)
+            self._message = ""
             self._denoiser = den
 
     def _frame_ready(self, image: Any, event: Any, *_: Any) -> None:
         den = self._denoiser
         if den is not None and not self._calibrating:
-            den.frameReady(image, event)
+            den.frameReady(image, event)  # a copy and a hand-over: never waits for the model
 
     def _sequence_finished(self, sequence: Any, *_: Any) -> None:
         if not self._calibrating:
-            self._finish(sequence)
+            self._finish_in_background(sequence)
 
-    def _model_choice(self) -> str:
-        return self.model.text().strip() or "fast"
+    def _finish_in_background(self, sequence: Any) -> None:
+        with self._lock:
+            den, self._denoiser = self._denoiser, None
+        if den is None:
+            return
+        self._last = den
+
+        def finish() -> None:
+            den.sequenceFinished(sequence)  # writes every queued frame, closes the dataset
+            self.last_report = den.result
+
+        self._finishing = threading.Thread(target=finish, name="livedenoise-finish", daemon=True)
+        self._finishing.start()
+
+    def wait_until_recorded(self, timeout: float | None = None) -> bool:
+        """Block until the last sequence's frames are all written (scripts and tests; napari need not call it)."""
+        thread = self._finishing
+        if thread is not None:
+            thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     # -- calibration ------------------------------------------------------------------------------------
     def calibration_fields(self, n: int) -> list[tuple[float, float]]:
-        """``n`` stage positions (µm) beside the current field, one field of view apart along x."""
+        """``n`` stage positions (µm) beside the current field, :data:`FIELD_SPACING` fields of view apart along x."""
         core = self.core
         if not core.getXYStageDevice():
             raise ConfigError("calibration needs an XY stage to image fields beside the current one; this core has "
@@ -198,7 +240,7 @@ class LiveDenoiseWidget(QWidget):
         if pixel <= 0:
             raise ConfigError("the core has no pixel size (Micro-Manager's Pixel Size Calibration): without it the "
                               "calibration fields could overlap the current one; set one first")
-        step = pixel * max(int(core.getImageWidth()), int(core.getImageHeight()))
+        step = FIELD_SPACING * pixel * max(int(core.getImageWidth()), int(core.getImageHeight()))
         x0, y0 = float(core.getXPosition()), float(core.getYPosition())
         return [(x0 + k * step, y0) for k in range(1, n + 1)]
 
@@ -226,40 +268,50 @@ class LiveDenoiseWidget(QWidget):
             self.status.setText(f"error: {exc}")
             return None
 
+    def _calibration_running(self) -> bool:
+        thread = self._calibration_thread
+        return thread is not None and thread.is_alive()
+
     def calibrate(self) -> threading.Thread:
         """Check the settings, then acquire the pairs and fine-tune in a background thread (returned): the
         acquisition takes seconds, the fine-tunes the budget; progress and results appear in the status line."""
         from livedenoise.attach import MDADenoiser
         from livedenoise.modelspec import load_model_spec
 
-        if self.core.mda.is_running() or self._calibrating or self._calibration_running():
-            raise ConfigError("an acquisition is running; calibrate before starting the MDA")
+        if self._calibrating or self._calibration_running():
+            raise ConfigError("a calibration is still running; wait for its result")
+        if self.core.mda.is_running() or self.core.isSequenceRunning():
+            raise ConfigError("an acquisition (an MDA or the live view) is running; stop it, then calibrate")
         sequence = self.calibration_sequence()
         positions = self.calibration_fields(self.fields.value())
-        load_model_spec(self._model_choice())  # a wrong model fails now, not in the thread
-        average, seconds = self.average.value(), self.seconds.value()
+        model = self._model_choice()
+        load_model_spec(model)  # a wrong model fails now, not in the thread
+        average, seconds, training = self.average.value(), self.seconds.value(), self.training
+        carried = dict(self.adapted)
         self._calibrating = True
         self.calibrate_button.setEnabled(False)
         self._message = f"calibrating: {len(positions)} field(s) x {1 + average} frames per channel"
         self.status.setText(self._message)
 
         def run() -> None:
+            den = None
             try:
-                den = MDADenoiser(self.adapted.get(None, self._model_choice()),
-                                  channels={k: v for k, v in self.adapted.items() if k is not None})
+                den = MDADenoiser(carried.get(None, model),
+                                  channels={k: v for k, v in carried.items() if k is not None})
                 try:
                     futures = den.calibrate(self.core, sequence, positions, average=average, time_budget_s=seconds,
-                                            training=self.training)
+                                            training=training)
                 finally:
                     self._calibrating = False  # the acquisition part is over; fine-tunes run in the background
                 self._message = f"calibration pairs taken; fine-tuning {len(futures)} channel(s), up to {seconds:g} s"
                 results = {ch: f.result() for ch, f in futures.items()}
                 models = den.current_models()
+                adapted = dict(carried)
                 for ch, outcome in results.items():
                     key = None if ch == "None" else ch
                     if outcome.swapped and key in models:
-                        self.adapted[key] = models[key]
-                den.close(progress=False)
+                        adapted[key] = models[key]
+                self.adapted = adapted
                 self.calibration_results = results
                 self._message = "calibration: " + "; ".join(
                     f"{ch}: {'adapted' if o.swapped else 'kept the current model'} ({o.steps} steps, {o.reason})"
@@ -269,6 +321,8 @@ class LiveDenoiseWidget(QWidget):
                 log.warning("livedenoise: %s", self._message)
             finally:
                 self._calibrating = False
+                if den is not None:
+                    den.close(progress=False)
 
         thread = threading.Thread(target=run, name="livedenoise-calibration", daemon=True)
         self._calibration_thread = thread
@@ -276,40 +330,40 @@ class LiveDenoiseWidget(QWidget):
         self.timer.start()
         return thread
 
-    def _finish(self, sequence: Any) -> None:
-        with self._lock:
-            den, self._denoiser = self._denoiser, None
-        if den is not None:
-            den.sequenceFinished(sequence)  # writes every queued frame, closes the dataset
-            self.last_report = den.result
-            self._last = den
-
     # -- display (napari's thread) -----------------------------------------------------------------------
     def refresh(self) -> None:
-        """Show the newest denoised frame in the layer, and the counts (or the calibration's state) in the status."""
+        """Show each channel's newest denoised frame in its layer, and the counts (or calibration) in the status."""
         self.calibrate_button.setEnabled(not self._calibrating and not self._calibration_running())
-        den = self._denoiser or getattr(self, "_last", None)
+        running = self._denoiser  # read once: the acquisition thread may replace it meanwhile
+        den = running if running is not None else self._last
         latest = den.latest() if den is not None else None
-        if latest is not None and latest is not self._shown and latest.denoised is not None:
-            self._shown = latest
-            if LAYER_NAME in self.viewer.layers:
-                self.viewer.layers[LAYER_NAME].data = latest.denoised
-            else:
-                self.viewer.add_image(latest.denoised, name=LAYER_NAME)
-        report = self.last_report if self._denoiser is None else None
-        if self._message:  # a calibration's state, until the next sequence starts
+        if latest is not None and latest.denoised is not None:
+            channel = (latest.info.get("axes") or {}).get("channel")
+            name = LAYER_NAME if channel is None else f"{LAYER_NAME} [{channel}]"
+            if self._shown.get(name) is not latest:
+                self._shown[name] = latest
+                if name in self.viewer.layers:
+                    self.viewer.layers[name].data = latest.denoised
+                else:  # a new layer sets its contrast from this first frame of its channel
+                    self.viewer.add_image(latest.denoised, name=name)
+        finishing = self._finishing is not None and self._finishing.is_alive()
+        report = self.last_report
+        adapted = f" (adapted: {', '.join(str(k) for k in self.adapted)})" if self.adapted else ""
+        if self._message:
             self.status.setText(self._message)
-        elif self._denoiser is not None:
-            running = self._denoiser
+        elif running is not None:
             self.status.setText(f"sequence {self._sequences}: {running.written} frames recorded, "
-                                f"{running.backlog} queued"
+                                f"{running.backlog} queued{adapted}"
                                 + (f"; showing {latest.model_name}" if latest is not None else ""))
+        elif finishing and self._last is not None:
+            self.status.setText(f"sequence {self._sequences} ended: writing the {self._last.backlog} denoised frames "
+                                "still queued")
         elif report is not None:
             where = f" in {report.denoised_path}" if report.denoised_path else ""
             self.status.setText(f"sequence {self._sequences} done: {report.frames_written} denoised frames "
-                                f"recorded{where}; {report.display_denoised} shown"
+                                f"recorded{where}; {report.display_denoised} shown{adapted}"
                                 + (f"; {len(report.errors)} error(s): {report.errors[0]}" if report.errors else ""))
-
-    def _calibration_running(self) -> bool:
-        thread = self._calibration_thread
-        return thread is not None and thread.is_alive()
+        elif not self.attached:
+            self.status.setText("not attached" + adapted)
+        if not self.attached and not finishing and not self._calibration_running() and not self._calibrating:
+            self.timer.stop()

@@ -1,9 +1,9 @@
 """napari widgets "Denoise layer" and "Fine-tune on layer".
 
 Each widget is a thin magicgui form around a plain function of :mod:`livedenoise.napari_plugin.work`, which does
-the work and is tested without napari. The work runs in a napari thread worker, so the viewer stays responsive
-during a fine-tune; its result arrives as a new layer, its warnings and errors as napari notifications (one
-sentence each, as on the command line). (No ``from __future__ import annotations`` here: magicgui reads the
+the work and is tested without napari. The work runs in a napari thread worker, started here, so the viewer stays
+responsive during a fine-tune; its result arrives as a new layer, its warnings and errors as napari notifications
+(one sentence each, as on the command line). (No ``from __future__ import annotations`` here: magicgui reads the
 annotations to build the form.)
 """
 from pathlib import Path
@@ -22,17 +22,39 @@ from livedenoise.napari_plugin.work import LayerData, denoise_layer_data, finetu
 MODEL_TIP = "a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model Zoo .zip"
 
 
-def _worker(function: Any, *args: Any, on_done: Any, **kwargs: Any) -> Any:
-    """Run ``function`` in a napari thread worker; ``on_done(result)`` gets its second value, errors a
-    notification. napari starts the worker and adds the first value as a layer."""
-    def work() -> LayerData:
-        layer, extra = function(*args, **kwargs)
-        on_done(extra)
+def _worker(function: Any, *args: Any, on_done: Any, **kwargs: Any) -> FunctionWorker:
+    """Start ``function`` in a napari thread worker and return it: napari adds the first value it returns as a layer;
+    ``on_done(second value)`` runs in napari's thread when it is done; an error becomes one notification sentence.
+
+    Why errors are caught inside: a worker's own error path adds a traceback report to napari's notification; a user
+    gets one sentence, as on the command line. The outcome is also kept on the worker (``livedenoise_outcome``).
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> LayerData | None:
+        try:
+            layer, outcome["extra"] = function(*args, **kwargs)
+        except Exception as exc:  # shown as one sentence in napari's thread (report below)
+            outcome["error"] = str(exc) if isinstance(exc, LivedenoiseError) else f"{exc.__class__.__name__}: {exc}"
+            return None
+        outcome["layer"] = layer
         return layer
 
-    worker = thread_worker(work, start_thread=False)()
-    worker.errored.connect(lambda exc: show_error(str(exc) if isinstance(exc, LivedenoiseError) else repr(exc)))
+    def report(_: Any) -> None:
+        if "error" in outcome:
+            show_error(f"livedenoise: {outcome['error']}")
+        else:
+            on_done(outcome["extra"])
+
+    # connected before it starts (a queued signal emitted before a connection would be lost), then started now:
+    # napari's handler for a returned worker only connects its result to the viewer
+    worker = thread_worker(work, connect={"returned": report}, ignore_errors=True)()
+    worker.livedenoise_outcome = outcome
     return worker
+
+
+def _refused(message: str) -> Any:
+    raise LivedenoiseError(message)
 
 
 def _show_warnings(warnings: list[str]) -> None:
@@ -53,7 +75,7 @@ def denoise_layer_widget(image: napari.layers.Image, model: str = "fast", time_l
                          ensemble: int = 1) -> FunctionWorker[napari.types.LayerDataTuple]:
     """Denoise the chosen layer the way `livedenoise denoise` does (noise model fitted to the layer)."""
     if image is None:
-        raise LivedenoiseError("choose an image layer to denoise.")
+        return _worker(_refused, "choose an image layer to denoise.", on_done=_show_warnings)
     return _worker(denoise_layer_data, image.data, image.name, model, time_lapse=time_lapse, ensemble=ensemble,
                    placement=layer_placement(image), on_done=_show_warnings)
 
@@ -75,7 +97,7 @@ def finetune_layer_widget(noisy: napari.layers.Image, clean: napari.layers.Image
                           ) -> FunctionWorker[napari.types.LayerDataTuple]:
     """Adapt a backbone to these images (few pairs, or self-supervised), save it, and denoise the noisy layer."""
     if noisy is None:
-        raise LivedenoiseError("choose the noisy image layer.")
+        return _worker(_refused, "choose the noisy image layer.", on_done=_show_summary)
     return _worker(finetune_on_data, noisy.data, None if clean is None else clean.data, save_as, name=noisy.name,
                    backbone=backbone, time_budget_s=time_budget_s, overwrite=overwrite,
                    placement=layer_placement(noisy), on_done=_show_summary)

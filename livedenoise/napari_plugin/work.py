@@ -63,6 +63,11 @@ def finetune_on_data(noisy: Any, clean: Any | None, save_as: Path, *, name: str 
         raise LivedenoiseError(f"the clean layer has {len(clean_planes)} plane(s) of {clean_planes[0].shape} but the "
                                f"noisy layer {len(noisy_planes)} of {noisy_planes[0].shape}; "
                                "pairs must match plane by plane.")
+    from livedenoise.modelspec import model_path
+
+    source = Path(model_path(backbone or "fast")).resolve()
+    if target.resolve() == source:
+        raise LivedenoiseError(f"{target} is the backbone being fine-tuned; save the adapted model under another name.")
     base = load_model_spec(backbone or "fast")
     res = finetune(base, noisy_planes, clean_planes, time_budget_s=time_budget_s)
     f = res.fit
