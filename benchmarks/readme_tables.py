@@ -46,6 +46,8 @@ SOURCES: dict[str, str] = {
     "noise-fit": ("2026-12-03-noise-fit-before/dev-pairs.json", "2026-12-03-noise-fit-after/dev-pairs.json"),
     "pairs-layers": ("2026-12-04-pairs-layers/all-p8.json", "2026-12-04-pairs-layers/decoder-p8.json",
                      "2026-12-04-pairs-layers/all-p30.json", "2026-12-04-pairs-layers/decoder-p30.json"),
+    "pairs-layers-quick": tuple(f"2026-12-04-pairs-layers-quick/{run}.json" for run in (
+        "all-1e-4", "decoder-1e-4", "decoder-3e-4", "last-3e-4", "last-1e-3", "bias-1e-3")),
     "adapt-layers": ("2026-12-04-adapt-layers/adapt-lr1e-4.json", "2026-12-04-adapt-layers/adapt-lr3e-4.json"),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
@@ -77,11 +79,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def _machine(m: dict) -> str:
-    """Short machine line: CPU, cores, GPU, torch threads, date, load."""
+def _machine(m: dict, loads: list[float] | None = None) -> str:
+    """Short machine line: CPU, cores, GPU, torch threads, date, load (``loads``: one per run, when several ran)."""
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     load = m.get("load_average")
     busy = f", load {load[0]:g} at the end" if load else ""
+    if loads and min(loads) != max(loads):
+        busy = f", load {min(loads):g}–{max(loads):g} at the ends of the runs"
     return (f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores{gpu}), torch {m.get('torch', '?')} with "
             f"{m.get('torch_threads', '?')} thread(s), {str(m.get('date', '?'))[:10]}{busy}")
 
@@ -289,8 +293,9 @@ def pairs_lr(sources: list[tuple[dict, str]]) -> str:
 
 
 def pairs_layers(sources: list[tuple[dict, str]]) -> str:
-    """Few-pair fine-tuning changing all weights or only some (``adapt_layers``), each a committed full run: the same
-    held-out folds, so the per-fold difference to the first source is also given."""
+    """Few-pair fine-tuning changing all weights or only some (``adapt_layers``), each a committed run: the same
+    held-out folds, so the per-fold difference to the first source is also given; how many fits the time budget
+    stopped (the others stopped early), and steps per second of fitting (steps over the fits' wall time)."""
     first = {(r["set"], r["held_out"]): r["fine-tuned"] - r["backbone"] for r in sources[0][0]["rows"]}
     body = []
     for data, _ in sources:
@@ -299,14 +304,23 @@ def pairs_layers(sources: list[tuple[dict, str]]) -> str:
         delta = [r["fine-tuned"] - r["backbone"] - first[(r["set"], r["held_out"])] for r in rows]
         mean_delta = sum(delta) / len(delta)
         sem = (sum((d - mean_delta) ** 2 for d in delta) / max(len(delta) - 1, 1) / len(delta)) ** 0.5
+        budget = sum(r.get("stopped") == "time_budget" for r in rows)
+        seconds = sum(r.get("fit_seconds") or 0.0 for r in rows)
         body.append([str(data.get("adapt_layers", "all")), _num(data.get("lr"), "g"), str(data.get("patience")),
                      str(len(rows)), _num(sum(r["backbone"] for r in rows) / len(rows), ".2f"),
                      _num(sum(r["fine-tuned"] for r in rows) / len(rows), ".2f"), _num(sum(gain) / len(gain), "+.2f"),
                      _num(min(gain), "+.2f"), f"{mean_delta:+.3f} ± {sem:.3f}",
-                     _num(sum(r["steps"] for r in rows) / len(rows), ".0f")])
+                     _num(sum(r["steps"] for r in rows) / len(rows), ".0f"), f"{budget}/{len(rows)}",
+                     _num(sum(r["steps"] for r in rows) / seconds if seconds else None, ".1f")])
     header = ["weights changed", "lr", "patience", "folds", "backbone", "fine-tuned", "mean gain", "worst fold",
-              "vs. first row (± s.e.)", "steps"]
-    return "\n".join([_table(header, body), "", _sources_line(sources)])
+              "vs. first row (± s.e.)", "steps", "stopped by the budget", "steps / s"]
+    budget_s = sorted({f"{data['budget_s']:g} s" for data, _ in sources if data.get("budget_s")})
+    why = {"early_stop": "early stopping (*patience* validations without a lower held-out loss)"}
+    others = sorted({str(r.get("stopped")) for data, _ in sources for r in data["rows"]} - {"time_budget"})
+    note = (f"(Stopped by the budget: fits that ran out of the time budget ({', '.join(budget_s) or '?'} per "
+            f"fine-tune); the others ended by {', '.join(why.get(o, o) for o in others) or '-'}. Steps / s: the row's "
+            "steps over its fits' wall time, validation included.)")
+    return "\n".join([_table(header, body), "", note, "", _sources_line(sources)])
 
 
 def adapt(sources: list[tuple[dict, str]]) -> str:
@@ -318,7 +332,7 @@ def adapt(sources: list[tuple[dict, str]]) -> str:
             for data, _ in sources for r in data["rows"]]
     variants = list(dict.fromkeys((r["objective"], r["lr"], r["criterion"]) for r in rows))
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    header = ["objective", "lr", "kept when"] + [s.replace("_", " ") for s in sets] + ["mean gain", "steps"]
+    header = ["objective", "lr", "kept when"] + [s.replace("_", " ") for s in sets] + ["mean gain", "mean steps"]
     body = []
     base = {r["set"]: r["backbone"] for r in rows}
     body.append(["backbone alone", "-", "-"] + [_num(base[s], ".2f") for s in sets] + ["-", "-"])
@@ -326,12 +340,15 @@ def adapt(sources: list[tuple[dict, str]]) -> str:
     body.append(["VST+BM3D", "-", "-"] + [_num(bm3d[s], ".2f") for s in sets] + ["-", "-"])
     for obj, lr, crit in variants:
         sel = {r["set"]: r for r in rows if (r["objective"], r["lr"], r["criterion"]) == (obj, lr, crit)}
-        gains = [sel[s]["chosen"] - sel[s]["backbone"] for s in sets if s in sel and s not in EXCLUDED_FROM_MEAN]
+        counted = [sel[s] for s in sets if s in sel and s not in EXCLUDED_FROM_MEAN]  # the same sets for both means
         body.append([obj, _num(lr, "g"), crit]
                     + [_num(sel[s]["chosen"] - sel[s]["backbone"], "+.2f") if s in sel else "-" for s in sets]
-                    + [_num(sum(gains) / len(gains), "+.2f"),
-                       _num(sum(r["steps"] for r in sel.values()) / len(sel), ".0f")])
-    return "\n".join([_table(header, body), "", _sources_line(sources)])
+                    + [_num(sum(r["chosen"] - r["backbone"] for r in counted) / len(counted), "+.2f"),
+                       _num(sum(r["steps"] for r in counted) / len(counted), ".0f")])
+    left_out = ", ".join(f"`{s}`" for s in EXCLUDED_FROM_MEAN)
+    note = (f"(Mean gain and mean steps: over every set but {left_out}, the same sets for both; a set whose fine-tune "
+            "was skipped counts 0 steps and +0.00 dB.)")
+    return "\n".join([_table(header, body), "", note, "", _sources_line(sources)])
 
 
 def noise_fit(sources: list[tuple[dict, str]]) -> str:
@@ -368,12 +385,13 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
     parts = [f"`benchmarks/results/{path}` (`{data.get('command') or (data.get('config') or {}).get('command')}`)"
              for data, path in sources]
     m = sources[0][0].get("machine") or {}
-    return (f"*Generated by `python benchmarks/readme_tables.py` from {'; '.join(parts)}; {_machine(m)}.*")
+    loads = [d["machine"]["load_average"][0] for d, _ in sources if (d.get("machine") or {}).get("load_average")]
+    return (f"*Generated by `python benchmarks/readme_tables.py` from {'; '.join(parts)}; {_machine(m, loads)}.*")
 
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
-MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "adapt": adapt, "adapt-layers": adapt,
-         "noise-fit": noise_fit}
+MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
+         "adapt-layers": adapt, "noise-fit": noise_fit}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

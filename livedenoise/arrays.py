@@ -52,7 +52,8 @@ def _planes(data: np.ndarray) -> np.ndarray:
 
 def denoise_array(data: Any, model: Any = "fast", *, time_lapse: bool = False, calibration: Any = None,
                   ensemble: int = 1, device: str = "auto") -> ArrayResult:
-    """Denoise ``data`` (Y, X) or (..., Y, X) in camera units; returns float32 of the same shape.
+    """Denoise ``data`` (Y, X) or (..., Y, X) in camera units; returns an :class:`ArrayResult` whose
+    ``denoised`` is float32 of the same shape.
 
     ``model``: a shipped backbone name, a checkpoint or a Model Zoo package (:func:`livedenoise.modelspec.model_path`)
     or a loaded :class:`~livedenoise.checkpoint.Checkpoint`. ``time_lapse``: the leading axis is time over one field;

@@ -1,5 +1,6 @@
-"""napari widget "Live denoise": denoise every frame of the MDAs that napari-micromanager (or any pymmcore-plus user)
-runs, show the newest denoised frame of each channel as a layer, and record all of them; calibrate each channel first.
+"""napari widget "Live denoise": denoise the MDAs that napari-micromanager (or any pymmcore-plus user) runs, show the
+newest denoised frame of each channel as a layer (frames that arrive while the model is busy are skipped for display
+and counted) and, when *record to* is set, denoise and record every frame; calibrate each channel first.
 
 It listens to the core's ``mda.events`` (the global ``CMMCorePlus.instance()``, which napari-micromanager drives,
 unless a core is given) and hands each frame to a :class:`livedenoise.attach.MDADenoiser`, one per sequence: the
