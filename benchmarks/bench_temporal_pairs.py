@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", type=Path,
                     help="camera calibration (livedenoise calibrate-camera --simulate --camera andor-zyla-4.2 --roi "
                          "256x256) used by the fine-tune and by every model's noise model")
+    ap.add_argument("--fixed-pattern", action="store_true",
+                    help="remove the camera's fixed pattern from the references first, as a live calibration does "
+                         "(livedenoise.training.fixed_pattern: the median fine detail of the pairs' fields)")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     for i, photons in enumerate((5.0, 20.0)):
         optics = "confocal"
         lows, refs = calibration_pairs(photons, optics, args.pairs, args.size, seed=424_000 + 2 * i)
+        removal = None
+        if args.fixed_pattern:
+            from livedenoise.training.fixed_pattern import remove_fixed_pattern
+
+            removal = remove_fixed_pattern(refs)
+            refs = removal.references
         t0 = time.perf_counter()
         res = finetune(backbone, lows, refs, calibration=calibration, time_budget_s=args.seconds, device="cpu", seed=0,
                        match_reference=False)
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         f = res.fit
         case = {"case": s.name, "pairs": args.pairs, "budget_s": args.seconds, "finetune_s": tune_s, "steps": f.steps,
                 "adapted": res.adapted, "initial_val_loss": f.initial_val_loss, "best_val_loss": f.best_val_loss,
-                "best_step": f.best_step, "stopped": f.stopped, "scores": scores}
+                "best_step": f.best_step, "stopped": f.stopped, "scores": scores,
+                "fixed_pattern": None if removal is None else removal.describe()}
         cases.append(case)
         gain = scores["adapted batch"]["psnr"] - scores["temporal batch"]["psnr"]
         print(f"[temporal-pairs] {s.name}: {f.steps} steps (adapted: {res.adapted}), batch "
@@ -106,14 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     md = (f"Temporal backbone fine-tuned on {args.pairs} calibration pairs ({args.seconds:g} s budget), scored on "
           f"time-lapses ({args.frames} frames of {args.size}²) of other fields; PSNR dB / SSIM against the sample"
-          + (f"; every noise model from the camera calibration {args.calibration}" if calibration else "") + ".\n\n"
+          + (f"; every noise model from the camera calibration {args.calibration}" if calibration else "")
+          + ("; the camera's fixed pattern removed from the references (median fine detail of the fields)"
+             if args.fixed_pattern else "") + ".\n\n"
           + table(["case", "fine-tune steps", *labels], rows)
           + f"\n\nMean gain of the adapted model over the shipped temporal backbone: live {gains['live']:+.2f} dB, "
           f"batch {gains['batch']:+.2f} dB. {machine_line(info)}.\n")
     command = ("python benchmarks/bench_temporal_pairs.py"
-               + (f" --calibration {args.calibration}" if calibration else ""))
+               + (f" --calibration {args.calibration}" if calibration else "")
+               + (" --fixed-pattern" if args.fixed_pattern else ""))
     publish(args.output, "temporal-pairs", {"machine": info, "cases": cases, "gains": gains, "pairs": args.pairs,
                                             "budget_s": args.seconds, "calibration": str(args.calibration or ""),
+                                            "fixed_pattern": args.fixed_pattern,
                                             "command": command}, md)
     return 0
 

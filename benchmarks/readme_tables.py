@@ -51,7 +51,11 @@ SOURCES: dict[str, str] = {
     "adapt-layers": ("2026-12-04-adapt-layers/adapt-lr1e-4.json", "2026-12-04-adapt-layers/adapt-lr3e-4.json"),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
-    "demo": "2026-12-03-demo/report.json",
+    "demo": "2026-12-04-demo/report.json",
+    "live-backbones": ("2026-12-04-live-backbones/live.json", "2026-12-04-live-keep-pattern/live.json"),
+    "temporal-pairs": ("2026-12-03-temporal-pairs/temporal-pairs.json",
+                       "2026-12-03-temporal-pairs-calibrated/temporal-pairs.json",
+                       "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json"),
     "integrity": "2026-12-03-integrity/integrity.json",
     "temporal": "2026-12-03-temporal/temporal.json",
     "attach": "2026-12-03-attach/attach.json",
@@ -244,6 +248,44 @@ def temporal(data: dict, path: str) -> str:
                                                                   or "python benchmarks/bench_temporal.py")])
 
 
+def live_backbones(sources: list[tuple[dict, str]]) -> str:
+    """Live sessions (``bench_live.py``) of each backbone, with the references' fixed pattern removed or kept."""
+    from bench_live import render
+
+    parts = []
+    for data, _ in sources:
+        what = ("calibration references with the camera's fixed pattern removed (the default)"
+                if data.get("fixed_pattern_removed", True) else
+                "calibration references keeping the camera's fixed pattern (`[live] remove_fixed_pattern = false`)")
+        parts += [f"**{what}**", "", render(data), ""]
+    return "\n".join([*parts, "PSNR dB against the sample (the simulator's truth without the camera's fixed pattern); "
+                      "*shown*: every 5th frame the viewer showed, before the swap (backbone) and after it (adapted); "
+                      "*single*: 8 live frames, each denoised on its own (a temporal model's 2-D stage); latency and "
+                      "rates of the display; means over the sessions.", "", _sources_line(sources)])
+
+
+def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
+    """The temporal backbone fine-tuned on 5 pairs: references as averaged, with a camera calibration, or with the
+    fixed pattern removed across the fields (``bench_temporal_pairs.py``)."""
+    rows = []
+    for data, _ in sources:
+        what = ("camera calibration" if data.get("calibration") else
+                "fixed pattern removed" if data.get("fixed_pattern") else "references as averaged")
+        for c in data["cases"]:
+            sc = c["scores"]
+            rows.append([what, c["case"], str(c["steps"]),
+                         f"{sc['temporal batch']['psnr']:.2f} / {sc['temporal batch']['ssim']:.3f}",
+                         f"{sc['adapted batch']['psnr']:.2f} / {sc['adapted batch']['ssim']:.3f}",
+                         f"{sc['adapted live']['psnr'] - sc['temporal live']['psnr']:+.2f}",
+                         f"{sc['adapted batch']['psnr'] - sc['temporal batch']['psnr']:+.2f}"])
+    return "\n".join([_table(["references", "case", "fine-tune steps", "temporal backbone (batch)", "adapted (batch)",
+                              "gain live", "gain batch"], rows), "",
+                      "5 pairs at other fields, each reference the mean of 16 frames, 60 s fine-tune; PSNR dB / SSIM "
+                      "against the sample on 16-frame time-lapses of 256² (the backbone and the adapted model each "
+                      "with the same noise model: fitted to the stack, or from the camera calibration).", "",
+                      _sources_line(sources)])
+
+
 def demo(data: dict, path: str) -> str:
     """The quick start's example output, from a committed ``report.json`` of ``livedenoise demo``."""
     from livedenoise.commands.demo import summary_lines
@@ -391,7 +433,8 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
-         "adapt-layers": adapt, "noise-fit": noise_fit}
+         "adapt-layers": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
+         "temporal-pairs": temporal_pairs}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

@@ -67,8 +67,9 @@ class LiveConfig(_Strict):
     """A live session: how to calibrate, which backbone to start from, how long to fine-tune."""
 
     mode: Literal["pairs", "self"] = "pairs"
-    backbone: str = Field("fast",
-                          description="shipped backbone name ('fast', 'standard' or 'temporal') or a checkpoint path")
+    backbone: str = Field("temporal",
+                          description=("shipped backbone name ('temporal': the fast 2-D network fused with the 4 "
+                                       "frames before, the default; 'fast', 'standard') or a checkpoint path"))
     calibration_positions: int = Field(5, ge=1, le=100, description="stage positions for calibration pairs")
     reference: Literal["exposure", "power", "average"] = Field(
         "average",
@@ -78,6 +79,12 @@ class LiveConfig(_Strict):
             "affine-matched to the live frame's intensity)"
         ),
     )
+    remove_fixed_pattern: bool = Field(
+        True,
+        description=("remove the camera's fixed pattern from the references before fine-tuning: the per-pixel median "
+                     "of their fine detail over the calibration fields (3 or more; the fields must not overlap). An "
+                     "averaged reference keeps the pattern, and a fine-tune on it learns to reproduce what the "
+                     "backbone removes (bench_temporal_pairs: -2.61 dB at 5 photons without, +0.60 with)"))
     reference_exposure_ms: float = Field(200.0, gt=0, le=60000)
     reference_power: float = Field(100.0, gt=0, le=100)
     reference_average: int = Field(16, ge=2, le=1024)

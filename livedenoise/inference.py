@@ -27,11 +27,12 @@ What it guarantees, and why:
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ CPU_ACTIVATION_BYTES = 2 * 1024**3
 #: Largest tile side chosen automatically.
 MAX_AUTO_TILE = {"cpu": 8192, "cuda": 4096, "mps": 2048}
 DEFAULT_WINDOW = 5
+#: Live frames' 2-D results shared between the streams that push them (display, recorder): at most this many
+#: bytes and frames (a 512² frame's result and spectrum take 2 MiB, a 2048² frame's 33 MiB: 32 and 7 frames).
+SHARED_RESULTS_BYTES = 256 * 1024**2
+SHARED_RESULTS_MAX = 32
 #: Self-ensemble sizes: 1 (off), 2 (identity + horizontal flip), 4 (the rotations), 8 (rotations x flip).
 ENSEMBLES = (1, 2, 4, 8)
 
@@ -260,6 +265,12 @@ class Denoiser:
         #: Live windows, one per stream (the display and the recorder each push their own sequence of frames),
         #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
         self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
+        #: The 2-D stage's results of the last frames pushed, by content: the display and the recorder push the
+        #: same frames on their own streams, and a frame's 2-D pass then runs once for both (fused models only).
+        self._shared: OrderedDict[bytes, tuple[_Engine, torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self._shared_bytes = 0
+        #: pushes that reused another stream's 2-D result (see :meth:`_frame_result`)
+        self.shared_hits = 0
         log.info(
             "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s, "
             "up to %.1f Mpx per network call",
@@ -494,12 +505,12 @@ class Denoiser:
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
         if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
-            d = self._denoised_units(engine, arr[None])[0]
+            d, spectrum = self._frame_result(engine, arr)
             with self._window_lock:
                 kept = self._stream(stream, engine)
                 if kept and kept[-1][0].shape != d.shape:
                     kept.clear()  # new ROI / binning: old results no longer line up
-                kept.append((d, engine.fusion.spectra(d)))  # its registration spectrum: one FFT per live frame
+                kept.append((d, spectrum))
                 window = torch.stack([r for r, _ in kept])
                 spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp in kept])
             with torch.inference_mode():
@@ -512,6 +523,38 @@ class Denoiser:
             frames_of.append(np.array(arr, dtype=np.float32, copy=True))
             frames = np.stack(list(frames_of)[-engine.window:])
         return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+
+    def _frame_result(self, engine: _Engine, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A live frame's 2-D result and registration spectrum (one FFT), computed once per frame and model.
+
+        Keyed by the frame's bytes (a 16-byte BLAKE2 digest, about 1 ms per 512² frame; identical pixels give
+        an identical result, so no caller has to name frames), kept for the last frames up to
+        ``SHARED_RESULTS_BYTES``: the recorder, a few frames behind the display, reuses what the display computed.
+        """
+        assert engine.fusion is not None  # fused temporal models only
+        key = (hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
+               + f"{frame.dtype.str}{frame.shape}".encode())
+        with self._window_lock:
+            hit = self._shared.get(key)
+        if hit is not None and hit[0] is engine:
+            self.shared_hits += 1
+            return hit[1], hit[2]
+        d = self._denoised_units(engine, frame[None])[0]
+        spectrum = engine.fusion.spectra(d)
+        size = d.numel() * d.element_size() + (0 if spectrum is None else spectrum.numel() * spectrum.element_size())
+        with self._window_lock:
+            old = self._shared.pop(key, None)
+            if old is not None:
+                self._shared_bytes -= old[1].numel() * old[1].element_size() + (
+                    0 if old[2] is None else old[2].numel() * old[2].element_size())
+            self._shared[key] = (engine, d, spectrum)
+            self._shared_bytes += size
+            while self._shared and (self._shared_bytes > SHARED_RESULTS_BYTES
+                                    or len(self._shared) > SHARED_RESULTS_MAX):
+                _, (_, od, osp) = self._shared.popitem(last=False)
+                self._shared_bytes -= od.numel() * od.element_size() + (
+                    0 if osp is None else osp.numel() * osp.element_size())
+        return d, spectrum
 
     def _stream(self, stream: str, engine: _Engine) -> deque:
         """The window of ``stream`` for ``engine`` (a new one when the stream was filled by another model).
@@ -526,6 +569,8 @@ class Denoiser:
         """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
         with self._window_lock:
             self._streams.clear()
+            self._shared.clear()
+            self._shared_bytes = 0
 
     def drop_stream(self, stream: str) -> None:
         """Forget one stream's window (its field will not come back soon, and its frames hold memory)."""

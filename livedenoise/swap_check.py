@@ -71,6 +71,10 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
     """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
     variance-stabilised units (noise sd 1); saturated pixels are left out.
 
+    An input may be a short sequence [T, H, W] of consecutive frames of one field (oldest first): the output
+    scored is then the last frame's as a live display shows it, fused with the frames before it by a temporal
+    model (a fresh window), denoised alone by a 2-D one.
+
     With targets whose noise is independent of the input (an average of frames at the same settings, or the
     next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
     for every model (Noise2Noise), so it ranks models by their error to the truth.
@@ -79,8 +83,15 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
         raise ValueError("no held-out frames to score on")
     den = Denoiser(ckpt, device=device)
     errors = []
-    for x, target in pairs:
-        d = norm.to_stabilised(den.denoise(x)) - norm.to_stabilised(target)
+    for i, (x, target) in enumerate(pairs):
+        if x.ndim == 3:  # a sequence: the newest frame as shown live
+            stream = f"held-out {i}"
+            out = [den.push(f, stream=stream) for f in x][-1] if den.is_temporal else den.denoise(x[-1])
+            den.drop_stream(stream)
+            x = x[-1]
+        else:
+            out = den.denoise(x)
+        d = norm.to_stabilised(out) - norm.to_stabilised(target)
         sat = norm.saturated_mask(x)
         if sat is not None:
             sat = sat | norm.saturated_mask(target)

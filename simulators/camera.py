@@ -100,6 +100,14 @@ class SCMOSCamera:
         adu = self.maps.gain * e + self.maps.offset
         return np.clip(adu, 0, self.max_adu).astype(np.float32)
 
+    def expected_sample(self, photons: np.ndarray, exposure_s: float) -> np.ndarray:
+        """The sample as a camera without fixed pattern would record it: :meth:`expected` with the median gain,
+        offset and dark current in every pixel (what a denoiser that also removes the pattern should give)."""
+        dark = float(np.median(self.maps.dark_current))
+        e = np.minimum(self.config.quantum_efficiency * photons + dark * exposure_s, self.config.full_well)
+        adu = float(np.median(self.maps.gain)) * e + float(np.median(self.maps.offset))
+        return np.clip(adu, 0, self.max_adu).astype(np.float32)
+
     def expose(self, photons: np.ndarray, exposure_s: float, rng: np.random.Generator) -> np.ndarray:
         """One noisy frame in ADU (camera dtype) for an expected photon image."""
         lam = self.mean_electrons(np.asarray(photons, dtype=np.float64), exposure_s)

@@ -270,11 +270,17 @@ def light_power_event(core: UniMMCore, percent: float) -> dict[str, Any]:
 
 
 # -- ground truth, for the code that drives the simulated core ------------------------------------------
-def truth_of(core: SimulatedCore) -> Callable[[Any], Any]:
-    """``frame -> noise-free image`` (or None) for frames this core's camera produced, matched by content."""
+def truth_of(core: SimulatedCore, *, fixed_pattern: bool = True) -> Callable[[Any], Any]:
+    """``frame -> noise-free image`` (or None) for frames this core's camera produced, matched by content.
+
+    ``fixed_pattern``: the camera's expected image, its per-pixel offset, gain and dark current included; False:
+    the sample as a camera without that pattern would record it (:attr:`Frame.sample`).
+    """
     def lookup(image: Any) -> Any:
         frame = core.microscope.lookup(image)
-        return None if frame is None else frame.truth
+        if frame is None:
+            return None
+        return frame.truth if fixed_pattern else frame.sample
 
     return lookup
 

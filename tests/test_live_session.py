@@ -80,6 +80,8 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
 
     # Calibration pairs really differ in exposure: the reference holds ~10x the signal of the live frame.
     assert report.calibration_pairs == 3
+    # the camera's fixed pattern was taken out of the 3 fields' references before the fine-tune
+    assert report.fixed_pattern["removed"] is True and report.fixed_pattern["fields"] == 3
     for pair in session.pairs:
         assert pair.low.shape == pair.high.shape == (64, 64)
         offset = 100.0
@@ -527,6 +529,28 @@ def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the
     assert_raw_integrity(simulated_core, session)
 
 
+def test_a_temporal_session_decides_the_swap_on_fused_live_frames_and_shares_2d_passes(
+        simulated_core, small_microscope_config, tmp_path):
+    """References averaged at the live settings: the last field's frames form a live window, scored fused (as the
+    display shows it) against the mean of its other reference frames; the recorder reuses the display's 2-D passes."""
+    from livedenoise.models.temporal import temporal_from_frame_model
+
+    base = identity_backbone()
+    model = temporal_from_frame_model(base.model, window=3)
+    backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
+    session = LiveSession(pycromanager_backend(simulated_core), make_settings(small_microscope_config), tmp_path,
+                          backbone=backbone, device="cpu")
+    report = session.run(frames_after_swap=15)
+    crit = report.swap_criterion
+    assert crit["source"].startswith("the last calibration field, fused over 5 live-setting frames") and \
+        crit["held_out"] == 1
+    assert report.finetune is not None and report.finetune["steps"] > 0
+    assert len(session.pairs) == 3 and all(len(p.head) == 4 for p in session.pairs)
+    assert report.fixed_pattern["removed"] is True
+    assert session.denoiser.shared_hits > 0  # frames the display denoised were not denoised again for the recorder
+    assert report.frames_written == report.frames_acquired and not report.errors
+
+
 def test_renamed_acquisition_modules_still_import_with_a_warning():
     """controller.py became session.py and workers.py became display.py + recorder.py: the old paths keep
     working for a release, each lookup warning with the new path."""
@@ -603,3 +627,18 @@ def test_a_live_session_can_record_its_denoised_frames_as_ome_zarr(simulated_cor
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("denoised") and p.name != "denoised.ome.zarr"]
     ds = open_dataset(rep.paths["denoised"])
     assert ds.format == "ome-zarr" and ds.axes[0] == "T" and ds.size("T") == 12
+
+
+def test_the_demo_summary_says_what_was_displayed_and_that_the_table_is_single_frame() -> None:
+    from livedenoise.commands.demo import summary_lines
+
+    report = {"quality": {"frames": 8, "raw": {"psnr": 21.0, "ssim": 0.5}, "backbone": {"psnr": 26.0, "ssim": 0.6}},
+              "finetune": {"steps": 5, "elapsed_s": 1.0, "stopped": "time_budget", "best_step": 5},
+              "swapped_at_frame": 40, "frames_acquired": 50,
+              "display_quality": {"backbone": 26.61, "adapted": 28.43, "backbone_frames": 7, "adapted_frames": 2}}
+    lines = summary_lines(report)
+    assert lines[0] == "Quality against ground truth (8 live frames, each denoised on its own)"
+    assert "as displayed (PSNR of every 5th frame shown): backbone 26.61 dB (7 frames), adapted 28.43 dB (2 frames)" \
+        in lines
+    no_display = summary_lines({**report, "display_quality": {"backbone": None, "adapted": None}})
+    assert not any(line.startswith("as displayed") for line in no_display)

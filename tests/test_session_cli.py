@@ -96,8 +96,12 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         assert 5 < psnr < 60 and 0 < ssim <= 1, (label, psnr, ssim)
         assert psnr == round(report["quality"][key]["psnr"], 2)
     ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s \(stopped: (\w+), weights of step (\d+) kept\), "
-                   r"held-out loss (\S+) -> (\S+); (.*?) frames:", out)
+                   r"held-out loss (\S+) -> (\S+); (.*?) (?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?"
+                   r"frames:", out)
     assert ft, out
+    shown = report["display_quality"]
+    if shown.get("backbone") is not None:  # what the viewer showed, as report.json has it
+        assert ft.group(7).startswith(f"backbone {shown['backbone']:.2f} dB ({shown['backbone_frames']} frames)")
     steps, best_step, initial, best = int(ft.group(1)), int(ft.group(3)), float(ft.group(4)), float(ft.group(5))
     assert steps == report["finetune"]["steps"] > 0 and best_step == report["finetune"]["best_step"]
     if report["swapped_at_frame"] is not None:  # adapted and swapped in: its row, its steps, its improvement

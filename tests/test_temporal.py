@@ -150,6 +150,45 @@ def test_live_push_keeps_each_frame_s_2d_result_and_fuses_the_window() -> None:
     np.testing.assert_allclose(den.push(frames[7]), _reference_push(model, frames[7:8]), rtol=1e-4, atol=1e-2)
 
 
+def test_the_recorder_reuses_the_display_s_2d_results_and_the_cache_stays_bounded(monkeypatch) -> None:
+    """The display (skipping frames) and the recorder (every frame) push the same frames: each frame's 2-D pass
+    runs once, and the recorder's fused outputs are exactly a lone recorder's."""
+    import livedenoise.inference as inference
+
+    model = _temporal(2)
+    with torch.no_grad():
+        model.fusion.trust.fill_(1.0)
+        model.fusion.log_h.fill_(math.log(0.5))
+    frames = _frames((8, 24, 20), seed=3)
+    den = Denoiser(model, NORM, device="cpu")
+    passes = []
+    real = den._denoised_units
+    monkeypatch.setattr(den, "_denoised_units", lambda engine, x: passes.append(len(x)) or real(engine, x))
+    shown = [0, 1, 3, 4, 6, 7]
+    for t in range(8):
+        if t in shown:
+            den.push(frames[t], stream="display")
+        recorded = den.push(frames[t], stream="recorder")
+        np.testing.assert_allclose(recorded, _reference_push(model, frames[:t + 1]), rtol=1e-4, atol=1e-2,
+                                   err_msg=f"frame {t}")
+    assert sum(passes) == 8 and den.shared_hits == len(shown)
+    # a frame with the same pixels as another is the same frame: a copy is a hit, one changed pixel is not
+    den.push(frames[7].copy(), stream="other")
+    changed = frames[7].copy()
+    changed[0, 0] += 1
+    den.push(changed, stream="other")
+    assert sum(passes) == 9 and den.shared_hits == len(shown) + 1
+    # bounded: at most SHARED_RESULTS_MAX frames (and SHARED_RESULTS_BYTES) are kept
+    monkeypatch.setattr(inference, "SHARED_RESULTS_MAX", 3)
+    for f in _frames((6, 24, 20), seed=4):
+        den.push(f, stream="display")
+    assert len(den._shared) == 3
+    assert den._shared_bytes == sum(d.numel() * d.element_size() + (0 if sp is None else sp.numel() * sp.element_size())
+                                    for _, d, sp in den._shared.values())
+    den.reset()
+    assert len(den._shared) == 0 and den._shared_bytes == 0
+
+
 def test_a_stack_is_fused_on_both_sides_and_tiling_changes_nothing() -> None:
     model = _temporal(1, align=False)  # on pure noise a border pixel can tip the drift estimate
     with torch.no_grad():

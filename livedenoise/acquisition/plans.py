@@ -43,6 +43,24 @@ class CalibrationPair:
     low: np.ndarray
     high: np.ndarray
     info: dict = field(default_factory=dict)
+    #: the first reference frames as acquired, when they were taken at the live settings (``reference =
+    #: "average"``): with ``low`` they are consecutive live-like frames of the field, so a temporal model's live
+    #: output can be scored on them (against the mean of the *other* reference frames, :meth:`sequence_and_rest`)
+    head: list[np.ndarray] = field(default_factory=list)
+
+    def sequence_and_rest(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(``[low, *head]`` as a [T, H, W] sequence, the mean of the reference frames not in it), or None without
+        a head. The two share no frame, so their noise is independent (what :func:`held_out_mse` needs)."""
+        n = int(self.info.get("reference_frames", 0))
+        if not self.head or n - len(self.head) < 2:
+            return None
+        rest = (n * self.high.astype(np.float64) - np.sum(np.stack(self.head).astype(np.float64), axis=0)) \
+            / (n - len(self.head))
+        return np.stack([self.low, *self.head]).astype(np.float32), rest.astype(np.float32)
+
+
+#: Reference frames kept as acquired per calibration pair (with the low frame: a live window of 5 frames).
+HEAD_FRAMES = 4
 
 
 def assemble_pairs(plan: PairPlan, frames: dict[tuple[int, int, int], np.ndarray]) -> list[CalibrationPair]:
@@ -58,5 +76,6 @@ def assemble_pairs(plan: PairPlan, frames: dict[tuple[int, int, int], np.ndarray
         if low is None or not refs:
             raise RuntimeError(f"calibration position {k}: frames missing from the acquisition")
         high = np.mean(np.stack(refs).astype(np.float32), axis=0) if len(refs) > 1 else refs[0]
-        pairs.append(CalibrationPair(k, low, high, {"position_um": xy, "reference_frames": len(refs)}))
+        head = [np.asarray(f) for f in refs[:HEAD_FRAMES]] if plan.reference == "average" else []
+        pairs.append(CalibrationPair(k, low, high, {"position_um": xy, "reference_frames": len(refs)}, head))
     return pairs

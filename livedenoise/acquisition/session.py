@@ -35,9 +35,11 @@ from livedenoise.config import SessionSettings
 from livedenoise.errors import ConfigError
 from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
+from livedenoise.models import model_is_temporal
 from livedenoise.noise_model import NoiseFit, fit_noise_model
 from livedenoise.swap_check import SWAP_MARGIN, held_out_mse, split_held_out
 from livedenoise.training.finetune import FinetuneResult, finetune, match_intensity
+from livedenoise.training.fixed_pattern import remove_fixed_pattern
 from livedenoise.training.loop import FitProgress
 
 log = logging.getLogger("livedenoise")
@@ -77,6 +79,8 @@ class SessionReport:
     noise_model: dict = field(default_factory=dict)  # NoiseFit.to_dict() of the backbone's normaliser
     # {"backbone", "adapted": held-out MSE (stabilised units), "margin", "held_out": pairs, "source", "swapped"}
     swap_criterion: dict = field(default_factory=dict)
+    #: what was done to the references' fixed pattern (``FixedPatternRemoval.describe()``; empty in self mode)
+    fixed_pattern: dict = field(default_factory=dict)
     interrupted: bool = False  # stopped early by interrupt() (Ctrl-C, SIGTERM): raw data kept and closed
     precision: str = ""  # the live denoiser's arithmetic ("fp32", "bf16", "fp16")
 
@@ -86,7 +90,7 @@ class LiveSession:
 
     Typical use (what ``livedenoise demo`` does)::
 
-        session = LiveSession(backend, settings, "runs/demo", backbone=load_backbone("fast"))
+        session = LiveSession(backend, settings, "runs/demo", backbone=load_backbone("temporal"))
         report = session.run(frames_after_swap=100)
     """
 
@@ -128,6 +132,7 @@ class LiveSession:
         self.pairs: list[CalibrationPair] = []
         self._self_frames: list[np.ndarray] = []
         self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
+        self.fixed_pattern: dict = {}  # what _references did to the calibration references
         self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
         self._latencies: list[float] = []
         self._finetune_thread: threading.Thread | None = None
@@ -247,7 +252,7 @@ class LiveSession:
 
     # -- fine-tuning -------------------------------------------------------------------------------
     def start_finetune(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None, *,
-                       held_out: list[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                       held_out: list[tuple[np.ndarray, np.ndarray]] | None = None, source: str | None = None) -> None:
         """Fine-tune in a background thread; the adapted model is hot-swapped in when it finishes, if it beats
         the backbone on held-out full frames (see :data:`SWAP_MARGIN`).
 
@@ -261,8 +266,8 @@ class LiveSession:
         noisy = list(noisy)
         clean = list(clean) if clean is not None else None
         if held_out is not None:
-            source = ("calibration pairs not used for training" if clean is not None
-                      else "consecutive live frames not used for training")
+            source = source or ("calibration pairs not used for training" if clean is not None
+                                else "consecutive live frames not used for training")
         else:
             split = split_held_out(noisy, clean, self.settings.training.validation_fraction)
             noisy, clean, held_out, source = split.noisy, split.clean, split.pairs, split.source
@@ -272,6 +277,32 @@ class LiveSession:
         self._finetune_thread = threading.Thread(target=self._finetune_job, args=(noisy, clean, held_out, source),
                                                  name="livedenoise-finetune", daemon=True)
         self._finetune_thread.start()
+
+    def _references(self, references: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The calibration references for the fine-tune, and the pattern taken out of them (None: nothing): the
+        camera's fixed pattern is removed (``[live] remove_fixed_pattern``; the calibration fields are
+        ``position_spacing_um`` apart, so they differ)."""
+        if not self.settings.live.remove_fixed_pattern:
+            self.fixed_pattern = {"removed": False, "note": "kept: [live] remove_fixed_pattern is off"}
+            return references, None
+        removal = remove_fixed_pattern(references)
+        self.fixed_pattern = removal.describe()
+        log.info("calibration references: fixed pattern %s", removal.note)
+        return removal.references, removal.pattern
+
+    def _held_out_sequence(self, pairs: list[CalibrationPair], pattern: np.ndarray | None
+                           ) -> tuple[np.ndarray, np.ndarray] | None:
+        """For a temporal backbone with 3 or more pairs whose references were averaged at the live settings: the
+        last field's low frame and first reference frames as a live window, and the mean of its other reference
+        frames (the fixed pattern removed as from every reference) as the target. The swap is then decided on
+        what the display shows (the fused output), not on the 2-D stage alone. None otherwise."""
+        if not model_is_temporal(self.backbone.model) or len(pairs) < 3:
+            return None
+        got = pairs[-1].sequence_and_rest()
+        if got is None:
+            return None
+        frames, rest = got
+        return frames, rest if pattern is None else rest - pattern
 
     def _held_out_targets(self, held_out: list[tuple[np.ndarray, np.ndarray]], supervised: bool
                           ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -405,8 +436,9 @@ class LiveSession:
     def _on_denoised(self, frame: DenoisedFrame) -> None:
         if (frame.denoised is not None and self._writer is not None
                 and not (self.denoiser and self.denoiser.is_temporal)):
-            # Reuse saves a second pass for 2-D models; a temporal model's recorder denoises every frame in order,
-            # with its own window (the display's window skips the frames it dropped).
+            # Reuse saves a second pass for 2-D models; a temporal model's recorder fuses every frame in order, with
+            # its own window (the display's window skips the frames it dropped), reusing the 2-D results the
+            # display computed (Denoiser.push shares them by frame content).
             self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
         if frame.denoised is not None:
             self._latencies.append(frame.latency_s)
@@ -547,7 +579,14 @@ class LiveSession:
             pairs = self.calibrate()
             if self.interrupted:
                 return self.stop(wait_for_finetune=False)
-            self.start_finetune([p.low for p in pairs], [p.high for p in pairs])
+            references, pattern = self._references([p.high for p in pairs])
+            sequence = self._held_out_sequence(pairs, pattern)
+            if sequence is None:
+                self.start_finetune([p.low for p in pairs], references)
+            else:  # a temporal backbone: score both models as the display shows them, on the last field's frames
+                self.start_finetune([p.low for p in pairs[:-1]], references[:-1], held_out=[sequence],
+                                    source="the last calibration field, fused over 5 live-setting frames as the "
+                                           "display shows it, against the mean of its other reference frames")
         if self.interrupted:
             return self.stop(wait_for_finetune=False)
         self.start_live(frames_after_swap=frames_after_swap, max_frames=max_frames)
@@ -585,7 +624,8 @@ class LiveSession:
                             mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
                             errors=list(self.status.errors),
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
-                            swap_criterion=dict(self.swap_criterion), interrupted=self.interrupted,
+                            swap_criterion=dict(self.swap_criterion), fixed_pattern=dict(self.fixed_pattern),
+                            interrupted=self.interrupted,
                             precision=self.denoiser.precision if self.denoiser is not None else "")
         rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
                      "denoised": str(self._writer.path) if self._writer and self._writer.path else None,

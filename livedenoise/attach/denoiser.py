@@ -44,6 +44,7 @@ from livedenoise.inference import Denoiser, canonical_precision
 from livedenoise.modelspec import load_model_spec
 from livedenoise.noise_model import fit_noise_model
 from livedenoise.swap_check import SWAP_MARGIN, split_held_out, swap_scores
+from livedenoise.training import fixed_pattern
 
 log = logging.getLogger("livedenoise")
 
@@ -338,10 +339,15 @@ class AttachedDenoiser:
     # -- adaptation ----------------------------------------------------------------------------------
     def adapt_from_calibration(self, frames: dict[tuple[int, Any], list[np.ndarray]], channels: Sequence[Any],
                                positions: int, average: int, *, time_budget_s: float = 60.0,
-                               training: Any = None) -> dict[str, cf.Future[Adaptation]]:
+                               training: Any = None, remove_fixed_pattern: bool = True
+                               ) -> dict[str, cf.Future[Adaptation]]:
         """Adapt every channel to calibration frames: ``frames[(position, channel)]`` holds ``1 + average`` frames of
         one field at one channel's settings; the first is the low-SNR frame, the mean of the rest its reference.
-        Channels left raw are skipped. Returns channel name (``"None"`` without a channel axis) -> future."""
+        Channels left raw are skipped. Returns channel name (``"None"`` without a channel axis) -> future.
+
+        ``remove_fixed_pattern``: subtract the camera's fixed pattern, estimated across the positions' references
+        (:func:`livedenoise.training.fixed_pattern.remove_fixed_pattern`; 3 or more positions whose fields do not
+        overlap), so the fine-tune does not learn to keep what the backbone removes."""
         incomplete = [f"{channel!r} at position {p}: {len(frames.get((p, channel), []))}" for channel in channels
                        for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
         if incomplete:  # checked for every channel before any fine-tune starts
@@ -356,6 +362,10 @@ class AttachedDenoiser:
             stacks = [frames[(p, channel)] for p in range(positions)]
             noisy = [st[0] for st in stacks]
             clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
+            if remove_fixed_pattern:
+                removal = fixed_pattern.remove_fixed_pattern(clean)
+                clean = removal.references
+                log.info("calibration references of channel %r: fixed pattern %s", channel, removal.note)
             futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),
                                                time_budget_s=time_budget_s, training=training, match_reference=False)
         return futures

@@ -107,7 +107,8 @@ class MDADenoiser(AttachedDenoiser):
         log.info("livedenoise: %s", self.result.summary())
 
     def calibrate(self, core: Any, sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16,
-                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, cf.Future[Adaptation]]:
+                  time_budget_s: float = 60.0, training: Any = None,
+                  remove_fixed_pattern: bool = True) -> dict[str, cf.Future[Adaptation]]:
         """Acquire reference pairs with ``sequence``'s channels at ``positions`` and adapt every channel to them.
 
         Runs :func:`calibration_sequence` on ``core`` (a pymmcore-plus ``CMMCorePlus``; blocks for the few
@@ -146,4 +147,5 @@ class MDADenoiser(AttachedDenoiser):
         with arrived:
             arrived.wait_for(lambda: sum(map(len, frames.values())) >= expected, timeout=FRAMES_GRACE_S)
         return self.adapt_from_calibration(frames, list(dict.fromkeys(names.values())), len(positions), average,
-                                           time_budget_s=time_budget_s, training=training)
+                                           time_budget_s=time_budget_s, training=training,
+                                           remove_fixed_pattern=remove_fixed_pattern)

@@ -86,7 +86,8 @@ class PycromanagerDenoiser(AttachedDenoiser):
     def calibrate(self, positions: Sequence[tuple[float, float]], directory: str | Path, *,
                   channel_group: str | None = None, channels: Sequence[str] | None = None,
                   exposures_ms: Sequence[float] | None = None, average: int = 16, core: Any = None,
-                  time_budget_s: float = 60.0, training: Any = None) -> dict[str, cf.Future[Adaptation]]:
+                  time_budget_s: float = 60.0, training: Any = None,
+                  remove_fixed_pattern: bool = True) -> dict[str, cf.Future[Adaptation]]:
         """Acquire reference pairs with your channels at ``positions`` and adapt every channel to them.
 
         A pycromanager acquisition (saved under ``directory`` as ``livedenoise-calibration``, so nothing taken is
@@ -148,7 +149,7 @@ class PycromanagerDenoiser(AttachedDenoiser):
         finally:
             stage.move(start)  # the user's next acquisition starts where the stage was
         return self.adapt_from_calibration(frames, names, len(positions), int(average), time_budget_s=time_budget_s,
-                                           training=training)
+                                           training=training, remove_fixed_pattern=remove_fixed_pattern)
 
     def saved(self, axes: Mapping[str, Any], dataset: Any) -> None:
         """``image_saved_fn``: the frame is on disk; hand over its axes, the workers read it back."""

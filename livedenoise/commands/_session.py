@@ -22,7 +22,8 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["pairs", "self"],
                    help="adapt from calibration pairs or self-supervised on live frames")
     p.add_argument("--backbone",
-                   help="'fast', 'standard', 'temporal' (fuses each frame with the 4 before it) or a checkpoint path")
+                   help="'temporal' (fuses each frame with the 4 before it; default: [live] backbone), 'fast', "
+                        "'standard' or a checkpoint path")
     p.add_argument("--finetune-seconds", type=float, help="time budget for background fine-tuning")
     p.add_argument("--positions", type=int, help="stage positions for calibration pairs")
     p.add_argument("--roi", help="simulated field of view WxH, e.g. 256x256")

@@ -106,7 +106,13 @@ def outcome_lines(report: dict) -> list[str]:
                  f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
     else:
         first = "fine-tuning: did not complete; the backbone was used throughout"
-    return [first, f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
+    lines = [first]
+    shown = report.get("display_quality") or {}
+    parts = [f"{label} {shown[key]:.2f} dB ({shown.get(f'{key}_frames', 0)} frames)"
+             for key, label in (("backbone", "backbone"), ("adapted", "adapted")) if shown.get(key) is not None]
+    if parts:  # what the viewer showed: for a temporal model, each frame fused with the frames before it
+        lines.append("as displayed (PSNR of every 5th frame shown): " + ", ".join(parts))
+    return [*lines, f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
                    f"{report.get('frames_denoised')} denoised for display at {report.get('denoised_fps', 0):.1f} fps "
                    f"(mean latency {report.get('mean_latency_ms', 0):.0f} ms, {report.get('frames_dropped')} display "
                    f"frames skipped), {report.get('frames_written')} denoised frames recorded"]
@@ -115,7 +121,7 @@ def outcome_lines(report: dict) -> list[str]:
 def summary_lines(report: dict) -> list[str]:
     """The whole outcome as plain text (the README's quick-start block is made from a committed report.json)."""
     q = report.get("quality") or {}
-    lines = [f"Quality against ground truth ({q.get('frames', 0)} live frames)",
+    lines = [f"Quality against ground truth ({q.get('frames', 0)} live frames, each denoised on its own)",
              f"{'image':<21} {'PSNR (dB)':>9} {'SSIM':>6}"]
     lines += [f"{label:<21} {q[key]['psnr']:>9.2f} {q[key]['ssim']:>6.3f}" for key, label in QUALITY_ROWS if key in q]
     return lines + outcome_lines(report)
@@ -125,7 +131,7 @@ def print_report(console, report) -> None:
     from rich.table import Table
 
     q = report.quality
-    table = Table(title=f"Quality against ground truth ({q.get('frames', 0)} live frames)")
+    table = Table(title=f"Quality against ground truth ({q.get('frames', 0)} live frames, each denoised on its own)")
     table.add_column("image")
     table.add_column("PSNR (dB)", justify="right")
     table.add_column("SSIM", justify="right")

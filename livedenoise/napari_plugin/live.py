@@ -59,7 +59,7 @@ class LiveDenoiseWidget(QWidget):
         self._finishing: threading.Thread | None = None  # writing the last sequence's queued frames
         self._shown: dict[str, Any] = {}  # layer name -> the DenoisedFrame now in it
         self._sequences = 0
-        self._settings: tuple[str, str] = ("fast", "")  # model and output folder, read once at attach()
+        self._settings: tuple[str, str] = ("temporal", "")  # model and output folder, read once at attach()
         self.last_report: Any = None
         #: channel preset (None: no channel axis) -> the model a calibration adapted and swapped in
         self.adapted: dict[str | None, Any] = {}
@@ -68,7 +68,7 @@ class LiveDenoiseWidget(QWidget):
         self._calibrating = False  # the calibration's own MDA is running: its events are not a sequence to record
         self._calibration_thread: threading.Thread | None = None
         self._message = ""  # a calibration's state or a sequence's failure, shown by refresh()
-        self.model = QLineEdit("fast")
+        self.model = QLineEdit("temporal")
         self.model.setToolTip("a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model "
                               "Zoo .zip")
         self.model.textChanged.connect(self._model_changed)
@@ -125,7 +125,7 @@ class LiveDenoiseWidget(QWidget):
         return self.button.isChecked()
 
     def _model_choice(self) -> str:
-        return self.model.text().strip() or "fast"
+        return self.model.text().strip() or "temporal"
 
     def _model_changed(self, _text: str) -> None:
         if self.adapted:  # adapted from the other model: the new choice applies to every channel again

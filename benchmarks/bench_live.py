@@ -1,0 +1,127 @@
+"""Live sessions: which backbone a live session should start from, measured on the simulated microscope.
+
+    python benchmarks/bench_live.py                          # fast and temporal, 2 sessions each, interleaved
+    python benchmarks/bench_live.py --backbones fast,standard --repeats 1
+
+Each session is the quick start's ``livedenoise demo`` (simulated Andor Zyla 4.2 through pycromanager's real
+acquisition engine, 256² px at ~10 photons peak, 5 calibration pairs, background fine-tuning, 10 frames/s live),
+run as a subprocess with ``--backbone``; sessions of different backbones alternate so that machine load hits
+both alike. What is compared, from each session's ``report.json``:
+
+* **as displayed**: PSNR against the simulator's ground truth of every 5th frame the viewer showed, before the
+  swap (the backbone) and after it (the adapted model). For a temporal backbone each shown frame is fused with
+  the frames shown before it, so this is the quality a user sees live;
+* **single frames**: the demo's table, 8 live frames each denoised on its own (a temporal model's 2-D stage);
+* the cost: mean display latency, display rate, display frames skipped, denoised frames recorded, and the
+  fine-tune's steps (the live denoising and the fine-tune share the CPU).
+
+The ground truth is the demo's: the sample as a camera without fixed pattern would record it (the simulator's
+``truth_of(core, fixed_pattern=False)``). ``--keep-fixed-pattern`` runs the sessions with the calibration
+references' fixed pattern left in (``[live] remove_fixed_pattern = false``), the behaviour before it existed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_OUTPUT, finite_mean, machine, machine_line, publish, table
+
+FIELDS = ("display_backbone", "display_adapted", "single_backbone", "single_adapted", "latency_ms", "display_fps",
+          "skipped", "recorded", "acquired", "steps")
+
+
+def session(backbone: str, folder: Path, config: Path | None = None) -> dict:
+    """One ``livedenoise demo --backbone`` session; the figures of its report.json."""
+    if folder.exists():
+        shutil.rmtree(folder)  # only this benchmark's own run folder
+    cli = Path(sys.executable).parent / "livedenoise"
+    proc = subprocess.run([str(cli), "demo", "--backbone", backbone, "-o", str(folder)]
+                          + (["--config", str(config)] if config else []), capture_output=True, text=True)
+    report_path = folder / "report.json"
+    if proc.returncode != 0 or not report_path.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise SystemExit(f"livedenoise demo --backbone {backbone} failed (exit {proc.returncode}): " + " / ".join(tail))
+    r = json.loads(report_path.read_text())
+    shown, q, ft = r.get("display_quality") or {}, r.get("quality") or {}, r.get("finetune") or {}
+    return {"backbone": backbone, "display_backbone": shown.get("backbone"), "display_adapted": shown.get("adapted"),
+            "display_frames": [shown.get("backbone_frames"), shown.get("adapted_frames")],
+            "single_backbone": (q.get("backbone") or {}).get("psnr"),
+            "single_adapted": (q.get("adapted") or {}).get("psnr"),
+            "latency_ms": r.get("mean_latency_ms"), "display_fps": r.get("denoised_fps"),
+            "skipped": r.get("frames_dropped"), "recorded": r.get("frames_written"),
+            "acquired": r.get("frames_acquired"),
+            "steps": ft.get("steps"), "swapped_at_frame": r.get("swapped_at_frame"),
+            "fixed_pattern": r.get("fixed_pattern"),
+            "errors": r.get("errors") or [], "load_at_end": (r.get("machine") or {}).get("load_average"),
+            "machine": r.get("machine")}
+
+
+def summarise(runs: list[dict], backbones: list[str]) -> dict:
+    return {b: {f: finite_mean([r[f] for r in runs if r["backbone"] == b]) for f in FIELDS} for b in backbones}
+
+
+def render(payload: dict) -> str:
+    """The comparison table (Markdown), also used by ``readme_tables.py``."""
+    means, runs = payload["means"], payload["runs"]
+    rows = []
+    for b, m in means.items():
+        n = sum(r["backbone"] == b for r in runs)
+        rows.append([f"`{b}`", n, f"{m['display_backbone']:.2f}", f"{m['display_adapted']:.2f}",
+                     f"{m['single_backbone']:.2f}", f"{m['single_adapted']:.2f}", f"{m['latency_ms']:.0f}",
+                     f"{m['display_fps']:.1f}", f"{m['skipped']:.0f}", f"{m['recorded']:.0f} of {m['acquired']:.0f}",
+                     f"{m['steps']:.0f}"])
+    return table(["backbone", "sessions", "shown: backbone", "shown: adapted", "single: backbone",
+                  "single: adapted", "latency ms", "display fps", "skipped", "recorded", "fine-tune steps"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbones", default="fast,temporal", help="comma-separated backbones to start sessions from")
+    ap.add_argument("--repeats", type=int, default=2, help="sessions per backbone (interleaved)")
+    ap.add_argument("--keep-fixed-pattern", action="store_true",
+                    help="sessions with [live] remove_fixed_pattern = false (the references keep the camera's pattern)")
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = ap.parse_args(argv)
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    config = None
+    if args.keep_fixed_pattern:  # the default settings with one change
+        from livedenoise.config import settings_dir
+
+        text = (settings_dir() / "session.toml").read_text()
+        if "remove_fixed_pattern = true" not in text:
+            raise SystemExit("session.toml has no 'remove_fixed_pattern = true' line to turn off")
+        config = args.output / "session-keep-fixed-pattern.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(text.replace("remove_fixed_pattern = true", "remove_fixed_pattern = false"))
+    runs = []
+    for i in range(args.repeats):
+        for b in backbones:
+            r = session(b, args.output / "live-sessions" / f"{Path(b).stem}-{i}", config)
+            runs.append(r)
+            adapted = r["display_adapted"] if r["display_adapted"] is not None else float("nan")
+            print(f"[live] {b} #{i}: shown {r['display_backbone']:.2f} -> {adapted:.2f} dB, "
+                  f"latency {r['latency_ms']:.0f} ms, {r['steps']} fine-tune steps", flush=True)
+    info = machine()
+    threads = {(r.get("machine") or {}).get("torch_threads") for r in runs} - {None}
+    if threads:  # the sessions' own torch threads (each demo sets its own), not this parent process's
+        info["torch_threads"] = threads.pop() if len(threads) == 1 else sorted(threads)
+    payload = {"machine": info, "runs": runs, "means": summarise(runs, backbones),
+               "command": "python benchmarks/bench_live.py" + (f" --backbones {args.backbones}"
+                                                               if args.backbones != "fast,temporal" else "")
+               + (f" --repeats {args.repeats}" if args.repeats != 2 else "")
+               + (" --keep-fixed-pattern" if args.keep_fixed_pattern else ""),
+               "fixed_pattern_removed": not args.keep_fixed_pattern}
+    md = ("Live sessions (`livedenoise demo`), mean over sessions; PSNR dB against the simulator's ground truth; "
+          "*shown*: every 5th frame the viewer showed, *single*: 8 live frames each denoised on its own.\n\n"
+          + render(payload) + f"\n\n{machine_line(info)}\n")
+    publish(args.output, "live", payload, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The camera's fixed pattern: estimated across calibration fields and removed from the references; the simulator's
+ground truth without it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livedenoise.training.fixed_pattern import MIN_FIELDS, estimate_fixed_pattern, remove_fixed_pattern
+
+
+def _fields(n: int, pattern: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """``n`` averaged references of different fields: blobs and lines at random places, a little noise, the pattern."""
+    rng = np.random.default_rng(seed)
+    h, w = pattern.shape
+    yy, xx = np.mgrid[:h, :w]
+    refs = []
+    for _ in range(n):
+        img = np.full((h, w), 100.0) + 20 * np.sin(xx / 17 + rng.uniform(0, 6))  # shading: kept by the blur
+        for _ in range(6):
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            img += 30 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(1, 3) ** 2))
+        img[int(rng.integers(0, h)), :] += 40  # a sharp line in a different row of every field
+        refs.append((img + pattern + rng.normal(0, 0.3, (h, w))).astype(np.float32))
+    return refs
+
+
+def test_the_pattern_shared_by_the_fields_is_found_and_removed() -> None:
+    pattern = np.random.default_rng(7).normal(0, 2.0, (64, 64)).astype(np.float32)
+    refs = _fields(5, pattern)
+    est = estimate_fixed_pattern(refs)
+    assert est.shape == (64, 64) and abs(float(est.mean())) < 1e-4
+    truth = pattern - pattern.mean()
+    assert np.corrcoef(est.ravel(), truth.ravel())[0, 1] > 0.9
+    removal = remove_fixed_pattern(refs)
+    assert removal.pattern is not None and removal.fields == 5 and removal.note.startswith("removed")
+    # what is left of the pattern in every cleaned reference (the reference without its pattern subtracted)
+    left = [np.std(c - (r - pattern)) for c, r in zip(removal.references, refs, strict=True)]
+    assert max(left) < 0.5 * float(pattern.std())
+    assert removal.describe()["removed"] is True and removal.describe()["pattern_sd_adu"] == pytest.approx(
+        float(est.std()), rel=1e-5)
+
+
+def test_too_few_fields_or_mismatched_frames_are_left_as_they_are() -> None:
+    pattern = np.zeros((32, 32), np.float32)
+    two = _fields(MIN_FIELDS - 1, pattern)
+    kept = remove_fixed_pattern(two)
+    assert kept.pattern is None and "at least 3" in kept.note
+    assert all(np.array_equal(a, b) for a, b in zip(kept.references, two, strict=True))
+    mixed = [*_fields(2, pattern), np.zeros((16, 16), np.float32)]
+    assert remove_fixed_pattern(mixed).pattern is None
+    assert remove_fixed_pattern(mixed).describe() == {"removed": False, "fields": 3, "note": remove_fixed_pattern(
+        mixed).note, "pattern_sd_adu": None}
+
+
+def test_an_attached_calibration_removes_the_pattern_unless_told_not_to(monkeypatch) -> None:
+    from livedenoise.attach import AttachedDenoiser
+
+    pattern = np.random.default_rng(3).normal(0, 2.0, (32, 32)).astype(np.float32)
+    refs = _fields(4, pattern, seed=5)
+    frames = {(p, None): [refs[p]] + [refs[p]] * 3 for p in range(4)}  # 1 low frame + an average of 3
+    seen = []
+    den = AttachedDenoiser("fast", device="cpu")
+    try:
+        monkeypatch.setattr(den, "adapt", lambda noisy, clean, **kw: seen.append(clean))
+        den.adapt_from_calibration(frames, [None], 4, 3)
+        den.adapt_from_calibration(frames, [None], 4, 3, remove_fixed_pattern=False)
+    finally:
+        den.close(progress=False)
+    cleaned, untouched = seen
+    assert all(np.array_equal(a, b) for a, b in zip(untouched, refs, strict=True))
+    truth = pattern - pattern.mean()
+    left = np.mean([np.corrcoef((c - r + truth).ravel(), truth.ravel())[0, 1] for c, r in zip(cleaned, refs,
+                                                                                             strict=True)])
+    assert left < 0.5  # what was subtracted is (most of) the pattern: adding it back leaves little correlation
+
+
+def test_the_simulator_knows_the_sample_without_the_camera_s_pattern() -> None:
+    from simulators.config import load_microscope_config
+    from simulators.microscope import SimulatedMicroscope
+
+    mic = SimulatedMicroscope(load_microscope_config(roi_width=48, roi_height=40, exposure_ms=20.0, light_power=50.0,
+                                                     seed=2))
+    frame = mic.snap()
+    assert frame.sample is not None and frame.sample.shape == frame.truth.shape == (40, 48)
+    maps = mic.camera.maps
+    # the sample truth is the camera's truth with the pattern taken out: per-pixel offset and gain -> their medians
+    electrons = (frame.truth - maps.offset) / maps.gain
+    flat = electrons * np.median(maps.gain) + np.median(maps.offset)
+    dark = (maps.dark_current - np.median(maps.dark_current)) * 0.02 * np.median(maps.gain)
+    ok = np.abs(frame.sample - (flat - dark)) < 0.05 * np.abs(flat).max()
+    assert ok.mean() > 0.99  # (full-well and ADC clipping aside)
+    assert np.std(frame.truth - frame.sample) > 0.5  # the camera's truth does carry a pattern
+
+
+def test_a_calibration_pair_at_live_settings_gives_a_live_window_and_an_independent_target() -> None:
+    from livedenoise.acquisition.plans import HEAD_FRAMES, Illumination, PairPlan, assemble_pairs
+
+    rng = np.random.default_rng(0)
+    ill = Illumination(20.0, 10.0)
+    plan = PairPlan(positions=[(0.0, 0.0)], low=ill, high=ill, reference="average", average=10)
+    frames = {(0, 0, 0): rng.poisson(50, (8, 8)).astype(np.uint16)}
+    frames.update({(0, 1, r): rng.poisson(50, (8, 8)).astype(np.uint16) for r in range(10)})
+    (pair,) = assemble_pairs(plan, frames)
+    assert len(pair.head) == HEAD_FRAMES
+    got = pair.sequence_and_rest()
+    assert got is not None
+    seq, rest = got
+    assert seq.shape == (1 + HEAD_FRAMES, 8, 8) and np.array_equal(seq[0], frames[(0, 0, 0)])
+    assert np.array_equal(seq[1:], np.stack([frames[(0, 1, r)] for r in range(HEAD_FRAMES)]))
+    want = np.mean([frames[(0, 1, r)] for r in range(HEAD_FRAMES, 10)], axis=0)
+    np.testing.assert_allclose(rest, want, rtol=1e-5)  # the mean of the reference frames not in the window
+    brighter = PairPlan(positions=[(0.0, 0.0)], low=ill, high=Illumination(200.0, 10.0), reference="exposure")
+    (other,) = assemble_pairs(brighter, {(0, 0, 0): frames[(0, 0, 0)], (0, 1, 0): frames[(0, 1, 0)]})
+    assert other.head == [] and other.sequence_and_rest() is None  # a brighter reference is not a live frame
+
+
+def test_held_out_sequences_score_a_temporal_model_as_the_display_shows_it() -> None:
+    import torch
+
+    from livedenoise.checkpoint import Checkpoint
+    from livedenoise.inference import Denoiser
+    from livedenoise.models import build_model
+    from livedenoise.models.temporal import temporal_from_frame_model
+    from livedenoise.normalization import Normalizer
+    from livedenoise.swap_check import held_out_mse
+
+    norm = Normalizer(offset=100.0, gain=2.0, noise_b=2.25, scale=10.0)
+    torch.manual_seed(0)
+    model = temporal_from_frame_model(build_model("unet", widths=[4, 8]))
+    with torch.no_grad():
+        model.fusion.trust.fill_(2.0)
+    ckpt = Checkpoint(model=model, arch="unet-temporal", arch_kwargs=model.arch_kwargs, normalizer=norm, name="t")
+    rng = np.random.default_rng(1)
+    seq = (2.0 * rng.poisson(30.0, (5, 24, 24)) + 100).astype(np.float32)
+    target = np.full((24, 24), 160.0, np.float32)
+    den = Denoiser(ckpt, device="cpu")
+    shown = [den.push(f, stream="x") for f in seq][-1]
+    alone = den.denoise(seq[-1])
+    assert not np.allclose(shown, alone)  # the fusion changes the newest frame
+    want = float(np.mean((norm.to_stabilised(shown) - norm.to_stabilised(target)) ** 2))
+    assert held_out_mse(ckpt, [(seq, target)], norm, device="cpu") == pytest.approx(want, rel=1e-5)
+    single = float(np.mean((norm.to_stabilised(alone) - norm.to_stabilised(target)) ** 2))
+    assert held_out_mse(ckpt, [(seq[-1], target)], norm, device="cpu") == pytest.approx(single, rel=1e-5)
