@@ -56,7 +56,7 @@ def session(backbone: str, folder: Path, config: Path | None = None) -> dict:
             "skipped": r.get("frames_dropped"), "recorded": r.get("frames_written"),
             "acquired": r.get("frames_acquired"),
             "steps": ft.get("steps"), "swapped_at_frame": r.get("swapped_at_frame"),
-            "fixed_pattern": r.get("fixed_pattern"),
+            "fixed_pattern": r.get("fixed_pattern"), "swap_criterion": r.get("swap_criterion"),
             "errors": r.get("errors") or [], "load_at_end": (r.get("machine") or {}).get("load_average"),
             "machine": r.get("machine")}
 
@@ -71,8 +71,14 @@ def render(payload: dict) -> str:
     rows = []
     for b, m in means.items():
         n = sum(r["backbone"] == b for r in runs)
-        rows.append([f"`{b}`", n, f"{m['display_backbone']:.2f}", f"{m['display_adapted']:.2f}",
-                     f"{m['single_backbone']:.2f}", f"{m['single_adapted']:.2f}", f"{m['latency_ms']:.0f}",
+        swapped = sum(r["backbone"] == b and r.get("swapped_at_frame") is not None for r in runs)
+
+        def adapted(value: float, swapped: int = swapped) -> str:
+            return "not swapped in" if swapped == 0 else f"{value:.2f}"
+
+        rows.append([f"`{b}`", f"{n} ({swapped} swapped)", f"{m['display_backbone']:.2f}",
+                     adapted(m["display_adapted"]), f"{m['single_backbone']:.2f}", adapted(m["single_adapted"]),
+                     f"{m['latency_ms']:.0f}",
                      f"{m['display_fps']:.1f}", f"{m['skipped']:.0f}", f"{m['recorded']:.0f} of {m['acquired']:.0f}",
                      f"{m['steps']:.0f}"])
     return table(["backbone", "sessions", "shown: backbone", "shown: adapted", "single: backbone",

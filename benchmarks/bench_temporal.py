@@ -24,6 +24,13 @@ frame's sample (median gain and offset: the fixed pattern is noise to remove) an
 Every network gets the noise model the product fits to the stack (:func:`livedenoise.evaluate.with_normalizer`
 on all frames); VST+BM3D stabilises each frame with its own fit (as in ``bench_backbone.py``), VST+BM4D the
 whole stack with the stack's fit. BM3D/BM4D outputs are cached under ``runs/cache``.
+
+``DeepCAD-RT`` (Li et al., Nat. Methods 2021 / Nat. Biotechnol. 2022; PyPI ``deepcad`` 1.2.0 in the peers
+environment, ``peers_worker.py`` method ``deepcad``): self-supervised, trained from scratch on each case's stack
+itself (interleaved frames as input and target) for a fixed wall-clock budget (``--deepcad-budget``, 1 torch
+thread), then applied to that stack. It gets the raw camera frames (ADU; the package subtracts the stack's mean),
+no noise model. Its ``ms per frame`` counts training and prediction (the method cannot run without its training);
+the JSON gives both, and per case the iterations, epochs and losses of the training. Cached under ``runs/cache``.
 """
 from __future__ import annotations
 
@@ -41,6 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_OUTPUT, REPO, PeerError, finite_mean, machine, machine_line, publish, run_peer, table
 
 CACHE = REPO / "runs" / "cache" / "bm4d"
+# DeepCAD-RT: 3-D patches of 64x64 px; patch_t 8 frames (a multiple of 8 for its three poolings, and training takes
+# 2 * patch_t frames: all 16 of a case); tiles and patches overlap by half; the package's f_maps. lr 5e-4, ten times
+# its demo's 5e-5: that assumes ~10^4-10^5 iterations on a GPU; in a few hundred CPU iterations 5e-5 did not get
+# below the raw input's error on a toy stack (16x128^2 Poisson, 60 s: out MSE 15.9 vs raw 15.9; 5e-4: 1.2).
+DEEPCAD = {"patch_xy": 64, "patch_t": 8, "overlap": 0.5, "lr": 5e-4, "fmap": 16, "seed": 0}
 EXPOSURE_S = 0.02
 PHOTONS = (5.0, 20.0, 100.0)
 OPTICS = {"confocal": 1.0, "widefield": 2.0}
@@ -93,24 +105,28 @@ def _stack_normalizer(stack: np.ndarray):
     return fit_noise_model(list(stack)).normalizer.copy(scale=1.0, inversion="unbiased")
 
 
-def _cached(kind: str, data: np.ndarray, compute) -> tuple[np.ndarray, float]:
-    """A peer's output for ``data``, cached by its bytes and the code that makes it (as ``cached_bm3d`` does)."""
+def _cached(kind: str, data: np.ndarray, compute, salt: str = "") -> tuple[np.ndarray, float, dict]:
+    """A peer's output for ``data``, cached by its bytes and the code that makes it (as ``cached_bm3d`` does).
+
+    ``compute`` returns ``(out, seconds)`` or ``(out, seconds, info)``; ``salt``: the peer's settings."""
     import inspect
+    import json
 
     from bench_backbone import _peer_code_version
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    version = _peer_code_version() + "".join(inspect.getsource(f) for f in (_stack_normalizer, vst_bm4d))
+    version = _peer_code_version() + "".join(inspect.getsource(f) for f in (_stack_normalizer, vst_bm4d)) + salt
     key = hashlib.sha256(data.tobytes() + str(data.shape).encode() + kind.encode() + version.encode()).hexdigest()[:24]
     path = CACHE / f"{kind}-{key}.npz"
     if path.exists():
         with np.load(path) as d:
-            return d["out"], float(d["seconds"])
-    out, seconds = compute()
+            return d["out"], float(d["seconds"]), json.loads(str(d["info"])) if "info" in d else {}
+    out, seconds, *rest = compute()
+    info = rest[0] if rest else {}
     tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, out=out, seconds=seconds)
+    np.savez(tmp, out=out, seconds=seconds, info=json.dumps(info))
     tmp.replace(path)
-    return out, seconds
+    return out, seconds, info
 
 
 def vst_bm4d(stack: np.ndarray) -> tuple[np.ndarray, float]:
@@ -122,7 +138,23 @@ def vst_bm4d(stack: np.ndarray) -> tuple[np.ndarray, float]:
         (den,), secs, _ = run_peer({"method": "bm4d", "sigma": 1.0}, [z - centre])
         return np.stack([norm.inverse(np.asarray(d, np.float64) + centre) for d in den]).astype(np.float32), \
             secs[0] / len(stack)
-    return _cached("bm4d", np.ascontiguousarray(stack), compute)
+    out, seconds, _ = _cached("bm4d", np.ascontiguousarray(stack), compute)
+    return out, seconds
+
+
+def deepcad(stack: np.ndarray, budget_s: float) -> tuple[np.ndarray, float, dict]:
+    """DeepCAD-RT trained on ``stack`` (raw ADU) for ``budget_s`` seconds, then applied to it; seconds per frame
+    (training + prediction) and the worker's account of the training."""
+    spec = {"method": "deepcad", "time_budget_s": float(budget_s), **DEEPCAD}
+
+    def compute():
+        (out,), secs, info = run_peer(spec, [stack.astype(np.float32)], timeout_s=budget_s + 1800)
+        fit = info["fits"][0]
+        info = {**{k: v for k, v in info.items() if k != "fits"}, **fit,
+                "predict_ms_per_frame": 1000 * fit["predict_seconds"] / len(stack)}
+        return np.asarray(out, np.float32), secs[0] / len(stack), info
+
+    return _cached("deepcad", np.ascontiguousarray(stack), compute, salt=repr(sorted(spec.items())))
 
 
 def vst_bm3d_frames(stack: np.ndarray) -> tuple[np.ndarray, float]:
@@ -201,6 +233,18 @@ def summarise(results: list[dict]) -> dict:
                                   for k in methods if k != "raw"}}
 
 
+def deepcad_summary(results: list[dict]) -> dict:
+    """DeepCAD-RT's settings (the same for every case) and its training over the cases."""
+    fits = [e["deepcad"] for e in results if "deepcad" in e]
+    per_case = ("iterations", "epochs_started", "train_seconds", "predict_seconds", "first_epoch_loss",
+                "last_epoch_loss", "patches_per_epoch", "tiles", "predict_ms_per_frame")
+    out = {k: v for k, v in fits[0].items() if k not in per_case}
+    out.update(iterations=[f["iterations"] for f in fits], epochs_started=[f["epochs_started"] for f in fits],
+               train_seconds=[f["train_seconds"] for f in fits], patches_per_epoch=fits[0]["patches_per_epoch"],
+               predict_ms_per_frame=finite_mean([f["predict_ms_per_frame"] for f in fits]))
+    return out
+
+
 def render(payload: dict, heading: bool = True) -> str:
     """The results table (Markdown) from a run's JSON payload (also used by ``readme_tables.py``)."""
     methods, results = payload["methods"], payload["cases"]
@@ -220,6 +264,14 @@ def render(payload: dict, heading: bool = True) -> str:
             "against the sample (the camera's fixed pattern removed); the last rows give the mean against the camera's "
             "expected image, split into moving puncta and everything else, and the cost per frame.\n\n"
             ) if heading else ""
+    dc = payload.get("deepcad")
+    if dc:
+        models += (f"; DeepCAD-RT: `deepcad` {dc['deepcad']} trained from scratch on each stack (raw ADU) for "
+                   f"{dc['time_budget_s']:g} s on {dc['torch_threads']} thread: {min(dc['iterations'])}-"
+                   f"{max(dc['iterations'])} iterations of batch 1 ({min(dc['epochs_started'])}-"
+                   f"{max(dc['epochs_started'])} epochs of {dc['patches_per_epoch']} patches of "
+                   f"{dc['patch_t']}x{dc['patch_xy']}x{dc['patch_xy']}, lr {dc['lr']:g}); its ms per frame include "
+                   f"the training, prediction alone {dc['predict_ms_per_frame']:.0f} ms per frame")
     return head + table(["case", *methods], rows) + f"\n\nModels: {models}.\n"
 
 
@@ -233,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="one case (5 photons, confocal), 8 frames of 128^2")
     ap.add_argument("--no-bm4d", action="store_true", help="skip VST+BM4D (about 2 min per case on 1 core)")
+    ap.add_argument("--no-deepcad", action="store_true", help="skip DeepCAD-RT (trained per case, --deepcad-budget)")
+    ap.add_argument("--deepcad-budget", type=float, default=180.0,
+                    help="DeepCAD-RT's training time per case in seconds (default 180, 1 torch thread)")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
@@ -264,12 +319,25 @@ def main(argv: list[str] | None = None) -> int:
                 entry["seconds_per_frame"]["VST+BM4D"] = sec
             except PeerError as exc:
                 entry["bm4d_error"] = str(exc)
+        if not args.no_deepcad:
+            try:
+                out, sec, dc = deepcad(s.noisy, args.deepcad_budget)
+                entry["methods"]["DeepCAD-RT"] = score_series(s, out)
+                entry["seconds_per_frame"]["DeepCAD-RT"] = sec
+                entry["deepcad"] = dc
+            except PeerError as exc:
+                entry["deepcad_error"] = str(exc)
         results.append(entry)
         m = entry["methods"]
         print(f"[temporal] {s.name}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in m.items()), flush=True)
     info = machine()
+    command = "python benchmarks/bench_temporal.py" + (" --quick" if args.quick else "") + (
+        " --no-bm4d" if args.no_bm4d else "") + (" --no-deepcad" if args.no_deepcad else
+                                                 f" --deepcad-budget {args.deepcad_budget:g}")
     payload = {"machine": info, "models": models, "cases": results, "frames": frames, "size": size, "quick": args.quick,
-               "command": "python benchmarks/bench_temporal.py" + (" --quick" if args.quick else "")}
+               "command": command}
+    if any("deepcad" in e for e in results):
+        payload["deepcad"] = deepcad_summary(results)
     payload.update(summarise(results))
     md = render(payload) + f"\n{machine_line(info)}\n"
     publish(args.output, "temporal", payload, md)

@@ -16,6 +16,18 @@ Methods:
   With ``converge`` it trains until its validation loss has not improved for ``patience`` epochs
   (Lightning's ``EarlyStopping``), ``time_budget_s`` only capping it, and predicts with the weights of
   the best validation loss; the info says, per group, the epochs run, the best epoch and why it stopped.
+* ``deepcad``: DeepCAD-RT (PyPI ``deepcad`` 1.2.0; 1.3.0 on PyPI ships no code) trained from scratch on each
+  3-D stack ``[T, H, W]`` (the image itself: interleaved frames as input and target), then applied to it. The
+  package's network (``Network_3D_Unet``), training samples (``trainset``: odd/even frames of a 3-D patch,
+  random swap, rotation and flip), tiling and stitching at prediction (``test_preprocess_chooseOne``,
+  ``testset``, ``singlebatch_test_save``, and its intensity correction of each tile) are used as they are; the
+  training loop is written here because ``training_class.train`` moves every batch to CUDA unconditionally
+  (``input.cuda()``: "Torch not compiled with CUDA enabled" on the CPU build) and has no time budget. It is the
+  package's loop otherwise: Adam (``lr``, betas 0.5/0.999), loss 0.5 L1 + 0.5 L2, batch 1, the stack minus its
+  mean. It trains for ``time_budget_s`` seconds (the last iteration may overrun it) and the info says what ran.
+  The training patches: a grid with ``overlap`` in x/y and, in t, every window of ``2 * patch_t`` frames with a
+  step of ``patch_t`` (the package's own grid divides by zero when ``T == 2 * patch_t``); ``patch_t`` must be a
+  multiple of 8 (three 2x poolings) and at most ``T // 2``.
 """
 from __future__ import annotations
 
@@ -139,6 +151,104 @@ def run_n2v(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], lis
     return list(outs), secs, info
 
 
+def _deepcad_train_coordinates(shape: tuple[int, ...], patch_xy: int, patch_t: int, gap_xy: int) -> dict:
+    """Training patches of ``2 * patch_t`` frames, as the coordinate dicts ``deepcad.data_process.trainset`` reads."""
+    t, h, w = shape
+
+    def starts(size: int, patch: int, gap: int) -> list[int]:
+        last = size - patch
+        return sorted({*range(0, last + 1, max(gap, 1)), last})
+
+    coords = {}
+    for s0 in starts(t, 2 * patch_t, patch_t):
+        for y0 in starts(h, patch_xy, gap_xy):
+            for x0 in starts(w, patch_xy, gap_xy):
+                coords[f"t{s0}_y{y0}_x{x0}"] = {"init_s": s0, "end_s": s0 + 2 * patch_t, "init_h": y0,
+                                                "end_h": y0 + patch_xy, "init_w": x0, "end_w": x0 + patch_xy}
+    return coords
+
+
+def run_deepcad(images: list[np.ndarray], spec: dict) -> tuple[list[np.ndarray], list[float], dict]:
+    import importlib.metadata
+    import random
+
+    import tifffile
+    import torch
+    from deepcad.data_process import singlebatch_test_save, test_preprocess_chooseOne, testset, trainset
+    from deepcad.network import Network_3D_Unet
+    from deepcad.test_collection import testing_class
+    from torch.utils.data import DataLoader
+
+    budget = float(spec.get("time_budget_s", 180.0))
+    patch_t = int(spec.get("patch_t", 8))
+    overlap = float(spec.get("overlap", 0.5))
+    lr, fmap, seed = float(spec.get("lr", 5e-5)), int(spec.get("fmap", 16)), int(spec.get("seed", 0))
+    outs, secs, fits = [], [], []
+    for stack in images:
+        if stack.ndim != 3:
+            raise ValueError(f"deepcad wants [T, H, W] stacks, got shape {stack.shape}")
+        if patch_t % 8 or 2 * patch_t > stack.shape[0]:
+            raise ValueError(f"patch_t {patch_t}: must be a multiple of 8 and <= T/2 (T = {stack.shape[0]})")
+        patch_xy = min(int(spec.get("patch_xy", 64)), *stack.shape[1:])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as work:
+            # the package's own preprocessing for prediction reads a folder of TIFFs
+            tifffile.imwrite(os.path.join(work, "stack.tif"), stack.astype(np.float32))
+            cfg = testing_class({"datasets_path": work, "patch_x": patch_xy, "patch_y": patch_xy, "patch_t": patch_t,
+                                 "overlap_factor": overlap, "test_datasize": stack.shape[0], "fmap": fmap})
+            cfg.datasets_name, cfg.print_img_name = "stack", False
+            coords = _deepcad_train_coordinates(stack.shape, patch_xy, patch_t, cfg.gap_x)
+            centred = stack.astype(np.float32) - float(stack.astype(np.float32).mean())
+            train = trainset(list(coords), coords, [centred], [0] * len(coords))
+            model = Network_3D_Unet(in_channels=1, out_channels=1, f_maps=fmap, final_sigmoid=True)
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+            l1, l2 = torch.nn.L1Loss(), torch.nn.MSELoss()
+            iterations, epochs, losses, first_epoch_loss = 0, 0, [], None
+            model.train()
+            while time.perf_counter() - t0 < budget:
+                losses = []
+                for inp, target in DataLoader(train, batch_size=1, shuffle=True, num_workers=0):
+                    pred = model(inp)
+                    loss = 0.5 * l1(pred, target) + 0.5 * l2(pred, target)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(float(loss))
+                    iterations += 1
+                    if time.perf_counter() - t0 >= budget:
+                        break
+                epochs += 1
+                if first_epoch_loss is None:
+                    first_epoch_loss = float(np.mean(losses))
+            train_s = time.perf_counter() - t0
+            # prediction: the package's tiling of overlapping windows of patch_t consecutive frames, each tile's
+            # centre kept and scaled by sqrt(sum(raw tile) / sum(output tile)) as its testing_class does
+            names, noisy, tiles, _, mean, _ = test_preprocess_chooseOne(cfg, img_id=0)
+            out = np.zeros(noisy.shape, np.float64)
+            model.eval()
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                for patch, coord in DataLoader(testset(names, tiles, noisy), batch_size=1, shuffle=False):
+                    res = np.squeeze(model(patch).numpy())
+                    o, r, sw, ew, sh, eh, ss, es = singlebatch_test_save(coord, res, np.squeeze(patch.numpy()))
+                    o, r = o + mean, r + mean
+                    out[ss:es, sh:eh, sw:ew] = o * (np.sum(r) / np.sum(o)) ** 0.5
+            predict_s = time.perf_counter() - t1
+        outs.append(out.astype(np.float32))
+        secs.append(time.perf_counter() - t0)
+        fits.append({"iterations": iterations, "epochs_started": epochs, "patches_per_epoch": len(coords),
+                     "train_seconds": round(train_s, 1), "predict_seconds": round(predict_s, 2),
+                     "first_epoch_loss": first_epoch_loss,
+                     "last_epoch_loss": float(np.mean(losses)) if losses else None, "tiles": len(names)})
+    info = {"deepcad": importlib.metadata.version("deepcad"), "time_budget_s": budget, "patch_xy": patch_xy,
+            "patch_t": patch_t, "train_window_frames": 2 * patch_t, "overlap": overlap, "lr": lr, "fmap": fmap,
+            "batch_size": 1, "seed": seed, "torch_threads": torch.get_num_threads(), "fits": fits}
+    return outs, secs, info
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: peers_worker.py IN.npz OUT.npz", file=sys.stderr)
@@ -156,6 +266,8 @@ def main(argv: list[str]) -> int:
         outs, secs, info = run_block_matching(images, spec)
     elif method == "n2v":
         outs, secs, info = run_n2v(images, spec)
+    elif method == "deepcad":
+        outs, secs, info = run_deepcad(images, spec)
     else:
         print(f"unknown method {method!r}", file=sys.stderr)
         return 2

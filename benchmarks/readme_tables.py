@@ -57,7 +57,7 @@ SOURCES: dict[str, str] = {
                        "2026-12-03-temporal-pairs-calibrated/temporal-pairs.json",
                        "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json"),
     "integrity": "2026-12-03-integrity/integrity.json",
-    "temporal": "2026-12-03-temporal/temporal.json",
+    "temporal": "2026-12-04-temporal-deepcad/temporal.json",
     "attach": "2026-12-03-attach/attach.json",
     "precision": "2026-12-03-precision/precision.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",

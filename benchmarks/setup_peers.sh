@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the SEPARATE environment that holds the peer tools of the quality benchmark
-# (CAREamics Noise2Void and BM3D). They are never dependencies of livedenoise.
+# (CAREamics Noise2Void, BM3D, BM4D and DeepCAD-RT). They are never dependencies of livedenoise.
 #
 #   bash benchmarks/setup_peers.sh            # creates benchmarks/.venv (gitignored)
 #   PEERS_VENV=/somewhere bash benchmarks/setup_peers.sh
@@ -14,7 +14,13 @@
 #   its other requirements under a constraint that pins torch to the installed version.
 # * Its Noise2Void path never calls torchvision, so a stub `torchvision` package that raises on
 #   use is enough.
-# * PyPI `bm3d` (BM3D with correlated-noise support) for the VST+BM3D baseline.
+# * PyPI `bm3d` (BM3D with correlated-noise support) for the VST+BM3D baseline, `bm4d` for VST+BM4D on time-lapses.
+# * DeepCAD-RT (PyPI `deepcad`, bench_temporal.py): 1.2.0, because the 1.3.0 release is empty (its sdist holds
+#   setup.py and README only; `import deepcad` fails after installing it). Installed like careamics: --no-deps, then
+#   its requirements under the torch constraint (none of them needs torch; opencv-python and csbdeep are only
+#   imported). It pins gdown==4.2.0 (deepcad.utils imports it for its demo download), which imports pkg_resources,
+#   gone from setuptools >= 81: hence setuptools<81 in this venv. The package's training loop calls .cuda()
+#   unconditionally, so peers_worker.py trains its network with a CPU loop of its own (see there).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BASE_PY="${LIVEDENOISE_PYTHON:-$(command -v python3)}"
@@ -22,6 +28,7 @@ if [ -x "$HERE/../.venv/bin/python" ] && [ -z "${LIVEDENOISE_PYTHON:-}" ]; then 
 if [ -x /work/venv/bin/python ] && [ -z "${LIVEDENOISE_PYTHON:-}" ]; then BASE_PY=/work/venv/bin/python; fi
 VENV="${PEERS_VENV:-$HERE/.venv}"
 CAREAMICS_VERSION="${CAREAMICS_VERSION:-0.3.5}"
+DEEPCAD_VERSION="${DEEPCAD_VERSION:-1.2.0}"
 
 "$BASE_PY" -c "import torch, livedenoise" 2>/dev/null || {
   echo "error: $BASE_PY cannot import torch and livedenoise; set LIVEDENOISE_PYTHON to the livedenoise environment's python" >&2
@@ -44,17 +51,19 @@ echo "import site; site.addsitedir('$BASE_SITE')" > "$SITE/zz_livedenoise_base.p
 CONSTRAINTS="$VENV/constraints.txt"
 printf 'torch==%s\n' "$TORCH_VERSION" > "$CONSTRAINTS"
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-echo "[peers] installing careamics==$CAREAMICS_VERSION (--no-deps) and bm3d" >&2
-"$PY" -m pip install -q --no-deps "careamics==$CAREAMICS_VERSION"
+echo "[peers] installing careamics==$CAREAMICS_VERSION and deepcad==$DEEPCAD_VERSION (--no-deps), bm3d, bm4d" >&2
+"$PY" -m pip install -q --no-deps "careamics==$CAREAMICS_VERSION" "deepcad==$DEEPCAD_VERSION"
 REQFILE="$VENV/careamics-requirements.txt"
-"$PY" - "$REQFILE" <<'PYEOF'
+DEEPCAD_REQFILE="$VENV/deepcad-requirements.txt"
+for pair in "careamics:$REQFILE" "deepcad:$DEEPCAD_REQFILE"; do
+"$PY" - "${pair#*:}" "${pair%%:*}" <<'PYEOF'
 import importlib.metadata as md
 import sys
 
 from packaging.requirements import Requirement
 
 out = []
-for r in md.requires("careamics") or []:
+for r in md.requires(sys.argv[2]) or []:
     req = Requirement(r)
     if req.marker is not None and not req.marker.evaluate({"extra": ""}):
         continue  # optional extras (examples, dev, tensorboard, ...)
@@ -64,8 +73,10 @@ for r in md.requires("careamics") or []:
     out.append(str(req))
 open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PYEOF
+done
 echo "[peers] careamics requirements: $(tr '\n' ' ' < "$REQFILE")" >&2
-"$PY" -m pip install -q -c "$CONSTRAINTS" -r "$REQFILE" bm3d
+echo "[peers] deepcad requirements: $(tr '\n' ' ' < "$DEEPCAD_REQFILE")" >&2
+"$PY" -m pip install -q -c "$CONSTRAINTS" -r "$REQFILE" -r "$DEEPCAD_REQFILE" bm3d bm4d "setuptools<81"
 
 STUB="$SITE/torchvision"
 if [ ! -d "$STUB" ] || [ -f "$STUB/LIVEDENOISE_STUB" ]; then
@@ -98,5 +109,5 @@ def __getattr__(name):
   printf '%s\n' "$STUB_BODY" > "$STUB/transforms/functional.py"
   printf '%s\n' "$STUB_BODY" > "$STUB/models/__init__.py"
 fi
-"$PY" -c "import careamics, bm3d; print('[peers] ok: careamics', careamics.__version__)"
+"$PY" -W ignore -c "import careamics, bm3d, bm4d, deepcad.network; print('[peers] ok: careamics', careamics.__version__)"
 echo "$PY"

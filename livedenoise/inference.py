@@ -193,6 +193,11 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_types) or "out of memory" in str(exc).lower()
 
 
+def _result_bytes(d: torch.Tensor, spectrum: torch.Tensor | None) -> int:
+    """Memory of a frame's 2-D result and its registration spectrum (the shared live results' bound)."""
+    return d.numel() * d.element_size() + (0 if spectrum is None else spectrum.numel() * spectrum.element_size())
+
+
 class Denoiser:
     """Denoise frames with a trained network.
 
@@ -406,6 +411,9 @@ class Denoiser:
         engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
         with self._lock:
             old, self._engine = self._engine, engine
+        with self._window_lock:  # the old model's shared 2-D results are of no further use: free them now
+            self._shared.clear()
+            self._shared_bytes = 0
         log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
 
     def _current(self) -> _Engine:
@@ -536,24 +544,21 @@ class Denoiser:
                + f"{frame.dtype.str}{frame.shape}".encode())
         with self._window_lock:
             hit = self._shared.get(key)
-        if hit is not None and hit[0] is engine:
-            self.shared_hits += 1
-            return hit[1], hit[2]
+            if hit is not None and hit[0] is engine:
+                self.shared_hits += 1
+                return hit[1], hit[2]
         d = self._denoised_units(engine, frame[None])[0]
         spectrum = engine.fusion.spectra(d)
-        size = d.numel() * d.element_size() + (0 if spectrum is None else spectrum.numel() * spectrum.element_size())
         with self._window_lock:
             old = self._shared.pop(key, None)
             if old is not None:
-                self._shared_bytes -= old[1].numel() * old[1].element_size() + (
-                    0 if old[2] is None else old[2].numel() * old[2].element_size())
+                self._shared_bytes -= _result_bytes(old[1], old[2])
             self._shared[key] = (engine, d, spectrum)
-            self._shared_bytes += size
+            self._shared_bytes += _result_bytes(d, spectrum)
             while self._shared and (self._shared_bytes > SHARED_RESULTS_BYTES
                                     or len(self._shared) > SHARED_RESULTS_MAX):
-                _, (_, od, osp) = self._shared.popitem(last=False)
-                self._shared_bytes -= od.numel() * od.element_size() + (
-                    0 if osp is None else osp.numel() * osp.element_size())
+                _, (_, old_d, old_spectrum) = self._shared.popitem(last=False)
+                self._shared_bytes -= _result_bytes(old_d, old_spectrum)
         return d, spectrum
 
     def _stream(self, stream: str, engine: _Engine) -> deque:

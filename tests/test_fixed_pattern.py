@@ -52,10 +52,35 @@ def test_too_few_fields_or_mismatched_frames_are_left_as_they_are() -> None:
         mixed).note, "pattern_sd_adu": None}
 
 
+def test_dense_texture_or_the_same_field_twice_leave_the_references_alone() -> None:
+    rng = np.random.default_rng(11)
+    pattern = rng.normal(0, 1.5, (64, 64)).astype(np.float32)
+    dense = [(100 + rng.normal(0, 30, (64, 64)) + pattern).astype(np.float32) for _ in range(5)]  # texture >> pattern
+    kept = remove_fixed_pattern(dense)
+    assert kept.pattern is None and "texture is stronger" in kept.note
+    assert all(np.array_equal(a, b) for a, b in zip(kept.references, dense, strict=True))
+    fields = _fields(4, pattern)
+    same = remove_fixed_pattern([fields[0], fields[1], fields[0] + 0.5, fields[2]])
+    assert same.pattern is None and "fields 1 and 3 look like the same field" in same.note
+
+
+def test_a_held_out_target_gets_the_pattern_without_shaping_it() -> None:
+    pattern = np.random.default_rng(7).normal(0, 2.0, (64, 64)).astype(np.float32)
+    fields = _fields(5, pattern)
+    alone = remove_fixed_pattern(fields[:4])
+    with_target = remove_fixed_pattern(fields[:4], also=[fields[4]])
+    assert alone.pattern is not None and with_target.pattern is not None
+    np.testing.assert_array_equal(with_target.pattern, alone.pattern)  # the target took no part in the estimate
+    assert len(with_target.references) == 5 and with_target.fields == 4
+    np.testing.assert_allclose(with_target.references[4], fields[4] - alone.pattern, rtol=1e-6)
+    few = remove_fixed_pattern(fields[:2], also=[fields[4]])  # nothing removed: the target comes back unchanged
+    assert few.pattern is None and np.array_equal(few.references[2], fields[4])
+
+
 def test_an_attached_calibration_removes_the_pattern_unless_told_not_to(monkeypatch) -> None:
     from livedenoise.attach import AttachedDenoiser
 
-    pattern = np.random.default_rng(3).normal(0, 2.0, (32, 32)).astype(np.float32)
+    pattern = np.random.default_rng(3).normal(0, 2.0, (64, 64)).astype(np.float32)
     refs = _fields(4, pattern, seed=5)
     frames = {(p, None): [refs[p]] + [refs[p]] * 3 for p in range(4)}  # 1 low frame + an average of 3
     seen = []
@@ -64,10 +89,13 @@ def test_an_attached_calibration_removes_the_pattern_unless_told_not_to(monkeypa
         monkeypatch.setattr(den, "adapt", lambda noisy, clean, **kw: seen.append(clean))
         den.adapt_from_calibration(frames, [None], 4, 3)
         den.adapt_from_calibration(frames, [None], 4, 3, remove_fixed_pattern=False)
+        den._calibration = object()  # a camera calibration: its per-pixel maps already take the pattern out
+        den.adapt_from_calibration(frames, [None], 4, 3)
     finally:
         den.close(progress=False)
-    cleaned, untouched = seen
+    cleaned, untouched, calibrated = seen
     assert all(np.array_equal(a, b) for a, b in zip(untouched, refs, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(calibrated, refs, strict=True))
     truth = pattern - pattern.mean()
     left = np.mean([np.corrcoef((c - r + truth).ravel(), truth.ravel())[0, 1] for c, r in zip(cleaned, refs,
                                                                                              strict=True)])

@@ -80,8 +80,10 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
 
     # Calibration pairs really differ in exposure: the reference holds ~10x the signal of the live frame.
     assert report.calibration_pairs == 3
-    # the camera's fixed pattern was taken out of the 3 fields' references before the fine-tune
-    assert report.fixed_pattern["removed"] is True and report.fixed_pattern["fields"] == 3
+    # the fixed-pattern step looked at the 3 fields' references and, 10x brighter than the live frames, found the
+    # sample's texture stronger than the camera's pattern: they were left as they are, and the report says why
+    fp = report.fixed_pattern
+    assert fp["fields"] == 3 and fp["removed"] is False and "texture is stronger" in fp["note"]
     for pair in session.pairs:
         assert pair.low.shape == pair.high.shape == (64, 64)
         offset = 100.0
@@ -538,17 +540,54 @@ def test_a_temporal_session_decides_the_swap_on_fused_live_frames_and_shares_2d_
     base = identity_backbone()
     model = temporal_from_frame_model(base.model, window=3)
     backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
-    session = LiveSession(pycromanager_backend(simulated_core), make_settings(small_microscope_config), tmp_path,
+    # 4 fields: the pattern is estimated from the 3 trained on, without the held-out field that is scored
+    session = LiveSession(pycromanager_backend(simulated_core),
+                          make_settings(small_microscope_config, calibration_positions=4), tmp_path,
                           backbone=backbone, device="cpu")
     report = session.run(frames_after_swap=15)
     crit = report.swap_criterion
     assert crit["source"].startswith("the last calibration field, fused over 5 live-setting frames") and \
         crit["held_out"] == 1
     assert report.finetune is not None and report.finetune["steps"] > 0
-    assert len(session.pairs) == 3 and all(len(p.head) == 4 for p in session.pairs)
-    assert report.fixed_pattern["removed"] is True
+    assert len(session.pairs) == 4 and all(len(p.head) == 4 for p in session.pairs)
+    assert report.fixed_pattern["fields"] == 3 and report.fixed_pattern["note"].startswith(("removed", "kept: "))
     assert session.denoiser.shared_hits > 0  # frames the display denoised were not denoised again for the recorder
     assert report.frames_written == report.frames_acquired and not report.errors
+
+
+def test_the_fixed_pattern_and_the_fused_held_out_field_are_used_only_where_they_can_work(small_microscope_config,
+                                                                                          tmp_path):
+    """A camera calibration (its maps already take the pattern out) or the setting off keep the references; a fused
+    held-out field needs a temporal backbone, live-setting references, and 4 fields when the pattern is removed."""
+    from livedenoise.acquisition.plans import CalibrationPair
+    from livedenoise.models.temporal import temporal_from_frame_model
+
+    pattern = np.random.default_rng(7).normal(0, 2.0, (64, 64)).astype(np.float32)
+    rng = np.random.default_rng(1)
+    refs = [(100 + pattern + rng.normal(0, 0.3, (64, 64))).astype(np.float32) for _ in range(4)]
+    for r in refs:  # a few bright spots at different places in each field
+        for y, x in rng.integers(4, 60, (5, 2)):
+            r[y - 2:y + 3, x - 2:x + 3] += 20
+    session = LiveSession(PycromanagerBackend(None), make_settings(small_microscope_config), tmp_path,
+                          backbone=identity_backbone(), device="cpu")
+    cleaned = session._references(refs)
+    assert session.fixed_pattern["removed"] is True and not np.array_equal(cleaned[0], refs[0])
+    session.calibration = object()
+    assert all(np.array_equal(a, b) for a, b in zip(session._references(refs), refs, strict=True))
+    assert session.fixed_pattern["note"] == "kept: the camera calibration's per-pixel maps already take the pattern out"
+    # the fused held-out field
+    base = identity_backbone()
+    model = temporal_from_frame_model(base.model, window=3)
+    temporal = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="t")
+    head = [r.copy() for r in refs[:4]]
+    pairs = [CalibrationPair(k, refs[k], refs[k], {"reference_frames": 16}, head) for k in range(4)]
+    live = LiveSession(PycromanagerBackend(None), make_settings(small_microscope_config), tmp_path,
+                       backbone=temporal, device="cpu")
+    assert live._held_out_sequence(pairs) is not None
+    assert live._held_out_sequence(pairs[:3]) is None  # 2 fields left to estimate the pattern from: too few
+    no_head = [CalibrationPair(k, refs[k], refs[k], {"reference_frames": 1}) for k in range(4)]
+    assert live._held_out_sequence(no_head) is None  # a brighter reference is not a live-setting frame
+    assert session._held_out_sequence(pairs) is None  # a 2-D backbone: the pair itself is scored
 
 
 def test_renamed_acquisition_modules_still_import_with_a_warning():

@@ -19,7 +19,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from livedenoise.models import model_is_temporal
 from livedenoise.noise_model import NoiseFit, fit_noise_model
 from livedenoise.swap_check import SWAP_MARGIN, held_out_mse, split_held_out
 from livedenoise.training.finetune import FinetuneResult, finetune, match_intensity
-from livedenoise.training.fixed_pattern import remove_fixed_pattern
+from livedenoise.training.fixed_pattern import MIN_FIELDS, remove_fixed_pattern
 from livedenoise.training.loop import FitProgress
 
 log = logging.getLogger("livedenoise")
@@ -278,31 +278,33 @@ class LiveSession:
                                                  name="livedenoise-finetune", daemon=True)
         self._finetune_thread.start()
 
-    def _references(self, references: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray | None]:
-        """The calibration references for the fine-tune, and the pattern taken out of them (None: nothing): the
-        camera's fixed pattern is removed (``[live] remove_fixed_pattern``; the calibration fields are
-        ``position_spacing_um`` apart, so they differ)."""
-        if not self.settings.live.remove_fixed_pattern:
-            self.fixed_pattern = {"removed": False, "note": "kept: [live] remove_fixed_pattern is off"}
-            return references, None
-        removal = remove_fixed_pattern(references)
+    def _references(self, references: list[np.ndarray], also: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
+        """The calibration references for the fine-tune, the camera's fixed pattern removed (``[live]
+        remove_fixed_pattern``; the calibration fields are ``position_spacing_um`` apart, and
+        :func:`~livedenoise.training.fixed_pattern.remove_fixed_pattern` checks that they differ). ``also``: more
+        frames (a held-out target) the estimate is subtracted from without taking part in it; returned last.
+        Kept as they are with a camera calibration, whose per-pixel maps already take the pattern out."""
+        if not self.settings.live.remove_fixed_pattern or self.calibration is not None:
+            why = ("[live] remove_fixed_pattern is off" if not self.settings.live.remove_fixed_pattern else
+                   "the camera calibration's per-pixel maps already take the pattern out")
+            self.fixed_pattern = {"removed": False, "fields": len(references), "note": f"kept: {why}",
+                                  "pattern_sd_adu": None}
+            return [*references, *also]
+        removal = remove_fixed_pattern(references, also=also)
         self.fixed_pattern = removal.describe()
         log.info("calibration references: fixed pattern %s", removal.note)
-        return removal.references, removal.pattern
+        return removal.references
 
-    def _held_out_sequence(self, pairs: list[CalibrationPair], pattern: np.ndarray | None
-                           ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _held_out_sequence(self, pairs: list[CalibrationPair]) -> tuple[np.ndarray, np.ndarray] | None:
         """For a temporal backbone with 3 or more pairs whose references were averaged at the live settings: the
         last field's low frame and first reference frames as a live window, and the mean of its other reference
-        frames (the fixed pattern removed as from every reference) as the target. The swap is then decided on
-        what the display shows (the fused output), not on the 2-D stage alone. None otherwise."""
-        if not model_is_temporal(self.backbone.model) or len(pairs) < 3:
+        frames as the target. The swap is then decided on what the display shows (the fused output), not on the
+        2-D stage alone. None otherwise, and with fewer than ``MIN_FIELDS + 1`` pairs when the fixed pattern is to be
+        removed (it is estimated without the held-out field, so that field's frames cannot shape its own target)."""
+        removing = self.settings.live.remove_fixed_pattern and self.calibration is None
+        if not model_is_temporal(self.backbone.model) or len(pairs) < (MIN_FIELDS + 1 if removing else 3):
             return None
-        got = pairs[-1].sequence_and_rest()
-        if got is None:
-            return None
-        frames, rest = got
-        return frames, rest if pattern is None else rest - pattern
+        return pairs[-1].sequence_and_rest()
 
     def _held_out_targets(self, held_out: list[tuple[np.ndarray, np.ndarray]], supervised: bool
                           ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -579,12 +581,13 @@ class LiveSession:
             pairs = self.calibrate()
             if self.interrupted:
                 return self.stop(wait_for_finetune=False)
-            references, pattern = self._references([p.high for p in pairs])
-            sequence = self._held_out_sequence(pairs, pattern)
+            sequence = self._held_out_sequence(pairs)
             if sequence is None:
-                self.start_finetune([p.low for p in pairs], references)
+                self.start_finetune([p.low for p in pairs], self._references([p.high for p in pairs]))
             else:  # a temporal backbone: score both models as the display shows them, on the last field's frames
-                self.start_finetune([p.low for p in pairs[:-1]], references[:-1], held_out=[sequence],
+                frames, rest = sequence
+                *references, target = self._references([p.high for p in pairs[:-1]], also=[rest])
+                self.start_finetune([p.low for p in pairs[:-1]], references, held_out=[(frames, target)],
                                     source="the last calibration field, fused over 5 live-setting frames as the "
                                            "display shows it, against the mean of its other reference frames")
         if self.interrupted:

@@ -347,7 +347,9 @@ class AttachedDenoiser:
 
         ``remove_fixed_pattern``: subtract the camera's fixed pattern, estimated across the positions' references
         (:func:`livedenoise.training.fixed_pattern.remove_fixed_pattern`; 3 or more positions whose fields do not
-        overlap), so the fine-tune does not learn to keep what the backbone removes."""
+        overlap; it leaves the references alone, and logs why, when fields look alike or the sample's texture
+        outweighs the pattern), so the fine-tune does not learn to keep what the backbone removes. Skipped with a
+        camera calibration, whose per-pixel maps already take the pattern out."""
         incomplete = [f"{channel!r} at position {p}: {len(frames.get((p, channel), []))}" for channel in channels
                        for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
         if incomplete:  # checked for every channel before any fine-tune starts
@@ -362,7 +364,7 @@ class AttachedDenoiser:
             stacks = [frames[(p, channel)] for p in range(positions)]
             noisy = [st[0] for st in stacks]
             clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
-            if remove_fixed_pattern:
+            if remove_fixed_pattern and self._calibration is None:  # a camera calibration's maps already do it
                 removal = fixed_pattern.remove_fixed_pattern(clean)
                 clean = removal.references
                 log.info("calibration references of channel %r: fixed pattern %s", channel, removal.note)
