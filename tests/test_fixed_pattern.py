@@ -169,3 +169,48 @@ def test_held_out_sequences_score_a_temporal_model_as_the_display_shows_it() -> 
     assert held_out_mse(ckpt, [(seq, target)], norm, device="cpu") == pytest.approx(want, rel=1e-5)
     single = float(np.mean((norm.to_stabilised(alone) - norm.to_stabilised(target)) ** 2))
     assert held_out_mse(ckpt, [(seq[-1], target)], norm, device="cpu") == pytest.approx(single, rel=1e-5)
+
+
+def test_an_attached_calibration_of_a_temporal_model_holds_the_last_field_out_as_a_live_window(monkeypatch) -> None:
+    from livedenoise.attach import AttachedDenoiser
+
+    pattern = np.random.default_rng(3).normal(0, 2.0, (64, 64)).astype(np.float32)
+    refs = _fields(5, pattern, seed=5)
+    rng = np.random.default_rng(9)
+    frames = {(p, None): [refs[p] + rng.normal(0, 1, refs[p].shape).astype(np.float32) for _ in range(1 + 8)]
+              for p in range(5)}
+    seen = []
+    den = AttachedDenoiser("temporal", device="cpu")
+    try:
+        monkeypatch.setattr(den, "adapt", lambda noisy, clean, **kw: seen.append((noisy, clean, kw)))
+        den.adapt_from_calibration(frames, [None], 5, 8)
+        den.adapt_from_calibration(frames, [None], 3, 8)  # 2 fields would be left for the pattern: no window
+    finally:
+        den.close(progress=False)
+    (noisy, clean, kw), (noisy3, _, kw3) = seen
+    assert len(noisy) == len(clean) == 4  # the last field is not trained on
+    (window, target), = kw["held_out"]
+    last = frames[(4, None)]
+    assert window.shape == (5, 64, 64) and np.array_equal(window, np.stack(last[:5]))
+    # the target: the mean of the other 4 frames, minus the pattern estimated from the 4 training fields
+    removal = remove_fixed_pattern([np.mean(np.stack(frames[(p, None)][1:]), axis=0) for p in range(4)])
+    assert removal.pattern is not None
+    np.testing.assert_allclose(target, np.mean(np.stack(last[5:]), axis=0) - removal.pattern, atol=1e-3)
+    assert kw["held_out_source"].startswith("the last calibration position, fused")
+    assert len(noisy3) == 3 and kw3["held_out"] is None
+
+
+def test_adapt_decides_the_swap_on_the_held_out_frames_it_is_given() -> None:
+    from livedenoise.attach import AttachedDenoiser
+
+    rng = np.random.default_rng(2)
+    truth = _fields(1, np.zeros((64, 64), np.float32), seed=4)[0]
+    noisy = [(truth + rng.normal(0, 5, truth.shape)).astype(np.float32) for _ in range(3)]
+    den = AttachedDenoiser("fast", device="cpu")
+    try:
+        out = den.adapt(noisy, [truth] * 3, held_out=[(noisy[0], truth)], held_out_source="frames I kept out",
+                        time_budget_s=2.0).result(timeout=120)
+    finally:
+        den.close(progress=False)
+    assert out.held_out == "frames I kept out" and out.mode == "pairs"
+    assert out.steps > 0 and (out.backbone_mse is not None or not out.adapted)

@@ -36,14 +36,16 @@ from typing import Any
 import numpy as np
 
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.plans import HEAD_FRAMES
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
 from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.inference import Denoiser, canonical_precision
+from livedenoise.models import model_is_temporal
 from livedenoise.modelspec import load_model_spec
 from livedenoise.noise_model import fit_noise_model
-from livedenoise.swap_check import SWAP_MARGIN, split_held_out, swap_scores
+from livedenoise.swap_check import SWAP_MARGIN, HeldOut, split_held_out, swap_scores
 from livedenoise.training import fixed_pattern
 
 log = logging.getLogger("livedenoise")
@@ -58,6 +60,11 @@ CHANNEL_AXIS = "channel"
 #: positions has many fields; past this, the least recently seen field's window is dropped (it restarts,
 #: with fewer frames, when that field comes back).
 STREAM_MEMORY_BYTES = 1 << 30
+
+
+def _mean(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of ``frames`` (float32), accumulated in float64."""
+    return np.mean(np.stack(frames).astype(np.float64), axis=0).astype(np.float32)
 
 
 def stream_key(axes: Mapping[str, Any]) -> str:
@@ -363,18 +370,37 @@ class AttachedDenoiser:
                 continue  # left raw
             stacks = [frames[(p, channel)] for p in range(positions)]
             noisy = [st[0] for st in stacks]
-            clean = [np.mean(np.stack(st[1:]).astype(np.float64), axis=0).astype(np.float32) for st in stacks]
-            if remove_fixed_pattern and self._calibration is None:  # a camera calibration's maps already do it
-                removal = fixed_pattern.remove_fixed_pattern(clean)
-                clean = removal.references
+            clean = [_mean(st[1:]) for st in stacks]
+            removing = remove_fixed_pattern and self._calibration is None  # a camera calibration's maps already do it
+            held_out = None
+            model = self._checkpoint(self._choice_for(None if channel is None else str(channel)))  # type: ignore[arg-type]
+            if (model_is_temporal(model.model) and average - HEAD_FRAMES >= 2
+                    and positions >= (fixed_pattern.MIN_FIELDS + 1 if removing else 3)):
+                # a temporal model: score the swap as the display shows it, on the last field's first frames fused,
+                # against the mean of its other frames (a target that shares no frame, nor pattern estimate, with them)
+                last = stacks[-1]
+                held_out = [(np.stack(last[:1 + HEAD_FRAMES]).astype(np.float32), _mean(last[1 + HEAD_FRAMES:]))]
+                noisy, clean = noisy[:-1], clean[:-1]
+            if removing:
+                also = [held_out[0][1]] if held_out else []
+                removal = fixed_pattern.remove_fixed_pattern(clean, also=also)
+                clean = removal.references[:len(clean)]
+                if held_out:
+                    held_out = [(held_out[0][0], removal.references[-1])]
                 log.info("calibration references of channel %r: fixed pattern %s", channel, removal.note)
-            futures[str(channel)] = self.adapt(noisy, clean, channel=None if channel is None else str(channel),
-                                               time_budget_s=time_budget_s, training=training, match_reference=False)
+            futures[str(channel)] = self.adapt(
+                noisy, clean, channel=None if channel is None else str(channel), time_budget_s=time_budget_s,
+                training=training, match_reference=False, held_out=held_out,
+                held_out_source=None if held_out is None else (
+                    "the last calibration position, fused over its first live-setting frames as the display shows "
+                    "it, against the mean of its other frames"))
         return futures
 
     def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *,
               channel: str | None = None, time_budget_s: float = 60.0, training: Any = None,
-              match_reference: bool = True, save_to: str | Path | None = None) -> cf.Future[Adaptation]:
+              match_reference: bool = True, save_to: str | Path | None = None,
+              held_out: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+              held_out_source: str | None = None) -> cf.Future[Adaptation]:
         """Fine-tune ``channel``'s model in the background and hot-swap it in if it is better on held-out frames.
 
         ``clean`` given: few-pair supervised (``noisy[i]``/``clean[i]`` low/high-SNR frames of one field, taken
@@ -386,7 +412,10 @@ class AttachedDenoiser:
         model (an earlier adaptation, if one was swapped in) and is scored against it. Returns a future whose
         :class:`Adaptation` says what happened, failures included (one sentence in ``reason``); acquisition
         and display go on meanwhile, and frames after the swap use the adapted model. ``save_to``: write the
-        adapted model there when it is swapped in.
+        adapted model there when it is swapped in. ``held_out``: (input, target) pairs to decide the swap on
+        instead (never trained on; an input may be a [T, Y, X] sequence of consecutive frames, scored as the
+        display shows its last frame: :func:`livedenoise.swap_check.held_out_mse`), with ``held_out_source``
+        saying what they are.
         """
         from livedenoise.config import TrainingConfig
         from livedenoise.training.finetune import finetune, match_intensity
@@ -409,7 +438,11 @@ class AttachedDenoiser:
             raise ValueError("adapt needs at least one pair, or two consecutive frames of one field without references")
         mode = "pairs" if clean_list is not None else "self"
         cfg = training or TrainingConfig()
-        split = split_held_out(noisy, clean_list, cfg.validation_fraction)
+        if held_out is not None:
+            split = HeldOut(noisy, clean_list, [(np.asarray(x), np.asarray(t)) for x, t in held_out],
+                            held_out_source or "held-out frames given by the caller")
+        else:
+            split = split_held_out(noisy, clean_list, cfg.validation_fraction)
         original = self._checkpoint(self._choice_for(key)).name  # type: ignore[arg-type]
         name = f"{original}+{mode}" + (f" ({key})" if key else "")
 
