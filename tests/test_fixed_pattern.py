@@ -214,3 +214,13 @@ def test_adapt_decides_the_swap_on_the_held_out_frames_it_is_given() -> None:
         den.close(progress=False)
     assert out.held_out == "frames I kept out" and out.mode == "pairs"
     assert out.steps > 0 and (out.backbone_mse is not None or not out.adapted)
+
+
+def test_saturated_pixels_get_no_pattern_subtracted() -> None:
+    pattern = np.random.default_rng(7).normal(0, 2.0, (64, 64)).astype(np.float32)
+    fields = _fields(5, pattern)
+    fields[2][10:14, 20:24] = 4095.0  # clipped in one field
+    removal = remove_fixed_pattern(fields, saturation=4095.0)
+    assert removal.pattern is not None
+    assert np.all(removal.pattern[10:14, 20:24] == 0) and np.any(removal.pattern != 0)
+    assert np.all(removal.references[2][10:14, 20:24] == 4095.0)  # still marked saturated for the swap check

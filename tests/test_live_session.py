@@ -590,6 +590,20 @@ def test_the_fixed_pattern_and_the_fused_held_out_field_are_used_only_where_they
     assert session._held_out_sequence(pairs) is None  # a 2-D backbone: the pair itself is scored
 
 
+def test_step_by_step_finetune_on_the_calibration_pairs_does_what_run_does(simulated_core, small_microscope_config,
+                                                                             tmp_path):
+    session = LiveSession(pycromanager_backend(simulated_core), make_settings(small_microscope_config), tmp_path,
+                          backbone=identity_backbone(), device="cpu")
+    pairs = session.calibrate()
+    session.finetune_on(pairs)
+    assert session._finetune_thread is not None
+    session._finetune_thread.join(timeout=120)
+    assert len(pairs) == 3 and session.fixed_pattern["fields"] == 3  # the references went through the pattern step
+    assert session.finetune_result is not None and session.finetune_result.fit.steps > 0
+    assert session.swap_criterion["source"] == "calibration pair not used for training"  # a 2-D backbone
+    session.stop()
+
+
 def test_renamed_acquisition_modules_still_import_with_a_warning():
     """controller.py became session.py and workers.py became display.py + recorder.py: the old paths keep
     working for a release, each lookup warning with the new path."""

@@ -278,6 +278,20 @@ class LiveSession:
                                                  name="livedenoise-finetune", daemon=True)
         self._finetune_thread.start()
 
+    def finetune_on(self, pairs: list[CalibrationPair]) -> None:
+        """Fine-tune in the background on calibration pairs (from :meth:`calibrate`), as :meth:`run` does: the camera's
+        fixed pattern taken out of the references, and for a temporal backbone the swap decided on the last field's
+        live-setting frames fused (see :meth:`start_finetune` for pairs used as they are)."""
+        sequence = self._held_out_sequence(pairs)
+        if sequence is None:
+            self.start_finetune([p.low for p in pairs], self._references([p.high for p in pairs]))
+            return
+        frames, rest = sequence  # a temporal backbone: both models scored as the display shows them
+        *references, target = self._references([p.high for p in pairs[:-1]], also=[rest])
+        self.start_finetune([p.low for p in pairs[:-1]], references, held_out=[(frames, target)],
+                            source="the last calibration field, fused over 5 live-setting frames as the display "
+                                   "shows it, against the mean of its other reference frames")
+
     def _references(self, references: list[np.ndarray], also: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
         """The calibration references for the fine-tune, the camera's fixed pattern removed (``[live]
         remove_fixed_pattern``; the calibration fields are ``position_spacing_um`` apart, and
@@ -290,7 +304,7 @@ class LiveSession:
             self.fixed_pattern = {"removed": False, "fields": len(references), "note": f"kept: {why}",
                                   "pattern_sd_adu": None}
             return [*references, *also]
-        removal = remove_fixed_pattern(references, also=also)
+        removal = remove_fixed_pattern(references, also=also, saturation=self.backbone.normalizer.saturation)
         self.fixed_pattern = removal.describe()
         log.info("calibration references: fixed pattern %s", removal.note)
         return removal.references
@@ -581,15 +595,7 @@ class LiveSession:
             pairs = self.calibrate()
             if self.interrupted:
                 return self.stop(wait_for_finetune=False)
-            sequence = self._held_out_sequence(pairs)
-            if sequence is None:
-                self.start_finetune([p.low for p in pairs], self._references([p.high for p in pairs]))
-            else:  # a temporal backbone: score both models as the display shows them, on the last field's frames
-                frames, rest = sequence
-                *references, target = self._references([p.high for p in pairs[:-1]], also=[rest])
-                self.start_finetune([p.low for p in pairs[:-1]], references, held_out=[(frames, target)],
-                                    source="the last calibration field, fused over 5 live-setting frames as the "
-                                           "display shows it, against the mean of its other reference frames")
+            self.finetune_on(pairs)
         if self.interrupted:
             return self.stop(wait_for_finetune=False)
         self.start_live(frames_after_swap=frames_after_swap, max_frames=max_frames)

@@ -383,7 +383,7 @@ class AttachedDenoiser:
                 noisy, clean = noisy[:-1], clean[:-1]
             if removing:
                 also = [held_out[0][1]] if held_out else []
-                removal = fixed_pattern.remove_fixed_pattern(clean, also=also)
+                removal = fixed_pattern.remove_fixed_pattern(clean, also=also, saturation=model.normalizer.saturation)
                 clean = removal.references[:len(clean)]
                 if held_out:
                     held_out = [(held_out[0][0], removal.references[-1])]

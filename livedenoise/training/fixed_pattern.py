@@ -103,15 +103,17 @@ def _why_not(detail: np.ndarray, structure: np.ndarray) -> str | None:
     return None
 
 
-def remove_fixed_pattern(references: Sequence[np.ndarray], *,
-                         also: Sequence[np.ndarray] = ()) -> FixedPatternRemoval:
+def remove_fixed_pattern(references: Sequence[np.ndarray], *, also: Sequence[np.ndarray] = (),
+                         saturation: float | None = None) -> FixedPatternRemoval:
     """``references`` (2-D frames of different fields, same shape) minus their common fixed pattern.
 
     ``also``: more frames of the same camera to subtract the estimate from, without taking part in it (a
     held-out field's target, whose frames must not shape the pattern removed from it); returned after
     ``references`` in :attr:`FixedPatternRemoval.references`. Nothing is removed, and ``note`` says why, with
     fewer than :data:`MIN_FIELDS` references, references of different shapes, fields that look alike, or a
-    sample whose fine texture outweighs the pattern (:func:`_why_not`).
+    sample whose fine texture outweighs the pattern (:func:`_why_not`). ``saturation``: pixels at or above it in
+    any reference (clipped: their value says nothing about the pattern) get no pattern subtracted anywhere, so
+    they stay at the level that marks them saturated.
     """
     refs = [np.asarray(r, np.float32) for r in references]
     extra = [np.asarray(r, np.float32) for r in also]
@@ -128,5 +130,8 @@ def remove_fixed_pattern(references: Sequence[np.ndarray], *,
         return FixedPatternRemoval(refs + extra, None, len(refs), f"kept: {why}")
     pattern = np.median(detail, axis=0)
     pattern = (pattern - pattern.mean()).astype(np.float32)
+    if saturation is not None:
+        clipped = np.any(np.stack(refs + extra) >= saturation, axis=0)
+        pattern[clipped] = 0.0
     return FixedPatternRemoval([r - pattern for r in refs + extra], pattern, len(refs),
                                f"removed: the median fine detail of {len(refs)} fields")
