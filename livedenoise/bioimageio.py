@@ -19,8 +19,11 @@ validated with ``bioimageio.spec``):
   Nothing is ever unpickled, here or by livedenoise when it reads the package.
 * ``README.md`` (provenance: training steps, noise model, what the package does not do), ``cover.png``.
 
-No ``pytorch_state_dict`` weights: a consumer would need livedenoise importable to rebuild the network, and
-the checkpoint attachment already carries the weights for livedenoise itself.
+* ``model.pt``: the same module's ``pytorch_state_dict`` weights, for tools that run PyTorch (bioimageio.core,
+  ilastik). Its architecture is :func:`raw_to_denoised` in this module, with the network and noise model as its
+  keyword arguments: a consumer needs livedenoise importable to rebuild it (``pip install livedenoise``); the ONNX
+  and TorchScript weights need nothing. It is a state dict of tensors only, loadable with
+  ``torch.load(..., weights_only=True)``; livedenoise itself reads the safetensors attachment.
 
 What the package does *not* carry: livedenoise's own checks around the network (the residual check,
 the pass-through of frames far above the training range, tiling by memory budget). Consumers tile
@@ -94,6 +97,17 @@ class RawToDenoised(nn.Module):
         return y
 
 
+def raw_to_denoised(arch: str, arch_kwargs: dict[str, Any], normalizer: dict[str, Any]) -> RawToDenoised:
+    """The exported module, empty: the architecture of a package's ``pytorch_state_dict`` weights.
+
+    bioimage.io tools call it with the keyword arguments the package records (the network's architecture and
+    the noise model, :meth:`Normalizer.to_dict`), then load the package's state dict into it.
+    """
+    from livedenoise.models import build_model
+
+    return RawToDenoised(build_model(arch, **arch_kwargs), Normalizer.from_dict(normalizer)).eval()
+
+
 # ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +177,9 @@ def export_bioimageio(
         _export_onnx(wrapper, test_in, onnx_path)
         onnx_error = _check_onnx(onnx_path, test_in, test_out)
         _export_torchscript(wrapper, test_in, test_out, work / "model.torchscript.pt", multiple)
+        state_kwargs = {"arch": ckpt.arch, "arch_kwargs": json.loads(json.dumps(ckpt.arch_kwargs)),
+                        "normalizer": normalizer.to_dict()}
+        _export_state_dict(wrapper, state_kwargs, test_in, test_out, work / "model.pt")
         np.save(work / "test_input.npy", test_in)
         np.save(work / "test_output.npy", test_out)
         packaged = ckpt.clone()
@@ -173,7 +190,7 @@ def export_bioimageio(
         (work / "README.md").write_text(_documentation(ckpt, title, noise_text, noise_model, multiple, halo, onnx_error,
                                                        test_in.shape[-2:]))
         try:
-            descr = _describe(ckpt, work, title, description, authors, multiple, halo, noise_text)
+            descr = _describe(ckpt, work, title, description, authors, multiple, halo, noise_text, state_kwargs)
         except ValueError as exc:  # pydantic's ValidationError: a field bioimage.io does not accept
             raise ConfigError(f"The package description is not valid for bioimage.io: {_first_error(exc)}") from None
         packaged_zip = work / "package.zip"  # inside the temporary folder: a failure leaves nothing behind
@@ -280,6 +297,21 @@ def _export_torchscript(wrapper: nn.Module, test_in: np.ndarray, test_out: np.nd
     traced.save(str(path))
 
 
+def _export_state_dict(wrapper: nn.Module, kwargs: dict[str, Any], test_in: np.ndarray, test_out: np.ndarray,
+                       path: Path) -> None:
+    """Save ``wrapper``'s state dict, and check that :func:`raw_to_denoised` with ``kwargs`` plus that state dict
+    (loaded tensors-only, as a consumer does) gives the test output."""
+    torch.save(wrapper.state_dict(), path)
+    rebuilt = raw_to_denoised(**kwargs)
+    rebuilt.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    with torch.inference_mode():
+        out = rebuilt(torch.from_numpy(test_in)).numpy()
+    span = float(test_out.max() - test_out.min()) or 1.0
+    if float(np.max(np.abs(out - test_out))) > 1e-4 * span:
+        raise CheckpointError("The state-dict weights rebuilt from their description do not reproduce the model; "
+                              "nothing was exported.")
+
+
 def _check_onnx(path: Path, test_in: np.ndarray, test_out: np.ndarray) -> float:
     """The ONNX graph must give PyTorch's output within 1e-3 of its range; returns the error relative to the range."""
     import onnxruntime as ort
@@ -358,8 +390,9 @@ data, is measured in the livedenoise README's benchmark tables.
 
 
 def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None, authors: Sequence[str],
-              multiple: int, halo: int, noise_text: str) -> Any:
+              multiple: int, halo: int, noise_text: str, state_kwargs: dict[str, Any]) -> Any:
     from bioimageio.spec.model.v0_5 import (
+        ArchitectureFromLibraryDescr,
         Author,
         AxisId,
         BatchAxis,
@@ -374,6 +407,7 @@ def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None,
         OnnxWeightsDescr,
         OutputTensorDescr,
         ParameterizedSize,
+        PytorchStateDictWeightsDescr,
         SizeReference,
         SpaceInputAxis,
         SpaceOutputAxisWithHalo,
@@ -406,7 +440,8 @@ def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None,
         license=LicenseId("BSD-3-Clause"),
         documentation=FileDescr(source=work / "README.md"),
         covers=[FileDescr(source=work / "cover.png")],
-        tags=["denoising", "fluorescence-light-microscopy", "2d", "unet", "livedenoise", "onnx", "torchscript"],
+        tags=["denoising", "fluorescence-light-microscopy", "2d", "unet", "livedenoise", "onnx", "torchscript",
+              "pytorch"],
         inputs=[InputTensorDescr(id=raw, axes=in_axes, test_tensor=FileDescr(source=work / "test_input.npy"),
                                  data=IntervalOrRatioDataDescr(type="float32"),
                                  description="raw camera values (ADU)")],
@@ -414,6 +449,10 @@ def _describe(ckpt: Checkpoint, work: Path, title: str, description: str | None,
                                    data=IntervalOrRatioDataDescr(type="float32"),
                                    description="denoised values, same units as the input")],
         weights=WeightsDescr(
+            pytorch_state_dict=PytorchStateDictWeightsDescr(
+                source=work / "model.pt", pytorch_version=Version(torch.__version__.split("+")[0]),
+                architecture=ArchitectureFromLibraryDescr(callable=Identifier("raw_to_denoised"),
+                                                          import_from="livedenoise.bioimageio", kwargs=state_kwargs)),
             onnx=OnnxWeightsDescr(source=work / "model.onnx", opset_version=ONNX_OPSET),
             torchscript=TorchscriptWeightsDescr(source=work / "model.torchscript.pt",
                                                 pytorch_version=Version(torch.__version__.split("+")[0]))),
