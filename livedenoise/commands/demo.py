@@ -142,7 +142,7 @@ def print_report(console, report) -> None:
     for line in outcome_lines(report.__dict__):
         console.print(line)
     console.print(f"saved: raw {report.paths.get('raw')}, denoised {report.paths.get('denoised')}, "
-                  f"model {report.paths.get('adapted_model') or 'not saved (no adapted model was swapped in)'}")
+                  f"model {report.paths.get('adapted_model') or 'not saved (the backbone was kept)'}")
     for err in report.errors:
         console.print(f"[red]error:[/] {err}")
     logging.getLogger("livedenoise").debug("report: %s", report)
