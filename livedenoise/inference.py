@@ -549,6 +549,8 @@ class Denoiser:
                 return hit[1], hit[2]
         d = self._denoised_units(engine, frame[None])[0]
         spectrum = engine.fusion.spectra(d)
+        if engine is not self._current():
+            return d, spectrum  # swapped meanwhile: the old model's result is not kept for anyone else
         with self._window_lock:
             old = self._shared.pop(key, None)
             if old is not None:

@@ -57,7 +57,7 @@ def test_dense_texture_or_the_same_field_twice_leave_the_references_alone() -> N
     pattern = rng.normal(0, 1.5, (64, 64)).astype(np.float32)
     dense = [(100 + rng.normal(0, 30, (64, 64)) + pattern).astype(np.float32) for _ in range(5)]  # texture >> pattern
     kept = remove_fixed_pattern(dense)
-    assert kept.pattern is None and "texture is stronger" in kept.note
+    assert kept.pattern is None and "is stronger than the camera's pattern" in kept.note
     assert all(np.array_equal(a, b) for a, b in zip(kept.references, dense, strict=True))
     fields = _fields(4, pattern)
     same = remove_fixed_pattern([fields[0], fields[1], fields[0] + 0.5, fields[2]])
@@ -89,13 +89,18 @@ def test_an_attached_calibration_removes_the_pattern_unless_told_not_to(monkeypa
         monkeypatch.setattr(den, "adapt", lambda noisy, clean, **kw: seen.append(clean))
         den.adapt_from_calibration(frames, [None], 4, 3)
         den.adapt_from_calibration(frames, [None], 4, 3, remove_fixed_pattern=False)
-        den._calibration = object()  # a camera calibration: its per-pixel maps already take the pattern out
+        from types import SimpleNamespace
+
+        den._calibration = SimpleNamespace(shape=(64, 64))  # a camera calibration of this ROI: its maps do it
+        den.adapt_from_calibration(frames, [None], 4, 3)
+        den._calibration = SimpleNamespace(shape=(128, 128))  # another ROI: only its medians apply, so remove
         den.adapt_from_calibration(frames, [None], 4, 3)
     finally:
         den.close(progress=False)
-    cleaned, untouched, calibrated = seen
+    cleaned, untouched, calibrated, other_roi = seen
     assert all(np.array_equal(a, b) for a, b in zip(untouched, refs, strict=True))
     assert all(np.array_equal(a, b) for a, b in zip(calibrated, refs, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(other_roi, cleaned, strict=True))
     truth = pattern - pattern.mean()
     left = np.mean([np.corrcoef((c - r + truth).ravel(), truth.ravel())[0, 1] for c, r in zip(cleaned, refs,
                                                                                              strict=True)])
@@ -224,3 +229,31 @@ def test_saturated_pixels_get_no_pattern_subtracted() -> None:
     assert removal.pattern is not None
     assert np.all(removal.pattern[10:14, 20:24] == 0) and np.any(removal.pattern != 0)
     assert np.all(removal.references[2][10:14, 20:24] == 4095.0)  # still marked saturated for the swap check
+
+
+def test_nearly_empty_fields_share_only_the_pattern_and_are_not_taken_for_one_field() -> None:
+    """Blank fields carry nothing but the pattern (pixel and column offsets) and noise: the pattern is what all
+    fields share, so it must not make them look like the same field."""
+    rng = np.random.default_rng(4)
+    pattern = (rng.normal(0, 2.0, (64, 64)) + rng.normal(0, 1.5, (1, 64))).astype(np.float32)
+    blank = [(100 + pattern + rng.normal(0, 0.5, (64, 64))).astype(np.float32) for _ in range(4)]
+    removal = remove_fixed_pattern(blank)
+    assert removal.pattern is not None, removal.note
+    assert np.corrcoef(removal.pattern.ravel(), (pattern - pattern.mean()).ravel())[0, 1] > 0.9
+
+
+def test_a_real_adaptation_scores_a_held_out_sequence_with_matched_references() -> None:
+    from livedenoise.attach import AttachedDenoiser
+
+    rng = np.random.default_rng(5)
+    truth = _fields(1, np.zeros((64, 64), np.float32), seed=6)[0]
+    frames = [(truth + rng.normal(0, 5, truth.shape)).astype(np.float32) for _ in range(8)]
+    den = AttachedDenoiser("temporal", device="cpu")
+    try:  # match_reference=True (the default): the reference is matched to the sequence's newest frame
+        out = den.adapt(frames[:3], [truth] * 3, held_out=[(np.stack(frames[3:8]), truth)], time_budget_s=2.0,
+                        held_out_source="a live window").result(timeout=180)
+    finally:
+        den.close(progress=False)
+    assert not out.reason.startswith("adaptation failed"), out.reason
+    assert out.held_out == "a live window" and out.steps > 0
+    assert out.adapted is False or out.backbone_mse is not None  # scored whenever it adapted

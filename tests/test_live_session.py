@@ -83,7 +83,7 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
     # the fixed-pattern step looked at the 3 fields' references and, 10x brighter than the live frames, found the
     # sample's texture stronger than the camera's pattern: they were left as they are, and the report says why
     fp = report.fixed_pattern
-    assert fp["fields"] == 3 and fp["removed"] is False and "texture is stronger" in fp["note"]
+    assert fp["fields"] == 3 and fp["removed"] is False and "is stronger than the camera's pattern" in fp["note"]
     for pair in session.pairs:
         assert pair.low.shape == pair.high.shape == (64, 64)
         offset = 100.0
@@ -572,9 +572,13 @@ def test_the_fixed_pattern_and_the_fused_held_out_field_are_used_only_where_they
                           backbone=identity_backbone(), device="cpu")
     cleaned = session._references(refs)
     assert session.fixed_pattern["removed"] is True and not np.array_equal(cleaned[0], refs[0])
-    session.calibration = object()
+    from types import SimpleNamespace
+
+    session.calibration = SimpleNamespace(shape=(64, 64))  # per-pixel maps of this ROI
     assert all(np.array_equal(a, b) for a, b in zip(session._references(refs), refs, strict=True))
     assert session.fixed_pattern["note"] == "kept: the camera calibration's per-pixel maps already take the pattern out"
+    session.calibration = SimpleNamespace(shape=(32, 32))  # another ROI: its maps do not apply, the pattern is removed
+    assert session._references(refs)[0].tolist() == cleaned[0].tolist() and session.fixed_pattern["removed"] is True
     # the fused held-out field
     base = identity_backbone()
     model = temporal_from_frame_model(base.model, window=3)

@@ -298,7 +298,7 @@ class LiveSession:
         :func:`~livedenoise.training.fixed_pattern.remove_fixed_pattern` checks that they differ). ``also``: more
         frames (a held-out target) the estimate is subtracted from without taking part in it; returned last.
         Kept as they are with a camera calibration, whose per-pixel maps already take the pattern out."""
-        if not self.settings.live.remove_fixed_pattern or self.calibration is not None:
+        if not self.settings.live.remove_fixed_pattern or self._maps_fit(references[0]):
             why = ("[live] remove_fixed_pattern is off" if not self.settings.live.remove_fixed_pattern else
                    "the camera calibration's per-pixel maps already take the pattern out")
             self.fixed_pattern = {"removed": False, "fields": len(references), "note": f"kept: {why}",
@@ -309,13 +309,17 @@ class LiveSession:
         log.info("calibration references: fixed pattern %s", removal.note)
         return removal.references
 
+    def _maps_fit(self, frame: np.ndarray) -> bool:
+        """True when the camera calibration's per-pixel maps apply to ``frame`` (another ROI gets its medians)."""
+        return self.calibration is not None and tuple(self.calibration.shape) == tuple(np.shape(frame))
+
     def _held_out_sequence(self, pairs: list[CalibrationPair]) -> tuple[np.ndarray, np.ndarray] | None:
         """For a temporal backbone with 3 or more pairs whose references were averaged at the live settings: the
         last field's low frame and first reference frames as a live window, and the mean of its other reference
         frames as the target. The swap is then decided on what the display shows (the fused output), not on the
         2-D stage alone. None otherwise, and with fewer than ``MIN_FIELDS + 1`` pairs when the fixed pattern is to be
         removed (it is estimated without the held-out field, so that field's frames cannot shape its own target)."""
-        removing = self.settings.live.remove_fixed_pattern and self.calibration is None
+        removing = self.settings.live.remove_fixed_pattern and not self._maps_fit(pairs[0].high)
         if not model_is_temporal(self.backbone.model) or len(pairs) < (MIN_FIELDS + 1 if removing else 3):
             return None
         return pairs[-1].sequence_and_rest()
@@ -325,7 +329,7 @@ class LiveSession:
         """References on the live frame's intensity scale (brighter references mapped as the fine-tune does)."""
         if not supervised or self.settings.live.reference == "average":
             return held_out
-        return [(x, match_intensity(t, x)) for x, t in held_out]
+        return [(x, match_intensity(t, x[-1] if x.ndim == 3 else x)) for x, t in held_out]
 
     def _swap_scores(self, adapted: Checkpoint, held_out: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
         """(backbone, adapted) mean full-frame MSE on ``held_out`` in the backbone's stabilised units."""

@@ -62,6 +62,11 @@ CHANNEL_AXIS = "channel"
 STREAM_MEMORY_BYTES = 1 << 30
 
 
+def _maps_fit(calibration: Any, frame: np.ndarray) -> bool:
+    """True when ``calibration``'s per-pixel maps apply to ``frame`` (same shape); another ROI gets its medians."""
+    return calibration is not None and tuple(getattr(calibration, "shape", ())) == tuple(np.shape(frame))
+
+
 def _mean(frames: Sequence[np.ndarray]) -> np.ndarray:
     """The mean of ``frames`` (float32), accumulated in float64."""
     return np.mean(np.stack(frames).astype(np.float64), axis=0).astype(np.float32)
@@ -371,7 +376,8 @@ class AttachedDenoiser:
             stacks = [frames[(p, channel)] for p in range(positions)]
             noisy = [st[0] for st in stacks]
             clean = [_mean(st[1:]) for st in stacks]
-            removing = remove_fixed_pattern and self._calibration is None  # a camera calibration's maps already do it
+            # a camera calibration whose per-pixel maps fit these frames already takes the pattern out
+            removing = remove_fixed_pattern and not _maps_fit(self._calibration, clean[0])
             held_out = None
             model = self._checkpoint(self._choice_for(None if channel is None else str(channel)))  # type: ignore[arg-type]
             if (model_is_temporal(model.model) and average - HEAD_FRAMES >= 2
@@ -463,7 +469,7 @@ class AttachedDenoiser:
                 else:
                     pairs = split.pairs
                     if clean_list is not None and match_reference:
-                        pairs = [(x, match_intensity(t, x)) for x, t in pairs]
+                        pairs = [(x, match_intensity(t, x[-1] if x.ndim == 3 else x)) for x, t in pairs]
                     b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device)
                     out.backbone_mse, out.adapted_mse, out.swapped = b, a, better
                     out.reason = f"held-out MSE {a:.4g} vs {b:.4g}" + (

@@ -84,7 +84,17 @@ def _why_not(detail: np.ndarray, structure: np.ndarray) -> str | None:
       fine texture dominates (a dense sample), the others' median is mostly their texture and subtracting it
       *adds* detail. The estimate is used only when it shrinks every field's detail.
     """
+    from scipy.ndimage import gaussian_filter
+
     n = len(detail)
+    # the pattern's own share of the structure band is the same in every field: not a sign of one field. It is the
+    # band of the pattern estimate (fine detail), so a field imaged twice keeps its structure and is still caught.
+    # Row and column offsets (a common sCMOS pattern) sit at every scale along one axis: their means are dropped.
+    pattern = np.median(detail, axis=0)
+    structure = structure - (gaussian_filter(pattern, DETAIL_SIGMA, mode="reflect")
+                             - gaussian_filter(pattern, SHADING_SIGMA, mode="reflect"))
+    structure = structure - structure.mean(axis=1, keepdims=True)
+    structure = structure - structure.mean(axis=2, keepdims=True)
     flat = (structure - structure.mean(axis=(1, 2), keepdims=True)).reshape(n, -1)
     norms = np.linalg.norm(flat, axis=1)
     for i in range(n):
@@ -99,7 +109,8 @@ def _why_not(detail: np.ndarray, structure: np.ndarray) -> str | None:
         others -= others.mean()
         if np.var(detail[k] - others) >= np.var(detail[k]):
             return (f"subtracting the other fields' median detail from field {k + 1} adds detail instead of removing "
-                    "a pattern: the sample's own fine texture is stronger than the camera's pattern")
+                    "a pattern: the sample's own fine texture, or the references' remaining noise (too few frames "
+                    "averaged), is stronger than the camera's pattern")
     return None
 
 
