@@ -64,7 +64,7 @@ class SCMOSCamera:
     def __init__(self, cfg: CameraConfig, roi: tuple[int, int] | None = None) -> None:
         self.config = cfg
         self._full = draw_camera_maps(cfg)
-        #: (the maps they are of, dark current, gain, offset): the flat camera of :meth:`expected_sample`
+        #: (the maps they are of, dark current, gain, offset): the flat camera of :meth:`without_pattern`
         self._medians: tuple[CameraMaps, float, float, float] | None = None
         self.set_roi(*(roi or (cfg.height, cfg.width)))
 
@@ -102,16 +102,17 @@ class SCMOSCamera:
         adu = self.maps.gain * e + self.maps.offset
         return np.clip(adu, 0, self.max_adu).astype(np.float32)
 
-    def expected_sample(self, photons: np.ndarray, exposure_s: float) -> np.ndarray:
-        """The sample as a camera without fixed pattern would record it: :meth:`expected` with the median gain,
-        offset and dark current in every pixel (what a denoiser that also removes the pattern should give)."""
-        if self._medians is None or self._medians[0] is not self.maps:  # per ROI, not per snap (125 ms at 2048²)
+    def without_pattern(self, truth: np.ndarray, exposure_s: float) -> np.ndarray:
+        """``truth`` (:meth:`expected` of this ROI) as a camera without fixed pattern would record it: each pixel's
+        offset, gain and dark current replaced by their medians (what a denoiser that also removes the pattern should
+        give). Derived from the truth when asked, so acquisition pays nothing for it; exact except where the truth
+        was clipped (full well, ADC range)."""
+        if self._medians is None or self._medians[0] is not self.maps:  # per ROI, not per call (125 ms at 2048²)
             m = self.maps
             self._medians = (m, float(np.median(m.dark_current)), float(np.median(m.gain)), float(np.median(m.offset)))
-        _, dark, gain, offset = self._medians
-        e = np.minimum(self.config.quantum_efficiency * photons + dark * exposure_s, self.config.full_well)
-        adu = gain * e + offset
-        return np.clip(adu, 0, self.max_adu).astype(np.float32)
+        m, dark, gain, offset = self._medians
+        electrons = (truth - m.offset) / m.gain - (m.dark_current - dark) * exposure_s
+        return np.clip(gain * electrons + offset, 0, self.max_adu).astype(np.float32)
 
     def expose(self, photons: np.ndarray, exposure_s: float, rng: np.random.Generator) -> np.ndarray:
         """One noisy frame in ADU (camera dtype) for an expected photon image."""

@@ -274,13 +274,17 @@ def truth_of(core: SimulatedCore, *, fixed_pattern: bool = True) -> Callable[[An
     """``frame -> noise-free image`` (or None) for frames this core's camera produced, matched by content.
 
     ``fixed_pattern``: the camera's expected image, its per-pixel offset, gain and dark current included; False:
-    the sample as a camera without that pattern would record it (:attr:`Frame.sample`).
+    the sample as a camera without that pattern would record it (:meth:`SCMOSCamera.without_pattern`; None for a
+    frame of another ROI than the camera's current one).
     """
     def lookup(image: Any) -> Any:
         frame = core.microscope.lookup(image)
-        if frame is None:
+        if frame is None or fixed_pattern:
+            return None if frame is None else frame.truth
+        camera = core.microscope.camera
+        if frame.truth.shape != camera.maps.offset.shape:
             return None
-        return frame.truth if fixed_pattern else frame.sample
+        return camera.without_pattern(frame.truth, float(frame.metadata["exposure_ms"]) / 1000.0)
 
     return lookup
 

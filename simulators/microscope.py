@@ -28,17 +28,15 @@ class Frame:
     image: np.ndarray  # camera dtype (uint16 / uint8), exactly what the camera outputs
     truth: np.ndarray  # float32 expected ADU (gain * (QE*photons + dark*t) + offset)
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: float32 expected ADU without the camera's fixed pattern (median gain, offset, dark current in every pixel)
-    sample: np.ndarray | None = None
 
 
 #: Memory the ground-truth history of :meth:`SimulatedMicroscope.lookup` may hold (images and truths): 768 MiB, about
-#: 300 frames of 512² or 4,900 of 128² (each with its image, truth and sample).
+#: 500 frames of 512² or 8,000 of 128².
 HISTORY_BYTES = 768 * 2**20
 
 
 def _nbytes(frame: Frame) -> int:
-    return int(frame.image.nbytes + frame.truth.nbytes + (0 if frame.sample is None else frame.sample.nbytes))
+    return int(frame.image.nbytes + frame.truth.nbytes)
 
 
 class SimulatedMicroscope:
@@ -133,8 +131,7 @@ class SimulatedMicroscope:
             if self.shutter_open:
                 self.light_dose += exposure_s * self.light_power / 100.0
             self.sample.advance(exposure_s)
-            frame = Frame(image=image, truth=truth, metadata=meta,
-                          sample=self.camera.expected_sample(photons, exposure_s))
+            frame = Frame(image=image, truth=truth, metadata=meta)
             self._remember(frame)
             return frame
 

@@ -568,30 +568,46 @@ def test_the_fixed_pattern_and_the_fused_held_out_field_are_used_only_where_they
     for r in refs:  # a few bright spots at different places in each field
         for y, x in rng.integers(4, 60, (5, 2)):
             r[y - 2:y + 3, x - 2:x + 3] += 20
-    session = LiveSession(PycromanagerBackend(None), make_settings(small_microscope_config), tmp_path,
-                          backbone=identity_backbone(), device="cpu")
-    cleaned = session._references(refs)
-    assert session.fixed_pattern["removed"] is True and not np.array_equal(cleaned[0], refs[0])
     from types import SimpleNamespace
 
-    session.calibration = SimpleNamespace(shape=(64, 64))  # per-pixel maps of this ROI
-    assert all(np.array_equal(a, b) for a, b in zip(session._references(refs), refs, strict=True))
-    assert session.fixed_pattern["note"] == "kept: the camera calibration's per-pixel maps already take the pattern out"
-    session.calibration = SimpleNamespace(shape=(32, 32))  # another ROI: its maps do not apply, the pattern is removed
-    assert session._references(refs)[0].tolist() == cleaned[0].tolist() and session.fixed_pattern["removed"] is True
-    # the fused held-out field
-    base = identity_backbone()
-    model = temporal_from_frame_model(base.model, window=3)
-    temporal = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="t")
+    from livedenoise.acquisition.calibration_set import FUSED_SOURCE, calibration_set
+
     head = [r.copy() for r in refs[:4]]
     pairs = [CalibrationPair(k, refs[k], refs[k], {"reference_frames": 16}, head) for k in range(4)]
-    live = LiveSession(PycromanagerBackend(None), make_settings(small_microscope_config), tmp_path,
-                       backbone=temporal, device="cpu")
-    assert live._held_out_sequence(pairs) is not None
-    assert live._held_out_sequence(pairs[:3]) is None  # 2 fields left to estimate the pattern from: too few
+    calls = []
+
+    def session_with(backbone):
+        s = LiveSession(PycromanagerBackend(None), make_settings(small_microscope_config), tmp_path,
+                        backbone=backbone, device="cpu")
+        s.start_finetune = lambda noisy, clean, held_out=None, source=None: calls.append((noisy, clean, held_out,
+                                                                                        source))
+        return s
+
+    session = session_with(identity_backbone())  # a 2-D backbone: the pattern is removed, the pair itself scored
+    session.finetune_on(pairs)
+    noisy, cleaned, held_out, source = calls[-1]
+    assert session.fixed_pattern["removed"] is True and not np.array_equal(cleaned[0], refs[0])
+    assert len(noisy) == 4 and held_out is None and source is None
+    session.calibration = SimpleNamespace(shape=(64, 64))  # per-pixel maps of this ROI
+    session.finetune_on(pairs)
+    assert all(np.array_equal(a, b) for a, b in zip(calls[-1][1], refs, strict=True))
+    assert session.fixed_pattern["note"] == "kept: the camera calibration's per-pixel maps already take the pattern out"
+    session.calibration = SimpleNamespace(shape=(32, 32))  # another ROI: its maps do not apply, the pattern is removed
+    session.finetune_on(pairs)
+    assert calls[-1][1][0].tolist() == cleaned[0].tolist() and session.fixed_pattern["removed"] is True
+    # the fused held-out field: a temporal backbone, live-setting references, 4 fields when the pattern is removed
+    base = identity_backbone()
+    model = temporal_from_frame_model(base.model, window=3)
+    live = session_with(Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="t"))
+    live.finetune_on(pairs)
+    noisy, clean, held_out, source = calls[-1]
+    assert len(noisy) == len(clean) == 3 and source == FUSED_SOURCE and held_out[0][0].shape == (5, 64, 64)
+    assert live.fixed_pattern["fields"] == 3  # the held-out field took no part in the estimate
+    live.finetune_on(pairs[:3])  # 2 fields would be left to estimate the pattern from: too few
+    assert len(calls[-1][0]) == 3 and calls[-1][2] is None
     no_head = [CalibrationPair(k, refs[k], refs[k], {"reference_frames": 1}) for k in range(4)]
-    assert live._held_out_sequence(no_head) is None  # a brighter reference is not a live-setting frame
-    assert session._held_out_sequence(pairs) is None  # a 2-D backbone: the pair itself is scored
+    assert calibration_set(no_head, temporal=True, remove_pattern=True).held_out is None  # brighter references
+    assert calibration_set(pairs[:3], temporal=True, remove_pattern=False).held_out is not None  # 3 without removal
 
 
 def test_step_by_step_finetune_on_the_calibration_pairs_does_what_run_does(simulated_core, small_microscope_config,

@@ -19,13 +19,14 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
+from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.recorder import DenoisedWriter
@@ -39,7 +40,6 @@ from livedenoise.models import model_is_temporal
 from livedenoise.noise_model import NoiseFit, fit_noise_model
 from livedenoise.swap_check import SWAP_MARGIN, held_out_mse, split_held_out
 from livedenoise.training.finetune import FinetuneResult, finetune, match_intensity
-from livedenoise.training.fixed_pattern import MIN_FIELDS, remove_fixed_pattern
 from livedenoise.training.loop import FitProgress
 
 log = logging.getLogger("livedenoise")
@@ -132,7 +132,7 @@ class LiveSession:
         self.pairs: list[CalibrationPair] = []
         self._self_frames: list[np.ndarray] = []
         self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
-        self.fixed_pattern: dict = {}  # what _references did to the calibration references
+        self.fixed_pattern: dict = {}  # what finetune_on did to the calibration references' fixed pattern
         self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
         self._latencies: list[float] = []
         self._finetune_thread: threading.Thread | None = None
@@ -279,50 +279,23 @@ class LiveSession:
         self._finetune_thread.start()
 
     def finetune_on(self, pairs: list[CalibrationPair]) -> None:
-        """Fine-tune in the background on calibration pairs (from :meth:`calibrate`), as :meth:`run` does: the camera's
-        fixed pattern taken out of the references, and for a temporal backbone the swap decided on the last field's
-        live-setting frames fused (see :meth:`start_finetune` for pairs used as they are)."""
-        sequence = self._held_out_sequence(pairs)
-        if sequence is None:
-            self.start_finetune([p.low for p in pairs], self._references([p.high for p in pairs]))
-            return
-        frames, rest = sequence  # a temporal backbone: both models scored as the display shows them
-        *references, target = self._references([p.high for p in pairs[:-1]], also=[rest])
-        self.start_finetune([p.low for p in pairs[:-1]], references, held_out=[(frames, target)],
-                            source="the last calibration field, fused over 5 live-setting frames as the display "
-                                   "shows it, against the mean of its other reference frames")
-
-    def _references(self, references: list[np.ndarray], also: Sequence[np.ndarray] = ()) -> list[np.ndarray]:
-        """The calibration references for the fine-tune, the camera's fixed pattern removed (``[live]
-        remove_fixed_pattern``; the calibration fields are ``position_spacing_um`` apart, and
-        :func:`~livedenoise.training.fixed_pattern.remove_fixed_pattern` checks that they differ). ``also``: more
-        frames (a held-out target) the estimate is subtracted from without taking part in it; returned last.
-        Kept as they are with a camera calibration, whose per-pixel maps already take the pattern out."""
-        if not self.settings.live.remove_fixed_pattern or self._maps_fit(references[0]):
-            why = ("[live] remove_fixed_pattern is off" if not self.settings.live.remove_fixed_pattern else
-                   "the camera calibration's per-pixel maps already take the pattern out")
-            self.fixed_pattern = {"removed": False, "fields": len(references), "note": f"kept: {why}",
-                                  "pattern_sd_adu": None}
-            return [*references, *also]
-        removal = remove_fixed_pattern(references, also=also, saturation=self.backbone.normalizer.saturation)
-        self.fixed_pattern = removal.describe()
-        log.info("calibration references: fixed pattern %s", removal.note)
-        return removal.references
-
-    def _maps_fit(self, frame: np.ndarray) -> bool:
-        """True when the camera calibration's per-pixel maps apply to ``frame`` (another ROI gets its medians)."""
-        return self.calibration is not None and tuple(self.calibration.shape) == tuple(np.shape(frame))
-
-    def _held_out_sequence(self, pairs: list[CalibrationPair]) -> tuple[np.ndarray, np.ndarray] | None:
-        """For a temporal backbone with 3 or more pairs whose references were averaged at the live settings: the
-        last field's low frame and first reference frames as a live window, and the mean of its other reference
-        frames as the target. The swap is then decided on what the display shows (the fused output), not on the
-        2-D stage alone. None otherwise, and with fewer than ``MIN_FIELDS + 1`` pairs when the fixed pattern is to be
-        removed (it is estimated without the held-out field, so that field's frames cannot shape its own target)."""
-        removing = self.settings.live.remove_fixed_pattern and not self._maps_fit(pairs[0].high)
-        if not model_is_temporal(self.backbone.model) or len(pairs) < (MIN_FIELDS + 1 if removing else 3):
-            return None
-        return pairs[-1].sequence_and_rest()
+        """Fine-tune in the background on calibration pairs (from :meth:`calibrate`), as :meth:`run` does
+        (:func:`~livedenoise.acquisition.calibration_set.calibration_set`): the camera's fixed pattern taken out of
+        the references (``[live] remove_fixed_pattern``; the calibration fields are ``position_spacing_um`` apart,
+        and the removal checks that they differ), and for a temporal backbone the swap decided on the last field's
+        live-setting frames fused. :meth:`start_finetune` uses pairs as they are."""
+        if not pairs:
+            raise ValueError("no calibration pairs to fine-tune on")
+        maps_fit = self.calibration is not None and tuple(self.calibration.shape) == tuple(np.shape(pairs[0].high))
+        removing = self.settings.live.remove_fixed_pattern and not maps_fit
+        cal = calibration_set(pairs, temporal=model_is_temporal(self.backbone.model), remove_pattern=removing,
+                              saturation=self.backbone.normalizer.saturation,
+                              kept_because=("[live] remove_fixed_pattern is off"
+                                            if not self.settings.live.remove_fixed_pattern else
+                                            "the camera calibration's per-pixel maps already take the pattern out"))
+        self.fixed_pattern = cal.fixed_pattern
+        log.info("calibration references: fixed pattern %s", cal.fixed_pattern["note"])
+        self.start_finetune(cal.noisy, cal.clean, held_out=cal.held_out, source=cal.source)
 
     def _held_out_targets(self, held_out: list[tuple[np.ndarray, np.ndarray]], supervised: bool
                           ) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
-from livedenoise.acquisition.plans import HEAD_FRAMES
+from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
 from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
@@ -46,7 +47,6 @@ from livedenoise.models import model_is_temporal
 from livedenoise.modelspec import load_model_spec
 from livedenoise.noise_model import fit_noise_model
 from livedenoise.swap_check import SWAP_MARGIN, HeldOut, split_held_out, swap_scores
-from livedenoise.training import fixed_pattern
 
 log = logging.getLogger("livedenoise")
 
@@ -374,32 +374,21 @@ class AttachedDenoiser:
             if channel is not None and self._choice_for(str(channel)) is None:
                 continue  # left raw
             stacks = [frames[(p, channel)] for p in range(positions)]
-            noisy = [st[0] for st in stacks]
-            clean = [_mean(st[1:]) for st in stacks]
-            # a camera calibration whose per-pixel maps fit these frames already takes the pattern out
-            removing = remove_fixed_pattern and not _maps_fit(self._calibration, clean[0])
-            held_out = None
+            # one CalibrationPair per position, its first reference frames kept as acquired (the live window)
+            pairs = [CalibrationPair(p, st[0], _mean(st[1:]), {"reference_frames": len(st) - 1},
+                                     [np.asarray(f) for f in st[1:1 + HEAD_FRAMES]]) for p, st in enumerate(stacks)]
             model = self._checkpoint(self._choice_for(None if channel is None else str(channel)))  # type: ignore[arg-type]
-            if (model_is_temporal(model.model) and average - HEAD_FRAMES >= 2
-                    and positions >= (fixed_pattern.MIN_FIELDS + 1 if removing else 3)):
-                # a temporal model: score the swap as the display shows it, on the last field's first frames fused,
-                # against the mean of its other frames (a target that shares no frame, nor pattern estimate, with them)
-                last = stacks[-1]
-                held_out = [(np.stack(last[:1 + HEAD_FRAMES]).astype(np.float32), _mean(last[1 + HEAD_FRAMES:]))]
-                noisy, clean = noisy[:-1], clean[:-1]
-            if removing:
-                also = [held_out[0][1]] if held_out else []
-                removal = fixed_pattern.remove_fixed_pattern(clean, also=also, saturation=model.normalizer.saturation)
-                clean = removal.references[:len(clean)]
-                if held_out:
-                    held_out = [(held_out[0][0], removal.references[-1])]
-                log.info("calibration references of channel %r: fixed pattern %s", channel, removal.note)
+            # a camera calibration whose per-pixel maps fit these frames already takes the pattern out
+            maps_fit = _maps_fit(self._calibration, pairs[0].high)
+            cal = calibration_set(pairs, temporal=model_is_temporal(model.model),
+                                  remove_pattern=remove_fixed_pattern and not maps_fit,
+                                  saturation=model.normalizer.saturation,
+                                  kept_because="the camera calibration's per-pixel maps already take the pattern out"
+                                  if maps_fit else "remove_fixed_pattern=False")
+            log.info("calibration references of channel %r: fixed pattern %s", channel, cal.fixed_pattern["note"])
             futures[str(channel)] = self.adapt(
-                noisy, clean, channel=None if channel is None else str(channel), time_budget_s=time_budget_s,
-                training=training, match_reference=False, held_out=held_out,
-                held_out_source=None if held_out is None else (
-                    "the last calibration position, fused over its first live-setting frames as the display shows "
-                    "it, against the mean of its other frames"))
+                cal.noisy, cal.clean, channel=None if channel is None else str(channel), time_budget_s=time_budget_s,
+                training=training, match_reference=False, held_out=cal.held_out, held_out_source=cal.source)
         return futures
 
     def adapt(self, noisy: Sequence[np.ndarray], clean: Sequence[np.ndarray] | None = None, *,
