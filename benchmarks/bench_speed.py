@@ -60,26 +60,34 @@ def _model(preset: str):
 
 
 def bench_inference(presets: list[str], sizes: list[int], devices: list[str], repeats: int,
-                    layouts: tuple[bool, ...] = (False, True)) -> list[dict]:
-    """Every preset at every size, in the NCHW layout (the reference) and channels-last, in one run."""
+                    layouts: tuple[bool, ...] = (False, True), precisions: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """Every preset at every size, in the NCHW layout (the reference) and channels-last, in one run.
+
+    ``precisions``: the Denoiser's ``precision`` values to time (``auto`` is fp16 on CUDA, fp32 on the CPU).
+    """
     from livedenoise.inference import Denoiser
 
     rows = []
     for device in devices:
-        for preset, channels_last in [(p, c) for p in presets for c in layouts]:
+        combos = [(p, c, q) for p in presets for c in layouts for q in precisions]
+        for preset, channels_last, precision in combos:
             source, label = _model(preset)
             if isinstance(source, tuple):
-                den = Denoiser(source[0], source[1], device=device, channels_last=channels_last)
+                den = Denoiser(source[0], source[1], device=device, channels_last=channels_last, precision=precision)
             else:
-                den = Denoiser(source, device=device, channels_last=channels_last)
+                den = Denoiser(source, device=device, channels_last=channels_last, precision=precision)
             for size in sizes:
                 frame = _frame(size)
                 window = den.window if den.is_temporal else 1
                 if den.is_temporal:  # the live cost: one more frame into a full window
                     for s in range(window):
                         den.push(_frame(size, s))
-                # timed within this iteration only, so the late binding of den and frame is harmless
-                run = (lambda: den.push(frame)) if den.is_temporal else (lambda: den.denoise(frame))  # noqa: B023
+                # A temporal model gets a new frame every push: Denoiser.push keeps 2-D results by content, so
+                # pushing one frame again would time the fusion alone.
+                fresh = iter([_frame(size, 1000 + i) for i in range(repeats + 1)]) if den.is_temporal else None
+                # timed within this iteration only, so the late binding of den, frame and fresh is harmless
+                run = ((lambda: den.push(next(fresh))) if fresh is not None  # noqa: B023
+                       else (lambda: den.denoise(frame)))  # noqa: B023
                 run()  # warm-up (lazy init, cuDNN autotune)
                 if device.startswith("cuda"):
                     import torch
@@ -100,7 +108,7 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
                              "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
                              "precision": den.precision, "temporal_window": window if den.is_temporal else None,
                              "layout": den.layout, "pixel_budget": getattr(den, "pixel_budget", None)})
-                print(f"[speed] {device} {label} {den.layout} {size}²: {ms:.1f} ms/frame", flush=True)
+                print(f"[speed] {device} {label} {den.layout} {den.precision} {size}²: {ms:.1f} ms/frame", flush=True)
     return rows
 
 
@@ -226,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
     ap.add_argument("--models", default="fast,standard,temporal", help="inference: comma-separated presets")
     ap.add_argument("--layouts", default="nchw,channels-last", help="inference: nchw and/or channels-last")
+    ap.add_argument("--repeats", type=int, help="inference: timed runs per case (default 5; --quick 2)")
+    ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")
+    ap.add_argument("--devices", help="comma-separated torch devices (default: cpu, and cuda when torch sees a GPU)")
+    ap.add_argument("--precisions", default="auto",
+                    help="inference: comma-separated Denoiser precisions (auto, fp32, fp16, bf16; default auto)")
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.WARNING)
     only = {s.strip() for s in args.only.split(",")}
@@ -234,14 +247,21 @@ def main(argv: list[str] | None = None) -> int:
         layouts = tuple(known[x.strip()] for x in args.layouts.split(","))
     except KeyError as exc:
         ap.error(f"--layouts: unknown layout {exc}; expected nchw and/or channels-last")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    else:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    precisions = tuple(q.strip() for q in args.precisions.split(",") if q.strip())
     quick = args.quick
     load_start = load_average()
-    result: dict = {"quick": quick, "errors": {}}
+    command = "python benchmarks/bench_speed.py " + " ".join(argv or sys.argv[1:])
+    result: dict = {"quick": quick, "errors": {}, "command": command}
     sections = {
         "inference": lambda: bench_inference([m.strip() for m in args.models.split(",")], [512, 2048], devices,
-                                             2 if quick else 5, layouts=layouts),
-        "finetune": lambda: [bench_finetune(128 if quick else 256, 20.0 if quick else 120.0, d, cl)
+                                             args.repeats or (2 if quick else 5), layouts=layouts,
+                                             precisions=precisions),
+        "finetune": lambda: [bench_finetune(128 if quick else 256,
+                                            args.finetune_budget or (20.0 if quick else 120.0), d, cl)
                              for d in devices for cl in (False, True)],
         "acquisition": lambda: bench_acquisition(40 if quick else 200, 256),
     }

@@ -92,7 +92,9 @@ class LiveConfig(_Strict):
     finetune_time_budget_s: float = Field(45.0, gt=0)
     frames: int = Field(120, ge=1, description="live frames to acquire in `livedenoise demo`")
     interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
-    position_spacing_um: float = Field(60.0, gt=0, description="distance between calibration positions")
+    position_spacing_um: float | None = Field(
+        None, gt=0, description=("distance between calibration positions in µm (default: the field of view's larger "
+                                 "side plus 10 %, from the pixel size; 60 µm when the microscope has none)"))
     save_denoised: bool = True
     denoised_format: Literal["ndtiff", "ome-zarr"] = Field(
         "ndtiff", description=("format of the recorded denoised frames: ndtiff, or ome-zarr (recorded as NDTiff while "

@@ -507,6 +507,59 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     assert PycromanagerBackend(simulated_core).ground_truth(np.zeros((64, 64), np.uint16)) is None
 
 
+def test_calibration_fields_are_spread_by_the_field_of_view_around_where_the_stage_is(
+        simulated_core, small_microscope_config, monkeypatch):
+    from livedenoise.acquisition.backend import FALLBACK_SPACING_UM
+    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
+
+    cfg = small_microscope_config
+    fov = (cfg.pixel_size_um * cfg.roi_width, cfg.pixel_size_um * cfg.roi_height)
+    backend = PymmcorePlusBackend(simulated_core)
+    assert backend.field_of_view_um() == pytest.approx(fov)
+    assert backend.calibration_spacing_um(None)[0] == pytest.approx(1.1 * max(fov))
+    assert backend.calibration_spacing_um(40.0) == (40.0, "[live] position_spacing_um")
+
+    class NoPixelSize:  # a core whose pixel size was never calibrated reports 0
+        def getPixelSizeUm(self):
+            return 0.0
+
+        def getImageWidth(self):
+            return 512
+
+        def getImageHeight(self):
+            return 512
+
+    assert PymmcorePlusBackend(NoPixelSize()).calibration_spacing_um(None)[0] == FALLBACK_SPACING_UM
+
+    # Micro-Manager's own core (no core given; pycromanager's Java bridge spells its calls in snake_case): the
+    # fields are spread around the stage's position, not around its origin
+    class JavaCore:
+        def get_x_position(self):
+            return 1500.0
+
+        def get_y_position(self):
+            return -300.0
+
+        def get_pixel_size_um(self):
+            return 0.65
+
+        def get_image_width(self):
+            return 2048
+
+        def get_image_height(self):
+            return 2048
+
+    import pycromanager
+
+    monkeypatch.setattr(pycromanager, "Core", JavaCore)
+    java = object.__new__(PycromanagerBackend)  # without connecting to a running Micro-Manager
+    java.core = None
+    assert java.current_xy() == (1500.0, -300.0)
+    spacing, why = java.calibration_spacing_um(None)
+    assert spacing == pytest.approx(1.1 * 0.65 * 2048) and "field of view" in why
+    assert java.spread_positions(2, spacing)[0] == (1500.0, -300.0)
+
+
 def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(
         simulated_core, small_microscope_config, tmp_path):
     """Display and recorder each keep their own window; the fine-tune adapts the 2-D stage and keeps the fusion."""

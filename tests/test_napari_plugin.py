@@ -288,6 +288,29 @@ def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_
     assert widget.adapted == {} and "calibrate again" in widget._message
 
 
+def test_the_live_widget_passes_its_fixed_pattern_choice_to_the_calibration(napari_app, qt_core, tmp_path, monkeypatch):
+    from napari.components import ViewerModel
+    from test_live_session import identity_backbone
+
+    from livedenoise.attach import MDADenoiser
+    from livedenoise.napari_plugin.live import LiveDenoiseWidget
+
+    asked: list[bool] = []
+
+    def calibrate(self, core, sequence, positions, **kwargs):
+        asked.append(kwargs["remove_fixed_pattern"])
+        return {}
+
+    monkeypatch.setattr(MDADenoiser, "calibrate", calibrate)
+    widget = LiveDenoiseWidget(ViewerModel(), core=qt_core)
+    widget.model.setText(str(identity_backbone().save(tmp_path / "identity.safetensors")))
+    assert widget.remove_pattern.isChecked()  # on by default, as in live sessions
+    for choice in (True, False):
+        widget.remove_pattern.setChecked(choice)
+        widget.calibrate().join(timeout=60)
+    assert asked == [True, False]
+
+
 def test_the_napari_example_runs_headless_with_calibration(napari_app, tmp_path):
     """examples/attach_napari.py: the widget attached to an MDA started in a thread (as napari-micromanager starts
     one), frames arriving through the event loop; each channel calibrated first; every frame recorded."""

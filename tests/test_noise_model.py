@@ -273,12 +273,14 @@ def test_shipped_backbones_beat_raw_by_3db_on_other_cameras(tmp_path, structure,
         raw_db, out_db = score(truth, raw.astype(np.float32)).psnr, score(truth, out).psnr
         assert out_db > raw_db + 3.0, (label, raw_db, out_db)
         assert "single image" in summary.items[0].noise_model
-    # the stored pretraining normaliser (what `denoise` used before) is worse than raw at 0.25 ADU/e-
+    # the stored pretraining normaliser (what `denoise` used before) is far worse than the single-image fit at
+    # 0.25 ADU/e- (the CPU-trained backbones were even worse than raw there)
     raw, truth = cases["gain0.25"]
+    fitted_db = score(truth, tifffile.imread(tmp_path / "out" / "gain0.25.ome.tif")).psnr
     denoise_dataset([tmp_path / "gain0.25.tif"], tmp_path / "stored", model=model, progress=False, device="cpu",
                     noise_model="stored")
     stored_db = score(truth, tifffile.imread(tmp_path / "stored" / "gain0.25.ome.tif")).psnr
-    assert stored_db < score(truth, raw.astype(np.float32)).psnr
+    assert stored_db < fitted_db - 3.0, (stored_db, fitted_db)
 
 
 def test_denoise_records_the_noise_model_and_check_and_fits_time_series_temporally(tmp_path, structure):

@@ -1,6 +1,8 @@
 """The synthetic pretraining pipeline: structure renderers, the clean bank, the per-batch camera noise, pretrain."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,51 @@ def test_pretrain_on_synthetic_pairs_records_stages_and_continues(tmp_path, caps
     assert second["total_steps"] == 6 and [s["lr"] for s in second["stages"]] == [1e-3, 3e-4]
     assert main(["pretrain", "--hold-out", "comets", "-o", str(tmp_path / "x.safetensors")]) == 2
     assert "comets: unknown structure kind" in capsys.readouterr().err
+
+
+def test_noise_is_drawn_on_the_generators_device_and_a_mismatch_is_refused():
+    clean = torch.rand(2, 1, 16, 16)
+    x, y = noisy_pair(clean, NoiseRecipe(), torch.Generator(device="cpu").manual_seed(0))
+    assert x.device.type == y.device.type == "cpu" and x.shape == y.shape == clean.shape
+    s = SyntheticPairSampler(CleanBank(np.random.default_rng(0).random((3, 40, 40)).astype(np.float32)), 32, 2,
+                             seed=0, device="cpu")
+    assert s.gen.device.type == "cpu" and s.sample()[0].device.type == "cpu"
+    with pytest.raises(ValueError, match="put both on one device"):
+        noisy_pair(clean.to("meta"), NoiseRecipe(), torch.Generator().manual_seed(0))
+
+
+def test_cosine_schedule_runs_from_lr_to_the_floor_by_steps_or_by_time():
+    from livedenoise.training.loop import COSINE_FLOOR, scheduled_lr
+
+    assert scheduled_lr(1e-3, 0, 100, 0.0, None) == pytest.approx(1e-3)
+    assert scheduled_lr(1e-3, 50, 100, 0.0, None) == pytest.approx(1e-3 * (1 + COSINE_FLOOR) / 2)
+    assert scheduled_lr(1e-3, 100, 100, 0.0, None) == pytest.approx(1e-3 * COSINE_FLOOR)
+    # a time budget ends the schedule when it ends the run, whatever the step count
+    assert scheduled_lr(1e-3, 10, 10_000, 60.0, 60.0) == pytest.approx(1e-3 * COSINE_FLOOR)
+    assert scheduled_lr(1e-3, 10, 10_000, 90.0, 60.0) == pytest.approx(1e-3 * COSINE_FLOOR)
+
+
+def test_pretrain_with_a_cosine_schedule_records_it_and_lowers_the_rate(tmp_path, monkeypatch):
+    from livedenoise.training import loop
+
+    rates: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    out = tmp_path / "bb.safetensors"
+    assert main(["pretrain", "--preset", "fast", "--steps", "6", "--schedule", "cosine", "--lr", "1e-3",
+                 "--bank-fields", "3", "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2", "--patch-size",
+                 "32", "--steps-per-validation", "3", "--device", "cpu", "-o", str(out)]) == 0
+    assert load_checkpoint(out).training["stages"][-1]["schedule"] == "cosine"
+    assert len(rates) == 6 and rates[0] == pytest.approx(1e-3) and all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(loop.scheduled_lr(1e-3, 5, 6, 0.0, None))
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        loop.fit(torch.nn.Conv2d(1, 1, 3, padding=1), None, None, objective="supervised", lr=1e-3,  # type: ignore[arg-type]
+                 schedule="linear")  # type: ignore[arg-type]
 
 
 def test_pretrain_writes_interim_checkpoints(tmp_path):

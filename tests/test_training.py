@@ -185,14 +185,24 @@ def test_finetuning_the_shipped_backbone_runs_steps_and_does_not_lose_to_it_on_h
     cfg = TrainingConfig(patch_size=32, batch_size=8, max_steps=40, steps_per_validation=10, patience=20)
     res = finetune(backbone, low, ref if mode == "pairs" else None, training=cfg, time_budget_s=600, device="cpu")
     assert res.mode == mode and res.fit.objective == ("supervised" if mode == "pairs" else "noise2same")
-    # The weights changed: 40 steps ran and a later validation beat the backbone's held-out loss.
-    assert res.fit.steps == 40 and res.adapted and 0 < res.fit.best_step <= 40
-    assert res.fit.best_val_loss < res.fit.initial_val_loss
+    assert res.fit.steps == 40 and res.fit.best_val_loss < res.fit.initial_val_loss and 0 < res.fit.best_step <= 40
     meta = res.checkpoint.metadata["training"]
-    assert meta["adapted"] is True and meta["steps"] == 40 and meta["best_step"] == res.fit.best_step
-    assert meta["backbone"] == "backbone-fast" and res.checkpoint.name == f"backbone-fast+{mode}"
-    # self-supervised outputs are E[transformed noisy]: the exact unbiased inverse; pairs: the algebraic one
-    assert res.checkpoint.normalizer.inversion == meta["inversion"] == ("unbiased" if mode == "self" else "algebraic")
+    if mode == "self" and not res.adapted:
+        # The backbone trained on a GPU leaves 40 self-supervised steps little to gain: the blind-spot loss fell,
+        # but the full-image error estimate (SURE) on held-out rows must improve by its margin, and here it
+        # improved by less (0.1786 -> 0.1715, margin 0.01), so the backbone is kept, and said to be.
+        check = meta["sure_check"]
+        assert res.fit.rejected and not check["adapted_better"] and "SURE" in res.fit.note
+        assert check["backbone"] - check["adapted"] < check["margin"]
+        assert all(torch.equal(a, b) for a, b in zip(before, res.checkpoint.model.parameters(), strict=True))
+    else:
+        # The weights changed: a later validation beat the backbone's held-out loss and the check passed.
+        assert res.adapted and meta["adapted"] is True and meta["steps"] == 40
+        assert meta["best_step"] == res.fit.best_step
+        assert meta["backbone"] == "backbone-fast" and res.checkpoint.name == f"backbone-fast+{mode}"
+        # self-supervised outputs are E[transformed noisy]: the exact unbiased inverse; pairs: the algebraic one
+        assert (res.checkpoint.normalizer.inversion == meta["inversion"]
+                == ("unbiased" if mode == "self" else "algebraic"))
     # backbone untouched
     assert all(torch.equal(a, b) for a, b in zip(before, backbone.model.parameters(), strict=True))
     bb = Denoiser(backbone, normalizer=normalizer_for(low, like=backbone.normalizer), device="cpu")
@@ -201,7 +211,8 @@ def test_finetuning_the_shipped_backbone_runs_steps_and_does_not_lose_to_it_on_h
     bb_psnr = np.mean([score(t, bb.denoise(n)).psnr for t, n in zip(held_truth, held_low, strict=True)])
     new_psnr = np.mean([score(t, den.denoise(n)).psnr for t, n in zip(held_truth, held_low, strict=True)])
     assert new_psnr > raw_psnr + 2.0, (raw_psnr, new_psnr)
-    # measured on the 4 held-out fields: backbone 27.20 dB; self 27.40 (+0.20), pairs 27.50 (+0.31)
+    # measured on the 4 held-out fields with the CPU-trained backbone: backbone 27.20 dB; self 27.40 (+0.20), pairs
+    # 27.50 (+0.31)
     assert new_psnr > bb_psnr - 0.05, (bb_psnr, new_psnr)
 
 

@@ -20,6 +20,10 @@ from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePla
 FrameCallback = Callable[[np.ndarray, dict], None]
 
 
+#: Calibration field spacing when neither ``[live] position_spacing_um`` nor the pixel size is known.
+FALLBACK_SPACING_UM = 60.0
+
+
 @dataclass
 class LiveRunInfo:
     frames: int
@@ -57,6 +61,24 @@ class AcquisitionBackend(ABC):
 
     def current_xy(self) -> tuple[float, float]:
         return 0.0, 0.0
+
+    def field_of_view_um(self) -> tuple[float, float] | None:
+        """The camera's field of view (width, height) in µm at the current pixel size, or ``None`` when the
+        microscope does not say (no pixel size calibrated)."""
+        return None
+
+    def calibration_spacing_um(self, spacing_um: float | None) -> tuple[float, str]:
+        """The distance between calibration fields and where it came from: ``spacing_um`` when given, else the
+        field of view's larger side plus 10 % (fields that overlap share structure, which would let the fine-tune
+        see its held-out field and the fixed-pattern estimate mistake the sample for the camera), else
+        ``FALLBACK_SPACING_UM``."""
+        if spacing_um is not None:
+            return float(spacing_um), "[live] position_spacing_um"
+        fov = self.field_of_view_um()
+        if fov is not None:
+            return 1.1 * max(fov), f"the field of view ({fov[0]:.0f} x {fov[1]:.0f} µm) plus 10 %"
+        return FALLBACK_SPACING_UM, ("no pixel size known: the default; set [live] position_spacing_um above the "
+                                     "field of view's width")
 
     @property
     def controls_light(self) -> bool:

@@ -101,18 +101,31 @@ class PycromanagerBackend(AcquisitionBackend):
     def controls_light(self) -> bool:
         return self._light_event is not None
 
+    def _ask(self, method: str) -> float:
+        """A number from the core: the given core's camelCase ``method``, or Micro-Manager's own core through
+        pycromanager's Java bridge, which spells it in snake_case (``getXPosition`` -> ``get_x_position``)."""
+        if self.core is not None:
+            return float(getattr(self.core, method)())
+        from pycromanager import Core
+
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in method).replace("_u_m", "_um")
+        return float(getattr(Core(), snake)())
+
     def current_illumination(self) -> Illumination | None:
         """Micro-Manager's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
-        if self.core is None:
-            from pycromanager import Core
-
-            return Illumination(float(Core().get_exposure()), None)
-        return Illumination(float(self.core.getExposure()), None)
+        return Illumination(self._ask("getExposure"), None)
 
     def current_xy(self) -> tuple[float, float]:
-        if self.core is None:
-            return 0.0, 0.0
-        return float(self.core.getXPosition()), float(self.core.getYPosition())
+        # Micro-Manager's own stage too: calibration fields are spread around where the user is looking, never
+        # around the stage's origin.
+        return self._ask("getXPosition"), self._ask("getYPosition")
+
+    def field_of_view_um(self) -> tuple[float, float] | None:
+        try:
+            px, w, h = self._ask("getPixelSizeUm"), self._ask("getImageWidth"), self._ask("getImageHeight")
+        except Exception:  # noqa: BLE001 - no pixel size configured, or a core without these calls
+            return None
+        return (px * w, px * h) if px > 0 and w > 0 and h > 0 else None
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
         return self._ground_truth(image) if self._ground_truth is not None else None

@@ -201,7 +201,9 @@ class LiveSession:
             high = Illumination(low.exposure_ms, live.reference_power)
         else:
             high = low
-        positions = self.backend.spread_positions(live.calibration_positions, live.position_spacing_um)
+        spacing, why = self.backend.calibration_spacing_um(live.position_spacing_um)
+        log.info("calibration fields %.1f µm apart (%s)", spacing, why)
+        positions = self.backend.spread_positions(live.calibration_positions, spacing)
         plan = PairPlan(positions, low, high, live.reference, live.reference_average)
         self.pairs = self.backend.acquire_pairs(plan, self.output_dir)
         self._prepare_backbone([p.low for p in self.pairs])

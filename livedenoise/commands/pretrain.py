@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int_range(1), default=40, help="validations without improvement before stopping")
     p.add_argument("--steps-per-validation", type=int_range(1), default=200)
     p.add_argument("--lr", type=positive_number(upper=1.0), default=1e-3)
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or cosine decay to 3%% of --lr over --steps or --time-budget, "
+                        "whichever ends the run (one call instead of stages of falling --lr)")
     p.add_argument("--init", help="continue from this checkpoint's weights ('fast', 'standard' or a path)")
     add_training_output_arguments(p)
     p.set_defaults(func=run)
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                        checkpoint_every_s=args.checkpoint_every,
                        patience=args.patience, steps_per_validation=args.steps_per_validation,
                        n_train=args.train_images, image_size=args.image_size,
-                       patch_size=args.patch_size, batch_size=args.batch_size, lr=args.lr, max_steps=args.steps,
+                       patch_size=args.patch_size, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                       max_steps=args.steps,
                        time_budget_s=args.time_budget, seed=args.seed, device=args.device, output=args.output,
                        progress=progress, init=init,
                        structure_images=[im for _, im in structures] if structures else None,

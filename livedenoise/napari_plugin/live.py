@@ -24,6 +24,7 @@ from typing import Any
 
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -93,6 +94,10 @@ class LiveDenoiseWidget(QWidget):
         self.seconds = QDoubleSpinBox()
         self.seconds.setRange(1.0, 3600.0)
         self.seconds.setValue(60.0)
+        #: subtract the camera's fixed pattern from the averaged references (MDADenoiser.calibrate); off for
+        #: a sample whose fields share fine structure at the same pixels, which the estimate would take away
+        self.remove_pattern = QCheckBox("remove the camera's fixed pattern from the references")
+        self.remove_pattern.setChecked(True)
         self.calibrate_button = QPushButton("Calibrate")
         self.calibrate_button.clicked.connect(lambda: self._start_calibration())
         box = QGroupBox("Calibrate (reference pairs beside the current field)")
@@ -101,6 +106,7 @@ class LiveDenoiseWidget(QWidget):
         cal_form.addRow("fields", self.fields)
         cal_form.addRow("frames averaged per reference", self.average)
         cal_form.addRow("fine-tune budget (s)", self.seconds)
+        cal_form.addRow(self.remove_pattern)
         cal_form.addRow(self.calibrate_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -288,6 +294,7 @@ class LiveDenoiseWidget(QWidget):
         model = self._model_choice()
         load_model_spec(model)  # a wrong model fails now, not in the thread
         average, seconds, training = self.average.value(), self.seconds.value(), self.training
+        remove_pattern = self.remove_pattern.isChecked()
         carried = dict(self.adapted)
         self._calibrating = True
         self.calibrate_button.setEnabled(False)
@@ -301,7 +308,7 @@ class LiveDenoiseWidget(QWidget):
                                   channels={k: v for k, v in carried.items() if k is not None})
                 try:
                     futures = den.calibrate(self.core, sequence, positions, average=average, time_budget_s=seconds,
-                                            training=training)
+                                            training=training, remove_fixed_pattern=remove_pattern)
                 finally:
                     self._calibrating = False  # the acquisition part is over; fine-tunes run in the background
                 self._message = f"calibration pairs taken; fine-tuning {len(futures)} channel(s), up to {seconds:g} s"

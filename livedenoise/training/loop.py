@@ -95,6 +95,22 @@ class FitResult:
                 | {"adapted": self.adapted, "validations": len(self.history)})
 
 
+Schedule = Literal["constant", "cosine"]
+
+#: The cosine schedule ends at this fraction of the initial learning rate.
+COSINE_FLOOR = 0.03
+
+
+def scheduled_lr(lr: float, step: int, max_steps: int, elapsed_s: float, time_budget_s: float | None) -> float:
+    """The cosine schedule's rate at ``step``: progress is the larger of steps done and time spent, so a run cut
+    by its time budget still ends near ``COSINE_FLOOR * lr`` instead of mid-schedule."""
+    done = step / max(max_steps, 1)
+    if time_budget_s:
+        done = max(done, elapsed_s / time_budget_s)
+    done = min(1.0, done)
+    return lr * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * done)))
+
+
 def _batch_loss(model, objective: Objective, x, y, step: int, loss: str, ssim_weight: float, grid: int,
                 noise_std: float | None = None, probe: torch.Tensor | None = None) -> torch.Tensor:
     if objective == "sure":
@@ -168,6 +184,7 @@ def fit(
     cancel: threading.Event | None = None,
     validate_at_end: bool = True,
     trainable: Sequence[torch.nn.Parameter] | None = None,
+    schedule: Schedule = "constant",
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -175,7 +192,12 @@ def fit(
     (time budget, cancel), so steps run after the last validation can still be kept; this may exceed
     ``time_budget_s`` by one validation (a few forward passes). ``False`` restores the old behaviour.
     ``trainable``: the parameters to optimise (default all; see :mod:`livedenoise.training.partial`).
+    ``schedule``: ``"constant"`` keeps ``lr``; ``"cosine"`` decays it to ``COSINE_FLOOR`` times ``lr`` over the run,
+    whose length is ``max_steps`` or ``time_budget_s``, whichever ends it first (:func:`scheduled_lr`): one run
+    of a fixed budget ends at a low rate, where the step-wise stages of several runs needed several calls.
     """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
     if objective == "supervised" and not train.data.supervised:
         raise ValueError("supervised training needs clean targets")
     if objective in ("noise2same", "sure") and not noise_std:
@@ -228,6 +250,9 @@ def fit(
         if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
             stopped = "time_budget"
             break
+        if schedule != "constant":
+            for group in opt.param_groups:
+                group["lr"] = scheduled_lr(lr, step, max_steps, time.perf_counter() - start, time_budget_s)
         x, y = train.sample()
         x = _layout(x.to(device), nhwc)
         y = _layout(y.to(device), nhwc) if y is not None else None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import torch
 from torch import nn
 
 from livedenoise.checkpoint import Checkpoint, save_checkpoint
@@ -35,7 +36,7 @@ from livedenoise.models import PRESETS, TemporalUNet, UNet2D, build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.data import ImageSet, PatchSampler
 from livedenoise.training.finetune import match_intensity
-from livedenoise.training.loop import FitProgress, FitResult, fit
+from livedenoise.training.loop import FitProgress, FitResult, Schedule, fit
 from livedenoise.training.pairs import load_pair_folder
 from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs, structure_bank
 from livedenoise.training.synthetic import CleanBank, NoiseRecipe, SyntheticPairSampler
@@ -80,7 +81,8 @@ def _folder_sets(folder: Path, val_fraction: float = 0.2) -> tuple[ImageSet, Ima
 
 
 def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, ...], patch_size: int,
-                        batch_size: int, seed: int, cache_dir: Path | None, window: int | None = None):
+                        batch_size: int, seed: int, cache_dir: Path | None, window: int | None = None,
+                        device: torch.device | str = "cpu"):
     """Training and validation samplers on the clean bank: still pairs, or time-lapse windows of ``window`` frames."""
     bank = structure_bank(bank_fields, bank_size, seed=seed, held_out=held_out, cache_dir=cache_dir)
     val_bank = structure_bank(max(16, bank_fields // 10), bank_size, seed=seed + 10_000, held_out=held_out,
@@ -94,8 +96,10 @@ def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, .
         desc.update(recipe="livedenoise.training.timelapse + simulators.structures", window=window,
                     motion=train.motion.describe())
         return train, val, desc
-    return (SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed),
-            SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1), desc)
+    # Still pairs draw their noise on the training device (a GPU's step rate is not then set by the host);
+    # the time-lapse windows (motion warps) are made on the host.
+    return (SyntheticPairSampler(bank, patch_size, batch_size, recipe, seed=seed, device=device),
+            SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 1, device=device), desc)
 
 
 def _with_real_structure(train, val, desc: dict, images, names, weight: float, patch_size: int, batch_size: int,
@@ -134,6 +138,7 @@ def pretrain(
     patch_size: int = 64,
     batch_size: int = 16,
     lr: float = 1e-3,
+    schedule: Schedule = "constant",
     max_steps: int = 20000,
     time_budget_s: float | None = None,
     patience: int = 20,
@@ -164,6 +169,10 @@ def pretrain(
     the provenance) add real structure to the synthetic bank (:mod:`livedenoise.training.realbank`): a
     ``structure_weight`` share of the batches comes from fields cut from them, with the same fresh camera
     noise; one field in ten is kept for validation.
+
+    ``schedule="cosine"`` decays ``lr`` over the run (``max_steps`` or ``time_budget_s``;
+    :func:`livedenoise.training.loop.scheduled_lr`). On a CUDA ``device`` the synthetic noise is drawn on the
+    GPU and cuDNN picks its fastest convolutions for the fixed patch size.
     """
     if init is None and preset is None:
         preset = "fast"
@@ -214,6 +223,9 @@ def pretrain(
                               "not with --pairs, --data simulated or the temporal preset")
         if not 0.0 < structure_weight <= 1.0:
             raise ConfigError(f"structure_weight {structure_weight!r} is invalid; expected a share in (0, 1]")
+    dev = select_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN time its algorithms once
     if pairs_dir is not None:
         train_set, val_set, desc = _folder_sets(Path(pairs_dir))
         train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
@@ -224,7 +236,7 @@ def pretrain(
         val = PatchSampler(val_set, patch_size, batch_size, seed=seed + 1)
     else:
         train, val, desc = _synthetic_samplers(bank_fields, bank_size, tuple(held_out), patch_size, batch_size, seed,
-                                               Path(cache_dir) if cache_dir is not None else None, window)
+                                               Path(cache_dir) if cache_dir is not None else None, window, dev)
     if structure_images is not None:
         train, val, desc = _with_real_structure(train, val, desc, structure_images, structure_names, structure_weight,
                                                 patch_size, batch_size, seed)
@@ -246,9 +258,8 @@ def pretrain(
         stages.append({"steps": 0, "note": f"grown from {grown_from} to widths {list(kwargs['widths'])}, "
                        "function preserved (livedenoise.models.widen)"})
     name = f"backbone-{preset}" if (init is None or grown_from is not None) else init.name
-    dev = select_device(device)
-    stage = {"lr": lr, "batch_size": batch_size, "patch_size": patch_size, "data": desc, "seed": seed,
-             "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
+    stage = {"lr": lr, "schedule": schedule, "batch_size": batch_size, "patch_size": patch_size, "data": desc,
+             "seed": seed, "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
              "steps_per_validation": steps_per_validation, "device": str(dev)}
     if window is not None:
         stage["trained"] = "the temporal fusion only (2-D stage frozen)"
@@ -278,7 +289,7 @@ def pretrain(
 
     result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
                  patience=patience, steps_per_validation=steps_per_validation, validation_batches=validation_batches,
-                 seed=seed, device=dev, progress=on_progress, cancel=cancel)
+                 seed=seed, device=dev, progress=on_progress, cancel=cancel, schedule=schedule)
     model.to("cpu")
     training = training_record(result.to_dict(), result.steps)
     metrics: dict[str, Any] = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}

@@ -119,7 +119,7 @@ class CleanBank:
 
 
 def _log_uniform(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    return torch.exp(torch.empty(n).uniform_(math.log(lo), math.log(hi), generator=gen))
+    return torch.exp(torch.empty(n, device=gen.device).uniform_(math.log(lo), math.log(hi), generator=gen))
 
 
 def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,50 +128,63 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     See the module docstring for the model; every sample has its own camera and photon level. The ``F``
     frames of a sample (a time-lapse window; 1 for still images) share its camera, fixed pattern included,
     and get independent shot and read noise.
+
+    Every draw is made on the generator's device, where ``clean`` must be too: on a GPU the noise costs
+    no host time, so the host does not limit the training step rate.
     """
+    dev = gen.device
+    if clean.device.type != dev.type:
+        raise ValueError(f"clean crops on {clean.device} but the noise generator on {dev}: put both on one device")
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.rand(size, generator=gen, device=dev)
+
+    def randn(*size: int) -> torch.Tensor:
+        return torch.randn(size, generator=gen, device=dev)
+
     b = clean.shape[0]
     shape = (b, 1, 1, 1)
     pixels = (b, 1, *clean.shape[2:])  # the camera's per-pixel maps, shared by a sample's frames
     peak = _log_uniform(gen, b, recipe.min_photons, recipe.max_photons).view(shape)
-    background = torch.rand(b, generator=gen).view(shape) * recipe.max_background * peak
+    background = rand(b).view(shape) * recipe.max_background * peak
     lam = clean * peak + background
     read = _log_uniform(gen, b, recipe.min_read_noise, recipe.max_read_noise).view(shape)
     gain = _log_uniform(gen, b, recipe.min_gain, recipe.max_gain).view(shape)
-    offset = recipe.min_offset + (recipe.max_offset - recipe.min_offset) * torch.rand(b, generator=gen).view(shape)
-    pixel_read = read * torch.exp(recipe.read_noise_spread * torch.randn(pixels, generator=gen))
-    noisy_px = torch.rand(pixels, generator=gen) < recipe.noisy_pixel_fraction
+    offset = recipe.min_offset + (recipe.max_offset - recipe.min_offset) * rand(b).view(shape)
+    pixel_read = read * torch.exp(recipe.read_noise_spread * randn(*pixels))
+    noisy_px = rand(*pixels) < recipe.noisy_pixel_fraction
     pixel_read = torch.where(noisy_px, pixel_read * recipe.noisy_pixel_factor, pixel_read)
-    pixel_gain = gain * (1.0 + recipe.max_gain_spread * torch.rand(shape, generator=gen)
-                         * torch.randn(pixels, generator=gen))
-    pixel_offset = (offset + gain * recipe.max_offset_spread * torch.rand(shape, generator=gen)
-                    * torch.randn(pixels, generator=gen))
+    pixel_gain = gain * (1.0 + recipe.max_gain_spread * rand(*shape)
+                         * randn(*pixels))
+    pixel_offset = (offset + gain * recipe.max_offset_spread * rand(*shape)
+                    * randn(*pixels))
     electrons = torch.poisson(lam, generator=gen)
-    adu = pixel_gain * electrons + gain * pixel_read * torch.randn(clean.shape, generator=gen) + pixel_offset
+    adu = pixel_gain * electrons + gain * pixel_read * randn(*clean.shape) + pixel_offset
     adu = torch.clamp(torch.round(adu), min=0.0)  # the ADC's floor
     clean_adu = gain * lam + offset
     if recipe.correlated > 0:
-        blurred = torch.rand(shape, generator=gen) < recipe.correlated
+        blurred = rand(*shape) < recipe.correlated
         if bool(blurred.any()):
             sigma = (recipe.min_correlation_sigma
-                     + (recipe.max_correlation_sigma - recipe.min_correlation_sigma) * torch.rand(b, generator=gen))
+                     + (recipe.max_correlation_sigma - recipe.min_correlation_sigma) * rand(b))
             adu = torch.where(blurred, _blur(adu, sigma), adu)
             clean_adu = torch.where(blurred, _blur(clean_adu.expand_as(adu), sigma), clean_adu)
     # The read variance the transform assumes: the median pixel's, plus rounding (1/12 ADU^2).
     read_var = read**2 + 1.0 / (12.0 * gain**2)
 
-    render = torch.rand(shape, generator=gen) < recipe.render_8bit
+    render = rand(*shape) < recipe.render_8bit
     if bool(render.any()):
         # An 8-bit display render: black level between the dark offset and a clipping quantile, white near the
         # brightest pixels (one sort per batch gives every sample's quantiles).
         ordered = adu.view(b, -1).sort(dim=1).values
         n = ordered.shape[1]
-        rows = torch.arange(b)
-        q = torch.rand(b, generator=gen) * recipe.max_black_clip
+        rows = torch.arange(b, device=dev)
+        q = rand(b) * recipe.max_black_clip
         black_clip = ordered[rows, (q * (n - 1)).long()].view(shape)
-        unclipped = offset - 3.0 * gain * read * torch.rand(shape, generator=gen)  # black below the dark level
-        black = torch.where(torch.rand(shape, generator=gen) < 0.5, unclipped, torch.maximum(black_clip, unclipped))
+        unclipped = offset - 3.0 * gain * read * rand(*shape)  # black below the dark level
+        black = torch.where(rand(*shape) < 0.5, unclipped, torch.maximum(black_clip, unclipped))
         top = ordered[:, int(0.999 * (n - 1))].view(shape)
-        white = black + (top - black) * (0.8 + 0.4 * torch.rand(shape, generator=gen))
+        white = black + (top - black) * (0.8 + 0.4 * rand(*shape))
         k = 255.0 / torch.clamp(white - black, min=1.0)
         adu8 = torch.clamp(torch.round((adu - black) * k), 0, 255)
         clean8 = torch.clamp((clean_adu - black) * k, 0, 255)
@@ -183,8 +196,8 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
         gain = torch.where(render, gain * k, gain)
 
     err = recipe.parameter_error
-    gain_n = gain * (1.0 + err * torch.randn(shape, generator=gen))
-    read_var_n = torch.clamp(read_var * (1.0 + 2.0 * err * torch.randn(shape, generator=gen)), min=0.0)
+    gain_n = gain * (1.0 + err * randn(*shape))
+    read_var_n = torch.clamp(read_var * (1.0 + 2.0 * err * randn(*shape)), min=0.0)
     x = gat_torch((adu - offset) / gain_n, read_var_n) / recipe.scale
     y = gat_torch((clean_adu - offset) / gain_n, read_var_n) / recipe.scale
     return x.float(), y.float()
@@ -193,7 +206,7 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
 def _blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
     """Each sample of ``x`` [B, F, H, W] blurred by its own Gaussian (``sigma`` [B], px), reflect padding."""
     b, f = x.shape[:2]
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-(t[None, :] ** 2) / (2.0 * sigma[:, None].to(x.dtype) ** 2))
     g = g / g.sum(dim=1, keepdim=True)
     k = (g[:, :, None] * g[:, None, :])[:, None].repeat_interleave(f, dim=0)  # [B*F, 1, K, K]
@@ -205,18 +218,20 @@ class SyntheticPairSampler:
     """Batches of fresh synthetic pairs from a :class:`CleanBank` (the interface of ``PatchSampler``).
 
     ``sample()`` draws random crops with flips and 90-degree rotations and new noise every call;
-    ``fixed_batches(n)`` gives the same ``n`` batches every time (validation).
+    ``fixed_batches(n)`` gives the same ``n`` batches every time (validation). On a ``device`` other than
+    the CPU the crops are cut on the host (cheap copies) and the camera noise is drawn on the device.
     """
 
     def __init__(self, bank: CleanBank, patch_size: int, batch_size: int, recipe: NoiseRecipe | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.bank = bank
         self.patch = int(min(patch_size, bank.fields.shape[-1]))
         self.batch_size = int(batch_size)
         self.recipe = recipe or NoiseRecipe()
         self.seed = int(seed)
+        self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.data = self  # PatchSampler compatibility: ``sampler.data.supervised``
 
     supervised = True
@@ -233,7 +248,7 @@ class SyntheticPairSampler:
         out = np.empty((self.batch_size, 1, self.patch, self.patch), np.float32)
         for j in range(self.batch_size):
             out[j, 0] = self.centre_crop(rng, self.patch)
-        return torch.from_numpy(out)
+        return torch.from_numpy(out).to(self.device)
 
     def _batch(self, rng: np.random.Generator, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return noisy_pair(self._crops(rng), self.recipe, gen)
@@ -243,5 +258,5 @@ class SyntheticPairSampler:
 
     def fixed_batches(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(self.seed + 777)
-        gen = torch.Generator().manual_seed(self.seed + 777)
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 777)
         return [self._batch(rng, gen) for _ in range(n)]
