@@ -204,13 +204,14 @@ GPU_SPEED_COMMAND = ("python benchmarks/bench_speed.py --only inference,finetune
 def speed_gpu(data: dict, path: str) -> str:
     """Inference per model and frame size on a GPU, fp32 and fp16, both layouts; fine-tuning steps per second."""
     cells: dict[tuple[str, int], dict[str, float]] = {}
-    for r in data.get("inference") or []:
+    for r in (r for r in data.get("inference") or [] if str(r["device"]).startswith("cuda")):
         cells.setdefault((r["model"], r["size"]), {})[f"{r['precision']} {r.get('layout', 'NCHW')}"] = r["ms_per_frame"]
     columns = ["fp32 NCHW", "fp32 channels-last", "fp16 NCHW", "fp16 channels-last"]
     body = [[model, f"{size}²", *(_num(c.get(col), ".1f") for col in columns)]
             for (model, size), c in cells.items()]
     tune = [f"{r['steps']} steps in {r['wall_s']:.1f} s ({1 / r['s_per_step']:.0f} steps/s with validation, "
-            f"{r['layout']}, {r['stopped'].replace('_', ' ')})" for r in data.get("finetune") or []]
+            f"{r['layout']}, {r['stopped'].replace('_', ' ')})" for r in data.get("finetune") or []
+            if str(r["device"]).startswith("cuda")]
     lines = [_table(["model", "frame", *(f"{c} (ms)" for c in columns)], body), ""]
     if tune:
         lines += [f"Self-supervised fine-tuning of `fast` on one 256² frame there: {'; '.join(tune)}.", ""]

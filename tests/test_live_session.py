@@ -20,7 +20,7 @@ from livedenoise.checkpoint import Checkpoint
 from livedenoise.commands.settings import Settings
 from livedenoise.commands.simulated import pycromanager_backend, pymmcore_plus_backend
 from livedenoise.config import LiveConfig, TrainingConfig
-from livedenoise.errors import ConfigError
+from livedenoise.errors import ConfigError, MicroManagerUnavailable
 from livedenoise.models import build_model
 from livedenoise.normalization import Normalizer
 from livedenoise.training.simdata import BACKBONE_SCALE
@@ -553,11 +553,28 @@ def test_calibration_fields_are_spread_by_the_field_of_view_around_where_the_sta
 
     monkeypatch.setattr(pycromanager, "Core", JavaCore)
     java = object.__new__(PycromanagerBackend)  # without connecting to a running Micro-Manager
-    java.core = None
+    java.core, java._java_core = None, None
     assert java.current_xy() == (1500.0, -300.0)
     spacing, why = java.calibration_spacing_um(None)
     assert spacing == pytest.approx(1.1 * 0.65 * 2048) and "field of view" in why
     assert java.spread_positions(2, spacing)[0] == (1500.0, -300.0)
+
+    # no XY stage: pairs mode is refused in one sentence that names the way out, on both backends
+    class NoStage(JavaCore):
+        def get_x_position(self):
+            raise RuntimeError('java.lang.Exception: No device with label ""')
+
+    monkeypatch.setattr(pycromanager, "Core", NoStage)
+    java._java_core = None
+    with pytest.raises(MicroManagerUnavailable, match=r"no XY stage.*mode = 'self'.*No device with label"):
+        java.current_xy()
+
+    class NoStagePlus(NoPixelSize):
+        def getXYStageDevice(self):
+            return ""
+
+    with pytest.raises(MicroManagerUnavailable, match="no XY stage"):
+        PymmcorePlusBackend(NoStagePlus()).current_xy()
 
 
 def test_a_temporal_backbone_runs_the_whole_session_and_stays_temporal_after_the_swap(

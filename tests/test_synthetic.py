@@ -140,6 +140,19 @@ def test_noise_is_drawn_on_the_generators_device_and_a_mismatch_is_refused():
         noisy_pair(clean.to("meta"), NoiseRecipe(), torch.Generator().manual_seed(0))
 
 
+def test_no_noise_tensor_is_made_on_the_default_device():
+    """Every draw follows the generator: with the default device set elsewhere ("meta", which has no data), a CPU
+    batch, 8-bit renders and blurred samples included, still comes out on the CPU with finite values."""
+    recipe = NoiseRecipe(correlated=1.0, render_8bit=1.0)
+    clean = torch.rand(3, 2, 24, 24)
+    torch.set_default_device("meta")
+    try:
+        x, y = noisy_pair(clean, recipe, torch.Generator(device="cpu").manual_seed(1))
+    finally:
+        torch.set_default_device(None)
+    assert x.device.type == y.device.type == "cpu" and bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())
+
+
 def test_cosine_schedule_runs_from_lr_to_the_floor_by_steps_or_by_time():
     from livedenoise.training.loop import COSINE_FLOOR, scheduled_lr
 

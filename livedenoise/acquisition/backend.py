@@ -20,6 +20,10 @@ from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePla
 FrameCallback = Callable[[np.ndarray, dict], None]
 
 
+#: Why pairs-mode calibration cannot run without an XY stage, in one sentence.
+NO_XY_STAGE = ("pairs-mode calibration images fields beside the current one, and this microscope has no XY stage "
+               "that livedenoise can read: configure one in Micro-Manager, or use [live] mode = 'self'")
+
 #: Calibration field spacing when neither ``[live] position_spacing_um`` nor the pixel size is known.
 FALLBACK_SPACING_UM = 60.0
 

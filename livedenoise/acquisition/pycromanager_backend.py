@@ -21,12 +21,19 @@ from typing import Any, cast
 import numpy as np
 
 from livedenoise.acquisition.axes import axes_key
-from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
+from livedenoise.acquisition.backend import NO_XY_STAGE, AcquisitionBackend, FrameCallback, LiveRunInfo
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
 from livedenoise.acquisition.pycromanager_python import register_with_pycromanager
 from livedenoise.errors import MicroManagerUnavailable
 
 log = logging.getLogger("livedenoise")
+
+#: Micro-Manager core calls livedenoise makes, as pycromanager's Java bridge spells them (its camelCase-to-snake
+#: conversion keeps a run of capitals together: getXYPosition is get_xy_position).
+JAVA_CORE_CALLS = {
+    "getExposure": "get_exposure", "getXPosition": "get_x_position", "getYPosition": "get_y_position",
+    "getPixelSizeUm": "get_pixel_size_um", "getImageWidth": "get_image_width", "getImageHeight": "get_image_height",
+}
 
 MM_HINT = ("Start Micro-Manager and enable its server (Tools > Options > 'Run server on port 4827'), "
            "or try livedenoise without hardware with `livedenoise live --simulate`.")
@@ -69,6 +76,7 @@ class PycromanagerBackend(AcquisitionBackend):
                  ground_truth: Callable[[np.ndarray], np.ndarray | None] | None = None,
                  label: str | None = None) -> None:
         self.core = core
+        self._java_core: Any = None  # Micro-Manager's own core through the Java bridge, made on first use
         self._light_event = light_event
         self._ground_truth = ground_truth
         self._label = label
@@ -103,13 +111,14 @@ class PycromanagerBackend(AcquisitionBackend):
 
     def _ask(self, method: str) -> float:
         """A number from the core: the given core's camelCase ``method``, or Micro-Manager's own core through
-        pycromanager's Java bridge, which spells it in snake_case (``getXPosition`` -> ``get_x_position``)."""
+        pycromanager's Java bridge, which spells it in snake_case (:data:`JAVA_CORE_CALLS`)."""
         if self.core is not None:
             return float(getattr(self.core, method)())
-        from pycromanager import Core
+        if self._java_core is None:
+            from pycromanager import Core
 
-        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in method).replace("_u_m", "_um")
-        return float(getattr(Core(), snake)())
+            self._java_core = Core()
+        return float(getattr(self._java_core, JAVA_CORE_CALLS[method])())
 
     def current_illumination(self) -> Illumination | None:
         """Micro-Manager's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
@@ -118,7 +127,10 @@ class PycromanagerBackend(AcquisitionBackend):
     def current_xy(self) -> tuple[float, float]:
         # Micro-Manager's own stage too: calibration fields are spread around where the user is looking, never
         # around the stage's origin.
-        return self._ask("getXPosition"), self._ask("getYPosition")
+        try:
+            return self._ask("getXPosition"), self._ask("getYPosition")
+        except Exception as exc:  # noqa: BLE001 - Micro-Manager's error for a missing stage, through the bridge
+            raise MicroManagerUnavailable(NO_XY_STAGE + f" (Micro-Manager: {str(exc).strip()[:200]})") from None
 
     def field_of_view_um(self) -> tuple[float, float] | None:
         try:

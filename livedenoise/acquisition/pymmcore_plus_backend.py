@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.acquisition.backend import AcquisitionBackend, FrameCallback, LiveRunInfo
+from livedenoise.acquisition.backend import NO_XY_STAGE, AcquisitionBackend, FrameCallback, LiveRunInfo
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
 from livedenoise.errors import MicroManagerUnavailable
 
@@ -130,6 +130,8 @@ class PymmcorePlusBackend(AcquisitionBackend):
         return Illumination(float(self.core.getExposure()), None)
 
     def current_xy(self) -> tuple[float, float]:
+        if not self.core.getXYStageDevice():
+            raise MicroManagerUnavailable(NO_XY_STAGE)
         return float(self.core.getXPosition()), float(self.core.getYPosition())
 
     def field_of_view_um(self) -> tuple[float, float] | None:

@@ -103,7 +103,7 @@ def _synthetic_samplers(bank_fields: int, bank_size: int, held_out: tuple[str, .
 
 
 def _with_real_structure(train, val, desc: dict, images, names, weight: float, patch_size: int, batch_size: int,
-                         seed: int):
+                         seed: int, device: torch.device | str = "cpu"):
     """Mix batches from a bank of real structure fields into the synthetic samplers (see ``pretrain``)."""
     from livedenoise.training.realbank import MixedSampler, clean_bank_from_images
 
@@ -113,8 +113,8 @@ def _with_real_structure(train, val, desc: dict, images, names, weight: float, p
     fit_bank = CleanBank(bank.fields[order[n_val:]], bank.description) if len(bank) > 1 else bank
     val_bank = CleanBank(bank.fields[order[:n_val]], bank.description)
     recipe = NoiseRecipe()
-    real_train = SyntheticPairSampler(fit_bank, patch_size, batch_size, recipe, seed=seed + 2)
-    real_val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 3)
+    real_train = SyntheticPairSampler(fit_bank, patch_size, batch_size, recipe, seed=seed + 2, device=device)
+    real_val = SyntheticPairSampler(val_bank, patch_size, batch_size, recipe, seed=seed + 3, device=device)
     mixed_desc = {**desc, "real_structure": {**bank.description, "weight": weight, "validation_fields": n_val}}
     return (MixedSampler([train, real_train], [1.0 - weight, weight], seed=seed),
             MixedSampler([val, real_val], [1.0 - weight, weight], seed=seed + 1), mixed_desc)
@@ -224,8 +224,6 @@ def pretrain(
         if not 0.0 < structure_weight <= 1.0:
             raise ConfigError(f"structure_weight {structure_weight!r} is invalid; expected a share in (0, 1]")
     dev = select_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN time its algorithms once
     if pairs_dir is not None:
         train_set, val_set, desc = _folder_sets(Path(pairs_dir))
         train = PatchSampler(train_set, patch_size, batch_size, seed=seed)
@@ -239,7 +237,7 @@ def pretrain(
                                                Path(cache_dir) if cache_dir is not None else None, window, dev)
     if structure_images is not None:
         train, val, desc = _with_real_structure(train, val, desc, structure_images, structure_names, structure_weight,
-                                                patch_size, batch_size, seed)
+                                                patch_size, batch_size, seed, dev)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
     if window is not None:  # the 2-D stage stays the init's: only the fusion learns
         for p in cast(nn.Module, model.frame).parameters():
@@ -287,9 +285,16 @@ def pretrain(
         if progress is not None:
             progress(p)
 
-    result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps, time_budget_s=time_budget_s,
-                 patience=patience, steps_per_validation=steps_per_validation, validation_batches=validation_batches,
-                 seed=seed, device=dev, progress=on_progress, cancel=cancel, schedule=schedule)
+    benchmark = torch.backends.cudnn.benchmark
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN time its algorithms once
+    try:
+        result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps,
+                     time_budget_s=time_budget_s, patience=patience, steps_per_validation=steps_per_validation,
+                     validation_batches=validation_batches, seed=seed, device=dev, progress=on_progress,
+                     cancel=cancel, schedule=schedule)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
     model.to("cpu")
     training = training_record(result.to_dict(), result.steps)
     metrics: dict[str, Any] = {"val_loss": result.best_val_loss, "initial_val_loss": result.initial_val_loss}

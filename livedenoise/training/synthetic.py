@@ -133,7 +133,7 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     no host time, so the host does not limit the training step rate.
     """
     dev = gen.device
-    if clean.device.type != dev.type:
+    if not _same_device(clean.device, dev):
         raise ValueError(f"clean crops on {clean.device} but the noise generator on {dev}: put both on one device")
 
     def rand(*size: int) -> torch.Tensor:
@@ -201,6 +201,16 @@ def noisy_pair(clean: torch.Tensor, recipe: NoiseRecipe, gen: torch.Generator) -
     x = gat_torch((adu - offset) / gain_n, read_var_n) / recipe.scale
     y = gat_torch((clean_adu - offset) / gain_n, read_var_n) / recipe.scale
     return x.float(), y.float()
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one (``cuda`` and ``cuda:0`` are, when 0 is the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 4) -> torch.Tensor:
