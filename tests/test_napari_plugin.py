@@ -169,6 +169,33 @@ def test_the_denoise_widget_starts_a_worker_and_reports_errors_in_one_sentence(n
     assert "Traceback" not in shown[0][1]
 
 
+def test_the_layer_widgets_follow_the_selected_image_layer_not_the_bottom_one(napari_app, field):
+    """The simulated sample adds its hidden ground truth first: a box left at the bottom layer would denoise it."""
+    from napari.components import ViewerModel
+
+    from livedenoise.napari_plugin.widgets import follow_active_image
+
+    noisy, truth = field
+    viewer = ViewerModel()
+    truth_layer = viewer.add_image(truth, name="truth", visible=False)
+    noisy_layer = viewer.add_image(noisy, name="noisy")  # added last: the active layer
+
+    class Box:  # a magicgui layer box: choices refreshed from the viewer, a value among them
+        def __init__(self):
+            self.value, self.choices = None, ()
+
+        def reset_choices(self):
+            self.choices = tuple(viewer.layers)
+
+    box = Box()
+    follow_active_image(box, viewer.layers)
+    assert box.value is noisy_layer
+    viewer.layers.selection.active = truth_layer
+    assert box.value is truth_layer
+    viewer.add_points(np.zeros((1, 2)))  # not an image: the box keeps the image it had
+    assert box.value is truth_layer
+
+
 @pytest.fixture
 def qt_core(napari_app, small_microscope_config):
     """A simulated core made while a Qt app runs, so pymmcore-plus gives it Qt signals, as in napari-micromanager:

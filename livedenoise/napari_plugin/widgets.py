@@ -64,7 +64,38 @@ def _show_warnings(warnings: list[str]) -> None:
         show_info("livedenoise: denoised; the residual looks like the fitted noise")
 
 
+def follow_active_image(field: Any, layers: Any) -> Any:
+    """Point ``field`` (a widget's image-layer box) at the layer list's active image layer, now and whenever the
+    selection changes; returns the function that does it (also to call when the widget is docked).
+
+    Why: a layer box starts at the bottom layer, which for the simulated sample is its hidden ground truth: one
+    click on *Denoise* would then denoise the truth. Following the selection denoises what the user looks at.
+    """
+    def pick(*_: Any) -> None:
+        active = layers.selection.active
+        if isinstance(active, napari.layers.Image):
+            field.reset_choices()
+            if active in field.choices:
+                field.value = active
+
+    layers.selection.events.active.connect(pick)
+    pick()
+    return pick
+
+
+def _follow_viewer(name: str) -> Any:
+    """A magicgui ``widget_init`` that makes the ``name`` layer box follow the current viewer's selection."""
+    def init(widget: Any) -> None:
+        viewer = napari.current_viewer()
+        if viewer is not None:
+            pick = follow_active_image(getattr(widget, name), viewer.layers)
+            widget.native_parent_changed.connect(pick)  # docking refills the box; point it again
+
+    return init
+
+
 @magic_factory(
+    widget_init=_follow_viewer("image"),
     call_button="Denoise",
     model={"tooltip": MODEL_TIP},
     time_lapse={"tooltip": "the first axis is time over one field: noise measured between frames, and the "
@@ -85,6 +116,7 @@ def _show_summary(summary: str) -> None:
 
 
 @magic_factory(
+    widget_init=_follow_viewer("noisy"),
     call_button="Fine-tune and denoise",
     clean={"tooltip": "leave empty for self-supervised fine-tuning on the noisy layer alone"},
     backbone={"tooltip": MODEL_TIP},
