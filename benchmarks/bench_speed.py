@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layouts", default="nchw,channels-last", help="inference: nchw and/or channels-last")
     ap.add_argument("--repeats", type=int, help="inference: timed runs per case (default 5; --quick 2)")
     ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")
+    ap.add_argument("--acq-size", type=int, default=256, help="acquisition: frame side in pixels (default 256)")
+    ap.add_argument("--acq-frames", type=int, help="acquisition: frames per mode (default 200; --quick 40)")
     ap.add_argument("--devices", help="comma-separated torch devices (default: cpu, and cuda when torch sees a GPU)")
     ap.add_argument("--precisions", default="auto",
                     help="inference: comma-separated Denoiser precisions (auto, fp32, fp16, bf16; default auto)")
@@ -263,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": lambda: [bench_finetune(128 if quick else 256,
                                             args.finetune_budget or (20.0 if quick else 120.0), d, cl)
                              for d in devices for cl in (False, True)],
-        "acquisition": lambda: bench_acquisition(40 if quick else 200, 256),
+        "acquisition": lambda: bench_acquisition(args.acq_frames or (40 if quick else 200), args.acq_size),
     }
     for name, fn in sections.items():
         if name in only:
@@ -272,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one failing section must not lose the others
                 result["errors"][name] = f"{exc.__class__.__name__}: {exc}"
                 print(f"[speed] {name} failed: {exc}", flush=True)
-    result["acq_size"] = 256
+    result["acq_size"] = args.acq_size
     result["machine"] = {**machine(), "load_average_start": load_start}
     md = render(result)
     jp, mp = write_outputs(args.output, "speed" + ("-quick" if quick else ""), result, md)
