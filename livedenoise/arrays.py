@@ -72,6 +72,9 @@ def denoise_array(data: Any, model: Any = "fast", *, time_lapse: bool = False, c
         raise InputDataError(f"time_lapse needs a (T, Y, X) stack; this image has shape {arr.shape}: give one channel "
                              "(and one z plane) at a time.")
     ckpt = model if isinstance(model, Checkpoint) else load_model_spec(model)
+    from livedenoise.bioimageio_import import refuse_training
+
+    refuse_training(ckpt, "denoise_array (it fits a noise model to the data; use Denoiser(...).denoise)")
     picks = np.unique(np.linspace(0, len(planes) - 1, num=min(FIT_PLANES, len(planes))).round().astype(int))
     sample = [np.asarray(planes[i]) for i in (range(min(len(planes), FIT_PLANES)) if time_lapse else picks)]
     fit = fit_noise_model(sample, like=ckpt.normalizer, calibration=calibration,

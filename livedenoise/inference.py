@@ -293,7 +293,8 @@ class Denoiser:
         name = "model"
         window = self._window_arg
         if isinstance(source, (str, os.PathLike)):
-            source = load_model_spec(source, device="cpu")  # a shipped name ('fast', 'temporal') or a file
+            # a shipped name ('fast', 'temporal') or a file; another tool's Model Zoo package runs as it is
+            source = load_model_spec(source, device="cpu", foreign=True)
         if isinstance(source, Checkpoint):
             model, norm, name = source.model, source.normalizer, source.name
             if window is None:
@@ -308,6 +309,11 @@ class Denoiser:
                 "or a torch model with a Normalizer."
             )
         if normalizer is not None:
+            from livedenoise.bioimageio_import import ForeignNetwork
+
+            if isinstance(model, ForeignNetwork):
+                raise ConfigError(f"Model {name!r} is a BioImage Model Zoo model of another tool: it runs on raw "
+                                  "values with its own processing, so it takes no normalizer.")
             norm = normalizer
         if not isinstance(norm, Normalizer):
             raise ConfigError("A Normalizer is required with a bare model; pass Denoiser(model, normalizer).")

@@ -189,3 +189,180 @@ def test_saturated_pixels_pass_through_the_exported_graph():
         y = RawToDenoised(net, norm)(x)
     assert torch.equal(y[0, 0, 4:6, 4:6], x[0, 0, 4:6, 4:6])
     assert not torch.equal(y[0, 0, :2, :2], x[0, 0, :2, :2])
+
+
+# ---------------------------------------------------------------------------------------------
+# another tool's package as --model (livedenoise.bioimageio_import)
+# ---------------------------------------------------------------------------------------------
+def _foreign(package, folder, name="foreign.zip", edit=None, extra=None):
+    """``package`` as another tool would ship it: no livedenoise checkpoint; ``edit(rdf)`` changes its description,
+    ``extra`` adds files."""
+    with zipfile.ZipFile(package) as z:
+        files = {n: z.read(n) for n in z.namelist() if n != CHECKPOINT_ATTACHMENT} | dict(extra or {})
+    rdf = yaml.safe_load(files.pop("rdf.yaml"))
+    rdf.pop("attachments")
+    if edit is not None:
+        edit(rdf)
+    out = folder / name
+    with zipfile.ZipFile(out, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+        z.writestr("rdf.yaml", yaml.safe_dump(rdf))
+    return out
+
+
+def test_another_tools_package_runs_as_model_in_denoise_and_the_api(package, scene, tmp_path, capsys):
+    from livedenoise.bioimageio_import import FOREIGN_ARCH, is_foreign_package
+    from livedenoise.cli import main
+    from livedenoise.inference import Denoiser
+    from livedenoise.io import read_provenance
+    from livedenoise.modelspec import load_model_spec
+    from livedenoise.training.finetune import finetune
+
+    foreign = _foreign(package, tmp_path)
+    assert is_foreign_package(foreign) and not is_foreign_package(package)
+    ckpt = load_model_spec(foreign, foreign=True)
+    assert ckpt.arch == FOREIGN_ARCH and ckpt.name == "cells denoiser"
+    assert ckpt.metadata["foreign"]["weights"] == "torchscript"
+    frame = np.round(scene[0][:250, :230]).astype(np.uint16)  # sizes the package's step does not divide
+    ours = Denoiser(load_bioimageio(package), device="cpu").denoise(frame)  # the same network, from its checkpoint
+    theirs = Denoiser(str(foreign), device="cpu").denoise(frame)
+    assert theirs.shape == frame.shape
+    np.testing.assert_allclose(theirs, ours, atol=1e-3 * float(np.ptp(ours)))
+    tifffile.imwrite(tmp_path / "cells.tif", frame)
+    assert main(["denoise", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "out"), "--model", str(foreign),
+                 "--device", "cpu"]) == 0
+    assert "none fitted: a BioImage Model Zoo model" in capsys.readouterr().out
+    written = tifffile.imread(tmp_path / "out" / "cells.ome.tif")
+    np.testing.assert_allclose(written, theirs, atol=1e-3 * float(np.ptp(ours)))
+    assert read_provenance(tmp_path / "out" / "cells.ome.tif")["model"]["arch"] == FOREIGN_ARCH
+    # it runs as it is: no fine-tuning, in batch or from Python
+    assert main(["denoise", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "out2"), "--model", str(foreign),
+                 "--adapt", "self"]) == 2
+    assert "is a BioImage Model Zoo model run as it is; fine-tuning needs a livedenoise backbone" in (
+        capsys.readouterr().err)
+    with pytest.raises(CheckpointError, match="run as it is"):
+        finetune(ckpt, [frame])
+    # the loaded model from Python: the same raw-value run, never a noise model of the data in front of it
+    from livedenoise.arrays import denoise_array
+    from livedenoise.batch import denoise_dataset
+
+    denoise_dataset([tmp_path / "cells.tif"], tmp_path / "api", model=ckpt, progress=False, device="cpu")
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "api" / "cells.ome.tif"), theirs,
+                               atol=1e-3 * float(np.ptp(ours)))
+    with pytest.raises(ConfigError, match="takes no normalizer"):
+        Denoiser(ckpt, normalizer=Normalizer(offset=100.0, gain=2.0), device="cpu")
+    with pytest.raises(CheckpointError, match="denoise_array"):
+        denoise_array(frame, ckpt)
+
+
+def test_fixed_processing_is_folded_in_and_what_tiling_cannot_reproduce_is_refused(package, tmp_path):
+    from livedenoise.bioimageio_import import load_foreign_bioimageio
+
+    def steps(rdf):
+        rdf["inputs"][0]["preprocessing"] = [{"id": "fixed_zero_mean_unit_variance",
+                                              "kwargs": {"mean": 100.0, "std": 4.0}}]
+        rdf["outputs"][0]["postprocessing"] = [{"id": "scale_linear", "kwargs": {"gain": 2.0, "offset": 1.0}},
+                                               {"id": "clip", "kwargs": {"min": 0.0, "max": 500.0}}]
+
+    model = load_foreign_bioimageio(_foreign(package, tmp_path, "steps.zip", steps)).model
+    x = 100 + 20 * torch.rand(1, 1, 160, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.clamp(2.0 * model.net((x - 100.0) / 4.0) + 1.0, 0.0, 500.0)
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), rtol=1e-5, atol=1e-4)
+
+    # the state-dict weights, their architecture imported from an installed library (here livedenoise itself)
+    def state_dict_only(rdf):
+        rdf["weights"] = {"pytorch_state_dict": rdf["weights"]["pytorch_state_dict"]}
+
+    sd = load_foreign_bioimageio(_foreign(package, tmp_path, "sd.zip", state_dict_only))
+    torchscript = load_foreign_bioimageio(_foreign(package, tmp_path, "ts.zip"))
+    assert sd.metadata["foreign"]["weights"] == "pytorch_state_dict"
+    with torch.no_grad():
+        np.testing.assert_allclose(sd.model(x).numpy(), torchscript.model(x).numpy(), rtol=1e-4, atol=1e-3)
+
+    def per_image(rdf):
+        rdf["inputs"][0]["preprocessing"] = [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}]
+
+    def onnx_only(rdf):
+        rdf["weights"] = {"onnx": rdf["weights"]["onnx"]}
+
+    def missing_library(rdf):  # CAREamics' U-Net, CAREamics not being installed in the test environment
+        state_dict_only(rdf)
+        rdf["weights"]["pytorch_state_dict"]["architecture"].update(import_from="careamics.models.unet",
+                                                                    callable="UNet", kwargs={})
+
+    def any_module(rdf):  # a package must not make livedenoise import and call whatever it names
+        state_dict_only(rdf)
+        rdf["weights"]["pytorch_state_dict"]["architecture"].update(
+            import_from="subprocess", callable="run", kwargs={"args": ["touch", str(tmp_path / "ran")]})
+
+    def percentile_clip(rdf):
+        rdf["inputs"][0]["preprocessing"] = [{"id": "clip", "kwargs": {"min_percentile": 1.0}}]
+
+    def volume(rdf):
+        rdf["inputs"][0]["axes"].insert(2, {"type": "space", "id": "z", "size": {"min": 8, "step": 8}})
+
+    for edit, message in ((per_image, "statistics of each whole image"),
+                          (onnx_only, "has onnx weights; livedenoise runs TorchScript or PyTorch state-dict"),
+                          (missing_library, "needs the Python package 'careamics' installed here"),
+                          (any_module, "builds state-dict networks only from careamics, torch.nn, livedenoise"),
+                          (percentile_clip, "clip uses percentiles of each whole image"),
+                          (volume, "single-channel 2-D images")):
+        with pytest.raises(CheckpointError, match=message):
+            load_foreign_bioimageio(_foreign(package, tmp_path, f"{edit.__name__}.zip", edit))
+    assert not (tmp_path / "ran").exists()
+
+    def two_clips(rdf):  # disjoint ranges: clipping to [0, 1] then to [2, 3] leaves 2 everywhere
+        rdf["outputs"][0]["postprocessing"] = [{"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}},
+                                               {"id": "clip", "kwargs": {"min": 2.0, "max": 3.0}}]
+
+    clipped = load_foreign_bioimageio(_foreign(package, tmp_path, "clips.zip", two_clips)).model
+    with torch.no_grad():
+        assert torch.all(clipped(x) == 2.0)
+
+
+def test_another_tools_package_is_refused_where_livedenoise_would_fine_tune_or_fit_it(package, scene, tmp_path,
+                                                                                      capsys):
+    from livedenoise.cli import main
+    from livedenoise.modelspec import load_model_spec
+
+    foreign = _foreign(package, tmp_path)
+    with pytest.raises(CheckpointError, match="runs only as it is, with `livedenoise denoise --model`"):
+        load_model_spec(foreign)
+    assert load_model_spec(foreign, foreign=True).name == "cells denoiser"
+    tifffile.imwrite(tmp_path / "cells.tif", np.round(scene[0]).astype(np.uint16))
+    for command in (["finetune", "--images", str(tmp_path / "cells.tif"), "--backbone", str(foreign), "-o",
+                     str(tmp_path / "m.safetensors")],
+                    ["export", str(foreign), "-o", str(tmp_path / "again.zip")]):
+        assert main(command) == 2, command
+        assert "runs only as it is" in capsys.readouterr().err, command
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "again.zip").exists()
+
+
+def test_a_state_dict_network_of_an_installed_library_runs_in_inference_mode(package, tmp_path):
+    """A network whose layers behave differently in training (batch normalisation, as in CAREamics' U-Net) gives
+    its inference-mode output through the Denoiser: the receptive-field probe must not leave it in training mode."""
+    import io
+
+    from livedenoise.inference import Denoiser
+
+    bn = torch.nn.BatchNorm2d(1)
+    with torch.no_grad():
+        bn.running_mean.fill_(100.0)
+        bn.running_var.fill_(16.0)
+        bn.weight.fill_(2.0)
+        bn.bias.fill_(5.0)
+    buffer = io.BytesIO()
+    torch.save(bn.state_dict(), buffer)
+
+    def batch_norm(rdf):
+        rdf["weights"] = {"pytorch_state_dict": {
+            "source": "bn.pt", "pytorch_version": torch.__version__.split("+")[0],
+            "architecture": {"callable": "BatchNorm2d", "import_from": "torch.nn", "kwargs": {"num_features": 1}}}}
+
+    foreign = _foreign(package, tmp_path, "bn.zip", batch_norm, {"bn.pt": buffer.getvalue()})
+    frame = (100 + 8 * np.random.default_rng(0).standard_normal((150, 170))).astype(np.float32)
+    out = Denoiser(str(foreign), device="cpu").denoise(frame)
+    expected = (frame - 100.0) / np.sqrt(16.0 + bn.eps) * 2.0 + 5.0
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)

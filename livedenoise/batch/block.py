@@ -159,12 +159,13 @@ def process_block(job: BlockJob) -> BlockResult:
 
 def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str, Any] | None:
     """Residual check of the block's first frame against the denoiser's noise model (cheap: one frame)."""
+    from livedenoise.bioimageio_import import ForeignNetwork
     from livedenoise.normalization import Normalizer
     from livedenoise.residual_check import check_residual
 
     norm = getattr(denoiser, "normalizer", None)
-    if not isinstance(norm, Normalizer):
-        return None
+    if not isinstance(norm, Normalizer) or isinstance(getattr(denoiser, "model", None), ForeignNetwork):
+        return None  # no noise model to check against (a bare model, or a Model Zoo one run as it is)
     raw = np.asarray(block).reshape((-1, *block.shape[-2:]))[0]
     return check_residual(raw, out.reshape((-1, *out.shape[-2:]))[0], norm).to_dict()
 

@@ -246,6 +246,12 @@ def denoise_dataset(
         base_ref = None
         if adapt is not None:
             base_ref = resolve_model(model)  # validates the starting model before any training
+            from livedenoise.bioimageio_import import FOREIGN_ARCH
+
+            if base_ref.arch == FOREIGN_ARCH:
+                raise ConfigError(f"--adapt {adapt}: {base_ref.name!r} is a BioImage Model Zoo model run as it is; "
+                                  "fine-tuning needs a livedenoise backbone ('fast', 'standard' or a .safetensors "
+                                  "checkpoint).")
             n_models = 1
             if per_channel:
                 n_models = max(it.dataset.size("C") for it in items)
@@ -507,7 +513,12 @@ def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibra
     for ch in channels:
         base = refs[ch] if (len(refs) > 1 and ch is not None) else refs[0]
         stored = json.loads(base.normalizer_json or "{}")
-        if not stored:  # a bare in-process model without a normaliser: nothing to fit against
+        if not stored:  # a bare in-process model without a normaliser, or a Model Zoo one: nothing to fit against
+            from livedenoise.bioimageio_import import FOREIGN_ARCH
+
+            if base.arch == FOREIGN_ARCH and it.summary is not None:
+                it.summary.noise_model = ("none fitted: a BioImage Model Zoo model, run on the raw values with its "
+                                          "own pre- and post-processing")
             out.append(base)
             continue
         where = f"{it.item.path}" + (f" channel {ch}" if ch is not None else "")

@@ -176,6 +176,16 @@ def _state_sha256(model: Any, normalizer: Any) -> str:
     return h.hexdigest()
 
 
+def _stored_normalizer_json(network: Any, normalizer: Any) -> str:
+    """The normaliser a job fits the data's noise model from; none (``{}``) for a network without one, or for a
+    Model Zoo model of another tool, which runs on raw values with its own processing (no noise fit)."""
+    from livedenoise.bioimageio_import import ForeignNetwork
+
+    if normalizer is None or isinstance(network, ForeignNetwork):
+        return "{}"
+    return json.dumps(normalizer.to_dict(), sort_keys=True)
+
+
 def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
     """Turn what the user gave (``"standard"``, ``"fast"``, a path, a Checkpoint, a Denoiser, ``(model, normalizer)``)
     into a ModelRef.
@@ -188,6 +198,15 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
 
     if isinstance(model, ModelRef):
         return model
+    if isinstance(model, (str, os.PathLike)) and not is_backbone_name(model) and Path(model).exists():
+        from livedenoise.bioimageio_import import FOREIGN_ARCH, is_foreign_package, load_foreign_bioimageio
+
+        if is_foreign_package(model):  # another tool's Model Zoo package: run as it is, no noise model to fit
+            foreign = load_foreign_bioimageio(model)  # refuses here, before anything is written
+            return ModelRef(name=foreign.name, sha256=file_sha256(model), path=str(Path(model).resolve()),
+                            weights_bytes=Path(model).stat().st_size, temporal=False, margin=_margin(foreign.model),
+                            arch=FOREIGN_ARCH, first_width=_first_width(None, {}, foreign.model),
+                            normalizer_json="{}", channel=channel)
     if isinstance(model, (str, os.PathLike)):
         checkpoint = model_path(model)  # the resolver every entry point uses
         meta = read_metadata(checkpoint)
@@ -208,7 +227,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         return ModelRef(name=model.name, sha256=sha, arch=model.arch,
                         first_width=_first_width(model.arch, model.arch_kwargs),
                         temporal=bool(getattr(model.model, "is_temporal", False)), margin=_margin(model.model),
-                        normalizer_json=json.dumps(model.normalizer.to_dict(), sort_keys=True), local_key=sha,
+                        normalizer_json=_stored_normalizer_json(model.model, model.normalizer), local_key=sha,
                         channel=channel)
     torch_model = getattr(model, "model", None)
     normalizer = getattr(model, "normalizer", None)
@@ -223,8 +242,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
     _keep_local_model(sha, model)
     return ModelRef(name=name, sha256=sha, first_width=_first_width(None, {}, torch_model),
                     temporal=bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False)),
-                    margin=_margin(torch_model),
-                    normalizer_json=json.dumps(normalizer.to_dict() if normalizer is not None else {}, sort_keys=True),
+                    margin=_margin(torch_model), normalizer_json=_stored_normalizer_json(torch_model, normalizer),
                     local_key=sha, channel=channel)
 
 

@@ -86,6 +86,9 @@ def finetune(
     "unbiased"``); a pair fine-tune predicts the transform of the clean image and keeps the algebraic
     one. A fit that kept the initial weights keeps the backbone's inverse.
     """
+    from livedenoise.bioimageio_import import refuse_training
+
+    refuse_training(backbone, "fine-tuning")
     if backbone.arch == "unet-temporal":
         return _finetune_temporal(backbone, noisy, clean, calibration=calibration, training=training,
                                   time_budget_s=time_budget_s, seed=seed, device=device, name=name, progress=progress,
