@@ -236,6 +236,10 @@ def test_another_tools_package_runs_as_model_in_denoise_and_the_api(package, sce
     written = tifffile.imread(tmp_path / "out" / "cells.ome.tif")
     np.testing.assert_allclose(written, theirs, atol=1e-3 * float(np.ptp(ours)))
     assert read_provenance(tmp_path / "out" / "cells.ome.tif")["model"]["arch"] == FOREIGN_ARCH
+    # options that only make sense with a noise model say they were not used, rather than seeming to apply
+    assert main(["denoise", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "strict"), "--model", str(foreign),
+                 "--device", "cpu", "--strict"]) == 0
+    assert "--strict not used with 'cells denoiser': a BioImage Model Zoo model" in capsys.readouterr().out
     # it runs as it is: no fine-tuning, in batch or from Python
     assert main(["denoise", str(tmp_path / "cells.tif"), "-o", str(tmp_path / "out2"), "--model", str(foreign),
                  "--adapt", "self"]) == 2

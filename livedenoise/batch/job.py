@@ -516,9 +516,17 @@ def _fit_item_refs(it: _Item, refs: list[ModelRef], *, calibration: Any, calibra
         if not stored:  # a bare in-process model without a normaliser, or a Model Zoo one: nothing to fit against
             from livedenoise.bioimageio_import import FOREIGN_ARCH
 
-            if base.arch == FOREIGN_ARCH and it.summary is not None:
-                it.summary.noise_model = ("none fitted: a BioImage Model Zoo model, run on the raw values with its "
-                                          "own pre- and post-processing")
+            if base.arch == FOREIGN_ARCH:
+                if it.summary is not None:
+                    it.summary.noise_model = ("none fitted: a BioImage Model Zoo model, run on the raw values with "
+                                              "its own pre- and post-processing")
+                unused = [flag for flag, given in (("--camera-calibration", calibration is not None),
+                                                   ("--frames-averaged", averaged != 1), ("--strict", strict))
+                          if given]
+                msg = (f"{', '.join(unused)} not used with {base.name!r}: a BioImage Model Zoo model of another tool "
+                       "has no noise model to calibrate or check") if unused else ""
+                if msg and msg not in summary.warnings:
+                    summary.warnings.append(msg)
             out.append(base)
             continue
         where = f"{it.item.path}" + (f" channel {ch}" if ch is not None else "")
