@@ -96,9 +96,7 @@ class ForeignNetwork(nn.Module):
         if self._radius is None:
             from livedenoise.models import empirical_receptive_field_radius
 
-            probe = _AtLevel(self)
-            probe.train(self.training)  # the measurement restores the probe's mode, and so this network's
-            self._radius = empirical_receptive_field_radius(probe)
+            self._radius = empirical_receptive_field_radius(_AtLevel(self))
         return self._radius
 
     def _allowed(self, n: int, axis: int) -> int:

@@ -170,3 +170,15 @@ def test_pretrain_grows_fast_into_standard_and_records_it(tmp_path) -> None:
     stages = ck.training["stages"]
     assert "grown from backbone-fast (widths [16, 32, 64, 128])" in stages[-2]["note"]
     assert ck.training["total_steps"] == load_backbone("fast").training["total_steps"] + res.fit.steps
+
+
+def test_measuring_the_receptive_field_restores_every_submodule_s_own_mode():
+    """A wrapper in training mode around a network in inference mode (batch normalisation) stays that way."""
+    import torch
+
+    from livedenoise.models import empirical_receptive_field_radius
+
+    inner = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.BatchNorm2d(1)).eval()
+    outer = torch.nn.Sequential(inner)  # a new module is in training mode
+    assert empirical_receptive_field_radius(outer) == 1
+    assert outer.training and not inner.training and not inner[1].training

@@ -136,9 +136,10 @@ def empirical_receptive_field_radius(model: nn.Module, start_size: int = 64, max
     strided layers is covered; the input is seeded noise (a zero image can hide paths behind
     exact-zero ReLU gradients). The image doubles in size until the gradient support stops
     short of its border (a network with an analytic bound starts just above it). Runs on the model's device, in
-    eval mode, restoring the mode after.
+    eval mode, restoring every submodule's own mode after (a wrapper in training mode around a network in
+    inference mode, say, must not switch the network's batch normalisation to batch statistics).
     """
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         param = next(model.parameters(), None)
@@ -167,4 +168,5 @@ def empirical_receptive_field_radius(model: nn.Module, start_size: int = 64, max
                 return max(c0 - lo, hi - (c0 + block - 1), 0)
             size *= 2
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
