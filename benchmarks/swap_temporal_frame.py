@@ -1,0 +1,46 @@
+"""Put a new 2-D backbone into a temporal backbone's 2-D stage, keeping its fusion: how the shipped
+``backbone-temporal`` got the fast backbone's GPU stage (2026-12-04).
+
+    python benchmarks/swap_temporal_frame.py OLD_TEMPORAL.safetensors NEW_FAST.safetensors -o temporal.safetensors
+
+The fusion was trained on the previous 2-D stage's outputs; ``benchmarks/bench_temporal.py`` decides whether
+keeping it beats retraining it (``livedenoise pretrain --init NEW_FAST --preset temporal``). The output's metadata
+records the swap as a stage and counts the steps of both parts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from livedenoise.checkpoint import load_checkpoint, save_checkpoint
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("temporal", type=Path, help="the temporal checkpoint whose fusion is kept")
+    ap.add_argument("frame", type=Path, help="the 2-D U-Net checkpoint to use as its 2-D stage")
+    ap.add_argument("-o", "--output", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.output.exists():
+        ap.error(f"{args.output} exists; choose another file")
+    t, f = load_checkpoint(args.temporal), load_checkpoint(args.frame)
+    if t.arch != "unet-temporal" or f.arch != "unet":
+        ap.error(f"expected a temporal checkpoint and a 2-D U-Net; got '{t.arch}' and '{f.arch}'")
+    t.model.frame.load_state_dict(f.model.state_dict())  # the same architecture, or this fails with its reason
+    training = dict(t.training)
+    fusion_steps = sum(int(s.get("steps", 0)) for s in training["stages"]
+                       if str(s.get("trained", "")).startswith("the temporal fusion"))
+    training["stages"] = [*training["stages"], {
+        "steps": 0, "note": (f"2-D stage replaced by {f.name} after its GPU stage ({f.training['total_steps']} steps); "
+                             f"the fusion ({fusion_steps} steps, trained on the previous 2-D stage) kept: it measured "
+                             "better than a fusion retrained on the new 2-D stage (benchmarks/bench_temporal.py)")}]
+    training["total_steps"] = int(f.training["total_steps"]) + fusion_steps
+    save_checkpoint(args.output, t.model, arch=t.arch, arch_kwargs=t.arch_kwargs, normalizer=t.normalizer,
+                    training=training, metrics=t.metadata.get("metrics", {}), name=t.name)
+    print(f"wrote {args.output}: {training['total_steps']} steps in all ({fusion_steps} of the fusion)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
