@@ -66,10 +66,18 @@ class AcquisitionBackend(ABC):
     def current_xy(self) -> tuple[float, float]:
         return 0.0, 0.0
 
+    def _core_value(self, method: str) -> float:
+        """A number from the microscope's core, by Micro-Manager's camelCase call name (backends with a core)."""
+        raise NotImplementedError(f"{self.name} has no Micro-Manager core to ask for {method}")
+
     def field_of_view_um(self) -> tuple[float, float] | None:
         """The camera's field of view (width, height) in µm at the current pixel size, or ``None`` when the
-        microscope does not say (no pixel size calibrated)."""
-        return None
+        microscope does not say (no core, or no pixel size calibrated)."""
+        try:
+            px, w, h = (self._core_value(m) for m in ("getPixelSizeUm", "getImageWidth", "getImageHeight"))
+        except Exception:  # noqa: BLE001 - no core, no pixel size configured, or a core without these calls
+            return None
+        return (px * w, px * h) if px > 0 and w > 0 and h > 0 else None
 
     def calibration_spacing_um(self, spacing_um: float | None) -> tuple[float, str]:
         """The distance between calibration fields and where it came from: ``spacing_um`` when given, else the

@@ -109,7 +109,7 @@ class PycromanagerBackend(AcquisitionBackend):
     def controls_light(self) -> bool:
         return self._light_event is not None
 
-    def _ask(self, method: str) -> float:
+    def _core_value(self, method: str) -> float:
         """A number from the core: the given core's camelCase ``method``, or Micro-Manager's own core through
         pycromanager's Java bridge, which spells it in snake_case (:data:`JAVA_CORE_CALLS`)."""
         if self.core is not None:
@@ -122,22 +122,16 @@ class PycromanagerBackend(AcquisitionBackend):
 
     def current_illumination(self) -> Illumination | None:
         """Micro-Manager's own exposure, the light untouched (a session sets ``[live]`` light_power to change it)."""
-        return Illumination(self._ask("getExposure"), None)
+        return Illumination(self._core_value("getExposure"), None)
 
     def current_xy(self) -> tuple[float, float]:
         # Micro-Manager's own stage too: calibration fields are spread around where the user is looking, never
         # around the stage's origin.
         try:
-            return self._ask("getXPosition"), self._ask("getYPosition")
+            return self._core_value("getXPosition"), self._core_value("getYPosition")
         except Exception as exc:  # noqa: BLE001 - Micro-Manager's error for a missing stage, through the bridge
             raise MicroManagerUnavailable(NO_XY_STAGE + f" (Micro-Manager: {str(exc).strip()[:200]})") from None
 
-    def field_of_view_um(self) -> tuple[float, float] | None:
-        try:
-            px, w, h = self._ask("getPixelSizeUm"), self._ask("getImageWidth"), self._ask("getImageHeight")
-        except Exception:  # noqa: BLE001 - no pixel size configured, or a core without these calls
-            return None
-        return (px * w, px * h) if px > 0 and w > 0 and h > 0 else None
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
         return self._ground_truth(image) if self._ground_truth is not None else None

@@ -134,13 +134,8 @@ class PymmcorePlusBackend(AcquisitionBackend):
             raise MicroManagerUnavailable(NO_XY_STAGE)
         return float(self.core.getXPosition()), float(self.core.getYPosition())
 
-    def field_of_view_um(self) -> tuple[float, float] | None:
-        try:
-            px = float(self.core.getPixelSizeUm())
-            w, h = float(self.core.getImageWidth()), float(self.core.getImageHeight())
-        except Exception:  # noqa: BLE001 - no pixel size configured, or a core without these calls
-            return None
-        return (px * w, px * h) if px > 0 and w > 0 and h > 0 else None
+    def _core_value(self, method: str) -> float:
+        return float(getattr(self.core, method)())
 
     def ground_truth(self, image: np.ndarray) -> np.ndarray | None:
         return self._ground_truth(image) if self._ground_truth is not None else None
