@@ -63,6 +63,7 @@ SOURCES: dict[str, str] = {
     "attach": "2026-12-03-attach/attach.json",
     "precision": "2026-12-03-precision/precision.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",
+    "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -193,6 +194,13 @@ def runtimes(data: dict, path: str) -> str:
     from bench_runtimes import runtimes_table
 
     return "\n".join([runtimes_table(data), "", _source_line(path, data, data.get("command", "bench_runtimes.py"))])
+
+
+def foreign_processing(data: dict, path: str) -> str:
+    """Another tool's packages (ONNX, each frame's statistics) run by livedenoise against bioimageio.core."""
+    from check_foreign_processing import foreign_table
+
+    return "\n".join([foreign_table(data), "", _source_line(path, data, data.get("command", ""))])
 
 
 #: The command of the GPU speed run of 2026-12-04, whose JSON predates bench_speed.py recording its command.
@@ -472,7 +480,7 @@ RENDERERS: dict[str, Callable] = {
     "stages": stages, "stages-standard": stages, "speed-gpu": speed_gpu, "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity,
     "temporal": temporal, "attach": attach,
-    "precision": precision, "runtimes": runtimes, **MULTI,
+    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, **MULTI,
 }
 
 

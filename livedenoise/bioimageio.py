@@ -218,7 +218,10 @@ def _first_error(exc: Exception) -> str:
     if callable(errors):
         first = errors()[0]
         return f"{'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}"
-    return str(exc).splitlines()[0]
+    # the spec's ValueError reads "Invalid model description:" then ": Value error, <the reason>" on the next line
+    lines = [line.strip(" :") for line in str(exc).splitlines()]
+    reasons = [line for line in lines[1:] if line]
+    return (lines[0] + ": " + reasons[0]) if reasons and lines[0].endswith("description") else lines[0]
 
 
 def _check_exportable(ckpt: Checkpoint) -> None:

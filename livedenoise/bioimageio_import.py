@@ -1,19 +1,23 @@
 """Run a BioImage Model Zoo model that livedenoise did not export (a CAREamics Noise2Void export, another lab's
 denoiser) as ``--model`` for batch denoising, where its description allows it.
 
-Why only "where it allows": livedenoise denoises frame by frame and tile by tile, in the frames' own units. A
-package fits that when it maps one single-channel 2-D image (axes batch, channel of size 1?, y, x) to one image
-of the same axes, of any size from a minimum in steps (a fixed size, which CAREamics writes from its example, is
-run as multiples of it, with a warning), its weights load without running code shipped in the package
-(TorchScript, or a PyTorch state dict whose architecture is a class of an installed library), and its pre- and
-post-processing use fixed numbers
-(``fixed_zero_mean_unit_variance``, ``scale_linear``, ``clip``, ``ensure_dtype``): those are folded into the
-network, so every tile sees the same transform. Statistics of each whole image (``zero_mean_unit_variance``,
-``scale_range``) would differ from tile to tile and are refused with one sentence, as are ONNX-only packages,
-3-D or time axes and several channels.
+Why only "where it allows": livedenoise denoises frame by frame, in the frames' own units. A package fits that when
+it maps one single-channel 2-D image (axes batch, channel of size 1?, y, x) to one image of the same axes, of any
+size from a minimum in steps (a fixed size, which CAREamics writes from its example, is run as multiples of it, with
+a warning), and its weights load without running code shipped in the package: TorchScript, a PyTorch state dict
+whose architecture is a class of an installed library, or ONNX (run by ONNX Runtime, on the CPU).
+
+Pre- and post-processing run as the Model Zoo defines them. Steps with fixed numbers (``fixed_zero_mean_unit_variance``,
+``scale_linear``, ``clip``, ``ensure_dtype``) are folded into one ``clamp(x * a + b)``, the same on every tile.
+Steps that take statistics of each image (``zero_mean_unit_variance``, ``scale_range``, percentile ``clip``) are
+computed on each whole frame, so such a model is never run tile by tile (a tile's statistics would differ from its
+frame's). One frame is one sample: statistics that a description takes over the batch too are the frame's, as when
+a Model Zoo runner is given one image. ``scale_mean_variance`` (a second tensor's statistics) and steps that are not
+denoising (``sigmoid``, ``binarize``, ``softmax``) are refused with one sentence, as are 3-D or time axes and several
+channels.
 
 Such a model has no noise model: ``denoise`` runs it on the raw values, without livedenoise's noise fit or
-residual check, and it cannot be fine-tuned (``--adapt``, ``finetune``, live sessions refuse it).
+residual check, and it cannot be fine-tuned (``--adapt``, ``finetune``, live sessions' adaptation refuse it).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import io
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,8 @@ ARCHITECTURE_FUNCTIONS = (("livedenoise.bioimageio", "raw_to_denoised"),)
 
 #: Processing steps with fixed numbers, which tiling cannot change.
 FIXED_STEPS = ("fixed_zero_mean_unit_variance", "scale_linear", "clip", "ensure_dtype")
+#: Processing steps computed from each whole frame (a frame-by-frame, untiled run).
+IMAGE_STATISTIC_STEPS = ("zero_mean_unit_variance", "scale_range", "clip (percentiles)")
 
 
 def is_foreign_package(path: str | os.PathLike[str]) -> bool:
@@ -65,61 +72,275 @@ def is_foreign_package(path: str | os.PathLike[str]) -> bool:
         return CHECKPOINT_ATTACHMENT not in z.namelist()
 
 
-class ForeignNetwork(nn.Module):
-    """A package's network between its fixed pre- and post-processing, on ``[B, 1, H, W]`` raw values.
+@dataclass(frozen=True)
+class Affine:
+    """Fixed steps folded into one ``clamp(x * scale + shift, low, high)``."""
 
-    ``pre``/``post``: ``(scale, shift, low, high)``: ``clamp(x * scale + shift, low, high)`` (the folded steps).
+    scale: float = 1.0
+    shift: float = 0.0
+    low: float = float("-inf")
+    high: float = float("inf")
+
+    def apply(self, x: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.clamp(x * self.scale + self.shift, min=self.low, max=self.high)
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.scale, self.shift, self.low, self.high) == (1.0, 0.0, float("-inf"), float("inf"))
+
+
+@dataclass(frozen=True)
+class ImageStatistic:
+    """A step computed from each whole frame, as the Model Zoo's own runner (bioimageio.core) computes it.
+
+    ``zero_mean_unit_variance``: ``(x - mean) / (std + eps)`` (population std); ``scale_range``:
+    ``(x - p_low) / (p_high - p_low + eps)``; ``clip``: between fixed bounds or percentiles (``low``/``high``
+    fixed where given). Percentiles are numpy's linear ones. As in bioimageio.core, every statistic is the *raw
+    input frame's* (it computes them all once, before the first step), whichever step uses it. They carry no
+    gradient: the receptive-field probe then measures the network's own reach, not the statistics' (the frame).
+    """
+
+    kind: str
+    lower_percentile: float = 0.0
+    upper_percentile: float = 100.0
+    eps: float = 1e-6
+    low: float | None = None
+    high: float | None = None
+
+    def apply(self, x: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """This step on ``x``, with the statistics of ``raw`` (the frames as given; ``x`` itself if None)."""
+        raw = x if raw is None else raw
+        if self.kind == "zero_mean_unit_variance":
+            d = raw.detach().double()
+            mean, std = d.mean(dim=(-2, -1), keepdim=True), d.std(dim=(-2, -1), correction=0, keepdim=True)
+            return (x - mean.to(x.dtype)) / (std + self.eps).to(x.dtype)
+        lo, hi = (v.to(x.dtype) for v in self._percentiles(raw))
+        if self.kind == "scale_range":
+            return (x - lo) / (hi - lo + self.eps)
+        return torch.maximum(torch.minimum(x, hi), lo)  # clip
+
+    def as_affine(self, raw: torch.Tensor) -> Affine:
+        """The fixed step this one is with the statistics of ``raw`` (its first frame): what the receptive-field
+        probe runs, so that changing far pixels changes no statistic."""
+        x = raw[:1]
+        if self.kind == "zero_mean_unit_variance":
+            d = x.detach().double()
+            mean, std = float(d.mean()), float(d.std(correction=0))
+            return Affine(1.0 / (std + self.eps), -mean / (std + self.eps))
+        lo, hi = (float(v.flatten()[0]) for v in self._percentiles(x))
+        if self.kind == "scale_range":
+            return Affine(1.0 / (hi - lo + self.eps), -lo / (hi - lo + self.eps))
+        return Affine(low=lo, high=hi)
+
+    def _percentiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame lower and upper bounds, shaped to broadcast over ``x`` ([B, C, H, W])."""
+        import numpy as np
+
+        flat = x.detach().double().cpu().numpy().reshape(x.shape[0], -1)  # torch.quantile stops at 16 Mpx
+        qs = np.percentile(flat, [self.lower_percentile, self.upper_percentile], axis=1)  # [2, B]
+        if self.low is not None:
+            qs[0] = self.low
+        if self.high is not None:
+            qs[1] = self.high
+        bounds = torch.as_tensor(qs, dtype=x.dtype, device=x.device).reshape(2, x.shape[0], *([1] * (x.dim() - 1)))
+        return bounds[0], bounds[1]
+
+
+Step = Affine | ImageStatistic
+
+
+def apply_steps(x: torch.Tensor, steps: tuple[Step, ...], raw: torch.Tensor) -> torch.Tensor:
+    """``steps`` in order on ``x``; statistics are those of ``raw``, the input frames as given."""
+    for step in steps:
+        x = step.apply(x, raw)
+    return x
+
+
+class ForeignNetwork(nn.Module):
+    """A package's network between its pre- and post-processing, on ``[B, 1, H, W]`` raw values.
+
+    ``pre``/``post``: the processing steps (:class:`Affine` for folded fixed steps, :class:`ImageStatistic` for
+    each frame's statistics; with any of those, ``whole_frames`` is True and the Denoiser never tiles).
     ``squeeze_channel``: the package's tensors have no channel axis. Inputs are padded (mirrored) to the sizes
     the description allows (``min_size`` plus a multiple of ``size_multiple``) and the output cropped back.
     The receptive field is measured, not trusted from a halo: on noise around ``level`` (the package's test
     input's median and spread), since a network on raw values may ignore inputs far below its range.
     """
 
-    def __init__(self, net: nn.Module, pre: tuple[float, float, float, float],
-                 post: tuple[float, float, float, float], *, squeeze_channel: bool,
+    def __init__(self, net: nn.Module, pre: tuple[Step, ...], post: tuple[Step, ...], *, squeeze_channel: bool,
                  steps: tuple[int, int] = (1, 1), min_sizes: tuple[int, int] = (1, 1),
                  level: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
         for p in net.parameters():  # inference only; a TorchScript copy of trainable weights is not a leaf
             p.requires_grad_(False)
         self.net = net
-        self.pre, self.post = pre, post
+        self.pre, self.post = tuple(pre), tuple(post)
         self.squeeze_channel = bool(squeeze_channel)
         self.steps = (max(1, int(steps[0])), max(1, int(steps[1])))
         self.min_sizes = (max(1, int(min_sizes[0])), max(1, int(min_sizes[1])))
         self.size_multiple = math.lcm(*self.steps)  # where livedenoise starts tiles
         self.level = (float(level[0]), max(float(level[1]), 1e-6))
         self._radius: int | None = None
+        self._probing = False
+
+    @property
+    def whole_frames(self) -> bool:
+        """True where a step takes statistics of the whole frame: tiles would each get their own."""
+        return any(isinstance(s, ImageStatistic) for s in self.pre + self.post)
 
     def receptive_field_radius(self) -> int:
-        """Measured once (:func:`livedenoise.models.empirical_receptive_field_radius`) on inputs at ``level``."""
+        """Measured once on inputs at ``level``, by perturbation (:func:`perturbation_receptive_field_radius`):
+        ONNX Runtime has no gradients, and a foreign network's gradients can be NaN away from any path (a square
+        root's infinite slope at zero times a zero upstream gradient, on a variance-stabilised input below the
+        camera's offset) or zero where the network clips, which would hide or fake its reach."""
         if self._radius is None:
-            from livedenoise.models import empirical_receptive_field_radius
-
-            self._radius = empirical_receptive_field_radius(_AtLevel(self))
+            probe = _AtLevel(self)
+            self._probing = True  # no border padding while the reach is measured (it is what sizes the padding)
+            try:
+                self._radius = perturbation_receptive_field_radius(probe, block=probe.size_multiple)
+            finally:
+                self._probing = False
         return self._radius
+
+    def frozen(self, x: torch.Tensor) -> ForeignNetwork:
+        """This network with every statistic step fixed to its value on ``x`` (see :meth:`ImageStatistic.as_affine`)."""
+        def freeze(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+            return tuple(s.as_affine(x) if isinstance(s, ImageStatistic) else s for s in steps)
+
+        copy = ForeignNetwork(self.net, freeze(self.pre), freeze(self.post), squeeze_channel=self.squeeze_channel,
+                              steps=self.steps, min_sizes=self.min_sizes, level=self.level)
+        copy._probing = True  # it only serves the probe, which runs without border padding
+        return copy
 
     def _allowed(self, n: int, axis: int) -> int:
         """The smallest size >= n the description allows on ``axis`` (0: y, 1: x): minimum + k * step."""
         least, step = self.min_sizes[axis], self.steps[axis]
         return least + -(-max(0, n - least) // step) * step
 
-    @staticmethod
-    def _affine(x: torch.Tensor, step: tuple[float, float, float, float]) -> torch.Tensor:
-        scale, shift, low, high = step
-        return torch.clamp(x * scale + shift, min=low, max=high)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mirrored by the receptive-field radius (on the size grid) on every side, then to the next size allowed
+        (at the bottom and right): a pixel near a frame's edge then sees the same mirrored values whether the frame
+        runs whole or in tiles of any size, so tiles equal the whole frame, borders included."""
         h, w = x.shape[-2:]
-        ph, pw = self._allowed(h, 0) - h, self._allowed(w, 1) - w
-        x = self._affine(x, self.pre)
-        if ph or pw:  # mirrored, as livedenoise's own networks pad; edge values where the image is too small
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+        # on the size grid, so that every pixel keeps its place on the network's pooling grid
+        r = 0 if self._probing else -(-self.receptive_field_radius() // self.size_multiple) * self.size_multiple
+        ph, pw = self._allowed(h + 2 * r, 0) - h - 2 * r, self._allowed(w + 2 * r, 1) - w - 2 * r
+        raw = x
+        x = apply_steps(x, self.pre, raw)
+        x = _mirror(x, (r, r + pw, r, r + ph))
         y = self.net(x[:, 0] if self.squeeze_channel else x)
         if self.squeeze_channel:
             y = y[:, None]
-        return self._affine(y[..., :h, :w].float(), self.post)
+        return apply_steps(y[..., r:r + h, r:r + w].float(), self.post, raw)
+
+
+def _mirror(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """``x`` padded by ``pad`` (left, right, top, bottom) with mirrored values, as livedenoise's own networks pad;
+    edge values for what a mirror cannot reach (a frame smaller than its padding)."""
+    if not any(pad):
+        return x
+    h, w = x.shape[-2:]
+    if max(pad[0], pad[1]) < w and max(pad[2], pad[3]) < h:
+        return nn.functional.pad(x, pad, mode="reflect")
+    return nn.functional.pad(x, pad, mode="replicate")
+
+
+class OnnxNetwork(nn.Module):
+    """An ONNX model run by ONNX Runtime on the CPU, one sample per call (many packages fix the batch at 1).
+
+    Why not converted to PyTorch: ONNX Runtime is what the Model Zoo's own tools run ONNX weights with, and it is
+    already a livedenoise dependency (exports are checked with it). It has no gradients, so its receptive field is
+    measured by perturbation (:func:`perturbation_receptive_field_radius`).
+    """
+
+    def __init__(self, model_bytes: bytes, where: str) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings are about graph optimisations
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own exception types
+            raise CheckpointError(f"{where}: its ONNX weights could not be loaded by ONNX Runtime: "
+                                  f"{str(exc).strip().splitlines()[0][:300]}") from None
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_dtype = "float16" if "float16" in first.type else "float32"
+        if "float" not in first.type:
+            raise CheckpointError(f"{where}: its ONNX input is {first.type}; livedenoise runs models on float values.")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnnxNetwork:
+        """A copy sharing the session (an ONNX Runtime session cannot be copied; its ``run`` is thread-safe)."""
+        other = OnnxNetwork.__new__(OnnxNetwork)
+        nn.Module.__init__(other)
+        other.session, other.input_name, other.input_dtype = self.session, self.input_name, self.input_dtype
+        other.train(self.training)
+        return other
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        data = x.detach().cpu().numpy().astype(self.input_dtype)
+        outs = [self.session.run(None, {self.input_name: data[i:i + 1]})[0] for i in range(data.shape[0])]
+        return torch.from_numpy(np.concatenate(outs).astype(np.float32)).to(x.device)
+
+
+def perturbation_receptive_field_radius(model: nn.Module, *, block: int = 1, start_size: int = 64,
+                                        max_size: int = 1024, seed: int = 0) -> int:
+    """Receptive-field radius of a network without gradients: the smallest ``d`` such that changing every input
+    pixel farther than ``d`` from a central block of ``block`` x ``block`` outputs leaves that block unchanged.
+
+    Binary search over ``d`` (changing more pixels can only change more outputs), on an image that doubles
+    until its border lies beyond the reach. "Unchanged" allows 1e-5 of the outputs' spread: the same network
+    on the same local values may round differently in another run. Inputs are noise in [0, 1) (``model`` maps them
+    to where the network works, as :class:`_AtLevel` does).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    size = max(start_size, 4 * block)
+    while True:
+        size = int(math.ceil(size / block) * block)
+        probe = _Perturbation(model, size, block, gen)
+        far = probe.c0 - 1  # the farthest distance whose ring lies inside the image on every side
+        if probe.reaches(far) and size < max_size:
+            size *= 2
+            continue
+        if probe.reaches(far):  # at the largest image: its reach is at least the image's
+            return far + 1
+        lo, hi = 0, far
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if probe.reaches(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+
+class _Perturbation:
+    """One probe image of :func:`perturbation_receptive_field_radius` and its central block's unchanged output."""
+
+    def __init__(self, model: nn.Module, size: int, block: int, gen: torch.Generator) -> None:
+        self.model, self.size, self.block = model, size, block
+        self.x = torch.rand((1, 1, size, size), generator=gen)
+        self.other = torch.rand((1, 1, size, size), generator=gen)
+        self.c0 = (size // 2 // block) * block
+        with torch.no_grad():
+            out = model(self.x)
+        self.base = self._block(out)
+        self.tolerance = 1e-5 * max(float(out.std()), 1e-12)
+
+    def _block(self, out: torch.Tensor) -> torch.Tensor:
+        return out[..., self.c0:self.c0 + self.block, self.c0:self.c0 + self.block]
+
+    def reaches(self, d: int) -> bool:
+        """Whether changing the pixels farther than ``d`` from the block changes it."""
+        changed = self.other.clone()
+        lo, hi = max(0, self.c0 - d), min(self.size, self.c0 + self.block + d)
+        changed[..., lo:hi, lo:hi] = self.x[..., lo:hi, lo:hi]
+        with torch.no_grad():
+            out = self._block(self.model(changed))
+        return float((out - self.base).abs().max()) > self.tolerance
 
 
 class _AtLevel(nn.Module):
@@ -129,10 +350,16 @@ class _AtLevel(nn.Module):
         super().__init__()
         self.model = model
         self.size_multiple = max(model.size_multiple, 1)
+        self._frozen: ForeignNetwork | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mid, spread = self.model.level
-        return self.model(mid + spread * (2.0 * x - 1.0))
+        v = mid + spread * (2.0 * x - 1.0)
+        if not self.model.whole_frames:
+            return self.model(v)
+        if self._frozen is None:  # statistics of the first probe image, the same for every later one
+            self._frozen = self.model.frozen(v)
+        return self._frozen(v)
 
 
 def _test_level(descr: Any, package: Path) -> tuple[float, float]:
@@ -160,26 +387,65 @@ def _number(value: Any, what: str, where: str) -> float:
     return float(value)
 
 
-def _fold(steps: Any, where: str, kind: str) -> tuple[float, float, float, float]:
-    """The fixed steps of a tensor's pre- or post-processing, folded into one clamp(x * scale + shift)."""
+def _percentile(kw: Any, name: str, default: float, where: str, kind: str) -> float:
+    value = getattr(kw, name, None)
+    value = default if value is None else float(value)
+    if not 0.0 <= value <= 100.0:
+        raise CheckpointError(f"{where}: its {kind} {name} is {value}; expected a percentile from 0 to 100.")
+    return value
+
+
+def _statistic_axes(kw: Any, where: str, kind: str, sid: str, input_id: str) -> None:
+    """Refuse statistics that are not the input frame's: over part of a frame (a row at a time), of another tensor,
+    or of the output itself (bioimageio.core computes every statistic from the input before the network runs, so
+    the Model Zoo's own runner cannot run those either). The batch axis is allowed: here one frame is one sample."""
+    axes = getattr(kw, "axes", None)
+    if axes is not None and not {"x", "y"} <= {str(a) for a in axes}:
+        raise CheckpointError(f"{where}: its {kind} {sid} takes statistics over axes {', '.join(map(str, axes))}; "
+                              "livedenoise computes them over each whole frame (y and x).")
+    ref = getattr(kw, "reference_tensor", None)
+    of = str(ref) if ref is not None else (input_id if kind == "preprocessing" else "the output")
+    if of != input_id:
+        raise CheckpointError(f"{where}: its {kind} {sid} takes statistics of {of!r}; livedenoise (like the Model "
+                              "Zoo's bioimageio.core) takes statistics of the input image only.")
+
+
+def _plan_steps(steps: Any, where: str, kind: str, input_id: str) -> tuple[Step, ...]:
+    """A tensor's pre- or post-processing as steps: runs of fixed steps folded into one :class:`Affine`, each
+    frame's statistics as an :class:`ImageStatistic`; one sentence for anything else."""
+    out: list[Step] = []
     scale, shift, low, high = 1.0, 0.0, float("-inf"), float("inf")
+
+    def flush() -> None:
+        nonlocal scale, shift, low, high
+        affine = Affine(scale, shift, low, high)
+        if not affine.is_identity:
+            out.append(affine)
+        scale, shift, low, high = 1.0, 0.0, float("-inf"), float("inf")
+
     for step in steps or []:
         sid = str(getattr(step, "id", ""))
         kw: Any = getattr(step, "kwargs", None)
         if sid == "fixed_zero_mean_unit_variance":
             mean, std = _number(kw.mean, "mean", where), _number(kw.std, "std", where)
             if std <= 0:
-                raise CheckpointError(f"{where}: {kind} fixed_zero_mean_unit_variance has std {std}; expected > 0.")
+                raise CheckpointError(f"{where}: its {kind} fixed_zero_mean_unit_variance has std {std}; expected > 0.")
             scale, shift = scale / std, (shift - mean) / std
             low, high = (low - mean) / std, (high - mean) / std
         elif sid == "scale_linear":
             gain, offset = _number(kw.gain, "gain", where), _number(kw.offset, "offset", where)
             scale, shift = scale * gain, shift * gain + offset
             low, high = sorted((low * gain + offset, high * gain + offset)) if gain else (offset, offset)
+        elif sid == "clip" and (getattr(kw, "min_percentile", None) is not None
+                                or getattr(kw, "max_percentile", None) is not None):
+            _statistic_axes(kw, where, kind, sid, input_id)
+            flush()
+            out.append(ImageStatistic(
+                "clip", _percentile(kw, "min_percentile", 0.0, where, kind),
+                _percentile(kw, "max_percentile", 100.0, where, kind),
+                low=None if getattr(kw, "min", None) is None else float(kw.min),
+                high=None if getattr(kw, "max", None) is None else float(kw.max)))
         elif sid == "clip":
-            if getattr(kw, "min_percentile", None) is not None or getattr(kw, "max_percentile", None) is not None:
-                raise CheckpointError(f"{where}: its {kind} clip uses percentiles of each whole image, which "
-                                      "livedenoise's tile-by-tile denoising cannot reproduce.")
             lo = float(kw.min) if getattr(kw, "min", None) is not None else float("-inf")
             hi = float(kw.max) if getattr(kw, "max", None) is not None else float("inf")
             low, high = min(max(low, lo), hi), max(min(high, hi), lo)  # disjoint ranges end at the later clip's
@@ -188,14 +454,28 @@ def _fold(steps: Any, where: str, kind: str) -> tuple[float, float, float, float
                 raise CheckpointError(f"{where}: its {kind} casts to {kw.dtype}; livedenoise runs models on float "
                                       "values.")
             continue  # float tensors throughout
-        elif sid in ("zero_mean_unit_variance", "scale_range", "scale_mean_variance"):
-            raise CheckpointError(
-                f"{where}: its {kind} step {sid!r} uses statistics of each whole image, which livedenoise's "
-                f"tile-by-tile denoising cannot reproduce; supported steps: {', '.join(FIXED_STEPS)}.")
+        elif sid in ("zero_mean_unit_variance", "scale_range"):
+            _statistic_axes(kw, where, kind, sid, input_id)
+            flush()
+            eps = float(getattr(kw, "eps", 1e-6) or 1e-6)
+            if sid == "zero_mean_unit_variance":
+                out.append(ImageStatistic(sid, eps=eps))
+            else:
+                lower = _percentile(kw, "min_percentile", 0.0, where, kind)
+                upper = _percentile(kw, "max_percentile", 100.0, where, kind)
+                if lower >= upper:
+                    raise CheckpointError(f"{where}: its {kind} scale_range has min_percentile {lower} >= "
+                                          f"max_percentile {upper}.")
+                out.append(ImageStatistic(sid, lower, upper, eps=eps))
+        elif sid == "scale_mean_variance":
+            raise CheckpointError(f"{where}: its {kind} step 'scale_mean_variance' matches another tensor's "
+                                  "statistics, which livedenoise does not run; supported steps: "
+                                  f"{', '.join(FIXED_STEPS + IMAGE_STATISTIC_STEPS)}.")
         else:
             raise CheckpointError(f"{where}: its {kind} step {sid!r} is not supported; supported steps: "
-                                  f"{', '.join(FIXED_STEPS)}.")
-    return scale, shift, low, high
+                                  f"{', '.join(FIXED_STEPS + IMAGE_STATISTIC_STEPS)}.")
+    flush()
+    return tuple(out)
 
 
 def _layout(axes: Any, where: str, kind: str) -> tuple[bool, tuple[int, int], tuple[int, int]]:
@@ -234,7 +514,7 @@ def _layout(axes: Any, where: str, kind: str) -> tuple[bool, tuple[int, int], tu
 
 def _network(descr: Any, package: Path) -> tuple[nn.Module, str]:
     """The package's network, without running code shipped in it: TorchScript, else a state dict of an installed
-    library's architecture."""
+    library's architecture, else ONNX (ONNX Runtime, CPU)."""
     from livedenoise.bioimageio import _file_name, _read_member
 
     weights = descr.weights
@@ -275,10 +555,13 @@ def _network(descr: Any, package: Path) -> tuple[nn.Module, str]:
             raise CheckpointError(f"{package}: its state-dict network ({where}) could not be built from its "
                                   f"weights: {str(exc).strip().splitlines()[0][:300]}") from None
         return net, "pytorch_state_dict"
-    present = [k for k in ("onnx", "tensorflow_saved_model_bundle", "keras_hdf5", "tensorflow_js")
+    onnx = getattr(weights, "onnx", None)
+    if onnx is not None:
+        return OnnxNetwork(_read_member(package, _file_name(onnx.source)), str(package)), "onnx"
+    present = [k for k in ("tensorflow_saved_model_bundle", "keras_hdf5", "tensorflow_js")
                if getattr(weights, k, None) is not None]
-    raise CheckpointError(f"{package}: it has {', '.join(present) or 'no'} weights; livedenoise runs TorchScript "
-                          "or PyTorch state-dict weights.")
+    raise CheckpointError(f"{package}: it has {', '.join(present) or 'no'} weights; livedenoise runs TorchScript, "
+                          "PyTorch state-dict or ONNX weights.")
 
 
 def load_foreign_bioimageio(path: str | os.PathLike[str]) -> Checkpoint:
@@ -306,15 +589,16 @@ def load_foreign_bioimageio(path: str | os.PathLike[str]) -> Checkpoint:
     out_channel, _, _ = _layout(out.axes, str(package), "output")
     if out_channel != has_channel:
         raise CheckpointError(f"{package}: its input and output axes differ; livedenoise runs image-to-image models.")
-    pre = _fold(getattr(inp, "preprocessing", None), str(package), "preprocessing")
-    post = _fold(getattr(out, "postprocessing", None), str(package), "postprocessing")
+    pre = _plan_steps(getattr(inp, "preprocessing", None), str(package), "preprocessing", str(inp.id))
+    post = _plan_steps(getattr(out, "postprocessing", None), str(package), "postprocessing", str(inp.id))
     net, kind = _network(descr, package)
     model = ForeignNetwork(net.eval(), pre, post, squeeze_channel=not has_channel, steps=step, min_sizes=least,
                            level=_test_level(descr, package))
     identity = Normalizer(offset=0.0, gain=1.0, vst=False, scale=1.0)
     meta = {"foreign": {"package": str(package), "name": str(descr.name), "weights": kind,
                         "preprocessing": [str(s.id) for s in (getattr(inp, "preprocessing", None) or [])],
-                        "postprocessing": [str(s.id) for s in (getattr(out, "postprocessing", None) or [])]}}
+                        "postprocessing": [str(s.id) for s in (getattr(out, "postprocessing", None) or [])],
+                        "whole_frames": model.whole_frames}}
     return Checkpoint(model, FOREIGN_ARCH, {}, identity, metadata=meta, path=None, name=str(descr.name))
 
 
@@ -326,4 +610,5 @@ def refuse_training(ckpt: Checkpoint, what: str) -> None:
                               "backbone ('fast', 'standard', 'temporal' or a .safetensors checkpoint).")
 
 
-__all__ = ["FOREIGN_ARCH", "ForeignNetwork", "is_foreign_package", "load_foreign_bioimageio", "refuse_training"]
+__all__ = ["FOREIGN_ARCH", "Affine", "ForeignNetwork", "ImageStatistic", "OnnxNetwork", "is_foreign_package",
+           "load_foreign_bioimageio", "perturbation_receptive_field_radius", "refuse_training"]

@@ -124,6 +124,8 @@ class _Engine:
     full: nn.Module | None = None  #: TemporalUNet: the whole network (what ``Denoiser.model`` returns)
     channels_last: bool = False  #: ``model`` (a 2-D net) runs on NHWC tensors
     pixel_budget: int = 0  #: input pixels (times T) per network call before tiling (set by Denoiser._prepare)
+    #: the model takes statistics of each whole frame (a foreign package's ``scale_range``...): never tiled
+    whole_frames: bool = False
 
 
 @dataclass(frozen=True)
@@ -357,8 +359,14 @@ class Denoiser:
             budget = max(64 * 64, CPU_ACTIVATION_BYTES // activation_bytes_per_pixel(work))
         else:
             budget = DEFAULT_PIXEL_BUDGET[self._kind]
+        whole = bool(getattr(work, "whole_frames", False))
+        if whole:
+            log.info("Model %r takes statistics of each whole frame: frames are run whole, never in tiles.", name)
+            if self._tile_size is not None:
+                log.warning("tile_size %d not used with %r: its processing takes statistics of each whole frame, "
+                            "which tiles would change.", self._tile_size, name)
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
-                       win if temporal else 1, fusion, full, nhwc, budget)
+                       win if temporal else 1, fusion, full, nhwc, budget, whole)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -652,6 +660,8 @@ class Denoiser:
     def _tiles(self, engine: _Engine, h: int, w: int, t: int) -> tuple[_AxisPlan, _AxisPlan] | None:
         """How to cut an ``h`` x ``w`` input (of ``t`` frames) into tiles, or None to run whole frames."""
         budget = engine.pixel_budget
+        if engine.whole_frames:
+            return None
         if self._oom_tile is None and self._tile_size is None:
             if h * w * t <= budget:
                 return None
@@ -704,6 +714,11 @@ class Denoiser:
                 if self._device.type != "cuda" or not _is_oom(exc):
                     raise
                 torch.cuda.empty_cache()
+                if engine.whole_frames:
+                    raise LivedenoiseError(
+                        f"The GPU ran out of memory on a whole {x.shape[-2]}x{x.shape[-1]} frame, and {engine.name!r} "
+                        "cannot run in tiles (its processing takes statistics of each whole frame); use device 'cpu'."
+                    ) from exc
                 current = self._oom_tile or (max(plan[0].tile, plan[1].tile) if plan else max(x.shape[-2:]))
                 smaller = max(current // 2, 2 * engine.margin + engine.multiple)
                 if smaller >= current and self._batch_size == 1:

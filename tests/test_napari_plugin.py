@@ -250,6 +250,8 @@ def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, 
     assert shown and all(viewer.layers[n].data.shape == shape for n in shown)
     assert all(n.endswith(("[5%]", "[20%]")) for n in shown)
     assert "6 denoised frames recorded" in widget.status.text()
+    pixel = float(qt_core.getPixelSizeUm())  # overlays napari-micromanager's raw layers, scaled the same way
+    assert pixel > 0 and all(tuple(viewer.layers[n].scale) == (pixel, pixel) for n in shown)
     ds = open_dataset(report.denoised_path)
     assert tuple(ds.shape[-2:]) == shape and int(np.prod(ds.shape[:-2])) == 6
     widget.button.setChecked(False)
@@ -352,3 +354,44 @@ def test_the_napari_example_runs_headless_with_calibration(napari_app, tmp_path)
     assert "4 denoised frames recorded" in result.stdout
     assert result.stdout.startswith("calibration: 5%: ") and "steps" in result.stdout
     assert any(p.name.startswith("denoised_001") for p in (tmp_path / "out").iterdir())
+
+
+def test_the_live_widget_follows_napari_micromanager_s_core_and_detaches_when_its_dock_is_removed(
+        napari_app, qt_core, tmp_path, monkeypatch):
+    """napari-micromanager 0.3 makes its own core (not the global one): the widget takes the core of the
+    napari-micromanager window docked in the viewer. napari's "close" of a dock only takes the widget out of it:
+    that detaches, so a removed widget does not go on denoising. Attaching during an MDA says that MDA is skipped."""
+    import types
+
+    import useq
+    from napari.components import ViewerModel
+    from pymmcore_plus import CMMCorePlus
+    from qtpy.QtWidgets import QWidget
+
+    from livedenoise.napari_plugin.live import LiveDenoiseWidget, napari_micromanager_core
+
+    main_window = type("MainWindow", (), {"__module__": "napari_micromanager.main_window", "core": qt_core})()
+    other = type("Other", (), {"__module__": "somewhere_else", "core": object()})()
+    dock = types.SimpleNamespace(widget=lambda: main_window)
+    viewer = types.SimpleNamespace(window=types.SimpleNamespace(dock_widgets={"o": other, "Main Window": dock}))
+    assert napari_micromanager_core(viewer) is qt_core
+    assert napari_micromanager_core(ViewerModel()) is None
+    assert LiveDenoiseWidget(ViewerModel()).core is CMMCorePlus.instance()
+
+    widget = LiveDenoiseWidget(viewer)
+    assert widget.core is qt_core
+    widget.output.setText(str(tmp_path / "denoised"))
+    widget.model.setText("fast")
+    holder = QWidget()
+    widget.setParent(holder)  # docked
+    widget.button.setChecked(True)
+    assert widget.attached and "global core" not in widget.status.text()
+    widget.setParent(None)  # what napari's remove_dock_widget does
+    assert not widget.attached
+    _run_mda_like_napari_micromanager(napari_app, qt_core, useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
+    assert widget.last_report is None and not (tmp_path / "denoised").exists()  # nothing denoised or recorded
+
+    monkeypatch.setattr(qt_core.mda, "is_running", lambda: True)
+    widget.button.setChecked(True)
+    assert widget.attached and "started before Attach and is not denoised" in widget.status.text()
+    widget.button.setChecked(False)

@@ -162,6 +162,8 @@ def empirical_receptive_field_radius(model: nn.Module, start_size: int = 64, max
             grad = x.grad.detach().abs().reshape(-1, size, size).amax(dim=0)
             rows = torch.nonzero(grad.amax(dim=1) > 0).flatten()
             cols = torch.nonzero(grad.amax(dim=0) > 0).flatten()
+            if rows.numel() == 0:  # the block ignores its input here (a network saturated at this level)
+                return 0
             lo = int(min(rows.min(), cols.min()))
             hi = int(max(rows.max(), cols.max()))
             if (lo > 0 and hi < size - 1) or size >= max_size:

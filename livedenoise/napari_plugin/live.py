@@ -2,8 +2,10 @@
 newest denoised frame of each channel as a layer (frames that arrive while the model is busy are skipped for display
 and counted) and, when *record to* is set, denoise and record every frame; calibrate each channel first.
 
-It listens to the core's ``mda.events`` (the global ``CMMCorePlus.instance()``, which napari-micromanager drives,
-unless a core is given) and hands each frame to a :class:`livedenoise.attach.MDADenoiser`, one per sequence: the
+It listens to the ``mda.events`` of the core napari-micromanager drives (its main window's ``core``, looked up in
+the viewer's docks at each *Attach*, since napari-micromanager 0.3 makes its own core rather than the global one;
+pymmcore-plus's global ``CMMCorePlus.instance()`` where no napari-micromanager window is docked; or the core given)
+and hands each frame to a :class:`livedenoise.attach.MDADenoiser`, one per sequence: the
 raw frames are saved by whatever the user chose in the MDA widget, exactly as acquired, and never wait for the
 denoiser. Where the slots run depends on pymmcore-plus's signal backend: with a Qt app running when the core was made
 (napari-micromanager), in napari's GUI thread, queued; otherwise (psygnal) in the acquisition thread. So a slot only
@@ -22,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -69,6 +71,11 @@ class LiveDenoiseWidget(QWidget):
         self._calibrating = False  # the calibration's own MDA is running: its events are not a sequence to record
         self._calibration_thread: threading.Thread | None = None
         self._message = ""  # a calibration's state or a sequence's failure, shown by refresh()
+        self._attached_core: Any = None  # the core whose MDA events are connected (see attach)
+        self._docked = False  # has had a parent: losing it means napari removed the dock
+        # napari's window closing deletes this widget without a closeEvent: finish the recording then too. Only
+        # Python state is touched (the Qt side is being destroyed), so it is a plain function, not a bound slot.
+        self.destroyed.connect(lambda *_: _release(self))
         self.model = QLineEdit("temporal")
         self.model.setToolTip("a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model "
                               "Zoo .zip")
@@ -120,11 +127,15 @@ class LiveDenoiseWidget(QWidget):
     # -- attaching -------------------------------------------------------------------------------------
     @property
     def core(self) -> Any:
-        if self._core is None:
-            from pymmcore_plus import CMMCorePlus
+        """The core given, else napari-micromanager's (looked up now: it can swap its core), else the global one."""
+        if self._core is not None:
+            return self._core
+        found = napari_micromanager_core(self.viewer)
+        if found is not None:
+            return found
+        from pymmcore_plus import CMMCorePlus
 
-            self._core = CMMCorePlus.instance()  # the core napari-micromanager drives
-        return self._core
+        return CMMCorePlus.instance()
 
     @property
     def attached(self) -> bool:
@@ -153,7 +164,8 @@ class LiveDenoiseWidget(QWidget):
 
         load_model_spec(self._model_choice())
         self._settings = (self._model_choice(), self.output.text().strip())
-        events = self.core.mda.events
+        core = self._attached_core = self.core
+        events = core.mda.events
         events.sequenceStarted.connect(self._sequence_started)
         events.frameReady.connect(self._frame_ready)
         events.sequenceFinished.connect(self._sequence_finished)
@@ -161,16 +173,18 @@ class LiveDenoiseWidget(QWidget):
         self.output.setEnabled(False)
         self.button.setText("Detach")
         self._message = ""
-        self.status.setText("attached: waiting for an MDA to start")
+        whose = ("" if self._core is not None or napari_micromanager_core(self.viewer) is not None
+                 else " (no napari-micromanager window in this viewer: pymmcore-plus's global core)")
+        if core.mda.is_running():  # its sequenceStarted has passed: this MDA cannot be followed
+            self._message = ("attached: the MDA running now started before Attach and is not denoised; the next one "
+                             "will be" + whose)
+        self.status.setText(self._message or "attached: waiting for an MDA to start" + whose)
         self.timer.start()
 
     def detach(self) -> None:
         """Stop listening; a sequence still running is finished (its queued frames written) in the background."""
-        events = self.core.mda.events
-        for signal, slot in ((events.sequenceStarted, self._sequence_started), (events.frameReady, self._frame_ready),
-                             (events.sequenceFinished, self._sequence_finished)):
-            signal.disconnect(slot)
-        self._finish_in_background(None)
+        _release(self)
+        self._message = ""
         self.model.setEnabled(True)
         self.output.setEnabled(True)
         self.button.setText("Attach to the MDA")
@@ -181,6 +195,19 @@ class LiveDenoiseWidget(QWidget):
         if self.attached:
             self.button.setChecked(False)
         super().closeEvent(event)
+
+    def event(self, event: Any) -> bool:
+        """napari's "close" of a dock takes the widget out of it (no closeEvent): losing the parent it had detaches,
+        as closing does; otherwise the removed, invisible widget would go on denoising every MDA."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self._docked = False
+                if self.attached:
+                    self.button.setChecked(False)
+                self.timer.stop()
+        return super().event(event)
 
     # -- the MDA's events (napari's thread with Qt signals, the acquisition thread with psygnal) ---------
     def _sequence_started(self, sequence: Any, *_: Any) -> None:
@@ -339,6 +366,15 @@ class LiveDenoiseWidget(QWidget):
         return thread
 
     # -- display (napari's thread) -----------------------------------------------------------------------
+    def _layer_scale(self) -> tuple[float, float]:
+        """µm per pixel of the attached core (1 where it has no pixel size), as napari-micromanager scales layers."""
+        core = self._attached_core if self._attached_core is not None else self._core
+        try:
+            pixel = float(core.getPixelSizeUm()) if core is not None else 0.0
+        except Exception:  # noqa: BLE001 - a core without a pixel-size configuration
+            pixel = 0.0
+        return (pixel, pixel) if pixel > 0 else (1.0, 1.0)
+
     def refresh(self) -> None:
         """Show each channel's newest denoised frame in its layer, and the counts (or calibration) in the status."""
         self.calibrate_button.setEnabled(not self._calibrating and not self._calibration_running())
@@ -352,8 +388,9 @@ class LiveDenoiseWidget(QWidget):
                 self._shown[name] = latest
                 if name in self.viewer.layers:
                     self.viewer.layers[name].data = latest.denoised
-                else:  # a new layer sets its contrast from this first frame of its channel
-                    self.viewer.add_image(latest.denoised, name=name)
+                else:  # a new layer sets its contrast from this first frame of its channel; it overlays the raw
+                    # layers napari-micromanager adds at the core's pixel size
+                    self.viewer.add_image(latest.denoised, name=name, scale=self._layer_scale())
         finishing = self._finishing is not None and self._finishing.is_alive()
         report = self.last_report
         adapted = f" (adapted: {', '.join(str(k) for k in self.adapted)})" if self.adapted else ""
@@ -375,3 +412,30 @@ class LiveDenoiseWidget(QWidget):
             self.status.setText("not attached" + adapted)
         if not self.attached and not finishing and not self._calibration_running() and not self._calibrating:
             self.timer.stop()
+
+
+def napari_micromanager_core(viewer: Any) -> Any:
+    """The core of a napari-micromanager main window docked in ``viewer``'s window, or None."""
+    window = getattr(viewer, "window", None)
+    docks = getattr(window, "dock_widgets", None) or getattr(window, "_dock_widgets", None) or {}
+    for dock in list(docks.values()):
+        inner = dock.widget() if hasattr(dock, "widget") and callable(dock.widget) else dock
+        if type(inner).__module__.startswith("napari_micromanager") and getattr(inner, "core", None) is not None:
+            return inner.core
+    return None
+
+
+def _release(widget: LiveDenoiseWidget) -> None:
+    """Disconnect from the attached core's MDA events and finish a running sequence's recording in the background.
+    Python state only: it also runs while the widget's Qt side is being destroyed."""
+    core, widget._attached_core = widget._attached_core, None
+    if core is not None:
+        events = core.mda.events
+        for signal, slot in ((events.sequenceStarted, widget._sequence_started),
+                             (events.frameReady, widget._frame_ready),
+                             (events.sequenceFinished, widget._sequence_finished)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError, ValueError):  # already disconnected
+                pass
+    widget._finish_in_background(None)

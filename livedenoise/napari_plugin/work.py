@@ -22,14 +22,35 @@ def layer_placement(source: Any) -> dict[str, Any]:
 
 def denoise_layer_data(data: Any, name: str, model: str = "fast", *, time_lapse: bool = False, ensemble: int = 1,
                        placement: dict[str, Any] | None = None) -> tuple[LayerData, list[str]]:
-    """Denoise a layer's data; returns the new layer and the warnings to show."""
+    """Denoise a layer's data; returns the new layer and the warnings to show. Another tool's Model Zoo package
+    (a ``.zip`` without livedenoise's checkpoint) runs as it is: on the raw values, plane by plane, with no noise
+    model fitted (:mod:`livedenoise.bioimageio_import`)."""
     from livedenoise.arrays import denoise_array
+    from livedenoise.bioimageio_import import is_foreign_package
 
+    if model and Path(model).suffix.lower() == ".zip" and Path(model).is_file() and is_foreign_package(model):
+        return _run_foreign(np.asarray(data), name, model, ensemble=ensemble, placement=placement)
     result = denoise_array(np.asarray(data), model or "fast", time_lapse=time_lapse, ensemble=ensemble)
     meta = {"livedenoise": {"model": result.model, "noise_model": result.noise_fit.to_dict(),
                             "residual_ok": result.residual_ok, "warnings": result.warnings, "source_layer": name}}
     return (result.denoised, {"name": f"{name} denoised", "metadata": meta, **(placement or {})}, "image"), \
         result.warnings
+
+
+def _run_foreign(arr: np.ndarray, name: str, package: str, *, ensemble: int,
+                 placement: dict[str, Any] | None) -> tuple[LayerData, list[str]]:
+    from livedenoise.inference import Denoiser
+
+    if arr.ndim < 2:
+        raise LivedenoiseError(f"the layer has shape {arr.shape}; expected an image (..., Y, X).")
+    denoiser = Denoiser(package, device="auto", ensemble=ensemble)
+    out = np.stack([denoiser.denoise(p) for p in arr.reshape(-1, *arr.shape[-2:])]).reshape(arr.shape)
+    warning = (f"{denoiser.name!r} is another tool's Model Zoo model: run as it is, on the raw values, with no "
+               "noise model fitted and no residual check")
+    meta = {"livedenoise": {"model": denoiser.name, "noise_model": None, "residual_ok": None,
+                            "warnings": [warning], "source_layer": name, "foreign_package": str(package)}}
+    return (out.astype(np.float32, copy=False), {"name": f"{name} denoised", "metadata": meta, **(placement or {})},
+            "image"), [warning]
 
 
 def _planes(data: Any, what: str) -> list[np.ndarray]:
