@@ -13,7 +13,6 @@ measured against PyTorch.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -23,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, publish, table
+from common import machine, other_python_args, publish, table
 
 PROBE = r"""
 import json, sys
@@ -40,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from livedenoise.bioimageio import export_bioimageio
     from livedenoise.evaluate import SimulatedTask
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", required=True, help="python of an environment with bioimageio.core installed")
-    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = ap.parse_args(argv)
+    args = other_python_args(argv, __doc__, "python of an environment with bioimageio.core installed")
     noisy, _ = SimulatedTask("filaments", 256).test_set(5.0, 0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         package = export_bioimageio("fast", Path(tmp) / "fast.zip", sample=noisy[0], authors=["livedenoise benchmark"])

@@ -12,7 +12,6 @@ Writes ``careamics-import.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, REPO, machine, publish
+from common import REPO, machine, other_python_args, publish
 
 PROBE = r"""
 import json, sys
@@ -59,10 +58,7 @@ print(json.dumps({
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", required=True, help="a Python with careamics installed")
-    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = ap.parse_args(argv)
+    args = other_python_args(argv, __doc__, "a Python with careamics installed")
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
         run = subprocess.run([args.python, "-c", PROBE, tmp], capture_output=True, text=True, env=env, timeout=1800)

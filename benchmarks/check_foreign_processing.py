@@ -26,7 +26,6 @@ probe found it; livedenoise takes them from the frame as given, as the descripti
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -39,7 +38,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, machine, publish
+from common import machine, other_python_args, publish
 
 #: Pixels from the frame's edges left out of the "interior" figures: the two runners pad frames differently.
 BORDER = 48
@@ -137,10 +136,7 @@ def foreign_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", required=True, help="a Python with bioimageio.core and onnxruntime installed")
-    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = ap.parse_args(argv)
+    args = other_python_args(argv, __doc__, "a Python with bioimageio.core and onnxruntime installed")
     import tifffile
 
     from livedenoise.cli import main as cli

@@ -6,6 +6,7 @@ default (``runs/`` is gitignored).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -182,3 +183,11 @@ def vst_bm3d(frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     t_vst += time.perf_counter() - t1
     # the worker's own BM3D timing plus the transforms here; the subprocess start-up is not counted
     return outs, [s + t_vst / len(frames) for s in secs]
+
+
+def other_python_args(argv: list[str] | None, doc: str | None, python_help: str) -> argparse.Namespace:
+    """``--python`` (another environment's interpreter, for checks against another tool) and ``--output``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--python", required=True, help=python_help)
+    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return ap.parse_args(argv)
