@@ -276,9 +276,13 @@ class LiveSession:
         self._cancel_finetune.clear()
         self._set(state=SessionState.FINE_TUNING if self._live_thread else self.status.state,
                   finetune_progress=0.0, finetune_loss=None, message="fine-tuning in the background")
-        self._finetune_thread = threading.Thread(target=self._finetune_job, args=(noisy, clean, held_out, source),
-                                                 name="livedenoise-finetune", daemon=True)
-        self._finetune_thread.start()
+        thread = threading.Thread(target=self._finetune_job, args=(noisy, clean, held_out, source),
+                                  name="livedenoise-finetune", daemon=True)
+        thread.start()
+        # Published only once running: run() takes a published thread that is not alive for a fine-tune that ended
+        # without adapting, and stops imaging soon after; seen between creation and start (a self-mode fine-tune
+        # starts from the acquisition thread), it cancelled the fine-tune before its first step (a CI failure).
+        self._finetune_thread = thread
 
     def finetune_on(self, pairs: list[CalibrationPair]) -> None:
         """Fine-tune in the background on calibration pairs (from :meth:`calibrate`), as :meth:`run` does
