@@ -41,10 +41,8 @@ def _run_foreign(arr: np.ndarray, name: str, package: str, *, ensemble: int,
                  placement: dict[str, Any] | None) -> tuple[LayerData, list[str]]:
     from livedenoise.inference import Denoiser
 
-    if arr.ndim < 2:
-        raise LivedenoiseError(f"the layer has shape {arr.shape}; expected an image (..., Y, X).")
     denoiser = Denoiser(package, device="auto", ensemble=ensemble)
-    out = np.stack([denoiser.denoise(p) for p in arr.reshape(-1, *arr.shape[-2:])]).reshape(arr.shape)
+    out = np.stack([denoiser.denoise(p) for p in _planes(arr, "image")]).reshape(arr.shape)
     warning = (f"{denoiser.name!r} is another tool's Model Zoo model: run as it is, on the raw values, with no "
                "noise model fitted and no residual check")
     meta = {"livedenoise": {"model": denoiser.name, "noise_model": None, "residual_ok": None,
