@@ -395,3 +395,39 @@ def test_the_live_widget_follows_napari_micromanager_s_core_and_detaches_when_it
     widget.button.setChecked(True)
     assert widget.attached and "started before Attach and is not denoised" in widget.status.text()
     widget.button.setChecked(False)
+
+
+def test_a_live_widget_destroyed_mid_mda_finishes_its_recording_and_denoises_nothing_more(napari_app, qt_core,
+                                                                                          tmp_path):
+    """Closing napari's window deletes its docked widgets without a closeEvent: the widget's deletion detaches it
+    and finishes the running sequence's recording, which stays readable; later MDAs are not denoised."""
+    import shiboken6
+    import useq
+    from napari.components import ViewerModel
+
+    from livedenoise.io import open_dataset
+    from livedenoise.napari_plugin.live import LiveDenoiseWidget
+
+    widget = LiveDenoiseWidget(ViewerModel(), core=qt_core)
+    widget.output.setText(str(tmp_path / "denoised"))
+    widget.model.setText("fast")
+    widget.button.setChecked(True)
+    thread = qt_core.run_mda(useq.MDASequence(time_plan={"interval": 0.05, "loops": 40}))
+    deadline = time.monotonic() + 120
+    while (widget._denoiser is None or widget._denoiser.written < 3) and time.monotonic() < deadline:
+        napari_app.processEvents()
+        time.sleep(0.01)
+    assert widget._denoiser is not None and thread.is_alive()  # mid-MDA
+    shiboken6.delete(widget)  # what closing the viewer does to it
+    assert widget._attached_core is None and widget._denoiser is None
+    while thread.is_alive() and time.monotonic() < deadline:
+        napari_app.processEvents()
+        time.sleep(0.01)
+    assert widget.wait_until_recorded(timeout=120)
+    report = widget.last_report
+    assert report is not None and 3 <= report.frames_written < 40
+    ds = open_dataset(report.denoised_path)  # finished: its index written, readable
+    assert int(np.prod(ds.shape[:-2])) == report.frames_written
+    _run_mda_like_napari_micromanager(napari_app, qt_core, useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
+    assert widget.last_report is report
+    assert sorted(p.name for p in (tmp_path / "denoised").iterdir()) == [Path(report.denoised_path).name]

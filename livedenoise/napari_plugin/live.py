@@ -213,7 +213,7 @@ class LiveDenoiseWidget(QWidget):
     def _sequence_started(self, sequence: Any, *_: Any) -> None:
         from livedenoise.attach import MDADenoiser
 
-        if self._calibrating or not self.attached:  # calibration frames are references; a queued late event
+        if self._calibrating or self._attached_core is None:  # calibration frames are references; a late event
             return
         model, folder = self._settings
         with self._lock:
@@ -436,6 +436,8 @@ def _release(widget: LiveDenoiseWidget) -> None:
                              (events.sequenceFinished, widget._sequence_finished)):
             try:
                 signal.disconnect(slot)
-            except (RuntimeError, TypeError, ValueError):  # already disconnected
+            except (RuntimeError, TypeError, ValueError, SystemError):
+                # already disconnected; or, for Qt signals while the widget is being destroyed, PySide's SystemError:
+                # Qt drops those connections itself, and the slots check _attached_core, not the widget
                 pass
     widget._finish_in_background(None)
