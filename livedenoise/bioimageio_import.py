@@ -109,31 +109,32 @@ class ImageStatistic:
 
     def apply(self, x: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
         """This step on ``x``, with the statistics of ``raw`` (the frames as given; ``x`` itself if None)."""
-        raw = x if raw is None else raw
-        if self.kind == "zero_mean_unit_variance":
-            d = raw.detach().double()
-            mean, std = d.mean(dim=(-2, -1), keepdim=True), d.std(dim=(-2, -1), correction=0, keepdim=True)
-            return (x - mean.to(x.dtype)) / (std + self.eps).to(x.dtype)
-        lo, hi = (v.to(x.dtype) for v in self._percentiles(raw))
-        if self.kind == "scale_range":
-            return (x - lo) / (hi - lo + self.eps)
-        return torch.maximum(torch.minimum(x, hi), lo)  # clip
+        scale, shift, lo, hi = self._coefficients(x if raw is None else raw)
+        y = x * scale.to(x.dtype) + shift.to(x.dtype)
+        return y if lo is None or hi is None else torch.maximum(torch.minimum(y, hi.to(x.dtype)), lo.to(x.dtype))
 
     def as_affine(self, raw: torch.Tensor) -> Affine:
         """The fixed step this one is with the statistics of ``raw`` (its first frame): what the receptive-field
         probe runs, so that changing far pixels changes no statistic."""
-        x = raw[:1]
+        scale, shift, lo, hi = (None if v is None else float(v.flatten()[0]) for v in self._coefficients(raw[:1]))
+        assert scale is not None and shift is not None  # always computed
+        return Affine(scale, shift, float("-inf") if lo is None else lo, float("inf") if hi is None else hi)
+
+    def _coefficients(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                        torch.Tensor | None]:
+        """Per frame (float64, broadcasting over ``raw``): the step as ``x * scale + shift``, then clipped to
+        ``[low, high]`` where those are not None."""
         if self.kind == "zero_mean_unit_variance":
-            d = x.detach().double()
-            mean, std = float(d.mean()), float(d.std(correction=0))
-            return Affine(1.0 / (std + self.eps), -mean / (std + self.eps))
-        lo, hi = (float(v.flatten()[0]) for v in self._percentiles(x))
+            d = raw.detach().double()
+            mean, std = d.mean(dim=(-2, -1), keepdim=True), d.std(dim=(-2, -1), correction=0, keepdim=True)
+            return 1.0 / (std + self.eps), -mean / (std + self.eps), None, None
+        lo, hi = self._percentiles(raw)
         if self.kind == "scale_range":
-            return Affine(1.0 / (hi - lo + self.eps), -lo / (hi - lo + self.eps))
-        return Affine(low=lo, high=hi)
+            return 1.0 / (hi - lo + self.eps), -lo / (hi - lo + self.eps), None, None
+        return torch.ones_like(lo), torch.zeros_like(lo), lo, hi  # clip
 
     def _percentiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame lower and upper bounds, shaped to broadcast over ``x`` ([B, C, H, W])."""
+        """Per-frame lower and upper bounds (float64), shaped to broadcast over ``x`` ([B, C, H, W])."""
         import numpy as np
 
         flat = x.detach().double().cpu().numpy().reshape(x.shape[0], -1)  # torch.quantile stops at 16 Mpx
@@ -142,7 +143,8 @@ class ImageStatistic:
             qs[0] = self.low
         if self.high is not None:
             qs[1] = self.high
-        bounds = torch.as_tensor(qs, dtype=x.dtype, device=x.device).reshape(2, x.shape[0], *([1] * (x.dim() - 1)))
+        bounds = torch.as_tensor(qs, dtype=torch.float64, device=x.device).reshape(2, x.shape[0],
+                                                                                    *([1] * (x.dim() - 1)))
         return bounds[0], bounds[1]
 
 
@@ -161,8 +163,9 @@ class ForeignNetwork(nn.Module):
 
     ``pre``/``post``: the processing steps (:class:`Affine` for folded fixed steps, :class:`ImageStatistic` for
     each frame's statistics; with any of those, ``whole_frames`` is True and the Denoiser never tiles).
-    ``squeeze_channel``: the package's tensors have no channel axis. Inputs are padded (mirrored) to the sizes
-    the description allows (``min_size`` plus a multiple of ``size_multiple``) and the output cropped back.
+    ``squeeze_channel``: the package's tensors have no channel axis. Inputs are mirrored by the reach on every side
+    and padded to the sizes the description allows (``min_size`` plus a multiple of ``size_multiple``), and the
+    output is cropped back (see :meth:`forward`).
     The receptive field is measured, not trusted from a halo: on noise around ``level`` (the package's test
     input's median and spread), since a network on raw values may ignore inputs far below its range.
     """
