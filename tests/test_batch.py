@@ -1051,3 +1051,16 @@ def test_the_camera_calibration_option_keeps_its_old_names_for_a_release(tmp_pat
         opts = BatchOptions.build(**base, calibration=tmp_path / "cam.safetensors")
     assert opts.camera_calibration == str(tmp_path / "cam.safetensors")
     assert opts.dtype == "float32"
+
+
+def test_denoising_a_denoised_copy_records_what_came_before(tmp_path, frames, ckpt, ckpt2):
+    """Provenance of a copy of a copy: the second model, and under ``previous`` the first, as completed."""
+    write_ome(tmp_path / "cells.ome.tif", frames[:1])
+    run([tmp_path / "cells.ome.tif"], tmp_path / "one", ckpt)
+    run([tmp_path / "one" / "cells.ome.tif"], tmp_path / "two", ckpt2)
+    prov = read_provenance(tmp_path / "two" / "cells.ome.tif")
+    assert prov["model"]["sha256"] == batch.file_sha256(ckpt2) and prov["completed"]
+    assert prov["input"]["path"] == str((tmp_path / "one" / "cells.ome.tif").resolve())
+    before = prov["previous"]
+    assert before["model"]["sha256"] == batch.file_sha256(ckpt) and before["completed"]
+    assert before["input"]["path"] == str((tmp_path / "cells.ome.tif").resolve()) and "previous" not in before

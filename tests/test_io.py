@@ -74,7 +74,8 @@ def test_imagej_hyperstack_and_declared_axes(tmp_path):
                      metadata={"axes": "TZCYX", "spacing": 1.5, "unit": "um", "finterval": 3.0})
     ds = open_dataset(tmp_path / "ij.tif")
     assert ds.axes == "TZCYX" and ds.shape == data.shape and ds.format == "imagej-tiff"
-    assert ds.metadata["physical_size"]["Z"] == (1.5, "um") and ds.metadata["physical_size"]["X"][0] == 0.5
+    # ImageJ's "um" as OME spells it
+    assert ds.metadata["physical_size"]["Z"] == (1.5, "µm") and ds.metadata["physical_size"]["X"][0] == 0.5
     assert ds.metadata["time_increment"] == (3.0, "s")
     np.testing.assert_array_equal(ds.reader[...], data)
     # a plain multi-page file: generic axes unless declared

@@ -25,7 +25,8 @@ Modules: :mod:`~livedenoise.io.formats` (which reader opens a path, by content),
 (:mod:`~livedenoise.io.tiff`, :mod:`~livedenoise.io.ndtiff`, :mod:`~livedenoise.io.omezarr`),
 :mod:`~livedenoise.io.dataset` and :mod:`~livedenoise.io.planes` (what every reader returns),
 :mod:`~livedenoise.io.axes`, :mod:`~livedenoise.io.inputs` (inputs and output names),
-:mod:`~livedenoise.io.provenance` (OME-XML) and :mod:`~livedenoise.io.writers`.
+:mod:`~livedenoise.io.omexml` (OME-XML through ome-types), :mod:`~livedenoise.io.provenance` (reading it back from
+any output) and :mod:`~livedenoise.io.writers`.
 """
 from __future__ import annotations
 
@@ -34,14 +35,10 @@ from livedenoise.io.dataset import ImageDataset, SourceSpec
 from livedenoise.io.formats import READERS, Reader, open_dataset, reader_for
 from livedenoise.io.inputs import TIFF_SUFFIXES, InputItem, expand_inputs, output_stem
 from livedenoise.io.ndtiff import NDTiffPlanes, is_ndtiff_dataset, read_ndtiff
+from livedenoise.io.omexml import PROVENANCE_NAMESPACE, ome_facts, ome_xml_with_provenance, read_provenance_xml
 from livedenoise.io.omezarr import is_ome_zarr
 from livedenoise.io.planes import PlaneArray, TiffPlanes, read_tiff
-from livedenoise.io.provenance import (
-    PROVENANCE_NAMESPACE,
-    ome_xml_with_provenance,
-    read_provenance,
-    read_provenance_xml,
-)
+from livedenoise.io.provenance import read_provenance
 from livedenoise.io.writers import (
     NpyBlockTarget,
     OmeTiffTarget,
@@ -72,6 +69,7 @@ __all__ = [
     "is_ndtiff_dataset",
     "is_ome_zarr",
     "ndtiff_coordinates",
+    "ome_facts",
     "ome_xml_with_provenance",
     "open_dataset",
     "output_stem",

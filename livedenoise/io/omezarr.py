@@ -55,33 +55,9 @@ def ngff_order(axes: str) -> tuple[str, tuple[int, ...]]:
     return "".join(order), tuple(image.index(a) for a in order)
 
 
-def _ome_xml_scales(xml: str) -> dict[str, Any]:
-    """``physical_size`` and ``time_increment`` (as the TIFF readers give them) from an input's OME-XML."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.fromstring(xml.encode("utf-8"))
-    except ET.ParseError:
-        return {}
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
-    if pixels is None:
-        return {}
-    out: dict[str, Any] = {}
-    physical = {a: (float(size), pixels.get(f"PhysicalSize{a}Unit", "µm"))
-                for a in "XYZ" if (size := pixels.get(f"PhysicalSize{a}"))}
-    if physical:
-        out["physical_size"] = physical
-    increment = pixels.get("TimeIncrement")
-    if increment:
-        out["time_increment"] = (float(increment), pixels.get("TimeIncrementUnit", "s"))
-    return out
-
-
 def _image_model(order: str, shape: Sequence[int], metadata: dict[str, Any]) -> Any:
     from yaozarrs import DimSpec, v05
 
-    if metadata.get("ome_xml") and not metadata.get("physical_size"):
-        metadata = {**_ome_xml_scales(metadata["ome_xml"]), **metadata}
     physical = metadata.get("physical_size") or {}
     dims = []
     for a, n in zip(order, shape, strict=True):

@@ -9,8 +9,8 @@ import numpy as np
 from livedenoise.errors import InputDataError
 from livedenoise.io.axes import _SPARE_LETTERS, AXES, validate_axes
 from livedenoise.io.dataset import ImageDataset, SourceSpec
+from livedenoise.io.omexml import ome_facts
 from livedenoise.io.planes import PlaneArray, TiffPlanes, _open_tiff
-from livedenoise.io.provenance import read_provenance_xml
 
 #: The first bytes of a TIFF (little / big endian) and a BigTIFF.
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -55,8 +55,8 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
             f"{path}: image series has axes {series_axes!r} (shape {first.shape}); expected grey-level planes ending "
             "in YX (RGB / multi-sample pixels are not supported)."
         )
-    ome_xml = tif.ome_metadata if tif.is_ome else None
-    provenance = read_provenance_xml(ome_xml) if ome_xml else None
+    ome = ome_facts(tif.ome_metadata, str(path)) if tif.is_ome else None
+    provenance = ome.provenance if ome else None
     multi = len(all_series) > 1
     n_pages = int(np.prod(lead_shape, dtype=np.int64))
     if axes_override is not None:
@@ -97,6 +97,8 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
                         offsets, file_dtype, multi)
     fmt = "ome-tiff" if tif.is_ome else ("imagej-tiff" if tif.is_imagej else "tiff")
     metadata = _tiff_metadata(tif, all_series, axes, shape)
+    if ome:  # pixel sizes, time step, channel names: from the OME model
+        metadata.update(ome.metadata)
     if provenance:
         metadata["provenance"] = provenance
     return ImageDataset(SourceSpec(str(path), "tiff", axes_override), fmt, axes, shape, dtype,
@@ -148,6 +150,20 @@ def _check_series_data(path: Path, series: Any, size: int) -> int | None:
     return None
 
 
+#: How ImageJ and others spell lengths (lower case, micro sign) -> the OME symbol (OME-XML accepts only its own).
+_LENGTH_UNITS = {"um": "µm", "µm": "µm", "micron": "µm", "microns": "µm", "micrometer": "µm", "nm": "nm",
+                 "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm", "m": "m", "pixel": "pixel"}
+
+
+def ome_length_unit(unit: str) -> str | None:
+    """The OME symbol of a length unit as ImageJ writes it (``um``, ``micron``, ``\\u00B5m``), or ``None`` when unknown.
+
+    An unknown unit leaves the pixel size out rather than writing OME-XML that no OME reader accepts.
+    """
+    key = unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ").lower().replace("\u03bc", "µ")
+    return _LENGTH_UNITS.get(key)
+
+
 def _tiff_metadata(tif: Any, series: list[Any], axes: str, shape: tuple[int, ...]) -> dict[str, Any]:
     """Metadata to carry over: the OME-XML itself, or ImageJ / resolution facts mapped to OME terms."""
     meta: dict[str, Any] = {"series_names": [s.name or f"Pos{i}" for i, s in enumerate(series)]}
@@ -166,7 +182,7 @@ def _tiff_metadata(tif: Any, series: list[Any], axes: str, shape: tuple[int, ...
     ij = tif.imagej_metadata if tif.is_imagej else None
     if ij:
         meta["imagej"] = {k: v for k, v in ij.items() if isinstance(v, (str, int, float, bool))}
-        ij_unit = str(ij.get("unit", "")).replace("\\u00B5", "µ").replace("micron", "µm") or None
+        ij_unit = ome_length_unit(str(ij.get("unit", "")))
         if res and ij_unit:
             physical["X"] = (1.0 / res[0], ij_unit)
             physical["Y"] = (1.0 / res[1], ij_unit)

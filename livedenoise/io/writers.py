@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import shutil
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from livedenoise.errors import InputDataError, LivedenoiseError
 from livedenoise.io.axes import NDTIFF_LETTERS
 from livedenoise.io.dataset import ImageDataset
 from livedenoise.io.ndtiff import NDTiffPlanes
-from livedenoise.io.provenance import PROVENANCE_ID, PROVENANCE_NAMESPACE, _ns, _set_provenance, ome_xml_with_provenance
+from livedenoise.io.omexml import ome_xml_with_provenance, replace_provenance
 
 #: Axes tifffile's OME writer accepts inside one image series (besides Y, X).
 _OME_SERIES_AXES = set("TZCQRAHE")
@@ -135,7 +134,7 @@ def create_ome_tiff(path: str | os.PathLike[str], dataset: ImageDataset, dtype: 
     with tifffile.TiffFile(path) as tif:
         written_xml = tif.ome_metadata
         offsets = tuple(int(s.dataoffset) for s in tif.series)
-    xml = ome_xml_with_provenance(written_xml, meta.get("ome_xml"), provenance)
+    xml = ome_xml_with_provenance(written_xml, meta.get("ome_xml"), provenance, what=str(dataset.path))
     tifffile.tiffcomment(path, xml.encode("utf-8"))
     target = OmeTiffTarget(path, axes, tuple(shape), dtype.str, offsets)
     target.check()
@@ -148,22 +147,7 @@ def update_ome_provenance(path: str | os.PathLike[str], provenance: dict[str, An
 
     with tifffile.TiffFile(path) as tif:
         xml = tif.ome_metadata
-    root = ET.fromstring(xml.encode("utf-8"))
-    ns = _ns(root.tag)
-    sa = root.find(f"{{{ns}}}StructuredAnnotations")
-    if sa is not None:
-        for ann in list(sa):
-            if ann.tag == f"{{{ns}}}MapAnnotation" and ann.get("Namespace") == PROVENANCE_NAMESPACE:
-                sa.remove(ann)
-        for img in root.findall(f"{{{ns}}}Image"):
-            for ref in img.findall(f"{{{ns}}}AnnotationRef"):
-                if ref.get("ID") == PROVENANCE_ID:
-                    img.remove(ref)
-    _set_provenance(root, ns, provenance)
-    ET.register_namespace("", ns)
-    ET.register_namespace("xsi", "http://www.w3.org/2001/XMLSchema-instance")
-    tifffile.tiffcomment(path, ('<?xml version="1.0" encoding="UTF-8"?>'
-                                + ET.tostring(root, encoding="unicode")).encode("utf-8"))
+    tifffile.tiffcomment(path, replace_provenance(xml, provenance).encode("utf-8"))
 
 
 @dataclass(frozen=True)
