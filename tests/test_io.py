@@ -162,7 +162,7 @@ def test_the_reader_is_chosen_by_content_not_by_name(tmp_path):
     (tmp_path / "image.tif").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     with pytest.raises(InputDataError, match=r"image\.tif: not a readable TIFF file \(it starts with b'\\x89PNG'"):
         open_dataset(tmp_path / "image.tif")
-    assert [r.name for r in READERS] == ["OME-Zarr", "NDTiff", "TIFF"]
+    assert [r.name for r in READERS] == ["OME-Zarr", "NDTiff", "TIFF", "ND2/CZI/LIF (bioio)"]
     with pytest.raises(InputDataError, match="--axes applies to TIFF files; NDTiff datasets declare their own axes"):
         nd = tmp_path / "nd"
         nd.mkdir()

@@ -148,7 +148,7 @@ def denoise_dataset(
     (``denoise_dataset(paths, "out", dtype="input")``), as a ``BatchOptions`` (reused across jobs), or both
     (keywords override). They are all checked, together, before anything is opened.
 
-    ``inputs``: TIFF / OME-TIFF files, folders of them, NDTiff dataset folders. ``model``:
+    ``inputs``: TIFF / OME-TIFF / ND2 / CZI / LIF files, folders of them, NDTiff or OME-Zarr folders. ``model``:
     ``"standard"``/``"fast"``, a checkpoint path, a Checkpoint (or a list / dict of them, one
     per channel; ``None``: :data:`livedenoise.checkpoint.DEFAULT_BACKBONE`). ``adapt``: ``None``,
     ``"self"`` (Noise2Self on a sample of the data) or

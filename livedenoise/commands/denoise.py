@@ -1,4 +1,4 @@
-"""`livedenoise denoise`: denoise saved TIFF / OME-TIFF / NDTiff datasets, larger than memory, resumable."""
+"""`livedenoise denoise`: denoise saved TIFF / OME-TIFF / NDTiff / OME-Zarr / ND2 / CZI / LIF datasets, resumable."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +15,9 @@ HELP = """\
 Denoise datasets you already saved, chunk by chunk (any size, bounded memory), into OUTDIR.
 
 Inputs: TIFF or OME-TIFF files (stacks with any axes: the file's metadata says which, or give
---axes, e.g. TZCYX), folders of TIFFs (each file is processed, names kept), and NDTiff datasets
-saved by pycromanager / Micro-Manager (positions, channels, time and z are kept).
+--axes, e.g. TZCYX), folders of them (each file is processed, names kept), NDTiff datasets
+saved by pycromanager / Micro-Manager (positions, channels, time and z are kept), OME-Zarr images,
+and Nikon ND2, Zeiss CZI and Leica LIF files (with the [formats] extra: pip install 'livedenoise[formats]').
 
   livedenoise denoise cells.ome.tif -o denoised/                       # the default shipped backbone ('fast')
   livedenoise denoise timelapse.ome.tif -o denoised/                   # T axis: the 'temporal' backbone
@@ -41,10 +42,11 @@ and model) or --overwrite. --dry-run shows the plan without writing anything.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("denoise",
-                              help="denoise saved TIFF / OME-TIFF / NDTiff datasets (out-of-core, resumable)",
+                              help="denoise saved datasets (TIFF, OME-TIFF, NDTiff, OME-Zarr, ND2, CZI, LIF), "
+                                   "any size, resumable",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="TIFF / OME-TIFF files, folders of TIFFs, NDTiff dataset folders")
+                   help="TIFF / OME-TIFF / ND2 / CZI / LIF files, folders of them, NDTiff or OME-Zarr folders")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the denoised copies")
     p.add_argument("--model", action="append", metavar="MODEL",
                    help="'fast' (the default for single frames: it measures best), 'temporal' (the default for "
@@ -118,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
     adapt, pairs, inputs = parse_adapt(args.adapt, list(args.inputs))
     if not inputs:
-        raise ConfigError("No INPUT given; expected TIFF / OME-TIFF files, folders of TIFFs or NDTiff datasets.")
+        raise ConfigError("No INPUT given; expected TIFF / OME-TIFF / ND2 / CZI / LIF files, folders of them, "
+                          "NDTiff or OME-Zarr datasets.")
     models = args.model or [None]  # None: the shipped model for the data (temporal for time-lapses, else fast)
     if len(models) > 1 and adapt is not None:
         raise ConfigError("--adapt starts from one model; give a single --model.")

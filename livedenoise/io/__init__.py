@@ -22,7 +22,8 @@ Why this shape:
   errors.
 
 Modules: :mod:`~livedenoise.io.formats` (which reader opens a path, by content), one reader per format
-(:mod:`~livedenoise.io.tiff`, :mod:`~livedenoise.io.ndtiff`, :mod:`~livedenoise.io.omezarr`),
+(:mod:`~livedenoise.io.tiff`, :mod:`~livedenoise.io.ndtiff`, :mod:`~livedenoise.io.omezarr`, and
+:mod:`~livedenoise.io.vendor` for ND2 / CZI / LIF through bioio),
 :mod:`~livedenoise.io.dataset` and :mod:`~livedenoise.io.planes` (what every reader returns),
 :mod:`~livedenoise.io.axes`, :mod:`~livedenoise.io.inputs` (inputs and output names),
 :mod:`~livedenoise.io.omexml` (OME-XML through ome-types), :mod:`~livedenoise.io.provenance` (reading it back from

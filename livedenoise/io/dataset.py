@@ -17,7 +17,7 @@ class SourceSpec:
     """How to open an input again anywhere (a dask worker): small and picklable."""
 
     path: str
-    kind: str  # "tiff" | "ndtiff"
+    kind: str  # "tiff" | "ndtiff" | "ome-zarr" | "vendor" (ND2 / CZI / LIF through bioio)
     axes: str | None = None  # the user's --axes, if any
 
 
@@ -26,7 +26,7 @@ class ImageDataset:
     """An opened input: lazy pixels plus axes and metadata; nothing but metadata has been read."""
 
     spec: SourceSpec
-    format: str  # "tiff", "ome-tiff", "imagej-tiff", "ndtiff"
+    format: str  # "tiff", "ome-tiff", "imagej-tiff", "ndtiff", "ome-zarr", "nd2", "czi", "lif"
     axes: str
     shape: tuple[int, ...]
     dtype: np.dtype

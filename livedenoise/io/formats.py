@@ -4,7 +4,8 @@ Every format is one :class:`Reader` in :data:`READERS`: it says whether it *clai
 header in the file's first bytes, an ``NDTiff.index`` in the folder, OME-Zarr group metadata) and
 opens what it claims lazily, as an :class:`~livedenoise.io.dataset.ImageDataset`. :func:`open_dataset`
 asks them in order, so a ``.tif`` that is really a PNG is named as such instead of failing deep in a
-parser, and a new format (issue: bioio readers) is one more entry here, not another branch elsewhere.
+parser, and a new format is one more entry here, not another branch elsewhere (the Nikon ND2, Zeiss CZI
+and Leica LIF readers, through bioio, are one such entry: :mod:`~livedenoise.io.vendor`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from livedenoise.io.dataset import ImageDataset
 from livedenoise.io.ndtiff import is_ndtiff_dataset, open_ndtiff_dataset
 from livedenoise.io.omezarr import is_ome_zarr, open_ome_zarr
 from livedenoise.io.tiff import is_tiff_file, open_tiff_dataset
+from livedenoise.io.vendor import is_vendor_file, open_vendor_dataset
 
 
 class Reader(Protocol):
@@ -58,6 +60,8 @@ READERS: list[Reader] = [
     FormatReader("OME-Zarr", False, is_ome_zarr, lambda path, axes: open_ome_zarr(path)),
     FormatReader("NDTiff", False, is_ndtiff_dataset, lambda path, axes: open_ndtiff_dataset(path)),
     FormatReader("TIFF", True, is_tiff_file, open_tiff_dataset),
+    # recognised without bioio, so a missing [formats] extra is named instead of "not a TIFF"
+    FormatReader("ND2/CZI/LIF (bioio)", False, is_vendor_file, lambda path, axes: open_vendor_dataset(path)),
 ]
 
 
@@ -71,22 +75,23 @@ def reader_for(path: str | os.PathLike[str]) -> Reader:
             return reader
     if p.is_dir():
         raise InputDataError(f"{p}: a folder that is neither an NDTiff dataset (no NDTiff.index) nor an OME-Zarr; "
-                             "pass its TIFF files or the folder to `livedenoise denoise` to process them one by one.")
+                             "pass its image files or the folder to `livedenoise denoise` to process them one by one.")
     if not p.is_file():
-        raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / OME-TIFF "
-                             "files, NDTiff or OME-Zarr folders.")
+        raise InputDataError(f"{p}: not a regular file or folder (a device, pipe or socket); expected TIFF / OME-TIFF, "
+                             "ND2, CZI or LIF files, NDTiff or OME-Zarr folders.")
     try:
         with open(p, "rb") as fh:
             head = fh.read(8)
     except OSError as exc:
         raise InputDataError(f"{p}: cannot be read ({exc.strerror or exc}).") from None
-    what = "the file is empty" if not head else f"it starts with {head[:4]!r}, not a TIFF header"
-    raise InputDataError(f"{p}: not a readable TIFF file ({what}); livedenoise reads TIFF / OME-TIFF files and "
-                         "NDTiff or OME-Zarr folders.")
+    what = ("the file is empty" if not head
+            else f"it starts with {head[:4]!r}, not a TIFF, Nikon ND2, Zeiss CZI or Leica LIF header")
+    raise InputDataError(f"{p}: not a readable TIFF file ({what}); livedenoise reads TIFF / OME-TIFF files, "
+                         "ND2 / CZI / LIF files (with the [formats] extra) and NDTiff or OME-Zarr folders.")
 
 
 def open_dataset(path: str | os.PathLike[str], axes: str | None = None) -> ImageDataset:
-    """Open a TIFF / OME-TIFF file, an NDTiff dataset folder or an OME-Zarr lazily (metadata only).
+    """Open a TIFF / OME-TIFF, ND2, CZI or LIF file, an NDTiff dataset folder or an OME-Zarr lazily (metadata only).
 
     ``axes`` declares (or overrides) the axis letters of a TIFF's image series, e.g. ``"TZCYX"``
     for a plain multi-page file written as a hyperstack; it must name every dimension.
