@@ -317,6 +317,52 @@ def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_
     assert widget.adapted == {} and "calibrate again" in widget._message
 
 
+def test_a_calibration_collects_its_frames_in_the_acquisition_thread_with_the_gui_thread_blocked(
+        napari_app, qt_core, tmp_path):
+    """A core with Qt signals (as napari-micromanager's), the calibration's MDA run from a thread while the GUI thread
+    waits and runs no event loop: every frame is collected in the acquisition thread (a direct connection), so the
+    calibration does not depend on the event loop, and no event is left queued for a handler that is gone (through
+    pymmcore-plus's output-handler relay, a one-field calibration beside napari-micromanager crashed napari)."""
+    import threading
+
+    import useq
+    from test_live_session import identity_backbone
+
+    from livedenoise.acquisition.mda_listeners import listening
+    from livedenoise.attach import MDADenoiser
+    from livedenoise.config import TrainingConfig
+
+    threads: list[str] = []
+
+    class Spy:
+        def frameReady(self, image, event, meta=None):  # noqa: N802
+            threads.append(threading.current_thread().name)
+
+    den = MDADenoiser(identity_backbone().save(tmp_path / "identity.safetensors"))
+    outcome: dict = {}
+
+    def calibrate() -> None:
+        try:
+            with listening(qt_core.mda.events, Spy()):
+                futures = den.calibrate(qt_core, useq.MDASequence(), [(0.0, 0.0)], average=2, time_budget_s=5,
+                                        training=TrainingConfig(patch_size=32, batch_size=4, max_steps=3,
+                                                                steps_per_validation=3))
+            outcome["result"] = [f.result(timeout=300) for f in futures.values()]
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=calibrate, name="calibration-test")
+    worker.start()
+    worker.join(timeout=600)  # the GUI thread processes no events meanwhile
+    den.close(progress=False)
+    assert not worker.is_alive() and "error" not in outcome, outcome
+    assert len(outcome["result"]) == 1 and outcome["result"][0].steps > 0, outcome
+    assert threads == ["calibration-test"] * 3  # 1 + average frames, each heard in the acquisition thread
+    for _ in range(20):  # events left queued for the GUI thread would run here
+        napari_app.processEvents()
+    assert threads == ["calibration-test"] * 3
+
+
 def test_the_live_widget_passes_its_fixed_pattern_choice_to_the_calibration(napari_app, qt_core, tmp_path, monkeypatch):
     from napari.components import ViewerModel
     from test_live_session import identity_backbone

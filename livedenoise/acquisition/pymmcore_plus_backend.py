@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from livedenoise.acquisition.backend import NO_XY_STAGE, AcquisitionBackend, FrameCallback, LiveRunInfo
+from livedenoise.acquisition.mda_listeners import listening
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
 from livedenoise.errors import MicroManagerUnavailable
 
@@ -159,18 +161,18 @@ class PymmcorePlusBackend(AcquisitionBackend):
             kw["min_start_time"] = float(min_start)
         return useq.MDAEvent(**kw)
 
-    def _run(self, events, on_frame, output=None) -> None:
+    def _run(self, events, on_frame, output: str | None = None, handler: Any = None) -> None:
+        """Run ``events``; ``on_frame`` and ``handler`` hear every frame in the acquisition thread, as it is acquired
+        (:func:`~livedenoise.acquisition.mda_listeners.listening`); ``output``: a path pymmcore-plus writes to."""
         def relay(img: np.ndarray, event: Any, *_: Any) -> None:
             try:
                 on_frame(img, dict(event.index))
             except Exception:
                 log.exception("frame hook failed; the raw frame is saved anyway")
 
-        self.core.mda.events.frameReady.connect(relay)
-        try:
+        handlers = [SimpleNamespace(frameReady=relay)] + ([handler] if handler is not None else [])
+        with listening(self.core.mda.events, *handlers):
             self.core.mda.run(events, output=output)
-        finally:
-            self.core.mda.events.frameReady.disconnect(relay)
 
     def acquire_pairs(self, plan: PairPlan, directory: Path) -> list[CalibrationPair]:
         events = []
@@ -181,7 +183,7 @@ class PymmcorePlusBackend(AcquisitionBackend):
             events += [self._event(high, {"p": k, "r": 1, "n": i}, xy) for i in range(refs)]
         store: dict[tuple[int, int, int], np.ndarray] = {}
         self._run(events, lambda img, idx: store.__setitem__((idx["p"], idx["r"], idx["n"]), np.array(img, copy=True)),
-                  output=RawTiffRecorder(directory / "calibration", "calibration"))
+                  handler=RawTiffRecorder(directory / "calibration", "calibration"))
         return assemble_pairs(plan, store)
 
     def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,

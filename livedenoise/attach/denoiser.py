@@ -366,8 +366,7 @@ class AttachedDenoiser:
                        for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
         if incomplete:  # checked for every channel before any fine-tune starts
             raise LivedenoiseError(f"the calibration acquisition did not deliver {average + 1} frames per position "
-                                   "and channel (it was stopped, a channel skipped frames, or, with Qt signals, the "
-                                   "GUI event loop was not running to deliver them): "
+                                   "and channel (it was stopped or a channel skipped frames): "
                                    f"{'; '.join(incomplete[:4])}")
         futures: dict[str, cf.Future[Adaptation]] = {}
         for channel in channels:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
+from livedenoise.acquisition.mda_listeners import listening
 from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
 from livedenoise.errors import ConfigError
 
@@ -78,10 +78,6 @@ def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]]
         time_plan=useq.TIntervalLoops(interval=timedelta(0), loops=int(average) + 1), axis_order=tuple("pct"))
 
 
-#: How long calibrate() waits, after its MDA ends, for frames still being delivered through an event loop.
-FRAMES_GRACE_S = 10.0
-
-
 class MDADenoiser(AttachedDenoiser):
     """An :class:`AttachedDenoiser` with pymmcore-plus's handler methods (one sequence per handler).
 
@@ -123,29 +119,22 @@ class MDADenoiser(AttachedDenoiser):
                               "would image the same field; give one position or configure the stage")
         names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
         frames: dict[tuple[int, Any], list[np.ndarray]] = {}
-        arrived = threading.Condition()
         plan = calibration_sequence(sequence, positions, average=average)
-        expected = len(list(plan))
 
         class _Collect:
             def frameReady(self, image: np.ndarray, event: Any, meta: Any = None) -> None:  # noqa: N802
                 index = dict(event.index)
-                with arrived:
-                    frames.setdefault((int(index.get("p", 0)), names.get(int(index.get("c", 0)))), []).append(
-                        np.array(image, copy=True))
-                    arrived.notify_all()
+                frames.setdefault((int(index.get("p", 0)), names.get(int(index.get("c", 0)))), []).append(
+                    np.array(image, copy=True))
 
         xy = (float(core.getXPosition()), float(core.getYPosition())) if core.getXYStageDevice() else None
         try:
-            core.mda.run(plan, output=[_Collect()])
+            with listening(core.mda.events, _Collect()):  # in the acquisition thread: every frame in when run returns
+                core.mda.run(plan)
         finally:
             if xy is not None:
                 core.setXYPosition(*xy)
                 core.waitForSystem()
-        # With pymmcore-plus's Qt signals (a Qt app is running: napari), frames of an MDA run outside the GUI thread
-        # reach handlers through the GUI thread's event loop, after run() returns: wait for them (bounded).
-        with arrived:
-            arrived.wait_for(lambda: sum(map(len, frames.values())) >= expected, timeout=FRAMES_GRACE_S)
         return self.adapt_from_calibration(frames, list(dict.fromkeys(names.values())), len(positions), average,
                                            time_budget_s=time_budget_s, training=training,
                                            remove_fixed_pattern=remove_fixed_pattern)

@@ -1,0 +1,54 @@
+"""Listen to an MDA that livedenoise runs itself, in the acquisition's own thread, with Qt signals or psygnal.
+
+Why not ``core.mda.run(..., output=[handler])``: pymmcore-plus then relays events to the handler through
+a helper thread (``MDARelayThread``) whose slots are connected to the core's signals. When the core
+has Qt signals (a Qt application was running when it was made: napari, napari-micromanager, the live
+viewer) and the MDA runs outside the GUI thread, those signals are *queued* to the GUI thread's event
+loop; events still queued when ``run`` returns reach the relay after it is gone. Seen beside
+napari-micromanager (a calibration of one field finishes fast): ``AttributeError: 'UnitDefinition'
+object has no attribute '_deque'`` and a segmentation fault, i.e. slots called on freed memory. Even
+without the crash, queued frames arrive after ``run`` returns, so the frames of a calibration would
+depend on a GUI loop running.
+
+:func:`listening` connects the handlers' methods *directly* (Qt ``DirectConnection``; psygnal always
+calls in the emitting thread): they run in the acquisition thread as each frame is acquired, every
+frame has arrived when ``run`` returns, and nothing is left queued when they are disconnected. The
+handlers therefore must be quick and thread-safe (they copy a frame or hand it over).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+#: The MDA signals of pymmcore-plus a handler may implement (same names as its output handlers').
+MDA_SIGNALS = ("sequenceStarted", "frameReady", "sequencePauseToggled", "sequenceCanceled", "sequenceFinished")
+
+
+def _connect_direct(signal: Any, slot: Any) -> None:
+    module = type(signal).__module__
+    if module.split(".")[0] in ("PySide6", "PyQt6", "PySide2", "PyQt5"):  # a Qt SignalInstance: never queued
+        qt = importlib.import_module(module).Qt
+        signal.connect(slot, getattr(qt, "ConnectionType", qt).DirectConnection)
+    else:  # psygnal calls its slots in the emitting thread
+        signal.connect(slot)
+
+
+@contextlib.contextmanager
+def listening(events: Any, *handlers: Any) -> Iterator[None]:
+    """Within the block, each handler's methods named as MDA signals are called in the acquisition's thread."""
+    connected: list[tuple[Any, Any]] = []
+    try:
+        for handler in handlers:
+            for name in MDA_SIGNALS:
+                slot = getattr(handler, name, None)
+                signal = getattr(events, name, None)
+                if callable(slot) and signal is not None:
+                    _connect_direct(signal, slot)
+                    connected.append((signal, slot))
+        yield
+    finally:
+        for signal, slot in reversed(connected):
+            with contextlib.suppress(Exception):  # already gone with its emitter
+                signal.disconnect(slot)
