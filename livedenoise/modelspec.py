@@ -61,9 +61,10 @@ def load_model_spec(spec: str | os.PathLike[str], device: str = "cpu", *, foreig
     """Load what :func:`model_path` resolves: ``'fast'``/``'standard'``/``'temporal'`` -> the shipped backbone;
     anything else is a ``.safetensors`` checkpoint path or a bioimage.io package exported by livedenoise.
 
-    ``foreign``: the caller runs a package from another tool as it is (the :class:`~livedenoise.inference.Denoiser`;
-    :mod:`livedenoise.bioimageio_import`); everywhere else such a package is refused in one sentence, because
-    fine-tuning, noise fitting, live sessions and export need a livedenoise network."""
+    ``foreign``: the caller runs a package from another tool as it is (the :class:`~livedenoise.inference.Denoiser`,
+    an attached acquisition, napari's widgets; :mod:`livedenoise.bioimageio_import`); everywhere else such a package
+    is refused in one sentence, because fine-tuning, noise fitting, live sessions and export need a livedenoise
+    network."""
     if not is_backbone_name(spec) and Path(spec).exists():
         from livedenoise.bioimageio_import import is_foreign_package, load_foreign_bioimageio
 
@@ -71,8 +72,8 @@ def load_model_spec(spec: str | os.PathLike[str], device: str = "cpu", *, foreig
             if not foreign:
                 raise CheckpointError(
                     f"{spec}: a BioImage Model Zoo model from another tool runs only as it is, with `livedenoise "
-                    "denoise --model` or `Denoiser(...)`; fine-tuning, live sessions, attached acquisitions, napari "
-                    "and export need a livedenoise model ('fast', 'standard', 'temporal', a .safetensors "
-                    "checkpoint or a package livedenoise exported).")
+                    "denoise --model`, `Denoiser(...)`, an attached acquisition or napari's Denoise layer and Live "
+                    "denoise; fine-tuning, calibration, live sessions and export need a livedenoise model ('fast', "
+                    "'standard', 'temporal', a .safetensors checkpoint or a package livedenoise exported).")
             return load_foreign_bioimageio(spec)
     return load_checkpoint(model_path(spec), device=device)

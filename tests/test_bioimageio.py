@@ -451,6 +451,41 @@ def test_another_tools_package_is_refused_where_livedenoise_would_fine_tune_or_f
     assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "again.zip").exists()
 
 
+def test_another_tools_package_denoises_an_attached_acquisition_as_it_is_and_is_never_adapted(package, scene,
+                                                                                               tmp_path):
+    """``AttachedDenoiser`` / ``MDADenoiser`` with a foreign package: every recorded frame is the package run on the raw
+    frame (no noise model fitted, and the report says so); adapting it, or calibrating for it, is one sentence, raised
+    before any frame is acquired."""
+    from livedenoise.attach import AttachedDenoiser, MDADenoiser
+    from livedenoise.attach.denoiser import FOREIGN_NOISE
+    from livedenoise.inference import Denoiser
+    from livedenoise.io import open_dataset
+
+    foreign = _foreign(package, tmp_path)
+    rng = np.random.default_rng(3)
+    frames = [np.clip(np.round(scene[0] + rng.normal(0, 2, scene[0].shape)), 0, 65535).astype(np.uint16)[:128, :160]
+              for _ in range(3)]
+    den = AttachedDenoiser(str(foreign), output=tmp_path / "rec", device="cpu")
+    for t, frame in enumerate(frames):
+        assert den.submit(frame, {"time": t})
+    report = den.close(progress=False)
+    assert report.frames_written == 3 and not report.errors, report
+    channel = report.channels["(all)"]
+    assert channel["noise_model"] == FOREIGN_NOISE and channel["model"] == "cells denoiser"
+    recorded = open_dataset(report.denoised_path)  # recorded in the frames' type (uint16), rounded
+    expected = Denoiser(str(foreign), device="cpu")
+    for t, frame in enumerate(frames):
+        got, want = recorded.read_frame([t]).astype(np.float64), np.clip(np.rint(expected.denoise(frame)), 0, 65535)
+        assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 0.01
+        assert np.abs(got - frame).mean() > 1  # denoised, not the raw frame
+    with AttachedDenoiser(str(foreign), device="cpu") as live:
+        with pytest.raises(CheckpointError, match="run as it is; adapting it needs a livedenoise backbone"):
+            live.adapt(frames[:2], frames[:2])
+    with MDADenoiser(str(foreign), device="cpu") as mda, pytest.raises(
+            CheckpointError, match=r"run as it is; a calibration \(it fine-tunes the model\) needs a livedenoise"):
+        mda.calibrate(None, None, [(0.0, 0.0)])  # refused before the core is touched
+
+
 def test_a_state_dict_network_of_an_installed_library_runs_in_inference_mode(package, tmp_path):
     """A network whose layers behave differently in training (batch normalisation, as in CAREamics' U-Net) gives
     its inference-mode output through the Denoiser: the receptive-field probe must not leave it in training mode."""

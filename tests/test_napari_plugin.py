@@ -260,6 +260,44 @@ def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, 
     assert widget.last_report is report  # detached: nothing recorded
 
 
+def test_the_live_widget_runs_another_tools_package_as_it_is_and_refuses_to_calibrate_it(napari_app, qt_core,
+                                                                                            tmp_path):
+    """A CAREamics-style Model Zoo .zip as the widget's model: every frame of the MDA recorded through it, no noise
+    model fitted; Calibrate says in the status line that such a model is not fine-tuned, and acquires nothing."""
+    import tifffile
+    import useq
+    from napari.components import ViewerModel
+    from test_bioimageio import _foreign
+
+    from livedenoise.attach.denoiser import FOREIGN_NOISE
+    from livedenoise.cli import main
+    from livedenoise.evaluate import SimulatedTask
+    from livedenoise.io import open_dataset
+    from livedenoise.napari_plugin.live import LiveDenoiseWidget
+
+    sample = np.round(SimulatedTask("filaments", 256).test_set(5.0, 0, 1)[0][0]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "sample.tif", sample)
+    assert main(["export", "fast", "-o", str(tmp_path / "ours.zip"), "--sample", str(tmp_path / "sample.tif"),
+                 "--name", "theirs"]) == 0
+    foreign = _foreign(tmp_path / "ours.zip", tmp_path)
+    widget = LiveDenoiseWidget(ViewerModel(), core=qt_core)
+    widget.model.setText(str(foreign))
+    widget.output.setText(str(tmp_path / "denoised"))
+    widget.button.setChecked(True)
+    assert widget.attached, widget.status.text()
+    _run_mda_like_napari_micromanager(napari_app, qt_core, useq.MDASequence(time_plan={"interval": 0, "loops": 3}))
+    assert widget.wait_until_recorded(timeout=120)
+    report = widget.last_report
+    assert report is not None and report.frames_written == 3 and not report.errors, report
+    assert [c["noise_model"] for c in report.channels.values()] == [FOREIGN_NOISE]
+    assert int(np.prod(open_dataset(report.denoised_path).shape[:-2])) == 3
+    widget.button.setChecked(False)
+    x, y = qt_core.getXPosition(), qt_core.getYPosition()
+    widget.calibrate_button.click()
+    assert widget.status.text().startswith("error:") and "runs only as it is" in widget.status.text()
+    assert not widget._calibration_running() and (qt_core.getXPosition(), qt_core.getYPosition()) == (x, y)
+
+
 def test_the_live_widget_calibrates_each_channel_beside_the_field_and_keeps_the_adapted_models(
         napari_app, qt_core, tmp_path):
     """Calibrate: pairs with the chosen presets at fields beside the current one (the stage goes back), one fine-tune

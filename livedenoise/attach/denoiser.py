@@ -39,6 +39,7 @@ from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
+from livedenoise.bioimageio_import import FOREIGN_ARCH, refuse_training
 from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError
@@ -75,6 +76,10 @@ def _mean(frames: Sequence[np.ndarray]) -> np.ndarray:
 def stream_key(axes: Mapping[str, Any]) -> str:
     """The field a frame belongs to: its axes without time (``"channel=GFP|z=2"``), one temporal stream each."""
     return "|".join(f"{k}={axes[k]}" for k in sorted(axes, key=str) if k not in TIME_AXES) or "all"
+
+
+#: What a channel run by another tool's Model Zoo package reports instead of a fitted noise model.
+FOREIGN_NOISE = "no noise model fitted (another tool's BioImage Model Zoo package, run on raw values as it is)"
 
 
 @dataclass
@@ -218,7 +223,8 @@ class AttachedDenoiser:
             return choice
         key = str(choice)
         if key not in self._checkpoints:
-            self._checkpoints[key] = load_model_spec(choice)
+            # another tool's Model Zoo package runs as it is (no noise fit, no adaptation)
+            self._checkpoints[key] = load_model_spec(choice, foreign=True)
         return self._checkpoints[key]
 
     def _choice_for(self, channel: str | None) -> ModelChoice | None:
@@ -232,7 +238,8 @@ class AttachedDenoiser:
         return default if not named else f"{default}; " + ", ".join(f"{k}: {v or 'raw'}" for k, v in named.items())
 
     def _state(self, channel: str | None) -> ChannelState:
-        """The channel's denoiser, prepared on its first frame: the model's normaliser fitted to that frame."""
+        """The channel's denoiser, prepared on its first frame: the model's normaliser fitted to that frame (another
+        tool's Model Zoo package gets none: it runs on the raw values with the processing its package describes)."""
         with self._prepare_lock:
             state = self._states.get(channel)
             if state is not None:
@@ -241,15 +248,18 @@ class AttachedDenoiser:
             if frame is None:
                 frame = np.asarray(self.read_raw(axes))  # type: ignore[misc]
             ckpt = self._checkpoint(self._choice_for(channel)).clone()  # type: ignore[arg-type]
-            fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
-            ckpt.normalizer = fit.normalizer
+            if ckpt.arch == FOREIGN_ARCH:
+                noise, warnings = FOREIGN_NOISE, []
+            else:
+                fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
+                ckpt.normalizer = fit.normalizer
+                noise, warnings = fit.describe(), list(fit.warnings)
             den = Denoiser(ckpt, device=self._device, threads=self._threads, precision=self._precision)
-            state = ChannelState(ckpt, den, fit.describe(),
-                                 list(fit.warnings))
+            state = ChannelState(ckpt, den, noise, warnings)
             self._states[channel] = state
             label = channel if channel is not None else "frames"
-            log.info("%s: %s; %s", label, ckpt.name, fit.describe())
-            for w in fit.warnings:
+            log.info("%s: %s; %s", label, ckpt.name, noise)
+            for w in warnings:
                 log.warning("%s: noise model: %s", label, w)
             return state
 
@@ -422,6 +432,7 @@ class AttachedDenoiser:
         key = None if channel is None else str(channel)
         if key is not None and self._choice_for(key) is None:
             raise ConfigError(f"channel {key!r} is left raw (mapped to None); give it a model to adapt it")
+        refuse_training(self._checkpoint(self._choice_for(key)), "adapting it")  # type: ignore[arg-type]
         if key is not None and key not in seen and key not in self._choices:
             log.info("adapting channel %r, which no frame has named yet: its frames will use the result", key)
         noisy = [np.asarray(f) for f in noisy]

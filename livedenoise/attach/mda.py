@@ -26,6 +26,7 @@ import numpy as np
 
 from livedenoise.acquisition.mda_listeners import listening
 from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
+from livedenoise.bioimageio_import import refuse_training
 from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
@@ -114,10 +115,14 @@ class MDADenoiser(AttachedDenoiser):
         channel's model is hot-swapped when its adaptation is better on a held-out pair, also mid-acquisition.
         The stage is returned to where it was.
         """
+        names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
+        for name in dict.fromkeys(names.values()):  # before anything is acquired
+            choice = self._choice_for(name)
+            if choice is not None:
+                refuse_training(self._checkpoint(choice), "a calibration (it fine-tunes the model)")
         if len(positions) > 1 and not core.getXYStageDevice():
             raise ConfigError("calibration at several positions needs an XY stage, and this core has none: every pair "
                               "would image the same field; give one position or configure the stage")
-        names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
         frames: dict[tuple[int, Any], list[np.ndarray]] = {}
         plan = calibration_sequence(sequence, positions, average=average)
 

@@ -162,7 +162,7 @@ class LiveDenoiseWidget(QWidget):
         """Check the model now (a wrong name fails here, not at the first frame) and listen to the core's MDA."""
         from livedenoise.modelspec import load_model_spec
 
-        load_model_spec(self._model_choice())
+        load_model_spec(self._model_choice(), foreign=True)  # another tool's Model Zoo .zip runs as it is
         self._settings = (self._model_choice(), self.output.text().strip())
         core = self._attached_core = self.core
         events = core.mda.events
