@@ -456,7 +456,7 @@ def test_another_tools_package_denoises_an_attached_acquisition_as_it_is_and_is_
     """``AttachedDenoiser`` / ``MDADenoiser`` with a foreign package: every recorded frame is the package run on the raw
     frame (no noise model fitted, and the report says so); adapting it, or calibrating for it, is one sentence, raised
     before any frame is acquired."""
-    from livedenoise.attach import AttachedDenoiser, MDADenoiser
+    from livedenoise.attach import AttachedDenoiser, MDADenoiser, PycromanagerDenoiser
     from livedenoise.attach.denoiser import FOREIGN_NOISE
     from livedenoise.inference import Denoiser
     from livedenoise.io import open_dataset
@@ -484,6 +484,10 @@ def test_another_tools_package_denoises_an_attached_acquisition_as_it_is_and_is_
     with MDADenoiser(str(foreign), device="cpu") as mda, pytest.raises(
             CheckpointError, match=r"run as it is; a calibration \(it fine-tunes the model\) needs a livedenoise"):
         mda.calibrate(None, None, [(0.0, 0.0)])  # refused before the core is touched
+    with PycromanagerDenoiser(str(foreign), device="cpu") as pycro, pytest.raises(
+            CheckpointError, match=r"run as it is; a calibration \(it fine-tunes the model\) needs a livedenoise"):
+        pycro.calibrate([(0.0, 0.0)], tmp_path / "calibration")
+    assert not (tmp_path / "calibration").exists()  # nothing acquired, not even its folder
 
 
 def test_a_state_dict_network_of_an_installed_library_runs_in_inference_mode(package, tmp_path):

@@ -507,6 +507,37 @@ def test_a_real_microscope_images_at_its_own_exposure_with_the_light_left_alone(
     assert PycromanagerBackend(simulated_core).ground_truth(np.zeros((64, 64), np.uint16)) is None
 
 
+def test_pymmcore_plus_calibration_saves_every_raw_pair_frame_and_says_when_one_could_not_be(
+        simulated_core, tmp_path, monkeypatch):
+    """Calibration pairs through pymmcore-plus: every frame written as a raw TIFF as acquired, heard in the
+    acquisition thread; a frame that cannot be written (disk full) fails the calibration after the run, by name."""
+    import tifffile
+
+    from livedenoise.acquisition.plans import PairPlan
+    from livedenoise.acquisition.pymmcore_plus_backend import PymmcorePlusBackend
+    from livedenoise.errors import LivedenoiseError
+
+    backend = PymmcorePlusBackend(simulated_core)
+    low = backend.current_illumination()
+    plan = PairPlan([backend.current_xy()], low, low, "average", 2)
+    pairs = backend.acquire_pairs(plan, tmp_path / "ok")
+    saved = sorted((tmp_path / "ok" / "calibration").glob("*.tif"))
+    assert len(pairs) == 1 and len(saved) == 3
+    assert np.array_equal(tifffile.imread(saved[0]), pairs[0].low)  # n0 p0 r0: the low frame, as acquired
+    real = tifffile.imwrite
+
+    def full_disk(path, *args, **kwargs):
+        if "r000001" in str(path) and "n000001" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", full_disk)
+    with pytest.raises(LivedenoiseError, match=r"1 of 3 calibration frames could not be saved .first: "
+                                               r"calibration_n000001_p000000_r000001.tif: OSError"):
+        backend.acquire_pairs(plan, tmp_path / "full")
+    assert len(list((tmp_path / "full" / "calibration").glob("*.tif"))) == 2
+
+
 def test_calibration_fields_are_spread_by_the_field_of_view_around_where_the_stage_is(
         simulated_core, small_microscope_config, monkeypatch):
     from livedenoise.acquisition.backend import FALLBACK_SPACING_UM

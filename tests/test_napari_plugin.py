@@ -254,6 +254,13 @@ def test_the_live_widget_denoises_and_records_every_frame_of_an_mda(napari_app, 
     assert pixel > 0 and all(tuple(viewer.layers[n].scale) == (pixel, pixel) for n in shown)
     ds = open_dataset(report.denoised_path)
     assert tuple(ds.shape[-2:]) == shape and int(np.prod(ds.shape[:-2])) == 6
+    # a calibration's own MDA (tagged) is never recorded as a sequence, whenever its queued events arrive
+    from livedenoise.attach import calibration_sequence
+
+    assert not widget._calibrating
+    _run_mda_like_napari_micromanager(napari_app, qt_core, calibration_sequence(
+        useq.MDASequence(), [(qt_core.getXPosition(), qt_core.getYPosition())], average=2))
+    assert widget.last_report is report and len(list((tmp_path / "denoised").iterdir())) == 1
     widget.button.setChecked(False)
     assert not widget.attached
     _run_mda_like_napari_micromanager(napari_app, qt_core, useq.MDASequence(time_plan={"interval": 0, "loops": 2}))

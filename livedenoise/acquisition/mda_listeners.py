@@ -18,21 +18,25 @@ handlers therefore must be quick and thread-safe (they copy a frame or hand it o
 from __future__ import annotations
 
 import contextlib
-import importlib
+import logging
 from collections.abc import Iterator
 from typing import Any
+
+log = logging.getLogger("livedenoise")
 
 #: The MDA signals of pymmcore-plus a handler may implement (same names as its output handlers').
 MDA_SIGNALS = ("sequenceStarted", "frameReady", "sequencePauseToggled", "sequenceCanceled", "sequenceFinished")
 
 
 def _connect_direct(signal: Any, slot: Any) -> None:
-    module = type(signal).__module__
-    if module.split(".")[0] in ("PySide6", "PyQt6", "PySide2", "PyQt5"):  # a Qt SignalInstance: never queued
-        qt = importlib.import_module(module).Qt
-        signal.connect(slot, getattr(qt, "ConnectionType", qt).DirectConnection)
-    else:  # psygnal calls its slots in the emitting thread
+    from psygnal import SignalInstance
+
+    if isinstance(signal, SignalInstance):  # psygnal calls its slots in the emitting thread
         signal.connect(slot)
+    else:  # pymmcore-plus's other backend: Qt signals (through qtpy), connected so they are never queued
+        from qtpy.QtCore import Qt
+
+        signal.connect(slot, Qt.ConnectionType.DirectConnection)
 
 
 @contextlib.contextmanager
@@ -50,5 +54,7 @@ def listening(events: Any, *handlers: Any) -> Iterator[None]:
         yield
     finally:
         for signal, slot in reversed(connected):
-            with contextlib.suppress(Exception):  # already gone with its emitter
+            try:
                 signal.disconnect(slot)
+            except Exception as exc:  # left connected, it would hear every later MDA: say so
+                log.warning("could not disconnect %r from the MDA signals (%s)", slot, exc)

@@ -21,7 +21,7 @@ import numpy as np
 from livedenoise.acquisition.backend import NO_XY_STAGE, AcquisitionBackend, FrameCallback, LiveRunInfo
 from livedenoise.acquisition.mda_listeners import listening
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan, assemble_pairs
-from livedenoise.errors import MicroManagerUnavailable
+from livedenoise.errors import LivedenoiseError, MicroManagerUnavailable
 
 log = logging.getLogger("livedenoise")
 
@@ -82,6 +82,7 @@ class RawTiffRecorder:
         self.prefix = prefix
         self.directory.mkdir(parents=True, exist_ok=True)
         self.frames = 0
+        self.failures: list[str] = []  # frames that could not be written (disk full...): reported after the run
 
     def path_for(self, index: dict) -> Path:
         return self.directory / (self.prefix + "".join(f"_{k}{int(v):06d}" for k, v in sorted(index.items())) + ".tif")
@@ -91,8 +92,12 @@ class RawTiffRecorder:
 
         path = self.path_for(dict(event.index))
         tmp = path.with_name(path.name + ".partial")
-        tifffile.imwrite(tmp, frame, metadata={"exposure_ms": event.exposure, "index": dict(event.index)})
-        tmp.replace(path)  # atomic: a reader never sees half a frame
+        try:  # runs in the acquisition thread: never raise into the MDA, say it after the run
+            tifffile.imwrite(tmp, frame, metadata={"exposure_ms": event.exposure, "index": dict(event.index)})
+            tmp.replace(path)  # atomic: a reader never sees half a frame
+        except Exception as exc:
+            self.failures.append(f"{path.name}: {exc.__class__.__name__}: {exc}")
+            return
         self.frames += 1
 
 
@@ -182,8 +187,13 @@ class PymmcorePlusBackend(AcquisitionBackend):
             high = plan.low if plan.reference == "average" else plan.high
             events += [self._event(high, {"p": k, "r": 1, "n": i}, xy) for i in range(refs)]
         store: dict[tuple[int, int, int], np.ndarray] = {}
+        recorder = RawTiffRecorder(directory / "calibration", "calibration")
         self._run(events, lambda img, idx: store.__setitem__((idx["p"], idx["r"], idx["n"]), np.array(img, copy=True)),
-                  handler=RawTiffRecorder(directory / "calibration", "calibration"))
+                  handler=recorder)
+        if recorder.failures:
+            raise LivedenoiseError(f"{recorder.directory}: {len(recorder.failures)} of {len(events)} calibration "
+                                   f"frames could not be saved (first: {recorder.failures[0]}); free space or choose "
+                                   "another output folder, then calibrate again.")
         return assemble_pairs(plan, store)
 
     def run_live(self, plan: LivePlan, on_frame: FrameCallback, stop: threading.Event, directory: Path,

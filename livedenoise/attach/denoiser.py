@@ -250,6 +250,8 @@ class AttachedDenoiser:
             ckpt = self._checkpoint(self._choice_for(channel)).clone()  # type: ignore[arg-type]
             if ckpt.arch == FOREIGN_ARCH:
                 noise, warnings = FOREIGN_NOISE, []
+                if self._calibration is not None:
+                    warnings.append("the camera calibration is not used: another tool's package runs on raw values")
             else:
                 fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
                 ckpt.normalizer = fit.normalizer
@@ -359,6 +361,13 @@ class AttachedDenoiser:
             self._display(result)
 
     # -- adaptation ----------------------------------------------------------------------------------
+    def refuse_adapting_foreign(self, channels: Sequence[str | None], what: str) -> None:
+        """One sentence, before anything is acquired or trained, if a channel to adapt runs another tool's package."""
+        for channel in dict.fromkeys(channels):
+            choice = self._choice_for(channel)
+            if choice is not None:
+                refuse_training(self._checkpoint(choice), what)
+
     def adapt_from_calibration(self, frames: dict[tuple[int, Any], list[np.ndarray]], channels: Sequence[Any],
                                positions: int, average: int, *, time_budget_s: float = 60.0,
                                training: Any = None, remove_fixed_pattern: bool = True
@@ -372,6 +381,7 @@ class AttachedDenoiser:
         overlap; it leaves the references alone, and logs why, when fields look alike or the sample's texture
         outweighs the pattern), so the fine-tune does not learn to keep what the backbone removes. Skipped with a
         camera calibration, whose per-pixel maps already take the pattern out."""
+        self.refuse_adapting_foreign([None if c is None else str(c) for c in channels], "adapting it")
         incomplete = [f"{channel!r} at position {p}: {len(frames.get((p, channel), []))}" for channel in channels
                        for p in range(positions) if len(frames.get((p, channel), [])) != average + 1]
         if incomplete:  # checked for every channel before any fine-tune starts
@@ -432,7 +442,7 @@ class AttachedDenoiser:
         key = None if channel is None else str(channel)
         if key is not None and self._choice_for(key) is None:
             raise ConfigError(f"channel {key!r} is left raw (mapped to None); give it a model to adapt it")
-        refuse_training(self._checkpoint(self._choice_for(key)), "adapting it")  # type: ignore[arg-type]
+        self.refuse_adapting_foreign([key], "adapting it")
         if key is not None and key not in seen and key not in self._choices:
             log.info("adapting channel %r, which no frame has named yet: its frames will use the result", key)
         noisy = [np.asarray(f) for f in noisy]

@@ -6,7 +6,9 @@ Raw frames go to pymmcore-plus's own writers (OME-Zarr, OME-TIFF) exactly as acq
 only hands frames to livedenoise's workers. pymmcore-plus calls output handlers from a relay thread
 (``mda_listeners_connected``), so even the hand-over does not run in the acquisition loop. The same
 object works with ``mda_listeners_connected(handler)`` for an MDA someone else starts, e.g. from
-napari-micromanager's MDA widget.
+napari-micromanager's MDA widget. With a Qt application running and the MDA outside its GUI thread, pymmcore-plus's
+relay can be called after it is freed (its Qt signals are queued): there, listen with
+:func:`livedenoise.acquisition.mda_listeners.listening` instead, as livedenoise's own calibrations do.
 
 useq indices become named axes for the denoised dataset and the per-channel models: ``t`` -> ``time``,
 ``c`` -> ``channel`` (the channel's config name, e.g. ``"DAPI"``; a config used twice in one sequence,
@@ -26,7 +28,6 @@ import numpy as np
 
 from livedenoise.acquisition.mda_listeners import listening
 from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
-from livedenoise.bioimageio_import import refuse_training
 from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
@@ -58,6 +59,16 @@ def useq_axes(event: Any, names: dict[int, str] | None = None) -> dict[str, Any]
     return axes
 
 
+#: ``metadata`` item of a calibration's MDA, so listeners can tell its events from the user's, whenever they arrive.
+CALIBRATION_TAG = ("livedenoise", "calibration")
+
+
+def is_calibration(sequence: Any) -> bool:
+    """Whether ``sequence`` (an ``MDASequence``, or None) is a calibration's own MDA (:func:`calibration_sequence`)."""
+    metadata = getattr(sequence, "metadata", None) or {}
+    return metadata.get(CALIBRATION_TAG[0]) == CALIBRATION_TAG[1]
+
+
 def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16) -> Any:
     """A ``useq.MDASequence`` that takes reference pairs with ``sequence``'s channels and settings at ``positions``.
 
@@ -76,7 +87,9 @@ def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]]
     channels = tuple(c.model_copy(update={"acquire_every": 1}) for c in getattr(sequence, "channels", None) or ())
     return useq.MDASequence(
         channels=channels, stage_positions=tuple(useq.Position(x=float(x), y=float(y)) for x, y in positions),
-        time_plan=useq.TIntervalLoops(interval=timedelta(0), loops=int(average) + 1), axis_order=tuple("pct"))
+        time_plan=useq.TIntervalLoops(interval=timedelta(0), loops=int(average) + 1), axis_order=tuple("pct"),
+        metadata={CALIBRATION_TAG[0]: CALIBRATION_TAG[1]})
+
 
 
 class MDADenoiser(AttachedDenoiser):
@@ -116,10 +129,7 @@ class MDADenoiser(AttachedDenoiser):
         The stage is returned to where it was.
         """
         names: Mapping[int, str | None] = channel_names(sequence) or {0: None}
-        for name in dict.fromkeys(names.values()):  # before anything is acquired
-            choice = self._choice_for(name)
-            if choice is not None:
-                refuse_training(self._checkpoint(choice), "a calibration (it fine-tunes the model)")
+        self.refuse_adapting_foreign(list(names.values()), "a calibration (it fine-tunes the model)")
         if len(positions) > 1 and not core.getXYStageDevice():
             raise ConfigError("calibration at several positions needs an XY stage, and this core has none: every pair "
                               "would image the same field; give one position or configure the stage")

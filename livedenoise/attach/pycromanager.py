@@ -106,6 +106,7 @@ class PycromanagerDenoiser(AttachedDenoiser):
         if int(average) < 2:
             raise ConfigError(f"average {average!r} is invalid; expected at least 2 frames per reference")
         names: list[str | None] = list(channels) if channels else [None]
+        self.refuse_adapting_foreign(names, "a calibration (it fine-tunes the model)")  # before anything is acquired
         if channels and not channel_group:
             raise ConfigError("channels need their channel_group (the Micro-Manager config group they are presets of)")
         if exposures_ms is not None and len(exposures_ms) != len(names):

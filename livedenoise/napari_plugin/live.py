@@ -213,7 +213,8 @@ class LiveDenoiseWidget(QWidget):
     def _sequence_started(self, sequence: Any, *_: Any) -> None:
         from livedenoise.attach import MDADenoiser
 
-        if self._calibrating or self._attached_core is None:  # calibration frames are references; a late event
+        # calibration frames are references, not a sequence to record: tagged, so a late (queued) event is known too
+        if self._calibrating or self._attached_core is None or _is_calibration(sequence):
             return
         model, folder = self._settings
         with self._lock:
@@ -235,11 +236,11 @@ class LiveDenoiseWidget(QWidget):
 
     def _frame_ready(self, image: Any, event: Any, *_: Any) -> None:
         den = self._denoiser
-        if den is not None and not self._calibrating:
+        if den is not None and not self._calibrating and not _is_calibration(getattr(event, "sequence", None)):
             den.frameReady(image, event)  # a copy and a hand-over: never waits for the model
 
     def _sequence_finished(self, sequence: Any, *_: Any) -> None:
-        if not self._calibrating:
+        if not self._calibrating and not _is_calibration(sequence):
             self._finish_in_background(sequence)
 
     def _finish_in_background(self, sequence: Any) -> None:
@@ -412,6 +413,12 @@ class LiveDenoiseWidget(QWidget):
             self.status.setText("not attached" + adapted)
         if not self.attached and not finishing and not self._calibration_running() and not self._calibrating:
             self.timer.stop()
+
+
+def _is_calibration(sequence: Any) -> bool:
+    from livedenoise.attach.mda import is_calibration  # torch and the models load only once the widget works
+
+    return is_calibration(sequence)
 
 
 def napari_micromanager_core(viewer: Any) -> Any:
