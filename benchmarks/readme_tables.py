@@ -64,6 +64,7 @@ SOURCES: dict[str, str] = {
     "precision": "2026-12-03-precision/precision.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
+    "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
 BLOCK = re.compile(r"(<!-- results:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- results:end (?P=name) -->)", re.S)
 
@@ -201,6 +202,13 @@ def foreign_processing(data: dict, path: str) -> str:
     from check_foreign_processing import foreign_table
 
     return "\n".join([foreign_table(data), "", _source_line(path, data, data.get("command", ""))])
+
+
+def motion_noise(data: dict, path: str) -> str:
+    """A moving sample's noise model: the temporal fit with and without the check against single frames."""
+    from bench_motion_noise import motion_table
+
+    return "\n".join([motion_table(data), "", _source_line(path, data, data.get("command", ""))])
 
 
 #: The command of the GPU speed run of 2026-12-04, whose JSON predates bench_speed.py recording its command.
@@ -480,7 +488,8 @@ RENDERERS: dict[str, Callable] = {
     "stages": stages, "stages-standard": stages, "speed-gpu": speed_gpu, "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity,
     "temporal": temporal, "attach": attach,
-    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, **MULTI,
+    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing,
+    "motion-noise": motion_noise, **MULTI,
 }
 
 

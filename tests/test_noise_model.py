@@ -61,6 +61,29 @@ def test_temporal_estimate_is_right_on_sharp_structure_at_high_counts(structure,
     assert fit.method == "temporal differences" and 0.9 < fit.a_adu / 2.0 < 1.1
 
 
+def test_frames_of_a_moving_sample_are_not_taken_for_noise():
+    """A bright blob moving 10 px per frame: its temporal differences hold the motion (slope ~10x the truth before
+    the check); the fit sees the excess over single frames and uses them. A still blob keeps the temporal fit."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:256, :256]
+
+    def blob(cx: float) -> np.ndarray:
+        return 100.0 + 300.0 * np.exp(-((xx - cx) ** 2 + (yy - 128) ** 2) / (2 * 15.0**2))
+
+    moving = [rng.poisson(blob(60 + 10 * t)).astype(np.uint16) for t in range(6)]  # pure Poisson: var = x
+    still = [rng.poisson(blob(100)).astype(np.uint16) for _ in range(6)]
+    a_moving, _ = estimate_temporal(moving)
+    assert a_moving > 5  # what the temporal differences alone say
+    fit = fit_noise_model(moving, same_field=True)
+    assert fit.method == "single image" and 0.8 < fit.a_adu < 1.25 and fit.temporal_excess > 5
+    assert any("differ by more than noise" in w and "moved or drifted" in w for w in fit.warnings)
+    assert fit.to_dict()["temporal_excess"] == pytest.approx(fit.temporal_excess)
+    fit = fit_noise_model(still, same_field=True)
+    assert fit.method == "temporal differences" and 0.9 < fit.a_adu < 1.1 and fit.temporal_excess < 1.2
+    assert not fit.warnings
+    assert math.isnan(fit_noise_model(still[:1]).temporal_excess)  # a single image is never compared
+
+
 def test_single_image_estimate_on_a_smooth_scene_and_after_averaging(structure):
     rng = np.random.default_rng(2)
     smooth = np.tile(np.linspace(5, 400, 256), (256, 1))

@@ -78,6 +78,10 @@ def stream_key(axes: Mapping[str, Any]) -> str:
     return "|".join(f"{k}={axes[k]}" for k in sorted(axes, key=str) if k not in TIME_AXES) or "all"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 #: What a channel run by another tool's Model Zoo package reports instead of a fitted noise model.
 FOREIGN_NOISE = "no noise model fitted (another tool's BioImage Model Zoo package, run on raw values as it is)"
 
@@ -139,8 +143,9 @@ class AttachReport:
     def summary(self) -> str:
         parts = [f"{self.frames_submitted} frames handed over"]
         if self.frames_skipped:
-            parts.append(f"{self.frames_skipped} of channels left raw")
-        parts.append(f"{self.display_denoised} denoised for display ({self.display_dropped} stale ones skipped)")
+            parts.append(f"{_plural(self.frames_skipped, 'frame')} of channels left raw")
+        parts.append(f"{self.display_denoised} denoised for display ({self.display_dropped} stale "
+                     f"{'one' if self.display_dropped == 1 else 'ones'} skipped)")
         if self.denoised_path:
             parts.append(f"{self.frames_written} denoised frames written to {self.denoised_path}")
         if self.errors:
