@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 HELP = """\
-Package a livedenoise model for the BioImage Model Zoo (bioimage.io, model spec 0.5, ONNX weights).
+Package a livedenoise model for the BioImage Model Zoo (bioimage.io, model spec 0.5; TorchScript, ONNX and
+state-dict weights).
 
 The package takes raw camera values and returns denoised values: the noise model travels inside it.
 That noise model is fitted to --sample, images of the data the package is for (as `livedenoise
@@ -21,7 +22,8 @@ The package also carries the livedenoise checkpoint, so `livedenoise denoise --m
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="package a model for the BioImage Model Zoo (.zip, ONNX)",
+    p = subparsers.add_parser("export",
+                              help="package a model for the BioImage Model Zoo (.zip: TorchScript, ONNX, state dict)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="'fast', 'standard', a .safetensors checkpoint (2-D models)")
     p.add_argument("-o", "--output", type=Path, required=True, help="package to write (.zip)")
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     sample = read_frames(args.sample) if args.sample else None
     out = export_bioimageio(args.model, args.output, sample=sample, noise_model=args.noise_model, name=args.name,
                             description=args.description, authors=args.author, overwrite=args.overwrite)
-    print(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB): BioImage Model Zoo model, ONNX weights, test image and "
-          "the livedenoise checkpoint. Validated with bioimageio.spec; ONNX output matched PyTorch on the test image.")
+    print(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB): BioImage Model Zoo model (TorchScript, ONNX and "
+          "state-dict weights), test image and the livedenoise checkpoint. Validated with bioimageio.spec; ONNX "
+          "output matched PyTorch on the test image.")
     return 0
