@@ -24,6 +24,17 @@ from typing import Any
 
 log = logging.getLogger("livedenoise")
 
+#: ``metadata`` item of a calibration's own MDA (``livedenoise.attach.calibration_sequence``), so a listener can tell
+#: its events from the user's whenever they arrive, even queued after the calibration has ended.
+CALIBRATION_TAG = ("livedenoise", "calibration")
+
+
+def is_calibration(sequence: Any) -> bool:
+    """Whether ``sequence`` (an ``MDASequence``, or None) is a calibration's own MDA."""
+    metadata = getattr(sequence, "metadata", None) or {}
+    return metadata.get(CALIBRATION_TAG[0]) == CALIBRATION_TAG[1]
+
+
 #: The MDA signals of pymmcore-plus a handler may implement (same names as its output handlers').
 MDA_SIGNALS = ("sequenceStarted", "frameReady", "sequencePauseToggled", "sequenceCanceled", "sequenceFinished")
 

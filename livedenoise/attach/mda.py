@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.acquisition.mda_listeners import listening
+from livedenoise.acquisition.mda_listeners import CALIBRATION_TAG, listening
 from livedenoise.attach.denoiser import CHANNEL_AXIS, Adaptation, AttachedDenoiser, AttachReport
 from livedenoise.errors import ConfigError
 
@@ -57,16 +57,6 @@ def useq_axes(event: Any, names: dict[int, str] | None = None) -> dict[str, Any]
         else:
             axes[_NAMES.get(key, key)] = int(value)
     return axes
-
-
-#: ``metadata`` item of a calibration's MDA, so listeners can tell its events from the user's, whenever they arrive.
-CALIBRATION_TAG = ("livedenoise", "calibration")
-
-
-def is_calibration(sequence: Any) -> bool:
-    """Whether ``sequence`` (an ``MDASequence``, or None) is a calibration's own MDA (:func:`calibration_sequence`)."""
-    metadata = getattr(sequence, "metadata", None) or {}
-    return metadata.get(CALIBRATION_TAG[0]) == CALIBRATION_TAG[1]
 
 
 def calibration_sequence(sequence: Any, positions: Sequence[tuple[float, float]], *, average: int = 16) -> Any:

@@ -38,6 +38,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from livedenoise.acquisition.mda_listeners import is_calibration
 from livedenoise.errors import ConfigError, LivedenoiseError
 
 log = logging.getLogger("livedenoise")
@@ -68,7 +69,7 @@ class LiveDenoiseWidget(QWidget):
         self.adapted: dict[str | None, Any] = {}
         self.calibration_results: dict[str, Any] = {}  #: channel -> Adaptation of the last calibration
         self.training: Any = None  #: a TrainingConfig for calibration fine-tunes (None: the defaults)
-        self._calibrating = False  # the calibration's own MDA is running: its events are not a sequence to record
+        self._calibrating = False  # the calibration's own MDA is running (its events carry CALIBRATION_TAG)
         self._calibration_thread: threading.Thread | None = None
         self._message = ""  # a calibration's state or a sequence's failure, shown by refresh()
         self._attached_core: Any = None  # the core whose MDA events are connected (see attach)
@@ -214,7 +215,7 @@ class LiveDenoiseWidget(QWidget):
         from livedenoise.attach import MDADenoiser
 
         # calibration frames are references, not a sequence to record: tagged, so a late (queued) event is known too
-        if self._calibrating or self._attached_core is None or _is_calibration(sequence):
+        if self._attached_core is None or is_calibration(sequence):
             return
         model, folder = self._settings
         with self._lock:
@@ -236,11 +237,11 @@ class LiveDenoiseWidget(QWidget):
 
     def _frame_ready(self, image: Any, event: Any, *_: Any) -> None:
         den = self._denoiser
-        if den is not None and not self._calibrating and not _is_calibration(getattr(event, "sequence", None)):
+        if den is not None and not is_calibration(getattr(event, "sequence", None)):
             den.frameReady(image, event)  # a copy and a hand-over: never waits for the model
 
     def _sequence_finished(self, sequence: Any, *_: Any) -> None:
-        if not self._calibrating and not _is_calibration(sequence):
+        if not is_calibration(sequence):
             self._finish_in_background(sequence)
 
     def _finish_in_background(self, sequence: Any) -> None:
@@ -413,12 +414,6 @@ class LiveDenoiseWidget(QWidget):
             self.status.setText("not attached" + adapted)
         if not self.attached and not finishing and not self._calibration_running() and not self._calibrating:
             self.timer.stop()
-
-
-def _is_calibration(sequence: Any) -> bool:
-    from livedenoise.attach.mda import is_calibration  # torch and the models load only once the widget works
-
-    return is_calibration(sequence)
 
 
 def napari_micromanager_core(viewer: Any) -> Any:
