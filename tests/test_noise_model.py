@@ -13,6 +13,7 @@ from livedenoise.batch import denoise_dataset
 from livedenoise.cli import main
 from livedenoise.metrics import score
 from livedenoise.noise_model import (
+    MOTION_RATIO,
     TRAINED_BRIGHT_GAT,
     estimate_single_image,
     estimate_temporal,
@@ -59,6 +60,8 @@ def test_temporal_estimate_is_right_on_sharp_structure_at_high_counts(structure,
     assert 0.9 < a / 2.0 < 1.1
     fit = fit_noise_model(frames, same_field=True)
     assert fit.method == "temporal differences" and 0.9 < fit.a_adu / 2.0 < 1.1
+    if peak == 20000.0:  # still, yet the single-image slope is low here: what sets MOTION_RATIO (1.35 measured)
+        assert 1.2 < fit.temporal_excess < MOTION_RATIO
 
 
 def test_frames_of_a_moving_sample_are_not_taken_for_noise():
