@@ -9,7 +9,9 @@ model beat the best 2-D model on the same frames by >= 1.5 dB and VST+BM4D by >=
 on moving objects? Both ways the product runs it are measured:
 
 * ``temporal live``: :meth:`Denoiser.push` frame after frame, a causal window (what the live display shows);
-* ``temporal batch``: :meth:`Denoiser.denoise_stack`, each frame fused with neighbours on both sides (``denoise``).
+* ``temporal batch``: :meth:`Denoiser.denoise_stack`, each frame fused with neighbours on both sides (``denoise``);
+* ``fusion only live`` / ``fusion only batch``: the same without the second pass (``second_pass=False``: the
+  frames' 2-D results fused, their motion-compensated raw average not denoised again; :mod:`livedenoise.second_pass`).
 
 Data: the project simulator (:class:`simulators.microscope.SimulatedMicroscope`, Andor Zyla preset with
 its exact per-pixel camera model), a slide of filaments, mitochondria, nuclei and puncta that random-walk
@@ -165,10 +167,12 @@ def vst_bm3d_frames(stack: np.ndarray) -> tuple[np.ndarray, float]:
     return np.stack(outs).astype(np.float32), finite_mean(secs)
 
 
-def network(spec: str, stack: np.ndarray, mode: str, calibration=None) -> tuple[np.ndarray, float, dict]:
+def network(spec: str, stack: np.ndarray, mode: str, calibration=None,
+            second_pass: bool = True) -> tuple[np.ndarray, float, dict]:
     """The product's Denoiser with the stack's noise fit: ``frames`` (2-D), ``live`` (push) or ``batch`` (stack).
 
-    ``calibration``: a camera calibration (``livedenoise calibrate-camera``) the noise model is built from.
+    ``calibration``: a camera calibration (``livedenoise calibrate-camera``) the noise model is built from;
+    ``second_pass``: the temporal backbone's second pass (``Denoiser(second_pass=...)``).
     """
     from livedenoise.evaluate import with_normalizer
     from livedenoise.inference import Denoiser
@@ -183,7 +187,9 @@ def network(spec: str, stack: np.ndarray, mode: str, calibration=None) -> tuple[
     t = ckpt.training or {}
     info = {"name": ckpt.name, "arch": ckpt.arch, "total_steps": t.get("total_steps", t.get("steps")),
             "best_val_loss": t.get("best_val_loss")}
-    den = Denoiser(ckpt if calibration is not None else with_normalizer(ckpt, list(stack)), device="cpu")
+    den = Denoiser(ckpt if calibration is not None else with_normalizer(ckpt, list(stack)), device="cpu",
+                   second_pass=second_pass)
+    info["second_pass"] = bool(second_pass and den.is_temporal)
     den.warmup(stack.shape[-2:])
     t0 = time.perf_counter()
     if mode == "live":
@@ -258,8 +264,8 @@ def render(payload: dict, heading: bool = True) -> str:
     rows.append(["mean PSNR everywhere else"] + [f"{payload['rest'][k]:.2f}" for k in methods])
     secs = payload["seconds_per_frame"]
     rows.append(["ms per frame (1 thread)"] + ["-"] + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
-    models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps)"
-                       for k, v in payload["models"].items())
+    models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps"
+                       + (", second pass)" if v.get("second_pass") else ")") for k, v in payload["models"].items())
     head = (f"Time-lapses ({payload['frames']} frames of {payload['size']}x{payload['size']} per case), PSNR dB / SSIM "
             "against the sample (the camera's fixed pattern removed); the last rows give the mean against the camera's "
             "expected image, split into moving puncta and everything else, and the cost per frame.\n\n"
@@ -303,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             "2-D " + args.frame_model: lambda: network(args.frame_model, s.noisy, "frames"),  # noqa: B023
             "temporal live": lambda: network(args.temporal, s.noisy, "live"),  # noqa: B023
             "temporal batch": lambda: network(args.temporal, s.noisy, "batch"),  # noqa: B023
+            "fusion only live": lambda: network(args.temporal, s.noisy, "live", second_pass=False),  # noqa: B023
+            "fusion only batch": lambda: network(args.temporal, s.noisy, "batch", second_pass=False),  # noqa: B023
         }
         for label, run in runs.items():
             out, sec, info = run()

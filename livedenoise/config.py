@@ -103,6 +103,11 @@ class LiveConfig(_Strict):
         "auto",
         description=("network arithmetic: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with native "
                      "bfloat16 1.7-1.9x faster per frame at a small measured quality cost; see the README) or fp16"))
+    second_pass: bool = Field(
+        True,
+        description=("with the temporal backbone, also denoise each frame's motion-compensated average with the frames "
+                     "before it (a static scene averaged over n frames has n times the light): better quality at a "
+                     "second 2-D pass per frame; false keeps the fusion of the frames' 2-D results alone"))
     exposure_ms: float | None = Field(
         None, gt=0, le=60000,
         description="live exposure; unset: the exposure Micro-Manager is set to "

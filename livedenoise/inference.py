@@ -55,9 +55,10 @@ from livedenoise.models import (
     receptive_field_radius,
     size_multiple,
 )
-from livedenoise.models.temporal import MotionAdaptiveFusion
+from livedenoise.models.temporal import Fused, MotionAdaptiveFusion
 from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
+from livedenoise.second_pass import second_pass
 
 log = logging.getLogger("livedenoise")
 
@@ -126,6 +127,8 @@ class _Engine:
     pixel_budget: int = 0  #: input pixels (times T) per network call before tiling (set by Denoiser._prepare)
     #: the model takes statistics of each whole frame (a foreign package's ``scale_range``...): never tiled
     whole_frames: bool = False
+    #: TemporalUNet: denoise the motion-compensated average of the raw frames too (:mod:`livedenoise.second_pass`)
+    second_pass: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,9 @@ class Denoiser:
     2-D networks in the channels-last (NHWC) memory layout, which oneDNN's convolutions are fastest in:
     1.8x faster for the fast backbone at 512² on the 2-core development CPU, outputs equal to the NCHW
     reference within 1e-3 of the range (tested; ``benchmarks/bench_speed.py`` measures both layouts).
+    ``second_pass``: with the temporal backbone, also denoise the motion-compensated average of the raw
+    frames where they agree, a frame with as many times the light (:mod:`livedenoise.second_pass`); it
+    costs a second 2-D pass per frame. ``False`` keeps the fusion of the 2-D results alone.
     """
 
     def __init__(
@@ -240,11 +246,13 @@ class Denoiser:
         threads: int | None = None,
         ensemble: int = 1,
         channels_last: bool = True,
+        second_pass: bool = True,
     ) -> None:
         if ensemble not in ENSEMBLES:
             raise ConfigError(f"ensemble {ensemble!r} is invalid; expected one of {', '.join(map(str, ENSEMBLES))}.")
         self._ensemble = int(ensemble)
         self._channels_last = bool(channels_last)
+        self._second_pass = bool(second_pass)
         self._device = select_device(device)
         if self._device.type == "cpu":
             configure_cpu_threads(threads)
@@ -366,7 +374,8 @@ class Denoiser:
                 log.warning("tile_size %d not used with %r: its processing takes statistics of each whole frame, "
                             "which tiles would change.", self._tile_size, name)
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
-                       win if temporal else 1, fusion, full, nhwc, budget, whole)
+                       win if temporal else 1, fusion, full, nhwc, budget, whole,
+                       second_pass=fusion is not None and self._second_pass)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -501,20 +510,33 @@ class Denoiser:
             kept_from = lo
             stop = min(start + chunk, n_t)
             assert kept is not None  # the first chunk computes frames (hi > have = 0)
+            raw = self._to_device(series[lo:hi]) if engine.second_pass else None
             with torch.inference_mode():
-                fused = fusion.fuse_series(kept, causal=False)[start - lo:stop - lo]
-            out[start:stop] = self._finish(engine, fused, series[start:stop])
+                result = fusion.fuse_series(kept, causal=False, raw=raw)
+            part = slice(start - lo, stop - lo)
+            result = Fused(result.fused[part], None if raw is None else result.average[part],  # type: ignore[index]
+                           None if raw is None else result.frames[part])  # type: ignore[index]
+            out[start:stop] = self._finish_fused(engine, result, series[start:stop])
         return out
+
+    def _finish_fused(self, engine: _Engine, result: Fused, raw: np.ndarray) -> np.ndarray:
+        """A fusion's frames [N, H, W] in ADU: with the second pass where the engine runs it, else the fused
+        2-D results; saturated pixels keep their raw values."""
+        if not engine.second_pass:
+            return self._finish(engine, result.fused, raw)
+        with torch.inference_mode():
+            out = second_pass(result, engine.normalizer, lambda z: self._units_pass(engine, z))
+        return self._keep_saturated(engine, out.cpu().numpy().astype(np.float32, copy=False), raw)
 
     def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:
         """The 2-D stage's output for frames [N, H, W] in network units, [N, H, W] (fused temporal models)."""
-        h, w = frames.shape[-2:]
-        step = self._frames_per_call(engine, h, w)
-        parts = []
-        for i in range(0, frames.shape[0], step):
-            x = engine.normalizer.forward_torch(self._to_device(frames[i:i + step]))[:, None]
-            parts.append(self._infer(engine, x, None)[:, 0].float())
-        return torch.cat(parts)
+        return self._units_pass(engine, engine.normalizer.forward_torch(self._to_device(frames)))
+
+    def _units_pass(self, engine: _Engine, z: torch.Tensor) -> torch.Tensor:
+        """The 2-D network on inputs [N, H, W] already in network units, [N, H, W] (fused temporal models)."""
+        step = self._frames_per_call(engine, *z.shape[-2:])
+        return torch.cat([self._infer(engine, z[i:i + step, None], None)[:, 0].float()
+                          for i in range(0, z.shape[0], step)])
 
     def push(self, frame: np.ndarray, stream: str = "live") -> np.ndarray:
         """Add a live frame and return it denoised (temporal nets use the last ``window`` frames of ``stream``).
@@ -528,16 +550,20 @@ class Denoiser:
             return self._run_frames(engine, arr[None])[0]
         if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
             d, spectrum = self._frame_result(engine, arr)
+            raw = self._to_device(arr) if engine.second_pass else None
             with self._window_lock:
                 kept = self._stream(stream, engine)
                 if kept and kept[-1][0].shape != d.shape:
                     kept.clear()  # new ROI / binning: old results no longer line up
-                kept.append((d, spectrum))
-                window = torch.stack([r for r, _ in kept])
-                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp in kept])
+                kept.append((d, spectrum, raw))
+                window = torch.stack([r for r, _, _ in kept])
+                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _ in kept])
+                raws = None if raw is None else torch.stack([x for _, _, x in kept])
             with torch.inference_mode():
-                fused = engine.fusion(window[None], window.shape[0] - 1, None if spectra is None else spectra[None])
-            return self._finish(engine, fused, arr[None])[0]
+                result = engine.fusion.fuse(window[None], window.shape[0] - 1,
+                                            None if spectra is None else spectra[None],
+                                            None if raws is None else raws[None])
+            return self._finish_fused(engine, result, arr[None])[0]
         with self._window_lock:
             frames_of = self._stream(stream, engine)
             if frames_of and frames_of[-1].shape != arr.shape:
@@ -630,6 +656,11 @@ class Denoiser:
 
     def _finish(self, engine: _Engine, y: torch.Tensor, raw: np.ndarray) -> np.ndarray:
         out = engine.normalizer.inverse_torch(y).cpu().numpy().astype(np.float32, copy=False)
+        return self._keep_saturated(engine, out, raw)
+
+    @staticmethod
+    def _keep_saturated(engine: _Engine, out: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """``out`` with the raw values where the camera saturated (the network cannot know what is there)."""
         mask = engine.normalizer.saturated_mask(raw)
         if mask is not None and mask.any():
             out = np.where(mask, raw.astype(np.float32), out)

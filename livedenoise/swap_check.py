@@ -67,13 +67,13 @@ def split_held_out(noisy: list[np.ndarray], clean: list[np.ndarray] | None, vali
 
 
 def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
-                 device: str = "auto") -> float:
+                 device: str = "auto", second_pass: bool = True) -> float:
     """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
     variance-stabilised units (noise sd 1); saturated pixels are left out.
 
     An input may be a short sequence [T, H, W] of consecutive frames of one field (oldest first): the output
     scored is then the last frame's as a live display shows it, fused with the frames before it by a temporal
-    model (a fresh window), denoised alone by a 2-D one.
+    model (a fresh window; with its ``second_pass`` as the display runs it), denoised alone by a 2-D one.
 
     With targets whose noise is independent of the input (an average of frames at the same settings, or the
     next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
@@ -81,7 +81,7 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
     """
     if not pairs:
         raise ValueError("no held-out frames to score on")
-    den = Denoiser(ckpt, device=device)
+    den = Denoiser(ckpt, device=device, second_pass=second_pass)
     errors = []
     for i, (x, target) in enumerate(pairs):
         if x.ndim == 3:  # a sequence: the newest frame as shown live
@@ -104,9 +104,9 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
 
 
 def swap_scores(backbone: Checkpoint, adapted: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], *,
-                device: str = "auto") -> tuple[float, float, bool]:
+                device: str = "auto", second_pass: bool = True) -> tuple[float, float, bool]:
     """(backbone MSE, adapted MSE, swap?) on ``pairs`` in the backbone's stabilised units (its fitted normaliser)."""
     norm = backbone.normalizer
-    b = held_out_mse(backbone, pairs, norm, device=device)
-    a = held_out_mse(adapted, pairs, norm, device=device)
+    b = held_out_mse(backbone, pairs, norm, device=device, second_pass=second_pass)
+    a = held_out_mse(adapted, pairs, norm, device=device, second_pass=second_pass)
     return b, a, bool(a < b * (1.0 - SWAP_MARGIN))

@@ -808,6 +808,38 @@ def test_the_temporal_backbone_fuses_whole_time_series(tmp_path, frames, ckpt):
         assert np.abs(fused - frame_by_frame.denoise_stack(data[:, c])).max() > 1.0  # the neighbours were used
 
 
+def test_the_second_pass_is_on_by_default_recorded_and_kept_on_resume(tmp_path, frames, ckpt, capsys):
+    """--no-second-pass reaches every block's Denoiser, is recorded, and a resume must ask for what the job ran."""
+    from livedenoise.cli import main
+    from livedenoise.inference import Denoiser
+
+    path = _tiny_temporal(tmp_path, ckpt)
+    data = frames[0, :, 0, 0]  # T Y X
+    tifffile.imwrite(tmp_path / "movie.tif", data, metadata={"axes": "TYX"}, photometric="minisblack")
+    outs = {}
+    for flag, folder in ((True, "on"), (False, "off")):
+        extra = [] if flag else ["--no-second-pass"]
+        assert main(["denoise", str(tmp_path / "movie.tif"), "-o", str(tmp_path / folder), "--model", str(path),
+                     "--noise-model", "stored", "--no-progress", "--device", "cpu", *extra]) == 0
+        got = open_dataset(tmp_path / folder / "movie.ome.tif").reader[...]
+        np.testing.assert_allclose(got, Denoiser(str(path), device="cpu", second_pass=flag).denoise_stack(data),
+                                   rtol=1e-5, atol=1e-3)
+        manifest = json.loads((tmp_path / folder / batch.STATE_DIR / "movie.json").read_text())
+        assert manifest["plan"]["denoiser"]["second_pass"] is flag
+        assert read_provenance(tmp_path / folder / "movie.ome.tif")["second_pass"] is flag
+        outs[flag] = got
+    assert np.abs(outs[True] - outs[False]).max() > 1.0  # the second pass changed the frames
+    manifest_path = tmp_path / "off" / batch.STATE_DIR / "movie.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "state": "running"}))
+    with pytest.raises(LivedenoiseError, match="used --no-second-pass, this one asks for the temporal second pass"):
+        run([tmp_path / "movie.tif"], tmp_path / "off", path, resume=True)
+    # a 2-D job records no second pass, and resumes whatever the flag says
+    tifffile.imwrite(tmp_path / "still.tif", data[0])
+    run([tmp_path / "still.tif"], tmp_path / "still", ckpt)
+    assert read_provenance(tmp_path / "still" / "still.ome.tif")["second_pass"] is False
+
+
 def test_a_temporal_model_refuses_single_frames_in_one_sentence(tmp_path, frames, ckpt):
     path = _tiny_temporal(tmp_path, ckpt)
     tifffile.imwrite(tmp_path / "still.tif", frames[0, 0, 0, 0])

@@ -228,6 +228,21 @@ def test_the_top_level_namespace_exports_the_user_facing_names_lazily():
                           check=True).stdout.strip() == "False"
 
 
+def test_the_second_pass_is_on_by_default_and_off_from_the_file_or_the_command_line(tmp_path):
+    from livedenoise.cli import build_parser
+    from livedenoise.commands._session import settings_from_args
+
+    assert settings_from_args(build_parser().parse_args(["demo"])).live.second_pass is True
+    path = tmp_path / "s.toml"
+    path.write_text("[live]\nsecond_pass = false\n")
+    assert settings_from_args(build_parser().parse_args(["demo", "--config", str(path)])).live.second_pass is False
+    args = build_parser().parse_args(["live", "--simulate", "--no-second-pass"])
+    assert settings_from_args(args).live.second_pass is False
+    path.write_text("[live]\nsecond_pass = 'maybe'\n")
+    with pytest.raises(ConfigError, match="second_pass"):
+        settings_from_args(build_parser().parse_args(["demo", "--config", str(path)]))
+
+
 def test_the_command_line_precision_overrides_the_session_file_and_bad_values_are_refused(tmp_path, capsys):
     from livedenoise.cli import build_parser, main
     from livedenoise.commands._session import settings_from_args

@@ -224,7 +224,8 @@ class LiveSession:
             self.noise_fit = fit
             self.backbone_normalized = ckpt
             if self.denoiser is None:
-                self.denoiser = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision)
+                self.denoiser = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision,
+                                         second_pass=self.settings.live.second_pass)
             elif self.adapted is None:  # never replace an adapted model already on display
                 self.denoiser.swap(ckpt)
         log.info("%s", fit.describe())
@@ -316,8 +317,9 @@ class LiveSession:
         if backbone is None:
             raise RuntimeError("the backbone has no fitted noise model yet")
         norm = backbone.normalizer
-        return (held_out_mse(backbone, held_out, norm, device=self.device),
-                held_out_mse(adapted, held_out, norm, device=self.device))
+        second = self.settings.live.second_pass  # scored as the display runs the models
+        return (held_out_mse(backbone, held_out, norm, device=self.device, second_pass=second),
+                held_out_mse(adapted, held_out, norm, device=self.device, second_pass=second))
 
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                       held_out: list[tuple[np.ndarray, np.ndarray]], source: str) -> None:
@@ -640,7 +642,8 @@ class LiveSession:
         out: dict = {"frames": len(bank)}
         out["raw"] = _mean_scores([score(t, r.astype(np.float32)) for r, t in bank])
         for name, ckpt in models.items():
-            den = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision)  # as displayed
+            den = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision,  # as displayed
+                           second_pass=self.settings.live.second_pass)
             out[name] = _mean_scores([score(t, den.denoise(r)) for r, t in bank])
         return out
 

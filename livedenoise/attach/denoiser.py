@@ -170,7 +170,9 @@ class AttachedDenoiser:
     ``<name>.ome.zarr`` when closed; see :class:`~livedenoise.acquisition.recorder.DenoisedWriter`).
     ``precision``: the network's arithmetic (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see
     :class:`~livedenoise.inference.Denoiser`): ``"bf16"`` roughly halves the CPU time per frame on CPUs with
-    native bfloat16, at the quality cost the README's precision table measures.
+    native bfloat16, at the quality cost the README's precision table measures. ``second_pass``: with the
+    temporal backbone, also denoise each frame's motion-compensated average with the frames before it (better,
+    at a second 2-D pass per frame; :mod:`livedenoise.second_pass`).
     """
 
     def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *,
@@ -179,7 +181,8 @@ class AttachedDenoiser:
                  display: Callable[[DenoisedFrame], None] | None = None,
                  read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
                  device: str = "auto", threads: int | None = None, display_fps: float | None = None,
-                 max_queued: int = 32, precision: str = "auto", output_format: str = "ndtiff") -> None:
+                 max_queued: int = 32, precision: str = "auto", output_format: str = "ndtiff",
+                 second_pass: bool = True) -> None:
         if output_format not in OUTPUT_FORMATS:  # checked now, not when the first frame arrives
             raise ConfigError(f"output_format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -187,6 +190,7 @@ class AttachedDenoiser:
         if max_queued < 1:
             raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
         self._precision = canonical_precision(precision)  # a wrong value fails here, before acquisition starts
+        self._second_pass = bool(second_pass)
         self._device = device
         self._threads = threads
         self._calibration = calibration
@@ -261,7 +265,8 @@ class AttachedDenoiser:
                 fit = fit_noise_model([frame], like=ckpt.normalizer, calibration=self._calibration)
                 ckpt.normalizer = fit.normalizer
                 noise, warnings = fit.describe(), list(fit.warnings)
-            den = Denoiser(ckpt, device=self._device, threads=self._threads, precision=self._precision)
+            den = Denoiser(ckpt, device=self._device, threads=self._threads, precision=self._precision,
+                           second_pass=self._second_pass)
             state = ChannelState(ckpt, den, noise, warnings)
             self._states[channel] = state
             label = channel if channel is not None else "frames"
@@ -484,7 +489,8 @@ class AttachedDenoiser:
                     pairs = split.pairs
                     if clean_list is not None and match_reference:
                         pairs = [(x, match_intensity(t, x[-1] if x.ndim == 3 else x)) for x, t in pairs]
-                    b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device)
+                    b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device,
+                                               second_pass=self._second_pass)
                     out.backbone_mse, out.adapted_mse, out.swapped = b, a, better
                     out.reason = f"held-out MSE {a:.4g} vs {b:.4g}" + (
                         "" if better else f": not better by {SWAP_MARGIN:.0%}, the current model is kept")

@@ -106,6 +106,14 @@ def _check_paths(items: list[_Item], out_dir: Path, inputs: Sequence[str | os.Pa
         seen[out] = it.item.path
 
 
+def _flag(option: str, value: Any, value_only: bool = False) -> str:
+    """How a user asks for ``option`` = ``value`` on the command line (for resume messages); ``value_only``: just
+    the value where the option takes one."""
+    if option == "second_pass":
+        return "the temporal second pass" if value else "--no-second-pass"
+    return str(value) if value_only else f"--{option} {value}"
+
+
 def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | None, out_dtype: np.dtype,
                 policy: str, fmt: str) -> dict[str, Any]:
     ds = it.dataset
@@ -124,6 +132,7 @@ def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | 
         "format": fmt,
         "ensemble": it.plan.denoiser.ensemble if it.plan is not None else 1,
         "precision": it.plan.denoiser.precision if it.plan is not None else "",
+        "second_pass": it.plan.denoiser.second_pass if it.plan is not None else False,
     }
     if adapt_info:
         prov["adapted"] = adapt_info
@@ -174,7 +183,9 @@ def denoise_dataset(
     times the compute (see :class:`~livedenoise.inference.Denoiser`); a resumed job keeps the value it
     started with. ``precision``: ``"auto"`` (fp16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` (on a CPU
     with native bfloat16 1.7-1.9x faster than fp32, at a measured quality cost: see the README) or
-    ``"fp16"``; a resumed job must ask for the one it started with.
+    ``"fp16"``; a resumed job must ask for the one it started with. ``second_pass`` (default ``True``): with the
+    temporal backbone, also denoise each frame's motion-compensated average (:mod:`livedenoise.second_pass`);
+    ``False`` halves its cost; a resumed job keeps the setting it started with.
     """
     base = {name: getattr(options, name) for name in BatchOptions.model_fields} if options is not None else {}
     opts = BatchOptions.build(**{**base, **settings})
@@ -294,7 +305,8 @@ def denoise_dataset(
                                split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
                                margin=max(r.margin for r in refs),
                                weights_bytes=weights, window=5 if temporal else 1, device=device,
-                               ensemble=opts.ensemble, precision=precision)
+                               ensemble=opts.ensemble, precision=precision,
+                               second_pass=opts.second_pass and temporal)
             resumed = clipped = 0
             status_text = "planned"
             if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
@@ -307,13 +319,16 @@ def denoise_dataset(
                     status_text = "already complete"
                     clipped = int((data.get("summary") or {}).get("clipped", 0))
                 # a job started before precisions were recorded ran the default, "auto", on this kind of device
+                # (and a temporal job started before the second pass existed ran without it)
                 for option, default, asked in (("ensemble", 1, opts.ensemble),
-                                               ("precision", precision_of_auto, precision)):
+                                               ("precision", precision_of_auto, precision),
+                                               ("second_pass", False, opts.second_pass and temporal)):
                     recorded = data["plan"]["denoiser"].get(option, default)
                     if recorded != asked:  # a block-wise mix of two settings would be one output of neither
+                        was, now = _flag(option, recorded), _flag(option, asked, value_only=True)
                         raise LivedenoiseError(
-                            f"Cannot resume {it.output}: the interrupted run used --{option} {recorded}, this one asks "
-                            f"for {asked}; resume with --{option} {recorded} or pass --overwrite to start again.")
+                            f"Cannot resume {it.output}: the interrupted run used {was}, this one asks for {now}; "
+                            f"resume with {was} or pass --overwrite to start again.")
                 plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
                                  DenoiserOptions(**data["plan"]["denoiser"]))
                 resumed = len(it.manifest.done())

@@ -255,6 +255,7 @@ class DenoiserOptions:
     batch_size: int = 4
     ensemble: int = 1  #: flip/rotation self-ensemble size (see ``Denoiser``)
     precision: str = "auto"  #: ``Denoiser`` precision (a job records what ran: fp32, bf16 or fp16)
+    second_pass: bool = True  #: temporal backbone: also denoise the motion-compensated average (see ``Denoiser``)
 
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
@@ -285,10 +286,12 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
         denoiser = source  # an already built Denoiser (or compatible object)
         if fitted is not None and isinstance(source, Denoiser):
             denoiser = Denoiser((source.model, fitted), device=options.device, pixel_budget=options.pixel_budget,
-                                batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision)
+                                batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision,
+                                second_pass=options.second_pass)
     else:
         denoiser = Denoiser(source, normalizer=fitted, device=options.device, pixel_budget=options.pixel_budget,
-                            batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision)
+                            batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision,
+                            second_pass=options.second_pass)
     with _DENOISERS_LOCK:
         while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
             _DENOISERS.pop(next(iter(_DENOISERS)))

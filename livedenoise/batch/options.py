@@ -84,6 +84,7 @@ class BatchOptions(BaseModel):
     noise_model: str = "fit"
     ensemble: int = 1
     precision: str = "auto"
+    second_pass: bool = True
 
     @field_validator("adapt", mode="before")
     @classmethod

@@ -91,6 +91,7 @@ def plan_blocks(
     device: str = "auto",
     ensemble: int = 1,
     precision: str = "auto",
+    second_pass: bool = True,
 ) -> BlockPlan:
     """Largest blocks whose memory (data + network working set) fits ``memory_budget / concurrency``.
 
@@ -160,4 +161,5 @@ def plan_blocks(
     block_bytes = prod * frame_bytes + model_mem
     return BlockPlan(axes, shape, tuple(chunks), int(block_bytes),
                      DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames,
-                                     ensemble=int(ensemble), precision=str(precision)))
+                                     ensemble=int(ensemble), precision=str(precision),
+                                     second_pass=bool(second_pass)))

@@ -32,6 +32,10 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 is "
                         "1.7-1.9x faster on CPUs with native bfloat16, at a small measured quality cost")
+    p.add_argument("--no-second-pass", dest="second_pass", action="store_const", const=False,
+                   help="temporal backbone: fuse the frames' 2-D results only, without denoising their "
+                        "motion-compensated average (one 2-D pass per frame instead of two; default: [live] "
+                        "second_pass)")
     p.add_argument("--denoised-format", choices=["ndtiff", "ome-zarr"],
                    help="recorded denoised frames (default: [live] denoised_format, ndtiff); ome-zarr is recorded as "
                         "NDTiff while acquiring and copied into denoised.ome.zarr at the end")
@@ -47,6 +51,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                               "finetune_time_budget_s": args.finetune_seconds,
                               "calibration_positions": args.positions,
                               "precision": getattr(args, "precision", None),
+                              "second_pass": getattr(args, "second_pass", None),
                               "denoised_format": getattr(args, "denoised_format", None)}.items() if v is not None}
     micro = {}
     if args.roi:

@@ -86,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="network arithmetic: auto (default: fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with "
                         "native bfloat16 1.7-1.9x faster, at a small measured quality cost; see the README) or fp16")
+    p.add_argument("--no-second-pass", dest="second_pass", action="store_false",
+                   help="time-lapses with the temporal backbone: fuse the frames' 2-D results only, without denoising "
+                        "their motion-compensated average once more (half the compute, lower quality; see the README)")
     p.add_argument("--frames-averaged", type=int_range(1, 1_000_000), default=1, metavar="N",
                    help="each input frame is the mean of N acquisitions (matters with --camera-calibration; default 1)")
     p.add_argument("--noise-model", choices=["fit", "stored"], default="fit",
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
             seed=args.seed, camera_calibration=args.camera_calibration, frames_averaged=args.frames_averaged,
             strict=args.strict,
-            ensemble=args.ensemble, precision=args.precision,
+            ensemble=args.ensemble, precision=args.precision, second_pass=args.second_pass,
             noise_model=args.noise_model,
         )
     except BatchIncomplete as exc:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -93,6 +94,44 @@ def shift_frame(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.
     return out, valid
 
 
+@dataclass
+class Fused:
+    """What a fusion gives: ``fused`` (the 2-D results averaged, network units) and, when the raw frames were
+    given, ``average`` (the raw frames averaged with the same motion test, in their own linear units) and
+    ``frames`` (per pixel, the effective number of frames in that average: ``(sum w)^2 / sum w^2``, 1 to T)."""
+
+    fused: torch.Tensor
+    average: torch.Tensor | None = None
+    frames: torch.Tensor | None = None
+
+
+@dataclass
+class _Sums:
+    """Running sums of a fusion (views into them accumulate a slice of frames in place)."""
+
+    num: torch.Tensor
+    den: torch.Tensor
+    raw: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
+
+    @classmethod
+    def start(cls, d: torch.Tensor, raw: torch.Tensor | None) -> _Sums:
+        """Each reference frame's own value with weight 1."""
+        ones = torch.ones_like(d)
+        return cls(d.clone(), ones, None if raw is None
+                   else (raw.to(d.dtype).clone(), ones.clone(), ones.clone()))
+
+    def part(self, index: slice) -> _Sums:
+        """Views of the frames ``index`` (writing to them writes here)."""
+        return _Sums(self.num[index], self.den[index], None if self.raw is None
+                     else (self.raw[0][index], self.raw[1][index], self.raw[2][index]))
+
+    def result(self) -> Fused:
+        if self.raw is None:
+            return Fused(self.num / self.den)
+        raw_num, raw_den, raw_sq = self.raw
+        return Fused(self.num / self.den, raw_num / raw_den, raw_den * raw_den / raw_sq)
+
+
 class MotionAdaptiveFusion(nn.Module):
     """Fuse 2-D-denoised frames ``[B, T, H, W]`` (network units) into one reference frame ``[B, H, W]``.
 
@@ -131,13 +170,17 @@ class MotionAdaptiveFusion(nn.Module):
         y = F.conv2d(F.pad(y, (0, 0, self.radius, self.radius), mode="replicate"), k.transpose(-1, -2))
         return y[:, 0]
 
+    def agreement(self, neighbour: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """``exp(-G * (neighbour - reference)^2 / h^2)`` per pixel: 1 where a neighbour shows the same thing."""
+        h = torch.exp(self.log_h)
+        ssd = self._blur((neighbour - reference) ** 2)  # local mean squared difference: a moving object's two
+        return torch.exp(-ssd / h**2)  # lobes add up instead of cancelling
+
     def weight(self, neighbour: torch.Tensor, reference: torch.Tensor, lag: int) -> torch.Tensor:
         """Per-pixel weight of a neighbour ``lag`` frames away (0 beyond ``lags``)."""
         if lag < 1 or lag > self.lags:
             return torch.zeros_like(reference)
-        h = torch.exp(self.log_h)
-        ssd = self._blur((neighbour - reference) ** 2)  # local mean squared difference: a moving object's two
-        return torch.sigmoid(self.trust[lag - 1]) * torch.exp(-ssd / h**2)  # lobes add up instead of cancelling
+        return torch.sigmoid(self.trust[lag - 1]) * self.agreement(neighbour, reference)
 
     def spectra(self, d: torch.Tensor) -> torch.Tensor | None:
         """Registration spectra of frames ``d`` [..., H, W] (None without alignment): one FFT per frame."""
@@ -164,46 +207,63 @@ class MotionAdaptiveFusion(nn.Module):
         pairs = [shift_frame(f, int(dy), int(dx)) for f, (dy, dx) in zip(frames, shifts.tolist(), strict=True)]
         return torch.stack([m for m, _ in pairs]), torch.stack([v for _, v in pairs])
 
-    def _add(self, num: torch.Tensor, den: torch.Tensor, neighbours: torch.Tensor, references: torch.Tensor,
-             shifts: torch.Tensor, lag: int) -> None:
-        """Accumulate the neighbours' weighted contributions to their references (in place)."""
+    def _add(self, sums: _Sums, neighbours: torch.Tensor, references: torch.Tensor, shifts: torch.Tensor, lag: int,
+             raw_neighbours: torch.Tensor | None = None) -> None:
+        """Accumulate the neighbours' weighted contributions to their references (in place): the 2-D results
+        with the learned trust, and (``raw_neighbours``, moved the same way) the raw frames with agreement alone."""
         moved, valid = self._moved(neighbours, shifts)
-        w = self.weight(moved, references, lag) * valid
-        num += w * moved
-        den += w
+        agree = self.agreement(moved, references) * valid
+        w = torch.sigmoid(self.trust[lag - 1]) * agree
+        sums.num += w * moved
+        sums.den += w
+        if raw_neighbours is not None and sums.raw is not None:
+            raw_moved, _ = self._moved(raw_neighbours, shifts)
+            raw_num, raw_den, raw_sq = sums.raw
+            raw_num += agree * raw_moved
+            raw_den += agree
+            raw_sq += agree * agree
 
     def forward(self, d: torch.Tensor, reference: int, spectra: torch.Tensor | None = None) -> torch.Tensor:
         """Frame ``reference`` of ``d`` [B, T, H, W], fused with the frames within ``lags`` of it.
 
         ``spectra`` [B, T, ...] (from :meth:`spectra`; live windows keep them per frame) are computed when not given.
         """
+        return self.fuse(d, reference, spectra).fused
+
+    def fuse(self, d: torch.Tensor, reference: int, spectra: torch.Tensor | None = None,
+             raw: torch.Tensor | None = None) -> Fused:
+        """:meth:`forward`, and with ``raw`` [B, T, H, W] (the frames in linear units) their average too."""
         b, t, h, w = d.shape
         if spectra is None:
             spectra = self.spectra(d)
         flat = None if spectra is None else spectra.reshape(b * t, *spectra.shape[2:])
         ref = d[:, reference]
-        num, den = ref.clone(), torch.ones_like(ref)
+        sums = _Sums.start(ref, None if raw is None else raw[:, reference])
         rows = torch.arange(b) * t
         for k in range(t):
             lag = abs(k - reference)
             if 1 <= lag <= self.lags:
-                self._add(num, den, d[:, k], ref, self._shifts(flat, rows + k, rows + reference, (h, w)), lag)
-        return num / den
+                self._add(sums, d[:, k], ref, self._shifts(flat, rows + k, rows + reference, (h, w)), lag,
+                          None if raw is None else raw[:, k])
+        return sums.result()
 
-    def fuse_series(self, d: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    def fuse_series(self, d: torch.Tensor, *, causal: bool, raw: torch.Tensor | None = None) -> Fused:
         """Every frame of one series ``d`` [T, H, W] fused with its neighbours: older ones only (``causal``)
-        or on both sides (a centred window). Vectorised over frames: one pass per lag; one FFT per frame and
-        one inverse FFT per (frame, neighbour) pair for the registration."""
+        or on both sides (a centred window); with ``raw`` [T, H, W] their motion-compensated average too.
+        Vectorised over frames: one pass per lag; one FFT per frame and one inverse FFT per (frame, neighbour)
+        pair for the registration."""
         n, h, w = d.shape
         spectra = self.spectra(d)
-        num, den = d.clone(), torch.ones_like(d)
+        sums = _Sums.start(d, raw)
         for lag in range(1, min(self.lags, n - 1) + 1):
             older, newer = torch.arange(n - lag), torch.arange(lag, n)
             # frame t's neighbour t - lag, then (centred) its neighbour t + lag
-            self._add(num[lag:], den[lag:], d[:-lag], d[lag:], self._shifts(spectra, older, newer, (h, w)), lag)
+            self._add(sums.part(slice(lag, None)), d[:-lag], d[lag:], self._shifts(spectra, older, newer, (h, w)),
+                      lag, None if raw is None else raw[:-lag])
             if not causal:
-                self._add(num[:-lag], den[:-lag], d[lag:], d[:-lag], self._shifts(spectra, newer, older, (h, w)), lag)
-        return num / den
+                self._add(sums.part(slice(None, -lag)), d[lag:], d[:-lag],
+                          self._shifts(spectra, newer, older, (h, w)), lag, None if raw is None else raw[lag:])
+        return sums.result()
 
     def describe(self) -> dict:
         return {"trust": [round(float(v), 4) for v in torch.sigmoid(self.trust.detach())],

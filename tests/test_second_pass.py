@@ -1,0 +1,152 @@
+"""The temporal backbone's second pass: the raw frames averaged where they agree, then denoised once more."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from livedenoise.inference import Denoiser
+from livedenoise.models import build_model
+from livedenoise.models.temporal import Fused, TemporalUNet, temporal_from_frame_model
+from livedenoise.normalization import Normalizer
+from livedenoise.second_pass import MIN_FRAMES, averaged, frames_averaged, second_pass
+
+NORM = Normalizer(offset=100.0, gain=2.0, noise_b=2.25, scale=10.0)
+
+
+def _frames(shape: tuple[int, ...], seed: int = 0, photons: float = 30.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (2.0 * rng.poisson(photons, shape) + rng.normal(0, 1.5 * 2.0, shape) + 100.0).astype(np.float32)
+
+
+def _temporal(seed: int = 0, h: float = 0.5) -> TemporalUNet:
+    """A small temporal net without registration; ``h`` large: neighbours of a noisy static scene agree."""
+    torch.manual_seed(seed)
+    model = temporal_from_frame_model(build_model("unet", widths=[4, 8]), window=5, align=False)
+    with torch.no_grad():
+        model.fusion.trust.copy_(torch.tensor([2.0, 1.0, 0.0, -1.0]))
+        model.fusion.log_h.fill_(math.log(h))
+    return model.eval()
+
+
+def _direct(model: TemporalUNet, frames: np.ndarray, *, causal: bool) -> np.ndarray:
+    """The second pass computed straight from its parts: what the Denoiser must reproduce."""
+    with torch.no_grad():
+        raw = torch.from_numpy(frames)
+        d = model.frame(NORM.forward_torch(raw)[:, None])[:, 0]
+        result = model.fusion.fuse_series(d, causal=causal, raw=raw)
+        return second_pass(result, NORM, lambda z: model.frame(z[:, None])[:, 0]).numpy()
+
+
+@pytest.mark.parametrize("n", [4, 9])
+def test_the_averaged_noise_model_stabilises_the_mean_of_n_frames(n: int) -> None:
+    """The variance model divided by n: the mean of n frames gets unit noise again, from 1 to 300 photons."""
+    photons = np.geomspace(1.0, 300.0, 12)
+    rng = np.random.default_rng(1)
+    shape = (n, 4000, photons.size)
+    frames = 2.0 * rng.poisson(np.broadcast_to(photons, shape)) + rng.normal(0, 3.0, shape) + 100.0
+    mean = frames.mean(axis=0)
+    stds = averaged(NORM, n).to_stabilised(mean).std(axis=0)
+    assert np.all(np.abs(stds - 1.0) < 0.08), stds
+    single = NORM.to_stabilised(mean).std(axis=0)  # the single-frame model sees 1/sqrt(n) of its noise
+    np.testing.assert_allclose(single, 1 / math.sqrt(n), rtol=0.12)
+
+
+def test_the_averaged_noise_model_keeps_offset_gain_and_maps_and_refuses_nonsense() -> None:
+    maps = NORM.copy(pixel_offset=np.full((4, 4), 99.0), pixel_gain=np.full((4, 4), 2.1), shift=3.0)
+    four = averaged(maps, 4.0)
+    assert (four.noise_a, four.noise_b, four.shift) == (NORM.noise_a / 4, NORM.noise_b / 4, 6.0)
+    assert four.offset == NORM.offset and four.gain == NORM.gain and four.pixel_gain is maps.pixel_gain
+    assert averaged(NORM, 1.0) == NORM
+    for bad in (0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="at least 1"):
+            averaged(NORM, bad)
+
+
+def test_frames_averaged_is_the_median_and_at_least_one() -> None:
+    assert frames_averaged(torch.tensor([[1.0, 3.0, 4.0], [5.0, 5.0, 6.0], [2.0, 7.0, 8.0]])) == 5.0
+    assert frames_averaged(torch.full((8, 8), 0.3)) == 1.0
+
+
+def test_where_no_neighbour_agrees_the_second_pass_is_the_fusion() -> None:
+    """Neighbours that never agree (h tiny): each pixel's average holds its own frame alone, nothing is redone."""
+    model = _temporal(h=1e-4)
+    stack = _frames((6, 24, 20))
+    with torch.no_grad():
+        raw = torch.from_numpy(stack)
+        d = model.frame(NORM.forward_torch(raw)[:, None])[:, 0]
+        result = model.fusion.fuse_series(d, causal=False, raw=raw)
+    assert float(result.frames.max()) < MIN_FRAMES
+    calls = []
+    out = second_pass(result, NORM, lambda z: calls.append(z) or z)
+    assert not calls
+    np.testing.assert_allclose(out.numpy(), NORM.inverse_torch(result.fused).numpy(), rtol=1e-6)
+    with_pass = Denoiser(model, NORM, device="cpu").denoise_stack(stack)
+    without = Denoiser(model, NORM, device="cpu", second_pass=False).denoise_stack(stack)
+    np.testing.assert_allclose(with_pass, without, rtol=1e-5, atol=1e-3)
+
+
+def test_a_stack_s_second_pass_equals_the_direct_computation_across_chunks() -> None:
+    """Batch: 20 frames in chunks of 8, each with its 4 neighbours per side; one extra 2-D pass per frame."""
+    model = _temporal(1)
+    den = Denoiser(model, NORM, device="cpu", batch_size=1)
+    seen: list[int] = []
+    den.model.frame.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    stack = _frames((20, 24, 24), seed=2)
+    out = den.denoise_stack(stack)
+    np.testing.assert_allclose(out, _direct(model, stack, causal=False), rtol=1e-4, atol=1e-2)
+    assert sum(seen) == 40  # 20 frames, then 20 averages
+    without = Denoiser(model, NORM, device="cpu", second_pass=False).denoise_stack(stack)
+    assert float(np.abs(out - without).mean()) > 0.5  # it did change the result
+
+
+def test_live_push_runs_the_second_pass_on_the_causal_window() -> None:
+    model = _temporal(2)
+    den = Denoiser(model, NORM, device="cpu")
+    frames = _frames((7, 24, 20), seed=3)
+    want = _direct(model, frames, causal=True)  # every frame with the 4 before it
+    for t in range(7):
+        np.testing.assert_allclose(den.push(frames[t], stream="display"), want[t], rtol=1e-4, atol=1e-2,
+                                   err_msg=f"frame {t}")
+    # the recorder (another stream, sharing the 2-D results by content) gets the same frames
+    for t in range(7):
+        np.testing.assert_allclose(den.push(frames[t], stream="recorder"), want[t], rtol=1e-4, atol=1e-2)
+
+
+def test_a_static_scene_is_denoised_better_with_the_second_pass() -> None:
+    """Ground truth: 9 frames of one noisy static scene at 3 photons. The second pass averages them before
+    denoising, so it must land far closer to the scene than fusing the 2-D results alone."""
+    model = _temporal(3)
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:32, 0:32]
+    photons = 3.0 * (1 + np.sin(xx / 3.0) * np.cos(yy / 4.0))
+    truth = (2.0 * photons + 100.0).astype(np.float32)
+    stack = (2.0 * rng.poisson(np.broadcast_to(photons, (9, 32, 32))) + rng.normal(0, 3.0, (9, 32, 32))
+             + 100.0).astype(np.float32)
+    mse = {p: float(np.mean((Denoiser(model, NORM, device="cpu", second_pass=p).denoise_stack(stack)[4] - truth) ** 2))
+           for p in (False, True)}
+    assert mse[True] < 0.6 * mse[False], mse
+
+
+def test_saturated_pixels_keep_their_raw_values_with_the_second_pass() -> None:
+    norm = NORM.copy(saturation=4000.0)
+    model = _temporal(4)
+    stack = _frames((5, 24, 20), seed=5)
+    stack[:, 3:6, 4:9] = 4095.0
+    den = Denoiser(model, norm, device="cpu")
+    for out in (den.denoise_stack(stack), np.stack([den.push(f) for f in stack])):
+        np.testing.assert_array_equal(out[:, 3:6, 4:9], 4095.0)
+        assert np.all(out[:, 10:, 10:] < 1000)
+
+
+def test_the_fusion_result_carries_the_average_only_when_asked() -> None:
+    model = _temporal(5)
+    d = torch.zeros(1, 3, 8, 8)
+    assert model.fusion.fuse(d, 2).average is None
+    raw = torch.arange(3.0).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    result = model.fusion.fuse(d, 2, raw=raw)  # identical 2-D results: every neighbour agrees fully
+    assert isinstance(result, Fused)
+    torch.testing.assert_close(result.average, torch.ones(1, 8, 8))  # (0 + 1 + 2) / 3
+    torch.testing.assert_close(result.frames, torch.full((1, 8, 8), 3.0))
