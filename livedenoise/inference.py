@@ -79,6 +79,11 @@ DEFAULT_WINDOW = 5
 #: bytes and frames (a 512² frame's result and spectrum take 2 MiB, a 2048² frame's 33 MiB: 32 and 7 frames).
 SHARED_RESULTS_BYTES = 256 * 1024**2
 SHARED_RESULTS_MAX = 32
+#: Live outputs of the temporal second pass shared the same way, by the window of frames they came from: the
+#: recorder, when its window holds the frames the display's held, reuses the display's output (a second pass
+#: costs a 2-D pass). At most this many bytes and windows.
+SHARED_OUTPUTS_BYTES = 128 * 1024**2
+SHARED_OUTPUTS_MAX = 8
 #: Self-ensemble sizes: 1 (off), 2 (identity + horizontal flip), 4 (the rotations), 8 (rotations x flip).
 ENSEMBLES = (1, 2, 4, 8)
 
@@ -198,6 +203,13 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_types) or "out of memory" in str(exc).lower()
 
 
+def _frame_key(frame: np.ndarray) -> bytes:
+    """A frame's identity by content: a 16-byte BLAKE2 digest of its pixels (about 1 ms per 512² frame), its
+    dtype and shape."""
+    return (hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
+            + f"{frame.dtype.str}{frame.shape}".encode())
+
+
 def _result_bytes(d: torch.Tensor, spectrum: torch.Tensor | None) -> int:
     """Memory of a frame's 2-D result and its registration spectrum (the shared live results' bound)."""
     return d.numel() * d.element_size() + (0 if spectrum is None else spectrum.numel() * spectrum.element_size())
@@ -286,6 +298,9 @@ class Denoiser:
         self._shared_bytes = 0
         #: pushes that reused another stream's 2-D result (see :meth:`_frame_result`)
         self.shared_hits = 0
+        #: second-pass outputs by the digests of their window's frames, and pushes that reused one
+        self._outputs: OrderedDict[tuple[bytes, ...], tuple[_Engine, np.ndarray]] = OrderedDict()
+        self.shared_output_hits = 0
         log.info(
             "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s, "
             "up to %.1f Mpx per network call",
@@ -437,6 +452,7 @@ class Denoiser:
         with self._window_lock:  # the old model's shared 2-D results are of no further use: free them now
             self._shared.clear()
             self._shared_bytes = 0
+            self._outputs.clear()
         log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
 
     def _current(self) -> _Engine:
@@ -549,21 +565,30 @@ class Denoiser:
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
         if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
-            d, spectrum = self._frame_result(engine, arr)
+            key = _frame_key(arr)
+            d, spectrum = self._frame_result(engine, arr, key)
             raw = self._to_device(arr) if engine.second_pass else None
             with self._window_lock:
                 kept = self._stream(stream, engine)
                 if kept and kept[-1][0].shape != d.shape:
                     kept.clear()  # new ROI / binning: old results no longer line up
-                kept.append((d, spectrum, raw))
-                window = torch.stack([r for r, _, _ in kept])
-                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _ in kept])
-                raws = None if raw is None else torch.stack([x for _, _, x in kept])
+                kept.append((d, spectrum, raw, key))
+                window = torch.stack([r for r, _, _, _ in kept])
+                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _, _ in kept])
+                raws = None if raw is None else torch.stack([x for _, _, x, _ in kept])
+                frames_key = tuple(k for _, _, _, k in kept)
+                hit = self._outputs.get(frames_key) if engine.second_pass else None
+                if hit is not None and hit[0] is engine:
+                    self.shared_output_hits += 1
+                    return hit[1].copy()
             with torch.inference_mode():
                 result = engine.fusion.fuse(window[None], window.shape[0] - 1,
                                             None if spectra is None else spectra[None],
                                             None if raws is None else raws[None])
-            return self._finish_fused(engine, result, arr[None])[0]
+            out = self._finish_fused(engine, result, arr[None])[0]
+            if engine.second_pass and engine is self._current():
+                self._keep_output(engine, frames_key, out)
+            return out
         with self._window_lock:
             frames_of = self._stream(stream, engine)
             if frames_of and frames_of[-1].shape != arr.shape:
@@ -572,16 +597,24 @@ class Denoiser:
             frames = np.stack(list(frames_of)[-engine.window:])
         return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
 
-    def _frame_result(self, engine: _Engine, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _keep_output(self, engine: _Engine, frames_key: tuple[bytes, ...], out: np.ndarray) -> None:
+        """Keep a second-pass output for another stream whose window holds the same frames (bounded)."""
+        with self._window_lock:
+            self._outputs.pop(frames_key, None)
+            self._outputs[frames_key] = (engine, out.copy())
+            while len(self._outputs) > SHARED_OUTPUTS_MAX or (
+                    len(self._outputs) > 1 and sum(o.nbytes for _, o in self._outputs.values()) > SHARED_OUTPUTS_BYTES):
+                self._outputs.popitem(last=False)
+
+    def _frame_result(self, engine: _Engine, frame: np.ndarray,
+                      key: bytes) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A live frame's 2-D result and registration spectrum (one FFT), computed once per frame and model.
 
-        Keyed by the frame's bytes (a 16-byte BLAKE2 digest, about 1 ms per 512² frame; identical pixels give
-        an identical result, so no caller has to name frames), kept for the last frames up to
-        ``SHARED_RESULTS_BYTES``: the recorder, a few frames behind the display, reuses what the display computed.
+        Keyed by the frame's bytes (``key``: :func:`_frame_key`; identical pixels give an identical result, so no
+        caller has to name frames), kept for the last frames up to ``SHARED_RESULTS_BYTES``: the recorder, a few
+        frames behind the display, reuses what the display computed.
         """
         assert engine.fusion is not None  # fused temporal models only
-        key = (hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
-               + f"{frame.dtype.str}{frame.shape}".encode())
         with self._window_lock:
             hit = self._shared.get(key)
             if hit is not None and hit[0] is engine:
@@ -618,6 +651,7 @@ class Denoiser:
             self._streams.clear()
             self._shared.clear()
             self._shared_bytes = 0
+            self._outputs.clear()
 
     def drop_stream(self, stream: str) -> None:
         """Forget one stream's window (its field will not come back soon, and its frames hold memory)."""

@@ -102,17 +102,28 @@ def test_a_stack_s_second_pass_equals_the_direct_computation_across_chunks() -> 
     assert float(np.abs(out - without).mean()) > 0.5  # it did change the result
 
 
-def test_live_push_runs_the_second_pass_on_the_causal_window() -> None:
+def test_live_push_runs_the_second_pass_on_the_causal_window_and_shares_it_between_streams() -> None:
     model = _temporal(2)
     den = Denoiser(model, NORM, device="cpu")
+    seen: list[int] = []
+    den.model.frame.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
     frames = _frames((7, 24, 20), seed=3)
     want = _direct(model, frames, causal=True)  # every frame with the 4 before it
     for t in range(7):
         np.testing.assert_allclose(den.push(frames[t], stream="display"), want[t], rtol=1e-4, atol=1e-2,
                                    err_msg=f"frame {t}")
-    # the recorder (another stream, sharing the 2-D results by content) gets the same frames
+    first_frame_alone = 1  # frame 0 has no neighbour: nothing averaged, no second pass
+    assert sum(seen) == 7 + 7 - first_frame_alone
+    # the recorder, a stream whose windows hold the same frames, reuses the display's outputs: no pass at all
     for t in range(7):
         np.testing.assert_allclose(den.push(frames[t], stream="recorder"), want[t], rtol=1e-4, atol=1e-2)
+    assert sum(seen) == 13 and den.shared_output_hits == 7 and den.shared_hits == 7
+    # a stream that skipped frame 2: its first windows are the display's, the third one is new (one more pass)
+    skipped = [den.push(frames[t], stream="skipping") for t in (0, 1, 3)]
+    assert sum(seen) == 13 + 1 and den.shared_output_hits == 9
+    np.testing.assert_allclose(skipped[2], _direct(model, frames[[0, 1, 3]], causal=True)[2], rtol=1e-4, atol=1e-2)
+    den.reset()
+    assert not den._outputs and not den._shared
 
 
 def test_a_static_scene_is_denoised_better_with_the_second_pass() -> None:
