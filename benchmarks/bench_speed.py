@@ -71,11 +71,14 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
     for device in devices:
         combos = [(p, c, q) for p in presets for c in layouts for q in precisions]
         for preset, channels_last, precision in combos:
-            source, label = _model(preset)
-            if isinstance(source, tuple):
-                den = Denoiser(source[0], source[1], device=device, channels_last=channels_last, precision=precision)
-            else:
-                den = Denoiser(source, device=device, channels_last=channels_last, precision=precision)
+            # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only)
+            second = not preset.endswith("-fusion")
+            source, label = _model(preset.removesuffix("-fusion"))
+            if preset.startswith("temporal"):
+                label += " (second pass)" if second else " (fusion only)"
+            options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second}
+            den = (Denoiser(source[0], source[1], **options) if isinstance(source, tuple)
+                   else Denoiser(source, **options))
             for size in sizes:
                 frame = _frame(size)
                 window = den.window if den.is_temporal else 1
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
-    ap.add_argument("--models", default="fast,standard,temporal", help="inference: comma-separated presets")
+    ap.add_argument("--models", default="fast,standard,temporal",
+                    help="inference: comma-separated presets ('temporal-fusion': temporal without its second pass)")
     ap.add_argument("--layouts", default="nchw,channels-last", help="inference: nchw and/or channels-last")
     ap.add_argument("--repeats", type=int, help="inference: timed runs per case (default 5; --quick 2)")
     ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")

@@ -83,7 +83,7 @@ SHARED_RESULTS_MAX = 32
 #: recorder, when its window holds the frames the display's held, reuses the display's output (a second pass
 #: costs a 2-D pass). At most this many bytes and windows.
 SHARED_OUTPUTS_BYTES = 128 * 1024**2
-SHARED_OUTPUTS_MAX = 8
+SHARED_OUTPUTS_MAX = 32
 #: Self-ensemble sizes: 1 (off), 2 (identity + horizontal flip), 4 (the rotations), 8 (rotations x flip).
 ENSEMBLES = (1, 2, 4, 8)
 
@@ -536,9 +536,9 @@ class Denoiser:
         return out
 
     def _finish_fused(self, engine: _Engine, result: Fused, raw: np.ndarray) -> np.ndarray:
-        """A fusion's frames [N, H, W] in ADU: with the second pass where the engine runs it, else the fused
-        2-D results; saturated pixels keep their raw values."""
-        if not engine.second_pass:
+        """A fusion's frames [N, H, W] in ADU: with the second pass where the fusion averaged the raw frames, else
+        the fused 2-D results; saturated pixels keep their raw values."""
+        if result.average is None:  # the second pass not asked for
             return self._finish(engine, result.fused, raw)
         with torch.inference_mode():
             out = second_pass(result, engine.normalizer, lambda z: self._units_pass(engine, z))
@@ -554,48 +554,59 @@ class Denoiser:
         return torch.cat([self._infer(engine, z[i:i + step, None], None)[:, 0].float()
                           for i in range(0, z.shape[0], step)])
 
-    def push(self, frame: np.ndarray, stream: str = "live") -> np.ndarray:
+    def push(self, frame: np.ndarray, stream: str = "live", *, second_pass: bool | None = None) -> np.ndarray:
         """Add a live frame and return it denoised (temporal nets use the last ``window`` frames of ``stream``).
 
         Each ``stream`` keeps its own window, so two consumers of one acquisition (the display, which may
-        skip frames, and a recorder that takes every frame) never mix their sequences.
+        skip frames, and a recorder that takes every frame) never mix their sequences. ``second_pass=False``
+        skips the temporal second pass for this frame alone (a display that has fallen behind); ``None``: the
+        Denoiser's setting.
         """
         arr = check_image(frame, "frame", ndim=2)
         engine = self._current()
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
-        if engine.fusion is not None:  # keep each frame's 2-D result: a live frame costs one 2-D pass + the fusion
-            key = _frame_key(arr)
-            d, spectrum = self._frame_result(engine, arr, key)
-            raw = self._to_device(arr) if engine.second_pass else None
+        kept = self._append(engine, arr, stream)
+        if engine.fusion is None:
+            frames = np.stack([f for (f,) in kept][-engine.window:])
+            return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+        # a fused temporal model: each frame's 2-D result is kept, so a live frame costs one 2-D pass + the fusion
+        # (+ the second pass, which another stream whose window holds the same frames may already have run)
+        frames_key = tuple(key for _, _, _, key in kept)
+        second = engine.second_pass and second_pass is not False
+        if second:
             with self._window_lock:
-                kept = self._stream(stream, engine)
-                if kept and kept[-1][0].shape != d.shape:
-                    kept.clear()  # new ROI / binning: old results no longer line up
-                kept.append((d, spectrum, raw, key))
-                window = torch.stack([r for r, _, _, _ in kept])
-                spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _, _ in kept])
-                raws = None if raw is None else torch.stack([x for _, _, x, _ in kept])
-                frames_key = tuple(k for _, _, _, k in kept)
-                hit = self._outputs.get(frames_key) if engine.second_pass else None
+                hit = self._outputs.get(frames_key)
                 if hit is not None and hit[0] is engine:
                     self.shared_output_hits += 1
                     return hit[1].copy()
-            with torch.inference_mode():
-                result = engine.fusion.fuse(window[None], window.shape[0] - 1,
-                                            None if spectra is None else spectra[None],
-                                            None if raws is None else raws[None])
-            out = self._finish_fused(engine, result, arr[None])[0]
-            if engine.second_pass and engine is self._current():
-                self._keep_output(engine, frames_key, out)
-            return out
+        window = torch.stack([d for d, _, _, _ in kept])
+        spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _, _ in kept])
+        raws = torch.stack([x for _, _, x, _ in kept]) if second else None
+        with torch.inference_mode():
+            result = engine.fusion.fuse(window[None], window.shape[0] - 1, None if spectra is None else spectra[None],
+                                        None if raws is None else raws[None])
+        out = self._finish_fused(engine, result, arr[None])[0]
+        if second and engine is self._current():
+            self._keep_output(engine, frames_key, out)
+        return out
+
+    def _append(self, engine: _Engine, arr: np.ndarray, stream: str) -> list[tuple]:
+        """Add a frame to ``stream``'s window; a snapshot of the window, oldest first. Entries are ``(frame,)`` for
+        temporal nets that take raw windows, ``(2-D result, spectrum, raw frame or None, key)`` for fused ones."""
+        entry: tuple
+        if engine.fusion is not None:
+            key = _frame_key(arr)
+            d, spectrum = self._frame_result(engine, arr, key)
+            entry = (d, spectrum, self._to_device(arr) if engine.second_pass else None, key)
+        else:
+            entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
-            frames_of = self._stream(stream, engine)
-            if frames_of and frames_of[-1].shape != arr.shape:
-                frames_of.clear()  # new ROI / binning: old frames no longer line up
-            frames_of.append(np.array(arr, dtype=np.float32, copy=True))
-            frames = np.stack(list(frames_of)[-engine.window:])
-        return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+            kept = self._stream(stream, engine)
+            if kept and kept[-1][0].shape != entry[0].shape:
+                kept.clear()  # new ROI / binning: old frames no longer line up
+            kept.append(entry)
+            return list(kept)
 
     def _keep_output(self, engine: _Engine, frames_key: tuple[bytes, ...], out: np.ndarray) -> None:
         """Keep a second-pass output for another stream whose window holds the same frames (bounded)."""

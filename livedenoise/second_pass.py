@@ -11,14 +11,16 @@ model divided by ``n``). Where fewer frames agree (a moving object, the first fr
 noisier than that model says, so the result is blended back towards the fusion's output there, in proportion to
 how many frames were averaged.
 
-Measured on ``benchmarks/bench_temporal.py`` (six simulated time-lapses, 5 to 100 photons, moving puncta and
-drift; the prototype behind this module): against the fast 2-D network frame by frame, +1.81 dB live (the
-fusion alone: +1.23) and +2.62 dB in batch (fusion alone: +1.72), with the moving puncta no worse than the 2-D
-network's. Averaging in the variance-stabilised domain instead lost 1-2 dB at 5 photons (the transform's bias at
-low counts does not average out), so the average is taken in the raw frames' linear units.
+Measured with ``benchmarks/bench_temporal.py`` (six simulated time-lapses, 5 to 100 photons, moving puncta and
+drift; ``benchmarks/results/2026-12-04-temporal-second-pass``): against the fast 2-D network frame by frame,
++1.81 dB live (the fusion alone: +1.23) and +2.62 dB in batch (fusion alone: +1.72), with the moving puncta no
+worse than the 2-D network's. Averaging in the variance-stabilised domain instead lost 1-2 dB at 5 photons in a
+probe (the transform's bias at low counts does not average out), so the average is taken in the raw frames'
+linear units.
 
-The cost is a second 2-D pass per frame: live, a temporal frame then costs about two 2-D frames
-(``Denoiser(second_pass=False)``, ``[live] second_pass = false`` or ``--no-second-pass`` keep one).
+The cost is a second 2-D pass per frame: a live temporal frame costs about 2.5 fast 2-D frames instead of one
+(``Denoiser(second_pass=False)``, ``[live] second_pass = false`` or ``--no-second-pass`` keep the fusion alone;
+``Denoiser.push(..., second_pass=False)`` for one frame, which a display that fell behind the camera uses).
 """
 from __future__ import annotations
 

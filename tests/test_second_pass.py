@@ -161,3 +161,49 @@ def test_the_fusion_result_carries_the_average_only_when_asked() -> None:
     assert isinstance(result, Fused)
     torch.testing.assert_close(result.average, torch.ones(1, 8, 8))  # (0 + 1 + 2) / 3
     torch.testing.assert_close(result.frames, torch.full((1, 8, 8), 3.0))
+
+
+def test_a_push_can_skip_the_second_pass_for_one_frame() -> None:
+    """A display that fell behind asks for the fusion alone for one frame; it is not kept for other streams."""
+    model = _temporal(6)
+    den = Denoiser(model, NORM, device="cpu")
+    frames = _frames((4, 24, 20), seed=7)
+    for f in frames[:3]:
+        den.push(f, stream="display")
+    quick = den.push(frames[3], stream="display", second_pass=False)
+    fusion_only = Denoiser(model, NORM, device="cpu", second_pass=False)
+    for f in frames[:3]:
+        fusion_only.push(f)
+    np.testing.assert_allclose(quick, fusion_only.push(frames[3]), rtol=1e-5, atol=1e-3)
+    recorded = [den.push(f, stream="recorder") for f in frames]
+    np.testing.assert_allclose(recorded[3], _direct(model, frames, causal=True)[3], rtol=1e-4, atol=1e-2)
+    assert den.shared_output_hits == 3  # frames 0-2 from the display; frame 3 had no second pass to share
+
+
+def test_the_display_worker_says_when_it_has_fallen_behind() -> None:
+    """A display that skipped frames is behind the camera: it then skips the second pass for its next frame."""
+    import threading
+
+    from livedenoise.acquisition.display import DenoiseWorker, behind
+
+    started, go = threading.Event(), threading.Event()
+    shown: list[tuple[int, int, bool]] = []
+
+    def denoise(frame: np.ndarray, info: dict) -> np.ndarray:
+        shown.append((int(frame[0, 0]), info["skipped_before"], behind(info)))
+        started.set()
+        go.wait(5)
+        return frame
+
+    worker = DenoiseWorker(denoise).start()
+    worker.submit(np.full((2, 2), 0))
+    assert started.wait(5)  # frame 0 is being denoised: the next ones queue up and replace each other
+    for i in range(1, 8):
+        worker.submit(np.full((2, 2), i))
+    go.set()
+    assert worker.drain(5)
+    worker.submit(np.full((2, 2), 8))
+    assert worker.drain(5)
+    worker.stop()
+    assert shown == [(0, 0, False), (7, 6, True), (8, 0, False)]
+    assert worker.stats.dropped == 6

@@ -52,6 +52,11 @@ class WorkerStats:
         return self.denoised / elapsed if elapsed > 0 else 0.0
 
 
+def behind(info: dict) -> bool:
+    """True when the display skipped frames before this one: it has fallen behind the camera."""
+    return bool(info.get("skipped_before"))
+
+
 class DenoiseWorker:
     """Denoises the newest submitted frame in a background thread.
 
@@ -61,7 +66,9 @@ class DenoiseWorker:
     disk, so the acquisition thread never touches pixels). ``max_fps`` caps how often a frame is denoised
     (``None``: as fast as the model goes). ``model_name`` a callable
     returning the current model's name. Exceptions never escape: the frame is reported with
-    ``denoised=None`` and the error text, and the worker goes on.
+    ``denoised=None`` and the error text, and the worker goes on. ``info["skipped_before"]`` tells ``denoise``
+    how many frames were skipped since the one shown before (0: the display keeps up), so it can choose a
+    cheaper computation while it has fallen behind (:func:`behind`).
     """
 
     def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray],
@@ -76,6 +83,7 @@ class DenoiseWorker:
         self._on_result = on_result
         self._model_name = model_name
         self._pending: tuple[np.ndarray | None, dict, float] | None = None
+        self._skipped = 0  # frames replaced since the last one taken
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
@@ -93,6 +101,7 @@ class DenoiseWorker:
         with self._cond:
             if self._pending is not None:
                 self.stats.dropped += 1
+                self._skipped += 1
             self._pending = (raw, info or {}, time.perf_counter())
             self.stats.submitted += 1
             self._cond.notify()
@@ -110,6 +119,7 @@ class DenoiseWorker:
                 if self._pending is None and self._stop:
                     return
                 raw, info, t0 = self._pending  # type: ignore[misc]
+                info["skipped_before"], self._skipped = self._skipped, 0
                 self._pending = None
                 self._busy = True
                 last_start = time.perf_counter()

@@ -27,7 +27,7 @@ import numpy as np
 
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
 from livedenoise.acquisition.calibration_set import calibration_set
-from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.recorder import DenoisedWriter
 from livedenoise.acquisition.status import SessionState, SessionStatus
@@ -492,7 +492,9 @@ class LiveSession:
             self._fit_from_live(raw)
         denoiser = self.denoiser
         assert denoiser is not None  # set by _fit_from_live, or it raised
-        return denoiser.push(raw, stream="display")  # temporal models: a window of the last frames shown
+        # temporal models: a window of the last frames shown; while the display has fallen behind the camera (it
+        # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it)
+        return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None)
 
     def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
         """The recorder's denoising: every frame in order, with its own temporal window (the display may skip

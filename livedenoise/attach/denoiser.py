@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.acquisition.calibration_set import calibration_set
-from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
 from livedenoise.bioimageio_import import FOREIGN_ARCH, refuse_training
@@ -350,7 +350,10 @@ class AttachedDenoiser:
         axes = info["axes"]
         state = self._channel_state(axes)
         info["model"] = state.model  # names this frame's model on the display (channels differ; swaps happen)
-        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame))
+        # behind the camera (frames skipped): no temporal second pass for this frame, half the cost; recorded
+        # frames always get it
+        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame),
+                                   second_pass=False if behind(info) else None)
 
     def _denoise_for_record(self, frame: np.ndarray, axes: dict) -> np.ndarray:
         state = self._channel_state(axes)
