@@ -2,6 +2,7 @@
 
     python benchmarks/bench_live.py                          # fast and temporal, 2 sessions each, interleaved
     python benchmarks/bench_live.py --backbones fast,standard --repeats 1
+    python benchmarks/bench_live.py --backbones fast,temporal,temporal-fusion   # temporal without its second pass
 
 Each session is the quick start's ``livedenoise demo`` (simulated Andor Zyla 4.2 through pycromanager's real
 acquisition engine, 256² px at ~10 photons peak, 5 calibration pairs, background fine-tuning, 10 frames/s live),
@@ -40,7 +41,10 @@ def session(backbone: str, folder: Path, config: Path | None = None) -> dict:
     if folder.exists():
         shutil.rmtree(folder)  # only this benchmark's own run folder
     cli = Path(sys.executable).parent / "livedenoise"
-    proc = subprocess.run([str(cli), "demo", "--backbone", backbone, "-o", str(folder)]
+    # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass)
+    fusion_only = backbone == "temporal-fusion"
+    options = ["--backbone", "temporal", "--no-second-pass"] if fusion_only else ["--backbone", backbone]
+    proc = subprocess.run([str(cli), "demo", *options, "-o", str(folder)]
                           + (["--config", str(config)] if config else []), capture_output=True, text=True)
     report_path = folder / "report.json"
     if proc.returncode != 0 or not report_path.is_file():

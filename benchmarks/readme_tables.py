@@ -54,7 +54,8 @@ SOURCES: dict[str, str] = {
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-04-demo-second-pass/report.json",
-    "live-backbones": ("2026-12-04-live-backbones/live.json", "2026-12-04-live-keep-pattern/live.json"),
+    "live-backbones": ("2026-12-04-live-second-pass/live.json", "2026-12-04-live-backbones/live.json",
+                       "2026-12-04-live-keep-pattern/live.json"),
     "temporal-pairs": ("2026-12-03-temporal-pairs/temporal-pairs.json",
                        "2026-12-03-temporal-pairs-calibrated/temporal-pairs.json",
                        "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json"),
@@ -298,6 +299,10 @@ def live_backbones(sources: list[tuple[dict, str]]) -> str:
         what = ("calibration references with the camera's fixed pattern removed (the default)"
                 if data.get("fixed_pattern_removed", True) else
                 "calibration references keeping the camera's fixed pattern (`[live] remove_fixed_pattern = false`)")
+        # runs before the temporal second pass existed ran `temporal` as the fusion alone
+        second = "temporal-fusion" in data.get("means", {})
+        what += (", `temporal` with its second pass, `temporal-fusion` without it" if second
+                 else ", an earlier release: `temporal` is the fusion alone")
         parts += [f"**{what}**", "", render(data), ""]
     return "\n".join([*parts, "PSNR dB against the sample (the simulator's truth without the camera's fixed pattern); "
                       "*shown*: every 5th frame the viewer showed, before the swap (backbone) and after it (adapted); "
