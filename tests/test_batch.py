@@ -768,6 +768,7 @@ def test_temporal_model_gets_whole_time_series(tmp_path, frames, ckpt):
     den = Denoiser(str(path), device="cpu")
     for c in range(data.shape[1]):
         np.testing.assert_allclose(out.reader[:, c], den.denoise_stack(data[:, c]), rtol=1e-5, atol=1e-3)
+    assert read_provenance(tmp_path / "out" / "movie.ome.tif")["second_pass"] is False  # a CNNT has none
 
 
 def _denoise_movie(tmp_path, frames, model_path):
@@ -821,6 +822,8 @@ def test_the_second_pass_is_on_by_default_recorded_and_kept_on_resume(tmp_path, 
         extra = [] if flag else ["--no-second-pass"]
         assert main(["denoise", str(tmp_path / "movie.tif"), "-o", str(tmp_path / folder), "--model", str(path),
                      "--noise-model", "stored", "--no-progress", "--device", "cpu", *extra]) == 0
+        said = "with its second pass" if flag else "the fusion alone (--no-second-pass)"
+        assert f"), {said}." in capsys.readouterr().out  # the summary says how the temporal model ran
         got = open_dataset(tmp_path / folder / "movie.ome.tif").reader[...]
         np.testing.assert_allclose(got, Denoiser(str(path), device="cpu", second_pass=flag).denoise_stack(data),
                                    rtol=1e-5, atol=1e-3)
@@ -836,8 +839,9 @@ def test_the_second_pass_is_on_by_default_recorded_and_kept_on_resume(tmp_path, 
         run([tmp_path / "movie.tif"], tmp_path / "off", path, resume=True)
     # a 2-D job records no second pass, and resumes whatever the flag says
     tifffile.imwrite(tmp_path / "still.tif", data[0])
-    run([tmp_path / "still.tif"], tmp_path / "still", ckpt)
+    summary = run([tmp_path / "still.tif"], tmp_path / "still", ckpt)
     assert read_provenance(tmp_path / "still" / "still.ome.tif")["second_pass"] is False
+    assert "second pass" not in summary.report() and "fusion alone" not in summary.report()
 
 
 def test_a_temporal_model_refuses_single_frames_in_one_sentence(tmp_path, frames, ckpt):

@@ -290,6 +290,10 @@ def denoise_dataset(
                     raise ConfigError(f"Model {r.name!r} has no checkpoint file; dask workers load models from a path, "
                                       "so save it first (Checkpoint.save) and pass the path.")
         temporal = any(r.temporal for r in refs)
+        # the second pass belongs to the fused temporal backbone (unet-temporal), not to a CNNT
+        fused = any(r.arch == "unet-temporal" for r in refs)
+        summary.temporal_mode = ("" if not fused else "with its second pass" if opts.second_pass
+                                 else "the fusion alone (--no-second-pass)")
         if temporal:
             _check_time_axes(items, refs)
 
@@ -306,7 +310,7 @@ def denoise_dataset(
                                margin=max(r.margin for r in refs),
                                weights_bytes=weights, window=5 if temporal else 1, device=device,
                                ensemble=opts.ensemble, precision=precision,
-                               second_pass=opts.second_pass and temporal)
+                               second_pass=opts.second_pass and fused)
             resumed = clipped = 0
             status_text = "planned"
             if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
@@ -322,7 +326,7 @@ def denoise_dataset(
                 # (and a temporal job started before the second pass existed ran without it)
                 for option, default, asked in (("ensemble", 1, opts.ensemble),
                                                ("precision", precision_of_auto, precision),
-                                               ("second_pass", False, opts.second_pass and temporal)):
+                                               ("second_pass", False, opts.second_pass and fused)):
                     recorded = data["plan"]["denoiser"].get(option, default)
                     if recorded != asked:  # a block-wise mix of two settings would be one output of neither
                         was, now = _flag(option, recorded), _flag(option, asked, value_only=True)

@@ -44,6 +44,8 @@ class BatchSummary:
     notes: list[str] = field(default_factory=list)
     #: inputs that could not be denoised in a multi-input batch: {"input": path, "error": one sentence}
     failed: list[dict[str, str]] = field(default_factory=list)
+    #: how a temporal model ran: "its second pass", "the fusion alone (--no-second-pass)"; "" for 2-D models
+    temporal_mode: str = ""
 
     @property
     def frames(self) -> int:
@@ -86,7 +88,8 @@ class BatchSummary:
                          + (f", {it.clipped} pixels clipped to {it.output_dtype}" if it.clipped else "") + ")"
                          + (f"\n    {it.noise_model}" if it.noise_model else ""))
         lines.append(f"Denoised {self.frames} frames ({self.megapixels:.1f} Mpx) in {self.elapsed_s:.1f} s, "
-                     f"{self.mpx_per_s:.2f} Mpx/s while denoising, with {model}.")
+                     f"{self.mpx_per_s:.2f} Mpx/s while denoising, with {model}"
+                     + (f", {self.temporal_mode}" if self.temporal_mode else "") + ".")
         if self.adapted:
             lines.append("Adapted model(s) saved: " + ", ".join(self.adapted))
         lines.append(f"Output folder: {self.output_dir}")
