@@ -528,10 +528,7 @@ class Denoiser:
             assert kept is not None  # the first chunk computes frames (hi > have = 0)
             raw = self._to_device(series[lo:hi]) if engine.second_pass else None
             with torch.inference_mode():
-                result = fusion.fuse_series(kept, causal=False, raw=raw)
-            part = slice(start - lo, stop - lo)
-            result = Fused(result.fused[part], None if raw is None else result.average[part],  # type: ignore[index]
-                           None if raw is None else result.frames[part])  # type: ignore[index]
+                result = fusion.fuse_series(kept, causal=False, raw=raw).part(slice(start - lo, stop - lo))
             out[start:stop] = self._finish_fused(engine, result, series[start:stop])
         return out
 

@@ -104,6 +104,11 @@ class Fused:
     average: torch.Tensor | None = None
     frames: torch.Tensor | None = None
 
+    def part(self, index: slice) -> Fused:
+        """The frames ``index`` of a fused series."""
+        return Fused(self.fused[index], None if self.average is None else self.average[index],
+                     None if self.frames is None else self.frames[index])
+
 
 @dataclass
 class _Sums:
