@@ -14,7 +14,7 @@ how many frames were averaged.
 Measured with ``benchmarks/bench_temporal.py`` (six simulated time-lapses, 5 to 100 photons, moving puncta and
 drift; ``benchmarks/results/2026-12-04-temporal-second-pass``): against the fast 2-D network frame by frame,
 +1.81 dB live (the fusion alone: +1.23) and +2.62 dB in batch (fusion alone: +1.72), with the moving puncta no
-worse than the 2-D network's. Averaging in the variance-stabilised domain instead lost 1-2 dB at 5 photons in a
+worse than the 2-D network's. Averaging in the variance-stabilised domain instead lost 1.7-3.1 dB at 5 photons in a
 probe (the transform's bias at low counts does not average out), so the average is taken in the raw frames'
 linear units.
 
