@@ -526,7 +526,7 @@ class Denoiser:
             kept_from = lo
             stop = min(start + chunk, n_t)
             assert kept is not None  # the first chunk computes frames (hi > have = 0)
-            raw = self._to_device(series[lo:hi]) if engine.second_pass else None
+            raw = engine.normalizer.electrons_torch(self._to_device(series[lo:hi])) if engine.second_pass else None
             with torch.inference_mode():
                 result = fusion.fuse_series(kept, causal=False, raw=raw).part(slice(start - lo, stop - lo))
             out[start:stop] = self._finish_fused(engine, result, series[start:stop])
@@ -595,7 +595,9 @@ class Denoiser:
         if engine.fusion is not None:
             key = _frame_key(arr)
             d, spectrum = self._frame_result(engine, arr, key)
-            entry = (d, spectrum, self._to_device(arr) if engine.second_pass else None, key)
+            # the raw frame in electrons (camera pattern out): the second pass averages it with moved neighbours
+            electrons = engine.normalizer.electrons_torch(self._to_device(arr)) if engine.second_pass else None
+            entry = (d, spectrum, electrons, key)
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
@@ -608,6 +610,8 @@ class Denoiser:
     def _keep_output(self, engine: _Engine, frames_key: tuple[bytes, ...], out: np.ndarray) -> None:
         """Keep a second-pass output for another stream whose window holds the same frames (bounded)."""
         with self._window_lock:
+            if engine is not self._current():
+                return  # swapped meanwhile: the old model's output is of no use to anyone (and would pin it)
             self._outputs.pop(frames_key, None)
             self._outputs[frames_key] = (engine, out.copy())
             while len(self._outputs) > SHARED_OUTPUTS_MAX or (

@@ -379,6 +379,17 @@ class Normalizer:
             return torch.from_numpy(offset).to(x.device), torch.from_numpy(gain).to(x.device)
         return offset, gain
 
+    def electrons_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw values -> ``(x - offset) / gain`` (per-pixel maps where they fit), float32: linear, and free of the
+        camera's fixed offset and gain pattern, so pixels of different sensor positions may be averaged."""
+        offset, gain = self._maps_torch(x)
+        return (x.to(torch.float32) - offset) / gain
+
+    def from_electrons_torch(self, e: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`electrons_torch`: back to raw values at these pixels' positions."""
+        offset, gain = self._maps_torch(e)
+        return e * gain + offset
+
     def forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward` on a tensor (float32, tensor's device; no validation)."""
         offset, gain = self._maps_torch(x)

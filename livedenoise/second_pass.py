@@ -61,8 +61,11 @@ def second_pass(result: Fused, normalizer: Normalizer,
     """Frames [N, H, W] in the input units (ADU): ``result.fused`` where nothing was averaged, else the
     denoised average blended with it by the number of frames each pixel's average holds.
 
-    ``result`` must carry the raw average (``MotionAdaptiveFusion.fuse(..., raw=...)``); ``denoise`` maps
-    network inputs [M, H, W] to the 2-D network's outputs [M, H, W] (the Denoiser's tiled pass).
+    ``result`` must carry the average of the raw frames in electrons (``MotionAdaptiveFusion.fuse(..., raw=
+    normalizer.electrons_torch(frames))``): registration moves a neighbour's pixels onto other sensor pixels, so
+    the camera's per-pixel offset and gain are taken out before averaging and put back, the reference frame's,
+    after. ``denoise`` maps network inputs [M, H, W] to the 2-D network's outputs [M, H, W] (the Denoiser's tiled
+    pass).
     """
     fused = normalizer.inverse_torch(result.fused)
     if result.average is None or result.frames is None:
@@ -71,10 +74,12 @@ def second_pass(result: Fused, normalizer: Normalizer,
     todo = [i for i, n in enumerate(counts) if n >= MIN_FRAMES]
     if not todo:
         return fused
-    models = {i: averaged(normalizer, counts[i]) for i in todo}
+    in_electrons = normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None)
+    models = {i: averaged(in_electrons, counts[i]) for i in todo}
     y = denoise(torch.stack([models[i].forward_torch(result.average[i]) for i in todo]))
     out = fused.clone()
     for j, i in enumerate(todo):
         share = torch.clamp((result.frames[i] - 1.0) / (counts[i] - 1.0), 0.0, 1.0)
-        out[i] = share * models[i].inverse_torch(y[j]) + (1.0 - share) * fused[i]
+        again = normalizer.from_electrons_torch(models[i].inverse_torch(y[j]))
+        out[i] = share * again + (1.0 - share) * fused[i]
     return out

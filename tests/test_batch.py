@@ -837,6 +837,14 @@ def test_the_second_pass_is_on_by_default_recorded_and_kept_on_resume(tmp_path, 
     manifest_path.write_text(json.dumps({**manifest, "state": "running"}))
     with pytest.raises(LivedenoiseError, match="used --no-second-pass, this one asks for the temporal second pass"):
         run([tmp_path / "movie.tif"], tmp_path / "off", path, resume=True)
+    # a temporal job from before the second pass existed ran without it: it resumes only without it, and stays so
+    old = {**manifest, "plan": {**manifest["plan"], "denoiser": {
+        k: v for k, v in manifest["plan"]["denoiser"].items() if k != "second_pass"}}}
+    manifest_path.write_text(json.dumps(old))
+    with pytest.raises(LivedenoiseError, match="used --no-second-pass"):
+        run([tmp_path / "movie.tif"], tmp_path / "off", path, resume=True)
+    resumed = run([tmp_path / "movie.tif"], tmp_path / "off", path, resume=True, second_pass=False)
+    assert resumed.items[0].status == "already complete"
     # a 2-D job records no second pass, and resumes whatever the flag says
     tifffile.imwrite(tmp_path / "still.tif", data[0])
     summary = run([tmp_path / "still.tif"], tmp_path / "still", ckpt)

@@ -36,7 +36,7 @@ def _direct(model: TemporalUNet, frames: np.ndarray, *, causal: bool) -> np.ndar
     with torch.no_grad():
         raw = torch.from_numpy(frames)
         d = model.frame(NORM.forward_torch(raw)[:, None])[:, 0]
-        result = model.fusion.fuse_series(d, causal=causal, raw=raw)
+        result = model.fusion.fuse_series(d, causal=causal, raw=NORM.electrons_torch(raw))
         return second_pass(result, NORM, lambda z: model.frame(z[:, None])[:, 0]).numpy()
 
 
@@ -77,7 +77,7 @@ def test_where_no_neighbour_agrees_the_second_pass_is_the_fusion() -> None:
     with torch.no_grad():
         raw = torch.from_numpy(stack)
         d = model.frame(NORM.forward_torch(raw)[:, None])[:, 0]
-        result = model.fusion.fuse_series(d, causal=False, raw=raw)
+        result = model.fusion.fuse_series(d, causal=False, raw=NORM.electrons_torch(raw))
     assert float(result.frames.max()) < MIN_FRAMES
     calls = []
     out = second_pass(result, NORM, lambda z: calls.append(z) or z)
@@ -207,3 +207,52 @@ def test_the_display_worker_says_when_it_has_fallen_behind() -> None:
     worker.stop()
     assert shown == [(0, 0, False), (7, 6, True), (8, 0, False)]
     assert worker.stats.dropped == 6
+
+
+def test_drifting_frames_through_a_camera_with_a_fixed_pattern_are_averaged_in_electrons() -> None:
+    """Registration moves a neighbour onto other sensor pixels: the per-pixel offset and gain must come out before
+    averaging and go back (the reference's) after. A noise-free drifting scene through a 2-D stage that passes its
+    input through unchanged must then come back exactly, pattern and all."""
+    rng = np.random.default_rng(8)
+    h, w = 40, 44
+    offset_map = (100.0 + rng.normal(0, 8.0, (h, w))).astype(np.float32)
+    gain_map = (2.0 * (1 + rng.normal(0, 0.1, (h, w)))).astype(np.float32)
+    norm = NORM.copy(pixel_offset=offset_map, pixel_gain=gain_map)
+    torch.manual_seed(0)
+    model = temporal_from_frame_model(build_model("unet", widths=[4, 8]), window=5, align=True)
+    with torch.no_grad():
+        for p in model.frame.parameters():
+            p.zero_()  # residual U-Net with zero weights: output = input
+        model.fusion.log_h.fill_(math.log(0.5))
+    yy, xx = np.mgrid[0:h + 8, 0:w + 8]
+    scene = 50.0 + 400.0 * np.exp(-((yy - 24) ** 2 + (xx - 26) ** 2) / 40.0) + 150.0 * (np.sin(xx / 2.0) > 0.6)
+    stack = np.stack([scene[4:4 + h, 4 - t:4 - t + w] * gain_map + offset_map for t in range(3)]).astype(np.float32)
+    out = Denoiser(model, norm, device="cpu").denoise_stack(stack)
+    inner = (slice(None), slice(6, -6), slice(8, -8))
+    np.testing.assert_allclose(out[inner], stack[inner], rtol=1e-3, atol=0.5)
+
+
+def test_a_display_held_back_by_its_frame_rate_cap_is_not_behind() -> None:
+    """Frames replaced while the worker waits out max_fps were not skipped for lack of time."""
+    import threading
+    import time
+
+    from livedenoise.acquisition.display import DenoiseWorker
+
+    seen: list[int] = []
+    first = threading.Event()
+
+    def denoise(frame: np.ndarray, info: dict) -> np.ndarray:
+        seen.append(info["skipped_before"])
+        first.set()
+        return frame
+
+    worker = DenoiseWorker(denoise, max_fps=5).start()  # at most one frame per 0.2 s
+    worker.submit(np.zeros((2, 2)))
+    assert first.wait(5)
+    time.sleep(0.02)  # the first frame is done: the worker now waits out the cap
+    for i in range(5):
+        worker.submit(np.full((2, 2), i + 1))
+    assert worker.drain(5)
+    worker.stop()
+    assert seen == [0, 0] and worker.stats.dropped == 4

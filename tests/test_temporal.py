@@ -335,7 +335,6 @@ def test_the_shipped_temporal_backbone_beats_the_2d_one_on_a_simulated_time_laps
     for second in (False, True):
         den = Denoiser(with_normalizer(temporal, list(noisy)), device="cpu", second_pass=second)
         scores[second] = psnr(den.denoise_stack(noisy)), psnr(np.stack([den.push(f) for f in noisy]))
-    print(frame_by_frame, scores)
     (batch, live), (batch2, live2) = scores[False], scores[True]
     assert batch > frame_by_frame + 0.5, (batch, frame_by_frame)
     assert live > frame_by_frame + 0.25, (live, frame_by_frame)

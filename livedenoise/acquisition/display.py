@@ -101,8 +101,9 @@ class DenoiseWorker:
         with self._cond:
             if self._pending is not None:
                 self.stats.dropped += 1
-                self._skipped += 1
-            self._pending = (raw, info or {}, time.perf_counter())
+                if self._busy:  # replaced while a frame was being denoised: behind (not held back by max_fps)
+                    self._skipped += 1
+            self._pending = (raw, dict(info or {}), time.perf_counter())
             self.stats.submitted += 1
             self._cond.notify()
 

@@ -334,7 +334,8 @@ def denoise_dataset(
                             f"Cannot resume {it.output}: the interrupted run used {was}, this one asks for {now}; "
                             f"resume with {was} or pass --overwrite to start again.")
                 plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
-                                 DenoiserOptions(**data["plan"]["denoiser"]))
+                                 # a job from before the second pass existed ran without it
+                                 DenoiserOptions(**{"second_pass": False, **data["plan"]["denoiser"]}))
                 resumed = len(it.manifest.done())
             it.plan = plan
             it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape),

@@ -241,6 +241,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
     sha = _state_sha256(torch_model, normalizer)
     _keep_local_model(sha, model)
     return ModelRef(name=name, sha256=sha, first_width=_first_width(None, {}, torch_model),
+                    arch=getattr(torch_model, "arch", None),
                     temporal=bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False)),
                     margin=_margin(torch_model), normalizer_json=_stored_normalizer_json(torch_model, normalizer),
                     local_key=sha, channel=channel)
