@@ -15,8 +15,9 @@ Measured with ``benchmarks/bench_temporal.py`` (six simulated time-lapses, 5 to 
 drift; ``benchmarks/results/2026-12-04-temporal-second-pass``): against the fast 2-D network frame by frame,
 +1.81 dB live (the fusion alone: +1.23) and +2.62 dB in batch (fusion alone: +1.72), with the moving puncta no
 worse than the 2-D network's. Averaging in the variance-stabilised domain instead lost 1.7-3.1 dB at 5 photons in a
-probe (the transform's bias at low counts does not average out), so the average is taken in the raw frames'
-linear units.
+probe (the transform's bias at low counts does not average out), so the average is taken in linear units, in
+photoelectrons: registration moves a neighbour's pixels onto other sensor pixels, so the camera's offset and gain
+(per-pixel maps included) come out before averaging and the reference frame's go back after.
 
 The cost is a second 2-D pass per frame: a live temporal frame costs about 2.5 fast 2-D frames instead of one
 (``Denoiser(second_pass=False)``, ``[live] second_pass = false`` or ``--no-second-pass`` keep the fusion alone;
