@@ -392,8 +392,7 @@ class Normalizer:
 
     def forward_torch(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`forward` on a tensor (float32, tensor's device; no validation)."""
-        offset, gain = self._maps_torch(x)
-        e = (x.to(torch.float32) - offset) / gain
+        e = self.electrons_torch(x)
         if self.vst:
             e = gat_torch(e, self.noise_b, self.noise_a) - self.shift
         return e / self.scale
@@ -411,8 +410,7 @@ class Normalizer:
             else:
                 v = torch.clamp(v, min=0.0)
                 v = ((self.noise_a * v / 2.0) ** 2 - self._floor_arg()) / self.noise_a
-        offset, gain = self._maps_torch(v)
-        return v * gain + offset
+        return self.from_electrons_torch(v)
 
     def saturated_mask(self, x: np.ndarray) -> np.ndarray | None:
         """Boolean mask of saturated pixels, or ``None`` when no saturation level is set."""
