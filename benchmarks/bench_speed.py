@@ -64,12 +64,15 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
     """Every preset at every size, in the NCHW layout (the reference) and channels-last, in one run.
 
     ``precisions``: the Denoiser's ``precision`` values to time (``auto`` is fp16 on CUDA, fp32 on the CPU).
+    The combinations of one device and size are timed interleaved, one frame each in turn, so that a change of
+    load during the run (a shared 2-core machine drifts by 10-30 %) hits every row alike.
     """
     from livedenoise.inference import Denoiser
 
     rows = []
     for device in devices:
         combos = [(p, c, q) for p in presets for c in layouts for q in precisions]
+        denoisers = []
         for preset, channels_last, precision in combos:
             # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only)
             second = not preset.endswith("-fusion")
@@ -77,42 +80,51 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
             if preset.startswith("temporal"):
                 label += " (second pass)" if second else " (fusion only)"
             options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second}
-            den = (Denoiser(source[0], source[1], **options) if isinstance(source, tuple)
-                   else Denoiser(source, **options))
-            for size in sizes:
-                frame = _frame(size)
-                window = den.window if den.is_temporal else 1
-                if den.is_temporal:  # the live cost: one more frame into a full window
-                    for s in range(window):
-                        den.push(_frame(size, s))
-                # A temporal model gets a new frame every push: Denoiser.push keeps 2-D results by content, so
-                # pushing one frame again would time the fusion alone.
-                fresh = iter([_frame(size, 1000 + i) for i in range(repeats + 1)]) if den.is_temporal else None
-                # timed within this iteration only, so the late binding of den, frame and fresh is harmless
-                run = ((lambda: den.push(next(fresh))) if fresh is not None  # noqa: B023
-                       else (lambda: den.denoise(frame)))  # noqa: B023
-                run()  # warm-up (lazy init, cuDNN autotune)
-                if device.startswith("cuda"):
-                    import torch
-
-                    torch.cuda.synchronize()
-                times = []
-                n = repeats if size <= 1024 else max(1, repeats // 2)
-                for _ in range(n):
+            denoisers.append((label, Denoiser(source[0], source[1], **options) if isinstance(source, tuple)
+                              else Denoiser(source, **options)))
+        for size in sizes:
+            n = repeats if size <= 1024 else max(1, repeats // 2)
+            runs = [_runner(den, size, n) for _, den in denoisers]
+            times: list[list[float]] = [[] for _ in runs]
+            for _ in range(n):
+                for run, spent in zip(runs, times, strict=True):
                     t0 = time.perf_counter()
                     run()
                     if device.startswith("cuda"):
                         import torch
 
                         torch.cuda.synchronize()
-                    times.append(time.perf_counter() - t0)
-                ms = 1000 * statistics.median(times)
+                    spent.append(time.perf_counter() - t0)
+            for (label, den), spent in zip(denoisers, times, strict=True):
+                ms = 1000 * statistics.median(spent)
+                window = den.window if den.is_temporal else 1
                 rows.append({"device": device, "model": label, "size": size, "ms_per_frame": ms,
                              "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
                              "precision": den.precision, "temporal_window": window if den.is_temporal else None,
-                             "layout": den.layout, "pixel_budget": getattr(den, "pixel_budget", None)})
+                             "layout": den.layout, "pixel_budget": getattr(den, "pixel_budget", None),
+                             "interleaved": True})
                 print(f"[speed] {device} {label} {den.layout} {den.precision} {size}²: {ms:.1f} ms/frame", flush=True)
     return rows
+
+
+def _runner(den, size: int, repeats: int):
+    """One timed call of ``den`` on a ``size``² frame, warmed up. A temporal model gets a new frame into a full
+    window each call (the live cost): ``Denoiser.push`` keeps 2-D results by content, so pushing one frame again
+    would time the fusion alone."""
+    frame = _frame(size)
+    if den.is_temporal:
+        for s in range(den.window):
+            den.push(_frame(size, s))
+        fresh = iter([_frame(size, 1000 + i) for i in range(repeats + 1)])
+        run = lambda: den.push(next(fresh))  # noqa: E731
+    else:
+        run = lambda: den.denoise(frame)  # noqa: E731
+    run()  # warm-up (lazy init, cuDNN autotune)
+    if str(den.device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    return run
 
 
 def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool = True) -> dict:

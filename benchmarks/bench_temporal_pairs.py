@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         case = {"case": s.name, "pairs": args.pairs, "budget_s": args.seconds, "finetune_s": tune_s, "steps": f.steps,
                 "adapted": res.adapted, "initial_val_loss": f.initial_val_loss, "best_val_loss": f.best_val_loss,
                 "best_step": f.best_step, "stopped": f.stopped, "scores": scores,
+                # which 2-D stage the adapted model's second pass runs: the backbone's, kept (TemporalUNet.averages)
+                "second_pass_stage": "backbone" if getattr(res.checkpoint.model, "averages", None) is not None
+                else "adapted",
                 "fixed_pattern": None if removal is None else removal.describe()}
         cases.append(case)
         gain = scores["adapted batch"]["psnr"] - scores["temporal batch"]["psnr"]

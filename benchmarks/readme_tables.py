@@ -58,7 +58,8 @@ SOURCES: dict[str, str] = {
                        "2026-12-04-live-keep-pattern/live.json"),
     "temporal-pairs": ("2026-12-03-temporal-pairs/temporal-pairs.json",
                        "2026-12-03-temporal-pairs-calibrated/temporal-pairs.json",
-                       "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json"),
+                       "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json",
+                       "2026-12-05-temporal-pairs-averages-stage/temporal-pairs.json"),
     "integrity": "2026-12-03-integrity/integrity.json",
     "temporal": "2026-12-04-temporal-second-pass/temporal.json",
     "attach": "2026-12-03-attach/attach.json",
@@ -317,6 +318,8 @@ def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
     for data, _ in sources:
         what = ("camera calibration" if data.get("calibration") else
                 "fixed pattern removed" if data.get("fixed_pattern") else "references as averaged")
+        if any(c.get("second_pass_stage") == "backbone" for c in data["cases"]):
+            what += "; second pass on the backbone's 2-D stage"
         for c in data["cases"]:
             sc = c["scores"]
             rows.append([what, c["case"], str(c["steps"]),

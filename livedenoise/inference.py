@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -134,6 +134,10 @@ class _Engine:
     whole_frames: bool = False
     #: TemporalUNet: denoise the motion-compensated average of the raw frames too (:mod:`livedenoise.second_pass`)
     second_pass: bool = False
+    #: TemporalUNet: the 2-D network of that second pass where it is not ``model`` (a fine-tuned model keeps the
+    #: backbone's there: ``TemporalUNet.averages``), prepared as ``model`` is, and how its outputs are inverted
+    averages: nn.Module | None = None
+    averages_inversion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,8 @@ class Denoiser:
         temporal = model_is_temporal(work)
         fusion = getattr(work, "fusion", None) if temporal and hasattr(work, "denoise_frames") else None
         full = work
+        averages: nn.Module | None = None
+        averages_inversion: str | None = None
         if fusion is not None:
             fused_net = cast(TemporalUNet, work)  # a temporal net with a fusion and denoise_frames
             if self._window_arg is not None and int(self._window_arg) != int(fused_net.window):
@@ -360,6 +366,7 @@ class Denoiser:
                                   f"{self._window_arg} is not possible with it (leave window unset).")
             window = int(fused_net.window)
             work = fused_net.frame  # every network pass is the 2-D stage; the fusion runs on its results
+            averages, averages_inversion = fused_net.averages, fused_net.averages_inversion
         radius = receptive_field_radius(work)
         multiple = size_multiple(work)
         margin = _round_up(radius if self._overlap is None else self._overlap, multiple)
@@ -371,11 +378,9 @@ class Denoiser:
         win = int(window) if window else DEFAULT_WINDOW
         # 2-D passes (a 2-D net, or a temporal net's 2-D stage) take NCHW tensors: the layout that pays off.
         nhwc = self._channels_last and (not temporal or fusion is not None)
-        if nhwc:  # memory_format= is valid at runtime but missing from torch's stubs of Module.to
-            work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if self._reduced_weights(work):  # it has to_reduced_precision: a UNet2D
-            # bf16 weights and activations: faster than autocast on a CPU
-            cast(UNet2D, work).to_reduced_precision(torch.bfloat16)
+        work = self._laid_out(work, nhwc)
+        if averages is not None:
+            averages = self._laid_out(averages, nhwc)
         if self._pixel_budget_arg is not None:
             budget = self._pixel_budget_arg
         elif self._kind == "cpu":
@@ -390,7 +395,17 @@ class Denoiser:
                             "which tiles would change.", self._tile_size, name)
         return _Engine(work, norm, str(name), temporal, radius, multiple, margin, is_tile_safe(work),
                        win if temporal else 1, fusion, full, nhwc, budget, whole,
-                       second_pass=fusion is not None and self._second_pass)
+                       second_pass=fusion is not None and self._second_pass, averages=averages,
+                       averages_inversion=averages_inversion)
+
+    def _laid_out(self, net: nn.Module, nhwc: bool) -> nn.Module:
+        """A 2-D network in the layout and precision its passes run in (it is modified in place)."""
+        if nhwc:  # memory_format= is valid at runtime but missing from torch's stubs of Module.to
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self._reduced_weights(net):  # it has to_reduced_precision: a UNet2D
+            # bf16 weights and activations: faster than autocast on a CPU
+            cast(UNet2D, net).to_reduced_precision(torch.bfloat16)
+        return net
 
     # ------------------------------------------------------------------ properties
     @property
@@ -537,8 +552,10 @@ class Denoiser:
         the fused 2-D results; saturated pixels keep their raw values."""
         if result.average is None:  # the second pass not asked for
             return self._finish(engine, result.fused, raw)
+        # the second pass's network: the 2-D stage, or the backbone's that a fine-tuned model keeps for it
+        net = engine if engine.averages is None else replace(engine, model=engine.averages)
         with torch.inference_mode():
-            out = second_pass(result, engine.normalizer, lambda z: self._units_pass(engine, z))
+            out = second_pass(result, engine.normalizer, lambda z: self._units_pass(net, z), engine.averages_inversion)
         return self._keep_saturated(engine, out.cpu().numpy().astype(np.float32, copy=False), raw)
 
     def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:

@@ -58,7 +58,7 @@ def frames_averaged(frames: torch.Tensor) -> float:
 
 
 def second_pass(result: Fused, normalizer: Normalizer,
-                denoise: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                denoise: Callable[[torch.Tensor], torch.Tensor], inversion: str | None = None) -> torch.Tensor:
     """Frames [N, H, W] in the input units (ADU): ``result.fused`` where nothing was averaged, else the
     denoised average blended with it by the number of frames each pixel's average holds.
 
@@ -66,7 +66,8 @@ def second_pass(result: Fused, normalizer: Normalizer,
     normalizer.electrons_torch(frames))``): registration moves a neighbour's pixels onto other sensor pixels, so
     the camera's per-pixel offset and gain are taken out before averaging and put back, the reference frame's,
     after. ``denoise`` maps network inputs [M, H, W] to the 2-D network's outputs [M, H, W] (the Denoiser's tiled
-    pass).
+    pass); ``inversion``: how its outputs are inverted where that is not ``normalizer.inversion`` (a fine-tuned
+    model whose second pass keeps the backbone's 2-D stage: ``TemporalUNet.averages_inversion``).
     """
     fused = normalizer.inverse_torch(result.fused)
     if result.average is None or result.frames is None:
@@ -75,7 +76,8 @@ def second_pass(result: Fused, normalizer: Normalizer,
     todo = [i for i, n in enumerate(counts) if n >= MIN_FRAMES]
     if not todo:
         return fused
-    in_electrons = normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None)
+    in_electrons = normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None,
+                                   inversion=inversion or normalizer.inversion)
     models = {i: averaged(in_electrons, counts[i]) for i in todo}
     y = denoise(torch.stack([models[i].forward_torch(result.average[i]) for i in todo]))
     out = fused.clone()

@@ -256,3 +256,33 @@ def test_a_display_held_back_by_its_frame_rate_cap_is_not_behind() -> None:
     assert worker.drain(5)
     worker.stop()
     assert seen == [0, 0] and worker.stats.dropped == 4
+
+
+def test_a_fine_tuned_model_s_second_pass_runs_the_2d_stage_the_backbone_had() -> None:
+    """After a fine-tune (``keep_averages_stage``, then ``frame`` changed) the first pass runs the adapted stage and
+    the second pass the kept one, inverted as the backbone's outputs were; in batch and live alike."""
+    model = _temporal(4)
+    model.keep_averages_stage("algebraic")
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in model.frame.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # the "fine-tuned" 2-D stage
+    norm = NORM.copy(inversion="unbiased")  # a self-supervised fine-tune's inverse
+    stack = _frames((9, 24, 20), seed=5)
+
+    def direct(causal: bool, averages: torch.nn.Module, inversion: str | None) -> np.ndarray:
+        with torch.no_grad():
+            raw = torch.from_numpy(stack)
+            d = model.frame(norm.forward_torch(raw)[:, None])[:, 0]
+            result = model.fusion.fuse_series(d, causal=causal, raw=norm.electrons_torch(raw))
+            return second_pass(result, norm, lambda z: averages(z[:, None])[:, 0], inversion).numpy()
+
+    assert model.averages is not None
+    den = Denoiser(model, norm, device="cpu")
+    batch = den.denoise_stack(stack)
+    np.testing.assert_allclose(batch, direct(False, model.averages, "algebraic"), rtol=1e-4, atol=1e-2)
+    assert float(np.abs(batch - direct(False, model.frame, None)).mean()) > 0.05  # not the adapted stage
+    live = np.stack([den.push(f) for f in stack])
+    np.testing.assert_allclose(live, direct(True, model.averages, "algebraic"), rtol=1e-4, atol=1e-2)
+    # the unbiased inverse (of a blind-spot net's expected noisy value) would have raised the second pass's outputs
+    assert float((direct(False, model.averages, None) - direct(False, model.averages, "algebraic")).mean()) > 0.05

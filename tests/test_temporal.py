@@ -82,6 +82,27 @@ def test_fusion_averages_agreeing_neighbours_and_ignores_moving_ones() -> None:
     np.testing.assert_allclose(fused[region].numpy(), moved[:, 1:].mean(dim=1)[region].numpy(), atol=1e-3)
 
 
+@pytest.mark.parametrize("shape", [(3, 40, 33), (1, 2, 3), (2, 7, 1)])
+@pytest.mark.parametrize("sigma", [1.0, 1.7])
+def test_the_fusion_s_blur_is_the_gaussian_convolution_with_replicated_borders(shape: tuple[int, ...],
+                                                                                  sigma: float) -> None:
+    """The blur is written as shifted sums for speed; it must equal the separable convolution it replaces, also on
+    frames smaller than the kernel (the border replicated), and keep gradients for the fusion's training."""
+    import torch.nn.functional as F
+
+    fusion = MotionAdaptiveFusion(4, sigma=sigma)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    r, k = fusion.radius, fusion.kernel
+    want = F.conv2d(F.pad(x[:, None], (r, r, 0, 0), mode="replicate"), k)
+    want = F.conv2d(F.pad(want, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2))[:, 0]
+    got = fusion._blur(x)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    (g_want,) = torch.autograd.grad(want.square().sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
 def test_drifting_frames_are_aligned_before_they_are_averaged() -> None:
     rng = np.random.default_rng(1)
     scene = torch.from_numpy(rng.random((60, 70)).astype(np.float32))
@@ -272,8 +293,8 @@ def test_pretrain_turns_a_2d_backbone_into_a_temporal_one(tmp_path: Path) -> Non
         pretrain("temporal", max_steps=1, device="cpu")
 
 
-def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion() -> None:
-    from livedenoise.checkpoint import Checkpoint
+def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion(tmp_path: Path) -> None:
+    from livedenoise.checkpoint import Checkpoint, load_checkpoint
     from livedenoise.config import TrainingConfig
     from livedenoise.training.finetune import finetune
 
@@ -290,13 +311,24 @@ def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion() -> None:
     res = finetune(backbone, noisy, clean, training=cfg, device="cpu", seed=0)
     out = res.checkpoint
     assert out.arch == "unet-temporal" and isinstance(out.model, TemporalUNet)
-    assert out.metadata["training"]["adapted_part"] == "the 2-D stage (fusion kept)"
+    assert res.adapted and res.fit.steps == 30
+    assert "the 2-D stage on single frames" in out.metadata["training"]["adapted_part"]
     assert torch.equal(out.model.fusion.trust, before["fusion.trust"])
-    assert res.fit.steps == 30
     changed = any(not torch.equal(out.model.frame.state_dict()[k], before["frame." + k])
                   for k in out.model.frame.state_dict())
-    assert changed == res.adapted
+    assert changed
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the backbone itself is untouched
+    # the second pass keeps the backbone's 2-D stage, with the backbone's inverse; saved and loaded as such
+    assert out.model.averages is not None and out.model.averages_inversion == "algebraic"
+    assert all(torch.equal(v, before["frame." + k]) for k, v in out.model.averages.state_dict().items())
+    assert out.arch_kwargs["averages_stage"] is True and out.arch_kwargs["averages_inversion"] == "algebraic"
+    out.save(tmp_path / "adapted.safetensors")
+    loaded = load_checkpoint(tmp_path / "adapted.safetensors").model
+    assert isinstance(loaded, TemporalUNet) and loaded.averages is not None
+    assert all(torch.equal(v, out.model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    # a second fine-tune of the adapted model keeps the averages stage it has (the backbone's), not the adapted one
+    again = finetune(out, noisy, clean, training=cfg, device="cpu", seed=1).checkpoint
+    assert all(torch.equal(v, before["frame." + k]) for k, v in again.model.averages.state_dict().items())
 
 
 def _simulated_time_lapse(photons: float, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

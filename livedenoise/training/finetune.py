@@ -182,7 +182,9 @@ def finetune(
 def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> FinetuneResult:
     """The temporal backbone adapts its 2-D stage (pairs or self-supervised, as a 2-D backbone would) and keeps
     its fusion: the fusion only averages what the 2-D stage produces, where frames agree, so it needs no
-    re-training for a new sample, and the adapted model stays a temporal one."""
+    re-training for a new sample, and the adapted model stays a temporal one. The second pass keeps the
+    backbone's 2-D stage (:meth:`~livedenoise.models.temporal.TemporalUNet.keep_averages_stage`): the fine-tune
+    sees single frames, the second pass averages of several."""
     from livedenoise.models.temporal import TemporalUNet
 
     temporal: TemporalUNet = backbone.model  # type: ignore[assignment]
@@ -191,10 +193,16 @@ def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> Finetune
                        metadata=backbone.metadata, path=None, name=backbone.name)
     result = finetune(frame, noisy, clean, **kwargs)
     adapted = backbone.clone(name=result.checkpoint.name)
-    cast(TemporalUNet, adapted.model).frame.load_state_dict(result.checkpoint.model.state_dict())
+    model = cast(TemporalUNet, adapted.model)
+    if result.adapted:  # the second pass keeps the 2-D stage the backbone ran on averaged frames
+        model.keep_averages_stage(backbone.normalizer.inversion)
+        adapted.arch_kwargs = dict(model.arch_kwargs)
+    model.frame.load_state_dict(result.checkpoint.model.state_dict())
     adapted.normalizer = result.checkpoint.normalizer
     adapted.metadata = {**result.checkpoint.metadata, "parent": adapted.metadata.get("parent")}
-    adapted.metadata["training"] = {**adapted.metadata["training"], "adapted_part": "the 2-D stage (fusion kept)"}
+    adapted.metadata["training"] = {**adapted.metadata["training"], "adapted_part": (
+        "the 2-D stage on single frames (fusion kept; the second pass keeps the backbone's 2-D stage)"
+        if model.averages is not None else "the 2-D stage (fusion kept)")}
     return FinetuneResult(adapted, result.fit, result.mode)
 
 
