@@ -239,8 +239,10 @@ def pretrain(
         train, val, desc = _with_real_structure(train, val, desc, structure_images, structure_names, structure_weight,
                                                 patch_size, batch_size, seed, dev)
     model = init.clone().model if init is not None else build_model(arch, **kwargs)
-    if window is not None:  # the 2-D stage stays the init's: only the fusion learns
-        for p in cast(nn.Module, model.frame).parameters():
+    if window is not None:
+        # only the fusion learns: the 2-D stage stays the init's, as does the second pass's where it keeps its own
+        stages_2d = [m for m in (model.frame, getattr(model, "averages", None)) if m is not None]
+        for p in (p for m in stages_2d for p in cast(nn.Module, m).parameters()):
             p.requires_grad_(False)
     normalizer = Normalizer(vst=True, scale=BACKBONE_SCALE)  # template: offset/gain/noise are set per experiment
     previous = init.training if init is not None else {}
