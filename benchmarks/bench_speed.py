@@ -95,6 +95,8 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
 
                         torch.cuda.synchronize()
                     spent.append(time.perf_counter() - t0)
+            for _, den in denoisers:
+                den.reset()  # a temporal Denoiser's kept 2-D results and outputs are of no use at the next size
             for (label, den), spent in zip(denoisers, times, strict=True):
                 ms = 1000 * statistics.median(spent)
                 window = den.window if den.is_temporal else 1

@@ -555,7 +555,8 @@ class Denoiser:
         # the second pass's network: the 2-D stage, or the backbone's that a fine-tuned model keeps for it
         net = engine if engine.averages is None else replace(engine, model=engine.averages)
         with torch.inference_mode():
-            out = second_pass(result, engine.normalizer, lambda z: self._units_pass(net, z), engine.averages_inversion)
+            out = second_pass(result, engine.normalizer, lambda z: self._units_pass(net, z),
+                              engine.averages_inversion if engine.averages is not None else None)
         return self._keep_saturated(engine, out.cpu().numpy().astype(np.float32, copy=False), raw)
 
     def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:

@@ -6,7 +6,8 @@ out, because their errors are not independent (each output is smoothed the same 
 So, after the fusion (:class:`~livedenoise.models.temporal.MotionAdaptiveFusion`) has decided, pixel by pixel,
 which neighbours show the same thing as the frame being denoised, the *raw* frames are averaged with those
 agreement weights (same registration, no learned trust: each agreeing frame counts fully), and the average is
-denoised by the same 2-D network under the noise model of an ``n``-frame mean (:func:`averaged`: the variance
+denoised by the 2-D network (the backbone's: a fine-tuned model keeps it for this pass, ``TemporalUNet.averages``)
+under the noise model of an ``n``-frame mean (:func:`averaged`: the variance
 model divided by ``n``). Where fewer frames agree (a moving object, the first frames of a series) the average is
 noisier than that model says, so the result is blended back towards the fusion's output there, in proportion to
 how many frames were averaged.
@@ -19,7 +20,7 @@ probe (the transform's bias at low counts does not average out), so the average 
 photoelectrons: registration moves a neighbour's pixels onto other sensor pixels, so the camera's offset and gain
 (per-pixel maps included) come out before averaging and the reference frame's go back after.
 
-The cost is a second 2-D pass per frame: a live temporal frame costs about 2.5 fast 2-D frames instead of one
+The cost is a second 2-D pass per frame: a live temporal frame costs about 2.1-2.5 fast 2-D frames instead of one
 (``Denoiser(second_pass=False)``, ``[live] second_pass = false`` or ``--no-second-pass`` keep the fusion alone;
 ``Denoiser.push(..., second_pass=False)`` for one frame, which a display that fell behind the camera uses).
 """

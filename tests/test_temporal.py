@@ -302,7 +302,8 @@ def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion(tmp_path: Path) ->
     with torch.no_grad():
         model.fusion.trust.copy_(torch.tensor([1.5, 0.5, -0.5, -1.0]))
     backbone = Checkpoint(model=model, arch="unet-temporal", arch_kwargs=model.arch_kwargs,
-                          normalizer=Normalizer(vst=True, scale=10.0), metadata={}, path=None, name="tiny-temporal")
+                          normalizer=Normalizer(vst=True, scale=10.0), metadata={"training": {"steps": 10}},
+                          path=None, name="tiny-temporal")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = np.random.default_rng(0)
     clean = [np.full((48, 48), 400.0) + 300.0 * (rng.random((48, 48)) > 0.9) for _ in range(3)]
@@ -329,6 +330,20 @@ def test_fine_tuning_adapts_the_2d_stage_and_keeps_the_fusion(tmp_path: Path) ->
     # a second fine-tune of the adapted model keeps the averages stage it has (the backbone's), not the adapted one
     again = finetune(out, noisy, clean, training=cfg, device="cpu", seed=1).checkpoint
     assert all(torch.equal(v, before["frame." + k]) for k, v in again.model.averages.state_dict().items())
+    # an untrained start (no training record: a from-scratch comparison) has no 2-D stage worth keeping
+    scratch = Checkpoint(model=_temporal(4), arch="unet-temporal", arch_kwargs=model.arch_kwargs,
+                         normalizer=Normalizer(vst=True, scale=10.0), metadata={}, path=None, name="scratch")
+    res = finetune(scratch, noisy, clean, training=cfg, device="cpu", seed=0)
+    assert res.adapted and res.checkpoint.model.averages is None
+    assert res.checkpoint.metadata["training"]["adapted_part"] == "the 2-D stage (fusion kept)"
+
+
+def test_a_second_pass_inversion_needs_its_own_stage_and_a_known_name() -> None:
+    with pytest.raises(ConfigError, match="averages_inversion"):
+        TemporalUNet(averages_inversion="algebraic")  # no stage of its own: it would invert the first pass's net
+    with pytest.raises(ConfigError, match="averages_inversion"):
+        TemporalUNet(averages_stage=True, averages_inversion="biased")
+    assert TemporalUNet(averages_stage=True, averages_inversion="unbiased").averages is not None
 
 
 def _simulated_time_lapse(photons: float, frames: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ from torch import nn
 
 from livedenoise.errors import ConfigError
 from livedenoise.models.unet import UNet2D
+from livedenoise.normalization import INVERSIONS
 
 #: Relative margin by which a shifted correlation must beat the unshifted one to move a frame.
 ZERO_SHIFT_TOLERANCE = 0.02
@@ -173,8 +174,9 @@ class MotionAdaptiveFusion(nn.Module):
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur of ``[N, H, W]`` (replicate borders, so it works on any size).
 
-        As weighted sums of shifted views of the padded frame, not ``conv2d``: a one-channel convolution is about
-        9x slower on a CPU (215 against 24 ms for a 2048² frame, 2 threads), the same values to float rounding.
+        As weighted sums of shifted views of the padded frame, not ``conv2d``: a one-channel convolution is several
+        times slower on a CPU (184 against 25 ms for a 2048² frame, 11.3 against 0.4 ms at 512², 2 threads:
+        ``benchmarks/bench_fusion_blur.py``), for the same values to float rounding.
         """
         _n, h, w = x.shape  # [N, H, W] only
         r = self.radius
@@ -314,6 +316,9 @@ class TemporalUNet(nn.Module):
         #: How :attr:`averages`' outputs are inverted (``Normalizer.inversion`` of the model it came from), where
         #: that differs from the checkpoint's normaliser (a self-supervised fine-tune's "unbiased" inverse).
         self.averages_inversion = averages_inversion
+        if averages_inversion is not None and (not averages_stage or averages_inversion not in INVERSIONS):
+            raise ConfigError(f"Temporal averages_inversion={averages_inversion!r} is invalid; expected one of "
+                              f"{', '.join(INVERSIONS)}, and only with averages_stage=True.")
         if averages_stage:
             self.averages = UNet2D(in_channels=1, out_channels=1, widths=widths, residual=True, norm=norm)
         self.in_channels = 1

@@ -194,7 +194,9 @@ def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> Finetune
     result = finetune(frame, noisy, clean, **kwargs)
     adapted = backbone.clone(name=result.checkpoint.name)
     model = cast(TemporalUNet, adapted.model)
-    if result.adapted:  # the second pass keeps the 2-D stage the backbone ran on averaged frames
+    # the second pass keeps the 2-D stage the backbone ran on averaged frames; not an untrained one (a start from
+    # scratch, no training record), which would only add noise there
+    if result.adapted and backbone.training:
         model.keep_averages_stage(backbone.normalizer.inversion)
         adapted.arch_kwargs = dict(model.arch_kwargs)
     model.frame.load_state_dict(result.checkpoint.model.state_dict())
