@@ -425,3 +425,25 @@ def test_a_denoiser_takes_a_shipped_backbone_by_name() -> None:
     den = Denoiser("temporal", device="cpu")
     assert den.is_temporal and den.name == "backbone-temporal" and isinstance(den.model, TemporalUNet)
     assert not Denoiser("fast", device="cpu").is_temporal
+
+
+def test_the_temporal_standard_backbone_is_the_standard_2d_stage_with_the_shipped_fusion() -> None:
+    """``temporal-standard`` (batch time-lapses) is made by ``benchmarks/swap_temporal_frame.py``: the standard
+    backbone's weights as its 2-D stage, the shipped temporal backbone's fusion, and the history of both."""
+    from livedenoise.checkpoint import load_backbone
+
+    both = load_backbone("temporal-standard")
+    standard, temporal = load_backbone("standard"), load_backbone("temporal")
+    assert isinstance(both.model, TemporalUNet) and list(both.model.widths) == list(standard.model.widths)
+    assert all(torch.equal(v, standard.model.state_dict()[k]) for k, v in both.model.frame.state_dict().items())
+    assert all(torch.equal(v, temporal.model.fusion.state_dict()[k])
+               for k, v in both.model.fusion.state_dict().items())
+    fusion_steps = temporal.training["total_steps"] - load_backbone("fast").training["total_steps"]
+    assert both.training["total_steps"] == standard.training["total_steps"] + fusion_steps
+    assert "copied in, not retrained" in both.training["stages"][-1]["note"]
+    den = Denoiser("temporal-standard", device="cpu")
+    assert den.is_temporal and den.window == 5
+    stack = np.random.default_rng(0).poisson(20.0, (6, 40, 40)).astype(np.float32) * 2 + 100
+    out = den.denoise_stack(stack)
+    assert out.shape == stack.shape and np.all(np.isfinite(out))
+    assert float(out.std()) < 0.5 * float(stack.std())  # a flat noisy field comes out much flatter

@@ -78,8 +78,8 @@ class LiveDenoiseWidget(QWidget):
         # Python state is touched (the Qt side is being destroyed), so it is a plain function, not a bound slot.
         self.destroyed.connect(lambda *_: _release(self))
         self.model = QLineEdit("temporal")
-        self.model.setToolTip("a shipped backbone (fast, standard, temporal), a .safetensors checkpoint or a Model "
-                              "Zoo .zip")
+        self.model.setToolTip("a shipped backbone (fast, standard, temporal, temporal-standard), a .safetensors "
+                              "checkpoint or a Model Zoo .zip")
         self.model.textChanged.connect(self._model_changed)
         self.output = QLineEdit("")
         self.output.setPlaceholderText("folder to record every denoised frame in (empty: display only)")
