@@ -50,7 +50,7 @@ def _model(preset: str):
     from livedenoise.models import build_preset
     from livedenoise.normalization import Normalizer
 
-    if preset in ("fast", "standard", "temporal"):
+    if preset in ("fast", "standard", "temporal", "temporal-standard"):
         try:
             return load_backbone(preset), preset
         except CheckpointError:

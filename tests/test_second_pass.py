@@ -286,3 +286,45 @@ def test_a_fine_tuned_model_s_second_pass_runs_the_2d_stage_the_backbone_had() -
     np.testing.assert_allclose(live, direct(True, model.averages, "algebraic"), rtol=1e-4, atol=1e-2)
     # the unbiased inverse (of a blind-spot net's expected noisy value) would have raised the second pass's outputs
     assert float((direct(False, model.averages, None) - direct(False, model.averages, "algebraic")).mean()) > 0.05
+
+
+def test_a_neighbour_s_saturated_pixels_stay_out_of_the_raw_average() -> None:
+    """The camera's clip level is not the light that fell there: a neighbour's saturated pixels must not pull the
+    average down where the reference frame itself is not saturated (its own keep their raw values anyway)."""
+    fusion = _temporal(h=1e3).fusion  # every neighbour agrees everywhere
+    raw = torch.arange(5, dtype=torch.float32)[:, None, None].repeat(1, 6, 6) + 10.0  # frame t holds 10 + t
+    valid = torch.ones_like(raw)
+    valid[2, :3] = 0.0  # frame 2 saturated in its top half
+    with torch.no_grad():
+        got = fusion.fuse_series(torch.zeros_like(raw), causal=False, raw=raw, raw_valid=valid)
+        plain = fusion.fuse_series(torch.zeros_like(raw), causal=False, raw=raw)
+    assert got.average is not None and plain.average is not None and got.frames is not None
+    torch.testing.assert_close(got.average[0, :3], torch.full((3, 6), 10.0 + (1 + 3 + 4) / 4), rtol=0, atol=1e-4)
+    torch.testing.assert_close(got.average[0, 3:], plain.average[0, 3:])  # elsewhere as before: frames 0-4
+    torch.testing.assert_close(got.average[0, 3:], torch.full((3, 6), 12.0), rtol=0, atol=1e-4)
+    torch.testing.assert_close(got.average[2], plain.average[2])  # a reference keeps its own values
+    assert float(got.frames[0, 0, 0]) < float(got.frames[0, 5, 0])  # fewer frames averaged there
+
+
+def test_the_denoiser_leaves_saturated_neighbour_pixels_out_in_batch_and_live() -> None:
+    model = _temporal(5, h=50.0)
+    norm = NORM.copy(saturation=400.0)
+    stack = _frames((7, 24, 20), seed=6)
+    stack[3, 4:12, 5:15] = 400.0  # one frame clipped in a patch; its neighbours are not
+    assert not (stack[[0, 1, 2, 4, 5, 6]] >= 400.0).any()
+
+    def direct(causal: bool, masked: bool) -> np.ndarray:
+        with torch.no_grad():
+            raw = torch.from_numpy(stack)
+            d = model.frame(norm.forward_torch(raw)[:, None])[:, 0]
+            valid = torch.from_numpy((stack < 400.0).astype(np.float32)) if masked else None
+            result = model.fusion.fuse_series(d, causal=causal, raw=norm.electrons_torch(raw), raw_valid=valid)
+            out = second_pass(result, norm, lambda z: model.frame(z[:, None])[:, 0]).numpy()
+        return np.where(stack >= 400.0, stack, out)
+
+    den = Denoiser(model, norm, device="cpu")
+    batch = den.denoise_stack(stack)
+    np.testing.assert_allclose(batch, direct(False, True), rtol=1e-4, atol=1e-2)
+    assert float(np.abs(batch - direct(False, False))[[2, 4]].max()) > 1.0  # the neighbours of frame 3 changed
+    live = np.stack([den.push(f) for f in stack])
+    np.testing.assert_allclose(live, direct(True, True), rtol=1e-4, atol=1e-2)
