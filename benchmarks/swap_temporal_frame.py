@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     training = dict(t.training)
     fusion_stages = [s for s in training["stages"] if str(s.get("trained", "")).startswith("the temporal fusion")]
     fusion_steps = sum(int(s.get("steps", 0)) for s in fusion_stages)
-    model, name = t.model, t.name
+    model, name, metrics = t.model, t.name, dict(t.metadata.get("metrics", {}))
     if list(f.model.widths) == list(t.model.frame.widths):
         t.model.frame.load_state_dict(f.model.state_dict())  # the same architecture, or this fails with its reason
         note = (f"2-D stage replaced by {f.name} after its GPU stage ({f.training['total_steps']} steps); the fusion "
@@ -50,10 +50,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{f.training['total_steps']} steps), with the fusion of {t.name} ({fusion_steps} steps, trained on "
                 f"the outputs of a {list(t.model.frame.widths)} 2-D stage) copied in, not retrained")
         stages = [*f.training["stages"], *fusion_stages]
+        # the fusion run's losses were measured with the other 2-D stage: not this model's
+        for key in ("initial_val_loss", "best_val_loss", "best_step", "validations", "elapsed_s", "stopped"):
+            training.pop(key, None)
+        training.update(steps=0, continued_from=f"{f.name}, with the fusion of {t.name}")
+        metrics = {"fusion": metrics["fusion"]} if "fusion" in metrics else {}
     training["stages"] = [*stages, {"steps": 0, "note": note}]
     training["total_steps"] = int(f.training["total_steps"]) + fusion_steps
     save_checkpoint(args.output, model, arch=t.arch, arch_kwargs=model.arch_kwargs, normalizer=t.normalizer,
-                    training=training, metrics=t.metadata.get("metrics", {}), name=name)
+                    training=training, metrics=metrics, name=name)
     print(f"wrote {args.output}: {training['total_steps']} steps in all ({fusion_steps} of the fusion)")
     return 0
 

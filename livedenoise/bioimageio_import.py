@@ -610,7 +610,8 @@ def refuse_training(ckpt: Checkpoint, what: str) -> None:
     architecture to adapt and save)."""
     if ckpt.arch == FOREIGN_ARCH:
         raise CheckpointError(f"{ckpt.name!r} is a BioImage Model Zoo model run as it is; {what} needs a livedenoise "
-                              "backbone ('fast', 'standard', 'temporal' or a .safetensors checkpoint).")
+                              "backbone ('fast', 'standard', 'temporal', 'temporal-standard' or a .safetensors "
+                              "checkpoint).")
 
 
 __all__ = ["FOREIGN_ARCH", "Affine", "ForeignNetwork", "ImageStatistic", "OnnxNetwork", "is_foreign_package",

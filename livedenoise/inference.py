@@ -222,7 +222,8 @@ def _result_bytes(d: torch.Tensor, spectrum: torch.Tensor | None) -> int:
 class Denoiser:
     """Denoise frames with a trained network.
 
-    ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"temporal"``), a
+    ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"temporal"``,
+    ``"temporal-standard"``), a
     :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
     ``.safetensors`` checkpoint, a ``(model, normalizer)`` tuple, or a model (then
     ``normalizer`` is required). ``normalizer`` overrides the checkpoint's when given.
@@ -541,11 +542,9 @@ class Denoiser:
             kept_from = lo
             stop = min(start + chunk, n_t)
             assert kept is not None  # the first chunk computes frames (hi > have = 0)
-            raw = self._raw_for_average(engine, series[lo:hi]) if engine.second_pass else None
+            raw = engine.normalizer.electrons_torch(self._to_device(series[lo:hi])) if engine.second_pass else None
             with torch.inference_mode():
-                result = fusion.fuse_series(kept, causal=False, raw=None if raw is None else raw[0],
-                                            raw_valid=None if raw is None else raw[1])
-            result = result.part(slice(start - lo, stop - lo))
+                result = fusion.fuse_series(kept, causal=False, raw=raw).part(slice(start - lo, stop - lo))
             out[start:stop] = self._finish_fused(engine, result, series[start:stop])
         return out
 
@@ -599,15 +598,10 @@ class Denoiser:
                     return hit[1].copy()
         window = torch.stack([d for d, _, _, _ in kept])
         spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _, _ in kept])
-        raws = valid = None
-        if second:
-            raws = torch.stack([x[0] for _, _, x, _ in kept])
-            masks = [x[1] for _, _, x, _ in kept]  # None: a frame without saturated pixels
-            if any(m is not None for m in masks):
-                valid = torch.stack([torch.ones_like(e) if m is None else m for (_, _, (e, m), _) in kept])
+        raws = torch.stack([x for _, _, x, _ in kept]) if second else None
         with torch.inference_mode():
             result = engine.fusion.fuse(window[None], window.shape[0] - 1, None if spectra is None else spectra[None],
-                                        None if raws is None else raws[None], None if valid is None else valid[None])
+                                        None if raws is None else raws[None])
         out = self._finish_fused(engine, result, arr[None])[0]
         if second and engine is self._current():
             self._keep_output(engine, frames_key, out)
@@ -615,16 +609,14 @@ class Denoiser:
 
     def _append(self, engine: _Engine, arr: np.ndarray, stream: str) -> list[tuple]:
         """Add a frame to ``stream``'s window; a snapshot of the window, oldest first. Entries are ``(frame,)`` for
-        temporal nets that take raw windows, ``(2-D result, spectrum, raw, key)`` for fused ones, ``raw`` being
-        None without the second pass, else the frame in electrons and where it may be averaged
-        (:meth:`_raw_for_average`)."""
+        temporal nets that take raw windows, ``(2-D result, spectrum, raw frame or None, key)`` for fused ones."""
         entry: tuple
         if engine.fusion is not None:
             key = _frame_key(arr)
             d, spectrum = self._frame_result(engine, arr, key)
             # the raw frame in electrons (camera pattern out): the second pass averages it with moved neighbours
-            raw = self._raw_for_average(engine, arr[None]) if engine.second_pass else None
-            entry = (d, spectrum, None if raw is None else (raw[0][0], None if raw[1] is None else raw[1][0]), key)
+            electrons = engine.normalizer.electrons_torch(self._to_device(arr)) if engine.second_pass else None
+            entry = (d, spectrum, electrons, key)
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
@@ -633,14 +625,6 @@ class Denoiser:
                 kept.clear()  # new ROI / binning: old frames no longer line up
             kept.append(entry)
             return list(kept)
-
-    def _raw_for_average(self, engine: _Engine, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Frames [N, H, W] as the second pass averages them: in electrons (the camera's offset and gain out), and
-        where they may enter a neighbour's average (None: everywhere; 0 where the camera saturated, whose clip level
-        would pull the average down)."""
-        saturated = engine.normalizer.saturated_mask(frames)
-        valid = None if saturated is None or not saturated.any() else self._to_device((~saturated).astype(np.float32))
-        return engine.normalizer.electrons_torch(self._to_device(frames)), valid
 
     def _keep_output(self, engine: _Engine, frames_key: tuple[bytes, ...], out: np.ndarray) -> None:
         """Keep a second-pass output for another stream whose window holds the same frames (bounded)."""

@@ -74,6 +74,7 @@ def load_model_spec(spec: str | os.PathLike[str], device: str = "cpu", *, foreig
                     f"{spec}: a BioImage Model Zoo model from another tool runs only as it is, with `livedenoise "
                     "denoise --model`, `Denoiser(...)`, an attached acquisition or napari's Denoise layer and Live "
                     "denoise; fine-tuning, calibration, live sessions and export need a livedenoise model ('fast', "
-                    "'standard', 'temporal', a .safetensors checkpoint or a package livedenoise exported).")
+                    "'standard', 'temporal', 'temporal-standard', a .safetensors checkpoint or a package livedenoise "
+                    "exported).")
             return load_foreign_bioimageio(spec)
     return load_checkpoint(model_path(spec), device=device)

@@ -441,6 +441,9 @@ def test_the_temporal_standard_backbone_is_the_standard_2d_stage_with_the_shippe
     fusion_steps = temporal.training["total_steps"] - load_backbone("fast").training["total_steps"]
     assert both.training["total_steps"] == standard.training["total_steps"] + fusion_steps
     assert "copied in, not retrained" in both.training["stages"][-1]["note"]
+    # nothing measured with the fast 2-D stage is passed off as this model's
+    assert "best_val_loss" not in both.training and set(both.metadata["metrics"]) == {"fusion"}
+    assert both.training["continued_from"] == "backbone-standard, with the fusion of backbone-temporal"
     den = Denoiser("temporal-standard", device="cpu")
     assert den.is_temporal and den.window == 5
     stack = np.random.default_rng(0).poisson(20.0, (6, 40, 40)).astype(np.float32) * 2 + 100

@@ -228,10 +228,9 @@ class MotionAdaptiveFusion(nn.Module):
         return torch.stack([m for m, _ in pairs]), torch.stack([v for _, v in pairs])
 
     def _add(self, sums: _Sums, neighbours: torch.Tensor, references: torch.Tensor, shifts: torch.Tensor, lag: int,
-             raw_neighbours: torch.Tensor | None = None, raw_valid: torch.Tensor | None = None) -> None:
+             raw_neighbours: torch.Tensor | None = None) -> None:
         """Accumulate the neighbours' weighted contributions to their references (in place): the 2-D results
-        with the learned trust, and (``raw_neighbours``, moved the same way) the raw frames with agreement alone,
-        leaving out their pixels that ``raw_valid`` marks 0 (saturated: the camera's clip level is not the light)."""
+        with the learned trust, and (``raw_neighbours``, moved the same way) the raw frames with agreement alone."""
         moved, valid = self._moved(neighbours, shifts)
         agree = self.agreement(moved, references) * valid
         w = torch.sigmoid(self.trust[lag - 1]) * agree
@@ -239,8 +238,6 @@ class MotionAdaptiveFusion(nn.Module):
         sums.den += w
         if raw_neighbours is not None and sums.raw is not None:
             raw_moved, _ = self._moved(raw_neighbours, shifts)
-            if raw_valid is not None:
-                agree = agree * self._moved(raw_valid.to(agree.dtype), shifts)[0]
             raw_num, raw_den, raw_sq = sums.raw
             raw_num += agree * raw_moved
             raw_den += agree
@@ -254,9 +251,8 @@ class MotionAdaptiveFusion(nn.Module):
         return self.fuse(d, reference, spectra).fused
 
     def fuse(self, d: torch.Tensor, reference: int, spectra: torch.Tensor | None = None,
-             raw: torch.Tensor | None = None, raw_valid: torch.Tensor | None = None) -> Fused:
-        """:meth:`forward`, and with ``raw`` [B, T, H, W] (the frames in linear units) their average too;
-        ``raw_valid`` [B, T, H, W]: 0 where a frame's raw value must not enter a neighbour's average (saturated)."""
+             raw: torch.Tensor | None = None) -> Fused:
+        """:meth:`forward`, and with ``raw`` [B, T, H, W] (the frames in linear units) their average too."""
         b, t, h, w = d.shape
         if spectra is None:
             spectra = self.spectra(d)
@@ -268,14 +264,12 @@ class MotionAdaptiveFusion(nn.Module):
             lag = abs(k - reference)
             if 1 <= lag <= self.lags:
                 self._add(sums, d[:, k], ref, self._shifts(flat, rows + k, rows + reference, (h, w)), lag,
-                          None if raw is None else raw[:, k], None if raw_valid is None else raw_valid[:, k])
+                          None if raw is None else raw[:, k])
         return sums.result()
 
-    def fuse_series(self, d: torch.Tensor, *, causal: bool, raw: torch.Tensor | None = None,
-                    raw_valid: torch.Tensor | None = None) -> Fused:
+    def fuse_series(self, d: torch.Tensor, *, causal: bool, raw: torch.Tensor | None = None) -> Fused:
         """Every frame of one series ``d`` [T, H, W] fused with its neighbours: older ones only (``causal``)
-        or on both sides (a centred window); with ``raw`` [T, H, W] their motion-compensated average too (without
-        the pixels ``raw_valid`` marks 0 in a neighbour).
+        or on both sides (a centred window); with ``raw`` [T, H, W] their motion-compensated average too.
         Vectorised over frames: one pass per lag; one FFT per frame and one inverse FFT per (frame, neighbour)
         pair for the registration."""
         n, h, w = d.shape
@@ -285,11 +279,10 @@ class MotionAdaptiveFusion(nn.Module):
             older, newer = torch.arange(n - lag), torch.arange(lag, n)
             # frame t's neighbour t - lag, then (centred) its neighbour t + lag
             self._add(sums.part(slice(lag, None)), d[:-lag], d[lag:], self._shifts(spectra, older, newer, (h, w)),
-                      lag, None if raw is None else raw[:-lag], None if raw_valid is None else raw_valid[:-lag])
+                      lag, None if raw is None else raw[:-lag])
             if not causal:
                 self._add(sums.part(slice(None, -lag)), d[lag:], d[:-lag],
-                          self._shifts(spectra, newer, older, (h, w)), lag, None if raw is None else raw[lag:],
-                          None if raw_valid is None else raw_valid[lag:])
+                          self._shifts(spectra, newer, older, (h, w)), lag, None if raw is None else raw[lag:])
         return sums.result()
 
     def describe(self) -> dict:
