@@ -147,9 +147,6 @@ class MotionAdaptiveFusion(nn.Module):
     averaged too; pixels shifted in from outside the frame get no weight.
     """
 
-    #: the Gaussian blur kernel [1, 1, 1, K], a buffer (registered in ``__init__``)
-    kernel: torch.Tensor
-
     def __init__(self, lags: int = 4, sigma: float = 1.0, align: bool = True, max_shift: int = 8) -> None:
         super().__init__()
         if int(lags) < 1 or not sigma > 0 or int(max_shift) < 0:
@@ -164,11 +161,10 @@ class MotionAdaptiveFusion(nn.Module):
         #: log of the agreement scale h, in network units (the raw noise is 0.1 there)
         self.log_h = nn.Parameter(torch.tensor(math.log(0.03)))
         radius = max(1, math.ceil(3 * self.sigma))
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        g = torch.exp(-(t**2) / (2 * self.sigma**2))
-        self.register_buffer("kernel", (g / g.sum()).view(1, 1, 1, -1), persistent=False)
         weights = [math.exp(-(i**2) / (2 * self.sigma**2)) for i in range(-radius, radius + 1)]
-        self._taps = [v / sum(weights) for v in weights]  # the same weights as numbers (no tensor: meta-safe, no sync)
+        #: the blur's normalised Gaussian weights, offsets -radius..radius (numbers, not a tensor: no device sync per
+        #: blur, and a model built on the meta device has them too)
+        self.taps = tuple(v / sum(weights) for v in weights)
         self.radius = radius
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,7 +176,7 @@ class MotionAdaptiveFusion(nn.Module):
         """
         _n, h, w = x.shape  # [N, H, W] only
         r = self.radius
-        taps = self._taps
+        taps = self.taps
         padded = F.pad(x[:, None], (r, r, r, r), mode="replicate")[:, 0]
         rows = padded[:, :, 0:w] * taps[0]
         for i in range(1, 2 * r + 1):
