@@ -65,6 +65,7 @@ SOURCES: dict[str, str] = {
     "attach": "2026-12-03-attach/attach.json",
     "precision": "2026-12-03-precision/precision.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",
+    "allocator": "2026-12-05-allocator/allocator.json",
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
@@ -202,6 +203,13 @@ def runtimes(data: dict, path: str) -> str:
     from bench_runtimes import runtimes_table
 
     return "\n".join([runtimes_table(data), "", _source_line(path, data, data.get("command", "bench_runtimes.py"))])
+
+
+def allocator(data: dict, path: str) -> str:
+    """Inference and fine-tuning with malloc as it was and with freed memory kept (livedenoise.cpu_memory)."""
+    from bench_allocator import render
+
+    return "\n".join([render(data).strip(), "", _source_line(path, data, data.get("command", "bench_allocator.py"))])
 
 
 def foreign_processing(data: dict, path: str) -> str:
@@ -504,7 +512,7 @@ RENDERERS: dict[str, Callable] = {
     "stages": stages, "stages-standard": stages, "speed-gpu": speed_gpu, "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity,
     "temporal": temporal, "attach": attach,
-    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing,
+    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "motion-noise": motion_noise, **MULTI,
 }
 

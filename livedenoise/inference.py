@@ -44,6 +44,7 @@ from torch import nn
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import PRECISIONS
+from livedenoise.cpu_memory import keep_freed_memory
 from livedenoise.device import configure_cpu_threads, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.models import (
@@ -273,6 +274,7 @@ class Denoiser:
         self._device = select_device(device)
         if self._device.type == "cpu":
             configure_cpu_threads(threads)
+            keep_freed_memory()  # activations reuse freed memory instead of faulting in fresh pages every frame
         if batch_size < 1:
             raise ConfigError(f"batch_size {batch_size} is invalid; expected a positive integer.")
         if tile_size is not None and tile_size < 1:

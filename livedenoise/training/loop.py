@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from livedenoise.cpu_memory import keep_freed_memory
 from livedenoise.training.data import PatchSampler
 from livedenoise.training.losses import supervised_loss
 from livedenoise.training.masking import noise2same_loss, noise2self_loss
@@ -204,6 +205,8 @@ def fit(
         raise ValueError(f"{objective} needs the noise standard deviation in network units (noise_std)")
     torch.manual_seed(seed)
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # every step's activations reuse freed memory (livedenoise.cpu_memory)
     model.to(device).train()
     # 2-D U-Nets train in the channels-last layout, where oneDNN's convolutions are fastest (1.17x per step for
     # the fast model at 8x96², 1 thread); the model is handed back in the standard layout.
