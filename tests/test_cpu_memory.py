@@ -33,6 +33,10 @@ from livedenoise import cpu_memory
 if sys.argv[1] == "denoiser":
     from livedenoise.inference import Denoiser
     Denoiser("fast", device="cpu")
+elif sys.argv[1] == "release":  # a batch job after a live Denoiser in the same process
+    assert cpu_memory.keep_freed_memory()
+    cpu_memory.release_freed_memory("a test")
+    assert not cpu_memory.keep_freed_memory()
 else:
     cpu_memory.keep_freed_memory()
 before = libc.mallinfo2().hblkhd
@@ -71,6 +75,30 @@ def test_opt_out_leaves_malloc_as_it_was() -> None:
 def test_a_cpu_denoiser_applies_it() -> None:
     assert _probe("denoiser", None)["state"] == "kept"
     assert _probe("denoiser", "SYSTEM")["state"] == "system"  # case-insensitive
+
+
+@pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
+def test_release_gives_malloc_its_settings_back() -> None:
+    released = _probe("release", None)
+    assert released["state"] == "released"
+    assert released["mapped_mb"] >= 64.0
+
+
+@pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
+def test_a_batch_job_releases_it(tmp_path: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "in.tif", (np.random.default_rng(0).poisson(20, (2, 64, 64)) + 100).astype(np.uint16))
+    script = (f"from livedenoise.inference import Denoiser\nfrom livedenoise import cpu_memory\n"
+              f"from livedenoise.batch import denoise_dataset\nDenoiser('fast', device='cpu')\n"
+              f"assert cpu_memory.state() == 'kept'\n"
+              f"denoise_dataset([{str(tmp_path / 'in.tif')!r}], {str(tmp_path / 'out')!r}, model='fast', "
+              f"progress=False, device='cpu')\nprint('@@' + cpu_memory.state())")
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != cpu_memory.ENV})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "@@released"
 
 
 def test_invalid_choice_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
