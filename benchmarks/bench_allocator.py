@@ -5,12 +5,14 @@
 
 The setting is per process (glibc's ``mallopt``), so every measurement runs in its own child process, with
 ``LIVEDENOISE_MALLOC=system`` (malloc as it was) and ``keep`` (the default since this benchmark) alternating,
-``--rounds`` times each, so that a change of load hits both alike. A child times one model at every size
+``--rounds`` times each, so that a change of load hits both alike. A child times one model at one frame size
 (``bench_speed.bench_inference``: the median of ``--repeats`` frames after a warm-up; a temporal model gets a new
-frame into a full window, the live cost) and reports its peak resident memory (``ru_maxrss``), which the
-largest frame sets. The fine-tune child runs ``bench_speed.bench_finetune`` (the fast backbone, self-supervised,
-one 256² frame, to early stop or the budget): seconds per step. Writes ``allocator.json`` and prints a table;
-``readme_tables.py`` renders the committed result.
+frame into a full window, the live cost) and reports its peak resident memory (``ru_maxrss``). It runs the
+network on the main thread (``main``: batch, scripts) or in a worker thread (``worker``: a live session, an
+attached acquisition, napari), where glibc gives the thread an arena of its own and blocks above 64 MB are
+mmap'd whatever the settings. The fine-tune child runs ``bench_speed.bench_finetune`` (the fast backbone,
+self-supervised, one 256² frame, to early stop or the budget): seconds per step. Writes ``allocator.json`` and
+prints a table; ``readme_tables.py`` renders the committed result.
 """
 from __future__ import annotations
 
@@ -28,14 +30,23 @@ HERE = Path(__file__).resolve().parent
 MODES = ("system", "keep")
 
 _CHILD = r"""
-import json, resource, sys
+import json, resource, sys, threading
 import bench_speed
 from livedenoise import cpu_memory
 task = json.loads(sys.argv[1])
+result = []
 if task["kind"] == "inference":
-    out = bench_speed.bench_inference([task["model"]], task["sizes"], ["cpu"], task["repeats"], layouts=(True,))
+    run = lambda: result.append(bench_speed.bench_inference([task["model"]], [task["size"]], ["cpu"], task["repeats"],
+                                                            layouts=(True,)))
 else:
-    out = bench_speed.bench_finetune(256, task["budget"], "cpu")
+    run = lambda: result.append(bench_speed.bench_finetune(256, task["budget"], "cpu"))
+if task.get("where") == "worker":
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+else:
+    run()
+out = result[0]
 print("@@" + json.dumps({"state": cpu_memory.state(), "rows": out,
                          "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -55,19 +66,20 @@ def run_child(task: dict, mode: str, threads: int) -> dict:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (model, size) and mode: the median over rounds of each child's median ms/frame."""
+    """One row per (model, size, thread) and mode: the median over rounds of each child's median ms/frame."""
     table: dict[tuple, dict] = {}
     for run in runs:
         if run["task"]["kind"] != "inference":
             continue
         for row in run["rows"]:
-            key = (row["model"], row["size"])
-            entry = table.setdefault(key, {"model": row["model"], "size": row["size"]})
+            where = run["task"].get("where", "main")
+            key = (row["model"], row["size"], where)
+            entry = table.setdefault(key, {"model": row["model"], "size": row["size"], "where": where})
             entry.setdefault(run["mode"], []).append(row["ms_per_frame"])
             entry.setdefault(f"rss_{run['mode']}", []).append(run["max_rss_mb"])
     rows = []
     for entry in table.values():
-        out = {"model": entry["model"], "size": entry["size"]}
+        out = {"model": entry["model"], "size": entry["size"], "where": entry["where"]}
         for mode in MODES:
             out[f"ms_{mode}"] = statistics.median(entry[mode])
             out[f"runs_{mode}"] = entry[mode]
@@ -93,11 +105,13 @@ def summarise_finetune(runs: list[dict]) -> dict | None:
 
 
 def render(result: dict) -> str:
-    lines = ["| model | frame | malloc as it was (ms) | freed memory kept (ms) | speed-up | peak RSS before (MB) | "
-             "peak RSS now (MB) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | frame | network runs in | malloc as it was (ms) | freed memory kept (ms) | speed-up | "
+             "peak RSS before (MB) | peak RSS now (MB) |", "|---|---|---|---|---|---|---|---|"]
+    where = {"main": "the main thread", "worker": "a worker thread"}
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['size']}² | {r['ms_system']:.0f} | {r['ms_keep']:.0f} | "
-                     f"{r['speedup']:.2f}x | {r['peak_rss_mb_system']:.0f} | {r['peak_rss_mb_keep']:.0f} |")
+        lines.append(f"| {r['model']} | {r['size']}² | {where[r.get('where', 'main')]} | {r['ms_system']:.0f} | "
+                     f"{r['ms_keep']:.0f} | {r['speedup']:.2f}x | {r['peak_rss_mb_system']:.0f} | "
+                     f"{r['peak_rss_mb_keep']:.0f} |")
     ft = result.get("finetune")
     if ft:
         lines.append("")
@@ -111,6 +125,8 @@ def render(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="fast,standard,temporal")
+    ap.add_argument("--worker-models", default="fast,temporal",
+                    help="models also timed in a worker thread, as a live session runs them ('' for none)")
     ap.add_argument("--sizes", default="512,2048")
     ap.add_argument("--repeats", type=int, default=5, help="frames timed per child (half at 2048²)")
     ap.add_argument("--rounds", type=int, default=2, help="children per model and mode, alternated")
@@ -120,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=Path("runs/bench/allocator"))
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    tasks = [{"kind": "inference", "model": m, "sizes": sizes, "repeats": args.repeats}
-             for m in args.models.split(",")]
+    workers = [m for m in args.worker_models.split(",") if m]
+    tasks = [{"kind": "inference", "model": m, "size": size, "repeats": args.repeats, "where": where}
+             for m in args.models.split(",") for size in sizes
+             for where in (("main", "worker") if m in workers else ("main",))]
     if not args.no_finetune:
         tasks.append({"kind": "finetune", "budget": args.finetune_budget})
     runs = []
@@ -130,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode in (MODES if round_ % 2 == 0 else MODES[::-1]):
                 payload = run_child(task, mode, args.threads)
                 runs.append({"task": task, "mode": mode, "round": round_, **payload})
-                print(f"[allocator] round {round_} {task.get('model', 'fine-tune')} {mode}: "
+                print(f"[allocator] round {round_} {task.get('model', 'fine-tune')} {task.get('size', '')} "
+                      f"{task.get('where', '')} {mode}: "
                       f"peak RSS {payload['max_rss_mb']:.0f} MB", flush=True)
     result = {"machine": machine(), "threads": args.threads, "rounds": args.rounds,
               "command": "python benchmarks/bench_allocator.py " + " ".join(argv if argv is not None else sys.argv[1:]),

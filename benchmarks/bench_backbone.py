@@ -248,6 +248,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 
+def overall_means(payload: dict) -> dict[str, dict[str, float]]:
+    """Per method, the mean PSNR over the dev sets (without :data:`EXCLUDED_FROM_MEAN`; each set weighs the same)
+    and over the simulator's cases (against the sample, ``sim``), as the tables' **mean** rows give them."""
+    rows = payload["rows"]
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    dev = [g for g in groups if not g[0].isdigit() and g not in EXCLUDED_FROM_MEAN]
+    sim = [g for g in groups if g[0].isdigit()]
+
+    def mean(method: str, sel: list[str], key: str) -> float:
+        return finite_mean(finite_mean(r[key] for r in rows if r["group"] == g and r["method"] == method) for g in sel)
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return {m: {"dev": mean(m, dev, "psnr"), "sim": mean(m, sim, "psnr_flat")} for m in methods}
+
+
 def render(payload: dict, *, heading: bool = True) -> str:
     """Markdown tables from a result payload (what ``main`` writes as JSON; ``readme_tables.py`` reuses it)."""
     rows, models = payload["rows"], payload["models"]

@@ -44,13 +44,17 @@ def _frame(size: int, seed: int = 0) -> np.ndarray:
 
 
 def _model(preset: str):
-    """(checkpoint-like source, label): the shipped backbone when present, else an untrained preset."""
-    from livedenoise.checkpoint import load_backbone
+    """(checkpoint-like source, label): the shipped backbone when present, a checkpoint file (labelled by its stem),
+    else an untrained preset."""
+    from livedenoise.checkpoint import load_backbone, load_checkpoint
     from livedenoise.errors import CheckpointError
     from livedenoise.models import build_preset
+    from livedenoise.modelspec import SHIPPED
     from livedenoise.normalization import Normalizer
 
-    if preset in ("fast", "standard", "temporal", "temporal-standard"):
+    if preset.endswith(".safetensors"):
+        return load_checkpoint(preset), Path(preset).stem
+    if preset in SHIPPED:
         try:
             return load_backbone(preset), preset
         except CheckpointError:
@@ -77,7 +81,7 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
             # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only)
             second = not preset.endswith("-fusion")
             source, label = _model(preset.removesuffix("-fusion"))
-            if preset.startswith("temporal"):
+            if Path(preset).name.startswith("temporal"):
                 label += " (second pass)" if second else " (fusion only)"
             options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second}
             denoisers.append((label, Denoiser(source[0], source[1], **options) if isinstance(source, tuple)

@@ -65,7 +65,8 @@ SOURCES: dict[str, str] = {
     "attach": "2026-12-03-attach/attach.json",
     "precision": "2026-12-03-precision/precision.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",
-    "allocator": "2026-12-05-allocator/allocator.json",
+    "allocator": "2026-12-05-allocator-fast/allocator.json",
+    "allocator-models": "2026-12-05-allocator-models/allocator.json",
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
@@ -389,6 +390,31 @@ def stages(data: dict, path: str) -> str:
                       "(each stage's own validation set; losses of different stages are not comparable).*"])
 
 
+def pareto(sources: list[tuple[dict, str]]) -> str:
+    """Quality against time per frame: every candidate of a backbone run (dev pairs, simulator, beside VST+BM3D)
+    with its CPU time from a speed run (``bench_speed.py --only inference``), fastest first."""
+    from bench_backbone import overall_means
+
+    (quality, _), (speed, _) = sources
+    means = overall_means(quality)
+    ms = {(r["model"], r["size"]): r["ms_per_frame"] for r in speed.get("inference") or [] if r["device"] == "cpu"}
+    bm3d = means["vst+bm3d"]
+    body = []
+    for label, info in sorted(quality["models"].items(), key=lambda kv: ms.get((kv[0], 512), math.inf)):
+        m = means[label]
+        body.append([f"`{label}`", str(info.get("total_steps", "-")), _num(ms.get((label, 512)), ".0f"),
+                     _num(ms.get((label, 2048)), ".0f"), f"{m['dev']:.2f}", f"{m['dev'] - bm3d['dev']:+.2f}",
+                     f"{m['sim']:.2f}", f"{m['sim'] - bm3d['sim']:+.2f}"])
+    body.append(["VST+BM3D", "-", _num(1000 * quality.get("bm3d_seconds_per_image", math.nan), ".0f") + "*", "-",
+                 f"{bm3d['dev']:.2f}", "", f"{bm3d['sim']:.2f}", ""])
+    header = ["model", "training steps", "ms / 512² frame", "ms / 2048² frame", "dev pairs (dB)", "Δ vs VST+BM3D",
+              "simulator (dB)", "Δ vs VST+BM3D"]
+    note = ("(Dev pairs: mean over the sets without `nucleus_migration`; simulator: mean over photon levels and "
+            "optics against the sample. ms: `Denoiser.denoise` on the CPU, median, 2 threads. \\* BM3D's time is "
+            "its seconds per dev or simulated image in the quality run, one thread, not per 512² frame.)")
+    return "\n".join([_table(header, body), "", note, "", _sources_line(sources)])
+
+
 def pairs_lr(sources: list[tuple[dict, str]]) -> str:
     """Few-pair fine-tuning at several learning rates (one committed run each): overall gain and steps."""
     body = []
@@ -513,6 +539,7 @@ RENDERERS: dict[str, Callable] = {
     "demo": demo, "integrity": integrity,
     "temporal": temporal, "attach": attach,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
+    "allocator-models": allocator,
     "motion-noise": motion_noise, **MULTI,
 }
 

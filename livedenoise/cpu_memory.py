@@ -3,17 +3,20 @@
 Why: glibc's ``malloc`` serves every block above its mmap threshold (128 KiB, raised at most to 32 MiB) with
 fresh pages from the kernel and gives them back on ``free``. A U-Net pass allocates and frees activations of
 several MB to GB (a 512² frame's first level is 16 MB, a 2048² frame's 256 MB), so every frame paid page faults
-and the kernel's zero-filling of new pages, over and over: in a profile of the fast backbone on a 512² frame, a
-``torch.cat`` of two 16-channel maps took 24 ms for 32 MB, 5 ms once the pages were kept. Keeping freed blocks in
-the process (``mallopt(M_MMAP_MAX, 0)`` and a 2 GiB trim threshold, what Intel's PyTorch tuning guide gets from
-jemalloc or tcmalloc, without a preloaded library) made whole frames faster on the 2-core development CPU
-(``benchmarks/bench_allocator.py``, README "Speed: the CPU's memory allocator").
+and the kernel's zero-filling of new pages, over and over. Keeping freed blocks in the process
+(``mallopt(M_MMAP_MAX, 0)`` and a 2 GiB trim threshold, what Intel's PyTorch tuning guide gets from jemalloc or
+tcmalloc, without a preloaded library) made whole frames faster on the 2-core development CPU
+(``benchmarks/bench_allocator.py``; README, "Speed on the CPU: freed memory kept for reuse").
 
-The cost: the process keeps the peak working memory of a pass instead of returning it between frames (after a
-2048² frame with the fast backbone, 2.6 GB resident instead of 0.4 GB), and freed blocks of other sizes can leave
-the heap fragmented. So a batch job, whose memory budget is a promise, undoes it (:func:`release_freed_memory`:
-with a 24 MB budget the kept memory grew a job's peak by 63 MB instead of < 40). ``LIVEDENOISE_MALLOC=system``
-leaves ``malloc`` as it is; on systems without glibc (macOS, Windows, musl) nothing changes.
+Where it cannot help: glibc gives each thread that allocates its own arena, whose heaps are at most 64 MB; a
+larger block made in such a thread is mmap'd whatever the settings. A live session runs the network in worker
+threads, so there its 512² frames gain and its 2048² frames much less (the benchmark measures both).
+
+The cost: the process keeps its peak working memory instead of returning it between frames, and freed blocks of
+other sizes can leave the heap fragmented. So a batch job, whose memory budget is a promise, undoes it in its
+process (:func:`release_freed_memory`). ``LIVEDENOISE_MALLOC=system`` leaves ``malloc`` as it is, as do settings
+of your own (``MALLOC_*_`` variables, malloc tunables in ``GLIBC_TUNABLES``); on systems without glibc (macOS,
+Windows, musl) nothing changes.
 """
 from __future__ import annotations
 
@@ -31,17 +34,25 @@ log = logging.getLogger(__name__)
 #: The environment variable that chooses: ``keep`` (the default) or ``system`` (malloc's own settings).
 ENV = "LIVEDENOISE_MALLOC"
 CHOICES = ("keep", "system")
+#: glibc's own malloc settings; when any is set, the user has chosen and livedenoise changes nothing.
+USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                 "MALLOC_ARENA_MAX")
 
-# glibc's mallopt parameters (malloc.h) and their defaults (what release_freed_memory restores)
+# glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-_DEFAULT_TRIM_THRESHOLD = 128 * 1024
-_DEFAULT_MMAP_MAX = 65536
 #: Free memory at the top of the heap beyond this is returned to the OS (the largest value mallopt takes).
 TRIM_THRESHOLD = 2**31 - 1
+#: What :func:`release_freed_memory` sets: glibc's default mmap count, and the mmap and trim thresholds a fresh
+#: process reaches once it has freed a large block (its dynamic threshold rises to 32 MiB, the trim threshold to
+#: twice that). glibc has no call that turns the dynamic threshold back on once mallopt has set one.
+RELEASED_MMAP_MAX = 65536
+RELEASED_MMAP_THRESHOLD = 32 * 2**20
+RELEASED_TRIM_THRESHOLD = 64 * 2**20
 
 _lock = threading.Lock()
-_state: str | None = None  # "kept", "system", "unsupported" or "released" once decided (the setting is per process)
+_state: str | None = None  # "kept", "system", "user", "unsupported" or "released" (the setting is per process)
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -52,7 +63,11 @@ def _glibc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-    return libc if hasattr(libc, "mallopt") else None
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return libc
 
 
 def requested() -> str:
@@ -61,6 +76,14 @@ def requested() -> str:
     if choice not in CHOICES:
         raise ConfigError(f"{ENV}={os.environ.get(ENV)!r} is invalid; expected one of {', '.join(CHOICES)}.")
     return choice
+
+
+def _user_settings() -> list[str]:
+    """The malloc settings the user made in the environment (which livedenoise then leaves alone)."""
+    found = [name for name in USER_SETTINGS if name in os.environ]
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        found.append("GLIBC_TUNABLES")
+    return found
 
 
 def keep_freed_memory() -> bool:
@@ -76,39 +99,49 @@ def keep_freed_memory() -> bool:
         return _state == "kept"
 
 
-def release_freed_memory(reason: str) -> None:
-    """Give malloc its own settings back and return what it kept to the OS; later :func:`keep_freed_memory` calls
-    in this process keep nothing. For work that promises a memory budget (a batch job; ``reason`` says which)."""
-    global _state
-    with _lock:
-        if _state == "kept":
-            libc = _glibc()
-            assert libc is not None  # it was kept with glibc's mallopt
-            libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-            libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-            libc.malloc_trim(0)
-            log.info("CPU memory: freed blocks returned to the system again (%s).", reason)
-        if _state in (None, "kept"):
-            _state = "released"
-
-
-def state() -> str | None:
-    """What this process does: ``kept``, ``system``, ``unsupported``, ``released`` (:func:`release_freed_memory`),
-    or None (not decided yet)."""
-    return _state
+def _set(libc: ctypes.CDLL, settings: tuple[tuple[int, int], ...]) -> bool:
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
 def _apply(choice: str) -> str:
     if choice == "system":
         log.info("CPU memory: malloc left as it is (%s=system).", ENV)
         return "system"
+    user = _user_settings()
+    if user:
+        log.info("CPU memory: malloc left as you set it (%s).", ", ".join(user))
+        return "user"
     libc = _glibc()
     if libc is None:
         log.debug("CPU memory: not glibc (%s), malloc left as it is.", platform.libc_ver()[0] or sys.platform)
         return "unsupported"
-    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+    if not _set(libc, ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))):
         log.info("CPU memory: glibc refused the malloc settings; left as it is.")
         return "unsupported"
     log.info("CPU memory: freed blocks are kept for reuse (faster passes, peak memory stays resident; "
              "%s=system to turn off).", ENV)
     return "kept"
+
+
+def release_freed_memory(reason: str) -> None:
+    """Return what this process kept to the OS and let malloc do so again from now on; later
+    :func:`keep_freed_memory` calls in this process keep nothing. For work that promises a memory budget (a batch
+    job; ``reason`` says which). Where nothing was kept yet, malloc is not touched at all."""
+    global _state
+    with _lock:
+        if _state == "kept":
+            libc = _glibc()
+            assert libc is not None  # it was kept with glibc's mallopt
+            ok = _set(libc, ((_M_MMAP_MAX, RELEASED_MMAP_MAX), (_M_MMAP_THRESHOLD, RELEASED_MMAP_THRESHOLD),
+                             (_M_TRIM_THRESHOLD, RELEASED_TRIM_THRESHOLD)))
+            libc.malloc_trim(0)
+            log.info("CPU memory: freed blocks are returned to the system again (%s)%s.", reason,
+                     "" if ok else "; glibc refused a setting")
+        if _state in (None, "kept"):
+            _state = "released"
+
+
+def state() -> str | None:
+    """What this process does: ``kept``, ``system``, ``user`` (malloc settings of your own), ``unsupported``,
+    ``released`` (:func:`release_freed_memory`), or None (not decided yet)."""
+    return _state

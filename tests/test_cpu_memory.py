@@ -16,7 +16,18 @@ from livedenoise import cpu_memory
 from livedenoise.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+def _has_mallinfo2() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
+
+
+# the probes read glibc's mallinfo2 (glibc >= 2.33)
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and _has_mallinfo2()
 
 # mallinfo2 (glibc >= 2.33): hblkhd is the memory malloc holds in mmap'd blocks; mapped_mb is what the 64 MB
 # tensor added to it
@@ -39,17 +50,21 @@ elif sys.argv[1] == "release":  # a batch job after a live Denoiser in the same 
     assert not cpu_memory.keep_freed_memory()
 else:
     cpu_memory.keep_freed_memory()
-before = libc.mallinfo2().hblkhd
-big = torch.ones(16 * 2**20)  # 64 MB
-mapped = libc.mallinfo2().hblkhd - before
-print("@@" + json.dumps({"state": cpu_memory.state(), "mapped_mb": mapped / 2**20, "sum": float(big[:10].sum())}))
+def mapped_by(n_floats):
+    before = libc.mallinfo2().hblkhd
+    block = torch.ones(n_floats)
+    return (libc.mallinfo2().hblkhd - before) / 2**20, float(block[:10].sum())
+mapped, total = mapped_by(16 * 2**20)  # 64 MB
+small = [mapped_by(4 * 2**20)[0] for _ in range(3)]  # 16 MB, three times
+print("@@" + json.dumps({"state": cpu_memory.state(), "mapped_mb": mapped, "sum": total, "small_mb": small}))
 """
 
 
-def _probe(how: str, malloc: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != cpu_memory.ENV}
+def _probe(how: str, malloc: str | None, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != cpu_memory.ENV and k not in cpu_memory.USER_SETTINGS}
     if malloc is not None:
         env[cpu_memory.ENV] = malloc
+    env.update(extra)
     res = subprocess.run([sys.executable, "-c", _PROBE, how], env=env, cwd=ROOT, text=True, capture_output=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -62,6 +77,7 @@ def test_default_keeps_large_blocks_off_mmap() -> None:
     assert kept["state"] == "kept"
     assert kept["mapped_mb"] < 1.0  # the 64 MB tensor came from the heap, whose freed memory stays in the process
     assert kept["sum"] == 10.0
+    assert kept["small_mb"] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
@@ -69,6 +85,13 @@ def test_opt_out_leaves_malloc_as_it_was() -> None:
     system = _probe("direct", "system")
     assert system["state"] == "system"
     assert system["mapped_mb"] >= 64.0  # malloc's own behaviour: a block this large is mmap'd (and unmapped on free)
+
+
+@pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
+def test_malloc_settings_of_your_own_are_left_alone() -> None:
+    mine = _probe("direct", None, MALLOC_ARENA_MAX="2")
+    assert mine["state"] == "user"
+    assert mine["mapped_mb"] >= 64.0
 
 
 @pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
@@ -81,7 +104,8 @@ def test_a_cpu_denoiser_applies_it() -> None:
 def test_release_gives_malloc_its_settings_back() -> None:
     released = _probe("release", None)
     assert released["state"] == "released"
-    assert released["mapped_mb"] >= 64.0
+    assert released["mapped_mb"] >= 64.0  # large blocks are mmap'd and given back again
+    assert released["small_mb"] == [0.0, 0.0, 0.0]  # like a fresh process once its threshold has risen to 32 MiB
 
 
 @pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
@@ -107,3 +131,19 @@ def test_invalid_choice_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         cpu_memory.requested()
     monkeypatch.setenv(cpu_memory.ENV, "")
     assert cpu_memory.requested() == "keep"
+
+
+@pytest.mark.skipif(not GLIBC, reason="the setting exists for glibc only")
+def test_in_a_worker_thread_blocks_up_to_its_arena_s_size_are_kept() -> None:
+    """A live session runs the network in worker threads: blocks below 64 MB (a 512² frame's activations) are kept
+    there too; larger ones glibc mmaps in any thread but the main one (documented, measured by
+    benchmarks/bench_allocator.py)."""
+    script = _PROBE.replace("mapped, total = mapped_by(16 * 2**20)  # 64 MB", "import threading\n"
+                            "got = []\nthread = threading.Thread(target=lambda: got.append([mapped_by(4 * 2**20)[0] "
+                            "for _ in range(3)]))\nthread.start(); thread.join()\nmapped, total = got[0][0], 10.0")
+    env = {k: v for k, v in os.environ.items() if k != cpu_memory.ENV and k not in cpu_memory.USER_SETTINGS}
+    res = subprocess.run([sys.executable, "-c", script, "direct"], env=env, cwd=ROOT, text=True, capture_output=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(next(line[2:] for line in res.stdout.splitlines() if line.startswith("@@")))
+    assert out["state"] == "kept" and out["mapped_mb"] == 0.0
