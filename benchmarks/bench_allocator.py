@@ -8,11 +8,12 @@ The setting is per process (glibc's ``mallopt``), so every measurement runs in i
 ``--rounds`` times each, so that a change of load hits both alike. A child times one model at one frame size
 (``bench_speed.bench_inference``: the median of ``--repeats`` frames after a warm-up; a temporal model gets a new
 frame into a full window, the live cost) and reports its peak resident memory (``ru_maxrss``). It runs the
-network on the main thread (``main``: batch, scripts) or in a worker thread (``worker``: a live session, an
-attached acquisition, napari), where glibc gives the thread an arena of its own and blocks above 64 MB are
-mmap'd whatever the settings. The fine-tune child runs ``bench_speed.bench_finetune`` (the fast backbone,
-self-supervised, one 256² frame, to early stop or the budget): seconds per step. Writes ``allocator.json`` and
-prints a table; ``readme_tables.py`` renders the committed result.
+network on the main thread (``main``: scripts, notebooks) or in a worker thread (``worker``: a live session, an
+attached acquisition), started after the setting is made on the main thread, as a live session makes its
+Denoiser before it starts its threads (a thread that allocated before keeps an arena of its own, whose blocks
+above 64 MB glibc maps afresh whatever the settings). The fine-tune child runs ``bench_speed.bench_finetune``
+(the fast backbone, self-supervised, one 256² frame, to early stop or the budget): seconds per step. Writes
+``allocator.json`` and prints a table; ``readme_tables.py`` renders the committed result.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ if task["kind"] == "inference":
 else:
     run = lambda: result.append(bench_speed.bench_finetune(256, task["budget"], "cpu"))
 if task.get("where") == "worker":
+    cpu_memory.keep_freed_memory()  # as a live session does: its Denoiser is made before its worker threads start
     worker = threading.Thread(target=run)
     worker.start()
     worker.join()

@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.device import select_device
 
     settings = settings_from_args(args).for_simulator()
-    select_device(args.device)  # fail before anything is acquired or written
+    if select_device(args.device).type == "cpu":  # fail before anything is acquired or written
+        from livedenoise.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # before any thread allocates: the session's threads then share the heap it keeps
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backbone = load_model_spec(settings.live.backbone)
     out = prepare_output(args.output, args.overwrite)

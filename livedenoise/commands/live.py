@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if not (args.mm or args.mm_config is not None):  # the simulated microscope: its illumination unless [live] sets one
         settings = settings.for_simulator()
-    select_device(args.device)  # fail before anything is acquired or written
+    if select_device(args.device).type == "cpu":  # fail before anything is acquired or written
+        from livedenoise.cpu_memory import keep_freed_memory
+
+        keep_freed_memory()  # before any thread allocates: the session's threads then share the heap it keeps
     backbone = load_model_spec(settings.live.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backend, core = make_backend(args, settings)
