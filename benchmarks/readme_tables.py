@@ -40,6 +40,8 @@ SOURCES: dict[str, str] = {
     "dev-pairs": "2026-12-03-dev-pairs-quick-3/dev-pairs-quick.json",
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
     "stages-standard": "../../livedenoise/weights/backbone-standard.safetensors",
+    "stages-lite": "../../livedenoise/weights/backbone-lite.safetensors",
+    "pareto": ("2026-12-05-backbone-lite/backbone.json", "2026-12-05-speed-lite/speed.json"),
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
@@ -531,11 +533,12 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
-         "temporal-pairs": temporal_pairs}
+         "temporal-pairs": temporal_pairs, "pareto": pareto}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
-    "stages": stages, "stages-standard": stages, "speed-gpu": speed_gpu, "backbones": backbones, "pairs": pairs,
+    "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
+    "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity,
     "temporal": temporal, "attach": attach,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,

@@ -610,7 +610,7 @@ def refuse_training(ckpt: Checkpoint, what: str) -> None:
     architecture to adapt and save)."""
     if ckpt.arch == FOREIGN_ARCH:
         raise CheckpointError(f"{ckpt.name!r} is a BioImage Model Zoo model run as it is; {what} needs a livedenoise "
-                              "backbone ('fast', 'standard', 'temporal', 'temporal-standard' or a .safetensors "
+                              "backbone ('fast', 'standard', 'lite', 'temporal', 'temporal-standard' or a .safetensors "
                               "checkpoint).")
 
 

@@ -223,7 +223,7 @@ def _result_bytes(d: torch.Tensor, spectrum: torch.Tensor | None) -> int:
 class Denoiser:
     """Denoise frames with a trained network.
 
-    ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"temporal"``,
+    ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"lite"``, ``"temporal"``,
     ``"temporal-standard"``), a
     :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
     ``.safetensors`` checkpoint, a ``(model, normalizer)`` tuple, or a model (then

@@ -12,7 +12,7 @@ from pathlib import Path
 from livedenoise.checkpoint import Checkpoint, available_backbones, backbone_path, load_checkpoint
 from livedenoise.errors import CheckpointError
 
-SHIPPED = ("fast", "standard", "temporal", "temporal-standard")
+SHIPPED = ("fast", "standard", "lite", "temporal", "temporal-standard")
 
 
 def is_backbone_name(spec: object) -> bool:
@@ -73,8 +73,8 @@ def load_model_spec(spec: str | os.PathLike[str], device: str = "cpu", *, foreig
                 raise CheckpointError(
                     f"{spec}: a BioImage Model Zoo model from another tool runs only as it is, with `livedenoise "
                     "denoise --model`, `Denoiser(...)`, an attached acquisition or napari's Denoise layer and Live "
-                    "denoise; fine-tuning, calibration, live sessions and export need a livedenoise model ('fast', "
-                    "'standard', 'temporal', 'temporal-standard', a .safetensors checkpoint or a package livedenoise "
+                    "denoise; fine-tuning, calibration, live sessions and export need a livedenoise model ("
+                    f"{', '.join(repr(name) for name in SHIPPED)}, a .safetensors checkpoint or a package livedenoise "
                     "exported).")
             return load_foreign_bioimageio(spec)
     return load_checkpoint(model_path(spec), device=device)

@@ -175,3 +175,15 @@ def test_tiny_file_declaring_a_huge_network_fails_on_shapes_without_building_it(
     # The declared network has ~10^10 parameters (tens of GB): nothing near that was ever allocated.
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kb < 1_000_000, grown_kb
+
+
+def test_the_lite_backbone_is_shipped_with_its_training_record() -> None:
+    from livedenoise.checkpoint import load_backbone
+    from livedenoise.modelspec import SHIPPED
+
+    ck = load_backbone("lite")
+    assert "lite" in SHIPPED and ck.name == "backbone-lite"
+    assert list(ck.arch_kwargs["widths"]) == [8, 16, 32, 64, 128]
+    stages = ck.training["stages"]
+    assert len(stages) == 1 and stages[0]["steps"] == ck.training["total_steps"] > 30_000
+    assert stages[0]["data"]["held_out"] == ["straight_filaments"]  # the benchmarks' unseen structure stays unseen

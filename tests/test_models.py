@@ -76,6 +76,9 @@ def test_registry_and_presets() -> None:
     assert set(PRESETS) >= {"standard", "fast", "temporal"}
     assert PRESETS["standard"] == ("unet", {"widths": (32, 64, 128, 256)})
     assert PRESETS["fast"] == ("unet", {"widths": (16, 32, 64, 128)})
+    lite, _, _ = build_preset("lite")
+    assert isinstance(lite, UNet2D) and lite.widths == (8, 16, 32, 64, 128) and lite.size_multiple == 16
+    assert lite(torch.zeros(1, 1, 37, 50)).shape == (1, 1, 37, 50)  # padded to 48x64 inside, cropped back
     model, arch, kwargs = build_preset("fast")
     assert arch == "unet" and kwargs == {"widths": [16, 32, 64, 128]}
     assert model.widths == (16, 32, 64, 128)

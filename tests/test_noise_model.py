@@ -281,7 +281,7 @@ def test_residual_check_on_clipped_renders_and_scanned_frames_measures_the_noise
 # ---------------------------------------------------------------------------------------------
 # shipped backbones through `denoise` on cameras and bit depths they were not trained on
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", ["fast", "standard"])
+@pytest.mark.parametrize("model", ["fast", "standard", "lite"])
 def test_shipped_backbones_beat_raw_by_3db_on_other_cameras(tmp_path, structure, model):
     rng = np.random.default_rng(7)
     cases = {}

@@ -34,8 +34,9 @@ Long runs: the current weights are written to -o every --checkpoint-every second
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain a backbone on simulated or your own noisy/clean pairs",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["fast", "standard", "temporal"],
-                   help="network size (default fast; with --init, the init's). A preset wider than --init grows it "
+    p.add_argument("--preset", choices=["fast", "standard", "lite", "temporal"],
+                   help="network size (default fast; with --init, the init's; lite: 8 channels at full resolution, "
+                        "5 levels, about a third of fast's time). A preset wider than --init grows it "
                         "first, keeping what it learned: --init fast --preset standard. 'temporal' builds the temporal "
                         "backbone on a 2-D init (--init fast) and trains its fusion on synthetic time-lapses")
     p.add_argument("--pairs", type=Path,

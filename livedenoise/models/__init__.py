@@ -35,6 +35,9 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": UNet2D, "cnnt": CNNTUNet, "
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "standard": ("unet", {"widths": (32, 64, 128, 256)}),
     "fast": ("unet", {"widths": (16, 32, 64, 128)}),
+    # 8 channels at full resolution and a fifth level: 44 against 118 ms per 512² frame for "fast" (2 threads, the
+    # network alone), the same number of weights, most of them where the pixels are few
+    "lite": ("unet", {"widths": (8, 16, 32, 64, 128)}),
     "temporal": ("unet-temporal", {"window": 5, "widths": (16, 32, 64, 128)}),
     "cnnt": ("cnnt", {"channels": 16, "cells_per_level": 1, "heads": 4}),
 }

@@ -78,7 +78,7 @@ class LiveDenoiseWidget(QWidget):
         # Python state is touched (the Qt side is being destroyed), so it is a plain function, not a bound slot.
         self.destroyed.connect(lambda *_: _release(self))
         self.model = QLineEdit("temporal")
-        self.model.setToolTip("a shipped backbone (fast, standard, temporal, temporal-standard), a .safetensors "
+        self.model.setToolTip("a shipped backbone (fast, standard, lite, temporal, temporal-standard), a .safetensors "
                               "checkpoint or a Model Zoo .zip")
         self.model.textChanged.connect(self._model_changed)
         self.output = QLineEdit("")
