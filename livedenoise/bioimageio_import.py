@@ -36,6 +36,7 @@ from torch import nn
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.errors import CheckpointError
+from livedenoise.modelspec import SHIPPED
 from livedenoise.normalization import Normalizer
 
 log = logging.getLogger("livedenoise")
@@ -610,8 +611,7 @@ def refuse_training(ckpt: Checkpoint, what: str) -> None:
     architecture to adapt and save)."""
     if ckpt.arch == FOREIGN_ARCH:
         raise CheckpointError(f"{ckpt.name!r} is a BioImage Model Zoo model run as it is; {what} needs a livedenoise "
-                              "backbone ('fast', 'standard', 'lite', 'temporal', 'temporal-standard' or a .safetensors "
-                              "checkpoint).")
+                              f"backbone ({', '.join(repr(name) for name in SHIPPED)} or a .safetensors checkpoint).")
 
 
 __all__ = ["FOREIGN_ARCH", "Affine", "ForeignNetwork", "ImageStatistic", "OnnxNetwork", "is_foreign_package",

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from livedenoise.acquisition.mda_listeners import is_calibration
 from livedenoise.errors import ConfigError, LivedenoiseError
+from livedenoise.napari_plugin.work import MODEL_TIP
 
 log = logging.getLogger("livedenoise")
 
@@ -78,8 +79,7 @@ class LiveDenoiseWidget(QWidget):
         # Python state is touched (the Qt side is being destroyed), so it is a plain function, not a bound slot.
         self.destroyed.connect(lambda *_: _release(self))
         self.model = QLineEdit("temporal")
-        self.model.setToolTip("a shipped backbone (fast, standard, lite, temporal, temporal-standard), a .safetensors "
-                              "checkpoint or a Model Zoo .zip")
+        self.model.setToolTip(MODEL_TIP)
         self.model.textChanged.connect(self._model_changed)
         self.output = QLineEdit("")
         self.output.setPlaceholderText("folder to record every denoised frame in (empty: display only)")

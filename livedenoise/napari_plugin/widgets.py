@@ -17,10 +17,13 @@ from napari.qt.threading import FunctionWorker, thread_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from livedenoise.errors import LivedenoiseError
-from livedenoise.napari_plugin.work import LayerData, denoise_layer_data, finetune_on_data, layer_placement
-
-MODEL_TIP = ("a shipped backbone (fast, standard, lite, temporal, temporal-standard), a .safetensors checkpoint or a "
-             "Model Zoo .zip")
+from livedenoise.napari_plugin.work import (
+    MODEL_TIP,
+    LayerData,
+    denoise_layer_data,
+    finetune_on_data,
+    layer_placement,
+)
 
 
 def _worker(function: Any, *args: Any, on_done: Any, **kwargs: Any) -> FunctionWorker:

@@ -10,6 +10,10 @@ from typing import Any
 import numpy as np
 
 from livedenoise.errors import LivedenoiseError
+from livedenoise.modelspec import SHIPPED
+
+#: The tool tip of every model field of the plugin's widgets.
+MODEL_TIP = f"a shipped backbone ({', '.join(SHIPPED)}), a .safetensors checkpoint or a Model Zoo .zip"
 
 #: (data, layer keyword arguments, layer type): what napari adds as a layer.
 LayerData = tuple[np.ndarray, dict[str, Any], str]
