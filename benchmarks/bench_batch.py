@@ -8,20 +8,26 @@ processes of a LocalCluster (then the peak is the driver's; workers hold the blo
     python benchmarks/bench_batch.py --quick            # about a minute on 2 CPU cores
     python benchmarks/bench_batch.py --frames 256 --size 1024 --budget 2GB --json out.json
 
-Models: the shipped backbones (``standard``, ``fast``); when one is not installed, an untrained
+Models: the shipped backbones (``standard``, ``fast``, ``lite``); when one is not installed, an untrained
 network of the same preset is timed instead (same architecture, same cost) and marked so.
+
+``--malloc keep system`` runs every configuration with freed memory kept within a block (livedenoise's default,
+``livedenoise.cpu_memory``) and with malloc's own settings (``LIVEDENOISE_MALLOC=system``), alternated over
+``--rounds``; the table gives the median of the rounds.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -92,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", action="store_true", help="workers are dask LocalCluster processes, not threads")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--malloc", nargs="+", choices=["keep", "system"], default=["keep"],
+                        help="LIVEDENOISE_MALLOC of each run (both: alternated, every configuration)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration and malloc setting")
     parser.add_argument("--json", type=Path, default=Path("bench_batch.json"), help="where to write the results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -102,45 +111,67 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         data = tmp_path / "input.tif"
         make_dataset(data, args.frames, args.size)
-        for name in args.models:
-            path, label = model_path(name, tmp_path)
-            for workers in args.workers:
-                spec = {"input": str(data), "output": str(tmp_path / f"out-{name}-{workers}"), "model": path,
-                        "budget": args.budget, "workers": workers, "cluster": args.cluster, "threads": args.threads,
-                        "device": args.device}
-                t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    return proc.returncode
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
-                rows.append({"model": label, "workers": workers, "mode": "cluster" if args.cluster else "threads",
-                             "frames": args.frames, "size": args.size, "budget": args.budget,
-                             "process_s": time.perf_counter() - t0, **res})
-                r = rows[-1]
-                print(f"{label:28s} workers={workers}  {r['mpx_per_s']:7.2f} Mpx/s  "
-                      f"peak RSS {r['peak_rss_mb']:7.0f} MB  "
-                      f"{r['blocks']} blocks of {tuple(r['block_shape'])}", flush=True)
+        for round_ in range(args.rounds):
+            for name in args.models:
+                path, label = model_path(name, tmp_path)
+                for workers in args.workers:
+                    for malloc in (args.malloc if round_ % 2 == 0 else args.malloc[::-1]):
+                        spec = {"input": str(data), "output": str(tmp_path / f"out-{name}-{workers}-{malloc}"),
+                                "model": path, "budget": args.budget, "workers": workers, "cluster": args.cluster,
+                                "threads": args.threads, "device": args.device}
+                        env = {**os.environ, "LIVEDENOISE_MALLOC": malloc}
+                        t0 = time.perf_counter()
+                        proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True,
+                                              text=True, env=env)
+                        if proc.returncode != 0:
+                            print(proc.stderr[-3000:], file=sys.stderr)
+                            return proc.returncode
+                        res = json.loads(proc.stdout.strip().splitlines()[-1])
+                        rows.append({"model": label, "workers": workers,
+                                     "mode": "cluster" if args.cluster else "threads", "malloc": malloc,
+                                     "round": round_, "frames": args.frames, "size": args.size,
+                                     "budget": args.budget, "process_s": time.perf_counter() - t0, **res})
+                        r = rows[-1]
+                        print(f"{label:28s} workers={workers} malloc={malloc:6s} {r['mpx_per_s']:7.2f} Mpx/s  "
+                              f"peak RSS {r['peak_rss_mb']:7.0f} MB  "
+                              f"{r['blocks']} blocks of {tuple(r['block_shape'])}", flush=True)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"livedenoise denoise: {args.frames} frames of {args.size}x{args.size} uint16, "
-                        f"budget {args.budget}")
-    for col in ("model", "workers", "Mpx/s", "wall s", "peak RSS MB", "blocks"):
-        table.add_column(col, justify="right" if col != "model" else "left")
-    for r in rows:
-        table.add_row(r["model"], f"{r['workers']} {r['mode']}", f"{r['mpx_per_s']:.2f}", f"{r['wall_s']:.1f}",
-                      f"{r['peak_rss_mb']:.0f}", str(r["blocks"]))
-    Console().print(table)
-    import torch
-
-    meta = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "cuda": torch.cuda.is_available()}
-    args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    result = {"machine": machine(), "frames": args.frames, "size": args.size, "budget": args.budget,
+              "command": "python benchmarks/bench_batch.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "summary": summarise(rows), "results": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(render(result))
     print(f"wrote {args.json}")
     return 0
 
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """The median over rounds of every (model, workers, malloc) configuration, in the order they first ran."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["workers"], r["mode"], r.get("malloc", "keep")), []).append(r)
+    return [{"model": model, "workers": workers, "mode": mode, "malloc": malloc, "runs": len(runs),
+             "mpx_per_s": statistics.median(r["mpx_per_s"] for r in runs),
+             "mpx_per_s_all": [round(r["mpx_per_s"], 3) for r in runs],
+             "wall_s": statistics.median(r["wall_s"] for r in runs),
+             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+             "blocks": runs[0]["blocks"], "block_shape": runs[0]["block_shape"]}
+            for (model, workers, mode, malloc), runs in groups.items()]
+
+
+def render(result: dict) -> str:
+    """Markdown table of the summary (one row per model, workers and malloc setting)."""
+    what = {"keep": "kept within a block", "system": "malloc's own"}
+    lines = [f"{result['frames']} frames of {result['size']}² uint16, `--memory-budget {result['budget']}`; "
+             "Mpx/s = the job's pixels over its wall time (noise fit and output files included), median of the runs; "
+             "peak RSS of the job's process.", "",
+             "| model | block threads | freed memory | runs | Mpx/s | wall s | peak RSS (MB) | blocks |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["summary"]:
+        lines.append(f"| {r['model']} | {r['workers']} | {what[r['malloc']]} | {r['runs']} | {r['mpx_per_s']:.2f} | "
+                     f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['blocks']} |")
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -69,6 +69,7 @@ SOURCES: dict[str, str] = {
     "runtimes": "2026-12-03-runtimes/runtimes.json",
     "allocator": "2026-12-05-allocator-fast/allocator.json",
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
+    "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
@@ -520,6 +521,13 @@ def noise_fit(sources: list[tuple[dict, str]]) -> str:
         _sources_line(sources)])
 
 
+def batch_malloc(sources: list[tuple[dict, str]]) -> str:
+    """Batch jobs with freed memory kept within a block and with malloc's own settings, one table per run."""
+    from bench_batch import render
+
+    return "\n\n".join(render(data).strip() for data, _ in sources) + "\n\n" + _sources_line(sources)
+
+
 def _sources_line(sources: list[tuple[dict, str]]) -> str:
     parts = [f"`benchmarks/results/{path}` (`{data.get('command') or (data.get('config') or {}).get('command')}`)"
              for data, path in sources]
@@ -533,7 +541,7 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
-         "temporal-pairs": temporal_pairs, "pareto": pareto}
+         "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

@@ -16,10 +16,12 @@ glibc fixes the arena limit when a process first makes a second arena, so thread
 Denoiser keep theirs.
 
 The cost: the process keeps its peak working memory instead of returning it between frames, and freed blocks of
-other sizes can leave the heap fragmented. So a batch job, whose memory budget is a promise, undoes it in its
-process (:func:`release_freed_memory`). ``LIVEDENOISE_MALLOC=system`` leaves ``malloc`` as it is, as do settings
-of your own (``MALLOC_*_`` variables, malloc tunables in ``GLIBC_TUNABLES``); on systems without glibc (macOS,
-Windows, musl) nothing changes.
+other sizes can leave the heap fragmented. A batch job, whose memory budget is a promise, keeps freed memory while it
+denoises a block and hands it back to the OS after every block (:func:`return_freed_memory`, glibc's
+``malloc_trim``): its peak is that of one block's pass, and it stays lower than with malloc's own settings, which map
+and unmap every large activation (``benchmarks/bench_batch.py --malloc keep system``). ``LIVEDENOISE_MALLOC=system``
+leaves ``malloc`` as it is, as do settings of your own (``MALLOC_*_`` variables, malloc tunables in
+``GLIBC_TUNABLES``); on systems without glibc (macOS, Windows, musl) nothing changes.
 """
 from __future__ import annotations
 
@@ -43,21 +45,12 @@ USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRE
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 #: Free memory at the top of the heap beyond this is returned to the OS (the largest value mallopt takes).
 TRIM_THRESHOLD = 2**31 - 1
-#: What :func:`release_freed_memory` sets: glibc's default mmap count, and the mmap and trim thresholds a fresh
-#: process reaches once it has freed a large block (its dynamic threshold rises to 32 MiB, the trim threshold to
-#: twice that). glibc has no call that turns the dynamic threshold back on once mallopt has set one, and the
-#: threads keep sharing one arena (glibc fixes that limit once).
-RELEASED_MMAP_MAX = 65536
-RELEASED_MMAP_THRESHOLD = 32 * 2**20
-RELEASED_TRIM_THRESHOLD = 64 * 2**20
-
 _lock = threading.Lock()
-_state: str | None = None  # "kept", "system", "user", "unsupported" or "released" (the setting is per process)
+_state: str | None = None  # "kept", "system", "user" or "unsupported" (the setting is per process)
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -128,25 +121,23 @@ def _apply(choice: str) -> str:
     return "kept"
 
 
-def release_freed_memory(reason: str) -> None:
-    """Return what this process kept to the OS and let malloc do so again from now on; later
-    :func:`keep_freed_memory` calls in this process keep nothing. For work that promises a memory budget (a batch
-    job; ``reason`` says which). Where nothing was kept yet, malloc is not touched at all."""
-    global _state
+def return_freed_memory() -> bool:
+    """Hand the freed memory this process keeps back to the OS now, and go on keeping what is freed later.
+
+    A batch job calls this after every block, so between blocks it holds what it uses, not what its largest pass
+    needed, and its memory budget holds; within a block the passes reuse freed memory. glibc's ``malloc_trim(0)``
+    also returns free pages in the middle of the heap, so fragmentation does not accumulate from block to block.
+    True where something was handed back (memory is kept, glibc)."""
     with _lock:
-        if _state == "kept":
-            libc = _glibc()
-            assert libc is not None  # it was kept with glibc's mallopt
-            ok = _set(libc, ((_M_MMAP_MAX, RELEASED_MMAP_MAX), (_M_MMAP_THRESHOLD, RELEASED_MMAP_THRESHOLD),
-                             (_M_TRIM_THRESHOLD, RELEASED_TRIM_THRESHOLD)))
-            libc.malloc_trim(0)
-            log.info("CPU memory: freed blocks are returned to the system again (%s)%s.", reason,
-                     "" if ok else "; glibc refused a setting")
-        if _state in (None, "kept"):
-            _state = "released"
+        if _state != "kept":
+            return False
+        libc = _glibc()
+        assert libc is not None  # it was kept with glibc's mallopt
+        libc.malloc_trim(0)
+        return True
 
 
 def state() -> str | None:
-    """What this process does: ``kept``, ``system``, ``user`` (malloc settings of your own), ``unsupported``,
-    ``released`` (:func:`release_freed_memory`), or None (not decided yet)."""
+    """What this process does: ``kept``, ``system``, ``user`` (malloc settings of your own), ``unsupported``, or
+    None (not decided yet)."""
     return _state

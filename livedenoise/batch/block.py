@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.batch.models import DenoiserOptions, ModelRef, _is_temporal, _model_thread, get_denoiser
+from livedenoise.cpu_memory import return_freed_memory
 from livedenoise.errors import InputDataError
 from livedenoise.io import (
     ImageDataset,
@@ -152,9 +153,12 @@ def process_block(job: BlockJob) -> BlockResult:
         job.target.write_block(job.ranges, out)
     else:
         job.target.write_block(job.index, out)
-    frames = int(np.prod(out.shape[:-2], dtype=np.int64))
-    return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0,
-                       check, digest)
+    frames, pixels = int(np.prod(out.shape[:-2], dtype=np.int64)), out.shape[-1] * out.shape[-2]
+    del out
+    # the passes reused freed memory within the block (livedenoise.cpu_memory); between blocks the job holds only
+    # what it uses, so its memory budget holds
+    return_freed_memory()
+    return BlockResult(job.index, frames, frames * pixels, clipped, time.perf_counter() - t0, check, digest)
 
 
 def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from livedenoise.cpu_memory import release_freed_memory
 from livedenoise.errors import CheckpointError, ConfigError, InputDataError, LivedenoiseError
 from livedenoise.io import (
     ImageDataset,
@@ -284,7 +283,6 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
             raise CheckpointError(f"Model {ref.name!r} exists only in the process that started the job; give workers a "
                                   "checkpoint path (save it with livedenoise.checkpoint.save_checkpoint).")
     fitted = ref.fitted_normalizer()
-    release_freed_memory("a batch job keeps to its memory budget")  # before any Denoiser of this process keeps it
     if hasattr(source, "denoise_stack") and not isinstance(source, (str, tuple)):
         denoiser = source  # an already built Denoiser (or compatible object)
         if fitted is not None and isinstance(source, Denoiser):
