@@ -3,6 +3,8 @@
     python benchmarks/bench_live.py                          # fast and temporal, 2 sessions each, interleaved
     python benchmarks/bench_live.py --backbones fast,standard --repeats 1
     python benchmarks/bench_live.py --backbones fast,temporal,temporal-fusion   # temporal without its second pass
+    python benchmarks/bench_live.py --backbones lite --interval-ms 50 --checkout before=/tmp/base \
+        --demo-args "--roi 512x512 --precision bf16 --finetune-seconds 30 --frames 200"   # this tree against another
 
 Each session is the quick start's ``livedenoise demo`` (simulated Andor Zyla 4.2 through pycromanager's real
 acquisition engine, 256² px at ~10 photons peak, 5 calibration pairs, background fine-tuning, 10 frames/s live),
@@ -24,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,23 +41,29 @@ FIELDS = ("display_backbone", "display_adapted", "single_backbone", "single_adap
           "skipped", "recorded", "acquired", "steps")
 
 
-def session(backbone: str, folder: Path, config: Path | None = None) -> dict:
-    """One ``livedenoise demo --backbone`` session; the figures of its report.json."""
+def session(backbone: str, folder: Path, config: Path | None = None, demo_args: list[str] | None = None,
+            checkout: Path | None = None, label: str | None = None) -> dict:
+    """One ``livedenoise demo --backbone`` session; the figures of its report.json. ``checkout``: run that
+    checkout's livedenoise (its folder first on the path); ``label`` names the session's row (default: backbone)."""
     if folder.exists():
         shutil.rmtree(folder)  # only this benchmark's own run folder
     cli = Path(sys.executable).parent / "livedenoise"
     # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass)
     fusion_only = backbone == "temporal-fusion"
     options = ["--backbone", "temporal", "--no-second-pass"] if fusion_only else ["--backbone", backbone]
-    proc = subprocess.run([str(cli), "demo", *options, "-o", str(folder)]
-                          + (["--config", str(config)] if config else []), capture_output=True, text=True)
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.run([str(cli), "demo", *options, *(demo_args or []), "-o", str(folder)]
+                          + (["--config", str(config)] if config else []), capture_output=True, text=True, env=env)
     report_path = folder / "report.json"
     if proc.returncode != 0 or not report_path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise SystemExit(f"livedenoise demo --backbone {backbone} failed (exit {proc.returncode}): " + " / ".join(tail))
     r = json.loads(report_path.read_text())
     shown, q, ft = r.get("display_quality") or {}, r.get("quality") or {}, r.get("finetune") or {}
-    return {"backbone": backbone, "display_backbone": shown.get("backbone"), "display_adapted": shown.get("adapted"),
+    return {"backbone": label or backbone, "display_backbone": shown.get("backbone"),
+            "display_adapted": shown.get("adapted"),
             "display_frames": [shown.get("backbone_frames"), shown.get("adapted_frames")],
             "single_backbone": (q.get("backbone") or {}).get("psnr"),
             "single_adapted": (q.get("adapted") or {}).get("psnr"),
@@ -95,27 +106,54 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="sessions per backbone (interleaved)")
     ap.add_argument("--keep-fixed-pattern", action="store_true",
                     help="sessions with [live] remove_fixed_pattern = false (the references keep the camera's pattern)")
+    ap.add_argument("--interval-ms", type=float, help="[live] interval_ms of the sessions (default: session.toml's)")
+    ap.add_argument("--demo-args", default="", help="more `livedenoise demo` options for every session, e.g. "
+                    "'--roi 512x512 --precision bf16 --finetune-seconds 30 --frames 200'")
+    ap.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run every session with another checkout's livedenoise (a git worktree of an earlier "
+                         "commit), interleaved; its rows are labelled 'backbone @ LABEL'")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    variants: list[tuple[str, Path | None]] = [("", None)]
+    for spec in args.checkout:
+        label, sep, path = spec.partition("=")
+        if not sep or not (Path(path) / "livedenoise" / "__init__.py").is_file():
+            raise SystemExit(f"--checkout {spec!r}: expected LABEL=PATH of a livedenoise checkout")
+        variants.append((label, Path(path).resolve()))
     config = None
-    if args.keep_fixed_pattern:  # the default settings with one change
-        from livedenoise.config import settings_dir
+    from livedenoise.config import settings_dir
 
-        text = (settings_dir() / "session.toml").read_text()
+    text = (settings_dir() / "session.toml").read_text()
+    changed = text
+    if args.keep_fixed_pattern:  # the default settings with one change
         if "remove_fixed_pattern = true" not in text:
             raise SystemExit("session.toml has no 'remove_fixed_pattern = true' line to turn off")
-        config = args.output / "session-keep-fixed-pattern.toml"
+        changed = changed.replace("remove_fixed_pattern = true", "remove_fixed_pattern = false")
+    if args.interval_ms is not None:
+        changed, n = re.subn(r"(?m)^interval_ms = [0-9.]+", f"interval_ms = {args.interval_ms:g}", changed)
+        if n != 1:
+            raise SystemExit("session.toml has no 'interval_ms = ...' line to change")
+    if changed != text:
+        config = args.output / "session.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(text.replace("remove_fixed_pattern = true", "remove_fixed_pattern = false"))
-    runs = []
+        config.write_text(changed)
+    demo_args = shlex.split(args.demo_args)
+    runs, labels = [], []
     for i in range(args.repeats):
         for b in backbones:
-            r = session(b, args.output / "live-sessions" / f"{Path(b).stem}-{i}", config)
-            runs.append(r)
-            adapted = r["display_adapted"] if r["display_adapted"] is not None else float("nan")
-            print(f"[live] {b} #{i}: shown {r['display_backbone']:.2f} -> {adapted:.2f} dB, "
-                  f"latency {r['latency_ms']:.0f} ms, {r['steps']} fine-tune steps", flush=True)
+            for label, checkout in (variants if i % 2 == 0 else variants[::-1]):
+                name = f"{b} @ {label}" if label else b
+                if name not in labels:
+                    labels.append(name)
+                folder = args.output / "live-sessions" / f"{Path(b).stem}{'-' + label if label else ''}-{i}"
+                r = session(b, folder, config, demo_args, checkout, name)
+                runs.append(r)
+                adapted = r["display_adapted"] if r["display_adapted"] is not None else float("nan")
+                print(f"[live] {name} #{i}: shown {r['display_backbone']:.2f} -> {adapted:.2f} dB, "
+                      f"{r['display_fps']:.1f} display fps, latency {r['latency_ms']:.0f} ms, "
+                      f"{r['steps']} fine-tune steps", flush=True)
+    backbones = labels
     info = machine()
     threads = {(r.get("machine") or {}).get("torch_threads") for r in runs} - {None}
     if threads:  # the sessions' own torch threads (each demo sets its own), not this parent process's
@@ -124,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                "command": "python benchmarks/bench_live.py" + (f" --backbones {args.backbones}"
                                                                if args.backbones != "fast,temporal" else "")
                + (f" --repeats {args.repeats}" if args.repeats != 2 else "")
-               + (" --keep-fixed-pattern" if args.keep_fixed_pattern else ""),
+               + (" --keep-fixed-pattern" if args.keep_fixed_pattern else "")
+               + (f" --interval-ms {args.interval_ms:g}" if args.interval_ms is not None else "")
+               + (f" --demo-args {shlex.quote(args.demo_args)}" if args.demo_args else "")
+               + "".join(f" --checkout {shlex.quote(c)}" for c in args.checkout),
+               "demo_args": demo_args, "interval_ms": args.interval_ms,
                "fixed_pattern_removed": not args.keep_fixed_pattern}
     md = ("Live sessions (`livedenoise demo`), mean over sessions; PSNR dB against the simulator's ground truth; "
           "*shown*: every 5th frame the viewer showed, *single*: 8 live frames each denoised on its own.\n\n"

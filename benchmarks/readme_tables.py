@@ -69,6 +69,7 @@ SOURCES: dict[str, str] = {
     "runtimes": "2026-12-03-runtimes/runtimes.json",
     "allocator": "2026-12-05-allocator-fast/allocator.json",
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
+    "live-priority": "2026-12-05-live-priority/live.json",
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
@@ -329,6 +330,19 @@ def live_backbones(sources: list[tuple[dict, str]]) -> str:
                       "rates of the display; means over the sessions.", "", _sources_line(sources)])
 
 
+def live_priority(data: dict, path: str) -> str:
+    """Live sessions of this checkout against an earlier one (``bench_live.py --checkout``): display rate, latency,
+    fine-tune steps."""
+    from bench_live import render
+
+    settings = " ".join(data.get("demo_args") or [])
+    interval = data.get("interval_ms")
+    what = (f"`livedenoise demo {settings}`" + (f", a frame every {interval:g} ms" if interval else "")
+            + "; rows `@ before`: the same sessions with the livedenoise of the commit before this change, "
+            "interleaved.")
+    return "\n".join([what, "", render(data), "", _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
 def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
     """The temporal backbone fine-tuned on 5 pairs: references as averaged, with a camera calibration, or with the
     fixed pattern removed across the fields (``bench_temporal_pairs.py``)."""
@@ -547,7 +561,7 @@ RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
     "backbones": backbones, "pairs": pairs,
-    "demo": demo, "integrity": integrity,
+    "demo": demo, "integrity": integrity, "live-priority": live_priority,
     "temporal": temporal, "attach": attach,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "allocator-models": allocator,

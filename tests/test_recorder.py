@@ -1,9 +1,14 @@
 """The recorder of denoised frames: NDTiff while acquiring, optionally copied into an OME-Zarr when it ends."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import numpy as np
 import pytest
 
+from livedenoise.acquisition.priority import BACKGROUND_NICENESS
 from livedenoise.acquisition.recorder import DenoisedWriter
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.io import open_dataset, read_provenance
@@ -74,3 +79,23 @@ def test_a_failed_copy_keeps_the_ndtiff_and_says_where_the_frames_are(tmp_path, 
     assert len(writer.errors) == 1 and "disk full" in writer.errors[0] and str(writer.path) in writer.errors[0]
     ds = open_dataset(writer.path)
     assert int(np.prod(ds.shape[:-2])) == len(frames)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_the_recorder_denoises_at_a_lower_priority_than_the_thread_that_feeds_it(tmp_path):
+    """On a busy CPU the display and the acquisition come first; the recorder catches up (livedenoise.acquisition
+    .priority)."""
+    seen: list[int] = []
+
+    def denoise(frame, _axes):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return frame.astype(np.float32)
+
+    writer = DenoisedWriter(denoise, tmp_path, "denoised").start()
+    axes, frames = _frames()
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    assert writer.finish(progress=False) == len(frames)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert len(seen) == len(frames) and set(seen) == {min(19, mine + BACKGROUND_NICENESS)}
+    assert mine == os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # the caller's own is unchanged

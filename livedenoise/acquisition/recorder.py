@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.acquisition.axes import axes_key
+from livedenoise.acquisition.priority import lower_this_thread_priority
 from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
@@ -29,7 +30,8 @@ OUTPUT_FORMATS = ("ndtiff", "ome-zarr")
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
-    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``. Up to ``max_queued`` frames wait
+    Frames are denoised in this writer's own thread by ``denoise(frame, axes)``, at a lower scheduling priority than
+    the acquisition and the display (:mod:`livedenoise.acquisition.priority`). Up to ``max_queued`` frames wait
     in memory; past that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
     when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
     the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
@@ -111,6 +113,7 @@ class DenoisedWriter:
         self.path = Path(self._dataset.path) if getattr(self._dataset, "path", None) else self.directory / self.name
 
     def _run(self) -> None:
+        lower_this_thread_priority("the denoised-frame recorder")  # it catches up later; the display cannot
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
