@@ -133,8 +133,10 @@ def _runner(den, size: int, repeats: int):
     return run
 
 
-def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool = True) -> dict:
-    """Self-supervised fine-tuning of the fast backbone on one frame, training in the given memory layout."""
+def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool = True,
+                   precision: str = "fp32") -> dict:
+    """Self-supervised fine-tuning of the fast backbone on one frame, training in the given memory layout and
+    arithmetic (``TrainingConfig.precision``; validations are fp32 either way, so their losses compare)."""
     from livedenoise.config import TrainingConfig
     from livedenoise.evaluate import SimulatedTask
     from livedenoise.training import loop
@@ -147,7 +149,7 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
         source = Checkpoint(source[0], "unet", {}, source[1], name=label)
     task = SimulatedTask("filaments", size)
     frames = task.train_frames(20.0, seed=0, n=1)
-    cfg = TrainingConfig(time_budget_s=budget_s, max_steps=100_000)
+    cfg = TrainingConfig(time_budget_s=budget_s, max_steps=100_000, precision=precision)
     saved, loop.TRAIN_CHANNELS_LAST = loop.TRAIN_CHANNELS_LAST, channels_last
     try:
         t0 = time.perf_counter()
@@ -157,10 +159,11 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
         loop.TRAIN_CHANNELS_LAST = saved
     f = res.fit
     layout = "channels-last" if channels_last else "NCHW"
-    print(f"[speed] fine-tune {label} {layout} {size}² on {device}: {wall:.1f} s, {f.steps} steps, {f.stopped}",
-          flush=True)
+    print(f"[speed] fine-tune {label} {layout} {precision} {size}² on {device}: {wall:.1f} s, {f.steps} steps, "
+          f"{f.stopped}, held-out loss {f.initial_val_loss:.5g} -> {f.best_val_loss:.5g}", flush=True)
     return {"device": device, "model": label, "size": size, "wall_s": wall, "steps": f.steps, "stopped": f.stopped,
-            "layout": layout,
+            "layout": layout, "precision": precision, "initial_val_loss": f.initial_val_loss,
+            "best_val_loss": f.best_val_loss,
             "objective": f.objective, "validations": len(f.history),
             "best_step": f.best_step, "s_per_step": f.elapsed_s / max(f.steps, 1), "budget_s": budget_s,
             "batch_size": cfg.batch_size, "patch_size": cfg.patch_size, "patience": cfg.patience}
@@ -225,10 +228,13 @@ def render(result: dict) -> str:
     if result.get("finetune"):
         lines += ["## Self-supervised fine-tuning to early stop (one frame, default TrainingConfig)", "",
                   table(["device", "model", "objective", "frame", "wall s", "steps", "validations",
-                         "s / step (incl. validation)", "stopped", "best step", "layout"],
+                         "s / step (incl. validation)", "stopped", "best step", "layout", "precision",
+                         "held-out loss"],
                         [[r["device"], r["model"], r.get("objective", "?"), f"{r['size']}²", f"{r['wall_s']:.1f}",
                           r["steps"], r.get("validations", "?"), f"{r['s_per_step']:.3f}", r["stopped"], r["best_step"],
-                          r.get("layout", "NCHW")] for r in result["finetune"]]), ""]
+                          r.get("layout", "NCHW"), r.get("precision", "fp32"),
+                          f"{r['initial_val_loss']:.5g} → {r['best_val_loss']:.5g}" if "best_val_loss" in r else "-"]
+                         for r in result["finetune"]]), ""]
     if result.get("acquisition"):
         acq = result["acquisition"]
         base = acq[0]["camera_fps"] if acq else float("nan")
@@ -263,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", help="comma-separated torch devices (default: cpu, and cuda when torch sees a GPU)")
     ap.add_argument("--precisions", default="auto",
                     help="inference: comma-separated Denoiser precisions (auto, fp32, fp16, bf16; default auto)")
+    ap.add_argument("--train-precisions", default="fp32",
+                    help="fine-tune: comma-separated training precisions (fp32, bf16; default fp32)")
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.WARNING)
+    train_precisions = tuple(q.strip() for q in args.train_precisions.split(",") if q.strip())
     only = {s.strip() for s in args.only.split(",")}
     known = {"nchw": False, "channels-last": True}
     try:
@@ -285,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                                              args.repeats or (2 if quick else 5), layouts=layouts,
                                              precisions=precisions),
         "finetune": lambda: [bench_finetune(128 if quick else 256,
-                                            args.finetune_budget or (20.0 if quick else 120.0), d, cl)
-                             for d in devices for cl in (False, True)],
+                                            args.finetune_budget or (20.0 if quick else 120.0), d, cl, tp)
+                             for d in devices for cl in layouts for tp in train_precisions],
         "acquisition": lambda: bench_acquisition(args.acq_frames or (40 if quick else 200), args.acq_size),
     }
     for name, fn in sections.items():

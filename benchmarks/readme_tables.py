@@ -70,6 +70,8 @@ SOURCES: dict[str, str] = {
     "allocator": "2026-12-05-allocator-fast/allocator.json",
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
     "live-priority": "2026-12-05-live-priority/live.json",
+    "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
+    "train-bf16": "2026-12-05-train-bf16/speed.json",
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
@@ -337,10 +339,22 @@ def live_priority(data: dict, path: str) -> str:
 
     settings = " ".join(data.get("demo_args") or [])
     interval = data.get("interval_ms")
+    labels = sorted({r["backbone"].split(" @ ", 1)[1] for r in data.get("runs", []) if " @ " in r["backbone"]})
     what = (f"`livedenoise demo {settings}`" + (f", a frame every {interval:g} ms" if interval else "")
-            + "; rows `@ before`: the same sessions with the livedenoise of the commit before this change, "
-            "interleaved.")
+            + "".join(f"; rows `@ {label}`: the same sessions with the livedenoise of the commit before this change, "
+                      "interleaved" for label in labels) + ".")
     return "\n".join([what, "", render(data), "", _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
+def train_bf16(data: dict, path: str) -> str:
+    """Self-supervised fine-tuning in fp32 and bf16 (``bench_speed.py --train-precisions``): steps per second and
+    the held-out loss reached (validations are fp32 in both)."""
+    rows = [[r["precision"], f"{r['size']}²", f"{r['wall_s']:.1f}", str(r["steps"]), f"{r['steps'] / r['wall_s']:.1f}",
+             r["stopped"], str(r["best_step"]), f"{r['initial_val_loss']:.5f} → {r['best_val_loss']:.5f}"]
+            for r in data["finetune"]]
+    return "\n".join([_table(["training precision", "frame", "wall s", "steps", "steps / s", "stopped", "best step",
+                               "held-out loss"], rows), "",
+                      _source_line(path, data, data.get("command", "bench_speed.py"))])
 
 
 def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
@@ -561,7 +575,8 @@ RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
     "backbones": backbones, "pairs": pairs,
-    "demo": demo, "integrity": integrity, "live-priority": live_priority,
+    "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
+    "train-bf16": train_bf16,
     "temporal": temporal, "attach": attach,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "allocator-models": allocator,

@@ -101,6 +101,40 @@ def test_fit_loop_time_budget_cancel_and_reproducibility():
     assert torch.equal(w0, w_init)
 
 
+def test_bf16_training_runs_the_steps_in_bf16_and_keeps_fp32_weights_and_validations():
+    pairs, _ = _sim_data()
+    data = ImageSet([p.normalizer.forward(p.noisy) for p in pairs], [p.normalizer.forward(p.clean) for p in pairs])
+    dtypes: dict[str, set] = {}
+    for precision in ("fp32", "bf16"):
+        model = tiny_checkpoint().model
+        seen: set = set()
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda _m, _i, out, seen=seen: seen.add((torch.is_grad_enabled(), out.dtype)))
+        res = fit(model, PatchSampler(data, 32, 4, seed=0), PatchSampler(data, 32, 4, seed=1), objective="supervised",
+                  lr=1e-3, seed=0, steps_per_validation=5, max_steps=10, precision=precision)
+        assert res.steps == 10 and res.precision == precision and res.to_dict()["precision"] == precision
+        assert res.adapted and res.best_val_loss < res.initial_val_loss  # it still learns
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+        dtypes[precision] = seen
+    assert dtypes["fp32"] == {(True, torch.float32), (False, torch.float32)}
+    # training steps (with gradients) in bf16; validations (no gradients) in fp32, so the kept weights are chosen alike
+    assert dtypes["bf16"] == {(True, torch.bfloat16), (False, torch.float32)}
+    with pytest.raises(ConfigError, match="training precision 'fp16' is unknown; expected 'fp32' or 'bf16'"):
+        fit(tiny_checkpoint().model, PatchSampler(data, 32, 4), PatchSampler(data, 32, 4, seed=1),
+            objective="supervised", lr=1e-3, max_steps=1, precision="fp16")
+
+
+def test_a_bf16_live_session_fine_tunes_in_bf16_unless_training_says_otherwise():
+    from livedenoise.config import LiveConfig, SessionSettings
+
+    assert SessionSettings().finetune_training().precision == "fp32"
+    assert SessionSettings(live=LiveConfig(precision="bf16")).finetune_training().precision == "bf16"
+    kept = SessionSettings(live=LiveConfig(precision="bf16"), training=TrainingConfig(precision="fp32"))
+    assert kept.finetune_training().precision == "fp32"  # set explicitly: the session's switch does not override
+    with pytest.raises(ValueError, match="precision"):
+        TrainingConfig(precision="fp16")
+
+
 class _CancelAfter(PatchSampler):
     """A training sampler that cancels the fit after ``n`` batches: a time budget that ends at an exact step."""
 
@@ -369,9 +403,10 @@ def test_pretrain_and_finetune_commands(tmp_path, capsys):
         tifffile.imwrite(pair_dir / f"f{i}_noisy.tif", p.noisy)
         tifffile.imwrite(pair_dir / f"f{i}_clean.tif", p.clean)
     assert main(["finetune", "--pairs", str(pair_dir), "--backbone", str(out), "--time-budget", "120",
-                 "--device", "cpu", "-o", str(model)]) == 0
+                 "--device", "cpu", "--precision", "bf16", "-o", str(model)]) == 0
     adapted = load_checkpoint(model)
     assert adapted.training["mode"] == "pairs" and adapted.training["images"] == 3
+    assert adapted.training["precision"] == "bf16" and adapted.training["config"]["precision"] == "bf16"
     assert adapted.training["adapted"] is True and 0 < adapted.training["best_step"] <= adapted.training["steps"]
     assert adapted.training["best_val_loss"] < adapted.training["initial_val_loss"]
     assert f"{adapted.training['steps']} steps in " in capsys.readouterr().out

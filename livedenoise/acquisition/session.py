@@ -333,7 +333,7 @@ class LiveSession:
             # An average of frames at the live settings has the live frame's expected value exactly: matching its
             # intensity could only add estimation noise to the targets (brighter references need it).
             result = self._finetune_fn(
-                self.backbone, noisy, clean, calibration=self.calibration, training=self.settings.training,
+                self.backbone, noisy, clean, calibration=self.calibration, training=self.settings.finetune_training(),
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
                 progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
                 match_reference=self.settings.live.reference != "average")

@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default all; see the README's few-pair table)")
     p.add_argument("--lr", type=positive_number(upper=1.0), default=None,
                    help="learning rate (default 1e-4)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training arithmetic: bf16 (weights kept in fp32) takes about 1.5x the steps per second on a "
+                        "CPU with native bfloat16 (default fp32)")
     add_training_output_arguments(p)
     p.set_defaults(func=run)
 
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         noisy, clean = read_frames(args.images), None
     rate = {} if args.lr is None else {"lr_pairs": args.lr, "lr_self_supervised": args.lr}
     layers = {} if args.adapt_layers is None else {"adapt_layers": args.adapt_layers}
-    cfg = TrainingConfig(loss=args.loss, seed=args.seed, **rate, **layers)
+    cfg = TrainingConfig(loss=args.loss, seed=args.seed, precision=args.precision, **rate, **layers)
     with fit_progress("fine-tuning") as progress:
         res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,
                        device=args.device, progress=progress)

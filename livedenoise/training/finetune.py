@@ -138,6 +138,7 @@ def finetune(
             patience=cfg.patience, steps_per_validation=cfg.steps_per_validation, loss=cfg.loss,
             ssim_weight=cfg.ssim_weight if objective == "supervised" else 0.0, mask_grid=cfg.mask_grid,
             noise_std=norm.noise_std if norm.vst else None, seed=seed, device=dev, progress=progress, cancel=cancel,
+            precision=cfg.precision,
         )
     adapted.model.to("cpu").requires_grad_(True)  # as a cloned backbone is: whatever trains it next sees every weight
     sure_check = None
@@ -168,6 +169,7 @@ def finetune(
             "lr": lr,
             "loss": cfg.loss,
             "adapt_layers": cfg.adapt_layers,
+            "precision": cfg.precision,
             "inversion": norm.inversion,
             "reference_matched": clean_frames is not None and match_reference,
             **({"sure_check": sure_check} if sure_check else {}),

@@ -13,6 +13,7 @@ weights are the initial ones, so no caller can present an unchanged model as an 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from livedenoise.cpu_memory import keep_freed_memory
+from livedenoise.errors import ConfigError
 from livedenoise.training.data import PatchSampler
 from livedenoise.training.losses import supervised_loss
 from livedenoise.training.masking import noise2same_loss, noise2self_loss
@@ -72,6 +74,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     note: str = ""  # why a fit was skipped (stopped == "skipped") or its weights rejected, in one sentence
     rejected: bool = False  # a later check (finetune's SURE criterion) sent the weights back to the initial ones
+    precision: str = "fp32"  # the training steps' arithmetic (fit's ``precision``)
 
     @property
     def adapted(self) -> bool:
@@ -140,6 +143,17 @@ def _layout(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if nhwc and x.dim() == 4 else x
 
 
+def _step_precision(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A context factory for one training step's forward pass in ``precision`` on ``device``."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision != "bf16":
+        raise ConfigError(f"training precision {precision!r} is unknown; expected 'fp32' or 'bf16'.")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"bf16 training runs on a CPU or a CUDA GPU, not on {device.type}; use precision 'fp32'.")
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def _validate(model, objective: Objective, batches, device, loss: str, grid: int, noise_std: float | None) -> float:
     model.eval()
     total = 0.0
@@ -186,6 +200,7 @@ def fit(
     validate_at_end: bool = True,
     trainable: Sequence[torch.nn.Parameter] | None = None,
     schedule: Schedule = "constant",
+    precision: str = "fp32",
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -196,6 +211,8 @@ def fit(
     ``schedule``: ``"constant"`` keeps ``lr``; ``"cosine"`` decays it to ``COSINE_FLOOR`` times ``lr`` over the run,
     whose length is ``max_steps`` or ``time_budget_s``, whichever ends it first (:func:`scheduled_lr`): one run
     of a fixed budget ends at a low rate, where the step-wise stages of several runs needed several calls.
+    ``precision``: ``"bf16"`` runs the training steps under bf16 autocast (the weights, the optimiser and every
+    validation stay in fp32, so which weights are kept is decided as in fp32); ``"fp32"`` (default) does not.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
@@ -205,6 +222,7 @@ def fit(
         raise ValueError(f"{objective} needs the noise standard deviation in network units (noise_std)")
     torch.manual_seed(seed)
     device = torch.device(device)
+    step_context = _step_precision(precision, device)
     if device.type == "cpu":
         keep_freed_memory()  # every step's activations reuse freed memory (livedenoise.cpu_memory)
     model.to(device).train()
@@ -260,7 +278,9 @@ def fit(
         x = _layout(x.to(device), nhwc)
         y = _layout(y.to(device), nhwc) if y is not None else None
         opt.zero_grad(set_to_none=True)
-        batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
+        with step_context():
+            batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
+        batch_loss = batch_loss.float()
         batch_loss.backward()
         opt.step()
         running.append(float(batch_loss.detach()))
@@ -281,8 +301,9 @@ def fit(
     if nhwc:  # memory_format= is valid at runtime but missing from torch's stubs of Module.to
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
-    result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history)
-    log.info("fit (%s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
-             objective, step, result.elapsed_s, initial, best, best_step, stopped,
+    result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history,
+                       precision=precision)
+    log.info("fit (%s, %s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
+             objective, precision, step, result.elapsed_s, initial, best, best_step, stopped,
              "" if result.adapted else "; the initial weights were kept (not adapted)")
     return result
