@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, finite_mean, machine, machine_line, publish, table
+from common import DEFAULT_OUTPUT, checkout_commit, checkout_env, finite_mean, machine, machine_line, publish, table
 
 FIELDS = ("display_backbone", "display_adapted", "single_backbone", "single_adapted", "latency_ms", "display_fps",
           "skipped", "recorded", "acquired", "steps")
@@ -51,9 +51,7 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
     # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass)
     fusion_only = backbone == "temporal-fusion"
     options = ["--backbone", "temporal", "--no-second-pass"] if fusion_only else ["--backbone", backbone]
-    env = dict(os.environ)
-    if checkout is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
+    env = dict(os.environ) if checkout is None else checkout_env(checkout)
     proc = subprocess.run([str(cli), "demo", *options, *(demo_args or []), "-o", str(folder)]
                           + (["--config", str(config)] if config else []), capture_output=True, text=True, env=env)
     report_path = folder / "report.json"
@@ -167,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                + (f" --demo-args {shlex.quote(args.demo_args)}" if args.demo_args else "")
                + "".join(f" --checkout {shlex.quote(c)}" for c in args.checkout),
                "demo_args": demo_args, "interval_ms": args.interval_ms,
+               "commits": {label or "this checkout": checkout_commit(path or Path(__file__).resolve().parents[1])
+                           for label, path in variants},
                "fixed_pattern_removed": not args.keep_fixed_pattern}
     md = ("Live sessions (`livedenoise demo`), mean over sessions; PSNR dB against the simulator's ground truth; "
           "*shown*: every 5th frame the viewer showed, *single*: 8 live frames each denoised on its own.\n\n"

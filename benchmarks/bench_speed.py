@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
     ap.add_argument("--models", default="fast,standard,temporal",
                     help="inference: comma-separated presets ('temporal-fusion': temporal without its second pass)")
-    ap.add_argument("--layouts", default="nchw,channels-last", help="inference: nchw and/or channels-last")
+    ap.add_argument("--layouts", default="nchw,channels-last",
+                    help="inference and fine-tune: nchw and/or channels-last")
     ap.add_argument("--repeats", type=int, help="inference: timed runs per case (default 5; --quick 2)")
     ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")
     ap.add_argument("--acq-size", type=int, default=256, help="acquisition: frame side in pixels (default 256)")

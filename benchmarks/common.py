@@ -50,6 +50,21 @@ def machine_line(info: dict) -> str:
     return line
 
 
+def checkout_env(root: Path, *extra: Path) -> dict[str, str]:
+    """The environment in which a child process imports the livedenoise of checkout ``root`` (a git worktree of
+    another commit) before the installed one; ``extra`` folders go on the path after it."""
+    paths = [str(root), *(str(p) for p in extra), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def checkout_commit(root: Path) -> str:
+    """The commit checked out at ``root`` ('' when it is not a git checkout)."""
+    import subprocess
+
+    res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
 def load_average() -> list[float] | None:
     """1/5/15-minute load averages: other work on the machine skews every timing, so it is recorded."""
     try:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from common import checkout_commit, checkout_env
 
 _CHILD = r"""
 import json, sys
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.checkout.resolve()
     if not (root / "livedenoise" / "__init__.py").is_file() or not (root / "benchmarks" / "bench_speed.py").is_file():
         raise SystemExit(f"{root}: not a livedenoise checkout with benchmarks/bench_speed.py")
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'benchmarks'}"}
+    env = checkout_env(root, root / "benchmarks")
     res = subprocess.run([sys.executable, "-c", _CHILD, str(root), args.models], cwd=root, env=env, text=True,
                          capture_output=True)
     sys.stderr.write(res.stderr[-3000:] if res.returncode else "")
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return res.returncode
     print("\n".join(line for line in res.stdout.splitlines() if line.startswith("[speed]")))
     payload = json.loads(next(line[2:] for line in res.stdout.splitlines() if line.startswith("@@")))
-    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = checkout_commit(root)
     payload.update(commit=commit, command="python benchmarks/speed_of_checkout.py " + " ".join(
         argv if argv is not None else sys.argv[1:]))
     args.output.parent.mkdir(parents=True, exist_ok=True)

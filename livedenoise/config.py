@@ -22,6 +22,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: Arithmetic of training steps (fp32, or bf16 autocast with fp32 weights; livedenoise.training.loop).
+TrainPrecision = Literal["fp32", "bf16"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
@@ -53,11 +57,11 @@ class TrainingConfig(_Strict):
                      "the last decoder level and head, or every bias; the rest stay the backbone's (bench_pairs, 27 "
                      "held-out dev fields: decoder = all within 0.05 dB, so all stays the default)"),
     )
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: TrainPrecision = Field(
         "fp32",
-        description=("arithmetic of the training steps: fp32, or bf16 (autocast, weights kept in fp32; on a CPU with "
-                     "native bfloat16 about 1.5x the steps per second); validations stay in fp32. A live session whose "
-                     "[live] precision is bf16 fine-tunes in bf16 unless this is set"))
+        description=("arithmetic of the training steps: fp32, or bf16 (autocast; weights, losses and validations stay "
+                     "fp32; 1.3-1.45x the steps per second measured on a CPU with native bfloat16). A live session "
+                     "whose [live] precision is bf16 fine-tunes in bf16 on a CPU or CUDA unless this is set"))
     time_budget_s: float = Field(60.0, gt=0, description="fine-tune for at most this many seconds")
     max_steps: int = Field(2000, ge=1)
     seed: int = 0
@@ -128,11 +132,12 @@ class SessionSettings(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
 
-    def finetune_training(self) -> TrainingConfig:
-        """``[training]`` as the session's fine-tune uses it: in bf16 when the live denoiser runs in bf16 and
-        ``[training] precision`` is not set (one switch for the session's arithmetic; set it to fp32 to keep the
-        fine-tune in fp32)."""
-        if self.live.precision == "bf16" and "precision" not in self.training.model_fields_set:
+    def finetune_training(self, device_type: str = "cpu") -> TrainingConfig:
+        """``[training]`` as the session's fine-tune on ``device_type`` uses it: in bf16 when the live denoiser runs
+        in bf16, ``[training] precision`` is not set (one switch for the session's arithmetic; set it to fp32 to keep
+        the fine-tune in fp32) and the device trains in bf16 (a CPU or CUDA; elsewhere fp32, as before)."""
+        if (self.live.precision == "bf16" and "precision" not in self.training.model_fields_set
+                and device_type in ("cpu", "cuda")):
             return self.training.model_copy(update={"precision": "bf16"})
         return self.training
 

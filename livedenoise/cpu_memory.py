@@ -18,8 +18,8 @@ Denoiser keep theirs.
 The cost: the process keeps its peak working memory instead of returning it between frames, and freed blocks of
 other sizes can leave the heap fragmented. A batch job, whose memory budget is a promise, keeps freed memory while it
 denoises a block and hands it back to the OS after every block (:func:`return_freed_memory`, glibc's
-``malloc_trim``): its peak is that of one block's pass, and it stays lower than with malloc's own settings, which map
-and unmap every large activation (``benchmarks/bench_batch.py --malloc keep system``). ``LIVEDENOISE_MALLOC=system``
+``malloc_trim``), so what it holds does not grow from block to block (measured against malloc's own settings, which
+map and unmap every large activation: ``benchmarks/bench_batch.py --malloc keep system``). ``LIVEDENOISE_MALLOC=system``
 leaves ``malloc`` as it is, as do settings of your own (``MALLOC_*_`` variables, malloc tunables in
 ``GLIBC_TUNABLES``); on systems without glibc (macOS, Windows, musl) nothing changes.
 """

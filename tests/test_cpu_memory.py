@@ -29,9 +29,17 @@ def _has_mallinfo2() -> bool:
 # the probes read glibc's mallinfo2 (glibc >= 2.33)
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and _has_mallinfo2()
 
+#: A child script's resident memory in MB, read from /proc (Linux).
+_RSS_MB = """
+def rss_mb():
+    import os
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+"""
+
 # mallinfo2 (glibc >= 2.33): hblkhd is the memory malloc holds in mmap'd blocks; mapped_mb is what the 64 MB
 # tensor added to it
-_PROBE = r"""
+_PROBE = _RSS_MB + r"""
 import ctypes, json, sys
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -45,10 +53,6 @@ if sys.argv[1] == "denoiser":
     from livedenoise.inference import Denoiser
     Denoiser("fast", device="cpu")
 elif sys.argv[1] == "return":  # a batch job's block: freed memory kept while it runs, handed back after it
-    import os
-    def rss_mb():
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     assert cpu_memory.keep_freed_memory()
     start = rss_mb()
     block = torch.ones(32 * 2**20)  # 128 MB, touched
@@ -134,14 +138,12 @@ def test_a_batch_job_hands_back_what_an_earlier_pass_kept(tmp_path: Path) -> Non
     import tifffile
 
     tifffile.imwrite(tmp_path / "in.tif", (np.random.default_rng(0).poisson(20, (2, 64, 64)) + 100).astype(np.uint16))
-    script = (f"import os\nimport numpy as np\nfrom livedenoise.inference import Denoiser\n"
-              f"from livedenoise import cpu_memory\nfrom livedenoise.batch import denoise_dataset\n"
-              f"def rss():\n    pages = int(open('/proc/self/statm').read().split()[1])\n"
-              f"    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
-              f"Denoiser('fast', device='cpu').denoise(np.full((1024, 1024), 120.0, np.float32))\n"
-              f"before = rss()\n"
+    script = (_RSS_MB + "import numpy as np\nfrom livedenoise.inference import Denoiser\n"
+              "from livedenoise import cpu_memory\nfrom livedenoise.batch import denoise_dataset\n"
+              "Denoiser('fast', device='cpu').denoise(np.full((1024, 1024), 120.0, np.float32))\n"
+              "before = rss_mb()\n"
               f"denoise_dataset([{str(tmp_path / 'in.tif')!r}], {str(tmp_path / 'out')!r}, model='fast', "
-              f"progress=False, device='cpu')\nprint('@@', cpu_memory.state(), before, rss())")
+              "progress=False, device='cpu')\nprint('@@', cpu_memory.state(), before, rss_mb())")
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=300,
                          env={k: v for k, v in os.environ.items() if k != cpu_memory.ENV})
     assert res.returncode == 0, res.stderr[-2000:]

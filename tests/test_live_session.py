@@ -144,7 +144,7 @@ def worse_finetune(*, bias: float = 1.0):
     calls = {}
 
     def fn(backbone, noisy, clean, **kwargs):
-        calls["noisy"], calls["clean"] = list(noisy), clean
+        calls["noisy"], calls["clean"], calls["training"] = list(noisy), clean, kwargs.get("training")
         ckpt = backbone.clone()
         ckpt.normalizer = fit_noise_model(noisy, like=backbone.normalizer).normalizer
         with torch.no_grad():
@@ -165,7 +165,7 @@ def worse_finetune(*, bias: float = 1.0):
 
 def test_worse_adapted_model_that_claims_improvement_is_not_swapped_in(simulated_core, small_microscope_config,
                                                                        tmp_path):
-    settings = make_settings(small_microscope_config, calibration_positions=3)
+    settings = make_settings(small_microscope_config, calibration_positions=3, precision="bf16")
     fake = worse_finetune()
     messages = []
     session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
@@ -173,6 +173,8 @@ def test_worse_adapted_model_that_claims_improvement_is_not_swapped_in(simulated
     rep = session.run(frames_after_swap=10)
     # The last calibration pair is held out of the fine-tune entirely.
     assert len(fake.calls["noisy"]) == 2 and len(fake.calls["clean"]) == 2
+    assert fake.calls["training"].precision == "bf16"  # a bf16 session fine-tunes in bf16 ([training] left unset)
+    assert fake.calls["training"].patch_size == 32  # ... with the session's other training settings
     assert not any(np.array_equal(n, session.pairs[-1].low) for n in fake.calls["noisy"])
     crit = rep.swap_criterion
     assert crit["swapped"] is False and crit["held_out"] == 1

@@ -91,11 +91,13 @@ def test_the_recorder_denoises_at_a_lower_priority_than_the_thread_that_feeds_it
         seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return frame.astype(np.float32)
 
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if mine >= 19:
+        pytest.skip("this test runs at the lowest priority already: nothing lower to show")
     writer = DenoisedWriter(denoise, tmp_path, "denoised").start()
     axes, frames = _frames()
     for a, f in zip(axes, frames, strict=True):
         writer.submit(a, f)
     assert writer.finish(progress=False) == len(frames)
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert len(seen) == len(frames) and set(seen) == {min(19, mine + BACKGROUND_NICENESS)}
-    assert mine == os.getpriority(os.PRIO_PROCESS, threading.get_native_id())  # the caller's own is unchanged
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's own is unchanged

@@ -119,9 +119,32 @@ def test_bf16_training_runs_the_steps_in_bf16_and_keeps_fp32_weights_and_validat
     assert dtypes["fp32"] == {(True, torch.float32), (False, torch.float32)}
     # training steps (with gradients) in bf16; validations (no gradients) in fp32, so the kept weights are chosen alike
     assert dtypes["bf16"] == {(True, torch.bfloat16), (False, torch.float32)}
-    with pytest.raises(ConfigError, match="training precision 'fp16' is unknown; expected 'fp32' or 'bf16'"):
+    with pytest.raises(ConfigError, match="training precision 'fp16' is unknown; expected one of fp32, bf16"):
         fit(tiny_checkpoint().model, PatchSampler(data, 32, 4), PatchSampler(data, 32, 4, seed=1),
             objective="supervised", lr=1e-3, max_steps=1, precision="fp16")
+
+
+@pytest.mark.parametrize("objective", ["noise2same", "sure"])
+def test_bf16_self_supervised_fits_compute_their_losses_in_fp32(objective):
+    """Noise2Same's full - blind difference is taken in fp32 (only the network runs in bf16); SURE's divergence probe
+    is finer than bf16 resolves, so a SURE fit runs in fp32 and says so."""
+    pairs, _ = _sim_data()
+    data = ImageSet([p.normalizer.forward(p.noisy) for p in pairs], None)
+    model = tiny_checkpoint().model
+    outputs: set = set()
+    model.register_forward_hook(lambda _m, _i, out: outputs.add((torch.is_grad_enabled(), out.dtype)))
+    inner: set = set()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda _m, _i, out: inner.add((torch.is_grad_enabled(), out.dtype)))
+    res = fit(model, PatchSampler(data, 32, 4, seed=0), PatchSampler(data, 32, 4, seed=1), objective=objective,
+              lr=1e-4, seed=0, steps_per_validation=5, max_steps=10, noise_std=0.1, precision="bf16")
+    assert res.steps == 10 and np.isfinite(res.best_val_loss)
+    if objective == "sure":
+        assert res.precision == "fp32" and inner == {(True, torch.float32), (False, torch.float32)}
+    else:
+        assert res.precision == "bf16" and (True, torch.bfloat16) in inner
+    # what the losses see: the network's output in fp32 in every training step
+    assert (True, torch.bfloat16) not in outputs
 
 
 def test_a_bf16_live_session_fine_tunes_in_bf16_unless_training_says_otherwise():

@@ -96,6 +96,11 @@ class DenoiseWorker:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._thread.is_alive() and not self._stop
+
     def submit(self, raw: np.ndarray | None, info: dict | None = None) -> None:
         """Offer a frame for display denoising; replaces (and counts as dropped) any frame still waiting."""
         with self._cond:

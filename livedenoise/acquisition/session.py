@@ -53,6 +53,8 @@ DISK_RESERVE_FRAMES = 50
 SELF_HOLDOUT_FRAMES = 5
 """Self mode: live frames collected after the training frames and never trained on (4 consecutive pairs)."""
 SELF_NOISE_FRAMES = 8
+#: How long the recorder leaves a pending noise-model fit to the running display before it fits itself (seconds).
+RECORDER_FIT_WAIT_S = 5.0
 """Self mode: at most this many consecutive live frames for the same-field (temporal) noise fit."""
 
 
@@ -112,7 +114,8 @@ class LiveSession:
         self.status = SessionStatus(model_name=backbone.name)
         from livedenoise.device import configure_cpu_threads, cpu_threads_available, select_device
 
-        if select_device(device).type == "cpu":
+        self._device_type = select_device(device).type
+        if self._device_type == "cpu":
             # Fine-tuning and display denoising run in two threads at once; torch gives every calling thread
             # its own pool, so each gets half the cores (measured: 5-25x slower steps when oversubscribed).
             configure_cpu_threads(max(1, cpu_threads_available() // 2))
@@ -333,7 +336,8 @@ class LiveSession:
             # An average of frames at the live settings has the live frame's expected value exactly: matching its
             # intensity could only add estimation noise to the targets (brighter references need it).
             result = self._finetune_fn(
-                self.backbone, noisy, clean, calibration=self.calibration, training=self.settings.finetune_training(),
+                self.backbone, noisy, clean, calibration=self.calibration,
+                training=self.settings.finetune_training(self._device_type),
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
                 progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
                 match_reference=self.settings.live.reference != "average")
@@ -498,7 +502,13 @@ class LiveSession:
 
     def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
         """The recorder's denoising: every frame in order, with its own temporal window (the display may skip
-        frames)."""
+        frames). The recorder runs at a lower priority (:mod:`livedenoise.acquisition.priority`), so it leaves the
+        noise-model fit to the display while the display runs: holding the fit's lock at a low priority would keep
+        the display waiting behind it."""
+        deadline = time.monotonic() + RECORDER_FIT_WAIT_S
+        while ((self.denoiser is None or self._wants_same_field_fit()) and self._worker is not None
+               and self._worker.running and time.monotonic() < deadline):
+            time.sleep(0.02)
         if self.denoiser is None or self._wants_same_field_fit():
             self._fit_from_live(raw)
         denoiser = self.denoiser

@@ -129,7 +129,19 @@ def denoise_block(denoiser: Any, block: np.ndarray, temporal_axis: int | None) -
 
 
 def process_block(job: BlockJob) -> BlockResult:
-    """Read, denoise, cast and write one block; returns what was done (the driver records it)."""
+    """Read, denoise, cast and write one block; returns what was done (the driver records it).
+
+    The passes reuse freed memory within the block (:mod:`livedenoise.cpu_memory`); after the block, done or
+    failed, the freed memory goes back to the system, so between blocks the job holds only what it uses and its
+    memory budget holds. That hand-back runs on the model thread, between two passes, never under one (another
+    block thread's pass would fault its pages in again)."""
+    try:
+        return _process_block(job)
+    finally:
+        _model_thread().submit(return_freed_memory).result()
+
+
+def _process_block(job: BlockJob) -> BlockResult:
     t0 = time.perf_counter()
     dataset = _dataset_for(job.source, job.stamp)
     key = (*tuple(slice(a, b) for a, b in job.ranges), slice(None), slice(None))
@@ -153,12 +165,9 @@ def process_block(job: BlockJob) -> BlockResult:
         job.target.write_block(job.ranges, out)
     else:
         job.target.write_block(job.index, out)
-    frames, pixels = int(np.prod(out.shape[:-2], dtype=np.int64)), out.shape[-1] * out.shape[-2]
-    del out
-    # the passes reused freed memory within the block (livedenoise.cpu_memory); between blocks the job holds only
-    # what it uses, so its memory budget holds
-    return_freed_memory()
-    return BlockResult(job.index, frames, frames * pixels, clipped, time.perf_counter() - t0, check, digest)
+    frames = int(np.prod(out.shape[:-2], dtype=np.int64))
+    return BlockResult(job.index, frames, frames * out.shape[-1] * out.shape[-2], clipped, time.perf_counter() - t0,
+                       check, digest)
 
 
 def _block_check(block: np.ndarray, out: np.ndarray, denoiser: Any) -> dict[str, Any] | None:

@@ -129,7 +129,7 @@ def finetune(
     skip = _self_supervision_invalid(noisy_frames, norm) if objective != "supervised" else ""
     if skip:
         log.warning("%s", skip)
-        result = FitResult(objective, math.nan, math.nan, 0, 0, "skipped", 0.0, note=skip)
+        result = FitResult(objective, math.nan, math.nan, 0, 0, "skipped", 0.0, note=skip, precision=cfg.precision)
     else:
         trainable = select_trainable(adapted.model, cfg.adapt_layers)
         result = fit(
@@ -169,13 +169,12 @@ def finetune(
             "lr": lr,
             "loss": cfg.loss,
             "adapt_layers": cfg.adapt_layers,
-            "precision": cfg.precision,
             "inversion": norm.inversion,
             "reference_matched": clean_frames is not None and match_reference,
             **({"sure_check": sure_check} if sure_check else {}),
             **({"note": result.note} if result.note else {}),
             "config": cfg.model_dump(),
-            **result.to_dict(),
+            **result.to_dict(),  # its precision: what the steps ran in
         },
     }
     return FinetuneResult(adapted, result, mode)

@@ -13,7 +13,6 @@ weights are the initial ones, so no caller can present an unchanged model as an 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -21,11 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
+from livedenoise.config import TrainPrecision
 from livedenoise.cpu_memory import keep_freed_memory
 from livedenoise.errors import ConfigError
 from livedenoise.training.data import PatchSampler
@@ -143,15 +143,41 @@ def _layout(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if nhwc and x.dim() == 4 else x
 
 
-def _step_precision(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A context factory for one training step's forward pass in ``precision`` on ``device``."""
+#: Arithmetic a training step can run in (``TrainingConfig.precision``).
+TRAIN_PRECISIONS: tuple[str, ...] = get_args(TrainPrecision)
+
+
+class _Bf16Forward(torch.nn.Module):
+    """``model``'s forward pass under bf16 autocast, its output handed back in fp32: every loss is then computed
+    in fp32 (a bf16 SSIM window or a bf16 ``full - blind`` difference loses most of its precision), while the
+    convolutions, where the time goes, run in bf16. The weights stay ``model``'s fp32 ones."""
+
+    def __init__(self, model: torch.nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.model, self.device_type = model, device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out.float()
+
+
+def _stepping_model(model: torch.nn.Module, precision: str, objective: Objective,
+                    device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The module the training steps call, and the precision they actually run in."""
+    if precision not in TRAIN_PRECISIONS:
+        raise ConfigError(f"training precision {precision!r} is unknown; "
+                          f"expected one of {', '.join(TRAIN_PRECISIONS)}.")
     if precision == "fp32":
-        return contextlib.nullcontext
-    if precision != "bf16":
-        raise ConfigError(f"training precision {precision!r} is unknown; expected 'fp32' or 'bf16'.")
+        return model, "fp32"
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"bf16 training runs on a CPU or a CUDA GPU, not on {device.type}; use precision 'fp32'.")
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if objective == "sure":
+        # SURE's divergence probe perturbs the input by 1 % of the noise level, below bf16's resolution of the input:
+        # most perturbations would vanish at the first convolution and the rest be rounded to a full bf16 step
+        log.info("SURE fine-tuning runs in fp32: its divergence probe is finer than bf16 resolves")
+        return model, "fp32"
+    return _Bf16Forward(model, device.type), "bf16"
 
 
 def _validate(model, objective: Objective, batches, device, loss: str, grid: int, noise_std: float | None) -> float:
@@ -211,8 +237,9 @@ def fit(
     ``schedule``: ``"constant"`` keeps ``lr``; ``"cosine"`` decays it to ``COSINE_FLOOR`` times ``lr`` over the run,
     whose length is ``max_steps`` or ``time_budget_s``, whichever ends it first (:func:`scheduled_lr`): one run
     of a fixed budget ends at a low rate, where the step-wise stages of several runs needed several calls.
-    ``precision``: ``"bf16"`` runs the training steps under bf16 autocast (the weights, the optimiser and every
-    validation stay in fp32, so which weights are kept is decided as in fp32); ``"fp32"`` (default) does not.
+    ``precision``: ``"bf16"`` runs the training steps' forward passes under bf16 autocast (the weights, the
+    optimiser, the losses and every validation stay in fp32, so which weights are kept is decided as in fp32; SURE
+    stays fp32, see :func:`_stepping_model`); ``"fp32"`` (default) does not. The result records what ran.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
@@ -222,10 +249,10 @@ def fit(
         raise ValueError(f"{objective} needs the noise standard deviation in network units (noise_std)")
     torch.manual_seed(seed)
     device = torch.device(device)
-    step_context = _step_precision(precision, device)
     if device.type == "cpu":
         keep_freed_memory()  # every step's activations reuse freed memory (livedenoise.cpu_memory)
     model.to(device).train()
+    stepping, precision = _stepping_model(model, precision, objective, device)
     # 2-D U-Nets train in the channels-last layout, where oneDNN's convolutions are fastest (1.17x per step for
     # the fast model at 8x96², 1 thread); the model is handed back in the standard layout.
     nhwc = _trains_channels_last(model)
@@ -278,9 +305,7 @@ def fit(
         x = _layout(x.to(device), nhwc)
         y = _layout(y.to(device), nhwc) if y is not None else None
         opt.zero_grad(set_to_none=True)
-        with step_context():
-            batch_loss = _batch_loss(model, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
-        batch_loss = batch_loss.float()
+        batch_loss = _batch_loss(stepping, objective, x, y, step, loss, ssim_weight, mask_grid, noise_std)
         batch_loss.backward()
         opt.step()
         running.append(float(batch_loss.detach()))
