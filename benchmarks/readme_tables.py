@@ -41,7 +41,7 @@ SOURCES: dict[str, str] = {
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
     "stages-standard": "../../livedenoise/weights/backbone-standard.safetensors",
     "stages-lite": "../../livedenoise/weights/backbone-lite.safetensors",
-    "pareto": ("2026-12-05-backbone-lite/backbone.json", "2026-12-05-speed-lite/speed.json"),
+    "pareto": ("2026-12-05-backbone-lite-stage2/backbone.json", "2026-12-05-speed-lite/speed.json"),
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
