@@ -26,6 +26,7 @@ leaves ``malloc`` as it is, as do settings of your own (``MALLOC_*_`` variables,
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -53,8 +54,10 @@ _lock = threading.Lock()
 _state: str | None = None  # "kept", "system", "user" or "unsupported" (the setting is per process)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    """The C library, where it is glibc (the only one whose ``mallopt`` this module knows)."""
+    """The C library, where it is glibc (the only one whose ``mallopt`` this module knows); loaded once, since a
+    batch job asks for it after every block."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return None
     try:

@@ -53,9 +53,10 @@ DISK_RESERVE_FRAMES = 50
 SELF_HOLDOUT_FRAMES = 5
 """Self mode: live frames collected after the training frames and never trained on (4 consecutive pairs)."""
 SELF_NOISE_FRAMES = 8
-#: How long the recorder leaves a pending noise-model fit to the running display before it fits itself (seconds).
-RECORDER_FIT_WAIT_S = 5.0
 """Self mode: at most this many consecutive live frames for the same-field (temporal) noise fit."""
+RECORDER_FIT_WAIT_S = 5.0
+"""Self mode: how long the (low-priority) recorder leaves a pending noise-model fit to the running display before it
+fits itself, in seconds."""
 
 
 @dataclass
