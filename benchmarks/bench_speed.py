@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="inference: comma-separated presets ('temporal-fusion': temporal without its second pass)")
     ap.add_argument("--layouts", default="nchw,channels-last",
                     help="inference and fine-tune: nchw and/or channels-last")
+    ap.add_argument("--sizes", default="512,2048", help="inference: frame sides, comma-separated (default 512,2048)")
     ap.add_argument("--repeats", type=int, help="inference: timed runs per case (default 5; --quick 2)")
     ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")
     ap.add_argument("--acq-size", type=int, default=256, help="acquisition: frame side in pixels (default 256)")
@@ -287,11 +288,17 @@ def main(argv: list[str] | None = None) -> int:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     precisions = tuple(q.strip() for q in args.precisions.split(",") if q.strip())
     quick = args.quick
+    try:
+        sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--sizes {args.sizes!r}: expected frame sides such as 512,2048")
+    if not sizes or min(sizes) < 16:
+        ap.error(f"--sizes {args.sizes!r}: expected frame sides of at least 16 pixels")
     load_start = load_average()
     command = "python benchmarks/bench_speed.py " + " ".join(argv or sys.argv[1:])
     result: dict = {"quick": quick, "errors": {}, "command": command}
     sections = {
-        "inference": lambda: bench_inference([m.strip() for m in args.models.split(",")], [512, 2048], devices,
+        "inference": lambda: bench_inference([m.strip() for m in args.models.split(",")], sizes, devices,
                                              args.repeats or (2 if quick else 5), layouts=layouts,
                                              precisions=precisions),
         "finetune": lambda: [bench_finetune(128 if quick else 256,

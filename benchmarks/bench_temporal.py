@@ -263,7 +263,9 @@ def render(payload: dict, heading: bool = True) -> str:
     rows.append(["mean PSNR on moving puncta"] + [f"{payload['moving'][k]:.2f}" for k in methods])
     rows.append(["mean PSNR everywhere else"] + [f"{payload['rest'][k]:.2f}" for k in methods])
     secs = payload["seconds_per_frame"]
-    rows.append(["ms per frame (1 thread)"] + ["-"] + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
+    threads = payload.get("machine", {}).get("torch_threads", 1)
+    rows.append([f"ms per frame ({threads} thread{'s' if threads != 1 else ''})"] + ["-"]
+                + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
     models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps"
                        + (", second pass)" if v.get("second_pass") else ")") for k, v in payload["models"].items())
     head = (f"Time-lapses ({payload['frames']} frames of {payload['size']}x{payload['size']} per case), PSNR dB / SSIM "

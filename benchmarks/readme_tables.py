@@ -43,6 +43,9 @@ SOURCES: dict[str, str] = {
     "stages-lite": "../../livedenoise/weights/backbone-lite.safetensors",
     "pareto": ("2026-12-05-backbone-lite-stage2/backbone.json", "2026-12-05-speed-lite/speed.json"),
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
+    "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
+    "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
+    "live-temporal-lite": ("2026-12-05-live-temporal-lite/live.json",),
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
@@ -257,6 +260,23 @@ def speed_gpu(data: dict, path: str) -> str:
     return "\n".join([*lines, _source_line(path, data, data.get("command") or GPU_SPEED_COMMAND)])
 
 
+def speed_cpu(data: dict, path: str) -> str:
+    """Inference per model on the CPU (``bench_speed.py --only inference``, models timed interleaved): ms per frame
+    at each size and the cost relative to the run's first model."""
+    rows = [r for r in data.get("inference") or [] if r["device"] == "cpu"]
+    sizes = sorted({r["size"] for r in rows})
+    ms = {(r["model"], r["size"]): r["ms_per_frame"] for r in rows}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    body = [[f"`{model}`", *(f"{_num(ms.get((model, size)), '.0f')} ({ms[model, size] / ms[models[0], size]:.2f}×)"
+                             if (model, size) in ms and (models[0], size) in ms else "-" for size in sizes)]
+            for model in models]
+    table = _table(["model", *(f"ms / {size}² frame (× `{models[0]}`)" for size in sizes)], body)
+    note = ("A temporal model's frame is `Denoiser.push` of a new frame into a full window (the live cost); median "
+            "of the timed runs, channels-last, fp32.")
+    return "\n".join([table, "", note, "", _source_line(path, data, data.get("command")
+                                                          or "python benchmarks/bench_speed.py --only inference")])
+
+
 def dev_pairs(data: dict, path: str) -> str:
     """The dev-pairs benchmark: overall (each set weighted equally) and per-set PSNR."""
     from bench_dev_pairs import overall_table, per_set_table
@@ -321,10 +341,16 @@ def live_backbones(sources: list[tuple[dict, str]]) -> str:
         what = ("calibration references with the camera's fixed pattern removed (the default)"
                 if data.get("fixed_pattern_removed", True) else
                 "calibration references keeping the camera's fixed pattern (`[live] remove_fixed_pattern = false`)")
-        # runs before the temporal second pass existed ran `temporal` as the fusion alone
-        second = "temporal-fusion" in data.get("means", {})
-        what += (", `temporal` with its second pass, `temporal-fusion` without it" if second
-                 else ", an earlier release: `temporal` is the fusion alone")
+        # runs before the temporal second pass existed (commit b2e82b6, 2026-12-04 21:38 UTC) ran `temporal` as the
+        # fusion alone
+        means = data.get("means", {})
+        second = "temporal-fusion" in means or str((data.get("machine") or {}).get("date", "")) > "2026-12-04T21:39"
+        if not second:
+            what += ", an earlier release: `temporal` is the fusion alone"
+        elif "temporal-fusion" in means:
+            what += ", `temporal` with its second pass, `temporal-fusion` without it"
+        else:
+            what += ", temporal backbones with their second pass"
         parts += [f"**{what}**", "", render(data), ""]
     return "\n".join([*parts, "PSNR dB against the sample (the simulator's truth without the camera's fixed pattern); "
                       "*shown*: every 5th frame the viewer showed, before the swap (backbone) and after it (adapted); "
@@ -569,11 +595,13 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
+         "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
+    "speed-temporal-lite": speed_cpu, "temporal-lite": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "train-bf16": train_bf16,

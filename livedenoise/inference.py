@@ -224,7 +224,7 @@ class Denoiser:
     """Denoise frames with a trained network.
 
     ``model_or_checkpoint``: a shipped backbone's name (``"fast"``, ``"standard"``, ``"lite"``, ``"temporal"``,
-    ``"temporal-standard"``), a
+    ``"temporal-standard"``, ``"temporal-lite"``), a
     :class:`~livedenoise.checkpoint.Checkpoint`, a path to a
     ``.safetensors`` checkpoint, a ``(model, normalizer)`` tuple, or a model (then
     ``normalizer`` is required). ``normalizer`` overrides the checkpoint's when given.

@@ -12,7 +12,7 @@ from pathlib import Path
 from livedenoise.checkpoint import Checkpoint, available_backbones, backbone_path, load_checkpoint
 from livedenoise.errors import CheckpointError
 
-SHIPPED = ("fast", "standard", "lite", "temporal", "temporal-standard")
+SHIPPED = ("fast", "standard", "lite", "temporal", "temporal-standard", "temporal-lite")
 
 
 def is_backbone_name(spec: object) -> bool:

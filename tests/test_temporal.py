@@ -427,13 +427,15 @@ def test_a_denoiser_takes_a_shipped_backbone_by_name() -> None:
     assert not Denoiser("fast", device="cpu").is_temporal
 
 
-def test_the_temporal_standard_backbone_is_the_standard_2d_stage_with_the_shipped_fusion() -> None:
-    """``temporal-standard`` (batch time-lapses) is made by ``benchmarks/swap_temporal_frame.py``: the standard
-    backbone's weights as its 2-D stage, the shipped temporal backbone's fusion, and the history of both."""
+@pytest.mark.parametrize("frame_name", ["standard", "lite"])
+def test_a_temporal_backbone_of_other_widths_is_that_2d_stage_with_the_shipped_fusion(frame_name: str) -> None:
+    """``temporal-standard`` (batch time-lapses) and ``temporal-lite`` (live at 512² and more on a CPU) are made by
+    ``benchmarks/swap_temporal_frame.py``: that backbone's weights as the 2-D stage, the shipped temporal backbone's
+    fusion, and the history of both."""
     from livedenoise.checkpoint import load_backbone
 
-    both = load_backbone("temporal-standard")
-    standard, temporal = load_backbone("standard"), load_backbone("temporal")
+    both = load_backbone(f"temporal-{frame_name}")
+    standard, temporal = load_backbone(frame_name), load_backbone("temporal")
     assert isinstance(both.model, TemporalUNet) and list(both.model.widths) == list(standard.model.widths)
     assert all(torch.equal(v, standard.model.state_dict()[k]) for k, v in both.model.frame.state_dict().items())
     assert all(torch.equal(v, temporal.model.fusion.state_dict()[k])
@@ -443,8 +445,8 @@ def test_the_temporal_standard_backbone_is_the_standard_2d_stage_with_the_shippe
     assert "copied in, not retrained" in both.training["stages"][-1]["note"]
     # nothing measured with the fast 2-D stage is passed off as this model's
     assert "best_val_loss" not in both.training and set(both.metadata["metrics"]) == {"fusion"}
-    assert both.training["continued_from"] == "backbone-standard, with the fusion of backbone-temporal"
-    den = Denoiser("temporal-standard", device="cpu")
+    assert both.training["continued_from"] == f"backbone-{frame_name}, with the fusion of backbone-temporal"
+    den = Denoiser(f"temporal-{frame_name}", device="cpu")
     assert den.is_temporal and den.window == 5
     stack = np.random.default_rng(0).poisson(20.0, (6, 40, 40)).astype(np.float32) * 2 + 100
     out = den.denoise_stack(stack)

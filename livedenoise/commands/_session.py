@@ -24,7 +24,9 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone",
                    help="'temporal' (fuses each frame with the 4 before it; default: [live] backbone), 'fast', "
                         "'lite' (less than half the time of 'fast' per frame, less quality), 'standard', "
-                        "'temporal-standard' (about 3x the cost of 'temporal') or a checkpoint path")
+                        "'temporal-standard' (about 3x the cost of 'temporal'), 'temporal-lite' (the lite network "
+                        "fused: about a third of the cost of 'temporal', less quality; for 512x512 and larger "
+                        "frames on a CPU) or a checkpoint path")
     p.add_argument("--finetune-seconds", type=float, help="time budget for background fine-tuning")
     p.add_argument("--positions", type=int, help="stage positions for calibration pairs")
     p.add_argument("--roi", help="simulated field of view WxH, e.g. 256x256")

@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", metavar="MODEL",
                    help="'fast' (the default for single frames: it measures best), 'temporal' (the default for "
                         "time-lapses: uses the neighbouring frames), 'standard', 'temporal-standard' (time-lapses: "
-                        "+0.3 dB for about 3x the time), 'lite' (less than half the time of 'fast', less quality), or "
-                        "a checkpoint .safetensors; repeat "
+                        "+0.3 dB for about 3x the time), 'lite' (less than half the time of 'fast', less quality), "
+                        "'temporal-lite' (time-lapses: the lite network fused), or a checkpoint .safetensors; repeat "
                         "once per channel for per-channel models; with --adapt, the model to start from")
     p.add_argument("--adapt", nargs="+", metavar="MODE",
                    help="fine-tune first: 'self' (self-supervised on a sample of the data) or 'pairs DIR' "

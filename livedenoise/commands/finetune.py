@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--images", type=Path, nargs="+", help="noisy TIFF images or stacks (self-supervised)")
     src.add_argument("--pairs", type=Path, help="folder of <name>_noisy.tif / <name>_clean.tif pairs")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                   help="'fast', 'standard', 'lite', 'temporal' or 'temporal-standard' (its 2-D stage is adapted) or a "
-                        "checkpoint path "
+                   help="'fast', 'standard', 'lite', 'temporal', 'temporal-standard' or 'temporal-lite' (its 2-D "
+                        "stage is adapted) or a checkpoint path "
                         f"(default {DEFAULT_BACKBONE})")
     p.add_argument("--camera-calibration", type=Path, help="file from `livedenoise calibrate-camera` (optional)")
     p.add_argument("--time-budget", type=positive_seconds, default=60.0,
