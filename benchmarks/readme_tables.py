@@ -75,6 +75,7 @@ SOURCES: dict[str, str] = {
     "live-priority": "2026-12-05-live-priority/live.json",
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
+    "train-layers": "2026-12-05-train-layers/speed.json",
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
@@ -383,6 +384,21 @@ def train_bf16(data: dict, path: str) -> str:
                       _source_line(path, data, data.get("command", "bench_speed.py"))])
 
 
+def train_layers(data: dict, path: str) -> str:
+    """Self-supervised fine-tuning by training precision and weights changed (``bench_speed.py --train-precisions
+    --adapt-layers``): steps per second against the run's first row, and the PSNR against the simulator's truth of the
+    fine-tuned frame denoised by the backbone (its noise model fitted to the frame) and by the result."""
+    runs = data["finetune"]
+    base = runs[0]["steps"] / runs[0]["wall_s"]
+    rows = [[r["precision"], r.get("adapt_layers", "all"), f"{r['size']}²", f"{r['wall_s']:.1f}", str(r["steps"]),
+             f"{r['steps'] / r['wall_s']:.1f} ({r['steps'] / r['wall_s'] / base:.2f}×)", r["stopped"].replace("_", " "),
+             f"{r['initial_val_loss']:.5f} → {r['best_val_loss']:.5f}",
+             f"{r['psnr']['backbone']:.2f} → {r['psnr']['fine-tuned']:.2f}"] for r in runs]
+    return "\n".join([_table(["training precision", "weights changed", "frame", "wall s", "steps", "steps / s",
+                               "stopped", "held-out loss", "PSNR: backbone → fine-tuned"], rows), "",
+                      _source_line(path, data, data.get("command", "bench_speed.py"))])
+
+
 def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
     """The temporal backbone fine-tuned on 5 pairs: references as averaged, with a camera calibration, or with the
     fixed pattern removed across the fields (``bench_temporal_pairs.py``)."""
@@ -604,7 +620,7 @@ RENDERERS: dict[str, Callable] = {
     "speed-temporal-lite": speed_cpu, "temporal-lite": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
-    "train-bf16": train_bf16,
+    "train-bf16": train_bf16, "train-layers": train_layers,
     "temporal": temporal, "attach": attach,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "allocator-models": allocator,
