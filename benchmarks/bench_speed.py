@@ -178,20 +178,25 @@ def bench_finetune(size: int, budget_s: float, device: str, channels_last: bool 
 
 def _finetune_psnr(task, frame, backbone, adapted, device: str) -> dict[str, float]:
     """PSNR (dB) of the fine-tuned frame denoised by the backbone and by the adapted model, against the simulator's
-    truth without the camera's fixed pattern (data range of the truth). The backbone gets its noise model fitted to
-    the frame, as ``livedenoise denoise`` does (the fine-tune fits its own)."""
+    truth without the camera's fixed pattern (``backbone``, ``fine-tuned``: the pattern is noise to remove) and with
+    it (``... with pattern``: what an average of many frames converges to, and what every self-supervised criterion
+    takes for signal), each over the data range of that truth. The backbone gets its noise model fitted to the frame,
+    as ``livedenoise denoise`` does (the fine-tune fits its own)."""
     from skimage.metrics import peak_signal_noise_ratio
 
     from livedenoise.evaluate.methods import with_normalizer
     from livedenoise.inference import Denoiser
 
+    rate = task.fields("train", 0, 1)[0]
     backbone = with_normalizer(backbone, [frame])
-
-    truth = task.truth_flat(task.fields("train", 0, 1)[0], 20.0)
-    span = float(truth.max() - truth.min())
-    return {name: float(peak_signal_noise_ratio(truth, Denoiser(model, device=device).denoise(frame).astype(np.float32),
-                                                data_range=span))
-            for name, model in (("backbone", backbone), ("fine-tuned", adapted))}
+    outputs = {name: Denoiser(model, device=device).denoise(frame).astype(np.float32)
+               for name, model in (("backbone", backbone), ("fine-tuned", adapted))}
+    scores = {}
+    for suffix, truth in (("", task.truth_flat(rate, 20.0)), (" with pattern", task.truth(rate, 20.0))):
+        span = float(truth.max() - truth.min())
+        scores.update({name + suffix: float(peak_signal_noise_ratio(truth, out, data_range=span))
+                       for name, out in outputs.items()})
+    return scores
 
 
 def bench_acquisition(frames: int, size: int) -> list[dict]:

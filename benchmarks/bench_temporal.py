@@ -264,7 +264,8 @@ def render(payload: dict, heading: bool = True) -> str:
     rows.append(["mean PSNR everywhere else"] + [f"{payload['rest'][k]:.2f}" for k in methods])
     secs = payload["seconds_per_frame"]
     threads = payload.get("machine", {}).get("torch_threads", 1)
-    rows.append([f"ms per frame ({threads} thread{'s' if threads != 1 else ''})"] + ["-"]
+    rows.append([f"ms per frame ({threads} thread{'s' if threads != 1 else ''}; peers as first computed, cached)"]
+                + ["-"]
                 + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
     models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps"
                        + (", second pass)" if v.get("second_pass") else ")") for k, v in payload["models"].items())
@@ -341,9 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         m = entry["methods"]
         print(f"[temporal] {s.name}: " + ", ".join(f"{k} {v['psnr']:.2f}" for k, v in m.items()), flush=True)
     info = machine()
-    command = "python benchmarks/bench_temporal.py" + (" --quick" if args.quick else "") + (
-        " --no-bm4d" if args.no_bm4d else "") + (" --no-deepcad" if args.no_deepcad else
-                                                 f" --deepcad-budget {args.deepcad_budget:g}")
+    command = "python benchmarks/bench_temporal.py" + "".join(
+        f" {flag} {value}" for flag, value in (("--temporal", args.temporal), ("--frame-model", args.frame_model),
+                                               ("--frames", args.frames), ("--size", args.size))
+        if value is not None and str(value) != str(ap.get_default(flag.lstrip("-").replace("-", "_")))) + (
+        " --quick" if args.quick else "") + (" --no-bm4d" if args.no_bm4d else "") + (
+        " --no-deepcad" if args.no_deepcad else f" --deepcad-budget {args.deepcad_budget:g}")
     payload = {"machine": info, "models": models, "cases": results, "frames": frames, "size": size, "quick": args.quick,
                "command": command}
     if any("deepcad" in e for e in results):

@@ -265,6 +265,10 @@ def speed_cpu(data: dict, path: str) -> str:
     """Inference per model on the CPU (``bench_speed.py --only inference``, models timed interleaved): ms per frame
     at each size and the cost relative to the run's first model."""
     rows = [r for r in data.get("inference") or [] if r["device"] == "cpu"]
+    kinds = {(r.get("layout", "NCHW"), r.get("precision", "fp32")) for r in rows}
+    if not rows or len(kinds) != 1:
+        raise TablesError(f"speed: expected CPU rows of one layout and precision, found {sorted(kinds) or 'none'}")
+    (layout, precision), = kinds
     sizes = sorted({r["size"] for r in rows})
     ms = {(r["model"], r["size"]): r["ms_per_frame"] for r in rows}
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -273,7 +277,7 @@ def speed_cpu(data: dict, path: str) -> str:
             for model in models]
     table = _table(["model", *(f"ms / {size}² frame (× `{models[0]}`)" for size in sizes)], body)
     note = ("A temporal model's frame is `Denoiser.push` of a new frame into a full window (the live cost); median "
-            "of the timed runs, channels-last, fp32.")
+            f"of the timed runs, {layout}, {precision}.")
     return "\n".join([table, "", note, "", _source_line(path, data, data.get("command")
                                                           or "python benchmarks/bench_speed.py --only inference")])
 
@@ -342,10 +346,10 @@ def live_backbones(sources: list[tuple[dict, str]]) -> str:
         what = ("calibration references with the camera's fixed pattern removed (the default)"
                 if data.get("fixed_pattern_removed", True) else
                 "calibration references keeping the camera's fixed pattern (`[live] remove_fixed_pattern = false`)")
-        # runs before the temporal second pass existed (commit b2e82b6, 2026-12-04 21:38 UTC) ran `temporal` as the
-        # fusion alone
+        # runs before the temporal second pass existed ran `temporal` as the fusion alone; every run since records
+        # the commits it ran (`commits`, bench_live.py since 2026-12-05), and the runs between time temporal-fusion
         means = data.get("means", {})
-        second = "temporal-fusion" in means or str((data.get("machine") or {}).get("date", "")) > "2026-12-04T21:39"
+        second = "temporal-fusion" in means or "commits" in data
         if not second:
             what += ", an earlier release: `temporal` is the fusion alone"
         elif "temporal-fusion" in means:
@@ -388,14 +392,21 @@ def train_layers(data: dict, path: str) -> str:
     """Self-supervised fine-tuning by training precision and weights changed (``bench_speed.py --train-precisions
     --adapt-layers``): steps per second against the run's first row, and the PSNR against the simulator's truth of the
     fine-tuned frame denoised by the backbone (its noise model fitted to the frame) and by the result."""
-    runs = data["finetune"]
+    runs = [r for r in data["finetune"] if "psnr" in r]
+    if not runs:
+        raise TablesError("train-layers: the run has no fine-tune scored against the truth (bench_speed.py before "
+                          "2026-12-05)")
     base = runs[0]["steps"] / runs[0]["wall_s"]
     rows = [[r["precision"], r.get("adapt_layers", "all"), f"{r['size']}²", f"{r['wall_s']:.1f}", str(r["steps"]),
              f"{r['steps'] / r['wall_s']:.1f} ({r['steps'] / r['wall_s'] / base:.2f}×)", r["stopped"].replace("_", " "),
              f"{r['initial_val_loss']:.5f} → {r['best_val_loss']:.5f}",
-             f"{r['psnr']['backbone']:.2f} → {r['psnr']['fine-tuned']:.2f}"] for r in runs]
+             f"{r['psnr']['backbone']:.2f} → {r['psnr']['fine-tuned']:.2f}",
+             (f"{r['psnr']['backbone with pattern']:.2f} → {r['psnr']['fine-tuned with pattern']:.2f}"
+              if "backbone with pattern" in r["psnr"] else "-"),
+             {True: "yes", False: "no (backbone kept)"}.get(r.get("adapted"), "-")] for r in runs]
     return "\n".join([_table(["training precision", "weights changed", "frame", "wall s", "steps", "steps / s",
-                               "stopped", "held-out loss", "PSNR: backbone → fine-tuned"], rows), "",
+                               "stopped", "held-out loss", "PSNR: backbone → fine-tuned",
+                               "PSNR with the camera's pattern", "weights adapted"], rows), "",
                       _source_line(path, data, data.get("command", "bench_speed.py"))])
 
 

@@ -1,6 +1,7 @@
 """Put a new 2-D backbone into a temporal backbone's 2-D stage, keeping its fusion: how the shipped
 ``backbone-temporal`` got the fast backbone's GPU stage (2026-12-04), and how ``backbone-temporal-standard`` was
-made from the standard backbone (2026-12-05; a 2-D backbone of other widths gets a temporal network of its widths).
+made from the standard backbone and ``backbone-temporal-lite`` from the lite one (2026-12-05; a 2-D backbone of
+other widths or depth gets a temporal network of its widths).
 
     python benchmarks/swap_temporal_frame.py OLD_TEMPORAL.safetensors NEW_FAST.safetensors -o temporal.safetensors
     python benchmarks/swap_temporal_frame.py livedenoise/weights/backbone-temporal.safetensors \

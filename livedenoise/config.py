@@ -78,8 +78,8 @@ class LiveConfig(_Strict):
     mode: Literal["pairs", "self"] = "pairs"
     backbone: str = Field("temporal",
                           description=("shipped backbone name ('temporal': the fast 2-D network fused with the 4 "
-                                       "frames before, the default; 'temporal-lite': the lite network fused, about a "
-                                       "third of the cost; 'fast', 'standard', 'lite', 'temporal-standard') or a "
+                                       "frames before, the default; 'temporal-lite': the lite network fused, about "
+                                       "half the cost; 'fast', 'standard', 'lite', 'temporal-standard') or a "
                                        "checkpoint path"))
     calibration_positions: int = Field(5, ge=1, le=100, description="stage positions for calibration pairs")
     reference: Literal["exposure", "power", "average"] = Field(

@@ -435,13 +435,15 @@ def test_a_temporal_backbone_of_other_widths_is_that_2d_stage_with_the_shipped_f
     from livedenoise.checkpoint import load_backbone
 
     both = load_backbone(f"temporal-{frame_name}")
-    standard, temporal = load_backbone(frame_name), load_backbone("temporal")
-    assert isinstance(both.model, TemporalUNet) and list(both.model.widths) == list(standard.model.widths)
-    assert all(torch.equal(v, standard.model.state_dict()[k]) for k, v in both.model.frame.state_dict().items())
+    frame, temporal = load_backbone(frame_name), load_backbone("temporal")
+    assert isinstance(both.model, TemporalUNet) and list(both.model.widths) == list(frame.model.widths)
+    frame_weights = frame.model.state_dict()
+    assert set(both.model.frame.state_dict()) == set(frame_weights)  # every weight of the 2-D backbone, no other
+    assert all(torch.equal(v, frame_weights[k]) for k, v in both.model.frame.state_dict().items())
     assert all(torch.equal(v, temporal.model.fusion.state_dict()[k])
                for k, v in both.model.fusion.state_dict().items())
     fusion_steps = temporal.training["total_steps"] - load_backbone("fast").training["total_steps"]
-    assert both.training["total_steps"] == standard.training["total_steps"] + fusion_steps
+    assert both.training["total_steps"] == frame.training["total_steps"] + fusion_steps
     assert "copied in, not retrained" in both.training["stages"][-1]["note"]
     # nothing measured with the fast 2-D stage is passed off as this model's
     assert "best_val_loss" not in both.training and set(both.metadata["metrics"]) == {"fusion"}

@@ -25,7 +25,7 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
                    help="'temporal' (fuses each frame with the 4 before it; default: [live] backbone), 'fast', "
                         "'lite' (less than half the time of 'fast' per frame, less quality), 'standard', "
                         "'temporal-standard' (about 3x the cost of 'temporal'), 'temporal-lite' (the lite network "
-                        "fused: about a third of the cost of 'temporal', less quality; for 512x512 and larger "
+                        "fused: about half the cost of 'temporal', less quality; for 512x512 and larger "
                         "frames on a CPU) or a checkpoint path")
     p.add_argument("--finetune-seconds", type=float, help="time budget for background fine-tuning")
     p.add_argument("--positions", type=int, help="stage positions for calibration pairs")
