@@ -56,6 +56,7 @@ SOURCES: dict[str, str] = {
     "pairs-layers-quick": tuple(f"2026-12-04-pairs-layers-quick/{run}.json" for run in (
         "all-1e-4", "decoder-1e-4", "decoder-3e-4", "last-3e-4", "last-1e-3", "bias-1e-3")),
     "adapt-layers": ("2026-12-04-adapt-layers/adapt-lr1e-4.json", "2026-12-04-adapt-layers/adapt-lr3e-4.json"),
+    "adapt-layers-gpu-backbone": ("2026-12-05-adapt-layers/adapt.json",),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
     "demo": "2026-12-05-demo/report.json",
@@ -621,7 +622,7 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
-         "adapt-layers": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
+         "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
          "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc}
 
