@@ -622,8 +622,8 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
-         "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit, "live-backbones": live_backbones,
-         "live-temporal-lite": live_backbones,
+         "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
+         "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc}
 
 RENDERERS: dict[str, Callable] = {

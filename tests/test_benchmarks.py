@@ -200,7 +200,9 @@ def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart
     payload.update(bt.summarise(payload["cases"]))
     md = bt.render(payload)
     assert ("| 20 ph confocal |" in md and "mean PSNR on moving puncta" in md
-            and "| ms per frame (1 thread) | - | 10 |" in md)
+            and "| ms per frame (1 thread; peers as first computed, cached) | - | 10 |" in md)
+    # the cost row names the thread count the run had
+    assert "| ms per frame (2 threads; " in bt.render({**payload, "machine": {"torch_threads": 2}})
 
 
 def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):
