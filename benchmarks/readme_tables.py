@@ -45,6 +45,7 @@ SOURCES: dict[str, str] = {
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
     "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
     "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
+    "calibration": "2026-12-05-calibration/calibration.json",
     "live-temporal-lite": ("2026-12-05-live-temporal-lite/live.json",),
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
@@ -328,6 +329,14 @@ def attach(data: dict, path: str) -> str:
 
     return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
                                                                   or "python benchmarks/bench_attach.py")])
+
+
+def calibration(data: dict, path: str) -> str:
+    """A camera calibration's maps: the output with the fixed pattern put back or not, network and VST+BM3D."""
+    from bench_calibration import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
+                                                                  or "python benchmarks/bench_calibration.py")])
 
 
 def temporal(data: dict, path: str) -> str:
@@ -633,7 +642,7 @@ RENDERERS: dict[str, Callable] = {
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "train-bf16": train_bf16, "train-layers": train_layers,
-    "temporal": temporal, "attach": attach,
+    "temporal": temporal, "attach": attach, "calibration": calibration,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "allocator-models": allocator,
     "motion-noise": motion_noise, **MULTI,

@@ -93,7 +93,8 @@ def residual_map(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer) 
     """
     if not normalizer.vst:
         return ((np.asarray(raw, np.float64) - np.asarray(denoised, np.float64)) / normalizer.gain).astype(np.float32)
-    return (normalizer.to_stabilised(raw) - normalizer.to_stabilised(np.nan_to_num(denoised))).astype(np.float32)
+    return (normalizer.to_stabilised(raw)
+            - normalizer.to_stabilised_output(np.nan_to_num(denoised))).astype(np.float32)
 
 
 def _block_means(values: np.ndarray, block: int = _BLOCK) -> np.ndarray:
@@ -125,7 +126,7 @@ def check_residual(raw: np.ndarray, denoised: np.ndarray, normalizer: Normalizer
     if sat is not None:
         keep &= ~sat
     t_raw = normalizer.to_stabilised(raw)
-    t_den = normalizer.to_stabilised(den)
+    t_den = normalizer.to_stabilised_output(den)
     r = t_raw - t_den
     from livedenoise.noise_model import bin4, is_correlated, noise_correlation_ratio, unclipped_mask
 

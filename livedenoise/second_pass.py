@@ -65,10 +65,11 @@ def second_pass(result: Fused, normalizer: Normalizer,
 
     ``result`` must carry the average of the raw frames in electrons (``MotionAdaptiveFusion.fuse(..., raw=
     normalizer.electrons_torch(frames))``): registration moves a neighbour's pixels onto other sensor pixels, so
-    the camera's per-pixel offset and gain are taken out before averaging and put back, the reference frame's,
-    after. ``denoise`` maps network inputs [M, H, W] to the 2-D network's outputs [M, H, W] (the Denoiser's tiled
-    pass); ``inversion``: how its outputs are inverted where that is not ``normalizer.inversion`` (a fine-tuned
-    model whose second pass keeps the backbone's 2-D stage: ``TemporalUNet.averages_inversion``).
+    the camera's per-pixel offset and gain are taken out before averaging, and the output, like every output, is
+    in the ADU of a camera without the fixed pattern (:meth:`Normalizer.inverse_torch`). ``denoise`` maps network
+    inputs [M, H, W] to the 2-D network's outputs [M, H, W] (the Denoiser's tiled pass); ``inversion``: how its
+    outputs are inverted where that is not ``normalizer.inversion`` (a fine-tuned model whose second pass keeps the
+    backbone's 2-D stage: ``TemporalUNet.averages_inversion``).
     """
     fused = normalizer.inverse_torch(result.fused)
     if result.average is None or result.frames is None:
@@ -84,6 +85,6 @@ def second_pass(result: Fused, normalizer: Normalizer,
     out = fused.clone()
     for j, i in enumerate(todo):
         share = torch.clamp((result.frames[i] - 1.0) / (counts[i] - 1.0), 0.0, 1.0)
-        again = normalizer.from_electrons_torch(models[i].inverse_torch(y[j]))
+        again = normalizer.output_from_electrons_torch(models[i].inverse_torch(y[j]))
         out[i] = share * again + (1.0 - share) * fused[i]
     return out

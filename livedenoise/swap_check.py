@@ -91,7 +91,7 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
             x = x[-1]
         else:
             out = den.denoise(x)
-        d = norm.to_stabilised(out) - norm.to_stabilised(target)
+        d = norm.to_stabilised_output(out) - norm.to_stabilised(target)  # outputs carry no fixed pattern
         sat = norm.saturated_mask(x)
         if sat is not None:
             sat = sat | norm.saturated_mask(target)
