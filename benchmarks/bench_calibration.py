@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_OUTPUT, PeerError, finite_mean, load_average, machine, machine_line, publish, run_peer, table
+from common import DEFAULT_OUTPUT, PeerError, finite_mean, load_average, machine, publish, report, run_peer, table
 
 STRUCTURES = ("filaments", "puncta", "mitochondria", "nuclei")
 PHOTONS = (1.0, 5.0, 20.0, 100.0)
@@ -150,10 +150,7 @@ def render(payload: dict, heading: bool = True) -> str:
     lines = [f"PSNR (dB) against the sample as a camera without the fixed pattern records it, mean over "
              f"{', '.join(payload['structures'])} ({payload['fields']} test fields of {payload['size']}² each); "
              f"network: `{payload['model']}`{steps}.", "", table(header, summary(payload))]
-    if heading:
-        lines = ["# Camera calibration maps: the output with and without the fixed pattern", "",
-                 f"- machine: {machine_line(payload['machine'])}", f"- command: `{payload['command']}`", "", *lines]
-    return "\n".join(lines) + "\n"
+    return report("Camera calibration maps: the output with and without the fixed pattern", payload, lines, heading)
 
 
 if __name__ == "__main__":

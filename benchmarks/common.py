@@ -89,6 +89,15 @@ def publish(output: Path, name: str, payload: dict, markdown: str) -> None:
     print(f"wrote {jp} and {mp}")
 
 
+def report(title: str, payload: dict, lines: list[str], heading: bool = True) -> str:
+    """A run's Markdown: ``lines`` (the tables), under a title with the machine and command when ``heading`` (the
+    ``.md`` file; the README's blocks take the lines alone)."""
+    if heading:
+        lines = [f"# {title}", "", f"- machine: {machine_line(payload['machine'])}",
+                 f"- command: `{payload['command']}`", "", *lines]
+    return "\n".join(lines) + "\n"
+
+
 def finite_mean(values) -> float:
     """Mean of the finite numbers among ``values`` (None, NaN, inf and non-numbers skipped); NaN when none."""
     v = [float(x) for x in values if isinstance(x, (int, float, np.floating)) and math.isfinite(float(x))]

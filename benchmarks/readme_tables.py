@@ -46,6 +46,7 @@ SOURCES: dict[str, str] = {
     "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
     "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
     "calibration": "2026-12-05-calibration/calibration.json",
+    "adapt-sim": "2026-12-05-gat-target/adapt-sim.json",
     "live-temporal-lite": ("2026-12-05-live-temporal-lite/live.json",),
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
     "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
@@ -337,6 +338,13 @@ def calibration(data: dict, path: str) -> str:
 
     return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
                                                                   or "python benchmarks/bench_calibration.py")])
+
+
+def adapt_sim(data: dict, path: str) -> str:
+    """`--adapt self` on the simulator: backbone, fine-tune and the SURE check's choice against the known sample."""
+    from bench_adapt_sim import render
+
+    return "\n".join([render(data, heading=False), _source_line(path, data, data["command"])])
 
 
 def temporal(data: dict, path: str) -> str:
@@ -642,7 +650,7 @@ RENDERERS: dict[str, Callable] = {
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "train-bf16": train_bf16, "train-layers": train_layers,
-    "temporal": temporal, "attach": attach, "calibration": calibration,
+    "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
     "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
     "allocator-models": allocator,
     "motion-noise": motion_noise, **MULTI,

@@ -180,6 +180,28 @@ def test_pairs_benchmark_table_counts_folds_and_gains(common):
     assert "| s | 2 | 30.00 | 29.00 | 29.50 | +0.50 | 100 (80) | 1/2 |" in md
 
 
+def test_adapt_sim_table_calls_a_check_right_only_when_it_kept_exactly_the_fine_tunes_that_won(common):
+    import bench_adapt_sim as bas
+
+    def row(way, backbone, tuned, kept):
+        return {"structure": "filaments", "photons": 5.0, "way": way, "steps": 500, "best_step": 400,
+                "stopped": "time_budget", "adapted": kept, "rejected": not kept, "note": "",
+                "sure_check": {"backbone": 0.2, "adapted": 0.18, "margin": 0.01, "adapted_better": kept,
+                               "noise_variance": "one level"},
+                "sure_one_level": {"backbone": 0.2, "adapted": 0.18},
+                "backbone psnr sample": backbone, "fine-tuned psnr sample": tuned,
+                "chosen psnr sample": tuned if kept else backbone, "backbone psnr with pattern": 22.0,
+                "fine-tuned psnr with pattern": 22.3}
+
+    payload = {"rows": [row("no calibration", 26.0, 25.5, True), row("calibration", 27.0, 26.5, False),
+                        row("calibration", 27.0, 27.4, True)],
+               "size": 256, "budget_s": 60.0, "model": "backbone-fast", "model_steps": 45100,
+               "machine": common.machine(), "command": "python benchmarks/bench_adapt_sim.py"}
+    md = bas.render(payload, heading=False)
+    assert "the check was right in 2 of 3 fits" in md and md.count("**no**") == 1
+    assert "Mean: backbone 26.67, chosen 26.63" in md  # (25.5 + 27.0 + 27.4) / 3
+
+
 def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart(common):
     import bench_temporal as bt
 

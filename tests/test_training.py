@@ -259,9 +259,9 @@ def test_finetuning_the_shipped_backbone_runs_steps_and_does_not_lose_to_it_on_h
         assert res.adapted and meta["adapted"] is True and meta["steps"] == 40
         assert meta["best_step"] == res.fit.best_step
         assert meta["backbone"] == "backbone-fast" and res.checkpoint.name == f"backbone-fast+{mode}"
-        # self-supervised outputs are E[transformed noisy]: the exact unbiased inverse; pairs: the algebraic one
-        assert (res.checkpoint.normalizer.inversion == meta["inversion"]
-                == ("unbiased" if mode == "self" else "algebraic"))
+        # both keep predicting the transform of the clean image: the algebraic inverse (self-supervised objectives
+        # read the network through the transform's bias, training.gat_target)
+        assert res.checkpoint.normalizer.inversion == meta["inversion"] == "algebraic"
     # backbone untouched
     assert all(torch.equal(a, b) for a, b in zip(before, backbone.model.parameters(), strict=True))
     bb = Denoiser(backbone, normalizer=normalizer_for(low, like=backbone.normalizer), device="cpu")
@@ -289,31 +289,62 @@ def test_a_finetune_that_keeps_the_backbone_is_not_called_adapted(experiment):
                for a, b in zip(backbone.model.parameters(), res.checkpoint.model.parameters(), strict=True))
 
 
-def test_self_supervised_finetune_inverts_without_bias_at_low_counts():
-    """The round trip an ideal self-supervised network makes (mean of transformed noisy values -> inverse) on
-    Poisson-Gaussian data of a calibrated camera: unbiased at 1-5 e-, where the algebraic inverse is ~-0.2 e- low."""
+def _calibrated_low_count_frames(size: int = 48, n: int = 4):
     from livedenoise.camera_calibration import CameraCalibration
 
     offset, gain, read_e = 100.0, 2.0, 1.0
-    size = 48
     cal = CameraCalibration(offset=np.full((size, size), offset, np.float32),
                             read_var=np.full((size, size), (read_e * gain) ** 2, np.float32),
                             gain=np.full((size, size), gain, np.float32))
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
     electrons = 1.0 + 20.0 * np.exp(-((yy - 24) ** 2 + (xx - 20) ** 2) / 40.0)
-    frames = [gain * rng.poisson(electrons) + offset + rng.normal(0, read_e * gain, electrons.shape) for _ in range(4)]
+    frames = [gain * rng.poisson(electrons) + offset + rng.normal(0, read_e * gain, electrons.shape) for _ in range(n)]
+    return cal, frames, (offset, gain, read_e)
+
+
+def test_self_supervised_objectives_read_the_backbone_through_the_transforms_bias():
+    """A network that predicts GAT(mean) exactly (what a supervised backbone predicts) is read by the blind-spot and
+    SURE objectives as the mean of the transformed noisy values: at 1-5 e- (a calibrated camera, Poisson-Gaussian
+    noise) the map lands within 0.02 noise sd of the Monte-Carlo mean, where the raw prediction is 0.07-0.2 sd
+    above it. So a fine-tune keeps the backbone's target and its algebraic inverse."""
+    from livedenoise.training.finetune import _objective_view
+
+    cal, frames, (offset, gain, read_e) = _calibrated_low_count_frames()
     cfg = TrainingConfig(patch_size=32, batch_size=4, max_steps=10, steps_per_validation=5, lr_self_supervised=1e-3)
     res = finetune(tiny_checkpoint(), frames, calibration=cal, training=cfg, time_budget_s=600, device="cpu")
-    assert res.adapted and res.mode == "self"
     norm = res.checkpoint.normalizer
-    assert norm.inversion == "unbiased"
+    assert res.mode == "self" and res.fit.steps == 10
+    assert norm.inversion == "algebraic" and res.checkpoint.metadata["training"]["inversion"] == "algebraic"
+    rng = np.random.default_rng(1)
     for lam in (1.0, 2.0, 5.0):
         x = gain * rng.poisson(lam, 1_000_000) + offset + rng.normal(0, read_e * gain, 1_000_000)
-        prediction = np.array([norm.forward(x).astype(np.float64).mean()])  # E[GAT(noisy)] in network units
-        unbiased = (float(norm.inverse(prediction)[0]) - offset) / gain - lam
-        algebraic = (float(norm.copy(inversion="algebraic").inverse(prediction)[0]) - offset) / gain - lam
-        assert abs(unbiased) < 0.05 and algebraic < -0.1, (lam, unbiased, algebraic)
+        mean_gat = norm.forward(x).astype(np.float64).mean() * norm.scale  # E[GAT(noisy)], noise sd 1
+        gat_of_mean = float(norm.forward(np.array([gain * lam + offset]))[0])  # an exact backbone's output
+
+        class Exact(torch.nn.Module):
+            def forward(self, t, value=gat_of_mean):
+                return torch.full_like(t, value)
+
+        read = float(_objective_view(Exact(), norm, "noise2same")(torch.zeros(1, 1, 2, 2))[0, 0, 0, 0])
+        assert abs(read * norm.scale - mean_gat) < 0.02, (lam, read * norm.scale, mean_gat)
+        assert gat_of_mean * norm.scale - mean_gat > 0.05, (lam, gat_of_mean * norm.scale, mean_gat)
+        # and the algebraic inverse of that exact output is the mean itself: what the adapted model's output goes by
+        assert abs((float(norm.inverse(np.array([gat_of_mean]))[0]) - offset) / gain - lam) < 1e-3
+    # pair fine-tunes and models that already predict E[GAT(noisy)] are read as they are
+    plain = torch.nn.Identity()
+    assert _objective_view(plain, norm, "supervised") is plain
+    assert _objective_view(plain, norm.copy(inversion="unbiased"), "noise2same") is plain
+
+
+def test_a_self_fine_tune_of_an_unbiased_inverse_model_keeps_that_inverse():
+    """A checkpoint that predicts E[GAT(noisy)] (adapted by an earlier release) keeps its unbiased inverse."""
+    cal, frames, _ = _calibrated_low_count_frames()
+    ckpt = tiny_checkpoint()
+    ckpt.normalizer = ckpt.normalizer.copy(inversion="unbiased")
+    cfg = TrainingConfig(patch_size=32, batch_size=4, max_steps=10, steps_per_validation=5, lr_self_supervised=1e-3)
+    res = finetune(ckpt, frames, calibration=cal, training=cfg, time_budget_s=600, device="cpu")
+    assert res.fit.steps == 10 and res.checkpoint.normalizer.inversion == "unbiased"
 
 
 def test_finetune_rejects_mismatched_pairs_and_bad_images():
@@ -458,6 +489,52 @@ def test_sure_estimates_the_error_against_the_clean_image_without_seeing_it():
     assert est < 0.3 * est_identity
 
 
+def test_sure_with_per_pixel_variances_estimates_the_error_where_one_level_does_not():
+    """Half the pixels four times noisier (an sCMOS's read-noise spread, exaggerated): with each pixel's variance,
+    SURE of a 3x3 mean is within 10 % of its true error; with one level for all it is off by more than 30 %."""
+    from livedenoise.training.sure import sure_loss
+
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    clean = (0.5 + 0.3 * torch.sin(xx / 9.0) * torch.cos(yy / 7.0))[None, None]
+    sigma = 0.1
+    variance = torch.ones_like(clean)
+    variance[..., ::2] = 4.0  # every other column
+    noisy = clean + sigma * variance.sqrt() * torch.randn_like(clean)
+    smoother = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect", bias=False)
+    with torch.no_grad():
+        smoother.weight.fill_(1 / 9)
+        true_mse = float(((smoother(noisy) - clean) ** 2).mean())
+        per_pixel = float(np.mean([float(sure_loss(smoother, noisy, sigma, None, variance)) for _ in range(8)]))
+        one_level = float(np.mean([float(sure_loss(smoother, noisy, sigma)) for _ in range(8)]))
+    assert abs(per_pixel - true_mse) < 0.1 * true_mse, (per_pixel, true_mse)
+    assert abs(one_level - true_mse) > 0.3 * true_mse, (one_level, true_mse)
+
+
+def test_calibrated_variances_follow_the_read_noise_map():
+    """A calibration with one noisy pixel (10x the median read variance): that pixel's relative variance is
+    (lam + b_i) / (lam + b) > 1, every other pixel's 1; none without a calibration or per-pixel maps."""
+    from livedenoise.camera_calibration import CameraCalibration
+    from livedenoise.noise_model import normalizer_for
+    from livedenoise.training.finetune import _calibrated_variances
+
+    size, gain = 32, 2.0
+    read_var = np.full((size, size), 4.0, np.float32)  # 1 e- read noise
+    read_var[-3, 5] = 40.0
+    cal = CameraCalibration(offset=np.full((size, size), 100.0, np.float32), read_var=read_var,
+                            gain=np.full((size, size), gain, np.float32))
+    frame = (gain * np.random.default_rng(0).poisson(3.0, (size, size)) + 100.0).astype(np.float32)
+    norm = normalizer_for([frame], like=Normalizer(scale=BACKBONE_SCALE), calibration=cal)
+    strip = norm.forward(frame)[-8:]
+    identity = torch.nn.Identity()
+    (v,) = _calibrated_variances(identity, [strip], norm, cal)
+    lam = (norm.inverse(strip[5:6, 5:6]).astype(np.float64)[0, 0] - norm.offset) / norm.gain
+    assert v.shape == (8, size) and np.allclose(np.delete(v.ravel(), 5 * size + 5), 1.0, atol=1e-5)
+    assert v[5, 5] == pytest.approx((lam + 10.0) / (lam + 1.0), rel=1e-3) and v[5, 5] > 2.0
+    assert _calibrated_variances(identity, [strip], norm, None) is None
+    assert _calibrated_variances(identity, [strip], norm.copy(pixel_offset=None, pixel_gain=None), cal) is None
+
+
 def test_a_self_fine_tune_that_sure_does_not_confirm_is_sent_back_to_the_backbone(monkeypatch):
     from livedenoise.checkpoint import load_backbone
     from livedenoise.training import finetune as ft
@@ -467,7 +544,7 @@ def test_a_self_fine_tune_that_sure_does_not_confirm_is_sent_back_to_the_backbon
     backbone = load_backbone("fast")
     seen = {}
 
-    def never_better(b, a, strips, sigma):
+    def never_better(b, a, strips, sigma, variances=None):
         seen["strips"] = len(strips)
         return {"backbone": 0.30, "adapted": 0.295, "margin": ft.SURE_MARGIN, "adapted_better": False}
 

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
+import torch
 
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import TrainingConfig
 from livedenoise.device import select_device
 from livedenoise.errors import InputDataError
 from livedenoise.training.data import ImageSet, PatchSampler, as_frames, normalizer_for, split_strips
+from livedenoise.training.gat_target import ExpectedGatOutput, reads_expected_gat
 from livedenoise.training.loop import FitProgress, FitResult, Objective, fit
 from livedenoise.training.partial import select_trainable
 
@@ -80,11 +82,13 @@ def finetune(
     0 steps or kept its initial weights, the checkpoint is the backbone with a noise model fitted to
     these frames (``metadata["training"]["adapted"]`` is False).
 
-    The GAT inverse follows what the network was trained to predict: a self-supervised fine-tune
-    predicts the expected *transformed noisy* value, whose algebraic inverse is biased low (about
-    -0.25 e- at every level), so it gets the exact unbiased inverse (``Normalizer.inversion =
-    "unbiased"``); a pair fine-tune predicts the transform of the clean image and keeps the algebraic
-    one. A fit that kept the initial weights keeps the backbone's inverse.
+    The GAT inverse follows what the network predicts. A pair fine-tune predicts the transform of the clean
+    image: algebraic inverse. A self-supervised fine-tune keeps what its backbone predicts: its objective reads a
+    backbone of the transform of the mean (algebraic inverse) through the transform's bias
+    (:mod:`livedenoise.training.gat_target`), so the adapted network keeps that target and inverse; one whose
+    backbone predicts the expected transformed noisy value keeps the unbiased inverse. (Until 2026-12-05 every
+    self-supervised fine-tune switched to the unbiased target and inverse, spending its steps on the change of
+    target, which the SURE check mistook for an improvement.)
     """
     from livedenoise.bioimageio_import import refuse_training
 
@@ -133,7 +137,8 @@ def finetune(
     else:
         trainable = select_trainable(adapted.model, cfg.adapt_layers)
         result = fit(
-            adapted.model, train, val, objective=objective, lr=lr, max_steps=cfg.max_steps, trainable=trainable,
+            _objective_view(adapted.model, norm, objective), train, val, objective=objective, lr=lr,
+            max_steps=cfg.max_steps, trainable=trainable,
             time_budget_s=time_budget_s if time_budget_s is not None else cfg.time_budget_s,
             patience=cfg.patience, steps_per_validation=cfg.steps_per_validation, loss=cfg.loss,
             ssim_weight=cfg.ssim_weight if objective == "supervised" else 0.0, mask_grid=cfg.mask_grid,
@@ -143,7 +148,10 @@ def finetune(
     adapted.model.to("cpu").requires_grad_(True)  # as a cloned backbone is: whatever trains it next sees every weight
     sure_check = None
     if objective != "supervised" and result.adapted and norm.vst:
-        sure_check = _full_image_check(backbone.model, adapted.model, val_n, norm.noise_std)
+        variances = _calibrated_variances(backbone.model, val_n, norm, calibration)
+        sure_check = _full_image_check(_objective_view(backbone.model, norm, objective),
+                                       _objective_view(adapted.model, norm, objective), val_n, norm.noise_std,
+                                       variances)
         if not sure_check["adapted_better"]:
             adapted.model.load_state_dict(backbone.model.state_dict())
             result.rejected = True
@@ -151,8 +159,8 @@ def finetune(
                            f"(SURE) on held-out rows did not improve by {SURE_MARGIN:g} noise variances "
                            f"({sure_check['backbone']:.4f} -> {sure_check['adapted']:.4f}); the backbone is kept")
             log.info("%s", result.note)
-    if result.adapted and norm.vst:
-        norm = norm.copy(inversion="algebraic" if objective == "supervised" else "unbiased")
+    if result.adapted and norm.vst and objective == "supervised":
+        norm = norm.copy(inversion="algebraic")  # a pair fine-tune predicts GAT(clean), whatever its backbone did
     if not result.adapted:
         log.info("fine-tuning kept the backbone's weights (%d steps, no held-out improvement): not an adapted model",
                  result.steps)
@@ -178,6 +186,14 @@ def finetune(
         },
     }
     return FinetuneResult(adapted, result, mode)
+
+
+def _objective_view(model: torch.nn.Module, norm, objective: str) -> torch.nn.Module:
+    """``model`` as a self-supervised objective must read it: through the GAT's bias when it predicts the transform
+    of the mean (:mod:`livedenoise.training.gat_target`); pair fine-tunes and unbiased-inverse models as they are."""
+    if objective != "supervised" and reads_expected_gat(norm):
+        return ExpectedGatOutput(model, norm)
+    return model
 
 
 def _finetune_temporal(backbone: Checkpoint, noisy, clean, **kwargs) -> FinetuneResult:
@@ -219,10 +235,12 @@ SURE_MARGIN = 0.01
 SURE_PROBES = 4
 
 
-def _full_image_check(backbone, adapted, strips: list[np.ndarray], noise_std: float) -> dict:
-    """SURE (in noise variances per pixel) of the backbone and of the fine-tuned model on held-out strips."""
-    import torch
+def _full_image_check(backbone, adapted, strips: list[np.ndarray], noise_std: float,
+                      variances: list[np.ndarray] | None = None) -> dict:
+    """SURE (in noise variances per pixel) of the backbone and of the fine-tuned model on held-out strips.
 
+    ``variances``: each strip's per-pixel noise variance in noise-variance units (:func:`_calibrated_variances`),
+    or None for the normaliser's one level everywhere."""
     from livedenoise.training.sure import sure_loss
 
     def estimate(model) -> float:
@@ -230,15 +248,48 @@ def _full_image_check(backbone, adapted, strips: list[np.ndarray], noise_std: fl
         gen = torch.Generator().manual_seed(7)
         vals = []
         with torch.no_grad():
-            for strip in strips:
+            for k, strip in enumerate(strips):
                 x = torch.from_numpy(np.ascontiguousarray(strip, dtype=np.float32))[None, None]
+                v = None if variances is None else torch.from_numpy(variances[k].astype(np.float32))[None, None]
                 for _ in range(SURE_PROBES):
-                    vals.append(float(sure_loss(model, x, noise_std, torch.randn(x.shape, generator=gen))) * x.numel())
+                    probe = torch.randn(x.shape, generator=gen)
+                    vals.append(float(sure_loss(model, x, noise_std, probe, v)) * x.numel())
         total = sum(s.size for s in strips) * SURE_PROBES
         return sum(vals) / total / noise_std**2
 
     b, a = estimate(backbone), estimate(adapted)
-    return {"backbone": b, "adapted": a, "margin": SURE_MARGIN, "adapted_better": a < b - SURE_MARGIN}
+    return {"backbone": b, "adapted": a, "margin": SURE_MARGIN, "adapted_better": a < b - SURE_MARGIN,
+            "noise_variance": "per pixel (camera calibration)" if variances is not None else "one level"}
+
+
+def _calibrated_variances(model: torch.nn.Module, strips: list[np.ndarray], norm,
+                          calibration) -> list[np.ndarray] | None:
+    """Each held-out strip's per-pixel noise variance relative to the level the GAT stabilises, from a camera
+    calibration's read-noise map; None without per-pixel maps for these frames.
+
+    The calibrated GAT stabilises ``var(e) = E[e] + b`` with ``b`` the calibration's *median* read variance; a pixel
+    of read variance ``b_i`` has ``(lam + b_i) / (lam + b)`` times that variance (to first order), with ``lam``
+    its photoelectrons, here the backbone's estimate. On the simulated Zyla (read-noise spread 35 %, 0.3 % noisy
+    pixels) the stabilised variance averages 1.17, not 1, which biased the check towards fine-tunes that pass more
+    noise through (``benchmarks/results/2026-12-05-gat-target/``)."""
+    if calibration is None or not norm.vst or norm.pixel_offset is None:
+        return None
+    if not hasattr(calibration, "read_var"):
+        from livedenoise.camera_calibration import CameraCalibration
+
+        calibration = CameraCalibration.load(calibration)
+    read_e2 = np.asarray(calibration.read_var, np.float64) / np.asarray(calibration.gain, np.float64) ** 2
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for strip in strips:
+            if read_e2.shape[-1] != strip.shape[-1] or read_e2.shape[0] < strip.shape[-2]:
+                return None
+            rows = read_e2[read_e2.shape[0] - strip.shape[-2]:]  # a strip is the bottom rows of its frame
+            y = model(torch.from_numpy(np.ascontiguousarray(strip, dtype=np.float32))[None, None])[0, 0].numpy()
+            lam = np.maximum((norm.inverse(y).astype(np.float64) - norm.offset) / norm.gain, 0.0)
+            out.append((lam + rows) / np.maximum(lam + norm.noise_b, 1e-6))
+    return out
 
 
 def _self_supervision_invalid(frames: list[np.ndarray], norm) -> str:

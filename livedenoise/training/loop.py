@@ -136,7 +136,8 @@ def _trains_channels_last(model: torch.nn.Module) -> bool:
     """Whether ``model`` is a plain 2-D U-Net (4-D NCHW inputs), the kind the channels-last layout speeds up."""
     from livedenoise.models.unet import UNet2D
 
-    return TRAIN_CHANNELS_LAST and type(model) is UNet2D
+    inner = getattr(model, "inner_model", model)  # a wrapper around the network (training.gat_target)
+    return TRAIN_CHANNELS_LAST and type(inner) is UNet2D
 
 
 def _layout(x: torch.Tensor, nhwc: bool) -> torch.Tensor:

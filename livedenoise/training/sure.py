@@ -26,15 +26,21 @@ EPS_FRACTION = 1e-2
 
 
 def sure_loss(model: torch.nn.Module, x: torch.Tensor, noise_std: float,
-              probe: torch.Tensor | None = None) -> torch.Tensor:
+              probe: torch.Tensor | None = None, variance: torch.Tensor | None = None) -> torch.Tensor:
     """SURE estimate of the mean squared error of ``model(x)`` against the clean image ([B, C, H, W]).
 
     ``probe``: the standard-normal divergence probe (drawn when None; pass a fixed one for a
-    validation score that is comparable between weights).
+    validation score that is comparable between weights). ``variance``: each pixel's noise variance in units
+    of ``noise_std**2`` (broadcastable to ``x``; default 1 everywhere). Stein's lemma holds pixel by pixel,
+    ``E[(f_i - x_i)^2] = E[(f_i - s_i)^2] + v_i - 2 v_i E[df_i/dx_i]``, so a camera whose pixels differ in read
+    noise (sCMOS) is scored with its own variances: with one level for all, the estimate of a model that passes
+    more noise through is too low wherever the true variance is higher (measured: a fine-tune that lost 0.33 dB
+    against the sample scored 7 % better than its backbone; with the calibration's per-pixel variances, 2 %).
     """
     sigma = float(noise_std)
     b = torch.randn_like(x) if probe is None else probe
     eps = EPS_FRACTION * sigma
     out = model(x)
-    div = (b * (model(x + eps * b) - out)).mean() / eps  # per pixel
-    return ((out - x) ** 2).mean() - sigma * sigma + 2.0 * sigma * sigma * div
+    v = torch.ones((), dtype=x.dtype, device=x.device) if variance is None else variance
+    div = (v * b * (model(x + eps * b) - out)).mean() / eps  # per pixel, variance-weighted
+    return ((out - x) ** 2).mean() - sigma * sigma * v.expand_as(x).mean() + 2.0 * sigma * sigma * div
