@@ -65,7 +65,7 @@ SOURCES: dict[str, str] = {
     "live-backbones": ("2026-12-04-live-second-pass/live.json", "2026-12-04-live-backbones/live.json",
                        "2026-12-04-live-keep-pattern/live.json"),
     "temporal-pairs": ("2026-12-03-temporal-pairs/temporal-pairs.json",
-                       "2026-12-03-temporal-pairs-calibrated/temporal-pairs.json",
+                       "2026-12-05-temporal-pairs-calibrated/temporal-pairs.json",
                        "2026-12-04-temporal-pairs-fixed-pattern/temporal-pairs.json",
                        "2026-12-05-temporal-pairs-averages-stage/temporal-pairs.json"),
     "integrity": "2026-12-03-integrity/integrity.json",
