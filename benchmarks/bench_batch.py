@@ -13,11 +13,13 @@ network of the same preset is timed instead (same architecture, same cost) and m
 
 ``--malloc keep system`` runs every configuration with freed memory kept within a block (livedenoise's default,
 ``livedenoise.cpu_memory``) and with malloc's own settings (``LIVEDENOISE_MALLOC=system``), alternated over
-``--rounds``; the table gives the median of the rounds.
+``--rounds``; the table gives the median of the rounds. ``--precisions fp32 bf16`` runs every configuration with
+each ``denoise --precision`` (bf16: the network's weights and activations in bfloat16 on a CPU that has it).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -48,7 +50,7 @@ if args["cluster"]:
 t0 = time.perf_counter()
 s = denoise_dataset([args["input"]], args["output"], model=args["model"], memory_budget=args["budget"],
                     progress=False, device=args["device"], workers=None if args["cluster"] else args["workers"],
-                    scheduler=scheduler, overwrite=True)
+                    scheduler=scheduler, overwrite=True, precision=args.get("precision", "auto"))
 wall = time.perf_counter() - t0
 if client is not None:
     client.close(); cluster.close()
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--malloc", nargs="+", choices=["keep", "system"], default=["keep"],
                         help="LIVEDENOISE_MALLOC of each run (both: alternated, every configuration)")
+    parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], default=["auto"],
+                        help="the network's arithmetic of each run (denoise --precision; bf16 on a CPU with native "
+                             "bfloat16)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration and malloc setting")
     parser.add_argument("--json", type=Path, default=Path("bench_batch.json"), help="where to write the results")
     args = parser.parse_args(argv)
@@ -114,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for name in args.models:
                 path, label = model_path(name, tmp_path)
-                for workers in args.workers:
+                for workers, precision in itertools.product(args.workers, args.precisions):
                     for malloc in (args.malloc if round_ % 2 == 0 else args.malloc[::-1]):
-                        spec = {"input": str(data), "output": str(tmp_path / f"out-{name}-{workers}-{malloc}"),
+                        spec = {"precision": precision, "input": str(data),
+                                "output": str(tmp_path / f"out-{name}-{workers}-{precision}-{malloc}"),
                                 "model": path, "budget": args.budget, "workers": workers, "cluster": args.cluster,
                                 "threads": args.threads, "device": args.device}
                         env = {**os.environ, "LIVEDENOISE_MALLOC": malloc}
@@ -127,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
                             print(proc.stderr[-3000:], file=sys.stderr)
                             return proc.returncode
                         res = json.loads(proc.stdout.strip().splitlines()[-1])
-                        rows.append({"model": label, "workers": workers,
+                        rows.append({"model": label, "workers": workers, "precision": precision,
                                      "mode": "cluster" if args.cluster else "threads", "malloc": malloc,
                                      "round": round_, "frames": args.frames, "size": args.size,
                                      "budget": args.budget, "process_s": time.perf_counter() - t0, **res})
                         r = rows[-1]
-                        print(f"{label:28s} workers={workers} malloc={malloc:6s} {r['mpx_per_s']:7.2f} Mpx/s  "
+                        print(f"{label:28s} workers={workers} {precision:4s} malloc={malloc:6s} "
+                              f"{r['mpx_per_s']:7.2f} Mpx/s  "
                               f"peak RSS {r['peak_rss_mb']:7.0f} MB  "
                               f"{r['blocks']} blocks of {tuple(r['block_shape'])}", flush=True)
 
@@ -150,26 +157,32 @@ def summarise(rows: list[dict]) -> list[dict]:
     """The median over rounds of every (model, workers, malloc) configuration, in the order they first ran."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["workers"], r["mode"], r.get("malloc", "keep")), []).append(r)
-    return [{"model": model, "workers": workers, "mode": mode, "malloc": malloc, "runs": len(runs),
+        groups.setdefault((r["model"], r["workers"], r["mode"], r.get("malloc", "keep"), r.get("precision", "auto")),
+                          []).append(r)
+    return [{"model": model, "workers": workers, "mode": mode, "malloc": malloc, "precision": precision,
+             "runs": len(runs),
              "mpx_per_s": statistics.median(r["mpx_per_s"] for r in runs),
              "mpx_per_s_all": [round(r["mpx_per_s"], 3) for r in runs],
              "wall_s": statistics.median(r["wall_s"] for r in runs),
              "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
              "blocks": runs[0]["blocks"], "block_shape": runs[0]["block_shape"]}
-            for (model, workers, mode, malloc), runs in groups.items()]
+            for (model, workers, mode, malloc, precision), runs in groups.items()]
 
 
 def render(result: dict) -> str:
     """Markdown table of the summary (one row per model, workers and malloc setting)."""
     what = {"keep": "kept within a block", "system": "malloc's own"}
+    # the precision column only where a run chose one (results written before --precisions render as they did)
+    precisions = any(r.get("precision", "auto") != "auto" for r in result["summary"])
     lines = [f"{result['frames']} frames of {result['size']}² uint16, `--memory-budget {result['budget']}`; "
              "Mpx/s = the job's pixels over its wall time (noise fit and output files included), median of the runs; "
              "peak RSS of the job's process.", "",
-             "| model | block threads | freed memory | runs | Mpx/s | wall s | peak RSS (MB) | blocks |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | block threads |" + (" precision |" if precisions else "")
+             + " freed memory | runs | Mpx/s | wall s | peak RSS (MB) | blocks |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if precisions else "")]
     for r in result["summary"]:
-        lines.append(f"| {r['model']} | {r['workers']} | {what[r['malloc']]} | {r['runs']} | {r['mpx_per_s']:.2f} | "
+        lines.append(f"| {r['model']} | {r['workers']} |" + (f" {r.get('precision', 'auto')} |" if precisions else "")
+                     + f" {what[r['malloc']]} | {r['runs']} | {r['mpx_per_s']:.2f} | "
                      f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['blocks']} |")
     return "\n".join(lines) + "\n"
 

@@ -20,10 +20,11 @@ Pipeline (``forward``), for raw camera values ``x`` in ADU:
 ``inverse`` undoes the three steps. Which inverse of the GAT depends on what the network
 predicts (``Normalizer.inversion``):
 
-- ``"algebraic"`` (supervised backbones and pair fine-tunes, whose target is the transform of a
+- ``"algebraic"`` (supervised backbones and every fine-tune of them, whose target is the transform of a
   *clean* image): ``inverse(forward(x)) == x`` wherever ``noise_a*e + 3/8*noise_a**2 + noise_b > 0``;
   values below that floor map to the floor.
-- ``"unbiased"`` (self-supervised fine-tunes, which predict ``E[GAT(noisy)]``): the closed-form
+- ``"unbiased"`` (networks that predict ``E[GAT(noisy)]``: self-supervised fine-tunes written by releases before
+  2026-12-05, which retrained the network to that target; :mod:`livedenoise.training.gat_target`): the closed-form
   approximation of the exact unbiased inverse (Makitalo & Foi 2011, 2013); the algebraic inverse of
   such an output is biased by about -0.25 e- at every level (-25 % at 1 e-).
 
@@ -441,8 +442,8 @@ class Normalizer:
         algebraically) -> the mean *of the GAT* of the noisy pixel it implies, in network units (differentiable).
 
         Why: blind-spot and SURE objectives compare an output with noisy pixels, whose expectation in the
-        stabilised domain is ``E[GAT(noisy)]``; that sits below ``GAT(E[noisy])`` by the transform's bias, about
-        0.2 noise standard deviations at 1-3 photoelectrons (where most of a fluorescence image lies). Scored
+        stabilised domain is ``E[GAT(noisy)]``; that sits below ``GAT(E[noisy])`` by the transform's bias,
+        0.14-0.19 noise standard deviations at 1-3 photoelectrons (where most of a fluorescence image lies). Scored
         against noisy pixels directly, a supervised backbone is charged for that bias, a self-supervised
         fine-tune spends its steps learning it, and the SURE check credited a fit with removing it (measured:
         SURE -20 % while the output lost 0.4 dB against the sample). Read through this map, backbone and fine-tune

@@ -210,8 +210,9 @@ def test_unbiased_inverse_removes_the_algebraic_bias(lam):
     assert algebraic < -0.2 and abs(unbiased) < 0.06
 
 
+@pytest.mark.parametrize("shift", [0.0, 4.0])
 @pytest.mark.parametrize("lam", [0.3, 1.0, 3.0, 10.0, 100.0])
-def test_expected_gat_maps_the_transform_of_the_mean_to_the_mean_of_the_transform(lam):
+def test_expected_gat_maps_the_transform_of_the_mean_to_the_mean_of_the_transform(lam, shift):
     """Pure Poisson (b = 0, where the closed-form inverse is exact): GAT(lam) -> E[GAT(Poisson(lam))], computed from
     the probability mass function, within 0.01 noise sd; differentiable with a slope near 1 (0.83-1.03); identity
     without the GAT."""
@@ -220,15 +221,19 @@ def test_expected_gat_maps_the_transform_of_the_mean_to_the_mean_of_the_transfor
     k = np.arange(0, int(lam + 20 * np.sqrt(lam) + 30))
     pmf = np.exp(k * np.log(lam) - lam - np.array([lgamma(i + 1) for i in k]))
     exact = float((pmf * 2.0 * np.sqrt(k + 0.375)).sum())
-    norm = Normalizer(noise_b=0.0, scale=10.0)
-    y = torch.tensor([[2.0 * np.sqrt(lam + 0.375) / 10.0]], dtype=torch.float64, requires_grad=True)
+    norm = Normalizer(noise_b=0.0, scale=10.0, shift=shift)  # network units: (GAT - shift) / scale
+    y = torch.tensor([[(2.0 * np.sqrt(lam + 0.375) - shift) / 10.0]], dtype=torch.float64, requires_grad=True)
     mapped = norm.expected_gat_torch(y)
     mapped.sum().backward()
-    assert abs(float(mapped.detach()) * 10.0 - exact) < 0.01, (float(mapped.detach()) * 10.0, exact)
-    assert y.grad is not None and 0.5 < float(y.grad) < 1.2  # d(mapped)/dy, the same units on both sides
+    got = float(mapped.detach()) * 10.0 + shift
+    assert abs(got - exact) < 0.01, (got, exact)
+    # the gradient is the map's own slope (a finite difference), not a stand-in
+    h = 1e-6
+    slope = float(norm.expected_gat_torch(y.detach() + h) - norm.expected_gat_torch(y.detach() - h)) / (2 * h)
+    assert y.grad is not None and float(y.grad) == pytest.approx(slope, rel=1e-4) and 0.5 < slope < 1.2
     assert torch.equal(norm.copy(vst=False).expected_gat_torch(y), y)
-    below = torch.tensor([0.05])  # 0.5 GAT units: below the value of zero photons, passed through
-    assert torch.equal(norm.expected_gat_torch(below), below)
+    below = torch.tensor([(0.5 - shift) / 10.0])  # 0.5 GAT units: below the value of zero photons, passed through
+    assert torch.allclose(norm.expected_gat_torch(below), below)
 
 
 def test_signal_independent_noise_is_shifted_into_the_backbone_range_losslessly():

@@ -270,7 +270,7 @@ def test_a_fine_tuned_model_s_second_pass_runs_the_2d_stage_the_backbone_had() -
     with torch.no_grad():
         for p in model.frame.parameters():
             p.add_(0.05 * torch.randn_like(p))  # the "fine-tuned" 2-D stage
-    norm = NORM.copy(inversion="unbiased")  # a self-supervised fine-tune's inverse
+    norm = NORM.copy(inversion="unbiased")  # the inverse of a self-supervised fine-tune of an earlier release
     stack = _frames((9, 24, 20), seed=5)
 
     def direct(causal: bool, averages: torch.nn.Module, inversion: str | None) -> np.ndarray:

@@ -310,7 +310,8 @@ class TemporalUNet(nn.Module):
         #: averaged frames (:meth:`keep_averages_stage`). None: the second pass runs ``frame`` too.
         self.averages: UNet2D | None = None
         #: How :attr:`averages`' outputs are inverted (``Normalizer.inversion`` of the model it came from), where
-        #: that differs from the checkpoint's normaliser (a self-supervised fine-tune's "unbiased" inverse).
+        #: that differs from the checkpoint's normaliser (the "unbiased" inverse of a self-supervised fine-tune written
+        #: by a release before 2026-12-05).
         self.averages_inversion = averages_inversion
         if averages_inversion is not None and (not averages_stage or averages_inversion not in INVERSIONS):
             raise ConfigError(f"Temporal averages_inversion={averages_inversion!r} is invalid; expected one of "

@@ -264,16 +264,19 @@ def _full_image_check(backbone, adapted, strips: list[np.ndarray], noise_std: fl
 
 def _calibrated_variances(model: torch.nn.Module, strips: list[np.ndarray], norm,
                           calibration) -> list[np.ndarray] | None:
-    """Each held-out strip's per-pixel noise variance relative to the level the GAT stabilises, from a camera
+    """Each held-out strip's per-pixel noise variance after the GAT (noise-variance units), from a camera
     calibration's read-noise map; None without per-pixel maps for these frames.
 
     The calibrated GAT stabilises ``var(e) = E[e] + b`` with ``b`` the calibration's *median* read variance; a pixel
-    of read variance ``b_i`` has ``(lam + b_i) / (lam + b)`` times that variance (to first order), with ``lam``
-    its photoelectrons, here the backbone's estimate. On the simulated Zyla (read-noise spread 35 %, 0.3 % noisy
-    pixels) the stabilised variance averages 1.17, not 1, which biased the check towards fine-tunes that pass more
-    noise through (``benchmarks/results/2026-12-05-gat-target/``)."""
-    if calibration is None or not norm.vst or norm.pixel_offset is None:
-        return None
+    of read variance ``b_i`` and ``lam`` photoelectrons (here the backbone's estimate) has the variance
+    :func:`~livedenoise.training.sure.stabilised_variance` computes. On the simulated Zyla (read-noise spread 35 %,
+    0.3 % noisy pixels) the stabilised variance averages 1.17 at 20 photons, not 1, which biased the check towards
+    fine-tunes that pass more noise through (``benchmarks/results/2026-12-05-gat-target/``). Frames as acquired
+    (``finetune`` fits its noise model with ``averaged=1``)."""
+    from livedenoise.training.sure import stabilised_variance
+
+    if calibration is None or not norm.vst or norm.pixel_offset is None or norm.noise_a != 1.0 or norm.shift:
+        return None  # (a calibrated normaliser has noise_a 1 and no shift; the table assumes both)
     if not hasattr(calibration, "read_var"):
         from livedenoise.camera_calibration import CameraCalibration
 
@@ -288,7 +291,7 @@ def _calibrated_variances(model: torch.nn.Module, strips: list[np.ndarray], norm
             rows = read_e2[read_e2.shape[0] - strip.shape[-2]:]  # a strip is the bottom rows of its frame
             y = model(torch.from_numpy(np.ascontiguousarray(strip, dtype=np.float32))[None, None])[0, 0].numpy()
             lam = np.maximum((norm.inverse(y).astype(np.float64) - norm.offset) / norm.gain, 0.0)
-            out.append((lam + rows) / np.maximum(lam + norm.noise_b, 1e-6))
+            out.append(stabilised_variance(lam, rows, norm.noise_b))
     return out
 
 

@@ -2,7 +2,7 @@
 
 A supervised backbone predicts the generalised Anscombe transform of the clean image, ``GAT(E[e])``, and is
 inverted algebraically. Blind-spot and SURE objectives compare its output with *noisy* pixels, whose expectation
-in the stabilised domain is ``E[GAT(e)]``: lower by the transform's bias, about 0.2 noise standard deviations at
+in the stabilised domain is ``E[GAT(e)]``: lower by the transform's bias, 0.14-0.19 noise standard deviations at
 1-3 photoelectrons. Scored directly, the backbone is charged for that bias; a fine-tune's first hundreds of steps
 learn to predict ``E[GAT(e)]`` instead (then inverted with the unbiased inverse), and the SURE check credited that
 change of target as an improvement: on a simulated 256² frame at 20 photons, SURE fell 20 % while the output lost
