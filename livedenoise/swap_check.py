@@ -67,7 +67,7 @@ def split_held_out(noisy: list[np.ndarray], clean: list[np.ndarray] | None, vali
 
 
 def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
-                 device: str = "auto", second_pass: bool = True) -> float:
+                 device: str = "auto", second_pass: bool = True, noisy_targets: bool = False) -> float:
     """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
     variance-stabilised units (noise sd 1); saturated pixels are left out.
 
@@ -78,6 +78,13 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
     With targets whose noise is independent of the input (an average of frames at the same settings, or the
     next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
     for every model (Noise2Noise), so it ranks models by their error to the truth.
+
+    ``noisy_targets``: each target is one noisy frame (self-supervised mode), whose mean in the stabilised domain is
+    the mean of the *transformed* noisy values, below the transform of the mean by the transform's bias (0.14-0.19
+    noise sd at 1-3 photoelectrons). Every output estimates the mean, so it is read as the transformed noisy value
+    it implies (:meth:`~livedenoise.normalization.Normalizer.expected_gat_torch`) before it is compared; otherwise
+    an output that passes noise through, or sits on the biased level, is favoured over one that estimates the mean.
+    Averaged references (pairs) are compared as they are (their noise, and with it the bias, is N times smaller).
     """
     if not pairs:
         raise ValueError("no held-out frames to score on")
@@ -91,7 +98,10 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
             x = x[-1]
         else:
             out = den.denoise(x)
-        d = norm.to_stabilised_output(out) - norm.to_stabilised(target)  # outputs carry no fixed pattern
+        predicted = norm.to_stabilised_output(out)  # outputs carry no fixed pattern
+        if noisy_targets:
+            predicted = _as_noisy_mean(predicted, norm)
+        d = predicted - norm.to_stabilised(target)
         sat = norm.saturated_mask(x)
         if sat is not None:
             sat = sat | norm.saturated_mask(target)
@@ -103,10 +113,21 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
     return float(np.mean(errors))
 
 
+def _as_noisy_mean(stabilised: np.ndarray, norm: Normalizer) -> np.ndarray:
+    """Stabilised values of estimated means (``Normalizer.to_stabilised`` units) -> the mean transformed noisy value
+    each implies, in the same units."""
+    import torch
+
+    y = torch.from_numpy(np.asarray(stabilised, np.float64) / norm.scale)
+    return norm.expected_gat_torch(y).numpy() * norm.scale
+
+
 def swap_scores(backbone: Checkpoint, adapted: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], *,
-                device: str = "auto", second_pass: bool = True) -> tuple[float, float, bool]:
-    """(backbone MSE, adapted MSE, swap?) on ``pairs`` in the backbone's stabilised units (its fitted normaliser)."""
+                device: str = "auto", second_pass: bool = True, noisy_targets: bool = False
+                ) -> tuple[float, float, bool]:
+    """(backbone MSE, adapted MSE, swap?) on ``pairs`` in the backbone's stabilised units (its fitted normaliser);
+    ``noisy_targets``: see :func:`held_out_mse`."""
     norm = backbone.normalizer
-    b = held_out_mse(backbone, pairs, norm, device=device, second_pass=second_pass)
-    a = held_out_mse(adapted, pairs, norm, device=device, second_pass=second_pass)
+    b = held_out_mse(backbone, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets)
+    a = held_out_mse(adapted, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets)
     return b, a, bool(a < b * (1.0 - SWAP_MARGIN))

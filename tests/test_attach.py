@@ -535,3 +535,37 @@ def test_an_attached_mda_can_record_its_denoised_frames_as_ome_zarr(simulated_co
     ds = open_dataset(report.denoised_path)
     assert ds.axes == "TCYX" and tuple(ds.shape[:2]) == (2, 2) and ds.dtype == np.uint16
     assert all(ds.read_frame(i).any() for i in np.ndindex(2, 2))  # every frame written
+
+
+def test_held_out_mse_reads_outputs_as_the_noisy_values_they_imply_against_noisy_targets():
+    """Flat Poisson frames at 2 e- (calibrated, 1 e- read noise), each scored against the next. An output at the exact
+    mean is the better estimate; one at the level whose transform equals the mean transformed noisy value is biased
+    low. Scored as transforms directly, the biased one wins (the flaw); read as noisy values (``noisy_targets``),
+    the exact one does."""
+    from livedenoise.checkpoint import Checkpoint
+    from livedenoise.normalization import Normalizer
+    from livedenoise.swap_check import held_out_mse
+
+    rng = np.random.default_rng(3)
+    lam, read = 2.0, 1.0
+    frames = [(rng.poisson(lam, (64, 64)) + rng.normal(0, read, (64, 64)) + 100.0).astype(np.float32) for _ in range(5)]
+    norm = Normalizer(offset=100.0, gain=1.0, noise_b=read**2, scale=10.0)
+    exact = float(norm.forward(np.array([lam + 100.0]))[0])  # network units: the transform of the mean
+    noisy_mean = float(np.mean([norm.forward(f).astype(np.float64).mean() for f in frames]))  # E[GAT(noisy)]
+
+    def Constant(value: float) -> torch.nn.Module:  # noqa: N802  (a 1x1 convolution that outputs ``value``)
+        conv = torch.nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.fill_(value)
+        return conv
+
+    pairs = [(frames[i], frames[i + 1]) for i in range(4)]
+    scores = {}
+    for name, value in (("exact", exact), ("biased", noisy_mean)):
+        ckpt = Checkpoint(Constant(value), "unet", {}, norm, name=name)
+        scores[name] = (held_out_mse(ckpt, pairs, norm, device="cpu"),
+                        held_out_mse(ckpt, pairs, norm, device="cpu", noisy_targets=True))
+    assert exact - noisy_mean > 0.01  # 0.1+ noise sd apart
+    assert scores["biased"][0] < scores["exact"][0]  # as transforms: the biased level wins
+    assert scores["exact"][1] < scores["biased"][1]  # as noisy values: the mean wins

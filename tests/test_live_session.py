@@ -318,7 +318,8 @@ def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_micr
                           device="cpu")
     rep = session.run(frames_after_swap=10)
     assert rep.calibration_pairs == 0
-    assert session.adapted is not None and session.adapted.metadata["training"]["mode"].startswith("self-supervised")
+    assert session.adapted is not None, (rep.swap_criterion, rep.noise_model)
+    assert session.adapted.metadata["training"]["mode"].startswith("self-supervised")
     assert rep.swapped_at_frame is not None and rep.swapped_at_frame >= 4
     assert rep.quality["adapted"]["psnr"] > rep.quality["raw"]["psnr"]
     # Consecutive live frames of one field: the backbone's noise model comes from temporal differences.
@@ -327,6 +328,25 @@ def test_self_supervised_mode_adapts_from_live_frames(simulated_core, small_micr
     assert crit["swapped"] is True and crit["held_out"] == 4
     assert 0 < crit["adapted"] < crit["backbone"] * (1 - SWAP_MARGIN)
     assert session.adapted.metadata["training"]["images"] == 4
+
+
+def test_self_mode_swaps_in_the_fine_tune_with_a_noise_model_near_the_camera_true_one(
+        simulated_core, small_microscope_config, tmp_path, monkeypatch):
+    """The live noise fit a fresh-clone CI run measured (var = 2.064 x - 198.9 ADU; the simulated camera's gain is 2.2
+    ADU/e-): the held-out frames are scored as the noisy frames they are (each output read as the mean transformed
+    noisy value it implies), and the fine-tune beats the identity backbone and is swapped in. Scored against the next
+    frame's transformed value directly, the identity backbone (which passes the frame's own noise, centred on that
+    value) tied the fine-tune (1.757 against 1.759) and nothing was swapped: that CI run's failure."""
+    import livedenoise.noise_model as noise_model
+
+    monkeypatch.setattr(noise_model, "estimate_temporal", lambda data, saturation=None: (2.064, -198.9))
+    settings = make_settings(small_microscope_config, mode="self", self_supervised_frames=4)
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
+    rep = session.run(frames_after_swap=10)
+    crit = rep.swap_criterion
+    assert crit["swapped"] is True and session.adapted is not None, crit
+    assert crit["adapted"] < crit["backbone"] * (1 - SWAP_MARGIN)
 
 
 def test_self_mode_noise_refit_runs_in_worker_threads_not_in_the_acquisition_callback(

@@ -315,15 +315,18 @@ class LiveSession:
             return held_out
         return [(x, match_intensity(t, x[-1] if x.ndim == 3 else x)) for x, t in held_out]
 
-    def _swap_scores(self, adapted: Checkpoint, held_out: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-        """(backbone, adapted) mean full-frame MSE on ``held_out`` in the backbone's stabilised units."""
+    def _swap_scores(self, adapted: Checkpoint, held_out: list[tuple[np.ndarray, np.ndarray]],
+                     noisy_targets: bool) -> tuple[float, float]:
+        """(backbone, adapted) mean full-frame MSE on ``held_out`` in the backbone's stabilised units;
+        ``noisy_targets``: each target is one live frame (self mode; :func:`~livedenoise.swap_check.held_out_mse`)."""
         backbone = self.backbone_normalized
         if backbone is None:
             raise RuntimeError("the backbone has no fitted noise model yet")
         norm = backbone.normalizer
         second = self.settings.live.second_pass  # scored as the display runs the models
-        return (held_out_mse(backbone, held_out, norm, device=self.device, second_pass=second),
-                held_out_mse(adapted, held_out, norm, device=self.device, second_pass=second))
+        noisy = noisy_targets
+        return (held_out_mse(backbone, held_out, norm, device=self.device, second_pass=second, noisy_targets=noisy),
+                held_out_mse(adapted, held_out, norm, device=self.device, second_pass=second, noisy_targets=noisy))
 
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                       held_out: list[tuple[np.ndarray, np.ndarray]], source: str) -> None:
@@ -365,7 +368,8 @@ class LiveSession:
             with self._fit_lock:
                 if self.backbone_normalized is None:  # nothing displayed yet: fit on the training frames
                     self._prepare_backbone(noisy, same_field=clean is None and len(noisy) >= 2)
-            b_mse, a_mse = self._swap_scores(result.checkpoint, self._held_out_targets(held_out, clean is not None))
+            b_mse, a_mse = self._swap_scores(result.checkpoint, self._held_out_targets(held_out, clean is not None),
+                                             noisy_targets=clean is None)
         except Exception as exc:
             crit["reason"] = f"scoring failed: {exc.__class__.__name__}: {exc}"
             self._error(f"could not score the adapted model on held-out frames, keeping the backbone: "
