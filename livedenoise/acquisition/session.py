@@ -38,7 +38,7 @@ from livedenoise.inference import Denoiser
 from livedenoise.metrics import score
 from livedenoise.models import model_is_temporal
 from livedenoise.noise_model import NoiseFit, fit_noise_model
-from livedenoise.swap_check import SWAP_MARGIN, held_out_mse, split_held_out
+from livedenoise.swap_check import SWAP_MARGIN, split_held_out, swap_scores
 from livedenoise.training.finetune import FinetuneResult, finetune, match_intensity
 from livedenoise.training.loop import FitProgress
 
@@ -322,11 +322,9 @@ class LiveSession:
         backbone = self.backbone_normalized
         if backbone is None:
             raise RuntimeError("the backbone has no fitted noise model yet")
-        norm = backbone.normalizer
-        second = self.settings.live.second_pass  # scored as the display runs the models
-        noisy = noisy_targets
-        return (held_out_mse(backbone, held_out, norm, device=self.device, second_pass=second, noisy_targets=noisy),
-                held_out_mse(adapted, held_out, norm, device=self.device, second_pass=second, noisy_targets=noisy))
+        b, a, _ = swap_scores(backbone, adapted, held_out, device=self.device, noisy_targets=noisy_targets,
+                              second_pass=self.settings.live.second_pass)  # scored as the display runs the models
+        return b, a
 
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                       held_out: list[tuple[np.ndarray, np.ndarray]], source: str) -> None:

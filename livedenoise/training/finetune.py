@@ -27,6 +27,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import TrainingConfig
 from livedenoise.device import select_device
@@ -105,6 +106,8 @@ def finetune(
     if backbone.arch != "unet":
         raise InputDataError(f"fine-tuning supports 2-D U-Net backbones; '{backbone.name}' is a "
                              f"'{backbone.arch}' model")
+    if calibration is not None and not hasattr(calibration, "read_var"):  # a path
+        calibration = CameraCalibration.load(calibration)  # once: the noise model and the SURE check both read it
     norm = normalizer_for(noisy_frames, like=backbone.normalizer, calibration=calibration,
                           saturation=backbone.normalizer.saturation)
     if clean_frames is not None and match_reference:
@@ -263,7 +266,7 @@ def _full_image_check(backbone, adapted, strips: list[np.ndarray], noise_std: fl
 
 
 def _calibrated_variances(model: torch.nn.Module, strips: list[np.ndarray], norm,
-                          calibration) -> list[np.ndarray] | None:
+                          calibration: CameraCalibration | None) -> list[np.ndarray] | None:
     """Each held-out strip's per-pixel noise variance after the GAT (noise-variance units), from a camera
     calibration's read-noise map; None without per-pixel maps for these frames.
 
@@ -277,10 +280,6 @@ def _calibrated_variances(model: torch.nn.Module, strips: list[np.ndarray], norm
 
     if calibration is None or not norm.vst or norm.pixel_offset is None or norm.noise_a != 1.0 or norm.shift:
         return None  # (a calibrated normaliser has noise_a 1 and no shift; the table assumes both)
-    if not hasattr(calibration, "read_var"):
-        from livedenoise.camera_calibration import CameraCalibration
-
-        calibration = CameraCalibration.load(calibration)
     read_e2 = np.asarray(calibration.read_var, np.float64) / np.asarray(calibration.gain, np.float64) ** 2
     out = []
     model.eval()
