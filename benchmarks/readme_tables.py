@@ -71,7 +71,8 @@ SOURCES: dict[str, str] = {
     "integrity": "2026-12-03-integrity/integrity.json",
     "temporal": "2026-12-04-temporal-second-pass/temporal.json",
     "attach": "2026-12-03-attach/attach.json",
-    "precision": "2026-12-03-precision/precision.json",
+    "precision": "2026-12-05-precision/precision.json",
+    "roofline": "2026-12-05-roofline/roofline.json",
     "runtimes": "2026-12-03-runtimes/runtimes.json",
     "allocator": "2026-12-05-allocator-fast/allocator.json",
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
@@ -204,6 +205,16 @@ def peers(data: dict, path: str) -> str:
         command += (f"; N2V to convergence: until {converged['patience_epochs']} epochs without a lower validation "
                     f"loss, at most {converged['cap_s']:g} s per case")
     return "\n".join([table, "", *notes, *([""] if notes else []), _source_line(path, data, command)])
+
+
+def roofline(data: dict, path: str) -> str:
+    """Each backbone's network against the CPU's best convolution rate (``bench_roofline.py``)."""
+    from bench_roofline import summary_table
+
+    best = data["best_gmac_s"]
+    note = (f"(Best single 3×3 convolution here: fp32 {best['fp32']:.0f}, bf16 {best['bf16']:.0f} GMAC/s. *Floor*: the "
+            "network's multiply-adds at that rate. Mpx/s: the network alone, one frame at a time.)")
+    return "\n".join([summary_table(data), "", note, "", _source_line(path, data, data["command"])])
 
 
 def precision(data: dict, path: str) -> str:
@@ -652,7 +663,8 @@ RENDERERS: dict[str, Callable] = {
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "train-bf16": train_bf16, "train-layers": train_layers,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
-    "precision": precision, "runtimes": runtimes, "foreign-processing": foreign_processing, "allocator": allocator,
+    "precision": precision, "roofline": roofline, "runtimes": runtimes, "foreign-processing": foreign_processing,
+    "allocator": allocator,
     "allocator-models": allocator,
     "motion-noise": motion_noise, **MULTI,
 }

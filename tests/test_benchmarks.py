@@ -249,3 +249,34 @@ def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):
     assert rows["mda"]["overhead_pct"] == pytest.approx(100 * (rows["mda"]["wall_s"] / mda_base - 1))
     assert all(r["display_denoised"] >= 1 for m, r in rows.items() if not m.startswith(("none", "mda-none")))
     assert "| process-capped | 8 |" in (out / "attach.md").read_text()
+
+
+def test_roofline_counts_the_multiply_adds_of_every_convolution():
+    """The floor the README derives for each backbone rests on this count: a conv, a strided conv and a transposed
+    conv of known sizes, then the fast backbone against its architecture's closed form."""
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_roofline import multiply_adds
+    finally:
+        sys.path.remove(str(BENCH))
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 8, 2, stride=2),
+                              torch.nn.ConvTranspose2d(8, 2, 2, stride=2))
+    expected = 16 * 16 * 4 * 1 * 9 + 8 * 8 * 8 * 4 * 4 + 8 * 8 * 8 * 2 * 4
+    assert multiply_adds(net, 16) == expected
+    from livedenoise.modelspec import load_model_spec
+
+    unet = load_model_spec("fast", device="cpu").model
+    widths, size, total = list(unet.widths), 512, 0
+    for i, w in enumerate(widths):  # encoders: two 3x3 convs each (in: the previous width); 2x2 stride-2 downs
+        px = (size >> i) ** 2
+        total += px * 9 * w * (1 if i == 0 else widths[i - 1]) + px * 9 * w * w
+        if i < len(widths) - 1:
+            total += (size >> (i + 1)) ** 2 * 4 * w * w
+    for i in range(len(widths) - 2, -1, -1):  # transposed-conv ups and decoders on the way back
+        px = (size >> i) ** 2
+        total += (size >> (i + 1)) ** 2 * 4 * widths[i + 1] * widths[i]
+        total += px * 9 * 2 * widths[i] * widths[i] + px * 9 * widths[i] * widths[i]
+    total += size * size * widths[0]  # the 1x1 head
+    assert multiply_adds(unet, size) == total

@@ -263,18 +263,23 @@ def test_bf16_on_cpu_is_close_to_fp32() -> None:
     assert Denoiser(_unet(), NORM, device="cpu").precision == "fp32"  # auto on CPU
 
 
-def test_bf16_on_cpu_runs_bf16_weights_but_the_first_block_and_the_residual_sum_stay_fp32() -> None:
+def test_bf16_on_cpu_runs_bf16_weights_but_the_first_convolution_and_the_residual_sum_stay_fp32() -> None:
     """The fast path really runs (bf16 weights, not fp32 under autocast), and it keeps the precision-critical parts."""
     given = _unet()
     den = Denoiser(given, NORM, device="cpu", precision="bfloat16")
     net = den.model
     assert net.encoders[0][0].weight.dtype == torch.float32  # reads the frame itself
+    assert net.encoders[0][3].weight.dtype == torch.bfloat16  # the first block's second convolution does not
     assert net.encoders[1][0].weight.dtype == torch.bfloat16 and net.head.weight.dtype == torch.bfloat16
     seen: dict[str, torch.Tensor] = {}
+    net.encoders[0][0].register_forward_hook(lambda m, i, o: seen.update(first_in=i[0], first_out=o))
+    net.encoders[0][3].register_forward_hook(lambda m, i, o: seen.update(second_in=i[0]))
     net.head.register_forward_hook(lambda m, i, o: seen.update(head_in=i[0], head_out=o))
     x = torch.randn(1, 1, 16, 16) * 30 + 100  # large values: a bf16 residual sum would round them to ~0.4 %
     with torch.inference_mode():
         y = net(x)
+    assert seen["first_in"].dtype == torch.float32 and seen["first_out"].dtype == torch.float32
+    assert seen["second_in"].dtype == torch.bfloat16
     assert seen["head_in"].dtype == torch.bfloat16 and y.dtype == torch.float32
     torch.testing.assert_close(y, x + seen["head_out"].float(), rtol=0, atol=1e-5)  # the sum is fp32
     # the caller's model is untouched (the Denoiser casts its own copy) ...

@@ -24,6 +24,7 @@ to a multiple of ``2**(levels-1)`` and the output is cropped back.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -167,18 +168,22 @@ class UNet2D(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
     def to_reduced_precision(self, dtype: torch.dtype) -> UNet2D:
-        """Cast the weights to ``dtype`` (bf16 on a CPU), except the first encoder block's, in place.
+        """Cast the weights to ``dtype`` (bf16 on a CPU), except the first convolution's, in place.
 
-        Why not all of them: the first block reads the frame itself, and rounding the frame to bf16's 8
-        significant bits costs the most accuracy (in a probe on 256² crops of the dev pairs, the rms
-        difference from fp32 was 7e-3 of the output range with it in bf16 and 3e-3 with it in fp32); at one
-        input channel it is also among the cheapest convolutions (the same probe: no measurable time).
-        ``forward`` casts the first block's output once to the dtype of the rest (read from the weights, so
-        ``.float()`` undoes all of this), and the residual sum stays in the input's dtype.
-        ``benchmarks/bench_precision.py`` measures the result against fp32.
+        Why not that one: it reads the frame itself, and rounding the frame to bf16's 8 significant bits costs the
+        most accuracy (in a probe on 256² crops of the dev pairs, the rms difference from fp32 was 7e-3 of the
+        output range with the first block in bf16 and 3e-3 with it in fp32); at one input channel it is also the
+        cheapest convolution. Until 2026-12-05 the whole first block stayed fp32; its second convolution (16 or 32
+        channels at full resolution) took about 6 ms of the fast backbone's 57 per 512² frame in fp32 against 3 in
+        bf16, and 4 of the standard one's 204 ms, and in bf16 it costs no measurable accuracy
+        (``benchmarks/bench_precision.py`` measures the result against fp32).
+        ``forward`` casts the first convolution's activations once to the dtype of the rest (read from the weights,
+        so ``.float()`` undoes all of this), and the residual sum stays in the input's dtype.
         """
         self.to(dtype)
-        self.encoders[0].float()
+        first = cast(nn.Sequential, self.encoders[0])
+        first[0].float()
+        first[1].float()  # its normalisation layer, if any
         return self
 
     @property
@@ -222,9 +227,13 @@ class UNet2D(nn.Module):
         skips = []
         y = padded
         for i, enc in enumerate(self.encoders):
-            y = enc(y)
-            if i == 0 and y.dtype != self.head.weight.dtype and not torch.is_autocast_enabled(y.device.type):
-                y = y.to(self.head.weight.dtype)  # a reduced-precision network's one switch (its first block is fp32)
+            if i == 0:
+                for j, layer in enumerate(cast(nn.Sequential, enc)):
+                    if j == 3 and y.dtype != self.head.weight.dtype and not torch.is_autocast_enabled(y.device.type):
+                        y = y.to(self.head.weight.dtype)  # a reduced-precision network's one switch: after the
+                    y = layer(y)  # first convolution, its normalisation and activation (to_reduced_precision)
+            else:
+                y = enc(y)
             if i < self.levels - 1:
                 skips.append(y)
                 y = self.downs[i](y)
