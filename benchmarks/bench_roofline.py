@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[roofline] {name} {label}: {macs / 1e9:.2f} GMAC, {ms:.1f} ms, {macs / ms / 1e6:.0f} GMAC/s, "
                   f"floor {macs / best[label] / 1e6:.1f} ms", flush=True)
     info = {**machine(), "load_average_start": load_start, "threads": torch.get_num_threads()}
-    command = f"python benchmarks/bench_roofline.py --models {args.models} --threads {args.threads}"
-    payload = {"machine": info, "convs": convs, "best_gmac_s": best, "rows": rows, "command": command}
+    command = (f"python benchmarks/bench_roofline.py --models {args.models} --threads {args.threads}"
+               + (f" --repeats {args.repeats}" if args.repeats != 15 else ""))
+    payload = {"machine": info, "repeats": args.repeats, "convs": convs, "best_gmac_s": best, "rows": rows,
+               "command": command}
     publish(args.output, "roofline", payload, render(payload))
     return 0
 

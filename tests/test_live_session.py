@@ -848,5 +848,10 @@ def test_the_demo_summary_says_what_was_displayed_and_that_the_table_is_single_f
     assert lines[0] == "Quality against ground truth (8 live frames, each denoised on its own)"
     assert "as displayed (PSNR of every 5th frame shown): backbone 26.61 dB (7 frames), adapted 28.43 dB (2 frames)" \
         in lines
+    # the achievement in one line, after the table: the backbone's row (no adapted row to name), its gain over raw
+    assert lines[4] == ("achieved: 21.00 -> 26.00 dB PSNR against the simulator's ground truth (+5.00 dB; "
+                        "SSIM 0.500 -> 0.600) with the pretrained backbone")
+    adapted = summary_lines({**report, "quality": {**report["quality"], "adapted": {"psnr": 27.5, "ssim": 0.7}}})
+    assert adapted[5].startswith("achieved: 21.00 -> 27.50 dB") and adapted[5].endswith("with the adapted model")
     no_display = summary_lines({**report, "display_quality": {"backbone": None, "adapted": None}})
     assert not any(line.startswith("as displayed") for line in no_display)

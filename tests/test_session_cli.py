@@ -96,7 +96,8 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         assert 5 < psnr < 60 and 0 < ssim <= 1, (label, psnr, ssim)
         assert psnr == round(report["quality"][key]["psnr"], 2)
     ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s \(stopped: (\w+), weights of step (\d+) kept\), "
-                   r"held-out loss (\S+) -> (\S+); (.*?) (?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?"
+                   r"validation loss on the pairs' held-out strips (\S+) -> (\S+); on the calibration field kept out "
+                   r"of it, scored as displayed: (.*?) (?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?"
                    r"frames:", out)
     assert ft, out
     shown = report["display_quality"]
@@ -114,6 +115,10 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         assert ft.group(6).endswith("; the backbone was used throughout")
         assert ft.group(6).startswith(("not adapted: ", "adapted model not better on held-out frames"))
         assert rows["adapted model"] is None and "adapted" not in report["quality"]
+    used = "adapted" if report["swapped_at_frame"] is not None else "backbone"
+    top = re.search(r"achieved: (\S+) -> (\S+) dB PSNR against the simulator's ground truth \(([+-]\S+) dB;", out)
+    assert top and float(top.group(1)) == round(report["quality"]["raw"]["psnr"], 2), out
+    assert float(top.group(2)) == round(report["quality"][used]["psnr"], 2)
     assert report["calibration_pairs"] == 2
     assert Path(report["paths"]["raw"]).is_dir() and Path(report["paths"]["denoised"]).is_dir()
     # Refuses to overwrite a previous run without --overwrite (raw data is never replaced silently).

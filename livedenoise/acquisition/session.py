@@ -583,7 +583,9 @@ class LiveSession:
             self._writer.finish(progress=True)
             self.status.errors.extend(self._writer.errors)
         if self.status.state != SessionState.FAILED:
-            self._set(state=SessionState.STOPPED, message="stopped")
+            self._set(state=SessionState.STOPPED, message=(
+                f"acquisition ended; {self.status.frames_acquired} raw frames saved"
+                + (f", {self._writer.written} denoised frames recorded" if self._writer is not None else "")))
         return self.report()
 
     # -- the whole session -------------------------------------------------------------------------

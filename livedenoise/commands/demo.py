@@ -105,8 +105,9 @@ def outcome_lines(report: dict) -> list[str]:
             outcome = f"{reason}; the backbone was used throughout"
         first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s "
                  f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
-                 f"held-out loss {ft.get('initial_val_loss', 0):.4g} -> "
-                 f"{ft.get('best_val_loss', 0):.4g}; {outcome}")
+                 f"validation loss on the pairs' held-out strips {ft.get('initial_val_loss', 0):.4g} -> "
+                 f"{ft.get('best_val_loss', 0):.4g}; on the calibration field kept out of it, scored as displayed: "
+                 f"{outcome}")
     else:
         first = "fine-tuning: did not complete; the backbone was used throughout"
     lines = [first]
@@ -121,13 +122,28 @@ def outcome_lines(report: dict) -> list[str]:
                    f"frames skipped), {report.get('frames_written')} denoised frames recorded"]
 
 
+def headline(report: dict) -> str | None:
+    """What the session achieved in one line: the denoised live frames against the raw ones, in PSNR."""
+    q = report.get("quality") or {}
+    if "raw" not in q:
+        return None
+    used = "adapted" if report.get("swapped_at_frame") is not None and "adapted" in q else "backbone"
+    if used not in q:
+        return None
+    raw, den = q["raw"]["psnr"], q[used]["psnr"]
+    what = "the adapted model" if used == "adapted" else "the pretrained backbone"
+    return (f"achieved: {raw:.2f} -> {den:.2f} dB PSNR against the simulator's ground truth ({den - raw:+.2f} dB; "
+            f"SSIM {q['raw']['ssim']:.3f} -> {q[used]['ssim']:.3f}) with {what}")
+
+
 def summary_lines(report: dict) -> list[str]:
     """The whole outcome as plain text (the README's quick-start block is made from a committed report.json)."""
     q = report.get("quality") or {}
     lines = [f"Quality against ground truth ({q.get('frames', 0)} live frames, each denoised on its own)",
              f"{'image':<21} {'PSNR (dB)':>9} {'SSIM':>6}"]
     lines += [f"{label:<21} {q[key]['psnr']:>9.2f} {q[key]['ssim']:>6.3f}" for key, label in QUALITY_ROWS if key in q]
-    return lines + outcome_lines(report)
+    top = headline(report)
+    return [*lines, *([top] if top else []), *outcome_lines(report)]
 
 
 def print_report(console, report) -> None:
@@ -142,6 +158,9 @@ def print_report(console, report) -> None:
         if key in q:
             table.add_row(label, f"{q[key]['psnr']:.2f}", f"{q[key]['ssim']:.3f}")
     console.print(table)
+    top = headline(report.__dict__)
+    if top:
+        console.print(f"[bold]{top}[/]")
     for line in outcome_lines(report.__dict__):
         console.print(line)
     console.print(f"saved: raw {report.paths.get('raw')}, denoised {report.paths.get('denoised')}, "
