@@ -777,3 +777,30 @@ def test_the_finetune_command_takes_the_adapted_layers_and_learning_rate(tmp_pat
     with pytest.raises(SystemExit):
         main(["finetune", "--pairs", str(pair_dir), "--lr", "0", "-o", str(tmp_path / "x.safetensors")])
     assert "--lr" in capsys.readouterr().err
+
+
+def test_finetune_never_writes_its_checkpoint_over_an_input_and_checks_the_name_before_training(tmp_path, capsys):
+    """`-o` naming an input image, the calibration or the backbone file is refused even with --overwrite (the input is
+    left byte for byte); a folder or a name that is not .safetensors is refused before any training step."""
+    from livedenoise.cli import main
+
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, np.stack([p.noisy for p in simulated_pairs(2, 48, seed=1)]))
+    before = movie.read_bytes()
+    backbone = tmp_path / "mine.safetensors"
+    from livedenoise.modelspec import load_model_spec
+
+    load_model_spec("fast", device="cpu").save(backbone)
+    backbone_bytes = backbone.read_bytes()
+    cases = [
+        (["-o", str(movie), "--overwrite"], "is also an input of this command"),
+        (["--backbone", str(backbone), "-o", str(backbone), "--overwrite"], "is also an input of this command"),
+        (["-o", str(tmp_path)], "is a folder; expected the checkpoint's file name"),
+        (["-o", str(tmp_path / "model.tif")], "expected a name ending in .safetensors"),
+    ]
+    for extra, message in cases:
+        assert main(["finetune", "--images", str(movie), "--time-budget", "30", "--device", "cpu", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "steps" not in err, (extra, err)
+    assert movie.read_bytes() == before and backbone.read_bytes() == backbone_bytes
+    assert not (tmp_path / "model.tif").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 from livedenoise.diskspace import ensure_room
@@ -16,8 +17,22 @@ def add_training_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
-def check_training_output(output: Path, overwrite: bool) -> None:
-    """Refuse an existing checkpoint (unless ``overwrite``) or an unwritable folder now, not after the training."""
+def check_training_output(output: Path, overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Refuse, now rather than after the training: any of ``inputs`` (the images, pairs, calibration or backbone the
+    command reads), which ``--overwrite`` must never replace; a folder; a name that is not a ``.safetensors`` file; an
+    existing checkpoint (unless ``overwrite``); an unwritable folder."""
+    for source in inputs:
+        if source is None or not Path(source).exists():
+            continue  # a shipped backbone's name, or a file the command will report missing itself
+        if Path(source).resolve() == output.resolve():
+            raise LivedenoiseError(f"{output}: is also an input of this command; the checkpoint would replace it. "
+                                   "Choose another output name (inputs are never overwritten, --overwrite or not).")
+    if output.is_dir():
+        raise LivedenoiseError(f"{output}: is a folder; expected the checkpoint's file name (e.g. "
+                               f"{output / 'model.safetensors'})")
+    if output.suffix.lower() != ".safetensors":
+        raise LivedenoiseError(f"{output}: a checkpoint is written as a .safetensors file; expected a name ending in "
+                               f".safetensors (e.g. {output.with_suffix('.safetensors').name})")
     if output.exists() and not overwrite:
         raise LivedenoiseError(f"{output}: already exists; choose another name or pass --overwrite")
     ensure_room(output.parent, 0)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.training.finetune import finetune
     from livedenoise.training.pairs import load_pair_folder
 
-    check_training_output(args.output, args.overwrite)
+    check_training_output(args.output, args.overwrite,
+                          [*(args.images or []), args.pairs, args.camera_calibration, args.backbone])
     backbone = load_model_spec(args.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     if args.pairs is not None:

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.progress import fit_progress
     from livedenoise.training.pretrain import pretrain
 
-    check_training_output(args.output, args.overwrite)
+    # --init may name the output itself: continuing a run in place is the documented way to add a stage (each stage
+    # is recorded in the checkpoint); the training data may not
+    check_training_output(args.output, args.overwrite, [args.pairs, args.structures])
     from simulators.structures import KINDS
 
     unknown = sorted(set(args.hold_out) - set(KINDS))
