@@ -96,13 +96,15 @@ class CameraCalibration:
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
                 if meta.get("format") != FORMAT:
-                    raise InputDataError(f"{path}: not a livedenoise camera calibration "
-                                         f"(format {meta.get('format')!r})")
+                    raise InputDataError(f"{path}: not a livedenoise camera calibration (a safetensors file without "
+                                         "the calibration's maps); expected the file `livedenoise calibrate-camera` "
+                                         "writes")
                 maps = {k: fh.get_tensor(k) for k in ("offset", "read_var", "gain")}
         except InputDataError:
             raise
         except Exception as exc:  # safetensors raises several types for truncated/corrupt headers
-            raise InputDataError(f"{path}: unreadable camera calibration ({exc})") from None
+            raise InputDataError(f"{path}: unreadable camera calibration ({exc}); expected the .safetensors file "
+                                 "`livedenoise calibrate-camera` writes") from None
         return cls(info=json.loads(meta.get("info", "{}")), **maps)
 
 

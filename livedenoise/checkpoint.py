@@ -173,9 +173,16 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        if _is_torch_pickle(path):
+            raise CheckpointError(
+                f"Checkpoint {path} is a PyTorch pickle (torch.save), which livedenoise never loads (unpickling runs "
+                "code); expected a .safetensors checkpoint saved by livedenoise (or a BioImage Model Zoo .zip "
+                "package)."
+            ) from None
         raise CheckpointError(
-            f"Checkpoint {path} is not a readable safetensors file (truncated or corrupt: {exc})."
-        ) from exc
+            f"Checkpoint {path} is not a readable safetensors file (truncated or corrupt: {exc}); expected a "
+            ".safetensors checkpoint saved by livedenoise."
+        ) from None
     if METADATA_KEY not in header:
         raise CheckpointError(
             f"Checkpoint {path} has no '{METADATA_KEY}' metadata; it was not saved by livedenoise "
@@ -195,6 +202,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"({FORMAT_VERSION}); update livedenoise."
         )
     return meta
+
+
+def _is_torch_pickle(path: str | os.PathLike[str]) -> bool:
+    """True for what ``torch.save`` writes: a zip archive holding a ``data.pkl``, or a bare pickle."""
+    import zipfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head[:1] == b"\x80":  # pickle protocol 2+
+        return True
+    if head == b"PK" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("data.pkl") for n in zf.namelist())
+    return False
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:

@@ -346,6 +346,9 @@ def single_image_fit(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: f
         lag_y.append(py.ravel())
     r, m, s = np.concatenate(rs), np.concatenate(ms), np.concatenate(ss)
     if r.size == 0:
+        if all(float(np.ptp(f)) == 0.0 for f in data):  # the clipping test reads a constant image as all clipped
+            raise InputDataError(f"The image for noise estimation is constant (every pixel is "
+                                 f"{float(data[0].flat[0]):g}); expected a noisy camera image whose pixels vary.")
         raise InputDataError("Every pixel of the image for noise estimation is saturated or clipped; "
                              "expected unsaturated pixels.")
     # within each level bin, keep the calmer half by local structure

@@ -220,7 +220,7 @@ def denoise_dataset(
                 ds = open_dataset(item.path, axes=axes if item.path.is_file() else None)
             except InputDataError as exc:
                 if not multi:
-                    raise
+                    raise _named(item.path, exc) from None
                 _skip_input(summary, item.path, exc)
                 continue
             suffix = {"ome-tiff": ".ome.tif", "ome-zarr": ".ome.zarr"}.get(fmt, "")
@@ -378,7 +378,7 @@ def denoise_dataset(
                                          averaged=frames_averaged, strict=opts.strict, summary=summary)
             except InputDataError as exc:
                 if not multi:
-                    raise
+                    raise _named(it.item.path, exc) from None
                 _skip_input(summary, it.item.path, exc, it)
                 items.remove(it)
                 it.dataset.close()
@@ -452,6 +452,14 @@ def _failure_text(path: Path, exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc}{where}; the finished blocks are kept for --resume"
     return str(exc).replace(f"{path}: ", "")
+
+
+def _named(path: Path, exc: InputDataError) -> InputDataError:
+    """``exc`` with the input's path in front where its sentence does not name the file (a noise fit's checks speak
+    of "the image"; the one input of a run is then the file in question)."""
+    if str(path) in str(exc):
+        return exc
+    return type(exc)(f"{path}: {exc}")
 
 
 def _skip_input(summary: BatchSummary, path: Path, exc: BaseException, it: _Item | None = None) -> None:

@@ -90,10 +90,12 @@ def _capture_tifffile_log() -> Iterator[_TiffLogCapture]:
     logger = logging.getLogger("tifffile")
     handler = _TiffLogCapture()
     logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False  # captured here and reported once, by _open_tiff
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _open_tiff(path: str) -> Any:
@@ -106,6 +108,13 @@ def _open_tiff(path: str) -> Any:
             _ = tif.series  # parse now: broken page chains are reported here
     except FileNotFoundError:
         raise InputDataError(f"{path}: file not found.") from None
+    except IsADirectoryError:
+        raise InputDataError(f"{path}: is a folder; expected a TIFF file.") from None
+    except tifffile.TiffFileError as exc:
+        if os.path.getsize(path) == 0:
+            raise InputDataError(f"{path}: is empty (0 bytes); expected a TIFF image.") from None
+        raise InputDataError(f"{path}: is not a TIFF file (its first bytes are no TIFF header: {exc}); "
+                             "expected a TIFF image.") from None
     except Exception as exc:
         raise InputDataError(f"{path}: not a readable TIFF file ({exc.__class__.__name__}: {exc}).") from None
     bad = [m for m in cap.messages if any(s in m.lower() for s in _TIFFFILE_CORRUPTION)]

@@ -80,6 +80,13 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
             want, shape = want[1:], shape[1:]
         if shape and int(np.prod(shape[:-2], dtype=np.int64)) == n_pages and shape[-2:] == tuple(first.shape[-2:]):
             series_axes, lead_shape = want, shape[:-2]
+    if series_axes[:-2].count("Q") > 1:
+        # tifffile's 'Q' is a dimension no metadata names: one is a plain stack of frames, but two or more would get
+        # invented letters that other viewers read as time points (the output's OME-XML must name real axes)
+        raise InputDataError(
+            f"{path}: has {series_axes[:-2].count('Q')} dimensions that its metadata does not name (shape "
+            f"{tuple(first.shape)}, axes {series_axes!r}); declare them with --axes, e.g. --axes "
+            f"{'TCZ'[-(len(series_axes) - 2):] if len(series_axes) <= 5 else 'P' + 'TCZ'}YX.")
     series_axes = _normalise_tiff_axes(series_axes, path)
     axes = ("P" if multi else "") + series_axes
     validate_axes(axes, what=f"{path}: axes")
