@@ -727,10 +727,19 @@ class Denoiser:
 
     @staticmethod
     def _keep_saturated(engine: _Engine, out: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """``out`` with the raw values where the camera saturated (the network cannot know what is there)."""
+        """``out`` with the raw values where the camera saturated (the network cannot know what is there), and
+        every frame of one value everywhere returned as it is: it holds no noise and nothing to estimate (a blank
+        frame in a stack, padding), and the network, which never saw a frame without noise, would turn its zeros into
+        a faint glow (13-64 on a blank frame of an audited stack)."""
         mask = engine.normalizer.saturated_mask(raw)
         if mask is not None and mask.any():
             out = np.where(mask, raw.astype(np.float32), out)
+        flat_raw = raw.reshape(-1, *raw.shape[-2:])
+        constant = flat_raw.max(axis=(-2, -1)) == flat_raw.min(axis=(-2, -1))
+        if constant.any():
+            out = np.array(out, dtype=np.float32, copy=True).reshape(flat_raw.shape)
+            out[constant] = flat_raw[constant]
+            out = out.reshape(raw.shape)
         return out
 
     def _reduced_weights(self, model: nn.Module) -> bool:

@@ -413,3 +413,17 @@ def test_channels_last_layout_gives_the_nchw_reference_output(name: str) -> None
         a, b = nhwc.denoise_stack(frames), nchw.denoise_stack(frames)
     assert np.abs(a - b).max() <= 1e-3 * span
     assert not np.array_equal(a, frames.astype(np.float32))  # it denoised
+
+
+def test_a_frame_of_one_value_comes_back_unchanged_and_the_others_are_denoised() -> None:
+    """A blank (all-zero) or constant frame in a stack holds no noise: it is returned as it is, never as the glow a
+    network makes of a noise-free input; the stack's other frames are denoised exactly as they would be alone."""
+    frames = _frames((3, 32, 32)).astype(np.float32)
+    frames[1] = 0.0
+    frames[2] = 77.0
+    den = Denoiser(_unet(), NORM, device="cpu")
+    out = den.denoise_stack(frames)
+    np.testing.assert_array_equal(out[1], 0.0)
+    np.testing.assert_array_equal(out[2], 77.0)
+    np.testing.assert_allclose(out[0], den.denoise(frames[0]), rtol=1e-5, atol=1e-4)
+    assert not np.array_equal(out[0], frames[0])  # a frame with noise is denoised
