@@ -3,11 +3,12 @@
     python benchmarks/bench_roofline.py                    # lite, fast, standard; 2 threads
     python benchmarks/bench_roofline.py --models fast --threads 1
 
-Why: the speed issue asks ≤ 50 ms per 512² frame of the fast backbone and ≥ 5 Mpx/s in batch. A network's time
+Why: the project's speed target is ≤ 50 ms per 512² frame of the fast backbone and ≥ 5 Mpx/s in batch. A network's time
 cannot fall below its multiply-adds divided by the best rate the CPU's convolution kernels reach, so this prints,
 for each model, the multiply-adds of one 512² frame (counted by hooks on every convolution), the network's
-measured time and rate, and the floor that the best rate measured here (3x3 convolutions of the U-Nets' own
-shapes, channels-last, oneDNN through PyTorch) would allow. Network only, without the noise model around it, with
+measured time and rate, and the floor that the best rate measured here (3x3 convolutions of 16 to 128 channels at
+the sizes the fast U-Net runs them, channels-last, oneDNN through PyTorch) would allow: a measured floor, not a
+hardware bound. Network only, without the noise model around it, with
 freed memory kept for reuse as a CPU ``Denoiser`` keeps it (``livedenoise/cpu_memory.py``).
 """
 from __future__ import annotations

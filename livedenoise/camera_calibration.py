@@ -96,9 +96,9 @@ class CameraCalibration:
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
                 if meta.get("format") != FORMAT:
-                    raise InputDataError(f"{path}: not a livedenoise camera calibration (a safetensors file without "
-                                         "the calibration's maps); expected the file `livedenoise calibrate-camera` "
-                                         "writes")
+                    raise InputDataError(f"{path}: not a livedenoise camera calibration of this version (its format "
+                                         f"is {meta.get('format')!r}, expected {FORMAT!r}); expected the file "
+                                         "`livedenoise calibrate-camera` writes")
                 maps = {k: fh.get_tensor(k) for k in ("offset", "read_var", "gain")}
         except InputDataError:
             raise

@@ -208,10 +208,14 @@ def _is_torch_pickle(path: str | os.PathLike[str]) -> bool:
     """True for what ``torch.save`` writes: a zip archive holding a ``data.pkl``, or a bare pickle."""
     import zipfile
 
+    if os.path.getsize(path) < 3:
+        return False
     with open(path, "rb") as fh:
         head = fh.read(2)
-    if head[:1] == b"\x80":  # pickle protocol 2+
-        return True
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and last == b".":
+        return True  # PROTO 2-5 ... STOP: a bare pickle (a safetensors header length may start with 0x80 too)
     if head == b"PK" and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith("data.pkl") for n in zf.namelist())

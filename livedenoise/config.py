@@ -113,7 +113,7 @@ class LiveConfig(_Strict):
     precision: Precision = Field(
         "auto",
         description=("network arithmetic: auto (fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with native "
-                     "bfloat16 the network runs 1.9-2x faster, at a small measured quality cost; see the README) or "
+                     "bfloat16 the network runs 1.8-2x faster, at a small measured quality cost; see the README) or "
                      "fp16"))
     second_pass: bool = Field(
         True,

@@ -347,8 +347,10 @@ def single_image_fit(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: f
     r, m, s = np.concatenate(rs), np.concatenate(ms), np.concatenate(ss)
     if r.size == 0:
         if all(float(np.ptp(f)) == 0.0 for f in data):  # the clipping test reads a constant image as all clipped
-            raise InputDataError(f"The image for noise estimation is constant (every pixel is "
-                                 f"{float(data[0].flat[0]):g}); expected a noisy camera image whose pixels vary.")
+            value = (f"every pixel is {float(data[0].flat[0]):g}" if len(data) == 1 else
+                     f"each of its {len(data)} frames has one value everywhere")
+            raise InputDataError(f"The image for noise estimation is constant ({value}); expected a noisy camera "
+                                 "image whose pixels vary.")
         raise InputDataError("Every pixel of the image for noise estimation is saturated or clipped; "
                              "expected unsaturated pixels.")
     # within each level bin, keep the calmer half by local structure

@@ -96,9 +96,9 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         assert 5 < psnr < 60 and 0 < ssim <= 1, (label, psnr, ssim)
         assert psnr == round(report["quality"][key]["psnr"], 2)
     ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s \(stopped: (\w+), weights of step (\d+) kept\), "
-                   r"validation loss on the pairs' held-out strips (\S+) -> (\S+); on the calibration field kept out "
-                   r"of it, scored as displayed: (.*?) (?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?"
-                   r"frames:", out)
+                   r"validation loss on the pairs' held-out strips (\S+) -> (\S+); swap decided on the calibration "
+                   r"field kept out of it, scored as displayed: (.*?) "
+                   r"(?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?frames:", out)
     assert ft, out
     shown = report["display_quality"]
     if shown.get("backbone") is not None:  # what the viewer showed, as report.json has it

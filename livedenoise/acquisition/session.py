@@ -584,8 +584,8 @@ class LiveSession:
             self.status.errors.extend(self._writer.errors)
         if self.status.state != SessionState.FAILED:
             self._set(state=SessionState.STOPPED, message=(
-                f"acquisition ended; {self.status.frames_acquired} raw frames saved"
-                + (f", {self._writer.written} denoised frames recorded" if self._writer is not None else "")))
+                f"acquisition ended after {self.status.frames_acquired} frames"
+                + (f"; {self._writer.written} denoised frames recorded" if self._writer is not None else "")))
         return self.report()
 
     # -- the whole session -------------------------------------------------------------------------

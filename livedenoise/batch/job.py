@@ -182,7 +182,7 @@ def denoise_dataset(
     averages the network over that many flips/rotations of every frame: better quality at that many
     times the compute (see :class:`~livedenoise.inference.Denoiser`); a resumed job keeps the value it
     started with. ``precision``: ``"auto"`` (fp16 on CUDA, fp32 elsewhere), ``"fp32"``, ``"bf16"`` (on a CPU
-    with native bfloat16 the network runs 1.9-2x faster than fp32, at a measured quality cost: see the README) or
+    with native bfloat16 the network runs 1.8-2x faster than fp32, at a measured quality cost: see the README) or
     ``"fp16"``; a resumed job must ask for the one it started with. ``second_pass`` (default ``True``): with the
     temporal backbone, also denoise each frame's motion-compensated average (:mod:`livedenoise.second_pass`);
     ``False`` halves its cost; a resumed job keeps the setting it started with.

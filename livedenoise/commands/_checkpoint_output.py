@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,9 +23,16 @@ def check_training_output(output: Path, overwrite: bool, inputs: Iterable[Path |
     command reads), which ``--overwrite`` must never replace; a folder; a name that is not a ``.safetensors`` file; an
     existing checkpoint (unless ``overwrite``); an unwritable folder."""
     for source in inputs:
-        if source is None or not Path(source).exists():
-            continue  # a shipped backbone's name, or a file the command will report missing itself
-        if Path(source).resolve() == output.resolve():
+        if source is None:
+            continue
+        path = Path(source)
+        if not path.exists():  # a shipped backbone's name reads the package's weights file
+            from livedenoise.checkpoint import backbone_path
+
+            path = backbone_path(str(source))
+            if not path.is_file():
+                continue  # a file the command will report missing itself
+        if (output.exists() and os.path.samefile(path, output)) or path.resolve() == output.resolve():
             raise LivedenoiseError(f"{output}: is also an input of this command; the checkpoint would replace it. "
                                    "Choose another output name (inputs are never overwritten, --overwrite or not).")
     if output.is_dir():

@@ -20,5 +20,9 @@ def read_frames(paths: list[Path]) -> list[np.ndarray]:
         if arr.ndim < 2:
             raise InputDataError(f"{path}: expected 2-D images, got shape {arr.shape}")
         check_image(arr, f"image {path}")  # its dtype and values, named by the file (not "image #3" of the whole list)
+        if min(arr.shape[-2:]) < 9:  # what the noise fit needs, said here where the file is known
+            raise InputDataError(f"{path}: frames of {arr.shape[-2]}x{arr.shape[-1]} pixels; expected at least 9x9.")
+        if arr.size and arr.max() == arr.min():
+            raise InputDataError(f"{path}: every pixel is {float(arr.flat[0]):g}; expected noisy camera frames.")
         frames.extend(arr.reshape(-1, *arr.shape[-2:]))
     return frames

@@ -34,7 +34,7 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="network arithmetic (default: [live] precision, auto: fp16 on CUDA, fp32 elsewhere); bf16 runs "
-                        "the network 1.9-2x faster on CPUs with native bfloat16, at a small measured quality cost, and "
+                        "the network 1.8-2x faster on CPUs with native bfloat16, at a small measured quality cost, and "
                         "makes the background fine-tune bf16 too unless [training] precision is set")
     p.add_argument("--no-second-pass", dest="second_pass", action="store_const", const=False,
                    help="temporal backbone: fuse the frames' 2-D results only, without denoising their "

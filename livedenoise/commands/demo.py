@@ -106,8 +106,8 @@ def outcome_lines(report: dict) -> list[str]:
         first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s "
                  f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
                  f"validation loss on the pairs' held-out strips {ft.get('initial_val_loss', 0):.4g} -> "
-                 f"{ft.get('best_val_loss', 0):.4g}; on the calibration field kept out of it, scored as displayed: "
-                 f"{outcome}")
+                 f"{ft.get('best_val_loss', 0):.4g}; swap decided on the calibration field kept out of it, scored as "
+                 f"displayed: {outcome}")
     else:
         first = "fine-tuning: did not complete; the backbone was used throughout"
     lines = [first]

@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "better quality (+0.07-0.08 dB at 8 on the dev pairs, measured) at about N times the compute")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="network arithmetic: auto (default: fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with "
-                        "native bfloat16: the network 1.9-2x faster, a whole job 1.4-1.6x, at a small measured quality "
+                        "native bfloat16: the network 1.8-2x faster, a whole job 1.4-1.6x, at a small measured quality "
                         "cost; see the README) or fp16")
     p.add_argument("--no-second-pass", dest="second_pass", action="store_false",
                    help="time-lapses with the temporal backbone: fuse the frames' 2-D results only, without denoising "

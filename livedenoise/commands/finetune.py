@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.camera_calibration import CameraCalibration
     from livedenoise.commands._frames import read_frames
     from livedenoise.config import TrainingConfig
-    from livedenoise.errors import InputDataError, LivedenoiseError
+    from livedenoise.errors import LivedenoiseError
     from livedenoise.modelspec import load_model_spec
     from livedenoise.progress import fit_progress
     from livedenoise.training.finetune import finetune
@@ -70,15 +70,9 @@ def run(args: argparse.Namespace) -> int:
     rate = {} if args.lr is None else {"lr_pairs": args.lr, "lr_self_supervised": args.lr}
     layers = {} if args.adapt_layers is None else {"adapt_layers": args.adapt_layers}
     cfg = TrainingConfig(loss=args.loss, seed=args.seed, precision=args.precision, **rate, **layers)
-    try:
-        with fit_progress("fine-tuning") as progress:
-            res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg,
-                           time_budget_s=args.time_budget, device=args.device, progress=progress)
-    except InputDataError as exc:  # the noise fit's checks speak of "the image": name the one file they read
-        one = args.images[0] if args.images and len(args.images) == 1 else args.pairs
-        if one is None or str(one) in str(exc):
-            raise
-        raise InputDataError(f"{one}: {exc}") from None
+    with fit_progress("fine-tuning") as progress:
+        res = finetune(backbone, noisy, clean, calibration=calibration, training=cfg, time_budget_s=args.time_budget,
+                       device=args.device, progress=progress)
     f = res.fit
     if not res.adapted:  # writing it would relabel the unchanged backbone as a fine-tuned model
         hint = "" if f.stopped == "skipped" else " Give a larger --time-budget (or more images)"

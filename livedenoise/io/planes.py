@@ -75,27 +75,45 @@ class PlaneArray:
 
 
 class _TiffLogCapture(logging.Handler):
-    """Collects tifffile's warnings while a file is opened (it logs, not raises, broken page chains)."""
+    """Collects tifffile's warnings while a file is opened (it logs, not raises, broken page chains): only those of
+    the thread that opens it, so a batch's other block threads cannot make a healthy file look corrupt."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        self.thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+#: Threads capturing tifffile's log right now, and the logger's own ``propagate`` from before the first of them.
+_CAPTURING = {"count": 0, "propagate": True}
+_CAPTURE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def _capture_tifffile_log() -> Iterator[_TiffLogCapture]:
+    """While any thread opens a TIFF, tifffile's messages go to the capturing handlers only (``_open_tiff`` reports
+    each once, as an error or a warning of livedenoise's); the logger's ``propagate`` is restored when the last
+    capturing thread is done (a count, so threads that overlap cannot leave it switched off)."""
     logger = logging.getLogger("tifffile")
     handler = _TiffLogCapture()
-    logger.addHandler(handler)
-    propagate, logger.propagate = logger.propagate, False  # captured here and reported once, by _open_tiff
+    with _CAPTURE_LOCK:
+        if _CAPTURING["count"] == 0:
+            _CAPTURING["propagate"] = logger.propagate
+            logger.propagate = False
+        _CAPTURING["count"] += 1
+        logger.addHandler(handler)
     try:
         yield handler
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        with _CAPTURE_LOCK:
+            logger.removeHandler(handler)
+            _CAPTURING["count"] -= 1
+            if _CAPTURING["count"] == 0:
+                logger.propagate = bool(_CAPTURING["propagate"])
 
 
 def _open_tiff(path: str) -> Any:

@@ -174,8 +174,9 @@ class UNet2D(nn.Module):
         most accuracy (in a probe on 256² crops of the dev pairs, the rms difference from fp32 was 7e-3 of the
         output range with the first block in bf16 and 3e-3 with it in fp32); at one input channel it is also the
         cheapest convolution. Until 2026-12-05 the whole first block stayed fp32; its second convolution (16 or 32
-        channels at full resolution) took about 6 ms of the fast backbone's 57 per 512² frame in fp32 against 3 in
-        bf16, and 4 of the standard one's 204 ms, and in bf16 it costs no measurable accuracy
+        channels at full resolution) took about 6 ms of the fast backbone's 58 per 512² frame in fp32 against 3 in
+        bf16, and about 22 of the standard one's 203 ms against 8 (measured: 58 -> 55 and 203 -> 188 ms), and in bf16
+        it costs no measurable accuracy
         (``benchmarks/bench_precision.py`` measures the result against fp32).
         ``forward`` casts the first convolution's activations once to the dtype of the rest (read from the weights,
         so ``.float()`` undoes all of this), and the residual sum stays in the input's dtype.
