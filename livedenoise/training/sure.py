@@ -41,20 +41,13 @@ def sure_loss(model: torch.nn.Module, x: torch.Tensor, noise_std: float,
     fine-tune that lost 0.32 dB against the sample scored 7 % better than its backbone with one level for all;
     ``benchmarks/results/2026-12-05-gat-target/``).
     """
-    return sure_map(model, x, noise_std, probe, variance).mean()
-
-
-def sure_map(model: torch.nn.Module, x: torch.Tensor, noise_std: float,
-             probe: torch.Tensor | None = None, variance: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`sure_loss` pixel by pixel (its mean is the loss): each pixel's term of Stein's estimate, so that a check
-    can also measure how much the estimate of a difference varies across the image (its standard error)."""
     sigma = float(noise_std)
     b = torch.randn_like(x) if probe is None else probe
     eps = EPS_FRACTION * sigma
     out = model(x)
     v = torch.ones((), dtype=x.dtype, device=x.device) if variance is None else variance
-    div = v * b * (model(x + eps * b) - out) / eps  # per pixel, variance-weighted
-    return (out - x) ** 2 - sigma * sigma * v.expand_as(x) + 2.0 * sigma * sigma * div
+    div = (v * b * (model(x + eps * b) - out)).mean() / eps  # per pixel, variance-weighted
+    return ((out - x) ** 2).mean() - sigma * sigma * v.expand_as(x).mean() + 2.0 * sigma * sigma * div
 
 
 #: Photoelectron levels and read variances (e-²) of :func:`stabilised_variance`'s table; above the last level the
