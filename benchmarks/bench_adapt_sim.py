@@ -133,11 +133,8 @@ def render(payload: dict, heading: bool = True) -> str:
     header = ["structure", "photons", "camera maps", "backbone", "fine-tuned", "chosen", "vs truth with pattern "
               "(backbone → fine-tuned)", "steps (best)", "SURE check: backbone → fine-tuned (kept)",
               "one level: backbone → fine-tuned (would keep)", "check right", "one level right"]
-    has_se = any("standard_error" in (r.get("sure_check") or {}) for r in payload["rows"])
-    if has_se:  # runs since the check also asks for 2 standard errors (2026-12-05)
-        header.append("fixed margin alone right")
     body = []
-    right = right_one = right_margin = 0
+    right = right_one = 0
     for r in payload["rows"]:
         gain = _fine_tuned_psnr(r, "sample") - r["backbone psnr sample"]
         chk = r.get("sure_check") or {}
@@ -146,35 +143,26 @@ def render(payload: dict, heading: bool = True) -> str:
         ok = kept == (gain > 0) if "fine-tuned psnr sample" in r else None
         one_keeps = bool(one) and one["adapted"] < one["backbone"] - (chk.get("margin") or 0.0)
         ok_one = one_keeps == (gain > 0) if one else None
-        margin_keeps = chk.get("adapted_better_with_margin_alone")
-        ok_margin = (bool(margin_keeps) == (gain > 0)) if margin_keeps is not None and ok is not None else None
         right += bool(ok)
         right_one += bool(ok_one)
-        right_margin += bool(ok_margin)
         body.append([r["structure"], f"{r['photons']:g}", r["way"], f"{r['backbone psnr sample']:.2f}",
                      f"{_fine_tuned_psnr(r, 'sample'):.2f}" if "fine-tuned psnr sample" in r else "—",
                      f"{r['chosen psnr sample']:.2f}",
                      f"{r['backbone psnr with pattern']:.2f} → {_fine_tuned_psnr(r, 'with pattern'):.2f}",
                      f"{r['steps']} ({r['best_step']})",
                      (f"{chk['backbone']:.4f} → {chk['adapted']:.4f} ({'kept' if kept else 'backbone'}; "
-                      f"{chk.get('noise_variance', 'one level')}"
-                      + (f"; SE {chk['standard_error']:.4f}" if chk.get("standard_error") is not None else "")
-                      + ")")
-                     if chk else (r.get("note") or "—")[:60],
+                      f"{chk.get('noise_variance', 'one level')})") if chk else (r.get("note") or "—")[:60],
                      (f"{one['backbone']:.4f} → {one['adapted']:.4f} ({'kept' if one_keeps else 'backbone'})"
                       if one else "—"),
                      "—" if ok is None else ("yes" if ok else "**no**"),
-                     "—" if ok_one is None else ("yes" if ok_one else "**no**"),
-                     *(["—" if ok_margin is None else ("yes" if ok_margin else "**no**")] if has_se else [])])
+                     "—" if ok_one is None else ("yes" if ok_one else "**no**")])
     mean = [finite_mean([r[k] for r in payload["rows"]]) for k in ("backbone psnr sample", "chosen psnr sample")]
     steps = f", {payload['model_steps']} steps" if payload.get("model_steps") else ""
     lines = [f"PSNR (dB) against the sample (no fixed pattern); one {payload['size']}² training frame per case, "
              f"{payload['budget_s']:g} s per fine-tune; backbone `{payload['model']}`{steps}. Mean: backbone "
              f"{mean[0]:.2f}, chosen {mean[1]:.2f}; the check was right in {right} of "
              f"{sum('fine-tuned psnr sample' in r for r in payload['rows'])} fits that changed weights (with one noise "
-             f"level everywhere it would have been right in {right_one}"
-             + (f"; with the fixed margin alone, without the standard error, in {right_margin}" if has_se else "")
-             + ").", "",
+             f"level everywhere it would have been right in {right_one}).", "",
              table(header, body)]
     return report("`--adapt self` on the simulator: the fine-tune and the check against the known sample", payload,
                   lines, heading)

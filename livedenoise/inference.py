@@ -560,7 +560,7 @@ class Denoiser:
         with torch.inference_mode():
             out = second_pass(result, engine.normalizer, lambda z: self._units_pass(net, z),
                               engine.averages_inversion if engine.averages is not None else None)
-        return self._keep_saturated(engine, out.cpu().numpy().astype(np.float32, copy=False), raw)
+        return self._keep_raw_values(engine, out.cpu().numpy().astype(np.float32, copy=False), raw)
 
     def _denoised_units(self, engine: _Engine, frames: np.ndarray) -> torch.Tensor:
         """The 2-D stage's output for frames [N, H, W] in network units, [N, H, W] (fused temporal models)."""
@@ -723,10 +723,10 @@ class Denoiser:
 
     def _finish(self, engine: _Engine, y: torch.Tensor, raw: np.ndarray) -> np.ndarray:
         out = engine.normalizer.inverse_torch(y).cpu().numpy().astype(np.float32, copy=False)
-        return self._keep_saturated(engine, out, raw)
+        return self._keep_raw_values(engine, out, raw)
 
     @staticmethod
-    def _keep_saturated(engine: _Engine, out: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def _keep_raw_values(engine: _Engine, out: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """``out`` with the raw values where the camera saturated (the network cannot know what is there), and
         every frame of one value everywhere returned as it is: it holds no noise and nothing to estimate (a blank
         frame in a stack, padding), and the network, which never saw a frame without noise, would turn its zeros into

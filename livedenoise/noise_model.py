@@ -111,6 +111,10 @@ class NoiseFit:
                 f"var = {self.a_adu:.4g} * x {self.b_adu:+.4g}")
 
 
+#: The smallest frame side the single-image fit works on (its 9x9 local-structure window).
+MIN_FIT_SIDE = 9
+
+
 # --------------------------------------------------------------------------------------------
 # estimators
 # --------------------------------------------------------------------------------------------
@@ -318,8 +322,9 @@ def single_image_fit(frames: Sequence[np.ndarray] | np.ndarray, *, saturation: f
         raise ValueError(f"{len(clipped)} clipping masks for {len(data)} frames")
     rs, ms, ss, lag_x, lag_y = [], [], [], [], []
     for i, f in enumerate(data):
-        if min(f.shape[-2:]) < 9:
-            raise InputDataError(f"An image for noise estimation has shape {f.shape}; expected at least 9x9 pixels.")
+        if min(f.shape[-2:]) < MIN_FIT_SIDE:
+            raise InputDataError(f"An image for noise estimation has shape {f.shape}; expected at least "
+                                 f"{MIN_FIT_SIDE}x{MIN_FIT_SIDE} pixels.")
         f64 = f.astype(np.float64, copy=False)
         r, m = _highpass_and_local_mean(f64)
         # local structure: residual energy in a 9x9 neighbourhood *excluding* a 3x3 core around the pixel, so the
