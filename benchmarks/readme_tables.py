@@ -80,6 +80,8 @@ SOURCES: dict[str, str] = {
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
+    "train-speed": ("2026-12-05-train-speed/before-1.json", "2026-12-05-train-speed/after-1/speed.json",
+                    "2026-12-05-train-speed/before-2.json", "2026-12-05-train-speed/after-2/speed.json"),
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "batch-bf16": ("2026-12-05-batch-bf16/batch-1GB.json",),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
@@ -440,6 +442,32 @@ def train_layers(data: dict, path: str) -> str:
                       _source_line(path, data, data.get("command", "bench_speed.py"))])
 
 
+def train_speed(sources: list[tuple[dict, str]]) -> str:
+    """Self-supervised fine-tuning of an earlier commit (``speed_of_checkout.py --section finetune``) and of this one
+    (``bench_speed.py --only finetune``), alternated: steps per second against the earlier commit's fp32 fine-tune of
+    every weight in the same round, and what the steps bought (held-out loss; PSNR against the simulator's truth)."""
+    rows, base, rounds = [], None, 0
+    for data, _ in sources:
+        rounds += bool(data.get("commit"))
+        code = f"{rounds}: " + (f"before ({data['commit'][:7]})" if data.get("commit") else "this change")
+        for r in data["finetune"]:
+            rate = r["steps"] / r["wall_s"]
+            if data.get("commit") and r["precision"] == "fp32" and r.get("adapt_layers", "all") == "all":
+                base = rate
+            if base is None:
+                raise TablesError("train-speed: each round must start with the earlier commit's fp32 fine-tune of "
+                                  "every weight")
+            rows.append([code, r["precision"], r.get("adapt_layers", "all"), f"{r['wall_s']:.1f}", str(r["steps"]),
+                         f"{rate:.1f} ({rate / base:.2f}×)", r["stopped"].replace("_", " "),
+                         f"{r['initial_val_loss']:.5f} → {r['best_val_loss']:.5f}",
+                         f"{r['psnr']['backbone']:.2f} → {r['psnr']['fine-tuned']:.2f}",
+                         {True: "yes", False: "no (backbone kept)"}.get(r.get("adapted"), "-")])
+    return "\n".join([_table(["round: code", "training precision", "weights changed", "wall s", "steps",
+                               "steps / s (× before, fp32, all)", "stopped", "held-out loss",
+                               "PSNR: backbone → fine-tuned", "weights adapted"], rows), "",
+                      _sources_line(sources)])
+
+
 def temporal_pairs(sources: list[tuple[dict, str]]) -> str:
     """The temporal backbone fine-tuned on 5 pairs: references as averaged, with a camera calibration, or with the
     fixed pattern removed across the fields (``bench_temporal_pairs.py``)."""
@@ -653,7 +681,8 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
-         "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc}
+         "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
+         "train-speed": train_speed}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

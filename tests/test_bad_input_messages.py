@@ -5,6 +5,7 @@ reason is the real one, nothing else is printed at error level, and no output is
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -58,6 +59,21 @@ def test_several_unnamed_dimensions_ask_for_their_axes(tmp_path, capsys):
     assert "has 3 dimensions that its metadata does not name" in _error(capsys)
     assert main(["denoise", str(path), "-o", str(tmp_path / "out"), "--no-progress", "--axes", "TCZYX"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 16, 16), (2, 2, 2, 16, 16), (2, 1, 2, 1, 2, 16, 16)])
+def test_the_axes_a_message_suggests_are_accepted_for_that_file(tmp_path, capsys, shape):
+    """The example in the message has one letter per dimension, whatever the number of dimensions."""
+    path = tmp_path / "many.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).poisson(20, shape).astype(np.uint16))
+    assert main(["denoise", str(path), "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+    suggested = re.search(r"e\.g\. --axes (\w+)\.", _error(capsys))
+    assert suggested is not None and len(suggested.group(1)) == len(shape)
+    assert main(["denoise", str(path), "-o", str(tmp_path / "out"), "--no-progress", "--model", "fast",
+                 "--axes", suggested.group(1)]) == 0
+    capsys.readouterr()
+    with tifffile.TiffFile(next((tmp_path / "out").glob("*.tif"))) as written:  # a P axis: one series a position
+        assert sum(int(np.prod(series.shape)) for series in written.series) == int(np.prod(shape))
 
 
 def test_a_truncated_tiff_is_reported_once(tmp_path, capsys, caplog):

@@ -20,7 +20,14 @@ from livedenoise.normalization import Normalizer
 from livedenoise.training.data import ImageSet, PatchSampler, split_strips
 from livedenoise.training.finetune import finetune, match_intensity
 from livedenoise.training.loop import fit
-from livedenoise.training.masking import grid_mask, masked_input, noise2self_loss
+from livedenoise.training.masking import (
+    grid_mask,
+    masked_input,
+    mean_noise2same_loss,
+    noise2same_loss,
+    noise2self_loss,
+    stacked_forward,
+)
 from livedenoise.training.pairs import load_pair_folder
 from livedenoise.training.simdata import BACKBONE_SCALE, simulated_pairs
 
@@ -57,6 +64,45 @@ def test_masked_pixel_values_never_reach_the_loss_through_the_input():
     pred[..., mask].sum().backward()  # prediction only (no target term)
     assert torch.all(xin.grad[..., mask] == 0)
     assert noise2self_loss(model, x, phase=5, grid=4).item() > 0
+
+
+def _noise2same_by_separate_calls(model, x, phase, grid, noise_std):
+    """Noise2Same as written in the paper: the network called on the image and on its masked copy separately."""
+    mask = grid_mask(x.shape[-2], x.shape[-1], grid, phase)
+    full, blind = model(x), model(masked_input(x, mask))
+    return ((full - x) ** 2).mean() + 2.0 * noise_std * torch.sqrt(((full - blind)[..., mask] ** 2).mean() + 1e-12)
+
+
+def test_noise2same_from_one_stacked_forward_pass_equals_separate_calls_in_value_and_gradient():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 24, 24)
+    model = tiny_checkpoint().model.train()
+    stacked = noise2same_loss(model, x, phase=5, grid=4, noise_std=0.1)
+    stacked.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    separate = _noise2same_by_separate_calls(model, x, 5, 4, 0.1)
+    separate.backward()
+    assert torch.allclose(stacked, separate, rtol=1e-5, atol=1e-7)
+    for g, p in zip(grads, model.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-7)
+    # a validation's several phases share the unmasked prediction: the mean of the per-phase losses
+    with torch.no_grad():
+        mean = mean_noise2same_loss(model, x, [1, 9], grid=4, noise_std=0.1)
+        each = [_noise2same_by_separate_calls(model, x, p, 4, 0.1) for p in (1, 9)]
+    assert torch.allclose(mean, torch.stack(each).mean(), rtol=1e-5, atol=1e-7)
+
+
+def test_stacked_forward_calls_a_batch_normalised_network_batch_by_batch():
+    """Batch normalisation in training mode mixes the samples of a batch: stacking would change each output."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2)).train()
+    a, b = torch.rand(2, 1, 8, 8), 5 + torch.rand(2, 1, 8, 8)
+    out_a, out_b = stacked_forward(model, a, b)
+    assert torch.allclose(out_a, model(a)) and torch.allclose(out_b, model(b))
+    model.eval()  # running statistics: samples no longer see each other, so one pass serves both
+    out_a, out_b = stacked_forward(model, a, b)
+    assert torch.allclose(out_a, model(a), atol=1e-6) and torch.allclose(out_b, model(b), atol=1e-6)
 
 
 def test_split_strips_keeps_validation_pixels_out_of_training():

@@ -46,3 +46,13 @@ def validate_axes(axes: str, ndim: int | None = None, *, what: str = "--axes") -
     if ndim is not None and len(text) != ndim:
         raise InputDataError(f"{what} {axes!r} names {len(text)} axes but the data have {ndim} dimensions.")
     return text
+
+
+def example_axes(ndim: int) -> str:
+    """A valid axis string of ``ndim`` letters, for messages that ask the user to declare axes: ``ZYX``, ``CZYX``,
+    ``TCZYX``, then ``PTCZYX`` and further letters from :data:`AXES` (``PTCZAYX``...)."""
+    lead = ndim - 2
+    if lead <= 3:
+        return "TCZ"[3 - lead:] + "YX"
+    spare = [a for a in AXES if a not in "PTCZYX"]
+    return "PTCZ" + "".join(spare[: lead - 4]) + "YX"

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.errors import InputDataError
-from livedenoise.io.axes import _SPARE_LETTERS, AXES, validate_axes
+from livedenoise.io.axes import _SPARE_LETTERS, AXES, example_axes, validate_axes
 from livedenoise.io.dataset import ImageDataset, SourceSpec
 from livedenoise.io.omexml import ome_facts
 from livedenoise.io.planes import PlaneArray, TiffPlanes, _open_tiff
@@ -86,7 +86,7 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
         raise InputDataError(
             f"{path}: has {series_axes[:-2].count('Q')} dimensions that its metadata does not name (shape "
             f"{tuple(first.shape)}, axes {series_axes!r}); declare them with --axes, e.g. --axes "
-            f"{'TCZ'[-(len(series_axes) - 2):] if len(series_axes) <= 5 else 'P' + 'TCZ'}YX.")
+            f"{example_axes(len(series_axes))}.")
     series_axes = _normalise_tiff_axes(series_axes, path)
     axes = ("P" if multi else "") + series_axes
     validate_axes(axes, what=f"{path}: axes")

@@ -30,7 +30,7 @@ from livedenoise.cpu_memory import keep_freed_memory
 from livedenoise.errors import ConfigError
 from livedenoise.training.data import PatchSampler
 from livedenoise.training.losses import supervised_loss
-from livedenoise.training.masking import noise2same_loss, noise2self_loss
+from livedenoise.training.masking import mean_noise2same_loss, noise2same_loss, noise2self_loss
 from livedenoise.training.sure import sure_loss
 
 log = logging.getLogger("livedenoise")
@@ -196,6 +196,10 @@ def _validate(model, objective: Objective, batches, device, loss: str, grid: int
             elif objective in ("noise2self", "noise2same"):
                 # Several grid phases so the estimate covers different pixels, the same ones every time.
                 phases = range(i, grid * grid, max(1, grid * grid // 2))
+                if objective == "noise2same":  # the unmasked prediction is shared by the phases: computed once
+                    assert noise_std is not None  # fit() refuses noise2same without it
+                    total += float(mean_noise2same_loss(model, x, list(phases), grid, float(noise_std)))
+                    continue
                 total += float(np.mean([float(_batch_loss(model, objective, x, y, p, loss, 0.0, grid, noise_std))
                                         for p in phases]))
             else:
@@ -260,7 +264,10 @@ def fit(
     if nhwc:
         # memory_format= is valid at runtime but missing from torch's stubs of Module.to
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.Adam(list(trainable) if trainable is not None else model.parameters(), lr=lr)
+    # fused: one kernel for all parameters instead of ~20 small operations per tensor (a fine-tune step of the fast
+    # backbone spent 1 ms of its 27 in the per-tensor update on the CPU)
+    opt = torch.optim.Adam(list(trainable) if trainable is not None else model.parameters(), lr=lr,
+                           fused=device.type in ("cpu", "cuda"))
     val_batches = val.fixed_batches(validation_batches)
     start = time.perf_counter()
     best = _validate(model, objective, val_batches, device, loss, mask_grid, noise_std)

@@ -9,6 +9,8 @@ independent noise cannot be learned.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from livedenoise.models.unet import neighbour_mean
@@ -37,6 +39,27 @@ def noise2self_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: i
     return diff.abs().mean() if loss == "l1" else (diff * diff).mean()
 
 
+def _mixes_samples(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s output for one sample depends on the other samples of its batch (batch normalisation in
+    training mode)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
+def stacked_forward(model: torch.nn.Module, *batches: torch.Tensor) -> list[torch.Tensor]:
+    """``[model(b) for b in batches]`` from one forward pass over the batches stacked.
+
+    Why: Noise2Same needs the network on the image and on its masked copies. Small patches leave oneDNN's
+    convolutions short of work; one batch of 16 runs faster than two of 8 (bf16 fine-tuning of the fast backbone,
+    8 patches of 64², 2 threads: 23.5 -> 19.5 ms per step with the decoder adapted). The result is the same as
+    separate calls for every network whose samples do not see each other, so a network with batch normalisation
+    in training mode gets separate calls.
+    """
+    if len(batches) > 1 and _mixes_samples(model):
+        return [model(b) for b in batches]
+    out = model(torch.cat(batches))
+    return list(out.split([b.shape[0] for b in batches]))
+
+
 def noise2same_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: int, noise_std: float) -> torch.Tensor:
     """Noise2Same (Xie et al. 2020) with known noise level: trains the full-image prediction itself.
 
@@ -46,9 +69,16 @@ def noise2same_loss(model: torch.nn.Module, x: torch.Tensor, phase: int, grid: i
     the error against the clean image. Unlike Noise2Self's masked-only loss, the full-image output used at
     inference is what is optimised, which matters for residual backbones pretrained on full images.
     """
-    mask = grid_mask(x.shape[-2], x.shape[-1], grid, phase, x.device)
-    full = model(x)
-    blind = model(masked_input(x, mask))
+    return mean_noise2same_loss(model, x, [phase], grid, noise_std)
+
+
+def mean_noise2same_loss(model: torch.nn.Module, x: torch.Tensor, phases: Sequence[int], grid: int,
+                         noise_std: float) -> torch.Tensor:
+    """The mean of :func:`noise2same_loss` over several grid ``phases``, with the unmasked prediction computed once
+    (a validation scores several phases of the same batch)."""
+    masks = [grid_mask(x.shape[-2], x.shape[-1], grid, p, x.device) for p in phases]
+    full, *blinds = stacked_forward(model, x, *(masked_input(x, m) for m in masks))
     rec = ((full - x) ** 2).mean()
-    inv = ((full - blind)[..., mask] ** 2).mean()
-    return rec + 2.0 * noise_std * torch.sqrt(inv + 1e-12)
+    losses = [rec + 2.0 * noise_std * torch.sqrt(((full - blind)[..., m] ** 2).mean() + 1e-12)
+              for blind, m in zip(blinds, masks, strict=True)]
+    return torch.stack(losses).mean()
