@@ -80,6 +80,9 @@ SOURCES: dict[str, str] = {
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
+    "precision-xeon": "2026-12-05-xeon-amx/precision.json",
+    "roofline-xeon": "2026-12-05-xeon-amx/roofline.json",
+    "batch-xeon": ("2026-12-05-xeon-amx/batch-1GB.json", "2026-12-05-xeon-amx/batch-300MB.json"),
     "train-speed": ("2026-12-05-train-speed/before-1.json", "2026-12-05-train-speed/after-1/speed.json",
                     "2026-12-05-train-speed/before-2.json", "2026-12-05-train-speed/after-2/speed.json"),
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
@@ -682,7 +685,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
-         "train-speed": train_speed}
+         "train-speed": train_speed, "batch-xeon": batch_malloc}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
@@ -692,7 +695,8 @@ RENDERERS: dict[str, Callable] = {
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "train-bf16": train_bf16, "train-layers": train_layers,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
-    "precision": precision, "roofline": roofline, "runtimes": runtimes, "foreign-processing": foreign_processing,
+    "precision": precision, "roofline": roofline, "precision-xeon": precision, "roofline-xeon": roofline,
+    "runtimes": runtimes, "foreign-processing": foreign_processing,
     "allocator": allocator,
     "allocator-models": allocator,
     "motion-noise": motion_noise, **MULTI,

@@ -45,7 +45,7 @@ from torch import nn
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import PRECISIONS
 from livedenoise.cpu_memory import keep_freed_memory
-from livedenoise.device import configure_cpu_threads, select_device
+from livedenoise.device import configure_cpu_threads, hint_bf16, select_device
 from livedenoise.errors import ConfigError, LivedenoiseError
 from livedenoise.models import (
     TemporalUNet,
@@ -314,6 +314,8 @@ class Denoiser:
             self._engine.name, "2D+T" if self._engine.temporal else "2D", self._engine.radius,
             self._engine.margin, self._device, self.precision, self._engine.pixel_budget / 1e6,
         )
+        if self._device.type == "cpu" and self.precision == "fp32":
+            hint_bf16()
 
     # ------------------------------------------------------------------ configuration
     def _resolve_precision(self, precision: str) -> torch.dtype | None:

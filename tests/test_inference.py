@@ -253,6 +253,36 @@ def test_saturated_pixels_are_passed_through() -> None:
     assert not np.allclose(out[0:5, 0:5], frame[0:5, 0:5])
 
 
+def test_a_cpu_with_bf16_matrix_units_is_told_once_that_bf16_pays(monkeypatch, caplog) -> None:
+    """On a CPU with Intel AMX an fp32 Denoiser logs one hint about --precision bf16 per process; bf16 itself, or a
+    CPU without AMX, gets none. (bf16 is not the default there: its outputs differ from fp32's by more than 1e-3.)"""
+    import livedenoise.device as device
+
+    hinted = lambda: [r for r in caplog.records if r.getMessage() == device.BF16_HINT]  # noqa: E731
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    device.hint_bf16.cache_clear()
+    with caplog.at_level(logging.INFO, logger="livedenoise"):
+        Denoiser(_unet(), NORM, device="cpu")
+        assert hinted() == []
+        device.hint_bf16.cache_clear()
+        monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+        Denoiser(_unet(), NORM, device="cpu", precision="bf16")
+        assert hinted() == []
+        Denoiser(_unet(), NORM, device="cpu")
+        Denoiser(_unet(), NORM, device="cpu")
+        assert len(hinted()) == 1
+    device.hint_bf16.cache_clear()
+
+
+def test_cpu_flags_are_read_from_linux_or_left_empty() -> None:
+    from livedenoise.device import cpu_flags
+
+    flags = cpu_flags()
+    assert isinstance(flags, frozenset)
+    if Path("/proc/cpuinfo").is_file() and "flags" in Path("/proc/cpuinfo").read_text():
+        assert "fpu" in flags  # every x86 CPU reports it
+
+
 def test_bf16_on_cpu_is_close_to_fp32() -> None:
     frame = _frames((32, 32))
     fp32 = Denoiser(_unet(), NORM, device="cpu", precision="fp32").denoise(frame)
