@@ -187,6 +187,31 @@ def test_pretrain_with_a_cosine_schedule_records_it_and_lowers_the_rate(tmp_path
                  schedule="linear")  # type: ignore[arg-type]
 
 
+def test_pretrain_in_bf16_runs_the_network_in_bf16_and_records_it(tmp_path):
+    """--precision bf16: each training step's convolutions run in bf16, validations in fp32, the stage says so."""
+    out = tmp_path / "bb.safetensors"
+    seen: set = set()
+    real_conv = torch.nn.Conv2d._conv_forward
+
+    def spy(self, x, weight, bias):
+        result = real_conv(self, x, weight, bias)
+        seen.add((torch.is_grad_enabled(), result.dtype))
+        return result
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+        assert main(["pretrain", "--preset", "fast", "--steps", "4", "--precision", "bf16", "--bank-fields", "3",
+                     "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2", "--patch-size", "32",
+                     "--steps-per-validation", "2", "--device", "cpu", "-o", str(out)]) == 0
+    stage = load_checkpoint(out).training["stages"][-1]
+    assert stage["precision"] == "bf16" and stage["steps"] == 4
+    assert (True, torch.bfloat16) in seen and (False, torch.float32) in seen and (False, torch.bfloat16) not in seen
+    assert main(["pretrain", "--preset", "fast", "--steps", "2", "--bank-fields", "3", "--cache-dir",
+                 str(tmp_path / "cache"), "--batch-size", "2", "--patch-size", "32", "--device", "cpu", "-o",
+                 str(tmp_path / "fp32.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "fp32.safetensors").training["stages"][-1]["precision"] == "fp32"
+
+
 def test_pretrain_writes_interim_checkpoints(tmp_path):
     from livedenoise.training.pretrain import pretrain
 

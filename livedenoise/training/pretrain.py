@@ -152,6 +152,7 @@ def pretrain(
     structure_images: Sequence[np.ndarray] | None = None,
     structure_names: Sequence[str] | None = None,
     structure_weight: float = 0.5,
+    precision: str = "fp32",
 ) -> PretrainResult:
     """Pretrain a backbone of a named preset ('fast', 'standard', 'temporal') supervised on noisy/clean pairs.
 
@@ -172,7 +173,9 @@ def pretrain(
 
     ``schedule="cosine"`` decays ``lr`` over the run (``max_steps`` or ``time_budget_s``;
     :func:`livedenoise.training.loop.scheduled_lr`). On a CUDA ``device`` the synthetic noise is drawn on the
-    GPU and cuDNN picks its fastest convolutions for the fixed patch size.
+    GPU and cuDNN picks its fastest convolutions for the fixed patch size. ``precision="bf16"`` runs each step's
+    network under bf16 autocast (weights, optimiser, loss and validations stay fp32; :func:`fit`); the stage
+    records what ran.
     """
     if init is None and preset is None:
         preset = "fast"
@@ -260,7 +263,7 @@ def pretrain(
     name = f"backbone-{preset}" if (init is None or grown_from is not None) else init.name
     stage = {"lr": lr, "schedule": schedule, "batch_size": batch_size, "patch_size": patch_size, "data": desc,
              "seed": seed, "max_steps": max_steps, "time_budget_s": time_budget_s, "patience": patience,
-             "steps_per_validation": steps_per_validation, "device": str(dev)}
+             "steps_per_validation": steps_per_validation, "device": str(dev), "precision": precision}
     if window is not None:
         stage["trained"] = "the temporal fusion only (2-D stage frozen)"
 
@@ -294,7 +297,7 @@ def pretrain(
         result = fit(model, train, val, objective="supervised", lr=lr, max_steps=max_steps,
                      time_budget_s=time_budget_s, patience=patience, steps_per_validation=steps_per_validation,
                      validation_batches=validation_batches, seed=seed, device=dev, progress=on_progress,
-                     cancel=cancel, schedule=schedule)
+                     cancel=cancel, schedule=schedule, precision=precision)
     finally:
         torch.backends.cudnn.benchmark = benchmark
     model.to("cpu")
