@@ -41,7 +41,7 @@ SOURCES: dict[str, str] = {
     "stages": "../../livedenoise/weights/backbone-fast.safetensors",
     "stages-standard": "../../livedenoise/weights/backbone-standard.safetensors",
     "stages-lite": "../../livedenoise/weights/backbone-lite.safetensors",
-    "pareto": ("2026-12-05-backbone-lite-stage2/backbone.json", "2026-12-05-speed-lite/speed.json"),
+    "pareto": ("2026-12-05-backbone-standard-bf16/shipped/backbone.json", "2026-12-05-speed-lite/speed.json"),
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
     "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
     "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
