@@ -123,6 +123,14 @@ def test_calibrate_finetune_swap_improves_live_frames(simulated_core, small_micr
     dq = report.display_quality
     assert dq["backbone_frames"] > 0 and dq["adapted_frames"] > 0
     assert dq["adapted"] > dq["backbone"] + 0.5  # the displayed frames depend on when the swap lands
+    # The display's pace by phase: pairs were fine-tuned before live started, so live begins while fine-tuning;
+    # the phases split every shown frame and every skip between them.
+    phases = report.display_phases
+    assert list(phases) == ["while fine-tuning", "after fine-tuning"]
+    assert sum(p["frames_denoised"] for p in phases.values()) == report.frames_denoised
+    assert sum(p["frames_dropped"] for p in phases.values()) == report.frames_dropped
+    assert sum(p["frames_acquired"] for p in phases.values()) == report.frames_acquired
+    assert phases["after fine-tuning"]["frames_denoised"] > 0
     # (+0.5 dB: the scored frames depend on when the swap lands; 40 steps gave +0.8 to +2 dB across runs)
     assert report.quality["adapted"]["psnr"] > report.quality["raw"]["psnr"] + 0.5
     # Adapted model saved and loadable; every frame denoised and recorded.

@@ -87,6 +87,11 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["precision"] == "bf16"  # --precision reached the live denoiser
+    # what ran, for tables made from the report: the command, the backbone, the frame and the camera's pace
+    assert report["command"].startswith("livedenoise demo --config ") and "--precision bf16" in report["command"]
+    session = report["session"]
+    assert session["backbone"] == "tiny" and session["interval_ms"] > 0
+    assert re.fullmatch(r"\d+x\d+", session["roi"]) and session["frames_after_swap"] >= 1
     out = " ".join(res.stdout.split())  # rich wraps long lines at the terminal width
     # The quality table: one finite PSNR/SSIM per row, the numbers of report.json.
     rows = {label: re.search(r"[│|] " + re.escape(label) + r" [│|] (\S+) [│|] (\S+) [│|]", out)
@@ -103,6 +108,10 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
     shown = report["display_quality"]
     if shown.get("backbone") is not None:  # what the viewer showed, as report.json has it
         assert ft.group(7).startswith(f"backbone {shown['backbone']:.2f} dB ({shown['backbone_frames']} frames)")
+    phases = report["display_phases"]
+    assert phases and sum(p["frames_denoised"] for p in phases.values()) == report["frames_denoised"]
+    if len(phases) > 1:  # the display's pace while the fine-tune shares the CPU, and after
+        assert "display by phase: " + next(iter(phases)) in out
     steps, best_step, initial, best = int(ft.group(1)), int(ft.group(3)), float(ft.group(4)), float(ft.group(5))
     assert steps == report["finetune"]["steps"] > 0 and best_step == report["finetune"]["best_step"]
     if report["swapped_at_frame"] is not None:  # adapted and swapped in: its row, its steps, its improvement

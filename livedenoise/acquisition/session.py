@@ -28,6 +28,7 @@ import numpy as np
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
+from livedenoise.acquisition.phases import ShownFrame, display_phases
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.recorder import DenoisedWriter
 from livedenoise.acquisition.status import SessionState, SessionStatus
@@ -75,6 +76,9 @@ class SessionReport:
     camera_fps: float = 0.0
     denoised_fps: float = 0.0
     mean_latency_ms: float = 0.0
+    #: {"before fine-tuning"|"while fine-tuning"|"after fine-tuning": {seconds, camera_fps, denoised_fps,
+    #: frames_dropped, mean_latency_ms, ...}}: the display shares the CPU with training only while fine-tuning
+    display_phases: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)  # {"raw"|"backbone"|"adapted": {"psnr":..,"ssim":..}}
     display_quality: dict = field(default_factory=dict)  # PSNR of displayed frames before/after the swap
     errors: list[str] = field(default_factory=list)
@@ -139,6 +143,10 @@ class LiveSession:
         self.fixed_pattern: dict = {}  # what finetune_on did to the calibration references' fixed pattern
         self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
         self._latencies: list[float] = []
+        self._shown: list[ShownFrame] = []  # every denoised frame the display showed, for display_phases
+        self._acquired_at: list[float] = []  # perf_counter of every live camera frame
+        self._finetune_span: tuple[float, float | None] | None = None
+        self._live_ended = 0.0
         self._finetune_thread: threading.Thread | None = None
         self._live_thread: threading.Thread | None = None
         self._live_info: LiveRunInfo | None = None
@@ -329,6 +337,14 @@ class LiveSession:
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                       held_out: list[tuple[np.ndarray, np.ndarray]], source: str) -> None:
         started = time.perf_counter()
+        self._finetune_span = (started, None)
+        try:
+            self._finetune_and_swap(noisy, clean, held_out, source, started)
+        finally:
+            self._finetune_span = (started, time.perf_counter())
+
+    def _finetune_and_swap(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
+                           held_out: list[tuple[np.ndarray, np.ndarray]], source: str, started: float) -> None:
 
         def progress(p: FitProgress) -> None:
             self._set(finetune_progress=p.fraction, finetune_loss=p.best_val_loss,
@@ -414,6 +430,7 @@ class LiveSession:
         """Called from the acquisition thread for every frame: hand over, never wait."""
         raw = np.array(image, copy=True)
         self._frame_pixels = raw.size
+        self._acquired_at.append(time.perf_counter())
         with self._lock:
             self.status.frames_acquired += 1
             n = self.status.frames_acquired
@@ -450,6 +467,8 @@ class LiveSession:
             self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
         if frame.denoised is not None:
             self._latencies.append(frame.latency_s)
+            w = self._worker
+            self._shown.append(ShownFrame(time.perf_counter(), frame.latency_s, w.stats.dropped if w else 0))
             # Display quality on every 5th frame, PSNR only: this runs per frame, next to acquisition.
             if len(self._latencies) % 5 == 1:
                 assert frame.raw is not None  # a denoised frame has its pixels
@@ -527,6 +546,8 @@ class LiveSession:
         except Exception as exc:
             self._error(f"acquisition failed: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.FAILED)
+        finally:
+            self._live_ended = time.perf_counter()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the live acquisition to end (it ends by ``stop()``, frame limits, or an error)."""
@@ -633,6 +654,7 @@ class LiveSession:
                             camera_fps=info.fps if info else 0.0,
                             denoised_fps=(w.stats.denoised / info.seconds) if (w and info and info.seconds) else 0.0,
                             mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
+                            display_phases=self._display_phases(),
                             errors=list(self.status.errors),
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
                             swap_criterion=dict(self.swap_criterion), fixed_pattern=dict(self.fixed_pattern),
@@ -646,6 +668,13 @@ class LiveSession:
         rep.display_quality = {k: float(np.mean(v)) if v else None for k, v in self._display_psnr.items()}
         rep.display_quality.update({f"{k}_frames": len(v) for k, v in self._display_psnr.items()})
         return rep
+
+    def _display_phases(self) -> dict[str, dict]:
+        if not self._live_started:
+            return {}
+        end = self._live_ended or time.perf_counter()
+        return display_phases(list(self._shown), list(self._acquired_at), (self._live_started, end),
+                              self._finetune_span)
 
     def score_models(self) -> dict:
         """PSNR/SSIM against ground truth (simulated microscope) of raw, backbone and adapted on held frames."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import sys
 from pathlib import Path
 
+from livedenoise.acquisition.phases import describe_phases
 from livedenoise.commands._argtypes import int_range
 from livedenoise.commands._session import (
     SIGNAL_EXIT,
@@ -81,13 +84,27 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.evaluate import machine_info
     from livedenoise.evaluate.report import json_safe
 
-    record = {**report.__dict__, "machine": machine_info(args.device)}  # every figure names its machine
+    record = {**report.__dict__, "machine": machine_info(args.device),  # every figure names its machine
+              "command": command_line(),
+              "session": {"backbone": backbone.name,
+                          "roi": f"{settings.microscope.roi_width}x{settings.microscope.roi_height}",
+                          "interval_ms": settings.live.interval_ms,
+                          "frames_after_swap": args.frames if args.frames is not None else settings.live.frames}}
     (out / "report.json").write_text(json.dumps(json_safe(record), indent=2, default=str))
     print_report(console, report)
     if signalled["signal"] is not None:
         console.print(f"interrupted: {report.frames_acquired} raw frames saved and closed in {report.paths.get('raw')}")
         return SIGNAL_EXIT[signalled["signal"]]
     return 0 if not report.errors else 1
+
+
+def command_line() -> str | None:
+    """The ``livedenoise ...`` command this process runs, for the report; None when livedenoise was called from
+    Python, where ``sys.argv`` belongs to another program."""
+    prog = Path(sys.argv[0])
+    if prog.name == "livedenoise" or (prog.parent.name == "livedenoise" and prog.name in ("__main__.py", "cli.py")):
+        return shlex.join(["livedenoise", *sys.argv[1:]])
+    return None
 
 
 QUALITY_ROWS = (("raw", "raw (as acquired)"), ("backbone", "pretrained backbone"), ("adapted", "adapted model"))
@@ -116,10 +133,12 @@ def outcome_lines(report: dict) -> list[str]:
              for key, label in (("backbone", "backbone"), ("adapted", "adapted")) if shown.get(key) is not None]
     if parts:  # what the viewer showed: for a temporal model, each frame fused with the frames before it
         lines.append("as displayed (PSNR of every 5th frame shown): " + ", ".join(parts))
-    return [*lines, f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
-                   f"{report.get('frames_denoised')} denoised for display at {report.get('denoised_fps', 0):.1f} fps "
-                   f"(mean latency {report.get('mean_latency_ms', 0):.0f} ms, {report.get('frames_dropped')} display "
-                   f"frames skipped), {report.get('frames_written')} denoised frames recorded"]
+    lines.append(f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
+                 f"{report.get('frames_denoised')} denoised for display at {report.get('denoised_fps', 0):.1f} fps "
+                 f"(mean latency {report.get('mean_latency_ms', 0):.0f} ms, {report.get('frames_dropped')} display "
+                 f"frames skipped), {report.get('frames_written')} denoised frames recorded")
+    phases = describe_phases(report.get("display_phases") or {})
+    return [*lines, phases] if phases else lines
 
 
 def headline(report: dict) -> str | None:
