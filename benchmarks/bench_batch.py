@@ -50,7 +50,8 @@ if args["cluster"]:
 t0 = time.perf_counter()
 s = denoise_dataset([args["input"]], args["output"], model=args["model"], memory_budget=args["budget"],
                     progress=False, device=args["device"], workers=None if args["cluster"] else args["workers"],
-                    scheduler=scheduler, overwrite=True, precision=args.get("precision", "auto"))
+                    scheduler=scheduler, overwrite=True, precision=args.get("precision", "auto"),
+                    compiled=args.get("compiled", False))
 wall = time.perf_counter() - t0
 if client is not None:
     client.close(); cluster.close()
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", nargs="+", choices=["auto", "fp32", "bf16"], default=["auto"],
                         help="the network's arithmetic of each run (denoise --precision; bf16 on a CPU with native "
                              "bfloat16)")
+    parser.add_argument("--compiled", nargs="+", choices=["off", "on"], default=["off"],
+                        help="denoise --compile off and/or on for each run (torch.compile; its compilation is in the "
+                             "job's wall time)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every configuration and malloc setting")
     parser.add_argument("--json", type=Path, default=Path("bench_batch.json"), help="where to write the results")
     args = parser.parse_args(argv)
@@ -119,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             for name in args.models:
                 path, label = model_path(name, tmp_path)
-                for workers, precision in itertools.product(args.workers, args.precisions):
+                for workers, precision, compiled in itertools.product(args.workers, args.precisions, args.compiled):
                     for malloc in (args.malloc if round_ % 2 == 0 else args.malloc[::-1]):
-                        spec = {"precision": precision, "input": str(data),
-                                "output": str(tmp_path / f"out-{name}-{workers}-{precision}-{malloc}"),
+                        spec = {"precision": precision, "input": str(data), "compiled": compiled == "on",
+                                "output": str(tmp_path / f"out-{name}-{workers}-{precision}-{malloc}-{compiled}"),
                                 "model": path, "budget": args.budget, "workers": workers, "cluster": args.cluster,
                                 "threads": args.threads, "device": args.device}
                         env = {**os.environ, "LIVEDENOISE_MALLOC": malloc}
@@ -134,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                             return proc.returncode
                         res = json.loads(proc.stdout.strip().splitlines()[-1])
                         rows.append({"model": label, "workers": workers, "precision": precision,
+                                     "compiled": compiled == "on",
                                      "mode": "cluster" if args.cluster else "threads", "malloc": malloc,
                                      "round": round_, "frames": args.frames, "size": args.size,
                                      "budget": args.budget, "process_s": time.perf_counter() - t0, **res})
                         r = rows[-1]
-                        print(f"{label:28s} workers={workers} {precision:4s} malloc={malloc:6s} "
+                        print(f"{label:28s} workers={workers} {precision:4s} compiled={compiled:3s} malloc={malloc:6s} "
                               f"{r['mpx_per_s']:7.2f} Mpx/s  "
                               f"peak RSS {r['peak_rss_mb']:7.0f} MB  "
                               f"{r['blocks']} blocks of {tuple(r['block_shape'])}", flush=True)
@@ -157,16 +162,16 @@ def summarise(rows: list[dict]) -> list[dict]:
     """The median over rounds of every (model, workers, malloc) configuration, in the order they first ran."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["workers"], r["mode"], r.get("malloc", "keep"), r.get("precision", "auto")),
-                          []).append(r)
+        groups.setdefault((r["model"], r["workers"], r["mode"], r.get("malloc", "keep"), r.get("precision", "auto"),
+                           r.get("compiled", False)), []).append(r)
     return [{"model": model, "workers": workers, "mode": mode, "malloc": malloc, "precision": precision,
-             "runs": len(runs),
+             "compiled": compiled, "runs": len(runs),
              "mpx_per_s": statistics.median(r["mpx_per_s"] for r in runs),
              "mpx_per_s_all": [round(r["mpx_per_s"], 3) for r in runs],
              "wall_s": statistics.median(r["wall_s"] for r in runs),
              "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
              "blocks": runs[0]["blocks"], "block_shape": runs[0]["block_shape"]}
-            for (model, workers, mode, malloc, precision), runs in groups.items()]
+            for (model, workers, mode, malloc, precision, compiled), runs in groups.items()]
 
 
 def render(result: dict) -> str:
@@ -174,14 +179,16 @@ def render(result: dict) -> str:
     what = {"keep": "kept within a block", "system": "malloc's own"}
     # the precision column only where a run chose one (results written before --precisions render as they did)
     precisions = any(r.get("precision", "auto") != "auto" for r in result["summary"])
+    compiled = any(r.get("compiled") for r in result["summary"])  # the column only in runs that compiled
     lines = [f"{result['frames']} frames of {result['size']}² uint16, `--memory-budget {result['budget']}`; "
              "Mpx/s = the job's pixels over its wall time (noise fit and output files included), median of the runs; "
              "peak RSS of the job's process.", "",
-             "| model | block threads |" + (" precision |" if precisions else "")
+             "| model | block threads |" + (" precision |" if precisions else "") + (" compiled |" if compiled else "")
              + " freed memory | runs | Mpx/s | wall s | peak RSS (MB) | blocks |",
-             "|---|---|---|---|---|---|---|---|" + ("---|" if precisions else "")]
+             "|---|---|---|---|---|---|---|---|" + ("---|" if precisions else "") + ("---|" if compiled else "")]
     for r in result["summary"]:
         lines.append(f"| {r['model']} | {r['workers']} |" + (f" {r.get('precision', 'auto')} |" if precisions else "")
+                     + ((" yes |" if r.get("compiled") else " no |") if compiled else "")
                      + f" {what[r['malloc']]} | {r['runs']} | {r['mpx_per_s']:.2f} | "
                      f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['blocks']} |")
     return "\n".join(lines) + "\n"

@@ -64,10 +64,14 @@ def _model(preset: str):
 
 
 def bench_inference(presets: list[str], sizes: list[int], devices: list[str], repeats: int,
-                    layouts: tuple[bool, ...] = (False, True), precisions: tuple[str, ...] = ("auto",)) -> list[dict]:
+                    layouts: tuple[bool, ...] = (False, True), precisions: tuple[str, ...] = ("auto",),
+                    compiled: tuple[bool, ...] = (False,)) -> list[dict]:
     """Every preset at every size, in the NCHW layout (the reference) and channels-last, in one run.
 
     ``precisions``: the Denoiser's ``precision`` values to time (``auto`` is fp16 on CUDA, fp32 on the CPU).
+    ``compiled``: the Denoiser's ``compiled`` values to time; a compiled row records its warm-up call (the
+    compilation for that frame size) as ``first_call_s`` and how much its output differs from the uncompiled row's
+    of the same settings (``max_diff_vs_uncompiled``, a fraction of that output's range).
     The combinations of one device and size are timed interleaved, one frame each in turn, so that a change of
     load during the run (a shared 2-core machine drifts by 10-30 %) hits every row alike.
     """
@@ -75,20 +79,22 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
 
     rows = []
     for device in devices:
-        combos = [(p, c, q) for p in presets for c in layouts for q in precisions]
+        combos = [(p, c, q, k) for p in presets for c in layouts for q in precisions for k in compiled]
         denoisers = []
-        for preset, channels_last, precision in combos:
+        for preset, channels_last, precision, compile_it in combos:
             # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only)
             second = not preset.endswith("-fusion")
             source, label = _model(preset.removesuffix("-fusion"))
             if Path(preset).name.startswith("temporal"):
                 label += " (second pass)" if second else " (fusion only)"
-            options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second}
+            options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second,
+                       "compiled": compile_it}
             denoisers.append((label, Denoiser(source[0], source[1], **options) if isinstance(source, tuple)
                               else Denoiser(source, **options)))
         for size in sizes:
             n = repeats if size <= 1024 else max(1, repeats // 2)
-            runs = [_runner(den, size, n) for _, den in denoisers]
+            warm: list[tuple[float, np.ndarray | None]] = []
+            runs = [_runner(den, size, n, warm) for _, den in denoisers]
             times: list[list[float]] = [[] for _ in runs]
             for _ in range(n):
                 for run, spent in zip(runs, times, strict=True):
@@ -101,22 +107,28 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
                     spent.append(time.perf_counter() - t0)
             for _, den in denoisers:
                 den.reset()  # a temporal Denoiser's kept 2-D results and outputs are of no use at the next size
-            for (label, den), spent in zip(denoisers, times, strict=True):
+            uncompiled = {(combo[:3]): out for combo, (_, out) in zip(combos, warm, strict=True) if not combo[3]}
+            for combo, (label, den), spent, (first_s, out) in zip(combos, denoisers, times, warm, strict=True):
                 ms = 1000 * statistics.median(spent)
                 window = den.window if den.is_temporal else 1
+                ref = uncompiled.get(combo[:3]) if den.compiled else None
+                diff = (float(np.abs(out - ref).max() / max(float(ref.max() - ref.min()), 1e-12))
+                        if ref is not None and out is not None else None)
                 rows.append({"device": device, "model": label, "size": size, "ms_per_frame": ms,
                              "mpx_per_s": size * size / 1e6 / (ms / 1000), "fps": 1000 / ms, "repeats": n,
                              "precision": den.precision, "temporal_window": window if den.is_temporal else None,
                              "layout": den.layout, "pixel_budget": getattr(den, "pixel_budget", None),
-                             "interleaved": True})
-                print(f"[speed] {device} {label} {den.layout} {den.precision} {size}²: {ms:.1f} ms/frame", flush=True)
+                             "interleaved": True, "compiled": den.compiled, "compile_failure": den.compile_failure,
+                             "first_call_s": first_s, "max_diff_vs_uncompiled": diff})
+                print(f"[speed] {device} {label} {den.layout} {den.precision}"
+                      f"{' compiled' if den.compiled else ''} {size}²: {ms:.1f} ms/frame", flush=True)
     return rows
 
 
-def _runner(den, size: int, repeats: int):
+def _runner(den, size: int, repeats: int, warm: list | None = None):
     """One timed call of ``den`` on a ``size``² frame, warmed up. A temporal model gets a new frame into a full
     window each call (the live cost): ``Denoiser.push`` keeps 2-D results by content, so pushing one frame again
-    would time the fusion alone."""
+    would time the fusion alone. ``warm``: gets (seconds of the warm-up call, a 2-D model's output of it)."""
     frame = _frame(size)
     if den.is_temporal:
         for s in range(den.window):
@@ -125,7 +137,10 @@ def _runner(den, size: int, repeats: int):
         run = lambda: den.push(next(fresh))  # noqa: E731
     else:
         run = lambda: den.denoise(frame)  # noqa: E731
-    run()  # warm-up (lazy init, cuDNN autotune)
+    t0 = time.perf_counter()
+    out = run()  # warm-up (lazy init, cuDNN autotune, compilation)
+    if warm is not None:
+        warm.append((time.perf_counter() - t0, None if den.is_temporal else np.asarray(out, dtype=np.float32)))
     if str(den.device).startswith("cuda"):
         import torch
 
@@ -245,16 +260,26 @@ def bench_acquisition(frames: int, size: int) -> list[dict]:
     return rows
 
 
+def _compiled_cell(row: dict) -> str:
+    if not row.get("compiled"):
+        return "no"
+    return "yes" if not row.get("compile_failure") else f"failed, ran uncompiled ({row['compile_failure'][:60]})"
+
+
 def render(result: dict) -> str:
     lines = [f"# Speed benchmark{' (quick)' if result['quick'] else ''}", "",
              f"- machine: {machine_line(result['machine'])}", ""]
     if result.get("inference"):
         lines += ["## Inference (Denoiser, median of repeats after warm-up)", "",
-                  table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision", "layout"],
+                  table(["device", "model", "frame", "ms / frame", "Mpx/s", "fps", "precision", "layout", "compiled",
+                         "first call s", "max |Δ| / range vs uncompiled"],
                         [[r["device"],
                           r["model"] + (f", window {r['temporal_window']}" if r["temporal_window"] else ""),
                           f"{r['size']}²", f"{r['ms_per_frame']:.1f}", f"{r['mpx_per_s']:.2f}", f"{r['fps']:.2f}",
-                          r["precision"], r.get("layout", "NCHW")] for r in result["inference"]]), ""]
+                          r["precision"], r.get("layout", "NCHW"), _compiled_cell(r),
+                          f"{r['first_call_s']:.1f}" if r.get("first_call_s") is not None else "-",
+                          f"{r['max_diff_vs_uncompiled']:.1e}" if r.get("max_diff_vs_uncompiled") is not None
+                          else "-"] for r in result["inference"]]), ""]
     if result.get("finetune"):
         lines += ["## Self-supervised fine-tuning to early stop (one frame, default TrainingConfig)", "",
                   table(["device", "model", "objective", "frame", "wall s", "steps", "validations",
@@ -303,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", help="comma-separated torch devices (default: cpu, and cuda when torch sees a GPU)")
     ap.add_argument("--precisions", default="auto",
                     help="inference: comma-separated Denoiser precisions (auto, fp32, fp16, bf16; default auto)")
+    ap.add_argument("--compiled", default="off",
+                    help="inference: comma-separated off and/or on: Denoiser(compiled=...) (default off)")
     ap.add_argument("--adapt-layers", default="all",
                     help="fine-tune: comma-separated [training] adapt_layers values to time (all, decoder, last, bias)")
     ap.add_argument("--train-precisions", default="fp32",
@@ -322,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     precisions = tuple(q.strip() for q in args.precisions.split(",") if q.strip())
+    try:
+        compiled = tuple({"off": False, "on": True}[v.strip()] for v in args.compiled.split(",") if v.strip())
+    except KeyError as exc:
+        ap.error(f"--compiled: unknown value {exc}; expected off and/or on")
     quick = args.quick
     try:
         sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
@@ -335,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "inference": lambda: bench_inference([m.strip() for m in args.models.split(",")], sizes, devices,
                                              args.repeats or (2 if quick else 5), layouts=layouts,
-                                             precisions=precisions),
+                                             precisions=precisions, compiled=compiled),
         "finetune": lambda: [bench_finetune(128 if quick else 256,
                                             args.finetune_budget or (20.0 if quick else 120.0), d, cl, tp, al)
                              for d in devices for cl in layouts for tp in train_precisions for al in adapt_layers],

@@ -87,6 +87,10 @@ SOURCES: dict[str, str] = {
                     "2026-12-05-train-speed/before-2.json", "2026-12-05-train-speed/after-2/speed.json"),
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "batch-bf16": ("2026-12-05-batch-bf16/batch-1GB.json",),
+    "compile-speed-xeon": "2026-12-05-compile-xeon/speed.json",
+    "compile-batch-xeon": ("2026-12-05-compile-xeon/batch-1GB.json",),
+    "live-phases-xeon": tuple(f"2026-12-05-demo-512-phases-xeon/{run}/report.json"
+                              for run in ("lite-600", "fast-600", "fast-600-compiled")),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
@@ -281,6 +285,30 @@ def speed_gpu(data: dict, path: str) -> str:
     return "\n".join([*lines, _source_line(path, data, data.get("command") or GPU_SPEED_COMMAND)])
 
 
+def compile_speed(data: dict, path: str) -> str:
+    """Denoiser passes compiled and not (``bench_speed.py --compiled off,on``, timed interleaved): ms per frame,
+    the speed-up, the compiled warm-up call (compilation, where inductor's cache on disk did not have it) and how
+    far the outputs differ."""
+    rows = [r for r in data.get("inference") or [] if r["device"] == "cpu"]
+    plain = {(r["model"], r["size"], r["precision"], r["layout"]): r for r in rows if not r.get("compiled")}
+    body = []
+    for r in rows:
+        base = plain.get((r["model"], r["size"], r["precision"], r["layout"]))
+        if not r.get("compiled") or base is None:
+            continue
+        if r.get("compile_failure"):
+            raise TablesError(f"compile-speed: {r['model']} did not compile ({r['compile_failure']})")
+        body.append([f"`{r['model']}`", f"{r['size']}²", r["precision"], f"{base['ms_per_frame']:.1f}",
+                     f"{r['ms_per_frame']:.1f}", f"{base['ms_per_frame'] / r['ms_per_frame']:.2f}×",
+                     f"{r['first_call_s']:.1f}", f"{r['max_diff_vs_uncompiled']:.1e}"])
+    if not body:
+        raise TablesError("compile-speed: the run has no compiled row beside an uncompiled one")
+    table = _table(["model", "frame", "precision", "ms / frame", "compiled ms / frame", "speed-up",
+                    "compiled first call s", "max |Δ| / range"], body)
+    return "\n".join([table, "", f"Median of the timed runs after one warm-up call, {rows[0]['layout']}.", "",
+                      _source_line(path, data, data.get("command"))])
+
+
 def speed_cpu(data: dict, path: str) -> str:
     """Inference per model on the CPU (``bench_speed.py --only inference``, models timed interleaved): ms per frame
     at each size and the cost relative to the run's first model."""
@@ -468,6 +496,28 @@ def train_speed(sources: list[tuple[dict, str]]) -> str:
     return "\n".join([_table(["round: code", "training precision", "weights changed", "wall s", "steps",
                                "steps / s (× before, fp32, all)", "stopped", "held-out loss",
                                "PSNR: backbone → fine-tuned", "weights adapted"], rows), "",
+                      _sources_line(sources)])
+
+
+def live_phases(sources: list[tuple[dict, str]]) -> str:
+    """Live sessions (``livedenoise demo`` report.json) by phase: the display while the calibration fine-tune shares
+    the CPU, and after it has ended."""
+    rows = []
+    for data, _ in sources:
+        s = data.get("session")
+        if not s:
+            raise TablesError("live-phases: the report has no 'session' record (livedenoise demo before 2026-12-05)")
+        ft = data.get("finetune") or {}
+        for name, p in (data.get("display_phases") or {}).items():
+            compiled = "yes" if data.get("compiled") else "no"  # reports from before the option have no field
+            rows.append([s["backbone"], data.get("precision", "-"), compiled, s["roi"], f"{1000 / s['interval_ms']:g}",
+                         str(s["frames_after_swap"]), name, f"{p['seconds']:.1f}", f"{p['camera_fps']:.1f}",
+                         f"{p['denoised_fps']:.1f}", str(p["frames_dropped"]), _num(p["mean_latency_ms"], ".0f"),
+                         f"{ft.get('steps', '-')} in {_num(ft.get('elapsed_s'), '.1f')} s",
+                         f"{data['frames_written']} of {data['frames_acquired']}"])
+    return "\n".join([_table(["backbone", "precision", "compiled", "frame", "camera fps (set)", "frames after swap",
+                               "phase", "seconds", "camera fps", "display fps", "skipped", "mean latency ms",
+                               "fine-tune steps", "denoised frames recorded"], rows), "",
                       _sources_line(sources)])
 
 
@@ -685,7 +735,8 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
-         "train-speed": train_speed, "batch-xeon": batch_malloc}
+         "train-speed": train_speed, "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
+         "compile-batch-xeon": batch_malloc}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
@@ -693,7 +744,7 @@ RENDERERS: dict[str, Callable] = {
     "speed-temporal-lite": speed_cpu, "temporal-lite": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
-    "train-bf16": train_bf16, "train-layers": train_layers,
+    "train-bf16": train_bf16, "train-layers": train_layers, "compile-speed-xeon": compile_speed,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
     "precision": precision, "roofline": roofline, "precision-xeon": precision, "roofline-xeon": roofline,
     "runtimes": runtimes, "foreign-processing": foreign_processing,

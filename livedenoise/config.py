@@ -120,6 +120,12 @@ class LiveConfig(_Strict):
         description=("with the temporal backbone, also denoise each frame's motion-compensated average with the frames "
                      "before it (a static scene averaged over n frames has n times the light): better quality at a "
                      "second 2-D pass per frame; false keeps the fusion of the frames' 2-D results alone"))
+    compiled: bool = Field(
+        False,
+        description=("run the network through torch.compile: seconds of compilation before live imaging starts (and "
+                     "in the fine-tune's thread before a swap), then faster frames where much of the time is not "
+                     "convolutions (bf16 on a CPU with Intel AMX); outputs unchanged; needs a C++ compiler, else "
+                     "it runs uncompiled with a warning"))
     exposure_ms: float | None = Field(
         None, gt=0, le=60000,
         description="live exposure; unset: the exposure Micro-Manager is set to "

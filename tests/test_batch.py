@@ -1108,3 +1108,33 @@ def test_denoising_a_denoised_copy_records_what_came_before(tmp_path, frames, ck
     before = prov["previous"]
     assert before["model"]["sha256"] == batch.file_sha256(ckpt) and before["completed"]
     assert before["input"]["path"] == str((tmp_path / "cells.ome.tif").resolve()) and "previous" not in before
+
+
+def test_compile_reaches_every_block_is_recorded_and_changes_no_output(tmp_path, frames, ckpt, monkeypatch):
+    import livedenoise.compiled as compiled_module
+    from livedenoise.cli import main
+
+    compiled_nets = []
+
+    def fake_compile(net, **kwargs):  # torch.compile's stand-in: records the networks, runs them as they are
+        compiled_nets.append(net)
+        return net
+
+    monkeypatch.setattr(compiled_module.torch, "compile", fake_compile)
+    data = frames[:1, :2]
+    write_ome(tmp_path / "a.ome.tif", data)
+    out = tmp_path / "out"
+    assert main(["denoise", str(tmp_path / "a.ome.tif"), "-o", str(out), "--model", str(ckpt), "--compile",
+                 "--noise-model", "stored", "--no-progress", "--device", "cpu"]) == 0
+    assert compiled_nets  # the job's Denoiser compiled its network
+    np.testing.assert_allclose(open_dataset(out / "a.ome.tif").reader[...], reference(ckpt, data)[0], rtol=1e-5,
+                               atol=1e-3)  # batched frames round differently, to float32's last digits
+    manifest = json.loads((out / batch.STATE_DIR / "a.json").read_text())
+    assert manifest["plan"]["denoiser"]["compiled"] is True
+    assert read_provenance(out / "a.ome.tif")["compiled"] is True
+    # compiling changes no output: a job resumes compiled or not, whatever it started with (no refusal as for
+    # --precision)
+    uncompiled = {**manifest, "plan": {**manifest["plan"], "denoiser": {**manifest["plan"]["denoiser"],
+                                                                         "compiled": False}}}
+    (out / batch.STATE_DIR / "a.json").write_text(json.dumps(uncompiled))
+    assert run([tmp_path / "a.ome.tif"], out, ckpt, resume=True, compiled=True).items[0].status == "already complete"

@@ -767,6 +767,35 @@ def test_step_by_step_finetune_on_the_calibration_pairs_does_what_run_does(simul
     session.stop()
 
 
+def test_a_compiled_session_compiles_before_live_and_the_adapted_model_in_the_fine_tune_thread(
+        simulated_core, small_microscope_config, tmp_path, monkeypatch):
+    import threading
+
+    import livedenoise.compiled as compiled_module
+
+    first_run: dict[int, tuple[str, int]] = {}  # network -> (thread of its first compiled pass, frames acquired)
+    session: LiveSession
+
+    def fake_compile(net, **kwargs):  # torch.compile's stand-in: notes where each network's form first runs
+        def run(x):
+            first_run.setdefault(id(net), (threading.current_thread().name, session.status.frames_acquired))
+            return net(x)
+        return run
+
+    monkeypatch.setattr(compiled_module.torch, "compile", fake_compile)
+    settings = make_settings(small_microscope_config, reference="exposure", compiled=True)
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu")
+    report = session.run(frames_after_swap=5)
+    assert session.denoiser is not None and session.denoiser.compiled and report.compiled and not report.errors
+    runs = list(first_run.values())
+    assert runs[0] == (threading.main_thread().name, 0)  # the backbone compiled after calibration, before live
+    assert report.swapped_at_frame is not None  # (as in test_calibrate_finetune_swap_improves_live_frames)
+    adapted = session.denoiser._current().model
+    assert first_run[id(adapted)][0] == "livedenoise-finetune"  # compiled before the swap, off the display
+    assert report.frames_written == report.frames_acquired
+
+
 def test_renamed_acquisition_modules_still_import_with_a_warning():
     """controller.py became session.py and workers.py became display.py + recorder.py: the old paths keep
     working for a release, each lookup warning with the new path."""

@@ -90,6 +90,7 @@ class SessionReport:
     fixed_pattern: dict = field(default_factory=dict)
     interrupted: bool = False  # stopped early by interrupt() (Ctrl-C, SIGTERM): raw data kept and closed
     precision: str = ""  # the live denoiser's arithmetic ("fp32", "bf16", "fp16")
+    compiled: bool = False  # the live network ran through torch.compile (asked for, and it compiled)
 
 
 class LiveSession:
@@ -219,6 +220,10 @@ class LiveSession:
         plan = PairPlan(positions, low, high, live.reference, live.reference_average)
         self.pairs = self.backend.acquire_pairs(plan, self.output_dir)
         self._prepare_backbone([p.low for p in self.pairs])
+        if self.denoiser is not None and self.denoiser.compiled:  # before live: its first frame must not wait
+            shape = self.pairs[0].low.shape[-2:]
+            self._set(message=f"compiling the network for {shape[1]}x{shape[0]} frames (once)")
+            self.denoiser.warmup(shape)
         self._set(message=f"{len(self.pairs)} calibration pairs collected")
         return self.pairs
 
@@ -237,7 +242,8 @@ class LiveSession:
             self.backbone_normalized = ckpt
             if self.denoiser is None:
                 self.denoiser = Denoiser(ckpt, device=self.device, precision=self.settings.live.precision,
-                                         second_pass=self.settings.live.second_pass)
+                                         second_pass=self.settings.live.second_pass,
+                                         compiled=self.settings.live.compiled)
             elif self.adapted is None:  # never replace an adapted model already on display
                 self.denoiser.swap(ckpt)
         log.info("%s", fit.describe())
@@ -659,7 +665,9 @@ class LiveSession:
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
                             swap_criterion=dict(self.swap_criterion), fixed_pattern=dict(self.fixed_pattern),
                             interrupted=self.interrupted,
-                            precision=self.denoiser.precision if self.denoiser is not None else "")
+                            precision=self.denoiser.precision if self.denoiser is not None else "",
+                            compiled=(self.denoiser is not None and self.denoiser.compiled
+                                      and self.denoiser.compile_failure is None))
         rep.paths = {"output": str(self.output_dir), "raw": str(info.raw_path) if info and info.raw_path else None,
                      "denoised": str(self._writer.path) if self._writer and self._writer.path else None,
                      "adapted_model": (str(self.output_dir / "adapted-model.safetensors") if self.adapted_saved

@@ -133,6 +133,7 @@ def _provenance(it: _Item, models: list[ModelRef], adapt_info: dict[str, Any] | 
         "ensemble": it.plan.denoiser.ensemble if it.plan is not None else 1,
         "precision": it.plan.denoiser.precision if it.plan is not None else "",
         "second_pass": it.plan.denoiser.second_pass if it.plan is not None else False,
+        "compiled": it.plan.denoiser.compiled if it.plan is not None else False,
     }
     if adapt_info:
         prov["adapted"] = adapt_info
@@ -185,7 +186,9 @@ def denoise_dataset(
     with native bfloat16 the network runs 1.8-2x faster than fp32, at a measured quality cost: see the README) or
     ``"fp16"``; a resumed job must ask for the one it started with. ``second_pass`` (default ``True``): with the
     temporal backbone, also denoise each frame's motion-compensated average (:mod:`livedenoise.second_pass`);
-    ``False`` halves its cost; a resumed job keeps the setting it started with.
+    ``False`` halves its cost; a resumed job keeps the setting it started with. ``compiled``: run the network through
+    ``torch.compile`` (:mod:`livedenoise.compiled`): seconds of compilation per tile shape in each process, then
+    faster passes where much of the time is not convolutions (bf16 on a CPU with AMX); outputs unchanged.
     """
     base = {name: getattr(options, name) for name in BatchOptions.model_fields} if options is not None else {}
     opts = BatchOptions.build(**{**base, **settings})
@@ -310,7 +313,7 @@ def denoise_dataset(
                                margin=max(r.margin for r in refs),
                                weights_bytes=weights, window=5 if temporal else 1, device=device,
                                ensemble=opts.ensemble, precision=precision,
-                               second_pass=opts.second_pass and fused)
+                               second_pass=opts.second_pass and fused, compiled=opts.compiled)
             resumed = clipped = 0
             status_text = "planned"
             if (it.output.exists() or it.manifest.exists()) and not (resume or overwrite):
@@ -335,7 +338,9 @@ def denoise_dataset(
                             f"resume with {was} or pass --overwrite to start again.")
                 plan = BlockPlan(ds.axes, ds.shape, tuple(data["plan"]["chunks"]), int(data["plan"]["bytes_per_block"]),
                                  # a job from before the second pass existed ran without it
-                                 DenoiserOptions(**{"second_pass": False, **data["plan"]["denoiser"]}))
+                                 # compiling changes no output: this run's choice holds whatever the first one was
+                                 DenoiserOptions(**{"second_pass": False, **data["plan"]["denoiser"],
+                                                    "compiled": opts.compiled}))
                 resumed = len(it.manifest.done())
             it.plan = plan
             it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape),

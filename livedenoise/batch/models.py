@@ -257,6 +257,7 @@ class DenoiserOptions:
     ensemble: int = 1  #: flip/rotation self-ensemble size (see ``Denoiser``)
     precision: str = "auto"  #: ``Denoiser`` precision (a job records what ran: fp32, bf16 or fp16)
     second_pass: bool = True  #: temporal backbone: also denoise the motion-compensated average (see ``Denoiser``)
+    compiled: bool = False  #: run the network through torch.compile (see ``Denoiser``; outputs unchanged)
 
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
@@ -288,11 +289,11 @@ def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
         if fitted is not None and isinstance(source, Denoiser):
             denoiser = Denoiser((source.model, fitted), device=options.device, pixel_budget=options.pixel_budget,
                                 batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision,
-                                second_pass=options.second_pass)
+                                second_pass=options.second_pass, compiled=options.compiled)
     else:
         denoiser = Denoiser(source, normalizer=fitted, device=options.device, pixel_budget=options.pixel_budget,
                             batch_size=options.batch_size, ensemble=options.ensemble, precision=options.precision,
-                            second_pass=options.second_pass)
+                            second_pass=options.second_pass, compiled=options.compiled)
     with _DENOISERS_LOCK:
         while len(_DENOISERS) >= MAX_CACHED_DENOISERS:  # long-lived processes (notebooks, workers): keep a few
             _DENOISERS.pop(next(iter(_DENOISERS)))

@@ -85,6 +85,7 @@ class BatchOptions(BaseModel):
     ensemble: int = 1
     precision: str = "auto"
     second_pass: bool = True
+    compiled: bool = False
 
     @field_validator("adapt", mode="before")
     @classmethod

@@ -92,6 +92,7 @@ def plan_blocks(
     ensemble: int = 1,
     precision: str = "auto",
     second_pass: bool = True,
+    compiled: bool = False,
 ) -> BlockPlan:
     """Largest blocks whose memory (data + network working set) fits ``memory_budget / concurrency``.
 
@@ -162,4 +163,4 @@ def plan_blocks(
     return BlockPlan(axes, shape, tuple(chunks), int(block_bytes),
                      DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames,
                                      ensemble=int(ensemble), precision=str(precision),
-                                     second_pass=bool(second_pass)))
+                                     second_pass=bool(second_pass), compiled=bool(compiled)))

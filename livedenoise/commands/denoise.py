@@ -89,6 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="network arithmetic: auto (default: fp16 on CUDA, fp32 elsewhere), fp32, bf16 (on a CPU with "
                         "native bfloat16: the network 1.8-2x faster, a whole job 1.4-1.6x, at a small measured quality "
                         "cost; see the README) or fp16")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile: seconds of compilation per tile shape, then faster "
+                        "passes where much of the time is not convolutions (bf16 on a CPU with Intel AMX: measured "
+                        "in the README); outputs unchanged; needs a C++ compiler, else it runs uncompiled with a "
+                        "warning")
     p.add_argument("--no-second-pass", dest="second_pass", action="store_false",
                    help="time-lapses with the temporal backbone: fuse the frames' 2-D results only, without denoising "
                         "their motion-compensated average once more (half the compute, lower quality; see the README)")
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             adapt_time_s=args.adapt_time, adapt_frames=args.adapt_frames, device=args.device, workers=args.workers,
             seed=args.seed, camera_calibration=args.camera_calibration, frames_averaged=args.frames_averaged,
             strict=args.strict,
-            ensemble=args.ensemble, precision=args.precision, second_pass=args.second_pass,
+            ensemble=args.ensemble, precision=args.precision, second_pass=args.second_pass, compiled=args.compile,
             noise_model=args.noise_model,
         )
     except BatchIncomplete as exc:
