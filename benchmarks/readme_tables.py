@@ -90,7 +90,8 @@ SOURCES: dict[str, str] = {
     "compile-speed-xeon": "2026-12-05-compile-xeon/speed.json",
     "compile-batch-xeon": ("2026-12-05-compile-xeon/batch-1GB.json",),
     "live-phases-xeon": tuple(f"2026-12-05-demo-512-phases-xeon/{run}/report.json"
-                              for run in ("lite-600", "fast-600", "fast-600-compiled")),
+                              for run in ("lite-600", "fast-600", "fast-600-b", "fast-600-compiled",
+                                          "fast-600-compiled-b")),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }

@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -90,6 +90,8 @@ SHARED_OUTPUTS_MAX = 32
 ENSEMBLES = (1, 2, 4, 8)
 #: A compiled Denoiser's swap compiles the new network for at most this many of the latest input shapes.
 MAX_PRECOMPILED_SHAPES = 4
+#: A compiled Denoiser keeps the engines of its latest sources, so that swapping back to one does not compile again.
+RECENT_ENGINES = 3
 
 ModelSource = Any  # Checkpoint | str | os.PathLike | nn.Module | tuple[nn.Module, Normalizer]
 
@@ -142,6 +144,9 @@ class _Engine:
     #: backbone's there: ``TemporalUNet.averages``), prepared as ``model`` is, and how its outputs are inverted
     averages: nn.Module | None = None
     averages_inversion: str | None = None
+    #: the networks' compiled forms (a compiled Denoiser; :mod:`livedenoise.compiled`), freed with the engine and
+    #: shared by its copies (``replace(engine, model=engine.averages)``)
+    compiled: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,8 @@ class Denoiser:
     costs a second 2-D pass per frame. ``False`` keeps the fusion of the 2-D results alone.
     ``compiled``: run the network through ``torch.compile`` (:mod:`livedenoise.compiled`): each new input shape
     costs seconds of compilation once, then passes are faster where much of the time is not convolutions (bf16 on a
-    CPU with AMX); outputs equal the uncompiled network's within 1e-3 of the range (tested). Without a C++ compiler
+    CPU with AMX); in fp32 outputs equal the uncompiled network's (within 1e-3 of the range, tested), in bf16 within
+    1e-2 (measured). Without a C++ compiler
     it runs uncompiled, with one warning.
     """
 
@@ -281,6 +287,7 @@ class Denoiser:
         self._second_pass = bool(second_pass)
         self._networks = CompiledNetworks(compiled)
         self._shapes_run: OrderedDict[tuple[int, ...], None] = OrderedDict()  # input shapes run (compiled only)
+        self._recent: OrderedDict[tuple[int, int, int], tuple] = OrderedDict()  # compiled only: see _recent_engine
         self._device = select_device(device)
         if self._device.type == "cpu":
             configure_cpu_threads(threads)
@@ -306,6 +313,8 @@ class Denoiser:
         self._lock = threading.Lock()
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
+        if compiled:
+            self._remember(model_or_checkpoint, normalizer, self._engine)
         #: Live windows, one per stream (the display and the recorder each push their own sequence of frames),
         #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
         self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
@@ -490,9 +499,12 @@ class Denoiser:
 
         A compiled Denoiser compiles the new network, in the caller's thread, for the input shapes the old one
         ran, before the swap: a live display's next frame then finds it ready instead of waiting seconds."""
-        engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
-        if self._networks.enabled:
-            self._precompile(engine)
+        engine = self._recent_engine(model_or_checkpoint, normalizer)
+        if engine is None:
+            engine = self._prepare(model_or_checkpoint, normalizer)  # slow part, outside the lock
+            if self._networks.enabled:
+                self._precompile(engine)
+                self._remember(model_or_checkpoint, normalizer, engine)
         with self._lock:
             old, self._engine = self._engine, engine
         with self._window_lock:  # the old model's shared 2-D results are of no further use: free them now
@@ -501,15 +513,42 @@ class Denoiser:
             self._outputs.clear()
         log.info("Denoiser swapped model %r -> %r", old.name, engine.name)
 
+    @staticmethod
+    def _source_key(source: ModelSource, normalizer: Normalizer | None) -> tuple[int, int, int]:
+        return id(source), id(normalizer), id(getattr(source, "normalizer", None))
+
+    def _recent_engine(self, source: ModelSource, normalizer: Normalizer | None) -> _Engine | None:
+        """A compiled Denoiser's engine for this very source (and normaliser), when it was prepared lately: the live
+        viewer's compare toggle swaps back and forth between two checkpoints, each swap would compile again."""
+        with self._lock:
+            kept = self._recent.get(self._source_key(source, normalizer))
+            if kept is not None:
+                self._recent.move_to_end(self._source_key(source, normalizer))
+            return kept[-1] if kept is not None else None
+
+    def _remember(self, source: ModelSource, normalizer: Normalizer | None, engine: _Engine) -> None:
+        with self._lock:  # the source and normaliser are held, so that their ids stay theirs while they are keys
+            self._recent[self._source_key(source, normalizer)] = (source, normalizer,
+                                                                  getattr(source, "normalizer", None), engine)
+            while len(self._recent) > RECENT_ENGINES:
+                self._recent.popitem(last=False)
+
     def _precompile(self, engine: _Engine) -> None:
-        """Run ``engine``'s networks once on zeros of every input shape the current engine has run."""
+        """Run ``engine``'s 2-D networks once on zeros of the latest input shapes the current engine has run (a
+        windowed temporal network's 5-D passes are not: they compile at their first frame). A failure here only
+        costs the time the precompilation would have saved: it is logged and the swap goes on."""
         with self._lock:
             shapes = list(self._shapes_run)
         for shape in shapes:
             x = torch.zeros(shape, device=self._device)
             for net in (engine.model, engine.averages):
-                if net is not None and x.dim() == 4:  # 2-D passes: what a temporal model's frames and averages run
+                if net is None:
+                    continue
+                try:
                     self._call_model(replace(engine, model=net), x, None)
+                except Exception as exc:
+                    log.warning("could not compile %r for %s inputs before the swap (%s: %s); it compiles at its "
+                                "first frame", engine.name, shape, exc.__class__.__name__, exc)
 
     def _current(self) -> _Engine:
         with self._lock:
@@ -792,16 +831,18 @@ class Denoiser:
         return torch.autocast(device_type=self._device.type, dtype=self._precision)
 
     def _call_model(self, engine: _Engine, x: torch.Tensor, select: torch.Tensor | None) -> torch.Tensor:
-        if self._networks.enabled and tuple(x.shape) not in self._shapes_run:
-            with self._lock:  # the shapes a swap compiles the next network for (few: frames or tiles)
+        if self._networks.enabled and x.dim() == 4:
+            with self._lock:  # the latest shapes of 2-D passes, which a swap compiles the next network for
                 self._shapes_run[tuple(x.shape)] = None
+                self._shapes_run.move_to_end(tuple(x.shape))
                 while len(self._shapes_run) > MAX_PRECOMPILED_SHAPES:
-                    self._shapes_run.pop(next(iter(self._shapes_run)))
+                    self._shapes_run.popitem(last=False)
         with torch.inference_mode(), self._autocast(engine):
             if engine.channels_last and x.dim() == 4:
-                y = self._networks(engine.model, x.contiguous(memory_format=torch.channels_last)).contiguous()
+                y = self._networks(engine.compiled, engine.model,
+                                   x.contiguous(memory_format=torch.channels_last)).contiguous()
             else:
-                y = self._networks(engine.model, x)
+                y = self._networks(engine.compiled, engine.model, x)
         y = y.float()
         if select is not None:  # [B, C, T, H, W] -> [B, C, H, W]
             y = y[torch.arange(y.shape[0], device=y.device), :, select.to(y.device)]

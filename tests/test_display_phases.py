@@ -37,18 +37,31 @@ def test_phases_split_frames_skips_and_latency() -> None:
     assert "after fine-tuning 20.0 fps" in line and "mean latency 50 ms" in line
 
 
+def test_a_frame_counts_in_the_phase_it_was_acquired_in() -> None:
+    # acquired at 13.9 s, while fine-tuning, and shown at 14.3 s, after it: it is the fine-tune phase's frame
+    late = [ShownFrame(13.9, 0.4, 0), ShownFrame(14.5, 0.05, 0)]
+    phases = display_phases(late, [13.9, 14.5], (10.0, 20.0), (8.0, 14.0))
+    assert phases["while fine-tuning"]["frames_denoised"] == 1 and phases["after fine-tuning"]["frames_denoised"] == 1
+    assert phases["while fine-tuning"]["mean_latency_ms"] == pytest.approx(400)
+
+
 def test_fine_tune_starting_mid_session_and_still_running() -> None:
     shown, acquired = _session(20, 20)
     phases = display_phases(shown, acquired, (10.0, 20.0), (15.0, None))
     assert list(phases) == ["before fine-tuning", "while fine-tuning"]  # still running at the end: no "after"
     assert phases["before fine-tuning"]["seconds"] == pytest.approx(5.0)
     assert sum(p["frames_denoised"] for p in phases.values()) == len(shown)
+    # a frame acquired as live ended still counts, in the last phase there is
+    tail = display_phases([*shown, ShownFrame(20.0, 0.05, shown[-1].dropped_so_far)], [*acquired, 20.0],
+                          (10.0, 20.0), (15.0, None))
+    assert tail["while fine-tuning"]["frames_denoised"] == phases["while fine-tuning"]["frames_denoised"] + 1
+    assert tail["while fine-tuning"]["frames_acquired"] == phases["while fine-tuning"]["frames_acquired"] + 1
 
 
 def test_no_fine_tune_is_one_phase_and_no_extra_line() -> None:
     shown, acquired = _session(20, 20)
     phases = display_phases(shown, acquired, (10.0, 20.0), None)
-    assert list(phases) == ["before fine-tuning"] and phases["before fine-tuning"]["frames_denoised"] == len(shown)
+    assert list(phases) == ["without fine-tuning"] and phases["without fine-tuning"]["frames_denoised"] == len(shown)
     assert describe_phases(phases) is None
     assert display_phases([], [], (10.0, 10.0), None) == {}  # no live time: nothing to report
 

@@ -852,7 +852,9 @@ def test_renamed_modules_still_star_import_and_warn_at_the_users_line(old):
     with pytest.warns(DeprecationWarning) as caught:
         exec(f"from {old} import *", namespace)
     assert set(module.__all__) <= set(namespace)
-    assert {w.filename for w in caught} == {"<string>"}, [w.filename for w in caught]
+    # the shim's own warnings (an import elsewhere in the process, e.g. a thread of an earlier test, may warn too)
+    renamed = [w for w in caught if "was renamed" in str(w.message)]
+    assert renamed and {w.filename for w in renamed} == {"<string>"}, [w.filename for w in renamed]
 
 
 def test_a_live_session_can_record_its_denoised_frames_as_ome_zarr(simulated_core, small_microscope_config, tmp_path):

@@ -3,7 +3,8 @@
 Why: a session's whole-run frame rate mixes two regimes. While the model is fine-tuned in the background, training
 and the display share the CPU; once fine-tuning has ended, the display has the machine to itself. A microscopist
 needs both numbers: what the viewer shows during calibration's fine-tune, and what it shows for the rest of the
-experiment. This module only does the bookkeeping, from timestamps the session records.
+experiment. This module only does the bookkeeping, from timestamps the session records. A frame's phase is the one
+it was acquired in: a frame acquired before the fine-tune ended and shown after it counts where it was acquired.
 """
 from __future__ import annotations
 
@@ -12,47 +13,49 @@ from dataclasses import dataclass
 import numpy as np
 
 PHASES = ("before fine-tuning", "while fine-tuning", "after fine-tuning")
+#: The one phase of a session that never fine-tuned.
+NO_FINETUNE = "without fine-tuning"
 
 
 @dataclass(frozen=True)
 class ShownFrame:
-    """One frame the display showed: when (``time.perf_counter``), how late after acquisition, and how many
-    frames the display had skipped in the session up to then (cumulative)."""
+    """One frame the display showed: when it was acquired (``time.perf_counter``), how late it was shown, and how
+    many frames the display had skipped in the session up to then (cumulative)."""
 
-    shown_at: float
+    acquired_at: float
     latency_s: float
     dropped_so_far: int
+
+
+def _clamp(t: float, lo: float, hi: float) -> float:
+    return min(max(t, lo), hi)
 
 
 def display_phases(shown: list[ShownFrame], acquired_at: list[float], live_span: tuple[float, float],
                    finetune_span: tuple[float, float | None] | None) -> dict[str, dict]:
     """Per phase: seconds, camera frames and fps, frames shown and fps, frames skipped, mean latency (ms).
 
-    ``acquired_at``: the acquisition time of every camera frame. ``live_span``: (start, end) of live imaging.
-    ``finetune_span``: (start, end) of the background fine-tune, ``end`` None while it runs, None when there was
-    none. Phases with no time in the live span are left out, so a session without fine-tuning has one phase.
+    A frame belongs to the phase it was acquired in, shown or not. ``acquired_at``: the acquisition time of every
+    camera frame. ``live_span``: (start, end) of live imaging. ``finetune_span``: (start, end) of the background
+    fine-tune, ``end`` None while it runs, None when there was none (one phase, "without fine-tuning"). Phases with
+    no time in the live span are left out.
     """
     start, end = live_span
     if finetune_span is None:
-        bounds = {"before fine-tuning": (start, end)}
+        bounds = {NO_FINETUNE: (start, end)}
     else:
-        ft_start, ft_end = finetune_span
-        ft_end = end if ft_end is None else ft_end
-        bounds = {"before fine-tuning": (start, min(max(ft_start, start), end)),
-                  "while fine-tuning": (min(max(ft_start, start), end), min(max(ft_end, start), end)),
-                  "after fine-tuning": (min(max(ft_end, start), end), end)}
+        ft_start = _clamp(finetune_span[0], start, end)
+        ft_end = _clamp(end if finetune_span[1] is None else finetune_span[1], start, end)
+        bounds = {PHASES[0]: (start, ft_start), PHASES[1]: (ft_start, ft_end), PHASES[2]: (ft_end, end)}
     out: dict[str, dict] = {}
     acquired = np.asarray(acquired_at, dtype=float)
-    for name in PHASES:
-        if name not in bounds:
-            continue
+    names = [name for name, (lo, hi) in bounds.items() if hi > lo]
+    for name in names:
         lo, hi = bounds[name]
         seconds = hi - lo
-        if seconds <= 0:
-            continue
-        last = name == PHASES[-1] or hi >= end  # the last phase keeps frames shown just after the end
-        in_phase = [f for f in shown if lo <= f.shown_at < hi or (last and f.shown_at >= hi)]
-        before = [f.dropped_so_far for f in shown if f.shown_at < lo]
+        last = name == names[-1]  # the last phase keeps what was acquired at the very end
+        in_phase = [f for f in shown if lo <= f.acquired_at < hi or (last and f.acquired_at >= hi)]
+        before = [f.dropped_so_far for f in shown if f.acquired_at < lo]
         dropped = (in_phase[-1].dropped_so_far - (before[-1] if before else 0)) if in_phase else 0
         n_camera = int(np.count_nonzero((acquired >= lo) & ((acquired < hi) | last)))
         out[name] = {"seconds": round(seconds, 3), "frames_acquired": n_camera,

@@ -297,6 +297,7 @@ class LiveSession:
                   finetune_progress=0.0, finetune_loss=None, message="fine-tuning in the background")
         thread = threading.Thread(target=self._finetune_job, args=(noisy, clean, held_out, source),
                                   name="livedenoise-finetune", daemon=True)
+        self._finetune_span = (time.perf_counter(), None)  # before it runs: no sliver of a phase "before" it
         thread.start()
         # Published only once running: run() takes a published thread that is not alive for a fine-tune that ended
         # without adapting, and stops imaging soon after; seen between creation and start (a self-mode fine-tune
@@ -343,11 +344,10 @@ class LiveSession:
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                       held_out: list[tuple[np.ndarray, np.ndarray]], source: str) -> None:
         started = time.perf_counter()
-        self._finetune_span = (started, None)
         try:
             self._finetune_and_swap(noisy, clean, held_out, source, started)
         finally:
-            self._finetune_span = (started, time.perf_counter())
+            self._finetune_span = (self._finetune_span or (started, None))[0], time.perf_counter()
 
     def _finetune_and_swap(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
                            held_out: list[tuple[np.ndarray, np.ndarray]], source: str, started: float) -> None:
@@ -474,7 +474,7 @@ class LiveSession:
         if frame.denoised is not None:
             self._latencies.append(frame.latency_s)
             w = self._worker
-            self._shown.append(ShownFrame(time.perf_counter(), frame.latency_s, w.stats.dropped if w else 0))
+            self._shown.append(ShownFrame(frame.acquired_at, frame.latency_s, w.stats.dropped if w else 0))
             # Display quality on every 5th frame, PSNR only: this runs per frame, next to acquisition.
             if len(self._latencies) % 5 == 1:
                 assert frame.raw is not None  # a denoised frame has its pixels
@@ -499,6 +499,7 @@ class LiveSession:
     def start_live(self, *, max_frames: int | None = None, frames_after_swap: int | None = None) -> None:
         """Start live acquisition in the background (returns at once)."""
         self._stop_live.clear()
+        self._shown, self._acquired_at, self._live_ended = [], [], 0.0  # a new live run: phases of its own
         self._max_frames = max_frames
         self._frames_after_swap = frames_after_swap
         self._worker = DenoiseWorker(self._denoise_current, self._on_denoised,

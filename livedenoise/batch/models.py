@@ -257,7 +257,7 @@ class DenoiserOptions:
     ensemble: int = 1  #: flip/rotation self-ensemble size (see ``Denoiser``)
     precision: str = "auto"  #: ``Denoiser`` precision (a job records what ran: fp32, bf16 or fp16)
     second_pass: bool = True  #: temporal backbone: also denoise the motion-compensated average (see ``Denoiser``)
-    compiled: bool = False  #: run the network through torch.compile (see ``Denoiser``; outputs unchanged)
+    compiled: bool = False  #: run the network through torch.compile (see ``Denoiser``)
 
 
 def get_denoiser(ref: ModelRef, options: DenoiserOptions) -> Any:
