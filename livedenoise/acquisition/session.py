@@ -143,8 +143,7 @@ class LiveSession:
         self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
         self.fixed_pattern: dict = {}  # what finetune_on did to the calibration references' fixed pattern
         self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
-        self._latencies: list[float] = []
-        self._shown: list[ShownFrame] = []  # every denoised frame the display showed, for display_phases
+        self._shown: list[ShownFrame] = []  # every denoised frame the display showed: latencies and phases
         self._acquired_at: list[float] = []  # perf_counter of every live camera frame
         self._finetune_span: tuple[float, float | None] | None = None
         self._live_ended = 0.0
@@ -472,11 +471,10 @@ class LiveSession:
             # display computed (Denoiser.push shares them by frame content).
             self._writer.offer_denoised(frame.info.get("axes", {}), frame.denoised)
         if frame.denoised is not None:
-            self._latencies.append(frame.latency_s)
             w = self._worker
             self._shown.append(ShownFrame(frame.acquired_at, frame.latency_s, w.stats.dropped if w else 0))
             # Display quality on every 5th frame, PSNR only: this runs per frame, next to acquisition.
-            if len(self._latencies) % 5 == 1:
+            if len(self._shown) % 5 == 1:
                 assert frame.raw is not None  # a denoised frame has its pixels
                 truth = self.backend.ground_truth(frame.raw)
                 if truth is not None:
@@ -660,7 +658,8 @@ class LiveSession:
                             frames_written=self._writer.written if self._writer else 0,
                             camera_fps=info.fps if info else 0.0,
                             denoised_fps=(w.stats.denoised / info.seconds) if (w and info and info.seconds) else 0.0,
-                            mean_latency_ms=float(np.mean(self._latencies) * 1000) if self._latencies else 0.0,
+                            mean_latency_ms=(float(np.mean([f.latency_s for f in self._shown]) * 1000)
+                                             if self._shown else 0.0),
                             display_phases=self._display_phases(),
                             errors=list(self.status.errors),
                             noise_model=self.noise_fit.to_dict() if self.noise_fit is not None else {},
