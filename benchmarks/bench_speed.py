@@ -214,50 +214,84 @@ def _finetune_psnr(task, frame, backbone, adapted, device: str) -> dict[str, flo
     return scores
 
 
-def bench_acquisition(frames: int, size: int) -> list[dict]:
-    """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising."""
-    from livedenoise.acquisition.display import DenoiseWorker
-    from livedenoise.acquisition.plans import Illumination, LivePlan
-    from livedenoise.commands.simulated import pycromanager_backend
+ACQ_MODES = ("plain", "hook", "worker")
+
+
+def bench_acquisition(frames: int, size: int, rounds: int = 1, which: tuple[str, ...] = ACQ_MODES) -> list[dict]:
+    """Camera fps of pycromanager on the simulated core: plain, with the livedenoise hook, with hook + denoising.
+
+    With ``rounds`` > 1 the three modes run that many times each, in an order that alternates from round to
+    round (plain first, then last), so a machine that speeds up or slows down during the run (turbo, caches,
+    another process) biases no mode; the table's summary compares medians over rounds. ``which`` picks modes of
+    :data:`ACQ_MODES` (plain is always run: it is what the others are compared with)."""
     from livedenoise.inference import Denoiser
     from simulators.config import load_microscope_config
     from simulators.core import acquire_with_pycromanager, build_events, start_simulated_core
 
     cfg = load_microscope_config(roi_width=size, roi_height=size, exposure_ms=10.0, light_power=10.0, seed=0)
     core = start_simulated_core(cfg)
-    rows = []
+    rows: list[dict] = []
+    source, label = _model("fast")
+    den = Denoiser(*(source if isinstance(source, tuple) else (source,)), device="cpu")
+    den.warmup((size, size))
+    names = {"plain": "pycromanager, no hook", "hook": "livedenoise hook, no model",
+             "worker": f"livedenoise hook + DenoiseWorker ({label})"}
+    modes = tuple(names[m] for m in ACQ_MODES if m == "plain" or m in which)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             # warm-up: the first acquisition pays pycromanager's start-up
             acquire_with_pycromanager(core, build_events(core, frames=5), directory=Path(tmp) / "warm", name="warm")
-            res = acquire_with_pycromanager(core, build_events(core, frames=frames), directory=Path(tmp) / "plain",
-                                            name="plain")
-            rows.append({"mode": "pycromanager, no hook", "frames": res.frames, "seconds": res.seconds,
-                         "camera_fps": res.fps, "denoised": None, "skipped_for_display": None})
-            source, label = _model("fast")
-            den = Denoiser(*(source if isinstance(source, tuple) else (source,)), device="cpu")
-            den.warmup((size, size))
-            for mode, with_worker in (("livedenoise hook, no model", False),
-                                      (f"livedenoise hook + DenoiseWorker ({label})", True)):
-                backend = pycromanager_backend(core)
-                worker = DenoiseWorker(lambda frame, _info: den.denoise(frame)).start() if with_worker else None
-                # run_live returns before the next iteration: the late binding of worker is harmless
-                on_frame = ((lambda img, axes: worker.submit(np.array(img, copy=True))) if worker  # noqa: B023
-                            else (lambda img, axes: None))
-                info = backend.run_live(LivePlan(Illumination(cfg.exposure_ms, None)), on_frame, threading.Event(),
-                                        Path(tmp) / mode.split()[2], max_frames=frames)
-                denoised = skipped = None
-                if worker is not None:
-                    worker.drain()
-                    worker.stop()
-                    denoised, skipped = worker.stats.denoised, worker.stats.dropped
-                rows.append({"mode": mode, "frames": info.frames, "seconds": info.seconds, "camera_fps": info.fps,
-                             "denoised": denoised, "skipped_for_display": skipped})
-            for r in rows:
-                print(f"[speed] acquisition {r['mode']}: {r['camera_fps']:.1f} fps", flush=True)
+            for rnd in range(rounds):
+                for mode in (modes if rnd % 2 == 0 else modes[::-1]):
+                    folder = Path(tmp) / f"r{rnd}-{modes.index(mode)}"
+                    if mode == modes[0]:
+                        res = acquire_with_pycromanager(core, build_events(core, frames=frames), directory=folder,
+                                                        name="plain")
+                        row = {"frames": res.frames, "seconds": res.seconds, "camera_fps": res.fps, "denoised": None,
+                               "skipped_for_display": None}
+                    else:
+                        row = _hooked_acquisition(core, cfg, den if mode == names["worker"] else None, frames, folder)
+                    rows.append({"mode": mode, "round": rnd + 1, **row})
+                    print(f"[speed] acquisition round {rnd + 1} {mode}: {row['camera_fps']:.1f} fps", flush=True)
     finally:
         core.close()
     return rows
+
+
+def _hooked_acquisition(core, cfg, den, frames: int, folder: Path) -> dict:
+    """One live run through livedenoise's frame hook, feeding a display worker when ``den`` is given."""
+    from livedenoise.acquisition.display import DenoiseWorker
+    from livedenoise.acquisition.plans import Illumination, LivePlan
+    from livedenoise.commands.simulated import pycromanager_backend
+
+    backend = pycromanager_backend(core)
+    worker = DenoiseWorker(lambda frame, _info: den.denoise(frame)).start() if den is not None else None
+    on_frame = ((lambda img, axes: worker.submit(np.array(img, copy=True))) if worker else (lambda img, axes: None))
+    info = backend.run_live(LivePlan(Illumination(cfg.exposure_ms, None)), on_frame, threading.Event(), folder,
+                            max_frames=frames)
+    denoised = skipped = None
+    if worker is not None:
+        worker.drain()
+        worker.stop()
+        denoised, skipped = worker.stats.denoised, worker.stats.dropped
+    return {"frames": info.frames, "seconds": info.seconds, "camera_fps": info.fps, "denoised": denoised,
+            "skipped_for_display": skipped}
+
+
+def acquisition_summary(rows: list[dict]) -> list[dict]:
+    """Per mode, the median camera fps over rounds, and the median and range of its ratio to the plain
+    acquisition's fps *in the same round* (paired: a round's runs follow each other, so they share the machine's
+    state more than runs of different rounds do)."""
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    plain = {r.get("round", 1): r["camera_fps"] for r in rows if r["mode"] == modes[0]}
+    out = []
+    for m in modes:
+        sel = [r for r in rows if r["mode"] == m]
+        ratios = [r["camera_fps"] / plain[r.get("round", 1)] for r in sel if r.get("round", 1) in plain]
+        out.append({"mode": m, "rounds": len(sel), "median_fps": statistics.median(r["camera_fps"] for r in sel),
+                    "min_fps": min(r["camera_fps"] for r in sel), "max_fps": max(r["camera_fps"] for r in sel),
+                    "median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios)})
+    return out
 
 
 def _compiled_cell(row: dict) -> str:
@@ -295,11 +329,21 @@ def render(result: dict) -> str:
     if result.get("acquisition"):
         acq = result["acquisition"]
         base = acq[0]["camera_fps"] if acq else float("nan")
+        rounds = max((r.get("round", 1) for r in acq), default=1)
         lines += ["## Live acquisition overhead (pycromanager, simulated core, "
-                  f"{acq[0]['frames'] if acq else '?'} frames of {result['acq_size']}², NDTiff to disk)", "",
-                  table(["mode", "camera fps", "vs plain", "frames saved", "denoised for display",
+                  f"{acq[0]['frames'] if acq else '?'} frames of {result['acq_size']}², NDTiff to disk)", ""]
+        if rounds > 1:
+            lines += [f"{rounds} rounds, the modes' order alternating from round to round; the ratio to plain is taken "
+                      "within each round:", "",
+                      table(["mode", "rounds", "median camera fps", "range", "vs plain: median ratio", "range"],
+                            [[s["mode"], s["rounds"], f"{s['median_fps']:.1f}",
+                              f"{s['min_fps']:.1f}–{s['max_fps']:.1f}", f"{100 * s['median_ratio']:.1f}%",
+                              f"{100 * s['min_ratio']:.0f}–{100 * s['max_ratio']:.0f}%"]
+                             for s in acquisition_summary(acq)]), "", "Every run:", ""]
+        lines += [table(["round", "mode", "camera fps", "vs plain", "frames saved", "denoised for display",
                          "skipped for display"],
-                        [[r["mode"], f"{r['camera_fps']:.1f}", f"{100 * r['camera_fps'] / base:.0f}%", r["frames"],
+                        [[r.get("round", 1), r["mode"], f"{r['camera_fps']:.1f}",
+                          f"{100 * r['camera_fps'] / base:.0f}%", r["frames"],
                           "-" if r["denoised"] is None else r["denoised"],
                           "-" if r["skipped_for_display"] is None else r["skipped_for_display"]] for r in acq]), ""]
     for k, v in result.get("errors", {}).items():
@@ -325,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-budget", type=float, help="fine-tune: seconds (default 120; --quick 20)")
     ap.add_argument("--acq-size", type=int, default=256, help="acquisition: frame side in pixels (default 256)")
     ap.add_argument("--acq-frames", type=int, help="acquisition: frames per mode (default 200; --quick 40)")
+    ap.add_argument("--acq-rounds", type=int, default=1,
+                    help="acquisition: runs of every mode, in alternating order (default 1); medians are compared")
+    ap.add_argument("--acq-modes", default=",".join(ACQ_MODES),
+                    help="acquisition: comma-separated modes among plain, hook (the livedenoise hook alone) and "
+                         "worker (the hook feeding the fast model); plain always runs (default: all three)")
     ap.add_argument("--devices", help="comma-separated torch devices (default: cpu, and cuda when torch sees a GPU)")
     ap.add_argument("--precisions", default="auto",
                     help="inference: comma-separated Denoiser precisions (auto, fp32, fp16, bf16; default auto)")
@@ -354,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         ap.error(f"--compiled: unknown value {exc}; expected off and/or on")
     quick = args.quick
+    acq_modes = tuple(m.strip() for m in args.acq_modes.split(",") if m.strip())
+    if not set(acq_modes) <= set(ACQ_MODES):
+        ap.error(f"--acq-modes {args.acq_modes!r}: expected modes among {', '.join(ACQ_MODES)}")
     try:
         sizes = [int(v) for v in args.sizes.split(",") if v.strip()]
     except ValueError:
@@ -370,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": lambda: [bench_finetune(128 if quick else 256,
                                             args.finetune_budget or (20.0 if quick else 120.0), d, cl, tp, al)
                              for d in devices for cl in layouts for tp in train_precisions for al in adapt_layers],
-        "acquisition": lambda: bench_acquisition(args.acq_frames or (40 if quick else 200), args.acq_size),
+        "acquisition": lambda: bench_acquisition(args.acq_frames or (40 if quick else 200), args.acq_size,
+                                                         max(1, args.acq_rounds), acq_modes),
     }
     for name, fn in sections.items():
         if name in only:
@@ -380,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                 result["errors"][name] = f"{exc.__class__.__name__}: {exc}"
                 print(f"[speed] {name} failed: {exc}", flush=True)
     result["acq_size"] = args.acq_size
+    if "acquisition" in result:
+        from livedenoise.acquisition.pycromanager_backend import LIVE_CHUNK_FRAMES
+
+        result["live_chunk_frames"] = LIVE_CHUNK_FRAMES
     result["machine"] = {**machine(), "load_average_start": load_start}
     md = render(result)
     jp, mp = write_outputs(args.output, "speed" + ("-quick" if quick else ""), result, md)

@@ -230,6 +230,38 @@ def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart
     assert "| ms per frame (2 threads; " in bt.render({**payload, "machine": {"torch_threads": 2}})
 
 
+def test_pairs_benchmark_exact_references_are_the_noise_free_sample_and_its_psf_option_sharpens_it(common):
+    from bench_temporal_pairs import calibration_pairs
+
+    lows_exact, exact = calibration_pairs(20.0, "confocal", 2, 64, seed=3, reference="exact")
+    lows_avg, averaged = calibration_pairs(20.0, "confocal", 2, 64, seed=3, reference="average")
+    assert np.array_equal(lows_exact[0], lows_avg[0])  # the same first low frame: only the reference differs
+    assert exact[0].dtype == np.float32 and exact[0].shape == (64, 64)
+    # a 16-frame mean carries noise and the camera's pattern; the exact reference neither: the low frame is far off it
+    off_avg = float(np.std(averaged[0] - exact[0]))
+    off_low = float(np.std(lows_exact[0].astype(np.float32) - exact[0]))
+    assert 0 < off_avg < 0.6 * off_low
+    _, sharp = calibration_pairs(20.0, "confocal", 2, 64, seed=3, psf_sigma=0.3, reference="exact")
+
+    def detail(x: np.ndarray) -> float:
+        return float(np.abs(np.diff(x, axis=1)).mean() / x.std())
+
+    assert detail(sharp[0]) > 1.2 * detail(exact[0])  # the same fields through a 0.3 px PSF instead of 1 px
+
+
+def test_acquisition_overhead_is_a_ratio_taken_within_each_round(common):
+    import bench_speed
+
+    rows = [{"mode": "plain", "round": 1, "camera_fps": 50.0}, {"mode": "hook", "round": 1, "camera_fps": 45.0},
+            {"mode": "hook", "round": 2, "camera_fps": 38.0}, {"mode": "plain", "round": 2, "camera_fps": 40.0},
+            {"mode": "plain", "round": 3, "camera_fps": 30.0}, {"mode": "hook", "round": 3, "camera_fps": 30.0}]
+    plain, hook = bench_speed.acquisition_summary(rows)
+    assert plain["median_ratio"] == 1.0 and plain["median_fps"] == 40.0
+    # the ratios of rounds 1, 2, 3: 0.90, 0.95, 1.00
+    assert hook["median_ratio"] == pytest.approx(0.95) and hook["min_ratio"] == pytest.approx(0.90)
+    assert hook["max_ratio"] == pytest.approx(1.0) and hook["rounds"] == 3 and hook["median_fps"] == 38.0
+
+
 def test_attach_benchmark_counts_every_raw_frame_and_the_overhead(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
