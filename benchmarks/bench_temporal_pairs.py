@@ -20,7 +20,9 @@ against the sample (fixed pattern removed), as ``bench_temporal.py`` does.
 image, sharper than any the backbones were trained on (their bank's PSFs start at 0.6 px), the case where the
 CNNT paper's claim should show. ``--reference exact`` replaces each reference by the noise-free, pattern-free
 sample (no microscope gives that): the most 5 pairs can teach. ``--with-2d`` also fine-tunes the fast 2-D backbone
-on the same pairs and scores it frame by frame (the 2-D claim of the quality issue, on the simulator).
+on the same pairs and scores it frame by frame (the 2-D claim of the quality issue, on the simulator); the temporal
+model's fine-tune changes only its 2-D stage, which is that network, so the two fine-tunes differ only where the
+time budget cuts them.
 """
 from __future__ import annotations
 
@@ -61,8 +63,10 @@ def calibration_pairs(photons: float, optics: str, n: int, size: int, seed: int,
             electrons = np.minimum(cam.mean_electrons(mic.expected_photons(), EXPOSURE_S), cam.config.full_well)
             refs.append((electrons * gain + offset).astype(np.float32))
         lows.append(mic.snap().image)
+        # the reference frames are taken either way, so the low frames' noise is the same in both modes
+        average = np.mean([mic.snap().image for _ in range(REFERENCE_FRAMES)], axis=0).astype(np.float32)
         if reference == "average":
-            refs.append(np.mean([mic.snap().image for _ in range(REFERENCE_FRAMES)], axis=0).astype(np.float32))
+            refs.append(average)
     return lows, refs
 
 

@@ -96,8 +96,8 @@ SOURCES: dict[str, str] = {
     "compile-speed-xeon": "2026-12-05-compile-xeon/speed.json",
     "compile-batch-xeon": ("2026-12-05-compile-xeon/batch-1GB.json",),
     "live-phases-xeon": tuple(f"2026-12-05-demo-512-phases-xeon/{run}/report.json"
-                              for run in ("lite-600", "fast-600", "fast-600-b", "fast-600-compiled",
-                                          "fast-600-compiled-b")),
+                              for run in ("lite-600", "lite-600-compiled", "lite-600-compiled-b", "fast-600",
+                                          "fast-600-b", "fast-600-compiled", "fast-600-compiled-b")),
     "foreign-processing": "2026-12-04-foreign-processing/foreign-processing.json",
     "motion-noise": "2026-12-04-motion-noise/motion-noise.json",
 }
@@ -557,6 +557,7 @@ def pairs_shift(sources: list[tuple[dict, str]]) -> str:
     than any in their bank), with the microscope's references and with noise-free ones (the ceiling);
     ``bench_temporal_pairs.py --with-2d``, both models fine-tuned on the same 5 pairs."""
     rows = []
+    first = sources[0][0]
     for data, _ in sources:
         psf = data.get("psf_sigma")
         sample = f"PSF {psf:g} px (never trained on)" if psf is not None else "PSF 1 px (as trained)"
@@ -577,10 +578,11 @@ def pairs_shift(sources: list[tuple[dict, str]]) -> str:
                              f"{a['psnr'] - b['psnr']:+.2f}", f"{b['psnr_moving']:.2f} → {a['psnr_moving']:.2f}"])
     return "\n".join([_table(["sample", "references", "photons", "model", "fine-tune steps", "backbone",
                               "adapted", "gain", "moving puncta: backbone → adapted"], rows), "",
-                      "5 pairs at other fields of the same sample, a 60 s fine-tune; the temporal model's fine-tune "
-                      "changes only its 2-D stage, the fast network, so one fine-tune is scored frame by frame and "
-                      "through the temporal model (same steps). PSNR dB / SSIM against the sample on 16-frame "
-                      "time-lapses of 256², each model with the stack's noise fit. A fine-tune that kept its backbone "
+                      f"{first.get('pairs')} pairs at other fields of the same sample, a {first.get('budget_s'):g} s "
+                      "fine-tune of each model; the temporal model's fine-tune changes only its 2-D stage, the fast "
+                      "network, so the two are the same fit on the same pairs and seed (same steps unless the time "
+                      "budget cuts them). PSNR dB / SSIM against the sample on 16-frame time-lapses of 256², each "
+                      "model with the stack's noise fit. A fine-tune that kept its backbone "
                       "scores as the backbone.", "",
                       _sources_line(sources)])
 
@@ -588,13 +590,13 @@ def pairs_shift(sources: list[tuple[dict, str]]) -> str:
 def acquisition_overhead(sources: list[tuple[dict, str]]) -> str:
     """The livedenoise hook's cost to a free-running acquisition, plain and hooked runs alternating
     (``bench_speed.py --only acquisition --acq-rounds N``), per number of live events per pycromanager call."""
-    from bench_speed import acquisition_summary
+    from bench_speed import PLAIN_MODE, acquisition_summary
 
     rows = []
     for data, path in sources:
         chunk = data.get("live_chunk_frames") or int(re.search(r"chunk(\d+)", path).group(1))  # type: ignore[union-attr]
         summary = {s["mode"]: s for s in acquisition_summary(data["acquisition"])}
-        plain = summary["pycromanager, no hook"]
+        plain = summary[PLAIN_MODE]
         for mode, s in summary.items():
             if mode == plain["mode"]:
                 continue

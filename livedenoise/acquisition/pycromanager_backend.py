@@ -33,14 +33,17 @@ log = logging.getLogger("livedenoise")
 JAVA_CORE_CALLS = {
     "getExposure": "get_exposure", "getXPosition": "get_x_position", "getYPosition": "get_y_position",
     "getPixelSizeUm": "get_pixel_size_um", "getImageWidth": "get_image_width", "getImageHeight": "get_image_height",
+    "getBufferTotalCapacity": "get_buffer_total_capacity",
 }
 
 #: Frames of live acquisition events handed to pycromanager per ``acquire`` call. pycromanager runs the events of one
 #: call that differ in nothing but time as one camera sequence (with no interval set), and stops the camera at the end
-#: of each call: with 16 the free-running simulated camera at 512² lost 7 % of its frame rate to the restarts (the
-#: hook's whole measured overhead), with 64 none (README, "Live acquisition overhead"). A stop of the session still
-#: takes effect at once: it aborts the acquisition, which cancels a running sequence between two frames.
+#: of each call: with 16 the free-running simulated camera at 512² lost 7.7 % of its frame rate to the livedenoise
+#: hook, with 64 2.7 % (README, "Live acquisition overhead"). A stop of the session still takes effect at once: it
+#: aborts the acquisition, which cancels a running sequence between two frames.
 LIVE_CHUNK_FRAMES = 64
+#: The fewest frames per call, whatever the camera's buffer (the value before 64 was chosen).
+MIN_LIVE_CHUNK_FRAMES = 16
 
 MM_HINT = ("Start Micro-Manager and enable its server (Tools > Options > 'Run server on port 4827'), "
            "or try livedenoise without hardware with `livedenoise live --simulate`.")
@@ -195,7 +198,7 @@ class PycromanagerBackend(AcquisitionBackend):
         if plan.position is not None:
             base.update(x=float(plan.position[0]), y=float(plan.position[1]))
         interval_s = plan.interval_ms / 1000.0
-        chunk = LIVE_CHUNK_FRAMES
+        chunk = self._live_chunk()
         started = time.perf_counter()
         acq = self._acquisition(directory, "raw", tap)
         with self._live_lock:
@@ -220,6 +223,17 @@ class PycromanagerBackend(AcquisitionBackend):
         seconds = time.perf_counter() - started
         path = getattr(self._live_dataset, "path", None)
         return LiveRunInfo(count, seconds, Path(path) if path else directory)
+
+    def _live_chunk(self) -> int:
+        """Frames per ``acquire`` call: :data:`LIVE_CHUNK_FRAMES`, or fewer when the camera's circular buffer holds
+        less than twice that many frames. A sequence that runs ahead of the saving fills that buffer, and a full
+        buffer aborts the acquisition (large frames: a 250 MB buffer holds 31 frames of 2048² at 16 bits)."""
+        try:
+            capacity = int(self._core_value("getBufferTotalCapacity"))
+        except Exception as exc:  # a core that cannot say: the size that never ran ahead of a buffer
+            log.debug("camera buffer capacity unknown (%s); %d frames per live call", exc, MIN_LIVE_CHUNK_FRAMES)
+            return MIN_LIVE_CHUNK_FRAMES
+        return max(MIN_LIVE_CHUNK_FRAMES, min(LIVE_CHUNK_FRAMES, capacity // 2))
 
     def read_raw(self, axes: dict) -> np.ndarray:
         with self._live_lock:
