@@ -76,7 +76,7 @@ class ThreadedAcquisition:
 def _backend(monkeypatch, capacity: float | None = 2048.0) -> tuple[PycromanagerBackend, list[ThreadedAcquisition]]:
     made: list[ThreadedAcquisition] = []
 
-    def acquisition(self, directory: Path, name: str, process):
+    def acquisition(self, directory: Path, name: str, process, finished=None):
         made.append(ThreadedAcquisition(process))
         return made[-1]
 
@@ -141,3 +141,41 @@ def test_a_stop_aborts_the_acquisition_at_once_and_queues_nothing_more(monkeypat
     assert acq.aborted.is_set() and time.perf_counter() - t0 < 5.0
     assert len(acq.calls) == 1  # the stop came during the first call: nothing was queued after it
     assert info.frames == len(seen) < LIVE_CHUNK_FRAMES  # the rest of the call was cancelled, not acquired
+
+
+def test_an_acquisition_pycromanager_ends_by_itself_ends_the_live_loop_with_its_frames_saved(simulated_core, tmp_path,
+                                                                                              caplog) -> None:
+    """pycromanager aborting on its own (a camera error, a full sequence buffer) used to leave the live loop waiting
+    for frames that never came, until the user stopped the session; it now returns, with an error in the log."""
+    import logging
+
+    from livedenoise.commands.simulated import pycromanager_backend
+
+    backend = pycromanager_backend(simulated_core)
+    made = []
+    real = backend._acquisition
+
+    def keep(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    backend._acquisition = keep  # type: ignore[method-assign]
+    seen: list[int] = []
+
+    def on_frame(img, axes) -> None:
+        seen.append(axes["time"])
+        if len(seen) == 5:
+            made[0].abort()  # as pycromanager's engine does on an error of its own
+
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(backend.run_live(
+        LivePlan(Illumination(20.0, None)), on_frame, threading.Event(), tmp_path)), daemon=True)
+    with caplog.at_level(logging.ERROR, logger="livedenoise"):
+        runner.start()
+        runner.join(timeout=60)
+    assert not runner.is_alive(), "the live loop kept waiting after pycromanager ended the acquisition"
+    info = result[0]
+    assert 5 <= info.frames < 3 * LIVE_CHUNK_FRAMES and seen[:5] == list(range(5))
+    assert any("ended the live acquisition by itself" in r.getMessage() for r in caplog.records)
+    for t in range(5):  # the frames acquired before the end are on disk
+        assert backend.read_raw({"time": t}).shape == (64, 64)

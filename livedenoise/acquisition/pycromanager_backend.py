@@ -107,13 +107,22 @@ class PycromanagerBackend(AcquisitionBackend):
             fields.update(self._light_event(ill.power))
         return fields
 
-    def _acquisition(self, directory: Path, name: str, process: Callable) -> Any:
+    def _acquisition(self, directory: Path, name: str, process: Callable,
+                     finished: threading.Event | None = None) -> Any:
+        """A pycromanager ``Acquisition`` saving to ``directory``, every frame through ``process``; ``finished`` is
+        set when pycromanager says its events are finished (the end, or an abort of its own)."""
         from pycromanager import Acquisition
 
         if self.core is not None:
             register_with_pycromanager(self.core)
         directory.mkdir(parents=True, exist_ok=True)
-        return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False)
+
+        def notified(notification: Any) -> None:
+            if finished is not None and notification.is_acquisition_finished_notification():
+                finished.set()
+
+        return Acquisition(directory=str(directory), name=name, image_process_fn=process, show_display=False,
+                           notification_callback_fn=notified)
 
     @property
     def controls_light(self) -> bool:
@@ -200,12 +209,13 @@ class PycromanagerBackend(AcquisitionBackend):
         interval_s = plan.interval_ms / 1000.0
         chunk = self._live_chunk()
         started = time.perf_counter()
-        acq = self._acquisition(directory, "raw", tap)
+        ended = threading.Event()  # pycromanager finished the events: an abort of its own (e.g. a camera error)
+        acq = self._acquisition(directory, "raw", tap, ended)
         with self._live_lock:
             self._live_dataset = acq.get_dataset()
         with acq:
             queued = 0
-            while not stop.is_set() and (max_frames is None or queued < max_frames):
+            while not stop.is_set() and not ended.is_set() and (max_frames is None or queued < max_frames):
                 n = chunk if max_frames is None else min(chunk, max_frames - queued)
                 batch = []
                 for t in range(queued, queued + n):
@@ -216,10 +226,14 @@ class PycromanagerBackend(AcquisitionBackend):
                 acq.acquire(batch)
                 queued += n
                 # Keep at most ~1.5 chunks queued so a stop takes effect quickly.
-                while not stop.is_set() and count < queued - chunk // 2:
+                while not stop.is_set() and not ended.is_set() and count < queued - chunk // 2:
                     time.sleep(0.002)
             if stop.is_set():
                 acq.abort()
+            elif ended.is_set() and (max_frames is None or count < max_frames):
+                log.error("pycromanager ended the live acquisition by itself after %d frames (see its log for the "
+                          "cause, e.g. a camera error or a full sequence buffer); every frame it acquired is saved",
+                          count)
         seconds = time.perf_counter() - started
         path = getattr(self._live_dataset, "path", None)
         return LiveRunInfo(count, seconds, Path(path) if path else directory)
