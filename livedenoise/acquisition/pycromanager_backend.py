@@ -244,7 +244,7 @@ class PycromanagerBackend(AcquisitionBackend):
         buffer aborts the acquisition (large frames: a 250 MB buffer holds 31 frames of 2048² at 16 bits)."""
         try:
             capacity = int(self._core_value("getBufferTotalCapacity"))
-        except Exception as exc:  # a core that cannot say: the size that never ran ahead of a buffer
+        except Exception as exc:  # a core that cannot say: the size used before 64 was chosen
             log.debug("camera buffer capacity unknown (%s); %d frames per live call", exc, MIN_LIVE_CHUNK_FRAMES)
             return MIN_LIVE_CHUNK_FRAMES
         return max(MIN_LIVE_CHUNK_FRAMES, min(LIVE_CHUNK_FRAMES, capacity // 2))
