@@ -64,6 +64,21 @@ def test_simulated_task_is_seeded_and_held_out():
     np.testing.assert_allclose(d_big, 11.0 * d_small, rtol=1e-3, atol=1e-2)
 
 
+def test_simulated_task_images_its_sample_through_the_psf_it_is_given():
+    from scipy.ndimage import laplace
+
+    from livedenoise.evaluate import SimulatedTask
+
+    def detail(x: np.ndarray) -> float:  # energy of the finest scale, relative to the field's variance
+        x = x.astype(np.float64)
+        return float((laplace(x) ** 2).sum() / ((x - x.mean()) ** 2).sum())
+
+    default = SimulatedTask("puncta", 64).fields("train", 0, 1)[0]
+    sharp = SimulatedTask("puncta", 64, psf_sigma=0.3).fields("train", 0, 1)[0]
+    assert sharp.shape == default.shape == (64, 64)
+    assert detail(sharp) > 3 * detail(default)  # the same puncta, nearly pixel-sharp instead of 1 px of blur
+
+
 def test_aggregate_averages_images_then_reports_sd_over_seeds():
     from livedenoise.evaluate.report import aggregate
 

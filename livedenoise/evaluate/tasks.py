@@ -21,7 +21,7 @@ class SimulatedTask:
     CAMERA_SEED = 4_242
 
     def __init__(self, structure: str, size: int, camera: str = "andor-zyla-4.2", *,
-                 background_fraction: float = 0.05, exposure_s: float = 0.02) -> None:
+                 background_fraction: float = 0.05, exposure_s: float = 0.02, psf_sigma: float = 1.0) -> None:
         from simulators.camera import SCMOSCamera
         from simulators.config import SampleConfig, SimulatorConfigError, StructureKind, load_camera_preset
         from simulators.sample import Sample
@@ -31,7 +31,8 @@ class SimulatedTask:
         try:
             # an unknown structure is refused by SampleConfig's validation (a ConfigError below)
             cfg = SampleConfig(slide_width=slide, slide_height=slide, structures=[cast(StructureKind, structure)],
-                               density=1.0, peak_rate=1.0, background_rate=0.0, psf_sigma=1.0, seed=self.SLIDE_SEED)
+                               density=1.0, peak_rate=1.0, background_rate=0.0, psf_sigma=psf_sigma,
+                               seed=self.SLIDE_SEED)
             # A sensor exactly the size of the field: the per-pixel maps are drawn for the ROI only
             # (a 2048² preset would cost seconds per task for pixels never used).
             cam_cfg = load_camera_preset(camera).model_copy(
