@@ -71,6 +71,14 @@ class Series:
     moving: np.ndarray  # [T, H, W] bool, pixels of moving puncta
 
 
+def flat_truth(mic, photons: np.ndarray) -> np.ndarray:
+    """``photons`` (the microscope's expected photons) through a flat camera: the median gain and offset of ``mic``'s
+    camera, no noise, no fixed pattern, clipped at full well; what :func:`score_series` scores against."""
+    cam = mic.camera
+    electrons = np.minimum(cam.mean_electrons(photons, EXPOSURE_S), cam.config.full_well)
+    return (electrons * float(np.median(cam.maps.gain)) + float(np.median(cam.maps.offset))).astype(np.float32)
+
+
 def simulate_series(photons: float, optics: str, frames: int, size: int, seed: int,
                     psf_sigma: float | None = None) -> Series:
     """A time-lapse of one field from the project simulator, with the moving-object mask of every frame.
@@ -88,16 +96,13 @@ def simulate_series(photons: float, optics: str, frames: int, size: int, seed: i
                                                roi_height=size, exposure_ms=EXPOSURE_S * 1000, light_power=100.0,
                                                seed=seed + 1))
     noisy, truth, flat, moving = [], [], [], []
-    cam = mic.camera
-    gain, offset = float(np.median(cam.maps.gain)), float(np.median(cam.maps.offset))
     for _ in range(frames):
         with_spots = mic.expected_photons()
         spots, mic.sample.puncta_yx = mic.sample.puncta_yx, np.zeros((0, 2))
         without = mic.expected_photons()
         mic.sample.puncta_yx = spots
         moving.append((with_spots - without) > 0.1 * photons)
-        electrons = np.minimum(cam.mean_electrons(with_spots, EXPOSURE_S), cam.config.full_well)
-        flat.append((electrons * gain + offset).astype(np.float32))
+        flat.append(flat_truth(mic, with_spots))
         frame = mic.snap()
         noisy.append(frame.image)
         truth.append(frame.truth)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_temporal import EXPOSURE_S, OPTICS, network, score_series, simulate_series
+from bench_temporal import EXPOSURE_S, OPTICS, flat_truth, network, score_series, simulate_series
 from common import DEFAULT_OUTPUT, finite_mean, machine, machine_line, publish, table
 
 REFERENCE_FRAMES = 16
@@ -54,14 +54,11 @@ def calibration_pairs(photons: float, optics: str, n: int, size: int, seed: int,
                           psf_sigma=OPTICS[optics] if psf_sigma is None else psf_sigma, density=1.5, seed=seed)
     mic = SimulatedMicroscope(MicroscopeConfig(camera="andor-zyla-4.2", sample=sample, roi_width=size, roi_height=size,
                                                exposure_ms=EXPOSURE_S * 1000, light_power=100.0, seed=seed + 2))
-    cam = mic.camera
-    gain, offset = float(np.median(cam.maps.gain)), float(np.median(cam.maps.offset))
     lows, refs = [], []
     for i in range(n):
         mic.set_position(x_um=30.0 + 30.0 * i, y_um=45.0)  # 300 px apart at 0.1 um/px: no overlap with the test field
         if reference == "exact":
-            electrons = np.minimum(cam.mean_electrons(mic.expected_photons(), EXPOSURE_S), cam.config.full_well)
-            refs.append((electrons * gain + offset).astype(np.float32))
+            refs.append(flat_truth(mic, mic.expected_photons()))
         lows.append(mic.snap().image)
         # the reference frames are taken either way, so the low frames' noise is the same in both modes
         average = np.mean([mic.snap().image for _ in range(REFERENCE_FRAMES)], axis=0).astype(np.float32)
