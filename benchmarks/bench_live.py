@@ -69,6 +69,9 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
             "skipped": r.get("frames_dropped"), "recorded": r.get("frames_written"),
             "acquired": r.get("frames_acquired"),
             "steps": ft.get("steps"), "swapped_at_frame": r.get("swapped_at_frame"),
+            "finetune_elapsed_s": ft.get("elapsed_s"), "finetune_paused_s": ft.get("paused_s", 0.0),
+            "finetune_stopped": ft.get("stopped"), "best_val_loss": ft.get("best_val_loss"),
+            "phases": r.get("display_phases"),
             "fixed_pattern": r.get("fixed_pattern"), "swap_criterion": r.get("swap_criterion"),
             "errors": r.get("errors") or [], "load_at_end": (r.get("machine") or {}).get("load_average"),
             "machine": r.get("machine")}
@@ -76,6 +79,28 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
 
 def summarise(runs: list[dict], backbones: list[str]) -> dict:
     return {b: {f: finite_mean([r[f] for r in runs if r["backbone"] == b]) for f in FIELDS} for b in backbones}
+
+
+def render_phases(payload: dict) -> str:
+    """Per session: the display while the background fine-tune ran and after it, and what the fine-tune did (the
+    table of README "The display comes first")."""
+    rows = []
+    for r in payload["runs"]:
+        ph = r.get("phases") or {}
+        cells = []
+        for name in ("while fine-tuning", "after fine-tuning"):
+            p = ph.get(name)
+            cells += (["-"] * 3 if not p else
+                      [f"{p['denoised_fps']:.1f} of {p['camera_fps']:.1f}", f"{p['frames_dropped']}",
+                       f"{p['mean_latency_ms']:.0f}"])
+        paused = r.get("finetune_paused_s") or 0.0
+        rows.append([f"`{r['backbone']}`", *cells, f"{r['steps']}", f"{r['finetune_elapsed_s']:.1f}",
+                     f"{paused:.1f}", f"{r['best_val_loss']:.3g}", f"{r['display_fps']:.1f}", f"{r['skipped']}",
+                     f"{r['latency_ms']:.0f}", f"{r['recorded']} of {r['acquired']}"])
+    return table(["session", "while fine-tuning: shown of camera fps", "skipped", "latency ms",
+                  "after: shown of camera fps", "skipped", "latency ms", "fine-tune steps", "fine-tune s",
+                  "of it waiting s", "held-out loss", "whole session: display fps", "skipped", "latency ms",
+                  "recorded"], rows)
 
 
 def render(payload: dict) -> str:

@@ -84,6 +84,7 @@ SOURCES: dict[str, str] = {
     "allocator": "2026-12-05-allocator-fast/allocator.json",
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
     "live-priority": "2026-12-05-live-priority/live.json",
+    "live-display-first": "2026-12-06-live-display-first/live.json",
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
@@ -439,13 +440,18 @@ def live_priority(data: dict, path: str) -> str:
     fine-tune steps."""
     from bench_live import render
 
+    what = _live_sessions_line(data, "rows `@ {label}`: the same sessions with the livedenoise of the commit before "
+                                     "this change, interleaved") + "."
+    return "\n".join([what, "", render(data), "", _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
+def _live_sessions_line(data: dict, per_label: str) -> str:
+    """What ``bench_live.py`` ran: the demo's options and interval, then ``per_label`` for each ``--checkout``."""
     settings = " ".join(data.get("demo_args") or [])
     interval = data.get("interval_ms")
     labels = sorted({r["backbone"].split(" @ ", 1)[1] for r in data.get("runs", []) if " @ " in r["backbone"]})
-    what = (f"`livedenoise demo {settings}`" + (f", a frame every {interval:g} ms" if interval else "")
-            + "".join(f"; rows `@ {label}`: the same sessions with the livedenoise of the commit before this change, "
-                      "interleaved" for label in labels) + ".")
-    return "\n".join([what, "", render(data), "", _source_line(path, data, data.get("command", "bench_live.py"))])
+    return (f"`livedenoise demo {settings}`" + (f", a frame every {interval:g} ms" if interval else "")
+            + "".join("; " + per_label.format(label=label) for label in labels))
 
 
 def train_bf16(data: dict, path: str) -> str:
@@ -797,6 +803,17 @@ def _sources_line(sources: list[tuple[dict, str]]) -> str:
 
 
 #: Blocks made from several committed result files (an ablation run as separate commands).
+def live_display_first(data: dict, path: str) -> str:
+    """Live sessions of this checkout against an earlier one, each session's display by phase and its fine-tune
+    (``bench_live.py --checkout``, README "The display comes first")."""
+    from bench_live import render_phases
+
+    what = (_live_sessions_line(data, "sessions `@ {label}`: the livedenoise of the commit before this change, "
+                                      "interleaved") + "; one row per session, in the order they ran.")
+    return "\n".join([what, "", render_phases(data), "",
+                      _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
@@ -811,6 +828,7 @@ RENDERERS: dict[str, Callable] = {
     "speed-temporal-lite": speed_cpu, "temporal-lite": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
+    "live-display-first": live_display_first,
     "train-bf16": train_bf16, "train-layers": train_layers, "compile-speed-xeon": compile_speed,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
     "adapt-sim-psf03": adapt_sim,

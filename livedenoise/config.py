@@ -101,6 +101,11 @@ class LiveConfig(_Strict):
     reference_average: int = Field(16, ge=2, le=1024)
     self_supervised_frames: int = Field(8, ge=1, le=1000)
     finetune_time_budget_s: float = Field(45.0, gt=0)
+    finetune_yield_share: float = Field(
+        0.5, ge=0, lt=1,
+        description=("largest share of the background fine-tune's time it may spend waiting, between its steps, for "
+                     "the display to finish denoising a frame (the display comes first); the waits count against "
+                     "finetune_time_budget_s; 0: the fine-tune never waits"))
     frames: int = Field(120, ge=1, description="live frames to acquire in `livedenoise demo`")
     interval_ms: float = Field(100.0, ge=0, description="minimum time between live frames (0 = as fast as the camera)")
     position_spacing_um: float | None = Field(

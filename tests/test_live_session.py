@@ -247,6 +247,9 @@ def test_fit_that_kept_the_backbone_is_neither_swapped_in_nor_called_adapted(sim
                           device="cpu", finetune_fn=kept_backbone, on_status=lambda s: messages.append(s.message))
     rep = session.run(frames_after_swap=10)
     assert calls["match_reference"] is False  # an average at the live settings needs no intensity fit
+    from livedenoise.acquisition.priority import YieldToDisplay
+
+    assert isinstance(calls["pause"], YieldToDisplay) and calls["pause"].share == 0.5  # the display comes first
     why = "no training step ran" if steps == 0 else "20 steps found no improvement on held-out data"
     assert any(m.startswith(f"not adapted: {why} in ") and m.endswith("keeping the backbone") for m in messages)
     crit = rep.swap_criterion
@@ -294,6 +297,9 @@ def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_
     assert rep.frames_dropped > 10
     assert rep.frames_denoised + rep.frames_dropped <= 60
     assert rep.frames_written == 60
+    # the recorder waits for the display's results of a 2-D model (RECORDER_OFFER_WAIT_S) instead of computing the
+    # frames again: it used to take each frame while the display still worked on it (0 reused)
+    assert slow_session._writer.reused >= rep.frames_denoised // 2 > 0
     assert_raw_integrity(simulated_core, slow_session)
 
 

@@ -101,3 +101,51 @@ def test_the_recorder_denoises_at_a_lower_priority_than_the_thread_that_feeds_it
     assert writer.finish(progress=False) == len(frames)
     assert len(seen) == len(frames) and set(seen) == {min(19, mine + BACKGROUND_NICENESS)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's own is unchanged
+
+
+def test_the_recorder_waits_for_the_displays_result_and_denoises_only_the_frames_it_skipped(tmp_path):
+    """A 2-D model's display hands its results over; a recorder that keeps up used to take each frame while the
+    display was still denoising it, and both computed it. It now waits ``offer_wait_s`` for the hand-over."""
+    axes, frames = _frames()
+    computed = []
+    writer = DenoisedWriter(lambda frame, a: computed.append(a["time"]) or frame.astype(np.float32) + 0.4, tmp_path,
+                            "denoised", offer_wait_s=2.0).start()
+    shown = threading.Event()
+
+    def display():  # the display offers its result a moment after each frame, and skips the frames of time 1
+        for a, f in zip(axes, frames, strict=True):
+            shown.wait(0.05)
+            if a["time"] != 1:
+                writer.offer_denoised(a, f.astype(np.float32) + 0.4)
+
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    t = threading.Thread(target=display)
+    t.start()
+    t.join()
+    assert writer.finish(progress=False) == len(frames) and not writer.errors
+    assert sorted(computed) == [1, 1]  # only the two frames the display skipped were denoised by the recorder
+    assert writer.reused == len(frames) - 2
+    ds = open_dataset(writer.path)
+    for i, f in enumerate(frames):  # every frame recorded, the handed-over ones exactly as denoised
+        np.testing.assert_array_equal(ds.read_frame((axes[i]["time"], i % 2)), f)
+    ds.close()
+
+
+def test_a_result_handed_over_after_its_frame_was_written_is_dropped_and_the_waiting_results_are_bounded(
+        tmp_path, monkeypatch):
+    from livedenoise.acquisition import recorder
+
+    axes, frames = _frames()
+    writer = DenoisedWriter(lambda frame, a: frame.astype(np.float32), tmp_path, "denoised").start()  # no wait
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    assert writer.finish(progress=False) == len(frames) and writer.reused == 0
+    writer.offer_denoised(axes[0], frames[0].astype(np.float32))  # too late: that frame is written
+    assert writer._ready == {} and writer._ready_bytes == 0
+    # bounded by bytes: a second result that would pass READY_BYTES is not kept
+    late = DenoisedWriter(lambda frame, a: frame.astype(np.float32), tmp_path / "b", "denoised")
+    monkeypatch.setattr(recorder, "READY_BYTES", frames[0].size * 4 + 1)
+    late.offer_denoised(axes[0], frames[0].astype(np.float32))
+    late.offer_denoised(axes[1], frames[1].astype(np.float32))
+    assert list(late._ready) == [(("channel", "DAPI"), ("time", 0))] and late._ready_bytes == frames[0].size * 4

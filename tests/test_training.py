@@ -242,6 +242,34 @@ def test_a_fit_that_ends_before_its_first_validation_keeps_improved_weights(vali
         assert torch.equal(after, initial)
 
 
+def test_a_pause_hook_runs_before_every_step_and_its_waits_count_against_the_budget():
+    """A live session's fine-tune waits between steps while the display denoises (``fit(pause=...)``): the waits
+    are wall-clock time of the budget, recorded as ``paused_s``; a hook that does not wait changes nothing."""
+    import time
+
+    pairs, _ = _sim_data(2)
+    data = ImageSet([p.normalizer.forward(p.noisy) for p in pairs], [p.normalizer.forward(p.clean) for p in pairs])
+    calls = []
+
+    def no_wait() -> float:
+        calls.append(0)
+        return 0.0
+
+    res = fit(tiny_checkpoint().model, PatchSampler(data, 32, 4), PatchSampler(data, 32, 4, seed=1),
+              objective="supervised", lr=1e-3, max_steps=12, steps_per_validation=4, pause=no_wait)
+    assert res.steps == 12 and len(calls) == 12 and res.paused_s == 0.0 and res.to_dict()["paused_s"] == 0.0
+
+    def always_waits() -> float:  # a display that is never idle: every call waits 0.2 s
+        time.sleep(0.2)
+        return 0.2
+
+    res = fit(tiny_checkpoint().model, PatchSampler(data, 32, 4), PatchSampler(data, 32, 4, seed=1),
+              objective="supervised", lr=1e-3, max_steps=1000, time_budget_s=1.0, pause=always_waits)
+    # only waits fit in the budget: no step ran, the time ran out, and the waits are what it spent
+    assert res.stopped == "time_budget" and res.steps == 0 and not res.adapted
+    assert res.paused_s == pytest.approx(1.0, abs=0.21) and res.elapsed_s >= 1.0
+
+
 def test_early_stopping_with_patience():
     pairs, _ = _sim_data(2)
     data = ImageSet([p.normalizer.forward(p.noisy) for p in pairs], [p.normalizer.forward(p.clean) for p in pairs])

@@ -6,6 +6,9 @@ need not: it queues frames, re-reads spilled ones from the raw dataset and catch
 (:class:`~livedenoise.acquisition.recorder.DenoisedWriter`). So the recorder's thread runs at a lower scheduling
 priority: when the cores are free it runs as fast as before, and when they are not, the display gets them first.
 Measured with ``livedenoise demo`` at 512² and 20 frames/s (README, "What livedenoise guarantees").
+
+The background fine-tune keeps its normal priority (at a lower one it ran far fewer steps in its budget) but waits
+between its steps while the display is denoising a frame (:class:`YieldToDisplay`), up to a share of its time.
 """
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ import logging
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger("livedenoise")
 
@@ -37,3 +43,52 @@ def lower_this_thread_priority(what: str) -> bool:
         return False
     log.debug("%s runs at nice %d (the display and the acquisition come first)", what, nice)
     return True
+
+
+class _Display(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    def wait_while_busy(self, max_wait_s: float) -> float: ...
+
+
+class YieldToDisplay:
+    """A fine-tune's ``pause`` hook (:func:`~livedenoise.training.loop.fit`): before each step, wait while the live
+    display is denoising a frame, so that the frame has the cores to itself (but for the acquisition).
+
+    Why: on 2 cores a fine-tune step and the display's denoising ran side by side, and while the fine-tune ran the
+    display skipped frames (17.2 of 20 frames/s shown with ``lite`` in bf16 at 512², Intel Xeon). Between frames the
+    fine-tune does not wait. ``share`` caps the waits at that share of the fine-tune's time so far, so a display
+    that is never idle (a model too slow for the camera) slows the fine-tune at most by 1 / (1 - share) and cannot
+    stop it; ``max_wait_s`` bounds each wait. ``display`` returns the session's display worker, or None before live
+    imaging has started.
+    """
+
+    def __init__(self, display: Callable[[], _Display | None], share: float, max_wait_s: float = 0.25) -> None:
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"share {share} is invalid; expected a fraction from 0 up to (not including) 1")
+        self._display = display
+        self.share = share
+        self.max_wait_s = max_wait_s
+        self.paused_s = 0.0
+        self._start: float | None = None
+
+    def allowed_s(self, now: float) -> float:
+        """The longest wait now that keeps the waits within ``share`` of the time since the first call."""
+        elapsed = now - (self._start if self._start is not None else now)
+        # (paused + w) <= share * (elapsed + w)  <=>  w <= (share * elapsed - paused) / (1 - share)
+        return max(0.0, min(self.max_wait_s, (self.share * elapsed - self.paused_s) / (1.0 - self.share)))
+
+    def __call__(self) -> float:
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+        display = self._display()
+        if display is None or not display.running or self.share <= 0:
+            return 0.0
+        allowed = self.allowed_s(now)
+        if allowed <= 0:
+            return 0.0
+        waited = display.wait_while_busy(allowed)
+        self.paused_s += waited
+        return waited

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ log = logging.getLogger("livedenoise")
 
 #: Formats of the recorded denoised frames: NDTiff while acquiring, optionally copied into an OME-Zarr at the end.
 OUTPUT_FORMATS = ("ndtiff", "ome-zarr")
+#: At most this many bytes of the display's results wait for the writer (:meth:`DenoisedWriter.offer_denoised`):
+#: 256 frames of 512², 16 of 2048² (float32). A writer that falls further behind denoises the others itself.
+READY_BYTES = 256 * 1024**2
+#: Frames written whose keys are remembered, so that a result the display hands over late is dropped, not kept.
+WRITTEN_KEYS_KEPT = 4096
 
 
 class DenoisedWriter:
@@ -36,6 +42,11 @@ class DenoisedWriter:
     when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
     the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
     ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
+    ``offer_wait_s``: how long after a frame was submitted the writer waits for the display's result of it
+    (:meth:`offer_denoised`) before denoising it itself. The display usually has it within a frame or two; without
+    the wait, a writer that keeps up took each frame as it came, while the display was still denoising it, and
+    both computed it. 0 (default) for writers that are never offered results (a temporal model's recorder fuses
+    every frame with its own window).
     ``output_format="ome-zarr"``: when the acquisition ends, the NDTiff is copied into ``<name>.ome.zarr``
     (:func:`livedenoise.io.convert.to_ome_zarr`: its final shape is known only then, and an append-only NDTiff is
     what survives a crash mid-session) and removed once the copy is complete; if the copy fails, the NDTiff stays
@@ -45,7 +56,7 @@ class DenoisedWriter:
     def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path,
                  name: str = "denoised", *, read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
                  summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None,
-                 output_format: str = "ndtiff") -> None:
+                 output_format: str = "ndtiff", offer_wait_s: float = 0.0) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"denoised output format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -57,8 +68,11 @@ class DenoisedWriter:
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
         self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
-        self._queue: deque[tuple[dict, np.ndarray | None]] = deque()
+        self._queue: deque[tuple[dict, np.ndarray | None, float]] = deque()  # axes, pixels (None: spilled), queued at
         self._ready: dict[tuple, np.ndarray] = {}  # frames the display worker already denoised
+        self._ready_bytes = 0
+        self._written_keys: OrderedDict[tuple, None] = OrderedDict()
+        self._offer_wait_s = max(float(offer_wait_s), 0.0)
         self.reused = 0
         self._in_memory = 0
         self._cond = threading.Condition()
@@ -78,26 +92,47 @@ class DenoisedWriter:
 
     def submit(self, axes: dict, raw: np.ndarray | None) -> None:
         """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept."""
+        now = time.perf_counter()
         with self._cond:
             if raw is not None and self._in_memory < self._max_queued:
-                self._queue.append((dict(axes), raw))
+                self._queue.append((dict(axes), raw, now))
                 self._in_memory += 1
             else:
                 if self._read_raw is None and raw is not None:
                     # No way to re-read it later: keep it in memory rather than lose it.
-                    self._queue.append((dict(axes), raw))
+                    self._queue.append((dict(axes), raw, now))
                     self._in_memory += 1
                 else:
-                    self._queue.append((dict(axes), None))
+                    self._queue.append((dict(axes), None, now))
                     self.spilled += 1
             self.submitted += 1
             self._cond.notify()
 
     def offer_denoised(self, axes: dict, denoised: np.ndarray) -> None:
-        """Hand over a frame the display worker has already denoised, so it is not computed twice."""
+        """Hand over a frame the display worker has already denoised, so it is not computed twice (dropped when the
+        frame was already written, or when :data:`READY_BYTES` of results already wait)."""
+        key = axes_key(axes)
         with self._cond:
-            if len(self._ready) < 4 * self._max_queued:
-                self._ready[axes_key(axes)] = denoised
+            if key in self._written_keys or key in self._ready or self._ready_bytes + denoised.nbytes > READY_BYTES:
+                return
+            self._ready[key] = denoised
+            self._ready_bytes += denoised.nbytes
+            self._cond.notify_all()
+
+    def _take_ready(self, key: tuple, queued_at: float) -> np.ndarray | None:
+        """The display's result of frame ``key``, waiting for it until ``offer_wait_s`` after the frame was queued.
+        Call with the condition held."""
+        end = queued_at + self._offer_wait_s
+        while key not in self._ready:
+            left = end - time.perf_counter()
+            if left <= 0:
+                break
+            self._cond.wait(left)
+        out = self._ready.pop(key, None)
+        if out is not None:
+            self._ready_bytes -= out.nbytes
+        return out
+
 
     @property
     def backlog(self) -> int:
@@ -120,11 +155,15 @@ class DenoisedWriter:
                     self._cond.wait()
                 if not self._queue and self._closing:
                     return
-                axes, raw = self._queue.popleft()
+                axes, raw, queued_at = self._queue.popleft()
                 if raw is not None:
                     self._in_memory -= 1
+            key = axes_key(axes)
             with self._cond:
-                out = self._ready.pop(axes_key(axes), None)
+                out = self._take_ready(key, queued_at)
+                self._written_keys[key] = None  # from now on the display's result of this frame comes too late
+                while len(self._written_keys) > WRITTEN_KEYS_KEPT:
+                    self._written_keys.popitem(last=False)
             try:
                 if raw is None:
                     raw = self._read_raw(axes)  # type: ignore[misc]

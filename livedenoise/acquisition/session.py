@@ -30,6 +30,7 @@ from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
 from livedenoise.acquisition.phases import ShownFrame, display_phases
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
+from livedenoise.acquisition.priority import YieldToDisplay
 from livedenoise.acquisition.recorder import DenoisedWriter
 from livedenoise.acquisition.status import SessionState, SessionStatus
 from livedenoise.checkpoint import Checkpoint
@@ -58,6 +59,9 @@ SELF_NOISE_FRAMES = 8
 RECORDER_FIT_WAIT_S = 5.0
 """Self mode: how long the (low-priority) recorder leaves a pending noise-model fit to the running display before it
 fits itself, in seconds."""
+RECORDER_OFFER_WAIT_S = 0.5
+"""A 2-D model's recorder waits this long after a frame arrives for the display's result of it before denoising it
+itself: the display takes 40-70 ms at 512² on 2 cores (a frame it skips is denoised by the recorder)."""
 
 
 @dataclass
@@ -363,7 +367,9 @@ class LiveSession:
                 training=self.settings.finetune_training(self._device_type),
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
                 progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
-                match_reference=self.settings.live.reference != "average")
+                match_reference=self.settings.live.reference != "average",
+                # the display comes first: between steps, wait while it has a frame queued (up to a share of the time)
+                pause=YieldToDisplay(lambda: self._worker, self.settings.live.finetune_yield_share))
         except Exception as exc:
             self._error(f"fine-tuning failed, continuing with the backbone: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state)
@@ -506,7 +512,10 @@ class LiveSession:
             self._writer = DenoisedWriter(self._denoise_recorded, self.output_dir, "denoised",
                                           read_raw=self.backend.read_raw,
                                           summary_metadata={"backbone": self.backbone.name},
-                                          output_format=self.settings.live.denoised_format).start()
+                                          output_format=self.settings.live.denoised_format,
+                                          # a 2-D model's display hands its results over (_on_denoised): wait for them
+                                          offer_wait_s=0.0 if model_is_temporal(self.backbone.model)
+                                          else RECORDER_OFFER_WAIT_S).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
         state = (SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive())

@@ -120,7 +120,9 @@ def outcome_lines(report: dict) -> list[str]:
             reason = (report.get("swap_criterion") or {}).get("reason") or (
                 "not adapted" if not ft.get("adapted", True) else "not swapped in")
             outcome = f"{reason}; the backbone was used throughout"
-        first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s "
+        waited = (f", {ft['paused_s']:.1f} s of it waiting for the display"
+                  if ft.get("paused_s") else "")
+        first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s{waited} "
                  f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
                  f"validation loss on the pairs' held-out strips {ft.get('initial_val_loss', 0):.4g} -> "
                  f"{ft.get('best_val_loss', 0):.4g}; swap decided on the calibration field kept out of it, scored as "

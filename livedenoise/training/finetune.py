@@ -70,6 +70,7 @@ def finetune(
     progress: Callable[[FitProgress], None] | None = None,
     cancel: threading.Event | None = None,
     match_reference: bool = True,
+    pause: Callable[[], float] | None = None,
 ) -> FinetuneResult:
     """Adapt ``backbone`` to new data: Noise2Self when ``clean`` is None, few-pair supervised otherwise.
 
@@ -77,7 +78,8 @@ def finetune(
     :class:`~livedenoise.camera_calibration.CameraCalibration`. ``time_budget_s`` overrides the config's budget.
     ``match_reference``: map each reference onto its noisy frame's intensity (:func:`match_intensity`);
     pass False when a reference's expected value already equals the noisy frame's (an average of frames
-    taken at the same settings), since estimating a known relation only adds noise.
+    taken at the same settings), since estimating a known relation only adds noise. ``pause``: called before each
+    training step, it may wait for work that needs the CPU more (a live display; see ``loop.fit``).
 
     Check :attr:`FinetuneResult.adapted` before using the result as an adapted model: when the fit ran
     0 steps or kept its initial weights, the checkpoint is the backbone with a noise model fitted to
@@ -97,7 +99,7 @@ def finetune(
     if backbone.arch == "unet-temporal":
         return _finetune_temporal(backbone, noisy, clean, calibration=calibration, training=training,
                                   time_budget_s=time_budget_s, seed=seed, device=device, name=name, progress=progress,
-                                  cancel=cancel, match_reference=match_reference)
+                                  cancel=cancel, match_reference=match_reference, pause=pause)
     cfg = training or TrainingConfig()
     noisy_frames = as_frames(noisy, "noisy images")
     clean_frames = as_frames(clean, "clean images") if clean is not None else None
@@ -146,7 +148,7 @@ def finetune(
             patience=cfg.patience, steps_per_validation=cfg.steps_per_validation, loss=cfg.loss,
             ssim_weight=cfg.ssim_weight if objective == "supervised" else 0.0, mask_grid=cfg.mask_grid,
             noise_std=norm.noise_std if norm.vst else None, seed=seed, device=dev, progress=progress, cancel=cancel,
-            precision=cfg.precision,
+            precision=cfg.precision, pause=pause,
         )
     adapted.model.to("cpu").requires_grad_(True)  # as a cloned backbone is: whatever trains it next sees every weight
     sure_check = None

@@ -75,6 +75,7 @@ class FitResult:
     note: str = ""  # why a fit was skipped (stopped == "skipped") or its weights rejected, in one sentence
     rejected: bool = False  # a later check (finetune's SURE criterion) sent the weights back to the initial ones
     precision: str = "fp32"  # the training steps' arithmetic (fit's ``precision``)
+    paused_s: float = 0.0  # of elapsed_s, the seconds fit's ``pause`` hook waited (for a live display)
 
     @property
     def adapted(self) -> bool:
@@ -232,6 +233,7 @@ def fit(
     trainable: Sequence[torch.nn.Parameter] | None = None,
     schedule: Schedule = "constant",
     precision: str = "fp32",
+    pause: Callable[[], float] | None = None,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the best validation weights.
 
@@ -245,6 +247,9 @@ def fit(
     ``precision``: ``"bf16"`` runs the training steps' forward passes under bf16 autocast (the weights, the
     optimiser, the losses and every validation stay in fp32, so which weights are kept is decided as in fp32; SURE
     stays fp32, see :func:`_stepping_model`); ``"fp32"`` (default) does not. The result records what ran.
+    ``pause``: called before every training step; it may block while other work needs the CPU more (a live
+    session's display that has fallen behind the camera) and returns the seconds it waited. The waits count against
+    ``time_budget_s`` (a budget is wall-clock time) and are recorded as ``FitResult.paused_s``.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
@@ -275,6 +280,7 @@ def fit(
     best_state = copy.deepcopy(model.state_dict())
     history: list[dict] = [{"step": 0, "train_loss": math.nan, "val_loss": best, "elapsed_s": 0.0}]
     bad, step = 0, 0
+    paused = 0.0
     running: list[float] = []
     stopped: StopReason = "max_steps"
 
@@ -306,6 +312,11 @@ def fit(
         if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
             stopped = "time_budget"
             break
+        if pause is not None:
+            waited = pause()
+            paused += waited
+            if waited > 0:
+                continue  # the budget and a cancel are checked again after a wait
         if schedule != "constant":
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(lr, step, max_steps, time.perf_counter() - start, time_budget_s)
@@ -335,8 +346,9 @@ def fit(
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.eval()
     result = FitResult(objective, initial, best, best_step, step, stopped, time.perf_counter() - start, history,
-                       precision=precision)
-    log.info("fit (%s, %s): %d steps in %.1f s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
-             objective, precision, step, result.elapsed_s, initial, best, best_step, stopped,
+                       precision=precision, paused_s=paused)
+    log.info("fit (%s, %s): %d steps in %.1f s%s, val loss %.4g -> %.4g (best at step %d), stopped: %s%s",
+             objective, precision, step, result.elapsed_s,
+             f" ({paused:.1f} s of it paused)" if paused > 0 else "", initial, best, best_step, stopped,
              "" if result.adapted else "; the initial weights were kept (not adapted)")
     return result
