@@ -133,7 +133,6 @@ class DenoisedWriter:
             self._ready_bytes -= out.nbytes
         return out
 
-
     @property
     def backlog(self) -> int:
         with self._cond:
