@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from livedenoise.acquisition.display import DenoiseWorker
+from livedenoise.acquisition.display import DenoiseWorker, WorkerStats
 from livedenoise.acquisition.priority import YieldToDisplay
 
 
@@ -43,6 +43,7 @@ def test_yield_to_display_waits_for_a_busy_display_within_its_share_and_not_for_
 
         def __init__(self):
             self.asked = []
+            self.stats = WorkerStats()
 
         def wait_while_busy(self, max_wait_s):
             self.asked.append(max_wait_s)
@@ -69,6 +70,37 @@ def test_yield_to_display_waits_for_a_busy_display_within_its_share_and_not_for_
     assert off() == 0.0 and off.paused_s == 0.0  # share 0: the fine-tune never waits
     with pytest.raises(ValueError, match=r"share 1\.0 is invalid"):
         YieldToDisplay(lambda: None, share=1.0)
+
+
+def test_the_fine_tune_stops_waiting_for_a_display_that_skips_frames_even_so():
+    """A model too slow for the camera: waiting gains the display little and costs the fine-tune steps."""
+    class Display:
+        running = True
+
+        def __init__(self, skip_every: int):
+            self.stats = WorkerStats()
+            self.skip_every = skip_every
+
+        def wait_while_busy(self, max_wait_s):
+            self.stats.submitted += 1  # a frame arrives during every wait; some are skipped
+            if self.stats.submitted % self.skip_every == 0:
+                self.stats.skipped_busy += 1
+            time.sleep(0.001)
+            return 0.001
+
+    for skip_every, gives_up in ((2, True), (50, False)):  # half the frames skipped / one in fifty
+        display = Display(skip_every)
+        hook = YieldToDisplay(lambda d=display: d, share=0.9, trial_s=0.3)
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.0:
+            hook()
+            time.sleep(0.001)
+        assert hook.gave_up is gives_up
+        if gives_up:
+            before = display.stats.submitted
+            assert hook() == 0.0 and display.stats.submitted == before  # no more waits asked for
+        else:
+            assert hook.paused_s > 0.1
 
 
 def test_the_share_is_a_validated_live_setting():

@@ -41,6 +41,7 @@ class WorkerStats:
     submitted: int = 0
     denoised: int = 0
     dropped: int = 0
+    skipped_busy: int = 0  # of dropped: replaced while a frame was being denoised (the display fell behind)
     failed: int = 0
     last_latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -108,6 +109,7 @@ class DenoiseWorker:
                 self.stats.dropped += 1
                 if self._busy:  # replaced while a frame was being denoised: behind (not held back by max_fps)
                     self._skipped += 1
+                    self.stats.skipped_busy += 1
             self._pending = (raw, dict(info or {}), time.perf_counter())
             self.stats.submitted += 1
             self._cond.notify_all()  # all: a fine-tune may wait on this condition too (wait_while_busy)
