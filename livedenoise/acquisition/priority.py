@@ -73,9 +73,9 @@ class YieldToDisplay:
 
     A display too slow for the camera whatever the fine-tune does gains little from the waits, and the fine-tune
     loses steps (``fast`` in bf16 at 512² and 20 frames/s: 12.1-12.9 instead of 10.2-10.5 frames/s shown, the
-    fine-tune out of its 45 s after 327-343 steps instead of early-stopping after 540). So after ``trial_s`` of
-    waiting, if the display still skipped more than ``give_up_skipped`` of the frames submitted meanwhile, the
-    fine-tune stops waiting (:attr:`gave_up`, logged).
+    fine-tune out of its 45 s after 327-343 steps instead of early-stopping after 540). So at the end of each
+    ``trial_s`` window of waiting, if the display still skipped more than ``give_up_skipped`` of the frames submitted
+    in it, the fine-tune stops waiting for good (:attr:`gave_up`, logged).
     """
 
     def __init__(self, display: Callable[[], _Display | None], share: float, max_wait_s: float = 0.25,
@@ -90,7 +90,7 @@ class YieldToDisplay:
         self.paused_s = 0.0
         self.gave_up = False
         self._start: float | None = None
-        self._trial: tuple[float, int, int] | None = None  # when the display was first seen, its counts then
+        self._trial: tuple[float, int, int] | None = None  # current trial window: start, the display's counts
 
     def _keeps_up(self, display: _Display, now: float) -> bool:
         """False once the trial shows the display skipping more than ``give_up_skipped`` of its frames with the
