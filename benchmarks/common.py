@@ -58,11 +58,16 @@ def checkout_env(root: Path, *extra: Path) -> dict[str, str]:
 
 
 def checkout_commit(root: Path) -> str:
-    """The commit checked out at ``root`` ('' when it is not a git checkout)."""
+    """The commit checked out at ``root`` ('' when it is not a git checkout), with ``+uncommitted changes`` when the
+    product code (``livedenoise/``, ``simulators/``) differs from it: a result must name the code that made it."""
     import subprocess
 
     res = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return res.stdout.strip() if res.returncode == 0 else ""
+    if res.returncode != 0:
+        return ""
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "livedenoise", "simulators"],
+                           capture_output=True, text=True).stdout.strip()
+    return res.stdout.strip() + (" +uncommitted changes" if dirty else "")
 
 
 def load_average() -> list[float] | None:

@@ -281,6 +281,38 @@ def _run_with_model(core, cfg, tmp_path, denoise_wrapper=None, finetune_fn=None,
     return session, session.stop()
 
 
+def test_the_live_fine_tune_waits_while_the_display_denoises(simulated_core, small_microscope_config, tmp_path):
+    """The display comes first: the session's fine-tune, stepping while a slow display runs, waits for it."""
+    from livedenoise.training.finetune import FinetuneResult
+    from livedenoise.training.loop import FitResult
+
+    seen = {}
+
+    def stepping_finetune(backbone, noisy, clean, **kwargs):
+        pause, waited, deadline = kwargs["pause"], 0.0, time.perf_counter() + 2.0
+        while time.perf_counter() < deadline:  # "steps" of 5 ms, each after the pause hook, for 2 s
+            waited += pause()
+            time.sleep(0.005)
+        seen.update(waited=waited, share=pause.share)
+        fit = FitResult("supervised", 1.0, 1.0, 0, 10, "time_budget", 2.0, paused_s=waited)
+        return FinetuneResult(backbone.clone(), fit, "pairs")
+
+    settings = make_settings(small_microscope_config, calibration_positions=2)
+    session = LiveSession(pycromanager_backend(simulated_core), settings, tmp_path, backbone=identity_backbone(),
+                          device="cpu", finetune_fn=stepping_finetune)
+    display = session._denoise_current
+
+    def slow_display(raw, info=None):
+        time.sleep(0.05)  # busy most of the time at the camera's 5 ms interval
+        return display(raw, info)
+
+    session._denoise_current = slow_display
+    rep = session.run(frames_after_swap=10)
+    # live imaging started during the fine-tune's 2 s; from then on it waited, within its share of the time
+    assert 0.1 < seen["waited"] <= 0.5 * 2.0 + 0.3 and seen["share"] == 0.5
+    assert rep.finetune["paused_s"] == seen["waited"] and rep.frames_written == rep.frames_acquired
+
+
 def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_microscope_config, tmp_path):
     def slow(fn):
         def run(raw, info=None):

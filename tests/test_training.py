@@ -259,15 +259,19 @@ def test_a_pause_hook_runs_before_every_step_and_its_waits_count_against_the_bud
               objective="supervised", lr=1e-3, max_steps=12, steps_per_validation=4, pause=no_wait)
     assert res.steps == 12 and len(calls) == 12 and res.paused_s == 0.0 and res.to_dict()["paused_s"] == 0.0
 
+    waits = []
+
     def always_waits() -> float:  # a display that is never idle: every call waits 0.2 s
         time.sleep(0.2)
+        waits.append(0.2)
         return 0.2
 
     res = fit(tiny_checkpoint().model, PatchSampler(data, 32, 4), PatchSampler(data, 32, 4, seed=1),
               objective="supervised", lr=1e-3, max_steps=1000, time_budget_s=1.0, pause=always_waits)
-    # only waits fit in the budget: no step ran, the time ran out, and the waits are what it spent
-    assert res.stopped == "time_budget" and res.steps == 0 and not res.adapted
-    assert res.paused_s == pytest.approx(1.0, abs=0.21) and res.elapsed_s >= 1.0
+    # one wait per step at most: every wait is followed by a step unless the budget ended during it; the waits
+    # spent the budget, and the result says so exactly
+    assert res.stopped == "time_budget" and len(waits) - 1 <= res.steps <= len(waits) and res.steps >= 1
+    assert res.paused_s == pytest.approx(sum(waits)) and res.paused_s <= res.elapsed_s and res.elapsed_s >= 1.0
 
 
 def test_early_stopping_with_patience():

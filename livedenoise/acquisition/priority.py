@@ -62,21 +62,28 @@ class _Display(Protocol):
 
 class YieldToDisplay:
     """A fine-tune's ``pause`` hook (:func:`~livedenoise.training.loop.fit`): before each step, wait while the live
-    display is denoising a frame, so that the frame has the cores to itself (but for the acquisition).
+    display is denoising a frame (or handing its result on), so that the frame has the cores to itself (but for the
+    acquisition).
 
     Why: on 2 cores a fine-tune step and the display's denoising ran side by side, and while the fine-tune ran the
-    display skipped frames (17.2 of 20 frames/s shown with ``lite`` in bf16 at 512², Intel Xeon). Between frames the
-    fine-tune does not wait. ``share`` caps the waits at that share of the fine-tune's time so far, so a display
-    that is never idle (a model too slow for the camera) slows the fine-tune at most by 1 / (1 - share) and cannot
-    stop it; ``max_wait_s`` bounds each wait. ``display`` returns the session's display worker, or None before live
-    imaging has started.
+    display skipped frames (`lite` in bf16 at 512² and 20 frames/s, Intel Xeon: 18.1 frames/s shown while
+    fine-tuning; 19.9 with the waits). Between frames the fine-tune does not wait. ``share`` caps the waits at that
+    share of the time since the display was first seen, so a display that is never idle slows the fine-tune at most
+    by 1 / (1 - share) and cannot stop it; ``max_wait_s`` bounds each wait, and waits shorter than ``MIN_WAIT_S``
+    are not started. ``display`` returns the session's display worker, or None before live imaging has started.
 
     A display too slow for the camera whatever the fine-tune does gains little from the waits, and the fine-tune
     loses steps (``fast`` in bf16 at 512² and 20 frames/s: 12.1-12.9 instead of 10.2-10.5 frames/s shown, the
-    fine-tune out of its 45 s after 327-343 steps instead of early-stopping after 540). So at the end of each
-    ``trial_s`` window of waiting, if the display still skipped more than ``give_up_skipped`` of the frames submitted
-    in it, the fine-tune stops waiting for good (:attr:`gave_up`, logged).
+    fine-tune out of its 45 s after 327-343 steps instead of early-stopping after 540). So the display's frames are
+    counted in windows of ``trial_s`` (of at least ``MIN_TRIAL_FRAMES`` frames): after two windows in a row in which
+    it skipped more than ``give_up_skipped`` of them despite the waits, the fine-tune stops waiting for good
+    (:attr:`gave_up`, logged). A new display worker starts a new count.
     """
+
+    #: Waits shorter than this are not started (a share nearly spent would otherwise spin on tiny waits).
+    MIN_WAIT_S = 0.001
+    #: A window counts only with at least this many frames (at 1 frame/s one skipped frame is not a verdict).
+    MIN_TRIAL_FRAMES = 20
 
     def __init__(self, display: Callable[[], _Display | None], share: float, max_wait_s: float = 0.25,
                  trial_s: float = 5.0, give_up_skipped: float = 0.2) -> None:
@@ -89,46 +96,49 @@ class YieldToDisplay:
         self.give_up_skipped = give_up_skipped
         self.paused_s = 0.0
         self.gave_up = False
-        self._start: float | None = None
-        self._trial: tuple[float, int, int] | None = None  # current trial window: start, the display's counts
+        self._start: float | None = None  # when a display was first seen: the share counts from then
+        self._trial: tuple[object, float, int, int] | None = None  # window: display, start, its counts then
+        self._bad_windows = 0
 
     def _keeps_up(self, display: _Display, now: float) -> bool:
-        """False once the trial shows the display skipping more than ``give_up_skipped`` of its frames with the
-        waits."""
+        """False once the display skipped more than ``give_up_skipped`` of its frames in two windows in a row."""
         if self.gave_up:
             return False
-        if self._trial is None:
-            self._trial = (now, display.stats.submitted, display.stats.skipped_busy)
+        if self._trial is None or self._trial[0] is not display:  # first seen, or a new worker: a new count
+            self._trial = (display, now, display.stats.submitted, display.stats.skipped_busy)
             return True
-        since, submitted, skipped = self._trial
-        if now - since < self.trial_s:
-            return True
+        _, since, submitted, skipped = self._trial
         frames = display.stats.submitted - submitted
-        share = (display.stats.skipped_busy - skipped) / frames if frames else 0.0
-        if share > self.give_up_skipped:
+        if now - since < self.trial_s or frames < self.MIN_TRIAL_FRAMES:
+            return True
+        share = (display.stats.skipped_busy - skipped) / frames
+        self._bad_windows = self._bad_windows + 1 if share > self.give_up_skipped else 0
+        self._trial = (display, now, display.stats.submitted, display.stats.skipped_busy)  # the next window
+        if self._bad_windows >= 2:
             self.gave_up = True
-            log.info("the display skipped %.0f %% of %d frames in %.0f s although the fine-tune waited for it: the "
-                     "fine-tune stops waiting (the model is too slow for the camera)", 100 * share, frames,
-                     now - since)
+            log.info("the display skipped %.0f %% of %d frames in %.0f s although the fine-tune waited for it, twice "
+                     "in a row: the fine-tune stops waiting (the model is too slow for the camera)", 100 * share,
+                     frames, now - since)
             return False
-        self._trial = (now, display.stats.submitted, display.stats.skipped_busy)  # the next trial window
         return True
 
     def allowed_s(self, now: float) -> float:
-        """The longest wait now that keeps the waits within ``share`` of the time since the first call."""
+        """The longest wait now that keeps the waits within ``share`` of the time since the display was first seen."""
         elapsed = now - (self._start if self._start is not None else now)
         # (paused + w) <= share * (elapsed + w)  <=>  w <= (share * elapsed - paused) / (1 - share)
         return max(0.0, min(self.max_wait_s, (self.share * elapsed - self.paused_s) / (1.0 - self.share)))
 
     def __call__(self) -> float:
         now = time.perf_counter()
+        display = self._display()
+        if display is None or not display.running or self.share <= 0:
+            return 0.0
         if self._start is None:
             self._start = now
-        display = self._display()
-        if display is None or not display.running or self.share <= 0 or not self._keeps_up(display, now):
+        if not self._keeps_up(display, now):
             return 0.0
         allowed = self.allowed_s(now)
-        if allowed <= 0:
+        if allowed < self.MIN_WAIT_S:
             return 0.0
         waited = display.wait_while_busy(allowed)
         self.paused_s += waited

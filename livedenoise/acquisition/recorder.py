@@ -45,8 +45,10 @@ class DenoisedWriter:
     ``offer_wait_s``: how long after a frame was submitted the writer waits for the display's result of it
     (:meth:`offer_denoised`) before denoising it itself. The display usually has it within a frame or two; without
     the wait, a writer that keeps up took each frame as it came, while the display was still denoising it, and
-    both computed it. 0 (default) for writers that are never offered results (a temporal model's recorder fuses
-    every frame with its own window).
+    both computed it. The wait ends early once the display has handed over a later frame (it works in order, so
+    it skipped this one), when the writer is closing, or when half of ``max_queued`` frames wait behind it. 0
+    (default) for writers that are never offered results (a temporal model's recorder fuses every frame with its
+    own window).
     ``output_format="ome-zarr"``: when the acquisition ends, the NDTiff is copied into ``<name>.ome.zarr``
     (:func:`livedenoise.io.convert.to_ome_zarr`: its final shape is known only then, and an append-only NDTiff is
     what survives a crash mid-session) and removed once the copy is complete; if the copy fails, the NDTiff stays
@@ -68,7 +70,10 @@ class DenoisedWriter:
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
         self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
-        self._queue: deque[tuple[dict, np.ndarray | None, float]] = deque()  # axes, pixels (None: spilled), queued at
+        # axes, pixels (None: spilled), when queued, submission number
+        self._queue: deque[tuple[dict, np.ndarray | None, float, int]] = deque()
+        self._number_of: dict[tuple, int] = {}  # submission number of each queued frame, by its axes
+        self._last_offered = -1  # the highest submission number the display handed a result over for
         self._ready: dict[tuple, np.ndarray] = {}  # frames the display worker already denoised
         self._ready_bytes = 0
         self._written_keys: OrderedDict[tuple, None] = OrderedDict()
@@ -94,16 +99,18 @@ class DenoisedWriter:
         """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept."""
         now = time.perf_counter()
         with self._cond:
+            number = self.submitted
+            self._number_of[axes_key(axes)] = number
             if raw is not None and self._in_memory < self._max_queued:
-                self._queue.append((dict(axes), raw, now))
+                self._queue.append((dict(axes), raw, now, number))
                 self._in_memory += 1
             else:
                 if self._read_raw is None and raw is not None:
                     # No way to re-read it later: keep it in memory rather than lose it.
-                    self._queue.append((dict(axes), raw, now))
+                    self._queue.append((dict(axes), raw, now, number))
                     self._in_memory += 1
                 else:
-                    self._queue.append((dict(axes), None, now))
+                    self._queue.append((dict(axes), None, now, number))
                     self.spilled += 1
             self.submitted += 1
             self._cond.notify()
@@ -113,17 +120,21 @@ class DenoisedWriter:
         frame was already written, or when :data:`READY_BYTES` of results already wait)."""
         key = axes_key(axes)
         with self._cond:
+            self._last_offered = max(self._last_offered, self._number_of.get(key, -1))
             if key in self._written_keys or key in self._ready or self._ready_bytes + denoised.nbytes > READY_BYTES:
+                self._cond.notify_all()  # a later frame's result: a writer waiting for an earlier one stops waiting
                 return
             self._ready[key] = denoised
             self._ready_bytes += denoised.nbytes
             self._cond.notify_all()
 
-    def _take_ready(self, key: tuple, queued_at: float) -> np.ndarray | None:
-        """The display's result of frame ``key``, waiting for it until ``offer_wait_s`` after the frame was queued.
-        Call with the condition held."""
+    def _take_ready(self, key: tuple, queued_at: float, number: int) -> np.ndarray | None:
+        """The display's result of frame ``key``, waiting for it until ``offer_wait_s`` after the frame was queued,
+        unless the display already handed over a later frame, the writer is closing or falling behind. Call with the
+        condition held."""
         end = queued_at + self._offer_wait_s
-        while key not in self._ready:
+        while (key not in self._ready and self._last_offered <= number and not self._closing
+               and len(self._queue) < max(self._max_queued // 2, 1)):
             left = end - time.perf_counter()
             if left <= 0:
                 break
@@ -154,12 +165,13 @@ class DenoisedWriter:
                     self._cond.wait()
                 if not self._queue and self._closing:
                     return
-                axes, raw, queued_at = self._queue.popleft()
+                axes, raw, queued_at, number = self._queue.popleft()
                 if raw is not None:
                     self._in_memory -= 1
             key = axes_key(axes)
             with self._cond:
-                out = self._take_ready(key, queued_at)
+                out = self._take_ready(key, queued_at, number)
+                self._number_of.pop(key, None)
                 self._written_keys[key] = None  # from now on the display's result of this frame comes too late
                 while len(self._written_keys) > WRITTEN_KEYS_KEPT:
                     self._written_keys.popitem(last=False)

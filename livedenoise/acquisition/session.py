@@ -368,8 +368,10 @@ class LiveSession:
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
                 progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
                 match_reference=self.settings.live.reference != "average",
-                # the display comes first: between steps, wait while it denoises a frame (up to a share of the time)
-                pause=YieldToDisplay(lambda: self._worker, self.settings.live.finetune_yield_share))
+                # the display comes first: between steps, wait while it denoises a frame (up to a share of the time);
+                # on a CPU, where they share the cores (measured there only)
+                pause=(YieldToDisplay(lambda: self._worker, self.settings.live.finetune_yield_share)
+                       if self._device_type == "cpu" else None))
         except Exception as exc:
             self._error(f"fine-tuning failed, continuing with the backbone: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state)

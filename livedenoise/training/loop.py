@@ -247,9 +247,9 @@ def fit(
     ``precision``: ``"bf16"`` runs the training steps' forward passes under bf16 autocast (the weights, the
     optimiser, the losses and every validation stay in fp32, so which weights are kept is decided as in fp32; SURE
     stays fp32, see :func:`_stepping_model`); ``"fp32"`` (default) does not. The result records what ran.
-    ``pause``: called before every training step; it may block while other work needs the CPU more (a live
-    session's display that has fallen behind the camera) and returns the seconds it waited. The waits count against
-    ``time_budget_s`` (a budget is wall-clock time) and are recorded as ``FitResult.paused_s``.
+    ``pause``: called once before every training step; it may block while other work needs the CPU more (a live
+    session's display) and returns the seconds it waited. The waits count against ``time_budget_s`` (a budget is
+    wall-clock time; the wait before the budget's end may end past it) and are recorded as ``FitResult.paused_s``.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'constant' or 'cosine'")
@@ -305,18 +305,21 @@ def fit(
             progress(FitProgress(step, max_steps, entry["train_loss"], v, best, elapsed, time_budget_s, improved))
         return v, improved
 
-    while step < max_steps:
+    def ended() -> StopReason | None:
         if cancel is not None and cancel.is_set():
-            stopped = "cancelled"
-            break
+            return "cancelled"
         if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
-            stopped = "time_budget"
+            return "time_budget"
+        return None
+
+    while step < max_steps:
+        reason = ended()
+        if reason is None and pause is not None:
+            paused += pause()  # one wait at most per step: every wait is followed by a step, or by the end
+            reason = ended()
+        if reason is not None:
+            stopped = reason
             break
-        if pause is not None:
-            waited = pause()
-            paused += waited
-            if waited > 0:
-                continue  # the budget and a cancel are checked again after a wait
         if schedule != "constant":
             for group in opt.param_groups:
                 group["lr"] = scheduled_lr(lr, step, max_steps, time.perf_counter() - start, time_budget_s)
