@@ -100,7 +100,8 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         psnr, ssim = float(rows[label].group(1)), float(rows[label].group(2))
         assert 5 < psnr < 60 and 0 < ssim <= 1, (label, psnr, ssim)
         assert psnr == round(report["quality"][key]["psnr"], 2)
-    ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s \(stopped: (\w+), weights of step (\d+) kept\), "
+    ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s(?:, [\d.]+ s of it waiting for the display)? "
+                   r"\(stopped: (\w+), weights of step (\d+) kept\), "
                    r"validation loss on the pairs' held-out strips (\S+) -> (\S+); swap decided on the calibration "
                    r"field kept out of it, scored as displayed: (.*?) "
                    r"(?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?frames:", out)
@@ -268,3 +269,15 @@ def test_raw_frames_survive_a_sigkill_mid_acquisition(session_files, tmp_path):
         assert last.std() > 0  # the last indexed frame holds real pixels
     finally:
         raw.close()
+
+
+def test_the_demo_says_how_long_the_fine_tune_waited_for_the_display_when_it_did():
+    from livedenoise.commands.demo import outcome_lines
+
+    ft = {"steps": 180, "elapsed_s": 29.5, "stopped": "early_stop", "best_step": 100, "initial_val_loss": 0.0006,
+          "best_val_loss": 0.0005, "adapted": True}
+    waited = outcome_lines({"finetune": {**ft, "paused_s": 14.4}, "swapped_at_frame": 12})[0]
+    assert waited.startswith("fine-tuning: 180 steps in 29.5 s, 14.4 s of it waiting for the display (stopped: ")
+    for paused in (0.01, 0.0, None):  # nothing worth saying, or a report from before the waits
+        line = outcome_lines({"finetune": {**ft, "paused_s": paused}, "swapped_at_frame": 12})[0]
+        assert line.startswith("fine-tuning: 180 steps in 29.5 s (stopped: early_stop, weights of step 100 kept)")
