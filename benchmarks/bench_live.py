@@ -32,6 +32,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,8 +53,10 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
     fusion_only = backbone == "temporal-fusion"
     options = ["--backbone", "temporal", "--no-second-pass"] if fusion_only else ["--backbone", backbone]
     env = dict(os.environ) if checkout is None else checkout_env(checkout)
+    started = time.perf_counter()
     proc = subprocess.run([str(cli), "demo", *options, *(demo_args or []), "-o", str(folder)]
                           + (["--config", str(config)] if config else []), capture_output=True, text=True, env=env)
+    wall_s = time.perf_counter() - started
     report_path = folder / "report.json"
     if proc.returncode != 0 or not report_path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -72,6 +75,12 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
             "finetune_elapsed_s": ft.get("elapsed_s"), "finetune_paused_s": ft.get("paused_s", 0.0),
             "finetune_stopped": ft.get("stopped"), "best_val_loss": ft.get("best_val_loss"),
             "phases": r.get("display_phases"),
+            "recorded_backbone": (r.get("recorded_quality") or {}).get("backbone"),
+            "recorded_adapted": (r.get("recorded_quality") or {}).get("adapted"),
+            "recorded_frames_scored": [(r.get("recorded_quality") or {}).get("backbone_frames"),
+                                       (r.get("recorded_quality") or {}).get("adapted_frames")],
+            "recorded_window": r.get("recorded_window"), "recorder_tail_s": r.get("recorder_tail_s"),
+            "session_wall_s": wall_s,
             "fixed_pattern": r.get("fixed_pattern"), "swap_criterion": r.get("swap_criterion"),
             "errors": r.get("errors") or [], "load_at_end": (r.get("machine") or {}).get("load_average"),
             "machine": r.get("machine")}
@@ -101,6 +110,21 @@ def render_phases(payload: dict) -> str:
                   "after: shown of camera fps", "skipped", "latency ms", "fine-tune steps", "fine-tune s",
                   "of it waiting s", "held-out loss", "whole session: display fps", "skipped", "latency ms",
                   "recorded"], rows)
+
+
+def render_recorded(payload: dict) -> str:
+    """Per session: what was recorded against what was shown, and what recording cost after the camera stopped (the
+    table of README "Recorded frames of a temporal backbone")."""
+    def db(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [[f"`{r['backbone']}`", r.get("recorded_window") or "-", db(r["display_backbone"]), db(r["display_adapted"]),
+             db(r.get("recorded_backbone")), db(r.get("recorded_adapted")), f"{r['display_fps']:.1f}",
+             f"{r['latency_ms']:.0f}", f"{r['recorded']} of {r['acquired']}", f"{r.get('recorder_tail_s') or 0.0:.1f}",
+             f"{r.get('session_wall_s') or 0.0:.0f}", f"{r['steps']}"] for r in payload["runs"]]
+    return table(["session", "recorded window", "shown: backbone", "shown: adapted", "recorded: backbone",
+                  "recorded: adapted", "display fps", "latency ms", "recorded", "recording after the camera stopped s",
+                  "session wall s", "fine-tune steps"], rows)
 
 
 def render(payload: dict) -> str:
@@ -135,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
                     help="also run every session with another checkout's livedenoise (a git worktree of an earlier "
                          "commit), interleaved; its rows are labelled 'backbone @ LABEL'")
+    ap.add_argument("--recorded-windows", default="",
+                    help="comma-separated [live] recorded_window values (centred, causal) to run every session with, "
+                         "interleaved; rows are labelled 'backbone [window]'")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
@@ -161,21 +188,37 @@ def main(argv: list[str] | None = None) -> int:
         config = args.output / "session.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(changed)
+    windows = [w.strip() for w in args.recorded_windows.split(",") if w.strip()]
+    configs: list[tuple[str, Path | None]] = [("", config)]
+    if windows:  # one session.toml per recorded window, each the settings above with that one line changed
+        configs = []
+        for w in windows:
+            varied, n = re.subn(r'(?m)^recorded_window = "\w+"', f'recorded_window = "{w}"', changed)
+            if n != 1:
+                raise SystemExit("session.toml has no 'recorded_window = ...' line to change")
+            path = args.output / f"session-{w}.toml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(varied)
+            configs.append((w, path))
     demo_args = shlex.split(args.demo_args)
     runs, labels = [], []
     for i in range(args.repeats):
         for b in backbones:
-            for label, checkout in (variants if i % 2 == 0 else variants[::-1]):
-                name = f"{b} @ {label}" if label else b
-                if name not in labels:
-                    labels.append(name)
-                folder = args.output / "live-sessions" / f"{Path(b).stem}{'-' + label if label else ''}-{i}"
-                r = session(b, folder, config, demo_args, checkout, name)
-                runs.append(r)
-                adapted = r["display_adapted"] if r["display_adapted"] is not None else float("nan")
-                print(f"[live] {name} #{i}: shown {r['display_backbone']:.2f} -> {adapted:.2f} dB, "
-                      f"{r['display_fps']:.1f} display fps, latency {r['latency_ms']:.0f} ms, "
-                      f"{r['steps']} fine-tune steps", flush=True)
+            for window, cfg in (configs if i % 2 == 0 else configs[::-1]):
+                for label, checkout in (variants if i % 2 == 0 else variants[::-1]):
+                    name = (f"{b} @ {label}" if label else b) + (f" [{window}]" if window else "")
+                    if name not in labels:
+                        labels.append(name)
+                    folder = (args.output / "live-sessions"
+                              / f"{Path(b).stem}{'-' + label if label else ''}{'-' + window if window else ''}-{i}")
+                    r = session(b, folder, cfg, demo_args, checkout, name)
+                    runs.append(r)
+                    adapted = r["display_adapted"] if r["display_adapted"] is not None else float("nan")
+                    recorded = r["recorded_backbone"] if r["recorded_backbone"] is not None else float("nan")
+                    print(f"[live] {name} #{i}: shown {r['display_backbone']:.2f} -> {adapted:.2f} dB, recorded "
+                          f"{recorded:.2f} dB, {r['display_fps']:.1f} display fps, latency {r['latency_ms']:.0f} ms, "
+                          f"{r['steps']} fine-tune steps, recording ended {r['recorder_tail_s'] or 0:.0f} s after "
+                          "the camera", flush=True)
     backbones = labels
     info = machine()
     threads = {(r.get("machine") or {}).get("torch_threads") for r in runs} - {None}
@@ -188,14 +231,15 @@ def main(argv: list[str] | None = None) -> int:
                + (" --keep-fixed-pattern" if args.keep_fixed_pattern else "")
                + (f" --interval-ms {args.interval_ms:g}" if args.interval_ms is not None else "")
                + (f" --demo-args {shlex.quote(args.demo_args)}" if args.demo_args else "")
-               + "".join(f" --checkout {shlex.quote(c)}" for c in args.checkout),
+               + "".join(f" --checkout {shlex.quote(c)}" for c in args.checkout)
+               + (f" --recorded-windows {args.recorded_windows}" if windows else ""),
                "demo_args": demo_args, "interval_ms": args.interval_ms,
                "commits": {label or "this checkout": checkout_commit(path or Path(__file__).resolve().parents[1])
                            for label, path in variants},
                "fixed_pattern_removed": not args.keep_fixed_pattern}
     md = ("Live sessions (`livedenoise demo`), mean over sessions; PSNR dB against the simulator's ground truth; "
           "*shown*: every 5th frame the viewer showed, *single*: 8 live frames each denoised on its own.\n\n"
-          + render(payload) + f"\n\n{machine_line(info)}\n")
+          + render(payload) + "\n\n" + render_recorded(payload) + f"\n\n{machine_line(info)}\n")
     publish(args.output, "live", payload, md)
     return 0
 

@@ -85,6 +85,7 @@ SOURCES: dict[str, str] = {
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
     "live-priority": "2026-12-05-live-priority/live.json",
     "live-display-first": "2026-12-06-live-display-first/live.json",
+    "recorded-window": "2026-12-06-recorded-window/live.json",
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
@@ -814,6 +815,18 @@ def live_display_first(data: dict, path: str) -> str:
                       _source_line(path, data, data.get("command", "bench_live.py"))])
 
 
+def recorded_window(data: dict, path: str) -> str:
+    """Live sessions of a temporal backbone recording centred or causal windows (``bench_live.py
+    --recorded-windows``, README "Recorded frames of a temporal backbone")."""
+    from bench_live import render_recorded
+
+    what = (_live_sessions_line(data, "") + "; one row per session, in the order they ran; *recorded*: every 5th "
+            "denoised frame saved, PSNR dB against the simulator's ground truth, as *shown* for the frames the viewer "
+            "showed.")
+    return "\n".join([what, "", render_recorded(data), "",
+                      _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
@@ -829,6 +842,7 @@ RENDERERS: dict[str, Callable] = {
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "live-display-first": live_display_first,
+    "recorded-window": recorded_window,
     "train-bf16": train_bf16, "train-layers": train_layers, "compile-speed-xeon": compile_speed,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
     "adapt-sim-psf03": adapt_sim,

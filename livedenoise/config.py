@@ -125,6 +125,12 @@ class LiveConfig(_Strict):
         description=("with the temporal backbone, also denoise each frame's motion-compensated average with the frames "
                      "before it (a static scene averaged over n frames has n times the light): better quality at a "
                      "second 2-D pass per frame; false keeps the fusion of the frames' 2-D results alone"))
+    recorded_window: Literal["centred", "causal"] = Field(
+        "centred",
+        description=("with a temporal backbone, the frames each recorded denoised frame is fused with: centred (the "
+                     "frames before and after it, as batch denoising does; the recorder lags the camera by the window "
+                     "and runs its own second pass) or causal (the frames before it, as the display shows it, sharing "
+                     "the display's second passes)"))
     compiled: bool = Field(
         False,
         description=("run the network through torch.compile: seconds of compilation before live imaging starts (and "

@@ -324,8 +324,9 @@ class Denoiser:
         self._shared_bytes = 0
         #: pushes that reused another stream's 2-D result (see :meth:`_frame_result`)
         self.shared_hits = 0
-        #: second-pass outputs by the digests of their window's frames, and pushes that reused one
-        self._outputs: OrderedDict[tuple[bytes, ...], tuple[_Engine, np.ndarray]] = OrderedDict()
+        #: second-pass outputs by the digests of their window's frames and the index of the one denoised, and pushes
+        #: that reused one
+        self._outputs: OrderedDict[tuple[tuple[bytes, ...], int], tuple[_Engine, np.ndarray]] = OrderedDict()
         self.shared_output_hits = 0
         log.info(
             "Denoiser ready: model %r (%s, receptive field %d px, tile margin %d px) on %s, precision %s%s, "
@@ -649,53 +650,70 @@ class Denoiser:
         return torch.cat([self._infer(engine, z[i:i + step, None], None)[:, 0].float()
                           for i in range(0, z.shape[0], step)])
 
-    def push(self, frame: np.ndarray, stream: str = "live", *, second_pass: bool | None = None) -> np.ndarray:
+    def push(self, frame: np.ndarray, stream: str = "live", *, second_pass: bool | None = None,
+             following: Sequence[np.ndarray] = ()) -> np.ndarray:
         """Add a live frame and return it denoised (temporal nets use the last ``window`` frames of ``stream``).
 
         Each ``stream`` keeps its own window, so two consumers of one acquisition (the display, which may
         skip frames, and a recorder that takes every frame) never mix their sequences. ``second_pass=False``
         skips the temporal second pass for this frame alone (a display that has fallen behind); ``None``: the
-        Denoiser's setting.
+        Denoiser's setting. ``following``: frames acquired after this one, oldest first, which a consumer that
+        lags the camera already has (a recorder): a temporal model then denoises the frame with a window centred on
+        it, exactly as :meth:`denoise_stack` denoises a series, instead of the frames before it alone. They are not
+        added to the stream (push each in its turn); their 2-D results are kept for then. Ignored by 2-D models.
         """
         arr = check_image(frame, "frame", ndim=2)
+        ahead = [check_image(f, "following frame", ndim=2) for f in following]
         engine = self._current()
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
         kept = self._append(engine, arr, stream)
+        ahead = [f for f in ahead if f.shape == arr.shape][:engine.window - 1]
         if engine.fusion is None:
-            frames = np.stack([f for (f,) in kept][-engine.window:])
-            return self._run_windows(engine, frames[None], np.array([frames.shape[0] - 1]))[0]
+            frames = np.stack([f for (f,) in kept][-engine.window:] + ahead)
+            # the window denoise_stack uses for this frame: centred, shifted inwards where the series ends
+            ref = len(kept[-engine.window:]) - 1
+            start = int(np.clip(ref - engine.window // 2, 0, max(frames.shape[0] - engine.window, 0)))
+            windows = frames[start:start + engine.window]
+            return self._run_windows(engine, windows[None], np.array([ref - start]))[0]
         # a fused temporal model: each frame's 2-D result is kept, so a live frame costs one 2-D pass + the fusion
         # (+ the second pass, which another stream whose window holds the same frames may already have run)
-        frames_key = tuple(key for _, _, _, key in kept)
+        entries = kept + [self._entry(engine, f) for f in ahead]
+        ref = len(kept) - 1
+        outputs_key = (tuple(key for _, _, _, key in entries), ref)
         second = engine.second_pass and second_pass is not False
         if second:
             with self._window_lock:
-                hit = self._outputs.get(frames_key)
+                hit = self._outputs.get(outputs_key)
                 if hit is not None and hit[0] is engine:
                     self.shared_output_hits += 1
                     return hit[1].copy()
-        window = torch.stack([d for d, _, _, _ in kept])
-        spectra = None if kept[-1][1] is None else torch.stack([sp for _, sp, _, _ in kept])
-        raws = torch.stack([x for _, _, x, _ in kept]) if second else None
+        window = torch.stack([d for d, _, _, _ in entries])
+        spectra = None if entries[-1][1] is None else torch.stack([sp for _, sp, _, _ in entries])
+        raws = torch.stack([x for _, _, x, _ in entries]) if second else None
         with torch.inference_mode():
-            result = engine.fusion.fuse(window[None], window.shape[0] - 1, None if spectra is None else spectra[None],
+            result = engine.fusion.fuse(window[None], ref, None if spectra is None else spectra[None],
                                         None if raws is None else raws[None])
         out = self._finish_fused(engine, result, arr[None])[0]
         if second and engine is self._current():
-            self._keep_output(engine, frames_key, out)
+            self._keep_output(engine, outputs_key, out)
         return out
+
+    def _entry(self, engine: _Engine, arr: np.ndarray) -> tuple:
+        """A fused model's window entry of a frame: its 2-D result and spectrum (shared by content, see
+        :meth:`_frame_result`), its raw values in electrons for the second pass (None without), and its key."""
+        key = _frame_key(arr)
+        d, spectrum = self._frame_result(engine, arr, key)
+        # the raw frame in electrons (camera pattern out): the second pass averages it with moved neighbours
+        electrons = engine.normalizer.electrons_torch(self._to_device(arr)) if engine.second_pass else None
+        return d, spectrum, electrons, key
 
     def _append(self, engine: _Engine, arr: np.ndarray, stream: str) -> list[tuple]:
         """Add a frame to ``stream``'s window; a snapshot of the window, oldest first. Entries are ``(frame,)`` for
         temporal nets that take raw windows, ``(2-D result, spectrum, raw frame or None, key)`` for fused ones."""
         entry: tuple
         if engine.fusion is not None:
-            key = _frame_key(arr)
-            d, spectrum = self._frame_result(engine, arr, key)
-            # the raw frame in electrons (camera pattern out): the second pass averages it with moved neighbours
-            electrons = engine.normalizer.electrons_torch(self._to_device(arr)) if engine.second_pass else None
-            entry = (d, spectrum, electrons, key)
+            entry = self._entry(engine, arr)
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
@@ -705,8 +723,9 @@ class Denoiser:
             kept.append(entry)
             return list(kept)
 
-    def _keep_output(self, engine: _Engine, frames_key: tuple[bytes, ...], out: np.ndarray) -> None:
-        """Keep a second-pass output for another stream whose window holds the same frames (bounded)."""
+    def _keep_output(self, engine: _Engine, frames_key: tuple[tuple[bytes, ...], int], out: np.ndarray) -> None:
+        """Keep a second-pass output for another stream whose window holds the same frames around the same one
+        (bounded); ``frames_key``: the window's frame keys and the index of the frame denoised."""
         with self._window_lock:
             if engine is not self._current():
                 return  # swapped meanwhile: the old model's output is of no use to anyone (and would pin it)

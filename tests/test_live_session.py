@@ -932,3 +932,55 @@ def test_the_demo_summary_says_what_was_displayed_and_that_the_table_is_single_f
     assert adapted[5].startswith("achieved: 21.00 -> 27.50 dB") and adapted[5].endswith("with the adapted model")
     no_display = summary_lines({**report, "display_quality": {"backbone": None, "adapted": None}})
     assert not any(line.startswith("as displayed") for line in no_display)
+    assert not any(line.startswith("as recorded") for line in lines)  # no recorded frames scored: no line
+    recorded = summary_lines({**report, "recorded_window": "centred", "recorder_tail_s": 13.6, "frames_written": 50,
+                              "recorded_quality": {"backbone": 27.2, "adapted": None, "backbone_frames": 10}})
+    assert ("as recorded (PSNR of every 5th denoised frame saved, each fused with the frames before and after it): "
+            "backbone 27.20 dB (10 frames)") in recorded
+    assert any(line.endswith("50 denoised frames recorded (the last of them 14 s after the camera stopped)")
+               for line in recorded), recorded
+
+
+@pytest.mark.parametrize("window", ["centred", "causal"])
+def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
+        simulated_core, small_microscope_config, tmp_path, window):
+    """[live] recorded_window: "centred" (default) records every frame fused with the frames before and after it,
+    exactly as batch denoising of the raw frames with the same model; "causal" as the display shows it."""
+    import math
+
+    from ndstorage import Dataset
+
+    from livedenoise.models.temporal import temporal_from_frame_model
+
+    base = identity_backbone()
+    model = temporal_from_frame_model(base.model, window=3)
+    with torch.no_grad():  # neighbours of the noisy static scene agree: the window changes the result
+        model.fusion.log_h.fill_(math.log(0.5))
+    backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
+    session = LiveSession(pycromanager_backend(simulated_core),
+                          make_settings(small_microscope_config, recorded_window=window), tmp_path,
+                          backbone=backbone, device="cpu")
+    assert session._recorder_lookahead() == (2 if window == "centred" else 0)
+    session.start_live(max_frames=12)
+    assert session.wait(timeout=120)
+    rep = session.stop()
+    assert rep.frames_written == rep.frames_acquired == 12 and not rep.errors
+    assert rep.recorded_window == window
+    assert rep.recorded_quality["backbone_frames"] == 3 and np.isfinite(rep.recorded_quality["backbone"])
+    _, raw = saved_raw_frames(session)
+    stack = np.stack(raw).astype(np.float32)
+    den = session.denoiser
+    if window == "centred":
+        want = den.denoise_stack(stack)
+    else:
+        den.reset()
+        want = np.stack([den.push(f, stream="check") for f in stack])
+    want = np.clip(np.rint(want), 0, 65535)
+    ds = Dataset(str(rep.paths["denoised"]))
+    got = np.stack([np.asarray(ds.read_image(time=t)) for t in range(12)]).astype(np.float64)
+    ds.close()
+    assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 1e-3  # float rounding at .5 alone
+    den.reset()
+    other = (np.stack([den.push(f, stream="other") for f in stack]) if window == "centred"
+             else den.denoise_stack(stack))
+    assert np.abs(got[1:-2] - np.rint(other[1:-2])).mean() > 0.05  # and it is not the other window's result

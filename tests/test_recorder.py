@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -149,3 +150,59 @@ def test_a_result_handed_over_after_its_frame_was_written_is_dropped_and_the_wai
     late.offer_denoised(axes[0], frames[0].astype(np.float32))
     late.offer_denoised(axes[1], frames[1].astype(np.float32))
     assert list(late._ready) == [(("channel", "DAPI"), ("time", 0))] and late._ready_bytes == frames[0].size * 4
+
+
+def test_a_lookahead_recorder_gives_each_frame_the_later_frames_of_its_own_series(tmp_path):
+    """lookahead=2: each frame's denoise also gets the next two frames of its channel (fewer at the end), whether
+    they wait in memory or were spilled to disk and are read back; every frame is recorded, in order."""
+    rng = np.random.default_rng(1)
+    axes = [{"time": t, "channel": c} for t in range(5) for c in ("DAPI", "GFP")]
+    frames = {(a["time"], a["channel"]): rng.integers(100, 4000, (16, 16)).astype(np.uint16) for a in axes}
+    reads = []
+
+    def read_raw(a):
+        reads.append((a["time"], a["channel"]))
+        return frames[(a["time"], a["channel"])]
+
+    given = {}
+
+    def denoise(frame, a, following):
+        given[(a["time"], a["channel"])] = list(following)
+        return frame.astype(np.float32)
+
+    writer = DenoisedWriter(denoise, tmp_path, "denoised", read_raw=read_raw, max_queued=3, lookahead=2).start()
+    for a in axes:
+        writer.submit(a, frames[(a["time"], a["channel"])])
+    assert writer.finish(progress=False) == len(axes) and not writer.errors and writer.spilled > 0
+    for (t, c), following in given.items():
+        want = [frames[(u, c)] for u in range(t + 1, min(t + 3, 5))]
+        assert len(following) == len(want), (t, c)
+        for f, w in zip(following, want, strict=True):
+            np.testing.assert_array_equal(f, w)
+    assert len(given) == len(axes)
+    assert len(reads) == len(set(reads)) == writer.spilled  # each spilled frame read from disk once
+    ds = open_dataset(writer.path)
+    for i, a in enumerate(axes):
+        np.testing.assert_array_equal(ds.read_frame((a["time"], i % 2)), frames[(a["time"], a["channel"])])
+    ds.close()
+
+
+def test_a_lookahead_recorder_waits_for_the_next_frames_until_it_closes(tmp_path):
+    """Frame 0 is recorded only once the frames after it have come (or the acquisition ended)."""
+    got = []
+    writer = DenoisedWriter(lambda f, a, following: got.append((a["time"], len(following))) or f.astype(np.float32),
+                            tmp_path, "denoised", lookahead=2).start()
+    frame = np.full((8, 8), 200, np.uint16)
+    writer.submit({"time": 0}, frame)
+    writer.submit({"time": 1}, frame)
+    time.sleep(0.3)
+    assert got == []  # waiting for frame 2
+    writer.submit({"time": 2}, frame)
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == [(0, 2)]
+    with pytest.raises(ValueError, match="lookahead"):
+        DenoisedWriter(lambda f, a: f, tmp_path, "x", lookahead=-1)
+    assert writer.finish(progress=False) == 3
+    assert got == [(0, 2), (1, 1), (2, 0)]

@@ -126,6 +126,42 @@ def test_live_push_runs_the_second_pass_on_the_causal_window_and_shares_it_betwe
     assert not den._outputs and not den._shared
 
 
+@pytest.mark.parametrize("second", [True, False])
+def test_a_push_with_the_following_frames_equals_the_batch_stack(second: bool) -> None:
+    """A recorder that lags the camera gives each frame the frames acquired after it: every frame is then denoised
+    with the centred window batch denoising uses (4 frames per side; fewer at both ends), to float rounding."""
+    model = _temporal(7, h=0.5)
+    stack = _frames((11, 24, 20), seed=8)
+    want = Denoiser(model, NORM, device="cpu", second_pass=second).denoise_stack(stack)
+    den = Denoiser(model, NORM, device="cpu", second_pass=second)
+    seen: list[int] = []
+    den.model.frame.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    got = np.stack([den.push(stack[t], stream="recorder", following=stack[t + 1:t + 5]) for t in range(11)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
+    causal = _direct(model, stack, causal=True) if second else None
+    if causal is not None:  # it is not the causal result: the frames after each one changed it
+        assert float(np.abs(got - causal)[:-1].mean()) > 0.05
+    # each frame's 2-D pass ran once, though it was in the windows of the 4 frames before it too
+    assert sum(seen) == 11 + (11 if second else 0)
+    # the display's causal output of frame 4 (frames 0-4) is not mistaken for frame 0's centred one (frames 0-4)
+    display = Denoiser(model, NORM, device="cpu", second_pass=second)
+    for f in stack[:5]:
+        display.push(f, stream="display")
+    first = display.push(stack[0], stream="recorder", following=stack[1:5])
+    np.testing.assert_allclose(first, want[0], rtol=1e-4, atol=1e-2)
+
+
+def test_a_cnnt_push_with_the_following_frames_equals_the_batch_stack() -> None:
+    """Temporal networks that take raw windows (CNNT) get the window denoise_stack gives each frame."""
+    torch.manual_seed(0)
+    model = build_model("cnnt", channels=4, cells_per_level=1, heads=1).eval()
+    stack = _frames((8, 16, 16), seed=9)
+    want = Denoiser(model, NORM, device="cpu", window=5).denoise_stack(stack)
+    den = Denoiser(model, NORM, device="cpu", window=5)
+    got = np.stack([den.push(stack[t], following=stack[t + 1:t + 5]) for t in range(8)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 def test_a_static_scene_is_denoised_better_with_the_second_pass() -> None:
     """Ground truth: 9 frames of one noisy static scene at 3 photons. The second pass averages them before
     denoising, so it must land far closer to the scene than fusing the 2-D results alone."""

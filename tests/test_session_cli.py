@@ -104,11 +104,15 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
                    r"\(stopped: (\w+), weights of step (\d+) kept\), "
                    r"validation loss on the pairs' held-out strips (\S+) -> (\S+); swap decided on the calibration "
                    r"field kept out of it, scored as displayed: (.*?) "
-                   r"(?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?frames:", out)
+                   r"(?:as displayed \(PSNR of every 5th frame shown\): (.*?) )?"
+                   r"(?:as recorded \(PSNR of every 5th denoised frame saved\): (.*?) )?frames:", out)
     assert ft, out
     shown = report["display_quality"]
     if shown.get("backbone") is not None:  # what the viewer showed, as report.json has it
         assert ft.group(7).startswith(f"backbone {shown['backbone']:.2f} dB ({shown['backbone_frames']} frames)")
+    kept = report["recorded_quality"]  # what was saved (a 2-D backbone: no temporal window to name)
+    assert report["recorded_window"] == "" and kept["backbone_frames"] > 0
+    assert ft.group(8).startswith(f"backbone {kept['backbone']:.2f} dB ({kept['backbone_frames']} frames)"), out
     phases = report["display_phases"]
     assert phases and sum(p["frames_denoised"] for p in phases.values()) == report["frames_denoised"]
     if len(phases) > 1:  # the display's pace while the fine-tune shares the CPU, and after

@@ -33,6 +33,17 @@ READY_BYTES = 256 * 1024**2
 WRITTEN_KEYS_KEPT = 4096
 
 
+#: At most this many following frames read back from disk wait for their own turn (:meth:`DenoisedWriter._following`).
+PEEKED_MAX = 64
+#: Names of the time axis: pycromanager's and pymmcore-plus's (useq's).
+TIME_AXES = ("time", "t")
+
+
+def _series(axes: dict) -> tuple:
+    """What identifies a frame's series: its axes but time."""
+    return axes_key({k: v for k, v in axes.items() if k not in TIME_AXES})
+
+
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
@@ -49,6 +60,13 @@ class DenoisedWriter:
     it skipped this one), when the writer is closing, or when half of ``max_queued`` frames wait behind it. 0
     (default) for writers that are never offered results (a temporal model's recorder fuses every frame with its
     own window).
+    ``lookahead``: give ``denoise`` the frames of the same series (the same axes but time) acquired after each one,
+    up to this many (``denoise(frame, axes, following)``; fewer at the end of the acquisition): a temporal model then
+    fuses every recorded frame with frames on both sides of it, as batch denoising does, instead of the frames
+    before it alone. The writer waits for them, so it records that many frames behind the camera. 0 (default):
+    ``denoise(frame, axes)``.
+    ``inspect(raw, denoised)`` sees every frame, denoised here or handed over, before it is rounded and written (a
+    live session scores the recorded frames against a simulator's ground truth).
     ``output_format="ome-zarr"``: when the acquisition ends, the NDTiff is copied into ``<name>.ome.zarr``
     (:func:`livedenoise.io.convert.to_ome_zarr`: its final shape is known only then, and an append-only NDTiff is
     what survives a crash mid-session) and removed once the copy is complete; if the copy fails, the NDTiff stays
@@ -58,7 +76,8 @@ class DenoisedWriter:
     def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray], directory: str | Path,
                  name: str = "denoised", *, read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
                  summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None,
-                 output_format: str = "ndtiff", offer_wait_s: float = 0.0) -> None:
+                 output_format: str = "ndtiff", offer_wait_s: float = 0.0, lookahead: int = 0,
+                 inspect: Callable[[np.ndarray, np.ndarray], None] | None = None) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"denoised output format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -70,6 +89,7 @@ class DenoisedWriter:
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
         self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
+        self._inspect = inspect  # sees each frame and its denoised values before they are rounded and written
         # axes, pixels (None: spilled), when queued, submission number
         self._queue: deque[tuple[dict, np.ndarray | None, float, int]] = deque()
         self._number_of: dict[tuple, int] = {}  # submission number of each queued frame, by its axes
@@ -78,6 +98,10 @@ class DenoisedWriter:
         self._ready_bytes = 0
         self._written_keys: OrderedDict[tuple, None] = OrderedDict()
         self._offer_wait_s = max(float(offer_wait_s), 0.0)
+        if int(lookahead) < 0:
+            raise ValueError(f"lookahead {lookahead!r} is invalid; expected a number of frames >= 0")
+        self._lookahead = int(lookahead)
+        self._peeked: OrderedDict[tuple, np.ndarray] = OrderedDict()  # following frames read back from disk
         self.reused = 0
         self._in_memory = 0
         self._cond = threading.Condition()
@@ -144,6 +168,30 @@ class DenoisedWriter:
             self._ready_bytes -= out.nbytes
         return out
 
+    def _following(self, axes: dict) -> list[np.ndarray]:
+        """The pixels of up to ``lookahead`` frames of ``axes``' series queued after it, waiting for them to be
+        acquired unless the writer is closing (then the frames there are). Frames already spilled to disk are read
+        back once and kept until their own turn (at most ``PEEKED_MAX``)."""
+        series = _series(axes)
+        with self._cond:
+            while True:
+                ahead = [(a, r) for a, r, _, _ in self._queue if _series(a) == series][:self._lookahead]
+                if len(ahead) >= self._lookahead or self._closing:
+                    break
+                self._cond.wait()
+        pixels = []
+        for a, r in ahead:
+            if r is None:
+                k = axes_key(a)
+                r = self._peeked.get(k)
+                if r is None:
+                    r = self._read_raw(a)  # type: ignore[misc]
+                    self._peeked[k] = r  # taken back at its own turn, which comes soon: it is near the queue's head
+                    while len(self._peeked) > PEEKED_MAX:
+                        self._peeked.popitem(last=False)
+            pixels.append(r)
+        return pixels
+
     @property
     def backlog(self) -> int:
         with self._cond:
@@ -177,11 +225,16 @@ class DenoisedWriter:
                     self._written_keys.popitem(last=False)
             try:
                 if raw is None:
+                    raw = self._peeked.pop(key, None)
+                if raw is None:
                     raw = self._read_raw(axes)  # type: ignore[misc]
                 if out is None:
-                    out = self._denoise(raw, axes)
+                    out = (self._denoise(raw, axes, self._following(axes)) if self._lookahead  # type: ignore[call-arg]
+                           else self._denoise(raw, axes))
                 else:
                     self.reused += 1
+                if self._inspect is not None:
+                    self._inspect(raw, out)
                 dtype = raw.dtype if raw.dtype in (np.uint8, np.uint16) else np.dtype(np.uint16)
                 info = np.iinfo(dtype)
                 rounded = np.rint(out)

@@ -19,7 +19,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from livedenoise.acquisition.status import SessionState, SessionStatus
 from livedenoise.checkpoint import Checkpoint
 from livedenoise.config import SessionSettings
 from livedenoise.errors import ConfigError
-from livedenoise.inference import Denoiser
+from livedenoise.inference import DEFAULT_WINDOW, Denoiser
 from livedenoise.metrics import score
 from livedenoise.models import model_is_temporal
 from livedenoise.noise_model import NoiseFit, fit_noise_model
@@ -85,6 +85,12 @@ class SessionReport:
     display_phases: dict = field(default_factory=dict)
     quality: dict = field(default_factory=dict)  # {"raw"|"backbone"|"adapted": {"psnr":..,"ssim":..}}
     display_quality: dict = field(default_factory=dict)  # PSNR of displayed frames before/after the swap
+    #: PSNR of every 5th recorded denoised frame, by model, as display_quality (simulated microscope only)
+    recorded_quality: dict = field(default_factory=dict)
+    #: the temporal window of the recorded frames ([live] recorded_window), "" for a 2-D backbone
+    recorded_window: str = ""
+    #: seconds the recorder took, once acquisition had stopped, to denoise and write the frames still waiting
+    recorder_tail_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     paths: dict = field(default_factory=dict)
     noise_model: dict = field(default_factory=dict)  # NoiseFit.to_dict() of the backbone's normaliser
@@ -147,6 +153,9 @@ class LiveSession:
         self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
         self.fixed_pattern: dict = {}  # what finetune_on did to the calibration references' fixed pattern
         self._display_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}
+        self._recorded_psnr: dict[str, list[float]] = {"backbone": [], "adapted": []}  # of the recorder's frames
+        self._recorded_count = 0
+        self._recorder_tail_s = 0.0
         self._shown: list[ShownFrame] = []  # every denoised frame the display showed: latencies and phases
         self._acquired_at: list[float] = []  # perf_counter of every live camera frame
         self._finetune_span: tuple[float, float | None] | None = None
@@ -517,7 +526,9 @@ class LiveSession:
                                           output_format=self.settings.live.denoised_format,
                                           # a 2-D model's display hands its results over (_on_denoised): wait for them
                                           offer_wait_s=0.0 if model_is_temporal(self.backbone.model)
-                                          else RECORDER_OFFER_WAIT_S).start()
+                                          else RECORDER_OFFER_WAIT_S,
+                                          lookahead=self._recorder_lookahead(),
+                                          inspect=self._score_recorded).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
         state = (SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive())
@@ -538,11 +549,20 @@ class LiveSession:
         # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it)
         return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None)
 
-    def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None) -> np.ndarray:
+    def _recorder_lookahead(self) -> int:
+        """Frames after each recorded one that its temporal window takes (``[live] recorded_window``): 0 for a 2-D
+        backbone or a causal window, else the frames on each side of the window's centre."""
+        model = self.backbone.model
+        if not model_is_temporal(model) or self.settings.live.recorded_window == "causal":
+            return 0
+        return max(int(getattr(model, "window", DEFAULT_WINDOW)) - 1, 0)
+
+    def _denoise_recorded(self, raw: np.ndarray, axes: dict | None = None,
+                          following: Sequence[np.ndarray] = ()) -> np.ndarray:
         """The recorder's denoising: every frame in order, with its own temporal window (the display may skip
-        frames). The recorder runs at a lower priority (:mod:`livedenoise.acquisition.priority`), so it leaves the
-        noise-model fit to the display while the display runs: holding the fit's lock at a low priority would keep
-        the display waiting behind it."""
+        frames), centred on it where ``following`` holds the frames acquired after it. The recorder runs at a lower
+        priority (:mod:`livedenoise.acquisition.priority`), so it leaves the noise-model fit to the display while the
+        display runs: holding the fit's lock at a low priority would keep the display waiting behind it."""
         deadline = time.monotonic() + RECORDER_FIT_WAIT_S
         while ((self.denoiser is None or self._wants_same_field_fit()) and self._worker is not None
                and self._worker.running and time.monotonic() < deadline):
@@ -551,7 +571,21 @@ class LiveSession:
             self._fit_from_live(raw)
         denoiser = self.denoiser
         assert denoiser is not None  # set by _fit_from_live, or it raised
-        return denoiser.push(raw, stream="recorder")
+        return denoiser.push(raw, stream="recorder", following=following)
+
+    def _score_recorded(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """PSNR of every 5th recorded frame against the simulated microscope's ground truth (nothing on hardware),
+        by the model in use when it was written (the adapted one from the swap on), as the display's frames are
+        scored."""
+        self._recorded_count += 1
+        if self._recorded_count % 5 != 1:
+            return
+        truth = self.backend.ground_truth(raw)
+        if truth is not None:
+            denoiser = self.denoiser
+            key = ("adapted" if self.adapted is not None and denoiser is not None
+                   and denoiser.name == self.adapted.name else "backbone")
+            self._recorded_psnr[key].append(_psnr(truth, out))
 
     def _live_job(self, plan: LivePlan) -> None:
         try:
@@ -617,7 +651,9 @@ class LiveSession:
             self._worker.drain()
             self._worker.stop()
         if self._writer is not None:
+            started = time.perf_counter()
             self._writer.finish(progress=True)
+            self._recorder_tail_s = time.perf_counter() - started
             self.status.errors.extend(self._writer.errors)
         if self.status.state != SessionState.FAILED:
             self._set(state=SessionState.STOPPED, message=(
@@ -686,6 +722,10 @@ class LiveSession:
         rep.quality = self.score_models()
         rep.display_quality = {k: float(np.mean(v)) if v else None for k, v in self._display_psnr.items()}
         rep.display_quality.update({f"{k}_frames": len(v) for k, v in self._display_psnr.items()})
+        rep.recorded_quality = {k: float(np.mean(v)) if v else None for k, v in self._recorded_psnr.items()}
+        rep.recorded_quality.update({f"{k}_frames": len(v) for k, v in self._recorded_psnr.items()})
+        rep.recorded_window = self.settings.live.recorded_window if model_is_temporal(self.backbone.model) else ""
+        rep.recorder_tail_s = self._recorder_tail_s
         return rep
 
     def _display_phases(self) -> dict[str, dict]:

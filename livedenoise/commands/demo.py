@@ -135,10 +135,19 @@ def outcome_lines(report: dict) -> list[str]:
              for key, label in (("backbone", "backbone"), ("adapted", "adapted")) if shown.get(key) is not None]
     if parts:  # what the viewer showed: for a temporal model, each frame fused with the frames before it
         lines.append("as displayed (PSNR of every 5th frame shown): " + ", ".join(parts))
+    kept = report.get("recorded_quality") or {}
+    parts = [f"{label} {kept[key]:.2f} dB ({kept.get(f'{key}_frames', 0)} frames)"
+             for key, label in (("backbone", "backbone"), ("adapted", "adapted")) if kept.get(key) is not None]
+    if parts:  # what was saved: with a temporal model, by default fused with the frames on both sides
+        window = {"centred": ", each fused with the frames before and after it",
+                  "causal": ", each fused with the frames before it"}.get(report.get("recorded_window") or "", "")
+        lines.append(f"as recorded (PSNR of every 5th denoised frame saved{window}): " + ", ".join(parts))
     lines.append(f"frames: {report.get('frames_acquired')} acquired at {report.get('camera_fps', 0):.1f} fps, "
                  f"{report.get('frames_denoised')} denoised for display at {report.get('denoised_fps', 0):.1f} fps "
                  f"(mean latency {report.get('mean_latency_ms', 0):.0f} ms, {report.get('frames_dropped')} display "
-                 f"frames skipped), {report.get('frames_written')} denoised frames recorded")
+                 f"frames skipped), {report.get('frames_written')} denoised frames recorded"
+                 + (f" (the last of them {report['recorder_tail_s']:.0f} s after the camera stopped)"
+                    if (report.get("recorder_tail_s") or 0.0) >= 1.0 else ""))
     phases = describe_phases(report.get("display_phases") or {})
     return [*lines, phases] if phases else lines
 
