@@ -984,3 +984,15 @@ def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
     other = (np.stack([den.push(f, stream="other") for f in stack]) if window == "centred"
              else den.denoise_stack(stack))
     assert np.abs(got[1:-2] - np.rint(other[1:-2])).mean() > 0.05  # and it is not the other window's result
+    # once the camera has stopped, the recorder's thread takes every core for the frames still waiting; the
+    # setting is that thread's own (torch counts threads per calling thread)
+    import threading
+
+    from livedenoise.device import cpu_threads_available
+
+    before, seen = torch.get_num_threads(), []
+    thread = threading.Thread(target=lambda: (session._recorder_takes_every_core(),
+                                              seen.append(torch.get_num_threads())))
+    thread.start()
+    thread.join()
+    assert seen == [cpu_threads_available()] and torch.get_num_threads() == before

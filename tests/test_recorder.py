@@ -206,3 +206,40 @@ def test_a_lookahead_recorder_waits_for_the_next_frames_until_it_closes(tmp_path
         DenoisedWriter(lambda f, a: f, tmp_path, "x", lookahead=-1)
     assert writer.finish(progress=False) == 3
     assert got == [(0, 2), (1, 1), (2, 0)]
+
+
+def test_on_closing_runs_once_in_the_writer_thread_before_the_frames_still_waiting(tmp_path):
+    """When the acquisition has ended (finish), the writer calls on_closing once, in its own thread, before it
+    denoises the frames still queued (a live session then gives that thread every core)."""
+    release = threading.Event()
+    events = []
+
+    def denoise(frame, axes):
+        if axes["time"] == 0:
+            release.wait(10)  # frames 1-3 stay queued until finish() has been called
+        events.append(("frame", axes["time"], threading.current_thread().name))
+        return frame.astype(np.float32)
+
+    writer = DenoisedWriter(denoise, tmp_path, "denoised",
+                            on_closing=lambda: events.append(("closing", None, threading.current_thread().name)))
+    writer.start()
+    for t in range(4):
+        writer.submit({"time": t}, np.full((8, 8), 300 + t, np.uint16))
+    finisher = threading.Thread(target=lambda: writer.finish(progress=False))
+    finisher.start()
+    time.sleep(0.2)
+    release.set()
+    finisher.join(30)
+    assert writer.written == 4 and not writer.errors
+    assert [e[:2] for e in events] == [("frame", 0), ("closing", None), ("frame", 1), ("frame", 2), ("frame", 3)]
+    assert {e[2] for e in events} == {"livedenoise-writer"}
+
+
+def test_a_failing_on_closing_hook_costs_no_frame(tmp_path):
+    def boom():
+        raise RuntimeError("no")
+
+    writer = DenoisedWriter(lambda f, a: f.astype(np.float32), tmp_path, "denoised", on_closing=boom).start()
+    for t in range(3):
+        writer.submit({"time": t}, np.full((8, 8), 300, np.uint16))
+    assert writer.finish(progress=False) == 3 and not writer.errors

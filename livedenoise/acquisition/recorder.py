@@ -67,6 +67,9 @@ class DenoisedWriter:
     ``denoise(frame, axes)``.
     ``inspect(raw, denoised)`` sees every frame, denoised here or handed over, before it is rounded and written (a
     live session scores the recorded frames against a simulator's ground truth).
+    ``on_closing()`` is called once, in the writer's thread, when :meth:`finish` has been called (the acquisition
+    ended): the frames still waiting then have the machine to themselves, and a live session gives this thread
+    every core for them.
     ``output_format="ome-zarr"``: when the acquisition ends, the NDTiff is copied into ``<name>.ome.zarr``
     (:func:`livedenoise.io.convert.to_ome_zarr`: its final shape is known only then, and an append-only NDTiff is
     what survives a crash mid-session) and removed once the copy is complete; if the copy fails, the NDTiff stays
@@ -77,7 +80,8 @@ class DenoisedWriter:
                  name: str = "denoised", *, read_raw: Callable[[dict], np.ndarray] | None = None, max_queued: int = 32,
                  summary_metadata: dict | None = None, frame_metadata: Callable[[dict], dict] | None = None,
                  output_format: str = "ndtiff", offer_wait_s: float = 0.0, lookahead: int = 0,
-                 inspect: Callable[[np.ndarray, np.ndarray], None] | None = None) -> None:
+                 inspect: Callable[[np.ndarray, np.ndarray], None] | None = None,
+                 on_closing: Callable[[], None] | None = None) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"denoised output format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -90,6 +94,7 @@ class DenoisedWriter:
         self._summary = summary_metadata or {}
         self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
         self._inspect = inspect  # sees each frame and its denoised values before they are rounded and written
+        self._on_closing = on_closing  # called once in this writer's thread when the acquisition has ended
         # axes, pixels (None: spilled), when queued, submission number
         self._queue: deque[tuple[dict, np.ndarray | None, float, int]] = deque()
         self._number_of: dict[tuple, int] = {}  # submission number of each queued frame, by its axes
@@ -207,12 +212,22 @@ class DenoisedWriter:
 
     def _run(self) -> None:
         lower_this_thread_priority("the denoised-frame recorder")  # it catches up later; the display cannot
+        closing_seen = False
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
-                if not self._queue and self._closing:
+                closing = self._closing
+                if not self._queue and closing:
                     return
+            if closing and not closing_seen:
+                closing_seen = True
+                if self._on_closing is not None:
+                    try:
+                        self._on_closing()
+                    except Exception as exc:  # a hook must never cost a recorded frame
+                        log.warning("denoised writer: on_closing failed: %s: %s", exc.__class__.__name__, exc)
+            with self._cond:
                 axes, raw, queued_at, number = self._queue.popleft()
                 if raw is not None:
                     self._in_memory -= 1

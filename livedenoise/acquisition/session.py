@@ -528,7 +528,8 @@ class LiveSession:
                                           offer_wait_s=0.0 if model_is_temporal(self.backbone.model)
                                           else RECORDER_OFFER_WAIT_S,
                                           lookahead=self._recorder_lookahead(),
-                                          inspect=self._score_recorded).start()
+                                          inspect=self._score_recorded,
+                                          on_closing=self._recorder_takes_every_core).start()
         plan = LivePlan(self._low(), self.settings.live.interval_ms)
         self._live_started = time.perf_counter()
         state = (SessionState.FINE_TUNING if (self._finetune_thread and self._finetune_thread.is_alive())
@@ -548,6 +549,17 @@ class LiveSession:
         # temporal models: a window of the last frames shown; while the display has fallen behind the camera (it
         # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it)
         return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None)
+
+    def _recorder_takes_every_core(self) -> None:
+        """Called in the recorder's thread once acquisition has stopped: the display and the fine-tune have ended, so
+        on a CPU the frames still waiting get every core (torch counts threads per calling thread; while acquiring,
+        each of the two threads that denoise has half of them)."""
+        if self._device_type == "cpu":
+            import torch
+
+            from livedenoise.device import cpu_threads_available
+
+            torch.set_num_threads(cpu_threads_available())
 
     def _recorder_lookahead(self) -> int:
         """Frames after each recorded one that its temporal window takes (``[live] recorded_window``): 0 for a 2-D
