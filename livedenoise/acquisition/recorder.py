@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.acquisition.axes import axes_key
+from livedenoise.acquisition.axes import axes_key, series_key
 from livedenoise.acquisition.priority import lower_this_thread_priority
 from livedenoise.errors import ConfigError
 
@@ -35,15 +35,6 @@ WRITTEN_KEYS_KEPT = 4096
 
 #: At most this many following frames read back from disk wait for their own turn (:meth:`DenoisedWriter._following`).
 PEEKED_MAX = 64
-#: Names of the time axis: pycromanager's and pymmcore-plus's (useq's).
-TIME_AXES = ("time", "t")
-
-
-def _series(axes: dict) -> tuple:
-    """What identifies a frame's series: its axes but time."""
-    return axes_key({k: v for k, v in axes.items() if k not in TIME_AXES})
-
-
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
@@ -177,10 +168,10 @@ class DenoisedWriter:
         """The pixels of up to ``lookahead`` frames of ``axes``' series queued after it, waiting for them to be
         acquired unless the writer is closing (then the frames there are). Frames already spilled to disk are read
         back once and kept until their own turn (at most ``PEEKED_MAX``)."""
-        series = _series(axes)
+        series = series_key(axes)
         with self._cond:
             while True:
-                ahead = [(a, r) for a, r, _, _ in self._queue if _series(a) == series][:self._lookahead]
+                ahead = [(a, r) for a, r, _, _ in self._queue if series_key(a) == series][:self._lookahead]
                 if len(ahead) >= self._lookahead or self._closing:
                     break
                 self._cond.wait()

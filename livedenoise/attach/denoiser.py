@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from livedenoise.acquisition.axes import TIME_AXES
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
@@ -53,8 +54,6 @@ log = logging.getLogger("livedenoise")
 
 #: What may name a model: a shipped backbone's name, a checkpoint path, or a loaded checkpoint.
 ModelChoice = str | Path | Checkpoint
-#: Axis names that count time in pycromanager (``time``) and useq / pymmcore-plus (``t``).
-TIME_AXES: tuple[str, ...] = ("time", "t")
 #: The axis whose value names the channel (pycromanager's convention; the MDA handler maps useq's ``c`` to it).
 CHANNEL_AXIS = "channel"
 #: Memory the temporal windows of all fields may hold (display and recorder together). A z-stack at many
