@@ -86,6 +86,8 @@ SOURCES: dict[str, str] = {
     "live-priority": "2026-12-05-live-priority/live.json",
     "live-display-first": "2026-12-06-live-display-first/live.json",
     "recorded-window": "2026-12-06-recorded-window/live.json",
+    "recorded-window-512": "2026-12-06-recorded-window/512/live.json",
+    "recorder-cores": ("2026-12-06-recorder-cores/live.json", "2026-12-06-recorder-cores/512/live.json"),
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
@@ -446,13 +448,18 @@ def live_priority(data: dict, path: str) -> str:
     return "\n".join([what, "", render(data), "", _source_line(path, data, data.get("command", "bench_live.py"))])
 
 
+def _checkout_lines(data: dict, per_label: str) -> str:
+    """``per_label`` for each ``--checkout`` of a ``bench_live.py`` run, each after "; "."""
+    labels = sorted({r["backbone"].split(" @ ", 1)[1] for r in data.get("runs", []) if " @ " in r["backbone"]})
+    return "".join("; " + per_label.format(label=label) for label in labels)
+
+
 def _live_sessions_line(data: dict, per_label: str) -> str:
     """What ``bench_live.py`` ran: the demo's options and interval, then ``per_label`` for each ``--checkout``."""
     settings = " ".join(data.get("demo_args") or [])
     interval = data.get("interval_ms")
-    labels = sorted({r["backbone"].split(" @ ", 1)[1] for r in data.get("runs", []) if " @ " in r["backbone"]})
     return (f"`livedenoise demo {settings}`" + (f", a frame every {interval:g} ms" if interval else "")
-            + "".join("; " + per_label.format(label=label) for label in labels))
+            + _checkout_lines(data, per_label))
 
 
 def train_bf16(data: dict, path: str) -> str:
@@ -820,11 +827,23 @@ def recorded_window(data: dict, path: str) -> str:
     --recorded-windows``, README "Recorded frames of a temporal backbone")."""
     from bench_live import render_recorded
 
-    what = (_live_sessions_line(data, "") + "; one row per session, in the order they ran; *recorded*: every 5th "
+    before = "sessions `@ {label}`: the livedenoise of the commit before this change, interleaved"
+    what = ((_live_sessions_line(data, before) if data.get("demo_args") else
+             "`livedenoise demo` with the quick start's settings (256², a frame every 100 ms)"
+             + _checkout_lines(data, before))
+            + "; one row per session, in the order they ran; *recorded*: every 5th "
             "denoised frame saved, PSNR dB against the simulator's ground truth, as *shown* for the frames the viewer "
             "showed.")
     return "\n".join([what, "", render_recorded(data), "",
                       _source_line(path, data, data.get("command", "bench_live.py"))])
+
+
+def recorder_cores(sources: list[tuple[dict, str]]) -> str:
+    """The recorder with every core once the camera has stopped, against the commit before, at 256² and 512²."""
+    parts = []
+    for data, path in sources:
+        parts += [recorded_window(data, path), ""]
+    return "\n".join(parts).rstrip()
 
 
 MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick": pairs_layers, "adapt": adapt,
@@ -833,7 +852,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
          "train-speed": train_speed, "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
          "compile-batch-xeon": batch_malloc, "pairs-shift": pairs_shift,
-         "acquisition-overhead": acquisition_overhead}
+         "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
@@ -843,6 +862,7 @@ RENDERERS: dict[str, Callable] = {
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "live-display-first": live_display_first,
     "recorded-window": recorded_window,
+    "recorded-window-512": recorded_window,
     "train-bf16": train_bf16, "train-layers": train_layers, "compile-speed-xeon": compile_speed,
     "temporal": temporal, "attach": attach, "calibration": calibration, "adapt-sim": adapt_sim,
     "adapt-sim-psf03": adapt_sim,
