@@ -36,6 +36,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from itertools import takewhile
 from typing import Any, cast
 
 import numpy as np
@@ -668,7 +669,8 @@ class Denoiser:
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
         kept = self._append(engine, arr, stream)
-        ahead = [f for f in ahead if f.shape == arr.shape][:engine.window - 1]
+        # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
+        ahead = list(takewhile(lambda f: f.shape == arr.shape, ahead))[:engine.window - 1]
         if engine.fusion is None:
             frames = np.stack([f for (f,) in kept][-engine.window:] + ahead)
             # the window denoise_stack uses for this frame: centred, shifted inwards where the series ends

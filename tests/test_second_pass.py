@@ -151,6 +151,17 @@ def test_a_push_with_the_following_frames_equals_the_batch_stack(second: bool) -
     np.testing.assert_allclose(first, want[0], rtol=1e-4, atol=1e-2)
 
 
+def test_following_frames_stop_at_a_new_frame_shape() -> None:
+    """A frame of another shape (a new ROI or binning) ends the series: the frames after it are not used."""
+    model = _temporal(8, h=0.5)
+    stack = _frames((4, 24, 20), seed=10)
+    other = _frames((1, 16, 16), seed=11)[0]
+    den = Denoiser(model, NORM, device="cpu")
+    cut = den.push(stack[0], stream="a", following=[stack[1], other, stack[2], stack[3]])
+    np.testing.assert_allclose(cut, den.push(stack[0], stream="b", following=[stack[1]]), rtol=1e-6, atol=1e-4)
+    assert float(np.abs(cut - den.push(stack[0], stream="c", following=list(stack[1:]))).mean()) > 0.01
+
+
 def test_a_cnnt_push_with_the_following_frames_equals_the_batch_stack() -> None:
     """Temporal networks that take raw windows (CNNT) get the window denoise_stack gives each frame."""
     torch.manual_seed(0)

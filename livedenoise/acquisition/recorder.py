@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ WRITTEN_KEYS_KEPT = 4096
 
 #: At most this many following frames read back from disk wait for their own turn (:meth:`DenoisedWriter._following`).
 PEEKED_MAX = 64
+
+
 class DenoisedWriter:
     """Writes every denoised frame, in order, as an NDTiff dataset with the raw dataset's axes.
 
@@ -171,7 +174,8 @@ class DenoisedWriter:
         series = series_key(axes)
         with self._cond:
             while True:
-                ahead = [(a, r) for a, r, _, _ in self._queue if series_key(a) == series][:self._lookahead]
+                ahead = list(islice(((a, r) for a, r, _, _ in self._queue if series_key(a) == series),
+                                    self._lookahead))
                 if len(ahead) >= self._lookahead or self._closing:
                     break
                 self._cond.wait()
