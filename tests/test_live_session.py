@@ -332,6 +332,9 @@ def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_
     # the recorder waits for the display's results of a 2-D model (RECORDER_OFFER_WAIT_S) instead of computing the
     # frames again: it used to take each frame while the display still worked on it (0 reused)
     assert slow_session._writer.reused >= rep.frames_denoised // 2 > 0
+    # the report says the display fell behind, and what to try (a custom 2-D model: no cheaper shipped one to name)
+    assert rep.advice and rep.advice[0].startswith("the display showed ") and "without fine-tuning" in rep.advice[0]
+    assert "a smaller field of view or a slower camera" in rep.advice[0] and "--backbone" not in rep.advice[0]
     assert_raw_integrity(simulated_core, slow_session)
 
 

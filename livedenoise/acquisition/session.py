@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from livedenoise.acquisition.advice import SessionFacts, keep_up_advice
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
@@ -91,6 +92,9 @@ class SessionReport:
     recorded_window: str = ""
     #: seconds the recorder took, once acquisition had stopped, to denoise and write the frames still waiting
     recorder_tail_s: float = 0.0
+    #: what to change when the display could not keep up with the camera, or the recorder finished long after it
+    #: (:mod:`livedenoise.acquisition.advice`); empty when all went well
+    advice: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     paths: dict = field(default_factory=dict)
     noise_model: dict = field(default_factory=dict)  # NoiseFit.to_dict() of the backbone's normaliser
@@ -169,6 +173,7 @@ class LiveSession:
         self._max_frames: int | None = None
         self._live_started = 0.0
         self._frame_pixels = 0  # pixels of the latest live frame (the disk reserve scales with it)
+        self._frame_shape: tuple[int, int] | None = None  # (height, width) of the latest live frame
         self.swapped_at_frame: int | None = None
         self.adapted_saved = False
 
@@ -452,6 +457,7 @@ class LiveSession:
         """Called from the acquisition thread for every frame: hand over, never wait."""
         raw = np.array(image, copy=True)
         self._frame_pixels = raw.size
+        self._frame_shape = (int(raw.shape[-2]), int(raw.shape[-1]))
         self._acquired_at.append(time.perf_counter())
         with self._lock:
             self.status.frames_acquired += 1
@@ -738,7 +744,17 @@ class LiveSession:
         rep.recorded_quality.update({f"{k}_frames": len(v) for k, v in self._recorded_psnr.items()})
         rep.recorded_window = self.settings.live.recorded_window if model_is_temporal(self.backbone.model) else ""
         rep.recorder_tail_s = self._recorder_tail_s
+        rep.advice = keep_up_advice(rep.display_phases, self._facts(), self._recorder_tail_s, self._frame_shape)
         return rep
+
+    def _facts(self) -> SessionFacts:
+        """What the end-of-session advice depends on."""
+        from livedenoise.device import cpu_has_bf16_matrix_units
+
+        return SessionFacts(backbone=self.backbone.name, temporal=model_is_temporal(self.backbone.model),
+                            second_pass=self.settings.live.second_pass,
+                            precision=self.denoiser.precision if self.denoiser is not None else "",
+                            device=self._device_type, bf16_units=cpu_has_bf16_matrix_units())
 
     def _display_phases(self) -> dict[str, dict]:
         if not self._live_started:

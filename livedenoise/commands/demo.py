@@ -149,7 +149,8 @@ def outcome_lines(report: dict) -> list[str]:
                  + (f" (the last of them {report['recorder_tail_s']:.0f} s after the camera stopped)"
                     if (report.get("recorder_tail_s") or 0.0) >= 1.0 else ""))
     phases = describe_phases(report.get("display_phases") or {})
-    return [*lines, phases] if phases else lines
+    advice = [f"advice: {line}" for line in report.get("advice") or []]
+    return [*lines, *([phases] if phases else []), *advice]
 
 
 def headline(report: dict) -> str | None:
