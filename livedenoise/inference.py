@@ -319,6 +319,9 @@ class Denoiser:
         #: Live windows, one per stream (the display and the recorder each push their own sequence of frames),
         #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
         self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
+        #: Window entries of frames given as ``following`` to :meth:`push`, per stream, until their own turn: a
+        #: stream's later frames are each in the windows of the frames before them, and their 2-D pass runs once.
+        self._ahead: dict[str, tuple[_Engine, OrderedDict[bytes, tuple]]] = {}
         #: The 2-D stage's results of the last frames pushed, by content: the display and the recorder push the
         #: same frames on their own streams, and a frame's 2-D pass then runs once for both (fused models only).
         self._shared: OrderedDict[bytes, tuple[_Engine, torch.Tensor, torch.Tensor | None]] = OrderedDict()
@@ -680,7 +683,7 @@ class Denoiser:
             return self._run_windows(engine, windows[None], np.array([ref - start]))[0]
         # a fused temporal model: each frame's 2-D result is kept, so a live frame costs one 2-D pass + the fusion
         # (+ the second pass, which another stream whose window holds the same frames may already have run)
-        entries = kept + [self._entry(engine, f) for f in ahead]
+        entries = kept + self._ahead_entries(engine, stream, ahead)
         ref = len(kept) - 1
         outputs_key = (tuple(key for _, _, _, key in entries), ref)
         second = engine.second_pass and second_pass is not False
@@ -701,10 +704,31 @@ class Denoiser:
             self._keep_output(engine, outputs_key, out)
         return out
 
-    def _entry(self, engine: _Engine, arr: np.ndarray) -> tuple:
+    def _ahead_entries(self, engine: _Engine, stream: str, frames: list[np.ndarray]) -> list[tuple]:
+        """Window entries of ``stream``'s following ``frames``, computed once per frame and kept for their turn (at
+        most a window of them)."""
+        entries = []
+        for f in frames:
+            key = _frame_key(f)
+            with self._window_lock:
+                kept = self._ahead.get(stream)
+                if kept is None or kept[0] is not engine:
+                    kept = (engine, OrderedDict())
+                    self._ahead[stream] = kept
+                entry = kept[1].get(key)
+            if entry is None:
+                entry = self._entry(engine, f, key)
+                with self._window_lock:
+                    kept[1][key] = entry
+                    while len(kept[1]) > engine.window:
+                        kept[1].popitem(last=False)
+            entries.append(entry)
+        return entries
+
+    def _entry(self, engine: _Engine, arr: np.ndarray, key: bytes | None = None) -> tuple:
         """A fused model's window entry of a frame: its 2-D result and spectrum (shared by content, see
         :meth:`_frame_result`), its raw values in electrons for the second pass (None without), and its key."""
-        key = _frame_key(arr)
+        key = _frame_key(arr) if key is None else key
         d, spectrum = self._frame_result(engine, arr, key)
         # the raw frame in electrons (camera pattern out): the second pass averages it with moved neighbours
         electrons = engine.normalizer.electrons_torch(self._to_device(arr)) if engine.second_pass else None
@@ -715,7 +739,12 @@ class Denoiser:
         temporal nets that take raw windows, ``(2-D result, spectrum, raw frame or None, key)`` for fused ones."""
         entry: tuple
         if engine.fusion is not None:
-            entry = self._entry(engine, arr)
+            key = _frame_key(arr)
+            with self._window_lock:  # given as a following frame before: its entry is ready
+                kept_ahead = self._ahead.get(stream)
+                early = (kept_ahead[1].pop(key, None) if kept_ahead is not None and kept_ahead[0] is engine
+                         else None)
+            entry = early if early is not None else self._entry(engine, arr, key)
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
@@ -780,6 +809,7 @@ class Denoiser:
         """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
         with self._window_lock:
             self._streams.clear()
+            self._ahead.clear()
             self._shared.clear()
             self._shared_bytes = 0
             self._outputs.clear()
@@ -788,6 +818,7 @@ class Denoiser:
         """Forget one stream's window (its field will not come back soon, and its frames hold memory)."""
         with self._window_lock:
             self._streams.pop(stream, None)
+            self._ahead.pop(stream, None)
 
     def warmup(self, shape: tuple[int, int] = (256, 256)) -> None:
         """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""

@@ -193,6 +193,52 @@ def test_temporal_model_keeps_one_window_per_field(tmp_path):
     assert stream_key({"time": 3, "position": 1, "channel": "GFP"}) == "channel=GFP|position=1"
 
 
+def test_with_read_raw_a_temporal_model_records_each_field_with_centred_windows(tmp_path):
+    """read_raw given (as the pycromanager attachment does once frames are saved): each field's frames are recorded
+    fused with the frames before and after them, exactly as batch denoising of that field's stack; frames past
+    max_queued are read back. "causal" keeps the display's windows; so does a frame without a time axis."""
+    frames = _poisson_frames(2, 6)
+    reads = []
+
+    def read_raw(axes):
+        reads.append(axes)
+        return frames[(axes["position"], axes["time"])]
+
+    ckpt = load_backbone("temporal").clone()
+    ckpt.normalizer = fit_noise_model([frames[(0, 0)]], like=ckpt.normalizer).normalizer
+    got = {}
+    for window in ("centred", "causal"):
+        den = AttachedDenoiser("temporal", output=tmp_path / window, device="cpu", read_raw=read_raw, max_queued=3,
+                               recorded_window=window)
+        for t in range(6):  # the acquisition interleaves the two positions
+            for p in range(2):
+                den.submit(frames[(p, t)], {"time": t, "position": p})
+        report = den.close(progress=False)
+        assert report.frames_written == 12 and not report.errors
+        got[window] = _read_all(report.denoised_path)
+    assert reads  # the recorder read frames back past max_queued
+    for p in range(2):
+        stack = np.stack([frames[(p, t)] for t in range(6)]).astype(np.float32)
+        centred = np.clip(np.rint(Denoiser(ckpt, device="cpu").denoise_stack(stack)), 0, 65535)
+        causal_den = Denoiser(ckpt, device="cpu")
+        causal = np.clip(np.rint(np.stack([causal_den.push(f) for f in stack])), 0, 65535)
+        for t in range(6):
+            key = (("position", p), ("time", t))
+            assert np.abs(got["centred"][key].astype(np.float64) - centred[t]).max() <= 1, (p, t)
+            assert np.abs(got["causal"][key].astype(np.float64) - causal[t]).max() <= 1, (p, t)
+        assert np.mean([np.abs(centred[t] - causal[t]).mean() for t in range(4)]) > 0.05  # the windows differ
+    with pytest.raises(ConfigError, match="recorded_window 'both'"):
+        AttachedDenoiser("temporal", device="cpu", recorded_window="both")
+    # a frame with no time axis has no later frames to wait for: recorded at once, not at close
+    den = AttachedDenoiser("temporal", output=tmp_path / "z", device="cpu", read_raw=read_raw)
+    den.submit(frames[(0, 0)], {"z": 0})
+    deadline = time.monotonic() + 60
+    while den._writer is None or den._writer.written < 1:
+        assert time.monotonic() < deadline, "a frame without a time axis waited for later frames"
+        time.sleep(0.05)
+    assert den.close(progress=False).frames_written == 1
+
+
 def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
     release = threading.Event()
     started = threading.Event()
@@ -200,11 +246,11 @@ def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
 
     timed_out = []
 
-    def blocked(self, frame, stream="live"):
+    def blocked(self, frame, stream="live", **options):
         started.set()
         if not release.wait(30):  # a submit that waited for the model would never let the test release it
             timed_out.append(stream)
-        return original(self, frame, stream)
+        return original(self, frame, stream, **options)
 
     monkeypatch.setattr(Denoiser, "push", blocked)
     frames = _poisson_frames(1, 12)

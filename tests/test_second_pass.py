@@ -151,6 +151,31 @@ def test_a_push_with_the_following_frames_equals_the_batch_stack(second: bool) -
     np.testing.assert_allclose(first, want[0], rtol=1e-4, atol=1e-2)
 
 
+def test_following_frames_are_denoised_once_per_field_however_many_fields_interleave(monkeypatch) -> None:
+    """An acquisition of 6 fields, one time point of each after the other (an MDA): each field's later frames are in
+    the windows of its earlier ones, and their 2-D pass runs once even when the content-shared results (here 2
+    frames) have long moved on to other fields."""
+    import livedenoise.inference as inference
+
+    monkeypatch.setattr(inference, "SHARED_RESULTS_MAX", 2)
+    model = _temporal(9, h=0.5)
+    fields = [_frames((6, 16, 16), seed=20 + f) for f in range(6)]
+    den = Denoiser(model, NORM, device="cpu", second_pass=False)
+    seen: list[int] = []
+    den.model.frame.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    got = {f: [] for f in range(6)}
+    for t in range(6):
+        for f in range(6):
+            got[f].append(den.push(fields[f][t], stream=f"field {f}", following=fields[f][t + 1:t + 5]))
+    assert sum(seen) == 36  # one 2-D pass per frame
+    for f in range(6):
+        want = Denoiser(model, NORM, device="cpu", second_pass=False).denoise_stack(fields[f])
+        np.testing.assert_allclose(np.stack(got[f]), want, rtol=1e-4, atol=1e-2)
+    den.drop_stream("field 0")
+    den.reset()
+    assert not den._ahead
+
+
 def test_following_frames_stop_at_a_new_frame_shape() -> None:
     """A frame of another shape (a new ROI or binning) ends the series: the frames after it are not used."""
     model = _temporal(8, h=0.5)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from livedenoise.acquisition.axes import axes_key, series_key
+from livedenoise.acquisition.axes import TIME_AXES, axes_key, series_key
 from livedenoise.acquisition.priority import lower_this_thread_priority
 from livedenoise.errors import ConfigError
 
@@ -27,6 +27,9 @@ log = logging.getLogger("livedenoise")
 
 #: Formats of the recorded denoised frames: NDTiff while acquiring, optionally copied into an OME-Zarr at the end.
 OUTPUT_FORMATS = ("ndtiff", "ome-zarr")
+#: Temporal windows of recorded frames: the frames before and after each one (as batch denoising), or before it
+#: alone (as the live display shows it).
+RECORDED_WINDOWS = ("centred", "causal")
 #: At most this many bytes of the display's results wait for the writer (:meth:`DenoisedWriter.offer_denoised`):
 #: 256 frames of 512², 16 of 2048² (float32). A writer that falls further behind denoises the others itself.
 READY_BYTES = 256 * 1024**2
@@ -54,11 +57,11 @@ class DenoisedWriter:
     it skipped this one), when the writer is closing, or when half of ``max_queued`` frames wait behind it. 0
     (default) for writers that are never offered results (a temporal model's recorder fuses every frame with its
     own window).
-    ``lookahead``: give ``denoise`` the frames of the same series (the same axes but time) acquired after each one,
-    up to this many (``denoise(frame, axes, following)``; fewer at the end of the acquisition): a temporal model then
-    fuses every recorded frame with frames on both sides of it, as batch denoising does, instead of the frames
-    before it alone. The writer waits for them, so it records that many frames behind the camera. 0 (default):
-    ``denoise(frame, axes)``.
+    ``lookahead``: give ``denoise`` the frames of the same series (the same axes but time) acquired after each one
+    that has a time axis, up to this many (``denoise(frame, axes, following)``; fewer at the end of the
+    acquisition): a temporal model then fuses every recorded frame with frames on both sides of it, as batch
+    denoising does, instead of the frames before it alone. The writer waits for them, so it records that many frames
+    of the series behind the camera. 0 (default): ``denoise(frame, axes)``.
     ``inspect(raw, denoised)`` sees every frame, denoised here or handed over, before it is rounded and written (a
     live session scores the recorded frames against a simulator's ground truth).
     ``on_closing()`` is called once, in the writer's thread, when :meth:`finish` has been called (the acquisition
@@ -171,6 +174,8 @@ class DenoisedWriter:
         """The pixels of up to ``lookahead`` frames of ``axes``' series queued after it, waiting for them to be
         acquired unless the writer is closing (then the frames there are). Frames already spilled to disk are read
         back once and kept until their own turn (at most ``PEEKED_MAX``)."""
+        if not any(k in TIME_AXES for k in axes):
+            return []  # not part of a time series (a z-stack, one time point): no later frame of it will come
         series = series_key(axes)
         with self._cond:
             while True:

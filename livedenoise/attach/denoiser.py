@@ -39,12 +39,12 @@ from livedenoise.acquisition.axes import TIME_AXES
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
-from livedenoise.acquisition.recorder import OUTPUT_FORMATS, DenoisedWriter
+from livedenoise.acquisition.recorder import OUTPUT_FORMATS, RECORDED_WINDOWS, DenoisedWriter
 from livedenoise.bioimageio_import import FOREIGN_ARCH, refuse_training
 from livedenoise.camera_calibration import CameraCalibration
 from livedenoise.checkpoint import DEFAULT_BACKBONE, Checkpoint
 from livedenoise.errors import ConfigError, LivedenoiseError
-from livedenoise.inference import Denoiser, canonical_precision
+from livedenoise.inference import DEFAULT_WINDOW, Denoiser, canonical_precision
 from livedenoise.models import model_is_temporal
 from livedenoise.modelspec import load_model_spec
 from livedenoise.noise_model import fit_noise_model
@@ -171,7 +171,11 @@ class AttachedDenoiser:
     :class:`~livedenoise.inference.Denoiser`): ``"bf16"`` roughly halves the CPU time per frame on CPUs with
     native bfloat16, at the quality cost the README's precision table measures. ``second_pass``: with the
     temporal backbone, also denoise each frame's motion-compensated average with the frames before it (better,
-    at a second 2-D pass per frame; :mod:`livedenoise.second_pass`).
+    at a second 2-D pass per frame; :mod:`livedenoise.second_pass`). ``recorded_window``: with a temporal model and
+    ``read_raw`` (which the pycromanager attachment sets once frames are saved), ``"centred"`` (default) records
+    each frame fused with the frames of its field before and after it, as batch denoising does (the recorder waits
+    for them: its later frames are read back from the raw data past ``max_queued``); ``"causal"``, or no
+    ``read_raw`` (every waiting frame would stay in memory), the frames before it, as the display shows it.
     """
 
     def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *,
@@ -181,7 +185,7 @@ class AttachedDenoiser:
                  read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
                  device: str = "auto", threads: int | None = None, display_fps: float | None = None,
                  max_queued: int = 32, precision: str = "auto", output_format: str = "ndtiff",
-                 second_pass: bool = True) -> None:
+                 second_pass: bool = True, recorded_window: str = "centred") -> None:
         if output_format not in OUTPUT_FORMATS:  # checked now, not when the first frame arrives
             raise ConfigError(f"output_format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -190,6 +194,10 @@ class AttachedDenoiser:
             raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
         self._precision = canonical_precision(precision)  # a wrong value fails here, before acquisition starts
         self._second_pass = bool(second_pass)
+        if recorded_window not in RECORDED_WINDOWS:
+            raise ConfigError(f"recorded_window {recorded_window!r} is unknown; expected one of "
+                              f"{', '.join(RECORDED_WINDOWS)}.")
+        self._recorded_window = recorded_window
         self._device = device
         self._threads = threads
         self._calibration = calibration
@@ -304,6 +312,7 @@ class AttachedDenoiser:
                                               max_queued=self._max_queued,
                                               summary_metadata={"models": self._model_names()},
                                               frame_metadata=self._recorded_with,
+                                              lookahead=self._recorder_lookahead(),
                                               output_format=self._output_format).start()
             self._writer.submit(axes, frame)
         return True
@@ -354,11 +363,21 @@ class AttachedDenoiser:
         return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame),
                                    second_pass=False if behind(info) else None)
 
-    def _denoise_for_record(self, frame: np.ndarray, axes: dict) -> np.ndarray:
+    def _recorder_lookahead(self) -> int:
+        """Later frames of its field each recorded frame is fused with (``recorded_window``): the widest temporal
+        model's window less one, where frames can be read back (``read_raw``); else 0."""
+        if self._recorded_window != "centred" or self.read_raw is None:
+            return 0
+        windows = [int(getattr(ch.model, "window", DEFAULT_WINDOW))
+                   for ch in (self._checkpoint(c) for c in self._choices.values() if c is not None)
+                   if model_is_temporal(ch.model)]
+        return max(windows, default=1) - 1
+
+    def _denoise_for_record(self, frame: np.ndarray, axes: dict, following: Sequence[np.ndarray] = ()) -> np.ndarray:
         state = self._channel_state(axes)
         stream = self._stream("record", axes, state, frame)
         with state.swap_lock:
-            out = state.denoiser.push(frame, stream=stream)
+            out = state.denoiser.push(frame, stream=stream, following=following)
             self._record_model = state.model
         state.frames += 1
         return out
