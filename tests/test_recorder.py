@@ -211,11 +211,12 @@ def test_a_lookahead_recorder_waits_for_the_next_frames_until_it_closes(tmp_path
 def test_on_closing_runs_once_in_the_writer_thread_before_the_frames_still_waiting(tmp_path):
     """When the acquisition has ended (finish), the writer calls on_closing once, in its own thread, before it
     denoises the frames still queued (a live session then gives that thread every core)."""
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
     events = []
 
     def denoise(frame, axes):
         if axes["time"] == 0:
+            started.set()
             release.wait(10)  # frames 1-3 stay queued until finish() has been called
         events.append(("frame", axes["time"], threading.current_thread().name))
         return frame.astype(np.float32)
@@ -225,9 +226,12 @@ def test_on_closing_runs_once_in_the_writer_thread_before_the_frames_still_waiti
     writer.start()
     for t in range(4):
         writer.submit({"time": t}, np.full((8, 8), 300 + t, np.uint16))
+    assert started.wait(10)  # the writer is denoising frame 0: the acquisition has not ended yet
     finisher = threading.Thread(target=lambda: writer.finish(progress=False))
     finisher.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while not writer._closing and time.monotonic() < deadline:
+        time.sleep(0.01)
     release.set()
     finisher.join(30)
     assert writer.written == 4 and not writer.errors
