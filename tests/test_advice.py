@@ -65,3 +65,20 @@ def test_the_demo_prints_the_advice_last() -> None:
               "swapped_at_frame": None, "frames_acquired": 50, "advice": ["first sentence.", "second sentence."]}
     lines = summary_lines(report)
     assert lines[-2:] == ["advice: first sentence.", "advice: second sentence."]
+
+
+def test_the_printed_report_keeps_config_keys_in_brackets_as_text() -> None:
+    """Advice names keys like "[live] interval_ms"; rich must print them, not take them for markup."""
+    from rich.console import Console
+
+    from livedenoise.acquisition.session import SessionReport
+    from livedenoise.commands.demo import print_report
+
+    line = keep_up_advice({"without fine-tuning": _phase(10.0, 4.0)}, TEMPORAL_CPU, recorder_tail_s=127.0)
+    rep = SessionReport(mode="pairs", backend="test", advice=line, errors=["model [bad] failed"],
+                        paths={"raw": "runs/[x]/raw_1"})
+    console = Console(record=True, width=400)
+    print_report(console, rep)
+    text = console.export_text()
+    assert "a slower camera ([live] interval_ms)." in text and "[live] save_denoised = false" in text
+    assert "model [bad] failed" in text and "raw runs/[x]/raw_1" in text

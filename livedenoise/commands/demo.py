@@ -178,6 +178,7 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def print_report(console, report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     q = report.quality
@@ -192,10 +193,11 @@ def print_report(console, report) -> None:
     top = headline(report.__dict__)
     if top:
         console.print(f"[bold]{top}[/]")
+    # as plain text: lines name config keys like "[live] interval_ms", which rich would take for markup
     for line in outcome_lines(report.__dict__):
-        console.print(line)
+        console.print(line, markup=False)
     console.print(f"saved: raw {report.paths.get('raw')}, denoised {report.paths.get('denoised')}, "
-                  f"model {report.paths.get('adapted_model') or 'not saved (the backbone was kept)'}")
+                  f"model {report.paths.get('adapted_model') or 'not saved (the backbone was kept)'}", markup=False)
     for err in report.errors:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(err)}")
     logging.getLogger("livedenoise").debug("report: %s", report)
