@@ -88,6 +88,7 @@ SOURCES: dict[str, str] = {
     "recorded-window": "2026-12-06-recorded-window/live.json",
     "recorded-window-512": "2026-12-06-recorded-window/512/live.json",
     "recorder-cores": ("2026-12-06-recorder-cores/live.json", "2026-12-06-recorder-cores/512/live.json"),
+    "advice-512": ("2026-12-06-advice-512/live.json", "2026-12-06-advice-512/no-second-pass/live.json"),
     "live-bf16-finetune": "2026-12-05-train-bf16/live.json",
     "train-bf16": "2026-12-05-train-bf16/speed.json",
     "train-layers": "2026-12-05-train-layers/speed.json",
@@ -839,7 +840,8 @@ def recorded_window(data: dict, path: str) -> str:
 
 
 def recorder_cores(sources: list[tuple[dict, str]]) -> str:
-    """The recorder with every core once the camera has stopped, against the commit before, at 256² and 512²."""
+    """Several ``bench_live.py`` runs' sessions, one table each: what was recorded and displayed, and the recorder's
+    tail (the recorder with every core at the end against the commit before; the options the advice names)."""
     parts = []
     for data, path in sources:
         parts += [recorded_window(data, path), ""]
@@ -852,7 +854,8 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
          "train-speed": train_speed, "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
          "compile-batch-xeon": batch_malloc, "pairs-shift": pairs_shift,
-         "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores}
+         "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
+         "advice-512": recorder_cores}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
