@@ -217,6 +217,18 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_types) or "out of memory" in str(exc).lower()
 
 
+@dataclass
+class _Stream:
+    """What :meth:`Denoiser.push` keeps for one stream, tied to the engine that filled it (after a swap a stream
+    restarts, so no window ever mixes models): its window of the last frames, and the window entries of frames given
+    as ``following`` until their own turn (a stream's later frames are each in the windows of the frames before
+    them, and their 2-D pass runs once)."""
+
+    engine: _Engine
+    frames: deque[Any]
+    ahead: OrderedDict[bytes, tuple] = field(default_factory=OrderedDict)
+
+
 def _frame_key(frame: np.ndarray) -> bytes:
     """A frame's identity by content: a 16-byte BLAKE2 digest of its pixels (about 1 ms per 512² frame), its
     dtype and shape."""
@@ -318,10 +330,7 @@ class Denoiser:
             self._remember(model_or_checkpoint, normalizer, self._engine)
         #: Live windows, one per stream (the display and the recorder each push their own sequence of frames),
         #: each tied to the engine that filled it: after a swap a stream restarts, so no window ever mixes models.
-        self._streams: dict[str, tuple[_Engine, deque[Any]]] = {}
-        #: Window entries of frames given as ``following`` to :meth:`push`, per stream, until their own turn: a
-        #: stream's later frames are each in the windows of the frames before them, and their 2-D pass runs once.
-        self._ahead: dict[str, tuple[_Engine, OrderedDict[bytes, tuple]]] = {}
+        self._streams: dict[str, _Stream] = {}
         #: The 2-D stage's results of the last frames pushed, by content: the display and the recorder push the
         #: same frames on their own streams, and a frame's 2-D pass then runs once for both (fused models only).
         self._shared: OrderedDict[bytes, tuple[_Engine, torch.Tensor, torch.Tensor | None]] = OrderedDict()
@@ -711,17 +720,14 @@ class Denoiser:
         for f in frames:
             key = _frame_key(f)
             with self._window_lock:
-                kept = self._ahead.get(stream)
-                if kept is None or kept[0] is not engine:
-                    kept = (engine, OrderedDict())
-                    self._ahead[stream] = kept
-                entry = kept[1].get(key)
+                ahead = self._stream(stream, engine).ahead
+                entry = ahead.get(key)
             if entry is None:
                 entry = self._entry(engine, f, key)
                 with self._window_lock:
-                    kept[1][key] = entry
-                    while len(kept[1]) > engine.window:
-                        kept[1].popitem(last=False)
+                    ahead[key] = entry
+                    while len(ahead) > engine.window:
+                        ahead.popitem(last=False)
             entries.append(entry)
         return entries
 
@@ -741,14 +747,12 @@ class Denoiser:
         if engine.fusion is not None:
             key = _frame_key(arr)
             with self._window_lock:  # given as a following frame before: its entry is ready
-                kept_ahead = self._ahead.get(stream)
-                early = (kept_ahead[1].pop(key, None) if kept_ahead is not None and kept_ahead[0] is engine
-                         else None)
+                early = self._stream(stream, engine).ahead.pop(key, None)
             entry = early if early is not None else self._entry(engine, arr, key)
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
-            kept = self._stream(stream, engine)
+            kept = self._stream(stream, engine).frames
             if kept and kept[-1][0].shape != entry[0].shape:
                 kept.clear()  # new ROI / binning: old frames no longer line up
             kept.append(entry)
@@ -796,20 +800,19 @@ class Denoiser:
                 self._shared_bytes -= _result_bytes(old_d, old_spectrum)
         return d, spectrum
 
-    def _stream(self, stream: str, engine: _Engine) -> deque:
-        """The window of ``stream`` for ``engine`` (a new one when the stream was filled by another model).
+    def _stream(self, stream: str, engine: _Engine) -> _Stream:
+        """What ``stream`` keeps for ``engine`` (a new one when the stream was filled by another model).
         Call with ``_window_lock`` held."""
-        entry = self._streams.get(stream)
-        if entry is None or entry[0] is not engine:
-            entry = (engine, deque(maxlen=engine.window))
-            self._streams[stream] = entry
-        return entry[1]
+        kept = self._streams.get(stream)
+        if kept is None or kept.engine is not engine:
+            kept = _Stream(engine, deque(maxlen=engine.window))
+            self._streams[stream] = kept
+        return kept
 
     def reset(self) -> None:
         """Forget the frames kept by :meth:`push` (e.g. after moving the stage)."""
         with self._window_lock:
             self._streams.clear()
-            self._ahead.clear()
             self._shared.clear()
             self._shared_bytes = 0
             self._outputs.clear()
@@ -818,7 +821,6 @@ class Denoiser:
         """Forget one stream's window (its field will not come back soon, and its frames hold memory)."""
         with self._window_lock:
             self._streams.pop(stream, None)
-            self._ahead.pop(stream, None)
 
     def warmup(self, shape: tuple[int, int] = (256, 256)) -> None:
         """Run one dummy frame so the first real frame is not slowed by lazy initialisation."""

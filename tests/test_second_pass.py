@@ -173,7 +173,7 @@ def test_following_frames_are_denoised_once_per_field_however_many_fields_interl
         np.testing.assert_allclose(np.stack(got[f]), want, rtol=1e-4, atol=1e-2)
     den.drop_stream("field 0")
     den.reset()
-    assert not den._ahead
+    assert not den._streams
 
 
 def test_following_frames_stop_at_a_new_frame_shape() -> None:

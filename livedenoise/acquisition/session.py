@@ -172,7 +172,6 @@ class LiveSession:
         self._frames_after_swap: int | None = None
         self._max_frames: int | None = None
         self._live_started = 0.0
-        self._frame_pixels = 0  # pixels of the latest live frame (the disk reserve scales with it)
         self._frame_shape: tuple[int, int] | None = None  # (height, width) of the latest live frame
         self.swapped_at_frame: int | None = None
         self.adapted_saved = False
@@ -456,7 +455,6 @@ class LiveSession:
     def _on_raw(self, image: np.ndarray, axes: dict) -> None:
         """Called from the acquisition thread for every frame: hand over, never wait."""
         raw = np.array(image, copy=True)
-        self._frame_pixels = raw.size
         self._frame_shape = (int(raw.shape[-2]), int(raw.shape[-1]))
         self._acquired_at.append(time.perf_counter())
         with self._lock:
@@ -649,7 +647,8 @@ class LiveSession:
             free = shutil.disk_usage(self.output_dir).free
         except OSError:
             return False
-        reserve = max(DISK_RESERVE_BYTES, DISK_RESERVE_FRAMES * self._frame_pixels * 4)
+        pixels = self._frame_shape[0] * self._frame_shape[1] if self._frame_shape else 0  # the reserve scales with it
+        reserve = max(DISK_RESERVE_BYTES, DISK_RESERVE_FRAMES * pixels * 4)
         if free >= reserve:
             return False
         self._error(f"the output disk is nearly full ({free / 1e6:.0f} MB free in {self.output_dir}): acquisition was "
