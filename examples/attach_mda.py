@@ -5,6 +5,7 @@ Runs on the simulated microscope (no hardware needed):
     python examples/attach_mda.py -o /tmp/attach-mda
     python examples/attach_mda.py -o /tmp/attach-mda --show     # with the raw | denoised viewer
     python examples/attach_mda.py -o /tmp/attach-mda --calibrate 3   # first adapt each channel on 3 other fields
+    python examples/attach_mda.py -o /tmp/attach-mda --model temporal   # fused with neighbouring time points
 
 Raw frames go to pymmcore-plus's own OME-Zarr writer exactly as acquired; livedenoise's handler
 denoises every frame in the background into an NDTiff dataset with named axes (time, channel, z,
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import useq
-from _truth import TruthScores
+from _truth import RecordedTruth, TruthScores
 from _viewer import run_example
 
 from livedenoise.attach import MDADenoiser
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None, help="folder for raw.ome.zarr and denoised/")
     parser.add_argument("--model", default="fast", help="model for every channel (shipped name or .safetensors)")
     parser.add_argument("--time-points", type=int, default=5)
+    parser.add_argument("--recorded-window", choices=("centred", "causal"), default="centred",
+                        help="with a temporal model: record each frame fused with the frames of its field before and "
+                             "after it (centred, default) or before it only, as displayed (causal)")
     parser.add_argument("--calibrate", type=int, default=0, metavar="N",
                         help="before the MDA, take reference pairs at N other positions with the sequence's channels "
                              "and adapt each channel's model (MDADenoiser.calibrate)")
@@ -52,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         axis_order="tpcz",
     )
     scores = TruthScores(core.microscope)  # your display callback here (it gets each shown raw | denoised frame)
+    recorded = RecordedTruth(core.microscope, sequence)  # the truth of every frame, to score what was saved
 
     def acquire(display):
-        handler = MDADenoiser(args.model, output=out / "denoised", display=display)
+        handler = MDADenoiser(args.model, output=out / "denoised", display=display,
+                              recorded_window=args.recorded_window)
         if calibration_positions:
             futures = handler.calibrate(core, sequence, calibration_positions, average=8,
                                         time_budget_s=args.calibrate_seconds)
@@ -62,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                 a = future.result()  # waits here so that the MDA below starts with the adapted models
                 print(f"calibration, channel {channel}: {a.steps} steps, "
                       + ("swapped in" if a.swapped else f"kept the current model ({a.reason})"))
-        core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
+        core.mda.events.frameReady.connect(recorded.frameReady)  # this MDA's frames only (not the calibration's)
+        try:
+            core.mda.run(sequence, output=[str(out / "raw.ome.zarr"), handler])  # returns once every frame is written
+        finally:
+            core.mda.events.frameReady.disconnect(recorded.frameReady)
         return handler.result
 
     # with --show, as in napari-micromanager: the MDA runs in a thread, Qt's loop in the main one
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for channel, info in report.channels.items():
         print(f"  channel {channel}: {info['model']}, {info['frames_recorded']} frames; {info['noise_model']}")
     print("\n".join(scores.lines()))
+    print("\n".join(recorded.lines(report.denoised_path)))
     print(f"raw: {out / 'raw.ome.zarr'}\ndenoised: {report.denoised_path}")
     return 0 if report.frames_written == len(list(sequence)) and not report.errors else 1
 

@@ -5,6 +5,7 @@ through pycromanager's ``Acquisition`` and pymmcore-plus's ``core.mda.run``, unc
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -176,7 +177,8 @@ def _poisson_frames(n_fields: int, time_points: int, seed: int = 0) -> dict[tupl
 
 def test_temporal_model_keeps_one_window_per_field(tmp_path):
     frames = _poisson_frames(2, 4)
-    den = AttachedDenoiser("temporal", output=tmp_path / "den", device="cpu")
+    # causal: recorded as displayed, so that each frame's window is that of its field's stream alone
+    den = AttachedDenoiser("temporal", output=tmp_path / "den", device="cpu", recorded_window="causal")
     for t in range(4):  # the acquisition interleaves the two positions
         for p in range(2):
             den.submit(frames[(p, t)], {"time": t, "position": p})
@@ -193,10 +195,11 @@ def test_temporal_model_keeps_one_window_per_field(tmp_path):
     assert stream_key({"time": 3, "position": 1, "channel": "GFP"}) == "channel=GFP|position=1"
 
 
-def test_with_read_raw_a_temporal_model_records_each_field_with_centred_windows(tmp_path):
-    """read_raw given (as the pycromanager attachment does once frames are saved): each field's frames are recorded
-    fused with the frames before and after them, exactly as batch denoising of that field's stack; frames past
-    max_queued are read back. "causal" keeps the display's windows; so does a frame without a time axis."""
+def test_a_temporal_model_records_each_field_with_centred_windows_with_or_without_read_raw(tmp_path):
+    """Each field's frames are recorded fused with the frames before and after them, exactly as batch denoising of
+    that field's stack: with read_raw (as the pycromanager attachment gives once frames are saved) frames past
+    max_queued are read back; without it (the MDA handler) they are parked on disk meanwhile. "causal" keeps the
+    display's windows; a frame without a time axis is recorded at once."""
     frames = _poisson_frames(2, 6)
     reads = []
 
@@ -207,14 +210,17 @@ def test_with_read_raw_a_temporal_model_records_each_field_with_centred_windows(
     ckpt = load_backbone("temporal").clone()
     ckpt.normalizer = fit_noise_model([frames[(0, 0)]], like=ckpt.normalizer).normalizer
     got = {}
-    for window in ("centred", "causal"):
-        den = AttachedDenoiser("temporal", output=tmp_path / window, device="cpu", read_raw=read_raw, max_queued=3,
-                               recorded_window=window)
+    for window, reader in (("centred", read_raw), ("causal", read_raw), ("centred without read_raw", None)):
+        den = AttachedDenoiser("temporal", output=tmp_path / window, device="cpu", read_raw=reader, max_queued=3,
+                               recorded_window=window.split()[0])
         for t in range(6):  # the acquisition interleaves the two positions
             for p in range(2):
                 den.submit(frames[(p, t)], {"time": t, "position": p})
         report = den.close(progress=False)
         assert report.frames_written == 12 and not report.errors
+        assert not list((tmp_path / window).glob(".livedenoise-spill-*"))
+        assert (report.frames_parked > 0) == (reader is None) and (report.frames_reread > 0) == (reader is not None)
+        assert ("parked on disk" in report.summary()) == (reader is None)
         got[window] = _read_all(report.denoised_path)
     assert reads  # the recorder read frames back past max_queued
     for p in range(2):
@@ -226,6 +232,7 @@ def test_with_read_raw_a_temporal_model_records_each_field_with_centred_windows(
             key = (("position", p), ("time", t))
             assert np.abs(got["centred"][key].astype(np.float64) - centred[t]).max() <= 1, (p, t)
             assert np.abs(got["causal"][key].astype(np.float64) - causal[t]).max() <= 1, (p, t)
+            assert np.abs(got["centred without read_raw"][key].astype(np.float64) - centred[t]).max() <= 1, (p, t)
         assert np.mean([np.abs(centred[t] - causal[t]).mean() for t in range(4)]) > 0.05  # the windows differ
     with pytest.raises(ConfigError, match="recorded_window 'both'"):
         AttachedDenoiser("temporal", device="cpu", recorded_window="both")
@@ -262,7 +269,7 @@ def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
     release.set()
     report = den.close(progress=False)
     assert handed_over_while_blocked == 12 and not timed_out  # every submit returned while the model was stuck
-    assert report.frames_written == 12  # nothing lost: past max_queued, frames without read_raw stay in memory
+    assert report.frames_written == 12 and report.frames_parked >= 1  # nothing lost: past max_queued, parked on disk
     assert report.display_dropped >= 1  # the display skipped stale frames instead of queueing them
 
 
@@ -464,6 +471,10 @@ def test_examples_run_on_the_simulated_microscope(tmp_path, script, extra):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "24 denoised frames written" in result.stdout
     assert "scored against the simulator's truth" in result.stdout
+    if script == "attach_mda.py":  # every recorded frame scored too, per channel
+        recorded = re.findall(r"channel \S+: 12 recorded frames scored against the simulator's truth: ([\d.]+) dB",
+                              result.stdout)
+        assert len(recorded) == 2 and all(float(v) > 20 for v in recorded), result.stdout
     if "--calibrate" in extra:  # one calibration line per channel, each with the steps its fine-tune ran
         lines = [ln for ln in result.stdout.splitlines() if ln.startswith("calibration, channel")]
         assert len(lines) == 2 and all(int(ln.split(": ")[1].split()[0]) > 0 for ln in lines), result.stdout

@@ -247,3 +247,64 @@ def test_a_failing_on_closing_hook_costs_no_frame(tmp_path):
     for t in range(3):
         writer.submit({"time": t}, np.full((8, 8), 300, np.uint16))
     assert writer.finish(progress=False) == 3 and not writer.errors
+
+
+def test_without_read_raw_the_backlog_past_max_queued_is_parked_on_disk_and_removed_when_written(tmp_path):
+    """No read_raw (the MDA handler, AttachedDenoiser.submit): past max_queued the waiting frames are parked as
+    .npy files in a hidden folder of the output, not kept in memory; each comes back exactly, with the lookahead
+    frames of its series too, and the folder is gone once every frame is written."""
+    rng = np.random.default_rng(2)
+    axes = [{"time": t} for t in range(10)]
+    frames = [rng.integers(100, 4000, (16, 24)).astype(np.uint16) for _ in axes]
+    release, started = threading.Event(), threading.Event()
+    given = {}
+
+    def denoise(frame, a, following):
+        started.set()
+        assert release.wait(30)
+        given[a["time"]] = [f.copy() for f in following]
+        return frame.astype(np.float32) + 1
+
+    writer = DenoisedWriter(denoise, tmp_path, "denoised", max_queued=2, lookahead=2).start()
+    for a, f in zip(axes, frames, strict=True):
+        writer.submit(a, f)
+    assert started.wait(30)  # frame 0 is being denoised; the others wait
+    parked = list(tmp_path.glob(".livedenoise-spill-*/*.npy"))
+    assert writer.spilled == len(parked) >= 6  # at most 2 in memory (+ the frame being denoised)
+    release.set()
+    assert writer.finish(progress=False) == 10 and not writer.errors
+    assert not list(tmp_path.glob(".livedenoise-spill-*"))  # removed: only what the writer wrote
+    for t in range(10):
+        want = frames[t + 1:t + 3]
+        assert len(given[t]) == len(want)
+        for f, w in zip(given[t], want, strict=True):
+            np.testing.assert_array_equal(f, w)
+    ds = open_dataset(writer.path)
+    for t in range(10):
+        np.testing.assert_array_equal(ds.read_frame((t,)), frames[t] + 1)
+    ds.close()
+
+
+def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_none(tmp_path, monkeypatch, caplog):
+    import livedenoise.acquisition.spill as spill
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spill.np, "save", full)
+    release = threading.Event()
+    writer = DenoisedWriter(lambda f, a: (release.wait(30), f.astype(np.float32))[1], tmp_path, "denoised",
+                            max_queued=1).start()
+    frames = [np.full((8, 8), 100 + t, np.uint16) for t in range(6)]
+    with caplog.at_level("WARNING", logger="livedenoise"):
+        for t, f in enumerate(frames):
+            writer.submit({"time": t}, f)
+        release.set()
+        assert writer.finish(progress=False) == 6 and not writer.errors
+    assert writer.spilled == 0  # nothing parked: every frame waited in memory
+    assert sum("could not park frames on disk" in r.getMessage() for r in caplog.records) == 1
+    assert not list(tmp_path.glob(".livedenoise-spill-*/*"))
+    ds = open_dataset(writer.path)
+    for t in range(6):
+        np.testing.assert_array_equal(ds.read_frame((t,)), frames[t])
+    ds.close()

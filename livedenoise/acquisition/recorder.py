@@ -2,7 +2,8 @@
 
 Fed from the acquisition's frame hook with calls that never block. :class:`DenoisedWriter` records *every*
 frame: it queues frames up to a bound and, past it, remembers only their axes and re-reads the pixels from
-the raw dataset on disk later, so memory stays bounded and nothing is lost; after the acquisition ends it
+the raw dataset on disk later (or, where the raw data cannot be read back, from its own parking folder:
+:mod:`livedenoise.acquisition.spill`), so memory stays bounded and nothing is lost; after the acquisition ends it
 catches up, with progress. (The display, which may drop frames, is :mod:`livedenoise.acquisition.display`.)
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from livedenoise.acquisition.axes import TIME_AXES, axes_key, series_key
 from livedenoise.acquisition.priority import lower_this_thread_priority
+from livedenoise.acquisition.spill import SpillStore
 from livedenoise.errors import ConfigError
 
 log = logging.getLogger("livedenoise")
@@ -47,8 +49,10 @@ class DenoisedWriter:
     Frames are denoised in this writer's own thread by ``denoise(frame, axes)``, at a lower scheduling priority than
     the acquisition and the display (:mod:`livedenoise.acquisition.priority`). Up to ``max_queued`` frames wait
     in memory; past that only their axes are kept and the pixels are read back from the raw dataset (``read_raw``)
-    when the writer gets to them. Denoised values are in camera units (ADU), rounded and clipped to
-    the camera dtype because NDTiff stores only 8/16-bit integers; the count of clipped pixels is kept.
+    when the writer gets to them; without ``read_raw`` they are parked on disk in a hidden folder of ``directory``
+    until then (:class:`~livedenoise.acquisition.spill.SpillStore`, removed when the writer finishes). Denoised
+    values are in camera units (ADU), rounded and clipped to the camera dtype because NDTiff stores only 8/16-bit
+    integers; the count of clipped pixels is kept.
     ``frame_metadata(axes)`` adds to each frame's ``livedenoise`` metadata (e.g. the model that denoised it).
     ``offer_wait_s``: how long after a frame was submitted the writer waits for the display's result of it
     (:meth:`offer_denoised`) before denoising it itself. The display usually has it within a frame or two; without
@@ -87,6 +91,8 @@ class DenoisedWriter:
         self.directory = Path(directory)
         self.name = name
         self._read_raw = read_raw
+        #: where frames past ``max_queued`` wait when they cannot be read back from the raw dataset
+        self._spill = SpillStore(self.directory) if read_raw is None else None
         self._max_queued = max_queued
         self._summary = summary_metadata or {}
         self._frame_metadata = frame_metadata  # called in this writer's thread right after each frame is denoised
@@ -122,22 +128,26 @@ class DenoisedWriter:
         return self
 
     def submit(self, axes: dict, raw: np.ndarray | None) -> None:
-        """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept."""
+        """Queue a frame (never waits for the model). Past ``max_queued`` in memory, only its axes are kept: its
+        pixels are read back later with ``read_raw``, or, without it, parked on disk until their turn
+        (:class:`~livedenoise.acquisition.spill.SpillStore`; kept in memory if the disk refuses them)."""
         now = time.perf_counter()
+        key = axes_key(axes)
+        parked = False
+        if raw is not None and self._spill is not None:
+            with self._cond:
+                full = self._in_memory >= self._max_queued
+            if full:  # written outside the lock: the writer thread goes on meanwhile
+                parked = self._spill.put(key, raw)
         with self._cond:
             number = self.submitted
-            self._number_of[axes_key(axes)] = number
-            if raw is not None and self._in_memory < self._max_queued:
+            self._number_of[key] = number
+            if raw is not None and not parked and (self._in_memory < self._max_queued or self._spill is not None):
                 self._queue.append((dict(axes), raw, now, number))
                 self._in_memory += 1
             else:
-                if self._read_raw is None and raw is not None:
-                    # No way to re-read it later: keep it in memory rather than lose it.
-                    self._queue.append((dict(axes), raw, now, number))
-                    self._in_memory += 1
-                else:
-                    self._queue.append((dict(axes), None, now, number))
-                    self.spilled += 1
+                self._queue.append((dict(axes), None, now, number))
+                self.spilled += 1
             self.submitted += 1
             self._cond.notify()
 
@@ -190,12 +200,17 @@ class DenoisedWriter:
                 k = axes_key(a)
                 r = self._peeked.get(k)
                 if r is None:
-                    r = self._read_raw(a)  # type: ignore[misc]
+                    r = self._read_back(a)
                     self._peeked[k] = r  # taken back at its own turn, which comes soon: it is near the queue's head
                     while len(self._peeked) > PEEKED_MAX:
                         self._peeked.popitem(last=False)
             pixels.append(r)
         return pixels
+
+    @property
+    def parked(self) -> int:
+        """Frames parked on disk until their turn (a writer without ``read_raw``; see :meth:`submit`)."""
+        return self.spilled if self._spill is not None else 0
 
     @property
     def backlog(self) -> int:
@@ -242,7 +257,7 @@ class DenoisedWriter:
                 if raw is None:
                     raw = self._peeked.pop(key, None)
                 if raw is None:
-                    raw = self._read_raw(axes)  # type: ignore[misc]
+                    raw = self._read_back(axes)
                 if out is None:
                     out = (self._denoise(raw, axes, self._following(axes)) if self._lookahead  # type: ignore[call-arg]
                            else self._denoise(raw, axes))
@@ -265,6 +280,15 @@ class DenoisedWriter:
                 if len(self.errors) < 20:
                     self.errors.append(msg)
                 log.warning("denoised writer: %s", msg)
+            if self._spill is not None:
+                self._spill.drop(key)
+
+    def _read_back(self, axes: dict) -> np.ndarray:
+        """The pixels of a frame queued without them: from the raw dataset (``read_raw``), or where it was parked."""
+        if self._read_raw is not None:
+            return self._read_raw(axes)
+        assert self._spill is not None  # a writer without read_raw parks what it cannot keep
+        return self._spill.get(axes_key(axes))
 
     def finish(self, progress: bool = True, timeout: float | None = None) -> int:
         """Catch up on every queued frame (with a progress bar), close the dataset, return frames written."""
@@ -280,6 +304,11 @@ class DenoisedWriter:
                     update(self.written + len(self.errors), total)
                     self._thread.join(0.2)
         self._thread.join(timeout)
+        if self._spill is not None:
+            if self._thread.is_alive():  # timed out: the frames still parked are still needed
+                log.warning("denoised writer: %d frames still wait in %s", len(self._spill), self._spill.path)
+            else:
+                self._spill.close()
         if self._dataset is not None:
             self._dataset.finish()
             self._dataset.close()

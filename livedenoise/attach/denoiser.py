@@ -132,6 +132,8 @@ class AttachReport:
     display_dropped: int = 0  #: display frames replaced by a newer one before the model got to them
     frames_written: int = 0
     frames_reread: int = 0  #: frames the recorder read back from the raw dataset instead of holding in memory
+    #: frames the recorder parked on disk until it got to them (no ``read_raw``), instead of holding them in memory
+    frames_parked: int = 0
     denoised_path: str | None = None
     channels: dict[str, dict] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -147,6 +149,8 @@ class AttachReport:
                      f"{'one' if self.display_dropped == 1 else 'ones'} skipped)")
         if self.denoised_path:
             parts.append(f"{self.frames_written} denoised frames written to {self.denoised_path}")
+        if self.frames_parked:
+            parts.append(f"{_plural(self.frames_parked, 'frame')} parked on disk while the recorder caught up")
         if self.errors:
             parts.append(f"{len(self.errors)} errors (first: {self.errors[0]})")
         return "; ".join(parts)
@@ -160,7 +164,7 @@ class AttachedDenoiser:
     channel name, a model or ``None`` to leave that channel raw. ``output``: a folder to record every
     denoised frame in (an NDTiff dataset called ``name``); ``None`` records nothing. ``display``: called
     in a worker thread with each :class:`DenoisedFrame` shown (newest wins). ``read_raw(axes)``: reads a
-    saved raw frame back, so the recorder need not hold a backlog in memory. ``calibration``: the camera's
+    saved raw frame back, so the recorder need not park its backlog on disk itself. ``calibration``: the camera's
     per-pixel maps (``livedenoise calibrate-camera``), used by every channel's noise fit. ``threads``: torch
     CPU threads for the models (process-wide; leave a core to the acquisition where it needs the CPU).
     ``display_fps``: at most this many display frames denoised per second (``None``: as many as the model
@@ -171,11 +175,11 @@ class AttachedDenoiser:
     :class:`~livedenoise.inference.Denoiser`): ``"bf16"`` roughly halves the CPU time per frame on CPUs with
     native bfloat16, at the quality cost the README's precision table measures. ``second_pass``: with the
     temporal backbone, also denoise each frame's motion-compensated average with the frames before it (better,
-    at a second 2-D pass per frame; :mod:`livedenoise.second_pass`). ``recorded_window``: with a temporal model and
-    ``read_raw`` (which the pycromanager attachment sets once frames are saved), ``"centred"`` (default) records
-    each frame fused with the frames of its field before and after it, as batch denoising does (the recorder waits
-    for them: its later frames are read back from the raw data past ``max_queued``); ``"causal"``, or no
-    ``read_raw`` (every waiting frame would stay in memory), the frames before it, as the display shows it.
+    at a second 2-D pass per frame; :mod:`livedenoise.second_pass`). ``recorded_window``: with a temporal model,
+    ``"centred"`` (default) records each frame fused with the frames of its field before and after it, as batch
+    denoising does (the recorder waits for them; past ``max_queued`` the frames waiting are read back from the raw
+    data with ``read_raw``, or without it parked on disk beside the denoised dataset until their turn);
+    ``"causal"`` records the frames before it, as the display shows it.
     """
 
     def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *,
@@ -306,7 +310,7 @@ class AttachedDenoiser:
         if self._output is not None:
             if self._writer is None:
                 # With read_raw the recorder's backlog past max_queued is re-read from the raw data; without it
-                # frames stay in memory, as nothing may be lost.
+                # the writer parks it on disk beside the denoised dataset until its turn.
                 self._writer = DenoisedWriter(self._denoise_for_record, self._output, self._name,
                                               read_raw=self._read_for_writer if self.read_raw is not None else None,
                                               max_queued=self._max_queued,
@@ -365,8 +369,8 @@ class AttachedDenoiser:
 
     def _recorder_lookahead(self) -> int:
         """Later frames of its field each recorded frame is fused with (``recorded_window``): the widest temporal
-        model's window less one, where frames can be read back (``read_raw``); else 0."""
-        if self._recorded_window != "centred" or self.read_raw is None:
+        model's window less one; 0 for ``recorded_window="causal"``."""
+        if self._recorded_window != "centred":
             return 0
         windows = [int(getattr(ch.model, "window", DEFAULT_WINDOW))
                    for ch in (self._checkpoint(c) for c in self._choices.values() if c is not None)
@@ -575,6 +579,7 @@ class AttachedDenoiser:
         r.errors = list(stats.errors)
         if self._writer is not None:
             r.frames_written = self._writer.written
+            r.frames_parked = self._writer.parked
             r.errors += self._writer.errors
             r.denoised_path = str(self._writer.path) if self._writer.path else None
         r.channels = {str(k) if k is not None else "(all)": {"model": s.model, "noise_model": s.noise,
