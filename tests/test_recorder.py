@@ -269,8 +269,15 @@ def test_without_read_raw_the_backlog_past_max_queued_is_parked_on_disk_and_remo
     for a, f in zip(axes, frames, strict=True):
         writer.submit(a, f)
     assert started.wait(30)  # frame 0 is being denoised; the others wait
+    deadline = time.monotonic() + 30
+    # the writer's parking thread: at most 2 in memory besides the frame being denoised (wait for a file being
+    # written to be counted)
+    while writer.spilled < 7 or writer.spilled != len(list(tmp_path.glob(".livedenoise-spill-*/*.npy"))):
+        assert time.monotonic() < deadline, writer.spilled
+        time.sleep(0.05)
     parked = list(tmp_path.glob(".livedenoise-spill-*/*.npy"))
-    assert writer.spilled == len(parked) >= 6  # at most 2 in memory (+ the frame being denoised)
+    # no more than needed: 7, or 8 when parking began before the writer took frame 0 out of the queue
+    assert writer.spilled == writer.parked == len(parked) and 7 <= len(parked) <= 8
     release.set()
     assert writer.finish(progress=False) == 10 and not writer.errors
     assert not list(tmp_path.glob(".livedenoise-spill-*"))  # removed: only what the writer wrote
@@ -299,6 +306,10 @@ def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_no
     with caplog.at_level("WARNING", logger="livedenoise"):
         for t, f in enumerate(frames):
             writer.submit({"time": t}, f)
+        deadline = time.monotonic() + 30
+        while not any("could not park" in r.getMessage() for r in caplog.records):  # the parking thread tried
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         release.set()
         assert writer.finish(progress=False) == 6 and not writer.errors
     assert writer.spilled == 0  # nothing parked: every frame waited in memory
@@ -308,3 +319,34 @@ def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_no
     for t in range(6):
         np.testing.assert_array_equal(ds.read_frame((t,)), frames[t])
     ds.close()
+
+
+def test_handing_a_frame_over_never_waits_for_the_disk_that_parks_it(tmp_path, monkeypatch):
+    """The frames past max_queued are parked by the writer's own thread: a disk that takes seconds per frame does not
+    slow submit (the acquisition's thread); they wait in memory meanwhile, and every frame is written."""
+    import livedenoise.acquisition.spill as spill
+
+    disk = threading.Event()
+    original = spill.SpillStore.put
+
+    def slow_put(self, key, frame):
+        disk.wait(30)
+        return original(self, key, frame)
+
+    monkeypatch.setattr(spill.SpillStore, "put", slow_put)
+    release = threading.Event()
+    writer = DenoisedWriter(lambda f, a: (release.wait(30), f.astype(np.float32))[1], tmp_path, "denoised",
+                            max_queued=2).start()
+    frames = [np.full((8, 8), 100 + t, np.uint16) for t in range(8)]
+    t0 = time.perf_counter()
+    for t, f in enumerate(frames):
+        writer.submit({"time": t}, f)
+    assert time.perf_counter() - t0 < 5  # not 30 s per frame: submit never waited for the blocked disk
+    disk.set()
+    release.set()
+    assert writer.finish(progress=False) == 8 and not writer.errors
+    ds = open_dataset(writer.path)
+    for t in range(8):
+        np.testing.assert_array_equal(ds.read_frame((t,)), frames[t])
+    ds.close()
+    assert not list(tmp_path.glob(".livedenoise-spill-*"))

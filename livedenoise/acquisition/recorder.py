@@ -122,34 +122,65 @@ class DenoisedWriter:
         self._dataset: Any = None  # an ndstorage NDTiffDataset once the first frame arrives
         self.path: Path | None = None
         self._thread = threading.Thread(target=self._run, name="livedenoise-writer", daemon=True)
+        self._parking_done = False
+        self._parker = None if self._spill is None else threading.Thread(target=self._park, daemon=True,
+                                                                          name="livedenoise-writer-parking")
 
     def start(self) -> DenoisedWriter:
         self._thread.start()
+        if self._parker is not None:
+            self._parker.start()
         return self
 
     def submit(self, axes: dict, raw: np.ndarray | None) -> None:
-        """Queue a frame (never waits for the model). Past ``max_queued`` in memory, only its axes are kept: its
-        pixels are read back later with ``read_raw``, or, without it, parked on disk until their turn
-        (:class:`~livedenoise.acquisition.spill.SpillStore`; kept in memory if the disk refuses them)."""
+        """Queue a frame (never blocks). Past ``max_queued`` in memory, only its axes are kept: its pixels are read
+        back later with ``read_raw``, or, without it, parked on disk meanwhile by a thread of this writer
+        (:meth:`_park`), so that the caller never waits for a disk."""
         now = time.perf_counter()
-        key = axes_key(axes)
-        parked = False
-        if raw is not None and self._spill is not None:
-            with self._cond:
-                full = self._in_memory >= self._max_queued
-            if full:  # written outside the lock: the writer thread goes on meanwhile
-                parked = self._spill.put(key, raw)
         with self._cond:
             number = self.submitted
-            self._number_of[key] = number
-            if raw is not None and not parked and (self._in_memory < self._max_queued or self._spill is not None):
+            self._number_of[axes_key(axes)] = number
+            if raw is not None and (self._in_memory < self._max_queued or self._spill is not None):
                 self._queue.append((dict(axes), raw, now, number))
                 self._in_memory += 1
             else:
                 self._queue.append((dict(axes), None, now, number))
                 self.spilled += 1
             self.submitted += 1
-            self._cond.notify()
+            self._cond.notify_all()
+
+    def _park(self) -> None:
+        """The parking thread of a writer without ``read_raw``: while more than ``max_queued`` frames wait in memory,
+        writes the newest of them to disk (:class:`~livedenoise.acquisition.spill.SpillStore`) and drops its pixels
+        from the queue; the writer reads them back at their turn. If the disk refuses a frame, the frames stay in
+        memory from then on (nothing may be lost)."""
+        lower_this_thread_priority("the denoised-frame recorder's parking")
+        assert self._spill is not None
+        while True:
+            with self._cond:
+                while not self._parking_done and (self._in_memory <= self._max_queued or self._closing):
+                    self._cond.wait()
+                if self._parking_done:
+                    return
+                entry = next((e for e in reversed(self._queue) if e[1] is not None), None)
+            if entry is None:  # counted but not queued: cannot happen; do not spin
+                time.sleep(0.01)
+                continue
+            axes, raw, queued_at, number = entry
+            key = axes_key(axes)
+            if not self._spill.put(key, raw):
+                with self._cond:
+                    self._parking_done = True  # the disk refuses: keep every frame in memory from now on
+                return
+            with self._cond:
+                for i in range(len(self._queue) - 1, -1, -1):
+                    if self._queue[i][3] == number:
+                        self._queue[i] = (axes, None, queued_at, number)
+                        self._in_memory -= 1
+                        self.spilled += 1
+                        break
+                else:  # the writer took it meanwhile, with its pixels
+                    self._spill.drop(key)
 
     def offer_denoised(self, axes: dict, denoised: np.ndarray) -> None:
         """Hand over a frame the display worker has already denoised, so it is not computed twice (dropped when the
@@ -304,8 +335,12 @@ class DenoisedWriter:
                     update(self.written + len(self.errors), total)
                     self._thread.join(0.2)
         self._thread.join(timeout)
-        if self._spill is not None:
-            if self._thread.is_alive():  # timed out: the frames still parked are still needed
+        if self._spill is not None and self._parker is not None:
+            with self._cond:
+                self._parking_done = True
+                self._cond.notify_all()
+            self._parker.join(timeout)
+            if self._thread.is_alive() or self._parker.is_alive():  # timed out: the parked frames are still needed
                 log.warning("denoised writer: %d frames still wait in %s", len(self._spill), self._spill.path)
             else:
                 self._spill.close()
