@@ -50,7 +50,7 @@ SOURCES: dict[str, str] = {
     "adapt-sim-psf03": "2026-12-05-adapt-sim-psf03/adapt-sim.json",
     "live-temporal-lite": ("2026-12-05-live-temporal-lite/live.json",),
     "backbones": "2026-12-04-backbone-gpu/backbone.json",
-    "pairs": "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
+    "pairs": "2026-12-06-pairs-shipped/pairs.json",
     "pairs-lr": ("2026-12-03-pairs-quick/pairs-quick.json", "2026-12-03-pairs-quick-lr1e-4/pairs-quick.json",
                  "2026-12-03-pairs-quick-lr3e-5/pairs-quick.json"),
     "noise-fit": ("2026-12-03-noise-fit-before/dev-pairs.json", "2026-12-03-noise-fit-after/dev-pairs.json"),

@@ -216,6 +216,11 @@ def test_a_temporal_model_records_each_field_with_centred_windows_with_or_withou
         for t in range(6):  # the acquisition interleaves the two positions
             for p in range(2):
                 den.submit(frames[(p, t)], {"time": t, "position": p})
+        if reader is None:  # the frames waiting for their later frames are parked (before close ends the parking)
+            deadline = time.monotonic() + 60
+            while den._writer.parked < 1 and den._writer.written < 12:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
         report = den.close(progress=False)
         assert report.frames_written == 12 and not report.errors
         assert not list((tmp_path / window).glob(".livedenoise-spill-*"))
@@ -266,6 +271,10 @@ def test_handing_over_a_frame_never_waits_for_the_model(tmp_path, monkeypatch):
         den.submit(frames[(0, t)], {"time": t})
     assert started.wait(20)
     handed_over_while_blocked = den.report.frames_submitted
+    deadline = time.monotonic() + 30
+    while den._writer.parked < 1:  # the recorder's backlog past max_queued goes to disk meanwhile
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     release.set()
     report = den.close(progress=False)
     assert handed_over_while_blocked == 12 and not timed_out  # every submit returned while the model was stuck

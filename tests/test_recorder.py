@@ -266,18 +266,20 @@ def test_without_read_raw_the_backlog_past_max_queued_is_parked_on_disk_and_remo
         return frame.astype(np.float32) + 1
 
     writer = DenoisedWriter(denoise, tmp_path, "denoised", max_queued=2, lookahead=2).start()
-    for a, f in zip(axes, frames, strict=True):
+    for a, f in zip(axes[:3], frames[:3], strict=True):
         writer.submit(a, f)
-    assert started.wait(30)  # frame 0 is being denoised; the others wait
+    assert started.wait(30)  # frame 0 is being denoised (out of the queue); frames 1 and 2 wait in memory
+    for a, f in zip(axes[3:], frames[3:], strict=True):
+        writer.submit(a, f)
     deadline = time.monotonic() + 30
-    # the writer's parking thread: at most 2 in memory besides the frame being denoised (wait for a file being
-    # written to be counted)
+    # the writer's parking thread: at most 2 in memory besides the frame being denoised (and a file being written
+    # counted once it is complete)
     while writer.spilled < 7 or writer.spilled != len(list(tmp_path.glob(".livedenoise-spill-*/*.npy"))):
         assert time.monotonic() < deadline, writer.spilled
         time.sleep(0.05)
+    time.sleep(0.3)
     parked = list(tmp_path.glob(".livedenoise-spill-*/*.npy"))
-    # no more than needed: 7, or 8 when parking began before the writer took frame 0 out of the queue
-    assert writer.spilled == writer.parked == len(parked) and 7 <= len(parked) <= 8
+    assert writer.spilled == writer.parked == len(parked) == 7  # the newest 7; no more than needed
     release.set()
     assert writer.finish(progress=False) == 10 and not writer.errors
     assert not list(tmp_path.glob(".livedenoise-spill-*"))  # removed: only what the writer wrote
@@ -292,13 +294,21 @@ def test_without_read_raw_the_backlog_past_max_queued_is_parked_on_disk_and_remo
     ds.close()
 
 
-def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_none(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("refusal", ["write fails", "room kept for raw data"])
+def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_none(tmp_path, monkeypatch, caplog,
+                                                                                    refusal):
+    """A disk that fails the write (full) or would keep less than KEEP_FREE_BYTES free (that room is the raw data's):
+    the frames wait in memory, one warning says why, and every frame is written."""
     import livedenoise.acquisition.spill as spill
 
-    def full(*_args, **_kwargs):
-        raise OSError(28, "No space left on device")
+    if refusal == "write fails":
+        def full(path, _frame):
+            path.write_bytes(b"\x93NUMPY")  # a partial file, then the disk is full
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spill.np, "save", full)
+        monkeypatch.setattr(spill, "_write", full)
+    else:
+        monkeypatch.setattr(spill, "KEEP_FREE_BYTES", 1 << 62)
     release = threading.Event()
     writer = DenoisedWriter(lambda f, a: (release.wait(30), f.astype(np.float32))[1], tmp_path, "denoised",
                             max_queued=1).start()
@@ -314,7 +324,7 @@ def test_a_disk_that_refuses_the_parked_frames_keeps_them_in_memory_and_loses_no
         assert writer.finish(progress=False) == 6 and not writer.errors
     assert writer.spilled == 0  # nothing parked: every frame waited in memory
     assert sum("could not park frames on disk" in r.getMessage() for r in caplog.records) == 1
-    assert not list(tmp_path.glob(".livedenoise-spill-*/*"))
+    assert not list(tmp_path.glob(".livedenoise-spill-*"))  # no partial file, no folder left
     ds = open_dataset(writer.path)
     for t in range(6):
         np.testing.assert_array_equal(ds.read_frame((t,)), frames[t])
@@ -342,6 +352,7 @@ def test_handing_a_frame_over_never_waits_for_the_disk_that_parks_it(tmp_path, m
     for t, f in enumerate(frames):
         writer.submit({"time": t}, f)
     assert time.perf_counter() - t0 < 5  # not 30 s per frame: submit never waited for the blocked disk
+    assert writer.parked == 0  # the parking thread is stuck in the disk, the frames wait in memory
     disk.set()
     release.set()
     assert writer.finish(progress=False) == 8 and not writer.errors

@@ -41,6 +41,8 @@ WRITTEN_KEYS_KEPT = 4096
 
 #: At most this many following frames read back from disk wait for their own turn (:meth:`DenoisedWriter._following`).
 PEEKED_MAX = 64
+#: Seconds before a writer whose disk refused a frame tries parking frames again (:meth:`DenoisedWriter._park`).
+PARK_RETRY_S = 5.0
 
 
 class DenoisedWriter:
@@ -109,7 +111,8 @@ class DenoisedWriter:
         if int(lookahead) < 0:
             raise ValueError(f"lookahead {lookahead!r} is invalid; expected a number of frames >= 0")
         self._lookahead = int(lookahead)
-        self._peeked: OrderedDict[tuple, np.ndarray] = OrderedDict()  # following frames read back from disk
+        # following frames read back from disk, by submission number
+        self._peeked: OrderedDict[int, np.ndarray] = OrderedDict()
         self.reused = 0
         self._in_memory = 0
         self._cond = threading.Condition()
@@ -152,8 +155,9 @@ class DenoisedWriter:
     def _park(self) -> None:
         """The parking thread of a writer without ``read_raw``: while more than ``max_queued`` frames wait in memory,
         writes the newest of them to disk (:class:`~livedenoise.acquisition.spill.SpillStore`) and drops its pixels
-        from the queue; the writer reads them back at their turn. If the disk refuses a frame, the frames stay in
-        memory from then on (nothing may be lost)."""
+        from the queue; the writer reads them back at their turn. When the disk refuses a frame (full, gone, or
+        within :data:`~livedenoise.acquisition.spill.KEEP_FREE_BYTES` of full: that room is the raw data's), the
+        frames stay in memory and parking is tried again :data:`PARK_RETRY_S` later (nothing may be lost)."""
         lower_this_thread_priority("the denoised-frame recorder's parking")
         assert self._spill is not None
         while True:
@@ -167,11 +171,11 @@ class DenoisedWriter:
                 time.sleep(0.01)
                 continue
             axes, raw, queued_at, number = entry
-            key = axes_key(axes)
-            if not self._spill.put(key, raw):
-                with self._cond:
-                    self._parking_done = True  # the disk refuses: keep every frame in memory from now on
-                return
+            if not self._spill.put(number, raw):
+                with self._cond:  # keep them in memory for now; try again later
+                    self._cond.wait_for(lambda: self._parking_done, PARK_RETRY_S)
+                continue
+            taken = False
             with self._cond:
                 for i in range(len(self._queue) - 1, -1, -1):
                     if self._queue[i][3] == number:
@@ -179,8 +183,10 @@ class DenoisedWriter:
                         self._in_memory -= 1
                         self.spilled += 1
                         break
-                else:  # the writer took it meanwhile, with its pixels
-                    self._spill.drop(key)
+                else:
+                    taken = True  # the writer took it meanwhile, with its pixels
+            if taken:
+                self._spill.drop(number)  # outside the lock: submit never waits for a disk
 
     def offer_denoised(self, axes: dict, denoised: np.ndarray) -> None:
         """Hand over a frame the display worker has already denoised, so it is not computed twice (dropped when the
@@ -220,19 +226,18 @@ class DenoisedWriter:
         series = series_key(axes)
         with self._cond:
             while True:
-                ahead = list(islice(((a, r) for a, r, _, _ in self._queue if series_key(a) == series),
+                ahead = list(islice(((a, r, n) for a, r, _, n in self._queue if series_key(a) == series),
                                     self._lookahead))
                 if len(ahead) >= self._lookahead or self._closing:
                     break
                 self._cond.wait()
         pixels = []
-        for a, r in ahead:
+        for a, r, n in ahead:
             if r is None:
-                k = axes_key(a)
-                r = self._peeked.get(k)
+                r = self._peeked.get(n)
                 if r is None:
-                    r = self._read_back(a)
-                    self._peeked[k] = r  # taken back at its own turn, which comes soon: it is near the queue's head
+                    r = self._read_back(a, n)
+                    self._peeked[n] = r  # taken back at its own turn, which comes soon: it is near the queue's head
                     while len(self._peeked) > PEEKED_MAX:
                         self._peeked.popitem(last=False)
             pixels.append(r)
@@ -240,7 +245,7 @@ class DenoisedWriter:
 
     @property
     def parked(self) -> int:
-        """Frames parked on disk until their turn (a writer without ``read_raw``; see :meth:`submit`)."""
+        """Frames parked on disk so far, each until its turn (a running total; a writer without ``read_raw``)."""
         return self.spilled if self._spill is not None else 0
 
     @property
@@ -286,9 +291,9 @@ class DenoisedWriter:
                     self._written_keys.popitem(last=False)
             try:
                 if raw is None:
-                    raw = self._peeked.pop(key, None)
+                    raw = self._peeked.pop(number, None)
                 if raw is None:
-                    raw = self._read_back(axes)
+                    raw = self._read_back(axes, number)
                 if out is None:
                     out = (self._denoise(raw, axes, self._following(axes)) if self._lookahead  # type: ignore[call-arg]
                            else self._denoise(raw, axes))
@@ -312,14 +317,15 @@ class DenoisedWriter:
                     self.errors.append(msg)
                 log.warning("denoised writer: %s", msg)
             if self._spill is not None:
-                self._spill.drop(key)
+                self._spill.drop(number)
 
-    def _read_back(self, axes: dict) -> np.ndarray:
-        """The pixels of a frame queued without them: from the raw dataset (``read_raw``), or where it was parked."""
+    def _read_back(self, axes: dict, number: int) -> np.ndarray:
+        """The pixels of frame ``number`` (``axes``), queued without them: from the raw dataset (``read_raw``), or
+        where it was parked."""
         if self._read_raw is not None:
             return self._read_raw(axes)
         assert self._spill is not None  # a writer without read_raw parks what it cannot keep
-        return self._spill.get(axes_key(axes))
+        return self._spill.get(number)
 
     def finish(self, progress: bool = True, timeout: float | None = None) -> int:
         """Catch up on every queued frame (with a progress bar), close the dataset, return frames written."""
@@ -334,14 +340,16 @@ class DenoisedWriter:
                 while self._thread.is_alive():
                     update(self.written + len(self.errors), total)
                     self._thread.join(0.2)
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._thread.join(timeout)
         if self._spill is not None and self._parker is not None:
             with self._cond:
                 self._parking_done = True
                 self._cond.notify_all()
-            self._parker.join(timeout)
+            self._parker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if self._thread.is_alive() or self._parker.is_alive():  # timed out: the parked frames are still needed
-                log.warning("denoised writer: %d frames still wait in %s", len(self._spill), self._spill.path)
+                log.warning("denoised writer: %d frames still wait in %s (not removed: the writer has not finished)",
+                            len(self._spill), self._spill.path)
             else:
                 self._spill.close()
         if self._dataset is not None:
