@@ -361,3 +361,26 @@ def test_handing_a_frame_over_never_waits_for_the_disk_that_parks_it(tmp_path, m
         np.testing.assert_array_equal(ds.read_frame((t,)), frames[t])
     ds.close()
     assert not list(tmp_path.glob(".livedenoise-spill-*"))
+
+
+def test_a_parking_folder_left_by_a_crashed_recorder_is_named_and_kept(tmp_path, caplog):
+    """A folder an earlier recorder left (it crashed before finishing) is named in a warning when frames are parked
+    again into the same output folder, and never removed: another process may still be recording into it."""
+    old = tmp_path / ".livedenoise-spill-0123456789ab"
+    old.mkdir()
+    (old / "0.npy").write_bytes(b"x" * 1000)
+    release = threading.Event()
+    writer = DenoisedWriter(lambda f, a: (release.wait(30), f.astype(np.float32))[1], tmp_path, "denoised",
+                            max_queued=1).start()
+    with caplog.at_level("WARNING", logger="livedenoise"):
+        for t in range(5):
+            writer.submit({"time": t}, np.full((8, 8), 100 + t, np.uint16))
+        deadline = time.monotonic() + 30
+        while writer.parked < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        release.set()
+        assert writer.finish(progress=False) == 5 and not writer.errors
+    left = [r.getMessage() for r in caplog.records if "left in" in r.getMessage()]
+    assert len(left) == 1 and old.name in left[0]
+    assert (old / "0.npy").exists() and list(tmp_path.glob(".livedenoise-spill-*")) == [old]

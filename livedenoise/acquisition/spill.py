@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import uuid
+import weakref
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -26,9 +27,23 @@ log = logging.getLogger("livedenoise")
 
 #: Prefix of the folder a :class:`SpillStore` creates; the rest of its name is unique per store.
 SPILL_PREFIX = ".livedenoise-spill-"
+#: The stores of this process (their folders are not "left by an earlier recorder").
+_STORES: weakref.WeakSet[SpillStore] = weakref.WeakSet()
 #: A frame is parked only where at least this much disk stays free after it: that room belongs to the raw data and
 #: the denoised dataset, which often share the disk. Below it, frames wait in memory.
 KEEP_FREE_BYTES = 1024**3
+
+
+def _say_what_was_left(directory: Path) -> None:
+    """Warn about parking folders in ``directory`` that no store of this process made: a recorder that crashed (or
+    another process recording into the same folder) left them. Never removed here: one may still be in use."""
+    ours = {s.path for s in _STORES if s.path is not None}
+    left = sorted(p for p in directory.glob(f"{SPILL_PREFIX}*") if p.is_dir() and p not in ours)
+    if left:
+        size = sum(f.stat().st_size for p in left for f in p.glob("*") if f.is_file())
+        log.warning("denoised writer: %d parking folder(s) left in %s by an earlier recorder that did not finish "
+                    "(%s, %.1f MB); delete them once no acquisition records into this folder", len(left), directory,
+                    ", ".join(p.name for p in left), size / 1e6)
 
 
 def _write(path: Path, frame: np.ndarray) -> None:
@@ -54,6 +69,7 @@ class SpillStore:
         self._count = 0
         self.bytes_written = 0
         self._warned = False
+        _STORES.add(self)
 
     def _refuse(self, why: str) -> bool:
         if not self._warned:
@@ -69,6 +85,7 @@ class SpillStore:
             with self._lock:
                 if self.path is None:
                     self.directory.mkdir(parents=True, exist_ok=True)
+                    _say_what_was_left(self.directory)
                     path = self.directory / f"{SPILL_PREFIX}{uuid.uuid4().hex[:12]}"
                     path.mkdir()
                     self.path = path
