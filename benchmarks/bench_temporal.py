@@ -110,6 +110,73 @@ def simulate_series(photons: float, optics: str, frames: int, size: int, seed: i
                   np.stack(flat), np.stack(moving))
 
 
+#: Drift (px per frame, y and x, whole pixels as a stage reports them) and bleaching of real-structure time-lapses.
+REAL_DRIFT = (0.3, 0.5)
+REAL_BLEACH = 0.01
+
+
+def real_structures(folder: Path) -> list[Path]:
+    """One high-SNR image per set of a pair folder (``<set>/<name>_clean.tif``): the first, by name, at least 288 px
+    on each side (room for a 256² field and its drift)."""
+    import tifffile
+
+    picked = []
+    for set_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        for path in sorted(set_dir.glob("*_clean.tif")):
+            if min(tifffile.imread(path).shape[-2:]) >= 288:
+                picked.append(path)
+                break
+    return picked
+
+
+def real_structure_series(path: Path, photons: float, frames: int, size: int, seed: int) -> Series:
+    """A time-lapse on a real structure: the high-SNR image ``path`` (scaled to 0..1 by its 0.1/99.9 percentiles)
+    drifts (:data:`REAL_DRIFT`) and bleaches (:data:`REAL_BLEACH`), 12 Gaussian puncta (sigma 1.2 px, 0.8 of the
+    peak) random-walk over it (1.4 px rms per axis per frame), and the Zyla camera model of the simulator images it
+    at ``photons`` at the peak (background 5 %). The field is the ``size``² window with the most structure (largest
+    standard deviation on a 32-px grid). The structure is real, its optics are the image's own; the motion, the
+    bleaching and the camera are simulated: so the truth is known and the moving puncta can be scored apart."""
+    from types import SimpleNamespace
+
+    import tifffile
+
+    from simulators.camera import SCMOSCamera
+    from simulators.config import load_camera_preset
+
+    img = tifffile.imread(path).astype(np.float64)
+    img = img.reshape(-1, *img.shape[-2:])[0]
+    lo, hi = np.percentile(img, (0.1, 99.9))
+    img = np.clip((img - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    reach = [round(d * (frames - 1)) for d in REAL_DRIFT]
+    span = (size + reach[0], size + reach[1])
+    if img.shape[0] < span[0] or img.shape[1] < span[1]:
+        raise ValueError(f"{path}: {img.shape} is too small for a {size}² field drifting {reach} px")
+    corners = [(y, x) for y in range(0, img.shape[0] - span[0] + 1, 32)
+               for x in range(0, img.shape[1] - span[1] + 1, 32)]
+    y0, x0 = max(corners, key=lambda c: float(img[c[0]:c[0] + span[0], c[1]:c[1] + span[1]].std()))
+    field = img[y0:y0 + span[0], x0:x0 + span[1]]
+    cam = SCMOSCamera(load_camera_preset("andor-zyla-4.2"), roi=(size, size))
+    spots = rng.uniform(0, size, (12, 2))
+    yy, xx = np.mgrid[0:size, 0:size]
+    noisy, truth, flat, moving = [], [], [], []
+    for t in range(frames):
+        dy, dx = (round(d * t) for d in REAL_DRIFT)
+        base = field[dy:dy + size, dx:dx + size] * math.exp(-REAL_BLEACH * t)
+        puncta = np.zeros((size, size))
+        for y, x in spots:
+            puncta += 0.8 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.2**2))
+        expected_photons = photons * (0.05 + base + puncta)
+        moving.append(puncta * photons > 0.1 * photons)
+        flat.append(flat_truth(SimpleNamespace(camera=cam), expected_photons))
+        noisy.append(cam.expose(expected_photons, EXPOSURE_S, rng))
+        truth.append(cam.expected(expected_photons, EXPOSURE_S))
+        spots = np.clip(spots + rng.normal(0.0, 1.4, spots.shape), 0, size - 1)
+    name = f"{path.parent.name}/{path.name.removesuffix('_clean.tif')} {photons:g} ph"
+    return Series(name, photons, "real", np.stack(noisy), np.stack(truth).astype(np.float32), np.stack(flat),
+                  np.stack(moving))
+
+
 def _stack_normalizer(stack: np.ndarray):
     """The stack's noise fit in stabilised units (scale 1, unbiased inverse): what BM3D/BM4D get."""
     from livedenoise.noise_model import fit_noise_model
@@ -307,16 +374,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-deepcad", action="store_true", help="skip DeepCAD-RT (trained per case, --deepcad-budget)")
     ap.add_argument("--deepcad-budget", type=float, default=180.0,
                     help="DeepCAD-RT's training time per case in seconds (default 180, 1 torch thread)")
+    ap.add_argument("--structures", type=Path, metavar="PAIRS",
+                    help="instead of the simulator's slide, time-lapses on the high-SNR images of a pair folder (one "
+                         "per set, e.g. ../shared/data/real_pairs_dev): real structure, simulated drift, bleaching, "
+                         "moving puncta and camera, at 5 and 20 photons")
+    ap.add_argument("--no-bm3d", action="store_true", help="skip VST+BM3D frame by frame")
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = ap.parse_args(argv)
     logging.getLogger("livedenoise").setLevel(logging.ERROR)
-    cases = [(5.0, "confocal")] if args.quick else [(p, o) for p in PHOTONS for o in OPTICS]
     frames, size = (8, 128) if args.quick else (args.frames, args.size)
+    if args.structures is not None:
+        cases = [(p, path) for path in real_structures(args.structures) for p in (5.0, 20.0)]
+    else:
+        cases = [(5.0, "confocal")] if args.quick else [(p, o) for p in PHOTONS for o in OPTICS]
     results, models = [], {}
     for i, (photons, optics) in enumerate(cases):
-        s = simulate_series(photons, optics, frames, size, seed=424_000 + i)
+        s = (real_structure_series(optics, photons, frames, size, seed=525_000 + i) if isinstance(optics, Path)
+             else simulate_series(photons, optics, frames, size, seed=424_000 + i))
         raw = score_series(s, s.noisy.astype(np.float32))
-        entry = {"case": s.name, "photons": photons, "optics": optics, "frames": frames, "size": size,
+        entry = {"case": s.name, "photons": photons, "optics": s.optics, "frames": frames, "size": size,
                  "methods": {"raw": raw}, "seconds_per_frame": {}}
         runs = {  # called within this iteration only: the late binding of s is harmless
             "2-D " + args.frame_model: lambda: network(args.frame_model, s.noisy, "frames"),  # noqa: B023
@@ -330,9 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             models[label] = info
             entry["methods"][label] = score_series(s, out)
             entry["seconds_per_frame"][label] = sec
-        out, sec = vst_bm3d_frames(s.noisy)
-        entry["methods"]["VST+BM3D"] = score_series(s, out)
-        entry["seconds_per_frame"]["VST+BM3D"] = sec
+        if not args.no_bm3d:
+            out, sec = vst_bm3d_frames(s.noisy)
+            entry["methods"]["VST+BM3D"] = score_series(s, out)
+            entry["seconds_per_frame"]["VST+BM3D"] = sec
         if not args.no_bm4d:
             try:
                 out, sec = vst_bm4d(s.noisy)
@@ -356,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         f" {flag} {value}" for flag, value in (("--temporal", args.temporal), ("--frame-model", args.frame_model),
                                                ("--frames", args.frames), ("--size", args.size))
         if value is not None and str(value) != str(ap.get_default(flag.lstrip("-").replace("-", "_")))) + (
-        " --quick" if args.quick else "") + (" --no-bm4d" if args.no_bm4d else "") + (
+        " --quick" if args.quick else "") + (f" --structures {args.structures}" if args.structures else "") + (
+        " --no-bm3d" if args.no_bm3d else "") + (" --no-bm4d" if args.no_bm4d else "") + (
         " --no-deepcad" if args.no_deepcad else f" --deepcad-budget {args.deepcad_budget:g}")
     payload = {"machine": info, "models": models, "cases": results, "frames": frames, "size": size, "quick": args.quick,
                "command": command}

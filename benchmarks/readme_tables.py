@@ -45,6 +45,7 @@ SOURCES: dict[str, str] = {
     "speed-gpu": "2026-12-04-speed-gpu/speed.json",
     "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
     "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
+    "temporal-real": "2026-12-06-temporal-real-structure/temporal.json",
     "calibration": "2026-12-05-calibration/calibration.json",
     "adapt-sim": "2026-12-05-gat-target/adapt-sim.json",
     "adapt-sim-psf03": "2026-12-05-adapt-sim-psf03/adapt-sim.json",
@@ -877,7 +878,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
-    "speed-temporal-lite": speed_cpu, "temporal-lite": temporal,
+    "speed-temporal-lite": speed_cpu, "temporal-lite": temporal, "temporal-real": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "live-display-first": live_display_first,

@@ -205,6 +205,34 @@ def test_adapt_sim_table_calls_a_check_right_only_when_it_kept_exactly_the_fine_
     assert "Mean: backbone 26.67, chosen 26.63" in md  # (25.5 + 27.0 + 27.4) / 3
 
 
+def test_real_structure_time_lapses_drift_bleach_and_know_their_moving_puncta(common, tmp_path):
+    """bench_temporal --structures: a pair folder's high-SNR image (one per set, big enough) drifts by whole pixels,
+    bleaches, and carries moving puncta; the camera model images it; the truth without the pattern is known."""
+    import bench_temporal as bt
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    for name, side in (("small", 200), ("big", 320)):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "x_clean.tif", (rng.random((side, side)) * 200).astype(np.uint8))
+        tifffile.imwrite(tmp_path / name / "x_noisy.tif", np.zeros((side, side), np.uint8))
+    picked = bt.real_structures(tmp_path)
+    assert picked == [tmp_path / "big" / "x_clean.tif"]  # 200 px is too small for 256² and its drift
+    s = bt.real_structure_series(picked[0], 20.0, frames=9, size=256, seed=0)
+    assert s.name == "big/x 20 ph" and s.noisy.shape == s.flat.shape == s.moving.shape == (9, 256, 256)
+    assert s.noisy.dtype == np.uint16 and 0 < s.moving.mean() < 0.2
+    assert not np.array_equal(s.truth, s.flat)  # the camera's fixed pattern is in one truth only
+    # the structure drifts by whole pixels: frame 8 is frame 0 moved by (round(0.3*8), round(0.5*8)) = (2, 4) px,
+    # dimmer by the bleaching (compared where no punctum is, above the background)
+    still = ~s.moving[0][2:, 4:] & ~s.moving[8][:-2, :-4]
+    a, b = s.flat[0][2:, 4:][still], s.flat[8][:-2, :-4][still]
+    assert np.corrcoef(a, b)[0, 1] > 0.99 and 0.85 < np.median(b - b.min()) / np.median(a - a.min()) < 0.97
+    unshifted = np.corrcoef(s.flat[0][:-2, :-4][still], s.flat[8][:-2, :-4][still])[0, 1]
+    assert unshifted < 0.5  # in place, the frames do not match: the structure moved
+    with pytest.raises(ValueError, match="too small"):
+        bt.real_structure_series(tmp_path / "small" / "x_clean.tif", 5.0, frames=9, size=256, seed=0)
+
+
 def test_temporal_benchmark_series_know_their_moving_pixels_and_score_them_apart(common):
     import bench_temporal as bt
 
