@@ -77,6 +77,8 @@ print(json.dumps({"model": model, "side": side, "frames": frames, "max_queued": 
                   "written": report.frames_written, "expected": frames + 1,
                   "parked": getattr(report, "frames_parked", None), "errors": report.errors,
                   "livedenoise": livedenoise.__file__}))
+import shutil
+shutil.rmtree(out)  # the folder this run made (the denoised frames, up to GBs)
 """
 
 
