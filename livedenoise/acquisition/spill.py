@@ -57,8 +57,9 @@ class SpillStore:
     ``get``, ``drop`` and ``close`` (removes every file this store wrote, and its folder).
 
     The folder is created in ``directory`` on the first ``put``, named :data:`SPILL_PREFIX` + a random suffix, so
-    two recorders never share one and nothing but this store's own files is ever removed. Disk writes and removals
-    happen outside the store's lock, so a slow disk delays only the thread that writes.
+    two recorders never share one and nothing but this store's own files is ever removed. Frames are written, read
+    and removed outside the store's lock (only the folder's creation, once, holds it), so a slow disk delays only the
+    thread that waits for it.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -67,7 +68,6 @@ class SpillStore:
         self._files: dict[Hashable, Path] = {}
         self._lock = threading.Lock()
         self._count = 0
-        self.bytes_written = 0
         self._warned = False
         _STORES.add(self)
 
@@ -106,7 +106,6 @@ class SpillStore:
             return self._refuse(f"{exc.__class__.__name__}: {exc}")
         with self._lock:
             self._files[key] = target
-            self.bytes_written += int(frame.nbytes)
         return True
 
     def get(self, key: Hashable) -> np.ndarray:
