@@ -404,15 +404,20 @@ def test_resume_refuses_an_input_changed_in_place_where_the_file_fingerprint_doe
     state = tmp_path / "out" / ".livedenoise"
     done = [json.loads(line) for line in (state / "in.done.jsonl").read_text().splitlines()]
     assert len(done) >= 1 and all(len(d["input"]) == 32 for d in done)
-    # change one pixel of frame 0 past the first MiB, in place (what a re-export over the same file does)
+    assert {d["frames"] for d in done} == {1}  # one frame per block at this budget: block k is frame k
+    # Change one pixel of a frame whose block finished, past the first MiB, in place (what a re-export over the same
+    # file does). With two block threads any block may have finished first, so the log says which.
+    block = done[0]["block"]
     raw = bytearray(path.read_bytes())
     size = len(raw)
     with tifffile.TiffFile(path) as tif:
-        offset = tif.pages[0].dataoffsets[0] + 2 * (760 * 759 + 10)  # row 759 of frame 0
+        row = 759 if block == 0 else 0  # frame 0's last row lies past the first MiB
+        offset = tif.pages[block].dataoffsets[0] + 2 * (760 * row + 10)
     assert (1 << 20) < offset < size - (1 << 20)
     raw[offset] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(LivedenoiseError, match=r"in\.tif changed since the interrupted run \(the pixels of block 0"):
+    with pytest.raises(LivedenoiseError,
+                       match=rf"in\.tif changed since the interrupted run \(the pixels of block {block}\b"):
         run([path], tmp_path / "out", ckpt, resume=True)
     assert not (tmp_path / "out" / "in.ome.tif").exists()
 
