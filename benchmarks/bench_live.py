@@ -3,6 +3,7 @@
     python benchmarks/bench_live.py                          # fast and temporal, 2 sessions each, interleaved
     python benchmarks/bench_live.py --backbones fast,standard --repeats 1
     python benchmarks/bench_live.py --backbones fast,temporal,temporal-fusion   # temporal without its second pass
+    python benchmarks/bench_live.py --backbones temporal,temporal-one-pass      # its display in one pass
     python benchmarks/bench_live.py --backbones lite --interval-ms 50 --checkout before=/tmp/base \
         --demo-args "--roi 512x512 --precision bf16 --finetune-seconds 30 --frames 200"   # this tree against another
 
@@ -49,9 +50,10 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
     if folder.exists():
         shutil.rmtree(folder)  # only this benchmark's own run folder
     cli = Path(sys.executable).parent / "livedenoise"
-    # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass)
-    fusion_only = backbone == "temporal-fusion"
-    options = ["--backbone", "temporal", "--no-second-pass"] if fusion_only else ["--backbone", backbone]
+    # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass); "temporal-one-pass": its
+    # display in one pass (--one-pass)
+    options = {"temporal-fusion": ["--backbone", "temporal", "--no-second-pass"],
+               "temporal-one-pass": ["--backbone", "temporal", "--one-pass"]}.get(backbone, ["--backbone", backbone])
     env = dict(os.environ) if checkout is None else checkout_env(checkout)
     started = time.perf_counter()
     proc = subprocess.run([str(cli), "demo", *options, *(demo_args or []), "-o", str(folder)]

@@ -81,12 +81,15 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
     for device in devices:
         combos = [(p, c, q, k) for p in presets for c in layouts for q in precisions for k in compiled]
         denoisers = []
+        one_pass = []
         for preset, channels_last, precision, compile_it in combos:
-            # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only)
+            # "temporal-fusion": the temporal backbone without its second pass (the frames' 2-D results fused only);
+            # "temporal-one-pass": live frames in one pass (Denoiser.push(..., one_pass=True))
             second = not preset.endswith("-fusion")
-            source, label = _model(preset.removesuffix("-fusion"))
+            one_pass.append(preset.endswith("-one-pass"))
+            source, label = _model(preset.removesuffix("-fusion").removesuffix("-one-pass"))
             if Path(preset).name.startswith("temporal"):
-                label += " (second pass)" if second else " (fusion only)"
+                label += " (one pass)" if one_pass[-1] else " (second pass)" if second else " (fusion only)"
             options = {"device": device, "channels_last": channels_last, "precision": precision, "second_pass": second,
                        "compiled": compile_it}
             denoisers.append((label, Denoiser(source[0], source[1], **options) if isinstance(source, tuple)
@@ -94,7 +97,7 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
         for size in sizes:
             n = repeats if size <= 1024 else max(1, repeats // 2)
             warm: list[tuple[float, np.ndarray | None]] = []
-            runs = [_runner(den, size, n, warm) for _, den in denoisers]
+            runs = [_runner(den, size, n, warm, one) for (_, den), one in zip(denoisers, one_pass, strict=True)]
             times: list[list[float]] = [[] for _ in runs]
             for _ in range(n):
                 for run, spent in zip(runs, times, strict=True):
@@ -125,16 +128,17 @@ def bench_inference(presets: list[str], sizes: list[int], devices: list[str], re
     return rows
 
 
-def _runner(den, size: int, repeats: int, warm: list | None = None):
+def _runner(den, size: int, repeats: int, warm: list | None = None, one_pass: bool = False):
     """One timed call of ``den`` on a ``size``² frame, warmed up. A temporal model gets a new frame into a full
     window each call (the live cost): ``Denoiser.push`` keeps 2-D results by content, so pushing one frame again
-    would time the fusion alone. ``warm``: gets (seconds of the warm-up call, a 2-D model's output of it)."""
+    would time the fusion alone. ``warm``: gets (seconds of the warm-up call, a 2-D model's output of it);
+    ``one_pass``: push in one pass."""
     frame = _frame(size)
     if den.is_temporal:
         for s in range(den.window):
-            den.push(_frame(size, s))
+            den.push(_frame(size, s), one_pass=one_pass)
         fresh = iter([_frame(size, 1000 + i) for i in range(repeats + 1)])
-        run = lambda: den.push(next(fresh))  # noqa: E731
+        run = lambda: den.push(next(fresh), one_pass=one_pass)  # noqa: E731
     else:
         run = lambda: den.denoise(frame)  # noqa: E731
     t0 = time.perf_counter()
@@ -365,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     ap.add_argument("--only", default="inference,finetune,acquisition", help="comma-separated sections")
     ap.add_argument("--models", default="fast,standard,temporal",
-                    help="inference: comma-separated presets ('temporal-fusion': temporal without its second pass)")
+                    help="inference: comma-separated presets ('temporal-fusion': temporal without its second pass; "
+                         "'temporal-one-pass': its live frames in one pass)")
     ap.add_argument("--layouts", default="nchw,channels-last",
                     help="inference and fine-tune: nchw and/or channels-last")
     ap.add_argument("--sizes", default="512,2048", help="inference: frame sides, comma-separated (default 512,2048)")

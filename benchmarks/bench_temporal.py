@@ -11,7 +11,9 @@ on moving objects? Both ways the product runs it are measured:
 * ``temporal live``: :meth:`Denoiser.push` frame after frame, a causal window (what the live display shows);
 * ``temporal batch``: :meth:`Denoiser.denoise_stack`, each frame fused with neighbours on both sides (``denoise``);
 * ``fusion only live`` / ``fusion only batch``: the same without the second pass (``second_pass=False``: the
-  frames' 2-D results fused, their motion-compensated raw average not denoised again; :mod:`livedenoise.second_pass`).
+  frames' 2-D results fused, their motion-compensated raw average not denoised again; :mod:`livedenoise.second_pass`);
+* ``one pass live``: :meth:`Denoiser.push` with ``one_pass=True``: each new raw frame averaged with the frames before
+  it where their outputs agree with it, denoised once (:mod:`livedenoise.one_pass`).
 
 Data: the project simulator (:class:`simulators.microscope.SimulatedMicroscope`, Andor Zyla preset with
 its exact per-pixel camera model), a slide of filaments, mitochondria, nuclei and puncta that random-walk
@@ -245,11 +247,12 @@ def vst_bm3d_frames(stack: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def network(spec: str, stack: np.ndarray, mode: str, calibration=None,
-            second_pass: bool = True) -> tuple[np.ndarray, float, dict]:
+            second_pass: bool = True, one_pass: bool = False) -> tuple[np.ndarray, float, dict]:
     """The product's Denoiser with the stack's noise fit: ``frames`` (2-D), ``live`` (push) or ``batch`` (stack).
 
     ``calibration``: a camera calibration (``livedenoise calibrate-camera``) the noise model is built from;
-    ``second_pass``: the temporal backbone's second pass (``Denoiser(second_pass=...)``).
+    ``second_pass``: the temporal backbone's second pass (``Denoiser(second_pass=...)``); ``one_pass``: live frames
+    in one pass (``Denoiser.push(..., one_pass=True)``).
     """
     from livedenoise.evaluate import with_normalizer
     from livedenoise.inference import Denoiser
@@ -266,11 +269,12 @@ def network(spec: str, stack: np.ndarray, mode: str, calibration=None,
             "best_val_loss": t.get("best_val_loss")}
     den = Denoiser(ckpt if calibration is not None else with_normalizer(ckpt, list(stack)), device="cpu",
                    second_pass=second_pass)
-    info["second_pass"] = bool(second_pass and den.is_temporal)
+    info["second_pass"] = bool(second_pass and den.is_temporal and not one_pass)
+    info["one_pass"] = bool(one_pass and den.is_temporal)
     den.warmup(stack.shape[-2:])
     t0 = time.perf_counter()
     if mode == "live":
-        out = np.stack([den.push(f) for f in stack])
+        out = np.stack([den.push(f, one_pass=one_pass) for f in stack])
     else:
         out = den.denoise_stack(stack)
     return out.astype(np.float32), (time.perf_counter() - t0) / len(stack), info
@@ -345,7 +349,8 @@ def render(payload: dict, heading: bool = True) -> str:
                 + ["-"]
                 + [f"{secs[k] * 1000:.0f}" for k in methods[1:]])
     models = "; ".join(f"{k}: `{v['name']}` ({v['arch']}, {v['total_steps']} steps"
-                       + (", second pass)" if v.get("second_pass") else ")") for k, v in payload["models"].items())
+                       + (", second pass)" if v.get("second_pass") else ", one pass)" if v.get("one_pass") else ")")
+                       for k, v in payload["models"].items())
     head = (f"Time-lapses ({payload['frames']} frames of {payload['size']}x{payload['size']} per case), PSNR dB / SSIM "
             "against the sample (the camera's fixed pattern removed); the last rows give the mean against the camera's "
             "expected image, split into moving puncta and everything else, and the cost per frame.\n\n"
@@ -400,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             "temporal batch": lambda: network(args.temporal, s.noisy, "batch"),  # noqa: B023
             "fusion only live": lambda: network(args.temporal, s.noisy, "live", second_pass=False),  # noqa: B023
             "fusion only batch": lambda: network(args.temporal, s.noisy, "batch", second_pass=False),  # noqa: B023
+            "one pass live": lambda: network(args.temporal, s.noisy, "live", one_pass=True),  # noqa: B023
         }
         for label, run in runs.items():
             out, sec, info = run()

@@ -46,6 +46,9 @@ SOURCES: dict[str, str] = {
     "speed-temporal-lite": "2026-12-05-speed-temporal-lite/speed.json",
     "temporal-lite": "2026-12-05-temporal-lite/temporal.json",
     "temporal-real": "2026-12-06-temporal-real-structure/temporal.json",
+    "temporal-one-pass": ("2026-12-06-live-one-pass/sim/temporal.json", "2026-12-06-live-one-pass/real/temporal.json"),
+    "speed-one-pass": "2026-12-06-live-one-pass/speed/speed.json",
+    "live-one-pass-512": ("2026-12-06-live-one-pass/live512/live.json",),
     "calibration": "2026-12-05-calibration/calibration.json",
     "adapt-sim": "2026-12-05-gat-target/adapt-sim.json",
     "adapt-sim-psf03": "2026-12-05-adapt-sim-psf03/adapt-sim.json",
@@ -414,6 +417,11 @@ def temporal(data: dict, path: str) -> str:
 
     return "\n".join([render(data, heading=False), _source_line(path, data, data.get("command")
                                                                   or "python benchmarks/bench_temporal.py")])
+
+
+def temporals(sources: list[tuple[dict, str]]) -> str:
+    """Several runs of the temporal benchmark (the simulator's time-lapses, the real-structure ones), one table each."""
+    return "\n\n".join(temporal(data, path) for data, path in sources)
 
 
 def live_backbones(sources: list[tuple[dict, str]]) -> str:
@@ -873,12 +881,13 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "train-speed": train_speed, "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
          "compile-batch-xeon": batch_malloc, "pairs-shift": pairs_shift,
          "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
-         "advice-512": recorder_cores, "recorder-backlog": recorder_backlog}
+         "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
+         "live-one-pass-512": recorder_cores}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
     "stages": stages, "stages-standard": stages, "stages-lite": stages, "speed-gpu": speed_gpu,
-    "speed-temporal-lite": speed_cpu, "temporal-lite": temporal, "temporal-real": temporal,
+    "speed-temporal-lite": speed_cpu, "speed-one-pass": speed_cpu, "temporal-lite": temporal, "temporal-real": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
     "live-display-first": live_display_first,

@@ -61,6 +61,7 @@ from livedenoise.models import (
 from livedenoise.models.temporal import Fused, MotionAdaptiveFusion
 from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
+from livedenoise.one_pass import Neighbour, one_pass
 from livedenoise.second_pass import second_pass
 
 log = logging.getLogger("livedenoise")
@@ -227,6 +228,8 @@ class _Stream:
     engine: _Engine
     frames: deque[Any]
     ahead: OrderedDict[bytes, tuple] = field(default_factory=OrderedDict)
+    #: what the stream keeps of the frames it denoised in one pass (``push(..., one_pass=True)``), oldest first
+    past: deque[Neighbour] = field(default_factory=deque)
 
 
 def _frame_key(frame: np.ndarray) -> bytes:
@@ -664,7 +667,7 @@ class Denoiser:
                           for i in range(0, z.shape[0], step)])
 
     def push(self, frame: np.ndarray, stream: str = "live", *, second_pass: bool | None = None,
-             following: Sequence[np.ndarray] = ()) -> np.ndarray:
+             following: Sequence[np.ndarray] = (), one_pass: bool = False) -> np.ndarray:
         """Add a live frame and return it denoised (temporal nets use the last ``window`` frames of ``stream``).
 
         Each ``stream`` keeps its own window, so two consumers of one acquisition (the display, which may
@@ -674,12 +677,18 @@ class Denoiser:
         lags the camera already has (a recorder): a temporal model then denoises the frame with a window centred on
         it, exactly as :meth:`denoise_stack` denoises a series, instead of the frames before it alone. They are not
         added to the stream (push each in its turn); their 2-D results are kept for then. Ignored by 2-D models.
+        ``one_pass``: with the temporal backbone and no ``following`` frames, denoise the frame in one 2-D pass, the
+        motion-compensated average of it with the frames this stream denoised before it
+        (:mod:`livedenoise.one_pass`: about the fusion alone's cost instead of two 2-D passes); a stream should be
+        pushed one way throughout (each way keeps its own window).
         """
         arr = check_image(frame, "frame", ndim=2)
         ahead = [check_image(f, "following frame", ndim=2) for f in following]
         engine = self._current()
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
+        if one_pass and not ahead and engine.fusion is not None and engine.normalizer.vst:
+            return self._push_one_pass(engine, arr, stream)
         kept = self._append(engine, arr, stream)
         # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
         ahead = list(takewhile(lambda f: f.shape == arr.shape, ahead))[:engine.window - 1]
@@ -712,6 +721,26 @@ class Denoiser:
         if second and engine is self._current():
             self._keep_output(engine, outputs_key, out)
         return out
+
+    def _push_one_pass(self, engine: _Engine, arr: np.ndarray, stream: str) -> np.ndarray:
+        """:meth:`push` with ``one_pass``: :func:`livedenoise.one_pass.one_pass` with the stream's past frames."""
+        assert engine.fusion is not None  # fused temporal models only
+        with self._window_lock:
+            past = self._stream(stream, engine).past
+            if past and past[-1].electrons.shape != arr.shape:
+                past.clear()  # new ROI / binning: old frames no longer line up
+            window = list(past)
+        averages = engine if engine.averages is None else replace(engine, model=engine.averages)
+        with torch.inference_mode():
+            out, kept = one_pass(self._to_device(arr), window, engine.normalizer, engine.fusion,
+                                 lambda z: self._units_pass(engine, z), lambda z: self._units_pass(averages, z),
+                                 engine.averages_inversion if engine.averages is not None else None)
+        with self._window_lock:
+            past = self._stream(stream, engine).past
+            past.append(kept)
+            while len(past) > engine.fusion.lags:
+                past.popleft()
+        return self._keep_raw_values(engine, out.cpu().numpy().astype(np.float32, copy=False), arr)
 
     def _ahead_entries(self, engine: _Engine, stream: str, frames: list[np.ndarray]) -> list[tuple]:
         """Window entries of ``stream``'s following ``frames``, computed once per frame and kept for their turn (at

@@ -195,6 +195,37 @@ def test_temporal_model_keeps_one_window_per_field(tmp_path):
     assert stream_key({"time": 3, "position": 1, "channel": "GFP"}) == "channel=GFP|position=1"
 
 
+def test_one_pass_reaches_the_display_and_a_causal_recorder_but_never_a_centred_one(tmp_path):
+    """``one_pass=True``: what is displayed and recorded with a causal window is each field's frames pushed in one
+    pass; a centred recorded window stays batch denoising's, its last frames too (they have no following frames)."""
+    frames = _poisson_frames(2, 5)
+    ckpt = load_backbone("temporal").clone()
+    ckpt.normalizer = fit_noise_model([frames[(0, 0)]], like=ckpt.normalizer).normalizer
+    for window in ("causal", "centred"):
+        shown: list = []
+        den = AttachedDenoiser("temporal", output=tmp_path / window, device="cpu", recorded_window=window,
+                               one_pass=True, display=shown.append)
+        for t in range(5):
+            for p in range(2):
+                den.submit(frames[(p, t)], {"time": t, "position": p})
+                assert den._worker.drain(30)  # every frame shown, so that each display window is complete
+        report = den.close(progress=False)
+        assert report.frames_written == 10 and not report.errors
+        got = _read_all(report.denoised_path)
+        for p in range(2):
+            stack = np.stack([frames[(p, t)] for t in range(5)]).astype(np.float32)
+            one = Denoiser(ckpt, device="cpu")
+            in_one_pass = np.stack([one.push(f, one_pass=True) for f in stack])
+            two = Denoiser(ckpt, device="cpu")
+            assert np.abs(in_one_pass[4] - two.denoise_stack(stack)[4]).mean() > 0.05  # the two ways differ here
+            want = in_one_pass if window == "causal" else Denoiser(ckpt, device="cpu").denoise_stack(stack)
+            for t in range(5):
+                recorded = got[(("position", p), ("time", t))].astype(np.float64)
+                assert np.abs(recorded - np.clip(np.rint(want[t]), 0, 65535)).max() <= 1, (window, p, t)
+                displayed = next(r.denoised for r in shown if r.info["axes"] == {"time": t, "position": p})
+                np.testing.assert_allclose(displayed, in_one_pass[t], rtol=0, atol=1e-2)
+
+
 def test_a_temporal_model_records_each_field_with_centred_windows_with_or_without_read_raw(tmp_path):
     """Each field's frames are recorded fused with the frames before and after them, exactly as batch denoising of
     that field's stack: with read_raw (as the pycromanager attachment gives once frames are saved) frames past

@@ -944,11 +944,12 @@ def test_the_demo_summary_says_what_was_displayed_and_that_the_table_is_single_f
                for line in recorded), recorded
 
 
-@pytest.mark.parametrize("window", ["centred", "causal"])
+@pytest.mark.parametrize("window", ["centred", "causal", "causal one pass"])
 def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
         simulated_core, small_microscope_config, tmp_path, window):
     """[live] recorded_window: "centred" (default) records every frame fused with the frames before and after it,
-    exactly as batch denoising of the raw frames with the same model; "causal" as the display shows it."""
+    exactly as batch denoising of the raw frames with the same model; "causal" as the display shows it, in one pass
+    too ([live] one_pass)."""
     import math
 
     from ndstorage import Dataset
@@ -960,8 +961,10 @@ def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
     with torch.no_grad():  # neighbours of the noisy static scene agree: the window changes the result
         model.fusion.log_h.fill_(math.log(0.5))
     backbone = Checkpoint(model, "unet-temporal", model.arch_kwargs, base.normalizer, name="identity-temporal")
+    one_pass = window.endswith("one pass")
+    window = window.split()[0]
     session = LiveSession(pycromanager_backend(simulated_core),
-                          make_settings(small_microscope_config, recorded_window=window), tmp_path,
+                          make_settings(small_microscope_config, recorded_window=window, one_pass=one_pass), tmp_path,
                           backbone=backbone, device="cpu")
     assert session._recorder_lookahead() == (2 if window == "centred" else 0)
     session.start_live(max_frames=12)
@@ -969,6 +972,7 @@ def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
     rep = session.stop()
     assert rep.frames_written == rep.frames_acquired == 12 and not rep.errors
     assert rep.recorded_window == window
+    assert bool(session.denoiser._streams["display"].past) == one_pass  # the display ran in one pass, or not
     assert rep.recorded_quality["backbone_frames"] == 3 and np.isfinite(rep.recorded_quality["backbone"])
     _, raw = saved_raw_frames(session)
     stack = np.stack(raw).astype(np.float32)
@@ -977,14 +981,16 @@ def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
         want = den.denoise_stack(stack)
     else:
         den.reset()
-        want = np.stack([den.push(f, stream="check") for f in stack])
+        want = np.stack([den.push(f, stream="check", one_pass=one_pass) for f in stack])
     want = np.clip(np.rint(want), 0, 65535)
     ds = Dataset(str(rep.paths["denoised"]))
     got = np.stack([np.asarray(ds.read_image(time=t)) for t in range(12)]).astype(np.float64)
     ds.close()
     assert np.abs(got - want).max() <= 1 and np.mean(got != want) < 1e-3  # float rounding at .5 alone
     den.reset()
-    other = (np.stack([den.push(f, stream="other") for f in stack]) if window == "centred"
+    # the centred window's record is not the causal one's; the causal one's is not batch's, nor (in one pass) the
+    # causal window's of two passes
+    other = (np.stack([den.push(f, stream="other") for f in stack]) if window == "centred" or one_pass
              else den.denoise_stack(stack))
     assert np.abs(got[1:-2] - np.rint(other[1:-2])).mean() > 0.05  # and it is not the other window's result
     # once the camera has stopped, the recorder's thread takes every core for the frames still waiting; the

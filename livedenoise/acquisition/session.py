@@ -354,7 +354,8 @@ class LiveSession:
         if backbone is None:
             raise RuntimeError("the backbone has no fitted noise model yet")
         b, a, _ = swap_scores(backbone, adapted, held_out, device=self.device, noisy_targets=noisy_targets,
-                              second_pass=self.settings.live.second_pass)  # scored as the display runs the models
+                              second_pass=self.settings.live.second_pass,  # scored as the display runs the models
+                              one_pass=self.settings.live.one_pass)
         return b, a
 
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,
@@ -551,8 +552,10 @@ class LiveSession:
         denoiser = self.denoiser
         assert denoiser is not None  # set by _fit_from_live, or it raised
         # temporal models: a window of the last frames shown; while the display has fallen behind the camera (it
-        # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it)
-        return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None)
+        # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it); in one pass
+        # ([live] one_pass) every frame costs about that
+        return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None,
+                             one_pass=self.settings.live.one_pass)
 
     def _recorder_takes_every_core(self) -> None:
         """Called in the recorder's thread once acquisition has stopped: the display and the fine-tune have ended, so
@@ -587,7 +590,10 @@ class LiveSession:
             self._fit_from_live(raw)
         denoiser = self.denoiser
         assert denoiser is not None  # set by _fit_from_live, or it raised
-        return denoiser.push(raw, stream="recorder", following=following)
+        # a causal recorded window records as the display shows (in one pass too); a centred one never in one pass,
+        # also where a series' last frames have no following ones
+        causal_one_pass = self.settings.live.one_pass and self.settings.live.recorded_window == "causal"
+        return denoiser.push(raw, stream="recorder", following=following, one_pass=causal_one_pass)
 
     def _score_recorded(self, raw: np.ndarray, out: np.ndarray) -> None:
         """PSNR of every 5th recorded frame against the simulated microscope's ground truth (nothing on hardware),
@@ -751,7 +757,7 @@ class LiveSession:
         from livedenoise.device import cpu_has_bf16_matrix_units
 
         return SessionFacts(backbone=self.backbone.name, temporal=model_is_temporal(self.backbone.model),
-                            second_pass=self.settings.live.second_pass,
+                            second_pass=self.settings.live.second_pass, one_pass=self.settings.live.one_pass,
                             precision=self.denoiser.precision if self.denoiser is not None else "",
                             device=self._device_type, bf16_units=cpu_has_bf16_matrix_units())
 
