@@ -51,15 +51,26 @@ def _direct(model: TemporalUNet, frames: np.ndarray, norm: Normalizer = NORM) ->
     return np.stack(outs)
 
 
-def _sinusoid_scene(photons: float, n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` noisy frames of one static scene (gain 2, offset 100, read noise 1.5 e-) and its truth in ADU."""
+def _imaged(rates: list[np.ndarray], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of the photon ``rates`` (gain 2, offset 100, read noise 1.5 e-) and their truths, in ADU."""
     rng = np.random.default_rng(seed)
+    frames = [2.0 * rng.poisson(r) + rng.normal(0, 3.0, r.shape) + 100.0 for r in rates]
+    return np.stack(frames).astype(np.float32), np.stack([2.0 * r + 100.0 for r in rates]).astype(np.float32)
+
+
+def _sinusoid_scene(photons: float, n: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` noisy frames of one static scene and its truth in ADU."""
     yy, xx = np.mgrid[0:size, 0:size]
-    rate = photons * (0.1 + (np.sin(xx / 3.0) * np.cos(yy / 5.0)) ** 2)
-    truth = (2.0 * rate + 100.0).astype(np.float32)
-    stack = (2.0 * rng.poisson(np.broadcast_to(rate, (n, size, size))) + rng.normal(0, 3.0, (n, size, size))
-             + 100.0).astype(np.float32)
-    return stack, truth
+    frames, truths = _imaged([photons * (0.1 + (np.sin(xx / 3.0) * np.cos(yy / 5.0)) ** 2)] * n, seed)
+    return frames, truths[0]
+
+
+def _last_in_one_pass_and_alone(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped temporal backbone's last frame pushed in one pass after the others, and denoised alone (the first
+    frame of a stream: the 2-D network)."""
+    ckpt = _shipped_temporal(frames)
+    den = Denoiser(ckpt, device="cpu")
+    return [den.push(f, one_pass=True) for f in frames][-1], Denoiser(ckpt, device="cpu").push(frames[-1])
 
 
 @pytest.mark.parametrize("fine_tuned", [False, True])
@@ -161,21 +172,12 @@ def test_a_static_scene_in_one_pass_lands_far_closer_to_the_truth_than_frame_by_
 def test_a_moving_spot_is_neither_smeared_nor_left_behind_in_one_pass() -> None:
     """A bright spot that jumps 8 px a frame over a static scene: in one pass it stays where it is (its peak as
     bright as the 2-D network's on that frame) and leaves no ghost where it was a frame before."""
-    rng = np.random.default_rng(2)
-    size, n = 64, 6
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = np.mgrid[0:64, 0:64]
     base = 5.0 * (0.2 + (np.sin(xx / 4.0) * np.cos(yy / 6.0)) ** 2)
-    centres = [(32, 12 + 8 * t) for t in range(n)]
-    stack, truths = [], []
-    for cy, cx in centres:
-        rate = base + 40.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5**2))
-        truths.append(2.0 * rate + 100.0)
-        stack.append(2.0 * rng.poisson(rate) + rng.normal(0, 3.0, rate.shape) + 100.0)
-    frames = np.stack(stack).astype(np.float32)
-    ckpt = _shipped_temporal(frames)
-    den = Denoiser(ckpt, device="cpu")
-    out = [den.push(f, one_pass=True) for f in frames][-1]
-    alone = Denoiser(ckpt, device="cpu").push(frames[-1])  # the 2-D network: the first frame of a stream
+    centres = [(32, 12 + 8 * t) for t in range(6)]
+    frames, truths = _imaged([base + 40.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5**2))
+                              for cy, cx in centres], seed=2)
+    out, alone = _last_in_one_pass_and_alone(frames)
     (cy, cx), (py, px) = centres[-1], centres[-2]
     here = (slice(cy - 2, cy + 3), slice(cx - 2, cx + 3))
     before = (slice(py - 2, py + 3), slice(px - 2, px + 3))
@@ -188,20 +190,10 @@ def test_a_moving_spot_is_neither_smeared_nor_left_behind_in_one_pass() -> None:
 def test_a_drifting_scene_is_registered_before_it_is_averaged() -> None:
     """The scene moves 2 px a frame: registration moves each neighbour back onto the new frame, so one pass still
     averages (far closer to the truth than the 2-D network alone)."""
-    rng = np.random.default_rng(3)
-    size, n = 64, 6
-    yy, xx = np.mgrid[0:size + 2 * n, 0:size + 2 * n]
+    yy, xx = np.mgrid[0:76, 0:76]
     field = 4.0 * (0.1 + (np.sin(xx / 3.0) * np.cos(yy / 5.0)) ** 2)
-    frames, truths = [], []
-    for t in range(n):
-        rate = field[0:size, 2 * t:2 * t + size]
-        truths.append(2.0 * rate + 100.0)
-        frames.append(2.0 * rng.poisson(rate) + rng.normal(0, 3.0, rate.shape) + 100.0)
-    stack = np.stack(frames).astype(np.float32)
-    ckpt = _shipped_temporal(stack)
-    den = Denoiser(ckpt, device="cpu")
-    out = [den.push(f, one_pass=True) for f in stack][-1]
-    alone = Denoiser(ckpt, device="cpu").push(stack[-1])
+    frames, truths = _imaged([field[0:64, 2 * t:2 * t + 64] for t in range(6)], seed=3)
+    out, alone = _last_in_one_pass_and_alone(frames)
     inner = (slice(8, -8), slice(8, -8))  # away from the edge the drift brings in
     mse_one = float(np.mean((out - truths[-1])[inner] ** 2))
     mse_2d = float(np.mean((alone - truths[-1])[inner] ** 2))
