@@ -26,7 +26,7 @@ def conv2d_blur(fusion, x):
     import torch
     import torch.nn.functional as F
 
-    r, k = fusion.radius, torch.tensor(fusion.taps, dtype=x.dtype).view(1, 1, 1, -1)
+    r, k = fusion.radius, torch.tensor(fusion._blur.taps, dtype=x.dtype).view(1, 1, 1, -1)
     y = F.conv2d(F.pad(x[:, None], (r, r, 0, 0), mode="replicate"), k)
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2))[:, 0]
 

@@ -49,6 +49,9 @@ SOURCES: dict[str, str] = {
     "temporal-one-pass": ("2026-12-06-live-one-pass/sim/temporal.json", "2026-12-06-live-one-pass/real/temporal.json"),
     "speed-one-pass": "2026-12-06-live-one-pass/speed/speed.json",
     "live-one-pass-512": ("2026-12-06-live-one-pass/live512/live.json",),
+    "live-one-pass-256": ("2026-12-06-live-one-pass/live256/live.json",),
+    "temporal-lite-one-pass": ("2026-12-06-live-one-pass/lite-sim/temporal.json",
+                               "2026-12-06-live-one-pass/lite-real/temporal.json"),
     "calibration": "2026-12-05-calibration/calibration.json",
     "adapt-sim": "2026-12-05-gat-target/adapt-sim.json",
     "adapt-sim-psf03": "2026-12-05-adapt-sim-psf03/adapt-sim.json",
@@ -882,7 +885,8 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "compile-batch-xeon": batch_malloc, "pairs-shift": pairs_shift,
          "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
-         "live-one-pass-512": recorder_cores}
+         "temporal-lite-one-pass": temporals, "live-one-pass-512": recorder_cores,
+         "live-one-pass-256": recorder_cores}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

@@ -61,7 +61,7 @@ from livedenoise.models import (
 from livedenoise.models.temporal import Fused, MotionAdaptiveFusion
 from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
-from livedenoise.one_pass import Neighbour, one_pass
+from livedenoise.one_pass import Neighbour, lag_trust, one_pass
 from livedenoise.second_pass import second_pass
 
 log = logging.getLogger("livedenoise")
@@ -228,8 +228,10 @@ class _Stream:
     engine: _Engine
     frames: deque[Any]
     ahead: OrderedDict[bytes, tuple] = field(default_factory=OrderedDict)
-    #: what the stream keeps of the frames it denoised in one pass (``push(..., one_pass=True)``), oldest first
+    #: what the stream keeps of the frames it denoised in one pass (``push(..., one_pass=True)``), oldest first, and
+    #: the engine's fusion trust per lag as numbers (read once, not once per frame)
     past: deque[Neighbour] = field(default_factory=deque)
+    trust: list[float] | None = None
 
 
 def _frame_key(frame: np.ndarray) -> bytes:
@@ -677,17 +679,20 @@ class Denoiser:
         lags the camera already has (a recorder): a temporal model then denoises the frame with a window centred on
         it, exactly as :meth:`denoise_stack` denoises a series, instead of the frames before it alone. They are not
         added to the stream (push each in its turn); their 2-D results are kept for then. Ignored by 2-D models.
-        ``one_pass``: with the temporal backbone and no ``following`` frames, denoise the frame in one 2-D pass, the
-        motion-compensated average of it with the frames this stream denoised before it
-        (:mod:`livedenoise.one_pass`: about the fusion alone's cost instead of two 2-D passes); a stream should be
-        pushed one way throughout (each way keeps its own window).
+        ``one_pass``: with the temporal backbone, denoise the frame in one 2-D pass, the motion-compensated average of
+        it with the frames this stream denoised before it (:mod:`livedenoise.one_pass`: about the fusion alone's cost
+        instead of two 2-D passes; ``second_pass`` does not apply). A causal window only: refused with ``following``.
+        A stream should be pushed one way throughout (each way keeps its own window).
         """
+        if one_pass and len(following):
+            raise ConfigError("Denoiser.push: one_pass denoises a frame with the frames before it (a causal window); "
+                              "it cannot take following frames.")
         arr = check_image(frame, "frame", ndim=2)
         ahead = [check_image(f, "following frame", ndim=2) for f in following]
         engine = self._current()
         if not engine.temporal:
             return self._run_frames(engine, arr[None])[0]
-        if one_pass and not ahead and engine.fusion is not None and engine.normalizer.vst:
+        if one_pass and engine.fusion is not None and engine.normalizer.vst:
             return self._push_one_pass(engine, arr, stream)
         kept = self._append(engine, arr, stream)
         # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
@@ -726,15 +731,19 @@ class Denoiser:
         """:meth:`push` with ``one_pass``: :func:`livedenoise.one_pass.one_pass` with the stream's past frames."""
         assert engine.fusion is not None  # fused temporal models only
         with self._window_lock:
-            past = self._stream(stream, engine).past
+            kept_by = self._stream(stream, engine)
+            past = kept_by.past
             if past and past[-1].electrons.shape != arr.shape:
                 past.clear()  # new ROI / binning: old frames no longer line up
             window = list(past)
+            if kept_by.trust is None:
+                kept_by.trust = lag_trust(engine.fusion)
+            trust = kept_by.trust
         averages = engine if engine.averages is None else replace(engine, model=engine.averages)
         with torch.inference_mode():
             out, kept = one_pass(self._to_device(arr), window, engine.normalizer, engine.fusion,
                                  lambda z: self._units_pass(engine, z), lambda z: self._units_pass(averages, z),
-                                 engine.averages_inversion if engine.averages is not None else None)
+                                 engine.averages_inversion if engine.averages is not None else None, trust)
         with self._window_lock:
             past = self._stream(stream, engine).past
             past.append(kept)

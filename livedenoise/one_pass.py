@@ -21,16 +21,14 @@ not there (worse than no temporal help at all): hence one ``n`` per frame.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from livedenoise.models.temporal import MotionAdaptiveFusion, shift_between, shift_frame
+from livedenoise.models.temporal import GaussianBlur, MotionAdaptiveFusion, shift_between, shift_frame
 from livedenoise.normalization import Normalizer
-from livedenoise.second_pass import MIN_FRAMES, averaged, frames_averaged
+from livedenoise.second_pass import MIN_FRAMES, averaged, frames_averaged, in_electrons
 
 #: Width (pixels) of the Gaussian over which a neighbour's agreement with the new noisy frame is measured.
 SIGMA = 2.0
@@ -50,34 +48,19 @@ class Neighbour:
     spectrum: torch.Tensor | None
 
 
-def _taps(sigma: float) -> tuple[tuple[float, ...], int]:
-    radius = max(1, math.ceil(3 * sigma))
-    weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(-radius, radius + 1)]
-    return tuple(v / sum(weights) for v in weights), radius
+_blur = GaussianBlur(SIGMA)
 
 
-_TAPS, _RADIUS = _taps(SIGMA)
-
-
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur (``SIGMA``) of one frame [H, W], replicate borders, as sums of shifted views (a
-    one-channel ``conv2d`` is several times slower on a CPU; see ``MotionAdaptiveFusion._blur``)."""
-    h, w = x.shape
-    r = _RADIUS
-    padded = F.pad(x[None, None], (r, r, r, r), mode="replicate")[0, 0]
-    rows = padded[:, 0:w] * _TAPS[0]
-    for i in range(1, 2 * r + 1):
-        rows.add_(padded[:, i:i + w], alpha=_TAPS[i])
-    out = rows[0:h] * _TAPS[0]
-    for i in range(1, 2 * r + 1):
-        out.add_(rows[i:i + h], alpha=_TAPS[i])
-    return out
+def lag_trust(fusion: MotionAdaptiveFusion) -> list[float]:
+    """The fusion's learned trust in a frame at each lag (1..lags), as numbers."""
+    return torch.sigmoid(fusion.trust.detach()).tolist()
 
 
 def one_pass(raw: torch.Tensor, past: Sequence[Neighbour], normalizer: Normalizer, fusion: MotionAdaptiveFusion,
              denoise_frame: Callable[[torch.Tensor], torch.Tensor],
              denoise_average: Callable[[torch.Tensor], torch.Tensor],
-             average_inversion: str | None = None) -> tuple[torch.Tensor, Neighbour]:
+             average_inversion: str | None = None,
+             trust: Sequence[float] | None = None) -> tuple[torch.Tensor, Neighbour]:
     """The new frame ``raw`` [H, W] (ADU) denoised with the frames before it (``past``, oldest first, at most
     ``fusion.lags`` used): its output in ADU (a camera without the fixed pattern, as every output) and what the
     stream keeps of it for the frames after it.
@@ -86,37 +69,40 @@ def one_pass(raw: torch.Tensor, past: Sequence[Neighbour], normalizer: Normalize
     a frame that nothing was averaged with (the first of a series, or a scene that changed), the second for an average
     (a fine-tuned model keeps the backbone's 2-D stage for averages: ``TemporalUNet.averages``, whose outputs are
     inverted the ``average_inversion`` way). The normaliser must apply the variance-stabilising transform.
+    ``trust``: the fusion's trust per lag as numbers (:func:`lag_trust`; a caller that keeps them saves a device sync
+    per frame).
     """
     scale = normalizer.scale
     electrons = normalizer.electrons_torch(raw)
-    noisy = normalizer.forward_torch(raw)  # network units: noise standard deviation 1 / scale
+    single = in_electrons(normalizer)
+    noisy = single.forward_torch(electrons)  # network units (noise standard deviation 1 / scale), as forward_torch(raw)
     num, den, sq = electrons.clone(), torch.ones_like(electrons), torch.ones_like(electrons)
     lags = min(len(past), fusion.lags)
     if lags:
         reference = fusion.spectra(noisy)
-        trust = torch.sigmoid(fusion.trust.detach()).tolist()
+        trust = lag_trust(fusion) if trust is None else trust
         for lag, old in enumerate(reversed(past[-lags:]), start=1):
             dy, dx = (0, 0) if reference is None or old.spectrum is None else shift_between(
                 old.spectrum, reference, (noisy.shape[0], noisy.shape[1]), fusion.max_shift)
             expected, valid = shift_frame(old.expected, dy, dx) if (dy or dx) else (old.expected, None)
             old_electrons = shift_frame(old.electrons, dy, dx)[0] if (dy or dx) else old.electrons
             diff = (noisy - expected).mul_(scale)
-            excess = _blur(diff.mul_(diff)).sub_(1.0).clamp_(min=0.0)  # local mean squared difference less the noise
+            # the local mean squared difference, less the noise's own
+            excess = _blur(diff.mul_(diff)[None])[0].sub_(1.0).clamp_(min=0.0)
             w = excess.mul_(-1.0 / AGREEMENT_H**2).exp_().mul_(trust[lag - 1])
             if valid is not None:
                 w.mul_(valid)
-            num.add_(w * old_electrons)
+            num.addcmul_(w, old_electrons)
             den.add_(w)
-            sq.add_(w * w)
+            sq.addcmul_(w, w)
     frames = frames_averaged(den * den / sq)
-    in_electrons = normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None)
     if frames < MIN_FRAMES:  # nothing (much) to average: the 2-D network on the frame, as a 2-D model would
-        model = in_electrons
+        model = single
         y = denoise_frame(noisy[None])[0]
     else:
-        model = averaged(in_electrons.copy(inversion=average_inversion or normalizer.inversion), frames)
+        model = averaged(in_electrons(normalizer, average_inversion), frames)
         y = denoise_average(model.forward_torch(num / den)[None])[0]
     out_electrons = model.inverse_torch(y)
-    expected = in_electrons.expected_gat_torch(in_electrons.forward_torch(out_electrons))
+    expected = single.expected_gat_torch(single.forward_torch(out_electrons))
     kept = Neighbour(electrons, expected, fusion.spectra(expected))
     return normalizer.output_from_electrons_torch(out_electrons), kept

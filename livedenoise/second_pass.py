@@ -51,6 +51,14 @@ def averaged(normalizer: Normalizer, frames: float) -> Normalizer:
                            shift=normalizer.shift * math.sqrt(n))
 
 
+def in_electrons(normalizer: Normalizer, inversion: str | None = None) -> Normalizer:
+    """``normalizer`` for values already in photoelectrons (offset 0, gain 1, no per-pixel maps): an average of frames
+    moved onto each other has left the sensor pixels the maps describe. ``inversion``: how the network's outputs are
+    inverted where that is not ``normalizer.inversion`` (``TemporalUNet.averages_inversion``)."""
+    return normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None,
+                           inversion=inversion or normalizer.inversion)
+
+
 def frames_averaged(frames: torch.Tensor) -> float:
     """The typical number of frames averaged over one frame's pixels (the median of a sample, at least 1)."""
     flat = frames.reshape(-1)
@@ -78,9 +86,8 @@ def second_pass(result: Fused, normalizer: Normalizer,
     todo = [i for i, n in enumerate(counts) if n >= MIN_FRAMES]
     if not todo:
         return fused
-    in_electrons = normalizer.copy(offset=0.0, gain=1.0, pixel_offset=None, pixel_gain=None,
-                                   inversion=inversion or normalizer.inversion)
-    models = {i: averaged(in_electrons, counts[i]) for i in todo}
+    electrons_model = in_electrons(normalizer, inversion)
+    models = {i: averaged(electrons_model, counts[i]) for i in todo}
     y = denoise(torch.stack([models[i].forward_torch(result.average[i]) for i in todo]))
     out = fused.clone()
     for j, i in enumerate(todo):

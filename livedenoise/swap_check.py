@@ -67,15 +67,13 @@ def split_held_out(noisy: list[np.ndarray], clean: list[np.ndarray] | None, vali
 
 
 def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], norm: Normalizer, *,
-                 device: str = "auto", second_pass: bool = True, noisy_targets: bool = False,
-                 one_pass: bool = False) -> float:
+                 device: str = "auto", second_pass: bool = True, noisy_targets: bool = False) -> float:
     """Mean MSE between ``ckpt``'s full-frame output for each input and its target, both in ``norm``'s
     variance-stabilised units (noise sd 1); saturated pixels are left out.
 
     An input may be a short sequence [T, H, W] of consecutive frames of one field (oldest first): the output
     scored is then the last frame's as a live display shows it, fused with the frames before it by a temporal
-    model (a fresh window; with its ``second_pass``, or in ``one_pass``, as the display runs it), denoised alone by a
-    2-D one.
+    model (a fresh window; with its ``second_pass`` as the display runs it), denoised alone by a 2-D one.
 
     With targets whose noise is independent of the input (an average of frames at the same settings, or the
     next frame of the same field), the expected value is the MSE to the truth plus a constant that is the same
@@ -95,8 +93,7 @@ def held_out_mse(ckpt: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], n
     for i, (x, target) in enumerate(pairs):
         if x.ndim == 3:  # a sequence: the newest frame as shown live
             stream = f"held-out {i}"
-            out = ([den.push(f, stream=stream, one_pass=one_pass) for f in x][-1] if den.is_temporal
-                   else den.denoise(x[-1]))
+            out = [den.push(f, stream=stream) for f in x][-1] if den.is_temporal else den.denoise(x[-1])
             den.drop_stream(stream)
             x = x[-1]
         else:
@@ -126,13 +123,11 @@ def _as_noisy_mean(stabilised: np.ndarray, norm: Normalizer) -> np.ndarray:
 
 
 def swap_scores(backbone: Checkpoint, adapted: Checkpoint, pairs: list[tuple[np.ndarray, np.ndarray]], *,
-                device: str = "auto", second_pass: bool = True, noisy_targets: bool = False, one_pass: bool = False
+                device: str = "auto", second_pass: bool = True, noisy_targets: bool = False
                 ) -> tuple[float, float, bool]:
     """(backbone MSE, adapted MSE, swap?) on ``pairs`` in the backbone's stabilised units (its fitted normaliser);
     ``noisy_targets``: see :func:`held_out_mse`."""
     norm = backbone.normalizer
-    b = held_out_mse(backbone, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets,
-                     one_pass=one_pass)
-    a = held_out_mse(adapted, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets,
-                     one_pass=one_pass)
+    b = held_out_mse(backbone, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets)
+    a = held_out_mse(adapted, pairs, norm, device=device, second_pass=second_pass, noisy_targets=noisy_targets)
     return b, a, bool(a < b * (1.0 - SWAP_MARGIN))

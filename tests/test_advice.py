@@ -24,7 +24,7 @@ def test_a_slow_display_is_told_every_option_that_applies_to_its_session() -> No
                            "denoising a 512x512 frame took longer than the 100 ms between camera frames")
     options = line.split("To keep up, try: ", 1)[1].split("; ")
     assert [o.split(" (")[0] for o in options] == [
-        "--precision bf16", "--backbone temporal-lite", "--one-pass",
+        "--precision bf16", "--backbone temporal-lite", "--one-pass", "--no-second-pass",
         "a smaller field of view or a slower camera"]
 
 
@@ -33,7 +33,8 @@ def test_only_the_options_that_exist_are_named() -> None:
     gpu_fast = SessionFacts(backbone="backbone-fast", temporal=False, second_pass=True, one_pass=False,
                             precision="fp16", device="cuda", bf16_units=True)
     (line,) = keep_up_advice(phases, gpu_fast)
-    assert "--backbone lite" in line and "--precision" not in line and "--one-pass" not in line
+    assert "--backbone lite" in line and "--precision" not in line and "--one-pass" not in line \
+        and "--no-second-pass" not in line
     custom = SessionFacts(backbone="my-model", temporal=False, second_pass=True, one_pass=False, precision="bf16",
                           device="cpu", bf16_units=True)
     (line,) = keep_up_advice(phases, custom)
@@ -41,11 +42,12 @@ def test_only_the_options_that_exist_are_named() -> None:
     no_amx = SessionFacts(backbone="backbone-temporal", temporal=True, second_pass=False, one_pass=False,
                           precision="fp32", device="cpu", bf16_units=False)
     (line,) = keep_up_advice(phases, no_amx)  # the fusion alone costs what one pass costs: nothing to gain there
-    assert "--precision" not in line and "--one-pass" not in line and "--backbone temporal-lite" in line
+    assert "--precision" not in line and "--one-pass" not in line and "--no-second-pass" not in line \
+        and "--backbone temporal-lite" in line
     in_one_pass = SessionFacts(backbone="backbone-temporal", temporal=True, second_pass=True, one_pass=True,
                                precision="bf16", device="cpu", bf16_units=True)
-    (line,) = keep_up_advice(phases, in_one_pass)
-    assert "--one-pass" not in line and "--backbone temporal-lite" in line
+    (line,) = keep_up_advice(phases, in_one_pass)  # its recorder still runs the second pass
+    assert "--one-pass" not in line and "--no-second-pass" in line and "--backbone temporal-lite" in line
 
 
 def test_the_phase_without_a_fine_tune_beside_it_is_judged_when_it_has_enough_frames() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from livedenoise.checkpoint import load_backbone
+from livedenoise.errors import ConfigError
 from livedenoise.inference import Denoiser
 from livedenoise.models import build_model
 from livedenoise.models.temporal import TemporalUNet, temporal_from_frame_model
@@ -76,9 +77,13 @@ def _last_in_one_pass_and_alone(frames: np.ndarray) -> tuple[np.ndarray, np.ndar
 @pytest.mark.parametrize("fine_tuned", [False, True])
 def test_push_in_one_pass_is_the_direct_computation_with_a_window_of_the_fusion_s_lags(fine_tuned: bool) -> None:
     """The Denoiser keeps the stream's last ``lags`` outputs and runs the average through the backbone's 2-D stage
-    where a fine-tune kept it (``averages``), the single frames through the adapted one."""
-    model = _temporal(1)
+    where a fine-tune kept it (``averages``, inverted as the backbone's outputs were), the single frames through the
+    adapted one; the camera's per-pixel maps come out before averaging."""
+    model = _temporal(1, align=True)
+    rng = np.random.default_rng(9)
+    norm = NORM.copy(pixel_offset=100.0 + rng.normal(0, 3.0, (24, 20)), pixel_gain=2.0 + rng.normal(0, 0.1, (24, 20)))
     if fine_tuned:
+        norm = norm.copy(inversion="unbiased")  # the adapted stage's inverse; the kept stage's is "algebraic"
         model.keep_averages_stage("algebraic")
         torch.manual_seed(2)
         with torch.no_grad():
@@ -86,21 +91,23 @@ def test_push_in_one_pass_is_the_direct_computation_with_a_window_of_the_fusion_
                 if not name.startswith("head."):  # the "fine-tuned" 2-D stage, still close to the identity
                     p.add_(0.05 * torch.randn_like(p))
     frames = _frames((8, 24, 20), seed=3)
-    den = Denoiser(model, NORM, device="cpu")
+    den = Denoiser(model, norm, device="cpu")
     got = np.stack([den.push(f, one_pass=True) for f in frames])
-    np.testing.assert_allclose(got, _direct(model, frames), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got, _direct(model, frames, norm), rtol=0, atol=1e-3)
     seen = []
     with torch.no_grad():  # the average path ran: every frame after the first averaged about 2 frames or more
         for t in range(1, 8):
-            past = [Neighbour(NORM.electrons_torch(torch.from_numpy(frames[k])),
+            past = [Neighbour(norm.electrons_torch(torch.from_numpy(frames[k])),
                               NORM.expected_gat_torch(NORM.forward_torch(torch.from_numpy(got[k]))), None)
                     for k in range(max(0, t - 4), t)]
-            one_pass(torch.from_numpy(frames[t]), past, NORM, model.fusion, lambda z: seen.append("frame") or z,
+            one_pass(torch.from_numpy(frames[t]), past, norm, model.fusion, lambda z: seen.append("frame") or z,
                      lambda z: seen.append("average") or z)
     assert seen == ["average"] * 7, seen
-    if fine_tuned:  # the averages went through the kept stage, not the adapted one
-        model.averages = None
-        assert float(np.abs(got[1:] - _direct(model, frames)[1:]).mean()) > 0.01  # ten times the tolerance above
+    if fine_tuned:  # the averages went through the kept stage and its inverse, not the adapted ones
+        kept, model.averages = model.averages, None
+        assert float(np.abs(got[1:] - _direct(model, frames, norm)[1:]).mean()) > 0.01  # 10x the tolerance above
+        model.averages, model.averages_inversion = kept, None
+        assert float(np.abs(got[1:] - _direct(model, frames, norm)[1:]).mean()) > 0.01
 
 
 def test_a_frame_with_nothing_to_average_is_the_2d_result_as_two_passes_give_it() -> None:
@@ -127,16 +134,14 @@ def test_a_frame_with_nothing_to_average_is_the_2d_result_as_two_passes_give_it(
                                atol=1e-3)  # each stream has its own window
 
 
-def test_following_frames_a_2d_model_or_no_variance_stabilisation_ignore_one_pass() -> None:
-    """A recorder's centred window (frames after the one denoised), a 2-D model and a normaliser without the
-    transform (no noise standard deviation to test agreement in) are denoised as without ``one_pass``."""
+def test_one_pass_refuses_following_frames_and_a_2d_model_or_no_stabilisation_ignore_it() -> None:
+    """One pass is a causal window: with frames after the one denoised (a recorder's centred window) it is refused.
+    A 2-D model and a normaliser without the transform (no noise standard deviation to test agreement in) are
+    denoised as without ``one_pass``."""
     model = _temporal(4)
     frames = _frames((6, 24, 20), seed=7)
-    centred = Denoiser(model, NORM, device="cpu")
-    plain = Denoiser(model, NORM, device="cpu")
-    for t in range(2):
-        np.testing.assert_allclose(centred.push(frames[t], one_pass=True, following=frames[t + 1:t + 5]),
-                                   plain.push(frames[t], following=frames[t + 1:t + 5]), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ConfigError, match="causal window"):
+        Denoiser(model, NORM, device="cpu").push(frames[0], one_pass=True, following=frames[1:3])
     linear = NORM.copy(vst=False)
     a, b = Denoiser(model, linear, device="cpu"), Denoiser(model, linear, device="cpu")
     for f in frames:
@@ -150,6 +155,18 @@ def _shipped_temporal(frames: np.ndarray):
     ckpt = load_backbone("temporal").clone()
     ckpt.normalizer = fit_noise_model(list(frames[:2]), like=ckpt.normalizer).normalizer
     return ckpt
+
+
+def test_a_swapped_model_starts_a_fresh_one_pass_window() -> None:
+    """After a swap (an adapted model) no output of the old model is averaged into the new one's frames."""
+    frames = _frames((6, 24, 20), seed=11)
+    den = Denoiser(_temporal(5), NORM, device="cpu")
+    for f in frames[:5]:
+        den.push(f, one_pass=True)
+    other = _temporal(6)
+    den.swap(other, NORM)
+    np.testing.assert_allclose(den.push(frames[5], one_pass=True),
+                               Denoiser(other, NORM, device="cpu").push(frames[5]), rtol=1e-5, atol=1e-3)
 
 
 def test_a_static_scene_in_one_pass_lands_far_closer_to_the_truth_than_frame_by_frame() -> None:
@@ -182,9 +199,9 @@ def test_a_moving_spot_is_neither_smeared_nor_left_behind_in_one_pass() -> None:
     here = (slice(cy - 2, cy + 3), slice(cx - 2, cx + 3))
     before = (slice(py - 2, py + 3), slice(px - 2, px + 3))
     amplitude = float(truths[-1][cy, cx] - truths[-2][cy, cx])  # the spot above the scene, in ADU
-    assert float(out[here].max()) > 0.8 * float(alone[here].max()), (out[here].max(), alone[here].max())
+    assert float(out[here].max()) > 0.95 * float(alone[here].max()), (out[here].max(), alone[here].max())
     ghost = float(np.mean(out[before] - truths[-1][before]))  # the scene without the spot, there
-    assert abs(ghost) < 0.1 * amplitude, (ghost, amplitude)
+    assert abs(ghost) < 0.03 * amplitude, (ghost, amplitude)
 
 
 def test_a_drifting_scene_is_registered_before_it_is_averaged() -> None:
@@ -205,8 +222,8 @@ def test_the_agreement_blur_is_a_normalised_gaussian() -> None:
 
     x = torch.zeros(41, 41)
     x[20, 20] = 1.0
-    y = _blur(x)
+    y = _blur(x[None])[0]
     assert math.isclose(float(y.sum()), 1.0, rel_tol=1e-5)
     yy, _ = torch.meshgrid(torch.arange(41.0) - 20, torch.arange(41.0) - 20, indexing="ij")
     assert math.isclose(float((y * yy**2).sum()), SIGMA**2, rel_tol=0.05)
-    torch.testing.assert_close(_blur(torch.full((9, 7), 3.0)), torch.full((9, 7), 3.0))
+    torch.testing.assert_close(_blur(torch.full((1, 9, 7), 3.0)), torch.full((1, 9, 7), 3.0))

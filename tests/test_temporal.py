@@ -92,7 +92,7 @@ def test_the_fusion_s_blur_is_the_gaussian_convolution_with_replicated_borders(s
 
     fusion = MotionAdaptiveFusion(4, sigma=sigma)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    r, k = fusion.radius, torch.tensor(fusion.taps).view(1, 1, 1, -1)
+    r, k = fusion.radius, torch.tensor(fusion._blur.taps).view(1, 1, 1, -1)
     want = F.conv2d(F.pad(x[:, None], (r, r, 0, 0), mode="replicate"), k)
     want = F.conv2d(F.pad(want, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2))[:, 0]
     got = fusion._blur(x)

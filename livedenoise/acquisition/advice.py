@@ -73,9 +73,12 @@ def keep_up_advice(phases: dict[str, dict], facts: SessionFacts, recorder_tail_s
             if cheaper is not None:
                 options.append(f"--backbone {cheaper[0]} ({cheaper[1]})")
             if facts.temporal and facts.second_pass and not facts.one_pass:
-                options.append("--one-pass (one 2-D pass per frame instead of two: about 1.2x a 2-D frame's cost "
-                               "instead of 2.2x, 0.3 dB lower live on simulated time-lapses, as good on real "
-                               "structure, see README \"Time-lapses\")")
+                options.append("--one-pass (the display in one 2-D pass per frame instead of two: about 1.2x a 2-D "
+                               "frame's cost instead of 2.2x, 0.3 dB lower live on simulated time-lapses, as good on "
+                               "real structure, see README \"One pass for the live display\")")
+            if facts.temporal and facts.second_pass:
+                options.append("--no-second-pass (display and recorder without the second pass: one 2-D pass per "
+                               "frame each, about 0.6 dB lower live, see README \"Time-lapses\")")
             options.append("a smaller field of view or a slower camera ([live] interval_ms)")
             size = f"a {frame[1]}x{frame[0]} frame" if frame else "a frame"
             latency = phase.get("mean_latency_ms")

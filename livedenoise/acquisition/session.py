@@ -353,9 +353,10 @@ class LiveSession:
         backbone = self.backbone_normalized
         if backbone is None:
             raise RuntimeError("the backbone has no fitted noise model yet")
+        # scored with two passes also for a display in one pass, which runs the backbone's 2-D stage on its averages:
+        # there the adaptation changes the recorded frames (their first pass), hardly the display
         b, a, _ = swap_scores(backbone, adapted, held_out, device=self.device, noisy_targets=noisy_targets,
-                              second_pass=self.settings.live.second_pass,  # scored as the display runs the models
-                              one_pass=self.settings.live.one_pass)
+                              second_pass=self.settings.live.second_pass)
         return b, a
 
     def _finetune_job(self, noisy: list[np.ndarray], clean: list[np.ndarray] | None,

@@ -520,8 +520,7 @@ class AttachedDenoiser:
                     if clean_list is not None and match_reference:
                         pairs = [(x, match_intensity(t, x[-1] if x.ndim == 3 else x)) for x, t in pairs]
                     b, a, better = swap_scores(current, result.checkpoint, pairs, device=self._device,
-                                               second_pass=self._second_pass, noisy_targets=clean_list is None,
-                                               one_pass=self._one_pass)
+                                               second_pass=self._second_pass, noisy_targets=clean_list is None)
                     out.backbone_mse, out.adapted_mse, out.swapped = b, a, better
                     out.reason = f"held-out MSE {a:.4g} vs {b:.4g}" + (
                         "" if better else f": not better by {SWAP_MARGIN:.0%}, the current model is kept")

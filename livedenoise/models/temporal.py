@@ -96,6 +96,36 @@ def shift_frame(x: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, torch.
     return out, valid
 
 
+class GaussianBlur:
+    """Separable Gaussian blur (``sigma`` pixels) of frames ``[N, H, W]``, replicated borders (works on any size).
+
+    As weighted sums of shifted views of the padded frame, not ``conv2d``: a one-channel convolution is several
+    times slower on a CPU (184 against 25 ms for a 2048² frame, 11.3 against 0.4 ms at 512², 2 threads:
+    ``benchmarks/bench_fusion_blur.py``), for the same values to float rounding. The weights are numbers, not a
+    tensor: no device sync per blur, and a model built on the meta device has them too.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        radius = max(1, math.ceil(3 * sigma))
+        weights = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(-radius, radius + 1)]
+        #: the normalised Gaussian weights, offsets -radius..radius
+        self.taps = tuple(v / sum(weights) for v in weights)
+        self.radius = radius
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _n, h, w = x.shape  # [N, H, W] only
+        r = self.radius
+        taps = self.taps
+        padded = F.pad(x[:, None], (r, r, r, r), mode="replicate")[:, 0]
+        rows = padded[:, :, 0:w] * taps[0]
+        for i in range(1, 2 * r + 1):
+            rows = rows.add_(padded[:, :, i:i + w], alpha=taps[i])
+        out = rows[:, 0:h] * taps[0]
+        for i in range(1, 2 * r + 1):
+            out = out.add_(rows[:, i:i + h], alpha=taps[i])
+        return out
+
+
 @dataclass
 class Fused:
     """What a fusion gives: ``fused`` (the 2-D results averaged, network units) and, when the raw frames were
@@ -160,31 +190,9 @@ class MotionAdaptiveFusion(nn.Module):
         self.trust = nn.Parameter(torch.zeros(self.lags))
         #: log of the agreement scale h, in network units (the raw noise is 0.1 there)
         self.log_h = nn.Parameter(torch.tensor(math.log(0.03)))
-        radius = max(1, math.ceil(3 * self.sigma))
-        weights = [math.exp(-(i**2) / (2 * self.sigma**2)) for i in range(-radius, radius + 1)]
-        #: the blur's normalised Gaussian weights, offsets -radius..radius (numbers, not a tensor: no device sync per
-        #: blur, and a model built on the meta device has them too)
-        self.taps = tuple(v / sum(weights) for v in weights)
-        self.radius = radius
-
-    def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur of ``[N, H, W]`` (replicate borders, so it works on any size).
-
-        As weighted sums of shifted views of the padded frame, not ``conv2d``: a one-channel convolution is several
-        times slower on a CPU (184 against 25 ms for a 2048² frame, 11.3 against 0.4 ms at 512², 2 threads:
-        ``benchmarks/bench_fusion_blur.py``), for the same values to float rounding.
-        """
-        _n, h, w = x.shape  # [N, H, W] only
-        r = self.radius
-        taps = self.taps
-        padded = F.pad(x[:, None], (r, r, r, r), mode="replicate")[:, 0]
-        rows = padded[:, :, 0:w] * taps[0]
-        for i in range(1, 2 * r + 1):
-            rows = rows.add_(padded[:, :, i:i + w], alpha=taps[i])
-        out = rows[:, 0:h] * taps[0]
-        for i in range(1, 2 * r + 1):
-            out = out.add_(rows[:, i:i + h], alpha=taps[i])
-        return out
+        #: the agreement test's blur (:class:`GaussianBlur`)
+        self._blur = GaussianBlur(self.sigma)
+        self.radius = self._blur.radius
 
     def agreement(self, neighbour: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """``exp(-G * (neighbour - reference)^2 / h^2)`` per pixel: 1 where a neighbour shows the same thing."""
