@@ -11,8 +11,11 @@ mean (``n``: the median over the frame of the effective number of frames average
 neighbour agrees (a moving object) the new frame counts alone.
 
 Measured (``benchmarks/results/2026-12-06-temporal-onepass-probe`` and
-``benchmarks/results/2026-12-06-live-one-pass``): within a few tenths of a dB of the two passes, ahead of the fusion
-alone, with moving puncta better than the 2-D network's, at about the fusion alone's cost. The comparison with a
+``benchmarks/results/2026-12-06-live-one-pass``): at about the fusion alone's cost, ahead of the fusion alone, with
+moving puncta better than the 2-D network's; 0.33 dB below the two passes on the simulator's time-lapses, as good as
+them on real structure, and 0.82 dB below them as displayed in the quick start's 256² session, where the CPU keeps
+up with the two passes (the learned trust per lag averages about 3 frames' worth of a static scene where the second
+pass averages up to 5). Hence an option for frames the two passes cannot keep up with. The comparison with a
 noisy frame needs a wider neighbourhood than the fusion's comparison of two denoised frames (``SIGMA`` 2 px against
 1 px), and a noise model per pixel (the transform's variance over ``n(x)``) made the network see contrast that is
 not there (worse than no temporal help at all): hence one ``n`` per frame.
