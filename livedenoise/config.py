@@ -129,9 +129,10 @@ class LiveConfig(_Strict):
         False,
         description=("with the temporal backbone, the display denoises each frame in one 2-D pass: the frame's "
                      "motion-compensated average with the frames it showed before it (about 1.2x a 2-D frame's cost "
-                     "instead of 2.2x with second_pass; 0.3 dB lower on simulated time-lapses and 0.8 dB as displayed in "
-                     "the quick start's 256x256 session, as good on real structure; its averages keep the backbone's 2-D stage, so a fine-tune changes the "
-                     "recorded frames more than the display); a causal recorded_window records the same way"))
+                     "instead of 2.2x with second_pass; 0.3 dB lower on simulated time-lapses and 0.8 dB as "
+                     "displayed in the quick start's 256x256 session, as good on real structure; its averages keep "
+                     "the backbone's 2-D stage, so a fine-tune changes the recorded frames more than the display); a "
+                     "causal recorded_window records the same way"))
     recorded_window: Literal["centred", "causal"] = Field(
         "centred",
         description=("with a temporal backbone, the frames each recorded denoised frame is fused with: centred (the "

@@ -74,8 +74,8 @@ def keep_up_advice(phases: dict[str, dict], facts: SessionFacts, recorder_tail_s
                 options.append(f"--backbone {cheaper[0]} ({cheaper[1]})")
             if facts.temporal and facts.second_pass and not facts.one_pass:
                 options.append("--one-pass (the display in one 2-D pass per frame instead of two: about 1.2x a 2-D "
-                               "frame's cost instead of 2.2x, 0.3-0.8 dB lower as displayed on the simulator, as good on "
-                               "real structure, see README \"One pass for the live display\")")
+                               "frame's cost instead of 2.2x, 0.3-0.8 dB lower as displayed on the simulator, as "
+                               "good on real structure, see README \"One pass for the live display\")")
             if facts.temporal and facts.second_pass:
                 options.append("--no-second-pass (display and recorder without the second pass: one 2-D pass per "
                                "frame each, about 0.6 dB lower live, see README \"Time-lapses\")")
