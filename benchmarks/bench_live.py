@@ -4,6 +4,7 @@
     python benchmarks/bench_live.py --backbones fast,standard --repeats 1
     python benchmarks/bench_live.py --backbones fast,temporal,temporal-fusion   # temporal without its second pass
     python benchmarks/bench_live.py --backbones temporal,temporal-one-pass      # its display in one pass
+    python benchmarks/bench_live.py --backbones temporal-two-passes,temporal-one-pass,temporal-auto  # ... or chosen
     python benchmarks/bench_live.py --backbones lite --interval-ms 50 --checkout before=/tmp/base \
         --demo-args "--roi 512x512 --precision bf16 --finetune-seconds 30 --frames 200"   # this tree against another
 
@@ -51,9 +52,13 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
         shutil.rmtree(folder)  # only this benchmark's own run folder
     cli = Path(sys.executable).parent / "livedenoise"
     # "temporal-fusion": the temporal backbone without its second pass (--no-second-pass); "temporal-one-pass": its
-    # display in one pass (--one-pass)
+    # display always in one pass (--one-pass on), "temporal-two-passes" always in two (--one-pass off), "temporal"
+    # as the default chooses (--one-pass auto since 2026-12-06, two passes before)
     options = {"temporal-fusion": ["--backbone", "temporal", "--no-second-pass"],
-               "temporal-one-pass": ["--backbone", "temporal", "--one-pass"]}.get(backbone, ["--backbone", backbone])
+               "temporal-one-pass": ["--backbone", "temporal", "--one-pass", "on"],
+               "temporal-two-passes": ["--backbone", "temporal", "--one-pass", "off"],
+               "temporal-auto": ["--backbone", "temporal", "--one-pass", "auto"]}.get(backbone,
+                                                                                      ["--backbone", backbone])
     env = dict(os.environ) if checkout is None else checkout_env(checkout)
     started = time.perf_counter()
     proc = subprocess.run([str(cli), "demo", *options, *(demo_args or []), "-o", str(folder)]
@@ -82,6 +87,7 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
             "recorded_frames_scored": [(r.get("recorded_quality") or {}).get("backbone_frames"),
                                        (r.get("recorded_quality") or {}).get("adapted_frames")],
             "recorded_window": r.get("recorded_window"), "recorder_tail_s": r.get("recorder_tail_s"),
+            "display_passes": r.get("display_passes") or {},
             "session_wall_s": wall_s,
             "fixed_pattern": r.get("fixed_pattern"), "swap_criterion": r.get("swap_criterion"),
             "errors": r.get("errors") or [], "load_at_end": (r.get("machine") or {}).get("load_average"),

@@ -23,6 +23,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -104,6 +105,12 @@ SOURCES: dict[str, str] = {
     "batch-xeon": ("2026-12-05-xeon-amx/batch-1GB.json", "2026-12-05-xeon-amx/batch-300MB.json"),
     "train-speed": ("2026-12-05-train-speed/before-1.json", "2026-12-05-train-speed/after-1/speed.json",
                     "2026-12-05-train-speed/before-2.json", "2026-12-05-train-speed/after-2/speed.json"),
+    # the code of when the speed issue was filed (75b3ad4, before channels-last) against bbe160f's
+    "train-speed-vs-issue": ("2026-12-06-train-speed-vs-issue/legacy-1.json",
+                             "2026-12-06-train-speed-vs-issue/now-1/speed.json",
+                             "2026-12-06-train-speed-vs-issue/legacy-2.json",
+                             "2026-12-06-train-speed-vs-issue/now-2/speed.json",
+                             "2026-12-06-train-speed-vs-issue/now-last/speed.json"),
     "batch-malloc": ("2026-12-05-batch-malloc/batch-1GB.json", "2026-12-05-batch-malloc/batch-300MB.json"),
     "batch-bf16": ("2026-12-05-batch-bf16/batch-1GB.json",),
     "compile-speed-xeon": "2026-12-05-compile-xeon/speed.json",
@@ -510,14 +517,15 @@ def train_layers(data: dict, path: str) -> str:
                       _source_line(path, data, data.get("command", "bench_speed.py"))])
 
 
-def train_speed(sources: list[tuple[dict, str]]) -> str:
+def train_speed(sources: list[tuple[dict, str]], now: str = "this change") -> str:
     """Self-supervised fine-tuning of an earlier commit (``speed_of_checkout.py --section finetune``) and of this one
-    (``bench_speed.py --only finetune``), alternated: steps per second against the earlier commit's fp32 fine-tune of
-    every weight in the same round, and what the steps bought (held-out loss; PSNR against the simulator's truth)."""
+    (``bench_speed.py --only finetune``; ``now`` names it), alternated: steps per second against the earlier commit's
+    fp32 fine-tune of every weight in the same round, and what the steps bought (held-out loss; PSNR against the
+    simulator's truth)."""
     rows, base, rounds = [], None, 0
     for data, _ in sources:
         rounds += bool(data.get("commit"))
-        code = f"{rounds}: " + (f"before ({data['commit'][:7]})" if data.get("commit") else "this change")
+        code = f"{rounds}: " + (f"before ({data['commit'][:7]})" if data.get("commit") else now)
         for r in data["finetune"]:
             rate = r["steps"] / r["wall_s"]
             if data.get("commit") and r["precision"] == "fp32" and r.get("adapt_layers", "all") == "all":
@@ -881,7 +889,8 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "adapt-layers": adapt, "adapt-layers-gpu-backbone": adapt, "noise-fit": noise_fit,
          "live-backbones": live_backbones, "live-temporal-lite": live_backbones,
          "temporal-pairs": temporal_pairs, "pareto": pareto, "batch-malloc": batch_malloc, "batch-bf16": batch_malloc,
-         "train-speed": train_speed, "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
+         "train-speed": train_speed, "train-speed-vs-issue": partial(train_speed, now="bbe160f"),
+         "batch-xeon": batch_malloc, "live-phases-xeon": live_phases,
          "compile-batch-xeon": batch_malloc, "pairs-shift": pairs_shift,
          "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,

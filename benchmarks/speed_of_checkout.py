@@ -11,7 +11,9 @@ Runs that checkout's own ``benchmarks/bench_speed.bench_inference`` (fast, stand
 channels-last), or with ``--section finetune`` its ``bench_finetune`` (self-supervised fine-tuning of the fast
 backbone on one simulated 256² frame, channels-last, each ``--train-precisions`` x ``--adapt-layers``), with that
 checkout's ``livedenoise`` (its folder first on the path, so the installed one is not imported), and writes the rows
-with the commit they measured. Alternate the two commands to see how much of a difference is load.
+with the commit they measured. A checkout from before 2026-12-03's channels-last layout (whose ``bench_finetune``
+knew neither layouts nor precisions) runs :mod:`legacy_finetune` instead: its one way of fine-tuning, scored as
+today's. Alternate the two commands to see how much of a difference is load.
 """
 from __future__ import annotations
 
@@ -31,7 +33,12 @@ import livedenoise
 assert livedenoise.__file__.startswith(sys.argv[1]), livedenoise.__file__
 if sys.argv[2] == "finetune":
     budget, precisions, layers = float(sys.argv[3]), sys.argv[4].split(","), sys.argv[5].split(",")
-    rows = [bench_speed.bench_finetune(256, budget, "cpu", True, p, a) for p in precisions for a in layers]
+    import inspect
+    if "precision" in inspect.signature(bench_speed.bench_finetune).parameters:
+        rows = [bench_speed.bench_finetune(256, budget, "cpu", True, p, a) for p in precisions for a in layers]
+    else:  # before 2026-12-03's channels-last layout: fp32, every weight, NCHW, and no PSNR of its own
+        import legacy_finetune
+        rows = [legacy_finetune.bench(256, budget)]
     print("@@" + json.dumps({"machine": machine(), "finetune": rows}))
 else:
     rows = bench_speed.bench_inference(sys.argv[3].split(","), [512, 2048], ["cpu"], 5, layouts=(True,))
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.checkout.resolve()
     if not (root / "livedenoise" / "__init__.py").is_file() or not (root / "benchmarks" / "bench_speed.py").is_file():
         raise SystemExit(f"{root}: not a livedenoise checkout with benchmarks/bench_speed.py")
-    env = checkout_env(root, root / "benchmarks")
+    env = checkout_env(root, root / "benchmarks", Path(__file__).resolve().parent)  # then legacy_finetune
     section = ([args.section, str(args.finetune_budget), args.train_precisions, args.adapt_layers]
                if args.section == "finetune" else [args.section, args.models])
     res = subprocess.run([sys.executable, "-c", _CHILD, str(root), *section], cwd=root, env=env, text=True,

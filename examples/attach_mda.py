@@ -35,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recorded-window", choices=("centred", "causal"), default="centred",
                         help="with a temporal model: record each frame fused with the frames of its field before and "
                              "after it (centred, default) or before it only, as displayed (causal)")
-    parser.add_argument("--one-pass", action="store_true",
-                        help="with a temporal model: display each frame denoised in one pass (its motion-compensated "
-                             "average with the frames of its field before it; about half the two passes' cost)")
+    parser.add_argument("--one-pass", nargs="?", const="on", choices=("auto", "on", "off"), default="auto",
+                        help="with a temporal model: display each frame denoised in two passes while the display keeps "
+                             "up and in one while it falls behind (auto, default), always in one pass (on: its "
+                             "motion-compensated average with the frames of its field before it; about half the two "
+                             "passes' cost) or always in two (off)")
     parser.add_argument("--calibrate", type=int, default=0, metavar="N",
                         help="before the MDA, take reference pairs at N other positions with the sequence's channels "
                              "and adapt each channel's model (MDADenoiser.calibrate)")
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def acquire(display):
         handler = MDADenoiser(args.model, output=out / "denoised", display=display,
-                              recorded_window=args.recorded_window, one_pass=args.one_pass)
+                              recorded_window=args.recorded_window,
+                              one_pass={"on": True, "off": False}.get(args.one_pass, "auto"))
         if calibration_positions:
             futures = handler.calibrate(core, sequence, calibration_positions, average=8,
                                         time_budget_s=args.calibrate_seconds)

@@ -125,14 +125,16 @@ class LiveConfig(_Strict):
         description=("with the temporal backbone, also denoise each frame's motion-compensated average with the frames "
                      "before it (a static scene averaged over n frames has n times the light): better quality at a "
                      "second 2-D pass per frame; false keeps the fusion of the frames' 2-D results alone"))
-    one_pass: bool = Field(
-        False,
-        description=("with the temporal backbone, the display denoises each frame in one 2-D pass: the frame's "
-                     "motion-compensated average with the frames it showed before it (about 1.2x a 2-D frame's cost "
-                     "instead of 2.2x with second_pass; 0.3 dB lower on simulated time-lapses and 0.8 dB as "
-                     "displayed in the quick start's 256x256 session, as good on real structure; its averages keep "
-                     "the backbone's 2-D stage, so a fine-tune changes the recorded frames more than the display); a "
-                     "causal recorded_window records the same way"))
+    one_pass: bool | Literal["auto"] = Field(
+        "auto",
+        description=("with the temporal backbone, how the display denoises each frame: auto (two passes while the "
+                     "display keeps up with the camera, one pass while it falls behind: chosen from what it measures), "
+                     "true (always one pass: the frame's motion-compensated average with the frames it showed before "
+                     "it, denoised once; about 1.2x a 2-D frame's cost instead of 2.2x with second_pass; 0.3 dB lower "
+                     "on simulated time-lapses and 0.8 dB as displayed in the quick start's 256x256 session, as good "
+                     "on real structure; its averages keep the backbone's 2-D stage, so a fine-tune changes the "
+                     "recorded frames more than the display) or false (always two passes, skipping the second on a "
+                     "frame after skipped ones); with true, a causal recorded_window records in one pass too"))
     recorded_window: Literal["centred", "causal"] = Field(
         "centred",
         description=("with a temporal backbone, the frames each recorded denoised frame is fused with: centred (the "

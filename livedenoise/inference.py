@@ -61,7 +61,7 @@ from livedenoise.models import (
 from livedenoise.models.temporal import Fused, MotionAdaptiveFusion
 from livedenoise.modelspec import load_model_spec
 from livedenoise.normalization import Normalizer, check_image
-from livedenoise.one_pass import Neighbour, lag_trust, one_pass
+from livedenoise.one_pass import Neighbour, lag_trust, neighbour_from_result, one_pass
 from livedenoise.second_pass import second_pass
 
 log = logging.getLogger("livedenoise")
@@ -232,6 +232,9 @@ class _Stream:
     #: the engine's fusion trust per lag as numbers (read once, not once per frame)
     past: deque[Neighbour] = field(default_factory=deque)
     trust: list[float] | None = None
+    #: the way the stream's last frame was pushed (True: one pass), None before its first: a stream that changes
+    #: way (an adaptive display, :mod:`livedenoise.acquisition.pass_choice`) carries its window over
+    one_pass: bool | None = None
 
 
 def _frame_key(frame: np.ndarray) -> bytes:
@@ -682,7 +685,9 @@ class Denoiser:
         ``one_pass``: with the temporal backbone, denoise the frame in one 2-D pass, the motion-compensated average of
         it with the frames this stream denoised before it (:mod:`livedenoise.one_pass`: about the fusion alone's cost
         instead of two 2-D passes; ``second_pass`` does not apply). A causal window only: refused with ``following``.
-        A stream should be pushed one way throughout (each way keeps its own window).
+        A stream may change way between frames (an adaptive display does): on a change to one pass, the two passes'
+        window of the stream seeds what one pass averages (so its next frame is no 2-D frame); on a change back, the
+        two passes' window restarts from that frame (its first frames average fewer neighbours).
         """
         if one_pass and len(following):
             raise ConfigError("Denoiser.push: one_pass denoises a frame with the frames before it (a causal window); "
@@ -694,6 +699,12 @@ class Denoiser:
             return self._run_frames(engine, arr[None])[0]
         if one_pass and engine.fusion is not None and engine.normalizer.vst:
             return self._push_one_pass(engine, arr, stream)
+        if engine.fusion is not None:
+            with self._window_lock:
+                kept_by = self._stream(stream, engine)
+                if kept_by.one_pass:  # back from one pass: the window's 2-D results stop where one pass began
+                    kept_by.frames.clear()
+                kept_by.one_pass = False
         kept = self._append(engine, arr, stream)
         # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
         ahead = list(takewhile(lambda f: f.shape == arr.shape, ahead))[:engine.window - 1]
@@ -733,6 +744,12 @@ class Denoiser:
         with self._window_lock:
             kept_by = self._stream(stream, engine)
             past = kept_by.past
+            if kept_by.one_pass is False:  # from two passes: their window's frames are the ones before this one
+                past.clear()
+                past.extend(neighbour_from_result(d, electrons, engine.normalizer, engine.fusion)
+                            for d, _, electrons, _ in list(kept_by.frames)[-engine.fusion.lags:]
+                            if electrons is not None)
+            kept_by.one_pass = True
             if past and past[-1].electrons.shape != arr.shape:
                 past.clear()  # new ROI / binning: old frames no longer line up
             window = list(past)

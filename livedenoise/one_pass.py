@@ -59,6 +59,14 @@ def lag_trust(fusion: MotionAdaptiveFusion) -> list[float]:
     return torch.sigmoid(fusion.trust.detach()).tolist()
 
 
+def neighbour_from_result(units: torch.Tensor, electrons: torch.Tensor, normalizer: Normalizer,
+                          fusion: MotionAdaptiveFusion) -> Neighbour:
+    """What one pass keeps of a frame the two passes denoised (a display that changes way): its raw values in
+    electrons and its 2-D result ``units`` [H, W] (network units) read as the mean of a noisy frame's transform."""
+    expected = in_electrons(normalizer).expected_gat_torch(units)
+    return Neighbour(electrons, expected, fusion.spectra(expected))
+
+
 def one_pass(raw: torch.Tensor, past: Sequence[Neighbour], normalizer: Normalizer, fusion: MotionAdaptiveFusion,
              denoise_frame: Callable[[torch.Tensor], torch.Tensor],
              denoise_average: Callable[[torch.Tensor], torch.Tensor],

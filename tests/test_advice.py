@@ -24,7 +24,7 @@ def test_a_slow_display_is_told_every_option_that_applies_to_its_session() -> No
                            "denoising a 512x512 frame took longer than the 100 ms between camera frames")
     options = line.split("To keep up, try: ", 1)[1].split("; ")
     assert [o.split(" (")[0] for o in options] == [
-        "--precision bf16", "--backbone temporal-lite", "--one-pass", "--no-second-pass",
+        "--precision bf16", "--backbone temporal-lite", "--one-pass auto", "--no-second-pass",
         "a smaller field of view or a slower camera"]
 
 
@@ -47,6 +47,10 @@ def test_only_the_options_that_exist_are_named() -> None:
     in_one_pass = SessionFacts(backbone="backbone-temporal", temporal=True, second_pass=True, one_pass=True,
                                precision="bf16", device="cpu", bf16_units=True)
     (line,) = keep_up_advice(phases, in_one_pass)  # its recorder still runs the second pass
+    assert "--one-pass" not in line and "--no-second-pass" in line and "--backbone temporal-lite" in line
+    auto = SessionFacts(backbone="backbone-temporal", temporal=True, second_pass=True, one_pass="auto",
+                        precision="bf16", device="cpu", bf16_units=True)
+    (line,) = keep_up_advice(phases, auto)  # the default: the display already goes to one pass when behind
     assert "--one-pass" not in line and "--no-second-pass" in line and "--backbone temporal-lite" in line
 
 

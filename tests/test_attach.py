@@ -211,6 +211,7 @@ def test_one_pass_reaches_the_display_and_a_causal_recorder_but_never_a_centred_
                 assert den._worker.drain(30)  # every frame shown, so that each display window is complete
         report = den.close(progress=False)
         assert report.frames_written == 10 and not report.errors
+        assert report.display_passes == {"mode": True, "one pass": 10, "two passes": 0, "switches": []}
         got = _read_all(report.denoised_path)
         for p in range(2):
             stack = np.stack([frames[(p, t)] for t in range(5)]).astype(np.float32)
@@ -224,6 +225,22 @@ def test_one_pass_reaches_the_display_and_a_causal_recorder_but_never_a_centred_
                 assert np.abs(recorded - np.clip(np.rint(want[t]), 0, 65535)).max() <= 1, (window, p, t)
                 displayed = next(r.denoised for r in shown if r.info["axes"] == {"time": t, "position": p})
                 np.testing.assert_allclose(displayed, in_one_pass[t], rtol=0, atol=1e-2)
+
+
+def test_the_display_way_is_auto_by_default_two_passes_while_it_keeps_up_and_a_wrong_way_is_refused(tmp_path):
+    """``one_pass="auto"`` (default): a display that keeps up (every frame shown before the next is handed over)
+    stays in two passes, and the report says so; a way that is neither True, False nor "auto" is refused before any
+    frame."""
+    with pytest.raises(ConfigError, match="one_pass 'sometimes' is invalid; expected True, False or \"auto\""):
+        AttachedDenoiser("temporal", device="cpu", one_pass="sometimes")  # type: ignore[arg-type]
+    frames = _poisson_frames(1, 4)
+    den = AttachedDenoiser("temporal", device="cpu")
+    for t in range(4):
+        den.submit(frames[(0, t)], {"time": t, "position": 0})
+        assert den._worker.drain(30)
+    report = den.close(progress=False)
+    assert report.display_passes == {"mode": "auto", "one pass": 0, "two passes": 4, "switches": []}
+    assert AttachedDenoiser("fast", device="cpu").close(progress=False).display_passes == {}  # no temporal model
 
 
 def test_a_temporal_model_records_each_field_with_centred_windows_with_or_without_read_raw(tmp_path):

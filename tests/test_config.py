@@ -243,18 +243,29 @@ def test_the_second_pass_is_on_by_default_and_off_from_the_file_or_the_command_l
         settings_from_args(build_parser().parse_args(["demo", "--config", str(path)]))
 
 
-def test_one_pass_is_off_by_default_and_on_from_the_file_or_the_command_line(tmp_path):
-    from livedenoise.cli import build_parser
+def test_one_pass_is_auto_by_default_and_on_or_off_from_the_file_or_the_command_line(tmp_path, capsys):
+    from livedenoise.cli import build_parser, main
     from livedenoise.commands._session import settings_from_args
 
-    assert settings_from_args(build_parser().parse_args(["demo"])).live.one_pass is False
+    def one_pass(*argv: str):
+        return settings_from_args(build_parser().parse_args(list(argv))).live.one_pass
+
+    assert one_pass("demo") == "auto"
     path = tmp_path / "s.toml"
     path.write_text("[live]\none_pass = true\n")
-    assert settings_from_args(build_parser().parse_args(["demo", "--config", str(path)])).live.one_pass is True
-    assert settings_from_args(build_parser().parse_args(["live", "--simulate", "--one-pass"])).live.one_pass is True
+    assert one_pass("demo", "--config", str(path)) is True
+    assert one_pass("demo", "--config", str(path), "--one-pass", "auto") == "auto"  # the command line wins
+    path.write_text("[live]\none_pass = false\n")
+    assert one_pass("demo", "--config", str(path)) is False
+    assert one_pass("live", "--simulate", "--one-pass") is True
+    assert one_pass("live", "--simulate", "--one-pass", "on") is True
+    assert one_pass("live", "--simulate", "--one-pass", "off") is False
     path.write_text("[live]\none_pass = 'sometimes'\n")
     with pytest.raises(ConfigError, match="one_pass"):
         settings_from_args(build_parser().parse_args(["demo", "--config", str(path)]))
+    with pytest.raises(SystemExit):
+        main(["live", "--simulate", "--one-pass", "sometimes"])
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_the_command_line_precision_overrides_the_session_file_and_bad_values_are_refused(tmp_path, capsys):

@@ -74,3 +74,7 @@ def test_demo_summary_prints_the_phases() -> None:
     lines = outcome_lines(report)
     assert lines[-1].startswith("display by phase: while fine-tuning 10.0 fps")
     assert outcome_lines({**report, "display_phases": {}})[-1].startswith("frames: 200 acquired")
+    passes = {"mode": "auto", "one pass": 150, "two passes": 50, "switches": [{"frame": 50, "to": "one pass"}]}
+    lines = outcome_lines({**report, "display_passes": passes})  # a temporal display: its ways, before the phases
+    assert lines[-2] == ("temporal display (auto): 50 frames in two passes, 150 frames in one pass; switched to one "
+                         "pass at shown frame 50") and lines[-1].startswith("display by phase: ")

@@ -973,6 +973,8 @@ def test_a_temporal_session_records_each_frame_fused_with_the_frames_around_it(
     assert rep.frames_written == rep.frames_acquired == 12 and not rep.errors
     assert rep.recorded_window == window
     assert bool(session.denoiser._streams["display"].past) == one_pass  # the display ran in one pass, or not
+    assert rep.display_passes["mode"] is one_pass and rep.display_passes["switches"] == []
+    assert rep.display_passes["one pass" if one_pass else "two passes"] == rep.frames_denoised > 0
     assert rep.recorded_quality["backbone_frames"] == 3 and np.isfinite(rep.recorded_quality["backbone"])
     _, raw = saved_raw_frames(session)
     stack = np.stack(raw).astype(np.float32)

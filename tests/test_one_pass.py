@@ -15,7 +15,7 @@ from livedenoise.models import build_model
 from livedenoise.models.temporal import TemporalUNet, temporal_from_frame_model
 from livedenoise.noise_model import fit_noise_model
 from livedenoise.normalization import Normalizer
-from livedenoise.one_pass import Neighbour, one_pass
+from livedenoise.one_pass import Neighbour, neighbour_from_result, one_pass
 
 NORM = Normalizer(offset=100.0, gain=2.0, noise_b=2.25, scale=10.0)
 
@@ -132,6 +132,33 @@ def test_a_frame_with_nothing_to_average_is_the_2d_result_as_two_passes_give_it(
         other.push(f, stream="a", one_pass=True)
     np.testing.assert_allclose(other.push(frames[4], stream="b", one_pass=True), first(frames[4]), rtol=1e-5,
                                atol=1e-3)  # each stream has its own window
+
+
+def test_a_stream_that_changes_way_carries_its_window_over() -> None:
+    """An adaptive display (``[live] one_pass = "auto"``) changes way mid-stream. From two passes to one, the frames
+    the two passes denoised are what one pass averages (their raw electrons, their 2-D results as references), so the
+    first frame in one pass is no 2-D frame; from one pass back to two, the two passes' window restarts at that
+    frame (its 2-D results stopped where one pass began)."""
+    model = _temporal(1)  # no registration: on frames of noise alone it would find shifts that are not there
+    frames = _frames((9, 24, 20), seed=12)
+    den = Denoiser(model, NORM, device="cpu")
+    for f in frames[:5]:
+        den.push(f, stream="display")
+    got = den.push(frames[5], stream="display", one_pass=True)
+    with torch.no_grad():
+        past = [neighbour_from_result(model.frame(NORM.forward_torch(torch.from_numpy(f))[None, None])[0, 0],
+                                      NORM.electrons_torch(torch.from_numpy(f)), NORM, model.fusion)
+                for f in frames[1:5]]
+        want, _ = one_pass(torch.from_numpy(frames[5]), past, NORM, model.fusion,
+                           lambda z: model.frame(z[:, None])[:, 0], lambda z: model.frame(z[:, None])[:, 0])
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-3)
+    alone = Denoiser(model, NORM, device="cpu").push(frames[5], one_pass=True)  # nothing before it: the 2-D result
+    assert float(np.abs(got - alone).mean()) > 0.05  # 50x the tolerance above: the carried frames were averaged
+    den.push(frames[6], stream="display", one_pass=True)
+    back = [den.push(f, stream="display") for f in frames[7:9]]
+    fresh = Denoiser(model, NORM, device="cpu")
+    np.testing.assert_allclose(back, [fresh.push(f) for f in frames[7:9]], rtol=1e-5, atol=1e-3)
+    assert len(den._streams["display"].frames) == 2
 
 
 def test_one_pass_refuses_following_frames_and_a_2d_model_or_no_stabilisation_ignore_it() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from livedenoise.acquisition.pass_choice import OnePass
 from livedenoise.acquisition.phases import NO_FINETUNE, PHASES
 
 #: The display keeps up when it shows at least this share of the camera's frames.
@@ -36,7 +37,8 @@ class SessionFacts:
     backbone: str  #: the backbone checkpoint's name, e.g. "backbone-temporal"
     temporal: bool
     second_pass: bool  #: a temporal backbone's second pass is on
-    one_pass: bool  #: a temporal backbone's display denoises each frame in one pass ([live] one_pass)
+    #: how a temporal backbone's display denoises ([live] one_pass): True one pass, False two, "auto" as it measures
+    one_pass: OnePass
     precision: str  #: the live denoiser's arithmetic ("fp32", "bf16", "fp16")
     device: str  #: "cpu", "cuda", "mps"
     bf16_units: bool  #: the CPU multiplies bf16 matrices in hardware (Intel AMX)
@@ -72,10 +74,11 @@ def keep_up_advice(phases: dict[str, dict], facts: SessionFacts, recorder_tail_s
             cheaper = CHEAPER_BACKBONE.get(facts.backbone)
             if cheaper is not None:
                 options.append(f"--backbone {cheaper[0]} ({cheaper[1]})")
-            if facts.temporal and facts.second_pass and not facts.one_pass:
-                options.append("--one-pass (the display in one 2-D pass per frame instead of two: about 1.2x a 2-D "
-                               "frame's cost instead of 2.2x, 0.3-0.8 dB lower as displayed on the simulator, as "
-                               "good on real structure, see README \"One pass for the live display\")")
+            if facts.temporal and facts.second_pass and facts.one_pass is False:
+                options.append("--one-pass auto (the display in one 2-D pass per frame instead of two while it falls "
+                               "behind: about 1.2x a 2-D frame's cost instead of 2.2x, 0.3-0.8 dB lower as displayed "
+                               "on the simulator, as good on real structure, see README \"One pass for the live "
+                               "display\")")
             if facts.temporal and facts.second_pass:
                 options.append("--no-second-pass (display and recorder without the second pass: one 2-D pass per "
                                "frame each, about 0.6 dB lower live, see README \"Time-lapses\")")

@@ -69,7 +69,8 @@ class DenoiseWorker:
     returning the current model's name. Exceptions never escape: the frame is reported with
     ``denoised=None`` and the error text, and the worker goes on. ``info["skipped_before"]`` tells ``denoise``
     how many frames were skipped since the one shown before (0: the display keeps up), so it can choose a
-    cheaper computation while it has fallen behind (:func:`behind`).
+    cheaper computation while it has fallen behind (:func:`behind`); ``info["submitted_at"]``, when the frame was
+    submitted (``time.perf_counter``), tells it the camera's pace.
     """
 
     def __init__(self, denoise: Callable[[np.ndarray, dict], np.ndarray],
@@ -128,6 +129,7 @@ class DenoiseWorker:
                     return
                 raw, info, t0 = self._pending  # type: ignore[misc]
                 info["skipped_before"], self._skipped = self._skipped, 0
+                info["submitted_at"] = t0  # when the camera's frame was offered: the camera's pace, for PassChoice
                 self._pending = None
                 self._busy = True
                 last_start = time.perf_counter()

@@ -28,7 +28,8 @@ import numpy as np
 from livedenoise.acquisition.advice import SessionFacts, keep_up_advice
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
 from livedenoise.acquisition.calibration_set import calibration_set
-from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
+from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.pass_choice import PassChoice
 from livedenoise.acquisition.phases import ShownFrame, display_phases
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.priority import YieldToDisplay
@@ -90,6 +91,9 @@ class SessionReport:
     recorded_quality: dict = field(default_factory=dict)
     #: the temporal window of the recorded frames ([live] recorded_window), "" for a 2-D backbone
     recorded_window: str = ""
+    #: a temporal display's way ([live] one_pass): {"mode", "one pass": frames, "two passes": frames, "switches":
+    #: [{"frame", "to"}]}; empty for a 2-D backbone
+    display_passes: dict = field(default_factory=dict)
     #: seconds the recorder took, once acquisition had stopped, to denoise and write the frames still waiting
     recorder_tail_s: float = 0.0
     #: what to change when the display could not keep up with the camera, or the recorder finished long after it
@@ -168,6 +172,7 @@ class LiveSession:
         self._live_thread: threading.Thread | None = None
         self._live_info: LiveRunInfo | None = None
         self._worker: DenoiseWorker | None = None
+        self._passes = PassChoice(settings.live.one_pass)  # how a temporal display denoises, frame by frame
         self._writer: DenoisedWriter | None = None
         self._frames_after_swap: int | None = None
         self._max_frames: int | None = None
@@ -523,6 +528,7 @@ class LiveSession:
         self._shown, self._acquired_at, self._live_ended = [], [], 0.0  # a new live run: phases of its own
         self._max_frames = max_frames
         self._frames_after_swap = frames_after_swap
+        self._passes = PassChoice(self.settings.live.one_pass)  # a temporal display's way, frame by frame
         self._worker = DenoiseWorker(self._denoise_current, self._on_denoised,
                                      model_name=lambda: self.denoiser.name if self.denoiser else "").start()
         if self.settings.live.save_denoised:
@@ -552,11 +558,9 @@ class LiveSession:
             self._fit_from_live(raw)
         denoiser = self.denoiser
         assert denoiser is not None  # set by _fit_from_live, or it raised
-        # temporal models: a window of the last frames shown; while the display has fallen behind the camera (it
-        # skipped frames) it skips the second pass, which halves its cost (the recorder still runs it); in one pass
-        # ([live] one_pass) every frame costs about that
-        return denoiser.push(raw, stream="display", second_pass=False if behind(info or {}) else None,
-                             one_pass=self.settings.live.one_pass)
+        # temporal models: a window of the last frames shown, in two passes while the display keeps up with the
+        # camera and one pass while it falls behind ([live] one_pass, livedenoise.acquisition.pass_choice)
+        return self._passes.push(denoiser, raw, "display", info or {})
 
     def _recorder_takes_every_core(self) -> None:
         """Called in the recorder's thread once acquisition has stopped: the display and the fine-tune have ended, so
@@ -593,7 +597,7 @@ class LiveSession:
         assert denoiser is not None  # set by _fit_from_live, or it raised
         # a causal recorded window records as the display shows (in one pass too); a centred one never in one pass,
         # also where a series' last frames have no following ones
-        causal_one_pass = self.settings.live.one_pass and self.settings.live.recorded_window == "causal"
+        causal_one_pass = self.settings.live.one_pass is True and self.settings.live.recorded_window == "causal"
         return denoiser.push(raw, stream="recorder", following=following, one_pass=causal_one_pass)
 
     def _score_recorded(self, raw: np.ndarray, out: np.ndarray) -> None:
@@ -750,6 +754,8 @@ class LiveSession:
         rep.recorded_quality.update({f"{k}_frames": len(v) for k, v in self._recorded_psnr.items()})
         rep.recorded_window = self.settings.live.recorded_window if model_is_temporal(self.backbone.model) else ""
         rep.recorder_tail_s = self._recorder_tail_s
+        if self.denoiser is not None and self.denoiser.is_temporal:
+            rep.display_passes = self._passes.summary()
         rep.advice = keep_up_advice(rep.display_phases, self._facts(), self._recorder_tail_s, self._frame_shape)
         return rep
 

@@ -37,7 +37,8 @@ import numpy as np
 
 from livedenoise.acquisition.axes import TIME_AXES
 from livedenoise.acquisition.calibration_set import calibration_set
-from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker, behind
+from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
+from livedenoise.acquisition.pass_choice import OnePass, PassChoice
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, RECORDED_WINDOWS, DenoisedWriter
 from livedenoise.bioimageio_import import FOREIGN_ARCH, refuse_training
@@ -135,6 +136,8 @@ class AttachReport:
     #: frames the recorder parked on disk until it got to them (no ``read_raw``), instead of holding them in memory
     frames_parked: int = 0
     denoised_path: str | None = None
+    #: a temporal model's display ways (``one_pass``): {"mode", "one pass", "two passes", "switches"}; else empty
+    display_passes: dict = field(default_factory=dict)
     channels: dict[str, dict] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -180,9 +183,11 @@ class AttachedDenoiser:
     denoising does (the recorder waits for them; past ``max_queued`` the frames waiting are read back from the raw
     data with ``read_raw``, or without it parked on disk beside the denoised dataset until their turn);
     ``"causal"`` records the frames before it, as the display shows it. ``one_pass``: with the temporal backbone,
-    the display denoises each frame in one 2-D pass, its motion-compensated average with the frames of its field
-    shown before it (:mod:`livedenoise.one_pass`: about 1.2x a 2-D frame's cost instead of 2.2x); a causal
-    ``recorded_window`` records that way too.
+    ``"auto"`` (default) denoises the display in two 2-D passes while it keeps up with the frames handed over and in
+    one pass while it falls behind (:mod:`livedenoise.acquisition.pass_choice`); ``True`` always in one pass, each
+    frame's motion-compensated average with the frames of its field shown before it (:mod:`livedenoise.one_pass`:
+    about 1.2x a 2-D frame's cost instead of 2.2x; a causal ``recorded_window`` then records that way too);
+    ``False`` always in two.
     """
 
     def __init__(self, model: ModelChoice = DEFAULT_BACKBONE, *,
@@ -192,7 +197,8 @@ class AttachedDenoiser:
                  read_raw: Callable[[dict], np.ndarray] | None = None, calibration: CameraCalibration | None = None,
                  device: str = "auto", threads: int | None = None, display_fps: float | None = None,
                  max_queued: int = 32, precision: str = "auto", output_format: str = "ndtiff",
-                 second_pass: bool = True, recorded_window: str = "centred", one_pass: bool = False) -> None:
+                 second_pass: bool = True, recorded_window: str = "centred",
+                 one_pass: OnePass = "auto") -> None:
         if output_format not in OUTPUT_FORMATS:  # checked now, not when the first frame arrives
             raise ConfigError(f"output_format {output_format!r} is unknown; expected one of "
                               f"{', '.join(OUTPUT_FORMATS)}.")
@@ -201,7 +207,10 @@ class AttachedDenoiser:
             raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
         self._precision = canonical_precision(precision)  # a wrong value fails here, before acquisition starts
         self._second_pass = bool(second_pass)
-        self._one_pass = bool(one_pass)
+        if one_pass not in (True, False, "auto"):
+            raise ConfigError(f"one_pass {one_pass!r} is invalid; expected True, False or \"auto\".")
+        self._one_pass = one_pass
+        self._passes = PassChoice(one_pass)  # the display's way for a temporal model, frame by frame
         if recorded_window not in RECORDED_WINDOWS:
             raise ConfigError(f"recorded_window {recorded_window!r} is unknown; expected one of "
                               f"{', '.join(RECORDED_WINDOWS)}.")
@@ -366,10 +375,8 @@ class AttachedDenoiser:
         axes = info["axes"]
         state = self._channel_state(axes)
         info["model"] = state.model  # names this frame's model on the display (channels differ; swaps happen)
-        # behind the camera (frames skipped): no temporal second pass for this frame, half the cost; recorded
-        # frames always get it
-        return state.denoiser.push(frame, stream=self._stream("display", axes, state, frame),
-                                   second_pass=False if behind(info) else None, one_pass=self._one_pass)
+        # a temporal model: two passes while the display keeps up, one while it falls behind (one_pass="auto")
+        return self._passes.push(state.denoiser, frame, self._stream("display", axes, state, frame), info)
 
     def _recorder_lookahead(self) -> int:
         """Later frames of its field each recorded frame is fused with (``recorded_window``): the widest temporal
@@ -386,7 +393,7 @@ class AttachedDenoiser:
         stream = self._stream("record", axes, state, frame)
         with state.swap_lock:
             out = state.denoiser.push(frame, stream=stream, following=following,
-                                      one_pass=self._one_pass and self._recorded_window == "causal")
+                                      one_pass=self._one_pass is True and self._recorded_window == "causal")
             self._record_model = state.model
         state.frames += 1
         return out
@@ -581,6 +588,8 @@ class AttachedDenoiser:
         r = self.report
         stats = self._worker.stats
         r.display_denoised, r.display_dropped = stats.denoised, stats.dropped
+        if any(s.denoiser.is_temporal for s in self._states.values()):
+            r.display_passes = self._passes.summary()
         r.errors = list(stats.errors)
         if self._writer is not None:
             r.frames_written = self._writer.written

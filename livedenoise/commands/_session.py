@@ -43,16 +43,21 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
                    help="temporal backbone: fuse the frames' 2-D results only, without denoising their "
                         "motion-compensated average (one 2-D pass per frame instead of two; default: [live] "
                         "second_pass)")
-    p.add_argument("--one-pass", dest="one_pass", action="store_const", const=True,
-                   help="temporal backbone: the display denoises each frame's motion-compensated average with the "
-                        "frames before it, in one 2-D pass (about 1.2x a 2-D frame's cost instead of 2.2x; default: "
-                        "[live] one_pass)")
+    p.add_argument("--one-pass", dest="one_pass", nargs="?", const="on", choices=["auto", "on", "off"],
+                   help="temporal backbone: how the display denoises each frame: auto (two 2-D passes while it keeps "
+                        "up with the camera, one pass while it falls behind), on (alone: always one pass, the frame's "
+                        "motion-compensated average with the frames before it; about 1.2x a 2-D frame's cost instead "
+                        "of 2.2x), off (always two) (default: [live] one_pass, auto)")
     p.add_argument("--denoised-format", choices=["ndtiff", "ome-zarr"],
                    help="recorded denoised frames (default: [live] denoised_format, ndtiff); ome-zarr is recorded as "
                         "NDTiff while acquiring and copied into denoised.ome.zarr at the end")
     p.add_argument("-o", "--output", type=Path, default=Path("runs/session"),
                    help="folder for raw, denoised and the model")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
+
+
+#: ``--one-pass`` on/off/auto -> ``[live] one_pass`` (absent: None, the config file's value)
+_ONE_PASS: dict[str | None, bool | str] = {"on": True, "off": False, "auto": "auto"}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -63,7 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                               "calibration_positions": args.positions,
                               "precision": getattr(args, "precision", None),
                               "second_pass": getattr(args, "second_pass", None),
-                              "one_pass": getattr(args, "one_pass", None),
+                              "one_pass": _ONE_PASS.get(getattr(args, "one_pass", None)),
                               "compiled": getattr(args, "compiled", None),
                               "denoised_format": getattr(args, "denoised_format", None)}.items() if v is not None}
     micro = {}

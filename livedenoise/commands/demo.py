@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from livedenoise.acquisition.pass_choice import describe_passes
 from livedenoise.acquisition.phases import describe_phases
 from livedenoise.commands._argtypes import int_range
 from livedenoise.commands._session import (
@@ -148,9 +149,10 @@ def outcome_lines(report: dict) -> list[str]:
                  f"frames skipped), {report.get('frames_written')} denoised frames recorded"
                  + (f" (the last of them {report['recorder_tail_s']:.0f} s after the camera stopped)"
                     if (report.get("recorder_tail_s") or 0.0) >= 1.0 else ""))
+    passes = describe_passes(report.get("display_passes") or {})
     phases = describe_phases(report.get("display_phases") or {})
     advice = [f"advice: {line}" for line in report.get("advice") or []]
-    return [*lines, *([phases] if phases else []), *advice]
+    return [*lines, *([passes] if passes else []), *([phases] if phases else []), *advice]
 
 
 def headline(report: dict) -> str | None:
