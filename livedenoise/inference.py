@@ -686,8 +686,9 @@ class Denoiser:
         it with the frames this stream denoised before it (:mod:`livedenoise.one_pass`: about the fusion alone's cost
         instead of two 2-D passes; ``second_pass`` does not apply). A causal window only: refused with ``following``.
         A stream may change way between frames (an adaptive display does): on a change to one pass, the two passes'
-        window of the stream seeds what one pass averages (so its next frame is no 2-D frame); on a change back, the
-        two passes' window restarts from that frame (its first frames average fewer neighbours).
+        window of the stream seeds what one pass averages (so its next frame is no 2-D frame, where the Denoiser runs
+        the second pass and so kept the frames' raw values); on a change back, the two passes' window restarts from
+        that frame (its first frames average fewer neighbours). A stream holds one way's frames at a time.
         """
         if one_pass and len(following):
             raise ConfigError("Denoiser.push: one_pass denoises a frame with the frames before it (a causal window); "
@@ -704,6 +705,7 @@ class Denoiser:
                 kept_by = self._stream(stream, engine)
                 if kept_by.one_pass:  # back from one pass: the window's 2-D results stop where one pass began
                     kept_by.frames.clear()
+                    kept_by.past.clear()  # not needed again before the next change, which rebuilds it
                 kept_by.one_pass = False
         kept = self._append(engine, arr, stream)
         # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
@@ -743,13 +745,18 @@ class Denoiser:
         assert engine.fusion is not None  # fused temporal models only
         with self._window_lock:
             kept_by = self._stream(stream, engine)
-            past = kept_by.past
-            if kept_by.one_pass is False:  # from two passes: their window's frames are the ones before this one
-                past.clear()
-                past.extend(neighbour_from_result(d, electrons, engine.normalizer, engine.fusion)
-                            for d, _, electrons, _ in list(kept_by.frames)[-engine.fusion.lags:]
-                            if electrons is not None)
+            carried = list(kept_by.frames)[-engine.fusion.lags:] if kept_by.one_pass is False else None
+            kept_by.frames.clear()  # one pass keeps its own history; a change back restarts this window anyway
             kept_by.one_pass = True
+        if carried is not None:  # from two passes: their window's frames are the ones before this one
+            seeded = [neighbour_from_result(d, electrons, engine.normalizer, engine.fusion)
+                      for d, _, electrons, _ in carried if electrons is not None]
+            with self._window_lock:
+                kept_by.past.clear()
+                kept_by.past.extend(seeded)
+        with self._window_lock:
+            kept_by = self._stream(stream, engine)
+            past = kept_by.past
             if past and past[-1].electrons.shape != arr.shape:
                 past.clear()  # new ROI / binning: old frames no longer line up
             window = list(past)

@@ -62,8 +62,10 @@ def lag_trust(fusion: MotionAdaptiveFusion) -> list[float]:
 def neighbour_from_result(units: torch.Tensor, electrons: torch.Tensor, normalizer: Normalizer,
                           fusion: MotionAdaptiveFusion) -> Neighbour:
     """What one pass keeps of a frame the two passes denoised (a display that changes way): its raw values in
-    electrons and its 2-D result ``units`` [H, W] (network units) read as the mean of a noisy frame's transform."""
-    expected = in_electrons(normalizer).expected_gat_torch(units)
+    electrons and its 2-D result ``units`` [H, W] (network units), inverted as the model's outputs are and read as
+    the mean of a noisy frame's transform, as :func:`one_pass` keeps its own outputs."""
+    single = in_electrons(normalizer)
+    expected = single.expected_gat_torch(single.forward_torch(single.inverse_torch(units)))
     return Neighbour(electrons, expected, fusion.spectra(expected))
 
 

@@ -155,10 +155,31 @@ def test_a_stream_that_changes_way_carries_its_window_over() -> None:
     alone = Denoiser(model, NORM, device="cpu").push(frames[5], one_pass=True)  # nothing before it: the 2-D result
     assert float(np.abs(got - alone).mean()) > 0.05  # 50x the tolerance above: the carried frames were averaged
     den.push(frames[6], stream="display", one_pass=True)
+    kept = den._streams["display"]
+    assert len(kept.past) == 4 and len(kept.frames) == 0  # one way's frames at a time
     back = [den.push(f, stream="display") for f in frames[7:9]]
     fresh = Denoiser(model, NORM, device="cpu")
     np.testing.assert_allclose(back, [fresh.push(f) for f in frames[7:9]], rtol=1e-5, atol=1e-3)
-    assert len(den._streams["display"].frames) == 2
+    assert len(kept.frames) == 2 and len(kept.past) == 0
+
+
+@pytest.mark.parametrize("inversion", ["algebraic", "unbiased"])
+def test_a_carried_frame_is_kept_as_one_pass_keeps_a_frame_it_denoised_alone(inversion: str) -> None:
+    """What one pass keeps of a frame the two passes denoised (its 2-D result) is what it keeps of the same frame
+    denoised alone in one pass, whichever way the model's outputs are inverted."""
+    model = _temporal(2)
+    norm = NORM.copy(inversion=inversion)
+    frame = torch.from_numpy(_frames((24, 20), seed=13))
+
+    def net(z: torch.Tensor) -> torch.Tensor:
+        return model.frame(z[:, None])[:, 0]
+
+    with torch.no_grad():
+        _, kept = one_pass(frame, [], norm, model.fusion, net, net)
+        units = net(norm.forward_torch(frame)[None])[0]
+        carried = neighbour_from_result(units, norm.electrons_torch(frame), norm, model.fusion)
+    torch.testing.assert_close(carried.expected, kept.expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(carried.electrons, kept.electrons)
 
 
 def test_one_pass_refuses_following_frames_and_a_2d_model_or_no_stabilisation_ignore_it() -> None:

@@ -12,103 +12,140 @@ from livedenoise.acquisition.pass_choice import (
     RATIO,
     PassChoice,
     describe_passes,
+    effective_mode,
 )
 
 
 class _Recorder:
     """A stand-in for ``Denoiser.push`` that records how it was called and takes ``cost`` seconds of a fake clock."""
 
-    def __init__(self, clock: list[float]) -> None:
+    is_temporal = True
+
+    def __init__(self, clock: list[float], one: float = 0.01, two: float = 0.02) -> None:
         self.calls: list[dict] = []
         self.clock = clock
-        self.cost = {True: 0.01, False: 0.02}
+        self.camera = clock[0]  # when the camera offered its latest frame
+        self.cost = {True: one, False: two}
 
     def now(self) -> float:
         return self.clock[0]
 
-    def push(self, raw, stream="live", *, second_pass=None, one_pass=False):
-        self.calls.append({"stream": stream, "second_pass": second_pass, "one_pass": one_pass})
-        self.clock[0] += self.cost[one_pass]
+    def push(self, raw, stream="live", **kwargs):
+        self.calls.append({"stream": stream, **kwargs})
+        self.clock[0] += self.cost[bool(kwargs.get("one_pass"))]
         return raw
 
 
-def _run(choice: PassChoice, skips: list[int], interval_s: float, clock: list[float], den: _Recorder) -> list[bool]:
+def _run(choice: PassChoice, skips: list[int], interval_s: float, den: _Recorder) -> list[bool]:
     """Show one frame per entry of ``skips`` (camera frames skipped before it), the camera ``interval_s`` apart;
     the ways the frames were denoised (True: one pass)."""
     ways = []
     for skipped in skips:
-        clock[0] += interval_s * (skipped + 1) - den.cost[choice.one_pass]  # the camera's frames keep their pace
+        den.camera += interval_s * (skipped + 1)
+        den.clock[0] = max(den.clock[0], den.camera)  # the display takes the frame once it is free
         choice.push(den, np.zeros((2, 2), np.float32), "display",
-                    {"skipped_before": skipped, "submitted_at": clock[0]})
-        ways.append(den.calls[-1]["one_pass"])
+                    {"skipped_before": skipped, "submitted_at": den.camera})
+        ways.append(bool(den.calls[-1].get("one_pass")))
     return ways
 
 
-def _auto() -> tuple[PassChoice, _Recorder, list[float]]:
-    clock = [100.0]
-    den = _Recorder(clock)
-    return PassChoice("auto", clock=den.now), den, clock
+def _auto(one: float = 0.01, two: float = 0.02, **kwargs) -> tuple[PassChoice, _Recorder]:
+    den = _Recorder([100.0], one, two)
+    return PassChoice("auto", clock=den.now, **kwargs), den
 
 
 def test_fixed_ways_never_change_and_two_passes_skip_the_second_on_a_frame_after_skipped_ones() -> None:
     for mode, want in ((True, True), (False, False)):
-        choice, den, clock = _auto()
+        den = _Recorder([0.0])
         choice = PassChoice(mode, clock=den.now)
-        ways = _run(choice, [0, 3, 3, 3, 3, 0, 0], 0.05, clock, den)
+        ways = _run(choice, [0, 3, 3, 3, 3, 0, 0], 0.05, den)
         assert ways == [want] * 7 and choice.switches == []
-        assert choice.summary()["one pass" if want else "two passes"] == 7
-        assert describe_passes(choice.summary()) == f"temporal display ({'one pass' if want else 'two passes'}): " \
-            f"7 frames in {'one pass' if want else 'two passes'}"
+        way = "one pass" if want else "two passes"
+        assert choice.summary()[way] == 7
+        assert describe_passes(choice.summary()) == f"temporal display ({way}): 7 frames in {way}"
     # two passes: the frame after skipped ones runs the fusion alone (second_pass=False), the others the setting
     assert [c["second_pass"] for c in den.calls] == [None, False, False, False, False, None, None]
-    with pytest.raises(ValueError, match="one_pass 'sometimes' is invalid"):
-        PassChoice("sometimes")  # type: ignore[arg-type]
+    for wrong in ("sometimes", 1, None):
+        with pytest.raises(ValueError, match=f"one_pass {wrong!r} is invalid"):
+            PassChoice(wrong)  # type: ignore[arg-type]
+    # without the second pass "auto" keeps the fusion alone: it costs about one pass's cost, nothing to switch to
+    assert effective_mode("auto", False) is False and effective_mode(True, False) is True
+    assert effective_mode("auto", True) == "auto"
+
+
+def test_frames_of_a_2d_model_are_denoised_as_they_are_and_not_counted() -> None:
+    choice, den = _auto()
+    den.is_temporal = False  # type: ignore[misc]
+    _run(choice, [3, 3, 3, 3], 0.05, den)
+    assert all(c == {"stream": "display"} for c in den.calls) and choice.summary()["two passes"] == 0
+    assert choice.switches == []
 
 
 def test_auto_stays_in_two_passes_while_the_display_keeps_up_or_is_late_now_and_then() -> None:
-    choice, den, clock = _auto()
+    choice, den = _auto()
     skips = [0] * 30
     for i in range(0, 30, 5):  # one late frame in five: fewer than BEHIND_FRAMES of any RECENT shown
         skips[i] = 1
     assert BEHIND_FRAMES > 2
-    ways = _run(choice, skips, 0.05, clock, den)
-    assert not any(ways) and choice.switches == []
+    assert not any(_run(choice, skips, 0.05, den)) and choice.switches == []
 
 
 def test_auto_switches_to_one_pass_once_the_display_has_fallen_behind() -> None:
-    choice, den, clock = _auto()
-    ways = _run(choice, [0, 0, 1, 0, 2, 1, 1, 1], 0.05, clock, den)
+    choice, den = _auto()
+    ways = _run(choice, [0, 0, 1, 0, 2, 1, 1, 1], 0.05, den)
     # the third frame in ten shown after skipped camera frames switches it, that frame already in one pass
     assert ways == [False, False, False, False, False, True, True, True]
-    assert choice.summary()["switches"] == [{"frame": 5, "to": "one pass"}]
+    assert choice.summary()["switches"] == [{"frame": 6, "to": "one pass"}]  # the 6th frame shown, counted from 1
     assert choice.summary()["one pass"] == 3 and choice.summary()["two passes"] == 5
     assert describe_passes(choice.summary()) == ("temporal display (auto): 5 frames in two passes, 3 frames in one "
-                                                 "pass; switched to one pass at shown frame 5")
+                                                 "pass; switched to one pass from shown frame 6")
     assert describe_passes({}) is None  # a 2-D backbone
 
 
 def test_auto_goes_back_to_two_passes_only_when_they_would_fit_with_room_to_spare() -> None:
-    # one pass takes 10 ms; two passes, estimated at RATIO of that, fit HEADROOM of a 50 ms camera interval
+    # one pass takes 10 ms; two passes, estimated at RATIO of that (never measured here: every two-pass frame was
+    # late), fit HEADROOM of a 50 ms camera interval
     assert RATIO * 0.01 <= HEADROOM * 0.05
-    choice, den, clock = _auto()
-    _run(choice, [1, 1, 1], 0.05, clock, den)
+    choice, den = _auto()
+    _run(choice, [1, 1, 1], 0.05, den)
     assert choice.one_pass
-    ways = _run(choice, [0] * (MIN_DWELL + 5), 0.05, clock, den)
-    back = ways.index(False)
-    assert back == MIN_DWELL  # the first frame after MIN_DWELL shown in one pass since the switch
-    assert not any(ways[back:])
-    # with a camera interval two passes would not fit into (RATIO x 10 ms > HEADROOM x 25 ms) it stays in one pass
-    choice, den, clock = _auto()
-    assert RATIO * 0.01 > HEADROOM * 0.025
-    ways = _run(choice, [1, 1, 1] + [0] * (3 * MIN_DWELL), 0.025, clock, den)
+    ways = _run(choice, [0] * (MIN_DWELL + 5), 0.05, den)
+    assert ways.index(False) == MIN_DWELL - 1  # MIN_DWELL frames in one pass, the one that switched included
+    assert not any(ways[MIN_DWELL - 1:])
+    assert choice.switches == [(3, "one pass"), (3 + MIN_DWELL, "two passes")]
+    # a camera interval two passes would not fit (RATIO x 10 ms > HEADROOM x 20 ms): it stays in one pass
+    assert RATIO * 0.01 > HEADROOM * 0.02
+    choice, den = _auto()
+    ways = _run(choice, [1, 1, 1] + [0] * (3 * MIN_DWELL), 0.02, den)
     assert all(ways[2:]) and len(choice.switches) == 1
+    # ... unless the display's rate cap leaves it more time per frame than the camera does
+    choice, den = _auto(min_interval_s=0.1)
+    ways = _run(choice, [1, 1, 1] + [0] * (3 * MIN_DWELL), 0.02, den)
+    assert ways.index(False, 2) == MIN_DWELL + 2
+
+
+def test_the_two_ways_cost_ratio_measured_in_the_session_replaces_the_assumed_one() -> None:
+    # two passes cost 3x one pass here: measured on the frames that kept up, it keeps the display in one pass at a
+    # 33 ms camera interval, where the assumed RATIO would have gone back
+    assert RATIO * 0.01 <= HEADROOM * 0.033 < 3 * 0.01
+    choice, den = _auto(two=0.03)
+    ways = _run(choice, [0] * 5 + [1, 1, 1] + [0] * (3 * MIN_DWELL), 0.033, den)
+    assert all(ways[7:]) and len(choice.switches) == 1
+    choice, den = _auto(two=0.03)
+    ways = _run(choice, [0] * 5 + [1, 1, 1] + [0] * (3 * MIN_DWELL), 0.05, den)  # 30 ms fits 85 % of 50 ms
+    assert ways.index(False, 7) == 7 + MIN_DWELL
 
 
 def test_a_display_that_falls_behind_again_soon_after_going_back_waits_twice_as_long() -> None:
-    choice, den, clock = _auto()
-    _run(choice, [1, 1, 1] + [0] * (MIN_DWELL + 1), 0.05, clock, den)
+    choice, den = _auto()
+    _run(choice, [1, 1, 1] + [0] * MIN_DWELL, 0.05, den)
     assert [s[1] for s in choice.switches] == ["one pass", "two passes"]
-    _run(choice, [1, 1, 1], 0.05, clock, den)  # behind again at once
+    _run(choice, [1, 1, 1], 0.05, den)  # behind again at once
     assert choice.one_pass
-    ways = _run(choice, [0] * (3 * MIN_DWELL), 0.05, clock, den)
-    assert ways.index(False) == 2 * MIN_DWELL
+    ways = _run(choice, [0] * (3 * MIN_DWELL), 0.05, den)
+    assert ways.index(False) == 2 * MIN_DWELL - 1  # twice MIN_DWELL in one pass, the one that switched included
+    # two passes that then held for long are a success: the next fall behind waits MIN_DWELL again
+    _run(choice, [0] * (5 * MIN_DWELL) + [1, 1, 1], 0.05, den)
+    assert choice.one_pass
+    ways = _run(choice, [0] * (2 * MIN_DWELL), 0.05, den)
+    assert ways.index(False) == MIN_DWELL - 1

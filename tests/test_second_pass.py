@@ -333,6 +333,39 @@ def test_a_display_held_back_by_its_frame_rate_cap_is_not_behind() -> None:
     assert seen == [0, 0] and worker.stats.dropped == 4
 
 
+def test_frames_replaced_during_a_slow_frame_count_as_behind_only_past_the_rate_cap() -> None:
+    """With max_fps, frames replaced while a frame is being denoised would have waited for the cap anyway: only those
+    replaced after the next frame could have started count as skipped for lack of time (the adaptive display's
+    signal to go to one pass, :mod:`livedenoise.acquisition.pass_choice`)."""
+    import threading
+    import time
+
+    from livedenoise.acquisition.display import DenoiseWorker
+
+    seen: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    def denoise(frame: np.ndarray, info: dict) -> np.ndarray:
+        seen.append(info["skipped_before"])
+        started.set()
+        release.wait(10)  # the first frame is slow: it takes as long as the test says
+        return frame
+
+    worker = DenoiseWorker(denoise, max_fps=1).start()  # the next frame may start 1 s after this one started
+    worker.submit(np.zeros((2, 2)))
+    assert started.wait(5)
+    for i in range(3):  # within the cap's second: replaced, but not lost to the slow frame
+        worker.submit(np.full((2, 2), i + 1))
+    assert worker.stats.skipped_busy == 0 and worker.stats.dropped == 2
+    time.sleep(1.2)  # past the cap, the frame still being denoised: now the display is behind
+    worker.submit(np.full((2, 2), 9))
+    assert worker.stats.skipped_busy == 1 and worker.stats.dropped == 3
+    release.set()
+    assert worker.drain(10)
+    worker.stop()
+    assert seen == [0, 1]
+
+
 def test_a_fine_tuned_model_s_second_pass_runs_the_2d_stage_the_backbone_had() -> None:
     """After a fine-tune (``keep_averages_stage``, then ``frame`` changed) the first pass runs the adapted stage and
     the second pass the kept one, inverted as the backbone's outputs were; in batch and live alike."""

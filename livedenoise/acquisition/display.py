@@ -89,6 +89,7 @@ class DenoiseWorker:
         self._cond = threading.Condition()
         self._stop = False
         self._busy = False
+        self._started_at = -math.inf  # when the frame being denoised (or the last one) was taken
         self._max_errors = max_errors_kept
         self.stats = WorkerStats()
         self._thread = threading.Thread(target=self._run, name="livedenoise-denoise", daemon=True)
@@ -108,7 +109,9 @@ class DenoiseWorker:
         with self._cond:
             if self._pending is not None:
                 self.stats.dropped += 1
-                if self._busy:  # replaced while a frame was being denoised: behind (not held back by max_fps)
+                # replaced while a frame was being denoised past the time the next one could start: behind (a frame
+                # replaced while max_fps would hold the next one back anyway was not lost to a slow model)
+                if self._busy and time.perf_counter() >= self._started_at + self._min_interval:
                     self._skipped += 1
                     self.stats.skipped_busy += 1
             self._pending = (raw, dict(info or {}), time.perf_counter())
@@ -132,7 +135,7 @@ class DenoiseWorker:
                 info["submitted_at"] = t0  # when the camera's frame was offered: the camera's pace, for PassChoice
                 self._pending = None
                 self._busy = True
-                last_start = time.perf_counter()
+                last_start = self._started_at = time.perf_counter()
             error = None
             try:
                 if raw is None:

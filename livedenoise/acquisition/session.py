@@ -29,7 +29,7 @@ from livedenoise.acquisition.advice import SessionFacts, keep_up_advice
 from livedenoise.acquisition.backend import AcquisitionBackend, LiveRunInfo
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
-from livedenoise.acquisition.pass_choice import PassChoice
+from livedenoise.acquisition.pass_choice import PassChoice, effective_mode
 from livedenoise.acquisition.phases import ShownFrame, display_phases
 from livedenoise.acquisition.plans import CalibrationPair, Illumination, LivePlan, PairPlan
 from livedenoise.acquisition.priority import YieldToDisplay
@@ -172,7 +172,7 @@ class LiveSession:
         self._live_thread: threading.Thread | None = None
         self._live_info: LiveRunInfo | None = None
         self._worker: DenoiseWorker | None = None
-        self._passes = PassChoice(settings.live.one_pass)  # how a temporal display denoises, frame by frame
+        self._passes = self._pass_choice()  # how a temporal display denoises, frame by frame
         self._writer: DenoisedWriter | None = None
         self._frames_after_swap: int | None = None
         self._max_frames: int | None = None
@@ -528,7 +528,7 @@ class LiveSession:
         self._shown, self._acquired_at, self._live_ended = [], [], 0.0  # a new live run: phases of its own
         self._max_frames = max_frames
         self._frames_after_swap = frames_after_swap
-        self._passes = PassChoice(self.settings.live.one_pass)  # a temporal display's way, frame by frame
+        self._passes = self._pass_choice()  # a temporal display's way, frame by frame: a new live run measures anew
         self._worker = DenoiseWorker(self._denoise_current, self._on_denoised,
                                      model_name=lambda: self.denoiser.name if self.denoiser else "").start()
         if self.settings.live.save_denoised:
@@ -549,6 +549,10 @@ class LiveSession:
         self._set(state=state, message="live")
         self._live_thread = threading.Thread(target=self._live_job, args=(plan,), name="livedenoise-live", daemon=True)
         self._live_thread.start()
+
+    def _pass_choice(self) -> PassChoice:
+        live = self.settings.live
+        return PassChoice(effective_mode(live.one_pass, live.second_pass))
 
     def _denoise_current(self, raw: np.ndarray, info: dict | None = None) -> np.ndarray:
         if self.denoiser is None or self._wants_same_field_fit():

@@ -38,7 +38,7 @@ import numpy as np
 from livedenoise.acquisition.axes import TIME_AXES
 from livedenoise.acquisition.calibration_set import calibration_set
 from livedenoise.acquisition.display import DenoisedFrame, DenoiseWorker
-from livedenoise.acquisition.pass_choice import OnePass, PassChoice
+from livedenoise.acquisition.pass_choice import OnePass, PassChoice, effective_mode
 from livedenoise.acquisition.plans import HEAD_FRAMES, CalibrationPair
 from livedenoise.acquisition.recorder import OUTPUT_FORMATS, RECORDED_WINDOWS, DenoisedWriter
 from livedenoise.bioimageio_import import FOREIGN_ARCH, refuse_training
@@ -184,7 +184,8 @@ class AttachedDenoiser:
     data with ``read_raw``, or without it parked on disk beside the denoised dataset until their turn);
     ``"causal"`` records the frames before it, as the display shows it. ``one_pass``: with the temporal backbone,
     ``"auto"`` (default) denoises the display in two 2-D passes while it keeps up with the frames handed over and in
-    one pass while it falls behind (:mod:`livedenoise.acquisition.pass_choice`); ``True`` always in one pass, each
+    one pass while it falls behind (:mod:`livedenoise.acquisition.pass_choice`; with ``second_pass=False`` the fusion
+    alone throughout); ``True`` always in one pass, each
     frame's motion-compensated average with the frames of its field shown before it (:mod:`livedenoise.one_pass`:
     about 1.2x a 2-D frame's cost instead of 2.2x; a causal ``recorded_window`` then records that way too);
     ``False`` always in two.
@@ -207,10 +208,14 @@ class AttachedDenoiser:
             raise ConfigError(f"max_queued {max_queued} is invalid; expected a positive number of frames.")
         self._precision = canonical_precision(precision)  # a wrong value fails here, before acquisition starts
         self._second_pass = bool(second_pass)
-        if one_pass not in (True, False, "auto"):
+        if not (isinstance(one_pass, bool) or one_pass == "auto"):
             raise ConfigError(f"one_pass {one_pass!r} is invalid; expected True, False or \"auto\".")
         self._one_pass = one_pass
-        self._passes = PassChoice(one_pass)  # the display's way for a temporal model, frame by frame
+        if display_fps is not None and not display_fps > 0:
+            raise ConfigError(f"display_fps {display_fps} is invalid; expected a positive frame rate or None.")
+        # the display's way for a temporal model, frame by frame; under the rate cap, a frame interval is never shorter
+        self._passes = PassChoice(effective_mode(one_pass, self._second_pass),
+                                  min_interval_s=1.0 / display_fps if display_fps else 0.0)
         if recorded_window not in RECORDED_WINDOWS:
             raise ConfigError(f"recorded_window {recorded_window!r} is unknown; expected one of "
                               f"{', '.join(RECORDED_WINDOWS)}.")
@@ -236,8 +241,6 @@ class AttachedDenoiser:
         self._latest: DenoisedFrame | None = None
         self.report = AttachReport()
         self._closed = False
-        if display_fps is not None and not display_fps > 0:
-            raise ConfigError(f"display_fps {display_fps} is invalid; expected a positive frame rate or None.")
         self._worker = DenoiseWorker(self._denoise_for_display, self._shown, model_name=self._model_names,
                                      read_raw=self._read_for_worker, max_fps=display_fps).start()
         self._output = None if output is None else Path(output)

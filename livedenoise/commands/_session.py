@@ -45,9 +45,10 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
                         "second_pass)")
     p.add_argument("--one-pass", dest="one_pass", nargs="?", const="on", choices=["auto", "on", "off"],
                    help="temporal backbone: how the display denoises each frame: auto (two 2-D passes while it keeps "
-                        "up with the camera, one pass while it falls behind), on (alone: always one pass, the frame's "
-                        "motion-compensated average with the frames before it; about 1.2x a 2-D frame's cost instead "
-                        "of 2.2x), off (always two) (default: [live] one_pass, auto)")
+                        "up with the camera, one pass while it falls behind), on (also --one-pass with no value: "
+                        "always one pass, the frame's motion-compensated average with the frames before it; about 1.2x "
+                        "a 2-D frame's cost instead of 2.2x) or off (always two passes) (default: [live] one_pass, "
+                        "auto; in the file: \"auto\", true or false)")
     p.add_argument("--denoised-format", choices=["ndtiff", "ome-zarr"],
                    help="recorded denoised frames (default: [live] denoised_format, ndtiff); ome-zarr is recorded as "
                         "NDTiff while acquiring and copied into denoised.ome.zarr at the end")
