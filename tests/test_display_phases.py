@@ -77,4 +77,4 @@ def test_demo_summary_prints_the_phases() -> None:
     passes = {"mode": "auto", "one pass": 150, "two passes": 50, "switches": [{"frame": 50, "to": "one pass"}]}
     lines = outcome_lines({**report, "display_passes": passes})  # a temporal display: its ways, before the phases
     assert lines[-2] == ("temporal display (auto): 50 frames in two passes, 150 frames in one pass; switched to one "
-                         "pass at shown frame 50") and lines[-1].startswith("display by phase: ")
+                         "pass from shown frame 50") and lines[-1].startswith("display by phase: ")
