@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Callable
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +52,7 @@ SOURCES: dict[str, str] = {
     "speed-one-pass": "2026-12-06-live-one-pass/speed/speed.json",
     "live-one-pass-512": ("2026-12-06-live-one-pass/live512/live.json",),
     "live-one-pass-256": ("2026-12-06-live-one-pass/live256/live.json",),
+    "live-auto": ("2026-12-06-live-auto/live256/live.json", "2026-12-06-live-auto/live512/live.json"),
     "temporal-lite-one-pass": ("2026-12-06-live-one-pass/lite-sim/temporal.json",
                                "2026-12-06-live-one-pass/lite-real/temporal.json"),
     "calibration": "2026-12-05-calibration/calibration.json",
@@ -870,6 +872,30 @@ def recorder_cores(sources: list[tuple[dict, str]]) -> str:
     return "\n".join(parts).rstrip()
 
 
+def display_ways(sources: list[tuple[dict, str]]) -> str:
+    """``bench_live.py`` sessions of the temporal backbone with its display always in two passes, always in one, and
+    chosen as measured (``--one-pass auto``): what was shown, how, and what it cost; one row per session."""
+    ways = {"temporal-two-passes": "two passes (`--one-pass off`)", "temporal-one-pass": "one pass (`--one-pass`)",
+            "temporal-auto": "**auto** (the default)"}
+    rows = []
+    for data, _ in sources:
+        args = list(data.get("demo_args") or [])
+        option = {k: v for k, v in pairwise(args) if k.startswith("--")}
+        session = f"{option.get('--roi', '256x256').replace('x', '×')}, {option.get('--precision', 'fp32')}"
+        for r in data["runs"]:
+            passes = r.get("display_passes") or {}
+            switches = passes.get("switches") or []
+            said = ", ".join(f"{s['to']} from frame {s['frame']}" for s in switches) or "-"
+            rows.append([session, ways.get(r["backbone"], f"`{r['backbone']}`"), f"{r['display_fps']:.1f}",
+                         f"{r['skipped']}",
+                         f"{r['latency_ms']:.0f}", _num(r["display_backbone"], ".2f"),
+                         f"{passes.get('two passes', 0)} / {passes.get('one pass', 0)}", said,
+                         _num(r.get("recorded_backbone"), ".2f"), f"{r.get('recorder_tail_s') or 0.0:.0f}"])
+    return "\n".join([_table(["session", "display", "display fps", "skipped", "latency ms", "as displayed dB",
+                                "frames in two passes / one pass", "switched to", "recorded dB",
+                                "recording after the camera s"], rows), "", _sources_line(sources)])
+
+
 def recorder_backlog(sources: list[tuple[dict, str]]) -> str:
     """``bench_recorder_backlog.py`` runs, one table: an attached recorder far behind the camera, memory and hand-over
     time with its backlog parked on disk against the commit before (all in memory)."""
@@ -895,7 +921,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
          "temporal-lite-one-pass": temporals, "live-one-pass-512": recorder_cores,
-         "live-one-pass-256": recorder_cores}
+         "live-one-pass-256": recorder_cores, "live-auto": display_ways}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

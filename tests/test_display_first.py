@@ -119,6 +119,30 @@ def test_the_fine_tune_stops_waiting_for_a_display_that_skips_frames_even_so(mon
             assert hook.paused_s > 0.02
 
 
+def test_a_display_that_changed_way_is_judged_afresh(monkeypatch):
+    """An adaptive temporal display that fell behind in two passes and went to one pass (``WorkerStats.ways``) has a
+    new pace: the windows it skipped frames in before are no verdict on it, so the fine-tune keeps waiting for it."""
+    from livedenoise.acquisition import priority
+
+    clock = [0.0]
+    monkeypatch.setattr(priority.time, "perf_counter", lambda: clock[0])
+    display = _CountingDisplay(1)  # every frame skipped: two passes, too slow for the camera
+
+    def events(i):
+        if i == 15:  # one bad window judged, the second nearly full: the display goes to one pass and keeps up
+            display.stats.ways += 1
+            display.skip_every = 0
+
+    hook = YieldToDisplay(lambda: display, share=0.9, trial_s=0.1)
+    _run_hook(hook, 60, clock, events)
+    assert not hook.gave_up and hook.paused_s > 0.03
+    # without the change of way the same display, still skipping everything, is given up on
+    same = _CountingDisplay(1)
+    hook = YieldToDisplay(lambda: same, share=0.9, trial_s=0.1)
+    _run_hook(hook, 60, clock)
+    assert hook.gave_up
+
+
 def test_one_bad_window_or_a_new_display_worker_does_not_stop_the_waits(monkeypatch):
     from livedenoise.acquisition import priority
 

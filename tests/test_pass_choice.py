@@ -91,8 +91,10 @@ def test_auto_stays_in_two_passes_while_the_display_keeps_up_or_is_late_now_and_
 
 
 def test_auto_switches_to_one_pass_once_the_display_has_fallen_behind() -> None:
-    choice, den = _auto()
+    told: list[bool] = []
+    choice, den = _auto(on_switch=lambda: told.append(choice.one_pass))
     ways = _run(choice, [0, 0, 1, 0, 2, 1, 1, 1], 0.05, den)
+    assert told == [True]  # told once, after the way changed (the session then has the fine-tune judge it afresh)
     # the third frame in ten shown after skipped camera frames switches it, that frame already in one pass
     assert ways == [False, False, False, False, False, True, True, True]
     assert choice.summary()["switches"] == [{"frame": 6, "to": "one pass"}]  # the 6th frame shown, counted from 1

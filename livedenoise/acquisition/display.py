@@ -43,6 +43,9 @@ class WorkerStats:
     dropped: int = 0
     skipped_busy: int = 0  # of dropped: replaced while a frame was being denoised (the display fell behind)
     failed: int = 0
+    #: bumped when the display changes its way of denoising (two passes / one pass: ``PassChoice``): its pace is then
+    #: judged anew by what waits for it (``YieldToDisplay``)
+    ways: int = 0
     last_latency_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.perf_counter)

@@ -59,16 +59,19 @@ class PassChoice:
     did); "auto" starts with two passes and switches as the module says. ``min_interval_s``: the display's rate cap
     (``1 / max_fps``), below which a frame interval never counts. ``frames`` counts the frames shown each way;
     ``switches`` lists (the number of the first frame shown the new way, counted from 1, "one pass"/"two passes").
-    Frames of 2-D models are denoised as they are and not counted.
+    Frames of 2-D models are denoised as they are and not counted. ``on_switch`` is called (in the display's thread)
+    each time the way changes: the session bumps its display worker's ``stats.ways``, so that the fine-tune, which
+    waits for the display while it keeps up, judges the new pace afresh (``YieldToDisplay``).
     """
 
     def __init__(self, mode: OnePass, clock: Callable[[], float] = time.perf_counter,
-                 min_interval_s: float = 0.0) -> None:
+                 min_interval_s: float = 0.0, on_switch: Callable[[], None] | None = None) -> None:
         if not (isinstance(mode, bool) or mode == "auto"):
             raise ValueError(f"one_pass {mode!r} is invalid; expected true, false or \"auto\"")
         self.mode: OnePass = mode
         self._clock = clock
         self._min_interval_s = float(min_interval_s)
+        self._on_switch = on_switch
         self._one = mode is True
         self._recent: deque[bool] = deque(maxlen=RECENT)  # True: camera frames were skipped before this shown frame
         self._intervals: deque[float] = deque(maxlen=2 * RECENT)  # the camera's recent frame intervals
@@ -147,6 +150,8 @@ class PassChoice:
         self._since_switch = 0
         self._recent.clear()
         self.switches.append((shown + 1, "one pass" if one else "two passes"))
+        if self._on_switch is not None:
+            self._on_switch()
 
     def summary(self) -> dict:
         """For a session's report: the mode, frames shown each way, and the switches."""

@@ -48,6 +48,7 @@ def lower_this_thread_priority(what: str) -> bool:
 class _Stats(Protocol):
     submitted: int
     skipped_busy: int
+    ways: int
 
 
 class _Display(Protocol):
@@ -77,7 +78,9 @@ class YieldToDisplay:
     fine-tune out of its 45 s after 327-343 steps instead of early-stopping after 540). So the display's frames are
     counted in windows of ``trial_s`` (of at least ``MIN_TRIAL_FRAMES`` frames): after two windows in a row in which
     it skipped more than ``give_up_skipped`` of them despite the waits, the fine-tune stops waiting for good
-    (:attr:`gave_up`, logged). A new display worker starts a new count.
+    (:attr:`gave_up`, logged). A new display worker starts a new count, and so does a display that changed its way
+    of denoising (``WorkerStats.ways``: an adaptive temporal display that went to one pass has a new pace; the frames it
+    skipped in two passes are no verdict on it).
     """
 
     #: Waits shorter than this are not started (a share nearly spent would otherwise spin on tiny waits).
@@ -97,23 +100,27 @@ class YieldToDisplay:
         self.paused_s = 0.0
         self.gave_up = False
         self._start: float | None = None  # when a display was first seen: the share counts from then
-        self._trial: tuple[object, float, int, int] | None = None  # window: display, start, its counts then
+        #: the current window: the display and its way (``stats.ways``), its start, the display's counts then
+        self._trial: tuple[object, int, float, int, int] | None = None
         self._bad_windows = 0
 
     def _keeps_up(self, display: _Display, now: float) -> bool:
         """False once the display skipped more than ``give_up_skipped`` of its frames in two windows in a row."""
         if self.gave_up:
             return False
-        if self._trial is None or self._trial[0] is not display:  # first seen, or a new worker: a new count
-            self._trial = (display, now, display.stats.submitted, display.stats.skipped_busy)
+        ways = display.stats.ways
+        if self._trial is None or self._trial[0] is not display or self._trial[1] != ways:
+            # first seen, a new worker, or a new way of denoising: a new count
+            self._trial = (display, ways, now, display.stats.submitted, display.stats.skipped_busy)
+            self._bad_windows = 0
             return True
-        _, since, submitted, skipped = self._trial
+        _, _, since, submitted, skipped = self._trial
         frames = display.stats.submitted - submitted
         if now - since < self.trial_s or frames < self.MIN_TRIAL_FRAMES:
             return True
         share = (display.stats.skipped_busy - skipped) / frames
         self._bad_windows = self._bad_windows + 1 if share > self.give_up_skipped else 0
-        self._trial = (display, now, display.stats.submitted, display.stats.skipped_busy)  # the next window
+        self._trial = (display, ways, now, display.stats.submitted, display.stats.skipped_busy)  # the next window
         if self._bad_windows >= 2:
             self.gave_up = True
             log.info("the display skipped %.0f %% of %d frames in %.0f s although the fine-tune waited for it, twice "

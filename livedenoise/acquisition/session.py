@@ -552,7 +552,12 @@ class LiveSession:
 
     def _pass_choice(self) -> PassChoice:
         live = self.settings.live
-        return PassChoice(effective_mode(live.one_pass, live.second_pass))
+        return PassChoice(effective_mode(live.one_pass, live.second_pass), on_switch=self._display_changed_way)
+
+    def _display_changed_way(self) -> None:
+        """The display went to one pass or back (in its own thread): the fine-tune's waits judge its new pace."""
+        if self._worker is not None:
+            self._worker.stats.ways += 1
 
     def _denoise_current(self, raw: np.ndarray, info: dict | None = None) -> np.ndarray:
         if self.denoiser is None or self._wants_same_field_fit():
