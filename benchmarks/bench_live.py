@@ -80,6 +80,7 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
             "acquired": r.get("frames_acquired"),
             "steps": ft.get("steps"), "swapped_at_frame": r.get("swapped_at_frame"),
             "finetune_elapsed_s": ft.get("elapsed_s"), "finetune_paused_s": ft.get("paused_s", 0.0),
+            "finetune_stopped_waiting": ft.get("stopped_waiting"),
             "finetune_stopped": ft.get("stopped"), "best_val_loss": ft.get("best_val_loss"),
             "phases": r.get("display_phases"),
             "recorded_backbone": (r.get("recorded_quality") or {}).get("backbone"),

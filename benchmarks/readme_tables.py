@@ -53,6 +53,7 @@ SOURCES: dict[str, str] = {
     "live-one-pass-512": ("2026-12-06-live-one-pass/live512/live.json",),
     "live-one-pass-256": ("2026-12-06-live-one-pass/live256/live.json",),
     "live-auto": ("2026-12-06-live-auto/live256/live.json", "2026-12-06-live-auto/live512/live.json"),
+    "live-auto-afresh": ("2026-12-06-live-auto/live512-judged-afresh/live.json",),
     "temporal-lite-one-pass": ("2026-12-06-live-one-pass/lite-sim/temporal.json",
                                "2026-12-06-live-one-pass/lite-real/temporal.json"),
     "calibration": "2026-12-05-calibration/calibration.json",
@@ -921,7 +922,8 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "acquisition-overhead": acquisition_overhead, "recorder-cores": recorder_cores,
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
          "temporal-lite-one-pass": temporals, "live-one-pass-512": recorder_cores,
-         "live-one-pass-256": recorder_cores, "live-auto": display_ways}
+         "live-one-pass-256": recorder_cores, "live-auto": display_ways,
+         "live-auto-afresh": display_ways}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,

@@ -311,6 +311,8 @@ def test_the_live_fine_tune_waits_while_the_display_denoises(simulated_core, sma
     # live imaging started during the fine-tune's 2 s; from then on it waited, within its share of the time
     assert 0.1 < seen["waited"] <= 0.5 * 2.0 + 0.3 and seen["share"] == 0.5
     assert rep.finetune["paused_s"] == seen["waited"] and rep.frames_written == rep.frames_acquired
+    # the report says whether it stopped waiting: it cannot have in 2 s (that takes two 5-s windows of skipped frames)
+    assert rep.finetune["stopped_waiting"] is False
 
 
 def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_microscope_config, tmp_path):

@@ -100,7 +100,8 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
         psnr, ssim = float(rows[label].group(1)), float(rows[label].group(2))
         assert 5 < psnr < 60 and 0 < ssim <= 1, (label, psnr, ssim)
         assert psnr == round(report["quality"][key]["psnr"], 2)
-    ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s(?:, [\d.]+ s of it waiting for the display)? "
+    ft = re.search(r"fine-tuning: (\d+) steps in [\d.]+ s(?:, [\d.]+ s of it waiting for the display"
+                   r"(?: until it stopped waiting \([^)]*\))?)? "
                    r"\(stopped: (\w+), weights of step (\d+) kept\), "
                    r"validation loss on the pairs' held-out strips (\S+) -> (\S+); swap decided on the calibration "
                    r"field kept out of it, scored as displayed: (.*?) "
@@ -282,6 +283,10 @@ def test_the_demo_says_how_long_the_fine_tune_waited_for_the_display_when_it_did
           "best_val_loss": 0.0005, "adapted": True}
     waited = outcome_lines({"finetune": {**ft, "paused_s": 14.4}, "swapped_at_frame": 12})[0]
     assert waited.startswith("fine-tuning: 180 steps in 29.5 s, 14.4 s of it waiting for the display (stopped: ")
+    gave_up = outcome_lines({"finetune": {**ft, "paused_s": 5.0, "stopped_waiting": True}, "swapped_at_frame": 12})[0]
+    assert gave_up.startswith("fine-tuning: 180 steps in 29.5 s, 5.0 s of it waiting for the display until it stopped "
+                              "waiting (the display skipped more than a fifth of its frames twice in a row although "
+                              "the fine-tune waited) (stopped: ")
     for paused in (0.01, 0.0, None):  # nothing worth saying, or a report from before the waits
         line = outcome_lines({"finetune": {**ft, "paused_s": paused}, "swapped_at_frame": 12})[0]
         assert line.startswith("fine-tuning: 180 steps in 29.5 s (stopped: early_stop, weights of step 100 kept)")

@@ -156,6 +156,7 @@ class LiveSession:
         self._same_field_fitted = False
         self.adapted: Checkpoint | None = None
         self.finetune_result: FinetuneResult | None = None
+        self._yield_to_display: YieldToDisplay | None = None  # the fine-tune's waits for the display (on a CPU)
         self.pairs: list[CalibrationPair] = []
         self._self_frames: list[np.ndarray] = []
         self._score_bank: list[tuple[np.ndarray, np.ndarray]] = []
@@ -379,6 +380,10 @@ class LiveSession:
             self._set(finetune_progress=p.fraction, finetune_loss=p.best_val_loss,
                       finetune_elapsed_s=time.perf_counter() - started)
 
+        # the display comes first: between steps, wait while it denoises a frame (up to a share of the time); on a
+        # CPU, where they share the cores (measured there only)
+        self._yield_to_display = (YieldToDisplay(lambda: self._worker, self.settings.live.finetune_yield_share)
+                                  if self._device_type == "cpu" else None)
         try:
             # An average of frames at the live settings has the live frame's expected value exactly: matching its
             # intensity could only add estimation noise to the targets (brighter references need it).
@@ -388,10 +393,7 @@ class LiveSession:
                 time_budget_s=self.settings.live.finetune_time_budget_s, device=self.device,
                 progress=progress, cancel=self._cancel_finetune, name=f"{self.backbone.name}+{self.settings.live.mode}",
                 match_reference=self.settings.live.reference != "average",
-                # the display comes first: between steps, wait while it denoises a frame (up to a share of the time);
-                # on a CPU, where they share the cores (measured there only)
-                pause=(YieldToDisplay(lambda: self._worker, self.settings.live.finetune_yield_share)
-                       if self._device_type == "cpu" else None))
+                pause=self._yield_to_display)
         except Exception as exc:
             self._error(f"fine-tuning failed, continuing with the backbone: {exc.__class__.__name__}: {exc}")
             self._set(state=SessionState.LIVE if not self._stop_live.is_set() else self.status.state)
@@ -735,7 +737,7 @@ class LiveSession:
         info = self._live_info
         rep = SessionReport(mode=self.settings.live.mode, backend=self.backend.describe(),
                             calibration_pairs=len(self.pairs),
-                            finetune=self.finetune_result.fit.to_dict() if self.finetune_result else None,
+                            finetune=self._finetune_record(),
                             swapped_at_frame=self.swapped_at_frame if self.adapted is not None else None,
                             frames_acquired=self.status.frames_acquired,
                             frames_denoised=w.stats.denoised if w else 0, frames_dropped=w.stats.dropped if w else 0,
@@ -767,6 +769,15 @@ class LiveSession:
             rep.display_passes = self._passes.summary()
         rep.advice = keep_up_advice(rep.display_phases, self._facts(), self._recorder_tail_s, self._frame_shape)
         return rep
+
+    def _finetune_record(self) -> dict | None:
+        """The fine-tune's summary for the report, with ``stopped_waiting``: True when it stopped waiting for the
+        display (which skipped more than a fifth of its frames in two windows in a row although it waited), False when
+        it waited throughout, None when it never waited (not on a CPU)."""
+        if self.finetune_result is None:
+            return None
+        hook = self._yield_to_display
+        return self.finetune_result.fit.to_dict() | {"stopped_waiting": None if hook is None else hook.gave_up}
 
     def _facts(self) -> SessionFacts:
         """What the end-of-session advice depends on."""

@@ -123,6 +123,9 @@ def outcome_lines(report: dict) -> list[str]:
             outcome = f"{reason}; the backbone was used throughout"
         waited = (f", {ft['paused_s']:.1f} s of it waiting for the display"
                   if (ft.get("paused_s") or 0.0) >= 0.05 else "")  # what shows as 0.0 s is not said
+        if ft.get("stopped_waiting"):
+            waited += (" until it stopped waiting (the display skipped more than a fifth of its frames twice in a row "
+                       "although the fine-tune waited)")
         first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s{waited} "
                  f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
                  f"validation loss on the pairs' held-out strips {ft.get('initial_val_loss', 0):.4g} -> "
