@@ -54,6 +54,7 @@ SOURCES: dict[str, str] = {
     "live-one-pass-256": ("2026-12-06-live-one-pass/live256/live.json",),
     "live-auto": ("2026-12-06-live-auto/live256/live.json", "2026-12-06-live-auto/live512/live.json"),
     "live-auto-afresh": ("2026-12-06-live-auto/live512-judged-afresh/live.json",),
+    "live-auto-more": ("2026-12-06-live-auto/live512-more/live.json",),
     "temporal-lite-one-pass": ("2026-12-06-live-one-pass/lite-sim/temporal.json",
                                "2026-12-06-live-one-pass/lite-real/temporal.json"),
     "calibration": "2026-12-05-calibration/calibration.json",
@@ -891,10 +892,12 @@ def display_ways(sources: list[tuple[dict, str]]) -> str:
                          f"{r['skipped']}",
                          f"{r['latency_ms']:.0f}", _num(r["display_backbone"], ".2f"),
                          f"{passes.get('two passes', 0)} / {passes.get('one pass', 0)}", said,
+                         f"{r['steps']} in {r['finetune_elapsed_s']:.0f} s, waited {r['finetune_paused_s']:.1f} s"
+                         + {True: ", then stopped waiting", False: "", None: ""}[r.get("finetune_stopped_waiting")],
                          _num(r.get("recorded_backbone"), ".2f"), f"{r.get('recorder_tail_s') or 0.0:.0f}"])
     return "\n".join([_table(["session", "display", "display fps", "skipped", "latency ms", "as displayed dB",
-                                "frames in two passes / one pass", "switched to", "recorded dB",
-                                "recording after the camera s"], rows), "", _sources_line(sources)])
+                                "frames in two passes / one pass", "switched to", "fine-tune steps",
+                                "recorded dB", "recording after the camera s"], rows), "", _sources_line(sources)])
 
 
 def recorder_backlog(sources: list[tuple[dict, str]]) -> str:
@@ -923,7 +926,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
          "temporal-lite-one-pass": temporals, "live-one-pass-512": recorder_cores,
          "live-one-pass-256": recorder_cores, "live-auto": display_ways,
-         "live-auto-afresh": display_ways}
+         "live-auto-afresh": display_ways, "live-auto-more": display_ways}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
