@@ -74,7 +74,7 @@ SOURCES: dict[str, str] = {
     "adapt-layers-gpu-backbone": ("2026-12-05-adapt-layers/adapt.json",),
     "adapt": ("2026-12-03-adapt-checked/adapt.json", "2026-12-03-adapt-objectives/adapt.json",
               "2026-12-03-adapt-lr/adapt.json"),
-    "demo": "2026-12-06-demo-recorded/report.json",
+    "demo": "2026-12-06-demo-auto/report.json",
     "live-backbones": ("2026-12-04-live-second-pass/live.json", "2026-12-04-live-backbones/live.json",
                        "2026-12-04-live-keep-pattern/live.json"),
     "temporal-pairs": ("2026-12-03-temporal-pairs/temporal-pairs.json",
