@@ -700,13 +700,6 @@ class Denoiser:
             return self._run_frames(engine, arr[None])[0]
         if one_pass and engine.fusion is not None and engine.normalizer.vst:
             return self._push_one_pass(engine, arr, stream)
-        if engine.fusion is not None:
-            with self._window_lock:
-                kept_by = self._stream(stream, engine)
-                if kept_by.one_pass:  # back from one pass: the window's 2-D results stop where one pass began
-                    kept_by.frames.clear()
-                    kept_by.past.clear()  # not needed again before the next change, which rebuilds it
-                kept_by.one_pass = False
         kept = self._append(engine, arr, stream)
         # the frames of this series: up to the first of another shape (a new ROI or binning starts a new series)
         ahead = list(takewhile(lambda f: f.shape == arr.shape, ahead))[:engine.window - 1]
@@ -814,7 +807,12 @@ class Denoiser:
         else:
             entry = (np.array(arr, dtype=np.float32, copy=True),)
         with self._window_lock:
-            kept = self._stream(stream, engine).frames
+            kept_by = self._stream(stream, engine)
+            kept = kept_by.frames
+            if kept_by.one_pass:  # back from one pass: the window's 2-D results stop where one pass began
+                kept.clear()
+                kept_by.past.clear()  # not needed again before the next change of way, which rebuilds it
+            kept_by.one_pass = False
             if kept and kept[-1][0].shape != entry[0].shape:
                 kept.clear()  # new ROI / binning: old frames no longer line up
             kept.append(entry)

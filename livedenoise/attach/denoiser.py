@@ -210,7 +210,6 @@ class AttachedDenoiser:
         self._second_pass = bool(second_pass)
         if not (isinstance(one_pass, bool) or one_pass == "auto"):
             raise ConfigError(f"one_pass {one_pass!r} is invalid; expected True, False or \"auto\".")
-        self._one_pass = one_pass
         if display_fps is not None and not display_fps > 0:
             raise ConfigError(f"display_fps {display_fps} is invalid; expected a positive frame rate or None.")
         # the display's way for a temporal model, frame by frame; under the rate cap, a frame interval is never shorter
@@ -396,7 +395,7 @@ class AttachedDenoiser:
         stream = self._stream("record", axes, state, frame)
         with state.swap_lock:
             out = state.denoiser.push(frame, stream=stream, following=following,
-                                      one_pass=self._one_pass is True and self._recorded_window == "causal")
+                                      one_pass=self._passes.mode is True and self._recorded_window == "causal")
             self._record_model = state.model
         state.frames += 1
         return out
