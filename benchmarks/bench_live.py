@@ -81,6 +81,7 @@ def session(backbone: str, folder: Path, config: Path | None = None, demo_args: 
             "steps": ft.get("steps"), "swapped_at_frame": r.get("swapped_at_frame"),
             "finetune_elapsed_s": ft.get("elapsed_s"), "finetune_paused_s": ft.get("paused_s", 0.0),
             "finetune_stopped_waiting": ft.get("stopped_waiting"),
+            "finetune_display_skipped": ft.get("display_skipped"),
             "finetune_stopped": ft.get("stopped"), "best_val_loss": ft.get("best_val_loss"),
             "phases": r.get("display_phases"),
             "recorded_backbone": (r.get("recorded_quality") or {}).get("backbone"),

@@ -888,12 +888,18 @@ def display_ways(sources: list[tuple[dict, str]]) -> str:
             passes = r.get("display_passes") or {}
             switches = passes.get("switches") or []
             said = ", ".join(f"{s['to']} from frame {s['frame']}" for s in switches) or "-"
-            rows.append([session, ways.get(r["backbone"], f"`{r['backbone']}`"), f"{r['display_fps']:.1f}",
+            base, _, label = r["backbone"].partition(" @ ")  # "temporal-auto @ before": another checkout's session
+            shares = r.get("finetune_display_skipped")  # the display's skipped share per window the waits judged
+            judged = (f"; display skipped {', '.join(f'{100 * s:.0f}' for s in shares)} % in its windows"
+                      if shares else "")
+            rows.append([session, ways.get(base, f"`{base}`") + (f" @ {label}" if label else ""),
+                         f"{r['display_fps']:.1f}",
                          f"{r['skipped']}",
                          f"{r['latency_ms']:.0f}", _num(r["display_backbone"], ".2f"),
                          f"{passes.get('two passes', 0)} / {passes.get('one pass', 0)}", said,
                          f"{r['steps']} in {r['finetune_elapsed_s']:.0f} s, waited {r['finetune_paused_s']:.1f} s"
-                         + {True: ", then stopped waiting", False: "", None: ""}[r.get("finetune_stopped_waiting")],
+                         + {True: ", then stopped waiting", False: "", None: ""}[r.get("finetune_stopped_waiting")]
+                         + judged,
                          _num(r.get("recorded_backbone"), ".2f"), f"{r.get('recorder_tail_s') or 0.0:.0f}"])
     return "\n".join([_table(["session", "display", "display fps", "skipped", "latency ms", "as displayed dB",
                                 "frames in two passes / one pass", "switched to", "fine-tune steps",

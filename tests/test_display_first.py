@@ -107,11 +107,15 @@ def test_the_fine_tune_stops_waiting_for_a_display_that_skips_frames_even_so(mon
 
     clock = [0.0]
     monkeypatch.setattr(priority.time, "perf_counter", lambda: clock[0])
-    for skip_every, gives_up in ((2, True), (50, False)):  # half the frames skipped / one in fifty
+    # half the frames skipped, a third, a quarter (a one-pass temporal display at 512² skipped up to a fifth while the
+    # fine-tune waited, and gains from the waits), one in fifty
+    for skip_every, gives_up in ((2, True), (3, True), (4, False), (50, False)):
         display = _CountingDisplay(skip_every)
         hook = YieldToDisplay(lambda d=display: d, share=0.9, trial_s=0.1)
         _run_hook(hook, 40, clock)  # 4 windows
         assert hook.gave_up is gives_up
+        shares = hook.skipped_shares  # every window judged, recorded for the report
+        assert len(shares) == (2 if gives_up else 3) and all(abs(s - 1 / skip_every) < 0.05 for s in shares)
         if gives_up:
             before = display.stats.submitted
             assert hook() == 0.0 and display.stats.submitted == before  # no more waits asked for

@@ -313,6 +313,7 @@ def test_the_live_fine_tune_waits_while_the_display_denoises(simulated_core, sma
     assert rep.finetune["paused_s"] == seen["waited"] and rep.frames_written == rep.frames_acquired
     # the report says whether it stopped waiting: it cannot have in 2 s (that takes two 5-s windows of skipped frames)
     assert rep.finetune["stopped_waiting"] is False
+    assert rep.finetune["display_skipped"] == []  # no 5-s window was judged in 2 s
 
 
 def test_raw_integrity_and_backpressure_with_a_slow_model(simulated_core, small_microscope_config, tmp_path):

@@ -22,6 +22,14 @@ from typing import Protocol
 
 log = logging.getLogger("livedenoise")
 
+#: The share of its frames a display may skip in a window while the fine-tune waits for it before the window counts
+#: against it (two such windows in a row and the fine-tune stops waiting: :class:`YieldToDisplay`). 0.3 since
+#: 2026-12-06, 0.2 before: a one-pass temporal display at 512² (bf16, Intel Xeon with AMX) skipped 8-19 % of the
+#: camera's frames while the fine-tune waited for it, and at 0.2 its fine-tune stopped waiting in 4 of 12
+#: sessions, after which the display showed 6.5-7.8 instead of 8.1-9.2 frames/s; the case the rule was made for
+#: (``fast`` in bf16 at 512² and 20 frames/s, too slow for the camera whatever the fine-tune does) skipped 35-40 %.
+GIVE_UP_SKIPPED = 0.3
+
 #: How much nicer (Linux ``nice`` steps, 0..19) a background thread makes itself: at 10, the kernel gives a busy
 #: normal-priority thread about nine times its share of a contended core.
 BACKGROUND_NICENESS = 10
@@ -89,7 +97,7 @@ class YieldToDisplay:
     MIN_TRIAL_FRAMES = 20
 
     def __init__(self, display: Callable[[], _Display | None], share: float, max_wait_s: float = 0.25,
-                 trial_s: float = 5.0, give_up_skipped: float = 0.2) -> None:
+                 trial_s: float = 5.0, give_up_skipped: float = GIVE_UP_SKIPPED) -> None:
         if not 0.0 <= share < 1.0:
             raise ValueError(f"share {share} is invalid; expected a fraction from 0 up to (not including) 1")
         self._display = display
@@ -103,6 +111,9 @@ class YieldToDisplay:
         #: the current window: the display and its way (``stats.ways``), its start, the display's counts then
         self._trial: tuple[object, int, float, int, int] | None = None
         self._bad_windows = 0
+        #: the share of its frames the display skipped in each window judged, in order (the report's record of why
+        #: the fine-tune kept waiting or stopped)
+        self.skipped_shares: list[float] = []
 
     def _keeps_up(self, display: _Display, now: float) -> bool:
         """False once the display skipped more than ``give_up_skipped`` of its frames in two windows in a row."""
@@ -119,6 +130,7 @@ class YieldToDisplay:
         if now - since < self.trial_s or frames < self.MIN_TRIAL_FRAMES:
             return True
         share = (display.stats.skipped_busy - skipped) / frames
+        self.skipped_shares.append(share)
         self._bad_windows = self._bad_windows + 1 if share > self.give_up_skipped else 0
         self._trial = (display, ways, now, display.stats.submitted, display.stats.skipped_busy)  # the next window
         if self._bad_windows >= 2:

@@ -772,12 +772,15 @@ class LiveSession:
 
     def _finetune_record(self) -> dict | None:
         """The fine-tune's summary for the report, with ``stopped_waiting``: True when it stopped waiting for the
-        display (which skipped more than a fifth of its frames in two windows in a row although it waited), False when
-        it waited throughout, None when it never waited (not on a CPU)."""
+        display (which skipped more than :data:`~livedenoise.acquisition.priority.GIVE_UP_SKIPPED` of its frames in
+        two windows in a row although it waited), False when it waited throughout, None when it never waited (not on a
+        CPU); and ``display_skipped``: the share of its frames the display skipped in each window judged, in order."""
         if self.finetune_result is None:
             return None
         hook = self._yield_to_display
-        return self.finetune_result.fit.to_dict() | {"stopped_waiting": None if hook is None else hook.gave_up}
+        return self.finetune_result.fit.to_dict() | {
+            "stopped_waiting": None if hook is None else hook.gave_up,
+            "display_skipped": None if hook is None else [round(s, 3) for s in hook.skipped_shares]}
 
     def _facts(self) -> SessionFacts:
         """What the end-of-session advice depends on."""
