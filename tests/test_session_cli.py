@@ -92,7 +92,10 @@ def test_demo_prints_and_saves_a_report(session_files, tmp_path):
     session = report["session"]
     assert session["backbone"] == "tiny" and session["interval_ms"] > 0
     assert re.fullmatch(r"\d+x\d+", session["roi"]) and session["frames_after_swap"] >= 1
-    out = " ".join(res.stdout.split())  # rich wraps long lines at the terminal width
+    assert res.stdout.startswith("livedenoise demo: simulated ") and f"; output {tmp_path / 'demo'}" in res.stdout
+    whole = [line for line in res.stdout.splitlines() if line.startswith("fine-tuning: ")]
+    assert len(whole) == 1 and "validation loss on the pairs' held-out strips" in whole[0]  # one line, not cut at 80
+    out = " ".join(res.stdout.split())
     # The quality table: one finite PSNR/SSIM per row, the numbers of report.json.
     rows = {label: re.search(r"[│|] " + re.escape(label) + r" [│|] (\S+) [│|] (\S+) [│|]", out)
             for label in ("raw (as acquired)", "pretrained backbone", "adapted model")}
@@ -163,6 +166,31 @@ def test_live_mm_config_problems_each_give_one_clear_sentence(tmp_path):
     assert wrong.returncode == 2 and "no Micro-Manager device adapters were found in" in wrong.stderr
     for res in (missing, no_camera, wrong):
         assert "Traceback" not in res.stderr and not (tmp_path / "a").exists()
+
+
+def test_without_o_a_session_keeps_an_earlier_run_and_writes_to_the_next_free_folder(tmp_path):
+    """The quick start's ``demo`` run a second time: its default folder holds the first run, which stays, and the new
+    run goes to runs/demo-2 (then -3); an explicit ``-o`` is taken as given (and refused by prepare_output if full)."""
+    from livedenoise.cli import build_parser
+    from livedenoise.commands._session import prepare_output, session_output
+
+    default = tmp_path / "runs" / "demo"
+    assert session_output(None, default, overwrite=False) == default  # nothing there yet
+    prepare_output(default, overwrite=False)  # an empty folder is reused: nothing to keep
+    assert session_output(None, default, overwrite=False) == default
+    (default / "raw_1").mkdir()
+    assert session_output(None, default, overwrite=False) == tmp_path / "runs" / "demo-2"
+    (tmp_path / "runs" / "demo-2").mkdir()  # empty: taken
+    assert session_output(None, default, overwrite=False) == tmp_path / "runs" / "demo-2"
+    (tmp_path / "runs" / "demo-2" / "report.json").write_text("{}")
+    (tmp_path / "runs" / "demo-3").write_text("a file, not a folder")
+    assert session_output(None, default, overwrite=False) == tmp_path / "runs" / "demo-4"
+    assert session_output(None, default, overwrite=True) == default  # --overwrite: replace the default's session
+    mine = tmp_path / "mine"
+    assert session_output(mine, default, overwrite=False) == mine
+    for command, name in ((["demo"], "demo"), (["live", "--simulate"], "live")):
+        args = build_parser().parse_args(command)
+        assert args.output is None and args.default_output == Path("runs") / name
 
 
 def test_overwrite_clears_only_what_a_session_wrote_and_never_a_foreign_folder(tmp_path):
@@ -283,10 +311,14 @@ def test_the_demo_says_how_long_the_fine_tune_waited_for_the_display_when_it_did
           "best_val_loss": 0.0005, "adapted": True}
     waited = outcome_lines({"finetune": {**ft, "paused_s": 14.4}, "swapped_at_frame": 12})[0]
     assert waited.startswith("fine-tuning: 180 steps in 29.5 s, 14.4 s of it waiting for the display (stopped: ")
-    gave_up = outcome_lines({"finetune": {**ft, "paused_s": 5.0, "stopped_waiting": True}, "swapped_at_frame": 12})[0]
+    gave_up = outcome_lines({"finetune": {**ft, "paused_s": 5.0, "stopped_waiting": True,
+                                          "display_skipped": [0.1, 0.352, 0.387]}, "swapped_at_frame": 12})[0]
     assert gave_up.startswith("fine-tuning: 180 steps in 29.5 s, 5.0 s of it waiting for the display until it stopped "
-                              "waiting (the display skipped more than a fifth of its frames twice in a row although "
-                              "the fine-tune waited) (stopped: ")
+                              "waiting (the display skipped 35 % and 39 % of its frames in two windows in a row "
+                              "although the fine-tune waited) (stopped: ")
+    older = outcome_lines({"finetune": {**ft, "paused_s": 5.0, "stopped_waiting": True}, "swapped_at_frame": 12})[0]
+    assert "until it stopped waiting (the display skipped more than 30 % of its frames twice in a row although " \
+        "the fine-tune waited) (stopped: " in older  # a report.json written before the windows were recorded
     for paused in (0.01, 0.0, None):  # nothing worth saying, or a report from before the waits
         line = outcome_lines({"finetune": {**ft, "paused_s": paused}, "swapped_at_frame": 12})[0]
         assert line.startswith("fine-tuning: 180 steps in 29.5 s (stopped: early_stop, weights of step 100 kept)")

@@ -52,8 +52,9 @@ def add_session_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--denoised-format", choices=["ndtiff", "ome-zarr"],
                    help="recorded denoised frames (default: [live] denoised_format, ndtiff); ome-zarr is recorded as "
                         "NDTiff while acquiring and copied into denoised.ome.zarr at the end")
-    p.add_argument("-o", "--output", type=Path, default=Path("runs/session"),
-                   help="folder for raw, denoised and the model")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="folder for raw, denoised and the model (default: runs/demo or runs/live; where that holds "
+                        "an earlier session, the first of runs/demo-2, runs/demo-3, ... that is new or empty)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty output folder")
 
 
@@ -95,6 +96,31 @@ _SESSION_ENTRY = re.compile(r"^(raw|denoised|calibration)(_\d+)?(\.[\w.]+)?$"
                             r"|^adapted-model\.safetensors$|^report\.json$")
 
 
+def session_output(given: Path | None, default: Path, overwrite: bool) -> Path:
+    """The folder a session writes to: ``given`` (``-o``) as it is; without one ``default``, or where that already
+    holds files (an earlier run) the first of ``default-2``, ``default-3``, ... that is new or empty (``--overwrite``:
+    ``default`` itself, replaced as :func:`prepare_output` replaces).
+
+    Why: the quick start's ``demo`` is the first command a user runs, and a second run of it used to stop at "output
+    folder is not empty"; a new folder keeps the earlier run's data and needs nothing of the user."""
+    if given is not None or overwrite:
+        return given if given is not None else default
+    n = 1
+    path = default
+    while _holds_files(path):
+        n += 1
+        path = default.with_name(f"{default.name}-{n}")
+    return path
+
+
+def _holds_files(path: Path) -> bool:
+    """Whether ``path`` exists and holds anything but a session's marker (a file counts as full)."""
+    try:
+        return path.exists() and (not path.is_dir() or any(e.name != SESSION_MARKER for e in path.iterdir()))
+    except OSError:  # unreadable: prepare_output says so
+        return False
+
+
 def prepare_output(path: Path, overwrite: bool) -> Path:
     """Create the output folder; refuse a non-empty one unless ``overwrite`` (raw data is never replaced).
 
@@ -106,7 +132,7 @@ def prepare_output(path: Path, overwrite: bool) -> Path:
     if path.exists() and not path.is_dir():
         raise LivedenoiseError(f"{path}: exists and is not a folder; choose a folder for the session's output with -o")
     try:
-        if path.exists() and any(path.iterdir()):
+        if _holds_files(path):  # the marker alone (a session that wrote nothing) is an empty folder
             if not overwrite:
                 raise LivedenoiseError(f"{path}: output folder is not empty; "
                                        "choose another with -o or pass --overwrite")

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from livedenoise.acquisition.pass_choice import describe_passes
 from livedenoise.acquisition.phases import describe_phases
+from livedenoise.acquisition.priority import GIVE_UP_SKIPPED
 from livedenoise.commands._argtypes import int_range
 from livedenoise.commands._session import (
     SIGNAL_EXIT,
     add_session_arguments,
     prepare_output,
+    session_output,
     settings_from_args,
     stop_on_signals,
 )
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_session_arguments(p)
     p.add_argument("--frames", type=int_range(1), help="live frames to acquire after the adapted model is swapped in")
-    p.set_defaults(func=run, output=Path("runs/demo"))
+    p.set_defaults(func=run, default_output=Path("runs/demo"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.modelspec import load_model_spec
     from simulators.core import start_simulated_core, stop_simulated_core
 
-    console = Console()
+    console = Console(soft_wrap=True)  # piped or logged: whole lines, not cut at 80 columns
     from livedenoise.device import select_device
 
     settings = settings_from_args(args).for_simulator()
@@ -59,20 +61,20 @@ def run(args: argparse.Namespace) -> int:
         keep_freed_memory()  # before any thread allocates: the session's threads then share the heap it keeps
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backbone = load_model_spec(settings.live.backbone)
-    out = prepare_output(args.output, args.overwrite)
+    out = prepare_output(session_output(args.output, args.default_output, args.overwrite), args.overwrite)
     camera = settings.microscope.camera  # a CameraConfig once loaded (a preset name is resolved)
     camera_name = camera if isinstance(camera, str) else camera.name
-    console.print(f"[bold]livedenoise demo[/]: simulated {camera_name} camera, "
+    console.print(f"livedenoise demo: simulated {camera_name} camera, "
                   f"{settings.microscope.roi_width}x{settings.microscope.roi_height} px, "
                   f"{settings.microscope.exposure_ms:g} ms at {settings.microscope.light_power:g}% light; "
-                  f"backbone '{backbone.name}', adaptation '{settings.live.mode}'")
+                  f"backbone '{backbone.name}', adaptation '{settings.live.mode}'; output {out}", markup=False)
     core = start_simulated_core(settings.microscope, realtime=True)
     last = {"state": None}
 
     def on_status(st) -> None:
         if st.state != last["state"]:
             last["state"] = st.state
-            console.print(f"  -> {st.state.value.upper()}: {st.message}")
+            console.print(f"  -> {st.state.value.upper()}: {st.message}", markup=False)
 
     try:
         session = LiveSession(pycromanager_backend(core), settings, out, backbone=backbone, calibration=calibration,
@@ -111,6 +113,15 @@ def command_line() -> str | None:
 QUALITY_ROWS = (("raw", "raw (as acquired)"), ("backbone", "pretrained backbone"), ("adapted", "adapted model"))
 
 
+def _why_it_stopped_waiting(shares: list[float]) -> str:
+    """Why a live fine-tune stopped waiting for the display, from `finetune.display_skipped` (older reports: none)."""
+    if len(shares) >= 2:
+        last = " and ".join(f"{100 * s:.0f} %" for s in shares[-2:])
+        return f"the display skipped {last} of its frames in two windows in a row although the fine-tune waited"
+    return (f"the display skipped more than {100 * GIVE_UP_SKIPPED:.0f} % of its frames twice in a row although the "
+            "fine-tune waited")
+
+
 def outcome_lines(report: dict) -> list[str]:
     """What the fine-tuning and the live phase did, as plain lines (``SessionReport.__dict__`` or report.json)."""
     ft = report.get("finetune") or {}
@@ -124,8 +135,7 @@ def outcome_lines(report: dict) -> list[str]:
         waited = (f", {ft['paused_s']:.1f} s of it waiting for the display"
                   if (ft.get("paused_s") or 0.0) >= 0.05 else "")  # what shows as 0.0 s is not said
         if ft.get("stopped_waiting"):
-            waited += (" until it stopped waiting (the display skipped more than a fifth of its frames twice in a row "
-                       "although the fine-tune waited)")
+            waited += f" until it stopped waiting ({_why_it_stopped_waiting(ft.get('display_skipped') or [])})"
         first = (f"fine-tuning: {ft.get('steps')} steps in {ft.get('elapsed_s', 0):.1f} s{waited} "
                  f"(stopped: {ft.get('stopped')}, weights of step {ft.get('best_step')} kept), "
                  f"validation loss on the pairs' held-out strips {ft.get('initial_val_loss', 0):.4g} -> "

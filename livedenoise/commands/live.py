@@ -10,6 +10,7 @@ from livedenoise.commands._session import (
     SIGNAL_EXIT,
     add_session_arguments,
     prepare_output,
+    session_output,
     settings_from_args,
     stop_on_signals,
 )
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--auto", action="store_true", help="run calibrate -> fine-tune -> live unattended, then close")
     p.add_argument("--frames", type=int_range(1), help="with --auto: live frames after the adapted model is swapped in")
     p.add_argument("--screenshot", type=Path, help="save a screenshot of the viewer here when the session ends")
-    p.set_defaults(func=run, output=Path("runs/live"))
+    p.set_defaults(func=run, default_output=Path("runs/live"))
 
 
 def make_backend(args: argparse.Namespace, settings):
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_model_spec(settings.live.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None
     backend, core = make_backend(args, settings)
-    out = prepare_output(args.output, args.overwrite)
+    out = prepare_output(session_output(args.output, args.default_output, args.overwrite), args.overwrite)
+    print(f"livedenoise live: saving under {out}")
     app = create_app()
     viewer = LiveViewer(title="livedenoise live")
     session = LiveSession(backend, settings, out, backbone=backbone, calibration=calibration, device=args.device,
