@@ -756,7 +756,7 @@ def test_precision_reaches_every_block_is_recorded_and_kept_on_resume(tmp_path, 
 
 
 # ---------------------------------------------------------------------------------------------
-# temporal (2D+T) networks see whole time series
+# temporal (2D+T) networks see each frame's neighbours in time
 # ---------------------------------------------------------------------------------------------
 def test_temporal_model_gets_whole_time_series(tmp_path, frames, ckpt):
     import torch
@@ -855,6 +855,49 @@ def test_the_second_pass_is_on_by_default_recorded_and_kept_on_resume(tmp_path, 
     summary = run([tmp_path / "still.tif"], tmp_path / "still", ckpt)
     assert read_provenance(tmp_path / "still" / "still.ome.tif")["second_pass"] is False
     assert "second pass" not in summary.report() and "fusion alone" not in summary.report()
+
+
+@pytest.mark.parametrize("kind", ["fused", "cnnt"])
+def test_a_long_time_lapse_is_cut_along_t_and_each_frame_denoised_with_its_neighbours(tmp_path, ckpt, kind):
+    """Memory must not grow with the number of time points: a temporal network's blocks along T are read with its
+    window's neighbours on each side, and the frames written equal the whole series' (a block boundary changes
+    nothing). Until 2026-12-06 a 400-frame 256² movie needed a 753 MB budget, an 800-frame one 1.2 GB."""
+    import torch
+
+    from livedenoise.checkpoint import load_checkpoint, save_checkpoint
+    from livedenoise.inference import Denoiser
+    from livedenoise.models import build_model
+
+    if kind == "fused":
+        path, context = _tiny_temporal(tmp_path, ckpt), 2  # window 3: the fusion reaches 2 frames each way
+    else:
+        torch.manual_seed(0)
+        path = save_checkpoint(tmp_path / "t.safetensors", build_model("cnnt", channels=4, heads=1), arch="cnnt",
+                               arch_kwargs={"channels": 4, "heads": 1}, normalizer=load_checkpoint(ckpt).normalizer,
+                               name="tiny-cnnt")
+        context = 4  # the Denoiser's default window of 5, centred
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    scene = 30 + 400 * np.exp(-((yy - 32) ** 2 + (xx - 20) ** 2) / 60.0)
+    movie = np.stack([100 + rng.poisson(np.roll(scene, t, axis=1)) for t in range(40)]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "movie.tif", movie, metadata={"axes": "TYX"}, photometric="minisblack")
+    budget = "6MB" if kind == "fused" else "10MB"  # a few blocks of each
+    summary = run([tmp_path / "movie.tif"], tmp_path / "out", path, memory_budget=budget, noise_model="stored")
+    plan = json.loads((tmp_path / "out" / batch.STATE_DIR / "movie.json").read_text())["plan"]
+    assert plan["chunks"][0] < 40 and plan["context"] == [context] and summary.items[0].blocks >= 3
+    assert summary.items[0].frames == 40  # every frame written once, the neighbours read for context not counted
+    dry = run([tmp_path / "movie.tif"], tmp_path / "dry", path, memory_budget=budget, noise_model="stored",
+              dry_run=True)  # the plan says how its blocks are read
+    assert f"each read with {context} more frames on each side along T" in dry.report()
+    got = open_dataset(tmp_path / "out" / "movie.ome.tif").reader[...]
+    whole = Denoiser(str(path), device="cpu").denoise_stack(movie)
+    np.testing.assert_allclose(got, np.clip(np.rint(whole), 0, 65535), rtol=0, atol=1.0)
+    # without the neighbours (each block alone) the frames at block boundaries differ
+    chunk = plan["chunks"][0]
+    alone = Denoiser(str(path), device="cpu").denoise_stack(movie[chunk:2 * chunk])
+    assert np.abs(alone[0] - whole[chunk]).max() > 1.0
+    with pytest.raises(ConfigError, match=rf"{2 * context + 1} frames \(one and its {2 * context} temporal neighbours\)"):
+        plan_blocks((40, 64, 64), "TYX", "uint16", "float32", 10**5, context_axes="T", context=context)
 
 
 def test_a_temporal_model_refuses_single_frames_in_one_sentence(tmp_path, frames, ckpt):

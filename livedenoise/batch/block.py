@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from livedenoise.batch.models import DenoiserOptions, ModelRef, _is_temporal, _model_thread, get_denoiser
+from livedenoise.batch.planning import read_ranges
 from livedenoise.cpu_memory import return_freed_memory
 from livedenoise.errors import InputDataError
 from livedenoise.io import (
@@ -46,6 +47,9 @@ class BlockJob:
     out_dtype: str
     target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget
     stamp: tuple[int, int] = (0, 0)
+    #: Slices read beyond each side of the block along each leading axis (``BlockPlan.context``): a temporal
+    #: network's neighbours; only the block's own frames are written.
+    context: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,19 +148,24 @@ def process_block(job: BlockJob) -> BlockResult:
 def _process_block(job: BlockJob) -> BlockResult:
     t0 = time.perf_counter()
     dataset = _dataset_for(job.source, job.stamp)
-    key = (*tuple(slice(a, b) for a, b in job.ranges), slice(None), slice(None))
+    read = read_ranges(job.ranges, job.context, dataset.shape[:-2])
+    key = (*tuple(slice(a, b) for a, b in read), slice(None), slice(None))
     block = dataset.reader[key]
+    # the block's own frames within what was read
+    own = (*tuple(slice(a - r, b - r) for (a, b), (r, _) in zip(job.ranges, read, strict=True)), slice(None),
+           slice(None))
     ref = job.models[0]
     if len(job.models) > 1 and job.channel_axis is not None:
         ref = job.models[job.ranges[job.channel_axis][0]]
     check = None
     digest = block_digest(block)
     if ref.passthrough:
-        out = np.array(block, dtype=np.float32)
+        out = np.array(block[own], dtype=np.float32)
     else:
         denoiser = get_denoiser(ref, job.options)
         out = _model_thread().submit(denoise_block, denoiser, block, job.temporal_axis).result()
-        check = _block_check(block, out, denoiser)
+        out = np.ascontiguousarray(out[own])  # the neighbours read for context are not this block's to write
+        check = _block_check(block[own], out, denoiser)
     del block
     out, clipped = cast_output(out, np.dtype(job.out_dtype))
     if isinstance(job.target, OmeTiffTarget):

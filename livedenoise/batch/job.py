@@ -307,12 +307,13 @@ def denoise_dataset(
             ds = it.dataset
             out_dtype = policies[it.item.path]
             split = ("C" if (len(refs) > 1 or ds.size("C") > 1) else "") + ("P" if ds.axes.startswith("P") else "")
-            whole = "T" if temporal and "T" in ds.axes else ""
+            # a temporal network's blocks along T are read with its window's neighbours on each side
+            window = max(r.window for r in refs) if temporal else 1
             weights = 3 * sum(r.weights_bytes for r in refs)  # file + loaded checkpoint + the Denoiser's own copy
             plan = plan_blocks(ds.shape, ds.axes, ds.dtype, out_dtype, local_budget, concurrency=concurrency,
-                               split_axes=split, whole_axes=whole, first_width=max(r.first_width for r in refs),
-                               margin=max(r.margin for r in refs),
-                               weights_bytes=weights, window=5 if temporal else 1, device=device,
+                               split_axes=split, context_axes="T" if temporal else "", context=window - 1,
+                               first_width=max(r.first_width for r in refs), margin=max(r.margin for r in refs),
+                               weights_bytes=weights, window=window, device=device,
                                ensemble=opts.ensemble, precision=precision,
                                second_pass=opts.second_pass and fused, compiled=opts.compiled)
             resumed = clipped = 0
@@ -342,12 +343,15 @@ def denoise_dataset(
                                  # compiling changes outputs by rounding at most (none in fp32): this run's choice
                                  # holds whatever the first one was
                                  DenoiserOptions(**{"second_pass": False, **data["plan"]["denoiser"],
-                                                    "compiled": opts.compiled}))
+                                                    "compiled": opts.compiled}),
+                                 # before 2026-12-06 a temporal block held the whole T axis: no context
+                                 tuple(data["plan"].get("context", ())))
                 resumed = len(it.manifest.done())
             it.plan = plan
             it.summary = ItemSummary(str(it.item.path), str(it.output), ds.format, ds.axes, tuple(ds.shape),
                                      ds.dtype.name, out_dtype.name, plan.n_blocks, plan.block_shape,
-                                     plan.bytes_per_block, status=status_text, blocks_resumed=resumed, clipped=clipped)
+                                     plan.bytes_per_block, status=status_text, blocks_resumed=resumed, clipped=clipped,
+                                     block_context=plan.context)
             summary.items.append(it.summary)
         # -- 4. adaptation (after planning: a plan that cannot work fails before minutes of training) ----
         if adapt is not None:
@@ -502,7 +506,7 @@ def _run_item(run: _Run, n: int, it: _Item) -> None:
     clipped = [sum(int(r.get("clipped", 0)) for r in done.values())]
     c_axis = it.dataset.axes.index("C") if (len(item_refs) > 1 and "C" in it.dataset.axes) else None
     jobs = (BlockJob(i, rng, it.dataset.spec, tuple(item_refs), c_axis, run.t_axis_of(it.dataset), it.plan.denoiser,
-                     out_dtype.str, target, stamp) for i, rng in it.plan.blocks() if i not in done)
+                     out_dtype.str, target, stamp, it.plan.context) for i, rng in it.plan.blocks() if i not in done)
     bar.start_item(n, len(done))
     t0 = time.perf_counter()
 
@@ -667,7 +671,7 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
     m.data = {"manifest_version": MANIFEST_VERSION, "state": "creating", "created": _now(), **expected,
               "output": str(it.output),
               "plan": {"chunks": list(it.plan.chunks), "bytes_per_block": it.plan.bytes_per_block,
-                       "denoiser": asdict(it.plan.denoiser)}}
+                       "denoiser": asdict(it.plan.denoiser), "context": list(it.plan.context)}}
     m.save()
     try:
         it.output.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,8 @@ class ModelRef:
     channel: int | None = None
     weights_bytes: int = 0
     temporal: bool = False
+    #: Frames a temporal network sees around each frame's own (its ``window``); 1 for a 2-D network.
+    window: int = 1
     margin: int = 0  # tile context the Denoiser adds on each side (receptive-field radius on the alignment grid)
     #: The noise model fitted to the data this ref denoises (NoiseFit.to_dict() as JSON); replaces the stored
     #: normaliser.
@@ -158,6 +160,14 @@ def _margin(model: Any) -> int:
     return int(math.ceil(radius / multiple) * multiple)
 
 
+def _window(meta: dict[str, Any]) -> int:
+    """A temporal checkpoint's window (frames per prediction) from its metadata: the fused network's architecture
+    argument, else the window a CNNT was trained on (as :class:`~livedenoise.inference.Denoiser` reads it); 5, every
+    shipped temporal network's, where neither says."""
+    window = (meta.get("arch_kwargs") or {}).get("window") or (meta.get("training") or {}).get("window") or 5
+    return max(1, int(window))
+
+
 def _arch_margin(arch: str, arch_kwargs: dict[str, Any]) -> int:
     from livedenoise.models import build_model
 
@@ -215,6 +225,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         return ModelRef(name=str(meta.get("name") or checkpoint.stem), sha256=file_sha256(path),
                         path=str(path.resolve()), weights_bytes=checkpoint.stat().st_size,
                         temporal=_arch_is_temporal(str(meta["arch"])),
+                        window=_window(meta) if _arch_is_temporal(str(meta["arch"])) else 1,
                         margin=_arch_margin(str(meta["arch"]), dict(meta["arch_kwargs"])),
                         arch=str(meta["arch"]), first_width=_first_width(meta["arch"], meta["arch_kwargs"]),
                         normalizer_json=json.dumps(meta.get("normalizer", {}), sort_keys=True), channel=channel)
@@ -227,6 +238,7 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
         return ModelRef(name=model.name, sha256=sha, arch=model.arch,
                         first_width=_first_width(model.arch, model.arch_kwargs),
                         temporal=bool(getattr(model.model, "is_temporal", False)), margin=_margin(model.model),
+                        window=_window(model.metadata) if getattr(model.model, "is_temporal", False) else 1,
                         normalizer_json=_stored_normalizer_json(model.model, model.normalizer), local_key=sha,
                         channel=channel)
     torch_model = getattr(model, "model", None)
@@ -240,9 +252,14 @@ def resolve_model(model: Any, *, channel: int | None = None) -> ModelRef:
                           "a Checkpoint, a Denoiser or (torch model, Normalizer).")
     sha = _state_sha256(torch_model, normalizer)
     _keep_local_model(sha, model)
+    from livedenoise.inference import DEFAULT_WINDOW
+
+    temporal = bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False))
     return ModelRef(name=name, sha256=sha, first_width=_first_width(None, {}, torch_model),
-                    arch=getattr(torch_model, "arch", None),
-                    temporal=bool(getattr(model, "is_temporal", False) or getattr(torch_model, "is_temporal", False)),
+                    arch=getattr(torch_model, "arch", None), temporal=temporal,
+                    # a Denoiser or a fused network knows its window; a bare CNNT runs the Denoiser's default
+                    window=int(getattr(model, "window", None) or getattr(torch_model, "window", None)
+                               or (DEFAULT_WINDOW if temporal else 1)),
                     margin=_margin(torch_model), normalizer_json=_stored_normalizer_json(torch_model, normalizer),
                     local_key=sha, channel=channel)
 

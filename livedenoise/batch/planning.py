@@ -33,6 +33,10 @@ class BlockPlan:
     chunks: tuple[int, ...]
     bytes_per_block: int
     denoiser: DenoiserOptions
+    #: Frames read beyond each side of a block along each leading axis (empty: none). A temporal network's block
+    #: along T is read with its window's neighbours around it, so every frame is denoised as in the whole series,
+    #: and only the block's own frames are written (:meth:`read_ranges`).
+    context: tuple[int, ...] = ()
 
     @property
     def lead_shape(self) -> tuple[int, ...]:
@@ -73,6 +77,18 @@ class BlockPlan:
         for i in range(self.n_blocks):
             yield i, self.block(i)
 
+    def read_ranges(self, ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """The ``(start, stop)`` to read for a block of ``ranges``: widened by :attr:`context`, within the data."""
+        return read_ranges(ranges, self.context, self.lead_shape)
+
+
+def read_ranges(ranges: tuple[tuple[int, int], ...], context: Sequence[int],
+                lead_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """``ranges`` widened by ``context`` frames on each side (none where ``context`` is empty), clipped to the data."""
+    if not context:
+        return tuple(ranges)
+    return tuple((max(0, a - c), min(n, b + c)) for (a, b), c, n in zip(ranges, context, lead_shape, strict=True))
+
 
 def plan_blocks(
     shape: Sequence[int],
@@ -84,6 +100,8 @@ def plan_blocks(
     concurrency: int = 1,
     split_axes: str = "",
     whole_axes: str = "",
+    context_axes: str = "",
+    context: int = 0,
     first_width: int = 32,
     margin: int = 0,
     weights_bytes: int = 0,
@@ -101,9 +119,12 @@ def plan_blocks(
     whose kept centre is narrower than the two context ``margin``s around it (mostly margin: many
     times slower). The rest of the block's share holds frames. ``split_axes`` are cut into single
     slices (e.g. ``C`` with one model per channel), ``whole_axes`` must lie entirely in every
-    block (``T`` for temporal networks); ``weights_bytes`` is memory held once for the whole job
-    (network weights), ``window`` the frames per call of a temporal network. Blocks grow from the
-    innermost leading axis outwards, so they are as contiguous on disk as possible.
+    block; ``context_axes`` (``T`` for temporal networks) are cut into blocks read with ``context`` more
+    slices on each side (a temporal network's neighbours: each frame is then denoised as in the whole
+    series, and memory does not grow with the number of time points; a block holding the whole axis
+    reads nothing more). ``weights_bytes`` is memory held once for the whole job (network weights),
+    ``window`` the frames per call of a temporal network. Blocks grow from the innermost leading axis
+    outwards, so they are as contiguous on disk as possible.
     Raises :class:`ConfigError` when not even the smallest allowed block fits.
     """
     shape = tuple(int(s) for s in shape)
@@ -124,7 +145,12 @@ def plan_blocks(
     bytes_per_pixel = in_item + 4 + (out_item if np.dtype(out_dtype) != np.float32 else 0) + EXTRA_BYTES_PER_PIXEL
     frame_bytes = pixels * bytes_per_pixel
     need_whole = [i for i, a in enumerate(lead_axes) if a in whole_axes]
-    minimum = int(np.prod([lead[i] for i in need_whole], dtype=np.int64)) if need_whole else 1
+    ctx = [max(0, int(context)) if a in context_axes and a not in whole_axes else 0 for a in lead_axes]
+
+    def read(i: int, chunk: int) -> int:  # slices read along axis i for a block of ``chunk``
+        return chunk if chunk >= lead[i] else min(lead[i], chunk + 2 * ctx[i])
+
+    minimum = int(np.prod([lead[i] if i in need_whole else read(i, 1) for i in range(len(lead))], dtype=np.int64))
     side = 2 * int(margin) + max(2 * int(margin), MIN_TILE_CORE)
     floor = min(pixels, side * side) * win
     batch_frames = min(4, max(1, MIN_CALL_PIXELS // pixels))  # small frames: several per call
@@ -137,6 +163,7 @@ def plan_blocks(
     cap = data_budget // frame_bytes if data_budget > 0 else 0
     if cap < minimum:
         what = (f"a full {'/'.join(lead_axes[i] for i in need_whole)} stack of {minimum} frames" if need_whole
+                else f"{minimum} frames (one and its {minimum - 1} temporal neighbours)" if minimum > 1
                 else "one frame")
         need = concurrency * (minimum * frame_bytes + network_bytes(floor)) + weights_bytes
         raise ConfigError(
@@ -144,23 +171,24 @@ def plan_blocks(
             f"with {concurrency} block(s) in flight; expected at least {_format_bytes(need)} (--memory-budget)."
         )
     chunks = [1] * len(lead)
-    prod = 1
     for i in need_whole:
         chunks[i] = lead[i]
-        prod *= lead[i]
+
+    def frames_read() -> int:
+        return int(np.prod([read(i, c) for i, c in enumerate(chunks)], dtype=np.int64))
+
     for i in reversed(range(len(lead))):
         if i in need_whole or lead_axes[i] in split_axes:
             continue
-        fit = cap // prod
+        fit = cap // (frames_read() // read(i, chunks[i]))  # slices along i that fit beside the other axes' blocks
         if fit >= lead[i]:
             chunks[i] = lead[i]
-            prod *= lead[i]
             continue
-        chunks[i] = max(1, int(fit))
-        prod *= chunks[i]
+        chunks[i] = max(1, int(fit) - 2 * ctx[i])  # read with its context: fit slices at most
         break
-    block_bytes = prod * frame_bytes + model_mem
+    block_bytes = frames_read() * frame_bytes + model_mem
     return BlockPlan(axes, shape, tuple(chunks), int(block_bytes),
                      DenoiserOptions(device=device, pixel_budget=int(pixel_budget), batch_size=batch_frames,
                                      ensemble=int(ensemble), precision=str(precision),
-                                     second_pass=bool(second_pass), compiled=bool(compiled)))
+                                     second_pass=bool(second_pass), compiled=bool(compiled)),
+                     tuple(ctx) if any(ctx) else ())

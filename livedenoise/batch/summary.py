@@ -28,6 +28,8 @@ class ItemSummary:
     clipped: int = 0  # whole output, earlier runs included
     seconds: float = 0.0
     noise_model: str = ""  # how the noise model was obtained, one line per channel
+    #: frames read beyond each side of a block along each leading axis (a temporal network's neighbours)
+    block_context: tuple[int, ...] = ()
 
 
 @dataclass
@@ -74,7 +76,7 @@ class BatchSummary:
             for it in self.items:
                 lines.append(f"- {it.input}\n    {it.format}, axes {it.axes} {tuple(it.shape)}, {it.input_dtype} -> "
                              f"{it.output} ({it.output_dtype})\n    {it.blocks} block(s) of {tuple(it.block_shape)}, "
-                             f"~{_format_bytes(it.block_bytes)} each; {it.status}"
+                             f"~{_format_bytes(it.block_bytes)} each{_context_text(it)}; {it.status}"
                              + (f", {it.blocks_resumed} already done" if it.blocks_resumed else ""))
             lines += [f"FAILED: {f['input']}: {f['error']}" for f in self.failed]
             return "\n".join(lines)
@@ -96,3 +98,10 @@ class BatchSummary:
         lines += [f"FAILED: {f['input']}: {f['error']}" for f in self.failed]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _context_text(it: ItemSummary) -> str:
+    """", each read with N more frames on each side along T ..." for blocks read with their neighbours, else ""."""
+    parts = [f"{c} more {'frames' if a == 'T' else 'slices'} on each side along {a}"
+             for a, c, n, b in zip(it.axes, it.block_context, it.shape, it.block_shape, strict=False) if c and b < n]
+    return f", each read with {' and '.join(parts)} (the temporal network's neighbours)" if parts else ""
