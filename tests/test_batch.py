@@ -896,7 +896,8 @@ def test_a_long_time_lapse_is_cut_along_t_and_each_frame_denoised_with_its_neigh
     chunk = plan["chunks"][0]
     alone = Denoiser(str(path), device="cpu").denoise_stack(movie[chunk:2 * chunk])
     assert np.abs(alone[0] - whole[chunk]).max() > 1.0
-    with pytest.raises(ConfigError, match=rf"{2 * context + 1} frames \(one and its {2 * context} temporal neighbours\)"):
+    smallest = rf"{2 * context + 1} frames \(one and its {2 * context} temporal neighbours\)"
+    with pytest.raises(ConfigError, match=smallest):
         plan_blocks((40, 64, 64), "TYX", "uint16", "float32", 10**5, context_axes="T", context=context)
 
 
