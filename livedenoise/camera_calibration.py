@@ -13,6 +13,7 @@ Calibrations are stored as safetensors (numpy arrays + JSON metadata; nothing is
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ class CameraCalibration:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"offset": self.offset.astype(np.float32), "read_var": self.read_var.astype(np.float32),
                        "gain": self.gain.astype(np.float32)}, str(tmp), metadata=meta)
+            os.chmod(tmp, 0o644)  # safetensors writes 0600; a calibration is shared (a core's users, cluster workers)
             tmp.replace(path)
         except Exception as exc:  # OSError, or safetensors' own I/O error (a full disk)
             if tmp.parent.is_dir():

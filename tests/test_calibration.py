@@ -42,6 +42,7 @@ def test_adu_electron_round_trip_and_save_load(tmp_path, camera_and_calibration)
     adu = np.random.default_rng(1).uniform(100, 3000, cal.shape).astype(np.float32)
     np.testing.assert_allclose(cal.to_adu(cal.to_electrons(adu)), adu, rtol=1e-5)
     path = cal.save(tmp_path / "cam.safetensors")
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the core's other users and cluster workers
     back = CameraCalibration.load(path)
     np.testing.assert_array_equal(back.gain, cal.gain)
     assert back.info["dark_frames"] == 1500

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true",
                    help="record dark/flat stacks from a simulated camera instead of files")
     p.add_argument("--camera", default="andor-zyla-4.2", help="camera preset for --simulate (see config/cameras)")
-    p.add_argument("--roi", default="128x128", help="WxH region for --simulate (default 128x128)")
+    p.add_argument("--roi", default="256x256",
+                   help="WxH region for --simulate (default 256x256, the simulated microscope's and the demo's)")
     p.add_argument("--frames", type=int_range(2, 10_000), default=200,
                    help="frames per stack for --simulate (default 200)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
