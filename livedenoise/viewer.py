@@ -446,7 +446,8 @@ class LiveViewer(QtWidgets.QWidget):
             self._show_images(raw, den)
             changed = True
         if changed:
-            self.display_label.setText(f"display: {displayed} shown, {skipped} skipped")
+            # this window's own count (frames replaced before it drew them), not the denoiser's skipped frames
+            self.display_label.setText(f"viewer: {displayed} drawn, {skipped} replaced before drawing")
         return changed
 
     def status(self) -> SessionStatus:
@@ -642,6 +643,8 @@ class LiveViewer(QtWidgets.QWidget):
             self.progress.setFormat(f"fine-tuning %p%{loss} · {status.finetune_elapsed_s:.0f} s")
         elif status.adapted:
             self.progress.setFormat("fine-tuned model in use")
+        elif status.finetune_progress > 0:  # it ran and the swap check kept the backbone (or it was stopped)
+            self.progress.setFormat("fine-tuning ended; the backbone is in use")
         else:
             self.progress.setFormat("fine-tuning: not started")
         self._show_error(status.errors[-1] if status.errors else "")

@@ -96,7 +96,7 @@ def test_display_skipped_counts_only_superseded_frames(viewer):
     viewer.render_once()  # frame 3 superseded
     assert viewer.display_skipped == 2
     assert viewer.display_count == 3
-    assert "3 shown, 2 skipped" in viewer.display_label.text()
+    assert "viewer: 3 drawn, 2 replaced before drawing" in viewer.display_label.text()
 
 
 def test_denoised_none_keeps_the_last_denoised_frame(viewer):
@@ -296,6 +296,14 @@ def test_post_status_updates_label_progress_and_buttons(viewer):
     assert viewer.status().camera_fps == 12.5
     assert (viewer.calibrate_button.isEnabled(), viewer.start_button.isEnabled(), viewer.stop_button.isEnabled()) == (
         False, False, True)
+    status = SessionStatus(state=SessionState.LIVE, finetune_progress=1.0, frames_dropped=29)
+    viewer.post_status(status)  # fine-tuned, not swapped in: it did run
+    viewer.render_once()
+    assert viewer.progress.format() == "fine-tuning ended; the backbone is in use"
+    assert "display skipped 29 (all saved)" in viewer.status_label.text()  # not "dropped": no frame is lost
+    viewer.post_status(SessionStatus(state=SessionState.LIVE))
+    viewer.render_once()
+    assert viewer.progress.format() == "fine-tuning: not started"
     viewer.post_status(SessionStatus(state=SessionState.FAILED, errors=["camera lost"]))
     viewer.render_once()
     assert "FAILED" in viewer.status_label.text()
