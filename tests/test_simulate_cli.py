@@ -27,6 +27,9 @@ def test_simulate_writes_raw_truth_and_sidecar_with_matching_axes(simulated_dir)
     assert raw.axes == ("position", "time", "y", "x")
     assert raw.data.shape == (2, 3, 32, 32) and raw.data.dtype == np.uint16
     assert truth.shape == raw.data.shape and truth.dtype == np.float32
+    # the help's read_ndtiff(...) is an array as numpy sees it: shape, dtype, np.asarray
+    assert raw.shape == raw.data.shape and raw.dtype == np.uint16
+    assert np.asarray(raw) is raw.data and np.asarray(raw, dtype=np.float32).dtype == np.float32
     assert meta["axes"] == list(raw.axes) and meta["shape"] == list(raw.data.shape)
     assert meta["coords"] == {"position": [0, 1], "time": [0, 1, 2]}
     assert meta["frames"] == 6 and len(meta["per_frame"]) == 6

@@ -155,6 +155,20 @@ class NDTiffArray:
     path: Path
     summary_metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(read_ndtiff(path))`` is the pixel array (``.data``), not a 0-d array of this object."""
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
     def index_of(self, coordinates: dict[str, AxisValue]) -> tuple[int, ...]:
         """Array index (without y, x) of the image saved at ``coordinates`` (missing axes -> 0)."""
         return tuple(self.coords[a].index(coordinates[a]) if a in coordinates else 0 for a in self.axes[:-2])
