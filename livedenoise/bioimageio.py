@@ -141,6 +141,12 @@ def export_bioimageio(
         raise ConfigError(f"{out}: a BioImage Model Zoo package is a .zip file; give an output path ending in .zip.")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; choose another path or pass overwrite=True (--overwrite).")
+    if isinstance(model, (str, os.PathLike)) and Path(model).exists() and Path(model).resolve() == out.resolve():
+        raise ConfigError(f"{out}: is the model being exported; the package would replace it. Choose another output "
+                          "path (inputs are never overwritten, overwrite or not).")
+    from livedenoise.diskspace import ensure_room
+
+    ensure_room(out.parent, 0)  # an unwritable folder fails now, not after the noise fit and the export
     if noise_model not in NOISE_MODELS:
         raise ConfigError(f"noise_model {noise_model!r} is unknown; expected one of {', '.join(NOISE_MODELS)}.")
     if name is not None:

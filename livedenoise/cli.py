@@ -73,9 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LivedenoiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: partial results are kept; rerun with --resume where the command supports it",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:  # what stays depends on the command (its parser's ``interrupted`` default)
+        print(getattr(args, "interrupted", None) or "interrupted: nothing was written under the output's name (it is "
+              "written only when complete)", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     finally:
         if previous is not None:

@@ -182,6 +182,9 @@ def settings_dir() -> Path:
     copy an installed wheel holds beside the package (``simulators/presets``, found as a folder, not imported)."""
     env = os.environ.get("LIVEDENOISE_CONFIG_DIR")
     if env:
+        if not Path(env).is_dir():  # said here: otherwise the first missing preset would be blamed on its key
+            raise ConfigError(f"LIVEDENOISE_CONFIG_DIR={env}: no such folder; expected a folder with session.toml, "
+                              "microscope.toml and cameras/ (unset it to use livedenoise's own)")
         return Path(env)
     root = Path(__file__).resolve().parent.parent
     checkout = root / "config"

@@ -117,6 +117,9 @@ def config_dir() -> Path:
     """
     env = os.environ.get("LIVEDENOISE_CONFIG_DIR")
     if env:
+        if not Path(env).is_dir():
+            raise SimulatorConfigError(f"LIVEDENOISE_CONFIG_DIR={env}: no such folder; expected a folder with "
+                                       "session.toml, microscope.toml and cameras/ (unset it to use the defaults)")
         return Path(env)
     checkout = Path(__file__).resolve().parent.parent / "config"
     if (checkout / "cameras").is_dir():

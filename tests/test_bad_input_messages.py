@@ -105,3 +105,85 @@ def test_empty_or_foreign_files_and_pickled_models_say_what_was_expected(tmp_pat
     assert main(["denoise", str(frame), "-o", str(tmp_path / "out2"), "--camera-calibration", str(cal),
                  "--no-progress"]) == 2
     assert "expected the file `livedenoise calibrate-camera` writes" in _error(capsys)
+
+
+def test_calibrate_camera_and_export_never_write_over_their_inputs(tmp_path, capsys):
+    """A second audit (2026-12-06): `calibrate-camera -o dark.tif --overwrite` replaced its own dark stack and `export
+    -o model.zip --overwrite` the package it read; both are refused now, --overwrite or not, and the inputs stay."""
+    import hashlib
+
+    rng = np.random.default_rng(0)
+    dark, flat = tmp_path / "dark.tif", tmp_path / "flat.tif"
+    tifffile.imwrite(dark, (100 + rng.normal(0, 2, (8, 16, 16))).astype(np.uint16))
+    tifffile.imwrite(flat, (100 + rng.poisson(200, (8, 16, 16))).astype(np.uint16))
+    before = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in (dark, flat)}
+    for target in (dark, flat):
+        assert main(["calibrate-camera", "--dark", str(dark), "--flat", str(flat), "-o", str(target),
+                     "--overwrite"]) == 2
+        assert f"{target}: is also an input of this command; the camera calibration would replace it" in _error(capsys)
+    assert main(["calibrate-camera", "--dark", str(dark), "--flat", str(flat), "-o", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder; expected the camera calibration's file name" in _error(capsys)
+    assert {p: hashlib.md5(p.read_bytes()).hexdigest() for p in (dark, flat)} == before
+    package = tmp_path / "model.zip"
+    package.write_bytes(b"PK\x05\x06" + bytes(18))  # stands for a package read as the model
+    assert main(["export", str(package), "-o", str(package), "--overwrite", "--noise-model", "stored"]) == 2
+    assert f"{package}: is also an input of this command; the Model Zoo package would replace it" in _error(capsys)
+    assert package.read_bytes() == b"PK\x05\x06" + bytes(18)
+    from livedenoise.bioimageio import export_bioimageio
+    from livedenoise.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is the model being exported; the package would replace it"):
+        export_bioimageio(str(package), package, overwrite=True)  # from Python too
+    sample = tmp_path / "sample.zip"  # a sample image under a .zip name, named as -o
+    sample.write_bytes(dark.read_bytes())
+    assert main(["export", "fast", "-o", str(sample), "--sample", str(sample), "--overwrite"]) == 2
+    assert f"{sample}: is also an input of this command" in _error(capsys)
+    assert sample.read_bytes() == dark.read_bytes()
+
+
+def test_an_unwritable_export_folder_and_a_negative_seed_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """export checks its folder before the noise fit and the export (it used to fail in a temporary folder there, with
+    a traceback); a negative --seed is refused by the parser instead of deep in numpy."""
+    from livedenoise import bioimageio
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setattr(bioimageio, "_check_exportable", lambda ckpt: pytest.fail("work started"))
+    assert main(["export", "fast", "-o", str(blocker / "m.zip"), "--noise-model", "stored"]) == 2
+    assert f"Cannot write to the output folder {blocker}: {blocker} is a file, not a folder" in _error(capsys)
+    for argv in (["denoise", "x.tif", "-o", "out", "--seed", "-1"], ["finetune", "--images", "x.tif", "-o",
+                                                                    "m.safetensors", "--seed", "-1"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert "--seed: -1 must be at least 0" in _error(capsys)
+
+
+def test_output_pixel_types_a_format_cannot_hold_get_the_fix_that_works(tmp_path, capsys):
+    """float16 to OME-TIFF, float64 to NDTiff with --dtype input: refused before any work, with the option that
+    works (they used to fail after the noise fit, or suggest the --dtype input already given)."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float16, np.float64):
+        tifffile.imwrite(tmp_path / f"{np.dtype(dtype).name}.tif", rng.poisson(40, (64, 64)).astype(dtype))
+    half = tmp_path / "float16.tif"
+    assert main(["denoise", str(half), "-o", str(tmp_path / "a"), "--dtype", "input", "--no-progress"]) == 2
+    err = _error(capsys)
+    assert "OME-TIFF has no float16 pixel type" in err and "pass --dtype float32" in err and "--axes" not in err
+    double = tmp_path / "float64.tif"
+    assert main(["denoise", str(double), "-o", str(tmp_path / "b"), "--dtype", "input", "--format", "ndtiff",
+                 "--no-progress"]) == 2
+    err = _error(capsys)
+    assert "NDTiff stores only uint8 / uint16 pixels" in err and "pass --dtype uint16" in err
+    assert "--dtype input" not in err
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.tif"))
+
+
+def test_a_config_folder_that_does_not_exist_is_named_as_such(tmp_path, capsys, monkeypatch):
+    """It used to surface as "microscope.toml: key 'camera': unknown camera preset ...: available presets are none"."""
+    from simulators.config import SimulatorConfigError, config_dir
+
+    monkeypatch.setenv("LIVEDENOISE_CONFIG_DIR", str(tmp_path / "nowhere"))
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 2
+    assert f"LIVEDENOISE_CONFIG_DIR={tmp_path / 'nowhere'}: no such folder" in _error(capsys)
+    assert not (tmp_path / "demo").exists()
+    with pytest.raises(SimulatorConfigError, match="no such folder"):
+        config_dir()

@@ -334,14 +334,18 @@ def stop_after(k):
 
 
 @pytest.mark.parametrize("fmt, dtype", [("ome-tiff", "float32"), ("ndtiff", "input"), ("ome-zarr", "float32")])
-def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckpt2, fmt, dtype):
+def test_interrupted_run_resumes_to_identical_output(tmp_path, frames, ckpt, ckpt2, fmt, dtype, monkeypatch):
     write_ome(tmp_path / "in.ome.tif", frames)
     full = run([tmp_path / "in.ome.tif"], tmp_path / "full", ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB")
     n_blocks = full.items[0].blocks
     assert n_blocks >= 4
+    monkeypatch.chdir(tmp_path)  # the interrupted run is given a relative output folder ...
     with pytest.raises(Stop):
-        run([tmp_path / "in.ome.tif"], tmp_path / "part", ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB",
+        run([tmp_path / "in.ome.tif"], Path("first"), ckpt, fmt=fmt, dtype=dtype, memory_budget="1MB",
             on_block_done=stop_after(2))
+    (tmp_path / "first").rename(tmp_path / "part")  # ... then the folder is renamed, and resumed from elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     state = tmp_path / "part" / ".livedenoise"
     manifest = json.loads((state / "in.json").read_text())
     assert manifest["state"] == "running" and manifest["models"][0]["sha256"] == batch.file_sha256(ckpt)
@@ -1086,6 +1090,9 @@ def test_ome_zarr_input_edge_cases(tmp_path):
     np.testing.assert_array_equal(ds.reader[:2], data[:2])
     with pytest.raises(InputDataError, match=r"cannot read plane \[2\].*incomplete or corrupt"):
         ds.reader[2]
+    (v2 / ".zattrs").write_text('{"multiscales": [{"version": "0.4", "ax')  # cut short: named, not "no images found"
+    with pytest.raises(InputDataError, match=r"odd\.zarr/\.zattrs: is not valid JSON .*corrupt or truncated"):
+        open_dataset(v2)
 
 
 def test_batch_options_are_checked_together_and_name_the_option(tmp_path):

@@ -97,6 +97,10 @@ def test_odd_paths_and_command_line_values_are_named_in_one_sentence(tmp_path, c
         (["calibrate-camera", "--simulate", "--frames", "4", "-o", "latin1.toml/cal.safetensors"],
          "Cannot write to the output folder latin1.toml: latin1.toml is a file, not a folder"),
         (["pretrain", "--time-budget", "1", "-o", "latin1.toml/m.safetensors"], "latin1.toml is a file, not a folder"),
+        # refused before a session writes anything, naming the option typed (not the config key behind it)
+        (["demo", "--roi", "1x1", "-o", "out"], "--roi 1x1: each side must be at least 32 pixels"),
+        (["demo", "--finetune-seconds", "-1", "-o", "out"],
+         "command line: --finetune-seconds: Input should be greater than 0"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2, argv

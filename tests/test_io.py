@@ -68,6 +68,46 @@ def test_ome_tiff_is_read_lazily_with_positions_axes_and_metadata(tmp_path, monk
     np.testing.assert_array_equal(ds.reader[2, -1, 1, 0, 5:9, ::7], data[2, -1, 1, 0, 5:9, ::7])
 
 
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "jpeg2000"])
+def test_compressed_tiffs_are_read(tmp_path, compression, monkeypatch):
+    """LZW (common in microscope exports) and JPEG 2000 need imagecodecs, a dependency since 2026-12-06; without a
+    codec the message names the package to install instead of calling the file corrupt."""
+    data = np.random.default_rng(0).integers(0, 4000, (3, 32, 40)).astype(np.uint16)
+    kw = {"compressionargs": {"level": 0}} if compression == "jpeg2000" else {}  # lossless
+    tifffile.imwrite(tmp_path / "c.tif", data, compression=compression, photometric="minisblack", **kw)
+    ds = open_dataset(tmp_path / "c.tif")
+    np.testing.assert_array_equal(ds.reader[...], data)
+    if compression == "lzw":
+        def no_codec(*args, **kwargs):
+            raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+        monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
+        monkeypatch.setattr(tifffile.TiffFile, "asarray", no_codec)
+        with pytest.raises(InputDataError, match=r"c\.tif: cannot read .*; its compression needs the 'imagecodecs' "
+                                                 r"package: pip install imagecodecs\.$"):
+            open_dataset(tmp_path / "c.tif").reader[...]
+
+
+def test_an_ome_tiff_whose_xml_is_broken_is_read_as_a_plain_tiff_with_a_warning(tmp_path, caplog):
+    """tifffile reads such a file as a plain TIFF without a word: the axes (and metadata) are lost, so say so."""
+    tifffile.imwrite(tmp_path / "ok.ome.tif", np.zeros((4, 16, 16), np.uint16), metadata={"axes": "TYX"})
+    with tifffile.TiffFile(tmp_path / "ok.ome.tif") as tif:
+        xml = tif.pages[0].description.encode()
+    raw = (tmp_path / "ok.ome.tif").read_bytes()
+    at = raw.find(xml)
+    cut = raw[:at + len(xml) // 2] + b" " * (len(xml) - len(xml) // 2) + raw[at + len(xml):]  # half the XML
+    (tmp_path / "broken.ome.tif").write_bytes(cut)
+    with caplog.at_level("WARNING", logger="livedenoise"):
+        ds = open_dataset(tmp_path / "broken.ome.tif")
+    assert ds.format == "tiff" and ds.axes != "TYX"
+    assert any("broken.ome.tif: its OME-XML cannot be parsed" in r.getMessage() and "--axes" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="livedenoise"):
+        assert open_dataset(tmp_path / "ok.ome.tif").axes == "TYX"
+    assert not caplog.records
+
+
 def test_imagej_hyperstack_and_declared_axes(tmp_path):
     data = make_data((4, 2, 2, 40, 48))
     tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(2.0, 2.0),

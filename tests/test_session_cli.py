@@ -322,3 +322,24 @@ def test_the_demo_says_how_long_the_fine_tune_waited_for_the_display_when_it_did
     for paused in (0.01, 0.0, None):  # nothing worth saying, or a report from before the waits
         line = outcome_lines({"finetune": {**ft, "paused_s": paused}, "swapped_at_frame": 12})[0]
         assert line.startswith("fine-tuning: 180 steps in 29.5 s (stopped: early_stop, weights of step 100 kept)")
+
+
+def test_an_interrupted_command_says_what_stays_of_its_work(monkeypatch, capsys):
+    """Ctrl-C: denoise keeps its finished blocks (--resume), pretrain its interim checkpoint (--init); the others
+    write nothing under the output's name, and none of them offers a --resume it does not have."""
+    from livedenoise import cli
+    from livedenoise.commands import denoise, export, pretrain
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for module in (denoise, export, pretrain):
+        monkeypatch.setattr(module, "run", interrupted)
+    said = {}
+    for argv in (["denoise", "x.tif", "-o", "out"], ["export", "fast", "-o", "m.zip"],
+                 ["pretrain", "-o", "m.safetensors"]):
+        assert cli.main(argv) == 130
+        said[argv[0]] = capsys.readouterr().err
+    assert "the finished blocks are kept; run the same command with --resume" in said["denoise"]
+    assert "interim checkpoint" in said["pretrain"] and "--init" in said["pretrain"]
+    assert "nothing was written under the output's name" in said["export"] and "--resume" not in said["export"]

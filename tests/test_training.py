@@ -551,17 +551,28 @@ def test_match_intensity_recovers_a_brighter_reference_scale():
 
 def test_pair_folder_layout_and_errors(tmp_path):
     (tmp_path / "setA").mkdir()
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 200, (8, 8)).astype(np.uint16)
     for name in ("a", "b"):
-        tifffile.imwrite(tmp_path / "setA" / f"{name}_noisy.tif", np.zeros((8, 8), np.uint16))
-        tifffile.imwrite(tmp_path / "setA" / f"{name}_clean.tif", np.ones((8, 8), np.uint16))
+        tifffile.imwrite(tmp_path / "setA" / f"{name}_noisy.tif", image)
+        tifffile.imwrite(tmp_path / "setA" / f"{name}_clean.tif", image + 50)
     pairs = load_pair_folder(tmp_path)
     assert [(p.set, p.name) for p in pairs] == [("setA", "a"), ("setA", "b")]
-    tifffile.imwrite(tmp_path / "setA" / "c_noisy.tif", np.zeros((8, 8), np.uint16))
+    tifffile.imwrite(tmp_path / "setA" / "c_noisy.tif", image)
     with pytest.raises(InputDataError, match=r"c_noisy\.tif: has no partner c_clean\.tif"):
         load_pair_folder(tmp_path)
     (tmp_path / "setA" / "c_noisy.tif").write_bytes(b"not a tiff")
-    tifffile.imwrite(tmp_path / "setA" / "c_clean.tif", np.ones((8, 8), np.uint16))
+    tifffile.imwrite(tmp_path / "setA" / "c_clean.tif", image)
     with pytest.raises(InputDataError, match=r"c_noisy\.tif: is not a TIFF file \(its first bytes are no TIFF header"):
+        load_pair_folder(tmp_path)
+    tifffile.imwrite(tmp_path / "setA" / "c_noisy.tif", image)
+    tifffile.imwrite(tmp_path / "setA" / "c_clean.tif", np.zeros((8, 8), np.uint16))  # a blank reference
+    with pytest.raises(InputDataError, match=r"c_clean\.tif: every pixel is 0; a pair's images must show the sample"):
+        load_pair_folder(tmp_path)
+    with_nan = image.astype(np.float32)
+    with_nan[2, 3] = np.nan
+    tifffile.imwrite(tmp_path / "setA" / "c_clean.tif", with_nan)  # named now, not after the fine-tune started
+    with pytest.raises(InputDataError, match=r"c_clean\.tif: contains 1 NaN or infinite value\(s\)"):
         load_pair_folder(tmp_path)
     with pytest.raises(InputDataError, match="not found"):
         load_pair_folder(tmp_path / "missing")
@@ -729,7 +740,9 @@ def test_sigterm_stops_a_long_command_like_ctrl_c_with_exit_143(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
-    assert "interrupted: partial results are kept" in err and "Traceback" not in err
+    # finetune has no --resume: it says what is true of it (nothing half-written under -o)
+    assert "interrupted: nothing was written under the output's name" in err and "Traceback" not in err
+    assert "--resume" not in err
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -236,8 +236,13 @@ def denoise_dataset(
         for it in items:
             out_dtype = policies[it.item.path]
             if fmt == "ndtiff" and out_dtype not in (np.uint8, np.uint16):
+                fix = ("--dtype uint16 (rounded and clipped), or another --format" if it.dataset.dtype.kind == "f" or
+                       dtype == "input" else "--dtype input (for uint8/uint16 data) or --dtype uint16")
                 raise ConfigError(f"NDTiff stores only uint8 / uint16 pixels but the output for {it.item.path} would "
-                                  f"be {out_dtype}; pass --dtype input (for uint8/uint16 data) or --dtype uint16.")
+                                  f"be {out_dtype}; pass {fix}.")
+            if fmt == "ome-tiff" and out_dtype == np.float16:  # OME has no half-float pixel type
+                raise ConfigError(f"OME-TIFF has no float16 pixel type, the output for {it.item.path} with --dtype "
+                                  f"{dtype}; pass --dtype float32 (the default).")
             if out_dtype.kind not in "uif":
                 raise ConfigError(f"Output dtype {out_dtype} is not supported.")
             exists = it.output.exists() or it.manifest.exists()
@@ -651,14 +656,17 @@ def _prepare_output(it: _Item, refs: list[ModelRef], prov: dict[str, Any], out_d
                     f"Cannot resume {it.output}: {what} since the interrupted run ({m.path} records "
                     f"{_short(data.get(key))}, now {_short(expected[key])}); pass --overwrite to start again."
                 )
+        # the partial output is where this output folder keeps it now, not where the record says it was made: the
+        # job may be resumed from another working folder (the record's path was relative to the first one), or the
+        # output folder copied or renamed since
         if fmt == "ome-tiff":
             t = data["target"]
-            tiff = OmeTiffTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"], tuple(t["offsets"]))
+            tiff = OmeTiffTarget(str(m.partial), t["axes"], tuple(t["shape"]), t["dtype"], tuple(t["offsets"]))
             tiff.check()
             target: OmeTiffTarget | OmeZarrTarget | NpyBlockTarget = tiff
         elif fmt == "ome-zarr":
             t = data["target"]
-            target = OmeZarrTarget(t["path"], t["axes"], tuple(t["shape"]), t["dtype"], t.get("token", ""))
+            target = OmeZarrTarget(str(m.partial_zarr), t["axes"], tuple(t["shape"]), t["dtype"], t.get("token", ""))
             target.check()
         else:
             target = NpyBlockTarget(str(m.staging), out_dtype.str)

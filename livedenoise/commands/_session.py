@@ -79,6 +79,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             w, h = (int(v) for v in args.roi.lower().split("x"))
         except ValueError:
             raise ConfigError(f"--roi {args.roi!r}: expected WIDTHxHEIGHT, e.g. 256x256") from None
+        if min(w, h) < MIN_ROI_SIDE:  # refused before anything is acquired or written
+            raise ConfigError(f"--roi {args.roi}: each side must be at least {MIN_ROI_SIDE} pixels (the session fits "
+                              "its noise model and fine-tunes on patches of the frame), e.g. 256x256")
         micro = {"roi_width": w, "roi_height": h}
     try:
         from pydantic import ValidationError
@@ -86,7 +89,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         return s.model_copy(update={"live": s.live.model_validate({**s.live.model_dump(), **live}),
                                     "microscope": s.microscope.model_validate({**s.microscope.model_dump(), **micro})})
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, "command line")) from None
+        text = describe_validation_error(exc, "command line")
+        for key, flag in _FLAGS.items():  # the option the user typed, not the config key behind it
+            text = text.replace(f"key '{key}'", flag)
+        raise ConfigError(text) from None
+
+
+#: The smallest simulated field of view a session accepts (pixels per side).
+MIN_ROI_SIDE = 32
+#: Config keys set from the command line -> the option that sets them (for validation messages).
+_FLAGS = {"roi_width": "--roi (width)", "roi_height": "--roi (height)", "finetune_time_budget_s": "--finetune-seconds",
+          "calibration_positions": "--positions", "mode": "--mode", "backbone": "--backbone",
+          "precision": "--precision"}
 
 
 #: Written into every session output folder: ``--overwrite`` only ever clears a folder that has it.

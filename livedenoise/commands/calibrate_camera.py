@@ -9,6 +9,7 @@ import numpy as np
 
 from livedenoise.camera_calibration import calibrate
 from livedenoise.commands._argtypes import int_range
+from livedenoise.commands._checkpoint_output import check_output_file
 from livedenoise.errors import InputDataError, LivedenoiseError
 
 HELP = """\
@@ -83,11 +84,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console(stderr=True)
-    if args.output.exists() and not args.overwrite:
-        raise LivedenoiseError(f"{args.output}: already exists; choose another name or pass --overwrite")
-    from livedenoise.diskspace import ensure_room
-
-    ensure_room(args.output.parent, 0)  # an unwritable -o fails now, not after the work
+    # an input named as -o, a folder, another suffix, an existing file without --overwrite, an unwritable folder:
+    # refused now, not after the work
+    check_output_file(args.output, args.overwrite, [args.dark, *args.flat], what="camera calibration")
     if args.simulate:
         with console.status("recording dark and flat stacks from the simulated camera"):
             dark, flats = simulated_stacks(args.camera, args.roi, args.frames)

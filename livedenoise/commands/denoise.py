@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster (tcp://host:8786)")
     p.add_argument("--workers", type=int_range(1, 256), default=None, metavar="N", help="local threads (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--seed", type=int, default=0, help="seed for --adapt")
+    p.add_argument("--seed", type=int_range(0), default=0, help="seed for --adapt, an integer >= 0 (default 0)")
     p.add_argument("--camera-calibration", "--calibration", dest="camera_calibration", metavar="FILE",
                    help="camera calibration (.safetensors from `livedenoise calibrate-camera`) for the noise model; "
                         "without it the noise is estimated from each input and channel")
@@ -106,7 +106,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="refuse to write an output whose sample frame fails the residual check (default: warn)")
     p.add_argument("--dry-run", action="store_true", help="list what would be done and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run,
+                   interrupted="interrupted: the finished blocks are kept; run the same command with --resume to go on")
 
 
 def parse_adapt(values: list[str] | None, inputs: list[str]) -> tuple[str | None, str | None, list[str]]:

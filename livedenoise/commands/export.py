@@ -41,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from livedenoise.bioimageio import export_bioimageio
+    from livedenoise.commands._checkpoint_output import check_output_file
     from livedenoise.commands._frames import read_frames
 
+    # the model file or a sample named as -o (--overwrite must never replace an input), a folder, not a .zip, an
+    # existing package without --overwrite, an unwritable folder: refused before the noise fit and the export
+    check_output_file(args.output, args.overwrite, [args.model, *args.sample], what="Model Zoo package", suffix=".zip")
     sample = read_frames(args.sample) if args.sample else None
     out = export_bioimageio(args.model, args.output, sample=sample, noise_model=args.noise_model, name=args.name,
                             description=args.description, authors=args.author, overwrite=args.overwrite)

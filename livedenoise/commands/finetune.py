@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import get_args
 
 from livedenoise.commands._argtypes import positive_number, positive_seconds
-from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_training_output
+from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_output_file
 from livedenoise.config import TrainPrecision
 from livedenoise.weights import DEFAULT_BACKBONE
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from livedenoise.training.finetune import finetune
     from livedenoise.training.pairs import load_pair_folder
 
-    check_training_output(args.output, args.overwrite,
+    check_output_file(args.output, args.overwrite,
                           [*(args.images or []), args.pairs, args.camera_calibration, args.backbone])
     backbone = load_model_spec(args.backbone)
     calibration = CameraCalibration.load(args.camera_calibration) if args.camera_calibration else None

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from livedenoise.commands._argtypes import int_range, positive_number, positive_seconds
-from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_training_output
+from livedenoise.commands._checkpoint_output import add_training_output_arguments, check_output_file
 from livedenoise.config import cache_dir
 
 HELP = """\
@@ -75,7 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "optimiser, loss and validations stay fp32; ~3x the fp32 steps on a CPU with Intel AMX); "
                         "recorded in the checkpoint's stage (default fp32)")
     add_training_output_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run,
+                   interrupted="interrupted: the last interim checkpoint (written every --checkpoint-every seconds) "
+                               "stays at -o; go on with --init <that file>")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     # --init may name the output itself: continuing a run in place is the documented way to add a stage (each stage
     # is recorded in the checkpoint); the training data may not
-    check_training_output(args.output, args.overwrite, [args.pairs, args.structures])
+    check_output_file(args.output, args.overwrite, [args.pairs, args.structures])
     from simulators.structures import KINDS
 
     unknown = sorted(set(args.hold_out) - set(KINDS))

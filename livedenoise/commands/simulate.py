@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from livedenoise.commands._argtypes import int_range
 from livedenoise.commands._session import SIGNAL_EXIT, stop_on_signals
 from livedenoise.errors import ConfigError, InputDataError, LivedenoiseError
 
@@ -69,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--power", type=float, default=None, help="light power in percent, 0-100 (default from config)")
     p.add_argument("--roi", default=None, help="field of view WIDTHxHEIGHT in pixels, e.g. 256x256")
     p.add_argument("--camera", default=None, help="camera preset name (see config/cameras/*.toml)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the camera noise (same seed, same frames)")
+    p.add_argument("--seed", type=int_range(0), default=None,
+                   help="seed of the camera noise, an integer >= 0 (same seed, same frames)")
     p.add_argument("--interval-ms", type=float, default=0.0,
                    help="time between time points in ms (default 0: as fast as possible)")
     p.add_argument("--realtime", action="store_true",

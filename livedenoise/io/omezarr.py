@@ -207,16 +207,36 @@ def _ome(attrs: dict[str, Any]) -> dict[str, Any]:
     return attrs.get("ome", attrs) if isinstance(attrs.get("ome"), dict) else attrs
 
 
+def _corrupt_group_meta(path: Path) -> str | None:
+    """What is wrong with a group metadata file of ``path`` that exists but cannot be read as JSON, else None."""
+    for name in ("zarr.json", ".zattrs", ".zgroup"):
+        meta = path / name
+        if meta.is_file():
+            try:
+                json.loads(meta.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                return f"{meta}: is not valid JSON ({exc}); the Zarr's metadata is corrupt or truncated"
+    return None
+
+
 def is_ome_zarr(path: str | os.PathLike[str]) -> bool:
-    """True for a folder holding an OME-Zarr image (``multiscales``) or a ``bioformats2raw`` collection of images."""
+    """True for a folder holding an OME-Zarr image (``multiscales``) or a ``bioformats2raw`` collection of images, and
+    for a Zarr folder whose metadata cannot be read (opening it then says so, rather than "no images found")."""
     p = Path(path)
-    attrs = _group_meta(p) if p.is_dir() else None
-    return attrs is not None and ("multiscales" in _ome(attrs) or "bioformats2raw.layout" in _ome(attrs))
+    if not p.is_dir():
+        return False
+    attrs = _group_meta(p)
+    if attrs is None:
+        return _corrupt_group_meta(p) is not None
+    return "multiscales" in _ome(attrs) or "bioformats2raw.layout" in _ome(attrs)
 
 
 def _image_groups(root: Path) -> list[Path]:
     """The image groups of an OME-Zarr: the root itself, or the series ``0/``, ``1/``, ... of a bioformats2raw
     layout."""
+    corrupt = _corrupt_group_meta(root)
+    if corrupt:
+        raise InputDataError(corrupt)
     ome = _ome(_group_meta(root) or {})
     if "multiscales" in ome:
         return [root]

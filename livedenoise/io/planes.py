@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -245,10 +246,12 @@ class TiffPlanes(_ReopeningReader):
                 except LivedenoiseError:
                     raise
                 except Exception as exc:
+                    codec = re.search(r"requires the '([\w.-]+)' package", str(exc))
+                    why = (f"its compression needs the {codec.group(1)!r} package: pip install {codec.group(1)}"
+                           if codec else "the file may be truncated or corrupt")  # the file is fine, a codec missing
                     raise InputDataError(
                         f"{self.path}: cannot read image plane(s) {pages[rows][:4].tolist()} of series "
-                        f"{self.series[int(s)]} ({exc.__class__.__name__}: {exc}); the file may be truncated or "
-                        "corrupt."
+                        f"{self.series[int(s)]} ({exc.__class__.__name__}: {exc}); {why}."
                     ) from None
         return out
 

@@ -1,6 +1,7 @@
 """The TIFF / OME-TIFF reader: series, axes, corrupt or truncated files refused when opened."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from livedenoise.io.axes import _SPARE_LETTERS, AXES, example_axes, validate_axe
 from livedenoise.io.dataset import ImageDataset, SourceSpec
 from livedenoise.io.omexml import ome_facts
 from livedenoise.io.planes import PlaneArray, TiffPlanes, _open_tiff
+
+log = logging.getLogger("livedenoise")
 
 #: The first bytes of a TIFF (little / big endian) and a BigTIFF.
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -56,6 +59,10 @@ def _describe_tiff(path: Path, tif: Any, axes_override: str | None) -> ImageData
             "in YX (RGB / multi-sample pixels are not supported)."
         )
     ome = ome_facts(tif.ome_metadata, str(path)) if tif.is_ome else None
+    if not tif.is_ome and _looks_like_ome(tif):  # tifffile then reads it as a plain TIFF, silently
+        log.warning("%s: its OME-XML cannot be parsed (truncated or malformed), so its axes and metadata are not used: "
+                    "the planes read as axes %s%s.", path, series_axes,
+                    "" if axes_override is not None else "; declare the real ones with --axes")
     provenance = ome.provenance if ome else None
     multi = len(all_series) > 1
     n_pages = int(np.prod(lead_shape, dtype=np.int64))
@@ -212,3 +219,12 @@ def _tiff_metadata(tif: Any, series: list[Any], axes: str, shape: tuple[int, ...
     if tif.is_shaped:
         meta["shaped"] = True
     return meta
+
+
+def _looks_like_ome(tif: Any) -> bool:
+    """Whether the first page's description is meant as OME-XML (an XML document naming OME), parsed or not."""
+    try:
+        text = str(tif.pages.first.description or "")[:4096]
+    except Exception:  # noqa: BLE001 - no first page or an unreadable tag: nothing to say about its metadata
+        return False
+    return text.lstrip().startswith("<") and "<OME" in text

@@ -34,6 +34,12 @@ def read_image(path: Path) -> np.ndarray:
         raise InputDataError(f"{path}: expected a single 2-D image, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number):
         raise InputDataError(f"{path}: expected numeric pixels, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # said now, with the file, not after training starts
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise InputDataError(f"{path}: contains {bad} NaN or infinite value(s); expected finite pixel values")
+    if arr.size and arr.min() == arr.max():
+        raise InputDataError(f"{path}: every pixel is {arr.flat[0]}; a pair's images must show the sample (a constant "
+                             "image would teach the network to erase it)")
     return arr
 
 
