@@ -55,6 +55,7 @@ SOURCES: dict[str, str] = {
     "live-auto": ("2026-12-06-live-auto/live256/live.json", "2026-12-06-live-auto/live512/live.json"),
     "live-auto-afresh": ("2026-12-06-live-auto/live512-judged-afresh/live.json",),
     "live-auto-more": ("2026-12-06-live-auto/live512-more/live.json",),
+    "live-give-up-512": ("2026-12-06-give-up-threshold/live512/live.json",),
     "temporal-lite-one-pass": ("2026-12-06-live-one-pass/lite-sim/temporal.json",
                                "2026-12-06-live-one-pass/lite-real/temporal.json"),
     "calibration": "2026-12-05-calibration/calibration.json",
@@ -97,6 +98,7 @@ SOURCES: dict[str, str] = {
     "allocator-models": "2026-12-05-allocator-models/allocator.json",
     "live-priority": "2026-12-05-live-priority/live.json",
     "live-display-first": "2026-12-06-live-display-first/live.json",
+    "live-give-up-fast": "2026-12-06-give-up-threshold/fast/live.json",
     "recorded-window": "2026-12-06-recorded-window/live.json",
     "recorded-window-512": "2026-12-06-recorded-window/512/live.json",
     "recorder-cores": ("2026-12-06-recorder-cores/live.json", "2026-12-06-recorder-cores/512/live.json"),
@@ -932,7 +934,7 @@ MULTI = {"pairs-lr": pairs_lr, "pairs-layers": pairs_layers, "pairs-layers-quick
          "advice-512": recorder_cores, "recorder-backlog": recorder_backlog, "temporal-one-pass": temporals,
          "temporal-lite-one-pass": temporals, "live-one-pass-512": recorder_cores,
          "live-one-pass-256": recorder_cores, "live-auto": display_ways,
-         "live-auto-afresh": display_ways, "live-auto-more": display_ways}
+         "live-auto-afresh": display_ways, "live-auto-more": display_ways, "live-give-up-512": display_ways}
 
 RENDERERS: dict[str, Callable] = {
     "sim-sweep": sim_sweep, "sim-averages": sim_averages, "peers": peers, "dev-pairs": dev_pairs,
@@ -940,7 +942,7 @@ RENDERERS: dict[str, Callable] = {
     "speed-temporal-lite": speed_cpu, "speed-one-pass": speed_cpu, "temporal-lite": temporal, "temporal-real": temporal,
     "backbones": backbones, "pairs": pairs,
     "demo": demo, "integrity": integrity, "live-priority": live_priority, "live-bf16-finetune": live_priority,
-    "live-display-first": live_display_first,
+    "live-display-first": live_display_first, "live-give-up-fast": live_display_first,
     "recorded-window": recorded_window,
     "recorded-window-512": recorded_window,
     "train-bf16": train_bf16, "train-layers": train_layers, "compile-speed-xeon": compile_speed,

@@ -145,7 +145,10 @@ def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *,
     ``flats`` is a list of (N, Y, X) stacks, each at one uniform illumination level; at least two levels
     (more is better) spanning a good part of the dynamic range without saturating.
     """
-    dark = _check_stack(dark, "dark frames")
+    # the files the stacks came from (info's "dark" and "flats", as calibrate-camera records them) name them in errors
+    flat_files = list((info or {}).get("flats") or [])
+    dark_name = f"dark frames {(info or {}).get('dark')}" if (info or {}).get("dark") else "dark frames"
+    dark = _check_stack(dark, dark_name)
     if len(flats) < 1:
         raise InputDataError("flat frames: need stacks at one or more illumination levels (ideally 3-8)")
     offset, read_var = _mean_var(dark)
@@ -153,9 +156,10 @@ def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *,
     den = np.zeros_like(offset)
     levels = []
     for k, flat in enumerate(flats):
-        flat = _check_stack(flat, f"flat stack {k}")
+        name = f"flat stack {flat_files[k]}" if k < len(flat_files) else f"flat stack {k}"
+        flat = _check_stack(flat, name)
         if flat.shape[1:] != dark.shape[1:]:
-            raise InputDataError(f"flat stack {k}: frame size {flat.shape[1:]} differs from the dark frames "
+            raise InputDataError(f"{name}: frame size {flat.shape[1:]} differs from the dark frames "
                                  f"{dark.shape[1:]}")
         mean, var = _mean_var(flat)
         signal = mean - offset
@@ -163,8 +167,10 @@ def calibrate(dark: np.ndarray, flats: Sequence[np.ndarray], *,
         den += signal * signal
         levels.append(float(np.median(signal)))
     if min(levels) <= 0:
-        raise InputDataError("flat frames: a level is not brighter than the dark frames "
-                             f"(median signal per level: {levels})")
+        k = int(np.argmin(levels))
+        which = flat_files[k] if k < len(flat_files) else f"level {k}"
+        raise InputDataError(f"flat frames: {which} is not brighter than the dark frames "
+                             f"(median signal per level: {[round(v, 2) for v in levels]} ADU)")
     gain = num / den
     bad = ~np.isfinite(gain) | (gain <= 0)
     if bad.any():  # dead/saturated pixels: use the median so conversions stay finite

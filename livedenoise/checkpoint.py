@@ -183,6 +183,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"Checkpoint {path} is not a readable safetensors file (truncated or corrupt: {exc}); expected a "
             ".safetensors checkpoint saved by livedenoise."
         ) from None
+    if METADATA_KEY not in header and str(header.get("format", "")).startswith("livedenoise-camera-calibration"):
+        raise CheckpointError(f"{path}: is a camera calibration (written by `livedenoise calibrate-camera`), not a "
+                              "model; give it with --camera-calibration, and a model with --model")
     if METADATA_KEY not in header:
         raise CheckpointError(
             f"Checkpoint {path} has no '{METADATA_KEY}' metadata; it was not saved by livedenoise "

@@ -187,3 +187,26 @@ def test_a_config_folder_that_does_not_exist_is_named_as_such(tmp_path, capsys, 
     assert not (tmp_path / "demo").exists()
     with pytest.raises(SimulatorConfigError, match="no such folder"):
         config_dir()
+
+
+def test_a_camera_calibration_given_as_a_model_and_bad_flat_stacks_are_named(tmp_path, capsys):
+    from livedenoise.camera_calibration import CameraCalibration
+
+    cal = tmp_path / "camera.safetensors"
+    CameraCalibration(np.full((16, 16), 100.0, np.float32), np.full((16, 16), 2.0, np.float32),
+                      np.full((16, 16), 2.0, np.float32), {}).save(cal)
+    image = tmp_path / "cells.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).poisson(40, (64, 64)).astype(np.uint16))
+    assert main(["denoise", str(image), "-o", str(tmp_path / "out"), "--model", str(cal), "--no-progress"]) == 2
+    assert f"{cal}: is a camera calibration (written by `livedenoise calibrate-camera`), not a model" \
+        in _error(capsys)  # it used to say the file "was not saved by livedenoise"
+    rng = np.random.default_rng(1)
+    dark, dim, small = tmp_path / "dark.tif", tmp_path / "dim.tif", tmp_path / "small.tif"
+    tifffile.imwrite(dark, (100 + rng.normal(0, 2, (8, 16, 16))).astype(np.uint16))
+    tifffile.imwrite(dim, (90 + rng.normal(0, 2, (8, 16, 16))).astype(np.uint16))  # darker than the dark frames
+    tifffile.imwrite(small, (300 + rng.normal(0, 2, (8, 8, 8))).astype(np.uint16))
+    out = str(tmp_path / "c.safetensors")
+    assert main(["calibrate-camera", "--dark", str(dark), "--flat", str(small), "-o", out]) == 2
+    assert f"flat stack {small}: frame size (8, 8) differs from the dark frames (16, 16)" in _error(capsys)
+    assert main(["calibrate-camera", "--dark", str(dark), "--flat", str(dim), "-o", out]) == 2
+    assert f"flat frames: {dim} is not brighter than the dark frames" in _error(capsys)
