@@ -332,6 +332,7 @@ class Denoiser:
         self._max_auto_tile = MAX_AUTO_TILE[kind]
         self._oom_tile: int | None = None  # tile side forced after a CUDA out-of-memory error
         self._lock = threading.Lock()
+        self._dark_level_warned = False  # _check_dark_level says it once
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
         if compiled:
@@ -576,11 +577,37 @@ class Denoiser:
         with self._lock:
             return self._engine
 
+    #: Share of a frame's pixels below the noise model's dark level above which :meth:`denoise` warns.
+    DARK_SHARE_WARNED = 0.5
+
+    def _check_dark_level(self, engine: _Engine, frame: np.ndarray) -> None:
+        """Warn (once per Denoiser) when most of a frame lies below the noise model's dark level: the model then sees
+        a black frame and returns a flat one. Why: the Python API runs the model's stored noise model as it is (the
+        CLI fits one to the data and checks the result), so data from another camera, or already offset-subtracted
+        (``frame - 10000`` in an audit), came back flat without a word. A strided sample: cheap in a live loop."""
+        if self._dark_level_warned or not isinstance(engine.normalizer, Normalizer):
+            return
+        norm = engine.normalizer
+        sample = frame[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)].astype(np.float64)
+        offset, gain = norm._maps_for(frame.shape)
+        if np.ndim(offset):
+            offset = np.asarray(offset)[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)]
+            gain = np.asarray(gain)[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)]
+        below = float(np.mean(norm.noise_a * (sample - offset) / gain + norm._floor_arg() < 0))
+        if below > self.DARK_SHARE_WARNED:
+            self._dark_level_warned = True
+            log.warning("%.0f %% of the frame's pixels are below the noise model's dark level (offset %.4g ADU): "
+                        "the network sees a black frame and the result is not a denoised image. Fit the noise model "
+                        "to your data: livedenoise.denoise_array(image), `livedenoise denoise`, or Denoiser(model, "
+                        "normalizer=livedenoise.noise_model.fit_noise_model(frames).normalizer).", 100 * below,
+                        norm.offset)
+
     # ------------------------------------------------------------------ public API
     def denoise(self, frame: np.ndarray) -> np.ndarray:
         """Denoise one 2-D frame (Y, X); returns float32 (Y, X) in the input units."""
         arr = check_image(frame, "frame", ndim=2)
         engine = self._current()
+        self._check_dark_level(engine, arr)
         if engine.temporal and engine.fusion is None:
             return self._run_windows(engine, arr[None, None], np.zeros(1, dtype=np.int64))[0]
         return self._run_frames(engine, arr[None])[0]  # a fused temporal model alone: its 2-D stage
@@ -596,6 +623,7 @@ class Denoiser:
         if arr.ndim == 2:
             return self.denoise(arr)
         engine = self._current()
+        self._check_dark_level(engine, arr.reshape(-1, *arr.shape[-2:])[0])
         h, w = arr.shape[-2:]
         out = np.empty(arr.shape, dtype=np.float32)
         if not engine.temporal or engine.fusion is not None:
