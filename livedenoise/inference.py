@@ -332,7 +332,7 @@ class Denoiser:
         self._max_auto_tile = MAX_AUTO_TILE[kind]
         self._oom_tile: int | None = None  # tile side forced after a CUDA out-of-memory error
         self._lock = threading.Lock()
-        self._dark_level_warned = False  # _check_dark_level says it once
+        self._dark_level_checked: _Engine | None = None  # the engine whose first frame _check_dark_level saw
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
         if compiled:
@@ -581,26 +581,21 @@ class Denoiser:
     DARK_SHARE_WARNED = 0.5
 
     def _check_dark_level(self, engine: _Engine, frame: np.ndarray) -> None:
-        """Warn (once per Denoiser) when most of a frame lies below the noise model's dark level: the model then sees
+        """Warn when most of the first frame a model sees lies below its noise model's dark level: the model then sees
         a black frame and returns a flat one. Why: the Python API runs the model's stored noise model as it is (the
         CLI fits one to the data and checks the result), so data from another camera, or already offset-subtracted
-        (``frame - 10000`` in an audit), came back flat without a word. A strided sample: cheap in a live loop."""
-        if self._dark_level_warned or not isinstance(engine.normalizer, Normalizer):
+        (``frame - 10000`` in an audit), came back flat without a word. Once per engine (a swap checks again), not per
+        frame: a camera's levels do not change from frame to frame."""
+        if self._dark_level_checked is engine or not isinstance(engine.normalizer, Normalizer):
             return
-        norm = engine.normalizer
-        sample = frame[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)].astype(np.float64)
-        offset, gain = norm._maps_for(frame.shape)
-        if np.ndim(offset):
-            offset = np.asarray(offset)[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)]
-            gain = np.asarray(gain)[:: max(1, frame.shape[0] // 64), :: max(1, frame.shape[1] // 64)]
-        below = float(np.mean(norm.noise_a * (sample - offset) / gain + norm._floor_arg() < 0))
+        self._dark_level_checked = engine
+        below = engine.normalizer.share_below_dark_level(frame)
         if below > self.DARK_SHARE_WARNED:
-            self._dark_level_warned = True
             log.warning("%.0f %% of the frame's pixels are below the noise model's dark level (offset %.4g ADU): "
                         "the network sees a black frame and the result is not a denoised image. Fit the noise model "
                         "to your data: livedenoise.denoise_array(image), `livedenoise denoise`, or Denoiser(model, "
                         "normalizer=livedenoise.noise_model.fit_noise_model(frames).normalizer).", 100 * below,
-                        norm.offset)
+                        engine.normalizer.offset)
 
     # ------------------------------------------------------------------ public API
     def denoise(self, frame: np.ndarray) -> np.ndarray:

@@ -362,6 +362,18 @@ class Normalizer:
     def has_pixel_maps(self) -> bool:
         return self.pixel_offset is not None
 
+    def share_below_dark_level(self, frame: np.ndarray, samples: int = 64) -> float:
+        """The share of a 2-D frame's pixels that :meth:`forward` clips at zero (below the dark level), from a grid
+        of about ``samples`` x ``samples`` pixels. Near 0 for frames of the camera this normaliser describes; most of
+        the frame for data of another camera or already offset-subtracted."""
+        step = (max(1, frame.shape[-2] // samples), max(1, frame.shape[-1] // samples))
+        offset, gain = self._maps_for(frame.shape)
+        grid = (slice(None, None, step[0]), slice(None, None, step[1]))
+        if np.ndim(offset):
+            offset, gain = np.asarray(offset)[grid], np.asarray(gain)[grid]
+        e = (np.asarray(frame)[grid].astype(np.float64) - offset) / gain
+        return float(np.mean(self.noise_a * e + self._floor_arg() < 0))
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Raw values (ADU) -> network input (float32). Any shape."""
         arr = check_image(x, "image to normalise")

@@ -35,7 +35,7 @@ class BlockPlan:
     denoiser: DenoiserOptions
     #: Frames read beyond each side of a block along each leading axis (empty: none). A temporal network's block
     #: along T is read with its window's neighbours around it, so every frame is denoised as in the whole series,
-    #: and only the block's own frames are written (:meth:`read_ranges`).
+    #: and only the block's own frames are written (:func:`read_ranges`).
     context: tuple[int, ...] = ()
 
     @property
@@ -76,10 +76,6 @@ class BlockPlan:
     def blocks(self) -> Iterator[tuple[int, tuple[tuple[int, int], ...]]]:
         for i in range(self.n_blocks):
             yield i, self.block(i)
-
-    def read_ranges(self, ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-        """The ``(start, stop)`` to read for a block of ``ranges``: widened by :attr:`context`, within the data."""
-        return read_ranges(ranges, self.context, self.lead_shape)
 
 
 def read_ranges(ranges: tuple[tuple[int, int], ...], context: Sequence[int],
