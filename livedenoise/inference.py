@@ -332,7 +332,7 @@ class Denoiser:
         self._max_auto_tile = MAX_AUTO_TILE[kind]
         self._oom_tile: int | None = None  # tile side forced after a CUDA out-of-memory error
         self._lock = threading.Lock()
-        self._dark_level_checked: _Engine | None = None  # the engine whose first frame _check_dark_level saw
+        self._dark_level_checked: int | None = None  # id of the engine whose first frame _check_dark_level saw
         self._window_lock = threading.Lock()
         self._engine = self._prepare(model_or_checkpoint, normalizer)
         if compiled:
@@ -586,9 +586,10 @@ class Denoiser:
         CLI fits one to the data and checks the result), so data from another camera, or already offset-subtracted
         (``frame - 10000`` in an audit), came back flat without a word. Once per engine (a swap checks again), not per
         frame: a camera's levels do not change from frame to frame."""
-        if self._dark_level_checked is engine or not isinstance(engine.normalizer, Normalizer):
+        # the engine's id, not the engine: holding it would keep a swapped-out network alive
+        if self._dark_level_checked == id(engine) or not isinstance(engine.normalizer, Normalizer):
             return
-        self._dark_level_checked = engine
+        self._dark_level_checked = id(engine)
         below = engine.normalizer.share_below_dark_level(frame)
         if below > self.DARK_SHARE_WARNED:
             log.warning("%.0f %% of the frame's pixels are below the noise model's dark level (offset %.4g ADU): "
